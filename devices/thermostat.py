@@ -1,0 +1,44 @@
+"""`thermostat`: a room thermostat that heats toward its setpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from devices.base import Reading
+from devices.rules import ThresholdRule
+from devices.types import DeviceType
+
+
+class ThermostatReading(Reading):
+    temp_c: Annotated[float, Field(ge=-40, le=85, description="room temperature, °C")]
+    setpoint_c: Annotated[float, Field(ge=5, le=35, description="target temperature, °C")]
+    humidity_pct: Annotated[float, Field(ge=0, le=100, description="relative humidity, %")]
+    heating: Annotated[bool, Field(description="heater is on")]
+
+
+DEVICE = DeviceType(
+    name="thermostat",
+    description="Room thermostat: temperature, setpoint, humidity, heater state",
+    reading=ThermostatReading,
+    rules=(
+        ThresholdRule(
+            name="frost_risk",
+            field="temp_c",
+            direction="below",
+            raise_at=5.0,
+            clear_at=5.5,
+            severity="critical",
+            message="frost risk: room at {value:.1f} °C",
+        ),
+    ),
+    example={
+        "ts": 1795334400.0,
+        "seq": 7,
+        "temp_c": 20.4,
+        "setpoint_c": 21.0,
+        "humidity_pct": 44.0,
+        "heating": True,
+    },
+)

@@ -1,0 +1,185 @@
+"""Decode and validate: one MQTT message in, valid readings and reasoned rejections out.
+
+Nothing here raises on bad input. Every message ends as readings, rejections, or both (an array
+payload keeps its valid readings and rejects only the bad ones), so the service never stops for
+a device that sends garbage and never drops anything without saying why.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from devices.base import Reading
+from devices.catalogue import DEVICE_TYPES
+from devices.topics import (
+    MAX_READINGS_PER_MESSAGE,
+    DeviceAddress,
+    TopicError,
+    is_identifier,
+    parse_telemetry_topic,
+)
+from devices.types import DeviceType
+
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+REJECTED_PAYLOAD_KEEP_BYTES = 1024
+
+# Tag values for a rejection whose topic part is not a valid identifier: a hostile topic must
+# not be able to create series in InfluxDB, so the raw text goes to a field instead.
+INVALID_TAG = "_invalid"
+UNKNOWN_TYPE_TAG = "_unknown"
+
+
+class RejectReason(enum.StrEnum):
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_DEVICE_TYPE = "unknown_device_type"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    BAD_JSON = "bad_json"
+    BAD_SHAPE = "bad_shape"
+    INVALID_READING = "invalid_reading"
+    STORAGE_REFUSED = "storage_refused"  # valid for us, refused by InfluxDB (type conflict)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidReading:
+    address: DeviceAddress
+    reading: Reading
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    tenant: str
+    device_type: str
+    topic: str
+    error: str
+    payload: bytes  # at most REJECTED_PAYLOAD_KEEP_BYTES of what was received
+    received_ns: int
+
+
+@dataclass(slots=True)
+class Decoded:
+    readings: list[ValidReading] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class Decoder:
+    """Turns (topic, payload) into readings and rejections using the device catalogue."""
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        catalogue: Mapping[str, DeviceType] = DEVICE_TYPES,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.prefix = prefix
+        self._catalogue = catalogue
+        self._max_payload_bytes = max_payload_bytes
+
+    def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
+        """Appends what `payload` holds to `out`: its valid readings and any rejections."""
+
+        def reject(reason: RejectReason, error: str, tenant: str, device_type: str,
+                   data: bytes = payload) -> None:
+            out.rejections.append(Rejection(
+                reason, tenant, device_type, topic, error,
+                data[:REJECTED_PAYLOAD_KEEP_BYTES], received_ns,
+            ))
+
+        try:
+            address = parse_telemetry_topic(self.prefix, topic)
+        except TopicError as exc:
+            tenant, device_type = _tags_from_bad_topic(self.prefix, topic, self._catalogue)
+            reject(RejectReason.BAD_TOPIC, str(exc), tenant, device_type)
+            return
+        device = self._catalogue.get(address.device_type)
+        if device is None:
+            known = ", ".join(sorted(self._catalogue))
+            reject(RejectReason.UNKNOWN_DEVICE_TYPE,
+                   f"unknown device type {address.device_type!r}; known: {known}",
+                   address.tenant, UNKNOWN_TYPE_TAG)
+            return
+        tenant, type_name = address.tenant, device.name
+        if len(payload) > self._max_payload_bytes:
+            reject(RejectReason.PAYLOAD_TOO_LARGE,
+                   f"payload is {len(payload)} bytes; the limit is {self._max_payload_bytes}",
+                   tenant, type_name)
+            return
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            reject(RejectReason.BAD_JSON, f"not valid JSON: {exc}", tenant, type_name)
+            return
+
+        if isinstance(document, dict):
+            items: list[Any] = [document]
+        elif isinstance(document, list):
+            if not document:
+                reject(RejectReason.BAD_SHAPE, "empty array: send at least one reading",
+                       tenant, type_name)
+                return
+            if len(document) > MAX_READINGS_PER_MESSAGE:
+                reject(RejectReason.BAD_SHAPE,
+                       f"array of {len(document)} readings; at most "
+                       f"{MAX_READINGS_PER_MESSAGE} per message", tenant, type_name)
+                return
+            items = document
+        else:
+            reject(RejectReason.BAD_SHAPE,
+                   f"payload is a JSON {type(document).__name__}; send an object (one reading) "
+                   "or an array of readings", tenant, type_name)
+            return
+
+        model = device.reading
+        batch = len(items) > 1
+        for index, item in enumerate(items):
+            where = f"reading {index}: " if batch else ""
+            # Each rejected element of a batch keeps its own JSON, so nothing valid is lost
+            # and nothing invalid is recorded twice.
+            data = orjson.dumps(item) if batch else payload
+            if not isinstance(item, dict):
+                reject(RejectReason.BAD_SHAPE, f"{where}expected a JSON object",
+                       tenant, type_name, data)
+                continue
+            try:
+                reading = model.model_validate(item)
+            except ValidationError as exc:
+                reject(RejectReason.INVALID_READING, where + describe_validation_error(exc),
+                       tenant, type_name, data)
+                continue
+            out.readings.append(ValidReading(address, reading))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A one-line summary: `field: what was wrong (got X); other_field: ...`."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(part) for part in error["loc"]) or "reading"
+        message = error["msg"]
+        if error["type"] == "missing":
+            parts.append(f"{location}: required field is missing")
+            continue
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{location}: unknown field")
+            continue
+        got = repr(error.get("input"))
+        if len(got) > 40:
+            got = got[:37] + "..."
+        parts.append(f"{location}: {message} (got {got})")
+    return "; ".join(parts)
+
+
+def _tags_from_bad_topic(
+    prefix: str, topic: str, catalogue: Mapping[str, DeviceType]
+) -> tuple[str, str]:
+    """Best-effort tenant and type tags for a malformed topic, never raw attacker text."""
+    parts = topic[len(prefix) + 1:].split("/") if topic.startswith(prefix + "/") else []
+    tenant = parts[0] if parts and is_identifier(parts[0]) else INVALID_TAG
+    device_type = parts[1] if len(parts) > 1 and parts[1] in catalogue else UNKNOWN_TYPE_TAG
+    return tenant, device_type

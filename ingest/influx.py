@@ -1,0 +1,188 @@
+"""The InfluxDB HTTP API that 1.x serves natively and 2.x/3.x serve for compatibility.
+
+`POST /write` (line protocol) and `GET|POST /query` (InfluxQL). InfluxDB 2.x maps `db` to the
+bucket of that name and takes `Authorization: Token …`; 1.x takes the same header when auth is
+on, or basic auth from the URL. influxdb-client (the v2 library) is not used: it speaks only
+`/api/v2`, which Debian's InfluxDB 1.6.7 does not serve, so it could not be tested here.
+
+Errors are translated here into two kinds that say what to do next:
+- `InfluxUnavailable`: try again later (after `retry_after` seconds when the server said so);
+- `InfluxRefused`: the request itself is wrong; retrying the same request cannot succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+
+class InfluxError(Exception):
+    """Base of the errors this module raises."""
+
+
+class InfluxUnavailable(InfluxError):
+    """InfluxDB could not take the request now: down, slow, overloaded. Retry."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InfluxRefused(InfluxError):
+    """InfluxDB refused the request; `status` tells why (400 bad data, 401/403 auth, ...)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    name: str
+    tags: dict[str, str]
+    columns: list[str]
+    values: list[list[Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.values]
+
+
+class InfluxClient:
+    """A small async client for `/ping`, `/write` and `/query` against one database."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        parts = urlsplit(url)
+        auth = None
+        if parts.username:
+            auth = httpx.BasicAuth(parts.username, parts.password or "")
+            parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        self.url = urlunsplit(parts).rstrip("/")
+        self.database = database
+        self._http = httpx.AsyncClient(
+            base_url=self.url, auth=auth, headers=headers, timeout=timeout_s
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            response = await self._http.get("/ping")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 204
+
+    async def ensure_database(self) -> None:
+        """Creates the database if it is missing (idempotent on 1.x).
+
+        InfluxDB 2.x/3.x answer CREATE DATABASE with an error; there the bucket must exist
+        already, which SHOW DATABASES confirms.
+        """
+        try:
+            await self.query(f"CREATE DATABASE {quote_identifier(self.database)}", db=None)
+            return
+        except InfluxRefused:
+            pass
+        names = {row["name"] for s in await self.query("SHOW DATABASES", db=None)
+                 for row in s.rows()}
+        if self.database not in names:
+            raise InfluxRefused(
+                f"database {self.database!r} does not exist at {self.url} and could not be "
+                "created: create it (InfluxDB 1.x) or a bucket of that name (2.x/3.x)",
+                status=404,
+            )
+
+    async def write(self, lines: Sequence[str]) -> None:
+        """Writes line protocol with nanosecond timestamps; raises InfluxError on failure."""
+        body = "\n".join(lines).encode()
+        try:
+            response = await self._http.post(
+                "/write", params={"db": self.database, "precision": "ns"}, content=body
+            )
+        except httpx.TimeoutException as exc:
+            raise InfluxUnavailable(f"write to {self.url} timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"cannot reach InfluxDB at {self.url}: {exc!r}") from exc
+        _raise_for_status(response, "write")
+
+    async def query(self, influxql: str, *, db: str | None = "", epoch: str = "ns") -> list[Series]:
+        """Runs InfluxQL and returns its series; `db=""` means this client's database."""
+        params = {"q": influxql, "epoch": epoch}
+        database = self.database if db == "" else db
+        if database is not None:
+            params["db"] = database
+        try:
+            response = await self._http.post("/query", data=params)
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"cannot reach InfluxDB at {self.url}: {exc!r}") from exc
+        _raise_for_status(response, "query")
+        document = orjson.loads(response.content)
+        if "error" in document:
+            raise InfluxRefused(f"query failed: {document['error']}", status=400)
+        series: list[Series] = []
+        for result in document.get("results", []):
+            if "error" in result:
+                raise InfluxRefused(f"query failed: {result['error']}", status=400)
+            for s in result.get("series", []):
+                series.append(Series(s.get("name", ""), s.get("tags") or {},
+                                     s["columns"], s["values"]))
+        return series
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if status < 300:
+        return
+    detail = _error_text(response)
+    # 429 and 503 are how InfluxDB (and proxies before it) say "later"; other 5xx are server
+    # faults that a later attempt may not meet.
+    if status in (429, 503) or status >= 500:
+        raise InfluxUnavailable(
+            f"{what} answered {status}: {detail}", retry_after=_retry_after(response)
+        )
+    if status in (401, 403):
+        raise InfluxRefused(
+            f"{what} answered {status} (not authorised): set MOCLO_INFLUX_TOKEN or put "
+            f"user:password in MOCLO_INFLUX_URL. Server said: {detail}", status=status,
+        )
+    # 400: bad line protocol or a field type conflict (possibly a partial write);
+    # 404: database not found; 413: body too large. None succeeds when repeated as is.
+    raise InfluxRefused(f"{what} answered {status}: {detail}", status=status)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(orjson.loads(response.content).get("error", response.text))[:500]
+    except (orjson.JSONDecodeError, AttributeError):
+        return response.text[:500]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date; the caller's own backoff is a fine substitute
+
+
+def quote_identifier(name: str) -> str:
+    """An InfluxQL identifier in double quotes, so no name can end the statement."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(value: str) -> str:
+    """An InfluxQL string literal in single quotes."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

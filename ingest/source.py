@@ -1,0 +1,217 @@
+"""Where readings enter: an MQTT subscription, delivered to asyncio in batches, acknowledged late.
+
+paho-mqtt 2 runs the connection in its own thread (with its reconnect logic) because it offers
+manual acknowledgement (`manual_ack=True`) and aiomqtt does not (aiomqtt issue 345). Messages
+are handed to the event loop in batches, one wake-up per burst rather than per message.
+
+Guarantees:
+- a message is acknowledged only when the service calls `ack()` for it, after its readings are
+  stored; whatever is not acknowledged is delivered again by the broker (persistent session);
+- the number of unacknowledged messages held here is bounded by the MQTT 5 Receive Maximum
+  sent at connect (`window`), so a slow database stops intake instead of growing memory;
+- after a reconnect, messages from the old connection are never acknowledged on the new one
+  (their packet ids may be reused); the broker redelivers them instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from moclo.settings import MqttEndpoint
+
+log = logging.getLogger("moclo.ingest.source")
+
+
+class MqttUnreachable(ConnectionError):
+    """The broker could not be reached or refused the connection; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ns: int
+    connection: int  # which connection delivered it; acks go only to that connection
+
+
+class MqttSource:
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        *,
+        client_id: str,
+        subscription: str,
+        batch_messages: int = 2_000,
+        window: int = 10_000,
+        session_expiry_s: int = 86_400,
+        keepalive_s: int = 30,
+    ) -> None:
+        self.endpoint = endpoint
+        self.subscription = subscription
+        if window < batch_messages:
+            raise ValueError("window must be at least batch_messages, or batches never fill")
+        self._batch_messages = batch_messages
+        self._window = window
+        self._session_expiry_s = session_expiry_s
+        self._keepalive_s = keepalive_s
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
+        if endpoint.username:
+            self._client.username_pw_set(endpoint.username, endpoint.password)
+        if endpoint.tls:
+            self._client.tls_set_context(ssl.create_default_context())
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+        self._lock = threading.Lock()
+        self._pending: list[Message] = []
+        self._wake_scheduled = False
+        self._connection = 0
+        self._last_error = "no answer yet"
+        self.connected = False
+        self.messages_received = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrived: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None
+        self._subscribed: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, *, timeout_s: float = 15.0) -> None:
+        """Connects and subscribes; raises MqttUnreachable if that fails within `timeout_s`."""
+        self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self._session_expiry_s
+        properties.ReceiveMaximum = self._window
+        self._client.connect_async(
+            self.endpoint.host, self.endpoint.port, keepalive=self._keepalive_s,
+            clean_start=False, properties=properties,
+        )
+        self._client.loop_start()
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise MqttUnreachable(
+                f"could not connect to the MQTT broker at {self.endpoint.display()} within "
+                f"{timeout_s:.0f}s ({self._last_error}). Is it running? Set MOCLO_MQTT_URL "
+                "or --mqtt-url to where it listens."
+            ) from None
+
+    async def close(self) -> None:
+        self._client.disconnect()
+        # loop_stop joins paho's thread; keep the event loop free while it does.
+        await asyncio.to_thread(self._client.loop_stop)
+
+    # -- what the service calls ------------------------------------------------------------
+
+    async def next_batch(self, *, linger_s: float) -> list[Message]:
+        """Waits for a message, then up to `linger_s` for a full batch; returns what is there.
+
+        Under load batches fill at once; when quiet, `linger_s` bounds the added latency.
+        """
+        assert self._arrived is not None and self._full is not None, "start() first"
+        await self._arrived.wait()
+        if len(self._pending) < self._batch_messages:
+            try:
+                await asyncio.wait_for(self._full.wait(), linger_s)
+            except TimeoutError:
+                pass
+        with self._lock:
+            batch = self._pending[: self._batch_messages]
+            del self._pending[: self._batch_messages]
+            if len(self._pending) < self._batch_messages:
+                self._full.clear()
+            if not self._pending:
+                self._arrived.clear()
+                self._wake_scheduled = False
+        return batch
+
+    def ack(self, messages: list[Message]) -> int:
+        """Acknowledges stored messages, in arrival order; returns how many were sent."""
+        current = self._connection
+        sent = 0
+        for message in messages:
+            if message.qos and message.connection == current:
+                self._client.ack(message.mid, message.qos)
+                sent += 1
+        return sent
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        """Queues a message; paho sends it, and resends it after a reconnect, on its own."""
+        self._client.publish(topic, payload, qos=qos)
+
+    # -- paho's thread ---------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
+        reason: ReasonCode, properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self._last_error = f"broker refused: {reason}"
+            log.error("MQTT broker %s refused the connection: %s", self.endpoint.display(), reason)
+            return
+        with self._lock:
+            self._connection += 1
+        self.connected = True
+        log.info("connected to %s (session present: %s)", self.endpoint.display(),
+                 flags.session_present)
+        client.subscribe(self.subscription, qos=1)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
+        reason: ReasonCode, properties: Properties | None,
+    ) -> None:
+        self.connected = False
+        self._last_error = f"disconnected: {reason}"
+        if reason.is_failure:
+            log.warning("MQTT connection lost (%s); paho reconnects with backoff", reason)
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: object, mid: int,
+        reason_codes: list[ReasonCode], properties: Properties | None,
+    ) -> None:
+        if any(code.is_failure for code in reason_codes):
+            self._last_error = f"subscription to {self.subscription} refused: {reason_codes}"
+            log.error("%s", self._last_error)
+            return
+        assert self._loop is not None and self._subscribed is not None
+        self._loop.call_soon_threadsafe(self._subscribed.set)
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        message = Message(msg.topic, msg.payload, msg.mid, msg.qos, time.time_ns(),
+                          self._connection)
+        with self._lock:
+            self._pending.append(message)
+            self.messages_received += 1
+            wake = not self._wake_scheduled
+            self._wake_scheduled = True
+            full = len(self._pending) == self._batch_messages
+        assert self._loop is not None and self._arrived is not None and self._full is not None
+        if wake:
+            self._loop.call_soon_threadsafe(self._arrived.set)
+        if full:
+            self._loop.call_soon_threadsafe(self._full.set)

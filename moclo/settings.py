@@ -1,0 +1,140 @@
+"""Configuration, declared once: environment variables, overridden by command-line flags.
+
+| variable                 | default                  | meaning                                  |
+|--------------------------|--------------------------|------------------------------------------|
+| MOCLO_MQTT_URL           | mqtt://127.0.0.1:1883    | broker; user:password@ in the URL        |
+| MOCLO_INFLUX_URL         | http://127.0.0.1:8086    | InfluxDB 1.x, or 2.x/3.x compatibility   |
+| MOCLO_INFLUX_DB          | moclo                    | database (bucket on 2.x/3.x)             |
+| MOCLO_INFLUX_TOKEN       | (none)                   | sent as `Authorization: Token …`         |
+| MOCLO_TOPIC_PREFIX       | moclo                    | first topic level(s) of every topic      |
+| MOCLO_INGEST_CLIENT_ID   | moclo-ingest             | MQTT client id of ingest (its session)   |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from devices.topics import DEFAULT_PREFIX, check_prefix
+
+ENVIRONMENT = {
+    "mqtt_url": "MOCLO_MQTT_URL",
+    "influx_url": "MOCLO_INFLUX_URL",
+    "influx_db": "MOCLO_INFLUX_DB",
+    "influx_token": "MOCLO_INFLUX_TOKEN",
+    "topic_prefix": "MOCLO_TOPIC_PREFIX",
+    "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
+}
+
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:@/]*:)[^@/]*@")
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message names the variable or flag and what is allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://[user:password@]host[:port] (or mqtts://)")
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "mqtts",
+        )
+
+    def display(self) -> str:
+        """The URL without its password, for logs and messages."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_db: str = Field(default="moclo", min_length=1)
+    influx_token: SecretStr | None = None
+    topic_prefix: str = DEFAULT_PREFIX
+    ingest_client_id: str = Field(default="moclo-ingest", min_length=1, max_length=64)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        MqttEndpoint.from_url(value)
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _influx_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://host:port (or https://)")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_prefix(value)
+
+    @property
+    def influx_token_value(self) -> str | None:
+        return self.influx_token.get_secret_value() if self.influx_token else None
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        return MqttEndpoint.from_url(self.mqtt_url)
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Settings from the environment, with non-None `overrides` (command-line flags) on top."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {
+            name: environ[var] for name, var in ENVIRONMENT.items() if environ.get(var)
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, set(overrides) - {None})) from None
+
+
+def _explain(exc: ValidationError, flags: set[str]) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        where = ENVIRONMENT.get(name, name)
+        if name in flags:
+            where = f"--{name.replace('_', '-')} (or {where})"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        # Never echo a secret: tokens are left out, passwords in URLs masked.
+        got = "" if name == "influx_token" else \
+            "; got " + _PASSWORD_IN_URL.sub(r"\1***@", repr(error.get("input")))
+        lines.append(f"{where} {message}{got}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+

@@ -1,0 +1,237 @@
+"""Local servers as child processes: Mosquitto and InfluxDB with project-local config and data.
+
+`moclo up` uses this when nothing answers at the configured URLs, and the test suite uses the
+same code for its session fixtures, so what the tests run is what users run. Servers listen on
+loopback only. Broker settings, and why:
+
+- `max_inflight_messages 1000`: MQTT 3.1.1 consumers that acknowledge after a batch write would
+  otherwise stall at the default of 20 unacknowledged messages (ingest itself speaks MQTT 5 and
+  sets its own Receive Maximum, which takes precedence).
+- `max_queued_messages 1000000`: what the broker holds for ingest's persistent session while it
+  is away. At 1,000 readings/s that is about 16 minutes of outage before the broker drops
+  messages (it counts them in $SYS/broker/publish/messages/dropped).
+- `persistence true`, `autosave_interval 60`: queued messages survive a broker restart.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+
+class ServerError(RuntimeError):
+    """A local server could not be started; the message says why and where its log is."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def find_executable(name: str, *, package: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise ServerError(
+        f"{name} is not installed: install the Debian package '{package}' "
+        f"(apt-get install {package}), or point moclo at a running server"
+    )
+
+
+class LocalServer:
+    """One child process with its own directory, log file and readiness check."""
+
+    name = "server"
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory = directory
+        self.port = port
+        self.host = "127.0.0.1"
+        self.log_path = directory / f"{self.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def write_config(self) -> None:
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, *, timeout_s: float = 30.0) -> None:
+        """Starts the process and returns once it answers; ServerError if it does not."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        log_file = self.log_path.open("ab")
+        # Its own session: Ctrl-C in the terminal reaches moclo, which stops the servers last,
+        # after ingest has written and acknowledged what it holds.
+        self._process = subprocess.Popen(
+            self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log_file.close()
+        deadline = time.monotonic() + timeout_s
+        while not self.is_ready():
+            if self._process.poll() is not None:
+                raise ServerError(
+                    f"{self.name} exited with {self._process.returncode} while starting; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(
+                    f"{self.name} did not answer on port {self.port} within {timeout_s:.0f}s; "
+                    f"see {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)  # polling a readiness probe; the deadline above bounds it
+
+    def stop(self, *, timeout_s: float = 20.0) -> None:
+        """SIGTERM (both servers save their state on it), then SIGKILL if it hangs."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for tests of what survives a crash."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class MosquittoServer(LocalServer):
+    name = "mosquitto"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "mosquitto.conf"
+
+    def command(self) -> list[str]:
+        return [find_executable("mosquitto", package="mosquitto"), "-c", str(self.config_path)]
+
+    def write_config(self) -> None:
+        data = self.directory / "data"
+        data.mkdir(exist_ok=True)
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {data}/",
+            "autosave_interval 60",
+            "max_inflight_messages 1000",
+            "max_queued_messages 1000000",
+            "set_tcp_nodelay true",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "log_type subscribe",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        ]
+        # Started as root, Mosquitto drops to the user 'mosquitto', which cannot write here.
+        if os.geteuid() == 0:
+            lines.append("user root")
+        else:
+            lines.append(f"user {getpass.getuser()}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def is_ready(self) -> bool:
+        return port_open(self.host, self.port)
+
+
+class InfluxServer(LocalServer):
+    name = "influxd"
+
+    def __init__(self, directory: Path, port: int, rpc_port: int | None = None) -> None:
+        super().__init__(directory, port)
+        self.rpc_port = rpc_port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "influxdb.conf"
+
+    def command(self) -> list[str]:
+        return [find_executable("influxd", package="influxdb"), "run", "-config",
+                str(self.config_path)]
+
+    def write_config(self) -> None:
+        d = self.directory
+        self.config_path.write_text(f"""\
+reporting-disabled = true
+bind-address = "{self.host}:{self.rpc_port}"
+
+[meta]
+  dir = "{d / 'meta'}"
+
+[data]
+  dir = "{d / 'data'}"
+  wal-dir = "{d / 'wal'}"
+  query-log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "{self.host}:{self.port}"
+  auth-enabled = false
+  log-enabled = false
+
+[continuous_queries]
+  enabled = false
+
+[logging]
+  level = "warn"
+""")
+
+    def is_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/ping", timeout=1.0).status_code == 204
+        except httpx.HTTPError:
+            return False

@@ -17,24 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import threading
 import time
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from moclo.settings import MqttEndpoint
+from moclo.mqtt import MqttEndpoint, make_client
 
 log = logging.getLogger("moclo.ingest.source")
-
-
-class MqttUnreachable(ConnectionError):
-    """The broker could not be reached or refused the connection; the message says what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +61,7 @@ class MqttSource:
         self._window = window
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv5,
-            manual_ack=True,
-        )
-        if endpoint.username:
-            self._client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            self._client.tls_set_context(ssl.create_default_context())
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client = make_client(endpoint, client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
@@ -115,11 +99,7 @@ class MqttSource:
             await asyncio.wait_for(self._subscribed.wait(), timeout_s)
         except TimeoutError:
             await self.close()
-            raise MqttUnreachable(
-                f"could not connect to the MQTT broker at {self.endpoint.display()} within "
-                f"{timeout_s:.0f}s ({self._last_error}). Is it running? Set MOCLO_MQTT_URL "
-                "or --mqtt-url to where it listens."
-            ) from None
+            raise self.endpoint.unreachable(timeout_s, self._last_error) from None
 
     async def close(self) -> None:
         self._client.disconnect()

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from devices.topics import DEFAULT_PREFIX, check_prefix
+from moclo.mqtt import MqttEndpoint
 
 ENVIRONMENT = {
     "mqtt_url": "MOCLO_MQTT_URL",
@@ -38,37 +38,6 @@ _PASSWORD_IN_URL = re.compile(r"(://[^:@/]*:)[^@/]*@")
 
 class SettingsError(ValueError):
     """A setting is wrong; the message names the variable or flag and what is allowed."""
-
-
-@dataclass(frozen=True, slots=True)
-class MqttEndpoint:
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    tls: bool
-
-    @classmethod
-    def from_url(cls, url: str) -> MqttEndpoint:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtt://[user:password@]host[:port] (or mqtts://)")
-        try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError:
-            raise ValueError("has a port that is not a number from 1 to 65535") from None
-        return cls(
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=parts.scheme == "mqtts",
-        )
-
-    def display(self) -> str:
-        """The URL without its password, for logs and messages."""
-        user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
 
 class Settings(BaseModel):

@@ -1,0 +1,177 @@
+"""`moclo up`: the whole pipeline on one machine with one command.
+
+Uses the broker and database at the configured URLs when they answer; otherwise starts local
+`mosquitto` and `influxd` child processes (loopback only, config and data under `--data-dir`)
+on the configured ports, or on free ports when those are taken. Then runs ingest and a
+simulated fleet, prints where everything is and what happens, and on Ctrl-C stops the
+simulator, lets ingest store and acknowledge what it holds, and stops the servers last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ingest.alerts import Alert
+from ingest.service import IngestStats, run_ingest
+from moclo.settings import Settings
+from moclo.signals import install_stop_handlers
+from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
+from simulators.run import SimulationOptions, run_simulation
+
+
+@dataclass(frozen=True, slots=True)
+class UpOptions:
+    data_dir: Path
+    simulation: SimulationOptions | None  # None: no simulator, ingest only
+    duration_s: float | None = None  # stop by itself after this long (demos, tests)
+    status_every_s: float = 5.0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _port_or_free(host: str, port: int) -> int:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return free_port(host)
+    return port
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def start_local_servers(
+    settings: Settings, data_dir: Path, servers: ExitStack
+) -> tuple[Settings, list[str]]:
+    """Starts what does not answer at the configured URLs; returns the settings to use."""
+    notes: list[str] = []
+    updates: dict[str, str] = {}
+    mqtt = settings.mqtt
+    if port_open(mqtt.host, mqtt.port):
+        notes.append(f"  MQTT broker  {mqtt.display()}  (already running, used as is)")
+    elif not _is_loopback(mqtt.host):
+        raise SystemExit(f"moclo up: no MQTT broker answers at {mqtt.display()}, and moclo only "
+                         "starts one on this machine: fix MOCLO_MQTT_URL or start the broker")
+    else:
+        broker = MosquittoServer(data_dir / "mosquitto", _port_or_free("127.0.0.1", mqtt.port))
+        broker.start()
+        servers.callback(broker.stop)
+        updates["mqtt_url"] = broker.url
+        notes.append(f"  MQTT broker  {broker.url}  (started here; config and log in "
+                     f"{broker.directory})")
+    influx = urlsplit(settings.influx_url)
+    host, port = influx.hostname or "127.0.0.1", influx.port or 8086
+    if port_open(host, port):
+        notes.append(f"  InfluxDB     {settings.influx_url}  db={settings.influx_db}  "
+                     "(already running, used as is)")
+    elif not _is_loopback(host):
+        raise SystemExit(f"moclo up: no InfluxDB answers at {settings.influx_url}, and moclo "
+                         "only starts one on this machine: fix MOCLO_INFLUX_URL or start it")
+    else:
+        database = InfluxServer(data_dir / "influxdb", _port_or_free("127.0.0.1", port))
+        database.start()
+        servers.callback(database.stop)
+        updates["influx_url"] = database.url
+        notes.append(f"  InfluxDB     {database.url}  db={settings.influx_db}  (started here; "
+                     f"data in {database.directory})")
+    return settings.model_copy(update=updates), notes
+
+
+def run_up(settings: Settings, options: UpOptions) -> int:
+    with ExitStack() as servers:
+        _say("moclo up: starting…")
+        settings, notes = start_local_servers(settings, options.data_dir, servers)
+        return asyncio.run(_run(settings, options, notes))
+
+
+async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    stats = IngestStats()
+    ready = asyncio.Event()
+    sim_stop = threading.Event()
+    prefix = settings.topic_prefix
+
+    def on_alert(alert: Alert) -> None:
+        mark = "ALERT" if alert.state == "raised" else "CLEAR"
+        _say(f"{mark} {alert.severity:<8} {alert.rule:<11} {alert.tenant}/{alert.device_id}: "
+             f"{alert.message}")
+
+    async with asyncio.TaskGroup() as tasks:
+        ingest = tasks.create_task(
+            run_ingest(settings, stop, stats=stats, on_alert=on_alert, ready=ready),
+            name="ingest",
+        )
+        await _first(ready, ingest)
+        _say("moclo is up:")
+        for line in notes:
+            _say(line)
+        _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
+        sim = options.simulation
+        if sim is not None:
+            fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
+            _say(f"  Simulator    {fleet} for tenant {sim.tenant}, one reading every "
+                 f"{sim.interval_s:g}s each (seed {sim.seed})")
+            tasks.create_task(
+                asyncio.to_thread(run_simulation, settings.mqtt, prefix, sim, stop=sim_stop),
+                name="simulator",
+            )
+        _say(f"  Watch alerts moclo alerts watch --mqtt-url {settings.mqtt.display()}")
+        _say(f"  Query        curl -G {settings.influx_url}/query --data-urlencode "
+             f"db={settings.influx_db} --data-urlencode "
+             "\"q=SELECT mean(body_temp_c) FROM cow_tracker WHERE time > now() - 1h "
+             "GROUP BY device_id\"")
+        _say("Ctrl-C stops everything.")
+        tasks.create_task(_report(stats, stop, options), name="status")
+        await stop.wait()
+        sim_stop.set()
+    _say(f"moclo up: stopped cleanly after storing {stats.readings_stored} readings "
+         f"({stats.rejected} rejected, {stats.alerts_raised} alerts raised)")
+    return 0
+
+
+async def _first(ready: asyncio.Event, ingest: asyncio.Task[IngestStats]) -> None:
+    """Waits for ingest to be ready; if it fails first, its exception surfaces here."""
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({waiter, ingest}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if ingest.done():
+        ingest.result()
+        raise RuntimeError("ingest stopped before it was ready")
+
+
+async def _report(stats: IngestStats, stop: asyncio.Event, options: UpOptions) -> None:
+    began = time.monotonic()
+    last = 0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), options.status_every_s)
+        except TimeoutError:
+            pass
+        stored = stats.readings_stored
+        rate = (stored - last) / options.status_every_s
+        last = stored
+        _say(f"[{time.strftime('%H:%M:%S')}] readings stored {stored} ({rate:.0f}/s)  "
+             f"rejected {stats.rejected}  alerts raised {stats.alerts_raised} "
+             f"resolved {stats.alerts_resolved}  open {stats.open_alerts}")
+        if options.duration_s is not None and time.monotonic() - began >= options.duration_s:
+            print("moclo up: --duration reached, stopping", file=sys.stderr, flush=True)
+            stop.set()

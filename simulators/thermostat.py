@@ -1,0 +1,53 @@
+"""A room thermostat: the room heats toward the setpoint and cools toward the outside.
+
+An incident is a heater failure: the thermostat still asks for heat but none comes, so the
+room drifts toward the outside temperature; on a cold day it falls below 5 °C (frost risk).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from simulators.behaviour import Incidents, clamp, daily_wave
+
+HEAT_RATE_C_PER_H = 2.5  # how fast a working heater warms the room
+LOSS_PER_H = 0.35  # fraction of the inside-outside difference lost per hour
+
+
+class ThermostatBehaviour:
+    id_prefix = "thermostat"
+
+    def __init__(
+        self, rng: random.Random, start: float, *, incident_every_s: float | None = None
+    ) -> None:
+        self._rng = rng
+        self._setpoint = rng.choice([19.0, 19.5, 20.0, 20.5, 21.0, 21.5])
+        self._outside_mean = rng.uniform(-8, 8)
+        self._temp = self._setpoint + rng.uniform(-1.5, 0.5)
+        self._humidity = rng.uniform(38, 55)
+        self._heating = False
+        self._last_t = start
+        self._incidents = Incidents(rng, start, incident_every_s)
+
+    def fields(self, t: float) -> dict[str, Any]:
+        rng = self._rng
+        hours = max(0.0, t - self._last_t) / 3600.0
+        self._last_t = t
+        outside = self._outside_mean + 4 * daily_wave(t, peak_hour=15)
+        # A thermostat's own hysteresis: on below setpoint - 0.3, off above setpoint + 0.3.
+        if self._temp < self._setpoint - 0.3:
+            self._heating = True
+        elif self._temp > self._setpoint + 0.3:
+            self._heating = False
+        heater_works = self._incidents.progress(t) is None
+        gain = HEAT_RATE_C_PER_H * hours if (self._heating and heater_works) else 0.0
+        self._temp += gain - (self._temp - outside) * (1 - math.exp(-LOSS_PER_H * hours))
+        self._humidity = clamp(self._humidity + rng.gauss(0, 0.3), 25, 70)
+        return {
+            "temp_c": round(clamp(self._temp + rng.gauss(0, 0.05), -40, 85), 2),
+            "setpoint_c": self._setpoint,
+            "humidity_pct": round(self._humidity, 1),
+            "heating": self._heating,
+        }

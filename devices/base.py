@@ -69,7 +69,12 @@ def _parse_rfc3339(text: str) -> int:
             if sign == "-":
                 offset = -offset
         moment = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
             tzinfo=timezone(offset),
         )
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""`cow_tracker`: a collar on a dairy cow that tells the farmer when she is sick, still or in heat."""
+"""`cow_tracker`: a dairy cow collar that tells the farmer when she is sick, still or in heat."""
 
 from __future__ import annotations
 

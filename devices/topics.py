@@ -39,8 +39,13 @@ def check_identifier(kind: str, text: str) -> str:
 
 def check_prefix(prefix: str) -> str:
     """A prefix is one or more topic levels with no wildcards."""
-    if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") \
-            or prefix.endswith("/") or "//" in prefix:
+    if (
+        not prefix
+        or any(c in prefix for c in "+#\0")
+        or prefix.startswith("/")
+        or prefix.endswith("/")
+        or "//" in prefix
+    ):
         raise TopicError(f"topic prefix {prefix!r} must be non-empty levels without + or #")
     return prefix
 
@@ -70,7 +75,7 @@ def parse_telemetry_topic(prefix: str, topic: str) -> DeviceAddress:
     head = prefix + "/"
     if not topic.startswith(head):
         raise TopicError(f"topic {topic!r} does not start with {head!r}")
-    parts = topic[len(head):].split("/")
+    parts = topic[len(head) :].split("/")
     if len(parts) != 4 or parts[3] != "telemetry":
         raise TopicError(
             f"topic {topic!r} must be {prefix}/{{tenant}}/{{device_type}}/{{device_id}}/telemetry"

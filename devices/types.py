@@ -21,7 +21,9 @@ class DeviceType:
         # A rule on a field the reading does not have would never fire; fail at import instead.
         for rule in self.rules:
             if rule.field not in self.reading.measurement_fields:
-                raise ValueError(f"{self.name}: rule {rule.name} watches unknown field {rule.field}")
+                raise ValueError(
+                    f"{self.name}: rule {rule.name} watches unknown field {rule.field}"
+                )
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of one reading as it travels on the wire."""

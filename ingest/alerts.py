@@ -43,19 +43,21 @@ class Alert:
     raised_ns: int  # when the episode began
 
     def to_json(self) -> bytes:
-        return orjson.dumps({
-            "id": self.alert_id,
-            "state": self.state,
-            "rule": self.rule,
-            "severity": self.severity,
-            "tenant": self.tenant,
-            "device_type": self.device_type,
-            "device_id": self.device_id,
-            "value": self.value,
-            "message": self.message,
-            "ts": format_timestamp(self.ts_ns),
-            "raised_at": format_timestamp(self.raised_ns),
-        })
+        return orjson.dumps(
+            {
+                "id": self.alert_id,
+                "state": self.state,
+                "rule": self.rule,
+                "severity": self.severity,
+                "tenant": self.tenant,
+                "device_type": self.device_type,
+                "device_id": self.device_id,
+                "value": self.value,
+                "message": self.message,
+                "ts": format_timestamp(self.ts_ns),
+                "raised_at": format_timestamp(self.raised_ns),
+            }
+        )
 
     def to_line(self) -> str:
         return (
@@ -123,10 +125,19 @@ class AlertEngine:
             message = rule.message.format(value=value)
             if state == "resolved":
                 message = f"resolved: {message}"
-            changes.append(Alert(
-                alert_id=episode.alert_id, state=state, rule=rule.name, severity=rule.severity,
-                tenant=address.tenant, device_type=address.device_type,
-                device_id=address.device_id, value=value, message=message,
-                ts_ns=reading.ts, raised_ns=episode.raised_ns,
-            ))
+            changes.append(
+                Alert(
+                    alert_id=episode.alert_id,
+                    state=state,
+                    rule=rule.name,
+                    severity=rule.severity,
+                    tenant=address.tenant,
+                    device_type=address.device_type,
+                    device_id=address.device_id,
+                    value=value,
+                    message=message,
+                    ts_ns=reading.ts,
+                    raised_ns=episode.raised_ns,
+                )
+            )
         return changes

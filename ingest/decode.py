@@ -85,12 +85,20 @@ class Decoder:
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         """Appends what `payload` holds to `out`: its valid readings and any rejections."""
 
-        def reject(reason: RejectReason, error: str, tenant: str, device_type: str,
-                   data: bytes = payload) -> None:
-            out.rejections.append(Rejection(
-                reason, tenant, device_type, topic, error,
-                data[:REJECTED_PAYLOAD_KEEP_BYTES], received_ns,
-            ))
+        def reject(
+            reason: RejectReason, error: str, tenant: str, device_type: str, data: bytes = payload
+        ) -> None:
+            out.rejections.append(
+                Rejection(
+                    reason,
+                    tenant,
+                    device_type,
+                    topic,
+                    error,
+                    data[:REJECTED_PAYLOAD_KEEP_BYTES],
+                    received_ns,
+                )
+            )
 
         try:
             address = parse_telemetry_topic(self.prefix, topic)
@@ -101,15 +109,21 @@ class Decoder:
         device = self._catalogue.get(address.device_type)
         if device is None:
             known = ", ".join(sorted(self._catalogue))
-            reject(RejectReason.UNKNOWN_DEVICE_TYPE,
-                   f"unknown device type {address.device_type!r}; known: {known}",
-                   address.tenant, UNKNOWN_TYPE_TAG)
+            reject(
+                RejectReason.UNKNOWN_DEVICE_TYPE,
+                f"unknown device type {address.device_type!r}; known: {known}",
+                address.tenant,
+                UNKNOWN_TYPE_TAG,
+            )
             return
         tenant, type_name = address.tenant, device.name
         if len(payload) > self._max_payload_bytes:
-            reject(RejectReason.PAYLOAD_TOO_LARGE,
-                   f"payload is {len(payload)} bytes; the limit is {self._max_payload_bytes}",
-                   tenant, type_name)
+            reject(
+                RejectReason.PAYLOAD_TOO_LARGE,
+                f"payload is {len(payload)} bytes; the limit is {self._max_payload_bytes}",
+                tenant,
+                type_name,
+            )
             return
         try:
             document = orjson.loads(payload)
@@ -121,19 +135,31 @@ class Decoder:
             items: list[Any] = [document]
         elif isinstance(document, list):
             if not document:
-                reject(RejectReason.BAD_SHAPE, "empty array: send at least one reading",
-                       tenant, type_name)
+                reject(
+                    RejectReason.BAD_SHAPE,
+                    "empty array: send at least one reading",
+                    tenant,
+                    type_name,
+                )
                 return
             if len(document) > MAX_READINGS_PER_MESSAGE:
-                reject(RejectReason.BAD_SHAPE,
-                       f"array of {len(document)} readings; at most "
-                       f"{MAX_READINGS_PER_MESSAGE} per message", tenant, type_name)
+                reject(
+                    RejectReason.BAD_SHAPE,
+                    f"array of {len(document)} readings; at most "
+                    f"{MAX_READINGS_PER_MESSAGE} per message",
+                    tenant,
+                    type_name,
+                )
                 return
             items = document
         else:
-            reject(RejectReason.BAD_SHAPE,
-                   f"payload is a JSON {type(document).__name__}; send an object (one reading) "
-                   "or an array of readings", tenant, type_name)
+            reject(
+                RejectReason.BAD_SHAPE,
+                f"payload is a JSON {type(document).__name__}; send an object (one reading) "
+                "or an array of readings",
+                tenant,
+                type_name,
+            )
             return
 
         model = device.reading
@@ -144,14 +170,24 @@ class Decoder:
             # and nothing invalid is recorded twice.
             data = orjson.dumps(item) if batch else payload
             if not isinstance(item, dict):
-                reject(RejectReason.BAD_SHAPE, f"{where}expected a JSON object",
-                       tenant, type_name, data)
+                reject(
+                    RejectReason.BAD_SHAPE,
+                    f"{where}expected a JSON object",
+                    tenant,
+                    type_name,
+                    data,
+                )
                 continue
             try:
                 reading = model.model_validate(item)
             except ValidationError as exc:
-                reject(RejectReason.INVALID_READING, where + describe_validation_error(exc),
-                       tenant, type_name, data)
+                reject(
+                    RejectReason.INVALID_READING,
+                    where + describe_validation_error(exc),
+                    tenant,
+                    type_name,
+                    data,
+                )
                 continue
             out.readings.append(ValidReading(address, reading))
 
@@ -179,7 +215,7 @@ def _tags_from_bad_topic(
     prefix: str, topic: str, catalogue: Mapping[str, DeviceType]
 ) -> tuple[str, str]:
     """Best-effort tenant and type tags for a malformed topic, never raw attacker text."""
-    parts = topic[len(prefix) + 1:].split("/") if topic.startswith(prefix + "/") else []
+    parts = topic[len(prefix) + 1 :].split("/") if topic.startswith(prefix + "/") else []
     tenant = parts[0] if parts and is_identifier(parts[0]) else INVALID_TAG
     device_type = parts[1] if len(parts) > 1 and parts[1] in catalogue else UNKNOWN_TYPE_TAG
     return tenant, device_type

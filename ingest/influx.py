@@ -67,7 +67,8 @@ class InfluxClient:
         auth = None
         if parts.username:
             auth = httpx.BasicAuth(parts.username, parts.password or "")
-            parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+            host = parts.hostname or ""
+            parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
         headers = {"Authorization": f"Token {token}"} if token else {}
         self.url = urlunsplit(parts).rstrip("/")
         self.database = database
@@ -96,8 +97,9 @@ class InfluxClient:
             return
         except InfluxRefused:
             pass
-        names = {row["name"] for s in await self.query("SHOW DATABASES", db=None)
-                 for row in s.rows()}
+        names = {
+            row["name"] for s in await self.query("SHOW DATABASES", db=None) for row in s.rows()
+        }
         if self.database not in names:
             raise InfluxRefused(
                 f"database {self.database!r} does not exist at {self.url} and could not be "
@@ -137,8 +139,9 @@ class InfluxClient:
             if "error" in result:
                 raise InfluxRefused(f"query failed: {result['error']}", status=400)
             for s in result.get("series", []):
-                series.append(Series(s.get("name", ""), s.get("tags") or {},
-                                     s["columns"], s["values"]))
+                series.append(
+                    Series(s.get("name", ""), s.get("tags") or {}, s["columns"], s["values"])
+                )
         return series
 
 
@@ -156,7 +159,8 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     if status in (401, 403):
         raise InfluxRefused(
             f"{what} answered {status} (not authorised): set MOCLO_INFLUX_TOKEN or put "
-            f"user:password in MOCLO_INFLUX_URL. Server said: {detail}", status=status,
+            f"user:password in MOCLO_INFLUX_URL. Server said: {detail}",
+            status=status,
         )
     # 400: bad line protocol or a field type conflict (possibly a partial write);
     # 404: database not found; 413: body too large. None succeeds when repeated as is.

@@ -50,12 +50,20 @@ class Pipeline:
         """A batch recording that InfluxDB refused a valid reading (e.g. a field type conflict)."""
         address = item.address
         batch = PreparedBatch()
-        self._add_rejection(batch, Rejection(
-            RejectReason.STORAGE_REFUSED, address.tenant, address.device_type,
-            telemetry_topic(self.decoder.prefix, address.tenant, address.device_type,
-                            address.device_id),
-            error, reading_line(item).encode()[:1024], received_ns,
-        ))
+        self._add_rejection(
+            batch,
+            Rejection(
+                RejectReason.STORAGE_REFUSED,
+                address.tenant,
+                address.device_type,
+                telemetry_topic(
+                    self.decoder.prefix, address.tenant, address.device_type, address.device_id
+                ),
+                error,
+                reading_line(item).encode()[:1024],
+                received_ns,
+            ),
+        )
         return batch
 
     def _add_rejection(self, batch: PreparedBatch, rejection: Rejection) -> None:

@@ -26,7 +26,10 @@ class RejectionLog:
             log.warning(
                 "rejected (%s) on %s: %s. Further %s rejections are counted, not logged; "
                 "all are stored in moclo_rejected.",
-                reason, rejection.topic, rejection.error, reason,
+                reason,
+                rejection.topic,
+                rejection.error,
+                reason,
             )
         self.counts[reason] += 1
 

@@ -66,23 +66,32 @@ async def run_ingest(
     `ready` is set once the database exists and the subscription is acknowledged.
     """
     stats = stats or IngestStats()
-    client = InfluxClient(settings.influx_url, settings.influx_db,
-                          token=settings.influx_token_value)
+    client = InfluxClient(
+        settings.influx_url, settings.influx_db, token=settings.influx_token_value
+    )
     sink = InfluxSink(client, stopping=stop)
     source = MqttSource(
-        settings.mqtt, client_id=settings.ingest_client_id,
+        settings.mqtt,
+        client_id=settings.ingest_client_id,
         subscription=telemetry_subscription(settings.topic_prefix),
-        batch_messages=options.batch_messages, window=options.window,
+        batch_messages=options.batch_messages,
+        window=options.window,
     )
     pipeline = Pipeline(
         Decoder(settings.topic_prefix, max_payload_bytes=options.max_payload_bytes),
-        AlertEngine(), RejectionLog(),
+        AlertEngine(),
+        RejectionLog(),
     )
     try:
         await client.ensure_database()
         await source.start()
-        log.info("ingesting %s from %s into %s db=%s", source.subscription,
-                 settings.mqtt.display(), client.url, settings.influx_db)
+        log.info(
+            "ingesting %s from %s into %s db=%s",
+            source.subscription,
+            settings.mqtt.display(),
+            client.url,
+            settings.influx_db,
+        )
         if ready is not None:
             ready.set()
         next_summary = time.monotonic() + options.summary_every_s
@@ -93,8 +102,10 @@ async def run_ingest(
             try:
                 await _store(messages, pipeline, sink, source, settings, stats, on_alert)
             except WriteAborted:
-                log.warning("stopping with %d messages not stored; the broker will deliver "
-                            "them again", len(messages))
+                log.warning(
+                    "stopping with %d messages not stored; the broker will deliver them again",
+                    len(messages),
+                )
                 break
             if time.monotonic() >= next_summary:
                 next_summary = time.monotonic() + options.summary_every_s
@@ -137,16 +148,22 @@ async def _store(
         if origin is None:
             # Our own rejection and alert lines are formatted from validated values; InfluxDB
             # refusing one is a bug worth shouting about, not a device's fault.
-            log.error("InfluxDB refused an internal line: %s (%s)",
-                      prepared.lines[line.index][:200], line.error)
+            log.error(
+                "InfluxDB refused an internal line: %s (%s)",
+                prepared.lines[line.index][:200],
+                line.error,
+            )
             continue
         stored -= 1
         extra: PreparedBatch = pipeline.refused(origin, line.error, time.time_ns())
         stats.rejected += 1
         await sink.write_batch(extra.lines)
     for alert in prepared.alerts:
-        source.publish(alert_topic(settings.topic_prefix, alert.tenant, alert.device_id),
-                       alert.to_json(), qos=1)
+        source.publish(
+            alert_topic(settings.topic_prefix, alert.tenant, alert.device_id),
+            alert.to_json(),
+            qos=1,
+        )
         if alert.state == "raised":
             stats.alerts_raised += 1
         else:

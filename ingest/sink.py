@@ -41,7 +41,7 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         # Full jitter keeps many restarted consumers from hammering InfluxDB in step.
-        return rng.uniform(0.5, 1.0) * min(self.cap_s, self.first_s * 2**attempt)
+        return rng.uniform(0.5, 1.0) * min(self.cap_s, self.first_s * 2.0**attempt)
 
 
 class InfluxSink:
@@ -92,8 +92,11 @@ class InfluxSink:
             except InfluxUnavailable as exc:
                 if self._stopping.is_set():
                     raise WriteAborted(str(exc)) from exc
-                delay = exc.retry_after if exc.retry_after is not None else \
-                    self._backoff.delay(attempt, self._rng)
+                delay = (
+                    exc.retry_after
+                    if exc.retry_after is not None
+                    else self._backoff.delay(attempt, self._rng)
+                )
                 self.retries += 1
                 attempt += 1
                 log.warning("InfluxDB unavailable (%s); retry %d in %.1fs", exc, attempt, delay)

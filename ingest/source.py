@@ -16,6 +16,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -87,12 +88,15 @@ class MqttSource:
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._subscribed = asyncio.Event()
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self._session_expiry_s
         properties.ReceiveMaximum = self._window
         self._client.connect_async(
-            self.endpoint.host, self.endpoint.port, keepalive=self._keepalive_s,
-            clean_start=False, properties=properties,
+            self.endpoint.host,
+            self.endpoint.port,
+            keepalive=self._keepalive_s,
+            clean_start=False,
+            properties=properties,
         )
         self._client.loop_start()
         try:
@@ -116,10 +120,8 @@ class MqttSource:
         assert self._arrived is not None and self._full is not None, "start() first"
         await self._arrived.wait()
         if len(self._pending) < self._batch_messages:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), linger_s)
-            except TimeoutError:
-                pass
         with self._lock:
             batch = self._pending[: self._batch_messages]
             del self._pending[: self._batch_messages]
@@ -147,8 +149,12 @@ class MqttSource:
     # -- paho's thread ---------------------------------------------------------------------
 
     def _on_connect(
-        self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
-        reason: ReasonCode, properties: Properties | None,
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         if reason.is_failure:
             self._last_error = f"broker refused: {reason}"
@@ -157,13 +163,18 @@ class MqttSource:
         with self._lock:
             self._connection += 1
         self.connected = True
-        log.info("connected to %s (session present: %s)", self.endpoint.display(),
-                 flags.session_present)
+        log.info(
+            "connected to %s (session present: %s)", self.endpoint.display(), flags.session_present
+        )
         client.subscribe(self.subscription, qos=1)
 
     def _on_disconnect(
-        self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
-        reason: ReasonCode, properties: Properties | None,
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         self.connected = False
         self._last_error = f"disconnected: {reason}"
@@ -171,8 +182,12 @@ class MqttSource:
             log.warning("MQTT connection lost (%s); paho reconnects with backoff", reason)
 
     def _on_subscribe(
-        self, client: paho.Client, userdata: object, mid: int,
-        reason_codes: list[ReasonCode], properties: Properties | None,
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
     ) -> None:
         if any(code.is_failure for code in reason_codes):
             self._last_error = f"subscription to {self.subscription} refused: {reason_codes}"
@@ -182,8 +197,9 @@ class MqttSource:
         self._loop.call_soon_threadsafe(self._subscribed.set)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        message = Message(msg.topic, msg.payload, msg.mid, msg.qos, time.time_ns(),
-                          self._connection)
+        message = Message(
+            msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time_ns(), self._connection
+        )
         with self._lock:
             self._pending.append(message)
             self.messages_received += 1

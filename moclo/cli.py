@@ -52,21 +52,37 @@ def _connection_flags(parser: argparse.ArgumentParser, *, influx: bool = True) -
     group.add_argument("--topic-prefix", help="topic prefix (MOCLO_TOPIC_PREFIX)")
 
 
-def _fleet_flags(parser: argparse.ArgumentParser, *, devices: str, interval: str,
-                 incident_every: str | None) -> None:
-    parser.add_argument("--devices", type=_fleet, default=_fleet(devices), metavar="TYPE=N,...",
-                        help=f"the fleet, e.g. cow_tracker=50,thermostat=10 (default {devices})")
-    parser.add_argument("--tenant", default="demo-farm", help="tenant id (default demo-farm)")
-    parser.add_argument("--interval", type=_duration, default=_duration(interval),
-                        help=f"time between two readings of one device (default {interval})")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="random seed; the same seed gives the same readings (default: "
-                             "random, printed so the run can be repeated)")
+def _fleet_flags(
+    parser: argparse.ArgumentParser, *, devices: str, interval: str, incident_every: str | None
+) -> None:
     parser.add_argument(
-        "--incident-every", type=_duration,
-        default=_duration(incident_every) if incident_every else None, metavar="DURATION",
+        "--devices",
+        type=_fleet,
+        default=_fleet(devices),
+        metavar="TYPE=N,...",
+        help=f"the fleet, e.g. cow_tracker=50,thermostat=10 (default {devices})",
+    )
+    parser.add_argument("--tenant", default="demo-farm", help="tenant id (default demo-farm)")
+    parser.add_argument(
+        "--interval",
+        type=_duration,
+        default=_duration(interval),
+        help=f"time between two readings of one device (default {interval})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed; the same seed gives the same readings (default: "
+        "random, printed so the run can be repeated)",
+    )
+    parser.add_argument(
+        "--incident-every",
+        type=_duration,
+        default=_duration(incident_every) if incident_every else None,
+        metavar="DURATION",
         help="mean time between incidents per device (cow fever, heater failure), which "
-             f"drive the alerts (default {incident_every or 'none'})",
+        f"drive the alerts (default {incident_every or 'none'})",
     )
 
 
@@ -74,68 +90,102 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moclo",
         description="IoT telemetry for the mobile cloud: simulate devices, ingest their MQTT "
-                    "readings into InfluxDB, raise alerts.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "readings into InfluxDB, raise alerts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
-        "up", help="run everything on this machine: broker, database, ingest, simulators",
+        "up",
+        help="run everything on this machine: broker, database, ingest, simulators",
         description="Starts mosquitto and influxd as child processes when none answers at the "
-                    "configured URLs, then ingest and a simulated fleet. Ctrl-C stops it all.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "configured URLs, then ingest and a simulated fleet. Ctrl-C stops it all.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    up.add_argument("--data-dir", type=Path, default=Path(".moclo"),
-                    help="where local servers keep config, data and logs (default .moclo)")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".moclo"),
+        help="where local servers keep config, data and logs (default .moclo)",
+    )
     up.add_argument("--no-simulator", action="store_true", help="ingest only")
-    up.add_argument("--duration", type=_duration, default=None,
-                    help="stop by itself after this long (default: run until Ctrl-C)")
+    up.add_argument(
+        "--duration",
+        type=_duration,
+        default=None,
+        help="stop by itself after this long (default: run until Ctrl-C)",
+    )
     _fleet_flags(up, devices="cow_tracker=20,thermostat=5", interval="2s", incident_every="5m")
     _connection_flags(up)
 
     ingest = commands.add_parser(
-        "ingest", help="consume telemetry from MQTT into InfluxDB and raise alerts",
+        "ingest",
+        help="consume telemetry from MQTT into InfluxDB and raise alerts",
         description="Subscribes (QoS 1, persistent session) to every telemetry topic, validates "
-                    "each reading, writes readings, rejections and alerts to InfluxDB in "
-                    "batches, and acknowledges a message only after it was stored. "
-                    "SIGTERM/Ctrl-C stops cleanly; a second one exits at once.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "each reading, writes readings, rejections and alerts to InfluxDB in "
+        "batches, and acknowledges a message only after it was stored. "
+        "SIGTERM/Ctrl-C stops cleanly; a second one exits at once.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingest.add_argument("--client-id", help="MQTT client id (MOCLO_INGEST_CLIENT_ID)")
-    ingest.add_argument("--batch", type=int, default=2000,
-                        help="messages per InfluxDB write, at most (default 2000)")
+    ingest.add_argument(
+        "--batch",
+        type=int,
+        default=2000,
+        help="messages per InfluxDB write, at most (default 2000)",
+    )
     _connection_flags(ingest)
 
     simulate = commands.add_parser(
-        "simulate", help="publish readings from a simulated fleet",
+        "simulate",
+        help="publish readings from a simulated fleet",
         description="Publishes plausible readings for a fleet of simulated devices from one "
-                    "thread. With --burst, simulated time runs as fast as the broker accepts.",
+        "thread. With --burst, simulated time runs as fast as the broker accepts.",
     )
-    _fleet_flags(simulate, devices="cow_tracker=50,thermostat=10", interval="1s",
-                 incident_every=None)
-    simulate.add_argument("--duration", type=_duration, default=_duration("30s"),
-                          help="how much (simulated) time to cover (default 30s)")
-    simulate.add_argument("--forever", action="store_true", help="ignore --duration; run "
-                          "until Ctrl-C")
-    simulate.add_argument("--burst", action="store_true",
-                          help="simulated time: publish the whole duration as fast as possible")
+    _fleet_flags(
+        simulate, devices="cow_tracker=50,thermostat=10", interval="1s", incident_every=None
+    )
+    simulate.add_argument(
+        "--duration",
+        type=_duration,
+        default=_duration("30s"),
+        help="how much (simulated) time to cover (default 30s)",
+    )
+    simulate.add_argument(
+        "--forever", action="store_true", help="ignore --duration; run until Ctrl-C"
+    )
+    simulate.add_argument(
+        "--burst",
+        action="store_true",
+        help="simulated time: publish the whole duration as fast as possible",
+    )
     simulate.add_argument("--qos", type=int, choices=(0, 1), default=1, help="default 1")
-    simulate.add_argument("--batch", type=int, default=1, metavar="N",
-                          help="readings per message, sent as a JSON array (1..1000, default 1)")
+    simulate.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="readings per message, sent as a JSON array (1..1000, default 1)",
+    )
     _connection_flags(simulate, influx=False)
 
     devices = commands.add_parser("devices", help="the device catalogue")
-    device_commands = devices.add_subparsers(dest="devices_command", required=True,
-                                             metavar="SUBCOMMAND")
+    device_commands = devices.add_subparsers(
+        dest="devices_command", required=True, metavar="SUBCOMMAND"
+    )
     listing = device_commands.add_parser("list", help="list the device types")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     schema = device_commands.add_parser("schema", help="print the JSON Schema of one reading")
     schema.add_argument("type", metavar="TYPE", help="device type, see `moclo devices list`")
 
     alerts = commands.add_parser("alerts", help="watch alerts as they are raised and resolved")
-    alert_commands = alerts.add_subparsers(dest="alerts_command", required=True,
-                                           metavar="SUBCOMMAND")
+    alert_commands = alerts.add_subparsers(
+        dest="alerts_command", required=True, metavar="SUBCOMMAND"
+    )
     watch = alert_commands.add_parser("watch", help="print alert changes live from MQTT")
     watch.add_argument("--tenant", default="+", help="one tenant (default: all)")
     watch.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -155,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -181,28 +232,41 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "alerts":
         from moclo.watch import watch_alerts
 
-        return asyncio.run(watch_alerts(settings, tenant=args.tenant, as_json=args.json,
-                                        count=args.count))
+        return asyncio.run(
+            watch_alerts(settings, tenant=args.tenant, as_json=args.json, count=args.count)
+        )
     raise AssertionError(args.command)
 
 
 def _devices(args: argparse.Namespace) -> int:
     if args.devices_command == "list":
         if args.json:
-            print(json.dumps([{"type": name, "description": d.description,
-                               "fields": list(d.reading.measurement_fields)}
-                              for name, d in DEVICE_TYPES.items()], indent=2))
+            print(
+                json.dumps(
+                    [
+                        {
+                            "type": name,
+                            "description": d.description,
+                            "fields": list(d.reading.measurement_fields),
+                        }
+                        for name, d in DEVICE_TYPES.items()
+                    ],
+                    indent=2,
+                )
+            )
         else:
             width = max(map(len, DEVICE_TYPES))
             for name, device in DEVICE_TYPES.items():
                 print(f"{name:<{width}}  {device.description}")
         return 0
-    device = DEVICE_TYPES.get(args.type)
-    if device is None:
-        print(f"moclo: unknown device type {args.type!r}; known: "
-              f"{', '.join(DEVICE_TYPES)}", file=sys.stderr)
+    chosen = DEVICE_TYPES.get(args.type)
+    if chosen is None:
+        print(
+            f"moclo: unknown device type {args.type!r}; known: {', '.join(DEVICE_TYPES)}",
+            file=sys.stderr,
+        )
         return 2
-    print(json.dumps(device.json_schema(), indent=2, ensure_ascii=False))
+    print(json.dumps(chosen.json_schema(), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -211,10 +275,17 @@ def _simulation_options(args: argparse.Namespace, duration_s: float | None):  # 
 
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     return SimulationOptions(
-        devices=args.devices, tenant=args.tenant, interval_s=args.interval, seed=seed,
-        duration_s=duration_s, incident_every_s=args.incident_every,
-        **({"qos": args.qos, "burst": args.burst, "readings_per_message": args.batch}
-           if args.command == "simulate" else {}),
+        devices=args.devices,
+        tenant=args.tenant,
+        interval_s=args.interval,
+        seed=seed,
+        duration_s=duration_s,
+        incident_every_s=args.incident_every,
+        **(
+            {"qos": args.qos, "burst": args.burst, "readings_per_message": args.batch}
+            if args.command == "simulate"
+            else {}
+        ),
     )
 
 
@@ -226,13 +297,20 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"moclo: --batch must be 1..{MAX_READINGS_PER_MESSAGE}", file=sys.stderr)
         return 2
     options = _simulation_options(args, None if args.forever else args.duration)
-    print(f"simulating {sum(options.devices.values())} devices for tenant {options.tenant} "
-          f"(seed {options.seed}) → {settings.mqtt.display()}", file=sys.stderr, flush=True)
+    print(
+        f"simulating {sum(options.devices.values())} devices for tenant {options.tenant} "
+        f"(seed {options.seed}) → {settings.mqtt.display()}",
+        file=sys.stderr,
+        flush=True,
+    )
 
     def progress(result: SimulationResult) -> None:
-        print(f"  published {result.readings} readings in {result.messages} messages "
-              f"({result.readings / max(result.elapsed_s, 1e-9):.0f}/s)", file=sys.stderr,
-              flush=True)
+        print(
+            f"  published {result.readings} readings in {result.messages} messages "
+            f"({result.readings / max(result.elapsed_s, 1e-9):.0f}/s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     import signal
     import threading
@@ -240,12 +318,19 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    result = run_simulation(settings.mqtt, settings.topic_prefix, options, stop=stop,
-                            progress=progress)
-    status = "all acknowledged by the broker" if result.acknowledged else \
-        "NOT all acknowledged by the broker"
-    print(f"published {result.readings} readings in {result.messages} messages from "
-          f"{result.devices} devices in {result.elapsed_s:.1f}s; {status}", flush=True)
+    result = run_simulation(
+        settings.mqtt, settings.topic_prefix, options, stop=stop, progress=progress
+    )
+    status = (
+        "all acknowledged by the broker"
+        if result.acknowledged
+        else "NOT all acknowledged by the broker"
+    )
+    print(
+        f"published {result.readings} readings in {result.messages} messages from "
+        f"{result.devices} devices in {result.elapsed_s:.1f}s; {status}",
+        flush=True,
+    )
     return 0 if result.acknowledged else 1
 
 
@@ -262,8 +347,11 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         install_stop_handlers(stop)
         options = IngestOptions(batch_messages=args.batch, window=max(10_000, 2 * args.batch))
         stats = await run_ingest(settings, stop, options=options)
-        print(f"ingest stopped: {stats.messages} messages, {stats.readings_stored} readings "
-              f"stored, {stats.rejected} rejected", file=sys.stderr)
+        print(
+            f"ingest stopped: {stats.messages} messages, {stats.readings_stored} readings "
+            f"stored, {stats.rejected} rejected",
+            file=sys.stderr,
+        )
         return 0
 
     return asyncio.run(run())
@@ -273,8 +361,9 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     from moclo.up import UpOptions, run_up
 
     simulation = None if args.no_simulator else _simulation_options(args, None)
-    return run_up(settings, UpOptions(data_dir=args.data_dir, simulation=simulation,
-                                      duration_s=args.duration))
+    return run_up(
+        settings, UpOptions(data_dir=args.data_dir, simulation=simulation, duration_s=args.duration)
+    )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ class MqttEndpoint:
 def make_client(endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = False) -> paho.Client:
     """An MQTT 5 paho client with the endpoint's credentials and TLS set."""
     client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5,
         manual_ack=manual_ack,
     )
     if endpoint.username:

@@ -78,9 +78,7 @@ class Settings(BaseModel):
         return MqttEndpoint.from_url(self.mqtt_url)
 
     @classmethod
-    def load(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from the environment, with non-None `overrides` (command-line flags) on top."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {
@@ -102,8 +100,10 @@ def _explain(exc: ValidationError, flags: set[str]) -> str:
             where = f"--{name.replace('_', '-')} (or {where})"
         message = str(error["msg"]).removeprefix("Value error, ")
         # Never echo a secret: tokens are left out, passwords in URLs masked.
-        got = "" if name == "influx_token" else \
-            "; got " + _PASSWORD_IN_URL.sub(r"\1***@", repr(error.get("input")))
+        got = (
+            ""
+            if name == "influx_token"
+            else "; got " + _PASSWORD_IN_URL.sub(r"\1***@", repr(error.get("input")))
+        )
         lines.append(f"{where} {message}{got}")
     return "invalid settings:\n  " + "\n  ".join(lines)
-

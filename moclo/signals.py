@@ -17,8 +17,11 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
             # the broker delivers whatever was in hand again.
             print(f"\n{signal.Signals(signum).name} again: exiting at once", file=sys.stderr)
             os._exit(128 + signum)
-        print(f"\n{signal.Signals(signum).name}: stopping cleanly (again to exit at once)",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name}: stopping cleanly (again to exit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -88,7 +88,10 @@ class LocalServer:
         # Its own session: Ctrl-C in the terminal reaches moclo, which stops the servers last,
         # after ingest has written and acknowledged what it holds.
         self._process = subprocess.Popen(
-            self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.command(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log_file.close()
@@ -197,8 +200,12 @@ class InfluxServer(LocalServer):
         return self.directory / "influxdb.conf"
 
     def command(self) -> list[str]:
-        return [find_executable("influxd", package="influxdb"), "run", "-config",
-                str(self.config_path)]
+        return [
+            find_executable("influxd", package="influxdb"),
+            "run",
+            "-config",
+            str(self.config_path),
+        ]
 
     def write_config(self) -> None:
         d = self.directory
@@ -207,11 +214,11 @@ reporting-disabled = true
 bind-address = "{self.host}:{self.rpc_port}"
 
 [meta]
-  dir = "{d / 'meta'}"
+  dir = "{d / "meta"}"
 
 [data]
-  dir = "{d / 'data'}"
-  wal-dir = "{d / 'wal'}"
+  dir = "{d / "data"}"
+  wal-dir = "{d / "wal"}"
   query-log-enabled = false
 
 [monitor]

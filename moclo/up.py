@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -68,30 +68,39 @@ def start_local_servers(
     if port_open(mqtt.host, mqtt.port):
         notes.append(f"  MQTT broker  {mqtt.display()}  (already running, used as is)")
     elif not _is_loopback(mqtt.host):
-        raise SystemExit(f"moclo up: no MQTT broker answers at {mqtt.display()}, and moclo only "
-                         "starts one on this machine: fix MOCLO_MQTT_URL or start the broker")
+        raise SystemExit(
+            f"moclo up: no MQTT broker answers at {mqtt.display()}, and moclo only "
+            "starts one on this machine: fix MOCLO_MQTT_URL or start the broker"
+        )
     else:
         broker = MosquittoServer(data_dir / "mosquitto", _port_or_free("127.0.0.1", mqtt.port))
         broker.start()
         servers.callback(broker.stop)
         updates["mqtt_url"] = broker.url
-        notes.append(f"  MQTT broker  {broker.url}  (started here; config and log in "
-                     f"{broker.directory})")
+        notes.append(
+            f"  MQTT broker  {broker.url}  (started here; config and log in {broker.directory})"
+        )
     influx = urlsplit(settings.influx_url)
     host, port = influx.hostname or "127.0.0.1", influx.port or 8086
     if port_open(host, port):
-        notes.append(f"  InfluxDB     {settings.influx_url}  db={settings.influx_db}  "
-                     "(already running, used as is)")
+        notes.append(
+            f"  InfluxDB     {settings.influx_url}  db={settings.influx_db}  "
+            "(already running, used as is)"
+        )
     elif not _is_loopback(host):
-        raise SystemExit(f"moclo up: no InfluxDB answers at {settings.influx_url}, and moclo "
-                         "only starts one on this machine: fix MOCLO_INFLUX_URL or start it")
+        raise SystemExit(
+            f"moclo up: no InfluxDB answers at {settings.influx_url}, and moclo "
+            "only starts one on this machine: fix MOCLO_INFLUX_URL or start it"
+        )
     else:
         database = InfluxServer(data_dir / "influxdb", _port_or_free("127.0.0.1", port))
         database.start()
         servers.callback(database.stop)
         updates["influx_url"] = database.url
-        notes.append(f"  InfluxDB     {database.url}  db={settings.influx_db}  (started here; "
-                     f"data in {database.directory})")
+        notes.append(
+            f"  InfluxDB     {database.url}  db={settings.influx_db}  (started here; "
+            f"data in {database.directory})"
+        )
     return settings.model_copy(update=updates), notes
 
 
@@ -112,8 +121,10 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
 
     def on_alert(alert: Alert) -> None:
         mark = "ALERT" if alert.state == "raised" else "CLEAR"
-        _say(f"{mark} {alert.severity:<8} {alert.rule:<11} {alert.tenant}/{alert.device_id}: "
-             f"{alert.message}")
+        _say(
+            f"{mark} {alert.severity:<8} {alert.rule:<11} {alert.tenant}/{alert.device_id}: "
+            f"{alert.message}"
+        )
 
     async with asyncio.TaskGroup() as tasks:
         ingest = tasks.create_task(
@@ -128,23 +139,29 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
         sim = options.simulation
         if sim is not None:
             fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
-            _say(f"  Simulator    {fleet} for tenant {sim.tenant}, one reading every "
-                 f"{sim.interval_s:g}s each (seed {sim.seed})")
+            _say(
+                f"  Simulator    {fleet} for tenant {sim.tenant}, one reading every "
+                f"{sim.interval_s:g}s each (seed {sim.seed})"
+            )
             tasks.create_task(
                 asyncio.to_thread(run_simulation, settings.mqtt, prefix, sim, stop=sim_stop),
                 name="simulator",
             )
         _say(f"  Watch alerts moclo alerts watch --mqtt-url {settings.mqtt.display()}")
-        _say(f"  Query        curl -G {settings.influx_url}/query --data-urlencode "
-             f"db={settings.influx_db} --data-urlencode "
-             "\"q=SELECT mean(body_temp_c) FROM cow_tracker WHERE time > now() - 1h "
-             "GROUP BY device_id\"")
+        _say(
+            f"  Query        curl -G {settings.influx_url}/query --data-urlencode "
+            f"db={settings.influx_db} --data-urlencode "
+            '"q=SELECT mean(body_temp_c) FROM cow_tracker WHERE time > now() - 1h '
+            'GROUP BY device_id"'
+        )
         _say("Ctrl-C stops everything.")
         tasks.create_task(_report(stats, stop, options), name="status")
         await stop.wait()
         sim_stop.set()
-    _say(f"moclo up: stopped cleanly after storing {stats.readings_stored} readings "
-         f"({stats.rejected} rejected, {stats.alerts_raised} alerts raised)")
+    _say(
+        f"moclo up: stopped cleanly after storing {stats.readings_stored} readings "
+        f"({stats.rejected} rejected, {stats.alerts_raised} alerts raised)"
+    )
     return 0
 
 
@@ -162,16 +179,16 @@ async def _report(stats: IngestStats, stop: asyncio.Event, options: UpOptions) -
     began = time.monotonic()
     last = 0
     while not stop.is_set():
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), options.status_every_s)
-        except TimeoutError:
-            pass
         stored = stats.readings_stored
         rate = (stored - last) / options.status_every_s
         last = stored
-        _say(f"[{time.strftime('%H:%M:%S')}] readings stored {stored} ({rate:.0f}/s)  "
-             f"rejected {stats.rejected}  alerts raised {stats.alerts_raised} "
-             f"resolved {stats.alerts_resolved}  open {stats.open_alerts}")
+        _say(
+            f"[{time.strftime('%H:%M:%S')}] readings stored {stored} ({rate:.0f}/s)  "
+            f"rejected {stats.rejected}  alerts raised {stats.alerts_raised} "
+            f"resolved {stats.alerts_resolved}  open {stats.open_alerts}"
+        )
         if options.duration_s is not None and time.monotonic() - began >= options.duration_s:
             print("moclo up: --duration reached, stopping", file=sys.stderr, flush=True)
             stop.set()

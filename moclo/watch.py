@@ -21,16 +21,24 @@ async def watch_alerts(
     topic = alert_subscription(settings.topic_prefix, tenant)
     try:
         async with aiomqtt.Client(
-            endpoint.host, endpoint.port, username=endpoint.username,
+            endpoint.host,
+            endpoint.port,
+            username=endpoint.username,
             password=endpoint.password,
         ) as client:
             await client.subscribe(topic, qos=1)
-            print(f"watching {topic} on {endpoint.display()} (Ctrl-C to stop)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"watching {topic} on {endpoint.display()} (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
             seen = 0
             async for message in client.messages:
-                payload = bytes(message.payload) if isinstance(
-                    message.payload, (bytes, bytearray)) else str(message.payload).encode()
+                payload = (
+                    bytes(message.payload)
+                    if isinstance(message.payload, (bytes, bytearray))
+                    else str(message.payload).encode()
+                )
                 if as_json:
                     print(payload.decode(), flush=True)
                 else:
@@ -47,7 +55,9 @@ def _describe(payload: bytes) -> str:
     try:
         alert = json.loads(payload)
         mark = "ALERT" if alert["state"] == "raised" else "CLEAR"
-        return (f"{alert['ts']}  {mark} {alert['severity']:<8} {alert['rule']:<11} "
-                f"{alert['tenant']}/{alert['device_id']}: {alert['message']}  (id {alert['id']})")
+        return (
+            f"{alert['ts']}  {mark} {alert['severity']:<8} {alert['rule']:<11} "
+            f"{alert['tenant']}/{alert['device_id']}: {alert['message']}  (id {alert['id']})"
+        )
     except (ValueError, KeyError, TypeError):
         return f"(unreadable alert) {payload[:200]!r}"

@@ -48,10 +48,12 @@ class CowBehaviour:
         rumination = (32 - 10 * day) * (0.5 if sick is not None else 1.0) + rng.gauss(0, 3)
         # Grazing: a small random walk that stays in the pasture.
         step = 0.00002 * math.sqrt(dt / 60.0 + 1e-9) * (activity / 400)
-        self._lat = clamp(self._lat + rng.gauss(0, step), FARM_LAT - PASTURE_DEG,
-                          FARM_LAT + PASTURE_DEG)
-        self._lon = clamp(self._lon + rng.gauss(0, step), FARM_LON - PASTURE_DEG,
-                          FARM_LON + PASTURE_DEG)
+        self._lat = clamp(
+            self._lat + rng.gauss(0, step), FARM_LAT - PASTURE_DEG, FARM_LAT + PASTURE_DEG
+        )
+        self._lon = clamp(
+            self._lon + rng.gauss(0, step), FARM_LON - PASTURE_DEG, FARM_LON + PASTURE_DEG
+        )
         self._battery = max(0.0, self._battery - dt / (180 * 86_400) * 100)  # ~6 months a charge
         return {
             "body_temp_c": round(clamp(temp, 30, 45), 2),

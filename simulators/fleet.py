@@ -85,11 +85,15 @@ class Fleet:
             for index in range(1, count + 1):
                 rng = random.Random(f"{seed}:{device_type}:{index}")
                 device_id = f"{factory.id_prefix}-{index:04d}"
-                self.devices.append(SimulatedDevice(
-                    device_type, device_id, telemetry_topic(prefix, tenant, device_type, device_id),
-                    factory(rng, start, incident_every_s=incident_every_s),
-                    phase_s=rng.uniform(0, interval_s),
-                ))
+                self.devices.append(
+                    SimulatedDevice(
+                        device_type,
+                        device_id,
+                        telemetry_topic(prefix, tenant, device_type, device_id),
+                        factory(rng, start, incident_every_s=incident_every_s),
+                        phase_s=rng.uniform(0, interval_s),
+                    )
+                )
         self.devices.sort(key=lambda d: d.phase_s)
 
     def rounds_for(self, duration_s: float | None) -> int | None:

@@ -57,12 +57,18 @@ def run_simulation(
     start = options.start if options.start is not None else time.time()
     clock: Clock = SimulatedClock(start) if options.burst else WallClock()
     fleet = Fleet(
-        options.devices, tenant=options.tenant, prefix=prefix, seed=options.seed, start=start,
-        interval_s=options.interval_s, incident_every_s=options.incident_every_s,
+        options.devices,
+        tenant=options.tenant,
+        prefix=prefix,
+        seed=options.seed,
+        start=start,
+        interval_s=options.interval_s,
+        incident_every_s=options.incident_every_s,
     )
     result = SimulationResult(devices=len(fleet.devices), seed=options.seed, first_ts=start)
     publisher = MqttPublisher(
-        endpoint, client_id=f"moclo-sim-{options.tenant}-{os.getpid()}-{options.seed}",
+        endpoint,
+        client_id=f"moclo-sim-{options.tenant}-{os.getpid()}-{options.seed}",
         qos=options.qos,
     )
     publisher.start()
@@ -70,7 +76,9 @@ def run_simulation(
     next_progress = began + progress_every_s
     try:
         for topic, payload, readings in fleet.messages(
-            clock, stop, rounds=fleet.rounds_for(options.duration_s),
+            clock,
+            stop,
+            rounds=fleet.rounds_for(options.duration_s),
             readings_per_message=options.readings_per_message,
         ):
             publisher.publish(topic, payload)

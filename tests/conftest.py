@@ -1,0 +1,122 @@
+"""Real servers for the suite: one Mosquitto and one InfluxDB per session, started by the same
+supervisor code as `moclo up`, on free loopback ports. Each test gets its own database, topic
+prefix and MQTT client id, so tests never see each other's data."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.service import IngestOptions, IngestStats, run_ingest
+from moclo.settings import Settings
+from moclo.stack import InfluxServer, MosquittoServer, free_port
+from tests.helpers import Influx
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
+    server = MosquittoServer(tmp_path_factory.mktemp("mosquitto"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    server = InfluxServer(tmp_path_factory.mktemp("influxdb"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(mosquitto: MosquittoServer, influxdb: InfluxServer) -> Settings:
+    unique = uuid.uuid4().hex[:10]
+    return Settings(
+        mqtt_url=mosquitto.url,
+        influx_url=influxdb.url,
+        influx_db=f"test_{unique}",
+        topic_prefix=f"t{unique}",
+        ingest_client_id=f"ingest-{unique}",
+    )
+
+
+@pytest.fixture
+def influx(settings: Settings) -> Influx:
+    return Influx(settings.influx_url, settings.influx_db)
+
+
+class RunningIngest:
+    """`run_ingest` on its own thread and event loop, so tests stay plain synchronous code."""
+
+    def __init__(self, settings: Settings, options: IngestOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.stats = IngestStats()
+        self.alerts: list[object] = []
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="ingest", daemon=True)
+
+    def __enter__(self) -> RunningIngest:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError("ingest did not become ready in 30s")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "ingest did not stop within 30s"
+        if self.error is not None:
+            raise self.error
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            ready = asyncio.Event()
+            ready_task = asyncio.ensure_future(ready.wait())
+            ready_task.add_done_callback(lambda _: self._ready.set())
+            try:
+                await run_ingest(
+                    self.settings,
+                    self._stop,
+                    options=self.options,
+                    stats=self.stats,
+                    on_alert=self.alerts.append,
+                    ready=ready,
+                )
+            finally:
+                ready_task.cancel()
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # surfaced to the test by __enter__/stop
+            self.error = exc
+        finally:
+            self._ready.set()
+
+
+@pytest.fixture
+def ingest(settings: Settings) -> Iterator[RunningIngest]:
+    with RunningIngest(settings, IngestOptions(linger_s=0.05)) as running:
+        yield running
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,107 @@
+"""Test helpers: waiting on a condition with a deadline, querying InfluxDB, publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import paho.mqtt.client as paho
+
+from ingest.influx import InfluxClient, InfluxRefused
+from moclo.mqtt import MqttEndpoint, make_client
+
+T = TypeVar("T")
+
+
+def wait_until(probe: Callable[[], T], *, timeout_s: float = 20.0, what: str = "condition") -> T:
+    """Polls `probe` until it returns something truthy; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T = probe()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
+        time.sleep(0.05)  # polling interval of a deadline-bounded wait, not synchronisation
+        last = probe()
+    return last
+
+
+class Influx:
+    """Synchronous InfluxQL for tests, through the product's own client."""
+
+    def __init__(self, url: str, database: str) -> None:
+        self.url = url
+        self.database = database
+
+    def query(self, influxql: str) -> list[dict[str, Any]]:
+        async def run() -> list[dict[str, Any]]:
+            client = InfluxClient(self.url, self.database)
+            try:
+                rows: list[dict[str, Any]] = []
+                for series in await client.query(influxql):
+                    for row in series.rows():
+                        rows.append({**series.tags, **row})
+                return rows
+            finally:
+                await client.close()
+
+        return asyncio.run(run())
+
+    def write(self, lines: Iterable[str]) -> None:
+        async def run() -> None:
+            client = InfluxClient(self.url, self.database)
+            try:
+                await client.ensure_database()
+                await client.write(list(lines))
+            finally:
+                await client.close()
+
+        asyncio.run(run())
+
+    def count(self, measurement: str, field: str, where: str = "") -> int:
+        clause = f" WHERE {where}" if where else ""
+        try:
+            rows = self.query(f'SELECT count("{field}") FROM "{measurement}"{clause}')
+        except InfluxRefused as exc:  # a database not created yet counts as empty
+            if "database not found" in str(exc):
+                return 0
+            raise
+        return int(rows[0]["count"]) if rows else 0
+
+
+def publish_all(url: str, messages: Iterable[tuple[str, bytes | str]], qos: int = 1) -> int:
+    """Publishes and waits for every PUBACK; returns how many were sent."""
+    client = make_client(MqttEndpoint.from_url(url), f"test-pub-{time.monotonic_ns()}")
+    endpoint = MqttEndpoint.from_url(url)
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(timeout=20)
+            assert info.is_published(), "broker did not acknowledge a test message"
+        return len(infos)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class Subscriber:
+    """Collects messages on a topic filter from a real subscription (for alert topics)."""
+
+    def __init__(self, url: str, topic: str) -> None:
+        endpoint = MqttEndpoint.from_url(url)
+        self.messages: list[paho.MQTTMessage] = []
+        self._client = make_client(endpoint, f"test-sub-{time.monotonic_ns()}")
+        self._subscribed = False
+        self._client.on_message = lambda c, u, m: self.messages.append(m)
+        self._client.on_subscribe = lambda *a: setattr(self, "_subscribed", True)
+        self._client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        self._client.connect(endpoint.host, endpoint.port)
+        self._client.loop_start()
+        wait_until(lambda: self._subscribed, what=f"subscription to {topic}")
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

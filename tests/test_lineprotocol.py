@@ -1,0 +1,74 @@
+"""Line protocol: escaping that no device text can break, and the storage schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from devices.catalogue import DEVICE_TYPES
+from devices.topics import DeviceAddress
+from ingest.decode import Rejection, RejectReason, ValidReading
+from ingest.lineprotocol import escape_tag, format_field, quote_string, reading_line, rejection_line
+
+
+@pytest.mark.parametrize(
+    ("raw", "escaped"),
+    [("a b", r"a\ b"), ("a,b", r"a\,b"), ("a=b", r"a\=b"), ("a\nb", r"a\x0ab"), ("ok", "ok")],
+    ids=["space", "comma", "equals", "newline", "plain"],
+)
+def test_tag_escaping(raw: str, escaped: str) -> None:
+    assert escape_tag(raw) == escaped
+
+
+@pytest.mark.parametrize(
+    ("raw", "quoted"),
+    [
+        ('say "hi"', r'"say \"hi\""'),
+        ("back\\slash", r'"back\\slash"'),
+        ("two\nlines\r", r'"two\x0alines\x0d"'),
+    ],
+    ids=["quote", "backslash", "line-breaks"],
+)
+def test_string_fields_never_contain_a_line_break_or_an_open_quote(raw: str, quoted: str) -> None:
+    assert quote_string(raw) == quoted
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(True, "true"), (False, "false"), (7, "7i"), (38.0, "38.0"), (1e-7, "1e-07")],
+)
+def test_field_types_are_kept(value: object, text: str) -> None:
+    assert format_field(value) == text
+
+
+def test_reading_line_schema() -> None:
+    reading = DEVICE_TYPES["thermostat"].reading.model_validate(
+        {
+            "ts": 1795327200,
+            "seq": 3,
+            "temp_c": 20,
+            "setpoint_c": 21.5,
+            "humidity_pct": 40,
+            "heating": False,
+        }
+    )
+    line = reading_line(ValidReading(DeviceAddress("home-1", "thermostat", "th-1"), reading))
+    assert line == (
+        "thermostat,device_id=th-1,tenant=home-1 temp_c=20.0,setpoint_c=21.5,"
+        "humidity_pct=40.0,heating=false,seq=3i 1795327200000000000"
+    )
+
+
+def test_rejection_line_keeps_hostile_text_in_fields() -> None:
+    rejection = Rejection(
+        RejectReason.BAD_JSON,
+        "farm",
+        "cow_tracker",
+        "moclo/farm/cow_tracker/c 1,x=1/telemetry",
+        'bad "json"\n',
+        b'{"a":\n"b\\"}',
+        5,
+    )
+    line = rejection_line(rejection, 99)
+    assert "\n" not in line
+    assert line.startswith("moclo_rejected,device_type=cow_tracker,reason=bad_json,tenant=farm ")
+    assert line.endswith(" 99")

@@ -129,7 +129,10 @@ class InfluxClient:
         try:
             response = await self._http.post("/query", data=params)
         except httpx.HTTPError as exc:
-            raise InfluxUnavailable(f"cannot reach InfluxDB at {self.url}: {exc!r}") from exc
+            raise InfluxUnavailable(
+                f"cannot reach InfluxDB at {self.url} ({exc!r}): is it running? Set "
+                "MOCLO_INFLUX_URL or --influx-url to where it listens"
+            ) from exc
         _raise_for_status(response, "query")
         document = orjson.loads(response.content)
         if "error" in document:

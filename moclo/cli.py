@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devices.catalogue import DEVICE_TYPES
+from ingest.influx import InfluxError
 from moclo.durations import parse_duration
 from moclo.settings import ENVIRONMENT, Settings, SettingsError
+from moclo.stack import ServerError
 
 EPILOG = """\
 environment (flags override them):
@@ -215,6 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"moclo: {exc}", file=sys.stderr)
         return 2
     except ConnectionError as exc:
+        print(f"moclo: {exc}", file=sys.stderr)
+        return 1
+    except InfluxError as exc:
+        print(f"moclo: {exc}", file=sys.stderr)
+        return 1
+    except ServerError as exc:
         print(f"moclo: {exc}", file=sys.stderr)
         return 1
 

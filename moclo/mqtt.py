@@ -30,7 +30,7 @@ class MqttEndpoint:
         try:
             port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         except ValueError:
-            raise ValueError("has a port that is not a number from 1 to 65535") from None
+            raise ValueError("must have a port from 1 to 65535") from None
         return cls(
             host=parts.hostname,
             port=port,

@@ -65,6 +65,7 @@ class LocalServer:
         self.port = port
         self.host = "127.0.0.1"
         self.log_path = directory / f"{self.name}.log"
+        self._log_offset = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -85,6 +86,7 @@ class LocalServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.write_config()
         log_file = self.log_path.open("ab")
+        self._log_offset = log_file.tell()
         # Its own session: Ctrl-C in the terminal reaches moclo, which stops the servers last,
         # after ingest has written and acknowledged what it holds.
         self._process = subprocess.Popen(
@@ -96,7 +98,9 @@ class LocalServer:
         )
         log_file.close()
         deadline = time.monotonic() + timeout_s
-        while not self.is_ready():
+        # Ready means answering while still alive: a process that failed to bind may still be
+        # exiting while another server answers on the same port.
+        while not (self.is_ready() and self._process.poll() is None):
             if self._process.poll() is not None:
                 raise ServerError(
                     f"{self.name} exited with {self._process.returncode} while starting; "
@@ -131,6 +135,14 @@ class LocalServer:
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def log_since_start(self) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -181,15 +193,18 @@ class MosquittoServer(LocalServer):
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def is_ready(self) -> bool:
-        return port_open(self.host, self.port)
+        # Mosquitto logs "running" once its listeners are bound; the port alone could be
+        # another process's.
+        return " running" in self.log_since_start() and port_open(self.host, self.port)
 
 
 class InfluxServer(LocalServer):
     name = "influxd"
 
-    def __init__(self, directory: Path, port: int, rpc_port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int, *, max_body_size: int = 25_000_000) -> None:
         super().__init__(directory, port)
-        self.rpc_port = rpc_port or free_port()
+        self.rpc_port = free_port()
+        self.max_body_size = max_body_size
 
     @property
     def url(self) -> str:
@@ -229,6 +244,7 @@ bind-address = "{self.host}:{self.rpc_port}"
   bind-address = "{self.host}:{self.port}"
   auth-enabled = false
   log-enabled = false
+  max-body-size = {self.max_body_size}
 
 [continuous_queries]
   enabled = false

@@ -12,8 +12,8 @@ from typing import Any
 
 from simulators.behaviour import Incidents, clamp, daily_wave
 
-HEAT_RATE_C_PER_H = 2.5  # how fast a working heater warms the room
-LOSS_PER_H = 0.35  # fraction of the inside-outside difference lost per hour
+HEAT_RATE_C_PER_H = 4.0  # a working heater beats the loss even at -12 °C outside
+LOSS_PER_H = 0.08  # fraction of the inside-outside gap lost per hour (~12 h time constant)
 
 
 class ThermostatBehaviour:

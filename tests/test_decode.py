@@ -1,4 +1,4 @@
-"""Decode and validate: every message ends as readings or reasoned rejections, never an exception."""
+"""Decode and validate: every message ends as readings or reasoned rejections, never a crash."""
 
 from __future__ import annotations
 

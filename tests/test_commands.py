@@ -1,0 +1,243 @@
+"""The main commands as a user runs them: `moclo up`, `moclo ingest`, `moclo alerts watch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import orjson
+
+from devices.topics import telemetry_topic
+from moclo.settings import Settings
+from moclo.stack import free_port, port_open
+from tests.conftest import RunningIngest
+from tests.helpers import publish_all, wait_until
+
+
+class Output:
+    """A child process's output lines, collected on a thread so the test can wait on them."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.process = process
+        assert process.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.append(line.rstrip("\n"))
+
+    def has(self, text: str) -> str | None:
+        return next((line for line in self.lines if text in line), None)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def close(self) -> None:
+        """Kills the process if a test left it running, then reads its output to the end."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+        self._thread.join(30)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+def _moclo(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "moclo.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    mqtt_port, influx_port = free_port(), free_port()
+    env = {
+        "MOCLO_MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",
+        "MOCLO_INFLUX_URL": f"http://127.0.0.1:{influx_port}",
+    }
+    process = _moclo(
+        "up",
+        "--data-dir",
+        str(tmp_path / "stack"),
+        "--interval",
+        "500ms",
+        "--incident-every",
+        "10s",
+        "--seed",
+        "1",
+        env=env,
+    )
+    output = Output(process)
+    try:
+        wait_until(lambda: output.has("moclo is up"), timeout_s=60, what="moclo up banner")
+        assert output.has(f"mqtt://127.0.0.1:{mqtt_port}  (started here")
+        assert output.has(f"http://127.0.0.1:{influx_port}  db=moclo  (started here")
+        wait_until(
+            lambda: output.has("ALERT warning  fever"), timeout_s=60, what="a fever alert on screen"
+        )
+        wait_until(
+            lambda: any(
+                "readings stored" in line and "readings stored 0 " not in line
+                for line in output.lines
+            ),
+            timeout_s=60,
+            what="status line",
+        )
+        assert port_open("127.0.0.1", mqtt_port) and port_open("127.0.0.1", influx_port)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0, output.text()
+    finally:
+        output.close()
+    wait_until(lambda: output.has("stopped cleanly"), what="clean stop message")
+    assert not port_open("127.0.0.1", mqtt_port), "mosquitto was stopped"
+    assert not port_open("127.0.0.1", influx_port), "influxd was stopped"
+    assert "Traceback" not in output.text()
+    assert (tmp_path / "stack" / "mosquitto" / "data" / "mosquitto.db").exists()
+
+
+def test_moclo_ingest_stops_on_sigterm_with_a_summary(settings: Settings) -> None:
+    env = {
+        "MOCLO_MQTT_URL": settings.mqtt_url,
+        "MOCLO_INFLUX_URL": settings.influx_url,
+        "MOCLO_INFLUX_DB": settings.influx_db,
+        "MOCLO_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    process = _moclo("ingest", "--client-id", settings.ingest_client_id, env=env)
+    output = Output(process)
+    try:
+        wait_until(lambda: output.has("ingesting"), what="ingest ready")
+        topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-1")
+        publish_all(
+            settings.mqtt_url,
+            [
+                (
+                    topic,
+                    orjson.dumps(
+                        {
+                            "ts": 1795327200 + i,
+                            "seq": i,
+                            "body_temp_c": 38.6,
+                            "activity": 1,
+                            "rumination_min": 1,
+                            "lat": 1.0,
+                            "lon": 1.0,
+                            "battery_pct": 1.0,
+                        }
+                    ),
+                )
+                for i in range(10)
+            ]
+            + [(topic, b"nope")],
+        )
+        wait_until(lambda: output.has("rejected (bad_json)"), what="rejection logged")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, output.text()
+    finally:
+        output.close()
+    wait_until(lambda: output.has("ingest stopped"), what="summary")
+    assert output.has("ingest stopped: 11 messages, 10 readings stored, 1 rejected")
+
+
+def test_moclo_ingest_explains_an_unreachable_database(settings: Settings) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moclo.cli",
+            "ingest",
+            "--influx-url",
+            f"http://127.0.0.1:{port}",
+            "--mqtt-url",
+            settings.mqtt_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr
+    assert "MOCLO_INFLUX_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_moclo_alerts_watch_prints_alerts_as_they_happen(
+    settings: Settings, ingest: RunningIngest
+) -> None:
+    process = _moclo(
+        "alerts",
+        "watch",
+        "--json",
+        "--count",
+        "2",
+        "--mqtt-url",
+        settings.mqtt_url,
+        "--topic-prefix",
+        settings.topic_prefix,
+    )
+    output = Output(process)
+    try:
+        wait_until(lambda: output.has("watching"), what="watcher subscribed")
+        topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-3")
+        publish_all(
+            settings.mqtt_url,
+            [
+                (
+                    topic,
+                    orjson.dumps(
+                        {
+                            "ts": 1795327200 + i,
+                            "seq": i,
+                            "body_temp_c": t,
+                            "activity": 1,
+                            "rumination_min": 1,
+                            "lat": 1.0,
+                            "lon": 1.0,
+                            "battery_pct": 1.0,
+                        }
+                    ),
+                )
+                for i, t in enumerate([38.5, 40.1, 38.4])
+            ],
+        )
+        assert process.wait(30) == 0, output.text()
+    finally:
+        output.close()
+    alerts = [json.loads(line) for line in output.lines if line.startswith("{")]
+    assert [(a["state"], a["rule"], a["device_id"]) for a in alerts] == [
+        ("raised", "fever", "cow-3"),
+        ("resolved", "fever", "cow-3"),
+    ]
+
+
+def test_help_lists_every_command_and_the_environment() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "moclo.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    for word in (
+        "up",
+        "ingest",
+        "simulate",
+        "devices",
+        "alerts",
+        "MOCLO_MQTT_URL",
+        "MOCLO_INFLUX_TOKEN",
+    ):
+        assert word in result.stdout

@@ -1,0 +1,64 @@
+"""Settings: environment, flags over environment, and errors that name the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from moclo.settings import ENVIRONMENT, Settings, SettingsError
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    settings = Settings.load({})
+    assert (
+        settings.mqtt_url,
+        settings.influx_url,
+        settings.influx_db,
+        settings.topic_prefix,
+        settings.influx_token,
+    ) == ("mqtt://127.0.0.1:1883", "http://127.0.0.1:8086", "moclo", "moclo", None)
+
+
+def test_flags_override_the_environment() -> None:
+    env = {"MOCLO_MQTT_URL": "mqtt://broker:1884", "MOCLO_INFLUX_DB": "farm"}
+    settings = Settings.load(env, influx_db="clinic", mqtt_url=None)
+    assert settings.mqtt_url == "mqtt://broker:1884"
+    assert settings.influx_db == "clinic"
+
+
+def test_credentials_come_from_the_url() -> None:
+    endpoint = Settings.load({"MOCLO_MQTT_URL": "mqtt://ingest:s%40cret@broker"}).mqtt
+    assert (endpoint.username, endpoint.password, endpoint.port) == ("ingest", "s@cret", 1883)
+    assert "s@cret" not in endpoint.display()
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "named"),
+    [
+        ({"MOCLO_MQTT_URL": "http://broker"}, {}, "MOCLO_MQTT_URL"),
+        ({"MOCLO_MQTT_URL": "mqtt://broker:99999"}, {}, "MOCLO_MQTT_URL"),
+        ({"MOCLO_INFLUX_URL": "influx:8086"}, {}, "MOCLO_INFLUX_URL"),
+        ({}, {"topic_prefix": "moclo/#"}, "--topic-prefix"),
+    ],
+    ids=["mqtt-scheme", "mqtt-port", "influx-scheme", "prefix-wildcard-flag"],
+)
+def test_a_bad_setting_is_named_with_what_is_allowed(
+    env: dict[str, str], flags: dict[str, str], named: str
+) -> None:
+    with pytest.raises(SettingsError, match=named) as caught:
+        Settings.load(env, **flags)
+    assert "must" in str(caught.value)
+
+
+def test_errors_and_reprs_never_show_secrets() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.load({"MOCLO_MQTT_URL": "http://user:hunter2@broker"})
+    assert "hunter2" not in str(caught.value)
+    settings = Settings.load({"MOCLO_INFLUX_TOKEN": "tok-123"})
+    assert "tok-123" not in repr(settings)
+    assert settings.influx_token_value == "tok-123"
+
+
+def test_every_variable_is_documented_in_the_readme(repo_root) -> None:  # type: ignore[no-untyped-def]
+    readme = (repo_root / "README.md").read_text()
+    for variable in ENVIRONMENT.values():
+        assert f"`{variable}`" in readme

@@ -1,0 +1,177 @@
+"""Simulators: valid, plausible, repeatable readings from one thread for thousands of devices."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+
+import orjson
+import pytest
+
+from devices.catalogue import DEVICE_TYPES
+from moclo.settings import Settings
+from simulators.catalogue import BEHAVIOURS
+from simulators.clock import SimulatedClock
+from simulators.fleet import Fleet, FleetError, parse_fleet
+from simulators.run import SimulationOptions, SimulationResult, run_simulation
+from tests.conftest import RunningIngest
+from tests.helpers import Influx, wait_until
+
+DAY = 86_400
+START = 1795305600.0  # 2026-11-22T00:00:00Z
+
+
+def simulate(
+    counts: dict[str, int],
+    *,
+    seed: int = 1,
+    interval_s: float = 600,
+    duration_s: float = DAY,
+    incident_every_s: float | None = None,
+) -> list[tuple[str, dict[str, object]]]:
+    fleet = Fleet(
+        counts,
+        tenant="farm",
+        prefix="moclo",
+        seed=seed,
+        start=START,
+        interval_s=interval_s,
+        incident_every_s=incident_every_s,
+    )
+    return [
+        (topic, orjson.loads(payload))
+        for topic, payload, _ in fleet.messages(
+            SimulatedClock(START), threading.Event(), rounds=fleet.rounds_for(duration_s)
+        )
+    ]
+
+
+def test_every_simulated_type_is_in_the_catalogue() -> None:
+    assert set(BEHAVIOURS) <= set(DEVICE_TYPES)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_simulated_reading_is_valid(seed: int) -> None:
+    for topic, reading in simulate(
+        {"cow_tracker": 20, "thermostat": 20}, seed=seed, incident_every_s=DAY / 2
+    ):
+        DEVICE_TYPES[topic.split("/")[2]].reading.model_validate(reading)
+
+
+def test_the_same_seed_gives_the_same_readings_and_another_seed_does_not() -> None:
+    fleet = {"cow_tracker": 5, "thermostat": 5}
+    assert simulate(fleet, seed=42) == simulate(fleet, seed=42)
+    assert simulate(fleet, seed=42) != simulate(fleet, seed=43)
+
+
+def test_adding_devices_of_another_type_does_not_change_the_cows() -> None:
+    alone = [r for t, r in simulate({"cow_tracker": 3}) if "cow_tracker" in t]
+    mixed = [r for t, r in simulate({"cow_tracker": 3, "thermostat": 4}) if "cow_tracker" in t]
+    assert sorted(alone, key=repr) == sorted(mixed, key=repr)
+
+
+def test_healthy_cows_stay_around_38_6_and_ruminate_more_at_night() -> None:
+    readings = [r for _, r in simulate({"cow_tracker": 30})]
+    temps = [float(r["body_temp_c"]) for r in readings]  # type: ignore[arg-type]
+    assert 38.4 < statistics.mean(temps) < 38.8
+    assert max(temps) < 39.5  # no incidents asked for: no fever
+    hour = lambda r: int((float(r["ts"]) - START) // 3600)  # noqa: E731  # type: ignore[arg-type]
+    night = [r["rumination_min"] for r in readings if hour(r) in (0, 1, 2, 3)]
+    day = [r["rumination_min"] for r in readings if hour(r) in (11, 12, 13, 14)]
+    assert statistics.mean(night) > statistics.mean(day)  # type: ignore[type-var]
+
+
+def test_incidents_give_cows_a_fever_that_passes() -> None:
+    readings = simulate({"cow_tracker": 10}, interval_s=60, incident_every_s=DAY / 4)
+    by_cow: dict[str, list[float]] = {}
+    for topic, r in readings:
+        by_cow.setdefault(topic, []).append(float(r["body_temp_c"]))  # type: ignore[arg-type]
+    feverish = [temps for temps in by_cow.values() if max(temps) >= 39.5]
+    assert feverish, "some cow fell ill"
+    recovered = [temps for temps in feverish if min(temps[temps.index(max(temps)) :]) < 39.2]
+    assert recovered, "and got better again"
+
+
+def test_a_thermostat_follows_its_setpoint_and_a_failed_heater_lets_the_room_cool() -> None:
+    healthy = simulate({"thermostat": 10}, interval_s=300)
+    for _, r in healthy[len(healthy) // 4 :]:  # after the first hours of settling
+        assert abs(float(r["temp_c"]) - float(r["setpoint_c"])) < 1.5  # type: ignore[arg-type]
+    failing = simulate({"thermostat": 10}, interval_s=300, duration_s=3 * DAY, incident_every_s=DAY)
+    assert min(float(r["temp_c"]) for _, r in failing) < 10  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["cow_tracker", "cow_tracker=x", "toaster=3", "cow_tracker=0", ""],
+    ids=["no-count", "bad-count", "unknown-type", "empty-fleet", "nothing"],
+)
+def test_bad_fleet_descriptions_are_explained(text: str) -> None:
+    with pytest.raises(FleetError):
+        parse_fleet(text)
+
+
+def test_one_thread_drives_thousands_of_devices(settings: Settings) -> None:
+    threads_seen: list[int] = []
+
+    def progress(_: SimulationResult) -> None:
+        threads_seen.append(threading.active_count())
+
+    before = threading.active_count()
+    result = run_simulation(
+        settings.mqtt,
+        settings.topic_prefix,
+        SimulationOptions(
+            devices={"cow_tracker": 4000, "thermostat": 1000},
+            interval_s=60,
+            duration_s=60,
+            burst=True,
+            qos=0,
+        ),
+        progress=progress,
+        progress_every_s=0,
+    )
+    assert result.devices == 5000 and result.readings == 5000 and result.acknowledged
+    assert max(threads_seen) <= before + 1  # paho's network thread, nothing per device
+
+
+def test_moclo_simulate_command_publishes_exactly_what_it_says(
+    settings: Settings, influx: Influx, ingest: RunningIngest
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moclo.cli",
+            "simulate",
+            "--devices",
+            "cow_tracker=50,thermostat=10",
+            "--tenant",
+            "demo-farm",
+            "--interval",
+            "1s",
+            "--duration",
+            "30s",
+            "--burst",
+            "--seed",
+            "5",
+            "--mqtt-url",
+            settings.mqtt_url,
+            "--topic-prefix",
+            settings.topic_prefix,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "published 1800 readings in 1800 messages from 60 devices" in result.stdout
+    assert "seed 5" in result.stderr
+    wait_until(
+        lambda: (
+            influx.count("cow_tracker", "seq") == 1500 and influx.count("thermostat", "seq") == 300
+        ),
+        what="1800 readings stored",
+    )

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop by itself after this long (default: run until Ctrl-C)",
     )
-    _fleet_flags(up, devices="cow_tracker=20,thermostat=5", interval="2s", incident_every="5m")
+    _fleet_flags(up, devices="cow_tracker=20,thermostat=5", interval="2s", incident_every="2m")
     _connection_flags(up)
 
     ingest = commands.add_parser(

@@ -41,8 +41,28 @@ class RejectReason(enum.StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     BAD_JSON = "bad_json"
     BAD_SHAPE = "bad_shape"
+    TOO_DEEP = "too_deep"
     INVALID_READING = "invalid_reading"
+    IDENTITY_MISMATCH = "identity_mismatch"
+    TS_OUT_OF_WINDOW = "ts_out_of_window"
+    CARDINALITY_LIMIT = "cardinality_limit"
     STORAGE_REFUSED = "storage_refused"  # valid for us, refused by InfluxDB (type conflict)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What ingest accepts beyond the schema. Every limit turns excess into a rejection."""
+
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # A reading's ts may be at most this far after its arrival (device clocks drift) ...
+    max_future_s: float = 600.0
+    # ... and at most this far before it (devices that were offline upload their backlog);
+    # None accepts any age InfluxDB can store.
+    max_past_s: float | None = 90 * 86_400.0
+    # New devices per tenant: a burst, then a steady rate (token bucket), so a flood of
+    # invented device ids cannot blow up the number of series.
+    new_devices_burst: int = 10_000
+    new_devices_per_minute: int = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +85,7 @@ class Rejection:
 @dataclass(slots=True)
 class Decoded:
     readings: list[ValidReading] = field(default_factory=list)
+    received_ns: list[int] = field(default_factory=list)  # arrival of readings[i]
     rejections: list[Rejection] = field(default_factory=list)
 
 
@@ -76,11 +97,13 @@ class Decoder:
         prefix: str,
         *,
         catalogue: Mapping[str, DeviceType] = DEVICE_TYPES,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        limits: Limits = Limits(),
     ) -> None:
         self.prefix = prefix
         self._catalogue = catalogue
-        self._max_payload_bytes = max_payload_bytes
+        self._max_payload_bytes = limits.max_payload_bytes
+        self._max_future_ns = int(limits.max_future_s * 1e9)
+        self._max_past_ns = None if limits.max_past_s is None else int(limits.max_past_s * 1e9)
 
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         """Appends what `payload` holds to `out`: its valid readings and any rejections."""
@@ -128,7 +151,9 @@ class Decoder:
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            reject(RejectReason.BAD_JSON, f"not valid JSON: {exc}", tenant, type_name)
+            # orjson stops at 1024 levels; a reading is flat, so anything that deep is hostile.
+            reason = RejectReason.TOO_DEEP if "depth limit" in str(exc) else RejectReason.BAD_JSON
+            reject(reason, f"not valid JSON: {exc}", tenant, type_name)
             return
 
         if isinstance(document, dict):
@@ -190,6 +215,7 @@ class Decoder:
                 )
                 continue
             out.readings.append(ValidReading(address, reading))
+            out.received_ns.append(received_ns)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

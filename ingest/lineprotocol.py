@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 
 from devices.base import Reading
+from devices.topics import DeviceAddress
 from ingest.decode import Rejection, ValidReading
 
 REJECTED_MEASUREMENT = "moclo_rejected"
@@ -68,6 +69,22 @@ def reading_line(item: ValidReading) -> str:
         f"{address.device_type},device_id={address.device_id},tenant={address.tenant} "
         f"{fields},seq={reading.seq}i {reading.ts}"
     )
+
+
+def parse_reading_address(line: str) -> DeviceAddress | None:
+    """The device behind a line written by `reading_line`; None for any other line."""
+    head, _, _ = line.partition(" ")
+    measurement, _, tags = head.partition(",")
+    if measurement.startswith("moclo_") or not tags:
+        return None
+    values = dict(tag.partition("=")[::2] for tag in tags.split(","))
+    if "device_id" not in values or "tenant" not in values:
+        return None
+    return DeviceAddress(values["tenant"], measurement, values["device_id"])
+
+
+def is_reading_line(line: str) -> bool:
+    return not line.startswith("moclo_")
 
 
 def rejection_line(rejection: Rejection, ts_ns: int) -> str:

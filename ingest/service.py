@@ -1,28 +1,41 @@
 """The ingest service: wires source → decode/validate → sink, with the alert engine beside them.
 
 For each batch: decode and validate every message, evaluate alert rules, write readings,
-rejections and alert changes to InfluxDB in one request, publish the alert changes, and only
-then acknowledge the batch's MQTT messages. A crash anywhere before the acknowledgement means
-the broker delivers the batch again, and because a reading's point is keyed by its own
-timestamp, storing it again overwrites instead of duplicating.
+rejections and alert changes to InfluxDB in one request (or, while InfluxDB is unavailable,
+append them to the on-disk spool and fsync), publish the alert changes, and only then
+acknowledge the batch's MQTT messages. A crash anywhere before the acknowledgement means the
+broker delivers the batch again; because a reading's point is keyed by its own timestamp,
+storing it again overwrites instead of duplicating.
+
+Tasks, under one TaskGroup: `consume` (the loop above), `drain-spool` (spool → InfluxDB, oldest
+first), `http` (/healthz, /metrics) and `watch` (connection state for the health check).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from devices.topics import alert_topic, telemetry_subscription
 from ingest.alerts import Alert, AlertEngine
-from ingest.decode import DEFAULT_MAX_PAYLOAD_BYTES, Decoder
-from ingest.influx import InfluxClient
-from ingest.pipeline import Pipeline, PreparedBatch
+from ingest.cardinality import CardinalityGuard
+from ingest.decode import Decoder, Limits
+from ingest.health import Liveness, assess
+from ingest.http import health_response, serve
+from ingest.influx import InfluxClient, InfluxUnavailable
+from ingest.lineprotocol import is_reading_line
+from ingest.metrics import render
+from ingest.pipeline import Pipeline
 from ingest.rejections import RejectionLog
-from ingest.sink import InfluxSink, WriteAborted
+from ingest.sink import InfluxSink, RefusedLine, WriteAborted
 from ingest.source import Message, MqttSource
+from ingest.spool import Spool, SpoolFull
 from moclo.settings import Settings
 
 log = logging.getLogger("moclo.ingest")
@@ -33,23 +46,282 @@ class IngestOptions:
     batch_messages: int = 2_000  # messages per InfluxDB write, at most
     linger_s: float = 0.1  # how long a non-full batch waits for more messages
     window: int = 10_000  # unacknowledged messages the broker may send us (Receive Maximum)
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    limits: Limits = field(default_factory=Limits)
+    spool_max_bytes: int = 1024**3
+    stall_after_s: float = 60.0  # /healthz: messages waiting and none handled for this long
     summary_every_s: float = 30.0  # how often rejection counts are logged, when they changed
 
 
 @dataclass(slots=True)
 class IngestStats:
-    messages: int = 0
-    readings_stored: int = 0
+    messages: int = 0  # handled: stored (or spooled) and acknowledged
+    readings_stored: int = 0  # written to InfluxDB, directly or from the spool
+    readings_spooled: int = 0  # appended to the spool while InfluxDB was unavailable
     rejected: int = 0
     alerts_raised: int = 0
     alerts_resolved: int = 0
     batches_written: int = 0
     open_alerts: int = 0
-    started_at: float = field(default_factory=time.monotonic)
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
 
 
 AlertCallback = Callable[[Alert], None]
+
+
+class Ingest:
+    def __init__(
+        self,
+        settings: Settings,
+        stop: asyncio.Event,
+        *,
+        options: IngestOptions = IngestOptions(),
+        stats: IngestStats | None = None,
+        on_alert: AlertCallback | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.stop = stop
+        self.stats = stats or IngestStats()
+        self.on_alert = on_alert
+        self.liveness = Liveness()
+        self.sink = InfluxSink(
+            InfluxClient(
+                settings.influx_url, settings.influx_db, token=settings.influx_token_value
+            ),
+            stopping=stop,
+        )
+        self.source = MqttSource(
+            settings.mqtt,
+            client_id=settings.ingest_client_id,
+            subscription=telemetry_subscription(settings.topic_prefix),
+            batch_messages=options.batch_messages,
+            window=options.window,
+        )
+        self.spool = Spool(
+            Path(settings.spool_dir) / settings.ingest_client_id, max_bytes=options.spool_max_bytes
+        )
+        limits = options.limits
+        self.pipeline = Pipeline(
+            Decoder(settings.topic_prefix, limits=limits),
+            AlertEngine(),
+            RejectionLog(),
+            CardinalityGuard(
+                burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute
+            ),
+        )
+        self.http_port: int | None = None
+        self._spooled = asyncio.Event()  # wakes the drainer
+        self._drained = asyncio.Event()  # wakes a consumer waiting for spool room
+
+    async def run(self, ready: asyncio.Event | None = None) -> IngestStats:
+        """Runs until `stop` is set; then finishes what it holds and returns."""
+        try:
+            await self.sink.client.ensure_database()
+            await self.source.start()
+            server = await self._serve_http()
+            log.info(
+                "ingesting %s from %s into %s db=%s%s",
+                self.source.subscription,
+                self.settings.mqtt.display(),
+                self.sink.client.url,
+                self.settings.influx_db,
+                f"; health on http://{self._http_host()}:{self.http_port}/healthz"
+                if self.http_port
+                else "",
+            )
+            if not self.spool.is_empty():
+                log.info(
+                    "spool holds %d batches from before; writing them first", self.spool.records
+                )
+            if ready is not None:
+                ready.set()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._consume(), name="consume")
+                    tasks.create_task(self._drain_spool(), name="drain-spool")
+                    tasks.create_task(self._watch(), name="watch")
+            finally:
+                if server is not None:
+                    server.close()
+        finally:
+            await self.source.close()
+            await self.sink.close()
+        return self.stats
+
+    # -- consume ---------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        next_summary = time.monotonic() + self.options.summary_every_s
+        try:
+            while not self.stop.is_set():
+                messages = await self._next_batch_or_stop()
+                if messages:
+                    await self._handle(messages)
+                if time.monotonic() >= next_summary:
+                    next_summary = time.monotonic() + self.options.summary_every_s
+                    if (summary := self.pipeline.rejections.summary()) is not None:
+                        log.info("%s", summary)
+            # Stopping: handle what has already arrived, so it is acknowledged now rather
+            # than delivered again later.
+            while messages := self.source.take_pending():
+                await self._handle(messages)
+        except WriteAborted:
+            log.warning(
+                "stopped while InfluxDB is unavailable and the spool is full; "
+                "unacknowledged messages will be delivered again"
+            )
+        finally:
+            self._spooled.set()  # let the drainer see the stop
+
+    async def _next_batch_or_stop(self) -> list[Message]:
+        batch = asyncio.ensure_future(self.source.next_batch(linger_s=self.options.linger_s))
+        stopped = asyncio.ensure_future(self.stop.wait())
+        done, _ = await asyncio.wait({batch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if batch in done:
+            return batch.result()
+        # A batch still being gathered was not taken from the source, so nothing is lost.
+        batch.cancel()
+        return []
+
+    async def _handle(self, messages: list[Message]) -> None:
+        prepared = self.pipeline.prepare(messages)
+        if prepared.lines:
+            await self._deliver(prepared.lines)
+        stats = self.stats
+        for alert in prepared.alerts:
+            self.source.publish(
+                alert_topic(self.settings.topic_prefix, alert.tenant, alert.device_id),
+                alert.to_json(),
+                qos=1,
+            )
+            if alert.state == "raised":
+                stats.alerts_raised += 1
+            else:
+                stats.alerts_resolved += 1
+            if self.on_alert is not None:
+                self.on_alert(alert)
+        self.source.ack(messages)
+        self.liveness.last_handled = time.monotonic()
+        stats.messages += len(messages)
+        stats.rejected += len(prepared.rejections)
+        stats.rejected_by_reason.update(r.reason.value for r in prepared.rejections)
+        stats.open_alerts = self.pipeline.engine.open_alerts()
+
+    async def _deliver(self, lines: list[str]) -> None:
+        """Stores lines durably: in InfluxDB if it answers and nothing is spooled before them,
+        else in the spool. Returns only once they are stored."""
+        if self.spool.is_empty():
+            try:
+                refused = await self.sink.write_once(lines)
+            except InfluxUnavailable as exc:
+                log.warning(
+                    "InfluxDB unavailable (%s); spooling to %s until it is back",
+                    exc,
+                    self.spool.directory,
+                )
+            else:
+                self._count_written(lines, refused)
+                await self._record_refused(lines, refused)
+                return
+        await self._spool(lines)
+
+    async def _spool(self, lines: list[str]) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.spool.append, lines)
+                break
+            except SpoolFull as exc:
+                if self.stop.is_set():
+                    raise WriteAborted(str(exc)) from exc
+                # Backpressure: hold this batch (and so the broker's window) until the
+                # drainer frees room.
+                log.warning("%s; waiting for InfluxDB to take the backlog", exc)
+                self._drained.clear()
+                await self._drained.wait()
+        self.stats.readings_spooled += sum(map(is_reading_line, lines))
+        self._spooled.set()
+
+    def _count_written(self, lines: Sequence[str], refused: list[RefusedLine]) -> None:
+        refused_at = {r.index for r in refused}
+        self.stats.readings_stored += sum(
+            1 for i, line in enumerate(lines) if i not in refused_at and is_reading_line(line)
+        )
+        self.stats.batches_written += 1
+
+    async def _record_refused(self, lines: Sequence[str], refused: list[RefusedLine]) -> None:
+        for line in refused:
+            record = self.pipeline.refused(lines[line.index], line.error, time.time_ns())
+            if record is None:
+                log.error(
+                    "InfluxDB refused an internal line: %s (%s)",
+                    lines[line.index][:200],
+                    line.error,
+                )
+                continue
+            self.stats.rejected += 1
+            self.stats.rejected_by_reason["storage_refused"] += 1
+            await self._deliver(record.lines)
+
+    # -- drain the spool -------------------------------------------------------------------
+
+    async def _drain_spool(self) -> None:
+        """Writes spooled batches to InfluxDB, oldest first, retrying until it is back."""
+        while True:
+            if self.stop.is_set():
+                return  # the spool is durable: what is left is written after the next start
+            record = await asyncio.to_thread(self.spool.peek)
+            if record is None:
+                self._spooled.clear()
+                if self.spool.is_empty():
+                    await self._spooled.wait()
+                continue
+            try:
+                refused = await self.sink.write_batch(record.lines)
+            except WriteAborted:
+                return  # stopping; the spool keeps it for the next start
+            self._count_written(record.lines, refused)
+            await self._record_refused(record.lines, refused)
+            await asyncio.to_thread(self.spool.pop, record)
+            self._drained.set()
+            if self.spool.is_empty():
+                log.info("spool drained: InfluxDB has everything")
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        live = self.liveness
+        while not self.stop.is_set():
+            connected = self.source.connected
+            if live.connected and not connected:
+                live.disconnected_since = time.monotonic()
+            live.connected = connected
+            live.pending = self.source.pending_count
+            live.influx_available = self.sink.available
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 0.5)
+
+    def _http_host(self) -> str:
+        return self.settings.http_listen.rpartition(":")[0]
+
+    async def _serve_http(self) -> asyncio.Server | None:
+        if self.settings.http_listen == "off":
+            return None
+        host, _, port = self.settings.http_listen.rpartition(":")
+
+        def healthz() -> tuple[int, str, bytes]:
+            self.liveness.connected = self.source.connected
+            self.liveness.pending = self.source.pending_count
+            return health_response(
+                assess(self.liveness, self.spool, stall_after_s=self.options.stall_after_s)
+            )
+
+        def metrics() -> tuple[int, str, bytes]:
+            return 200, "text/plain; version=0.0.4; charset=utf-8", render(self)
+
+        server = await serve(host, int(port), {"/healthz": healthz, "/metrics": metrics})
+        self.http_port = server.sockets[0].getsockname()[1]
+        return server
 
 
 async def run_ingest(
@@ -61,118 +333,5 @@ async def run_ingest(
     on_alert: AlertCallback | None = None,
     ready: asyncio.Event | None = None,
 ) -> IngestStats:
-    """Runs until `stop` is set, then finishes the batch in hand and returns.
-
-    `ready` is set once the database exists and the subscription is acknowledged.
-    """
-    stats = stats or IngestStats()
-    client = InfluxClient(
-        settings.influx_url, settings.influx_db, token=settings.influx_token_value
-    )
-    sink = InfluxSink(client, stopping=stop)
-    source = MqttSource(
-        settings.mqtt,
-        client_id=settings.ingest_client_id,
-        subscription=telemetry_subscription(settings.topic_prefix),
-        batch_messages=options.batch_messages,
-        window=options.window,
-    )
-    pipeline = Pipeline(
-        Decoder(settings.topic_prefix, max_payload_bytes=options.max_payload_bytes),
-        AlertEngine(),
-        RejectionLog(),
-    )
-    try:
-        await client.ensure_database()
-        await source.start()
-        log.info(
-            "ingesting %s from %s into %s db=%s",
-            source.subscription,
-            settings.mqtt.display(),
-            client.url,
-            settings.influx_db,
-        )
-        if ready is not None:
-            ready.set()
-        next_summary = time.monotonic() + options.summary_every_s
-        while not stop.is_set():
-            messages = await _next_batch_or_stop(source, stop, options.linger_s)
-            if not messages:
-                continue
-            try:
-                await _store(messages, pipeline, sink, source, settings, stats, on_alert)
-            except WriteAborted:
-                log.warning(
-                    "stopping with %d messages not stored; the broker will deliver them again",
-                    len(messages),
-                )
-                break
-            if time.monotonic() >= next_summary:
-                next_summary = time.monotonic() + options.summary_every_s
-                if (summary := pipeline.rejections.summary()) is not None:
-                    log.info("%s", summary)
-    finally:
-        await source.close()
-        await sink.close()
-    return stats
-
-
-async def _next_batch_or_stop(
-    source: MqttSource, stop: asyncio.Event, linger_s: float
-) -> list[Message]:
-    batch = asyncio.ensure_future(source.next_batch(linger_s=linger_s))
-    stopped = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({batch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if batch in done:
-        return batch.result()
-    # Stopping: a batch still being gathered was not taken from the source, so nothing is lost.
-    batch.cancel()
-    return []
-
-
-async def _store(
-    messages: list[Message],
-    pipeline: Pipeline,
-    sink: InfluxSink,
-    source: MqttSource,
-    settings: Settings,
-    stats: IngestStats,
-    on_alert: AlertCallback | None,
-) -> None:
-    prepared = pipeline.prepare(messages)
-    refused = await sink.write_batch(prepared.lines) if prepared.lines else []
-    stored = prepared.readings
-    for line in refused:
-        origin = prepared.origins[line.index]
-        if origin is None:
-            # Our own rejection and alert lines are formatted from validated values; InfluxDB
-            # refusing one is a bug worth shouting about, not a device's fault.
-            log.error(
-                "InfluxDB refused an internal line: %s (%s)",
-                prepared.lines[line.index][:200],
-                line.error,
-            )
-            continue
-        stored -= 1
-        extra: PreparedBatch = pipeline.refused(origin, line.error, time.time_ns())
-        stats.rejected += 1
-        await sink.write_batch(extra.lines)
-    for alert in prepared.alerts:
-        source.publish(
-            alert_topic(settings.topic_prefix, alert.tenant, alert.device_id),
-            alert.to_json(),
-            qos=1,
-        )
-        if alert.state == "raised":
-            stats.alerts_raised += 1
-        else:
-            stats.alerts_resolved += 1
-        if on_alert is not None:
-            on_alert(alert)
-    source.ack(messages)
-    stats.messages += len(messages)
-    stats.readings_stored += stored
-    stats.rejected += len(prepared.rejections)
-    stats.batches_written += 1
-    stats.open_alerts = pipeline.engine.open_alerts()
+    """Runs ingest until `stop` is set. `ready` is set once it is subscribed."""
+    return await Ingest(settings, stop, options=options, stats=stats, on_alert=on_alert).run(ready)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ingest.influx import InfluxClient, InfluxRefused, InfluxUnavailable
 
@@ -32,6 +33,30 @@ class WriteAborted(Exception):
 class RefusedLine:
     index: int
     error: str
+
+
+@dataclass(slots=True)
+class LatencyHistogram:
+    """Write latency in cumulative buckets, the shape Prometheus expects."""
+
+    bounds: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    counts: list[int] = field(default_factory=lambda: [0] * 12)
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total_s += seconds
+        for i, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        running, out = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,21 +83,33 @@ class InfluxSink:
         self._backoff = backoff
         self._rng = rng or random.Random()
         self.retries = 0
+        self.available = True  # did the last attempt reach InfluxDB?
+        self.latency = LatencyHistogram()
 
     async def write_batch(self, lines: Sequence[str]) -> list[RefusedLine]:
-        """Stores `lines`; returns the lines InfluxDB refused for their content (usually none)."""
+        """Stores `lines`, retrying while InfluxDB is unavailable; returns the lines it refused
+        for their content (usually none)."""
         refused: list[RefusedLine] = []
-        await self._write_or_split(lines, 0, refused)
+        await self._write_or_split(lines, 0, refused, retry=True)
+        return refused
+
+    async def write_once(self, lines: Sequence[str]) -> list[RefusedLine]:
+        """Like `write_batch`, but raises InfluxUnavailable instead of retrying."""
+        refused: list[RefusedLine] = []
+        await self._write_or_split(lines, 0, refused, retry=False)
         return refused
 
     async def close(self) -> None:
         await self.client.close()
 
     async def _write_or_split(
-        self, lines: Sequence[str], offset: int, refused: list[RefusedLine]
+        self, lines: Sequence[str], offset: int, refused: list[RefusedLine], *, retry: bool
     ) -> None:
         try:
-            await self._write_retrying(lines)
+            if retry:
+                await self._write_retrying(lines)
+            else:
+                await self._timed_write(lines)
         except InfluxRefused as exc:
             if exc.status not in _SPLITTABLE:
                 raise
@@ -80,14 +117,24 @@ class InfluxSink:
                 refused.append(RefusedLine(offset, str(exc)))
                 return
             middle = len(lines) // 2
-            await self._write_or_split(lines[:middle], offset, refused)
-            await self._write_or_split(lines[middle:], offset + middle, refused)
+            await self._write_or_split(lines[:middle], offset, refused, retry=retry)
+            await self._write_or_split(lines[middle:], offset + middle, refused, retry=retry)
+
+    async def _timed_write(self, lines: Sequence[str]) -> None:
+        began = time.monotonic()
+        try:
+            await self.client.write(lines)
+        except InfluxUnavailable:
+            self.available = False
+            raise
+        self.available = True
+        self.latency.observe(time.monotonic() - began)
 
     async def _write_retrying(self, lines: Sequence[str]) -> None:
         attempt = 0
         while True:
             try:
-                await self.client.write(lines)
+                await self._timed_write(lines)
                 return
             except InfluxUnavailable as exc:
                 if self._stopping.is_set():

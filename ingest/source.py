@@ -132,6 +132,18 @@ class MqttSource:
                 self._wake_scheduled = False
         return batch
 
+    def take_pending(self) -> list[Message]:
+        """Up to a batch of what has arrived, without waiting (for the drain at shutdown)."""
+        with self._lock:
+            batch = self._pending[: self._batch_messages]
+            del self._pending[: self._batch_messages]
+        return batch
+
+    @property
+    def pending_count(self) -> int:
+        """Messages received and not yet taken: how far the consumer is behind the broker."""
+        return len(self._pending)
+
     def ack(self, messages: list[Message]) -> int:
         """Acknowledges stored messages, in arrival order; returns how many were sent."""
         current = self._connection

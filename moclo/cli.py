@@ -212,7 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        return _dispatch(args)
+        try:
+            return _dispatch(args)
+        except BaseExceptionGroup as group:
+            # A failing task under a TaskGroup arrives wrapped; show the user the cause.
+            raise _first_cause(group) from None
     except SettingsError as exc:
         print(f"moclo: {exc}", file=sys.stderr)
         return 2
@@ -225,6 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerError as exc:
         print(f"moclo: {exc}", file=sys.stderr)
         return 1
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    cause: BaseException = group
+    while isinstance(cause, BaseExceptionGroup):
+        cause = cause.exceptions[0]
+    return cause
 
 
 def _dispatch(args: argparse.Namespace) -> int:

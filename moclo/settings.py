@@ -8,6 +8,8 @@
 | MOCLO_INFLUX_TOKEN       | (none)                   | sent as `Authorization: Token …`         |
 | MOCLO_TOPIC_PREFIX       | moclo                    | first topic level(s) of every topic      |
 | MOCLO_INGEST_CLIENT_ID   | moclo-ingest             | MQTT client id of ingest (its session)   |
+| MOCLO_SPOOL_DIR          | .moclo/spool             | on-disk buffer while InfluxDB is down    |
+| MOCLO_HTTP_LISTEN        | 127.0.0.1:9108           | /healthz and /metrics; `off` disables    |
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ ENVIRONMENT = {
     "influx_token": "MOCLO_INFLUX_TOKEN",
     "topic_prefix": "MOCLO_TOPIC_PREFIX",
     "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
+    "spool_dir": "MOCLO_SPOOL_DIR",
+    "http_listen": "MOCLO_HTTP_LISTEN",
 }
 
 
@@ -48,7 +52,11 @@ class Settings(BaseModel):
     influx_db: str = Field(default="moclo", min_length=1)
     influx_token: SecretStr | None = None
     topic_prefix: str = DEFAULT_PREFIX
-    ingest_client_id: str = Field(default="moclo-ingest", min_length=1, max_length=64)
+    ingest_client_id: str = Field(
+        default="moclo-ingest", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    spool_dir: str = Field(default=".moclo/spool", min_length=1)
+    http_listen: str = Field(default="127.0.0.1:9108", pattern=r"^(off|[^\s:]*:\d{1,5})$")
 
     @field_validator("mqtt_url")
     @classmethod

@@ -15,13 +15,17 @@ loopback only. Broker settings, and why:
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -53,6 +57,30 @@ def find_executable(name: str, *, package: str) -> str:
         f"{name} is not installed: install the Debian package '{package}' "
         f"(apt-get install {package}), or point moclo at a running server"
     )
+
+
+def _terminate_with_parent() -> Callable[[], None] | None:
+    """On Linux, asks the kernel to SIGTERM the server if moclo dies (even by SIGKILL), so no
+    orphaned broker or database keeps the ports and the data directory.
+
+    The kernel ties this to the thread that started the child, so it is used only from the
+    main thread: a server started from a worker thread would be stopped when the thread ends.
+    """
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    pr_set_pdeathsig = 1
+
+    def arrange() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return arrange
 
 
 class LocalServer:
@@ -95,6 +123,7 @@ class LocalServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_terminate_with_parent(),
         )
         log_file.close()
         deadline = time.monotonic() + timeout_s

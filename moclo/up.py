@@ -127,37 +127,42 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
         )
 
     async with asyncio.TaskGroup() as tasks:
-        ingest = tasks.create_task(
-            run_ingest(settings, stop, stats=stats, on_alert=on_alert, ready=ready),
-            name="ingest",
-        )
-        await _first(ready, ingest)
-        _say("moclo is up:")
-        for line in notes:
-            _say(line)
-        _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
-        sim = options.simulation
-        if sim is not None:
-            fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
+        try:
+            ingest = tasks.create_task(
+                run_ingest(settings, stop, stats=stats, on_alert=on_alert, ready=ready),
+                name="ingest",
+            )
+            await _first(ready, ingest)
+            _say("moclo is up:")
+            for line in notes:
+                _say(line)
+            _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
+            sim = options.simulation
+            if sim is not None:
+                fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
+                _say(
+                    f"  Simulator    {fleet} for tenant {sim.tenant}, one reading every "
+                    f"{sim.interval_s:g}s each (seed {sim.seed})"
+                )
+                tasks.create_task(
+                    asyncio.to_thread(run_simulation, settings.mqtt, prefix, sim, stop=sim_stop),
+                    name="simulator",
+                )
+            _say(f"  Watch alerts moclo alerts watch --mqtt-url {settings.mqtt.display()}")
             _say(
-                f"  Simulator    {fleet} for tenant {sim.tenant}, one reading every "
-                f"{sim.interval_s:g}s each (seed {sim.seed})"
+                f"  Query        curl -G {settings.influx_url}/query --data-urlencode "
+                f"db={settings.influx_db} --data-urlencode "
+                '"q=SELECT mean(body_temp_c) FROM cow_tracker WHERE time > now() - 1h '
+                'GROUP BY device_id"'
             )
-            tasks.create_task(
-                asyncio.to_thread(run_simulation, settings.mqtt, prefix, sim, stop=sim_stop),
-                name="simulator",
-            )
-        _say(f"  Watch alerts moclo alerts watch --mqtt-url {settings.mqtt.display()}")
-        _say(
-            f"  Query        curl -G {settings.influx_url}/query --data-urlencode "
-            f"db={settings.influx_db} --data-urlencode "
-            '"q=SELECT mean(body_temp_c) FROM cow_tracker WHERE time > now() - 1h '
-            'GROUP BY device_id"'
-        )
-        _say("Ctrl-C stops everything.")
-        tasks.create_task(_report(stats, stop, options), name="status")
-        await stop.wait()
-        sim_stop.set()
+            _say("Ctrl-C stops everything.")
+            tasks.create_task(_report(stats, stop, options), name="status")
+            await stop.wait()
+        finally:
+            # Whatever ended the wait (Ctrl-C, --duration, a failing task), the simulator's
+            # thread cannot be cancelled: tell it to stop, or the group waits for it forever.
+            sim_stop.set()
+            stop.set()
     _say(
         f"moclo up: stopped cleanly after storing {stats.readings_stored} readings "
         f"({stats.rejected} rejected, {stats.alerts_raised} alerts raised)"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.service import IngestOptions, IngestStats, run_ingest
+from ingest.service import Ingest, IngestOptions, IngestStats
 from moclo.settings import Settings
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.helpers import Influx
@@ -35,7 +35,7 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]
 
 
 @pytest.fixture
-def settings(mosquitto: MosquittoServer, influxdb: InfluxServer) -> Settings:
+def settings(mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path) -> Settings:
     unique = uuid.uuid4().hex[:10]
     return Settings(
         mqtt_url=mosquitto.url,
@@ -43,6 +43,8 @@ def settings(mosquitto: MosquittoServer, influxdb: InfluxServer) -> Settings:
         influx_db=f"test_{unique}",
         topic_prefix=f"t{unique}",
         ingest_client_id=f"ingest-{unique}",
+        spool_dir=str(tmp_path / "spool"),
+        http_listen="127.0.0.1:0",
     )
 
 
@@ -52,12 +54,14 @@ def influx(settings: Settings) -> Influx:
 
 
 class RunningIngest:
-    """`run_ingest` on its own thread and event loop, so tests stay plain synchronous code."""
+    """`Ingest` on its own thread and event loop, so tests stay plain synchronous code."""
 
     def __init__(self, settings: Settings, options: IngestOptions) -> None:
         self.settings = settings
         self.options = options
         self.stats = IngestStats()
+        self.ingest: Ingest | None = None
+        self.ingest: Ingest | None = None
         self.alerts: list[object] = []
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -91,15 +95,15 @@ class RunningIngest:
             ready = asyncio.Event()
             ready_task = asyncio.ensure_future(ready.wait())
             ready_task.add_done_callback(lambda _: self._ready.set())
+            self.ingest = Ingest(
+                self.settings,
+                self._stop,
+                options=self.options,
+                stats=self.stats,
+                on_alert=self.alerts.append,
+            )
             try:
-                await run_ingest(
-                    self.settings,
-                    self._stop,
-                    options=self.options,
-                    stats=self.stats,
-                    on_alert=self.alerts.append,
-                    ready=ready,
-                )
+                await self.ingest.run(ready)
             finally:
                 ready_task.cancel()
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -126,7 +127,7 @@ def test_moclo_ingest_stops_on_sigterm_with_a_summary(settings: Settings) -> Non
                     topic,
                     orjson.dumps(
                         {
-                            "ts": 1795327200 + i,
+                            "ts": int(time.time()) - 100 + i,
                             "seq": i,
                             "body_temp_c": 38.6,
                             "activity": 1,
@@ -199,7 +200,7 @@ def test_moclo_alerts_watch_prints_alerts_as_they_happen(
                     topic,
                     orjson.dumps(
                         {
-                            "ts": 1795327200 + i,
+                            "ts": int(time.time()) - 100 + i,
                             "seq": i,
                             "body_temp_c": t,
                             "activity": 1,

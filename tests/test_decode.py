@@ -14,6 +14,7 @@ from ingest.decode import (
     UNKNOWN_TYPE_TAG,
     Decoded,
     Decoder,
+    Limits,
     RejectReason,
 )
 
@@ -30,11 +31,12 @@ COW = {
     "battery_pct": 87.5,
 }
 GOOD = json.dumps(COW).encode()
+ARRIVAL_NS = (1795327200 + 60) * 10**9  # a minute after COW's ts
 
 
 def decode(topic: str, payload: bytes, **options: int) -> Decoded:
     out = Decoded()
-    Decoder(PREFIX, **options).decode(topic, payload, 1, out)
+    Decoder(PREFIX, limits=Limits(**options)).decode(topic, payload, ARRIVAL_NS, out)
     return out
 
 

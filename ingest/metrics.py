@@ -1,0 +1,91 @@
+"""`/metrics`: the service's counters in the Prometheus text format, read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ingest.service import Ingest
+
+
+class _IngestCollector(Collector):
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+
+    def collect(self) -> Iterator[Metric]:
+        ingest = self._ingest
+        stats, live = ingest.stats, ingest.liveness
+        yield _counter(
+            "moclo_messages_received", "MQTT messages received", ingest.source.messages_received
+        )
+        yield _counter(
+            "moclo_messages_handled", "MQTT messages stored and acknowledged", stats.messages
+        )
+        yield _counter(
+            "moclo_readings_stored", "readings written to InfluxDB", stats.readings_stored
+        )
+        yield _counter(
+            "moclo_readings_spooled",
+            "readings written to the on-disk spool",
+            stats.readings_spooled,
+        )
+        rejected = CounterMetricFamily("moclo_rejected", "rejections by reason", labels=["reason"])
+        for reason, count in sorted(ingest.pipeline.rejections.counts.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        alerts = CounterMetricFamily("moclo_alerts", "alert changes", labels=["state"])
+        alerts.add_metric(["raised"], stats.alerts_raised)
+        alerts.add_metric(["resolved"], stats.alerts_resolved)
+        yield alerts
+        yield _counter("moclo_batches_written", "batches written", stats.batches_written)
+        yield _counter("moclo_write_retries", "InfluxDB write retries", ingest.sink.retries)
+        latency = ingest.sink.latency
+        yield HistogramMetricFamily(
+            "moclo_write_duration_seconds",
+            "InfluxDB write latency",
+            buckets=latency.cumulative(),
+            sum_value=latency.total_s,
+        )
+        yield _gauge("moclo_mqtt_connected", "1 when connected to the broker", int(live.connected))
+        yield _gauge(
+            "moclo_influxdb_available",
+            "1 when the last write reached InfluxDB",
+            int(live.influx_available),
+        )
+        yield _gauge(
+            "moclo_pending_messages",
+            "received, not yet handled (consumer lag)",
+            ingest.source.pending_count,
+        )
+        yield _gauge("moclo_open_alerts", "alert episodes open", stats.open_alerts)
+        yield _gauge("moclo_spool_bytes", "bytes in the on-disk spool", ingest.spool.size_bytes)
+        yield _gauge("moclo_spool_records", "batches in the on-disk spool", ingest.spool.records)
+        yield _gauge(
+            "moclo_spool_oldest_age_seconds",
+            "age of the oldest spooled batch",
+            ingest.spool.oldest_age_s(),
+        )
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def render(ingest: Ingest) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_IngestCollector(ingest))
+    return generate_latest(registry)

@@ -1,0 +1,198 @@
+"""The spool: batches of line protocol kept on disk while InfluxDB cannot take them.
+
+Ingest appends a batch here (and fsyncs it) when InfluxDB is unavailable, acknowledges its MQTT
+messages, and a drainer writes the spool to InfluxDB, oldest first, once it is back. While the
+spool holds anything, new batches queue behind it, so each device's readings reach InfluxDB in
+the order they arrived. Memory stays flat however long the outage: only the batch in hand is in
+memory. The spool is bounded (`max_bytes`); when full, `append` raises `SpoolFull` and ingest
+stops taking messages (the broker keeps them) until there is room.
+
+Layout: numbered segment files of records `<length u32><crc32 u32><created_ns i64><payload>`,
+plus a `cursor` file naming the first record not yet written to InfluxDB. After a crash, a torn
+record at the end is cut off (it was never acknowledged), and records after the cursor are
+written again: InfluxDB overwrites identical points, so that repeats nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+_HEADER = struct.Struct("<IIq")
+_SEGMENT_BYTES = 8 * 1024 * 1024
+
+
+class SpoolFull(Exception):
+    """The spool is at its size limit; stop taking messages until it drains."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    segment: int
+    offset: int
+    end: int
+    created_ns: int
+    lines: list[str]
+
+
+class Spool:
+    def __init__(self, directory: Path, *, max_bytes: int = 1024**3) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        directory.mkdir(parents=True, exist_ok=True)
+        self._segments = sorted(int(p.stem) for p in directory.glob("*.seg"))
+        self._cursor = self._read_cursor()
+        self._size = 0
+        self._records = 0
+        self._recover()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    @property
+    def records(self) -> int:
+        return self._records
+
+    def is_empty(self) -> bool:
+        return self._records == 0
+
+    def oldest_age_s(self, now_ns: int | None = None) -> float:
+        record = self.peek()
+        if record is None:
+            return 0.0
+        return max(0.0, ((now_ns or time.time_ns()) - record.created_ns) / 1e9)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, lines: list[str]) -> None:
+        """Stores a batch durably (fsync) before returning; SpoolFull if there is no room."""
+        payload = "\n".join(lines).encode()
+        record = _HEADER.pack(len(payload), zlib.crc32(payload), time.time_ns()) + payload
+        with self._lock:
+            if self._size + len(record) > self.max_bytes and self._records:
+                raise SpoolFull(
+                    f"spool at {self.directory} holds {self._size} bytes; limit {self.max_bytes}"
+                )
+            segment = self._writable_segment(len(record))
+            with self._path(segment).open("ab") as file:
+                file.write(record)
+                file.flush()
+                os.fsync(file.fileno())
+            self._size += len(record)
+            self._records += 1
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def peek(self) -> SpoolRecord | None:
+        """The oldest record not yet written to InfluxDB."""
+        with self._lock:
+            while self._records:
+                segment, offset = self._cursor
+                record = self._read(segment, offset)
+                if record is not None:
+                    return record
+                if self._segments and segment >= self._segments[-1]:
+                    return None  # nothing readable in the segment being written
+                # The cursor is at the end of a finished segment: move to the next one.
+                self._retire(segment, keep_last=False)
+            return None
+
+    def pop(self, record: SpoolRecord) -> None:
+        """Marks `record` as written to InfluxDB."""
+        with self._lock:
+            self._cursor = (record.segment, record.end)
+            self._size -= record.end - record.offset
+            self._records -= 1
+            self._write_cursor()
+            if self._records == 0:
+                for segment in list(self._segments):
+                    self._retire(segment, keep_last=False)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / f"{segment:012d}.seg"
+
+    def _writable_segment(self, record_bytes: int) -> int:
+        if self._segments:
+            last = self._segments[-1]
+            if self._path(last).stat().st_size + record_bytes <= _SEGMENT_BYTES:
+                return last
+        segment = (self._segments[-1] + 1) if self._segments else self._cursor[0]
+        self._path(segment).touch()
+        _fsync_directory(self.directory)
+        self._segments.append(segment)
+        return segment
+
+    def _read(self, segment: int, offset: int) -> SpoolRecord | None:
+        try:
+            with self._path(segment).open("rb") as file:
+                file.seek(offset)
+                header = file.read(_HEADER.size)
+                if len(header) < _HEADER.size:
+                    return None
+                length, crc, created_ns = _HEADER.unpack(header)
+                payload = file.read(length)
+        except FileNotFoundError:
+            return None
+        if len(payload) < length or zlib.crc32(payload) != crc:
+            return None
+        end = offset + _HEADER.size + length
+        return SpoolRecord(segment, offset, end, created_ns, payload.decode().split("\n"))
+
+    def _retire(self, segment: int, *, keep_last: bool = True) -> None:
+        if keep_last and self._segments and segment == self._segments[-1]:
+            return
+        self._path(segment).unlink(missing_ok=True)
+        if segment in self._segments:
+            self._segments.remove(segment)
+        following = [s for s in self._segments if s > segment]
+        self._cursor = (following[0] if following else segment + 1, 0)
+        self._write_cursor()
+
+    def _read_cursor(self) -> tuple[int, int]:
+        try:
+            segment, offset = (self.directory / "cursor").read_text().split()
+            return int(segment), int(offset)
+        except (FileNotFoundError, ValueError):
+            return (self._segments[0] if self._segments else 0, 0)
+
+    def _write_cursor(self) -> None:
+        # Not fsynced: losing the newest cursor only means writing some records again, which
+        # InfluxDB absorbs (same points).
+        temporary = self.directory / "cursor.tmp"
+        temporary.write_text(f"{self._cursor[0]} {self._cursor[1]}\n")
+        temporary.replace(self.directory / "cursor")
+
+    def _recover(self) -> None:
+        """Counts what is left after the cursor; cuts a torn record off the last segment."""
+        for segment in list(self._segments):
+            if segment < self._cursor[0]:
+                self._retire(segment, keep_last=False)
+        for segment in self._segments:
+            offset = self._cursor[1] if segment == self._cursor[0] else 0
+            while (record := self._read(segment, offset)) is not None:
+                self._size += record.end - record.offset
+                self._records += 1
+                offset = record.end
+            if self._path(segment).stat().st_size > offset:
+                with self._path(segment).open("r+b") as file:
+                    file.truncate(offset)
+                    os.fsync(file.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -203,6 +203,19 @@ class Decoder:
                     data,
                 )
                 continue
+            # A device may name itself in the payload; if it names another device, it is
+            # speaking on a topic that is not its own.
+            claimed = item.pop("device_id", address.device_id)
+            if claimed != address.device_id:
+                reject(
+                    RejectReason.IDENTITY_MISMATCH,
+                    f"{where}payload says device_id {str(claimed)[:70]!r} but the topic is "
+                    f"{address.device_id!r}'s",
+                    tenant,
+                    type_name,
+                    data,
+                )
+                continue
             try:
                 reading = model.model_validate(item)
             except ValidationError as exc:
@@ -214,8 +227,24 @@ class Decoder:
                     data,
                 )
                 continue
+            if (skew := self._outside_window(reading.ts, received_ns)) is not None:
+                reject(RejectReason.TS_OUT_OF_WINDOW, where + skew, tenant, type_name, data)
+                continue
             out.readings.append(ValidReading(address, reading))
             out.received_ns.append(received_ns)
+
+    def _outside_window(self, ts_ns: int, received_ns: int) -> str | None:
+        if ts_ns - received_ns > self._max_future_ns:
+            return (
+                f"ts is {(ts_ns - received_ns) / 1e9:.0f}s after arrival; at most "
+                f"{self._max_future_ns / 1e9:.0f}s ahead is accepted (check the device clock)"
+            )
+        if self._max_past_ns is not None and received_ns - ts_ns > self._max_past_ns:
+            return (
+                f"ts is {(received_ns - ts_ns) / 86_400e9:.1f} days before arrival; at most "
+                f"{self._max_past_ns / 86_400e9:.1f} days back is accepted"
+            )
+        return None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

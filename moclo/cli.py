@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import random
 import sys
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from pathlib import Path
 from devices.catalogue import DEVICE_TYPES
 from ingest.influx import InfluxError
 from moclo.durations import parse_duration
+from moclo.logs import configure_logging
 from moclo.settings import ENVIRONMENT, Settings, SettingsError
 from moclo.stack import ServerError
 
@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per log line, for log collectors",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
@@ -163,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--burst",
         action="store_true",
-        help="simulated time: publish the whole duration as fast as possible",
+        help="simulated time: publish the --duration that ends now as fast as possible "
+        "(a backfill)",
     )
     simulate.add_argument("--qos", type=int, choices=(0, 1), default=1, help="default 1")
     simulate.add_argument(
@@ -205,12 +212,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(verbose=args.verbose, as_json=args.log_format == "json")
     try:
         try:
             return _dispatch(args)

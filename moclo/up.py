@@ -101,6 +101,12 @@ def start_local_servers(
             f"  InfluxDB     {database.url}  db={settings.influx_db}  (started here; "
             f"data in {database.directory})"
         )
+    if settings.spool_dir == Settings.model_fields["spool_dir"].default:
+        updates["spool_dir"] = str(data_dir / "spool")  # everything of this stack in one place
+    if settings.http_listen != "off":
+        http_host, _, http_port = settings.http_listen.rpartition(":")
+        if _is_loopback(http_host) and int(http_port):
+            updates["http_listen"] = f"{http_host}:{_port_or_free(http_host, int(http_port))}"
     return settings.model_copy(update=updates), notes
 
 
@@ -137,6 +143,8 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
             for line in notes:
                 _say(line)
             _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
+            if settings.http_listen != "off":
+                _say(f"  Health       http://{settings.http_listen}/healthz  (and /metrics)")
             sim = options.simulation
             if sim is not None:
                 fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())

@@ -23,7 +23,7 @@ class SimulationOptions:
     seed: int = 0
     qos: int = 1
     burst: bool = False  # simulated time, as fast as the broker takes it
-    start: float | None = None  # epoch seconds of the first reading; default: now
+    start: float | None = None  # epoch seconds of the first reading; default: see run_simulation
     readings_per_message: int = 1
     incident_every_s: float | None = None
 
@@ -54,7 +54,12 @@ def run_simulation(
 ) -> SimulationResult:
     """Publishes the fleet's readings; returns counts once all were acknowledged by the broker."""
     stop = stop or threading.Event()
-    start = options.start if options.start is not None else time.time()
+    start = options.start
+    if start is None:
+        # A burst replays the period that ends now (a backfill), so its readings are never
+        # in the future; a real-time run starts now.
+        span = (options.duration_s or 0.0) if options.burst else 0.0
+        start = time.time() - span
     clock: Clock = SimulatedClock(start) if options.burst else WallClock()
     fleet = Fleet(
         options.devices,

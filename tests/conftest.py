@@ -124,3 +124,13 @@ def ingest(settings: Settings) -> Iterator[RunningIngest]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_state_in_the_work_tree(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Any `moclo` a test starts keeps its spool in a temporary folder and serves /healthz on
+    a free port, never in the repository or on the default port."""
+    monkeypatch.setenv("MOCLO_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
+    monkeypatch.setenv("MOCLO_HTTP_LISTEN", "127.0.0.1:0")

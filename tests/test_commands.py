@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 
 from devices.topics import telemetry_topic
@@ -63,10 +64,11 @@ def _moclo(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[st
 def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
-    mqtt_port, influx_port = free_port(), free_port()
+    mqtt_port, influx_port, http_port = free_port(), free_port(), free_port()
     env = {
         "MOCLO_MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",
         "MOCLO_INFLUX_URL": f"http://127.0.0.1:{influx_port}",
+        "MOCLO_HTTP_LISTEN": f"127.0.0.1:{http_port}",
     }
     process = _moclo(
         "up",
@@ -97,6 +99,8 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
             what="status line",
         )
         assert port_open("127.0.0.1", mqtt_port) and port_open("127.0.0.1", influx_port)
+        assert output.has(f"http://127.0.0.1:{http_port}/healthz")
+        assert httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).json()["ok"]
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0, output.text()
     finally:
@@ -114,11 +118,18 @@ def test_moclo_ingest_stops_on_sigterm_with_a_summary(settings: Settings) -> Non
         "MOCLO_INFLUX_URL": settings.influx_url,
         "MOCLO_INFLUX_DB": settings.influx_db,
         "MOCLO_TOPIC_PREFIX": settings.topic_prefix,
+        "MOCLO_SPOOL_DIR": settings.spool_dir,
+        "MOCLO_HTTP_LISTEN": settings.http_listen,
     }
-    process = _moclo("ingest", "--client-id", settings.ingest_client_id, env=env)
+    process = _moclo(
+        "--log-format", "json", "ingest", "--client-id", settings.ingest_client_id, env=env
+    )
     output = Output(process)
     try:
-        wait_until(lambda: output.has("ingesting"), what="ingest ready")
+        ready = wait_until(lambda: output.has("ingesting"), what="ingest ready")
+        entry = json.loads(ready)  # structured logs: one JSON object per line
+        assert entry["level"] == "info" and entry["logger"] == "moclo.ingest"
+        assert entry["message"].startswith("ingesting ")
         topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-1")
         publish_all(
             settings.mqtt_url,
@@ -242,3 +253,24 @@ def test_help_lists_every_command_and_the_environment() -> None:
         "MOCLO_INFLUX_TOKEN",
     ):
         assert word in result.stdout
+
+
+def test_servers_started_by_moclo_up_die_with_it_even_on_sigkill(tmp_path: Path) -> None:
+    mqtt_port, influx_port = free_port(), free_port()
+    env = {
+        "MOCLO_MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",
+        "MOCLO_INFLUX_URL": f"http://127.0.0.1:{influx_port}",
+        "MOCLO_HTTP_LISTEN": "off",
+    }
+    process = _moclo("up", "--data-dir", str(tmp_path / "stack"), "--no-simulator", env=env)
+    output = Output(process)
+    try:
+        wait_until(lambda: output.has("moclo is up"), timeout_s=60, what="moclo up banner")
+        process.kill()
+        process.wait(30)
+    finally:
+        output.close()
+    wait_until(
+        lambda: not port_open("127.0.0.1", mqtt_port) and not port_open("127.0.0.1", influx_port),
+        what="servers gone",
+    )

@@ -176,7 +176,7 @@ def test_an_array_keeps_its_valid_readings_and_rejects_only_the_bad_ones() -> No
 
 
 def test_an_array_of_exactly_1000_readings_is_accepted() -> None:
-    items = [{**COW, "seq": i, "ts": 1795327200 + i} for i in range(1000)]
+    items = [{**COW, "seq": i, "ts": 1795327200 - i} for i in range(1000)]
     assert len(decode(TOPIC, json.dumps(items).encode()).readings) == 1000
 
 
@@ -226,3 +226,43 @@ def test_the_only_outcomes_are_readings_or_rejections(topic: str, payload: bytes
 def test_every_element_of_an_array_is_accounted_for(items: list[dict[str, object]]) -> None:
     out = decode(TOPIC, json.dumps(items).encode())
     assert len(out.readings) + len(out.rejections) == len(items)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"device_id": "cow-8"}, RejectReason.IDENTITY_MISMATCH),
+        ({"device_id": 7}, RejectReason.IDENTITY_MISMATCH),
+        ({"ts": 1795327200 + 60 + 601}, RejectReason.TS_OUT_OF_WINDOW),
+        ({"ts": 1795327200 - 91 * 86_400}, RejectReason.TS_OUT_OF_WINDOW),
+    ],
+    ids=["other-device", "non-string-id", "too-far-ahead", "too-old"],
+)
+def test_identity_and_time_window(changes: dict[str, object], reason: RejectReason) -> None:
+    out = decode(TOPIC, json.dumps({**COW, **changes}).encode())
+    assert [r.reason for r in out.rejections] == [reason]
+
+
+def test_a_payload_may_name_its_own_device() -> None:
+    out = decode(TOPIC, json.dumps({**COW, "device_id": "cow-7"}).encode())
+    assert len(out.readings) == 1 and out.rejections == []
+
+
+def test_the_time_window_is_configurable() -> None:
+    old = json.dumps({**COW, "ts": 1795327200 - 400 * 86_400}).encode()
+    assert decode(TOPIC, old, max_past_s=None).readings
+    assert decode(TOPIC, old, max_past_s=10).rejections
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"a":' * 2000, RejectReason.TOO_DEEP),
+        (GOOD.replace(b"38.6", b"1e999"), RejectReason.BAD_JSON),
+        (GOOD.replace(b'"seq": 1', b'"seq": 1180591620717411303424'), RejectReason.INVALID_READING),
+        (GOOD.replace(b'"seq": 1', b'"seq": 9223372036854775808'), RejectReason.INVALID_READING),
+    ],
+    ids=["deep-nesting", "overflowing-float", "huge-int-becomes-float", "int-above-int64"],
+)
+def test_number_and_depth_limits(payload: bytes, reason: RejectReason) -> None:
+    assert [r.reason for r in decode(TOPIC, payload).rejections] == [reason]

@@ -18,7 +18,7 @@ from devices.topics import telemetry_topic
 from moclo.settings import Settings
 from moclo.stack import free_port, port_open
 from tests.conftest import RunningIngest
-from tests.helpers import publish_all, wait_until
+from tests.helpers import Influx, publish_all, wait_until
 
 
 class Output:
@@ -274,3 +274,73 @@ def test_servers_started_by_moclo_up_die_with_it_even_on_sigkill(tmp_path: Path)
         lambda: not port_open("127.0.0.1", mqtt_port) and not port_open("127.0.0.1", influx_port),
         what="servers gone",
     )
+
+
+def test_a_second_sigterm_exits_at_once_and_loses_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from moclo.stack import InfluxServer
+
+    database = InfluxServer(tmp_path / "influx", free_port())
+    database.start()
+    http_port = free_port()
+    env = {
+        "MOCLO_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "MOCLO_MQTT_URL": settings.mqtt_url,
+        "MOCLO_INFLUX_URL": database.url,
+        "MOCLO_INFLUX_DB": settings.influx_db,
+        "MOCLO_TOPIC_PREFIX": settings.topic_prefix,
+        "MOCLO_SPOOL_DIR": settings.spool_dir,
+    }
+    topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-1")
+
+    def reading(seq: int) -> tuple[str, bytes]:
+        return topic, orjson.dumps(
+            {
+                "ts": int(time.time()) - 100 + seq,
+                "seq": seq,
+                "body_temp_c": 38.6,
+                "activity": 1,
+                "rumination_min": 1,
+                "lat": 1.0,
+                "lon": 1.0,
+                "battery_pct": 1.0,
+            }
+        )
+
+    try:
+        process = _moclo("ingest", "--client-id", settings.ingest_client_id, env=env)
+        output = Output(process)
+        try:
+            wait_until(lambda: output.has("ingesting"), what="ingest ready")
+            assert database.pid is not None
+            os.kill(database.pid, signal.SIGSTOP)  # InfluxDB hangs: the next write waits
+            publish_all(settings.mqtt_url, [reading(1)])
+            wait_until(
+                lambda: (
+                    "moclo_messages_received_total 1.0"
+                    in httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+                ),
+                what="the reading in ingest's hands",
+            )
+            process.send_signal(signal.SIGTERM)
+            wait_until(lambda: output.has("SIGTERM: stopping cleanly"), what="first signal")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 128 + signal.SIGTERM  # the immediate exit, not a clean stop
+            assert output.has("SIGTERM again: exiting at once")
+        finally:
+            output.close()
+        os.kill(database.pid, signal.SIGCONT)
+        # The reading was never acknowledged, so the next ingest gets it again.
+        again = _moclo("ingest", "--client-id", settings.ingest_client_id, env=env)
+        output = Output(again)
+        try:
+            wait_until(
+                lambda: Influx(database.url, settings.influx_db).count("cow_tracker", "seq") == 1,
+                what="the reading stored after all",
+            )
+        finally:
+            again.send_signal(signal.SIGTERM)
+            output.close()
+    finally:
+        database.stop()

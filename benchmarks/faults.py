@@ -118,6 +118,13 @@ class Stack:
             )
         wait_for(lambda: self.health() is not None, 60, "ingest to answer /healthz")
 
+    def stream(self, messages: list[tuple[str, bytes]], rate: float) -> tuple[Publisher, float]:
+        """Starts ingest, then a publisher of `messages`; returns it and when it began."""
+        self.start_ingest()
+        publisher = Publisher(self.broker.url, messages, rate)
+        publisher.start()
+        return publisher, time.monotonic()
+
     def stop_ingest(self, signum: int = signal.SIGTERM) -> None:
         process, self.ingest = self.ingest, None
         if process is None or process.poll() is not None:
@@ -268,10 +275,7 @@ def kill_ingest(workdir: Path, *, readings_n: int, kills: int, rate: float) -> R
     """kill -9 ingest `kills` times during a QoS 1 stream, restarting it each time."""
     report = Report("kill -9 ingest during the stream")
     with Stack(workdir) as stack:
-        stack.start_ingest()
-        began = time.monotonic()
-        publisher = Publisher(stack.broker.url, list(readings(readings_n, 50)), rate)
-        publisher.start()
+        publisher, began = stack.stream(list(readings(readings_n, 50)), rate)
         for k in range(1, kills + 1):
             target = readings_n * k // (kills + 1)
             wait_for(lambda t=target: stack.stored() >= t, 120, f"{target} readings stored")
@@ -285,10 +289,7 @@ def influx_outage(workdir: Path, *, readings_n: int, outage_s: float, rate: floa
     """Stop InfluxDB for `outage_s` mid-stream, then start it again."""
     report = Report(f"InfluxDB down {outage_s:g} s mid-stream")
     with Stack(workdir) as stack:
-        stack.start_ingest()
-        began = time.monotonic()
-        publisher = Publisher(stack.broker.url, list(readings(readings_n, 50)), rate)
-        publisher.start()
+        publisher, began = stack.stream(list(readings(readings_n, 50)), rate)
         wait_for(lambda: stack.stored() >= readings_n // 5, 120, "a fifth of the stream stored")
         stack.database.stop()
         outage_began = time.monotonic()
@@ -311,10 +312,7 @@ def broker_restart(workdir: Path, *, readings_n: int, rate: float) -> Report:
     """Restart Mosquitto (SIGTERM, persistence on) mid-stream."""
     report = Report("Mosquitto restarted mid-stream")
     with Stack(workdir) as stack:
-        stack.start_ingest()
-        began = time.monotonic()
-        publisher = Publisher(stack.broker.url, list(readings(readings_n, 50)), rate)
-        publisher.start()
+        publisher, began = stack.stream(list(readings(readings_n, 50)), rate)
         wait_for(lambda: stack.stored() >= readings_n // 3, 120, "a third of the stream stored")
         stack.broker.stop()
         stack.broker.start()
@@ -375,8 +373,6 @@ def hostile_input(workdir: Path, *, readings_n: int, rate: float) -> Report:
     """A hostile corpus mixed into a valid stream; ingest must stay healthy throughout."""
     report = Report("hostile input mixed into the stream")
     with Stack(workdir) as stack:
-        stack.start_ingest()
-        began = time.monotonic()
         valid = list(readings(readings_n, 50))
         corpus = hostile_corpus(int(time.time()))
         mixed: list[tuple[str, bytes]] = []
@@ -386,8 +382,7 @@ def hostile_input(workdir: Path, *, readings_n: int, rate: float) -> Report:
             if i % step == 0 and i // step < len(corpus):
                 topic, payload, _ = corpus[i // step]
                 mixed.append((topic, payload))
-        publisher = Publisher(stack.broker.url, mixed, rate)
-        publisher.start()
+        publisher, began = stack.stream(mixed, rate)
         while not publisher.done.is_set():
             health = stack.health()
             if health is None or health.get("ok") is not True:

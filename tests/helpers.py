@@ -7,12 +7,30 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import orjson
 import paho.mqtt.client as paho
 
 from ingest.influx import InfluxClient, InfluxRefused
 from moclo.mqtt import MqttEndpoint, make_client
 
 T = TypeVar("T")
+
+# A healthy cow's reading, the base of the tests' readings.
+COW: dict[str, Any] = {
+    "ts": 1795327200,
+    "seq": 1,
+    "body_temp_c": 38.6,
+    "activity": 420,
+    "rumination_min": 31,
+    "lat": 52.09,
+    "lon": 5.12,
+    "battery_pct": 87.5,
+}
+
+
+def cow_json(ts: int, seq: int, **changes: Any) -> bytes:
+    """A cow reading as a payload, with `ts` in epoch seconds."""
+    return orjson.dumps({**COW, "ts": ts, "seq": seq, **changes})
 
 
 def wait_until(probe: Callable[[], T], *, timeout_s: float = 20.0, what: str = "condition") -> T:

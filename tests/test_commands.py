@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 
 from devices.topics import telemetry_topic
 from moclo.settings import Settings
 from moclo.stack import free_port, port_open
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, publish_all, wait_until
+from tests.helpers import Influx, cow_json, publish_all, wait_until
 
 
 class Output:
@@ -136,18 +135,7 @@ def test_moclo_ingest_stops_on_sigterm_with_a_summary(settings: Settings) -> Non
             [
                 (
                     topic,
-                    orjson.dumps(
-                        {
-                            "ts": int(time.time()) - 100 + i,
-                            "seq": i,
-                            "body_temp_c": 38.6,
-                            "activity": 1,
-                            "rumination_min": 1,
-                            "lat": 1.0,
-                            "lon": 1.0,
-                            "battery_pct": 1.0,
-                        }
-                    ),
+                    cow_json(int(time.time()) - 100 + i, i, body_temp_c=38.6),
                 )
                 for i in range(10)
             ]
@@ -209,18 +197,7 @@ def test_moclo_alerts_watch_prints_alerts_as_they_happen(
             [
                 (
                     topic,
-                    orjson.dumps(
-                        {
-                            "ts": int(time.time()) - 100 + i,
-                            "seq": i,
-                            "body_temp_c": t,
-                            "activity": 1,
-                            "rumination_min": 1,
-                            "lat": 1.0,
-                            "lon": 1.0,
-                            "battery_pct": 1.0,
-                        }
-                    ),
+                    cow_json(int(time.time()) - 100 + i, i, body_temp_c=t),
                 )
                 for i, t in enumerate([38.5, 40.1, 38.4])
             ],
@@ -295,18 +272,7 @@ def test_a_second_sigterm_exits_at_once_and_loses_nothing(
     topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-1")
 
     def reading(seq: int) -> tuple[str, bytes]:
-        return topic, orjson.dumps(
-            {
-                "ts": int(time.time()) - 100 + seq,
-                "seq": seq,
-                "body_temp_c": 38.6,
-                "activity": 1,
-                "rumination_min": 1,
-                "lat": 1.0,
-                "lon": 1.0,
-                "battery_pct": 1.0,
-            }
-        )
+        return topic, cow_json(int(time.time()) - 100 + seq, seq, body_temp_c=38.6)
 
     try:
         process = _moclo("ingest", "--client-id", settings.ingest_client_id, env=env)

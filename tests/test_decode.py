@@ -17,19 +17,10 @@ from ingest.decode import (
     Limits,
     RejectReason,
 )
+from tests.helpers import COW
 
 PREFIX = "moclo"
 TOPIC = "moclo/farm-1/cow_tracker/cow-7/telemetry"
-COW = {
-    "ts": 1795327200,
-    "seq": 1,
-    "body_temp_c": 38.6,
-    "activity": 420,
-    "rumination_min": 31,
-    "lat": 52.09,
-    "lon": 5.12,
-    "battery_pct": 87.5,
-}
 GOOD = json.dumps(COW).encode()
 ARRIVAL_NS = (1795327200 + 60) * 10**9  # a minute after COW's ts
 

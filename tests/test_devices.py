@@ -12,17 +12,9 @@ from pydantic import ValidationError
 
 from devices.base import format_timestamp, parse_timestamp
 from devices.catalogue import DEVICE_TYPES, get_device_type
+from tests.helpers import COW as HEALTHY_COW
 
-COW = {
-    "ts": "2026-11-22T06:00:00Z",
-    "seq": 1,
-    "body_temp_c": 38.6,
-    "activity": 420,
-    "rumination_min": 31,
-    "lat": 52.09,
-    "lon": 5.12,
-    "battery_pct": 87.5,
-}
+COW = {**HEALTHY_COW, "ts": "2026-11-22T06:00:00Z"}
 THERMOSTAT = {
     "ts": 1795334400,
     "seq": 0,

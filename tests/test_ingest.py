@@ -13,17 +13,8 @@ from ingest.service import IngestOptions
 from moclo.settings import Settings
 from simulators.run import SimulationOptions, run_simulation
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, Subscriber, publish_all, wait_until
+from tests.helpers import COW, Influx, Subscriber, cow_json, publish_all, wait_until
 
-COW = {
-    "seq": 1,
-    "body_temp_c": 38.6,
-    "activity": 420,
-    "rumination_min": 31,
-    "lat": 52.09,
-    "lon": 5.12,
-    "battery_pct": 87.5,
-}
 T0 = int(time.time()) // 60 * 60 - 3600  # an hour ago: inside the accepted ts window
 
 
@@ -32,7 +23,7 @@ def cow_topic(settings: Settings, device_id: str = "cow-1", tenant: str = "farm"
 
 
 def cow_reading(ts: int, **changes: object) -> bytes:
-    return orjson.dumps({"ts": ts, **COW, "seq": ts - T0, **changes})
+    return cow_json(ts, ts - T0, **changes)
 
 
 def test_a_simulated_fleet_arrives_complete(

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -20,24 +19,14 @@ from moclo.mqtt import make_client
 from moclo.settings import Settings
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, publish_all, wait_until
+from tests.helpers import Influx, cow_json, publish_all, wait_until
 
 NOW = int(time.time())
 
 
 def cow(device: str, seq: int, settings: Settings) -> tuple[str, bytes]:
-    return telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", device), orjson.dumps(
-        {
-            "ts": NOW - 600 + seq,
-            "seq": seq,
-            "body_temp_c": 38.6,
-            "activity": 300,
-            "rumination_min": 30,
-            "lat": 52.0,
-            "lon": 5.0,
-            "battery_pct": 90.0,
-        }
-    )
+    topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", device)
+    return topic, cow_json(NOW - 600 + seq, seq)
 
 
 def get(running: RunningIngest, path: str) -> httpx.Response:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from devices import cow_tracker, thermostat
+from devices import (
+    blood_pressure,
+    car,
+    cow_tracker,
+    fridge,
+    humidity_meter,
+    pacemaker,
+    smart_meter,
+    thermostat,
+)
 from devices.types import DeviceType
 
 DEVICE_TYPES: dict[str, DeviceType] = {
@@ -10,6 +19,12 @@ DEVICE_TYPES: dict[str, DeviceType] = {
     for device in (
         cow_tracker.DEVICE,
         thermostat.DEVICE,
+        pacemaker.DEVICE,
+        smart_meter.DEVICE,
+        blood_pressure.DEVICE,
+        car.DEVICE,
+        fridge.DEVICE,
+        humidity_meter.DEVICE,
     )
 }
 

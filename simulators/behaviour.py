@@ -8,12 +8,18 @@ from typing import Any, Protocol
 
 
 class Behaviour(Protocol):
-    def fields(self, t: float) -> dict[str, Any]:
-        """The device's measurement fields at epoch time `t` (called with increasing `t`)."""
+    episodes: Episodes
+
+    def fields(self, t: float) -> dict[str, Any] | None:
+        """The device's measurement fields at epoch time `t` (called with increasing `t`), or
+        None when the device does not report at this moment (a blood-pressure meter measures
+        twice a day)."""
 
 
 class BehaviourFactory(Protocol):
     id_prefix: str
+    default_interval_s: float
+    episode_kinds: tuple[str, ...]  # what a scenario may script for this type
 
     def __call__(
         self, rng: random.Random, start: float, *, incident_every_s: float | None
@@ -34,30 +40,56 @@ def daily_wave(t: float, peak_hour: float) -> float:
     return math.cos((hour_of_day(t) - peak_hour) / 24.0 * 2 * math.pi)
 
 
-class Incidents:
-    """When a device's episodes of trouble happen: a Poisson process, each lasting a while.
+class Episodes:
+    """When a device's episodes of trouble happen: random ones and scripted ones.
 
-    Episodes last 20–40 % of the mean gap (at most two days), so a demo with an incident every
-    few minutes shows alerts being raised and resolved while you watch.
+    Random episodes are a Poisson process with mean gap `every_s`, each of a kind drawn from
+    `kinds` (by weight) and lasting 20–40 % of the mean gap, at most two days, so a demo with an
+    incident every few minutes shows alerts raised and resolved while you watch. A scenario adds
+    scripted episodes with `add` ("cow-0007: fever at 06:00 for 6 h").
     """
 
-    def __init__(self, rng: random.Random, start: float, every_s: float | None) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        start: float,
+        every_s: float | None,
+        kinds: dict[str, float],
+    ) -> None:
         self._rng = rng
         self._every_s = every_s
+        self._kinds = list(kinds)
+        self._weights = list(kinds.values())
+        self._scripted: list[tuple[str, float, float]] = []
+        self._random_kind = ""
         self._start_at = math.inf
         self._end_at = math.inf
         if every_s:
             self._schedule(start)
 
+    def add(self, kind: str, start: float, duration_s: float) -> None:
+        self._scripted.append((kind, start, start + duration_s))
+
     def _schedule(self, after: float) -> None:
         assert self._every_s
         self._start_at = after + self._rng.expovariate(1.0 / self._every_s)
         self._end_at = self._start_at + min(172_800.0, self._rng.uniform(0.2, 0.4) * self._every_s)
+        self._random_kind = self._rng.choices(self._kinds, self._weights)[0]
 
-    def progress(self, t: float) -> float | None:
-        """None when no incident is under way at `t`, else how far into it (0..1)."""
+    def progress(self, kind: str, t: float) -> float | None:
+        """None when no episode of `kind` is under way at `t`, else how far into it (0..1)."""
+        for scripted_kind, begin, end in self._scripted:
+            if scripted_kind == kind and begin <= t < end:
+                return (t - begin) / (end - begin)
         while t >= self._end_at:
             self._schedule(self._end_at)
-        if t < self._start_at:
+        if kind != self._random_kind or t < self._start_at:
             return None
         return (t - self._start_at) / (self._end_at - self._start_at)
+
+
+def ramp(progress: float | None, edge: float = 0.1) -> float:
+    """0..1: rises over the first `edge` of an episode, holds, falls over the last `edge`."""
+    if progress is None:
+        return 0.0
+    return max(0.0, min(1.0, progress / edge, (1 - progress) / edge))

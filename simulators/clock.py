@@ -42,3 +42,22 @@ class SimulatedClock:
     def wait_until(self, t: float, stop: threading.Event) -> bool:
         self._now = max(self._now, t)
         return not stop.is_set()
+
+
+class ScaledClock:
+    """Simulated time that runs `speed` times faster than the wall clock ("a day in a minute"
+    is speed 1440)."""
+
+    def __init__(self, start: float, speed: float) -> None:
+        self._start = start
+        self._speed = speed
+        self._began = time.monotonic()
+
+    def now(self) -> float:
+        return self._start + (time.monotonic() - self._began) * self._speed
+
+    def wait_until(self, t: float, stop: threading.Event) -> bool:
+        delay = (t - self.now()) / self._speed
+        if delay > 0:
+            return not stop.wait(delay)
+        return not stop.is_set()

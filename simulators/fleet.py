@@ -1,16 +1,18 @@
 """A fleet of simulated devices on one thread: thousands of devices, no thread per device.
 
-Every device reports once per interval at its own phase within the interval, so the load is
-spread evenly. Each device has its own random generator seeded from (seed, type, index): the
-same seed gives the same readings, and adding thermostats does not change the cows.
+Each device reports every `interval` at its own phase within the interval, so the load is
+spread evenly; a heap orders the next reading of every device. Each device has its own random
+generator seeded from (seed, tenant, type, number): the same seed gives the same readings, and
+adding thermostats does not change the cows.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -43,93 +45,131 @@ def parse_fleet(text: str) -> dict[str, int]:
     return counts
 
 
+@dataclass(frozen=True, slots=True)
+class FleetSpec:
+    """`count` devices of one type for one tenant."""
+
+    tenant: str
+    device_type: str
+    count: int
+    interval_s: float | None = None  # None: the type's own default
+    id_pattern: str | None = None  # e.g. "cow-{n:04d}"; None: "{type prefix}-{n:04d}"
+    incident_every_s: float | None = None
+
+
 @dataclass(slots=True)
 class SimulatedDevice:
+    tenant: str
     device_type: str
     device_id: str
     topic: str
     behaviour: Behaviour
+    interval_s: float
     phase_s: float
     seq: int = 0
     buffered: list[bytes] = field(default_factory=list)
 
-    def reading(self, t: float) -> bytes:
+    def reading(self, t: float) -> bytes | None:
+        """The JSON of this device's reading at `t`, or None if it does not report now."""
         fields = self.behaviour.fields(t)
+        if fields is None:
+            return None
         payload = orjson.dumps({"ts": round(t, 3), "seq": self.seq, **fields})
         self.seq += 1
         return payload
 
 
 class Fleet:
-    def __init__(
-        self,
-        counts: dict[str, int],
-        *,
-        tenant: str,
-        prefix: str,
-        seed: int,
-        start: float,
-        interval_s: float,
-        incident_every_s: float | None = None,
-    ) -> None:
-        check_identifier("tenant", tenant)
-        if interval_s <= 0:
-            raise FleetError("the interval must be positive")
-        self.interval_s = interval_s
+    def __init__(self, specs: list[FleetSpec], *, prefix: str, seed: int, start: float) -> None:
         self.start = start
         self.devices: list[SimulatedDevice] = []
-        for device_type, count in counts.items():
-            if device_type not in DEVICE_TYPES:
-                raise FleetError(f"{device_type!r} is not in the device catalogue")
-            factory = BEHAVIOURS[device_type]
-            for index in range(1, count + 1):
-                rng = random.Random(f"{seed}:{device_type}:{index}")
-                device_id = f"{factory.id_prefix}-{index:04d}"
-                self.devices.append(
-                    SimulatedDevice(
-                        device_type,
-                        device_id,
-                        telemetry_topic(prefix, tenant, device_type, device_id),
-                        factory(rng, start, incident_every_s=incident_every_s),
-                        phase_s=rng.uniform(0, interval_s),
-                    )
-                )
-        self.devices.sort(key=lambda d: d.phase_s)
+        self._by_id: dict[tuple[str, str], SimulatedDevice] = {}
+        for spec in specs:
+            self._add(spec, prefix, seed)
+        if not self.devices:
+            raise FleetError("the fleet is empty: give at least one device")
 
-    def rounds_for(self, duration_s: float | None) -> int | None:
-        """How many readings each device sends in `duration_s` (None: without end)."""
+    def _add(self, spec: FleetSpec, prefix: str, seed: int) -> None:
+        check_identifier("tenant", spec.tenant)
+        if spec.device_type not in DEVICE_TYPES or spec.device_type not in BEHAVIOURS:
+            known = ", ".join(sorted(BEHAVIOURS))
+            raise FleetError(f"{spec.device_type!r} is not a simulated device type; known: {known}")
+        factory = BEHAVIOURS[spec.device_type]
+        interval = spec.interval_s or factory.default_interval_s
+        if interval <= 0:
+            raise FleetError("the interval must be positive")
+        pattern = spec.id_pattern or f"{factory.id_prefix}-{{n:04d}}"
+        for n in range(1, spec.count + 1):
+            try:
+                device_id = check_identifier("device id", pattern.format(n=n))
+            except (KeyError, IndexError, ValueError) as exc:
+                raise FleetError(
+                    f"id pattern {pattern!r}: {exc}; write e.g. 'cow-{{n:04d}}'"
+                ) from None
+            if (spec.tenant, device_id) in self._by_id:
+                raise FleetError(f"device {spec.tenant}/{device_id} appears twice")
+            rng = random.Random(f"{seed}:{spec.tenant}:{spec.device_type}:{n}")
+            device = SimulatedDevice(
+                spec.tenant,
+                spec.device_type,
+                device_id,
+                telemetry_topic(prefix, spec.tenant, spec.device_type, device_id),
+                factory(rng, self.start, incident_every_s=spec.incident_every_s),
+                interval_s=interval,
+                phase_s=rng.uniform(0, interval),
+            )
+            self.devices.append(device)
+            self._by_id[(spec.tenant, device_id)] = device
+
+    def device(self, tenant: str, device_id: str) -> SimulatedDevice:
+        try:
+            return self._by_id[(tenant, device_id)]
+        except KeyError:
+            raise FleetError(f"no device {tenant}/{device_id} in the fleet") from None
+
+    @staticmethod
+    def rounds_for(duration_s: float | None, interval_s: float) -> int | None:
+        """How many turns a device gets in `duration_s` (None: without end)."""
         if duration_s is None:
             return None
-        return max(1, math.floor(duration_s / self.interval_s + 1e-9))
+        return max(1, math.floor(duration_s / interval_s + 1e-9))
 
     def messages(
         self,
         clock: Clock,
         stop: threading.Event,
         *,
-        rounds: int | None,
+        duration_s: float | None,
         readings_per_message: int = 1,
-    ) -> Iterator[tuple[str, bytes, int]]:
-        """(topic, payload, readings in it) in time order, waiting on `clock` for each."""
-        k = 0
-        while rounds is None or k < rounds:
-            last_round = rounds is not None and k == rounds - 1
-            base = self.start + k * self.interval_s
-            for device in self.devices:
-                t = base + device.phase_s
-                if not clock.wait_until(t, stop):
-                    return
-                device.buffered.append(device.reading(t))
-                if len(device.buffered) >= readings_per_message or last_round:
-                    yield device.topic, _join(device.buffered), len(device.buffered)
-                    device.buffered.clear()
-            k += 1
+    ) -> Iterator[tuple[SimulatedDevice, bytes, int]]:
+        """(device, payload, readings in it) in time order, waiting on `clock` for each.
+
+        Each device gets `duration_s / its interval` turns (at least one); a turn on which the
+        device does not report (a blood-pressure meter between measurements) sends nothing.
+        """
+        turns = {id(d): self.rounds_for(duration_s, d.interval_s) for d in self.devices}
+        due = [(self.start + d.phase_s, i) for i, d in enumerate(self.devices)]
+        heapq.heapify(due)
+        while due:
+            t, i = heapq.heappop(due)
+            device = self.devices[i]
+            if not clock.wait_until(t, stop):
+                return
+            left = turns[id(device)]
+            last_turn = left == 1
+            if left is not None:
+                turns[id(device)] = left - 1
+            if not last_turn:
+                heapq.heappush(due, (t + device.interval_s, i))
+            payload = device.reading(t)
+            if payload is not None:
+                device.buffered.append(payload)
+            if device.buffered and (len(device.buffered) >= readings_per_message or last_turn):
+                yield device, _join(device.buffered), len(device.buffered)
+                device.buffered.clear()
 
 
 def _join(payloads: list[bytes]) -> bytes:
     if len(payloads) == 1:
         return payloads[0]
     return b"[" + b",".join(payloads) + b"]"
-
-
-ProgressCallback = Callable[[int, int], None]

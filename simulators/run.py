@@ -9,23 +9,66 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from moclo.mqtt import MqttEndpoint
-from simulators.clock import Clock, SimulatedClock, WallClock
-from simulators.fleet import Fleet
+from simulators.catalogue import BEHAVIOURS
+from simulators.clock import Clock, ScaledClock, SimulatedClock, WallClock
+from simulators.fleet import Fleet, FleetError, FleetSpec
 from simulators.publisher import MqttPublisher
 
 
 @dataclass(frozen=True, slots=True)
+class ScriptedEvent:
+    """An episode a scenario puts on one device: `kind` from `at` (epoch s) for `duration_s`."""
+
+    tenant: str
+    device_id: str
+    kind: str
+    at: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class SimulationOptions:
-    devices: dict[str, int]
+    # The simple form (the command line): one tenant, counts per type ...
+    devices: dict[str, int] = field(default_factory=dict)
     tenant: str = "demo-farm"
-    interval_s: float = 1.0
-    duration_s: float | None = 30.0  # None: until stopped
+    interval_s: float | None = None  # None: each type's own default
+    incident_every_s: float | None = None
+    # ... or the full form (a scenario file): fleets for any number of tenants.
+    fleets: tuple[FleetSpec, ...] = ()
+    events: tuple[ScriptedEvent, ...] = ()
+    duration_s: float | None = 30.0  # simulated time to cover; None: until stopped
     seed: int = 0
     qos: int = 1
     burst: bool = False  # simulated time, as fast as the broker takes it
-    start: float | None = None  # epoch seconds of the first reading; default: see run_simulation
+    speed: float = 1.0  # simulated seconds per wall-clock second, when not a burst
+    start: float | None = None  # epoch seconds of the simulation's start; default: see below
     readings_per_message: int = 1
-    incident_every_s: float | None = None
+
+    def fleet_specs(self) -> list[FleetSpec]:
+        if self.fleets:
+            return list(self.fleets)
+        return [
+            FleetSpec(
+                self.tenant,
+                device_type,
+                count,
+                self.interval_s,
+                incident_every_s=self.incident_every_s,
+            )
+            for device_type, count in self.devices.items()
+        ]
+
+    def resolved_start(self, now: float) -> float:
+        """By default the simulated period ends now, so no reading is from the future (ingest
+        refuses readings more than 10 minutes ahead): a real-time run starts now, a burst or a
+        sped-up run starts as far back as it will run ahead."""
+        if self.start is not None:
+            return self.start
+        if self.duration_s is None:
+            return now
+        if self.burst:
+            return now - self.duration_s
+        return now - self.duration_s + self.duration_s / self.speed
 
 
 @dataclass(slots=True)
@@ -37,10 +80,25 @@ class SimulationResult:
     elapsed_s: float = 0.0
     acknowledged: bool = False
     first_ts: float = 0.0
-    last_ts: float = field(default=0.0)
+    last_ts: float = 0.0
+    by_type: dict[str, int] = field(default_factory=dict)
 
 
 Progress = Callable[[SimulationResult], None]
+
+
+def build_fleet(options: SimulationOptions, prefix: str, start: float) -> Fleet:
+    """The fleet with the scenario's scripted events put on its devices."""
+    fleet = Fleet(options.fleet_specs(), prefix=prefix, seed=options.seed, start=start)
+    for event in options.events:
+        device = fleet.device(event.tenant, event.device_id)
+        kinds = BEHAVIOURS[device.device_type].episode_kinds
+        if event.kind not in kinds:
+            raise FleetError(
+                f"{device.device_type} has no event {event.kind!r}; it has: {', '.join(kinds)}"
+            )
+        device.behaviour.episodes.add(event.kind, event.at, event.duration_s)
+    return fleet
 
 
 def run_simulation(
@@ -54,41 +112,37 @@ def run_simulation(
 ) -> SimulationResult:
     """Publishes the fleet's readings; returns counts once all were acknowledged by the broker."""
     stop = stop or threading.Event()
-    start = options.start
-    if start is None:
-        # A burst replays the period that ends now (a backfill), so its readings are never
-        # in the future; a real-time run starts now.
-        span = (options.duration_s or 0.0) if options.burst else 0.0
-        start = time.time() - span
-    clock: Clock = SimulatedClock(start) if options.burst else WallClock()
-    fleet = Fleet(
-        options.devices,
-        tenant=options.tenant,
-        prefix=prefix,
-        seed=options.seed,
-        start=start,
-        interval_s=options.interval_s,
-        incident_every_s=options.incident_every_s,
-    )
+    start = options.resolved_start(time.time())
+    clock: Clock
+    if options.burst:
+        clock = SimulatedClock(start)
+    elif options.speed != 1.0:
+        clock = ScaledClock(start, options.speed)
+    else:
+        clock = WallClock()
+    fleet = build_fleet(options, prefix, start)
     result = SimulationResult(devices=len(fleet.devices), seed=options.seed, first_ts=start)
     publisher = MqttPublisher(
         endpoint,
-        client_id=f"moclo-sim-{options.tenant}-{os.getpid()}-{options.seed}",
+        client_id=f"moclo-sim-{os.getpid()}-{options.seed}-{time.monotonic_ns()}",
         qos=options.qos,
     )
     publisher.start()
     began = time.monotonic()
     next_progress = began + progress_every_s
     try:
-        for topic, payload, readings in fleet.messages(
+        for device, payload, readings in fleet.messages(
             clock,
             stop,
-            rounds=fleet.rounds_for(options.duration_s),
+            duration_s=options.duration_s,
             readings_per_message=options.readings_per_message,
         ):
-            publisher.publish(topic, payload)
+            publisher.publish(device.topic, payload)
             result.messages += 1
             result.readings += readings
+            result.by_type[device.device_type] = (
+                result.by_type.get(device.device_type, 0) + readings
+            )
             result.last_ts = clock.now()
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + progress_every_s

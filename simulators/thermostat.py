@@ -1,7 +1,8 @@
 """A room thermostat: the room heats toward the setpoint and cools toward the outside.
 
-An incident is a heater failure: the thermostat still asks for heat but none comes, so the
-room drifts toward the outside temperature; on a cold day it falls below 5 °C (frost risk).
+Episodes: `heater_failure`: the thermostat still asks for heat but none comes, so the room
+drifts toward the outside temperature; on a cold day it falls below 5 °C (frost risk). The
+setpoint follows a schedule: 2 °C lower at night (23:00–06:00).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import random
 from typing import Any
 
-from simulators.behaviour import Incidents, clamp, daily_wave
+from simulators.behaviour import Episodes, clamp, daily_wave, hour_of_day
 
 HEAT_RATE_C_PER_H = 4.0  # a working heater beats the loss even at -12 °C outside
 LOSS_PER_H = 0.08  # fraction of the inside-outside gap lost per hour (~12 h time constant)
@@ -18,6 +19,8 @@ LOSS_PER_H = 0.08  # fraction of the inside-outside gap lost per hour (~12 h tim
 
 class ThermostatBehaviour:
     id_prefix = "thermostat"
+    default_interval_s = 60.0
+    episode_kinds = ("heater_failure",)
 
     def __init__(
         self, rng: random.Random, start: float, *, incident_every_s: float | None = None
@@ -29,25 +32,27 @@ class ThermostatBehaviour:
         self._humidity = rng.uniform(38, 55)
         self._heating = False
         self._last_t = start
-        self._incidents = Incidents(rng, start, incident_every_s)
+        self.episodes = Episodes(rng, start, incident_every_s, {"heater_failure": 1.0})
 
     def fields(self, t: float) -> dict[str, Any]:
         rng = self._rng
         hours = max(0.0, t - self._last_t) / 3600.0
         self._last_t = t
         outside = self._outside_mean + 4 * daily_wave(t, peak_hour=15)
+        hour = hour_of_day(t)
+        setpoint = self._setpoint - (2.0 if hour >= 23 or hour < 6 else 0.0)
         # A thermostat's own hysteresis: on below setpoint - 0.3, off above setpoint + 0.3.
-        if self._temp < self._setpoint - 0.3:
+        if self._temp < setpoint - 0.3:
             self._heating = True
-        elif self._temp > self._setpoint + 0.3:
+        elif self._temp > setpoint + 0.3:
             self._heating = False
-        heater_works = self._incidents.progress(t) is None
+        heater_works = self.episodes.progress("heater_failure", t) is None
         gain = HEAT_RATE_C_PER_H * hours if (self._heating and heater_works) else 0.0
         self._temp += gain - (self._temp - outside) * (1 - math.exp(-LOSS_PER_H * hours))
         self._humidity = clamp(self._humidity + rng.gauss(0, 0.3), 25, 70)
         return {
             "temp_c": round(clamp(self._temp + rng.gauss(0, 0.05), -40, 85), 2),
-            "setpoint_c": self._setpoint,
+            "setpoint_c": setpoint,
             "humidity_pct": round(self._humidity, 1),
             "heating": self._heating,
         }

@@ -1,0 +1,35 @@
+"""`fridge`: a connected fridge that should stay cold and closed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from devices.base import Reading
+from devices.rules import ThresholdRule
+from devices.types import DeviceType
+
+
+class FridgeReading(Reading):
+    temp_c: Annotated[float, Field(ge=-30, le=40, description="inside temperature, °C")]
+    door_open: Annotated[bool, Field(description="door open")]
+
+
+DEVICE = DeviceType(
+    name="fridge",
+    description="Fridge: inside temperature, door open",
+    reading=FridgeReading,
+    rules=(
+        ThresholdRule(
+            name="fridge_warm",
+            field="temp_c",
+            direction="above",
+            raise_at=8,
+            clear_at=6,
+            severity="warning",
+            message="fridge at {value:.1f} °C",
+        ),
+    ),
+    example={"ts": 1795334400, "seq": 15, "temp_c": 4.2, "door_open": False},
+)

@@ -1,0 +1,54 @@
+"""`smart_meter`: a home electricity meter; the energy counter only ever goes up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from devices.base import Reading
+from devices.rules import ThresholdRule
+from devices.types import DeviceType
+
+
+class SmartMeterReading(Reading):
+    power_w: Annotated[float, Field(ge=0, le=50_000, description="instantaneous power, W")]
+    energy_kwh: Annotated[
+        float, Field(ge=0, le=1e9, description="cumulative energy, kWh (never decreases)")
+    ]
+    voltage_v: Annotated[float, Field(ge=150, le=300, description="mains voltage, V")]
+
+
+DEVICE = DeviceType(
+    name="smart_meter",
+    description="Home electricity meter: power, cumulative energy, voltage",
+    reading=SmartMeterReading,
+    rules=(
+        # EN 50160: 230 V ± 10 %.
+        ThresholdRule(
+            name="undervoltage",
+            field="voltage_v",
+            direction="below",
+            raise_at=207,
+            clear_at=212,
+            severity="warning",
+            message="mains at {value:.0f} V",
+        ),
+        ThresholdRule(
+            name="overvoltage",
+            field="voltage_v",
+            direction="above",
+            raise_at=253,
+            clear_at=248,
+            severity="warning",
+            message="mains at {value:.0f} V",
+        ),
+    ),
+    example={
+        "ts": 1795334400,
+        "seq": 88,
+        "power_w": 412.0,
+        "energy_kwh": 18234.51,
+        "voltage_v": 231.4,
+    },
+)

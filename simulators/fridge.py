@@ -1,0 +1,52 @@
+"""A fridge: the compressor keeps it between 3 and 5 °C, the door opens a few times a day.
+
+Episode: `door_left_open`: the door stays open and the fridge warms toward the kitchen's
+temperature (above 8 °C within about half an hour).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from simulators.behaviour import Episodes, clamp, hour_of_day
+
+KITCHEN_C = 20.0
+
+
+class FridgeBehaviour:
+    id_prefix = "fridge"
+    default_interval_s = 60.0
+    episode_kinds = ("door_left_open",)
+
+    def __init__(
+        self, rng: random.Random, start: float, *, incident_every_s: float | None = None
+    ) -> None:
+        self._rng = rng
+        self._temp = rng.uniform(3, 5)
+        self._cooling = False
+        self._last_t = start
+        self.episodes = Episodes(rng, start, incident_every_s, {"door_left_open": 1.0})
+
+    def fields(self, t: float) -> dict[str, Any]:
+        rng = self._rng
+        minutes = max(0.0, t - self._last_t) / 60
+        self._last_t = t
+        hour = hour_of_day(t)
+        left_open = self.episodes.progress("door_left_open", t) is not None
+        # Meals: the door opens briefly now and then around breakfast and dinner.
+        mealtime = 7 <= hour < 8 or 17.5 <= hour < 19.5
+        door_open = left_open or (mealtime and rng.random() < 0.05)
+        warming = 0.03 if door_open else 0.005  # fraction of the gap to the kitchen per minute
+        self._temp += (KITCHEN_C - self._temp) * (1 - math.exp(-warming * minutes))
+        if self._temp > 5:
+            self._cooling = True
+        elif self._temp < 3:
+            self._cooling = False
+        if self._cooling and not left_open:
+            self._temp -= 0.25 * minutes
+        return {
+            "temp_c": round(clamp(self._temp + rng.gauss(0, 0.05), -30, 40), 2),
+            "door_open": door_open,
+        }

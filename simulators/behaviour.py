@@ -17,9 +17,16 @@ class Behaviour(Protocol):
 
 
 class BehaviourFactory(Protocol):
-    id_prefix: str
-    default_interval_s: float
-    episode_kinds: tuple[str, ...]  # what a scenario may script for this type
+    # Read-only, so that a behaviour class's own constants satisfy them.
+    @property
+    def id_prefix(self) -> str: ...
+
+    @property
+    def default_interval_s(self) -> float: ...
+
+    @property
+    def episode_kinds(self) -> tuple[str, ...]:
+        """What a scenario may script for this type."""
 
     def __call__(
         self, rng: random.Random, start: float, *, incident_every_s: float | None

@@ -9,6 +9,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devices.catalogue import DEVICE_TYPES
 from ingest.influx import InfluxError
@@ -16,6 +17,9 @@ from moclo.durations import parse_duration
 from moclo.logs import configure_logging
 from moclo.settings import ENVIRONMENT, Settings, SettingsError
 from moclo.stack import ServerError
+
+if TYPE_CHECKING:
+    from simulators.run import SimulationOptions
 
 EPILOG = """\
 environment (flags override them):
@@ -55,7 +59,11 @@ def _connection_flags(parser: argparse.ArgumentParser, *, influx: bool = True) -
 
 
 def _fleet_flags(
-    parser: argparse.ArgumentParser, *, devices: str, interval: str, incident_every: str | None
+    parser: argparse.ArgumentParser,
+    *,
+    devices: str,
+    interval: str | None,
+    incident_every: str | None,
 ) -> None:
     parser.add_argument(
         "--devices",
@@ -68,8 +76,9 @@ def _fleet_flags(
     parser.add_argument(
         "--interval",
         type=_duration,
-        default=_duration(interval),
-        help=f"time between two readings of one device (default {interval})",
+        default=_duration(interval) if interval else None,
+        help="time between two readings of one device (default "
+        f"{interval or 'each type its own: cows 30s, cars 5s, pacemakers 1m, …'})",
     )
     parser.add_argument(
         "--seed",
@@ -152,10 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         help="publish readings from a simulated fleet",
         description="Publishes plausible readings for a fleet of simulated devices from one "
-        "thread. With --burst, simulated time runs as fast as the broker accepts.",
+        "thread: either the fleet given by --devices, or a scenario file (tenants, fleets, "
+        "speed, seed and scripted events). Shipped scenarios: dairy_farm, cardiology_ward, "
+        "smart_street, everything.",
+    )
+    simulate.add_argument(
+        "--scenario",
+        metavar="NAME|FILE",
+        help="a shipped scenario's name or a scenario TOML file (its fleets replace --devices)",
     )
     _fleet_flags(
-        simulate, devices="cow_tracker=50,thermostat=10", interval="1s", incident_every=None
+        simulate, devices="cow_tracker=50,thermostat=10", interval=None, incident_every=None
     )
     simulate.add_argument(
         "--duration",
@@ -172,7 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated time: publish the --duration that ends now as fast as possible "
         "(a backfill)",
     )
+    simulate.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="simulated seconds per real second, e.g. 1440 for a day in a minute (default 1)",
+    )
     simulate.add_argument("--qos", type=int, choices=(0, 1), default=1, help="default 1")
+    simulate.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     simulate.add_argument(
         "--batch",
         type=int,
@@ -291,10 +314,18 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulation_options(args: argparse.Namespace, duration_s: float | None):  # type: ignore[no-untyped-def]
+def _simulation_options(args: argparse.Namespace, duration_s: float | None) -> SimulationOptions:
     from simulators.run import SimulationOptions
 
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    simulate_only = {}
+    if args.command == "simulate":
+        simulate_only = {
+            "qos": args.qos,
+            "burst": args.burst,
+            "speed": args.speed or 1.0,
+            "readings_per_message": args.batch,
+        }
     return SimulationOptions(
         devices=args.devices,
         tenant=args.tenant,
@@ -302,57 +333,38 @@ def _simulation_options(args: argparse.Namespace, duration_s: float | None):  # 
         seed=seed,
         duration_s=duration_s,
         incident_every_s=args.incident_every,
-        **(
-            {"qos": args.qos, "burst": args.burst, "readings_per_message": args.batch}
-            if args.command == "simulate"
-            else {}
-        ),
+        **simulate_only,
     )
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
     from devices.topics import MAX_READINGS_PER_MESSAGE
-    from simulators.run import SimulationResult, run_simulation
+    from simulators.command import simulate_command
+    from simulators.scenario import ScenarioError, load_scenario
 
     if not 1 <= args.batch <= MAX_READINGS_PER_MESSAGE:
         print(f"moclo: --batch must be 1..{MAX_READINGS_PER_MESSAGE}", file=sys.stderr)
         return 2
-    options = _simulation_options(args, None if args.forever else args.duration)
-    print(
-        f"simulating {sum(options.devices.values())} devices for tenant {options.tenant} "
-        f"(seed {options.seed}) → {settings.mqtt.display()}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-    def progress(result: SimulationResult) -> None:
-        print(
-            f"  published {result.readings} readings in {result.messages} messages "
-            f"({result.readings / max(result.elapsed_s, 1e-9):.0f}/s)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    import signal
-    import threading
-
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    result = run_simulation(
-        settings.mqtt, settings.topic_prefix, options, stop=stop, progress=progress
-    )
-    status = (
-        "all acknowledged by the broker"
-        if result.acknowledged
-        else "NOT all acknowledged by the broker"
-    )
-    print(
-        f"published {result.readings} readings in {result.messages} messages from "
-        f"{result.devices} devices in {result.elapsed_s:.1f}s; {status}",
-        flush=True,
-    )
-    return 0 if result.acknowledged else 1
+    if args.scenario:
+        try:
+            title, options = load_scenario(args.scenario)
+        except ScenarioError as exc:
+            print(f"moclo: {exc}", file=sys.stderr)
+            return 2
+        overrides: dict[str, object] = {"qos": args.qos, "readings_per_message": args.batch}
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        if args.burst:
+            overrides["burst"] = True
+        if args.speed:
+            overrides["speed"] = args.speed
+        options = replace(options, **overrides)  # type: ignore[arg-type]
+    else:
+        title = f"{sum(args.devices.values())} devices for tenant {args.tenant}"
+        options = _simulation_options(args, None if args.forever else args.duration)
+    return simulate_command(settings, options, title=title, as_json=args.json)
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

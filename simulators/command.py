@@ -1,0 +1,68 @@
+"""`moclo simulate` as a person sees it: progress while it runs, a summary at the end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+
+from moclo.settings import Settings
+from simulators.run import SimulationOptions, SimulationResult, run_simulation
+
+
+def simulate_command(
+    settings: Settings, options: SimulationOptions, *, title: str, as_json: bool = False
+) -> int:
+    """Runs the simulation until its duration is over or Ctrl-C; 0 if the broker took it all."""
+    mode = "burst" if options.burst else f"speed {options.speed:g}x"
+    print(
+        f"simulating {title} (seed {options.seed}, {mode}) → {settings.mqtt.display()}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def progress(result: SimulationResult) -> None:
+        rate = result.messages / max(result.elapsed_s, 1e-9)
+        print(
+            f"  {result.devices} devices: published {result.readings} readings in "
+            f"{result.messages} messages ({rate:.0f} messages/s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    result = run_simulation(
+        settings.mqtt, settings.topic_prefix, options, stop=stop, progress=progress
+    )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "devices": result.devices,
+                    "seed": result.seed,
+                    "messages": result.messages,
+                    "readings": result.readings,
+                    "readings_by_type": result.by_type,
+                    "seconds": round(result.elapsed_s, 3),
+                    "acknowledged": result.acknowledged,
+                }
+            )
+        )
+    else:
+        status = (
+            "all acknowledged by the broker"
+            if result.acknowledged
+            else "NOT all acknowledged by the broker"
+        )
+        by_type = ", ".join(f"{n} {t}" for t, n in sorted(result.by_type.items()))
+        print(
+            f"published {result.readings} readings in {result.messages} messages from "
+            f"{result.devices} devices in {result.elapsed_s:.1f}s; {status}",
+            flush=True,
+        )
+        if by_type:
+            print(f"  by type: {by_type}", flush=True)
+    return 0 if result.acknowledged else 1

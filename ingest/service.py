@@ -21,6 +21,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from paho.mqtt.client import MQTTMessageInfo
 
 from devices.topics import alert_topic, telemetry_subscription
 from ingest.alerts import Alert, AlertEngine
@@ -161,9 +164,12 @@ class Ingest:
                     next_summary = time.monotonic() + self.options.summary_every_s
                     if (summary := self.pipeline.rejections.summary()) is not None:
                         log.info("%s", summary)
-            # Stopping: handle what has already arrived, so it is acknowledged now rather
-            # than delivered again later.
-            while messages := self.source.take_pending():
+            # Stopping: handle what had arrived when the stop came, so it is acknowledged now
+            # rather than delivered again later; no more, since every acknowledgement lets the
+            # broker send another message.
+            remaining = self.source.pending_count
+            while remaining > 0 and (messages := self.source.take_pending(remaining)):
+                remaining -= len(messages)
                 await self._handle(messages)
         except WriteAborted:
             log.warning(
@@ -175,25 +181,27 @@ class Ingest:
 
     async def _next_batch_or_stop(self) -> list[Message]:
         batch = asyncio.ensure_future(self.source.next_batch(linger_s=self.options.linger_s))
-        stopped = asyncio.ensure_future(self.stop.wait())
-        done, _ = await asyncio.wait({batch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if batch in done:
-            return batch.result()
-        # A batch still being gathered was not taken from the source, so nothing is lost.
-        batch.cancel()
-        return []
+        if not await _first_of(batch, self.stop):
+            batch.cancel()
+            await asyncio.wait({batch})
+            if batch.cancelled():
+                return []  # nothing was taken from the source, so nothing is lost
+        # Either it finished first, or it finished while being cancelled: handle it.
+        return batch.result()
 
     async def _handle(self, messages: list[Message]) -> None:
         prepared = self.pipeline.prepare(messages)
         if prepared.lines:
             await self._deliver(prepared.lines)
         stats = self.stats
+        published = []
         for alert in prepared.alerts:
-            self.source.publish(
-                alert_topic(self.settings.topic_prefix, alert.tenant, alert.device_id),
-                alert.to_json(),
-                qos=1,
+            published.append(
+                self.source.publish(
+                    alert_topic(self.settings.topic_prefix, alert.tenant, alert.device_id),
+                    alert.to_json(),
+                    qos=1,
+                )
             )
             if alert.state == "raised":
                 stats.alerts_raised += 1
@@ -201,6 +209,12 @@ class Ingest:
                 stats.alerts_resolved += 1
             if self.on_alert is not None:
                 self.on_alert(alert)
+        if published and not await asyncio.to_thread(_all_published, published, 10.0):
+            # The alert changes are stored in moclo_alerts either way; only the live
+            # notification may be missing, and holding the readings back would not bring it.
+            log.warning(
+                "the broker did not confirm %d alert notifications within 10 s", len(published)
+            )
         self.source.ack(messages)
         self.liveness.last_handled = time.monotonic()
         stats.messages += len(messages)
@@ -228,17 +242,17 @@ class Ingest:
 
     async def _spool(self, lines: list[str]) -> None:
         while True:
+            self._drained.clear()  # before trying, so a pop during the attempt still wakes us
             try:
                 await asyncio.to_thread(self.spool.append, lines)
                 break
             except SpoolFull as exc:
+                # Backpressure: hold this batch (and so the broker's window) until the
+                # drainer frees room, or until told to stop.
+                log.warning("%s; waiting for InfluxDB to take the backlog", exc)
+                await _first_of(self._drained, self.stop)
                 if self.stop.is_set():
                     raise WriteAborted(str(exc)) from exc
-                # Backpressure: hold this batch (and so the broker's window) until the
-                # drainer frees room.
-                log.warning("%s; waiting for InfluxDB to take the backlog", exc)
-                self._drained.clear()
-                await self._drained.wait()
         self.stats.readings_spooled += sum(map(is_reading_line, lines))
         self._spooled.set()
 
@@ -250,6 +264,8 @@ class Ingest:
         self.stats.batches_written += 1
 
     async def _record_refused(self, lines: Sequence[str], refused: list[RefusedLine]) -> None:
+        """Stores a rejection for each refused reading line. InfluxDB has just answered, so
+        these go to it directly, never through the bounded spool (which may be full)."""
         for line in refused:
             record = self.pipeline.refused(lines[line.index], line.error, time.time_ns())
             if record is None:
@@ -259,33 +275,33 @@ class Ingest:
                     line.error,
                 )
                 continue
+            await self.sink.write_batch(record.lines)
             self.stats.rejected += 1
             self.stats.rejected_by_reason["storage_refused"] += 1
-            await self._deliver(record.lines)
 
     # -- drain the spool -------------------------------------------------------------------
 
     async def _drain_spool(self) -> None:
         """Writes spooled batches to InfluxDB, oldest first, retrying until it is back."""
-        while True:
-            if self.stop.is_set():
-                return  # the spool is durable: what is left is written after the next start
-            record = await asyncio.to_thread(self.spool.peek)
-            if record is None:
-                self._spooled.clear()
+        try:
+            while not self.stop.is_set():
+                self._spooled.clear()  # before looking, so an append meanwhile wakes us
+                record = await asyncio.to_thread(self.spool.peek)
+                if record is None:
+                    await _first_of(self._spooled, self.stop)
+                    continue
+                try:
+                    refused = await self.sink.write_batch(record.lines)
+                    self._count_written(record.lines, refused)
+                    await self._record_refused(record.lines, refused)
+                except WriteAborted:
+                    return  # stopping; the spool keeps the batch for the next start
+                await asyncio.to_thread(self.spool.pop, record)
+                self._drained.set()
                 if self.spool.is_empty():
-                    await self._spooled.wait()
-                continue
-            try:
-                refused = await self.sink.write_batch(record.lines)
-            except WriteAborted:
-                return  # stopping; the spool keeps it for the next start
-            self._count_written(record.lines, refused)
-            await self._record_refused(record.lines, refused)
-            await asyncio.to_thread(self.spool.pop, record)
-            self._drained.set()
-            if self.spool.is_empty():
-                log.info("spool drained: InfluxDB has everything")
+                    log.info("spool drained: InfluxDB has everything")
+        finally:
+            self._drained.set()  # a consumer waiting for room must see the stop too
 
     # -- health ----------------------------------------------------------------------------
 
@@ -322,6 +338,32 @@ class Ingest:
         server = await serve(host, int(port), {"/healthz": healthz, "/metrics": metrics})
         self.http_port = server.sockets[0].getsockname()[1]
         return server
+
+
+async def _first_of(*waitables: asyncio.Event | asyncio.Future[Any]) -> bool:
+    """Waits until the first event is set or future done; True if that was the first one."""
+    first = waitables[0]
+    tasks = [
+        asyncio.ensure_future(w.wait()) if isinstance(w, asyncio.Event) else w for w in waitables
+    ]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task, waitable in zip(tasks, waitables, strict=True):
+        if isinstance(waitable, asyncio.Event):
+            task.cancel()
+    return tasks[0] in done or (isinstance(first, asyncio.Event) and first.is_set())
+
+
+def _all_published(infos: list[MQTTMessageInfo], timeout_s: float) -> bool:
+    """Waits (on a worker thread) for the broker's PUBACK of each message."""
+    deadline = time.monotonic() + timeout_s
+    for info in infos:
+        try:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        except (RuntimeError, ValueError):
+            return False
+        if not info.is_published():
+            return False
+    return True
 
 
 async def run_ingest(

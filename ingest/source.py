@@ -7,8 +7,11 @@ are handed to the event loop in batches, one wake-up per burst rather than per m
 Guarantees:
 - a message is acknowledged only when the service calls `ack()` for it, after its readings are
   stored; whatever is not acknowledged is delivered again by the broker (persistent session);
-- the number of unacknowledged messages held here is bounded by the MQTT 5 Receive Maximum
-  sent at connect (`window`), so a slow database stops intake instead of growing memory;
+- the messages waiting here are bounded by `window`: ingest sends it as its MQTT 5 Receive
+  Maximum, and because Mosquitto 2.0.11 overshoots that after the first acknowledgements
+  (eclipse-mosquitto issue 2301), paho's network thread also stops reading from the socket
+  while `window` messages wait, so TCP holds the broker back; a slow database stops intake
+  instead of growing memory;
 - after a reconnect, messages from the old connection are never acknowledged on the new one
   (their packet ids may be reused); the broker redelivers them instead.
 """
@@ -63,12 +66,15 @@ class MqttSource:
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
         self._client = make_client(endpoint, client_id, manual_ack=True)
+        self._client.max_inflight_messages_set(1000)  # alert notifications in flight
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
 
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # paho's thread waits here when full
+        self._closing = False
         self._pending: list[Message] = []
         self._wake_scheduled = False
         self._connection = 0
@@ -106,6 +112,9 @@ class MqttSource:
             raise self.endpoint.unreachable(timeout_s, self._last_error) from None
 
     async def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._room.notify_all()
         self._client.disconnect()
         # loop_stop joins paho's thread; keep the event loop free while it does.
         await asyncio.to_thread(self._client.loop_stop)
@@ -125,6 +134,7 @@ class MqttSource:
         with self._lock:
             batch = self._pending[: self._batch_messages]
             del self._pending[: self._batch_messages]
+            self._room.notify_all()
             if len(self._pending) < self._batch_messages:
                 self._full.clear()
             if not self._pending:
@@ -132,11 +142,14 @@ class MqttSource:
                 self._wake_scheduled = False
         return batch
 
-    def take_pending(self) -> list[Message]:
-        """Up to a batch of what has arrived, without waiting (for the drain at shutdown)."""
+    def take_pending(self, at_most: int) -> list[Message]:
+        """Up to a batch (and `at_most`) of what has arrived, without waiting (for the drain
+        at shutdown)."""
+        count = min(at_most, self._batch_messages)
         with self._lock:
-            batch = self._pending[: self._batch_messages]
-            del self._pending[: self._batch_messages]
+            batch = self._pending[:count]
+            del self._pending[:count]
+            self._room.notify_all()
         return batch
 
     @property
@@ -154,9 +167,10 @@ class MqttSource:
                 sent += 1
         return sent
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        """Queues a message; paho sends it, and resends it after a reconnect, on its own."""
-        self._client.publish(topic, payload, qos=qos)
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> paho.MQTTMessageInfo:
+        """Queues a message; paho sends it, and resends it after a reconnect, on its own.
+        The returned info tells when the broker has acknowledged it."""
+        return self._client.publish(topic, payload, qos=qos)
 
     # -- paho's thread ---------------------------------------------------------------------
 
@@ -174,11 +188,20 @@ class MqttSource:
             return
         with self._lock:
             self._connection += 1
+            if flags.session_present:
+                # The broker resends what it delivered on the old connection and was not
+                # acknowledged; keeping our copies too would hold two of each.
+                current = self._connection
+                self._pending = [m for m in self._pending if m.connection == current]
         self.connected = True
         log.info(
             "connected to %s (session present: %s)", self.endpoint.display(), flags.session_present
         )
         client.subscribe(self.subscription, qos=1)
+        if flags.session_present:
+            # The session kept the subscription. Its backlog may arrive before the SUBACK and
+            # fill the window, so waiting for the SUBACK here could wait for ever.
+            self._mark_subscribed()
 
     def _on_disconnect(
         self,
@@ -188,6 +211,10 @@ class MqttSource:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        with self._lock:
+            # From now on, acknowledgements for this connection's messages are not sent: the
+            # next connection may reuse their packet ids.
+            self._connection += 1
         self.connected = False
         self._last_error = f"disconnected: {reason}"
         if reason.is_failure:
@@ -205,6 +232,9 @@ class MqttSource:
             self._last_error = f"subscription to {self.subscription} refused: {reason_codes}"
             log.error("%s", self._last_error)
             return
+        self._mark_subscribed()
+
+    def _mark_subscribed(self) -> None:
         assert self._loop is not None and self._subscribed is not None
         self._loop.call_soon_threadsafe(self._subscribed.set)
 
@@ -218,6 +248,9 @@ class MqttSource:
             wake = not self._wake_scheduled
             self._wake_scheduled = True
             full = len(self._pending) == self._batch_messages
+            if len(self._pending) >= self._window:
+                # Stop reading until the consumer takes a batch (see the module docstring).
+                self._room.wait_for(lambda: len(self._pending) < self._window or self._closing)
         assert self._loop is not None and self._arrived is not None and self._full is not None
         if wake:
             self._loop.call_soon_threadsafe(self._arrived.set)

@@ -15,6 +15,7 @@ written again: InfluxDB overwrites identical points, so that repeats nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
@@ -22,6 +23,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("moclo.ingest.spool")
 
 _HEADER = struct.Struct("<IIq")
 _SEGMENT_BYTES = 8 * 1024 * 1024
@@ -50,6 +53,7 @@ class Spool:
         self._cursor = self._read_cursor()
         self._size = 0
         self._records = 0
+        self._head_created_ns: int | None = None
         self._recover()
 
     # -- state -----------------------------------------------------------------------------
@@ -66,17 +70,19 @@ class Spool:
         return self._records == 0
 
     def oldest_age_s(self, now_ns: int | None = None) -> float:
-        record = self.peek()
-        if record is None:
+        """Age of the oldest batch; cheap (no disk access), for /healthz and /metrics."""
+        head = self._head_created_ns
+        if head is None or self._records == 0:
             return 0.0
-        return max(0.0, ((now_ns or time.time_ns()) - record.created_ns) / 1e9)
+        return max(0.0, ((now_ns or time.time_ns()) - head) / 1e9)
 
     # -- writing ---------------------------------------------------------------------------
 
     def append(self, lines: list[str]) -> None:
         """Stores a batch durably (fsync) before returning; SpoolFull if there is no room."""
         payload = "\n".join(lines).encode()
-        record = _HEADER.pack(len(payload), zlib.crc32(payload), time.time_ns()) + payload
+        created_ns = time.time_ns()
+        record = _HEADER.pack(len(payload), zlib.crc32(payload), created_ns) + payload
         with self._lock:
             if self._size + len(record) > self.max_bytes and self._records:
                 raise SpoolFull(
@@ -87,6 +93,8 @@ class Spool:
                 file.write(record)
                 file.flush()
                 os.fsync(file.fileno())
+            if self._records == 0:
+                self._head_created_ns = created_ns
             self._size += len(record)
             self._records += 1
 
@@ -99,11 +107,21 @@ class Spool:
                 segment, offset = self._cursor
                 record = self._read(segment, offset)
                 if record is not None:
+                    self._head_created_ns = record.created_ns
                     return record
-                if self._segments and segment >= self._segments[-1]:
-                    return None  # nothing readable in the segment being written
-                # The cursor is at the end of a finished segment: move to the next one.
-                self._retire(segment, keep_last=False)
+                if not self._segments or segment >= self._segments[-1]:
+                    # Counted records that cannot be read: the disk lost them. Say so, and
+                    # start counting afresh rather than waiting for them forever.
+                    log.error(
+                        "spool %s: %d batches counted but unreadable; dropping them",
+                        self.directory,
+                        self._records,
+                    )
+                    self._records = 0
+                    self._size = 0
+                    return None
+                # The end of a finished segment (or a corrupt record in it): on to the next.
+                self._retire(segment)
             return None
 
     def pop(self, record: SpoolRecord) -> None:
@@ -112,10 +130,13 @@ class Spool:
             self._cursor = (record.segment, record.end)
             self._size -= record.end - record.offset
             self._records -= 1
-            self._write_cursor()
+            self._head_created_ns = None
+            # Not fsynced: losing the newest cursor only means writing some records again,
+            # which InfluxDB absorbs (same points).
+            self._write_cursor(durable=False)
             if self._records == 0:
                 for segment in list(self._segments):
-                    self._retire(segment, keep_last=False)
+                    self._retire(segment)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -127,7 +148,13 @@ class Spool:
             last = self._segments[-1]
             if self._path(last).stat().st_size + record_bytes <= _SEGMENT_BYTES:
                 return last
-        segment = (self._segments[-1] + 1) if self._segments else self._cursor[0]
+        # Never reuse a number the cursor has read into: its offset would point into the
+        # new file's records.
+        cursor_segment, cursor_offset = self._cursor
+        segment = max(
+            self._segments[-1] + 1 if self._segments else 0,
+            cursor_segment + 1 if cursor_offset else cursor_segment,
+        )
         self._path(segment).touch()
         _fsync_directory(self.directory)
         self._segments.append(segment)
@@ -149,15 +176,16 @@ class Spool:
         end = offset + _HEADER.size + length
         return SpoolRecord(segment, offset, end, created_ns, payload.decode().split("\n"))
 
-    def _retire(self, segment: int, *, keep_last: bool = True) -> None:
-        if keep_last and self._segments and segment == self._segments[-1]:
-            return
+    def _retire(self, segment: int) -> None:
+        """Deletes a finished segment. The cursor moves past it durably first, so a crash in
+        between cannot leave a cursor pointing into a file that is gone."""
+        following = [s for s in self._segments if s > segment]
+        if self._cursor[0] <= segment:
+            self._cursor = (following[0] if following else segment + 1, 0)
+            self._write_cursor(durable=True)
         self._path(segment).unlink(missing_ok=True)
         if segment in self._segments:
             self._segments.remove(segment)
-        following = [s for s in self._segments if s > segment]
-        self._cursor = (following[0] if following else segment + 1, 0)
-        self._write_cursor()
 
     def _read_cursor(self) -> tuple[int, int]:
         try:
@@ -166,28 +194,47 @@ class Spool:
         except (FileNotFoundError, ValueError):
             return (self._segments[0] if self._segments else 0, 0)
 
-    def _write_cursor(self) -> None:
-        # Not fsynced: losing the newest cursor only means writing some records again, which
-        # InfluxDB absorbs (same points).
+    def _write_cursor(self, *, durable: bool) -> None:
         temporary = self.directory / "cursor.tmp"
-        temporary.write_text(f"{self._cursor[0]} {self._cursor[1]}\n")
+        with temporary.open("w") as file:
+            file.write(f"{self._cursor[0]} {self._cursor[1]}\n")
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         temporary.replace(self.directory / "cursor")
+        if durable:
+            _fsync_directory(self.directory)
 
     def _recover(self) -> None:
-        """Counts what is left after the cursor; cuts a torn record off the last segment."""
-        for segment in list(self._segments):
-            if segment < self._cursor[0]:
-                self._retire(segment, keep_last=False)
+        """Drops segments already written, counts what is left after the cursor, and cuts a
+        torn record (a crash mid-append: never acknowledged) off the last segment."""
+        cursor_segment, cursor_offset = self._cursor
+        for segment in [s for s in self._segments if s < cursor_segment]:
+            self._path(segment).unlink(missing_ok=True)
+            self._segments.remove(segment)
+        if cursor_segment not in self._segments and cursor_offset:
+            # The cursor's segment was finished and deleted: start at the next one.
+            following = [s for s in self._segments if s > cursor_segment]
+            self._cursor = (following[0] if following else cursor_segment + 1, 0)
         for segment in self._segments:
             offset = self._cursor[1] if segment == self._cursor[0] else 0
             while (record := self._read(segment, offset)) is not None:
                 self._size += record.end - record.offset
                 self._records += 1
+                if self._head_created_ns is None:
+                    self._head_created_ns = record.created_ns
                 offset = record.end
             if self._path(segment).stat().st_size > offset:
-                with self._path(segment).open("r+b") as file:
-                    file.truncate(offset)
-                    os.fsync(file.fileno())
+                if segment == self._segments[-1]:
+                    with self._path(segment).open("r+b") as file:
+                        file.truncate(offset)
+                        os.fsync(file.fileno())
+                else:
+                    log.error(
+                        "spool segment %s is corrupt at byte %d; the rest of it is lost",
+                        self._path(segment),
+                        offset,
+                    )
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -371,14 +371,17 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.service import IngestOptions, run_ingest
     from moclo.signals import install_stop_handlers
 
-    if args.batch < 1:
-        print("moclo: --batch must be at least 1", file=sys.stderr)
+    if not 1 <= args.batch <= 30_000:
+        # The broker's window must hold two batches, and MQTT 5 caps it at 65,535.
+        print("moclo: --batch must be 1..30000", file=sys.stderr)
         return 2
 
     async def run() -> int:
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        options = IngestOptions(batch_messages=args.batch, window=max(10_000, 2 * args.batch))
+        options = IngestOptions(
+            batch_messages=args.batch, window=min(65_535, max(10_000, 2 * args.batch))
+        )
         stats = await run_ingest(settings, stop, options=options)
         print(
             f"ingest stopped: {stats.messages} messages, {stats.readings_stored} readings "

@@ -51,6 +51,8 @@ def test_a_simulated_fleet_arrives_complete(
     assert len(per_device) == 30
     assert {row["count"] for row in per_device} == {25}
     assert influx.count("moclo_rejected", "error") == 0
+    # Batched: far fewer InfluxDB writes than readings.
+    assert 0 < ingest.stats.batches_written < ingest.stats.readings_stored / 5
 
 
 def test_array_batches_from_one_device_are_stored_reading_by_reading(

@@ -158,3 +158,48 @@ def test_a_clean_stop_stores_and_acknowledges_everything_that_arrived(
         client.disconnect()
         client.loop_stop()
     assert received == [marker]
+
+
+def test_refused_readings_while_the_spool_is_full_do_not_wedge_the_drainer(
+    settings: Settings, own_servers: tuple[MosquittoServer, InfluxServer]
+) -> None:
+    broker, database = own_servers
+    mine = settings.model_copy(update={"mqtt_url": broker.url, "influx_url": database.url})
+    influx = Influx(database.url, mine.influx_db)
+    # `activity` was once written as a float: InfluxDB will refuse our integer readings.
+    influx.write([f"cow_tracker,device_id=old,tenant=farm activity=1.5 {(NOW - 700) * 10**9}"])
+    options = IngestOptions(linger_s=0.01, batch_messages=10, window=50, spool_max_bytes=1)
+    with RunningIngest(mine, options) as running:
+        database.stop()
+        publish_all(broker.url, [cow(f"cow-{i % 5}", i, mine) for i in range(60)])
+        wait_until(lambda: running.stats.readings_spooled > 0, what="a batch in the spool")
+        database.start()
+        wait_until(lambda: running.stats.messages == 60, timeout_s=60, what="all handled")
+    assert influx.count("moclo_rejected", "error", "reason = 'storage_refused'") == 60
+
+
+def test_stopping_while_waiting_for_spool_room_and_the_spool_after_a_restart(
+    settings: Settings, own_servers: tuple[MosquittoServer, InfluxServer]
+) -> None:
+    broker, database = own_servers
+    mine = settings.model_copy(update={"mqtt_url": broker.url, "influx_url": database.url})
+    options = IngestOptions(linger_s=0.01, batch_messages=10, window=50, spool_max_bytes=1)
+    with RunningIngest(mine, options) as running:
+        Influx(database.url, mine.influx_db).write([])  # the database exists
+        database.stop()
+        publish_all(broker.url, [cow(f"cow-{i % 5}", i, mine) for i in range(100)])
+        wait_until(lambda: running.stats.readings_spooled > 0, what="a batch in the spool")
+        assert running.ingest is not None
+        source = running.ingest.source
+        wait_until(lambda: source.pending_count > 0, what="more waiting behind the full spool")
+    # RunningIngest's exit returned: the stop did not hang waiting for spool room.
+    assert running.stats.messages < 100
+    database.start()
+    with RunningIngest(mine, options) as again:
+        # The spooled batch is written, and the broker redelivers the rest.
+        wait_until(
+            lambda: Influx(database.url, mine.influx_db).count("cow_tracker", "seq") == 100,
+            timeout_s=60,
+            what="all 100 stored after the restart",
+        )
+        assert again.stats.readings_stored >= 100 - running.stats.readings_spooled

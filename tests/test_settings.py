@@ -62,3 +62,32 @@ def test_every_variable_is_documented_in_the_readme(repo_root) -> None:  # type:
     readme = (repo_root / "README.md").read_text()
     for variable in ENVIRONMENT.values():
         assert f"`{variable}`" in readme
+
+
+def test_the_documented_defaults() -> None:
+    from ingest.decode import Limits
+    from ingest.service import IngestOptions
+    from moclo.cli import build_parser
+
+    settings = Settings.load({})
+    assert (settings.ingest_client_id, settings.spool_dir, settings.http_listen) == (
+        "moclo-ingest",
+        ".moclo/spool",
+        "127.0.0.1:9108",
+    )
+    limits = Limits()
+    assert (limits.max_payload_bytes, limits.max_future_s, limits.max_past_s) == (
+        256 * 1024,
+        600,
+        90 * 86_400,
+    )
+    assert (limits.new_devices_burst, limits.new_devices_per_minute) == (10_000, 1_000)
+    options = IngestOptions()
+    assert (options.batch_messages, options.linger_s, options.window) == (2_000, 0.1, 10_000)
+    assert (options.spool_max_bytes, options.stall_after_s) == (1024**3, 60)
+    up = build_parser().parse_args(["up"])
+    assert (up.incident_every, up.interval, up.devices) == (
+        120,
+        2,
+        {"cow_tracker": 20, "thermostat": 5},
+    )

@@ -80,3 +80,53 @@ def test_segments_rotate_and_are_deleted_as_they_drain(
         assert record is not None
         spool.pop(record)
     assert [r[0].split()[1] for r in drain(Spool(tmp_path))] == [str(i) for i in range(10, 20)]
+
+
+def test_a_cursor_left_pointing_into_a_deleted_segment_loses_nothing_new(tmp_path: Path) -> None:
+    # The state a crash could leave: the last segment (number 3) was drained and deleted,
+    # and the cursor still says "segment 3, byte 38".
+    (tmp_path / "cursor").write_text("3 38\n")
+    spool = Spool(tmp_path)
+    for i in range(3):
+        spool.append([f"after {i}"])
+    assert spool.peek() is not None
+    assert drain(Spool(tmp_path)) == [[f"after {i}"] for i in range(3)]
+
+
+def test_a_corrupt_record_in_an_older_segment_does_not_stall_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_SEGMENT_BYTES", 100)
+    spool = Spool(tmp_path)
+    for i in range(6):
+        spool.append([f"batch {i} " + "z" * 40])
+    first = sorted(tmp_path.glob("*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[20] ^= 0xFF  # flip a byte inside the first record's payload
+    first.write_bytes(bytes(data))
+    reopened = Spool(tmp_path)
+    survivors = drain(reopened)
+    assert survivors and survivors[-1][0].startswith("batch 5")
+    assert reopened.is_empty() and reopened.peek() is None
+
+
+def test_reopening_keeps_the_cursor_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "_SEGMENT_BYTES", 100)
+    spool = Spool(tmp_path)
+    for i in range(6):
+        spool.append([f"b{i} " + "w" * 40])
+    for _ in range(3):
+        record = spool.peek()
+        assert record is not None
+        spool.pop(record)
+    assert [r[0].split()[0] for r in drain(Spool(tmp_path))] == ["b3", "b4", "b5"]
+
+
+def test_the_age_of_the_oldest_batch_needs_no_disk_read(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    assert spool.oldest_age_s() == 0.0
+    spool.append(["x"])
+    assert spool.oldest_age_s() >= 0.0
+    created = spool.peek()
+    assert created is not None
+    assert spool.oldest_age_s(now_ns=created.created_ns + 5 * 10**9) == 5.0

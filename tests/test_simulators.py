@@ -186,3 +186,20 @@ def test_moclo_simulate_command_publishes_exactly_what_it_says(
         ),
         what="1800 readings stored",
     )
+
+
+def test_a_cows_default_interval_makes_about_200_mb_a_year() -> None:
+    factory = BEHAVIOURS["cow_tracker"]
+    readings = simulate({"cow_tracker": 20}, interval_s=None, duration_s=6 * 3600)
+    mqtt_framing = 8  # fixed header, topic length, packet id, properties length (MQTT 5)
+    wire = statistics.mean(len(t) + len(orjson.dumps(r)) + mqtt_framing for t, r in readings)
+    per_year = wire * 365 * 86_400 / factory.default_interval_s
+    assert factory.default_interval_s == 30
+    assert 180e6 <= per_year <= 220e6, per_year
+
+
+def test_the_readme_lists_every_device_type_with_its_fields(repo_root) -> None:  # type: ignore[no-untyped-def]
+    readme = (repo_root / "README.md").read_text()
+    for name, device in DEVICE_TYPES.items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` | `"))
+        assert all(f"`{field}`" in row for field in device.reading.measurement_fields), name

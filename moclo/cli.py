@@ -19,6 +19,7 @@ from moclo.settings import ENVIRONMENT, Settings, SettingsError
 from moclo.stack import ServerError
 
 if TYPE_CHECKING:
+    from simulators.faults import FaultRates
     from simulators.run import SimulationOptions
 
 EPILOG = """\
@@ -46,6 +47,15 @@ def _fleet(text: str) -> dict[str, int]:
     try:
         return parse_fleet(text)
     except FleetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _faults(text: str) -> FaultRates:
+    from simulators.faults import FaultRates
+
+    try:
+        return FaultRates.parse(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -189,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(a backfill)",
     )
     simulate.add_argument(
+        "--faults",
+        type=_faults,
+        default=None,
+        metavar="FAULT=RATE,...",
+        help="misbehave on purpose, e.g. malformed_json=0.01,duplicate=0.02: malformed_json, "
+        "schema_violation, out_of_range, clock_skew, duplicate, out_of_order, late, silence "
+        "(rates per reading; counted in the summary)",
+    )
+    simulate.add_argument(
         "--speed",
         type=float,
         default=None,
@@ -325,6 +344,7 @@ def _simulation_options(args: argparse.Namespace, duration_s: float | None) -> S
             "burst": args.burst,
             "speed": args.speed or 1.0,
             "readings_per_message": args.batch,
+            "faults": args.faults,
         }
     return SimulationOptions(
         devices=args.devices,
@@ -360,6 +380,8 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             overrides["burst"] = True
         if args.speed:
             overrides["speed"] = args.speed
+        if args.faults:
+            overrides["faults"] = args.faults
         options = replace(options, **overrides)  # type: ignore[arg-type]
     else:
         title = f"{sum(args.devices.values())} devices for tenant {args.tenant}"

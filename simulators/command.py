@@ -48,6 +48,8 @@ def simulate_command(
                     "readings_by_type": result.by_type,
                     "seconds": round(result.elapsed_s, 3),
                     "acknowledged": result.acknowledged,
+                    "produced": result.produced,
+                    "faults": result.faults,
                 }
             )
         )
@@ -65,4 +67,7 @@ def simulate_command(
         )
         if by_type:
             print(f"  by type: {by_type}", flush=True)
+        if result.faults:
+            faults = ", ".join(f"{n} {name}" for name, n in sorted(result.faults.items()))
+            print(f"  faults injected: {faults}", flush=True)
     return 0 if result.acknowledged else 1

@@ -12,6 +12,7 @@ import heapq
 import math
 import random
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from devices.topics import check_identifier, telemetry_topic
 from simulators.behaviour import Behaviour
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import Clock
+from simulators.faults import FaultInjector, FaultRates
 
 
 class FleetError(ValueError):
@@ -68,6 +70,7 @@ class SimulatedDevice:
     phase_s: float
     seq: int = 0
     buffered: list[bytes] = field(default_factory=list)
+    faults: FaultInjector | None = None
 
     def reading(self, t: float) -> bytes | None:
         """The JSON of this device's reading at `t`, or None if it does not report now."""
@@ -80,8 +83,18 @@ class SimulatedDevice:
 
 
 class Fleet:
-    def __init__(self, specs: list[FleetSpec], *, prefix: str, seed: int, start: float) -> None:
+    def __init__(
+        self,
+        specs: list[FleetSpec],
+        *,
+        prefix: str,
+        seed: int,
+        start: float,
+        faults: FaultRates | None = None,
+    ) -> None:
         self.start = start
+        self.faults = faults if faults is not None and faults.any() else None
+        self.fault_counts: Counter[str] = Counter()
         self.devices: list[SimulatedDevice] = []
         self._by_id: dict[tuple[str, str], SimulatedDevice] = {}
         for spec in specs:
@@ -118,6 +131,12 @@ class Fleet:
                 interval_s=interval,
                 phase_s=rng.uniform(0, interval),
             )
+            if self.faults is not None:
+                device.faults = FaultInjector(
+                    self.faults,
+                    random.Random(f"{seed}:faults:{spec.tenant}:{device_id}"),
+                    self.fault_counts,
+                )
             self.devices.append(device)
             self._by_id[(spec.tenant, device_id)] = device
 
@@ -162,11 +181,28 @@ class Fleet:
             if not last_turn:
                 heapq.heappush(due, (t + device.interval_s, i))
             payload = device.reading(t)
+            if device.faults is not None:
+                # A misbehaving device: its messages go out as the fault injector shapes them.
+                sent = device.faults.apply(payload) if payload is not None else []
+                if last_turn:
+                    sent += device.faults.flush()
+                for message in sent:
+                    yield device, message, _readings_in(message)
+                continue
             if payload is not None:
                 device.buffered.append(payload)
             if device.buffered and (len(device.buffered) >= readings_per_message or last_turn):
                 yield device, _join(device.buffered), len(device.buffered)
                 device.buffered.clear()
+
+
+def _readings_in(message: bytes) -> int:
+    if message.startswith(b"["):
+        try:
+            return len(orjson.loads(message))
+        except orjson.JSONDecodeError:
+            return 1
+    return 1
 
 
 def _join(payloads: list[bytes]) -> bytes:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from moclo.mqtt import MqttEndpoint
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import Clock, ScaledClock, SimulatedClock, WallClock
+from simulators.faults import FaultRates
 from simulators.fleet import Fleet, FleetError, FleetSpec
 from simulators.publisher import MqttPublisher
 
@@ -43,6 +44,7 @@ class SimulationOptions:
     speed: float = 1.0  # simulated seconds per wall-clock second, when not a burst
     start: float | None = None  # epoch seconds of the simulation's start; default: see below
     readings_per_message: int = 1
+    faults: FaultRates | None = None
 
     def fleet_specs(self) -> list[FleetSpec]:
         if self.fleets:
@@ -82,6 +84,8 @@ class SimulationResult:
     first_ts: float = 0.0
     last_ts: float = 0.0
     by_type: dict[str, int] = field(default_factory=dict)
+    produced: int = 0  # readings the devices produced (before faults shaped what was sent)
+    faults: dict[str, int] = field(default_factory=dict)  # injected, by fault
 
 
 Progress = Callable[[SimulationResult], None]
@@ -89,7 +93,13 @@ Progress = Callable[[SimulationResult], None]
 
 def build_fleet(options: SimulationOptions, prefix: str, start: float) -> Fleet:
     """The fleet with the scenario's scripted events put on its devices."""
-    fleet = Fleet(options.fleet_specs(), prefix=prefix, seed=options.seed, start=start)
+    fleet = Fleet(
+        options.fleet_specs(),
+        prefix=prefix,
+        seed=options.seed,
+        start=start,
+        faults=options.faults,
+    )
     for event in options.events:
         device = fleet.device(event.tenant, event.device_id)
         kinds = BEHAVIOURS[device.device_type].episode_kinds
@@ -151,5 +161,7 @@ def run_simulation(
         result.acknowledged = publisher.flush()
     finally:
         publisher.close()
+        result.produced = sum(device.seq for device in fleet.devices)
+        result.faults = dict(fleet.fault_counts)
     result.elapsed_s = time.monotonic() - began
     return result

@@ -15,6 +15,10 @@
     id_pattern = "cow-{n:04d}"   # optional
     incident_every = "30d"   # optional: random episodes per device
 
+    [faults]                 # optional: rates per reading (see simulators/faults.py)
+    malformed_json = 0.001
+    duplicate = 0.01
+
     [[event]]
     tenant = "de-wei-farm"
     device = "cow-0007"
@@ -38,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devices.base import parse_timestamp
 from moclo.durations import parse_duration
+from simulators.faults import FaultRates
 from simulators.fleet import FleetSpec
 from simulators.run import ScriptedEvent, SimulationOptions
 
@@ -79,6 +84,7 @@ class _Scenario(_Strict):
     start: str | None = None
     fleet: Annotated[list[_Fleet], Field(min_length=1)]
     event: list[_Event] = []
+    faults: dict[str, float] = {}
 
 
 def shipped() -> dict[str, Path]:
@@ -157,6 +163,9 @@ def _options(spec: _Scenario, now: float) -> SimulationOptions:
         burst=burst,
         speed=speed,
         start=start,
+        faults=FaultRates.parse(",".join(f"{k}={v}" for k, v in spec.faults.items()))
+        if spec.faults
+        else None,
     )
 
 

@@ -24,9 +24,11 @@ def simulate_command(
 
     def progress(result: SimulationResult) -> None:
         rate = result.messages / max(result.elapsed_s, 1e-9)
+        faults = sum(result.faults.values())
         print(
             f"  {result.devices} devices: published {result.readings} readings in "
-            f"{result.messages} messages ({rate:.0f} messages/s)",
+            f"{result.messages} messages ({rate:.0f} messages/s)"
+            + (f", {faults} faults injected" if faults else ""),
             file=sys.stderr,
             flush=True,
         )

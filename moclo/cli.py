@@ -208,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(rates per reading; counted in the summary)",
     )
     simulate.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        metavar="N",
+        help="MQTT connections the devices share, device i on connection i mod N "
+        "(gateway mode; default 1)",
+    )
+    simulate.add_argument(
         "--speed",
         type=float,
         default=None,
@@ -345,6 +353,7 @@ def _simulation_options(args: argparse.Namespace, duration_s: float | None) -> S
             "speed": args.speed or 1.0,
             "readings_per_message": args.batch,
             "faults": args.faults,
+            "connections": args.connections,
         }
     return SimulationOptions(
         devices=args.devices,
@@ -382,6 +391,8 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             overrides["speed"] = args.speed
         if args.faults:
             overrides["faults"] = args.faults
+        if args.connections != 1:
+            overrides["connections"] = args.connections
         options = replace(options, **overrides)  # type: ignore[arg-type]
     else:
         title = f"{sum(args.devices.values())} devices for tenant {args.tenant}"

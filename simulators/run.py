@@ -45,6 +45,11 @@ class SimulationOptions:
     start: float | None = None  # epoch seconds of the simulation's start; default: see below
     readings_per_message: int = 1
     faults: FaultRates | None = None
+    connections: int = 1  # MQTT connections the devices share (gateway mode)
+
+    def __post_init__(self) -> None:
+        if self.connections < 1:
+            raise ValueError("connections must be at least 1")
 
     def fleet_specs(self) -> list[FleetSpec]:
         if self.fleets:
@@ -134,12 +139,16 @@ def run_simulation(
         clock = WallClock()
     fleet = build_fleet(options, prefix, start)
     result = SimulationResult(devices=len(fleet.devices), seed=options.seed, first_ts=start)
-    publisher = MqttPublisher(
-        endpoint,
-        client_id=f"moclo-sim-{os.getpid()}-{options.seed}-{time.monotonic_ns()}",
-        qos=options.qos,
-    )
-    publisher.start()
+    # Gateway mode: the fleet's devices share `connections` MQTT connections, device i on
+    # connection i mod n.
+    run_id = f"moclo-sim-{os.getpid()}-{options.seed}-{time.monotonic_ns()}"
+    publishers = [
+        MqttPublisher(endpoint, client_id=f"{run_id}-{k}", qos=options.qos)
+        for k in range(options.connections)
+    ]
+    route = {id(d): publishers[i % len(publishers)] for i, d in enumerate(fleet.devices)}
+    for publisher in publishers:
+        publisher.start()
     began = time.monotonic()
     next_progress = began + progress_every_s
     try:
@@ -149,7 +158,7 @@ def run_simulation(
             duration_s=options.duration_s,
             readings_per_message=options.readings_per_message,
         ):
-            publisher.publish(device.topic, payload)
+            route[id(device)].publish(device.topic, payload)
             result.messages += 1
             result.readings += readings
             result.by_type[device.device_type] = (
@@ -161,9 +170,10 @@ def run_simulation(
                 result.elapsed_s = time.monotonic() - began
                 result.faults = dict(fleet.fault_counts)
                 progress(result)
-        result.acknowledged = publisher.flush()
+        result.acknowledged = all(publisher.flush() for publisher in publishers)
     finally:
-        publisher.close()
+        for publisher in publishers:
+            publisher.close()
         result.produced = sum(device.seq for device in fleet.devices)
         result.faults = dict(fleet.fault_counts)
     result.elapsed_s = time.monotonic() - began

@@ -12,6 +12,7 @@ import pytest
 
 from devices.catalogue import DEVICE_TYPES
 from moclo.settings import Settings
+from moclo.stack import MosquittoServer
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import SimulatedClock
 from simulators.fleet import FleetError, parse_fleet
@@ -203,3 +204,46 @@ def test_the_readme_lists_every_device_type_with_its_fields(repo_root) -> None: 
     for name, device in DEVICE_TYPES.items():
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` | `"))
         assert all(f"`{field}`" in row for field in device.reading.measurement_fields), name
+
+
+def test_gateway_mode_spreads_the_fleet_over_several_connections(
+    settings: Settings, mosquitto: MosquittoServer, influx: Influx, ingest: RunningIngest
+) -> None:
+    log_before = mosquitto.log_path.stat().st_size
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moclo.cli",
+            "simulate",
+            "--devices",
+            "cow_tracker=30",
+            "--interval",
+            "1m",
+            "--duration",
+            "10m",
+            "--burst",
+            "--connections",
+            "3",
+            "--json",
+            "--mqtt-url",
+            settings.mqtt_url,
+            "--topic-prefix",
+            settings.topic_prefix,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["readings"] == 300
+    wait_until(lambda: influx.count("cow_tracker", "seq") == 300, what="300 readings")
+    with mosquitto.log_path.open("rb") as log:
+        log.seek(log_before)
+        connected = [
+            line
+            for line in log.read().decode().splitlines()
+            if "New client connected" in line and " as moclo-sim-" in line
+        ]
+    assert len(connected) == 3

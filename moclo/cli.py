@@ -59,6 +59,15 @@ def _faults(text: str) -> FaultRates:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _connections(text: str) -> int:
+    """A number of shared connections, or 0 for one connection per device."""
+    if text == "device":
+        return 0
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError("write a number of connections (1 or more) or 'device'")
+
+
 def _connection_flags(parser: argparse.ArgumentParser, *, influx: bool = True) -> None:
     group = parser.add_argument_group("connections (override the environment)")
     group.add_argument("--mqtt-url", help="MQTT broker (MOCLO_MQTT_URL)")
@@ -209,11 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument(
         "--connections",
-        type=int,
+        type=_connections,
         default=1,
-        metavar="N",
-        help="MQTT connections the devices share, device i on connection i mod N "
-        "(gateway mode; default 1)",
+        metavar="N|device",
+        help="MQTT connections: N shared by the devices, device i on connection i mod N "
+        "(gateway mode; default 1), or 'device': one per device with its own client id, as "
+        "real devices connect",
     )
     simulate.add_argument(
         "--speed",
@@ -353,7 +363,8 @@ def _simulation_options(args: argparse.Namespace, duration_s: float | None) -> S
             "speed": args.speed or 1.0,
             "readings_per_message": args.batch,
             "faults": args.faults,
-            "connections": args.connections,
+            "connections": max(1, args.connections),
+            "per_device_connections": args.connections == 0,
         }
     return SimulationOptions(
         devices=args.devices,
@@ -392,7 +403,8 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         if args.faults:
             overrides["faults"] = args.faults
         if args.connections != 1:
-            overrides["connections"] = args.connections
+            overrides["connections"] = max(1, args.connections)
+            overrides["per_device_connections"] = args.connections == 0
         options = replace(options, **overrides)  # type: ignore[arg-type]
     else:
         title = f"{sum(args.devices.values())} devices for tenant {args.tenant}"

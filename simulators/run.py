@@ -7,10 +7,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from moclo.mqtt import MqttEndpoint
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import Clock, ScaledClock, SimulatedClock, WallClock
+from simulators.connections import DeviceConnections
 from simulators.faults import FaultRates
 from simulators.fleet import Fleet, FleetError, FleetSpec
 from simulators.publisher import MqttPublisher
@@ -46,6 +48,7 @@ class SimulationOptions:
     readings_per_message: int = 1
     faults: FaultRates | None = None
     connections: int = 1  # MQTT connections the devices share (gateway mode)
+    per_device_connections: bool = False  # instead, one connection per device
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -116,6 +119,33 @@ def build_fleet(options: SimulationOptions, prefix: str, start: float) -> Fleet:
     return fleet
 
 
+Publisher = MqttPublisher | DeviceConnections
+Route = dict[int, Callable[[str, bytes], None]]
+
+
+def _connect(
+    endpoint: MqttEndpoint, options: SimulationOptions, fleet: Fleet
+) -> tuple[list[Publisher], Route]:
+    """The connections, and which one publishes for which device."""
+    if options.per_device_connections:
+        # As real devices: each its own connection, client id "tenant.device-id".
+        ids = {id(d): f"{d.tenant}.{d.device_id}" for d in fleet.devices}
+        connections = DeviceConnections(endpoint, list(ids.values()), qos=options.qos)
+        connections.start()
+        route: Route = {key: partial(connections.publish, cid) for key, cid in ids.items()}
+        return [connections], route
+    # Gateway mode: the devices share `connections` connections, device i on i mod n.
+    run_id = f"moclo-sim-{os.getpid()}-{options.seed}-{time.monotonic_ns()}"
+    publishers = [
+        MqttPublisher(endpoint, client_id=f"{run_id}-{k}", qos=options.qos)
+        for k in range(options.connections)
+    ]
+    for publisher in publishers:
+        publisher.start()
+    route = {id(d): publishers[i % len(publishers)].publish for i, d in enumerate(fleet.devices)}
+    return list(publishers), route
+
+
 def run_simulation(
     endpoint: MqttEndpoint,
     prefix: str,
@@ -129,26 +159,20 @@ def run_simulation(
     """Publishes the fleet's readings; returns counts once all were acknowledged by the broker."""
     stop = stop or threading.Event()
     start = options.resolved_start(time.time())
-    if clock is not None:
-        pass  # the caller's (a benchmark measuring lateness, a test in simulated time)
-    elif options.burst:
-        clock = SimulatedClock(start)
-    elif options.speed != 1.0:
-        clock = ScaledClock(start, options.speed)
-    else:
-        clock = WallClock()
     fleet = build_fleet(options, prefix, start)
+    publishers, route = _connect(endpoint, options, fleet)
+    if options.start is None and not options.burst:
+        # A run in real (or scaled) time starts its schedule once every device is connected,
+        # which for thousands of connections takes a moment.
+        fleet.start = start = options.resolved_start(time.time())
+    if clock is None:
+        if options.burst:
+            clock = SimulatedClock(start)
+        elif options.speed != 1.0:
+            clock = ScaledClock(start, options.speed)
+        else:
+            clock = WallClock()
     result = SimulationResult(devices=len(fleet.devices), seed=options.seed, first_ts=start)
-    # Gateway mode: the fleet's devices share `connections` MQTT connections, device i on
-    # connection i mod n.
-    run_id = f"moclo-sim-{os.getpid()}-{options.seed}-{time.monotonic_ns()}"
-    publishers = [
-        MqttPublisher(endpoint, client_id=f"{run_id}-{k}", qos=options.qos)
-        for k in range(options.connections)
-    ]
-    route = {id(d): publishers[i % len(publishers)] for i, d in enumerate(fleet.devices)}
-    for publisher in publishers:
-        publisher.start()
     began = time.monotonic()
     next_progress = began + progress_every_s
     try:
@@ -158,7 +182,7 @@ def run_simulation(
             duration_s=options.duration_s,
             readings_per_message=options.readings_per_message,
         ):
-            route[id(device)].publish(device.topic, payload)
+            route[id(device)](device.topic, payload)
             result.messages += 1
             result.readings += readings
             result.by_type[device.device_type] = (

@@ -247,3 +247,53 @@ def test_gateway_mode_spreads_the_fleet_over_several_connections(
             if "New client connected" in line and " as moclo-sim-" in line
         ]
     assert len(connected) == 3
+
+
+def test_one_connection_per_device_with_the_device_as_client_id(
+    settings: Settings, mosquitto: MosquittoServer, influx: Influx, ingest: RunningIngest
+) -> None:
+    log_before = mosquitto.log_path.stat().st_size
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moclo.cli",
+            "simulate",
+            "--devices",
+            "cow_tracker=20,pacemaker=5",
+            "--tenant",
+            "farm",
+            "--interval",
+            "1m",
+            "--duration",
+            "10m",
+            "--burst",
+            "--connections",
+            "device",
+            "--json",
+            "--mqtt-url",
+            settings.mqtt_url,
+            "--topic-prefix",
+            settings.topic_prefix,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["readings"] == 250
+    wait_until(
+        lambda: influx.count("cow_tracker", "seq") + influx.count("pacemaker", "seq") == 250,
+        what="250 readings",
+    )
+    with mosquitto.log_path.open("rb") as log:
+        log.seek(log_before)
+        clients = {
+            line.split(" as ")[1].split(" ")[0]
+            for line in log.read().decode().splitlines()
+            if "New client connected" in line
+        }
+    devices = {c for c in clients if c.startswith("farm.")}
+    assert len(devices) == 25
+    assert {"farm.cow-0001", "farm.cow-0020", "farm.pacemaker-0005"} <= devices

@@ -1,0 +1,155 @@
+"""One MQTT connection per simulated device, as real devices have, without a thread per device.
+
+Every device gets its own paho client (client id = the device id, so a broker ACL can tell
+them apart), and all the clients are driven by one asyncio event loop on one thread through
+paho's external-loop hooks: the loop reads and writes their sockets when they are ready, and
+one timer runs paho's housekeeping (keepalive, retries) for all of them. The fleet's thread
+hands each publish to that loop; a window of unacknowledged messages shared by all devices
+keeps memory flat, as in `MqttPublisher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import threading
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from moclo.mqtt import MqttEndpoint, MqttUnreachable, make_client
+
+
+def _raise_open_file_limit(needed: int) -> None:
+    """Each connection is a file descriptor; 10,000 devices need more than the usual 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            raise MqttUnreachable(
+                f"{needed} connections need {needed} open files; this "
+                f"process may have {target} (raise `ulimit -n`)"
+            )
+
+
+class DeviceConnections:
+    def __init__(
+        self, endpoint: MqttEndpoint, client_ids: list[str], *, qos: int = 1, window: int = 1_000
+    ) -> None:
+        self.endpoint = endpoint
+        self.qos = qos
+        self._client_ids = client_ids
+        self._slots = threading.BoundedSemaphore(window)
+        self._window = window
+        self._connected = 0
+        self._all_connected = threading.Event()
+        self._failure: str | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="mqtt-devices", daemon=True
+        )
+        self.clients: dict[str, paho.Client] = {}
+        self._housekeeper: asyncio.Task[None] | None = None
+
+    # -- the fleet's side ------------------------------------------------------------------
+
+    def start(self, *, timeout_s: float = 60.0) -> None:
+        _raise_open_file_limit(len(self._client_ids) + 256)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._connect_all(), self._loop).result(timeout_s)
+        if not self._all_connected.wait(timeout_s):
+            self.close()
+            raise self.endpoint.unreachable(
+                timeout_s,
+                self._failure or f"{self._connected} of {len(self._client_ids)} devices connected",
+            )
+
+    def publish(self, client_id: str, topic: str, payload: bytes) -> None:
+        """Blocks while the shared window is full; the device's own connection sends it."""
+        self._slots.acquire()
+        client = self.clients[client_id]
+        self._loop.call_soon_threadsafe(client.publish, topic, payload, self.qos)
+
+    def flush(self, *, timeout_s: float = 60.0) -> bool:
+        taken = 0
+        try:
+            while taken < self._window:
+                if not self._slots.acquire(timeout=timeout_s):
+                    return False
+                taken += 1
+            return True
+        finally:
+            for _ in range(taken):
+                self._slots.release()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._disconnect_all(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+        self._loop.close()
+
+    # -- the event loop's side -------------------------------------------------------------
+
+    async def _connect_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        for client_id in self._client_ids:
+            client = make_client(self.endpoint, client_id)
+            client.on_socket_open = self._watch_socket
+            client.on_socket_close = self._unwatch_socket
+            client.on_socket_register_write = self._want_write
+            client.on_socket_unregister_write = self._wrote
+            client.on_connect = self._on_connect
+            client.on_publish = self._on_publish
+            client.max_inflight_messages_set(self._window)
+            self.clients[client_id] = client
+            try:
+                client.connect(self.endpoint.host, self.endpoint.port, keepalive=60)
+            except OSError as exc:
+                self._failure = f"{client_id}: {exc}"
+                return
+            await asyncio.sleep(0)  # let CONNACKs in while the others connect
+        self._housekeeper = loop.create_task(self._housekeeping(), name="mqtt-housekeeping")
+
+    async def _housekeeping(self) -> None:
+        while True:
+            for client in self.clients.values():
+                client.loop_misc()
+            await asyncio.sleep(1.0)  # paho's keepalive and retry timer, for every client
+
+    async def _disconnect_all(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        for client in self.clients.values():
+            client.disconnect()
+        await asyncio.sleep(0)
+
+    # paho's external-loop hooks: the event loop watches each client's socket for it.
+    def _watch_socket(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._loop.add_reader(sock, client.loop_read)
+
+    def _unwatch_socket(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._loop.remove_reader(sock)
+
+    def _want_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._loop.add_writer(sock, client.loop_write)
+
+    def _wrote(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._loop.remove_writer(sock)
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._failure = f"broker refused a device: {reason}"
+            return
+        self._connected += 1
+        if self._connected == len(self._client_ids):
+            self._all_connected.set()
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
+    ) -> None:
+        self._slots.release()

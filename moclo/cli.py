@@ -226,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         "real devices connect",
     )
     simulate.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="FILE",
+        help="with --connections device: a CSV file tenant,device_id,username,password, so "
+        "each device logs in as itself",
+    )
+    simulate.add_argument(
         "--speed",
         type=float,
         default=None,
@@ -387,6 +394,18 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.batch <= MAX_READINGS_PER_MESSAGE:
         print(f"moclo: --batch must be 1..{MAX_READINGS_PER_MESSAGE}", file=sys.stderr)
         return 2
+    credentials: dict[str, tuple[str, str]] = {}
+    if args.credentials:
+        from simulators.credentials import CredentialsError, load_credentials
+
+        if args.connections != 0:
+            print("moclo: --credentials needs --connections device", file=sys.stderr)
+            return 2
+        try:
+            credentials = load_credentials(args.credentials)
+        except CredentialsError as exc:
+            print(f"moclo: {exc}", file=sys.stderr)
+            return 2
     if args.scenario:
         try:
             title, options = load_scenario(args.scenario)
@@ -409,6 +428,8 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         title = f"{sum(args.devices.values())} devices for tenant {args.tenant}"
         options = _simulation_options(args, None if args.forever else args.duration)
+    if credentials:
+        options = replace(options, credentials=credentials)
     return simulate_command(settings, options, title=title, as_json=args.json)
 
 

@@ -183,6 +183,11 @@ class LocalServer:
 class MosquittoServer(LocalServer):
     name = "mosquitto"
 
+    def __init__(self, directory: Path, port: int, *, password_file: Path | None = None) -> None:
+        super().__init__(directory, port)
+        # With a password file, anonymous clients are refused.
+        self.password_file = password_file
+
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
@@ -199,7 +204,11 @@ class MosquittoServer(LocalServer):
         data.mkdir(exist_ok=True)
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *(
+                ("allow_anonymous false", f"password_file {self.password_file}")
+                if self.password_file
+                else ("allow_anonymous true",)
+            ),
             "persistence true",
             f"persistence_location {data}/",
             "autosave_interval 60",

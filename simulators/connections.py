@@ -36,7 +36,13 @@ def _raise_open_file_limit(needed: int) -> None:
 
 class DeviceConnections:
     def __init__(
-        self, endpoint: MqttEndpoint, client_ids: list[str], *, qos: int = 1, window: int = 1_000
+        self,
+        endpoint: MqttEndpoint,
+        client_ids: list[str],
+        *,
+        qos: int = 1,
+        window: int = 1_000,
+        credentials: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.qos = qos
@@ -51,6 +57,7 @@ class DeviceConnections:
             target=self._loop.run_forever, name="mqtt-devices", daemon=True
         )
         self.clients: dict[str, paho.Client] = {}
+        self._credentials = credentials or {}  # client id → (username, password)
         self._housekeeper: asyncio.Task[None] | None = None
 
     # -- the fleet's side ------------------------------------------------------------------
@@ -59,7 +66,8 @@ class DeviceConnections:
         _raise_open_file_limit(len(self._client_ids) + 256)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._connect_all(), self._loop).result(timeout_s)
-        if not self._all_connected.wait(timeout_s):
+        # Settled: every device connected, or the broker refused one (no point waiting on).
+        if not self._all_connected.wait(timeout_s) or self._failure is not None:
             self.close()
             raise self.endpoint.unreachable(
                 timeout_s,
@@ -97,6 +105,9 @@ class DeviceConnections:
         loop = asyncio.get_running_loop()
         for client_id in self._client_ids:
             client = make_client(self.endpoint, client_id)
+            client.user_data_set(client_id)
+            if client_id in self._credentials:
+                client.username_pw_set(*self._credentials[client_id])
             client.on_socket_open = self._watch_socket
             client.on_socket_close = self._unwatch_socket
             client.on_socket_register_write = self._want_write
@@ -143,7 +154,8 @@ class DeviceConnections:
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
         if reason.is_failure:
-            self._failure = f"broker refused a device: {reason}"
+            self._failure = f"the broker refused device {userdata}: {reason}"
+            self._all_connected.set()
             return
         self._connected += 1
         if self._connected == len(self._client_ids):

@@ -49,6 +49,8 @@ class SimulationOptions:
     faults: FaultRates | None = None
     connections: int = 1  # MQTT connections the devices share (gateway mode)
     per_device_connections: bool = False  # instead, one connection per device
+    # With per-device connections: client id "tenant.device-id" → (username, password).
+    credentials: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -130,7 +132,9 @@ def _connect(
     if options.per_device_connections:
         # As real devices: each its own connection, client id "tenant.device-id".
         ids = {id(d): f"{d.tenant}.{d.device_id}" for d in fleet.devices}
-        connections = DeviceConnections(endpoint, list(ids.values()), qos=options.qos)
+        connections = DeviceConnections(
+            endpoint, list(ids.values()), qos=options.qos, credentials=options.credentials
+        )
         connections.start()
         route: Route = {key: partial(connections.publish, cid) for key, cid in ids.items()}
         return [connections], route

@@ -6,15 +6,17 @@ import statistics
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import orjson
 import pytest
 
 from devices.catalogue import DEVICE_TYPES
 from moclo.settings import Settings
-from moclo.stack import MosquittoServer
+from moclo.stack import MosquittoServer, free_port
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import SimulatedClock
+from simulators.credentials import CredentialsError, load_credentials
 from simulators.fleet import FleetError, parse_fleet
 from simulators.run import (
     ScriptedEvent,
@@ -297,3 +299,80 @@ def test_one_connection_per_device_with_the_device_as_client_id(
     devices = {c for c in clients if c.startswith("farm.")}
     assert len(devices) == 25
     assert {"farm.cow-0001", "farm.cow-0020", "farm.pacemaker-0005"} <= devices
+
+
+def test_each_device_logs_in_with_its_own_credentials(tmp_path: Path) -> None:
+    # A broker that refuses anonymous clients and knows three devices' passwords.
+    passwords = tmp_path / "passwords"
+    for n in (1, 2, 3):
+        subprocess.run(
+            [
+                "mosquitto_passwd",
+                *(["-c"] if n == 1 else []),
+                "-b",
+                str(passwords),
+                f"collar-{n}",
+                f"secret-{n}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    broker = MosquittoServer(tmp_path / "mq", free_port(), password_file=passwords)
+    broker.start()
+    try:
+        rows = ["tenant,device_id,username,password"] + [
+            f"farm,cow-{n:04d},collar-{n},secret-{n}" for n in (1, 2, 3)
+        ]
+        good = tmp_path / "devices.csv"
+        good.write_text("\n".join(rows) + "\n")
+        bad = tmp_path / "wrong.csv"
+        bad.write_text("\n".join([*rows[:-1], "farm,cow-0003,collar-3,guess"]) + "\n")
+
+        def simulate(credentials: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "moclo.cli",
+                    "simulate",
+                    "--devices",
+                    "cow_tracker=3",
+                    "--tenant",
+                    "farm",
+                    "--interval",
+                    "1m",
+                    "--duration",
+                    "5m",
+                    "--burst",
+                    "--connections",
+                    "device",
+                    "--credentials",
+                    str(credentials),
+                    "--json",
+                    "--mqtt-url",
+                    broker.url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        ok = simulate(good)
+        assert ok.returncode == 0, ok.stderr
+        assert orjson.loads(ok.stdout)["acknowledged"] is True
+        refused = simulate(bad)
+        assert refused.returncode == 1
+        assert "could not connect" in refused.stderr and "guess" not in refused.stderr
+        log = broker.log_path.read_text()
+        for n in (1, 2, 3):
+            assert f"as farm.cow-000{n} (p5, c1, k60, u'collar-{n}')" in log
+    finally:
+        broker.stop()
+
+
+def test_a_credentials_file_without_its_header_is_explained(tmp_path: Path) -> None:
+    path = tmp_path / "devices.csv"
+    path.write_text("farm,cow-0001,collar-1,secret\n")
+    with pytest.raises(CredentialsError, match="first line must be"):
+        load_credentials(path)

@@ -26,7 +26,8 @@ def simulate_command(
         rate = result.messages / max(result.elapsed_s, 1e-9)
         faults = sum(result.faults.values())
         print(
-            f"  {result.devices} devices: published {result.readings} readings in "
+            f"  {result.devices} devices on {result.connections} connections: published "
+            f"{result.readings} readings in "
             f"{result.messages} messages ({rate:.0f} messages/s)"
             + (f", {faults} faults injected" if faults else ""),
             file=sys.stderr,
@@ -44,6 +45,7 @@ def simulate_command(
             json.dumps(
                 {
                     "devices": result.devices,
+                    "connections": result.connections,
                     "seed": result.seed,
                     "messages": result.messages,
                     "readings": result.readings,

@@ -95,6 +95,7 @@ class SimulationResult:
     last_ts: float = 0.0
     by_type: dict[str, int] = field(default_factory=dict)
     produced: int = 0  # readings the devices produced (before faults shaped what was sent)
+    connections: int = 0  # MQTT connections open to the broker
     faults: dict[str, int] = field(default_factory=dict)  # injected, by fault
 
 
@@ -177,6 +178,7 @@ def run_simulation(
         else:
             clock = WallClock()
     result = SimulationResult(devices=len(fleet.devices), seed=options.seed, first_ts=start)
+    result.connections = len(fleet.devices) if options.per_device_connections else len(publishers)
     began = time.monotonic()
     next_progress = began + progress_every_s
     try:

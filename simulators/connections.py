@@ -19,6 +19,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from moclo.mqtt import MqttEndpoint, MqttUnreachable, make_client
+from simulators.window import AckWindow
 
 
 def _raise_open_file_limit(needed: int) -> None:
@@ -47,8 +48,7 @@ class DeviceConnections:
         self.endpoint = endpoint
         self.qos = qos
         self._client_ids = client_ids
-        self._slots = threading.BoundedSemaphore(window)
-        self._window = window
+        self._slots = AckWindow(window)
         self._connected = 0
         self._all_connected = threading.Event()
         self._failure: str | None = None
@@ -76,21 +76,13 @@ class DeviceConnections:
 
     def publish(self, client_id: str, topic: str, payload: bytes) -> None:
         """Blocks while the shared window is full; the device's own connection sends it."""
-        self._slots.acquire()
+        self._slots.take()
         client = self.clients[client_id]
         self._loop.call_soon_threadsafe(client.publish, topic, payload, self.qos)
 
     def flush(self, *, timeout_s: float = 60.0) -> bool:
-        taken = 0
-        try:
-            while taken < self._window:
-                if not self._slots.acquire(timeout=timeout_s):
-                    return False
-                taken += 1
-            return True
-        finally:
-            for _ in range(taken):
-                self._slots.release()
+        """Waits until every message was acknowledged (QoS 1) or written (QoS 0)."""
+        return self._slots.drained(timeout_s)
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -114,7 +106,7 @@ class DeviceConnections:
             client.on_socket_unregister_write = self._wrote
             client.on_connect = self._on_connect
             client.on_publish = self._on_publish
-            client.max_inflight_messages_set(self._window)
+            client.max_inflight_messages_set(self._slots.size)
             self.clients[client_id] = client
             try:
                 client.connect(self.endpoint.host, self.endpoint.port, keepalive=60)
@@ -164,4 +156,4 @@ class DeviceConnections:
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
-        self._slots.release()
+        self._slots.give()

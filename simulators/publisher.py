@@ -8,13 +8,13 @@ the fleet, and the publisher runs at the broker's pace.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from moclo.mqtt import MqttEndpoint, make_client
+from simulators.window import AckWindow
 
 
 class MqttPublisher:
@@ -25,8 +25,7 @@ class MqttPublisher:
         self.qos = qos
         self._client = make_client(endpoint, client_id)
         self._client.max_inflight_messages_set(window)
-        self._slots = threading.BoundedSemaphore(window)
-        self._window = window
+        self._slots = AckWindow(window)
         self._connected = threading.Event()
         self._last_error = "no answer yet"
         self.published = 0
@@ -42,26 +41,16 @@ class MqttPublisher:
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Blocks while the window is full; a reconnect holds it up rather than losing messages."""
-        self._slots.acquire()
+        self._slots.take()
         info = self._client.publish(topic, payload, qos=self.qos)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-            self._slots.release()
+            self._slots.give()
             raise RuntimeError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
         self.published += 1
 
     def flush(self, *, timeout_s: float = 60.0) -> bool:
         """Waits until every message was acknowledged (QoS 1) or written (QoS 0)."""
-        deadline = time.monotonic() + timeout_s
-        taken = 0
-        try:
-            while taken < self._window:
-                if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                    return False
-                taken += 1
-            return True
-        finally:
-            for _ in range(taken):
-                self._slots.release()
+        return self._slots.drained(timeout_s)
 
     def close(self) -> None:
         self._client.disconnect()
@@ -78,4 +67,4 @@ class MqttPublisher:
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
-        self._slots.release()
+        self._slots.give()

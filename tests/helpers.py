@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -31,6 +33,17 @@ COW: dict[str, Any] = {
 def cow_json(ts: int, seq: int, **changes: Any) -> bytes:
     """A cow reading as a payload, with `ts` in epoch seconds."""
     return orjson.dumps({**COW, "ts": ts, "seq": seq, **changes})
+
+
+def moclo(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Runs the `moclo` command as a user would, and returns what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "moclo.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def wait_until(probe: Callable[[], T], *, timeout_s: float = 20.0, what: str = "condition") -> T:

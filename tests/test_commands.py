@@ -17,7 +17,7 @@ from devices.topics import telemetry_topic
 from moclo.settings import Settings
 from moclo.stack import free_port, port_open
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, cow_json, publish_all, wait_until
+from tests.helpers import Influx, cow_json, moclo, publish_all, wait_until
 
 
 class Output:
@@ -152,21 +152,12 @@ def test_moclo_ingest_stops_on_sigterm_with_a_summary(settings: Settings) -> Non
 
 def test_moclo_ingest_explains_an_unreachable_database(settings: Settings) -> None:
     port = free_port()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "moclo.cli",
-            "ingest",
-            "--influx-url",
-            f"http://127.0.0.1:{port}",
-            "--mqtt-url",
-            settings.mqtt_url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = moclo(
+        "ingest",
+        "--influx-url",
+        f"http://127.0.0.1:{port}",
+        "--mqtt-url",
+        settings.mqtt_url,
     )
     assert result.returncode == 1
     assert f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ from pydantic import ValidationError
 from devices.base import format_timestamp, parse_timestamp
 from devices.catalogue import DEVICE_TYPES, get_device_type
 from tests.helpers import COW as HEALTHY_COW
+from tests.helpers import moclo
 
 COW = {**HEALTHY_COW, "ts": "2026-11-22T06:00:00Z"}
 THERMOSTAT = {
@@ -135,24 +134,14 @@ def test_unknown_type_lookup_lists_the_known_ones() -> None:
         get_device_type("toaster")
 
 
-def _moclo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "moclo.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_cli_lists_device_types() -> None:
-    result = _moclo("devices", "list", "--json")
+    result = moclo("devices", "list", "--json")
     assert result.returncode == 0, result.stderr
     assert {d["type"] for d in json.loads(result.stdout)} == set(DEVICE_TYPES)
 
 
 def test_cli_prints_a_json_schema_that_matches_the_model() -> None:
-    result = _moclo("devices", "schema", "cow_tracker")
+    result = moclo("devices", "schema", "cow_tracker")
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     assert schema["title"] == "cow_tracker"
@@ -167,6 +156,6 @@ def test_cli_prints_a_json_schema_that_matches_the_model() -> None:
 
 
 def test_cli_schema_of_unknown_type_says_which_exist() -> None:
-    result = _moclo("devices", "schema", "toaster")
+    result = moclo("devices", "schema", "toaster")
     assert result.returncode == 2
     assert "cow_tracker" in result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from simulators.run import (
     run_simulation,
 )
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, wait_until
+from tests.helpers import Influx, moclo, wait_until
 
 DAY = 86_400
 START = 1795305600.0  # 2026-11-22T00:00:00Z
@@ -153,32 +152,23 @@ def test_one_thread_drives_thousands_of_devices(settings: Settings) -> None:
 def test_moclo_simulate_command_publishes_exactly_what_it_says(
     settings: Settings, influx: Influx, ingest: RunningIngest
 ) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "moclo.cli",
-            "simulate",
-            "--devices",
-            "cow_tracker=50,thermostat=10",
-            "--tenant",
-            "demo-farm",
-            "--interval",
-            "1s",
-            "--duration",
-            "30s",
-            "--burst",
-            "--seed",
-            "5",
-            "--mqtt-url",
-            settings.mqtt_url,
-            "--topic-prefix",
-            settings.topic_prefix,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = moclo(
+        "simulate",
+        "--devices",
+        "cow_tracker=50,thermostat=10",
+        "--tenant",
+        "demo-farm",
+        "--interval",
+        "1s",
+        "--duration",
+        "30s",
+        "--burst",
+        "--seed",
+        "5",
+        "--mqtt-url",
+        settings.mqtt_url,
+        "--topic-prefix",
+        settings.topic_prefix,
     )
     assert result.returncode == 0, result.stderr
     assert "published 1800 readings in 1800 messages from 60 devices" in result.stdout
@@ -212,31 +202,22 @@ def test_gateway_mode_spreads_the_fleet_over_several_connections(
     settings: Settings, mosquitto: MosquittoServer, influx: Influx, ingest: RunningIngest
 ) -> None:
     log_before = mosquitto.log_path.stat().st_size
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "moclo.cli",
-            "simulate",
-            "--devices",
-            "cow_tracker=30",
-            "--interval",
-            "1m",
-            "--duration",
-            "10m",
-            "--burst",
-            "--connections",
-            "3",
-            "--json",
-            "--mqtt-url",
-            settings.mqtt_url,
-            "--topic-prefix",
-            settings.topic_prefix,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = moclo(
+        "simulate",
+        "--devices",
+        "cow_tracker=30",
+        "--interval",
+        "1m",
+        "--duration",
+        "10m",
+        "--burst",
+        "--connections",
+        "3",
+        "--json",
+        "--mqtt-url",
+        settings.mqtt_url,
+        "--topic-prefix",
+        settings.topic_prefix,
     )
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["readings"] == 300
@@ -255,33 +236,24 @@ def test_one_connection_per_device_with_the_device_as_client_id(
     settings: Settings, mosquitto: MosquittoServer, influx: Influx, ingest: RunningIngest
 ) -> None:
     log_before = mosquitto.log_path.stat().st_size
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "moclo.cli",
-            "simulate",
-            "--devices",
-            "cow_tracker=20,pacemaker=5",
-            "--tenant",
-            "farm",
-            "--interval",
-            "1m",
-            "--duration",
-            "10m",
-            "--burst",
-            "--connections",
-            "device",
-            "--json",
-            "--mqtt-url",
-            settings.mqtt_url,
-            "--topic-prefix",
-            settings.topic_prefix,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = moclo(
+        "simulate",
+        "--devices",
+        "cow_tracker=20,pacemaker=5",
+        "--tenant",
+        "farm",
+        "--interval",
+        "1m",
+        "--duration",
+        "10m",
+        "--burst",
+        "--connections",
+        "device",
+        "--json",
+        "--mqtt-url",
+        settings.mqtt_url,
+        "--topic-prefix",
+        settings.topic_prefix,
     )
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["readings"] == 250
@@ -329,33 +301,24 @@ def test_each_device_logs_in_with_its_own_credentials(tmp_path: Path) -> None:
         bad.write_text("\n".join([*rows[:-1], "farm,cow-0003,collar-3,guess"]) + "\n")
 
         def simulate(credentials: Path) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "moclo.cli",
-                    "simulate",
-                    "--devices",
-                    "cow_tracker=3",
-                    "--tenant",
-                    "farm",
-                    "--interval",
-                    "1m",
-                    "--duration",
-                    "5m",
-                    "--burst",
-                    "--connections",
-                    "device",
-                    "--credentials",
-                    str(credentials),
-                    "--json",
-                    "--mqtt-url",
-                    broker.url,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
+            return moclo(
+                "simulate",
+                "--devices",
+                "cow_tracker=3",
+                "--tenant",
+                "farm",
+                "--interval",
+                "1m",
+                "--duration",
+                "5m",
+                "--burst",
+                "--connections",
+                "device",
+                "--credentials",
+                str(credentials),
+                "--json",
+                "--mqtt-url",
+                broker.url,
             )
 
         ok = simulate(good)

@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--duration",
         type=_duration,
-        default=_duration("30s"),
-        help="how much (simulated) time to cover (default 30s)",
+        default=None,
+        help="how much (simulated) time to cover (default 30s, or the scenario's own)",
     )
     simulate.add_argument(
         "--forever", action="store_true", help="ignore --duration; run until Ctrl-C"
@@ -387,8 +387,9 @@ def _simulation_options(args: argparse.Namespace, duration_s: float | None) -> S
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
-    from devices.topics import MAX_READINGS_PER_MESSAGE
+    from devices.topics import MAX_READINGS_PER_MESSAGE, TopicError
     from simulators.command import simulate_command
+    from simulators.fleet import FleetError
     from simulators.scenario import ScenarioError, load_scenario
 
     if not 1 <= args.batch <= MAX_READINGS_PER_MESSAGE:
@@ -413,6 +414,10 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             print(f"moclo: {exc}", file=sys.stderr)
             return 2
         overrides: dict[str, object] = {"qos": args.qos, "readings_per_message": args.batch}
+        if args.forever:
+            overrides["duration_s"] = None
+        elif args.duration:
+            overrides["duration_s"] = args.duration
         if args.seed is not None:
             overrides["seed"] = args.seed
         if args.burst:
@@ -424,13 +429,22 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         if args.connections != 1:
             overrides["connections"] = max(1, args.connections)
             overrides["per_device_connections"] = args.connections == 0
-        options = replace(options, **overrides)  # type: ignore[arg-type]
-    else:
-        title = f"{sum(args.devices.values())} devices for tenant {args.tenant}"
-        options = _simulation_options(args, None if args.forever else args.duration)
+    try:
+        if args.scenario:
+            options = replace(options, **overrides)  # type: ignore[arg-type]
+        else:
+            title = f"{sum(args.devices.values())} devices for tenant {args.tenant}"
+            options = _simulation_options(args, None if args.forever else (args.duration or 30.0))
+    except ValueError as exc:  # options that contradict each other, e.g. --faults with --batch
+        print(f"moclo: {exc}", file=sys.stderr)
+        return 2
     if credentials:
         options = replace(options, credentials=credentials)
-    return simulate_command(settings, options, title=title, as_json=args.json)
+    try:
+        return simulate_command(settings, options, title=title, as_json=args.json)
+    except (FleetError, TopicError) as exc:  # a fleet that cannot exist, e.g. a bad tenant
+        print(f"moclo: {exc}", file=sys.stderr)
+        return 2
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

@@ -34,11 +34,22 @@ def simulate_command(
             flush=True,
         )
 
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop, abort = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        # First: stop making readings and send what the devices hold. Second: stop sending.
+        (abort if stop.is_set() else stop).set()
+        print(
+            f"\n{signal.Signals(signum).name}: "
+            + ("stopping at once" if abort.is_set() else "stopping (again to stop at once)"),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     result = run_simulation(
-        settings.mqtt, settings.topic_prefix, options, stop=stop, progress=progress
+        settings.mqtt, settings.topic_prefix, options, stop=stop, abort=abort, progress=progress
     )
     if as_json:
         print(

@@ -58,6 +58,8 @@ class DeviceConnections:
         )
         self.clients: dict[str, paho.Client] = {}
         self._credentials = credentials or {}  # client id → (username, password)
+        self._closing = False
+        self.dropped = 0
         self._housekeeper: asyncio.Task[None] | None = None
 
     # -- the fleet's side ------------------------------------------------------------------
@@ -74,15 +76,19 @@ class DeviceConnections:
                 self._failure or f"{self._connected} of {len(self._client_ids)} devices connected",
             )
 
-    def publish(self, client_id: str, topic: str, payload: bytes) -> None:
-        """Blocks while the shared window is full; the device's own connection sends it."""
-        self._slots.take()
-        client = self.clients[client_id]
-        self._loop.call_soon_threadsafe(client.publish, topic, payload, self.qos)
+    def publish(
+        self, client_id: str, topic: str, payload: bytes, abort: threading.Event | None = None
+    ) -> bool:
+        """Hands one message to the device's connection; False if aborted while the shared
+        window was full. (A QoS 0 message its device cannot send now is dropped and counted.)"""
+        if not self._slots.take(abort):
+            return False
+        self._loop.call_soon_threadsafe(self._publish, self.clients[client_id], topic, payload)
+        return True
 
-    def flush(self, *, timeout_s: float = 60.0) -> bool:
+    def flush(self, *, timeout_s: float = 60.0, abort: threading.Event | None = None) -> bool:
         """Waits until every message was acknowledged (QoS 1) or written (QoS 0)."""
-        return self._slots.drained(timeout_s)
+        return self._slots.drained(timeout_s, abort)
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -106,12 +112,14 @@ class DeviceConnections:
             client.on_socket_unregister_write = self._wrote
             client.on_connect = self._on_connect
             client.on_publish = self._on_publish
+            client.on_disconnect = self._on_disconnect
             client.max_inflight_messages_set(self._slots.size)
             self.clients[client_id] = client
             try:
                 client.connect(self.endpoint.host, self.endpoint.port, keepalive=60)
             except OSError as exc:
                 self._failure = f"{client_id}: {exc}"
+                self._all_connected.set()  # settled: no point waiting for the rest
                 return
             await asyncio.sleep(0)  # let CONNACKs in while the others connect
         self._housekeeper = loop.create_task(self._housekeeping(), name="mqtt-housekeeping")
@@ -123,11 +131,37 @@ class DeviceConnections:
             await asyncio.sleep(1.0)  # paho's keepalive and retry timer, for every client
 
     async def _disconnect_all(self) -> None:
+        self._closing = True
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         for client in self.clients.values():
             client.disconnect()
         await asyncio.sleep(0)
+
+    def _publish(self, client: paho.Client, topic: str, payload: bytes) -> None:
+        info = client.publish(topic, payload, self.qos)
+        if info.rc == paho.MQTT_ERR_NO_CONN and self.qos == 0:
+            self.dropped += 1  # paho keeps QoS 1 for after the reconnect, not QoS 0
+            self._slots.give()
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
+        if not self._closing:
+            self._reconnect_later(client, userdata, attempt=0)
+
+    def _reconnect_later(self, client: paho.Client, client_id: str, attempt: int) -> None:
+        # paho's external loop does not reconnect by itself: back off, capped, and try again.
+        delay = min(30.0, 0.5 * 2**attempt)
+        self._loop.call_later(delay, self._reconnect, client, client_id, attempt)
+
+    def _reconnect(self, client: paho.Client, client_id: str, attempt: int) -> None:
+        if self._closing:
+            return
+        try:
+            client.reconnect()
+        except OSError:
+            self._reconnect_later(client, client_id, attempt + 1)
 
     # paho's external-loop hooks: the event loop watches each client's socket for it.
     def _watch_socket(self, client: paho.Client, userdata: Any, sock: Any) -> None:

@@ -121,7 +121,9 @@ class Fleet:
                 ) from None
             if (spec.tenant, device_id) in self._by_id:
                 raise FleetError(f"device {spec.tenant}/{device_id} appears twice")
-            rng = random.Random(f"{seed}:{spec.tenant}:{spec.device_type}:{n}")
+            # Seeded by the device's identity (unique per tenant), so no two devices share a
+            # random stream, whichever fleet they are in.
+            rng = random.Random(f"{seed}:{spec.tenant}:{device_id}")
             device = SimulatedDevice(
                 spec.tenant,
                 spec.device_type,
@@ -145,6 +147,10 @@ class Fleet:
             return self._by_id[(tenant, device_id)]
         except KeyError:
             raise FleetError(f"no device {tenant}/{device_id} in the fleet") from None
+
+    def _leftovers(self) -> Iterator[tuple[SimulatedDevice, bytes, int]]:
+        for device in self.devices:
+            yield from _leftovers_of(device)
 
     @staticmethod
     def rounds_for(duration_s: float | None, interval_s: float) -> int | None:
@@ -173,6 +179,9 @@ class Fleet:
             t, i = heapq.heappop(due)
             device = self.devices[i]
             if not clock.wait_until(t, stop):
+                # Stopped early: what devices still hold (a part-filled batch, readings a
+                # fault held back) goes out now, so every reading made is sent.
+                yield from self._leftovers()
                 return
             left = turns[id(device)]
             last_turn = left == 1
@@ -194,6 +203,15 @@ class Fleet:
             if device.buffered and (len(device.buffered) >= readings_per_message or last_turn):
                 yield device, _join(device.buffered), len(device.buffered)
                 device.buffered.clear()
+
+
+def _leftovers_of(device: SimulatedDevice) -> Iterator[tuple[SimulatedDevice, bytes, int]]:
+    if device.buffered:
+        yield device, _join(device.buffered), len(device.buffered)
+        device.buffered.clear()
+    if device.faults is not None:
+        for message in device.faults.flush():
+            yield device, message, _readings_in(message)
 
 
 def _readings_in(message: bytes) -> int:

@@ -1,7 +1,7 @@
 """A pacemaker patient: resting and active heart rate, a slowly draining battery, rare trouble.
 
 The device paces when the heart's own rate falls below its lower rate (60 bpm), so the paced
-share rises at night. Episodes: `bradycardia` (rate falls to 30–38), `tachycardia` (rate rises
+share rises at night. Episodes: `bradycardia` (rate falls to 30–35), `tachycardia` (rate rises
 to 160–190), `lead_problem` (impedance jumps above 2,500 ohm, noise on the lead) and
 `battery_depletion` (the battery falls to its replacement level).
 """
@@ -28,7 +28,7 @@ class PacemakerBehaviour:
         self._resting = rng.uniform(52, 72)  # the heart's own resting rate
         self._battery = rng.uniform(2.75, 3.05)
         self._impedance = rng.uniform(350, 900)
-        self._slow_rate = rng.uniform(30, 38)
+        self._slow_rate = rng.uniform(30, 35)  # clearly below the 40 bpm alarm, jitter and all
         self._fast_rate = rng.uniform(160, 190)
         self._last_t = start
         self.episodes = Episodes(

@@ -39,18 +39,24 @@ class MqttPublisher:
             self._client.loop_stop()
             raise self.endpoint.unreachable(timeout_s, self._last_error)
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Blocks while the window is full; a reconnect holds it up rather than losing messages."""
-        self._slots.take()
+    def publish(self, topic: str, payload: bytes, abort: threading.Event | None = None) -> bool:
+        """Sends one message; False if it was not sent (aborted, or dropped: QoS 0 while
+        disconnected). QoS 1 messages are kept by paho over a reconnect and sent after it."""
+        if not self._slots.take(abort):
+            return False
         info = self._client.publish(topic, payload, qos=self.qos)
+        if info.rc == paho.MQTT_ERR_NO_CONN and self.qos == 0:
+            self._slots.give()
+            return False
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             self._slots.give()
             raise RuntimeError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
         self.published += 1
+        return True
 
-    def flush(self, *, timeout_s: float = 60.0) -> bool:
+    def flush(self, *, timeout_s: float = 60.0, abort: threading.Event | None = None) -> bool:
         """Waits until every message was acknowledged (QoS 1) or written (QoS 0)."""
-        return self._slots.drained(timeout_s)
+        return self._slots.drained(timeout_s, abort)
 
     def close(self) -> None:
         self._client.disconnect()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from devices.base import parse_timestamp
+from moclo.durations import parse_duration
 from moclo.mqtt import MqttEndpoint
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import Clock, ScaledClock, SimulatedClock, WallClock
@@ -17,16 +20,48 @@ from simulators.faults import FaultRates
 from simulators.fleet import Fleet, FleetError, FleetSpec
 from simulators.publisher import MqttPublisher
 
+UTC_OFFSET_S = 3600  # times of day are local on the farm and in the homes (UTC+1)
+_TIME_OF_DAY = re.compile(r"(?:day\s+(\d+)\s+)?(\d{1,2}):(\d{2})")
+
 
 @dataclass(frozen=True, slots=True)
 class ScriptedEvent:
-    """An episode a scenario puts on one device: `kind` from `at` (epoch s) for `duration_s`."""
+    """An episode a scenario puts on one device: `kind` from `at` for `duration_s`.
+
+    `at` is epoch seconds, or text resolved against the run's start when it runs: "+3h",
+    "06:00" (the first 06:00 at or after the start), "day 2 06:00", or RFC 3339."""
 
     tenant: str
     device_id: str
     kind: str
-    at: float
+    at: float | str
     duration_s: float
+
+    def starts_at(self, start: float) -> float:
+        return self.at if isinstance(self.at, float | int) else event_time(self.at, start)
+
+
+def event_time(text: str, start: float) -> float:
+    """An event time: "+3h", "06:00", "day 2 06:00", or RFC 3339."""
+    text = text.strip()
+    if text.startswith("+"):
+        return start + parse_duration(text[1:])
+    if match := _TIME_OF_DAY.fullmatch(text):
+        day, hours, minutes = int(match.group(1) or 1), int(match.group(2)), int(match.group(3))
+        if day < 1 or hours > 23 or minutes > 59:
+            raise ValueError(f"event time {text!r}: day from 1, hours 0..23, minutes 0..59")
+        # The first such time of day at or after the start is day 1.
+        local_midnight = (start + UTC_OFFSET_S) // 86_400 * 86_400 - UTC_OFFSET_S
+        first = local_midnight + hours * 3600 + minutes * 60
+        if first < start:
+            first += 86_400
+        return first + (day - 1) * 86_400
+    try:
+        return parse_timestamp(text) / 1e9
+    except ValueError:
+        raise ValueError(
+            f"event time {text!r}: write +3h, 06:00, day 2 06:00 or an RFC 3339 time"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +90,11 @@ class SimulationOptions:
     def __post_init__(self) -> None:
         if self.connections < 1:
             raise ValueError("connections must be at least 1")
+        if self.speed <= 0:
+            raise ValueError("speed must be positive")
+        if self.faults is not None and self.faults.any() and self.readings_per_message > 1:
+            # Faults shape each device's messages themselves (a silence ends in a burst).
+            raise ValueError("faults and readings per message (--batch) cannot be combined")
 
     def fleet_specs(self) -> list[FleetSpec]:
         if self.fleets:
@@ -96,6 +136,7 @@ class SimulationResult:
     by_type: dict[str, int] = field(default_factory=dict)
     produced: int = 0  # readings the devices produced (before faults shaped what was sent)
     connections: int = 0  # MQTT connections open to the broker
+    dropped: int = 0  # QoS 0 readings a disconnected connection could not send
     faults: dict[str, int] = field(default_factory=dict)  # injected, by fault
 
 
@@ -118,12 +159,12 @@ def build_fleet(options: SimulationOptions, prefix: str, start: float) -> Fleet:
             raise FleetError(
                 f"{device.device_type} has no event {event.kind!r}; it has: {', '.join(kinds)}"
             )
-        device.behaviour.episodes.add(event.kind, event.at, event.duration_s)
+        device.behaviour.episodes.add(event.kind, event.starts_at(start), event.duration_s)
     return fleet
 
 
 Publisher = MqttPublisher | DeviceConnections
-Route = dict[int, Callable[[str, bytes], None]]
+Route = dict[int, Callable[[str, bytes, threading.Event], bool]]
 
 
 def _connect(
@@ -160,9 +201,11 @@ def run_simulation(
     progress: Progress | None = None,
     progress_every_s: float = 2.0,
     clock: Clock | None = None,
+    abort: threading.Event | None = None,
 ) -> SimulationResult:
     """Publishes the fleet's readings; returns counts once all were acknowledged by the broker."""
-    stop = stop or threading.Event()
+    stop = stop or threading.Event()  # stop making readings; send what devices hold
+    abort = abort or threading.Event()  # stop sending, too (the broker may be gone)
     start = options.resolved_start(time.time())
     fleet = build_fleet(options, prefix, start)
     publishers, route = _connect(endpoint, options, fleet)
@@ -188,7 +231,11 @@ def run_simulation(
             duration_s=options.duration_s,
             readings_per_message=options.readings_per_message,
         ):
-            route[id(device)](device.topic, payload)
+            if not route[id(device)](device.topic, payload, abort):
+                if abort.is_set():
+                    break  # a second Ctrl-C, or the caller gave up: leave now
+                result.dropped += readings  # QoS 0 while the connection was down
+                continue
             result.messages += 1
             result.readings += readings
             result.by_type[device.device_type] = (
@@ -200,7 +247,9 @@ def run_simulation(
                 result.elapsed_s = time.monotonic() - began
                 result.faults = dict(fleet.fault_counts)
                 progress(result)
-        result.acknowledged = all(publisher.flush() for publisher in publishers)
+        # Every one, even after a miss.
+        flushed = [publisher.flush(abort=abort) for publisher in publishers]
+        result.acknowledged = all(flushed) and not abort.is_set()
     finally:
         for publisher in publishers:
             publisher.close()

@@ -31,7 +31,6 @@ Times of day are local time on the farm and in the homes (UTC+1), as in the beha
 
 from __future__ import annotations
 
-import re
 import time
 import tomllib
 from importlib import resources
@@ -44,10 +43,7 @@ from devices.base import parse_timestamp
 from moclo.durations import parse_duration
 from simulators.faults import FaultRates
 from simulators.fleet import FleetSpec
-from simulators.run import ScriptedEvent, SimulationOptions
-
-UTC_OFFSET_S = 3600
-_AT = re.compile(r"(?:day\s+(\d+)\s+)?(\d{1,2}):(\d{2})")
+from simulators.run import ScriptedEvent, SimulationOptions, build_fleet
 
 
 class ScenarioError(ValueError):
@@ -106,7 +102,13 @@ def resolve(name_or_path: str) -> Path:
 
 
 def load_scenario(name_or_path: str, *, now: float | None = None) -> tuple[str, SimulationOptions]:
-    """(name, options) from a scenario file or the name of a shipped scenario."""
+    """(name, options) from a scenario file or the name of a shipped scenario.
+
+    Every fleet and event is checked here (a fleet is built and thrown away), so a mistake is
+    reported with the file's name rather than in the middle of a run. Unless the file gives a
+    `start`, the run's start is chosen when it runs (after --burst or --speed), and event times
+    like "06:00" are resolved against it then.
+    """
     path = resolve(name_or_path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -120,73 +122,45 @@ def load_scenario(name_or_path: str, *, now: float | None = None) -> tuple[str, 
         )
         raise ScenarioError(f"{path}: {problems}") from None
     try:
-        return spec.name, _options(spec, time.time() if now is None else now)
+        options = _options(spec)
+        build_fleet(options, "check", options.resolved_start(time.time() if now is None else now))
     except ValueError as exc:
         raise ScenarioError(f"{path}: {exc}") from None
+    return spec.name, options
 
 
-def _options(spec: _Scenario, now: float) -> SimulationOptions:
-    duration = parse_duration(spec.duration)
-    burst = spec.speed == "burst"
+def _options(spec: _Scenario) -> SimulationOptions:
     speed = 1.0 if spec.speed == "burst" else float(spec.speed)
     if speed <= 0:
         raise ValueError('speed must be positive, or "burst"')
-    fleets = tuple(
-        FleetSpec(
-            tenant=f.tenant,
-            device_type=f.type,
-            count=f.count,
-            interval_s=parse_duration(f.interval) if f.interval else None,
-            id_pattern=f.id_pattern,
-            incident_every_s=parse_duration(f.incident_every) if f.incident_every else None,
-        )
-        for f in spec.fleet
-    )
-    options = SimulationOptions(
-        fleets=fleets,
-        duration_s=duration,
-        seed=spec.seed,
-        burst=burst,
-        speed=speed,
-        start=parse_timestamp(spec.start) / 1e9 if spec.start else None,
-    )
-    start = options.resolved_start(now)
-    events = tuple(
-        ScriptedEvent(e.tenant, e.device, e.kind, _at(e.at, start), parse_duration(e.duration))
-        for e in spec.event
-    )
+    start = None
+    if spec.start:
+        try:
+            start = parse_timestamp(spec.start) / 1e9
+        except ValueError as exc:
+            raise ValueError(f"start: {exc}") from None
     return SimulationOptions(
-        fleets=fleets,
-        events=events,
-        duration_s=duration,
+        fleets=tuple(
+            FleetSpec(
+                tenant=f.tenant,
+                device_type=f.type,
+                count=f.count,
+                interval_s=parse_duration(f.interval) if f.interval else None,
+                id_pattern=f.id_pattern,
+                incident_every_s=parse_duration(f.incident_every) if f.incident_every else None,
+            )
+            for f in spec.fleet
+        ),
+        events=tuple(
+            ScriptedEvent(e.tenant, e.device, e.kind, e.at, parse_duration(e.duration))
+            for e in spec.event
+        ),
+        duration_s=parse_duration(spec.duration),
         seed=spec.seed,
-        burst=burst,
+        burst=spec.speed == "burst",
         speed=speed,
         start=start,
         faults=FaultRates.parse(",".join(f"{k}={v}" for k, v in spec.faults.items()))
         if spec.faults
         else None,
     )
-
-
-def _at(text: str, start: float) -> float:
-    """An event time: "+3h", "06:00", "day 2 06:00", or RFC 3339."""
-    text = text.strip()
-    if text.startswith("+"):
-        return start + parse_duration(text[1:])
-    if match := _AT.fullmatch(text):
-        day, hours, minutes = int(match.group(1) or 1), int(match.group(2)), int(match.group(3))
-        if day < 1 or hours > 23 or minutes > 59:
-            raise ValueError(f"event time {text!r}: day from 1, hours 0..23, minutes 0..59")
-        # The first such time of day at or after the start is day 1.
-        local_midnight = (start + UTC_OFFSET_S) // 86_400 * 86_400 - UTC_OFFSET_S
-        first = local_midnight + hours * 3600 + minutes * 60
-        if first < start:
-            first += 86_400
-        return first + (day - 1) * 86_400
-    try:
-        return parse_timestamp(text) / 1e9
-    except ValueError:
-        raise ValueError(
-            f"event time {text!r}: write +3h, 06:00, day 2 06:00 or an RFC 3339 time"
-        ) from None

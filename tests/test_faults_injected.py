@@ -65,7 +65,7 @@ def test_content_faults_spoil_exactly_what_they_count() -> None:
     assert sum(r["body_temp_c"] == 1e12 for r in parsed) == counts["out_of_range"]
     assert (
         sum(
-            float(r["ts"]) - 1795327200 - float(r["seq"]) == 86_400  # type: ignore[arg-type]
+            float(r["ts"]) - 1795327200 - float(r["seq"]) == 365 * 86_400  # type: ignore[arg-type]
             for r in parsed
         )
         == counts["clock_skew"]

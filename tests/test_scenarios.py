@@ -60,12 +60,13 @@ def test_the_same_seed_and_scenario_repeat_byte_for_byte() -> None:
 
 def test_a_scripted_fever_shows_in_the_published_readings() -> None:
     _, options = load_scenario("dairy_farm", now=NOW)
-    sick = next(e for e in options.events if e.kind == "fever")
+    sick_event = next(e for e in options.events if e.kind == "fever")
+    sick_at = sick_event.starts_at(options.resolved_start(NOW))
     temps = [
         orjson.loads(line.split(b" ", 1)[1]) for line in published(options) if b"/cow-0007/" in line
     ]
-    during = [r["body_temp_c"] for r in temps if sick.at + 3600 <= r["ts"] < sick.at + 6 * 3600]
-    before = [r["body_temp_c"] for r in temps if r["ts"] < sick.at]
+    during = [r["body_temp_c"] for r in temps if sick_at + 3600 <= r["ts"] < sick_at + 6 * 3600]
+    before = [r["body_temp_c"] for r in temps if r["ts"] < sick_at]
     assert during and min(during) >= 39.5
     assert before and max(before) < 39.5
 
@@ -92,7 +93,7 @@ def test_a_scripted_fever_shows_in_the_published_readings() -> None:
         ),
         (
             "name = 'x'\nduration = '1h'\n[[fleet]]\ntenant = 'a'\ntype = 'car'\ncount = 1\n"
-            "[[event]]\ntenant = 'a'\ndevice = 'car-9'\nkind = 'battery_drain'\nat = '25:00'\n"
+            "[[event]]\ntenant = 'a'\ndevice = 'car-0001'\nkind = 'battery_drain'\nat = '25:00'\n"
             "duration = '1m'\n",
             "event time '25:00'",
         ),

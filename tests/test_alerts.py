@@ -76,3 +76,10 @@ def test_raise_and_resolve_share_the_episode_id_and_new_episodes_get_new_ids() -
     alerts = [a for r in [cow(1, 40.0), cow(2, 38.0), cow(3, 40.0)] for a in engine.evaluate(r)]
     assert alerts[0].alert_id == alerts[1].alert_id != alerts[2].alert_id
     assert alerts[1].raised_ns == alerts[0].ts_ns
+
+
+def test_the_readme_lists_every_default_rule(repo_root) -> None:  # type: ignore[no-untyped-def]
+    readme = (repo_root / "README.md").read_text()
+    for name, device in DEVICE_TYPES.items():
+        for rule in device.rules:
+            assert f"| `{rule.name}` | `{name}` |" in readme, rule.name

@@ -38,6 +38,15 @@ from simulators.publisher import MqttPublisher
 PREFIX = "moclo"
 DATABASE = "faults"
 TENANT = "farm"
+# A healthy cow's fields; the scenarios add `ts` and `seq`.
+HEALTHY_COW = {
+    "body_temp_c": 38.6,
+    "activity": 300,
+    "rumination_min": 30,
+    "lat": 52.09,
+    "lon": 5.12,
+    "battery_pct": 90.0,
+}
 
 
 class ScenarioFailed(AssertionError):
@@ -201,18 +210,7 @@ def readings(count: int, devices: int) -> Iterator[tuple[str, bytes]]:
         device, seq = i % devices, i // devices
         yield (
             telemetry_topic(PREFIX, TENANT, "cow_tracker", f"cow-{device:04d}"),
-            orjson.dumps(
-                {
-                    "ts": base + seq,
-                    "seq": seq,
-                    "body_temp_c": 38.6,
-                    "activity": 300,
-                    "rumination_min": 30,
-                    "lat": 52.09,
-                    "lon": 5.12,
-                    "battery_pct": 90.0,
-                }
-            ),
+            orjson.dumps({**HEALTHY_COW, "ts": base + seq, "seq": seq}),
         )
 
 
@@ -328,16 +326,7 @@ def broker_restart(workdir: Path, *, readings_n: int, rate: float) -> Report:
 # (topic, payload, the reason it must be rejected for)
 def hostile_corpus(now: int) -> list[tuple[str, bytes, str]]:
     cow = telemetry_topic(PREFIX, TENANT, "cow_tracker", "cow-0001")
-    ok = {
-        "ts": now,
-        "seq": 1,
-        "body_temp_c": 38.6,
-        "activity": 300,
-        "rumination_min": 30,
-        "lat": 52.09,
-        "lon": 5.12,
-        "battery_pct": 90.0,
-    }
+    ok = {**HEALTHY_COW, "ts": now, "seq": 1}
 
     def reading(**changes: object) -> bytes:
         return orjson.dumps({**ok, **changes})

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -14,6 +15,7 @@ import paho.mqtt.client as paho
 
 from ingest.influx import InfluxClient, InfluxRefused
 from moclo.mqtt import MqttEndpoint, make_client
+from moclo.settings import Settings
 
 T = TypeVar("T")
 
@@ -44,6 +46,26 @@ def moclo(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str
         timeout=timeout_s,
         check=False,
     )
+
+
+def simulate_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`moclo simulate ARGS --json` against the test's broker and topic prefix."""
+    return moclo(
+        "simulate",
+        *args,
+        "--json",
+        "--mqtt-url",
+        settings.mqtt_url,
+        "--topic-prefix",
+        settings.topic_prefix,
+    )
+
+
+def log_since(path: Path, offset: int) -> str:
+    """What a server wrote to its log after `offset` bytes (what this test caused)."""
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def wait_until(probe: Callable[[], T], *, timeout_s: float = 20.0, what: str = "condition") -> T:

@@ -16,7 +16,7 @@ from simulators.clock import SimulatedClock
 from simulators.run import SimulationOptions, build_fleet
 from simulators.scenario import ScenarioError, load_scenario, shipped
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, moclo, wait_until
+from tests.helpers import Influx, simulate_cli, wait_until
 
 NOW = 1795334400.0  # a fixed "now", so runs can be compared byte for byte
 
@@ -118,15 +118,10 @@ def test_a_scenario_run_end_to_end_raises_the_scripted_alert(
         "[[event]]\ntenant = 'farm'\ndevice = 'cow-0002'\nkind = 'fever'\nat = '+2h'\n"
         "duration = '3h'\n"
     )
-    result = moclo(
-        "simulate",
+    result = simulate_cli(
+        settings,
         "--scenario",
         str(scenario),
-        "--json",
-        "--mqtt-url",
-        settings.mqtt_url,
-        "--topic-prefix",
-        settings.topic_prefix,
     )
     assert result.returncode == 0, result.stderr
     summary = orjson.loads(result.stdout)

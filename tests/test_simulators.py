@@ -25,7 +25,7 @@ from simulators.run import (
     run_simulation,
 )
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, moclo, wait_until
+from tests.helpers import Influx, log_since, moclo, simulate_cli, wait_until
 
 DAY = 86_400
 START = 1795305600.0  # 2026-11-22T00:00:00Z
@@ -202,8 +202,8 @@ def test_gateway_mode_spreads_the_fleet_over_several_connections(
     settings: Settings, mosquitto: MosquittoServer, influx: Influx, ingest: RunningIngest
 ) -> None:
     log_before = mosquitto.log_path.stat().st_size
-    result = moclo(
-        "simulate",
+    result = simulate_cli(
+        settings,
         "--devices",
         "cow_tracker=30",
         "--interval",
@@ -213,22 +213,15 @@ def test_gateway_mode_spreads_the_fleet_over_several_connections(
         "--burst",
         "--connections",
         "3",
-        "--json",
-        "--mqtt-url",
-        settings.mqtt_url,
-        "--topic-prefix",
-        settings.topic_prefix,
     )
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["readings"] == 300
     wait_until(lambda: influx.count("cow_tracker", "seq") == 300, what="300 readings")
-    with mosquitto.log_path.open("rb") as log:
-        log.seek(log_before)
-        connected = [
-            line
-            for line in log.read().decode().splitlines()
-            if "New client connected" in line and " as moclo-sim-" in line
-        ]
+    connected = [
+        line
+        for line in log_since(mosquitto.log_path, log_before).splitlines()
+        if "New client connected" in line and " as moclo-sim-" in line
+    ]
     assert len(connected) == 3
 
 
@@ -236,8 +229,8 @@ def test_one_connection_per_device_with_the_device_as_client_id(
     settings: Settings, mosquitto: MosquittoServer, influx: Influx, ingest: RunningIngest
 ) -> None:
     log_before = mosquitto.log_path.stat().st_size
-    result = moclo(
-        "simulate",
+    result = simulate_cli(
+        settings,
         "--devices",
         "cow_tracker=20,pacemaker=5",
         "--tenant",
@@ -249,11 +242,6 @@ def test_one_connection_per_device_with_the_device_as_client_id(
         "--burst",
         "--connections",
         "device",
-        "--json",
-        "--mqtt-url",
-        settings.mqtt_url,
-        "--topic-prefix",
-        settings.topic_prefix,
     )
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["readings"] == 250
@@ -261,13 +249,11 @@ def test_one_connection_per_device_with_the_device_as_client_id(
         lambda: influx.count("cow_tracker", "seq") + influx.count("pacemaker", "seq") == 250,
         what="250 readings",
     )
-    with mosquitto.log_path.open("rb") as log:
-        log.seek(log_before)
-        clients = {
-            line.split(" as ")[1].split(" ")[0]
-            for line in log.read().decode().splitlines()
-            if "New client connected" in line
-        }
+    clients = {
+        line.split(" as ")[1].split(" ")[0]
+        for line in log_since(mosquitto.log_path, log_before).splitlines()
+        if "New client connected" in line
+    }
     devices = {c for c in clients if c.startswith("farm.")}
     assert len(devices) == 25
     assert {"farm.cow-0001", "farm.cow-0020", "farm.pacemaker-0005"} <= devices

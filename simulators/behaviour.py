@@ -26,11 +26,30 @@ class BehaviourFactory(Protocol):
 
     @property
     def episode_kinds(self) -> tuple[str, ...]:
-        """What a scenario may script for this type."""
+        """What a scenario may script for this type, besides the `offline` every type has
+        (that one is the fleet's: see simulators/fleet.py)."""
 
     def __call__(
         self, rng: random.Random, start: float, *, incident_every_s: float | None
     ) -> Behaviour: ...
+
+
+def substeps(last_t: float, t: float, max_step_s: float) -> list[tuple[float, float]]:
+    """The time from `last_t` to `t` cut into equal steps of at most `max_step_s`, as (end of
+    the step, its seconds), the last ending at `t`.
+
+    A gap no longer than `max_step_s` is one step of exactly `t - last_t` (never negative), so
+    a model that integrates in steps produces the same numbers as one that does not. A long
+    gap (a long interval) is integrated in steps, so a heater or a compressor that was on at
+    the last reading does not run on for hours past its thermostat's setting.
+    """
+    dt = max(0.0, t - last_t)
+    # The tolerance keeps an interval equal to `max_step_s` at one step despite rounding.
+    n = max(1, math.ceil(dt / max_step_s - 1e-9))
+    if n == 1:
+        return [(t, dt)]
+    step = dt / n
+    return [(last_t + k * step, step) for k in range(1, n)] + [(t, step)]
 
 
 def clamp(value: float, low: float, high: float) -> float:

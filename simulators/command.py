@@ -65,6 +65,7 @@ def simulate_command(
                     "acknowledged": result.acknowledged,
                     "produced": result.produced,
                     "faults": result.faults,
+                    "offline_skipped": result.offline_skipped,
                 }
             )
         )
@@ -85,4 +86,9 @@ def simulate_command(
         if result.faults:
             faults = ", ".join(f"{n} {name}" for name, n in sorted(result.faults.items()))
             print(f"  faults injected: {faults}", flush=True)
+        if result.offline_skipped:
+            print(
+                f"  not made while offline (scripted): {result.offline_skipped} readings",
+                flush=True,
+            )
     return 0 if result.acknowledged else 1

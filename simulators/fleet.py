@@ -4,6 +4,9 @@ Each device reports every `interval` at its own phase within the interval, so th
 spread evenly; a heap orders the next reading of every device. Each device has its own random
 generator seeded from (seed, tenant, type, number): the same seed gives the same readings, and
 adding thermostats does not change the cows.
+
+Any device can be scripted `offline` (its battery died, its Wi-Fi dropped): that is decided here,
+in `SimulatedDevice.reading`, not by the behaviour models, so every type has it.
 """
 
 from __future__ import annotations
@@ -25,9 +28,16 @@ from simulators.catalogue import BEHAVIOURS
 from simulators.clock import Clock
 from simulators.faults import FaultInjector, FaultRates
 
+OFFLINE = "offline"  # the scripted episode every device type has, besides its own
+
 
 class FleetError(ValueError):
     """A fleet description that cannot be simulated; the message says what is allowed."""
+
+
+def episode_kinds(device_type: str) -> tuple[str, ...]:
+    """What a scenario may script for `device_type`: its behaviour's own kinds, and `offline`."""
+    return (*BEHAVIOURS[device_type].episode_kinds, OFFLINE)
 
 
 def parse_fleet(text: str) -> dict[str, int]:
@@ -61,6 +71,22 @@ class FleetSpec:
 
 @dataclass(slots=True)
 class SimulatedDevice:
+    """One device of the fleet: its behaviour model, where it publishes, and what it holds.
+
+    An `offline` episode (`add_episode("offline", ...)`) makes the device dark from its start
+    for its duration, half-open like every episode: on those turns it makes no reading and
+    sends nothing, and after it the device carries on at its usual interval and phase with no
+    backlog (a dead device measured nothing). `seq` counts readings made, so it resumes at the
+    number after the last reading before the outage, without a gap; `offline_skipped` counts
+    the readings the outage cost. The behaviour model is still asked for its fields on the
+    dark turns, and the answer is thrown away: the room, the cow and the household go on
+    while the device is dark, so after the outage its readings are exactly those of the same
+    run without the outage, but for `seq`. What the device held from before (a part-filled
+    batch, readings a fault held back) is sent on its first turn back, or at the end of the
+    run, like everything a device holds. Fault draws are made per reading sent, so with
+    faults on, which faults come after an outage differs from a run without it.
+    """
+
     tenant: str
     device_type: str
     device_id: str
@@ -68,14 +94,36 @@ class SimulatedDevice:
     behaviour: Behaviour
     interval_s: float
     phase_s: float
-    seq: int = 0
+    seq: int = 0  # readings made so far, and the `seq` of the next one
     buffered: list[bytes] = field(default_factory=list)
     faults: FaultInjector | None = None
+    offline: list[tuple[float, float]] = field(default_factory=list)  # [begin, end) outages
+    offline_skipped: int = 0  # readings not made because the device was offline
+
+    def add_episode(self, kind: str, start: float, duration_s: float) -> None:
+        """Scripts an episode of `kind` from `start` for `duration_s`: `offline`, or one of the
+        behaviour's own kinds."""
+        kinds = episode_kinds(self.device_type)
+        if kind not in kinds:
+            raise FleetError(
+                f"{self.device_type} has no event {kind!r}; it has: {', '.join(kinds)}"
+            )
+        if kind == OFFLINE:
+            self.offline.append((start, start + duration_s))
+        else:
+            self.behaviour.episodes.add(kind, start, duration_s)
+
+    def offline_at(self, t: float) -> bool:
+        return any(begin <= t < end for begin, end in self.offline)
 
     def reading(self, t: float) -> bytes | None:
-        """The JSON of this device's reading at `t`, or None if it does not report now."""
+        """The JSON of this device's reading at `t`, or None if it does not report now (its
+        behaviour has nothing to report, or the device is offline)."""
         fields = self.behaviour.fields(t)
         if fields is None:
+            return None
+        if self.offline and self.offline_at(t):
+            self.offline_skipped += 1
             return None
         payload = orjson.dumps({"ts": round(t, 3), "seq": self.seq, **fields})
         self.seq += 1
@@ -170,7 +218,8 @@ class Fleet:
         """(device, payload, readings in it) in time order, waiting on `clock` for each.
 
         Each device gets `duration_s / its interval` turns (at least one); a turn on which the
-        device does not report (a blood-pressure meter between measurements) sends nothing.
+        device does not report (a blood-pressure meter between measurements, a device that is
+        offline) sends nothing.
         """
         turns = {id(d): self.rounds_for(duration_s, d.interval_s) for d in self.devices}
         due = [(self.start + d.phase_s, i) for i, d in enumerate(self.devices)]

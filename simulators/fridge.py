@@ -10,9 +10,11 @@ import math
 import random
 from typing import Any
 
-from simulators.behaviour import Episodes, clamp, hour_of_day
+from simulators.behaviour import Episodes, clamp, hour_of_day, substeps
 
 KITCHEN_C = 20.0
+# Longer gaps between readings are integrated in steps: the compressor switches within them.
+MAX_STEP_S = 60.0
 
 
 class FridgeBehaviour:
@@ -31,13 +33,23 @@ class FridgeBehaviour:
 
     def fields(self, t: float) -> dict[str, Any]:
         rng = self._rng
-        minutes = max(0.0, t - self._last_t) / 60
+        *earlier, (_, seconds) = substeps(self._last_t, t, MAX_STEP_S)
         self._last_t = t
+        for at, step_s in earlier:  # a long gap: the compressor switches within it
+            left_open = self.episodes.progress("door_left_open", at) is not None
+            self._advance(step_s / 60, door_open=left_open, left_open=left_open)
         hour = hour_of_day(t)
         left_open = self.episodes.progress("door_left_open", t) is not None
         # Meals: the door opens briefly now and then around breakfast and dinner.
         mealtime = 7 <= hour < 8 or 17.5 <= hour < 19.5
         door_open = left_open or (mealtime and rng.random() < 0.05)
+        self._advance(seconds / 60, door_open=door_open, left_open=left_open)
+        return {
+            "temp_c": round(clamp(self._temp + rng.gauss(0, 0.05), -30, 40), 2),
+            "door_open": door_open,
+        }
+
+    def _advance(self, minutes: float, *, door_open: bool, left_open: bool) -> None:
         warming = 0.03 if door_open else 0.005  # fraction of the gap to the kitchen per minute
         self._temp += (KITCHEN_C - self._temp) * (1 - math.exp(-warming * minutes))
         if self._temp > 5:
@@ -46,7 +58,3 @@ class FridgeBehaviour:
             self._cooling = False
         if self._cooling and not left_open:
             self._temp -= 0.25 * minutes
-        return {
-            "temp_c": round(clamp(self._temp + rng.gauss(0, 0.05), -30, 40), 2),
-            "door_open": door_open,
-        }

@@ -13,11 +13,10 @@ from functools import partial
 from devices.base import parse_timestamp
 from moclo.durations import parse_duration
 from moclo.mqtt import MqttEndpoint
-from simulators.catalogue import BEHAVIOURS
 from simulators.clock import Clock, ScaledClock, SimulatedClock, WallClock
 from simulators.connections import DeviceConnections
 from simulators.faults import FaultRates
-from simulators.fleet import Fleet, FleetError, FleetSpec
+from simulators.fleet import Fleet, FleetSpec
 from simulators.publisher import MqttPublisher
 
 UTC_OFFSET_S = 3600  # times of day are local on the farm and in the homes (UTC+1)
@@ -26,7 +25,8 @@ _TIME_OF_DAY = re.compile(r"(?:day\s+(\d+)\s+)?(\d{1,2}):(\d{2})")
 
 @dataclass(frozen=True, slots=True)
 class ScriptedEvent:
-    """An episode a scenario puts on one device: `kind` from `at` for `duration_s`.
+    """An episode a scenario puts on one device: `kind` from `at` for `duration_s`; `kind` is
+    one of the type's episode kinds or `offline` (any type; see `SimulatedDevice`).
 
     `at` is epoch seconds, or text resolved against the run's start when it runs: "+3h",
     "06:00" (the first 06:00 at or after the start), "day 2 06:00", or RFC 3339."""
@@ -138,6 +138,9 @@ class SimulationResult:
     connections: int = 0  # MQTT connections open to the broker
     dropped: int = 0  # QoS 0 readings a disconnected connection could not send
     faults: dict[str, int] = field(default_factory=dict)  # injected, by fault
+    # Readings not made because a device was scripted offline: `produced` plus this is what
+    # the same run without the outages would have produced.
+    offline_skipped: int = 0
 
 
 Progress = Callable[[SimulationResult], None]
@@ -154,12 +157,7 @@ def build_fleet(options: SimulationOptions, prefix: str, start: float) -> Fleet:
     )
     for event in options.events:
         device = fleet.device(event.tenant, event.device_id)
-        kinds = BEHAVIOURS[device.device_type].episode_kinds
-        if event.kind not in kinds:
-            raise FleetError(
-                f"{device.device_type} has no event {event.kind!r}; it has: {', '.join(kinds)}"
-            )
-        device.behaviour.episodes.add(event.kind, event.starts_at(start), event.duration_s)
+        device.add_episode(event.kind, event.starts_at(start), event.duration_s)
     return fleet
 
 
@@ -254,6 +252,7 @@ def run_simulation(
         for publisher in publishers:
             publisher.close()
         result.produced = sum(device.seq for device in fleet.devices)
+        result.offline_skipped = sum(device.offline_skipped for device in fleet.devices)
         result.faults = dict(fleet.fault_counts)
     result.elapsed_s = time.monotonic() - began
     return result

@@ -22,11 +22,17 @@
     [[event]]
     tenant = "de-wei-farm"
     device = "cow-0007"
-    kind = "fever"           # one of the type's episode kinds
+    kind = "fever"           # one of the type's episode kinds, or "offline" (any type)
     at = "06:00"             # the first 06:00 of the run, "day 2 06:00", "+3h", or RFC 3339
     duration = "6h"
 
 Times of day are local time on the farm and in the homes (UTC+1), as in the behaviour models.
+
+`kind = "offline"` works for every device type: from `at` for `duration` the device publishes
+nothing at all (its battery died, its Wi-Fi dropped), then carries on at its usual interval
+without sending the readings it missed; its `seq` continues from the last reading it made.
+The readings not made are counted in the summary (`offline_skipped`). See
+`simulators.fleet.SimulatedDevice`.
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ import math
 import random
 from typing import Any
 
-from simulators.behaviour import Episodes, clamp, daily_wave, hour_of_day
+from simulators.behaviour import Episodes, clamp, daily_wave, hour_of_day, substeps
 
 HEAT_RATE_C_PER_H = 4.0  # a working heater beats the loss even at -12 °C outside
 LOSS_PER_H = 0.08  # fraction of the inside-outside gap lost per hour (~12 h time constant)
+# Longer gaps between readings are integrated in steps: the heater switches within them.
+MAX_STEP_S = 300.0
 
 
 class ThermostatBehaviour:
@@ -36,8 +38,20 @@ class ThermostatBehaviour:
 
     def fields(self, t: float) -> dict[str, Any]:
         rng = self._rng
-        hours = max(0.0, t - self._last_t) / 3600.0
+        setpoint = self._setpoint
+        for at, seconds in substeps(self._last_t, t, MAX_STEP_S):
+            setpoint = self._advance(at, seconds / 3600.0)
         self._last_t = t
+        self._humidity = clamp(self._humidity + rng.gauss(0, 0.3), 25, 70)
+        return {
+            "temp_c": round(clamp(self._temp + rng.gauss(0, 0.05), -40, 85), 2),
+            "setpoint_c": setpoint,
+            "humidity_pct": round(self._humidity, 1),
+            "heating": self._heating,
+        }
+
+    def _advance(self, t: float, hours: float) -> float:
+        """The room's temperature over the `hours` up to `t`; returns the setpoint at `t`."""
         outside = self._outside_mean + 4 * daily_wave(t, peak_hour=15)
         hour = hour_of_day(t)
         setpoint = self._setpoint - (2.0 if hour >= 23 or hour < 6 else 0.0)
@@ -49,10 +63,4 @@ class ThermostatBehaviour:
         heater_works = self.episodes.progress("heater_failure", t) is None
         gain = HEAT_RATE_C_PER_H * hours if (self._heating and heater_works) else 0.0
         self._temp += gain - (self._temp - outside) * (1 - math.exp(-LOSS_PER_H * hours))
-        self._humidity = clamp(self._humidity + rng.gauss(0, 0.3), 25, 70)
-        return {
-            "temp_c": round(clamp(self._temp + rng.gauss(0, 0.05), -40, 85), 2),
-            "setpoint_c": setpoint,
-            "humidity_pct": round(self._humidity, 1),
-            "heating": self._heating,
-        }
+        return setpoint

@@ -89,7 +89,7 @@ def test_a_scripted_fever_shows_in_the_published_readings() -> None:
             "name = 'x'\nduration = '1h'\n[[fleet]]\ntenant = 'a'\ntype = 'car'\ncount = 1\n"
             "[[event]]\ntenant = 'a'\ndevice = 'car-0001'\nkind = 'fever'\nat = '+1m'\n"
             "duration = '1m'\n",
-            "car has no event 'fever'; it has: battery_drain",
+            "car has no event 'fever'; it has: battery_drain, offline",
         ),
         (
             "name = 'x'\nduration = '1h'\n[[fleet]]\ntenant = 'a'\ntype = 'car'\ncount = 1\n"

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from devices.base import Reading
-from devices.rules import ThresholdRule
+from devices.rules import ThresholdRule, silent
 from devices.types import DeviceType
 
 
@@ -37,6 +37,8 @@ DEVICE = DeviceType(
             severity="critical",
             message="systolic {value:.0f} mmHg",
         ),
+        # Measured twice a day: silent after a day and a half without one.
+        silent(after_intervals=3, at_least_s=36 * 3600),
     ),
     example={
         "ts": "2026-11-22T07:05:00+01:00",

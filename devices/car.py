@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
-from devices.rules import ThresholdRule
+from devices.rules import ThresholdRule, silent
 from devices.types import DeviceType
 
 
@@ -33,6 +33,7 @@ DEVICE = DeviceType(
             severity="info",
             message="{value:.0f} % left",
         ),
+        silent(at_least_s=3600),
     ),
     example={
         "ts": 1795334400.5,

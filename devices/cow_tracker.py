@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
-from devices.rules import ThresholdRule
+from devices.rules import BaselineRule, ThresholdRule, silent
 from devices.types import DeviceType
 
 
@@ -35,7 +35,51 @@ DEVICE = DeviceType(
             clear_at=39.2,
             severity="warning",
             message="fever: body temperature {value:.1f} °C",
+            # One warm reading (a drink of warm water, a collar in the sun) is not a fever.
+            min_readings=3,
+            clear_readings=3,
         ),
+        ThresholdRule(
+            name="not_moving",
+            field="activity",
+            direction="below",
+            raise_at=20,
+            clear_at=40,
+            for_s=2 * 3600,
+            severity="warning",
+            message="not moving: {value:.0f} steps in the last hour",
+        ),
+        # A cow in heat walks 2-4x her usual for the time of day; a day of history first.
+        BaselineRule(
+            name="in_heat",
+            field="activity",
+            compare="ratio",
+            direction="above",
+            raise_at=1.8,
+            clear_at=1.4,
+            baseline="same_hour",
+            recent_s=3600,
+            for_s=3600,
+            min_history_s=86_400,
+            severity="info",
+            message="in heat: activity {value:.1f}x her usual for the hour",
+        ),
+        # About a day before calving, body temperature drops by ~0.5 °C.
+        BaselineRule(
+            name="calving_soon",
+            field="body_temp_c",
+            compare="offset",
+            direction="below",
+            raise_at=-0.4,
+            clear_at=-0.2,
+            baseline="rolling_24h",
+            recent_s=3600,
+            for_s=3600,
+            min_history_s=86_400,
+            severity="info",
+            message="calving soon? temperature {value:+.2f} °C from her usual {baseline:.1f} °C",
+        ),
+        silent(),
     ),
     example={
         "ts": "2026-11-22T06:00:00Z",

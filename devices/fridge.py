@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
-from devices.rules import ThresholdRule
+from devices.rules import ThresholdRule, silent
 from devices.types import DeviceType
 
 
@@ -28,8 +28,10 @@ DEVICE = DeviceType(
             raise_at=8,
             clear_at=6,
             severity="warning",
+            for_s=600,  # a door opened for a meal is not a warm fridge
             message="fridge at {value:.1f} °C",
         ),
+        silent(),
     ),
     example={"ts": 1795334400, "seq": 15, "temp_c": 4.2, "door_open": False},
 )

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
-from devices.rules import ThresholdRule
+from devices.rules import ThresholdRule, silent
 from devices.types import DeviceType
 
 
@@ -29,8 +29,10 @@ DEVICE = DeviceType(
             raise_at=85,
             clear_at=70,
             severity="info",
+            for_s=90 * 60,  # a shower is damp for an hour at most
             message="humidity {value:.0f} %",
         ),
+        silent(),
     ),
     example={"ts": 1795334400, "seq": 3, "humidity_pct": 54.0, "temp_c": 21.3},
 )

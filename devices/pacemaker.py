@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from devices.base import Reading
-from devices.rules import ThresholdRule
+from devices.rules import ThresholdRule, silent
 from devices.types import DeviceType
 
 ArrhythmiaEvent = Literal["none", "bradycardia", "tachycardia", "atrial_fibrillation", "lead_noise"]
@@ -37,6 +37,7 @@ DEVICE = DeviceType(
             raise_at=40,
             clear_at=45,
             severity="critical",
+            clear_readings=3,
             message="bradycardia: heart rate {value:.0f} bpm",
         ),
         ThresholdRule(
@@ -46,6 +47,7 @@ DEVICE = DeviceType(
             raise_at=150,
             clear_at=130,
             severity="critical",
+            clear_readings=3,
             message="tachycardia: heart rate {value:.0f} bpm",
         ),
         ThresholdRule(
@@ -55,6 +57,7 @@ DEVICE = DeviceType(
             raise_at=2000,
             clear_at=1500,
             severity="critical",
+            clear_readings=3,
             message="lead problem: impedance {value:.0f} ohm",
         ),
         ThresholdRule(
@@ -65,7 +68,10 @@ DEVICE = DeviceType(
             clear_at=2.7,
             severity="warning",
             message="battery at {value:.2f} V: plan a replacement",
+            clear_readings=3,
         ),
+        # A pacemaker that stops reporting is itself news for the cardiologist.
+        silent(after_intervals=5, at_least_s=900, severity="critical"),
     ),
     example={
         "ts": "2026-11-22T08:15:00+01:00",

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
-from devices.rules import ThresholdRule
+from devices.rules import DeltaRule, ThresholdRule, silent
 from devices.types import DeviceType
 
 
@@ -33,6 +33,8 @@ DEVICE = DeviceType(
             clear_at=212,
             severity="warning",
             message="mains at {value:.0f} V",
+            min_readings=3,
+            clear_readings=3,
         ),
         ThresholdRule(
             name="overvoltage",
@@ -42,7 +44,21 @@ DEVICE = DeviceType(
             clear_at=248,
             severity="warning",
             message="mains at {value:.0f} V",
+            min_readings=3,
+            clear_readings=3,
         ),
+        # The counter only ever goes up: going back means a reset or tampering.
+        DeltaRule(
+            name="counter_backwards",
+            field="energy_kwh",
+            direction="below",
+            raise_at=-0.001,
+            clear_at=0.0,
+            severity="critical",
+            message="energy counter went back {delta:.3f} kWh: reset or tampering?",
+            clear_for_s=3600,
+        ),
+        silent(),
     ),
     example={
         "ts": 1795334400,

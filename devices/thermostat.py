@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
-from devices.rules import ThresholdRule
+from devices.rules import DeltaRule, ThresholdRule, silent
 from devices.types import DeviceType
 
 
@@ -31,7 +31,21 @@ DEVICE = DeviceType(
             clear_at=5.5,
             severity="critical",
             message="frost risk: room at {value:.1f} °C",
+            min_readings=2,
+            clear_readings=2,
         ),
+        DeltaRule(
+            name="heater_failure",
+            field="temp_c",
+            while_field="heating",
+            window_s=3600,
+            direction="below",
+            raise_at=0.2,
+            clear_at=0.5,
+            severity="warning",
+            message="heating for an hour and the room changed {delta:+.1f} °C",
+        ),
+        silent(),
     ),
     example={
         "ts": 1795334400.0,

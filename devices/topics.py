@@ -67,6 +67,33 @@ def alert_subscription(prefix: str, tenant: str = "+") -> str:
     return f"{prefix}/{tenant}/alerts/+"
 
 
+def alert_state_topic(prefix: str, tenant: str, device_id: str, rule: str) -> str:
+    """Retained: the current state of one open alert; emptied when it is resolved."""
+    return f"{prefix}/{tenant}/alert-state/{device_id}/{rule}"
+
+
+def alert_state_subscription(prefix: str, tenant: str = "+") -> str:
+    return f"{prefix}/{tenant}/alert-state/+/+"
+
+
+def ack_topic(prefix: str, tenant: str) -> str:
+    """Where people acknowledge a tenant's alerts: `{"id": ..., "by": ..., "note": ...}`."""
+    return f"{prefix}/{tenant}/acks"
+
+
+def ack_subscription(prefix: str) -> str:
+    return f"{prefix}/+/acks"
+
+
+def parse_ack_topic(prefix: str, topic: str) -> str | None:
+    """The tenant of an acknowledgement topic, or None if `topic` is not one."""
+    head = prefix + "/"
+    if not (topic.startswith(head) and topic.endswith("/acks")):
+        return None
+    tenant = topic[len(head) : -len("/acks")]
+    return tenant if "/" not in tenant else None
+
+
 def parse_telemetry_topic(prefix: str, topic: str) -> DeviceAddress:
     """Splits a telemetry topic into its device address, or raises TopicError saying why.
 

@@ -47,6 +47,7 @@ class RejectReason(enum.StrEnum):
     TS_OUT_OF_WINDOW = "ts_out_of_window"
     CARDINALITY_LIMIT = "cardinality_limit"
     STORAGE_REFUSED = "storage_refused"  # valid for us, refused by InfluxDB (type conflict)
+    BAD_ACK = "bad_ack"  # an acknowledgement that is malformed or names no open alert
 
 
 @dataclass(frozen=True, slots=True)

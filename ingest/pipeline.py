@@ -1,12 +1,19 @@
-"""One batch of messages → the lines to write and the alerts to send. Pure: no I/O here."""
+"""One batch of messages → the lines to write and the alerts to send. Pure: no I/O here.
+
+Telemetry is decoded, validated and judged by the alert engine; acknowledgements of alerts
+(`{prefix}/{tenant}/acks`) go to the engine too. Whatever cannot be used becomes a rejection.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from devices.topics import DeviceAddress, telemetry_topic
-from ingest.alerts import Alert, AlertEngine
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from devices.topics import DeviceAddress, parse_ack_topic, telemetry_topic
+from ingest.alerts import AckError, Alert, AlertEngine
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import Decoded, Decoder, Rejection, RejectReason, ValidReading
 from ingest.lineprotocol import parse_reading_address, reading_line, rejection_line
@@ -22,6 +29,14 @@ class PreparedBatch:
     readings: int = 0  # how many of `lines` are readings
     rejections: list[Rejection] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+
+
+class _Ack(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(pattern=r"^[0-9a-f]{12}$")
+    by: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    note: str = Field(default="", max_length=500)
 
 
 class Pipeline:
@@ -40,9 +55,13 @@ class Pipeline:
 
     def prepare(self, messages: Sequence[Message]) -> PreparedBatch:
         decoded = Decoded()
-        for message in messages:
-            self.decoder.decode(message.topic, message.payload, message.received_ns, decoded)
         batch = PreparedBatch()
+        for message in messages:
+            tenant = parse_ack_topic(self.decoder.prefix, message.topic)
+            if tenant is not None:
+                self._acknowledge(tenant, message, batch)
+                continue
+            self.decoder.decode(message.topic, message.payload, message.received_ns, decoded)
         for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
             if not self.guard.admit(item.address, received_ns):
                 self._add_rejection(batch, self._over_cardinality(item, received_ns))
@@ -54,6 +73,38 @@ class Pipeline:
         for rejection in decoded.rejections:
             self._add_rejection(batch, rejection)
         return batch
+
+    def sweep(self) -> PreparedBatch:
+        """Alerts for devices that have gone silent (judged by the clock, not a reading)."""
+        batch = PreparedBatch(alerts=self.engine.sweep())
+        batch.lines.extend(alert.to_line() for alert in batch.alerts)
+        return batch
+
+    def _acknowledge(self, tenant: str, message: Message, batch: PreparedBatch) -> None:
+        try:
+            ack = _Ack.model_validate(orjson.loads(message.payload))
+            alert = self.engine.acknowledge(tenant, ack.id, ack.by, ack.note)
+        except (orjson.JSONDecodeError, ValidationError, AckError) as exc:
+            error = (
+                str(exc)
+                if isinstance(exc, AckError)
+                else 'an acknowledgement is {"id": "<alert id>", "by": "<who>", "note": "…"}: '
+                + (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            )
+            self._add_rejection(
+                batch,
+                Rejection(
+                    RejectReason.BAD_ACK,
+                    tenant,
+                    "_ack",
+                    message.topic,
+                    error,
+                    message.payload[:KEEP_BYTES],
+                    message.received_ns,
+                ),
+            )
+            return
+        batch.alerts.append(alert)
 
     def refused(self, line: str, error: str, received_ns: int) -> PreparedBatch | None:
         """A batch recording that InfluxDB refused a reading line (e.g. a field type conflict).

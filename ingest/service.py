@@ -7,8 +7,16 @@ acknowledge the batch's MQTT messages. A crash anywhere before the acknowledgeme
 broker delivers the batch again; because a reading's point is keyed by its own timestamp,
 storing it again overwrites instead of duplicating.
 
+Alert changes are stored with the batch that caused them, published on MQTT (the change on
+`{prefix}/{tenant}/alerts/{device_id}`, the current state retained on
+`{prefix}/{tenant}/alert-state/{device_id}/{rule}`), and handed to the notifiers, whose queues
+never hold ingestion back. Between batches the consumer sweeps for silent devices and, every
+30 s, snapshots the alert engine's state; on start the state is restored from that snapshot and
+the stored alert changes (`ingest/alerts/snapshot.py`).
+
 Tasks, under one TaskGroup: `consume` (the loop above), `drain-spool` (spool → InfluxDB, oldest
-first), `http` (/healthz, /metrics) and `watch` (connection state for the health check).
+first), `notify` (webhook and log) and `watch` (connection state for the health check); the
+HTTP server (/healthz, /metrics) runs beside them.
 """
 
 from __future__ import annotations
@@ -25,15 +33,24 @@ from typing import Any
 
 from paho.mqtt.client import MQTTMessageInfo
 
-from devices.topics import alert_topic, telemetry_subscription
-from ingest.alerts import Alert, AlertEngine
+from devices.topics import (
+    ack_subscription,
+    alert_state_topic,
+    alert_topic,
+    telemetry_subscription,
+)
+from ingest.alerts import Alert, AlertEngine, snapshot
+from ingest.alerts.history import latest_changes
+from ingest.alerts.record import StoredChange, parse_alert_line
+from ingest.alerts.rulebook import RuleBook
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import Decoder, Limits
 from ingest.health import Liveness, assess
 from ingest.http import health_response, serve
-from ingest.influx import InfluxClient, InfluxUnavailable
+from ingest.influx import InfluxClient, InfluxError, InfluxUnavailable
 from ingest.lineprotocol import is_reading_line
 from ingest.metrics import render
+from ingest.notify import LogNotifier, Notifiers, WebhookNotifier
 from ingest.pipeline import Pipeline
 from ingest.rejections import RejectionLog
 from ingest.sink import InfluxSink, RefusedLine, WriteAborted
@@ -53,6 +70,10 @@ class IngestOptions:
     spool_max_bytes: int = 1024**3
     stall_after_s: float = 60.0  # /healthz: messages waiting and none handled for this long
     summary_every_s: float = 30.0  # how often rejection counts are logged, when they changed
+    sweep_every_s: float = 1.0  # how often silent devices are looked for
+    snapshot_every_s: float = 30.0  # how often the alert engine's state is saved
+    log_alerts: bool = True  # log every alert change (`moclo up` prints them itself)
+    alert_rules: bool = True  # False: no rules at all (the benchmark's baseline)
 
 
 @dataclass(slots=True)
@@ -62,6 +83,7 @@ class IngestStats:
     readings_spooled: int = 0  # appended to the spool while InfluxDB was unavailable
     rejected: int = 0
     alerts_raised: int = 0
+    alerts_acknowledged: int = 0
     alerts_resolved: int = 0
     batches_written: int = 0
     open_alerts: int = 0
@@ -96,17 +118,32 @@ class Ingest:
         self.source = MqttSource(
             settings.mqtt,
             client_id=settings.ingest_client_id,
-            subscription=telemetry_subscription(settings.topic_prefix),
+            subscription=(
+                telemetry_subscription(settings.topic_prefix),
+                ack_subscription(settings.topic_prefix),
+            ),
             batch_messages=options.batch_messages,
             window=options.window,
         )
         self.spool = Spool(
             Path(settings.spool_dir) / settings.ingest_client_id, max_bytes=options.spool_max_bytes
         )
+        self.snapshot_path = self.spool.directory / "alert-state.json"
+        notifiers: list[LogNotifier | WebhookNotifier] = []
+        if options.log_alerts:
+            notifiers.append(LogNotifier())
+        if settings.webhook_url is not None:
+            notifiers.append(
+                WebhookNotifier(
+                    settings.webhook_url.get_secret_value(),
+                    min_severity=settings.webhook_min_severity,
+                )
+            )
+        self.notifiers = Notifiers(notifiers)
         limits = options.limits
         self.pipeline = Pipeline(
             Decoder(settings.topic_prefix, limits=limits),
-            AlertEngine(),
+            AlertEngine(load_rulebook(settings) if options.alert_rules else RuleBook.empty()),
             RejectionLog(),
             CardinalityGuard(
                 burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute
@@ -115,12 +152,17 @@ class Ingest:
         self.http_port: int | None = None
         self._spooled = asyncio.Event()  # wakes the drainer
         self._drained = asyncio.Event()  # wakes a consumer waiting for spool room
+        self._consumed = asyncio.Event()  # the consumer is done: notifiers may finish
+        self._orphans: list[Alert] = []  # stored open alerts whose rule is gone
 
     async def run(self, ready: asyncio.Event | None = None) -> IngestStats:
         """Runs until `stop` is set; then finishes what it holds and returns."""
         try:
             await self.sink.client.ensure_database()
+            await self._restore_alerts()
             await self.source.start()
+            if self._orphans:
+                await self._announce(self._orphans)
             server = await self._serve_http()
             log.info(
                 "ingesting %s from %s into %s db=%s%s",
@@ -143,9 +185,11 @@ class Ingest:
                     tasks.create_task(self._consume(), name="consume")
                     tasks.create_task(self._drain_spool(), name="drain-spool")
                     tasks.create_task(self._watch(), name="watch")
+                    tasks.create_task(self.notifiers.run(self._consumed), name="notify")
             finally:
                 if server is not None:
                     server.close()
+            await self._save_alert_state()
         finally:
             await self.source.close()
             await self.sink.close()
@@ -154,12 +198,26 @@ class Ingest:
     # -- consume ---------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        next_summary = time.monotonic() + self.options.summary_every_s
+        options = self.options
+        next_summary = time.monotonic() + options.summary_every_s
+        next_sweep = time.monotonic() + max(options.sweep_every_s, 5.0)
+        next_snapshot = time.monotonic() + options.snapshot_every_s
         try:
             while not self.stop.is_set():
-                messages = await self._next_batch_or_stop()
+                messages = await self._next_batch_or_stop(options.sweep_every_s)
                 if messages:
                     await self._handle(messages)
+                # Silence is judged only once the backlog is in: a device whose readings are
+                # still queued at the broker is not silent.
+                caught_up = len(messages) < options.batch_messages
+                if caught_up and time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + options.sweep_every_s
+                    swept = self.pipeline.sweep()
+                    if swept.alerts:
+                        await self._commit(swept.lines, swept.alerts)
+                if time.monotonic() >= next_snapshot:
+                    next_snapshot = time.monotonic() + options.snapshot_every_s
+                    await self._save_alert_state()
                 if time.monotonic() >= next_summary:
                     next_summary = time.monotonic() + self.options.summary_every_s
                     if (summary := self.pipeline.rejections.summary()) is not None:
@@ -178,10 +236,12 @@ class Ingest:
             )
         finally:
             self._spooled.set()  # let the drainer see the stop
+            self._consumed.set()
 
-    async def _next_batch_or_stop(self) -> list[Message]:
+    async def _next_batch_or_stop(self, timeout_s: float) -> list[Message]:
+        """The next batch; [] when `stop` is set or nothing came within `timeout_s`."""
         batch = asyncio.ensure_future(self.source.next_batch(linger_s=self.options.linger_s))
-        if not await _first_of(batch, self.stop):
+        if not await _first_of(batch, self.stop, timeout_s=timeout_s):
             batch.cancel()
             await asyncio.wait({batch})
             if batch.cancelled():
@@ -191,36 +251,57 @@ class Ingest:
 
     async def _handle(self, messages: list[Message]) -> None:
         prepared = self.pipeline.prepare(messages)
-        if prepared.lines:
-            await self._deliver(prepared.lines)
+        await self._commit(prepared.lines, prepared.alerts)
+        self.source.ack(messages)
         stats = self.stats
+        self.liveness.last_handled = time.monotonic()
+        stats.messages += len(messages)
+        stats.rejected += len(prepared.rejections)
+        stats.rejected_by_reason.update(r.reason.value for r in prepared.rejections)
+
+    async def _commit(self, lines: list[str], alerts: list[Alert]) -> None:
+        """Stores the lines, then tells the world about the alert changes among them."""
+        if lines:
+            await self._deliver(lines)
+        if alerts:
+            await self._announce(alerts)
+
+    async def _announce(self, alerts: list[Alert]) -> None:
+        stats = self.stats
+        prefix = self.settings.topic_prefix
         published = []
-        for alert in prepared.alerts:
+        for alert in alerts:
             published.append(
                 self.source.publish(
-                    alert_topic(self.settings.topic_prefix, alert.tenant, alert.device_id),
-                    alert.to_json(),
+                    alert_topic(prefix, alert.tenant, alert.device_id), alert.to_json(), qos=1
+                )
+            )
+            # The retained state lets an app that connects later see what is open now; an
+            # empty retained message removes it once resolved.
+            published.append(
+                self.source.publish(
+                    alert_state_topic(prefix, alert.tenant, alert.device_id, alert.rule),
+                    b"" if alert.state == "resolved" else alert.to_json(),
                     qos=1,
+                    retain=True,
                 )
             )
             if alert.state == "raised":
                 stats.alerts_raised += 1
+            elif alert.state == "acknowledged":
+                stats.alerts_acknowledged += 1
             else:
                 stats.alerts_resolved += 1
+            self.notifiers.submit(alert)
             if self.on_alert is not None:
                 self.on_alert(alert)
-        if published and not await asyncio.to_thread(_all_published, published, 10.0):
+        stats.open_alerts = self.pipeline.engine.open_alerts()
+        if not await asyncio.to_thread(_all_published, published, 10.0):
             # The alert changes are stored in moclo_alerts either way; only the live
             # notification may be missing, and holding the readings back would not bring it.
             log.warning(
                 "the broker did not confirm %d alert notifications within 10 s", len(published)
             )
-        self.source.ack(messages)
-        self.liveness.last_handled = time.monotonic()
-        stats.messages += len(messages)
-        stats.rejected += len(prepared.rejections)
-        stats.rejected_by_reason.update(r.reason.value for r in prepared.rejections)
-        stats.open_alerts = self.pipeline.engine.open_alerts()
 
     async def _deliver(self, lines: list[str]) -> None:
         """Stores lines durably: in InfluxDB if it answers and nothing is spooled before them,
@@ -278,6 +359,35 @@ class Ingest:
             await self.sink.write_batch(record.lines)
             self.stats.rejected += 1
             self.stats.rejected_by_reason["storage_refused"] += 1
+
+    # -- alert state ---------------------------------------------------------------------
+
+    async def _restore_alerts(self) -> None:
+        """Rebuilds the engine: the snapshot, then stored changes newer than it."""
+        engine = self.pipeline.engine
+        data = await asyncio.to_thread(snapshot.read, self.snapshot_path)
+        devices = snapshot.load(engine, data) if data else 0
+        stored: list[StoredChange] = []
+        try:
+            stored = await latest_changes(self.sink.client)
+        except InfluxError as exc:
+            log.warning("could not read stored alerts (%s); restoring from the snapshot", exc)
+        # Alert changes still in the spool are newer than anything in InfluxDB.
+        for record in await asyncio.to_thread(self.spool.pending):
+            stored.extend(c for line in record.lines if (c := parse_alert_line(line)))
+        orphans = engine.apply_stored(stored)
+        self.stats.open_alerts = engine.open_alerts()
+        if devices or engine.open_alerts():
+            log.info(
+                "alert state restored: %d devices, %d open alerts", devices, engine.open_alerts()
+            )
+        if orphans:
+            await self._deliver([alert.to_line() for alert in orphans])
+            self._orphans = orphans  # announced once connected
+
+    async def _save_alert_state(self) -> None:
+        data = snapshot.dump(self.pipeline.engine)
+        await asyncio.to_thread(snapshot.write, self.snapshot_path, data)
 
     # -- drain the spool -------------------------------------------------------------------
 
@@ -340,13 +450,16 @@ class Ingest:
         return server
 
 
-async def _first_of(*waitables: asyncio.Event | asyncio.Future[Any]) -> bool:
-    """Waits until the first event is set or future done; True if that was the first one."""
+async def _first_of(
+    *waitables: asyncio.Event | asyncio.Future[Any], timeout_s: float | None = None
+) -> bool:
+    """Waits until the first event is set or future done (or the timeout passes); True if
+    the first one is done."""
     first = waitables[0]
     tasks = [
         asyncio.ensure_future(w.wait()) if isinstance(w, asyncio.Event) else w for w in waitables
     ]
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     for task, waitable in zip(tasks, waitables, strict=True):
         if isinstance(waitable, asyncio.Event):
             task.cancel()
@@ -364,6 +477,15 @@ def _all_published(infos: list[MQTTMessageInfo], timeout_s: float) -> bool:
         if not info.is_published():
             return False
     return True
+
+
+def load_rulebook(settings: Settings) -> RuleBook:
+    """The rules in force: the device types' defaults, with the rules file's on top."""
+    if settings.rules_file is None:
+        return RuleBook()
+    from ingest.alerts.rulesfile import load_rules_file
+
+    return load_rules_file(Path(settings.rules_file))
 
 
 async def run_ingest(

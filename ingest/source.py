@@ -23,6 +23,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
@@ -51,14 +52,17 @@ class MqttSource:
         endpoint: MqttEndpoint,
         *,
         client_id: str,
-        subscription: str,
+        subscription: str | Sequence[str],
         batch_messages: int = 2_000,
         window: int = 10_000,
         session_expiry_s: int = 86_400,
         keepalive_s: int = 30,
     ) -> None:
         self.endpoint = endpoint
-        self.subscription = subscription
+        self.subscriptions = (
+            (subscription,) if isinstance(subscription, str) else tuple(subscription)
+        )
+        self.subscription = " and ".join(self.subscriptions)  # for messages
         if window < batch_messages:
             raise ValueError("window must be at least batch_messages, or batches never fill")
         self._batch_messages = batch_messages
@@ -167,10 +171,12 @@ class MqttSource:
                 sent += 1
         return sent
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> paho.MQTTMessageInfo:
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> paho.MQTTMessageInfo:
         """Queues a message; paho sends it, and resends it after a reconnect, on its own.
         The returned info tells when the broker has acknowledged it."""
-        return self._client.publish(topic, payload, qos=qos)
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
 
     # -- paho's thread ---------------------------------------------------------------------
 
@@ -197,7 +203,7 @@ class MqttSource:
         log.info(
             "connected to %s (session present: %s)", self.endpoint.display(), flags.session_present
         )
-        client.subscribe(self.subscription, qos=1)
+        client.subscribe([(topic, 1) for topic in self.subscriptions])
         if flags.session_present:
             # The session kept the subscription. Its backlog may arrive before the SUBACK and
             # fill the window, so waiting for the SUBACK here could wait for ever.

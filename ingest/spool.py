@@ -124,6 +124,20 @@ class Spool:
                 self._retire(segment)
             return None
 
+    def pending(self) -> list[SpoolRecord]:
+        """Every record not yet written to InfluxDB, oldest first (reading only)."""
+        records = []
+        with self._lock:
+            segment, offset = self._cursor
+            for s in self._segments:
+                if s < segment:
+                    continue
+                at = offset if s == segment else 0
+                while (record := self._read(s, at)) is not None:
+                    records.append(record)
+                    at = record.end
+        return records
+
     def pop(self, record: SpoolRecord) -> None:
         """Marks `record` as written to InfluxDB."""
         with self._lock:

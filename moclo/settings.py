@@ -10,6 +10,9 @@
 | MOCLO_INGEST_CLIENT_ID   | moclo-ingest             | MQTT client id of ingest (its session)   |
 | MOCLO_SPOOL_DIR          | .moclo/spool             | on-disk buffer while InfluxDB is down    |
 | MOCLO_HTTP_LISTEN        | 127.0.0.1:9108           | /healthz and /metrics; `off` disables    |
+| MOCLO_RULES_FILE         | (none)                   | alert rules file (TOML) over the defaults |
+| MOCLO_WEBHOOK_URL        | (none)                   | POST each alert change here (JSON)       |
+| MOCLO_WEBHOOK_MIN_SEVERITY | info                   | only changes of at least this severity   |
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -34,6 +37,9 @@ ENVIRONMENT = {
     "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
     "spool_dir": "MOCLO_SPOOL_DIR",
     "http_listen": "MOCLO_HTTP_LISTEN",
+    "rules_file": "MOCLO_RULES_FILE",
+    "webhook_url": "MOCLO_WEBHOOK_URL",
+    "webhook_min_severity": "MOCLO_WEBHOOK_MIN_SEVERITY",
 }
 
 
@@ -57,6 +63,10 @@ class Settings(BaseModel):
     )
     spool_dir: str = Field(default=".moclo/spool", min_length=1)
     http_listen: str = Field(default="127.0.0.1:9108", pattern=r"^(off|[^\s:]*:\d{1,5})$")
+    rules_file: str | None = None
+    # A webhook URL often carries a token: a secret, from the environment only.
+    webhook_url: SecretStr | None = None
+    webhook_min_severity: Literal["info", "warning", "critical"] = "info"
 
     @field_validator("mqtt_url")
     @classmethod
@@ -70,6 +80,15 @@ class Settings(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must look like http://host:port (or https://)")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must look like https://host/path (or http://)")
         return value
 
     @field_validator("topic_prefix")
@@ -110,7 +129,7 @@ def _explain(exc: ValidationError, flags: set[str]) -> str:
         # Never echo a secret: tokens are left out, passwords in URLs masked.
         got = (
             ""
-            if name == "influx_token"
+            if name in ("influx_token", "webhook_url")
             else "; got " + _PASSWORD_IN_URL.sub(r"\1***@", repr(error.get("input")))
         )
         lines.append(f"{where} {message}{got}")

@@ -1,85 +1,409 @@
-"""The alert engine: one alert per episode, hysteresis, reading time not wall time."""
+"""The alert engine, rule kind by rule kind, on scripted readings in their own time.
+
+No broker here: the engine is pure. `tests/test_alert_delivery.py` drives the same kinds
+through a real ingest, broker and database, with a restart mid-episode.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
 from devices.catalogue import DEVICE_TYPES
+from devices.rules import AbsenceRule, GeofenceRule, ThresholdRule
 from devices.topics import DeviceAddress
-from ingest.alerts import AlertEngine
+from ingest.alerts import AckError, Alert, AlertEngine, snapshot
+from ingest.alerts.record import StoredChange, parse_alert_line
+from ingest.alerts.rulebook import Override, RuleBook
 from ingest.decode import ValidReading
 
+S = 1_000_000_000
+T0 = 1_795_305_600  # 2026-11-22T00:00:00Z, in seconds
 COW = DeviceAddress("farm", "cow_tracker", "cow-1")
 ROOM = DeviceAddress("home", "thermostat", "th-1")
+METER = DeviceAddress("home", "smart_meter", "meter-1")
+CAR = DeviceAddress("family", "car", "car-1")
 
 
-def cow(ts: int, temp: float) -> ValidReading:
-    reading = DEVICE_TYPES["cow_tracker"].reading.model_validate(
-        {
-            "ts": ts,
-            "seq": ts,
-            "body_temp_c": temp,
-            "activity": 300,
-            "rumination_min": 30,
-            "lat": 52.0,
-            "lon": 5.0,
-            "battery_pct": 80.0,
-        }
-    )
-    return ValidReading(COW, reading)
+def reading(address: DeviceAddress, t: float, **fields: Any) -> ValidReading:
+    device = DEVICE_TYPES[address.device_type]
+    payload = {**device.example, "ts": t, "seq": 1, **fields}
+    return ValidReading(address, device.reading.model_validate(payload))
 
 
-def room(ts: int, temp: float) -> ValidReading:
-    reading = DEVICE_TYPES["thermostat"].reading.model_validate(
-        {
-            "ts": ts,
-            "seq": ts,
-            "temp_c": temp,
-            "setpoint_c": 20.0,
-            "humidity_pct": 40.0,
-            "heating": True,
-        }
-    )
-    return ValidReading(ROOM, reading)
+def changes(engine: AlertEngine, items: Iterable[ValidReading]) -> list[tuple[float, str, str]]:
+    """(seconds after T0, rule, state) of every change, in order."""
+    return [((a.ts_ns / S) - T0, a.rule, a.state) for item in items for a in engine.evaluate(item)]
 
 
-def run(engine: AlertEngine, readings: list[ValidReading]) -> list[tuple[int, str, str]]:
-    return [(a.ts_ns // 10**9, a.rule, a.state) for r in readings for a in engine.evaluate(r)]
+def cows(temps: list[float], every_s: int = 60, **fields: Any) -> list[ValidReading]:
+    return [reading(COW, T0 + i * every_s, body_temp_c=t, **fields) for i, t in enumerate(temps)]
 
 
-def test_a_long_fever_is_one_alert_and_recovery_resolves_it() -> None:
-    temps = [38.6, 39.5, 39.9, 40.2, 39.8, 39.6, 39.0, 38.7]
-    changes = run(AlertEngine(), [cow(100 + i, t) for i, t in enumerate(temps)])
-    assert changes == [(101, "fever", "raised"), (106, "fever", "resolved")]
+# -- threshold -----------------------------------------------------------------------------
 
 
-def test_hysteresis_keeps_a_hovering_value_from_flapping() -> None:
-    temps = [39.5, 39.3, 39.5, 39.4, 39.2, 39.1]
-    changes = run(AlertEngine(), [cow(100 + i, t) for i, t in enumerate(temps)])
-    assert changes == [(100, "fever", "raised"), (105, "fever", "resolved")]
+def test_a_long_fever_is_one_alert_raised_at_the_third_hot_reading() -> None:
+    temps = [38.6, 39.6, 39.9, 40.2, 40.1, 39.8, 39.6, 39.0, 38.8, 38.7, 38.6]
+    assert changes(AlertEngine(), cows(temps)) == [
+        (180, "fever", "raised"),  # the third reading at >= 39.5
+        (540, "fever", "resolved"),  # the third reading below 39.2
+    ]
 
 
-def test_frost_risk_below_five_degrees() -> None:
-    changes = run(
-        AlertEngine(), [room(1, 6.0), room(2, 4.9), room(3, 3.0), room(4, 5.2), room(5, 5.6)]
-    )
-    assert changes == [(2, "frost_risk", "raised"), (5, "frost_risk", "resolved")]
+def test_a_blip_shorter_than_the_rule_asks_raises_nothing() -> None:
+    assert changes(AlertEngine(), cows([38.6, 39.8, 40.0, 38.7, 39.7, 38.6])) == []
 
 
-def test_late_or_repeated_readings_do_not_change_an_episode() -> None:
+def test_a_flapping_value_is_one_alert_until_it_settles() -> None:
+    # Across both levels on every reading: hysteresis alone would raise and resolve each time.
+    flapping = [39.6, 39.6, 39.6] + [39.0, 39.7] * 10 + [38.8, 38.7, 38.6]
+    assert changes(AlertEngine(), cows(flapping)) == [
+        (120, "fever", "raised"),
+        (25 * 60, "fever", "resolved"),
+    ]
+
+
+def test_a_value_between_the_levels_keeps_the_alert_open() -> None:
+    temps = [39.6, 39.7, 39.8] + [39.3, 39.4, 39.3, 39.4] * 3
+    assert changes(AlertEngine(), cows(temps)) == [(120, "fever", "raised")]
+
+
+def test_not_moving_needs_two_hours_of_stillness() -> None:
     engine = AlertEngine()
-    assert run(engine, [cow(100, 40.0)]) == [(100, "fever", "raised")]
-    assert run(engine, [cow(100, 40.0), cow(90, 38.0), cow(99, 40.0)]) == []
-    assert engine.open_alerts() == 1
+    # 1 h 50 min still, then a few steps: nothing.
+    still = [reading(COW, T0 + i * 600, activity=3) for i in range(12)]
+    moved = [reading(COW, T0 + 7200, activity=300)]
+    assert changes(engine, still + moved) == []
+    # Then still from 2:10 for two hours: raised on the reading two hours in.
+    again = [reading(COW, T0 + 7800 + i * 600, activity=2) for i in range(14)]
+    result = changes(engine, again)
+    assert result == [(7800 + 7200, "not_moving", "raised")]
 
 
-def test_raise_and_resolve_share_the_episode_id_and_new_episodes_get_new_ids() -> None:
+def test_older_and_repeated_readings_change_nothing() -> None:
     engine = AlertEngine()
-    alerts = [a for r in [cow(1, 40.0), cow(2, 38.0), cow(3, 40.0)] for a in engine.evaluate(r)]
-    assert alerts[0].alert_id == alerts[1].alert_id != alerts[2].alert_id
-    assert alerts[1].raised_ns == alerts[0].ts_ns
+    assert changes(engine, cows([39.6, 39.7, 39.8])) == [(120, "fever", "raised")]
+    late = [reading(COW, T0 + 30, body_temp_c=38.0), reading(COW, T0 + 120, body_temp_c=38.0)]
+    assert changes(engine, late * 3) == []
 
 
-def test_the_readme_lists_every_default_rule(repo_root) -> None:  # type: ignore[no-untyped-def]
-    readme = (repo_root / "README.md").read_text()
-    for name, device in DEVICE_TYPES.items():
-        for rule in device.rules:
-            assert f"| `{rule.name}` | `{name}` |" in readme, rule.name
+# -- delta ---------------------------------------------------------------------------------
+
+
+def meter(t: float, kwh: float) -> ValidReading:
+    return reading(METER, T0 + t, energy_kwh=kwh)
+
+
+def test_a_meter_counter_going_backwards_is_tamper_until_an_hour_of_sane_counting() -> None:
+    items = [meter(i * 10, 100 + i * 0.01) for i in range(5)]
+    items.append(meter(50, 90.0))  # the counter jumps back
+    items += [meter(60 + i * 600, 90 + i * 0.1) for i in range(8)]
+    assert changes(AlertEngine(), items) == [
+        (50, "counter_backwards", "raised"),
+        (60 + 3600, "counter_backwards", "resolved"),
+    ]
+
+
+def room(minute: int, temp: float, heating: bool = True) -> ValidReading:
+    return reading(ROOM, T0 + minute * 60, temp_c=temp, heating=heating, setpoint_c=20.0)
+
+
+def test_heating_for_an_hour_without_warming_is_a_heater_failure() -> None:
+    engine = AlertEngine()
+    # A working heater: on for 40 minutes, warming fast, then off.
+    working = [room(m, 17.0 + m * 0.08) for m in range(0, 45, 5)] + [room(45, 20.5, False)]
+    assert changes(engine, working) == []
+    # On from minute 60 and the room drifts down: raised once the hour is covered.
+    broken = [room(60 + m, 19.0 - m * 0.01) for m in range(0, 125, 5)]
+    assert changes(engine, broken) == [(120 * 60, "heater_failure", "raised")]
+    # The thermostat gives up asking for heat: the condition is gone.
+    assert changes(engine, [room(190, 17.5, heating=False)]) == [
+        (190 * 60, "heater_failure", "resolved")
+    ]
+
+
+# -- baseline ------------------------------------------------------------------------------
+
+
+def activity_day(day: int, factor: float = 1.0, hours: Iterable[int] = range(24)) -> list[Any]:
+    """A cow's activity every 10 minutes: a daily rhythm, 400 steps/h on average."""
+    out = []
+    for hour in hours:
+        for tenth in range(6):
+            t = T0 + day * 86_400 + hour * 3600 + tenth * 600
+            level = 400 * (1 + 0.6 * math.cos((hour - 13) / 24 * 2 * math.pi))
+            out.append(reading(COW, t, activity=round(level * factor)))
+    return out
+
+
+def test_a_cow_in_heat_against_her_usual_for_the_hour() -> None:
+    engine = AlertEngine()
+    normal = [r for day in range(2) for r in activity_day(day)]
+    assert changes(engine, normal) == []
+    heat = activity_day(2, factor=3.0, hours=range(0, 8)) + activity_day(2, hours=range(8, 14))
+    result = changes(engine, heat)
+    rules = [(rule, state) for _, rule, state in result]
+    assert rules == [("in_heat", "raised"), ("in_heat", "resolved")]
+    raised_at, resolved_at = result[0][0] - 2 * 86_400, result[1][0] - 2 * 86_400
+    # Raised once the smoothed activity has been 1.8x her usual for the `for` hour.
+    assert 3600 <= raised_at <= 2 * 3600
+    assert 8 * 3600 <= resolved_at <= 9 * 3600
+
+
+def test_a_baseline_says_nothing_while_it_learns() -> None:
+    # A wildly active first day: no history yet, so no heat.
+    assert changes(AlertEngine(), activity_day(0, factor=4.0)) == []
+
+
+def test_calving_soon_when_temperature_drops_half_a_degree_below_her_usual() -> None:
+    engine = AlertEngine()
+    usual = [reading(COW, T0 + i * 600, body_temp_c=38.6) for i in range(6 * 30)]
+    assert changes(engine, usual) == []
+    start = T0 + 6 * 30 * 600
+    drop = [reading(COW, start + i * 600, body_temp_c=38.05) for i in range(6 * 4)]
+    result = changes(engine, drop)
+    assert [(rule, state) for _, rule, state in result] == [("calving_soon", "raised")]
+    alert = engine.open_list()[0]
+    assert "from her usual 38.6" in alert.message
+
+
+# -- absence -------------------------------------------------------------------------------
+
+
+class Wall:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, t: float) -> None:
+        self.ns = int(t * S)
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def test_a_gap_in_a_replay_is_a_silence_raised_at_its_deadline_and_resolved_by_the_return() -> None:
+    engine = AlertEngine(wall_ns=Wall(T0 + 10 * 86_400))
+    items = [room(m, 20.0, heating=False) for m in range(0, 10)]  # every minute
+    items.append(room(60, 20.0, heating=False))  # 51 minutes of nothing
+    assert changes(engine, items) == [
+        # 5 intervals of a minute is less than the rule's 10 minutes at least.
+        ((9 + 10) * 60, "silent", "raised"),
+        (60 * 60, "silent", "resolved"),
+    ]
+
+
+def test_a_stream_that_stops_is_noticed_by_the_wall_clock() -> None:
+    wall = Wall(T0)
+    engine = AlertEngine(wall_ns=wall)
+    for m in range(10):
+        wall.ns = (T0 + m * 60) * S
+        engine.evaluate(room(m, 20.0, heating=False))
+    wall.ns = (T0 + 9 * 60 + 599) * S
+    assert engine.sweep() == []
+    wall.ns = (T0 + 9 * 60 + 600) * S
+    [alert] = engine.sweep()
+    assert (alert.rule, alert.state, alert.ts_ns) == ("silent", "raised", (T0 + 19 * 60) * S)
+    assert alert.message == "no reading for 10m"
+    wall.ns += 3600 * S
+    assert engine.sweep() == []  # one alert per silence
+    [back] = engine.evaluate(room(90, 20.0, heating=False))
+    assert (back.state, back.alert_id) == ("resolved", alert.alert_id)
+
+
+def test_a_device_ahead_of_the_wall_clock_does_not_make_the_others_silent() -> None:
+    wall = Wall(T0 + 60)
+    engine = AlertEngine(wall_ns=wall)
+    other = DeviceAddress("home", "thermostat", "th-2")
+    for m in range(4):
+        engine.evaluate(room(m - 3, 20.0, heating=False))
+    # A clock 9 minutes fast on another device of the tenant.
+    engine.evaluate(reading(other, T0 + 60 + 540, temp_c=20.0, heating=False))
+    assert engine.tenant_now("home", wall.ns) == (T0 + 60) * S
+
+
+# -- geofence ------------------------------------------------------------------------------
+
+HOME = (52.0907, 5.1214)
+
+
+def geofence_book(rule: GeofenceRule) -> RuleBook:
+    return RuleBook([Override("car", rule, rule.name, tenant="family")])
+
+
+def car(t: float, lat: float, lon: float = HOME[1]) -> ValidReading:
+    return reading(CAR, T0 + t, lat=lat, lon=lon)
+
+
+def test_a_car_near_home_turns_the_lights_on_once() -> None:
+    near_home = GeofenceRule(
+        name="near_home",
+        where="inside",
+        center=HOME,
+        radius_m=1000,
+        margin_m=100,
+        severity="info",
+        message="{distance_m:.0f} m inside: lights on",
+    )
+    engine = AlertEngine(geofence_book(near_home))
+    metres = 1 / 111_195  # degrees of latitude per metre
+    track = [5000, 2000, 990, 500, 1050, 980, 1090, 1200, 3000]
+    result = changes(engine, [car(i * 5, HOME[0] + d * metres) for i, d in enumerate(track)])
+    assert result == [(10, "near_home", "raised"), (35, "near_home", "resolved")]
+
+
+def test_a_cow_outside_her_pasture_polygon() -> None:
+    pasture = GeofenceRule(
+        name="left_pasture",
+        where="outside",
+        polygon=((52.089, 5.119), (52.089, 5.124), (52.093, 5.124), (52.093, 5.119)),
+        margin_m=20,
+        severity="warning",
+        message="{distance_m:.0f} m outside the pasture",
+    )
+    engine = AlertEngine(RuleBook([Override("cow_tracker", pasture, "left_pasture")]))
+    path = [(52.091, 5.121), (52.0929, 5.1215), (52.0935, 5.1215), (52.0929, 5.1215)]
+    path += [(52.0925, 5.1215)]
+    items = [reading(COW, T0 + i * 60, lat=lat, lon=lon) for i, (lat, lon) in enumerate(path)]
+    result = changes(engine, items)
+    assert result == [(120, "left_pasture", "raised"), (240, "left_pasture", "resolved")]
+
+
+# -- acknowledging -------------------------------------------------------------------------
+
+
+def test_acknowledging_an_open_alert_once() -> None:
+    engine = AlertEngine()
+    [raised] = [a for r in cows([39.6, 39.7, 39.8]) for a in engine.evaluate(r)]
+    ack = engine.acknowledge("farm", raised.alert_id, "dr-vos", "on my way")
+    assert (ack.state, ack.acknowledged_by, ack.note) == ("acknowledged", "dr-vos", "on my way")
+    assert ack.ts_ns == raised.ts_ns + 1  # after the newest reading: changes stay in order
+    with pytest.raises(AckError, match="already acknowledged by dr-vos"):
+        engine.acknowledge("farm", raised.alert_id, "someone-else")
+    with pytest.raises(AckError, match="no open alert"):
+        engine.acknowledge("other-farm", raised.alert_id, "x")
+    resolved = [a for r in cows([38.6] * 3, every_s=1) for a in engine.evaluate(r)]
+    assert resolved == []  # older than the newest reading: not judged
+    later = [reading(COW, T0 + 600 + i, body_temp_c=38.6) for i in range(3)]
+    [done] = [a for r in later for a in engine.evaluate(r)]
+    assert (done.state, done.acknowledged_by) == ("resolved", "dr-vos")
+    with pytest.raises(AckError, match="no open alert"):
+        engine.acknowledge("farm", raised.alert_id, "dr-vos")
+
+
+# -- state over restarts -------------------------------------------------------------------
+
+
+def mixed_day() -> list[ValidReading]:
+    """Two days of a cow with a fever and a heat, a meter going back, a room going silent."""
+    items = [r for day in range(2) for r in activity_day(day)]
+    items += activity_day(2, factor=3.0, hours=range(0, 6))
+    items += [reading(COW, T0 + 2 * 86_400 + 6 * 3600 + i * 600, body_temp_c=40.0)
+              for i in range(6)]  # fmt: skip
+    items += [meter(2 * 86_400 + i * 60, 100 - (i == 3) * 5 + i * 0.01) for i in range(10)]
+    items += [room(2 * 1440 + m, 20.0, heating=False) for m in (0, 1, 2, 3, 4, 40)]
+    items.sort(key=lambda r: r.reading.ts)
+    return items
+
+
+@pytest.mark.parametrize("cut", [0.25, 0.5, 0.8, 0.9, 0.97])
+def test_a_restart_from_a_snapshot_continues_exactly_where_it_stopped(cut: float) -> None:
+    items = mixed_day()
+    whole = AlertEngine(wall_ns=Wall(T0))
+    expected = [a for r in items for a in whole.evaluate(r)]
+    assert {a.rule for a in expected} >= {"in_heat", "fever", "counter_backwards", "silent"}
+
+    first = AlertEngine(wall_ns=Wall(T0))
+    at = int(len(items) * cut)
+    got = [a for r in items[:at] for a in first.evaluate(r)]
+    second = AlertEngine(wall_ns=Wall(T0))
+    snapshot.load(second, snapshot.dump(first))
+    got += [a for r in items[at:] for a in second.evaluate(r)]
+    assert got == expected
+
+
+def test_stored_changes_newer_than_the_snapshot_win() -> None:
+    """A crash after an alert was stored but before the snapshot: no second raise."""
+    engine = AlertEngine()
+    old = snapshot.dump(engine)  # taken before the fever
+    [raised] = [a for r in cows([39.6, 39.7, 39.8]) for a in engine.evaluate(r)]
+
+    restarted = AlertEngine()
+    snapshot.load(restarted, old)
+    stored = parse_alert_line(raised.to_line())
+    assert stored is not None
+    assert restarted.apply_stored([stored]) == []
+    assert [a.alert_id for a in restarted.open_list()] == [raised.alert_id]
+    # The fever goes on: nothing new. It ends: resolved under the same id.
+    more = [reading(COW, T0 + 300 + i * 60, body_temp_c=t) for i, t in enumerate([40.0] * 3)]
+    assert [a for r in more for a in restarted.evaluate(r)] == []
+    end = [reading(COW, T0 + 600 + i * 60, body_temp_c=38.6) for i in range(3)]
+    [resolved] = [a for r in end for a in restarted.evaluate(r)]
+    assert (resolved.state, resolved.alert_id) == ("resolved", raised.alert_id)
+
+
+def test_a_stored_resolution_closes_what_the_snapshot_had_open() -> None:
+    engine = AlertEngine()
+    [raised] = [a for r in cows([39.6, 39.7, 39.8]) for a in engine.evaluate(r)]
+    with_open = snapshot.dump(engine)
+    end = [reading(COW, T0 + 600 + i * 60, body_temp_c=38.6) for i in range(3)]
+    [resolved] = [a for r in end for a in engine.evaluate(r)]
+
+    restarted = AlertEngine()
+    snapshot.load(restarted, with_open)
+    stored = [parse_alert_line(a.to_line()) for a in (raised, resolved)]
+    restarted.apply_stored([s for s in stored if s is not None])
+    assert restarted.open_alerts() == 0
+
+
+def test_an_open_alert_whose_rule_is_gone_is_resolved_on_restore() -> None:
+    stored = StoredChange(
+        "farm", "cow_tracker", "cow-1", "old_rule", "warning", "raised", "abcdefabcdef",
+        T0 * S, T0 * S, T0 * S, 1.0, "",
+    )  # fmt: skip
+    [orphan] = AlertEngine().apply_stored([stored])
+    assert (orphan.state, orphan.alert_id, orphan.rule) == ("resolved", "abcdefabcdef", "old_rule")
+    assert "no longer applies" in orphan.message
+
+
+def test_an_alert_line_reads_back_as_written() -> None:
+    alert = Alert(
+        alert_id="0123456789ab", state="acknowledged", rule="fever", kind="threshold",
+        severity="warning", tenant="farm", device_type="cow_tracker", device_id="cow-1",
+        value=39.75, message='fever: "hot", 40 °C\\', ts_ns=T0 * S + 5, first_seen_ns=T0 * S,
+        last_seen_ns=T0 * S + 4, acknowledged_by="dr vos, vet",
+    )  # fmt: skip
+    stored = parse_alert_line(alert.to_line())
+    assert stored == StoredChange(
+        "farm", "cow_tracker", "cow-1", "fever", "warning", "acknowledged", "0123456789ab",
+        T0 * S + 5, T0 * S, T0 * S + 4, 39.75, "dr vos, vet",
+    )  # fmt: skip
+    assert parse_alert_line("cow_tracker,tenant=farm x=1 1") is None
+
+
+# -- rules as data -------------------------------------------------------------------------
+
+
+def test_a_tenant_override_applies_to_that_tenant_only() -> None:
+    gentle = ThresholdRule(
+        name="fever", field="body_temp_c", direction="above", raise_at=40.0, clear_at=39.5,
+        severity="critical", message="{value}",
+    )  # fmt: skip
+    book = RuleBook([Override("cow_tracker", gentle, "fever", tenant="farm")])
+    engine = AlertEngine(book)
+    other = DeviceAddress("other-farm", "cow_tracker", "cow-1")
+    hot = [39.7, 39.8, 39.9]
+    assert changes(engine, cows(hot)) == []
+    assert [
+        a.rule
+        for i, t in enumerate(hot)
+        for a in engine.evaluate(reading(other, T0 + i, body_temp_c=t))
+    ] == ["fever"]
+
+
+def test_every_default_rule_watches_real_fields_and_every_type_has_a_deadman() -> None:
+    for device in DEVICE_TYPES.values():
+        assert all(device.rule_problem(rule) is None for rule in device.rules)
+        assert any(isinstance(rule, AbsenceRule) for rule in device.rules), device.name

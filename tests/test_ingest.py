@@ -131,7 +131,8 @@ def test_a_fever_raises_one_alert_and_recovery_resolves_it(
 ) -> None:
     watcher = Subscriber(settings.mqtt_url, alert_subscription(settings.topic_prefix))
     try:
-        temps = [38.6, 38.9, 39.6, 40.1, 40.3, 39.9, 39.4, 38.8, 38.7]
+        # Raised on the third reading at 39.5 or more, resolved on the third below 39.2.
+        temps = [38.6, 38.9, 39.6, 40.1, 40.3, 39.9, 39.4, 38.8, 38.7, 38.6]
         publish_all(
             settings.mqtt_url,
             [
@@ -146,15 +147,17 @@ def test_a_fever_raises_one_alert_and_recovery_resolves_it(
     published = [json.loads(m.payload) for m in watcher.messages]
     assert [a["state"] for a in published] == ["raised", "resolved"]
     assert {m.topic for m in watcher.messages} == {f"{settings.topic_prefix}/farm/alerts/cow-9"}
-    assert published[0]["rule"] == "fever" and published[0]["value"] == 39.6
+    assert published[0]["rule"] == "fever" and published[0]["value"] == 40.3
+    assert published[0]["first_seen"] == published[1]["first_seen"]
     assert published[0]["id"] == published[1]["id"]
     rows = influx.query('SELECT * FROM "moclo_alerts"')
     assert [(r["state"], r["rule"], r["severity"], r["device_type"]) for r in rows] == [
         ("raised", "fever", "warning", "cow_tracker"),
         ("resolved", "fever", "warning", "cow_tracker"),
     ]
-    assert rows[0]["time"] == (T0 + 120) * 10**9
-    assert rows[1]["time"] == (T0 + 420) * 10**9
+    assert rows[0]["time"] == (T0 + 240) * 10**9
+    assert rows[1]["time"] == (T0 + 540) * 10**9
+    assert rows[0]["first_seen"] == (T0 + 120) * 10**9
 
 
 def test_frost_risk_is_raised_for_a_cold_room(
@@ -186,7 +189,7 @@ def test_frost_risk_is_raised_for_a_cold_room(
         "frost_risk",
         "critical",
         "raised",
-        4.5,
+        3.9,  # the second reading below 5 °C: one cold reading is not a frost risk
     )
 
 

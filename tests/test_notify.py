@@ -394,7 +394,9 @@ def test_stop_with_a_dead_webhook_returns_within_the_drain(
             notifier.submit(Change(f"a{i}"))
         stop = asyncio.Event()
         stop.set()
-        async with asyncio.timeout(drain_s + 1.5):  # the margin is for a slow machine
+        # A bound against hanging for ever, not a timing claim: the drain's own deadline is
+        # checked below through what was dropped.
+        async with asyncio.timeout(drain_s + 10):
             await notifier.run(stop, drain_s=drain_s)
         return notifier
 

@@ -1,0 +1,259 @@
+"""Each rule kind's condition, judged on one reading: alarm, clear, or neither (hold).
+
+`HOLD` means "no change": between a rule's raise and clear levels (hysteresis), or not yet
+judgeable (a window not yet covered, a baseline still learning). Conditions that need history
+keep it in a small, fixed-size state object per device and rule; nothing grows with time:
+
+- delta: at most 34 samples (one kept per 1/32 of the window), or one for "since last reading";
+- baseline: 24 hourly slots of 5 numbers, plus a smoothed recent value;
+- threshold and geofence: nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from enum import IntEnum
+from typing import Any
+
+from devices.base import Reading
+from devices.rules import BaselineRule, DeltaRule, GeofenceRule, Rule, ThresholdRule
+
+HOUR_NS = 3_600_000_000_000
+SLOTS = 24
+_SAMPLES = 32
+# Per slot: which absolute hour it holds, that hour's sum and count, the usual mean for this
+# hour of the day (an average over days), and over how many days.
+_HOUR, _SUM, _COUNT, _USUAL, _DAYS = range(5)
+_DAY_WEIGHT = 0.3  # how much a new day moves the usual for its hour
+
+
+class Verdict(IntEnum):
+    CLEAR = 0
+    HOLD = 1
+    ALARM = 2
+
+
+class DeltaState:
+    __slots__ = ("samples",)
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[int, float]] = deque()
+
+    def dump(self) -> list[Any]:
+        return [list(s) for s in self.samples]
+
+    @classmethod
+    def load(cls, data: list[Any]) -> DeltaState:
+        state = cls()
+        state.samples.extend((int(ts), float(v)) for ts, v in data)
+        return state
+
+
+class BaselineState:
+    __slots__ = ("baseline", "first_ts", "recent", "recent_ts", "slots")
+
+    def __init__(self) -> None:
+        self.first_ts = 0
+        self.recent = math.nan
+        self.recent_ts = 0
+        self.baseline = math.nan  # the last baseline judged against, for the message
+        self.slots = array("d", [-1.0, 0.0, 0.0, 0.0, 0.0] * SLOTS)
+
+    def dump(self) -> list[Any]:
+        return [self.first_ts, self.recent, self.recent_ts, list(self.slots)]
+
+    @classmethod
+    def load(cls, data: list[Any]) -> BaselineState:
+        state = cls()
+        state.first_ts, state.recent, state.recent_ts = int(data[0]), float(data[1]), int(data[2])
+        state.slots = array("d", data[3])
+        return state
+
+
+ConditionState = DeltaState | BaselineState | None
+
+
+def new_state(rule: Rule) -> ConditionState:
+    if isinstance(rule, DeltaRule):
+        return DeltaState()
+    if isinstance(rule, BaselineRule):
+        return BaselineState()
+    return None
+
+
+def load_state(rule: Rule, data: Any) -> ConditionState:
+    if isinstance(rule, DeltaRule):
+        return DeltaState.load(data)
+    if isinstance(rule, BaselineRule):
+        return BaselineState.load(data)
+    return None
+
+
+def judge(
+    rule: Rule, state: ConditionState, reading: Reading, ts: int, learning: bool
+) -> tuple[Verdict, float]:
+    """The verdict on this reading and the value the alert reports.
+
+    `learning` is False while the rule is pending or raised, so a baseline does not learn
+    from the episode it is judging.
+    """
+    if isinstance(rule, ThresholdRule):
+        value = float(getattr(reading, rule.field))
+        if rule.is_triggered(value):
+            return Verdict.ALARM, value
+        return (Verdict.CLEAR if rule.is_cleared(value) else Verdict.HOLD), value
+    if isinstance(rule, DeltaRule):
+        assert isinstance(state, DeltaState)
+        return _delta(rule, state, reading, ts)
+    if isinstance(rule, BaselineRule):
+        assert isinstance(state, BaselineState)
+        return _baseline(rule, state, float(getattr(reading, rule.field)), ts, learning)
+    if isinstance(rule, GeofenceRule):
+        return _geofence(rule, reading)
+    raise TypeError(f"{rule.kind} rules are not judged per reading")
+
+
+def _delta(rule: DeltaRule, state: DeltaState, reading: Reading, ts: int) -> tuple[Verdict, float]:
+    samples = state.samples
+    if rule.while_field is not None and not getattr(reading, rule.while_field):
+        samples.clear()  # the window starts again once the flag is back on
+        return Verdict.CLEAR, 0.0
+    value = float(getattr(reading, rule.field))
+    window = int(rule.window_s * 1e9)
+    if window == 0:
+        previous = samples[0][1] if samples else None
+        samples.clear()
+        samples.append((ts, value))
+        if previous is None:
+            return Verdict.HOLD, 0.0
+        delta = value - previous
+    else:
+        if samples and ts - samples[-1][0] > window:
+            samples.clear()  # a gap longer than the window: nothing to compare with
+        if not samples or ts - samples[-1][0] >= window // _SAMPLES:
+            samples.append((ts, value))
+        while len(samples) > 1 and samples[1][0] <= ts - window:
+            samples.popleft()
+        if samples[0][0] > ts - window:
+            return Verdict.HOLD, 0.0  # the window is not covered yet
+        delta = value - samples[0][1]
+    if rule.is_triggered(delta):
+        return Verdict.ALARM, delta
+    return (Verdict.CLEAR if rule.is_cleared(delta) else Verdict.HOLD), delta
+
+
+def _baseline(
+    rule: BaselineRule, state: BaselineState, value: float, ts: int, learning: bool
+) -> tuple[Verdict, float]:
+    if not state.first_ts:
+        state.first_ts = ts
+    # The recent value: an exponential moving average with a time constant of half the span.
+    if rule.recent_s and state.recent_ts and not math.isnan(state.recent):
+        weight = 1.0 - math.exp(-(ts - state.recent_ts) / (rule.recent_s * 0.5e9))
+        state.recent += weight * (value - state.recent)
+    else:
+        state.recent = value
+    state.recent_ts = ts
+    recent = state.recent if rule.recent_s else value
+
+    hour = ts // HOUR_NS
+    slots = state.slots
+    base = (hour % SLOTS) * 5
+    if slots[base + _HOUR] != hour:
+        # This hour of the day comes round again: the old hour's mean joins the usual.
+        if slots[base + _COUNT]:
+            mean = slots[base + _SUM] / slots[base + _COUNT]
+            days = slots[base + _DAYS]
+            slots[base + _USUAL] = (
+                mean
+                if days == 0
+                else slots[base + _USUAL] + _DAY_WEIGHT * (mean - slots[base + _USUAL])
+            )
+            slots[base + _DAYS] = days + 1
+        slots[base + _HOUR] = hour
+        slots[base + _SUM] = 0.0
+        slots[base + _COUNT] = 0.0
+
+    baseline = _usual(slots, base) if rule.baseline == "same_hour" else _median(slots, hour)
+    if learning:
+        slots[base + _SUM] += value
+        slots[base + _COUNT] += 1
+    if (
+        baseline is None
+        or ts - state.first_ts < rule.min_history_s * 1e9
+        or (rule.compare == "ratio" and baseline <= 0)
+    ):
+        return Verdict.HOLD, 0.0
+    state.baseline = baseline
+    score = recent / baseline if rule.compare == "ratio" else recent - baseline
+    if rule.is_triggered(score):
+        return Verdict.ALARM, score
+    return (Verdict.CLEAR if rule.is_cleared(score) else Verdict.HOLD), score
+
+
+def _usual(slots: array[float], base: int) -> float | None:
+    return slots[base + _USUAL] if slots[base + _DAYS] else None
+
+
+def _median(slots: array[float], hour: int) -> float | None:
+    """The median of the hourly means of the last 24 hours (this hour excluded)."""
+    means = sorted(
+        slots[i + _SUM] / slots[i + _COUNT]
+        for i in range(0, SLOTS * 5, 5)
+        if slots[i + _COUNT] and hour - SLOTS <= slots[i + _HOUR] < hour
+    )
+    if len(means) < SLOTS // 2:
+        return None  # too few hours to call anything usual
+    middle = len(means) // 2
+    return means[middle] if len(means) % 2 else (means[middle - 1] + means[middle]) / 2
+
+
+# -- geofence -------------------------------------------------------------------------------
+
+EARTH_RADIUS_M = 6_371_000.0
+
+
+def _geofence(rule: GeofenceRule, reading: Reading) -> tuple[Verdict, float]:
+    lat = float(getattr(reading, rule.lat_field))
+    lon = float(getattr(reading, rule.lon_field))
+    outside_by = boundary_distance_m(rule, lat, lon)  # < 0: inside
+    if rule.where == "inside":
+        alarm, clear = outside_by <= 0, outside_by > rule.margin_m
+    else:
+        alarm, clear = outside_by > 0, outside_by < -rule.margin_m
+    return (Verdict.ALARM if alarm else Verdict.CLEAR if clear else Verdict.HOLD), outside_by
+
+
+def boundary_distance_m(rule: GeofenceRule, lat: float, lon: float) -> float:
+    """Metres from the shape's boundary: positive outside, negative inside."""
+    if rule.center is not None and rule.radius_m is not None:
+        return haversine_m(lat, lon, *rule.center) - rule.radius_m
+    assert rule.polygon is not None
+    # Small shapes: a local flat projection around the point is accurate to well under 1 %.
+    scale_x = math.cos(math.radians(lat)) * EARTH_RADIUS_M * math.pi / 180
+    scale_y = EARTH_RADIUS_M * math.pi / 180
+    corners = [((c_lon - lon) * scale_x, (c_lat - lat) * scale_y) for c_lat, c_lon in rule.polygon]
+    inside = False
+    nearest = math.inf
+    for (x1, y1), (x2, y2) in zip(corners, corners[1:] + corners[:1], strict=True):
+        if (y1 > 0) != (y2 > 0) and (x2 - x1) * (0 - y1) / (y2 - y1) + x1 > 0:
+            inside = not inside
+        nearest = min(nearest, _segment_distance(x1, y1, x2, y2))
+    return -nearest if inside else nearest
+
+
+def _segment_distance(x1: float, y1: float, x2: float, y2: float) -> float:
+    """Distance from the origin to the segment (x1, y1)-(x2, y2)."""
+    dx, dy = x2 - x1, y2 - y1
+    length2 = dx * dx + dy * dy
+    t = 0.0 if length2 == 0 else max(0.0, min(1.0, -(x1 * dx + y1 * dy) / length2))
+    return math.hypot(x1 + t * dx, y1 + t * dy)
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))

@@ -1,0 +1,395 @@
+"""Where an alert is born: every rule judged on each valid reading, one alert per episode.
+
+For each device the engine keeps, per rule, a small lifecycle: idle → pending (the condition
+holds, but not yet for `for_s` / `min_readings`) → raised → (acknowledged) → resolved (clear for
+`clear_for_s` / `clear_readings`). Only state changes come out, so a fever that lasts six hours
+is one alert, not seven hundred.
+
+Time is the readings' own: a reading no newer than the newest already judged for that device
+is stored but not judged, so a late or redelivered reading cannot reopen or close an episode,
+and a replay behaves as the live stream did. Absence ("silent") is judged two ways: when a
+device's next reading comes after too long a gap (an episode raised at the deadline and
+resolved by that reading, deterministic in a replay), and by `sweep`, against each tenant's
+clock: the newest reading time seen (never ahead of the wall clock) plus wall time since, so a
+stream that stops entirely is noticed too.
+
+Memory per device is fixed: the newest time, the learnt interval, and per rule a lifecycle and
+a condition state of bounded size (see `conditions.py`). `snapshot`/`restore` (in
+`snapshot.py`) carry it over a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from devices.rules import AbsenceRule, Rule, format_seconds
+from devices.topics import DeviceAddress
+from ingest.alerts.conditions import ConditionState, Verdict, judge, new_state
+from ingest.alerts.record import Alert, AlertState, StoredChange, alert_id
+from ingest.alerts.rulebook import RuleBook
+from ingest.decode import ValidReading
+
+_NS = 1_000_000_000
+_INTERVAL_WEIGHT = 0.2  # how fast the learnt interval follows the device
+_ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
+
+
+class AckError(ValueError):
+    """An acknowledgement that cannot be applied; the message says why."""
+
+
+@dataclass(slots=True)
+class Episode:
+    alert_id: str
+    first_seen: int
+    last_seen: int
+    value: float
+    acknowledged_by: str = ""
+
+
+class Tracker:
+    """One rule's lifecycle on one device."""
+
+    __slots__ = (
+        "changed_at",
+        "clear_count",
+        "clear_since",
+        "condition",
+        "episode",
+        "pending_count",
+        "pending_since",
+        "rule",
+    )
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.condition: ConditionState = new_state(rule)
+        self.pending_since = -1
+        self.pending_count = 0
+        self.clear_since = -1
+        self.clear_count = 0
+        self.episode: Episode | None = None
+        self.changed_at = 0  # time of the last state change (ordering against stored ones)
+
+
+class DeviceState:
+    __slots__ = ("absence", "address", "interval", "newest", "readings", "trackers")
+
+    def __init__(self, address: DeviceAddress, rules: tuple[Rule, ...]) -> None:
+        self.address = address
+        self.trackers = [Tracker(r) for r in rules if not isinstance(r, AbsenceRule)]
+        absence = [Tracker(r) for r in rules if isinstance(r, AbsenceRule)]
+        self.absence = absence[0] if absence else None
+        self.newest = 0  # the newest reading time judged
+        self.interval = 0  # learnt, ns
+        self.readings = 0
+
+    def silence_limit(self) -> int | None:
+        """How long a silence may last before `silent` is raised; None until learnt."""
+        if self.absence is None or self.readings < _ARMED_AFTER:
+            return None
+        rule = self.absence.rule
+        assert isinstance(rule, AbsenceRule)
+        return max(int(rule.after_intervals * self.interval), int(rule.at_least_s * _NS))
+
+
+class AlertEngine:
+    def __init__(
+        self, rulebook: RuleBook | None = None, *, wall_ns: Callable[[], int] = time.time_ns
+    ) -> None:
+        self.rulebook = rulebook or RuleBook()
+        self.wall_ns = wall_ns
+        self.devices: dict[tuple[str, str, str], DeviceState] = {}
+        # Per tenant: (the newest reading time seen, capped at the wall clock; wall time then).
+        self.clocks: dict[str, tuple[int, int]] = {}
+        self._open: dict[str, tuple[DeviceState, Tracker]] = {}  # alert id → where
+
+    def open_alerts(self) -> int:
+        return len(self._open)
+
+    def open_list(self) -> list[Alert]:
+        """The current state of every open alert."""
+        out = []
+        for device, tracker in self._open.values():
+            episode = tracker.episode
+            assert episode is not None
+            state: AlertState = "acknowledged" if episode.acknowledged_by else "raised"
+            out.append(self._alert(device, tracker, state, tracker.changed_at, episode.value))
+        return out
+
+    def device(self, address: DeviceAddress) -> DeviceState:
+        key = (address.tenant, address.device_type, address.device_id)
+        state = self.devices.get(key)
+        if state is None:
+            rules = self.rulebook.rules_for(*key)
+            state = self.devices[key] = DeviceState(address, rules)
+        return state
+
+    # -- readings --------------------------------------------------------------------------
+
+    def evaluate(self, item: ValidReading) -> list[Alert]:
+        """The alerts raised or resolved by this reading (usually none)."""
+        reading = item.reading
+        ts = reading.ts
+        device = self.device(item.address)
+        if ts <= device.newest:
+            return []
+        changes: list[Alert] = []
+        if device.absence is not None:
+            self._heard(device, ts, changes)
+        self._tick_clock(item.address.tenant, ts)
+        if device.readings:
+            gap = ts - device.newest
+            # A silence does not teach the interval: longer gaps count as 3 intervals.
+            gap = min(gap, 3 * device.interval) if device.interval else gap
+            device.interval += (
+                int(_INTERVAL_WEIGHT * (gap - device.interval)) if (device.interval) else gap
+            )
+        device.newest = ts
+        device.readings += 1
+
+        for tracker in device.trackers:
+            rule = tracker.rule
+            idle = tracker.episode is None and tracker.pending_since < 0
+            verdict, value = judge(rule, tracker.condition, reading, ts, idle)
+            episode = tracker.episode
+            if episode is None:
+                if verdict != Verdict.ALARM:
+                    tracker.pending_since, tracker.pending_count = -1, 0
+                    continue
+                if tracker.pending_since < 0:
+                    tracker.pending_since = ts
+                tracker.pending_count += 1
+                if (
+                    ts - tracker.pending_since >= rule.for_s * _NS
+                    and tracker.pending_count >= rule.min_readings
+                ):
+                    changes.append(self._raise(device, tracker, tracker.pending_since, ts, value))
+                continue
+            if verdict != Verdict.CLEAR:
+                tracker.clear_since, tracker.clear_count = -1, 0
+                if verdict == Verdict.ALARM:
+                    episode.last_seen = ts
+                continue
+            if tracker.clear_since < 0:
+                tracker.clear_since = ts
+            tracker.clear_count += 1
+            if (
+                ts - tracker.clear_since >= rule.clear_for_s * _NS
+                and tracker.clear_count >= rule.clear_readings
+            ):
+                changes.append(self._resolve(device, tracker, ts, value))
+        return changes
+
+    def _heard(self, device: DeviceState, ts: int, changes: list[Alert]) -> None:
+        """A reading from a device: ends a silence, or reports one it ended just now."""
+        tracker = device.absence
+        assert tracker is not None
+        if tracker.episode is not None:
+            changes.append(self._resolve(device, tracker, ts, (ts - device.newest) / _NS))
+            return
+        limit = device.silence_limit()
+        if limit is not None and ts - device.newest > limit:
+            deadline = device.newest + limit
+            changes.append(self._raise(device, tracker, deadline, deadline, limit / _NS))
+            changes.append(self._resolve(device, tracker, ts, (ts - device.newest) / _NS))
+
+    def _tick_clock(self, tenant: str, ts: int) -> None:
+        wall = self.wall_ns()
+        seen = min(ts, wall)
+        if seen > self.tenant_now(tenant, wall):
+            self.clocks[tenant] = (seen, wall)
+
+    def tenant_now(self, tenant: str, wall: int) -> int:
+        clock = self.clocks.get(tenant)
+        return 0 if clock is None else clock[0] + max(0, wall - clock[1])
+
+    def sweep(self) -> list[Alert]:
+        """Raises `silent` for devices whose silence passed its limit by their tenant's clock."""
+        wall = self.wall_ns()
+        changes: list[Alert] = []
+        now_by_tenant: dict[str, int] = {}
+        for device in self.devices.values():
+            tracker = device.absence
+            if tracker is None or tracker.episode is not None:
+                continue
+            limit = device.silence_limit()
+            if limit is None:
+                continue
+            tenant = device.address.tenant
+            now = now_by_tenant.get(tenant)
+            if now is None:
+                now = now_by_tenant[tenant] = self.tenant_now(tenant, wall)
+            deadline = device.newest + limit
+            if now >= deadline:
+                changes.append(self._raise(device, tracker, deadline, deadline, limit / _NS))
+        return changes
+
+    # -- people ----------------------------------------------------------------------------
+
+    def acknowledge(self, tenant: str, alert: str, by: str, note: str = "") -> Alert:
+        """Marks an open alert as acknowledged by `by`; AckError says why it cannot be."""
+        found = self._open.get(alert)
+        if found is None or found[0].address.tenant != tenant:
+            raise AckError(f"no open alert {alert!r} for tenant {tenant!r}")
+        device, tracker = found
+        episode = tracker.episode
+        assert episode is not None
+        if episode.acknowledged_by:
+            raise AckError(f"alert {alert!r} was already acknowledged by {episode.acknowledged_by}")
+        episode.acknowledged_by = by
+        # Just after the newest reading, so the episode's changes stay in time order.
+        ts = max(device.newest, tracker.changed_at) + 1
+        tracker.changed_at = ts
+        return self._alert(device, tracker, "acknowledged", ts, episode.value, note=note)
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def _raise(
+        self, device: DeviceState, tracker: Tracker, first_seen: int, ts: int, value: float
+    ) -> Alert:
+        a = device.address
+        rule = tracker.rule
+        episode = Episode(
+            alert_id(a.tenant, a.device_id, rule.name, first_seen), first_seen, ts, value
+        )
+        tracker.episode = episode
+        tracker.pending_since, tracker.pending_count = -1, 0
+        tracker.clear_since, tracker.clear_count = -1, 0
+        tracker.changed_at = ts
+        self._open[episode.alert_id] = (device, tracker)
+        return self._alert(device, tracker, "raised", ts, value)
+
+    def _resolve(self, device: DeviceState, tracker: Tracker, ts: int, value: float) -> Alert:
+        alert = self._alert(device, tracker, "resolved", ts, value)
+        assert tracker.episode is not None
+        self._open.pop(tracker.episode.alert_id, None)
+        tracker.episode = None
+        tracker.clear_since, tracker.clear_count = -1, 0
+        tracker.changed_at = ts
+        return alert
+
+    def _alert(
+        self,
+        device: DeviceState,
+        tracker: Tracker,
+        state: AlertState,
+        ts: int,
+        value: float,
+        note: str = "",
+    ) -> Alert:
+        episode = tracker.episode
+        assert episode is not None
+        rule = tracker.rule
+        a = device.address
+        message = _message(rule, tracker, value)
+        if state == "resolved":
+            message = f"resolved: {message}"
+        return Alert(
+            alert_id=episode.alert_id,
+            state=state,
+            rule=rule.name,
+            kind=rule.kind,
+            severity=rule.severity,
+            tenant=a.tenant,
+            device_type=a.device_type,
+            device_id=a.device_id,
+            value=value,
+            message=message,
+            ts_ns=ts,
+            first_seen_ns=episode.first_seen,
+            last_seen_ns=episode.last_seen,
+            acknowledged_by=episode.acknowledged_by,
+            note=note,
+        )
+
+    # -- restoring -------------------------------------------------------------------------
+
+    def apply_stored(self, changes: Iterable[StoredChange]) -> list[Alert]:
+        """Brings episodes up to date with stored changes newer than what the engine knows.
+
+        Returns resolutions for stored open alerts whose rule no longer applies (the rules
+        changed while ingest was down), so that they do not stay open for ever.
+        """
+        latest: dict[tuple[str, str, str, str], StoredChange] = {}
+        for c in changes:
+            key = (c.tenant, c.device_type, c.device_id, c.rule)
+            if key not in latest or c.ts_ns >= latest[key].ts_ns:
+                latest[key] = c
+        orphans: list[Alert] = []
+        for (tenant, device_type, device_id, rule_name), c in latest.items():
+            device = self.device(DeviceAddress(tenant, device_type, device_id))
+            tracker = _tracker(device, rule_name)
+            if tracker is None:
+                if c.state != "resolved":
+                    orphans.append(_orphan_resolution(c, device.newest))
+                continue
+            if c.ts_ns < tracker.changed_at:
+                continue  # the snapshot knows better
+            if tracker.episode is not None:
+                self._open.pop(tracker.episode.alert_id, None)
+            tracker.changed_at = c.ts_ns
+            tracker.pending_since, tracker.pending_count = -1, 0
+            tracker.clear_since, tracker.clear_count = -1, 0
+            if c.state == "resolved":
+                tracker.episode = None
+                continue
+            tracker.episode = Episode(
+                c.alert_id, c.first_seen_ns, c.last_seen_ns, c.value, c.acknowledged_by
+            )
+            self._open[c.alert_id] = (device, tracker)
+            device.newest = max(device.newest, c.last_seen_ns)
+        return orphans
+
+    def reindex(self) -> None:
+        """Rebuilds the open-alert index after trackers were loaded from a snapshot."""
+        self._open = {
+            t.episode.alert_id: (d, t)
+            for d in self.devices.values()
+            for t in [*d.trackers, *([d.absence] if d.absence else [])]
+            if t.episode is not None
+        }
+
+
+def _tracker(device: DeviceState, rule_name: str) -> Tracker | None:
+    for tracker in [*device.trackers, *([device.absence] if device.absence else [])]:
+        if tracker.rule.name == rule_name:
+            return tracker
+    return None
+
+
+def _orphan_resolution(c: StoredChange, newest: int) -> Alert:
+    ts = max(c.ts_ns, newest) + 1
+    return Alert(
+        alert_id=c.alert_id,
+        state="resolved",
+        rule=c.rule,
+        kind="",
+        severity=c.severity if c.severity in ("info", "warning", "critical") else "info",  # type: ignore[arg-type]
+        tenant=c.tenant,
+        device_type=c.device_type,
+        device_id=c.device_id,
+        value=c.value,
+        message=f"resolved: rule {c.rule} no longer applies to this device",
+        ts_ns=ts,
+        first_seen_ns=c.first_seen_ns,
+        last_seen_ns=c.last_seen_ns,
+        acknowledged_by=c.acknowledged_by,
+    )
+
+
+def _message(rule: Rule, tracker: Tracker, value: float) -> str:
+    from ingest.alerts.conditions import BaselineState
+
+    condition = tracker.condition
+    baseline = condition.baseline if isinstance(condition, BaselineState) else 0.0
+    return rule.message.format(
+        value=value,
+        baseline=baseline,
+        delta=value,
+        distance_m=abs(value),
+        silent_for=format_seconds(value),
+        field=getattr(rule, "field", ""),
+    )

@@ -1,0 +1,156 @@
+"""One alert state change: what is published on MQTT, stored in `moclo_alerts` and notified.
+
+An alert is an episode with an id: `raised` → (`acknowledged`) → `resolved`. Storage: measurement
+`moclo_alerts`; tags `tenant`, `device_id`, `device_type`, `rule`, `severity`; fields
+`alert_id`, `state`, `kind`, `message`, `value`, `first_seen` and `last_seen` (ns), and
+`acknowledged_by` once acknowledged; time = the change (the reading that caused it; for an
+acknowledgement, just after the device's newest reading, so changes of one episode are in
+time order). `parse_alert_line` reads such a line back (restoring state from the spool).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from devices.base import format_timestamp
+from devices.rules import Severity
+from ingest.lineprotocol import ALERTS_MEASUREMENT, format_field, quote_string
+
+AlertState = Literal["raised", "acknowledged", "resolved"]
+ALERT_STATES: tuple[AlertState, ...] = ("raised", "acknowledged", "resolved")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One change of an episode's state."""
+
+    alert_id: str
+    state: AlertState
+    rule: str
+    kind: str
+    severity: Severity
+    tenant: str
+    device_type: str
+    device_id: str
+    value: float  # the value that caused this change (the rule kind says what it measures)
+    message: str
+    ts_ns: int  # when the change happened, in the readings' time
+    first_seen_ns: int  # when the condition began
+    last_seen_ns: int  # the newest reading that met the condition
+    acknowledged_by: str = ""
+    note: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form (published, POSTed to webhooks, printed by `moclo alerts --json`)."""
+        body: dict[str, object] = {
+            "id": self.alert_id,
+            "state": self.state,
+            "rule": self.rule,
+            "kind": self.kind,
+            "severity": self.severity,
+            "tenant": self.tenant,
+            "device_type": self.device_type,
+            "device_id": self.device_id,
+            "value": self.value,
+            "message": self.message,
+            "ts": format_timestamp(self.ts_ns),
+            "first_seen": format_timestamp(self.first_seen_ns),
+            "last_seen": format_timestamp(self.last_seen_ns),
+        }
+        if self.acknowledged_by:
+            body["acknowledged_by"] = self.acknowledged_by
+        if self.note:
+            body["note"] = self.note
+        return body
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.as_dict())
+
+    def describe(self) -> str:
+        mark = {"raised": "ALERT", "acknowledged": "ACK  ", "resolved": "CLEAR"}[self.state]
+        by = f" by {self.acknowledged_by}" if self.state == "acknowledged" else ""
+        return (
+            f"{format_timestamp(self.ts_ns)}  {mark} {self.severity:<8} {self.rule:<16} "
+            f"{self.tenant}/{self.device_id}: {self.message}{by}  (id {self.alert_id})"
+        )
+
+    def to_line(self) -> str:
+        acked = (
+            f",acknowledged_by={quote_string(self.acknowledged_by)}" if self.acknowledged_by else ""
+        )
+        return (
+            f"{ALERTS_MEASUREMENT},device_id={self.device_id},device_type={self.device_type},"
+            f"rule={self.rule},severity={self.severity},tenant={self.tenant} "
+            f"alert_id={quote_string(self.alert_id)}{acked},"
+            f"first_seen={self.first_seen_ns}i,kind={quote_string(self.kind)},"
+            f"last_seen={self.last_seen_ns}i,message={quote_string(self.message)},"
+            f"state={quote_string(self.state)},value={format_field(float(self.value))} "
+            f"{self.ts_ns}"
+        )
+
+
+def alert_id(tenant: str, device_id: str, rule: str, first_seen_ns: int) -> str:
+    """Deterministic, so the same episode seen again after a restart keeps its id."""
+    key = f"{tenant}/{device_id}/{rule}/{first_seen_ns}".encode()
+    return hashlib.sha1(key).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChange:
+    """An alert change read back from InfluxDB or the spool (for restoring state)."""
+
+    tenant: str
+    device_type: str
+    device_id: str
+    rule: str
+    severity: str
+    state: str
+    alert_id: str
+    ts_ns: int
+    first_seen_ns: int
+    last_seen_ns: int
+    value: float
+    acknowledged_by: str
+
+
+_FIELD = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^,\s]+)')
+
+
+def parse_alert_line(line: str) -> StoredChange | None:
+    """Reads back a line written by `Alert.to_line`; None for any other line."""
+    if not line.startswith(ALERTS_MEASUREMENT + ","):
+        return None
+    head, _, rest = line.partition(" ")
+    fields_text, _, ts_text = rest.rpartition(" ")
+    tags = dict(pair.split("=", 1) for pair in head.split(",")[1:])
+    fields: dict[str, str | float | int] = {}
+    for name, raw in _FIELD.findall(fields_text):
+        if raw.startswith('"'):
+            fields[name] = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        elif raw.endswith("i"):
+            fields[name] = int(raw[:-1])
+        else:
+            fields[name] = float(raw)
+    try:
+        ts_ns = int(ts_text)
+        return StoredChange(
+            tenant=tags["tenant"],
+            device_type=tags["device_type"],
+            device_id=tags["device_id"],
+            rule=tags["rule"],
+            severity=tags["severity"],
+            state=str(fields["state"]),
+            alert_id=str(fields["alert_id"]),
+            ts_ns=ts_ns,
+            first_seen_ns=int(fields.get("first_seen", ts_ns)),
+            last_seen_ns=int(fields.get("last_seen", ts_ns)),
+            value=float(fields.get("value", 0.0)),
+            acknowledged_by=str(fields.get("acknowledged_by", "")),
+        )
+    except (KeyError, ValueError):
+        return None

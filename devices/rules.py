@@ -190,8 +190,8 @@ class BaselineRule(RuleBase):
     median of the device's last 24 hourly means (`rolling_24h`), or the device's usual mean
     for this hour of the day (`same_hour`, learnt over days, for fields with a daily rhythm).
     Until `min_history_s` of history exists the rule says nothing. Readings taken while the
-    rule is pending or raised do not feed the baseline, so a long episode does not become
-    the new normal.
+    rule is pending, or while any alert of the device is open, do not feed the baseline: a
+    cow's activity during a fever is not her usual, nor is a heat the new normal.
     """
 
     field: str

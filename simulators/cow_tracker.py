@@ -43,7 +43,8 @@ class CowBehaviour:
         self._fever_peak = rng.uniform(39.8, 40.6)
         self._heat_factor = rng.uniform(2.0, 4.0)
         self._heat_period = rng.uniform(20.0, 22.0) * DAY
-        self._heat_phase = rng.uniform(0, self._heat_period)
+        # Counted from the simulation's start, so a seed gives the same heats whatever the date.
+        self._heat_phase = start + rng.uniform(0, self._heat_period)
         self.episodes = Episodes(rng, start, incident_every_s, {"fever": 0.7, "still": 0.3})
 
     def _in_heat(self, t: float) -> float:

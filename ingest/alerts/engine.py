@@ -150,10 +150,12 @@ class AlertEngine:
         device.newest = ts
         device.readings += 1
 
+        # A device with an open alert is not its usual self: its baselines do not learn now.
+        usual = not any(t.episode is not None for t in device.trackers)
         for tracker in device.trackers:
             rule = tracker.rule
-            idle = tracker.episode is None and tracker.pending_since < 0
-            verdict, value = judge(rule, tracker.condition, reading, ts, idle)
+            learning = usual and tracker.pending_since < 0
+            verdict, value = judge(rule, tracker.condition, reading, ts, learning)
             episode = tracker.episode
             if episode is None:
                 if verdict != Verdict.ALARM:

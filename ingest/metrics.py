@@ -45,8 +45,21 @@ class _IngestCollector(Collector):
         yield rejected
         alerts = CounterMetricFamily("moclo_alerts", "alert changes", labels=["state"])
         alerts.add_metric(["raised"], stats.alerts_raised)
+        alerts.add_metric(["acknowledged"], stats.alerts_acknowledged)
         alerts.add_metric(["resolved"], stats.alerts_resolved)
         yield alerts
+        webhook = ingest.webhook
+        if webhook is not None:
+            sent = CounterMetricFamily(
+                "moclo_webhook_notifications",
+                "alert changes for the webhook, by outcome",
+                labels=["outcome"],
+            )
+            for outcome in ("sent", "failed", "dropped", "skipped"):
+                sent.add_metric([outcome], getattr(webhook.stats, outcome))
+            yield sent
+            yield _counter("moclo_webhook_retries", "webhook retries", webhook.stats.retries)
+            yield _gauge("moclo_webhook_queued", "alert changes waiting", webhook.queued)
         yield _counter("moclo_batches_written", "batches written", stats.batches_written)
         yield _counter("moclo_write_retries", "InfluxDB write retries", ingest.sink.retries)
         latency = ingest.sink.latency

@@ -132,13 +132,13 @@ class Ingest:
         notifiers: list[LogNotifier | WebhookNotifier] = []
         if options.log_alerts:
             notifiers.append(LogNotifier())
+        self.webhook: WebhookNotifier | None = None
         if settings.webhook_url is not None:
-            notifiers.append(
-                WebhookNotifier(
-                    settings.webhook_url.get_secret_value(),
-                    min_severity=settings.webhook_min_severity,
-                )
+            self.webhook = WebhookNotifier(
+                settings.webhook_url.get_secret_value(),
+                min_severity=settings.webhook_min_severity,
             )
+            notifiers.append(self.webhook)
         self.notifiers = Notifiers(notifiers)
         limits = options.limits
         self.pipeline = Pipeline(
@@ -178,6 +178,16 @@ class Ingest:
                 log.info(
                     "spool holds %d batches from before; writing them first", self.spool.records
                 )
+            rulebook = self.pipeline.engine.rulebook
+            log.info(
+                "alert rules: %s%s",
+                f"the defaults with {rulebook.source}'s {len(rulebook.overrides)} changes"
+                if rulebook.source
+                else "each device type's defaults (moclo rules list)",
+                f"; alert changes also to the webhook at {self.webhook.target}"
+                if self.webhook is not None
+                else "",
+            )
             if ready is not None:
                 ready.set()
             try:

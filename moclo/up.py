@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ingest.alerts import Alert
-from ingest.service import IngestStats, run_ingest
+from ingest.service import IngestOptions, IngestStats, run_ingest
 from moclo.settings import Settings
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
@@ -126,16 +126,24 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
     prefix = settings.topic_prefix
 
     def on_alert(alert: Alert) -> None:
-        mark = "ALERT" if alert.state == "raised" else "CLEAR"
+        mark = {"raised": "ALERT", "acknowledged": "ACK  ", "resolved": "CLEAR"}[alert.state]
         _say(
-            f"{mark} {alert.severity:<8} {alert.rule:<11} {alert.tenant}/{alert.device_id}: "
-            f"{alert.message}"
+            f"{mark} {alert.severity:<8} {alert.rule:<14} {alert.tenant}/{alert.device_id}: "
+            f"{alert.message}  (id {alert.alert_id})"
         )
 
     async with asyncio.TaskGroup() as tasks:
         try:
             ingest = tasks.create_task(
-                run_ingest(settings, stop, stats=stats, on_alert=on_alert, ready=ready),
+                run_ingest(
+                    settings,
+                    stop,
+                    # Alert changes are printed above, so the log need not repeat them.
+                    options=IngestOptions(log_alerts=False),
+                    stats=stats,
+                    on_alert=on_alert,
+                    ready=ready,
+                ),
                 name="ingest",
             )
             await _first(ready, ingest)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devices.catalogue import DEVICE_TYPES
-from devices.rules import AbsenceRule, GeofenceRule, ThresholdRule
+from devices.rules import AbsenceRule, GeofenceRule, ThresholdRule, describe
 from devices.topics import DeviceAddress
 from ingest.alerts import AckError, Alert, AlertEngine, snapshot
 from ingest.alerts.record import StoredChange, parse_alert_line
@@ -407,3 +407,12 @@ def test_every_default_rule_watches_real_fields_and_every_type_has_a_deadman() -
     for device in DEVICE_TYPES.values():
         assert all(device.rule_problem(rule) is None for rule in device.rules)
         assert any(isinstance(rule, AbsenceRule) for rule in device.rules), device.name
+
+
+def test_the_readme_lists_every_default_rule_as_it_is(repo_root) -> None:  # type: ignore[no-untyped-def]
+    readme = (repo_root / "README.md").read_text()
+    for device in DEVICE_TYPES.values():
+        for rule in device.rules:
+            raised, resolved = describe(rule)
+            row = f"| `{rule.name}` | `{device.name}` | {raised} | {resolved} | {rule.severity} |"
+            assert row in readme, row

@@ -1,18 +1,17 @@
 """The ingest service: wires source → decode/validate → sink, with the alert engine beside them.
 
-For each batch: decode and validate every message, evaluate alert rules, write readings,
-rejections and alert changes to InfluxDB in one request (or, while InfluxDB is unavailable,
-append them to the on-disk spool and fsync), publish the alert changes, and only then
-acknowledge the batch's MQTT messages. A crash anywhere before the acknowledgement means the
-broker delivers the batch again; because a reading's point is keyed by its own timestamp,
-storing it again overwrites instead of duplicating.
+For each batch: decode and validate every message, evaluate alert rules, publish the alert
+changes, write readings, rejections and alert changes to InfluxDB in one request (or, while
+InfluxDB is unavailable, append them to the on-disk spool and fsync), and only then acknowledge
+the batch's MQTT messages. A crash anywhere before the acknowledgement means the broker delivers
+the batch again; because a reading's point is keyed by its own timestamp, storing it again
+overwrites instead of duplicating, and a change published again keeps its id.
 
-Alert changes are stored with the batch that caused them, published on MQTT (the change on
-`{prefix}/{tenant}/alerts/{device_id}`, the current state retained on
-`{prefix}/{tenant}/alert-state/{device_id}/{rule}`), and handed to the notifiers, whose queues
-never hold ingestion back. Between batches the consumer sweeps for silent devices and, every
-30 s, snapshots the alert engine's state; on start the state is restored from that snapshot and
-the stored alert changes (`ingest/alerts/snapshot.py`).
+Alert changes go out on MQTT (the change on `{prefix}/{tenant}/alerts/{device_id}`, the
+current state retained on `{prefix}/{tenant}/alert-state/{device_id}/{rule}`) and to the
+notifiers, whose queues never hold ingestion back. Between batches the consumer sweeps for
+silent devices and, every 30 s, snapshots the alert engine's state; on start the state is
+restored from that snapshot and the stored alert changes (`ingest/alerts/snapshot.py`).
 
 Tasks, under one TaskGroup: `consume` (the loop above), `drain-spool` (spool → InfluxDB, oldest
 first), `notify` (webhook and log) and `watch` (connection state for the health check); the
@@ -270,11 +269,17 @@ class Ingest:
         stats.rejected_by_reason.update(r.reason.value for r in prepared.rejections)
 
     async def _commit(self, lines: list[str], alerts: list[Alert]) -> None:
-        """Stores the lines, then tells the world about the alert changes among them."""
-        if lines:
-            await self._deliver(lines)
+        """Tells the world about the alert changes, then stores the lines (changes included).
+
+        Publishing first makes alerts at-least-once: a crash after storing but before
+        publishing would leave a change stored that nobody was told about, and the restored
+        engine would not raise it again. The other way round, a crash before storing means
+        the batch is delivered again and the change is published again, with the same id.
+        """
         if alerts:
             await self._announce(alerts)
+        if lines:
+            await self._deliver(lines)
 
     async def _announce(self, alerts: list[Alert]) -> None:
         stats = self.stats

@@ -56,10 +56,20 @@ class RuleBase:
             raise ValueError("for and clear_for must be durations of zero or more")
         if self.min_readings < 1 or self.clear_readings < 1:
             raise ValueError("min_readings and clear_readings must be at least 1")
-        for _, name, _, _ in string.Formatter().parse(self.message):
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(self.message)]
+        except ValueError as exc:
+            raise ValueError(f"message {self.message!r} is not a template: {exc}") from None
+        for name in names:
             if name is not None and name not in MESSAGE_FIELDS:
                 known = ", ".join(sorted(MESSAGE_FIELDS))
                 raise ValueError(f"message names {{{name}}}; it may use {known}")
+        try:  # numbers are floats, silent_for and field are text: `{value:d}` cannot work
+            self.message.format(
+                value=1.5, baseline=1.5, delta=1.5, distance_m=1.5, silent_for="1m", field="f"
+            )
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ValueError(f"message {self.message!r} cannot be filled in: {exc}") from None
 
     @property
     def fields(self) -> tuple[str, ...]:

@@ -416,3 +416,13 @@ def test_the_readme_lists_every_default_rule_as_it_is(repo_root) -> None:  # typ
             raised, resolved = describe(rule)
             row = f"| `{rule.name}` | `{device.name}` | {raised} | {resolved} | {rule.severity} |"
             assert row in readme, row
+
+
+@pytest.mark.parametrize("message", ["{value:d}", "{nope}", "{0}", "{silent_for:.1f}", "{"])
+def test_a_message_that_cannot_be_filled_in_is_refused_when_the_rule_is_made(message: str) -> None:
+    """Refused up front, so a bad template can never fail later, on a reading, inside ingest."""
+    with pytest.raises(ValueError, match="message"):
+        ThresholdRule(
+            name="x", field="body_temp_c", direction="above", raise_at=1, clear_at=0,
+            severity="info", message=message,
+        )  # fmt: skip

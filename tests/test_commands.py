@@ -1,4 +1,5 @@
-"""The main commands as a user runs them: `moclo up`, `moclo ingest`, `moclo alerts watch`."""
+"""The main commands as a user runs them: `moclo up`, `moclo ingest` (`moclo alerts` has
+its own file, test_alerts_cli.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import httpx
 from devices.topics import telemetry_topic
 from moclo.settings import Settings
 from moclo.stack import free_port, port_open
-from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, moclo, publish_all, wait_until
 
 
@@ -163,44 +163,6 @@ def test_moclo_ingest_explains_an_unreachable_database(settings: Settings) -> No
     assert f"cannot reach InfluxDB at http://127.0.0.1:{port}" in result.stderr
     assert "MOCLO_INFLUX_URL" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_moclo_alerts_watch_prints_alerts_as_they_happen(
-    settings: Settings, ingest: RunningIngest
-) -> None:
-    process = _moclo(
-        "alerts",
-        "watch",
-        "--json",
-        "--count",
-        "2",
-        "--mqtt-url",
-        settings.mqtt_url,
-        "--topic-prefix",
-        settings.topic_prefix,
-    )
-    output = Output(process)
-    try:
-        wait_until(lambda: output.has("watching"), what="watcher subscribed")
-        topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-3")
-        publish_all(
-            settings.mqtt_url,
-            [
-                (
-                    topic,
-                    cow_json(int(time.time()) - 100 + i, i, body_temp_c=t),
-                )
-                for i, t in enumerate([38.5, 40.1, 38.4])
-            ],
-        )
-        assert process.wait(30) == 0, output.text()
-    finally:
-        output.close()
-    alerts = [json.loads(line) for line in output.lines if line.startswith("{")]
-    assert [(a["state"], a["rule"], a["device_id"]) for a in alerts] == [
-        ("raised", "fever", "cow-3"),
-        ("resolved", "fever", "cow-3"),
-    ]
 
 
 def test_help_lists_every_command_and_the_environment() -> None:

@@ -1,12 +1,15 @@
 """Stored alerts, read back from `moclo_alerts`: the latest change of every episode.
 
-Used on start to restore the engine, and by `moclo alerts` to list what is open.
+Used on start to restore the engine, and by `moclo alerts` to list what is open and to look an
+alert up by its id.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from ingest.alerts.record import StoredChange
-from ingest.influx import InfluxClient, quote_string
+from ingest.influx import InfluxClient, Series, quote_string
 from ingest.lineprotocol import ALERTS_MEASUREMENT
 
 _COLUMNS = ("alert_id", "first_seen", "last_seen", "value", "acknowledged_by", "message", "kind")
@@ -30,27 +33,7 @@ async def latest_changes(
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + ' GROUP BY "tenant", "device_id", "device_type", "rule", "severity"'
     )
-    changes = []
-    for series in await client.query(query):
-        tags = series.tags
-        for row in series.rows():
-            ts = int(row["time"])
-            changes.append(
-                StoredChange(
-                    tenant=tags["tenant"],
-                    device_type=tags["device_type"],
-                    device_id=tags["device_id"],
-                    rule=tags["rule"],
-                    severity=tags["severity"],
-                    state=str(row["state"]),
-                    alert_id=str(row["alert_id"]),
-                    ts_ns=ts,
-                    first_seen_ns=int(row["first_seen"] or ts),
-                    last_seen_ns=int(row["last_seen"] or ts),
-                    value=float(row["value"] or 0.0),
-                    acknowledged_by=str(row["acknowledged_by"] or ""),
-                )
-            )
+    changes = _changes(await client.query(query))
     # A rule whose severity changed has a series per severity: keep the newest per rule.
     newest: dict[tuple[str, str, str, str], StoredChange] = {}
     for c in changes:
@@ -58,3 +41,54 @@ async def latest_changes(
         if key not in newest or c.ts_ns > newest[key].ts_ns:
             newest[key] = c
     return list(newest.values())
+
+
+async def find_alert(client: InfluxClient, alert_id: str) -> StoredChange | None:
+    """The newest stored change of the episode `alert_id`, or None if none was stored."""
+    columns = ", ".join(f'"{c}"' for c in _COLUMNS)
+    query = (
+        f'SELECT "state", {columns} FROM "{ALERTS_MEASUREMENT}" '
+        f'WHERE "alert_id" = {quote_string(alert_id)}'
+        ' GROUP BY "tenant", "device_id", "device_type", "rule", "severity"'
+    )
+    changes = _changes(await client.query(query))
+    return max(changes, key=lambda c: c.ts_ns) if changes else None
+
+
+async def raised_since(
+    client: InfluxClient, since_ns: int, *, tenant: str | None = None
+) -> dict[str, int]:
+    """The episodes raised at or after `since_ns`: alert id → when it was raised."""
+    where = [f"time >= {int(since_ns)}", "\"state\" = 'raised'"]
+    if tenant is not None:
+        where.append(f'"tenant" = {quote_string(tenant)}')
+    query = f'SELECT "alert_id" FROM "{ALERTS_MEASUREMENT}" WHERE {" AND ".join(where)}'
+    return {
+        str(row["alert_id"]): int(row["time"])
+        for series in await client.query(query)
+        for row in series.rows()
+    }
+
+
+def _changes(result: list[Series]) -> list[StoredChange]:
+    return [_change(series.tags, row) for series in result for row in series.rows()]
+
+
+def _change(tags: dict[str, str], row: dict[str, Any]) -> StoredChange:
+    ts = int(row["time"])
+    return StoredChange(
+        tenant=tags["tenant"],
+        device_type=tags["device_type"],
+        device_id=tags["device_id"],
+        rule=tags["rule"],
+        severity=tags["severity"],
+        state=str(row["state"]),
+        alert_id=str(row["alert_id"]),
+        ts_ns=ts,
+        first_seen_ns=int(row["first_seen"] or ts),
+        last_seen_ns=int(row["last_seen"] or ts),
+        value=float(row["value"] or 0.0),
+        acknowledged_by=str(row["acknowledged_by"] or ""),
+        message=str(row["message"] or ""),
+        kind=str(row["kind"] or ""),
+    )

@@ -116,6 +116,8 @@ class StoredChange:
     last_seen_ns: int
     value: float
     acknowledged_by: str
+    message: str = ""  # read back by `moclo alerts`; not needed to restore state
+    kind: str = ""
 
 
 _FIELD = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^,\s]+)')

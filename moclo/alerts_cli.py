@@ -1,0 +1,453 @@
+"""`moclo alerts`: which alerts are open, what changes, and acknowledging one.
+
+- `moclo alerts` lists the open alerts from InfluxDB (`moclo_alerts`: the latest change of each
+  rule's latest episode), as a table for people or JSON for programs.
+- `--follow` prints that list, then every change live from MQTT. It subscribes before reading
+  the list, so no change falls between the two.
+- `moclo alerts ack ID` acknowledges through ingest, which owns alert state: it publishes
+  `{"id", "by", "note"}` on `{prefix}/{tenant}/acks` and succeeds only once ingest has published
+  (and so stored) the `acknowledged` change.
+
+JSON: every alert is an object with the keys of the published alert (`Alert.as_dict`): `id`,
+`state` (raised, acknowledged, resolved), `rule`, `kind`, `severity`, `tenant`, `device_type`,
+`device_id`, `value`, `message`, `ts` (this change), `first_seen`, `last_seen` (RFC 3339 UTC),
+and `acknowledged_by` (null until acknowledged). A live acknowledgement also carries `note` when
+one was given; notes are not stored. The list is one JSON array; with `--follow`, one object a
+line, the list first. Argument parsing is in `moclo/cli.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import ssl
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+import aiomqtt
+import orjson
+
+from devices.base import parse_timestamp
+from devices.rules import SEVERITIES, Severity, format_seconds
+from devices.topics import ack_topic, alert_subscription, alert_topic
+from ingest.alerts.history import find_alert, latest_changes, raised_since
+from ingest.alerts.record import ALERT_STATES, Alert, AlertState, StoredChange
+from ingest.influx import InfluxClient, InfluxError, InfluxRefused, quote_string
+from moclo.mqtt import MqttEndpoint, MqttUnreachable
+from moclo.settings import Settings
+
+CONNECT_TIMEOUT_S = 5.0
+_NS = 1_000_000_000
+_ALERT_ID = re.compile(r"[0-9a-f]{12}")
+_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+_COLUMNS = (
+    "ID",
+    "SEVERITY",
+    "STATE",
+    "TENANT/DEVICE",
+    "RULE",
+    "VALUE",
+    "FIRST SEEN",
+    "LAST CHANGE",
+    "MESSAGE",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    """Which alerts to show; every field narrows, None/defaults mean all."""
+
+    tenant: str | None = None
+    device_id: str | None = None
+    min_severity: Severity = "info"
+    since_s: float | None = None  # raised within this long before now
+    include_resolved: bool = False
+
+    def admits(self, alert: Alert) -> bool:
+        """Tenant, device and severity; the state and `since_s` are the caller's to judge."""
+        return (
+            (self.tenant is None or alert.tenant == self.tenant)
+            and (self.device_id is None or alert.device_id == self.device_id)
+            and _RANK.get(alert.severity, 0) >= _RANK[self.min_severity]
+        )
+
+    def scope(self) -> str:
+        """` (for tenant farm, device cow-9, warning or critical, raised in the last 6h)`."""
+        parts = []
+        if self.tenant:
+            parts.append(f"tenant {self.tenant}")
+        if self.device_id:
+            parts.append(f"device {self.device_id}")
+        if self.min_severity == "warning":
+            parts.append("warning or critical")
+        elif self.min_severity == "critical":
+            parts.append("critical only")
+        if self.since_s is not None:
+            parts.append(f"raised in the last {format_seconds(self.since_s)}")
+        return f" (for {', '.join(parts)})" if parts else ""
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+async def current_alerts(
+    client: InfluxClient, query: AlertFilter, *, now_ns: int
+) -> tuple[list[Alert], set[str] | None]:
+    """The alerts `query` admits, critical first, then the newest (by first seen); and, with
+    `since_s`, the ids of the episodes raised in that window, so a live stream can apply the same
+    filter."""
+    since_ns = None if query.since_s is None else now_ns - int(query.since_s * _NS)
+    # The tenant and the window narrow the query itself; device and severity are judged here.
+    changes = await latest_changes(client, tenant=query.tenant, since_ns=since_ns)
+    raised = None
+    if since_ns is not None:
+        raised = set(await raised_since(client, since_ns, tenant=query.tenant))
+    alerts = [
+        alert
+        for alert in map(_from_stored, changes)
+        if query.admits(alert)
+        and (query.include_resolved or alert.state != "resolved")
+        and (raised is None or alert.alert_id in raised)
+    ]
+    alerts.sort(key=lambda a: (-_RANK.get(a.severity, 0), -a.first_seen_ns, -a.ts_ns, a.alert_id))
+    return alerts, raised
+
+
+def list_alerts(settings: Settings, query: AlertFilter, *, as_json: bool = False) -> int:
+    """`moclo alerts`: prints the alerts and exits 0, also when there are none."""
+
+    async def run() -> list[Alert]:
+        async with _influx(settings) as client:
+            alerts, _ = await current_alerts(client, query, now_ns=time.time_ns())
+            return alerts
+
+    _print(asyncio.run(run()), query, as_json=as_json, json_lines=False)
+    return 0
+
+
+def _print(alerts: list[Alert], query: AlertFilter, *, as_json: bool, json_lines: bool) -> None:
+    if as_json and json_lines:
+        for alert in alerts:
+            print(json.dumps(_json(alert), ensure_ascii=False))
+    elif as_json:
+        print(json.dumps([_json(a) for a in alerts], indent=2, ensure_ascii=False))
+    elif alerts:
+        print(table(alerts))
+    else:
+        print(f"no {'' if query.include_resolved else 'open '}alerts{query.scope()}")
+
+
+def table(alerts: Iterable[Alert]) -> str:
+    """The alerts as aligned columns, one a line, under a header."""
+    rows = [_COLUMNS] + [
+        (
+            a.alert_id,
+            a.severity,
+            a.state,
+            f"{a.tenant}/{a.device_id}",
+            a.rule,
+            f"{a.value:g}",
+            _when(a.first_seen_ns),
+            _when(a.ts_ns),
+            a.message + (f" (acknowledged by {a.acknowledged_by})" if a.acknowledged_by else ""),
+        )
+        for a in alerts
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]])
+        for row in rows
+    )
+
+
+# -- following ------------------------------------------------------------------------------
+
+
+def follow_alerts(
+    settings: Settings, query: AlertFilter, *, as_json: bool = False, count: int | None = None
+) -> int:
+    """`moclo alerts --follow`: the current list, then each change as it is published.
+
+    Runs until Ctrl-C (exit 130), or until `count` changes were printed (exit 0).
+    """
+    try:
+        return asyncio.run(_follow(settings, query, as_json=as_json, count=count))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _follow(
+    settings: Settings, query: AlertFilter, *, as_json: bool, count: int | None
+) -> int:
+    endpoint = settings.mqtt
+    topic = alert_subscription(settings.topic_prefix, query.tenant or "+")
+    async with _broker(endpoint) as mqtt:
+        await mqtt.subscribe(topic, qos=1)
+        listed: dict[str, int] = {}  # alert id → its listed change's time, to skip repeats
+        raised: set[str] | None = None
+        try:
+            async with _influx(settings) as client:
+                alerts, raised = await current_alerts(client, query, now_ns=time.time_ns())
+        except InfluxError as exc:
+            # The live stream is the point of --follow; the list is a head start.
+            print(f"moclo: cannot list the open alerts ({exc}); live changes only", file=sys.stderr)
+            if query.since_s is not None:
+                raised = set()  # only what is raised from now on is known to be recent
+        else:
+            listed = {a.alert_id: a.ts_ns for a in alerts}
+            _print(alerts, query, as_json=as_json, json_lines=True)
+        print(f"watching {topic} on {endpoint.display()} (Ctrl-C to stop)", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        printed = 0
+        async for message in mqtt.messages:
+            alert = parse_alert(message.payload)
+            if alert is None:
+                print(f"moclo: unreadable alert on {message.topic}", file=sys.stderr, flush=True)
+                continue
+            if alert.state == "raised" and raised is not None:
+                raised.add(alert.alert_id)
+            # Microseconds: the published time has no finer resolution.
+            if alert.ts_ns // 1000 <= listed.get(alert.alert_id, -1) // 1000:
+                continue  # published while the list was read: already shown
+            if not query.admits(alert) or (raised is not None and alert.alert_id not in raised):
+                continue
+            if as_json:
+                print(json.dumps(_json(alert), ensure_ascii=False), flush=True)
+            else:
+                print(alert.describe(), flush=True)
+            printed += 1
+            if count is not None and printed >= count:
+                return 0
+    return 0
+
+
+# -- acknowledging --------------------------------------------------------------------------
+
+
+def acknowledge(
+    settings: Settings, alert_id: str, *, by: str, note: str = "", timeout_s: float = 10.0
+) -> int:
+    """`moclo alerts ack`: exit 0 once ingest has published the acknowledgement, else 1."""
+    try:
+        return asyncio.run(_acknowledge(settings, alert_id, by=by, note=note, timeout_s=timeout_s))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _acknowledge(
+    settings: Settings, alert_id: str, *, by: str, note: str, timeout_s: float
+) -> int:
+    async with _influx(settings) as client:
+        stored = await find_alert(client, alert_id)
+    if stored is None:
+        return _fail(
+            f"no alert {alert_id} in database {settings.influx_db!r} at {settings.influx_url}: "
+            "`moclo alerts --all` lists the ids"
+        )
+    what = f"{alert_id} ({stored.rule} on {stored.tenant}/{stored.device_id})"
+    if stored.state == "resolved":
+        return _fail(f"alert {what} is already resolved ({_when(stored.ts_ns)}): nothing to ack")
+    if stored.state == "acknowledged":
+        return _fail(
+            f"alert {what} was already acknowledged by {stored.acknowledged_by} "
+            f"({_when(stored.ts_ns)})"
+        )
+    body: dict[str, str] = {"id": alert_id, "by": by}
+    if note:
+        body["note"] = note
+    payload = orjson.dumps(body)
+    prefix = settings.topic_prefix
+    async with _broker(settings.mqtt) as mqtt:
+        # Subscribed first, so ingest's answer cannot be published before we listen.
+        await mqtt.subscribe(alert_topic(prefix, stored.tenant, stored.device_id), qos=1)
+        sent_ns = time.time_ns()
+        await mqtt.publish(ack_topic(prefix, stored.tenant), payload, qos=1)
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for message in mqtt.messages:
+                    alert = parse_alert(message.payload)
+                    if alert is None or alert.alert_id != alert_id:
+                        continue
+                    if alert.state == "resolved":
+                        return _fail(f"alert {what} was resolved before ingest took the ack")
+                    if alert.state == "acknowledged" and alert.acknowledged_by != by:
+                        return _fail(
+                            f"alert {what} was acknowledged by {alert.acknowledged_by} first"
+                        )
+                    if alert.state == "acknowledged":
+                        print(f"acknowledged {what} by {by}")
+                        return 0
+        except TimeoutError:
+            pass
+    refusal = await _refusal(settings, stored.tenant, payload, sent_ns)
+    if refusal:
+        return _fail(f"ingest refused the acknowledgement of {alert_id}: {refusal}")
+    return _fail(
+        f"sent, but ingest did not confirm within {format_seconds(timeout_s)}: "
+        "is `moclo ingest` running?"
+    )
+
+
+async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int) -> str | None:
+    """Why ingest rejected this acknowledgement (`bad_ack` in moclo_rejected), if it did."""
+    query = (
+        'SELECT "error", "payload" FROM "moclo_rejected" WHERE "reason" = \'bad_ack\' '
+        f'AND "tenant" = {quote_string(tenant)} '
+        f"AND time >= {sent_ns - 60 * _NS}"  # ingest stamps arrival by its own clock
+    )
+    try:
+        async with _influx(settings) as client:
+            series = await client.query(query)
+    except InfluxError:
+        return None  # the timeout message is still true
+    text = payload.decode()
+    errors = [str(row["error"]) for s in series for row in s.rows() if row["payload"] == text]
+    return errors[-1] if errors else None
+
+
+# -- pieces ---------------------------------------------------------------------------------
+
+
+def check_alert_id(text: str) -> str:
+    """`text` if it has the shape of an alert id (12 lowercase hex digits), else ValueError."""
+    if _ALERT_ID.fullmatch(text) is None:
+        raise ValueError(f"{text!r} is not an alert id: 12 hex digits (0-9, a-f), as listed")
+    return text
+
+
+def check_ack_text(kind: str, text: str) -> str:
+    """An acknowledgement's `by` (1..64 characters, none a control character) or `note` (up to
+    500 characters), checked as ingest will check them, so a bad one fails here and now."""
+    if kind == "by" and not 1 <= len(text) <= 64:
+        raise ValueError("a name is 1 to 64 characters")
+    if kind == "by" and any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError("a name cannot hold control characters such as a line break")
+    if kind == "note" and len(text) > 500:
+        raise ValueError(f"a note is at most 500 characters; this one has {len(text)}")
+    return text
+
+
+def default_name() -> str:
+    """Who acknowledges when --by is not given: $USER, if usable, else `unknown`."""
+    try:
+        return check_ack_text("by", os.environ.get("USER", ""))
+    except ValueError:
+        return "unknown"
+
+
+def parse_alert(payload: object) -> Alert | None:
+    """A published alert change (`Alert.to_json`) read back; None if it is not one."""
+    try:
+        body = orjson.loads(payload if isinstance(payload, (bytes, bytearray, str)) else b"")
+        state, severity = body["state"], body["severity"]
+        if state not in ALERT_STATES or severity not in SEVERITIES:
+            return None
+        return Alert(
+            alert_id=str(body["id"]),
+            state=cast(AlertState, state),
+            rule=str(body["rule"]),
+            kind=str(body.get("kind", "")),
+            severity=cast(Severity, severity),
+            tenant=str(body["tenant"]),
+            device_type=str(body.get("device_type", "")),
+            device_id=str(body["device_id"]),
+            value=float(body.get("value", 0.0)),
+            message=str(body.get("message", "")),
+            ts_ns=parse_timestamp(body["ts"]),
+            first_seen_ns=parse_timestamp(body.get("first_seen", body["ts"])),
+            last_seen_ns=parse_timestamp(body.get("last_seen", body["ts"])),
+            acknowledged_by=str(body.get("acknowledged_by") or ""),
+            note=str(body.get("note") or ""),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _from_stored(c: StoredChange) -> Alert:
+    return Alert(
+        alert_id=c.alert_id,
+        state=cast(AlertState, c.state),
+        rule=c.rule,
+        kind=c.kind,
+        severity=cast(Severity, c.severity),
+        tenant=c.tenant,
+        device_type=c.device_type,
+        device_id=c.device_id,
+        value=c.value,
+        message=c.message,
+        ts_ns=c.ts_ns,
+        first_seen_ns=c.first_seen_ns,
+        last_seen_ns=c.last_seen_ns,
+        acknowledged_by=c.acknowledged_by,
+    )
+
+
+def _json(alert: Alert) -> dict[str, object]:
+    """`Alert.as_dict` with `acknowledged_by` always present, so every object has the same keys."""
+    body = alert.as_dict()
+    body.setdefault("acknowledged_by", None)
+    return body
+
+
+def _when(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / _NS, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _fail(message: str) -> int:
+    print(f"moclo: {message}", file=sys.stderr)
+    return 1
+
+
+@contextlib.asynccontextmanager
+async def _influx(settings: Settings) -> AsyncIterator[InfluxClient]:
+    """A client whose "database not found" says which setting to check."""
+    client = InfluxClient(
+        settings.influx_url, settings.influx_db, token=settings.influx_token_value
+    )
+    try:
+        yield client
+    except InfluxRefused as exc:
+        if "database not found" not in str(exc):
+            raise
+        raise InfluxRefused(
+            f"InfluxDB at {settings.influx_url} has no database {settings.influx_db!r}, so "
+            "nothing was ever stored there: set MOCLO_INFLUX_DB or --influx-db to the database "
+            "ingest writes to",
+            status=404,
+        ) from None
+    finally:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
+async def _broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
+    """A connected aiomqtt client; its errors become MqttUnreachable saying what to check."""
+    client = aiomqtt.Client(
+        endpoint.host,
+        endpoint.port,
+        username=endpoint.username,
+        password=endpoint.password,
+        tls_context=ssl.create_default_context() if endpoint.tls else None,
+        timeout=CONNECT_TIMEOUT_S,
+    )
+    try:
+        await client.__aenter__()
+    except aiomqtt.MqttError as exc:
+        raise endpoint.unreachable(CONNECT_TIMEOUT_S, str(exc)) from None
+    try:
+        yield client
+    except aiomqtt.MqttError as exc:
+        raise MqttUnreachable(
+            f"lost the MQTT broker at {endpoint.display()} ({exc}); run the command again"
+        ) from None
+    finally:
+        with contextlib.suppress(aiomqtt.MqttError):  # the connection may be gone already
+            await client.__aexit__(None, None, None)

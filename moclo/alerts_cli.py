@@ -3,10 +3,12 @@
 - `moclo alerts` lists the open alerts from InfluxDB (`moclo_alerts`: the latest change of each
   rule's latest episode), as a table for people or JSON for programs.
 - `--follow` prints that list, then every change live from MQTT. It subscribes before reading
-  the list, so no change falls between the two.
+  the list, so no change falls between the two; a change both listed and received is printed
+  once.
 - `moclo alerts ack ID` acknowledges through ingest, which owns alert state: it publishes
-  `{"id", "by", "note"}` on `{prefix}/{tenant}/acks` and succeeds only once ingest has published
-  (and so stored) the `acknowledged` change.
+  `{"id", "by", "note"}` on `{prefix}/{tenant}/acks` and succeeds only once ingest has taken it
+  and published the `acknowledged` change. Ingest publishes a change just before it stores it,
+  so a list read at that instant may still show the alert as raised.
 
 JSON: every alert is an object with the keys of the published alert (`Alert.as_dict`): `id`,
 `state` (raised, acknowledged, resolved), `rule`, `kind`, `severity`, `tenant`, `device_type`,

@@ -451,7 +451,10 @@ def test_ack_acknowledges_through_ingest_and_a_second_ack_is_refused(
         assert [(a["id"], a["acknowledged_by"], a["note"]) for a in acknowledged] == [
             (alert_id, "alice", "vet called")
         ]
-        [row] = stored(influx, "\"state\" = 'acknowledged'")
+        # Ingest publishes a change, then stores it.
+        [row] = wait_until(
+            lambda: stored(influx, "\"state\" = 'acknowledged'"), what="the ack stored"
+        )
         assert (row["alert_id"], row["acknowledged_by"]) == (alert_id, "alice")
 
         listed = json.loads(alerts(settings, "--json").stdout)

@@ -22,6 +22,7 @@ consecutive readings before an alert is raised, and be clear for `clear_for_s` s
 from __future__ import annotations
 
 import math
+import re
 import string
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -32,6 +33,8 @@ Direction = Literal["above", "below"]
 Compare = Literal["ratio", "offset"]
 BaselineKind = Literal["rolling_24h", "same_hour"]
 Where = Literal["inside", "outside"]
+
+MAX_DURATION_S = 365 * 86_400.0
 
 # What a rule's message may name; each kind fills the ones that mean something for it.
 MESSAGE_FIELDS = frozenset({"value", "baseline", "delta", "distance_m", "silent_for", "field"})
@@ -52,14 +55,19 @@ class RuleBase:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
-        if not all(math.isfinite(v) and v >= 0 for v in (self.for_s, self.clear_for_s)):
-            raise ValueError("for and clear_for must be durations of zero or more")
+        if not all(0 <= v <= MAX_DURATION_S for v in (self.for_s, self.clear_for_s)):
+            raise ValueError("for and clear_for must be durations from zero to 365d")
         if self.min_readings < 1 or self.clear_readings < 1:
             raise ValueError("min_readings and clear_readings must be at least 1")
         try:
-            names = [name for _, name, _, _ in string.Formatter().parse(self.message)]
+            parsed = list(string.Formatter().parse(self.message))
         except ValueError as exc:
             raise ValueError(f"message {self.message!r} is not a template: {exc}") from None
+        for _, _, spec, _ in parsed:
+            # `{value:{x}}` nests a lookup; `{value:.999999999f}` builds a gigabyte.
+            if spec and ("{" in spec or any(int(n) > 40 for n in re.findall(r"\d+", spec))):
+                raise ValueError(f"message {self.message!r}: format {spec!r} is not allowed")
+        names = [name for _, name, _, _ in parsed]
         for name in names:
             if name is not None and name not in MESSAGE_FIELDS:
                 known = ", ".join(sorted(MESSAGE_FIELDS))
@@ -68,7 +76,7 @@ class RuleBase:
             self.message.format(
                 value=1.5, baseline=1.5, delta=1.5, distance_m=1.5, silent_for="1m", field="f"
             )
-        except (ValueError, TypeError, IndexError) as exc:
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
             raise ValueError(f"message {self.message!r} cannot be filled in: {exc}") from None
 
     @property
@@ -170,8 +178,8 @@ class DeltaRule(RuleBase):
     def __post_init__(self) -> None:
         RuleBase.__post_init__(self)
         _check_levels(self.direction, self.raise_at, self.clear_at)
-        if not (math.isfinite(self.window_s) and self.window_s >= 0):
-            raise ValueError("window must be a duration of zero or more")
+        if not (0 <= self.window_s <= MAX_DURATION_S):
+            raise ValueError("window must be a duration from zero to 365d")
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -188,7 +196,10 @@ class DeltaRule(RuleBase):
         what = f"change of {self.field} {span}"
         if self.while_field:
             what += f" while {self.while_field}"
-        return _condition(self.direction, self.raise_at, self.clear_at, what)
+        raised, resolved = _condition(self.direction, self.raise_at, self.clear_at, what)
+        if self.while_field:
+            resolved += f", or {self.while_field} false"
+        return raised, resolved
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,10 +274,10 @@ class AbsenceRule(RuleBase):
 
     def __post_init__(self) -> None:
         RuleBase.__post_init__(self)
-        if not (math.isfinite(self.after_intervals) and self.after_intervals >= 1):
-            raise ValueError("after_intervals must be at least 1")
-        if not (math.isfinite(self.at_least_s) and self.at_least_s > 0):
-            raise ValueError("at_least must be a duration above zero")
+        if not (1 <= self.after_intervals <= 10_000):
+            raise ValueError("after_intervals must be from 1 to 10000")
+        if not (0 < self.at_least_s <= MAX_DURATION_S):
+            raise ValueError("at_least must be a duration above zero, up to 365d")
 
     def condition(self) -> tuple[str, str]:
         return (

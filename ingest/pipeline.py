@@ -12,10 +12,24 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from devices.topics import DeviceAddress, parse_ack_topic, telemetry_topic
+from devices.topics import (
+    IDENTIFIER_RULE,
+    DeviceAddress,
+    is_identifier,
+    parse_ack_topic,
+    telemetry_topic,
+)
 from ingest.alerts import AckError, Alert, AlertEngine
 from ingest.cardinality import CardinalityGuard
-from ingest.decode import Decoded, Decoder, Rejection, RejectReason, ValidReading
+from ingest.decode import (
+    INVALID_TAG,
+    Decoded,
+    Decoder,
+    Rejection,
+    RejectReason,
+    ValidReading,
+    describe_validation_error,
+)
 from ingest.lineprotocol import parse_reading_address, reading_line, rejection_line
 from ingest.rejections import RejectionLog
 from ingest.source import Message
@@ -56,10 +70,11 @@ class Pipeline:
     def prepare(self, messages: Sequence[Message]) -> PreparedBatch:
         decoded = Decoded()
         batch = PreparedBatch()
+        acks: list[tuple[str, Message]] = []
         for message in messages:
             tenant = parse_ack_topic(self.decoder.prefix, message.topic)
             if tenant is not None:
-                self._acknowledge(tenant, message, batch)
+                acks.append((tenant, message))
                 continue
             self.decoder.decode(message.topic, message.payload, message.received_ns, decoded)
         for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
@@ -69,6 +84,10 @@ class Pipeline:
             batch.readings += 1
             batch.lines.append(reading_line(item))
             batch.alerts.extend(self.engine.evaluate(item))
+        # After the readings: an acknowledgement names an alert that was raised before it was
+        # sent, possibly by a reading in this same batch.
+        for tenant, message in acks:
+            self._acknowledge(tenant, message, batch)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)
         for rejection in decoded.rejections:
             self._add_rejection(batch, rejection)
@@ -81,21 +100,24 @@ class Pipeline:
         return batch
 
     def _acknowledge(self, tenant: str, message: Message, batch: PreparedBatch) -> None:
+        shape = 'an acknowledgement is {"id": "<alert id>", "by": "<who>", "note": "…"}'
         try:
+            if not is_identifier(tenant):
+                raise AckError(f"tenant {tenant!r} in the topic must match {IDENTIFIER_RULE}")
             ack = _Ack.model_validate(orjson.loads(message.payload))
             alert = self.engine.acknowledge(tenant, ack.id, ack.by, ack.note)
         except (orjson.JSONDecodeError, ValidationError, AckError) as exc:
-            error = (
-                str(exc)
-                if isinstance(exc, AckError)
-                else 'an acknowledgement is {"id": "<alert id>", "by": "<who>", "note": "…"}: '
-                + (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            )
+            if isinstance(exc, AckError):
+                error = str(exc)
+            elif isinstance(exc, ValidationError):
+                error = f"{shape}: {describe_validation_error(exc)}"
+            else:
+                error = f"{shape}: not JSON ({exc})"
             self._add_rejection(
                 batch,
                 Rejection(
                     RejectReason.BAD_ACK,
-                    tenant,
+                    tenant if is_identifier(tenant) else INVALID_TAG,
                     "_ack",
                     message.topic,
                     error,

@@ -153,6 +153,7 @@ class Ingest:
         self._drained = asyncio.Event()  # wakes a consumer waiting for spool room
         self._consumed = asyncio.Event()  # the consumer is done: notifiers may finish
         self._orphans: list[Alert] = []  # stored open alerts whose rule is gone
+        self._judged_unstored = False  # the engine has seen a batch not yet stored
 
     async def run(self, ready: asyncio.Event | None = None) -> IngestStats:
         """Runs until `stop` is set; then finishes what it holds and returns."""
@@ -221,9 +222,11 @@ class Ingest:
                 caught_up = len(messages) < options.batch_messages
                 if caught_up and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + options.sweep_every_s
+                    self._judged_unstored = True
                     swept = self.pipeline.sweep()
                     if swept.alerts:
                         await self._commit(swept.lines, swept.alerts)
+                    self._judged_unstored = False
                 if time.monotonic() >= next_snapshot:
                     next_snapshot = time.monotonic() + options.snapshot_every_s
                     await self._save_alert_state()
@@ -259,8 +262,10 @@ class Ingest:
         return batch.result()
 
     async def _handle(self, messages: list[Message]) -> None:
+        self._judged_unstored = True
         prepared = self.pipeline.prepare(messages)
         await self._commit(prepared.lines, prepared.alerts)
+        self._judged_unstored = False
         self.source.ack(messages)
         stats = self.stats
         self.liveness.last_handled = time.monotonic()
@@ -381,7 +386,14 @@ class Ingest:
         """Rebuilds the engine: the snapshot, then stored changes newer than it."""
         engine = self.pipeline.engine
         data = await asyncio.to_thread(snapshot.read, self.snapshot_path)
-        devices = snapshot.load(engine, data) if data else 0
+        devices = 0
+        try:
+            devices = await asyncio.to_thread(snapshot.load, engine, data) if data else 0
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            # A damaged snapshot costs learnt history, not alerts: the store still has those.
+            log.warning("alert state snapshot %s unreadable (%r); starting without it",
+                        self.snapshot_path, exc)  # fmt: skip
+            engine = self.pipeline.engine = AlertEngine(engine.rulebook)
         stored: list[StoredChange] = []
         try:
             stored = await latest_changes(self.sink.client)
@@ -401,8 +413,15 @@ class Ingest:
             self._orphans = orphans  # announced once connected
 
     async def _save_alert_state(self) -> None:
-        data = snapshot.dump(self.pipeline.engine)
-        await asyncio.to_thread(snapshot.write, self.snapshot_path, data)
+        """Saves the engine, unless it has judged a batch that was never stored: after a
+        restart those readings come again and must be judged again."""
+        if self._judged_unstored:
+            log.warning("alert state not saved: the last batch was not stored")
+            return
+        engine = self.pipeline.engine
+        # On a worker thread (a large fleet takes a second or more): nothing else touches the
+        # engine meanwhile, since only the consumer does and it is waiting here.
+        await asyncio.to_thread(lambda: snapshot.write(self.snapshot_path, snapshot.dump(engine)))
 
     # -- drain the spool -------------------------------------------------------------------
 

@@ -164,7 +164,10 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
                     asyncio.to_thread(run_simulation, settings.mqtt, prefix, sim, stop=sim_stop),
                     name="simulator",
                 )
-            _say(f"  Watch alerts moclo alerts watch --mqtt-url {settings.mqtt.display()}")
+            _say(
+                f"  Watch alerts moclo alerts --follow --mqtt-url {settings.mqtt.display()} "
+                f"--influx-url {settings.influx_url} --influx-db {settings.influx_db}"
+            )
             _say(
                 f"  Query        curl -G {settings.influx_url}/query --data-urlencode "
                 f"db={settings.influx_db} --data-urlencode "

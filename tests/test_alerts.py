@@ -7,9 +7,11 @@ through a real ingest, broker and database, with a restart mid-episode.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pytest
 
 from devices.catalogue import DEVICE_TYPES
@@ -426,3 +428,84 @@ def test_a_message_that_cannot_be_filled_in_is_refused_when_the_rule_is_made(mes
             name="x", field="body_temp_c", direction="above", raise_at=1, clear_at=0,
             severity="info", message=message,
         )  # fmt: skip
+
+
+def test_acknowledgements_come_after_the_readings_of_their_batch() -> None:
+    """An ack sent right after the reading that raised its alert may share its batch."""
+    from ingest.alerts import alert_id
+    from ingest.cardinality import CardinalityGuard
+    from ingest.decode import Decoder
+    from ingest.pipeline import Pipeline
+    from ingest.rejections import RejectionLog
+    from ingest.source import Message
+
+    pipeline = Pipeline(
+        Decoder("p"), AlertEngine(), RejectionLog(), CardinalityGuard(burst=10, per_minute=10)
+    )
+    now = time.time_ns()
+    start = now // S - 600
+    topic = "p/farm/cow_tracker/cow-1/telemetry"
+    hot = [
+        Message(topic, orjson.dumps({**DEVICE_TYPES["cow_tracker"].example, "ts": start + i,
+                                     "seq": i, "body_temp_c": 40.0}), i, 1, now, 1)
+        for i in range(3)
+    ]  # fmt: skip
+    the_id = alert_id("farm", "cow-1", "fever", start * S)
+    ack = Message("p/farm/acks", orjson.dumps({"id": the_id, "by": "vet"}), 9, 1, now, 1)
+    bad = [
+        Message("p/farm/acks", b'{"id": "nope", "by": "vet"}', 10, 1, now, 1),
+        Message("p/Farm Two/acks", orjson.dumps({"id": the_id, "by": "vet"}), 11, 1, now, 1),
+    ]
+    batch = pipeline.prepare([*hot[:2], ack, hot[2], *bad])
+    assert [(a.state, a.alert_id) for a in batch.alerts] == [
+        ("raised", the_id),
+        ("acknowledged", the_id),
+    ]
+    assert [(r.reason, r.tenant) for r in batch.rejections] == [
+        ("bad_ack", "farm"),
+        ("bad_ack", "_invalid"),
+    ]
+    assert "id: String should match pattern" in batch.rejections[0].error
+    assert "must match" in batch.rejections[1].error
+
+
+def test_a_device_known_only_from_the_store_survives_the_next_snapshot() -> None:
+    """A baseline that has seen no reading yet has no value ("NaN"); JSON has no NaN."""
+    engine = AlertEngine()
+    engine.apply_stored(
+        [StoredChange("farm", "cow_tracker", "cow-1", "fever", "warning", "raised",
+                      "abcdefabcdef", T0 * S, T0 * S, T0 * S, 39.8, "")]
+    )  # fmt: skip
+    restored = AlertEngine()
+    snapshot.load(restored, snapshot.dump(engine))
+    assert [a.alert_id for a in restored.open_list()] == ["abcdefabcdef"]
+
+
+def test_a_silence_is_resolved_after_it_was_raised_even_by_buffered_readings() -> None:
+    """A car in a garage uploads its buffer later: its old readings cannot end the silence
+    before it began, or the stored changes would say it is still open."""
+    wall = Wall(T0)
+    engine = AlertEngine(wall_ns=wall)
+    garage, street = DeviceAddress("fam", "car", "car-1"), DeviceAddress("fam", "car", "car-2")
+    for m in range(0, 40, 10):
+        wall.ns = (T0 + m * 60) * S
+        engine.evaluate(reading(garage, T0 + m * 60))
+        engine.evaluate(reading(street, T0 + m * 60))
+    out = []
+    for m in range(40, 200, 10):
+        wall.ns = (T0 + m * 60) * S
+        engine.evaluate(reading(street, T0 + m * 60))
+        out += engine.sweep()
+    for m in range(40, 200, 10):
+        out += engine.evaluate(reading(garage, T0 + m * 60))
+    [raised, resolved] = out
+    assert (raised.state, resolved.state) == ("raised", "resolved")
+    assert resolved.ts_ns > raised.ts_ns
+
+
+def test_a_burst_of_readings_does_not_teach_a_tiny_interval() -> None:
+    pacemaker = DeviceAddress("clinic", "pacemaker", "pm-1")
+    times = [T0 + h * 3600 for h in range(6)]  # hourly
+    times += [times[-1] + 10 * (i + 1) for i in range(10)]  # an event: every 10 s
+    times += [times[-1] + 3600 * (h + 1) for h in range(4)]  # hourly again
+    assert changes(AlertEngine(), [reading(pacemaker, t) for t in times]) == []

@@ -62,14 +62,22 @@ class BaselineState:
         self.slots = array("d", [-1.0, 0.0, 0.0, 0.0, 0.0] * SLOTS)
 
     def dump(self) -> list[Any]:
-        return [self.first_ts, self.recent, self.recent_ts, list(self.slots)]
+        # JSON has no NaN ("nothing yet"): it travels as null.
+        return [self.first_ts, _number(self.recent), self.recent_ts, list(self.slots),
+                _number(self.baseline)]  # fmt: skip
 
     @classmethod
     def load(cls, data: list[Any]) -> BaselineState:
         state = cls()
-        state.first_ts, state.recent, state.recent_ts = int(data[0]), float(data[1]), int(data[2])
+        state.first_ts, state.recent_ts = int(data[0]), int(data[2])
+        state.recent = math.nan if data[1] is None else float(data[1])
         state.slots = array("d", data[3])
+        state.baseline = math.nan if data[4] is None else float(data[4])
         return state
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 ConditionState = DeltaState | BaselineState | None

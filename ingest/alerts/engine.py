@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from devices.rules import AbsenceRule, Rule, format_seconds
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import ConditionState, Verdict, judge, new_state
+from ingest.alerts.conditions import BaselineState, ConditionState, Verdict, judge, new_state
 from ingest.alerts.record import Alert, AlertState, StoredChange, alert_id
 from ingest.alerts.rulebook import RuleBook
 from ingest.decode import ValidReading
@@ -142,8 +142,10 @@ class AlertEngine:
         self._tick_clock(item.address.tenant, ts)
         if device.readings:
             gap = ts - device.newest
-            # A silence does not teach the interval: longer gaps count as 3 intervals.
-            gap = min(gap, 3 * device.interval) if device.interval else gap
+            # Neither a silence nor a burst teaches the interval much: gaps count as 1/3 to
+            # 3 intervals at most.
+            if device.interval:
+                gap = max(device.interval // 3, min(gap, 3 * device.interval))
             device.interval += (
                 int(_INTERVAL_WEIGHT * (gap - device.interval)) if (device.interval) else gap
             )
@@ -190,7 +192,10 @@ class AlertEngine:
         tracker = device.absence
         assert tracker is not None
         if tracker.episode is not None:
-            changes.append(self._resolve(device, tracker, ts, (ts - device.newest) / _NS))
+            # Readings a device buffered during its silence can predate the raise; the
+            # resolution still comes after it, so the episode's changes stay in order.
+            at = max(ts, tracker.changed_at + 1)
+            changes.append(self._resolve(device, tracker, at, (ts - device.newest) / _NS))
             return
         limit = device.silence_limit()
         if limit is not None and ts - device.newest > limit:
@@ -328,21 +333,25 @@ class AlertEngine:
                 if c.state != "resolved":
                     orphans.append(_orphan_resolution(c, device.newest))
                 continue
-            if c.ts_ns < tracker.changed_at:
-                continue  # the snapshot knows better
+            if c.ts_ns <= tracker.changed_at:
+                continue  # the snapshot knows this change, and what came after it
             if tracker.episode is not None:
                 self._open.pop(tracker.episode.alert_id, None)
             tracker.changed_at = c.ts_ns
             tracker.pending_since, tracker.pending_count = -1, 0
             tracker.clear_since, tracker.clear_count = -1, 0
+            # The change was stored with the batch that caused it: its readings were judged.
+            # (A silence's `last_seen` is its deadline, not a reading.)
             if c.state == "resolved":
                 tracker.episode = None
+                device.newest = max(device.newest, c.ts_ns)
                 continue
             tracker.episode = Episode(
                 c.alert_id, c.first_seen_ns, c.last_seen_ns, c.value, c.acknowledged_by
             )
             self._open[c.alert_id] = (device, tracker)
-            device.newest = max(device.newest, c.last_seen_ns)
+            if tracker is not device.absence:
+                device.newest = max(device.newest, c.last_seen_ns)
         return orphans
 
     def reindex(self) -> None:
@@ -383,15 +392,18 @@ def _orphan_resolution(c: StoredChange, newest: int) -> Alert:
 
 
 def _message(rule: Rule, tracker: Tracker, value: float) -> str:
-    from ingest.alerts.conditions import BaselineState
-
     condition = tracker.condition
     baseline = condition.baseline if isinstance(condition, BaselineState) else 0.0
-    return rule.message.format(
-        value=value,
-        baseline=baseline,
-        delta=value,
-        distance_m=abs(value),
-        silent_for=format_seconds(value),
-        field=getattr(rule, "field", ""),
-    )
+    try:
+        return rule.message.format(
+            value=value,
+            baseline=baseline,
+            delta=value,
+            distance_m=abs(value),
+            silent_for=format_seconds(value),
+            field=getattr(rule, "field", ""),
+        )
+    except (ValueError, TypeError, KeyError, IndexError):
+        # Templates are tried when a rule is made; should one still fail on a value, the
+        # alert must not be lost to its wording.
+        return f"{rule.name}: {value:g} ({rule.message})"

@@ -3,9 +3,10 @@
 An alert is an episode with an id: `raised` → (`acknowledged`) → `resolved`. Storage: measurement
 `moclo_alerts`; tags `tenant`, `device_id`, `device_type`, `rule`, `severity`; fields
 `alert_id`, `state`, `kind`, `message`, `value`, `first_seen` and `last_seen` (ns), and
-`acknowledged_by` once acknowledged; time = the change (the reading that caused it; for an
-acknowledgement, just after the device's newest reading, so changes of one episode are in
-time order). `parse_alert_line` reads such a line back (restoring state from the spool).
+`acknowledged_by` (and `note`, if one was given) once acknowledged; time = the change (the
+reading that caused it; for an acknowledgement, just after the device's newest reading, so
+changes of one episode are in time order). `parse_alert_line` reads such a line back
+(restoring state from the spool).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class Alert:
         acked = (
             f",acknowledged_by={quote_string(self.acknowledged_by)}" if self.acknowledged_by else ""
         )
+        if self.note:
+            acked += f",note={quote_string(self.note)}"
         return (
             f"{ALERTS_MEASUREMENT},device_id={self.device_id},device_type={self.device_type},"
             f"rule={self.rule},severity={self.severity},tenant={self.tenant} "

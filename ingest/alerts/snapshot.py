@@ -32,8 +32,19 @@ log = logging.getLogger("moclo.alerts")
 VERSION = 1
 
 
+# What a condition's saved history depends on; other settings (levels, message, severity) can
+# change without throwing away a month of baseline.
+_HISTORY_KEYS = {
+    "delta": ("field", "window_s", "while_field"),
+    "baseline": ("field", "compare", "baseline", "recent_s"),
+}
+
+
 def _signature(tracker: Tracker) -> str:
-    return hashlib.sha1(repr(tracker.rule).encode()).hexdigest()[:10]
+    rule = tracker.rule
+    keys = _HISTORY_KEYS.get(rule.kind, ())
+    text = repr((rule.kind, *(getattr(rule, key) for key in keys)))
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def dump(engine: AlertEngine) -> bytes:
@@ -62,7 +73,6 @@ def dump(engine: AlertEngine) -> bytes:
         )  # fmt: skip
     return orjson.dumps(
         {"version": VERSION, "clocks": engine.clocks, "devices": devices},
-        option=orjson.OPT_SERIALIZE_NUMPY,
     )
 
 
@@ -88,7 +98,7 @@ def load(engine: AlertEngine, data: bytes) -> int:
             if signature == _signature(t) and saved[7] is not None:
                 t.condition = load_state(t.rule, saved[7])
             elif signature != _signature(t):
-                # The rule's settings changed: its history may mean something else now.
+                # What the history measures changed: it may mean something else now.
                 t.pending_since, t.pending_count = -1, 0
     engine.reindex()
     return len(snapshot["devices"])

@@ -6,7 +6,10 @@ COPY moclo ./moclo
 COPY ingest ./ingest
 COPY devices ./devices
 COPY simulators ./simulators
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 moclo
+# /var/lib/moclo holds the spool and the alert state; owned by moclo so that a new named
+# volume mounted there is writable.
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 moclo \
+    && mkdir -p /var/lib/moclo && chown moclo /var/lib/moclo
 USER moclo
 ENTRYPOINT ["moclo"]
 CMD ["--help"]

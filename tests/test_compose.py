@@ -85,3 +85,11 @@ def test_broker_config_has_the_settings_ingest_relies_on(
         "max_inflight_messages 1000",
         "max_queued_messages 1000000",
     } <= lines
+
+
+def test_ingest_keeps_its_spool_and_alert_state_on_a_volume(compose: dict[str, Any]) -> None:
+    ingest = compose["services"]["ingest"]
+    spool = ingest["environment"]["MOCLO_SPOOL_DIR"]
+    mounts = [volume.split(":")[1] for volume in ingest["volumes"]]
+    assert any(spool.startswith(mount + "/") for mount in mounts)
+    assert all(volume.split(":")[0] in compose["volumes"] for volume in ingest["volumes"])

@@ -1,5 +1,5 @@
 """`moclo rules list` and `moclo rules check`: which alert rules apply where, and whether a rules
-file is good before ingest is started with it. Argument parsing is in `moclo/cli.py`."""
+file is good before ingest is started with it. Argument parsing is in `moclo/rules_args.py`."""
 
 from __future__ import annotations
 

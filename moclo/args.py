@@ -1,0 +1,25 @@
+"""Argument types and flag groups that more than one command's parser uses."""
+
+from __future__ import annotations
+
+import argparse
+
+from moclo.durations import parse_duration
+
+
+def duration(text: str) -> float:
+    """An argparse type: "90s", "15m", "2h", "1d" or a number of seconds."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def connection_flags(parser: argparse.ArgumentParser, *, influx: bool = True) -> None:
+    """The flags that override the connection settings of the environment."""
+    group = parser.add_argument_group("connections (override the environment)")
+    group.add_argument("--mqtt-url", help="MQTT broker (MOCLO_MQTT_URL)")
+    if influx:
+        group.add_argument("--influx-url", help="InfluxDB (MOCLO_INFLUX_URL)")
+        group.add_argument("--influx-db", help="database or bucket (MOCLO_INFLUX_DB)")
+    group.add_argument("--topic-prefix", help="topic prefix (MOCLO_TOPIC_PREFIX)")

@@ -1,0 +1,125 @@
+"""The `moclo` command line itself: the rules file flag, how a bad rules file is reported, and
+the shape of the CLI modules (small, and quick to load for `moclo --help`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moclo.stack import free_port
+from tests.helpers import moclo
+
+BAD_RULES = """\
+[[rule]]
+device_type = "cow_tracker"
+name = "fever"
+raise_at = "hot"
+"""
+GOOD_RULES = """\
+[[rule]]
+device_type = "cow_tracker"
+name = "fever"
+raise_at = 39.8
+"""
+
+
+def _nowhere() -> list[str]:
+    """Connection flags that lead nowhere: a command that tried to connect would exit 1."""
+    port = free_port()
+    return ["--mqtt-url", f"mqtt://127.0.0.1:{port}", "--influx-url", f"http://127.0.0.1:{port}"]
+
+
+@pytest.fixture
+def rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    monkeypatch.delenv("MOCLO_RULES_FILE", raising=False)
+    (tmp_path / "bad.toml").write_text(BAD_RULES)
+    (tmp_path / "good.toml").write_text(GOOD_RULES)
+    return {"bad": tmp_path / "bad.toml", "good": tmp_path / "good.toml"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "environment"),
+    [("bad", None), ("bad", "good"), (None, "bad")],
+    ids=["flag", "flag-over-environment", "environment"],
+)
+def test_ingest_with_a_bad_rules_file_exits_2_before_connecting(
+    rules: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str | None,
+    environment: str | None,
+) -> None:
+    if environment:
+        monkeypatch.setenv("MOCLO_RULES_FILE", str(rules[environment]))
+    result = moclo("ingest", *(["--rules", str(rules[flag])] if flag else []), *_nowhere())
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("moclo: the rules file has problems:\n")
+    assert f"{rules['bad']}:4: rule fever (cow_tracker): raise_at" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot reach" not in result.stderr
+
+
+def test_the_rules_flag_wins_over_the_environment(
+    rules: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOCLO_RULES_FILE", str(rules["bad"]))
+    result = moclo("ingest", "--rules", str(rules["good"]), *_nowhere())
+    # Past the rules, ingest goes on to the database, which is not there.
+    assert result.returncode == 1, result.stderr
+    assert "cannot reach InfluxDB" in result.stderr
+    assert "rules file" not in result.stderr
+
+
+def test_ingest_with_a_missing_rules_file_names_it_and_the_setting(
+    rules: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.toml"
+    result = moclo("ingest", "--rules", str(missing), *_nowhere())
+    assert result.returncode == 2, result.stderr
+    assert f"{missing}: cannot read the rules file" in result.stderr
+    assert "--rules" in result.stderr and "MOCLO_RULES_FILE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_up_with_a_bad_rules_file_exits_2_before_starting_servers(
+    rules: dict[str, Path], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "stack"
+    result = moclo("up", "--rules", str(rules["bad"]), "--data-dir", str(data_dir), *_nowhere())
+    assert result.returncode == 2, result.stderr
+    assert f"{rules['bad']}:4:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not data_dir.exists(), "no local server was started"
+
+
+@pytest.mark.parametrize("command", ["ingest", "up"])
+def test_help_of_ingest_and_up_shows_the_rules_flag(command: str) -> None:
+    result = moclo(command, "--help")
+    assert result.returncode == 0
+    assert "--rules FILE" in result.stdout
+    assert "moclo rules check" in result.stdout
+    for variable in ("MOCLO_RULES_FILE", "MOCLO_WEBHOOK_URL", "MOCLO_WEBHOOK_MIN_SEVERITY"):
+        assert variable in result.stdout
+
+
+def test_help_loads_neither_the_simulators_nor_the_alert_machinery() -> None:
+    """`moclo --help` must stay quick: command groups import their work when they run."""
+    probe = (
+        "import sys, moclo.cli; moclo.cli.build_parser(); "
+        "print(' '.join(m for m in ('simulators.run', 'moclo.alerts_cli', 'moclo.rules_cli', "
+        "'ingest.alerts.rulesfile', 'ingest.service', 'aiomqtt') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert loaded.stdout.split() == []
+
+
+def test_every_module_of_the_command_line_stays_small(repo_root: Path) -> None:
+    sizes = {
+        path.name: len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted((repo_root / "moclo").rglob("*.py"))
+    }
+    assert sizes and {name: n for name, n in sizes.items() if n >= 600} == {}

@@ -15,7 +15,7 @@ JSON: every alert is an object with the keys of the published alert (`Alert.as_d
 `device_id`, `value`, `message`, `ts` (this change), `first_seen`, `last_seen` (RFC 3339 UTC),
 and `acknowledged_by` (null until acknowledged). A live acknowledgement also carries `note` when
 one was given; notes are not stored. The list is one JSON array; with `--follow`, one object a
-line, the list first. Argument parsing is in `moclo/cli.py`.
+line, the list first. Argument parsing is in `moclo/alerts_args.py`.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ environment (flags override them):
                           so it does not show in `ps`
   MOCLO_TOPIC_PREFIX      first topic level(s)  (moclo)
   MOCLO_INGEST_CLIENT_ID  ingest's MQTT client id, which names its persistent session
+  MOCLO_SPOOL_DIR         ingest's spool and alert state, a folder per client id
+                          (.moclo/spool)
+  MOCLO_HTTP_LISTEN       where ingest serves /healthz and /metrics, or off  (127.0.0.1:9108)
   MOCLO_RULES_FILE        alert rules file (TOML) over each device type's defaults
   MOCLO_WEBHOOK_URL       POST each alert change here as JSON; environment only, never a
                           flag, as the URL may carry a token

@@ -91,3 +91,10 @@ def test_the_documented_defaults() -> None:
         2,
         {"cow_tracker": 20, "thermostat": 5},
     )
+
+
+def test_every_variable_is_in_the_commands_help() -> None:
+    from moclo.cli import EPILOG
+
+    for variable in ENVIRONMENT.values():
+        assert variable in EPILOG, variable

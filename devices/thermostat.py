@@ -44,6 +44,7 @@ DEVICE = DeviceType(
             clear_at=0.5,
             severity="warning",
             message="heating for an hour and the room changed {delta:+.1f} °C",
+            clear_readings=2,  # one warm reading (sun on the sensor) does not end it
         ),
         silent(),
     ),

@@ -80,15 +80,17 @@ def delta() -> Script:
     before = [r(m, 19.0, True) for m in range(0, 55, 5)]  # 50 min without warming, then off
     before.append(r(55, 19.0, False))
     before += [r(60 + m, 19.0 - m * 0.01, True) for m in range(0, 75, 5)]  # raised at 120
-    after = [r(135 + m, 18.3, True) for m in range(0, 30, 5)]
-    after.append(r(165, 18.2, False))  # the thermostat stops asking: resolved
+    after = [r(135, 18.3, True), r(140, 18.3, True)]
+    after.append(r(145, 19.5, True))  # one warm reading: a flap across both levels
+    after += [r(150 + m, 18.3, True) for m in range(0, 15, 5)]
+    after += [r(165, 18.2, False), r(170, 18.2, False)]  # it stops asking for heat: resolved
     return Script(
         room,
         before,
         after,
         [
             (T0 + 120 * 60, "heater_failure", "raised"),
-            (T0 + 165 * 60, "heater_failure", "resolved"),
+            (T0 + 170 * 60, "heater_failure", "resolved"),
         ],
     )
 
@@ -112,6 +114,7 @@ def baseline() -> Script:
     before += burst
     before += day(2, range(4, 8), factor=3.0)  # in heat
     after = day(2, range(8, 10), factor=3.0) + day(2, range(10, 14))
+    after[3]["activity"] //= 3  # one ordinary reading in the middle of the heat: still one alert
     return Script(cow, before, after, [], extra={"rule": "in_heat"})
 
 
@@ -121,8 +124,10 @@ def absence() -> Script:
     # wall time since) it is silent 5 intervals later. The rule's 10-minute floor is lowered
     # for this room so that the test takes seconds.
     now = int(time.time())
-    before = [fields(room, now - 9 + i, heating=False) for i in range(10)]
+    times = [now - 10, now - 9, now - 8, now - 7, now - 4, now - 3, now - 2, now - 1, now]
+    before = [fields(room, t, heating=False) for t in times]  # a 3 s gap: shorter than 5 intervals
     after = [fields(room, now + 60, heating=False)]
+    # The learnt interval (1 s, nudged by the 3 s gap) is 1.164 s: silent 5.8 s after the last.
     return Script(
         room,
         before,
@@ -147,14 +152,14 @@ def geofence() -> Script:
     def r(i: int, north_m: float) -> dict[str, Any]:
         return fields(car, T0 + i * 5, lat=round(home_lat + north_m * metres, 6), lon=home_lon)
 
-    track_before = [5000, 2000, 1500, 990, 600]  # raised when within 1 km
+    track_before = [5000, 900, 2000, 1500, 990, 600]  # one stray fix; then raised: 2 inside
     track_after = [400, 1050, 980, 1080, 1500, 3000]  # on the edge (margin 100 m), then away
     n = len(track_before)
     return Script(
         car,
         [r(i, m) for i, m in enumerate(track_before)],
         [r(n + i, m) for i, m in enumerate(track_after)],
-        [(T0 + 3 * 5, "near_home", "raised"), (T0 + (n + 4) * 5, "near_home", "resolved")],
+        [(T0 + 5 * 5, "near_home", "raised"), (T0 + (n + 4) * 5, "near_home", "resolved")],
         rules=f"""
 [[rule]]
 device_type = "car"
@@ -166,6 +171,7 @@ where = "inside"
 center = [{home_lat}, {home_lon}]
 radius_m = 1000
 margin_m = 100
+min_readings = 2
 severity = "info"
 message = "near home: turn the lights on"
 """,

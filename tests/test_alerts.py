@@ -122,9 +122,10 @@ def test_heating_for_an_hour_without_warming_is_a_heater_failure() -> None:
     # On from minute 60 and the room drifts down: raised once the hour is covered.
     broken = [room(60 + m, 19.0 - m * 0.01) for m in range(0, 125, 5)]
     assert changes(engine, broken) == [(120 * 60, "heater_failure", "raised")]
-    # The thermostat gives up asking for heat: the condition is gone.
-    assert changes(engine, [room(190, 17.5, heating=False)]) == [
-        (190 * 60, "heater_failure", "resolved")
+    # One warm reading (sun on the sensor) does not end it; two readings without heating do.
+    assert changes(engine, [room(185, 19.5), room(188, 17.4)]) == []
+    assert changes(engine, [room(190, 17.5, heating=False), room(191, 17.5, heating=False)]) == [
+        (191 * 60, "heater_failure", "resolved")
     ]
 
 

@@ -30,18 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.client import MQTTMessageInfo
-
-from devices.topics import (
-    ack_subscription,
-    alert_state_topic,
-    alert_topic,
-    telemetry_subscription,
-)
+from devices.topics import ack_subscription, telemetry_subscription
 from ingest.alerts import Alert, AlertEngine, snapshot
 from ingest.alerts.history import latest_changes
 from ingest.alerts.record import StoredChange, parse_alert_line
 from ingest.alerts.rulebook import RuleBook
+from ingest.announce import AlertPublisher
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import Decoder, Limits
 from ingest.health import Liveness, assess
@@ -63,7 +57,7 @@ log = logging.getLogger("moclo.ingest")
 @dataclass(frozen=True, slots=True)
 class IngestOptions:
     batch_messages: int = 2_000  # messages per InfluxDB write, at most
-    linger_s: float = 0.1  # how long a non-full batch waits for more messages
+    linger_s: float = 0.02  # how long a non-full batch waits for more messages
     window: int = 10_000  # unacknowledged messages the broker may send us (Receive Maximum)
     limits: Limits = field(default_factory=Limits)
     spool_max_bytes: int = 1024**3
@@ -124,6 +118,11 @@ class Ingest:
             batch_messages=options.batch_messages,
             window=options.window,
         )
+        self.announcer = AlertPublisher(
+            settings.mqtt,
+            client_id=f"{settings.ingest_client_id}-alerts",
+            prefix=settings.topic_prefix,
+        )
         self.spool = Spool(
             Path(settings.spool_dir) / settings.ingest_client_id, max_bytes=options.spool_max_bytes
         )
@@ -154,12 +153,15 @@ class Ingest:
         self._consumed = asyncio.Event()  # the consumer is done: notifiers may finish
         self._orphans: list[Alert] = []  # stored open alerts whose rule is gone
         self._judged_unstored = False  # the engine has seen a batch not yet stored
+        self._snapshot: snapshot.SnapshotJob | None = None  # being captured, between batches
+        self._writing: asyncio.Future[None] | None = None  # the last one, being written
 
     async def run(self, ready: asyncio.Event | None = None) -> IngestStats:
         """Runs until `stop` is set; then finishes what it holds and returns."""
         try:
             await self.sink.client.ensure_database()
             await self._restore_alerts()
+            await self.announcer.start()
             await self.source.start()
             if self._orphans:
                 await self._announce(self._orphans)
@@ -202,6 +204,7 @@ class Ingest:
             await self._save_alert_state()
         finally:
             await self.source.close()
+            await self.announcer.close()
             await self.sink.close()
         return self.stats
 
@@ -227,9 +230,13 @@ class Ingest:
                     if swept.alerts:
                         await self._commit(swept.lines, swept.alerts)
                     self._judged_unstored = False
-                if time.monotonic() >= next_snapshot:
+                if self._snapshot is None and time.monotonic() >= next_snapshot:
+                    await self._snapshot_written()  # the previous one, if still writing
                     next_snapshot = time.monotonic() + options.snapshot_every_s
-                    await self._save_alert_state()
+                    self._snapshot = snapshot.SnapshotJob(self.pipeline.engine)
+                if self._snapshot is not None:
+                    # A slice per turn, longer when idle, so consuming never stalls on it.
+                    self._snapshot_step(budget_s=0.01 if messages else 0.2)
                 if time.monotonic() >= next_summary:
                     next_summary = time.monotonic() + self.options.summary_every_s
                     if (summary := self.pipeline.rejections.summary()) is not None:
@@ -288,24 +295,7 @@ class Ingest:
 
     async def _announce(self, alerts: list[Alert]) -> None:
         stats = self.stats
-        prefix = self.settings.topic_prefix
-        published = []
         for alert in alerts:
-            published.append(
-                self.source.publish(
-                    alert_topic(prefix, alert.tenant, alert.device_id), alert.to_json(), qos=1
-                )
-            )
-            # The retained state lets an app that connects later see what is open now; an
-            # empty retained message removes it once resolved.
-            published.append(
-                self.source.publish(
-                    alert_state_topic(prefix, alert.tenant, alert.device_id, alert.rule),
-                    b"" if alert.state == "resolved" else alert.to_json(),
-                    qos=1,
-                    retain=True,
-                )
-            )
             if alert.state == "raised":
                 stats.alerts_raised += 1
             elif alert.state == "acknowledged":
@@ -316,11 +306,11 @@ class Ingest:
             if self.on_alert is not None:
                 self.on_alert(alert)
         stats.open_alerts = self.pipeline.engine.open_alerts()
-        if not await asyncio.to_thread(_all_published, published, 10.0):
-            # The alert changes are stored in moclo_alerts either way; only the live
-            # notification may be missing, and holding the readings back would not bring it.
+        if not await self.announcer.publish(alerts, timeout_s=10.0):
+            # The changes are stored in moclo_alerts either way; only the live notification
+            # may be missing, and holding the readings back would not bring it.
             log.warning(
-                "the broker did not confirm %d alert notifications within 10 s", len(published)
+                "the broker did not confirm %d alert notifications within 10 s", 2 * len(alerts)
             )
 
     async def _deliver(self, lines: list[str]) -> None:
@@ -412,16 +402,42 @@ class Ingest:
             await self._deliver([alert.to_line() for alert in orphans])
             self._orphans = orphans  # announced once connected
 
+    def _snapshot_step(self, budget_s: float) -> None:
+        """Captures some devices for the periodic snapshot; once all are, writes it on a
+        worker thread while consuming goes on (awaited before the next one and at the end)."""
+        job = self._snapshot
+        assert job is not None
+        if job.step(budget_s):
+            self._snapshot = None
+            data = job.result()
+            self._writing = asyncio.ensure_future(
+                asyncio.to_thread(snapshot.write, self.snapshot_path, data)
+            )
+
+    async def _snapshot_written(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            try:
+                await writing
+            except OSError as exc:
+                # Costs learnt history on a crash, never alerts: keep ingesting, say so.
+                log.error("could not write the alert state snapshot %s: %s", self.snapshot_path,
+                          exc)  # fmt: skip
+
     async def _save_alert_state(self) -> None:
-        """Saves the engine, unless it has judged a batch that was never stored: after a
-        restart those readings come again and must be judged again."""
+        """Saves the whole engine at once (when stopping), unless it has judged a batch that
+        was never stored: after a restart those readings come again to be judged again."""
+        self._snapshot = None
+        await self._snapshot_written()
         if self._judged_unstored:
             log.warning("alert state not saved: the last batch was not stored")
             return
         engine = self.pipeline.engine
-        # On a worker thread (a large fleet takes a second or more): nothing else touches the
-        # engine meanwhile, since only the consumer does and it is waiting here.
-        await asyncio.to_thread(lambda: snapshot.write(self.snapshot_path, snapshot.dump(engine)))
+        # Nothing else touches the engine meanwhile: only the consumer does, and it is done.
+        self._writing = asyncio.ensure_future(
+            asyncio.to_thread(lambda: snapshot.write(self.snapshot_path, snapshot.dump(engine)))
+        )
+        await self._snapshot_written()
 
     # -- drain the spool -------------------------------------------------------------------
 
@@ -498,19 +514,6 @@ async def _first_of(
         if isinstance(waitable, asyncio.Event):
             task.cancel()
     return tasks[0] in done or (isinstance(first, asyncio.Event) and first.is_set())
-
-
-def _all_published(infos: list[MQTTMessageInfo], timeout_s: float) -> bool:
-    """Waits (on a worker thread) for the broker's PUBACK of each message."""
-    deadline = time.monotonic() + timeout_s
-    for info in infos:
-        try:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        except (RuntimeError, ValueError):
-            return False
-        if not info.is_published():
-            return False
-    return True
 
 
 def load_rulebook(settings: Settings) -> RuleBook:

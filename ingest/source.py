@@ -70,7 +70,6 @@ class MqttSource:
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
         self._client = make_client(endpoint, client_id, manual_ack=True)
-        self._client.max_inflight_messages_set(1000)  # alert notifications in flight
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
@@ -170,13 +169,6 @@ class MqttSource:
                 self._client.ack(message.mid, message.qos)
                 sent += 1
         return sent
-
-    def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
-    ) -> paho.MQTTMessageInfo:
-        """Queues a message; paho sends it, and resends it after a reconnect, on its own.
-        The returned info tells when the broker has acknowledged it."""
-        return self._client.publish(topic, payload, qos=qos, retain=retain)
 
     # -- paho's thread ---------------------------------------------------------------------
 

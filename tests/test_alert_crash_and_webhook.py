@@ -152,7 +152,8 @@ def test_alert_changes_are_posted_to_the_webhook(
         )
         wait_until(lambda: len(webhook.received) == 2, what="both changes at the webhook")
         assert running.ingest is not None and running.ingest.webhook is not None
-        assert running.ingest.webhook.stats.sent == 2
+        webhook_stats = running.ingest.webhook.stats
+        wait_until(lambda: webhook_stats.sent == 2, what="both counted as sent")
     assert [(a["state"], a["rule"], a["device_id"]) for a in webhook.received] == [
         ("raised", "fever", "cow-5"),
         ("resolved", "fever", "cow-5"),
@@ -195,3 +196,52 @@ def _options() -> Any:
     from ingest.service import IngestOptions
 
     return IngestOptions(linger_s=0.02)
+
+
+def test_alerts_in_a_backlog_larger_than_the_window_do_not_stall_ingest(
+    settings: Settings, influx: Influx, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While a backlog fills ingest's window, its consuming connection stops reading; alert
+    notifications travel on their own connection, so their PUBACKs still arrive."""
+    from ingest.service import IngestOptions
+
+    options = IngestOptions(linger_s=0.02, batch_messages=20, window=40)
+    with RunningIngest(settings, options):
+        pass  # creates ingest's persistent session
+    backlog = [
+        (cow_topic(settings, f"cow-{n}"), cow_json(T0 + i, i, body_temp_c=40.0 if n < 20 else 38.6))
+        for i in range(4)
+        for n in range(100)
+    ]
+    publish_all(settings.mqtt_url, backlog)
+    with RunningIngest(settings, options):
+        wait_until(
+            lambda: influx.count("cow_tracker", "seq") == len(backlog), what="the backlog stored"
+        )
+        wait_until(lambda: influx.count("moclo_alerts", "state") == 20, what="20 fevers")
+    assert "did not confirm" not in caplog.text
+
+
+def test_the_alert_state_is_snapshotted_while_ingesting(settings: Settings, influx: Influx) -> None:
+    from ingest.alerts import AlertEngine, snapshot
+    from ingest.service import IngestOptions
+
+    path = Path(settings.spool_dir) / settings.ingest_client_id / "alert-state.json"
+    options = IngestOptions(linger_s=0.02, snapshot_every_s=0.1)
+    with RunningIngest(settings, options):
+        publish_all(
+            settings.mqtt_url,
+            [
+                (cow_topic(settings, f"cow-{n}"), cow_json(T0 + i, i))
+                for i in range(2)
+                for n in range(300)
+            ],
+        )
+        wait_until(lambda: influx.count("cow_tracker", "seq") == 600, what="readings stored")
+
+        def devices_in_snapshot() -> int:
+            if not path.exists():
+                return 0
+            return snapshot.load(AlertEngine(), path.read_bytes())
+
+        wait_until(lambda: devices_in_snapshot() == 300, what="a snapshot with every cow")

@@ -83,7 +83,7 @@ def test_the_documented_defaults() -> None:
     )
     assert (limits.new_devices_burst, limits.new_devices_per_minute) == (10_000, 1_000)
     options = IngestOptions()
-    assert (options.batch_messages, options.linger_s, options.window) == (2_000, 0.1, 10_000)
+    assert (options.batch_messages, options.linger_s, options.window) == (2_000, 0.02, 10_000)
     assert (options.spool_max_bytes, options.stall_after_s) == (1024**3, 60)
     up = build_parser().parse_args(["up"])
     assert (up.incident_every, up.interval, up.devices) == (

@@ -15,17 +15,20 @@ as is a rule's condition history when the rule's settings changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from devices.rules import Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import BaselineState, DeltaState, load_state
-from ingest.alerts.engine import AlertEngine, Episode, Tracker
+from ingest.alerts.engine import AlertEngine, DeviceState, Episode
 
 log = logging.getLogger("moclo.alerts")
 
@@ -40,40 +43,74 @@ _HISTORY_KEYS = {
 }
 
 
-def _signature(tracker: Tracker) -> str:
-    rule = tracker.rule
+@functools.lru_cache(maxsize=4096)
+def _signature(rule: Rule) -> str:
     keys = _HISTORY_KEYS.get(rule.kind, ())
     text = repr((rule.kind, *(getattr(rule, key) for key in keys)))
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def _entry(device: DeviceState) -> list[Any]:
+    a = device.address
+    rules: dict[str, Any] = {}
+    for t in [*device.trackers, *([device.absence] if device.absence else [])]:
+        e = t.episode
+        condition = t.condition
+        rules[t.rule.name] = [
+            _signature(t.rule),
+            t.pending_since,
+            t.pending_count,
+            t.clear_since,
+            t.clear_count,
+            t.changed_at,
+            None if e is None else [e.alert_id, e.first_seen, e.last_seen, e.value,
+                                    e.acknowledged_by],
+            condition.dump() if isinstance(condition, DeltaState | BaselineState) else None,
+        ]  # fmt: skip
+    return [a.tenant, a.device_type, a.device_id, device.newest, device.interval,
+            device.readings, rules]  # fmt: skip
+
+
+class SnapshotJob:
+    """Builds a snapshot a slice of devices at a time, so ingest can keep consuming between
+    slices (a whole fleet at once would stall it for a second or more).
+
+    Each device is captured between two batches, whole; devices differ in when, which is fine:
+    a device's state depends only on its own readings, and restoring applies stored changes
+    per rule by time. Devices that appear after the job began wait for the next snapshot.
+    """
+
+    def __init__(self, engine: AlertEngine) -> None:
+        self._engine = engine
+        self._devices = list(engine.devices.values())
+        self._next = 0
+        self._parts: list[bytes] = []
+
+    @property
+    def done(self) -> bool:
+        return self._next >= len(self._devices)
+
+    def step(self, budget_s: float) -> bool:
+        """Captures devices for about `budget_s`; True once every device is captured."""
+        deadline = time.monotonic() + budget_s
+        while not self.done:
+            chunk = self._devices[self._next : self._next + 100]
+            self._next += len(chunk)
+            self._parts.append(orjson.dumps([_entry(d) for d in chunk])[1:-1])
+            if time.monotonic() >= deadline:
+                break
+        return self.done
+
+    def result(self) -> bytes:
+        assert self.done
+        head = orjson.dumps({"version": VERSION, "clocks": self._engine.clocks})[:-1]
+        return head + b',"devices":[' + b",".join(p for p in self._parts if p) + b"]}"
+
+
 def dump(engine: AlertEngine) -> bytes:
-    devices = []
-    for device in engine.devices.values():
-        a = device.address
-        rules: dict[str, Any] = {}
-        for t in [*device.trackers, *([device.absence] if device.absence else [])]:
-            e = t.episode
-            condition = t.condition
-            rules[t.rule.name] = [
-                _signature(t),
-                t.pending_since,
-                t.pending_count,
-                t.clear_since,
-                t.clear_count,
-                t.changed_at,
-                None
-                if e is None
-                else [e.alert_id, e.first_seen, e.last_seen, e.value, e.acknowledged_by],
-                condition.dump() if isinstance(condition, DeltaState | BaselineState) else None,
-            ]
-        devices.append(
-            [a.tenant, a.device_type, a.device_id, device.newest, device.interval,
-             device.readings, rules]
-        )  # fmt: skip
-    return orjson.dumps(
-        {"version": VERSION, "clocks": engine.clocks, "devices": devices},
-    )
+    job = SnapshotJob(engine)
+    job.step(budget_s=float("inf"))
+    return job.result()
 
 
 def load(engine: AlertEngine, data: bytes) -> int:
@@ -95,9 +132,9 @@ def load(engine: AlertEngine, data: bytes) -> int:
             t.changed_at = saved[5]
             if saved[6] is not None:
                 t.episode = Episode(*saved[6])
-            if signature == _signature(t) and saved[7] is not None:
+            if signature == _signature(t.rule) and saved[7] is not None:
                 t.condition = load_state(t.rule, saved[7])
-            elif signature != _signature(t):
+            elif signature != _signature(t.rule):
                 # What the history measures changed: it may mean something else now.
                 t.pending_since, t.pending_count = -1, 0
     engine.reindex()

@@ -1,0 +1,106 @@
+"""Where alert changes leave ingest for people: MQTT, on a connection of their own.
+
+Ingest's consuming connection cannot carry them: while a backlog larger than its window waits,
+paho's network thread for that connection is parked (see `source.py`), so the PUBACKs for
+alert notifications would sit unread behind queued telemetry and every batch that changed an
+alert would wait for them in vain. This connection is never parked. Each change is published
+twice, QoS 1: on `{prefix}/{tenant}/alerts/{device_id}` (the stream of changes) and retained
+on `{prefix}/{tenant}/alert-state/{device_id}/{rule}` (what is open now; an empty retained
+message once resolved). `publish` returns once the broker has acknowledged both, so a change is
+at the broker before the readings that caused it are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from devices.topics import alert_state_topic, alert_topic
+from ingest.alerts import Alert
+from moclo.mqtt import MqttEndpoint, make_client
+
+log = logging.getLogger("moclo.ingest.announce")
+
+
+class AlertPublisher:
+    def __init__(self, endpoint: MqttEndpoint, *, client_id: str, prefix: str) -> None:
+        self.endpoint = endpoint
+        self.prefix = prefix
+        # A clean session: what is unacknowledged lives in paho's queue and is resent after
+        # a reconnect; nothing needs to wait at the broker for this client.
+        self._client = make_client(endpoint, client_id)
+        self._client.max_inflight_messages_set(1000)
+        self._client.on_connect = self._on_connect
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected: asyncio.Event | None = None
+        self._last_error = "no answer yet"
+
+    async def start(self, *, timeout_s: float = 15.0) -> None:
+        """Connects; raises MqttUnreachable if that fails within `timeout_s`."""
+        self._loop = asyncio.get_running_loop()
+        self._connected = asyncio.Event()
+        self._client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
+        self._client.loop_start()
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise self.endpoint.unreachable(timeout_s, self._last_error) from None
+
+    async def close(self) -> None:
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    async def publish(self, alerts: Sequence[Alert], *, timeout_s: float = 10.0) -> bool:
+        """Publishes each change and its retained state; True once the broker has them all."""
+        infos = []
+        for alert in alerts:
+            payload = alert.to_json()
+            infos.append(
+                self._client.publish(
+                    alert_topic(self.prefix, alert.tenant, alert.device_id), payload, qos=1
+                )
+            )
+            infos.append(
+                self._client.publish(
+                    alert_state_topic(self.prefix, alert.tenant, alert.device_id, alert.rule),
+                    b"" if alert.state == "resolved" else payload,
+                    qos=1,
+                    retain=True,
+                )
+            )
+        return await asyncio.to_thread(_all_published, infos, timeout_s)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self._last_error = f"broker refused: {reason}"
+            log.error("the broker refused the alert connection: %s", reason)
+            return
+        assert self._loop is not None and self._connected is not None
+        self._loop.call_soon_threadsafe(self._connected.set)
+
+
+def _all_published(infos: list[paho.MQTTMessageInfo], timeout_s: float) -> bool:
+    """Waits (on a worker thread) for the broker's PUBACK of each message."""
+    deadline = time.monotonic() + timeout_s
+    for info in infos:
+        try:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        except (RuntimeError, ValueError):
+            return False
+        if not info.is_published():
+            return False
+    return True

@@ -40,7 +40,7 @@ from devices.base import parse_timestamp
 from devices.rules import SEVERITIES, Severity, format_seconds
 from devices.topics import ack_topic, alert_subscription, alert_topic
 from ingest.alerts.history import find_alert, latest_changes, raised_since
-from ingest.alerts.record import ALERT_STATES, Alert, AlertState, StoredChange
+from ingest.alerts.record import ALERT_STATES, Alert, AlertState
 from ingest.influx import InfluxClient, InfluxError, InfluxRefused, quote_string
 from moclo.mqtt import MqttEndpoint, MqttUnreachable
 from moclo.settings import Settings
@@ -113,7 +113,7 @@ async def current_alerts(
         raised = set(await raised_since(client, since_ns, tenant=query.tenant))
     alerts = [
         alert
-        for alert in map(_from_stored, changes)
+        for alert in (change.as_alert() for change in changes)
         if query.admits(alert)
         and (query.include_resolved or alert.state != "resolved")
         and (raised is None or alert.alert_id in raised)
@@ -371,25 +371,6 @@ def parse_alert(payload: object) -> Alert | None:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-
-
-def _from_stored(c: StoredChange) -> Alert:
-    return Alert(
-        alert_id=c.alert_id,
-        state=cast(AlertState, c.state),
-        rule=c.rule,
-        kind=c.kind,
-        severity=cast(Severity, c.severity),
-        tenant=c.tenant,
-        device_type=c.device_type,
-        device_id=c.device_id,
-        value=c.value,
-        message=c.message,
-        ts_ns=c.ts_ns,
-        first_seen_ns=c.first_seen_ns,
-        last_seen_ns=c.last_seen_ns,
-        acknowledged_by=c.acknowledged_by,
-    )
 
 
 def _json(alert: Alert) -> dict[str, object]:

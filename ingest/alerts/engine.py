@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from devices.rules import AbsenceRule, Rule, format_seconds
 from devices.topics import DeviceAddress
@@ -372,22 +372,11 @@ def _tracker(device: DeviceState, rule_name: str) -> Tracker | None:
 
 
 def _orphan_resolution(c: StoredChange, newest: int) -> Alert:
-    ts = max(c.ts_ns, newest) + 1
-    return Alert(
-        alert_id=c.alert_id,
+    return replace(
+        c.as_alert(),
         state="resolved",
-        rule=c.rule,
-        kind="",
-        severity=c.severity if c.severity in ("info", "warning", "critical") else "info",  # type: ignore[arg-type]
-        tenant=c.tenant,
-        device_type=c.device_type,
-        device_id=c.device_id,
-        value=c.value,
+        ts_ns=max(c.ts_ns, newest) + 1,
         message=f"resolved: rule {c.rule} no longer applies to this device",
-        ts_ns=ts,
-        first_seen_ns=c.first_seen_ns,
-        last_seen_ns=c.last_seen_ns,
-        acknowledged_by=c.acknowledged_by,
     )
 
 

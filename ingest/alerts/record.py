@@ -19,7 +19,7 @@ from typing import Literal
 import orjson
 
 from devices.base import format_timestamp
-from devices.rules import Severity
+from devices.rules import SEVERITIES, Severity
 from ingest.lineprotocol import ALERTS_MEASUREMENT, format_field, quote_string
 
 AlertState = Literal["raised", "acknowledged", "resolved"]
@@ -121,6 +121,25 @@ class StoredChange:
     acknowledged_by: str
     message: str = ""  # read back by `moclo alerts`; not needed to restore state
     kind: str = ""
+
+    def as_alert(self) -> Alert:
+        """The change as it was published (what InfluxDB keeps of it)."""
+        return Alert(
+            alert_id=self.alert_id,
+            state=self.state if self.state in ALERT_STATES else "raised",
+            rule=self.rule,
+            kind=self.kind,
+            severity=self.severity if self.severity in SEVERITIES else "info",
+            tenant=self.tenant,
+            device_type=self.device_type,
+            device_id=self.device_id,
+            value=self.value,
+            message=self.message,
+            ts_ns=self.ts_ns,
+            first_seen_ns=self.first_seen_ns,
+            last_seen_ns=self.last_seen_ns,
+            acknowledged_by=self.acknowledged_by,
+        )
 
 
 _FIELD = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^,\s]+)')

@@ -11,16 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.alerts import (
-    BenchmarkFailed,
-    LiveLoad,
-    Servers,
-    check_stored,
-    engine_memory,
-    latency,
-    mixed_readings,
-    throughput_round,
-)
+from benchmarks.alerts_latency import LiveLoad, latency, snapshot_period
+from benchmarks.alerts_memory import engine_memory
+from benchmarks.alerts_stack import BenchmarkFailed, Servers
+from benchmarks.alerts_throughput import check_stored, mixed_readings, throughput_round
 from devices.catalogue import DEVICE_TYPES
 from moclo.stack import InfluxServer, MosquittoServer
 
@@ -43,19 +37,38 @@ def test_a_throughput_round_stores_exactly_what_was_queued(servers: Servers, rul
     name = f"t{uuid.uuid4().hex[:10]}"
     result = throughput_round(servers, messages, rules=rules, name=name, in_child=False)
     assert result["messages"] == result["stored"] == 300
-    assert result["stalls"] == 0
+    assert result["unconfirmed"] == 0
     # The round dropped its database: the same check now fails, loudly.
     with pytest.raises(BenchmarkFailed, match="lost 300"):
         check_stored(servers.settings(name), 300)
 
 
-def test_every_expected_alert_arrives(servers: Servers) -> None:
-    load = LiveLoad(rate=200, duration_s=6, warmup_s=1, alerting=2, linger_s=0.01)
+def test_every_expected_alert_arrives_and_the_snapshot_is_seen(servers: Servers) -> None:
+    load = LiveLoad(rate=200, duration_s=6, warmup_s=1, alerting=2, snapshot_every_s=3)
     result = latency(servers, load, f"t{uuid.uuid4().hex[:10]}")
     # Six readings each: a fever cow raises and resolves (2 alerts), a pacemaker raises,
     # resolves and raises again (3); `latency` fails if any expected alert is missing.
     assert result["alerts"] == 2 * 2 + 2 * 3
     assert result["unexpected"] == 0
+    # The ingest process reports its periodic snapshots; `latency` fails if a run that should
+    # contain one does not.
+    assert result["snapshots"]
+    first = result["snapshots"][0]
+    assert first["slices"] >= 1
+    assert first["capture_ms"] >= 0
+    assert 0 <= first["write_ms"] < 60_000
+    assert all(p["ms"] >= 5 for p in result["gc_pauses"])  # ingest's collections, if any
+
+
+@pytest.mark.parametrize(
+    ("every_s", "run_s", "expected"),
+    [(30, 40, 30), (30, 10, 5), (3600, 10, 3600), (30, 34, 17)],
+    ids=["fits", "short-run", "no-snapshot-stays", "too-close-to-the-end"],
+)
+def test_a_short_run_still_contains_a_snapshot(
+    every_s: float, run_s: float, expected: float
+) -> None:
+    assert snapshot_period(every_s, run_s) == expected
 
 
 def test_the_engine_is_measured_and_its_snapshot_restores() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ingest.alerts import Alert
-from ingest.service import IngestOptions, IngestStats, run_ingest
+from ingest.service import Ingest, IngestOptions, IngestStats
 from moclo.settings import Settings
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
@@ -134,25 +134,23 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
 
     async with asyncio.TaskGroup() as tasks:
         try:
-            ingest = tasks.create_task(
-                run_ingest(
-                    settings,
-                    stop,
-                    # Alert changes are printed above, so the log need not repeat them.
-                    options=IngestOptions(log_alerts=False),
-                    stats=stats,
-                    on_alert=on_alert,
-                    ready=ready,
-                ),
-                name="ingest",
+            service = Ingest(
+                settings,
+                stop,
+                # Alert changes are printed above, so the log need not repeat them.
+                options=IngestOptions(log_alerts=False),
+                stats=stats,
+                on_alert=on_alert,
             )
+            ingest = tasks.create_task(service.run(ready), name="ingest")
             await _first(ready, ingest)
             _say("moclo is up:")
             for line in notes:
                 _say(line)
             _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
             if settings.http_listen != "off":
-                _say(f"  Health       http://{settings.http_listen}/healthz  (and /metrics)")
+                host = settings.http_listen.rpartition(":")[0]
+                _say(f"  Health       http://{host}:{service.http_port}/healthz  (and /metrics)")
             sim = options.simulation
             if sim is not None:
                 fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())

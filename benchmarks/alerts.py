@@ -42,8 +42,9 @@ import orjson
 from benchmarks.alerts_latency import latency, serve_live, variants
 from benchmarks.alerts_memory import memory
 from benchmarks.alerts_report import Figures, report
-from benchmarks.alerts_stack import local_servers, machine
+from benchmarks.alerts_stack import local_servers
 from benchmarks.alerts_throughput import drain, throughput
+from benchmarks.machine import machine
 from ingest.service import IngestOptions
 from moclo.logs import configure_logging
 from moclo.settings import Settings

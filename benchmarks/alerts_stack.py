@@ -3,8 +3,6 @@ the command line that runs a timed ingest in a process of its own."""
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,29 +82,6 @@ def peak_rss_mb() -> float:
     # VmHWM, not getrusage: a child's ru_maxrss starts at its parent's peak.
     status = Path("/proc/self/status").read_text()
     return next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmHWM")) / 1024
-
-
-def machine() -> str:
-    """E.g. "2 cores (AMD EPYC), 24 GiB, Python 3.11.7, Linux 6.18". The same as
-    `benchmarks.faults.machine`, which is not imported so that `mypy --strict
-    benchmarks/alerts*.py` does not follow into faults.py (two errors of its own)."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    memory_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024**2:.0f} GiB, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
 
 
 def child_command(mode: str, args: dict[str, Any]) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from benchmarks.machine import machine
 from devices.topics import telemetry_topic
 from moclo.durations import parse_duration
 from moclo.mqtt import MqttEndpoint
@@ -390,26 +390,6 @@ def hostile_input(workdir: Path, *, readings_n: int, rate: float) -> Report:
         )
         report.rejected_as_expected = stack.rejected_by_reason() == expected
         return _finish(stack, report, publisher, began)
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    memory_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024**2:.0f} GiB, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
 
 
 def table(reports: list[Report]) -> str:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.faults import machine
+from benchmarks.machine import machine
 from moclo.mqtt import MqttEndpoint
 from moclo.stack import MosquittoServer, free_port
 from simulators.clock import WallClock

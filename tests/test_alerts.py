@@ -381,7 +381,7 @@ def test_an_alert_line_reads_back_as_written() -> None:
     stored = parse_alert_line(alert.to_line())
     assert stored == StoredChange(
         "farm", "cow_tracker", "cow-1", "fever", "warning", "acknowledged", "0123456789ab",
-        T0 * S + 5, T0 * S, T0 * S + 4, 39.75, "dr vos, vet",
+        T0 * S + 5, T0 * S, T0 * S + 4, 39.75, "dr vos, vet", 'fever: "hot", 40 °C\\', "threshold",
     )  # fmt: skip
     assert parse_alert_line("cow_tracker,tenant=farm x=1 1") is None
 

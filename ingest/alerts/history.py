@@ -6,8 +6,6 @@ alert up by its id.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ingest.alerts.record import StoredChange
 from ingest.influx import InfluxClient, Series, quote_string
 from ingest.lineprotocol import ALERTS_MEASUREMENT
@@ -71,24 +69,8 @@ async def raised_since(
 
 
 def _changes(result: list[Series]) -> list[StoredChange]:
-    return [_change(series.tags, row) for series in result for row in series.rows()]
-
-
-def _change(tags: dict[str, str], row: dict[str, Any]) -> StoredChange:
-    ts = int(row["time"])
-    return StoredChange(
-        tenant=tags["tenant"],
-        device_type=tags["device_type"],
-        device_id=tags["device_id"],
-        rule=tags["rule"],
-        severity=tags["severity"],
-        state=str(row["state"]),
-        alert_id=str(row["alert_id"]),
-        ts_ns=ts,
-        first_seen_ns=int(row["first_seen"] or ts),
-        last_seen_ns=int(row["last_seen"] or ts),
-        value=float(row["value"] or 0.0),
-        acknowledged_by=str(row["acknowledged_by"] or ""),
-        message=str(row["message"] or ""),
-        kind=str(row["kind"] or ""),
-    )
+    return [
+        StoredChange.from_point(series.tags, row, int(row["time"]))
+        for series in result
+        for row in series.rows()
+    ]

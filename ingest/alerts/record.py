@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -122,6 +123,29 @@ class StoredChange:
     message: str = ""  # read back by `moclo alerts`; not needed to restore state
     kind: str = ""
 
+    @classmethod
+    def from_point(
+        cls, tags: Mapping[str, str], fields: Mapping[str, Any], ts_ns: int
+    ) -> StoredChange:
+        """From a `moclo_alerts` point, read back from a line or a query (missing or null
+        fields: points written before they existed). KeyError without state or id."""
+        return cls(
+            tenant=tags["tenant"],
+            device_type=tags["device_type"],
+            device_id=tags["device_id"],
+            rule=tags["rule"],
+            severity=tags["severity"],
+            state=str(fields["state"]),
+            alert_id=str(fields["alert_id"]),
+            ts_ns=ts_ns,
+            first_seen_ns=int(fields.get("first_seen") or ts_ns),
+            last_seen_ns=int(fields.get("last_seen") or ts_ns),
+            value=float(fields.get("value") or 0.0),
+            acknowledged_by=str(fields.get("acknowledged_by") or ""),
+            message=str(fields.get("message") or ""),
+            kind=str(fields.get("kind") or ""),
+        )
+
     def as_alert(self) -> Alert:
         """The change as it was published (what InfluxDB keeps of it)."""
         return Alert(
@@ -161,20 +185,6 @@ def parse_alert_line(line: str) -> StoredChange | None:
         else:
             fields[name] = float(raw)
     try:
-        ts_ns = int(ts_text)
-        return StoredChange(
-            tenant=tags["tenant"],
-            device_type=tags["device_type"],
-            device_id=tags["device_id"],
-            rule=tags["rule"],
-            severity=tags["severity"],
-            state=str(fields["state"]),
-            alert_id=str(fields["alert_id"]),
-            ts_ns=ts_ns,
-            first_seen_ns=int(fields.get("first_seen", ts_ns)),
-            last_seen_ns=int(fields.get("last_seen", ts_ns)),
-            value=float(fields.get("value", 0.0)),
-            acknowledged_by=str(fields.get("acknowledged_by", "")),
-        )
+        return StoredChange.from_point(tags, fields, int(ts_text))
     except (KeyError, ValueError):
         return None

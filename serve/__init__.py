@@ -1,0 +1,1 @@
+"""`moclo serve`: the HTTP API, the live stream of readings and alert changes, and the dashboard."""

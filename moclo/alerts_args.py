@@ -91,6 +91,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """`moclo alerts`, `moclo alerts ack` and `moclo alerts watch`; returns the exit status."""
     from moclo import alerts_cli
+    from query.alerts import AlertFilter
 
     if args.alerts_command == "ack":
         return alerts_cli.acknowledge(
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.count is not None and not follow:
         print("moclo: --count needs --follow", file=sys.stderr)
         return 2
-    query = alerts_cli.AlertFilter(
+    query = AlertFilter(
         tenant=args.tenant,
         device_id=args.device,
         min_severity=args.severity,

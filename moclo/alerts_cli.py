@@ -29,21 +29,19 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 import aiomqtt
 import orjson
 
-from devices.base import parse_timestamp
-from devices.rules import SEVERITIES, Severity, format_seconds
+from devices.rules import SEVERITIES, format_seconds
 from devices.topics import ack_topic, alert_subscription, alert_topic
-from ingest.alerts.history import find_alert, latest_changes, raised_since
-from ingest.alerts.record import ALERT_STATES, Alert, AlertState
+from ingest.alerts.history import find_alert
+from ingest.alerts.record import Alert
 from ingest.influx import InfluxClient, InfluxError, InfluxRefused, quote_string
 from moclo.mqtt import MqttEndpoint, MqttUnreachable
 from moclo.settings import Settings
+from query.alerts import AlertFilter, alert_json, current_alerts, parse_alert
 
 CONNECT_TIMEOUT_S = 5.0
 _NS = 1_000_000_000
@@ -62,66 +60,6 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AlertFilter:
-    """Which alerts to show; every field narrows, None/defaults mean all."""
-
-    tenant: str | None = None
-    device_id: str | None = None
-    min_severity: Severity = "info"
-    since_s: float | None = None  # raised within this long before now
-    include_resolved: bool = False
-
-    def admits(self, alert: Alert) -> bool:
-        """Tenant, device and severity; the state and `since_s` are the caller's to judge."""
-        return (
-            (self.tenant is None or alert.tenant == self.tenant)
-            and (self.device_id is None or alert.device_id == self.device_id)
-            and _RANK.get(alert.severity, 0) >= _RANK[self.min_severity]
-        )
-
-    def scope(self) -> str:
-        """` (for tenant farm, device cow-9, warning or critical, raised in the last 6h)`."""
-        parts = []
-        if self.tenant:
-            parts.append(f"tenant {self.tenant}")
-        if self.device_id:
-            parts.append(f"device {self.device_id}")
-        if self.min_severity == "warning":
-            parts.append("warning or critical")
-        elif self.min_severity == "critical":
-            parts.append("critical only")
-        if self.since_s is not None:
-            parts.append(f"raised in the last {format_seconds(self.since_s)}")
-        return f" (for {', '.join(parts)})" if parts else ""
-
-
-# -- listing --------------------------------------------------------------------------------
-
-
-async def current_alerts(
-    client: InfluxClient, query: AlertFilter, *, now_ns: int
-) -> tuple[list[Alert], set[str] | None]:
-    """The alerts `query` admits, critical first, then the newest (by first seen); and, with
-    `since_s`, the ids of the episodes raised in that window, so a live stream can apply the same
-    filter."""
-    since_ns = None if query.since_s is None else now_ns - int(query.since_s * _NS)
-    # The tenant and the window narrow the query itself; device and severity are judged here.
-    changes = await latest_changes(client, tenant=query.tenant, since_ns=since_ns)
-    raised = None
-    if since_ns is not None:
-        raised = set(await raised_since(client, since_ns, tenant=query.tenant))
-    alerts = [
-        alert
-        for alert in (change.as_alert() for change in changes)
-        if query.admits(alert)
-        and (query.include_resolved or alert.state != "resolved")
-        and (raised is None or alert.alert_id in raised)
-    ]
-    alerts.sort(key=lambda a: (-_RANK.get(a.severity, 0), -a.first_seen_ns, -a.ts_ns, a.alert_id))
-    return alerts, raised
-
-
 def list_alerts(settings: Settings, query: AlertFilter, *, as_json: bool = False) -> int:
     """`moclo alerts`: prints the alerts and exits 0, also when there are none."""
 
@@ -137,9 +75,9 @@ def list_alerts(settings: Settings, query: AlertFilter, *, as_json: bool = False
 def _print(alerts: list[Alert], query: AlertFilter, *, as_json: bool, json_lines: bool) -> None:
     if as_json and json_lines:
         for alert in alerts:
-            print(json.dumps(_json(alert), ensure_ascii=False))
+            print(json.dumps(alert_json(alert), ensure_ascii=False))
     elif as_json:
-        print(json.dumps([_json(a) for a in alerts], indent=2, ensure_ascii=False))
+        print(json.dumps([alert_json(a) for a in alerts], indent=2, ensure_ascii=False))
     elif alerts:
         print(table(alerts))
     else:
@@ -222,7 +160,7 @@ async def _follow(
             if not query.admits(alert) or (raised is not None and alert.alert_id not in raised):
                 continue
             if as_json:
-                print(json.dumps(_json(alert), ensure_ascii=False), flush=True)
+                print(json.dumps(alert_json(alert), ensure_ascii=False), flush=True)
             else:
                 print(alert.describe(), flush=True)
             printed += 1
@@ -343,41 +281,6 @@ def default_name() -> str:
         return check_ack_text("by", os.environ.get("USER", ""))
     except ValueError:
         return "unknown"
-
-
-def parse_alert(payload: object) -> Alert | None:
-    """A published alert change (`Alert.to_json`) read back; None if it is not one."""
-    try:
-        body = orjson.loads(payload if isinstance(payload, (bytes, bytearray, str)) else b"")
-        state, severity = body["state"], body["severity"]
-        if state not in ALERT_STATES or severity not in SEVERITIES:
-            return None
-        return Alert(
-            alert_id=str(body["id"]),
-            state=cast(AlertState, state),
-            rule=str(body["rule"]),
-            kind=str(body.get("kind", "")),
-            severity=cast(Severity, severity),
-            tenant=str(body["tenant"]),
-            device_type=str(body.get("device_type", "")),
-            device_id=str(body["device_id"]),
-            value=float(body.get("value", 0.0)),
-            message=str(body.get("message", "")),
-            ts_ns=parse_timestamp(body["ts"]),
-            first_seen_ns=parse_timestamp(body.get("first_seen", body["ts"])),
-            last_seen_ns=parse_timestamp(body.get("last_seen", body["ts"])),
-            acknowledged_by=str(body.get("acknowledged_by") or ""),
-            note=str(body.get("note") or ""),
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
-
-
-def _json(alert: Alert) -> dict[str, object]:
-    """`Alert.as_dict` with `acknowledged_by` always present, so every object has the same keys."""
-    body = alert.as_dict()
-    body.setdefault("acknowledged_by", None)
-    return body
 
 
 def _when(ts_ns: int) -> str:

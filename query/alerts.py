@@ -1,0 +1,205 @@
+"""Alerts for people: which are open, which episodes a device had in a time range, and a
+published change read back. Shared by `moclo alerts`, the HTTP API and the dashboard.
+
+The stored form is `moclo_alerts` (one point per change, see `ingest/alerts/record.py`); the
+published form is `Alert.to_json`. Both are read here, so the CLI and the API cannot disagree
+on what "open" means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import orjson
+
+from devices.base import format_timestamp, parse_timestamp
+from devices.rules import SEVERITIES, Severity, format_seconds
+from ingest.alerts.history import latest_changes, raised_since
+from ingest.alerts.record import ALERT_STATES, Alert, AlertState, StoredChange
+from ingest.influx import InfluxClient, quote_string
+from ingest.lineprotocol import ALERTS_MEASUREMENT
+
+_NS = 1_000_000_000
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    """Which alerts to show; every field narrows, None/defaults mean all."""
+
+    tenant: str | None = None
+    device_id: str | None = None
+    min_severity: Severity = "info"
+    since_s: float | None = None  # raised within this long before now
+    include_resolved: bool = False
+
+    def admits(self, alert: Alert) -> bool:
+        """Tenant, device and severity; the state and `since_s` are the caller's to judge."""
+        return (
+            (self.tenant is None or alert.tenant == self.tenant)
+            and (self.device_id is None or alert.device_id == self.device_id)
+            and SEVERITY_RANK.get(alert.severity, 0) >= SEVERITY_RANK[self.min_severity]
+        )
+
+    def scope(self) -> str:
+        """` (for tenant farm, device cow-9, warning or critical, raised in the last 6h)`."""
+        parts = []
+        if self.tenant:
+            parts.append(f"tenant {self.tenant}")
+        if self.device_id:
+            parts.append(f"device {self.device_id}")
+        if self.min_severity == "warning":
+            parts.append("warning or critical")
+        elif self.min_severity == "critical":
+            parts.append("critical only")
+        if self.since_s is not None:
+            parts.append(f"raised in the last {format_seconds(self.since_s)}")
+        return f" (for {', '.join(parts)})" if parts else ""
+
+
+async def current_alerts(
+    client: InfluxClient, query: AlertFilter, *, now_ns: int
+) -> tuple[list[Alert], set[str] | None]:
+    """The alerts `query` admits, critical first, then the newest (by first seen); and, with
+    `since_s`, the ids of the episodes raised in that window, so a live stream can apply the same
+    filter."""
+    since_ns = None if query.since_s is None else now_ns - int(query.since_s * _NS)
+    # The tenant and the window narrow the query itself; device and severity are judged here.
+    changes = await latest_changes(client, tenant=query.tenant, since_ns=since_ns)
+    raised = None
+    if since_ns is not None:
+        raised = set(await raised_since(client, since_ns, tenant=query.tenant))
+    alerts = [
+        alert
+        for alert in (change.as_alert() for change in changes)
+        if query.admits(alert)
+        and (query.include_resolved or alert.state != "resolved")
+        and (raised is None or alert.alert_id in raised)
+    ]
+    alerts.sort(
+        key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), -a.first_seen_ns, -a.ts_ns, a.alert_id)
+    )
+    return alerts, raised
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One alert from raise to resolve (or still open), for marking on a chart."""
+
+    alert_id: str
+    rule: str
+    severity: Severity
+    state: AlertState  # the latest: raised, acknowledged or resolved
+    start_ns: int  # when it was raised, in reading time
+    end_ns: int | None  # when it was resolved; None while open
+    message: str  # the raising message
+    value: float  # the value that raised it
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.alert_id,
+            "rule": self.rule,
+            "severity": self.severity,
+            "state": self.state,
+            "start": format_timestamp(self.start_ns),
+            "end": None if self.end_ns is None else format_timestamp(self.end_ns),
+            "message": self.message,
+            "value": self.value,
+        }
+
+
+async def device_episodes(
+    client: InfluxClient, *, tenant: str, device_id: str, start_ns: int, end_ns: int
+) -> list[Episode]:
+    """The episodes of one device that overlap [start_ns, end_ns), oldest first.
+
+    The changes inside the range, plus the episodes still open when it starts (their latest
+    change is older); an episode whose raise lies before the range has it looked up by id, so
+    the episode starts where it really started.
+    """
+    where = (
+        f'"tenant" = {quote_string(tenant)} AND "device_id" = {quote_string(device_id)} '
+        f"AND time >= {int(start_ns)} AND time < {int(end_ns)}"
+    )
+    in_range = await _stored_changes(client, where)
+    # Episodes open when the range starts have their latest change before it.
+    before = [
+        c
+        for c in await latest_changes(client, tenant=tenant)
+        if c.device_id == device_id and c.ts_ns < start_ns and c.state != "resolved"
+    ]
+    by_id: dict[str, list[StoredChange]] = {}
+    for change in (*before, *in_range):
+        by_id.setdefault(change.alert_id, []).append(change)
+    missing_raise = [i for i, cs in by_id.items() if not any(c.state == "raised" for c in cs)]
+    if missing_raise:
+        ids = " OR ".join(f'"alert_id" = {quote_string(i)}' for i in missing_raise)
+        for change in await _stored_changes(client, f"\"state\" = 'raised' AND ({ids})"):
+            by_id[change.alert_id].append(change)
+    episodes = []
+    for alert_id, changes in by_id.items():
+        changes.sort(key=lambda c: c.ts_ns)
+        raised = next((c for c in changes if c.state == "raised"), changes[0]).as_alert()
+        latest = changes[-1].as_alert()
+        episodes.append(
+            Episode(
+                alert_id=alert_id,
+                rule=raised.rule,
+                severity=raised.severity,
+                state=latest.state,
+                start_ns=raised.ts_ns,
+                end_ns=latest.ts_ns if latest.state == "resolved" else None,
+                message=raised.message,
+                value=raised.value,
+            )
+        )
+    episodes.sort(key=lambda e: (e.start_ns, e.alert_id))
+    return episodes
+
+
+async def _stored_changes(client: InfluxClient, where: str) -> list[StoredChange]:
+    query = (
+        f'SELECT * FROM "{ALERTS_MEASUREMENT}" WHERE {where} '
+        'GROUP BY "tenant", "device_id", "device_type", "rule", "severity"'
+    )
+    return [
+        StoredChange.from_point(series.tags, row, int(row["time"]))
+        for series in await client.query(query)
+        for row in series.rows()
+    ]
+
+
+def parse_alert(payload: object) -> Alert | None:
+    """A published alert change (`Alert.to_json`) read back; None if it is not one."""
+    try:
+        body = orjson.loads(payload if isinstance(payload, (bytes, bytearray, str)) else b"")
+        state, severity = body["state"], body["severity"]
+        if state not in ALERT_STATES or severity not in SEVERITIES:
+            return None
+        return Alert(
+            alert_id=str(body["id"]),
+            state=cast(AlertState, state),
+            rule=str(body["rule"]),
+            kind=str(body.get("kind", "")),
+            severity=cast(Severity, severity),
+            tenant=str(body["tenant"]),
+            device_type=str(body.get("device_type", "")),
+            device_id=str(body["device_id"]),
+            value=float(body.get("value", 0.0)),
+            message=str(body.get("message", "")),
+            ts_ns=parse_timestamp(body["ts"]),
+            first_seen_ns=parse_timestamp(body.get("first_seen", body["ts"])),
+            last_seen_ns=parse_timestamp(body.get("last_seen", body["ts"])),
+            acknowledged_by=str(body.get("acknowledged_by") or ""),
+            note=str(body.get("note") or ""),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def alert_json(alert: Alert) -> dict[str, object]:
+    """`Alert.as_dict` with `acknowledged_by` always present, so every object has the same keys."""
+    body = alert.as_dict()
+    body.setdefault("acknowledged_by", None)
+    return body

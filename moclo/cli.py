@@ -34,6 +34,7 @@ environment (flags override them):
   MOCLO_SPOOL_DIR         ingest's spool and alert state, a folder per client id
                           (.moclo/spool)
   MOCLO_HTTP_LISTEN       where ingest serves /healthz and /metrics, or off  (127.0.0.1:9108)
+  MOCLO_SERVE_LISTEN      where `moclo serve` serves the dashboard and API  (127.0.0.1:8080)
   MOCLO_RULES_FILE        alert rules file (TOML) over each device type's defaults
   MOCLO_WEBHOOK_URL       POST each alert change here as JSON; environment only, never a
                           flag, as the URL may carry a token
@@ -106,6 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _rules_flag(ingest)
     connection_flags(ingest)
+
+    serve = commands.add_parser(
+        "serve",
+        help="the dashboard and the HTTP API: devices, time series, alerts, live",
+        description="Serves the web dashboard at / and the HTTP API under /api (OpenAPI "
+        "description at /api/openapi.json): devices and their newest reading, time series with "
+        "the parameters of `moclo query`, alerts, and a live stream (Server-Sent Events) of "
+        "alert changes and readings. Reads InfluxDB; subscribes to the broker for the live "
+        "parts. Needs `moclo ingest` running for there to be anything to show.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--listen",
+        dest="serve_listen",
+        metavar="HOST:PORT",
+        help="where to serve (MOCLO_SERVE_LISTEN, default 127.0.0.1:8080); 0.0.0.0:8080 to "
+        "be reached from other machines",
+    )
+    connection_flags(serve)
 
     simulate_cli.add_parser(commands)
 
@@ -197,6 +218,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _ingest(args, settings)
     if args.command == "up":
         return _up(args, settings)
+    if args.command == "serve":
+        return _serve(settings)
     if args.command == "alerts":
         return alerts_args.run(args, settings)
     raise AssertionError(args.command)
@@ -254,6 +277,31 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             f"ingest stopped: {stats.messages} messages, {stats.readings_stored} readings "
             f"stored, {stats.rejected} rejected",
             file=sys.stderr,
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _serve(settings: Settings) -> int:
+    from moclo.signals import install_stop_handlers
+    from serve.server import bind, run_serve
+
+    try:
+        sock = bind(settings.serve_listen)
+    except OSError as exc:
+        print(
+            f"moclo: cannot listen on {settings.serve_listen} ({exc.strerror}): choose another "
+            "with --listen or MOCLO_SERVE_LISTEN",
+            file=sys.stderr,
+        )
+        return 1
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        await run_serve(
+            settings, stop, sock=sock, on_ready=lambda url: print(f"dashboard: {url}", flush=True)
         )
         return 0
 

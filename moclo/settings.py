@@ -10,6 +10,7 @@
 | MOCLO_INGEST_CLIENT_ID   | moclo-ingest             | MQTT client id of ingest (its session)   |
 | MOCLO_SPOOL_DIR          | .moclo/spool             | on-disk buffer while InfluxDB is down    |
 | MOCLO_HTTP_LISTEN        | 127.0.0.1:9108           | /healthz and /metrics; `off` disables    |
+| MOCLO_SERVE_LISTEN       | 127.0.0.1:8080           | `moclo serve`: dashboard and HTTP API    |
 | MOCLO_RULES_FILE         | (none)                   | alert rules file (TOML) over the defaults |
 | MOCLO_WEBHOOK_URL        | (none)                   | POST each alert change here (JSON)       |
 | MOCLO_WEBHOOK_MIN_SEVERITY | info                   | only changes of at least this severity   |
@@ -37,6 +38,7 @@ ENVIRONMENT = {
     "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
     "spool_dir": "MOCLO_SPOOL_DIR",
     "http_listen": "MOCLO_HTTP_LISTEN",
+    "serve_listen": "MOCLO_SERVE_LISTEN",
     "rules_file": "MOCLO_RULES_FILE",
     "webhook_url": "MOCLO_WEBHOOK_URL",
     "webhook_min_severity": "MOCLO_WEBHOOK_MIN_SEVERITY",
@@ -63,6 +65,7 @@ class Settings(BaseModel):
     )
     spool_dir: str = Field(default=".moclo/spool", min_length=1)
     http_listen: str = Field(default="127.0.0.1:9108", pattern=r"^(off|[^\s:]*:\d{1,5})$")
+    serve_listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^\s:]*:\d{1,5}$")
     rules_file: str | None = None
     # A webhook URL often carries a token: a secret, from the environment only.
     webhook_url: SecretStr | None = None

@@ -18,6 +18,7 @@ import time
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ingest.alerts import Alert
@@ -25,6 +26,7 @@ from ingest.service import Ingest, IngestOptions, IngestStats
 from moclo.settings import Settings
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
+from serve.server import bind, run_serve
 from simulators.run import SimulationOptions, run_simulation
 
 
@@ -107,6 +109,9 @@ def start_local_servers(
         http_host, _, http_port = settings.http_listen.rpartition(":")
         if _is_loopback(http_host) and int(http_port):
             updates["http_listen"] = f"{http_host}:{_port_or_free(http_host, int(http_port))}"
+    serve_host, _, serve_port = settings.serve_listen.rpartition(":")
+    if _is_loopback(serve_host) and int(serve_port):
+        updates["serve_listen"] = f"{serve_host}:{_port_or_free(serve_host, int(serve_port))}"
     return settings.model_copy(update=updates), notes
 
 
@@ -144,7 +149,15 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
             )
             ingest = tasks.create_task(service.run(ready), name="ingest")
             await _first(ready, ingest)
-            _say("moclo is up:")
+            dashboard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            serving = tasks.create_task(
+                run_serve(
+                    settings, stop, sock=bind(settings.serve_listen), on_ready=dashboard.set_result
+                ),
+                name="serve",
+            )
+            await _first(dashboard, serving)
+            _say(f"moclo is up. Dashboard: {dashboard.result()}")
             for line in notes:
                 _say(line)
             _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
@@ -167,12 +180,11 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
                 f"--influx-url {settings.influx_url} --influx-db {settings.influx_db}"
             )
             _say(
-                f"  Query        curl -G {settings.influx_url}/query --data-urlencode "
-                f"db={settings.influx_db} --data-urlencode "
-                '"q=SELECT mean(body_temp_c) FROM cow_tracker WHERE time > now() - 1h '
-                'GROUP BY device_id"'
+                f"  Query        moclo query cow-0001 --since 1h --every 5m "
+                f"--influx-url {settings.influx_url} --influx-db {settings.influx_db}"
             )
-            _say("Ctrl-C stops everything.")
+            _say(f"  HTTP API     {dashboard.result()}api/openapi.json")
+            _say(f"Ctrl-C stops everything. Open {dashboard.result()} to watch.")
             tasks.create_task(_report(stats, stop, options), name="status")
             await stop.wait()
         finally:
@@ -187,14 +199,15 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
     return 0
 
 
-async def _first(ready: asyncio.Event, ingest: asyncio.Task[IngestStats]) -> None:
-    """Waits for ingest to be ready; if it fails first, its exception surfaces here."""
-    waiter = asyncio.ensure_future(ready.wait())
-    await asyncio.wait({waiter, ingest}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if ingest.done():
-        ingest.result()
-        raise RuntimeError("ingest stopped before it was ready")
+async def _first(ready: asyncio.Event | asyncio.Future[str], task: asyncio.Task[Any]) -> None:
+    """Waits for `task` to be ready; if it fails first, its exception surfaces here."""
+    waiter = asyncio.ensure_future(ready.wait()) if isinstance(ready, asyncio.Event) else ready
+    await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    if not waiter.done():
+        waiter.cancel()
+    if task.done() and not waiter.done():
+        task.result()
+        raise RuntimeError(f"{task.get_name()} stopped before it was ready")
 
 
 async def _report(stats: IngestStats, stop: asyncio.Event, options: UpOptions) -> None:

@@ -115,6 +115,60 @@ class RunningIngest:
             self._ready.set()
 
 
+class RunningServe:
+    """`moclo serve` (API, live stream, dashboard) on its own thread and event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = ""
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="serve", daemon=True)
+
+    def __enter__(self) -> RunningServe:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError("serve did not answer in 30s")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "serve did not stop within 30s"
+        if self.error is not None:
+            raise self.error
+
+    def _main(self) -> None:
+        from serve.server import run_serve
+
+        def ready(url: str) -> None:
+            self.url = url.rstrip("/")
+            self._ready.set()
+
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await run_serve(self.settings, self._stop, on_ready=ready)
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # surfaced to the test by __enter__/__exit__
+            self.error = exc
+        finally:
+            self._ready.set()
+
+
+@pytest.fixture
+def serve(settings: Settings) -> Iterator[RunningServe]:
+    with RunningServe(settings.model_copy(update={"serve_listen": "127.0.0.1:0"})) as running:
+        yield running
+
+
 @pytest.fixture
 def ingest(settings: Settings) -> Iterator[RunningIngest]:
     with RunningIngest(settings, IngestOptions(linger_s=0.05)) as running:
@@ -130,7 +184,8 @@ def repo_root() -> Path:
 def _no_state_in_the_work_tree(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Any `moclo` a test starts keeps its spool in a temporary folder and serves /healthz on
-    a free port, never in the repository or on the default port."""
+    """Any `moclo` a test starts keeps its spool in a temporary folder and serves /healthz and
+    the dashboard on free ports, never in the repository or on the default ports."""
     monkeypatch.setenv("MOCLO_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
     monkeypatch.setenv("MOCLO_HTTP_LISTEN", "127.0.0.1:0")
+    monkeypatch.setenv("MOCLO_SERVE_LISTEN", "127.0.0.1:0")

@@ -1,0 +1,250 @@
+"""The live side of `moclo serve`: one MQTT subscription for the whole process, fanned out to
+every open event stream.
+
+Alert changes come from `{prefix}/+/alerts/+`, as ingest publishes them (before it stores
+them, so a change reaches the dashboard as soon as it exists). Readings come from the
+telemetry topics and are validated with the same decoder as ingest, so nothing shown live
+would be rejected by ingest. Readings are sent as a batch every `flush_every_s`, holding the
+newest reading of each device: a dashboard wants to know what each device says now, not every
+one of a thousand readings a second.
+
+Each stream has a bounded queue. A stream too slow to keep up is told so (`overflow`) and
+closed; the dashboard reconnects and reloads its lists, so it never shows a stale picture
+without knowing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import aiomqtt
+import orjson
+
+from devices.base import format_timestamp
+from devices.topics import alert_subscription, telemetry_subscription
+from ingest.decode import Decoded, Decoder
+from moclo.settings import Settings
+from query.alerts import alert_json, parse_alert
+
+log = logging.getLogger("moclo.serve")
+
+QUEUE_EVENTS = 1_000  # per stream; at 4 reading batches a second that is minutes of slack
+RECONNECT_MAX_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """What one event stream wants; None means everything."""
+
+    tenants: frozenset[str] | None = None
+    device_id: str | None = None
+    readings: bool = True
+
+    def admits(self, tenant: str, device_id: str) -> bool:
+        return (self.tenants is None or tenant in self.tenants) and (
+            self.device_id is None or device_id == self.device_id
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One Server-Sent Event: its name and its JSON data."""
+
+    name: str  # alert, readings, overflow
+    data: bytes
+
+    def encode(self) -> bytes:
+        return b"event: " + self.name.encode() + b"\ndata: " + self.data + b"\n\n"
+
+
+@dataclass(eq=False)
+class Stream:
+    wants: StreamFilter
+    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_EVENTS))
+    overflowed: bool = False
+
+    def close(self) -> None:
+        """Ends the stream after what it holds (the service is stopping)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(Event("bye", b"{}"))
+
+    def offer(self, event: Event) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            # Make room for the notice, so the client learns why its stream ends.
+            self.queue.get_nowait()
+            self.queue.put_nowait(Event("overflow", b'{"reason":"stream too slow; reload"}'))
+
+
+class LiveHub:
+    """Receives alert changes and readings from the broker and offers them to each stream."""
+
+    def __init__(self, settings: Settings, *, flush_every_s: float = 0.25) -> None:
+        self._settings = settings
+        self._decoder = Decoder(settings.topic_prefix)
+        self._flush_every_s = flush_every_s
+        self._streams: set[Stream] = set()
+        self._newest: dict[tuple[str, str], dict[str, object]] = {}  # (tenant, device) → reading
+        self.connected = asyncio.Event()
+        self.alerts_seen = 0
+        self.readings_seen = 0
+
+    @contextlib.contextmanager
+    def open_stream(self, wants: StreamFilter) -> Iterator[Stream]:
+        stream = Stream(wants)
+        self._streams.add(stream)
+        try:
+            yield stream
+        finally:
+            self._streams.discard(stream)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Subscribes until `stop`, reconnecting with backoff when the broker goes away."""
+        flusher = asyncio.create_task(self._flush_readings(stop))
+        try:
+            delay = 0.5
+            while not stop.is_set():
+                try:
+                    async with self._client() as client:
+                        delay = 0.5
+                        await self._consume(client, stop)
+                except aiomqtt.MqttError as exc:
+                    self.connected.clear()
+                    log.warning(
+                        "live stream: broker at %s unavailable (%s); retrying in %.1fs",
+                        self._settings.mqtt.display(),
+                        exc,
+                        delay,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    delay = min(RECONNECT_MAX_S, delay * 2)
+        finally:
+            self.connected.clear()
+            for stream in self._streams:
+                stream.close()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+
+    def _client(self) -> aiomqtt.Client:
+        endpoint = self._settings.mqtt
+        return aiomqtt.Client(
+            endpoint.host,
+            endpoint.port,
+            username=endpoint.username,
+            password=endpoint.password,
+            tls_context=ssl.create_default_context() if endpoint.tls else None,
+            identifier=f"moclo-serve-{uuid.uuid4().hex[:8]}",
+            timeout=5.0,
+        )
+
+    async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        prefix = self._settings.topic_prefix
+        alerts = alert_subscription(prefix)
+        await client.subscribe(alerts, qos=1)
+        # QoS 0: a dashboard that misses a reading shows the next one.
+        await client.subscribe(telemetry_subscription(prefix), qos=0)
+        self.connected.set()
+        log.info("live stream: subscribed on %s", self._settings.mqtt.display())
+        messages = aiter(client.messages)
+        while not stop.is_set():
+            next_message = asyncio.ensure_future(anext(messages))
+            stopping = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait(
+                {next_message, stopping}, return_when=asyncio.FIRST_COMPLETED
+            )
+            stopping.cancel()
+            if next_message not in done:
+                next_message.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await next_message
+                return
+            message = next_message.result()
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                continue
+            if message.topic.matches(alerts):
+                self._on_alert(bytes(payload))
+            else:
+                self._on_telemetry(str(message.topic), bytes(payload))
+
+    def _on_alert(self, payload: bytes) -> None:
+        alert = parse_alert(payload)
+        if alert is None:
+            return
+        self.alerts_seen += 1
+        event = Event("alert", orjson.dumps(alert_json(alert)))
+        for stream in self._streams:
+            if stream.wants.admits(alert.tenant, alert.device_id):
+                stream.offer(event)
+
+    def _on_telemetry(self, topic: str, payload: bytes) -> None:
+        out = Decoded()
+        self._decoder.decode(topic, payload, time.time_ns(), out)
+        for valid in out.readings:
+            address, reading = valid.address, valid.reading
+            self.readings_seen += 1
+            key = (address.tenant, address.device_id)
+            current = self._newest.get(key)
+            if current is not None and int(str(current["_ts_ns"])) > reading.ts:
+                continue  # a late reading is not what the device says now
+            body: dict[str, object] = {
+                "tenant": address.tenant,
+                "device_type": address.device_type,
+                "device_id": address.device_id,
+                "ts": format_timestamp(reading.ts),
+                "_ts_ns": reading.ts,
+            }
+            body.update(reading.model_dump(exclude={"ts"}))
+            self._newest[key] = body
+
+    async def _flush_readings(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._flush_every_s)
+            if not self._newest:
+                continue
+            newest, self._newest = self._newest, {}
+            for stream in self._streams:
+                if not stream.wants.readings:
+                    continue
+                chosen = [
+                    {k: v for k, v in r.items() if k != "_ts_ns"}
+                    for (tenant, device_id), r in newest.items()
+                    if stream.wants.admits(tenant, device_id)
+                ]
+                if chosen:
+                    stream.offer(Event("readings", orjson.dumps(chosen)))
+
+
+async def event_stream(
+    hub: LiveHub, wants: StreamFilter, *, heartbeat_s: float = 15.0
+) -> AsyncIterator[bytes]:
+    """The bytes of one `text/event-stream` response: a `hello`, then events until the client
+    goes or overflows; a comment line every `heartbeat_s` keeps proxies from closing it."""
+    with hub.open_stream(wants) as stream:
+        hello = {"connected": hub.connected.is_set(), "retry_ms": 2000}
+        yield b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
+        while True:
+            try:
+                event = await asyncio.wait_for(stream.queue.get(), heartbeat_s)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if event.name == "bye":
+                return
+            yield event.encode()
+            if event.name == "overflow":
+                return

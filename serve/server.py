@@ -1,0 +1,97 @@
+"""Runs the API and the live stream on the caller's event loop until `stop` is set.
+
+`moclo serve` runs this on its own; `moclo up` runs it beside ingest on the same loop. It is a
+process of its own rather than part of ingest so that a busy dashboard (or a slow browser on a
+phone) can never take time from the consumer, and so that it can be placed, scaled and
+secured apart from the one process that writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Generator
+
+import uvicorn
+
+from ingest.influx import InfluxClient
+from moclo.settings import Settings
+from serve.api import create_app
+from serve.live import LiveHub
+
+log = logging.getLogger("moclo.serve")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the caller owns Ctrl-C (see moclo/signals.py)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(listen: str) -> socket.socket:
+    """A listening socket for `host:port` (port 0: a free one); OSError says what is wrong."""
+    host, _, port = listen.rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def address(sock: socket.socket) -> str:
+    """`http://host:port/` of a bound socket, with a wildcard host shown as 127.0.0.1."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+async def run_serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    sock: socket.socket | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serves until `stop`; `on_ready` gets the dashboard's address once it answers."""
+    sock = sock or bind(settings.serve_listen)
+    client = InfluxClient(
+        settings.influx_url, settings.influx_db, token=settings.influx_token_value
+    )
+    hub = LiveHub(settings)
+    server = _EmbeddedServer(
+        uvicorn.Config(
+            create_app(client, hub),
+            log_config=None,  # our logging, as configured by the CLI
+            access_log=False,
+            lifespan="off",
+            # Event streams stay open; on stop they are closed at once rather than awaited.
+            timeout_graceful_shutdown=1,
+        )
+    )
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(hub.run(stop))
+            serving = tasks.create_task(server.serve(sockets=[sock]))
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.01)  # uvicorn has no started event; bounded by its startup
+            if server.started:
+                url = address(sock)
+                log.info("dashboard and API at %s", url)
+                if on_ready is not None:
+                    on_ready(url)
+            await stop.wait()
+            server.should_exit = True
+    finally:
+        await client.close()
+        sock.close()

@@ -1,0 +1,319 @@
+// The moclo dashboard: a fleet overview, the open alerts, a live feed of alert changes, and a
+// page per device with charts of its fields and its alert episodes marked on them.
+// Plain JavaScript, no build step; uPlot (vendored) draws the charts. Everything comes from
+// this server's /api (see /api/openapi.json); the live parts from /api/stream (Server-Sent
+// Events). On every (re)connect of the stream the lists are loaded again, so a dropped
+// connection never leaves a stale picture behind.
+"use strict";
+
+const state = {
+  tenant: new URLSearchParams(location.search).get("tenant") || "",
+  devices: new Map(),     // "tenant/device" -> device summary from /api/devices
+  openAlerts: new Map(),  // alert id -> alert
+  device: null,           // {tenant, id} on a device page
+  since: "24h",
+  charts: [],             // [{plot, field, data}] on a device page
+  stream: null,
+};
+const SEVERITY_RANK = { info: 0, warning: 1, critical: 2 };
+const FEED_MAX = 100;
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : String(child));
+  return node;
+}
+
+async function api(path, params = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params)) {
+    if (Array.isArray(v)) v.forEach((x) => url.searchParams.append(k, x));
+    else if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, v);
+  }
+  const response = await fetch(url);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || `${response.status} from ${path}`);
+  return body;
+}
+
+function showError(error) {
+  const box = $("error");
+  box.textContent = error ? String(error.message || error) : "";
+  box.hidden = !error;
+}
+
+function ago(iso) {
+  if (!iso) return "never";
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+function clock(iso) {
+  return new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "medium" });
+}
+
+function formatValue(v) {
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(2);
+  return String(v);
+}
+
+// -- fleet overview ----------------------------------------------------------------------
+
+async function loadTenants() {
+  const { tenants } = await api("/api/tenants");
+  const select = $("tenant");
+  select.replaceChildren(el("option", { value: "" }, "all tenants"),
+    ...tenants.map((t) => el("option", { value: t }, t)));
+  select.value = tenants.includes(state.tenant) ? state.tenant : "";
+  state.tenant = select.value;
+}
+
+async function loadFleet() {
+  const { devices } = await api("/api/devices", { tenant: state.tenant });
+  state.devices = new Map(devices.map((d) => [`${d.tenant}/${d.device_id}`, d]));
+  renderFleet();
+}
+
+function renderFleet() {
+  const filter = $("filter").value.trim().toLowerCase();
+  const devices = [...state.devices.values()]
+    .filter((d) => !filter || d.device_id.includes(filter) || d.device_type.includes(filter))
+    .sort((a, b) => (b.open_alerts > 0) - (a.open_alerts > 0)
+      || (SEVERITY_RANK[b.worst_severity] ?? -1) - (SEVERITY_RANK[a.worst_severity] ?? -1)
+      || a.device_type.localeCompare(b.device_type) || a.device_id.localeCompare(b.device_id));
+  const rows = devices.map((d) => {
+    const values = Object.entries(d.last).filter(([k]) => k !== "seq").slice(0, 4)
+      .map(([k, v]) => `${k} ${formatValue(v)}`).join(" · ");
+    const alerts = d.open_alerts
+      ? el("span", { class: `badge ${d.worst_severity}` }, `${d.open_alerts} open`) : "";
+    const stale = d.last_seen && Date.now() - Date.parse(d.last_seen) > 15 * 60 * 1000;
+    return el("tr", { class: stale ? "stale" : "", dataset: { device: d.device_id } },
+      el("td", {}, el("a", { href: `#/device/${d.tenant}/${d.device_id}` }, d.device_id)),
+      el("td", {}, d.device_type), el("td", {}, d.tenant),
+      el("td", { class: "seen", title: d.last_seen || "" }, ago(d.last_seen)),
+      el("td", { class: "values" }, values), el("td", {}, alerts));
+  });
+  $("devices").tBodies[0].replaceChildren(...rows);
+  $("device-count").textContent = `(${devices.length})`;
+  $("fleet-empty").hidden = state.devices.size > 0;
+
+  const byType = new Map();
+  for (const d of state.devices.values()) {
+    const t = byType.get(d.device_type) || { count: 0, alerting: 0 };
+    t.count += 1; t.alerting += d.open_alerts > 0;
+    byType.set(d.device_type, t);
+  }
+  $("type-cards").replaceChildren(...[...byType].sort().map(([type, t]) =>
+    el("div", { class: `card${t.alerting ? " alerting" : ""}` }, el("b", {}, t.count), type,
+      el("div", { class: "muted" }, t.alerting ? `${t.alerting} with open alerts` : "all quiet"))));
+}
+
+// -- alerts --------------------------------------------------------------------------------
+
+async function loadOpenAlerts() {
+  const { alerts } = await api("/api/alerts", { tenant: state.tenant });
+  state.openAlerts = new Map(alerts.map((a) => [a.id, a]));
+  renderOpenAlerts();
+}
+
+function alertItem(a, fresh) {
+  const shown = el("li", { class: `${a.severity} ${a.state}${fresh ? " fresh" : ""}`,
+    dataset: { alertId: a.id, state: a.state, rule: a.rule, device: a.device_id,
+      shownAt: String(Date.now()) } },
+  el("span", { class: "state" }, a.state), el("b", {}, a.rule), " ",
+  el("a", { href: `#/device/${a.tenant}/${a.device_id}` }, `${a.tenant}/${a.device_id}`),
+  el("div", {}, a.message + (a.acknowledged_by ? ` (acknowledged by ${a.acknowledged_by})` : "")),
+  el("div", { class: "when" }, `${clock(a.ts)} · ${a.severity} · id ${a.id}`));
+  return shown;
+}
+
+function renderOpenAlerts() {
+  const alerts = [...state.openAlerts.values()].sort((a, b) =>
+    SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || Date.parse(b.ts) - Date.parse(a.ts));
+  $("open-alerts").replaceChildren(...alerts.map((a) => alertItem(a, false)));
+  $("open-count").textContent = `(${alerts.length})`;
+}
+
+function onAlert(a) {
+  if (state.tenant && a.tenant !== state.tenant) return;
+  const feed = $("feed");
+  feed.querySelector(".placeholder")?.remove();
+  feed.prepend(alertItem(a, true));
+  while (feed.children.length > FEED_MAX) feed.lastChild.remove();
+  if (a.state === "resolved") state.openAlerts.delete(a.id);
+  else state.openAlerts.set(a.id, a);
+  renderOpenAlerts();
+  const device = state.devices.get(`${a.tenant}/${a.device_id}`);
+  if (device) {
+    const mine = [...state.openAlerts.values()].filter((x) => x.tenant === a.tenant && x.device_id === a.device_id);
+    device.open_alerts = mine.length;
+    device.worst_severity = mine.reduce((w, x) => (w && SEVERITY_RANK[w] >= SEVERITY_RANK[x.severity] ? w : x.severity), null);
+    if (!state.device) renderFleet();
+  }
+  if (state.device && state.device.tenant === a.tenant && state.device.id === a.device_id) loadEpisodes();
+}
+
+// -- live stream ---------------------------------------------------------------------------
+
+function connectStream() {
+  if (state.stream) state.stream.close();
+  const params = new URLSearchParams();
+  if (state.tenant) params.set("tenant", state.tenant);
+  const source = new EventSource(`/api/stream?${params}`);
+  state.stream = source;
+  const live = $("live");
+  source.addEventListener("hello", () => {
+    live.className = "live on"; live.textContent = "live";
+    refresh();  // whatever happened while we were away
+  });
+  source.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
+  source.addEventListener("readings", (e) => onReadings(JSON.parse(e.data)));
+  source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 1000); });
+  source.onerror = () => { live.className = "live off"; live.textContent = "reconnecting…"; };
+}
+
+function onReadings(readings) {
+  for (const r of readings) {
+    const key = `${r.tenant}/${r.device_id}`;
+    const known = state.devices.get(key);
+    const { tenant, device_type, device_id, ts, ...fields } = r;
+    if (known) { known.last_seen = ts; known.last = fields; }
+    else if (!state.tenant || state.tenant === tenant) {
+      state.devices.set(key, { tenant, device_type, device_id, last_seen: ts, last: fields, open_alerts: 0, worst_severity: null });
+    }
+    if (state.device && state.device.tenant === tenant && state.device.id === device_id) appendToCharts(ts, fields);
+  }
+  if (!state.device) renderFleet();
+}
+
+// -- device page ---------------------------------------------------------------------------
+
+async function showDevice(tenant, id) {
+  state.device = { tenant, id };
+  $("fleet-view").hidden = true; $("device-view").hidden = false;
+  $("device-title").textContent = `${tenant} / ${id}`;
+  for (const b of $("ranges").children) b.classList.toggle("chosen", b.dataset.since === state.since);
+  const device = await api(`/api/devices/${tenant}/${id}`);
+  $("device-facts").textContent = `${device.device_type} · last reading ${ago(device.last_seen)}` +
+    ` · ${device.open_alerts ? `${device.open_alerts} open alert(s)` : "no open alerts"}`;
+  const doc = await api("/api/series", { device: id, tenant, since: state.since, every: "auto" });
+  drawCharts(doc);
+  await loadEpisodes();
+}
+
+function drawCharts(doc) {
+  state.charts.forEach((c) => c.plot.destroy());
+  state.charts = [];
+  const box = $("charts");
+  box.replaceChildren();
+  const series = doc.series[0];
+  if (!series || series.points.length === 0) {
+    box.append(el("p", { class: "muted" }, "No readings in this range."));
+    return;
+  }
+  const times = series.points.map((p) => Date.parse(p[0]) / 1000);
+  series.fields.forEach((field, i) => {
+    if (field === "seq") return;
+    const values = series.points.map((p) => (typeof p[i + 1] === "boolean" ? Number(p[i + 1]) : p[i + 1]));
+    if (!values.some((v) => typeof v === "number")) return;  // text fields are not charted
+    const holder = el("div", { class: "chart", dataset: { field } }, el("h4", {}, field));
+    box.append(holder);
+    const data = [times.slice(), values];
+    const plot = new uPlot({
+      width: Math.max(320, box.clientWidth - 10), height: 170,
+      series: [{}, { label: field, stroke: "#2f6fd6", width: 1.5, spanGaps: false }],
+      axes: [{}, { size: 60 }], legend: { show: false },
+      hooks: { draw: [(u) => markEpisodes(u)] },
+    }, data, holder);
+    state.charts.push({ plot, field, data });
+  });
+}
+
+function appendToCharts(ts, fields) {
+  const t = Date.parse(ts) / 1000;
+  for (const chart of state.charts) {
+    const v = fields[chart.field];
+    if (v === undefined || t <= chart.data[0][chart.data[0].length - 1]) continue;
+    chart.data[0].push(t); chart.data[1].push(typeof v === "boolean" ? Number(v) : v);
+    chart.plot.setData(chart.data);
+  }
+}
+
+async function loadEpisodes() {
+  if (!state.device) return;
+  const { tenant, id } = state.device;
+  const { episodes } = await api("/api/episodes", { tenant, device: id, since: state.since });
+  state.episodes = episodes;
+  $("episodes").replaceChildren(...(episodes.length ? episodes.map((e) => el("li", { class: e.severity },
+    `${e.rule} (${e.severity}): ${clock(e.start)} → ${e.end ? clock(e.end) : "still open"}. ${e.message}`))
+    : [el("li", { class: "muted" }, "none")]));
+  state.charts.forEach((c) => markEpisodes(c.plot));
+}
+
+// Episodes are DOM bands over the plot (not canvas paint), so they can be hovered and tested.
+function markEpisodes(u) {
+  u.over.querySelectorAll(".episode-band").forEach((b) => b.remove());
+  const [min, max] = [u.scales.x.min, u.scales.x.max];
+  for (const e of state.episodes || []) {
+    const start = Math.max(min, Date.parse(e.start) / 1000);
+    const end = Math.min(max, e.end ? Date.parse(e.end) / 1000 : max);
+    if (end < start) continue;
+    const left = u.valToPos(start, "x"), right = u.valToPos(end, "x");
+    const band = el("div", { class: `episode-band ${e.severity}`, title: e.message, dataset: { alertId: e.id } },
+      el("span", {}, e.rule));
+    band.style.left = `${left}px`; band.style.width = `${Math.max(2, right - left)}px`;
+    u.over.append(band);
+  }
+}
+
+// -- routing -------------------------------------------------------------------------------
+
+async function refresh() {
+  try {
+    await Promise.all([loadOpenAlerts(), state.device ? null : loadFleet()]);
+    showError(null);
+  } catch (error) { showError(error); }
+}
+
+async function route() {
+  const match = location.hash.match(/^#\/device\/([a-z0-9-]+)\/([a-z0-9-]+)$/);
+  try {
+    if (match) await showDevice(match[1], match[2]);
+    else {
+      state.device = null;
+      $("fleet-view").hidden = false; $("device-view").hidden = true;
+      await loadFleet();
+    }
+    showError(null);
+  } catch (error) { showError(error); }
+}
+
+async function start() {
+  $("tenant").addEventListener("change", (e) => {
+    state.tenant = e.target.value;
+    const url = new URL(location.href);
+    if (state.tenant) url.searchParams.set("tenant", state.tenant); else url.searchParams.delete("tenant");
+    history.replaceState(null, "", url);
+    connectStream(); route();
+  });
+  $("filter").addEventListener("input", renderFleet);
+  $("ranges").addEventListener("click", (e) => {
+    if (e.target.dataset.since) { state.since = e.target.dataset.since; route(); }
+  });
+  window.addEventListener("hashchange", route);
+  setInterval(() => { if (!state.device) renderFleet(); }, 10000);  // "last seen" ages
+  try { await loadTenants(); } catch (error) { showError(error); }
+  await route();
+  connectStream();
+}
+
+start();

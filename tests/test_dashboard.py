@@ -1,0 +1,124 @@
+"""The dashboard in a real headless browser (Playwright driving Debian's Chromium) against a
+real broker, database, ingest and `moclo serve`: the fleet loads, a fever published now shows
+up in the live feed within seconds, and the cow's page charts her temperature with the episode
+marked. Writes a screenshot; with MOCLO_UPDATE_SCREENSHOTS=1 it also refreshes the README's
+`docs/dashboard.png` and `docs/device.png`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from devices.topics import telemetry_topic
+from moclo.settings import Settings
+from tests.conftest import RunningIngest, RunningServe
+from tests.helpers import COW, publish_all, wait_until
+from tests.test_serve import NOW, cow_history, pacemaker
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless, and none of Chromium's own calls home: this machine's network is closed.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = Path(__file__).resolve().parent.parent / "docs"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `./dev test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Every request must go to the dashboard's own server.
+    outside: list[str] = []
+    page.on(
+        "request", lambda r: None if r.url.startswith("http://127.0.0.1") else outside.append(r.url)
+    )
+    yield page
+    context.close()
+    assert errors == [], f"the page threw: {errors}"
+    assert outside == [], f"the page fetched from elsewhere: {outside}"
+
+
+def save(page: Page, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=False)
+    assert shot.stat().st_size > 10_000  # a real picture, not an empty page
+    if os.environ.get("MOCLO_UPDATE_SCREENSHOTS") == "1":
+        SHOTS.mkdir(exist_ok=True)
+        shutil.copy(shot, SHOTS / name)
+    return shot
+
+
+def test_fleet_live_fever_and_device_chart(
+    page: Page,
+    settings: Settings,
+    ingest: RunningIngest,
+    serve: RunningServe,
+    tmp_path: Path,
+) -> None:
+    # Six hours of a small farm and a clinic, through ingest; cow-7 is healthy so far.
+    for n in range(1, 7):
+        cow_history(settings, "farm", f"cow-{n}", [38.5 + 0.02 * (i % 7) for i in range(72)])
+    pacemaker(settings, "clinic", "pm-1")
+    wait_until(lambda: ingest.stats.readings_stored >= 6 * 72 + 1, what="the history stored")
+
+    page.goto(serve.url + "/?tenant=farm")
+    expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    expect(page.locator("#devices tbody tr")).to_have_count(6)
+    expect(page.locator("#type-cards .card")).to_have_count(1)  # only the farm's cows
+    expect(page.locator("#feed .placeholder")).to_be_visible()
+
+    # cow-3 falls ill now: three readings at 40.1 raise `fever`, live.
+    topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-3")
+    fever = [{**COW, "ts": NOW + 20 * i, "seq": 100 + i, "body_temp_c": 40.1} for i in (1, 2, 3)]
+    published_ms = time.time() * 1000
+    publish_all(settings.mqtt_url, [(topic, orjson.dumps(r)) for r in fever])
+    item = page.locator('#feed li[data-rule="fever"][data-state="raised"][data-device="cow-3"]')
+    expect(item).to_be_visible(timeout=5_000)
+    shown_ms = float(item.get_attribute("data-shown-at") or 0)
+    assert shown_ms - published_ms < 5_000  # the benchmark measures this properly
+    expect(page.locator("#open-alerts li")).to_have_count(1)
+    expect(page.locator('#devices tr[data-device="cow-3"] .badge')).to_have_text("1 open")
+    save(page, tmp_path, "dashboard.png")
+
+    # Her page: a chart per numeric field, the fever band on each.
+    page.locator('#devices tr[data-device="cow-3"] a').click()
+    expect(page.locator("#device-title")).to_have_text("farm / cow-3")
+    page.locator('#ranges button[data-since="6h"]').click()
+    temperature = page.locator('.chart[data-field="body_temp_c"]')
+    expect(temperature.locator("canvas")).to_have_count(1)
+    expect(page.locator(".chart")).to_have_count(6)  # body_temp_c … battery_pct
+    expect(temperature.locator(".episode-band.warning")).to_have_count(1)
+    expect(page.locator("#episodes li")).to_contain_text("fever (warning)")
+    expect(page.locator("#episodes li")).to_contain_text("still open")
+    # The band sits at the right end of the chart, where the fever is.
+    band = temperature.locator(".episode-band").bounding_box()
+    plot = temperature.locator(".u-over").bounding_box()
+    assert band is not None and plot is not None
+    assert band["x"] > plot["x"] + plot["width"] * 0.9
+    save(page, tmp_path, "device.png")

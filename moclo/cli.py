@@ -16,7 +16,7 @@ from pathlib import Path
 
 from devices.catalogue import DEVICE_TYPES
 from ingest.influx import InfluxError
-from moclo import alerts_args, rules_args, simulate_cli
+from moclo import alerts_args, query_args, rules_args, simulate_cli
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
 from moclo.settings import ENVIRONMENT, Settings, SettingsError
@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules_args.add_parser(commands)
     alerts_args.add_parser(commands)
+    query_args.add_parser(commands)
     return parser
 
 
@@ -222,6 +223,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _serve(settings)
     if args.command == "alerts":
         return alerts_args.run(args, settings)
+    if args.command == "query":
+        return query_args.run(args, settings)
     raise AssertionError(args.command)
 
 

@@ -30,7 +30,9 @@ from moclo.durations import parse_duration
 from query.alerts import SEVERITY_RANK, AlertFilter, alert_json, current_alerts, device_episodes
 from query.fleet import DeviceSummary as StoredDevice
 from query.fleet import find_device, list_devices, list_tenants
-from query.series import QueryError, UnknownDevice, parse_series_request, run_series
+from query.errors import QueryError, UnknownDevice
+from query.request import parse_series_request
+from query.series import run_series
 from serve.live import LiveHub, StreamFilter, event_stream
 
 STATIC = resources.files("serve") / "static"
@@ -53,7 +55,7 @@ class DeviceView(BaseModel):
     tenant: str
     device_type: str
     device_id: str
-    last_seen: str | None = Field(description="RFC 3339 time of the newest stored reading")
+    last_seen: str = Field(description="RFC 3339 time of the newest stored reading")
     last: dict[str, Any] = Field(description="the newest stored reading's fields")
     open_alerts: int
     worst_severity: Severity | None = Field(description="of the open alerts, if any")
@@ -155,11 +157,14 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
         type: Annotated[str | None, Query(description="a fleet: every device of a type")] = None,
         tenant: Annotated[str | None, Query()] = None,
         field: Annotated[list[str] | None, Query(description="repeat for several")] = None,
-        since: Annotated[str | None, Query(description="e.g. 6h, 7d (default 6h)")] = None,
+        since: Annotated[str | None, Query(description="e.g. 6h, 7d (default 1h)")] = None,
         from_: Annotated[str | None, Query(alias="from", description="RFC 3339")] = None,
         to: Annotated[str | None, Query(description="RFC 3339 (default: now)")] = None,
         every: Annotated[str | None, Query(description="bucket, e.g. 5m, or auto")] = None,
-        agg: Annotated[Literal["mean", "min", "max", "last", "count", "sum"], Query()] = "mean",
+        agg: Annotated[
+            Literal["mean", "min", "max", "last", "count", "sum"] | None,
+            Query(description="with every (default mean)"),
+        ] = None,
         group_by: Annotated[Literal["device_id"] | None, Query()] = None,
     ) -> dict[str, Any]:
         """A device's (or a fleet's) fields over time, aggregated by InfluxDB: the same
@@ -208,7 +213,7 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
     async def episodes(
         tenant: str,
         device: str,
-        since: Annotated[str | None, Query(description="e.g. 3d (default 6h)")] = None,
+        since: Annotated[str | None, Query(description="e.g. 3d (default 1h)")] = None,
         from_: Annotated[str | None, Query(alias="from")] = None,
         to: Annotated[str | None, Query()] = None,
     ) -> EpisodeList:
@@ -223,7 +228,7 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
             start=from_,
             end=to,
             every=None,
-            agg="mean",
+            agg=None,
             group_by=None,
             now_ns=time.time_ns(),
         )
@@ -301,7 +306,7 @@ def _summary(device: StoredDevice, alerts: list[Alert]) -> DeviceView:
         tenant=device.tenant,
         device_type=device.device_type,
         device_id=device.device_id,
-        last_seen=None if device.last_seen_ns is None else format_timestamp(device.last_seen_ns),
+        last_seen=format_timestamp(device.last_seen_ns),
         last=dict(device.last),
         open_alerts=len(mine),
         worst_severity=worst,

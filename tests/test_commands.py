@@ -64,10 +64,12 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
     mqtt_port, influx_port, http_port = free_port(), free_port(), free_port()
+    dashboard_port = free_port()
     env = {
         "MOCLO_MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",
         "MOCLO_INFLUX_URL": f"http://127.0.0.1:{influx_port}",
         "MOCLO_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "MOCLO_SERVE_LISTEN": f"127.0.0.1:{dashboard_port}",
     }
     process = _moclo(
         "up",
@@ -83,7 +85,13 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
     )
     output = Output(process)
     try:
-        wait_until(lambda: output.has("moclo is up"), timeout_s=60, what="moclo up banner")
+        banner = wait_until(
+            lambda: output.has("moclo is up"), timeout_s=60, what="moclo up banner"
+        )
+        # It opens with the dashboard, which answers, and shows the fleet's alerts.
+        dashboard = f"http://127.0.0.1:{dashboard_port}/"
+        assert banner.strip() == f"moclo is up. Dashboard: {dashboard}"
+        assert "<title>moclo</title>" in httpx.get(dashboard, timeout=5).text
         assert output.has(f"mqtt://127.0.0.1:{mqtt_port}  (started here")
         assert output.has(f"http://127.0.0.1:{influx_port}  db=moclo  (started here")
         wait_until(
@@ -100,6 +108,13 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
         assert port_open("127.0.0.1", mqtt_port) and port_open("127.0.0.1", influx_port)
         assert output.has(f"http://127.0.0.1:{http_port}/healthz")
         assert httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).json()["ok"]
+        fevers = wait_until(
+            lambda: httpx.get(f"{dashboard}api/alerts", params={"all": True}, timeout=5).json()[
+                "alerts"
+            ],
+            what="alerts through the API",
+        )
+        assert "fever" in {a["rule"] for a in fevers}
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0, output.text()
     finally:

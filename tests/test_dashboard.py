@@ -83,7 +83,8 @@ def test_fleet_live_fever_and_device_chart(
 ) -> None:
     # Six hours of a small farm and a clinic, through ingest; cow-7 is healthy so far.
     for n in range(1, 7):
-        cow_history(settings, "farm", f"cow-{n}", [38.5 + 0.02 * (i % 7) for i in range(72)])
+        temps = [38.5 + 0.02 * (i % 7) for i in range(72)]
+        cow_history(settings, "farm", f"cow-{n}", temps, end=NOW - 600)
     pacemaker(settings, "clinic", "pm-1")
     wait_until(lambda: ingest.stats.readings_stored >= 6 * 72 + 1, what="the history stored")
 
@@ -95,7 +96,9 @@ def test_fleet_live_fever_and_device_chart(
 
     # cow-3 falls ill now: three readings at 40.1 raise `fever`, live.
     topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-3")
-    fever = [{**COW, "ts": NOW + 20 * i, "seq": 100 + i, "body_temp_c": 40.1} for i in (1, 2, 3)]
+    fever = [
+        {**COW, "ts": NOW - 200 + 20 * i, "seq": 100 + i, "body_temp_c": 40.1} for i in (1, 2, 3)
+    ]
     published_ms = time.time() * 1000
     publish_all(settings.mqtt_url, [(topic, orjson.dumps(r)) for r in fever])
     item = page.locator('#feed li[data-rule="fever"][data-state="raised"][data-device="cow-3"]')

@@ -17,7 +17,8 @@ import pytest
 from devices.topics import telemetry_topic
 from ingest.influx import InfluxClient
 from moclo.settings import Settings
-from query.series import parse_series_request, run_series
+from query.request import parse_series_request
+from query.series import run_series
 from serve.live import Event, Stream, StreamFilter
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, publish_all, wait_until
@@ -26,9 +27,11 @@ NOW = int(time.time()) // 60 * 60
 HOUR = 3600
 
 
-def cow_history(settings: Settings, tenant: str, device_id: str, temps: list[float]) -> None:
-    """One reading every 5 minutes ending now, with these temperatures, as one array message."""
-    start = NOW - 300 * (len(temps) - 1)
+def cow_history(
+    settings: Settings, tenant: str, device_id: str, temps: list[float], *, end: int = NOW
+) -> None:
+    """One reading every 5 minutes up to `end`, with these temperatures, as one array message."""
+    start = end - 300 * (len(temps) - 1)
     readings = [
         {**COW, "ts": start + 300 * i, "seq": i, "body_temp_c": t, "activity": 400 + i}
         for i, t in enumerate(temps)

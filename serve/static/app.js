@@ -221,6 +221,8 @@ function drawCharts(doc) {
     return;
   }
   const times = series.points.map((p) => Date.parse(p[0]) / 1000);
+  // The x axis spans the whole range asked for, so a silence shows as a gap, not a zoom.
+  const range = [Date.parse(doc.query.from) / 1000, Date.parse(doc.query.to) / 1000];
   series.fields.forEach((field, i) => {
     if (field === "seq") return;
     const values = series.points.map((p) => (typeof p[i + 1] === "boolean" ? Number(p[i + 1]) : p[i + 1]));
@@ -231,6 +233,7 @@ function drawCharts(doc) {
     const plot = new uPlot({
       width: Math.max(320, box.clientWidth - 10), height: 170,
       series: [{}, { label: field, stroke: "#2f6fd6", width: 1.5, spanGaps: false }],
+      scales: { x: { time: true, range: () => [range[0], Math.max(range[1], Date.now() / 1000)] } },
       axes: [{}, { size: 60 }], legend: { show: false },
       hooks: { draw: [(u) => markEpisodes(u)] },
     }, data, holder);

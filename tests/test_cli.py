@@ -3,6 +3,7 @@ the shape of the CLI modules (small, and quick to load for `moclo --help`)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -109,7 +110,8 @@ def test_help_loads_neither_the_simulators_nor_the_alert_machinery() -> None:
     probe = (
         "import sys, moclo.cli; moclo.cli.build_parser(); "
         "print(' '.join(m for m in ('simulators.run', 'moclo.alerts_cli', 'moclo.rules_cli', "
-        "'ingest.alerts.rulesfile', 'ingest.service', 'aiomqtt') if m in sys.modules))"
+        "'ingest.alerts.rulesfile', 'ingest.service', 'aiomqtt', 'fastapi', 'uvicorn', "
+        "'query.series') if m in sys.modules))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
@@ -123,3 +125,21 @@ def test_every_module_of_the_command_line_stays_small(repo_root: Path) -> None:
         for path in sorted((repo_root / "moclo").rglob("*.py"))
     }
     assert sizes and {name: n for name, n in sizes.items() if n >= 600} == {}
+
+
+def test_serve_on_a_taken_port_says_how_to_choose_another() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = moclo("serve", "--listen", f"127.0.0.1:{port}", *_nowhere())
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--listen or MOCLO_SERVE_LISTEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_of_serve_names_its_setting_and_the_api_description() -> None:
+    serve = moclo("serve", "--help")
+    assert serve.returncode == 0 and "--listen HOST:PORT" in serve.stdout
+    assert "MOCLO_SERVE_LISTEN" in serve.stdout and "/api/openapi.json" in serve.stdout

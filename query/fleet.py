@@ -5,10 +5,13 @@ which answers without reading points, so these stay fast however much data is st
 measurements named after a catalogue type are consulted: `moclo_alerts` also carries
 `device_id` tags, and `moclo_rejected` carries the `_invalid` tenant of garbage topics.
 
-`list_devices` reads one point per device: its newest, found with `ORDER BY time DESC LIMIT 1`
-per series (InfluxDB reads each series backwards from its end and stops at the first point),
-and only within `within_s` (default 30 days) before now, so the shards of older data are never
-opened. A device silent for longer is not listed, though `find_device` still finds it.
+`list_devices` reads one point per device, its newest, with `ORDER BY time DESC LIMIT 1` per
+series (InfluxDB reads each series backwards from its end and stops at the first point). What
+costs is the shards a query opens (a shard holds 7 days here): with 1,000 cows and 30 days of
+1-minute data (43 million points), looking over all 30 days took about 0.9 s, over the last day
+0.2 s. So it looks over the last day first, then, only for the devices of the series index not
+found there, up to `within_s` (default 30 days) back, 100 device ids a query; a device silent
+for longer is not listed, though `find_device` still finds it.
 """
 
 from __future__ import annotations
@@ -17,13 +20,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from devices.base import MIN_TS_NS
 from devices.catalogue import DEVICE_TYPES
+from devices.topics import is_identifier
 from ingest.influx import InfluxClient, quote_identifier, quote_string
-from query.errors import AmbiguousDevice, UnknownDevice
+from query.errors import AmbiguousDevice, QueryError, UnknownDevice
 from query.names import check_device_id, check_device_type, check_tenant
 from query.times import format_time
 
 LIST_WITHIN_S = 30 * 86_400
+RECENT_S = 86_400  # list_devices looks here first: a shard or two
+NS = 1_000_000_000
+_IDS_PER_QUERY = 100
 _NAMED_TENANTS = 10  # at most this many tenants are named in an error message
 
 
@@ -137,35 +145,91 @@ async def list_devices(
 ) -> list[DeviceSummary]:
     """The devices (of `tenant`, of `device_type`) that sent a reading within `within_s` of
     now, each with its newest reading; ordered by tenant, type and id."""
-    if device_type is not None:
-        check_device_type(device_type)
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    source = _all_types() if device_type is None else quote_identifier(device_type)
-    where = f"time >= {int(now_ns - within_s * 1_000_000_000)}"
+    types = list(DEVICE_TYPES) if device_type is None else [check_device_type(device_type)]
     if tenant is not None:
-        where += f' AND "tenant" = {quote_string(check_tenant(tenant))}'
+        check_tenant(tenant)
+    if within_s < 1:
+        raise QueryError("within_s must be at least 1 second", param="since")
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    stored = await _stored_devices(client, types, tenant)
+    if not stored:
+        return []
+    recent_s = min(RECENT_S, within_s)
+    found = await _newest(client, types, tenant, since_ns=now_ns - recent_s * NS)
+    missing = sorted({ref.device_id for ref in stored - found.keys()})
+    if missing and within_s > recent_s:
+        # Only the devices silent lately are looked for further back, a chunk at a time, so
+        # the older shards are opened for them alone.
+        for at in range(0, len(missing), _IDS_PER_QUERY):
+            older = await _newest(
+                client,
+                types,
+                tenant,
+                since_ns=now_ns - within_s * NS,
+                device_ids=missing[at : at + _IDS_PER_QUERY],
+            )
+            for ref, summary in older.items():
+                found.setdefault(ref, summary)
+    return sorted(found.values(), key=lambda d: (d.tenant, d.device_type, d.device_id))
+
+
+async def _stored_devices(
+    client: InfluxClient, types: list[str], tenant: str | None
+) -> set[DeviceRef]:
+    """Every device of `types` (in `tenant`) in the series index, whenever it last spoke."""
+    where = "" if tenant is None else f' WHERE "tenant" = {quote_string(tenant)}'
+    answer = await client.query(f"SHOW SERIES FROM {_sources(types)}{where}")
+    refs = set()
+    for s in answer:
+        for row in s.values:
+            measurement, *tags = str(row[0]).split(",")
+            values = dict(tag.partition("=")[::2] for tag in tags)
+            ref = DeviceRef(values.get("tenant", ""), measurement, values.get("device_id", ""))
+            # Ingest writes only valid names; anything else was not written by it.
+            if (
+                ref.device_type in types
+                and is_identifier(ref.tenant)
+                and is_identifier(ref.device_id)
+            ):
+                refs.add(ref)
+    return refs
+
+
+async def _newest(
+    client: InfluxClient,
+    types: list[str],
+    tenant: str | None,
+    *,
+    since_ns: int,
+    device_ids: list[str] | None = None,
+) -> dict[DeviceRef, DeviceSummary]:
+    """The newest reading at or after `since_ns` of each device (of `device_ids`)."""
+    where = f"time >= {int(max(since_ns, MIN_TS_NS))}"
+    if tenant is not None:
+        where += f' AND "tenant" = {quote_string(tenant)}'
+    if device_ids:
+        where += " AND (" + " OR ".join(f'"device_id" = {quote_string(d)}' for d in device_ids)
+        where += ")"
     answer = await client.query(
-        f'SELECT * FROM {source} WHERE {where} GROUP BY "tenant", "device_id" '
+        f'SELECT * FROM {_sources(types)} WHERE {where} GROUP BY "tenant", "device_id" '
         "ORDER BY time DESC LIMIT 1"
     )
-    devices = []
+    found = {}
     for s in answer:
         if s.name not in DEVICE_TYPES or not s.values:
             continue
         row = dict(zip(s.columns, s.values[0], strict=True))
         # Several measurements in one statement share their columns; keep this type's own.
         fields = (*DEVICE_TYPES[s.name].reading.measurement_fields, "seq")
-        devices.append(
-            DeviceSummary(
-                tenant=s.tags.get("tenant", ""),
-                device_type=s.name,
-                device_id=s.tags.get("device_id", ""),
-                last_seen_ns=int(row["time"]),
-                last={f: row[f] for f in fields if f in row},
-            )
+        ref = DeviceRef(s.tags.get("tenant", ""), s.name, s.tags.get("device_id", ""))
+        found[ref] = DeviceSummary(
+            tenant=ref.tenant,
+            device_type=ref.device_type,
+            device_id=ref.device_id,
+            last_seen_ns=int(row["time"]),
+            last={f: row[f] for f in fields if f in row},
         )
-    devices.sort(key=lambda d: (d.tenant, d.device_type, d.device_id))
-    return devices
+    return found
 
 
 async def _tenants_searched(client: InfluxClient) -> str:
@@ -178,4 +242,8 @@ async def _tenants_searched(client: InfluxClient) -> str:
 
 
 def _all_types() -> str:
-    return ", ".join(quote_identifier(name) for name in DEVICE_TYPES)
+    return _sources(list(DEVICE_TYPES))
+
+
+def _sources(types: list[str]) -> str:
+    return ", ".join(quote_identifier(name) for name in types)

@@ -11,6 +11,7 @@ import pytest
 
 from ingest.influx import InfluxClient
 from moclo.settings import Settings
+from query import fleet as fleet_module
 from query import series as series_module
 from query.errors import AmbiguousDevice, QueryError, UnknownDevice
 from query.fleet import DeviceRef, find_device, list_devices, list_tenants
@@ -313,6 +314,18 @@ def test_tenants_and_devices(settings: Settings, stored: list[Stored]) -> None:
     # A device silent for longer than the window is not listed.
     later = NOW_NS + 31 * 86_400 * NS
     assert ask(settings, lambda c: list_devices(c, tenant=None, now_ns=later)) == []
+
+
+def test_devices_silent_for_days_are_found_further_back(
+    settings: Settings, stored: list[Stored], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last day is looked at first; the devices not found there are looked for up to 30
+    days back, a few ids per query."""
+    monkeypatch.setattr(fleet_module, "_IDS_PER_QUERY", 2)
+    recent = ask(settings, lambda c: list_devices(c, tenant=None, now_ns=NOW_NS))
+    days_later = NOW_NS + 5 * 86_400 * NS
+    assert ask(settings, lambda c: list_devices(c, tenant=None, now_ns=days_later)) == recent
+    assert len(recent) == 4
     assert ask(settings, lambda c: find_device(c, "th-1", tenant=None)) == DeviceRef(
         "home", "thermostat", "th-1"
     )

@@ -9,6 +9,7 @@ parsing is in `moclo/query_args.py`.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -56,12 +57,19 @@ def query(
     except QueryError as exc:
         print(f"moclo: {exc}", file=sys.stderr)
         return 2
-    if output == "json":
-        sys.stdout.buffer.write(orjson.dumps(result.to_json()) + b"\n")
-    elif output == "csv":
-        sys.stdout.write(render_csv(result))
-    else:
-        print(render_table(result, width=shutil.get_terminal_size((100, 24)).columns))
+    try:
+        if output == "json":
+            sys.stdout.buffer.write(orjson.dumps(result.to_json()) + b"\n")
+        elif output == "csv":
+            sys.stdout.write(render_csv(result))
+        else:
+            print(render_table(result, width=shutil.get_terminal_size((100, 24)).columns))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `moclo query ... | head`: the reader has what it wanted. Python would complain when
+        # it flushes stdout at exit, so stdout goes to /dev/null from here on.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if result.truncated and output != "table":
         print(
             f"moclo: only the newest {result.point_limit:,} points of each series were "

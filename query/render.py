@@ -40,8 +40,7 @@ def render_table(result: SeriesResult, *, width: int = 100) -> str:
         q = result.query
         where = f" in tenant {q.tenant}" if q.tenant else ""
         blocks = [
-            f"no {q.device_type} readings{where} from {format_time(q.start_ns)} "
-            f"to {format_time(q.end_ns)}"
+            f"no {q.device_type} readings{where} from {_second(q.start_ns)} to {_second(q.end_ns)}"
         ]
     if result.truncated:
         blocks.append(
@@ -89,7 +88,7 @@ def _block(result: SeriesResult, s: TimeSeries, width: int) -> str:
     how = "raw points" if q.every_s is None else f"{q.agg} per {format_every(q.every_s)}"
     title = (
         f"{who} ({q.device_type}, tenant {s.tenant or 'any'}) · {how} · "
-        f"{format_time(q.start_ns)} to {format_time(q.end_ns)} · {len(s.times_ns)} points"
+        f"{_second(q.start_ns)} to {_second(q.end_ns)} · {len(s.times_ns)} points"
     )
     if not s.times_ns:
         return f"{title}\n(no readings in this range)"
@@ -128,6 +127,11 @@ def _sparklines(
         line = sparkline(s.times_ns, column, start_ns=start_ns, end_ns=end_ns, columns=columns)
         out.append(f"{field.ljust(label)}  {line}{legend}")
     return out
+
+
+def _second(ns: int) -> str:
+    """A time in a title, to the second: `--since` ranges end at an odd nanosecond."""
+    return format_time(ns // NS * NS)
 
 
 def _align(cells: list[str], widths: list[int]) -> str:

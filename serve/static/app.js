@@ -192,7 +192,16 @@ function onReadings(readings) {
     }
     if (state.device && state.device.tenant === tenant && state.device.id === device_id) appendToCharts(ts, fields);
   }
-  if (!state.device) renderFleet();
+  if (!state.device) renderFleetSoon();
+}
+
+// Readings arrive 4 times a second; with a thousand devices, redrawing the table once a
+// second is plenty and keeps the page responsive.
+let renderPending = false;
+function renderFleetSoon() {
+  if (renderPending) return;
+  renderPending = true;
+  setTimeout(() => { renderPending = false; if (!state.device) renderFleet(); }, 1000);
 }
 
 // -- device page ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""docker-compose.yml, checked statically: no Docker engine runs on our machines."""
+"""docker-compose.yml and the config files its services mount, checked statically: no Docker
+engine runs on our machines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from moclo.cli import build_parser
-from moclo.settings import ENVIRONMENT
+from moclo.settings import ENVIRONMENT, Settings
 
 
 @pytest.fixture
@@ -19,15 +20,37 @@ def compose(repo_root: Path) -> dict[str, Any]:
     return document
 
 
-def test_the_four_services_and_their_images(compose: dict[str, Any], repo_root: Path) -> None:
+BUILT = ("ingest", "simulator", "simulator-clinic", "simulator-homes")
+
+
+def test_the_services_and_their_images(compose: dict[str, Any], repo_root: Path) -> None:
     services = compose["services"]
-    assert set(services) == {"mosquitto", "influxdb", "ingest", "simulator"}
+    assert set(services) == {"mosquitto", "influxdb", "prometheus", "grafana", *BUILT}
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
     assert re.fullmatch(r"influxdb:2\.\d+", services["influxdb"]["image"])
-    for name in ("ingest", "simulator"):
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", services["prometheus"]["image"])
+    assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", services["grafana"]["image"])
+    for name in BUILT:
         assert services[name]["build"] == "."
     assert (repo_root / "Dockerfile").is_file()
     assert 'ENTRYPOINT ["moclo"]' in (repo_root / "Dockerfile").read_text()
+
+
+def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if "image" in service:
+            _, _, tag = service["image"].rpartition(":")
+            assert re.fullmatch(r"v?\d+(\.\d+)+", tag), f"{name}: pin a version, not {tag!r}"
+
+
+def test_every_bind_mount_is_in_the_repository(compose: dict[str, Any], repo_root: Path) -> None:
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (repo_root / source).exists(), f"{name} mounts {source}, which is missing"
+            else:
+                assert source in compose["volumes"], f"{name}: undeclared volume {source}"
 
 
 def test_influxdb_is_initialised_with_the_bucket_ingest_writes_to(compose: dict[str, Any]) -> None:
@@ -42,7 +65,7 @@ def test_influxdb_is_initialised_with_the_bucket_ingest_writes_to(compose: dict[
 
 
 def test_services_reach_each_other_by_name(compose: dict[str, Any]) -> None:
-    for name in ("ingest", "simulator"):
+    for name in BUILT:
         env = compose["services"][name]["environment"]
         assert env["MOCLO_MQTT_URL"] == "mqtt://mosquitto:1883"
         assert set(env) <= set(ENVIRONMENT.values())
@@ -53,7 +76,7 @@ def test_services_reach_each_other_by_name(compose: dict[str, Any]) -> None:
 
 def test_every_service_command_is_a_valid_moclo_command(compose: dict[str, Any]) -> None:
     parser = build_parser()
-    for name in ("ingest", "simulator"):
+    for name in BUILT:
         parser.parse_args(compose["services"][name]["command"])  # exits on an invalid one
 
 
@@ -65,6 +88,10 @@ def test_secrets_come_from_an_uncommitted_env_file(
     example = (repo_root / ".env.example").read_text()
     assert referenced and all(f"{name}=" in example for name in referenced)
     assert ".env" in (repo_root / ".gitignore").read_text().splitlines()
+    # A secret has no default to fall back on: compose refuses to start without it.
+    for name, default in re.findall(r"\$\{(\w+):([-?])", text):
+        if re.search("PASSWORD|TOKEN|SECRET", name):
+            assert default == "?", f"{name} must be required (${{{name}:?...}}), not defaulted"
 
 
 def test_published_ports_are_loopback_only(compose: dict[str, Any]) -> None:
@@ -93,3 +120,116 @@ def test_ingest_keeps_its_spool_and_alert_state_on_a_volume(compose: dict[str, A
     mounts = [volume.split(":")[1] for volume in ingest["volumes"]]
     assert any(spool.startswith(mount + "/") for mount in mounts)
     assert all(volume.split(":")[0] in compose["volumes"] for volume in ingest["volumes"])
+
+
+def test_ingest_serves_health_and_metrics_to_the_other_containers(
+    compose: dict[str, Any],
+) -> None:
+    listen = compose["services"]["ingest"]["environment"]["MOCLO_HTTP_LISTEN"]
+    host, _, port = listen.rpartition(":")
+    assert host == "0.0.0.0"  # the default, 127.0.0.1, is unreachable from other containers
+    assert Settings(http_listen=listen).http_listen == listen
+    assert f"127.0.0.1:{port}:{port}" in compose["services"]["ingest"]["ports"]
+
+
+# --- Prometheus and Grafana: their config files against the services ------------------------
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    return document
+
+
+def mount_of(service: dict[str, Any], source: str) -> str:
+    """Where `service` mounts the repository path `source` (./...) in its container."""
+    for volume in service["volumes"]:
+        host, container, *_ = volume.split(":")
+        if host.rstrip("/") == source:
+            return str(container)
+    raise AssertionError(f"{source} is not mounted")
+
+
+def strings_in(document: Any) -> list[str]:
+    if isinstance(document, dict):
+        return [s for value in document.values() for s in strings_in(value)]
+    if isinstance(document, list):
+        return [s for value in document for s in strings_in(value)]
+    return [document] if isinstance(document, str) else []
+
+
+@pytest.fixture
+def datasources(repo_root: Path) -> dict[str, dict[str, Any]]:
+    """Grafana's provisioned data sources, by uid."""
+    folder = repo_root / "deploy/grafana/provisioning/datasources"
+    return {ds["uid"]: ds for path in folder.glob("*.yaml") for ds in _yaml(path)["datasources"]}
+
+
+def test_grafana_wants_a_password_from_env_and_shows_nothing_anonymously(
+    compose: dict[str, Any], repo_root: Path
+) -> None:
+    grafana = compose["services"]["grafana"]
+    assert "127.0.0.1:3000:3000" in grafana["ports"]
+    env = grafana["environment"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
+def test_the_dashboard_provider_reads_where_compose_mounts_the_dashboards(
+    compose: dict[str, Any], repo_root: Path
+) -> None:
+    grafana = compose["services"]["grafana"]
+    assert mount_of(grafana, "./deploy/grafana/provisioning") == "/etc/grafana/provisioning"
+    folder = repo_root / "deploy/grafana/provisioning/dashboards"
+    providers = [p for path in folder.glob("*.yaml") for p in _yaml(path)["providers"]]
+    assert [p["options"]["path"] for p in providers] == [
+        mount_of(grafana, "./deploy/grafana/dashboards")
+    ]
+    assert providers[0]["type"] == "file"
+
+
+def test_the_influxdb_data_source_reaches_what_ingest_writes(
+    datasources: dict[str, dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    influx = datasources["moclo-influxdb"]
+    ingest_env = compose["services"]["ingest"]["environment"]
+    assert influx["type"] == "influxdb" and influx["access"] == "proxy"
+    assert influx["url"] == ingest_env["MOCLO_INFLUX_URL"]
+    assert influx["jsonData"]["version"] == "InfluxQL"
+    bucket = compose["services"]["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_BUCKET"]
+    assert influx["jsonData"]["dbName"] == ingest_env["MOCLO_INFLUX_DB"] == bucket
+    # InfluxDB 2.x takes the token as `Authorization: Token ...` on its 1.x /query.
+    assert influx["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert influx["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUXDB_TOKEN}"
+
+
+def test_the_prometheus_data_source_and_scrape_config_fit_together(
+    datasources: dict[str, dict[str, Any]], compose: dict[str, Any], repo_root: Path
+) -> None:
+    prometheus = compose["services"]["prometheus"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prometheus["image"])
+    config_path = mount_of(prometheus, "./deploy/prometheus/prometheus.yml")
+    assert f"--config.file={config_path}" in prometheus["command"]
+    config = _yaml(repo_root / "deploy/prometheus/prometheus.yml")
+    (job,) = config["scrape_configs"]
+    listen = compose["services"]["ingest"]["environment"]["MOCLO_HTTP_LISTEN"]
+    assert job["static_configs"] == [{"targets": [f"ingest:{listen.rpartition(':')[2]}"]}]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    source = datasources["moclo-prometheus"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    # $__rate_interval is right only if Grafana knows the scrape interval.
+    assert source["jsonData"]["timeInterval"] == config["global"]["scrape_interval"]
+
+
+def test_secrets_in_provisioning_come_from_grafanas_environment(
+    repo_root: Path, compose: dict[str, Any], datasources: dict[str, dict[str, Any]]
+) -> None:
+    grafana_env = compose["services"]["grafana"]["environment"]
+    provisioning = repo_root / "deploy/grafana/provisioning"
+    for path in provisioning.rglob("*.yaml"):
+        # Grafana expands $VAR and ${VAR} in every value of a provisioning file.
+        for name in re.findall(r"\$\{?(\w+)", " ".join(strings_in(_yaml(path)))):
+            assert name in grafana_env, f"{path.name} uses ${name}, which grafana is not given"
+            assert grafana_env[name] == f"${{{name}:?set {name} in .env}}"
+    for source in datasources.values():
+        for key, value in source.get("secureJsonData", {}).items():
+            assert re.search(r"\$\{\w+\}", value), f"{source['uid']}.{key} is a literal secret"

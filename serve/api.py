@@ -28,9 +28,9 @@ from ingest.alerts.record import Alert
 from ingest.influx import InfluxClient, InfluxError
 from moclo.durations import parse_duration
 from query.alerts import SEVERITY_RANK, AlertFilter, alert_json, current_alerts, device_episodes
+from query.errors import QueryError, UnknownDevice
 from query.fleet import DeviceSummary as StoredDevice
 from query.fleet import find_device, list_devices, list_tenants
-from query.errors import QueryError, UnknownDevice
 from query.request import parse_series_request
 from query.series import run_series
 from serve.live import LiveHub, StreamFilter, event_stream

@@ -85,9 +85,7 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
     )
     output = Output(process)
     try:
-        banner = wait_until(
-            lambda: output.has("moclo is up"), timeout_s=60, what="moclo up banner"
-        )
+        banner = wait_until(lambda: output.has("moclo is up"), timeout_s=60, what="moclo up banner")
         # It opens with the dashboard, which answers, and shows the fleet's alerts.
         dashboard = f"http://127.0.0.1:{dashboard_port}/"
         assert banner.strip() == f"moclo is up. Dashboard: {dashboard}"

@@ -4,6 +4,7 @@ engine runs on our machines."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ def compose(repo_root: Path) -> dict[str, Any]:
     return document
 
 
-BUILT = ("ingest", "simulator", "simulator-clinic", "simulator-homes")
+BUILT = ("ingest", "serve", "simulator", "simulator-clinic", "simulator-homes")
 
 
 def test_the_services_and_their_images(compose: dict[str, Any], repo_root: Path) -> None:
@@ -233,3 +234,23 @@ def test_secrets_in_provisioning_come_from_grafanas_environment(
     for source in datasources.values():
         for key, value in source.get("secureJsonData", {}).items():
             assert re.search(r"\$\{\w+\}", value), f"{source['uid']}.{key} is a literal secret"
+
+
+def test_the_dashboard_listens_for_other_containers_and_reads_what_ingest_writes(
+    compose: dict[str, Any],
+) -> None:
+    serve = compose["services"]["serve"]["environment"]
+    ingest = compose["services"]["ingest"]["environment"]
+    for key in ("MOCLO_INFLUX_URL", "MOCLO_INFLUX_DB", "MOCLO_INFLUX_TOKEN", "MOCLO_TOPIC_PREFIX"):
+        assert serve[key] == ingest[key], key
+    host, _, port = serve["MOCLO_SERVE_LISTEN"].rpartition(":")
+    assert host == "0.0.0.0"  # published below, on the host's loopback only
+    assert compose["services"]["serve"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+def test_the_image_holds_every_package_of_the_project(repo_root: Path) -> None:
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    dockerfile = (repo_root / "Dockerfile").read_text()
+    missing = [p for p in packages if f"COPY {p} ./{p}" not in dockerfile]
+    assert packages and missing == []

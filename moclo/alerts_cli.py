@@ -38,7 +38,8 @@ from devices.rules import SEVERITIES, format_seconds
 from devices.topics import ack_topic, alert_subscription, alert_topic
 from ingest.alerts.history import find_alert
 from ingest.alerts.record import Alert
-from ingest.influx import InfluxClient, InfluxError, InfluxRefused, quote_string
+from ingest.influx import InfluxError, quote_string
+from moclo.database import open_influx
 from moclo.mqtt import MqttEndpoint, MqttUnreachable
 from moclo.settings import Settings
 from query.alerts import AlertFilter, alert_json, current_alerts, parse_alert
@@ -64,7 +65,7 @@ def list_alerts(settings: Settings, query: AlertFilter, *, as_json: bool = False
     """`moclo alerts`: prints the alerts and exits 0, also when there are none."""
 
     async def run() -> list[Alert]:
-        async with _influx(settings) as client:
+        async with open_influx(settings) as client:
             alerts, _ = await current_alerts(client, query, now_ns=time.time_ns())
             return alerts
 
@@ -133,7 +134,7 @@ async def _follow(
         listed: dict[str, int] = {}  # alert id → its listed change's time, to skip repeats
         raised: set[str] | None = None
         try:
-            async with _influx(settings) as client:
+            async with open_influx(settings) as client:
                 alerts, raised = await current_alerts(client, query, now_ns=time.time_ns())
         except InfluxError as exc:
             # The live stream is the point of --follow; the list is a head start.
@@ -185,7 +186,7 @@ def acknowledge(
 async def _acknowledge(
     settings: Settings, alert_id: str, *, by: str, note: str, timeout_s: float
 ) -> int:
-    async with _influx(settings) as client:
+    async with open_influx(settings) as client:
         stored = await find_alert(client, alert_id)
     if stored is None:
         return _fail(
@@ -244,7 +245,7 @@ async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int
         f"AND time >= {sent_ns - 60 * _NS}"  # ingest stamps arrival by its own clock
     )
     try:
-        async with _influx(settings) as client:
+        async with open_influx(settings) as client:
             series = await client.query(query)
     except InfluxError:
         return None  # the timeout message is still true
@@ -290,27 +291,6 @@ def _when(ts_ns: int) -> str:
 def _fail(message: str) -> int:
     print(f"moclo: {message}", file=sys.stderr)
     return 1
-
-
-@contextlib.asynccontextmanager
-async def _influx(settings: Settings) -> AsyncIterator[InfluxClient]:
-    """A client whose "database not found" says which setting to check."""
-    client = InfluxClient(
-        settings.influx_url, settings.influx_db, token=settings.influx_token_value
-    )
-    try:
-        yield client
-    except InfluxRefused as exc:
-        if "database not found" not in str(exc):
-            raise
-        raise InfluxRefused(
-            f"InfluxDB at {settings.influx_url} has no database {settings.influx_db!r}, so "
-            "nothing was ever stored there: set MOCLO_INFLUX_DB or --influx-db to the database "
-            "ingest writes to",
-            status=404,
-        ) from None
-    finally:
-        await client.close()
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from ingest.influx import InfluxClient, InfluxRefused
+from moclo.database import open_influx
 from moclo.settings import Settings
 from query.errors import QueryError
 from query.render import render_csv, render_table
@@ -80,19 +80,5 @@ def query(
 
 
 async def _run(settings: Settings, request: SeriesQuery) -> SeriesResult:
-    client = InfluxClient(
-        settings.influx_url, settings.influx_db, token=settings.influx_token_value
-    )
-    try:
+    async with open_influx(settings) as client:
         return await run_series(client, request)
-    except InfluxRefused as exc:
-        if "database not found" not in str(exc):
-            raise
-        raise InfluxRefused(
-            f"InfluxDB at {settings.influx_url} has no database {settings.influx_db!r}, so "
-            "nothing was ever stored there: set MOCLO_INFLUX_DB or --influx-db to the database "
-            "ingest writes to",
-            status=404,
-        ) from None
-    finally:
-        await client.close()

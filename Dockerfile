@@ -8,6 +8,7 @@ COPY devices ./devices
 COPY simulators ./simulators
 COPY query ./query
 COPY serve ./serve
+COPY access ./access
 # /var/lib/moclo holds the spool and the alert state; owned by moclo so that a new named
 # volume mounted there is writable.
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 moclo \

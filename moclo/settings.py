@@ -12,6 +12,7 @@
 | MOCLO_HTTP_LISTEN        | 127.0.0.1:9108           | /healthz and /metrics; `off` disables    |
 | MOCLO_SERVE_LISTEN       | 127.0.0.1:8080           | `moclo serve`: dashboard and HTTP API    |
 | MOCLO_RULES_FILE         | (none)                   | alert rules file (TOML) over the defaults |
+| MOCLO_REGISTRY           | .moclo/registry.sqlite   | devices, accounts and API tokens (SQLite) |
 | MOCLO_WEBHOOK_URL        | (none)                   | POST each alert change here (JSON)       |
 | MOCLO_WEBHOOK_MIN_SEVERITY | info                   | only changes of at least this severity   |
 """
@@ -40,6 +41,7 @@ ENVIRONMENT = {
     "http_listen": "MOCLO_HTTP_LISTEN",
     "serve_listen": "MOCLO_SERVE_LISTEN",
     "rules_file": "MOCLO_RULES_FILE",
+    "registry": "MOCLO_REGISTRY",
     "webhook_url": "MOCLO_WEBHOOK_URL",
     "webhook_min_severity": "MOCLO_WEBHOOK_MIN_SEVERITY",
 }
@@ -67,6 +69,8 @@ class Settings(BaseModel):
     http_listen: str = Field(default="127.0.0.1:9108", pattern=r"^(off|[^\s:]*:\d{1,5})$")
     serve_listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^\s:]*:\d{1,5}$")
     rules_file: str | None = None
+    # Who may do what: registered devices, service and app accounts, API tokens (access/).
+    registry: str = Field(default=".moclo/registry.sqlite", min_length=1)
     # A webhook URL often carries a token: a secret, from the environment only.
     webhook_url: SecretStr | None = None
     webhook_min_severity: Literal["info", "warning", "critical"] = "info"

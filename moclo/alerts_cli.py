@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import re
-import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -301,7 +300,7 @@ async def _broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
         endpoint.port,
         username=endpoint.username,
         password=endpoint.password,
-        tls_context=ssl.create_default_context() if endpoint.tls else None,
+        tls_context=endpoint.ssl_context(),
         timeout=CONNECT_TIMEOUT_S,
     )
     try:

@@ -19,12 +19,16 @@ from ingest.influx import InfluxError
 from moclo import alerts_args, query_args, rules_args, simulate_cli
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
+from moclo.mqtt import MqttEndpoint
 from moclo.settings import ENVIRONMENT, Settings, SettingsError
 from moclo.stack import ServerError
 
 EPILOG = """\
 environment (flags override them):
   MOCLO_MQTT_URL          broker, mqtt://[user:password@]host[:port]  (mqtt://127.0.0.1:1883)
+  MOCLO_MQTT_USERNAME     broker account, over the URL's
+  MOCLO_MQTT_PASSWORD     its password; environment only, never a flag
+  MOCLO_MQTT_CA_FILE      CA certificate to trust for mqtts:// (e.g. .moclo/tls/ca.crt)
   MOCLO_INFLUX_URL        InfluxDB 1.x, or 2.x/3.x via /write and /query  (http://127.0.0.1:8086)
   MOCLO_INFLUX_DB         database, or bucket on 2.x/3.x  (moclo)
   MOCLO_INFLUX_TOKEN      token for InfluxDB 2.x/3.x; environment only, never a flag,
@@ -35,6 +39,8 @@ environment (flags override them):
                           (.moclo/spool)
   MOCLO_HTTP_LISTEN       where ingest serves /healthz and /metrics, or off  (127.0.0.1:9108)
   MOCLO_SERVE_LISTEN      where `moclo serve` serves the dashboard and API  (127.0.0.1:8080)
+  MOCLO_REGISTRY          devices, accounts and API tokens, an SQLite file
+                          (.moclo/registry.sqlite)
   MOCLO_RULES_FILE        alert rules file (TOML) over each device type's defaults
   MOCLO_WEBHOOK_URL       POST each alert change here as JSON; environment only, never a
                           flag, as the URL may carry a token
@@ -157,10 +163,24 @@ def _rules_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {name: getattr(args, name, None) for name in ENVIRONMENT if name != "influx_token"}
+    if _has_password(getattr(args, "mqtt_url", None)):
+        # A flag shows in `ps` to every user of the machine.
+        raise SettingsError(
+            "--mqtt-url must not carry a password (it would show in `ps`): put it in "
+            "MOCLO_MQTT_PASSWORD (or the whole URL in MOCLO_MQTT_URL)"
+        )
+    secret = ("influx_token", "mqtt_password")
+    flags = {name: getattr(args, name, None) for name in ENVIRONMENT if name not in secret}
     if getattr(args, "client_id", None):
         flags["ingest_client_id"] = args.client_id
     return Settings.load(**flags)
+
+
+def _has_password(url: str | None) -> bool:
+    try:
+        return bool(url and MqttEndpoint.from_url(url).password)
+    except ValueError:
+        return False  # a malformed URL is reported by Settings.load, with what is allowed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ class MqttEndpoint:
     username: str | None
     password: str | None
     tls: bool
+    ca_file: str | None = None  # trust this CA (e.g. the local stack's) instead of the system's
 
     @classmethod
     def from_url(cls, url: str) -> MqttEndpoint:
@@ -38,6 +39,12 @@ class MqttEndpoint:
             password=unquote(parts.password) if parts.password else None,
             tls=parts.scheme == "mqtts",
         )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For mqtts://: verifies the broker against `ca_file`, or the system's CAs."""
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=self.ca_file)
 
     def display(self) -> str:
         """The URL without its password, for logs and messages."""
@@ -61,7 +68,8 @@ def make_client(endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = Fa
     )
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
-    if endpoint.tls:
-        client.tls_set_context(ssl.create_default_context())
+    context = endpoint.ssl_context()
+    if context is not None:
+        client.tls_set_context(context)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client

@@ -3,6 +3,9 @@
 | variable                 | default                  | meaning                                  |
 |--------------------------|--------------------------|------------------------------------------|
 | MOCLO_MQTT_URL           | mqtt://127.0.0.1:1883    | broker; user:password@ in the URL        |
+| MOCLO_MQTT_USERNAME      | (none)                   | broker account (overrides the URL's)     |
+| MOCLO_MQTT_PASSWORD      | (none)                   | its password; environment only           |
+| MOCLO_MQTT_CA_FILE       | (none)                   | CA certificate for mqtts:// (a local CA) |
 | MOCLO_INFLUX_URL         | http://127.0.0.1:8086    | InfluxDB 1.x, or 2.x/3.x compatibility   |
 | MOCLO_INFLUX_DB          | moclo                    | database (bucket on 2.x/3.x)             |
 | MOCLO_INFLUX_TOKEN       | (none)                   | sent as `Authorization: Token …`         |
@@ -22,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -32,6 +36,9 @@ from moclo.mqtt import MqttEndpoint
 
 ENVIRONMENT = {
     "mqtt_url": "MOCLO_MQTT_URL",
+    "mqtt_username": "MOCLO_MQTT_USERNAME",
+    "mqtt_password": "MOCLO_MQTT_PASSWORD",
+    "mqtt_ca_file": "MOCLO_MQTT_CA_FILE",
     "influx_url": "MOCLO_INFLUX_URL",
     "influx_db": "MOCLO_INFLUX_DB",
     "influx_token": "MOCLO_INFLUX_TOKEN",
@@ -58,6 +65,10 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str | None = None
+    # A secret: from the environment only, never a flag (it would show in `ps`).
+    mqtt_password: SecretStr | None = None
+    mqtt_ca_file: str | None = None
     influx_url: str = "http://127.0.0.1:8086"
     influx_db: str = Field(default="moclo", min_length=1)
     influx_token: SecretStr | None = None
@@ -109,7 +120,16 @@ class Settings(BaseModel):
 
     @property
     def mqtt(self) -> MqttEndpoint:
-        return MqttEndpoint.from_url(self.mqtt_url)
+        """The broker, with MOCLO_MQTT_USERNAME/PASSWORD over the URL's and the CA file."""
+        endpoint = MqttEndpoint.from_url(self.mqtt_url)
+        return replace(
+            endpoint,
+            username=self.mqtt_username or endpoint.username,
+            password=(
+                self.mqtt_password.get_secret_value() if self.mqtt_password else endpoint.password
+            ),
+            ca_file=self.mqtt_ca_file,
+        )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -136,7 +156,7 @@ def _explain(exc: ValidationError, flags: set[str]) -> str:
         # Never echo a secret: tokens are left out, passwords in URLs masked.
         got = (
             ""
-            if name in ("influx_token", "webhook_url")
+            if name in ("influx_token", "webhook_url", "mqtt_password")
             else "; got " + _PASSWORD_IN_URL.sub(r"\1***@", repr(error.get("input")))
         )
         lines.append(f"{where} {message}{got}")

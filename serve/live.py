@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -145,7 +144,7 @@ class LiveHub:
             endpoint.port,
             username=endpoint.username,
             password=endpoint.password,
-            tls_context=ssl.create_default_context() if endpoint.tls else None,
+            tls_context=endpoint.ssl_context(),
             identifier=f"moclo-serve-{uuid.uuid4().hex[:8]}",
             timeout=5.0,
         )

@@ -98,3 +98,27 @@ def test_every_variable_is_in_the_commands_help() -> None:
 
     for variable in ENVIRONMENT.values():
         assert variable in EPILOG, variable
+
+
+def test_broker_credentials_from_the_environment_override_the_url() -> None:
+    settings = Settings.load(
+        {
+            "MOCLO_MQTT_URL": "mqtts://old:pw@broker:8883",
+            "MOCLO_MQTT_USERNAME": "ingest",
+            "MOCLO_MQTT_PASSWORD": "s3cret-pw",
+            "MOCLO_MQTT_CA_FILE": "/etc/moclo/ca.crt",
+        }
+    )
+    endpoint = settings.mqtt
+    assert (endpoint.username, endpoint.password) == ("ingest", "s3cret-pw")
+    assert endpoint.ca_file == "/etc/moclo/ca.crt"
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in endpoint.display()
+
+
+def test_a_password_is_refused_on_the_command_line(repo_root) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers import moclo
+
+    result = moclo("alerts", "--mqtt-url", "mqtt://u:hunter2@127.0.0.1:1")
+    assert result.returncode == 2
+    assert "must not carry a password" in result.stderr and "MOCLO_MQTT_PASSWORD" in result.stderr
+    assert "hunter2" not in result.stderr

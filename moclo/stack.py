@@ -30,6 +30,8 @@ from pathlib import Path
 
 import httpx
 
+from access.tls import LocalTls
+
 
 class ServerError(RuntimeError):
     """A local server could not be started; the message says why and where its log is."""
@@ -183,10 +185,27 @@ class LocalServer:
 class MosquittoServer(LocalServer):
     name = "mosquitto"
 
-    def __init__(self, directory: Path, port: int, *, password_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        *,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        tls: LocalTls | None = None,
+        tls_port: int | None = None,
+        client_certificates: bool = False,
+    ) -> None:
         super().__init__(directory, port)
-        # With a password file, anonymous clients are refused.
+        # With a password file, anonymous clients are refused; the ACL file says who may
+        # publish and subscribe where (both generated from the registry by access/broker.py).
         self.password_file = password_file
+        self.acl_file = acl_file
+        # A TLS listener beside the plain one, with a certificate from the local CA; with
+        # client certificates, a client's certificate common name is its username.
+        self.tls = tls
+        self.tls_port = tls_port
+        self.client_certificates = client_certificates
 
     @property
     def url(self) -> str:
@@ -209,6 +228,7 @@ class MosquittoServer(LocalServer):
                 if self.password_file
                 else ("allow_anonymous true",)
             ),
+            *((f"acl_file {self.acl_file}",) if self.acl_file else ()),
             "persistence true",
             f"persistence_location {data}/",
             "autosave_interval 60",
@@ -228,7 +248,25 @@ class MosquittoServer(LocalServer):
             lines.append("user root")
         else:
             lines.append(f"user {getpass.getuser()}")
+        lines.extend(self._tls_listener())  # last: the lines after a listener are its own
         self.config_path.write_text("\n".join(lines) + "\n")
+
+    @property
+    def tls_url(self) -> str | None:
+        return None if self.tls_port is None else f"mqtts://{self.host}:{self.tls_port}"
+
+    def _tls_listener(self) -> tuple[str, ...]:
+        if self.tls is None or self.tls_port is None:
+            return ()
+        return (
+            # Settings after a listener line belong to it; the plain listener's come first.
+            f"listener {self.tls_port} {self.host}",
+            f"cafile {self.tls.ca_cert}",
+            f"certfile {self.tls.server_cert}",
+            f"keyfile {self.tls.server_key}",
+            f"require_certificate {'true' if self.client_certificates else 'false'}",
+            f"use_identity_as_username {'true' if self.client_certificates else 'false'}",
+        )
 
     def is_ready(self) -> bool:
         # Mosquitto logs "running" once its listeners are bound; the port alone could be

@@ -5,10 +5,10 @@
 - `--follow` prints that list, then every change live from MQTT. It subscribes before reading
   the list, so no change falls between the two; a change both listed and received is printed
   once.
-- `moclo alerts ack ID` acknowledges through ingest, which owns alert state: it publishes
-  `{"id", "by", "note"}` on `{prefix}/{tenant}/acks` and succeeds only once ingest has taken it
-  and published the `acknowledged` change. Ingest publishes a change just before it stores it,
-  so a list read at that instant may still show the alert as raised.
+- `moclo alerts ack ID` acknowledges through ingest, which owns alert state, with
+  `moclo/acks.py` (which the HTTP API uses too): it publishes `{"id", "by", "note"}` on
+  `{prefix}/{tenant}/acks` and succeeds only once ingest has taken it and published the
+  `acknowledged` change.
 
 JSON: every alert is an object with the keys of the published alert (`Alert.as_dict`): `id`,
 `state` (raised, acknowledged, resolved), `rule`, `kind`, `severity`, `tenant`, `device_type`,
@@ -21,31 +21,23 @@ line, the list first. Argument parsing is in `moclo/alerts_args.py`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable
 
-import aiomqtt
-import orjson
-
-from devices.rules import SEVERITIES, format_seconds
-from devices.topics import ack_topic, alert_subscription, alert_topic
+from devices.rules import SEVERITIES
+from devices.topics import alert_subscription
 from ingest.alerts.history import find_alert
 from ingest.alerts.record import Alert
-from ingest.influx import InfluxError, quote_string
+from ingest.influx import InfluxError
+from moclo import acks
+from moclo.acks import check_ack_text
 from moclo.database import open_influx
-from moclo.mqtt import MqttEndpoint, MqttUnreachable
 from moclo.settings import Settings
 from query.alerts import AlertFilter, alert_json, current_alerts, parse_alert
 
-CONNECT_TIMEOUT_S = 5.0
-_NS = 1_000_000_000
-_ALERT_ID = re.compile(r"[0-9a-f]{12}")
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 _COLUMNS = (
     "ID",
@@ -94,8 +86,8 @@ def table(alerts: Iterable[Alert]) -> str:
             f"{a.tenant}/{a.device_id}",
             a.rule,
             f"{a.value:g}",
-            _when(a.first_seen_ns),
-            _when(a.ts_ns),
+            acks.when(a.first_seen_ns),
+            acks.when(a.ts_ns),
             a.message + (f" (acknowledged by {a.acknowledged_by})" if a.acknowledged_by else ""),
         )
         for a in alerts
@@ -128,7 +120,7 @@ async def _follow(
 ) -> int:
     endpoint = settings.mqtt
     topic = alert_subscription(settings.topic_prefix, query.tenant or "+")
-    async with _broker(endpoint) as mqtt:
+    async with acks.broker(endpoint) as mqtt:
         await mqtt.subscribe(topic, qos=1)
         listed: dict[str, int] = {}  # alert id → its listed change's time, to skip repeats
         raised: set[str] | None = None
@@ -192,87 +184,15 @@ async def _acknowledge(
             f"no alert {alert_id} in database {settings.influx_db!r} at {settings.influx_url}: "
             "`moclo alerts --all` lists the ids"
         )
-    what = f"{alert_id} ({stored.rule} on {stored.tenant}/{stored.device_id})"
-    if stored.state == "resolved":
-        return _fail(f"alert {what} is already resolved ({_when(stored.ts_ns)}): nothing to ack")
-    if stored.state == "acknowledged":
-        return _fail(
-            f"alert {what} was already acknowledged by {stored.acknowledged_by} "
-            f"({_when(stored.ts_ns)})"
-        )
-    body: dict[str, str] = {"id": alert_id, "by": by}
-    if note:
-        body["note"] = note
-    payload = orjson.dumps(body)
-    prefix = settings.topic_prefix
-    async with _broker(settings.mqtt) as mqtt:
-        # Subscribed first, so ingest's answer cannot be published before we listen.
-        await mqtt.subscribe(alert_topic(prefix, stored.tenant, stored.device_id), qos=1)
-        sent_ns = time.time_ns()
-        await mqtt.publish(ack_topic(prefix, stored.tenant), payload, qos=1)
-        try:
-            async with asyncio.timeout(timeout_s):
-                async for message in mqtt.messages:
-                    alert = parse_alert(message.payload)
-                    if alert is None or alert.alert_id != alert_id:
-                        continue
-                    if alert.state == "resolved":
-                        return _fail(f"alert {what} was resolved before ingest took the ack")
-                    if alert.state == "acknowledged" and alert.acknowledged_by != by:
-                        return _fail(
-                            f"alert {what} was acknowledged by {alert.acknowledged_by} first"
-                        )
-                    if alert.state == "acknowledged":
-                        print(f"acknowledged {what} by {by}")
-                        return 0
-        except TimeoutError:
-            pass
-    refusal = await _refusal(settings, stored.tenant, payload, sent_ns)
-    if refusal:
-        return _fail(f"ingest refused the acknowledgement of {alert_id}: {refusal}")
-    return _fail(
-        f"sent, but ingest did not confirm within {format_seconds(timeout_s)}: "
-        "is `moclo ingest` running?"
-    )
-
-
-async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int) -> str | None:
-    """Why ingest rejected this acknowledgement (`bad_ack` in moclo_rejected), if it did."""
-    query = (
-        'SELECT "error", "payload" FROM "moclo_rejected" WHERE "reason" = \'bad_ack\' '
-        f'AND "tenant" = {quote_string(tenant)} '
-        f"AND time >= {sent_ns - 60 * _NS}"  # ingest stamps arrival by its own clock
-    )
     try:
-        async with open_influx(settings) as client:
-            series = await client.query(query)
-    except InfluxError:
-        return None  # the timeout message is still true
-    text = payload.decode()
-    errors = [str(row["error"]) for s in series for row in s.rows() if row["payload"] == text]
-    return errors[-1] if errors else None
+        await acks.acknowledge(settings, stored, by=by, note=note, timeout_s=timeout_s)
+    except acks.AckError as exc:
+        return _fail(str(exc))
+    print(f"acknowledged {acks.describe(stored)} by {by}")
+    return 0
 
 
 # -- pieces ---------------------------------------------------------------------------------
-
-
-def check_alert_id(text: str) -> str:
-    """`text` if it has the shape of an alert id (12 lowercase hex digits), else ValueError."""
-    if _ALERT_ID.fullmatch(text) is None:
-        raise ValueError(f"{text!r} is not an alert id: 12 hex digits (0-9, a-f), as listed")
-    return text
-
-
-def check_ack_text(kind: str, text: str) -> str:
-    """An acknowledgement's `by` (1..64 characters, none a control character) or `note` (up to
-    500 characters), checked as ingest will check them, so a bad one fails here and now."""
-    if kind == "by" and not 1 <= len(text) <= 64:
-        raise ValueError("a name is 1 to 64 characters")
-    if kind == "by" and any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        raise ValueError("a name cannot hold control characters such as a line break")
-    if kind == "note" and len(text) > 500:
-        raise ValueError(f"a note is at most 500 characters; this one has {len(text)}")
-    return text
 
 
 def default_name() -> str:
@@ -283,36 +203,6 @@ def default_name() -> str:
         return "unknown"
 
 
-def _when(ts_ns: int) -> str:
-    return datetime.fromtimestamp(ts_ns / _NS, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def _fail(message: str) -> int:
     print(f"moclo: {message}", file=sys.stderr)
     return 1
-
-
-@contextlib.asynccontextmanager
-async def _broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
-    """A connected aiomqtt client; its errors become MqttUnreachable saying what to check."""
-    client = aiomqtt.Client(
-        endpoint.host,
-        endpoint.port,
-        username=endpoint.username,
-        password=endpoint.password,
-        tls_context=endpoint.ssl_context(),
-        timeout=CONNECT_TIMEOUT_S,
-    )
-    try:
-        await client.__aenter__()
-    except aiomqtt.MqttError as exc:
-        raise endpoint.unreachable(CONNECT_TIMEOUT_S, str(exc)) from None
-    try:
-        yield client
-    except aiomqtt.MqttError as exc:
-        raise MqttUnreachable(
-            f"lost the MQTT broker at {endpoint.display()} ({exc}); run the command again"
-        ) from None
-    finally:
-        with contextlib.suppress(aiomqtt.MqttError):  # the connection may be gone already
-            await client.__aexit__(None, None, None)

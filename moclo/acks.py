@@ -1,0 +1,179 @@
+"""Acknowledging an alert through ingest, which owns alert state: what `moclo alerts ack` and the
+HTTP API's `POST /api/alerts/{id}/ack` both do.
+
+`acknowledge` publishes `{"id", "by", "note"}` on `{prefix}/{tenant}/acks` and returns only once
+ingest has taken it and published the `acknowledged` change. Ingest publishes a change just
+before it stores it, so a list read at that instant may still show the alert as raised. Finding
+the alert (and deciding whether the asker may see it) is the caller's part.
+
+    AckError (Exception)       the acknowledgement did not happen; the message says why
+     ├── AlertClosed           resolved, or acknowledged already (by someone): nothing to do
+     ├── AckRefused            ingest took it and refused it (`bad_ack` in moclo_rejected)
+     └── AckTimeout            ingest did not confirm in time: is it running?
+
+A broker that cannot be reached is `moclo.mqtt.MqttUnreachable`, as everywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiomqtt
+import orjson
+
+from devices.rules import format_seconds
+from devices.topics import ack_topic, alert_topic
+from ingest.alerts.record import Alert, StoredChange
+from ingest.influx import InfluxError, quote_string
+from moclo.database import open_influx
+from moclo.mqtt import MqttEndpoint, MqttUnreachable
+from moclo.settings import Settings
+from query.alerts import parse_alert
+
+CONNECT_TIMEOUT_S = 5.0
+_NS = 1_000_000_000
+_ALERT_ID = re.compile(r"[0-9a-f]{12}")
+
+
+class AckError(Exception):
+    """The acknowledgement did not happen; the message says why and what to do."""
+
+
+class AlertClosed(AckError):
+    """Resolved, or acknowledged already: there is nothing to acknowledge."""
+
+
+class AckRefused(AckError):
+    """Ingest received the acknowledgement and refused it."""
+
+
+class AckTimeout(AckError):
+    """Sent, but ingest did not confirm in time."""
+
+
+async def acknowledge(
+    settings: Settings, stored: StoredChange, *, by: str, note: str = "", timeout_s: float = 10.0
+) -> Alert:
+    """Acknowledges the episode whose newest stored change is `stored`, as `by`; returns the
+    `acknowledged` change as ingest published it. Raises an AckError, or MqttUnreachable."""
+    alert_id = stored.alert_id
+    what = describe(stored)
+    if stored.state == "resolved":
+        raise AlertClosed(
+            f"alert {what} is already resolved ({when(stored.ts_ns)}): nothing to ack"
+        )
+    if stored.state == "acknowledged":
+        raise AlertClosed(
+            f"alert {what} was already acknowledged by {stored.acknowledged_by} "
+            f"({when(stored.ts_ns)})"
+        )
+    body: dict[str, str] = {"id": alert_id, "by": by}
+    if note:
+        body["note"] = note
+    payload = orjson.dumps(body)
+    prefix = settings.topic_prefix
+    async with broker(settings.mqtt) as mqtt:
+        # Subscribed first, so ingest's answer cannot be published before we listen.
+        await mqtt.subscribe(alert_topic(prefix, stored.tenant, stored.device_id), qos=1)
+        sent_ns = time.time_ns()
+        await mqtt.publish(ack_topic(prefix, stored.tenant), payload, qos=1)
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for message in mqtt.messages:
+                    alert = parse_alert(message.payload)
+                    if alert is None or alert.alert_id != alert_id:
+                        continue
+                    if alert.state == "resolved":
+                        raise AlertClosed(f"alert {what} was resolved before ingest took the ack")
+                    if alert.state == "acknowledged" and alert.acknowledged_by != by:
+                        raise AlertClosed(
+                            f"alert {what} was acknowledged by {alert.acknowledged_by} first"
+                        )
+                    if alert.state == "acknowledged":
+                        return alert
+        except TimeoutError:
+            pass
+    refusal = await _refusal(settings, stored.tenant, payload, sent_ns)
+    if refusal:
+        raise AckRefused(f"ingest refused the acknowledgement of {alert_id}: {refusal}")
+    raise AckTimeout(
+        f"sent, but ingest did not confirm within {format_seconds(timeout_s)}: "
+        "is `moclo ingest` running?"
+    )
+
+
+async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int) -> str | None:
+    """Why ingest rejected this acknowledgement (`bad_ack` in moclo_rejected), if it did."""
+    query = (
+        'SELECT "error", "payload" FROM "moclo_rejected" WHERE "reason" = \'bad_ack\' '
+        f'AND "tenant" = {quote_string(tenant)} '
+        f"AND time >= {sent_ns - 60 * _NS}"  # ingest stamps arrival by its own clock
+    )
+    try:
+        async with open_influx(settings) as client:
+            series = await client.query(query)
+    except InfluxError:
+        return None  # the timeout message is still true
+    text = payload.decode()
+    errors = [str(row["error"]) for s in series for row in s.rows() if row["payload"] == text]
+    return errors[-1] if errors else None
+
+
+def describe(stored: StoredChange) -> str:
+    """`3f2a9c0d1e4b (fever on farm/cow-9)`: an alert as messages name it."""
+    return f"{stored.alert_id} ({stored.rule} on {stored.tenant}/{stored.device_id})"
+
+
+def check_alert_id(text: str) -> str:
+    """`text` if it has the shape of an alert id (12 lowercase hex digits), else ValueError."""
+    if _ALERT_ID.fullmatch(text) is None:
+        raise ValueError(f"{text!r} is not an alert id: 12 hex digits (0-9, a-f), as listed")
+    return text
+
+
+def check_ack_text(kind: str, text: str) -> str:
+    """An acknowledgement's `by` (1..64 characters, none a control character) or `note` (up to
+    500 characters), checked as ingest will check them, so a bad one fails here and now."""
+    if kind == "by" and not 1 <= len(text) <= 64:
+        raise ValueError("a name is 1 to 64 characters")
+    if kind == "by" and any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError("a name cannot hold control characters such as a line break")
+    if kind == "note" and len(text) > 500:
+        raise ValueError(f"a note is at most 500 characters; this one has {len(text)}")
+    return text
+
+
+def when(ts_ns: int) -> str:
+    """`2026-11-22 06:00:00Z`: a time as the alert commands show it."""
+    return datetime.fromtimestamp(ts_ns / _NS, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@contextlib.asynccontextmanager
+async def broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
+    """A connected aiomqtt client; its errors become MqttUnreachable saying what to check."""
+    client = aiomqtt.Client(
+        endpoint.host,
+        endpoint.port,
+        username=endpoint.username,
+        password=endpoint.password,
+        tls_context=endpoint.ssl_context(),
+        timeout=CONNECT_TIMEOUT_S,
+    )
+    try:
+        await client.__aenter__()
+    except aiomqtt.MqttError as exc:
+        raise endpoint.unreachable(CONNECT_TIMEOUT_S, str(exc)) from None
+    try:
+        yield client
+    except aiomqtt.MqttError as exc:
+        raise MqttUnreachable(
+            f"lost the MQTT broker at {endpoint.display()} ({exc}); run the command again"
+        ) from None
+    finally:
+        with contextlib.suppress(aiomqtt.MqttError):  # the connection may be gone already
+            await client.__aexit__(None, None, None)

@@ -77,10 +77,18 @@ async def current_alerts(
         and (query.include_resolved or alert.state != "resolved")
         and (raised is None or alert.alert_id in raised)
     ]
-    alerts.sort(
-        key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), -a.first_seen_ns, -a.ts_ns, a.alert_id)
-    )
+    alerts.sort(key=alert_order)
     return alerts, raised
+
+
+def alert_order(alert: Alert) -> tuple[int, int, int, str]:
+    """The order of a list of alerts: critical first, then the newest (by first seen)."""
+    return (
+        -SEVERITY_RANK.get(alert.severity, 0),
+        -alert.first_seen_ns,
+        -alert.ts_ns,
+        alert.alert_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,9 @@ costs is the shards a query opens (a shard holds 7 days here): with 1,000 cows a
 0.2 s. So it looks over the last day first, then, only for the devices of the series index not
 found there, up to `within_s` (default 30 days) back, 100 device ids a query; a device silent
 for longer is not listed, though `find_device` still finds it.
+
+`scope` (a set of tenants, or None for all) is where the asker may look: the HTTP API passes a
+token's tenants, so a device of another tenant is not found, exactly as an unknown one.
 """
 
 from __future__ import annotations
@@ -68,36 +71,63 @@ async def list_tenants(client: InfluxClient) -> list[str]:
     return sorted({str(row[1]) for s in answer for row in s.values})
 
 
-async def count_devices(client: InfluxClient, device_type: str, *, tenant: str | None) -> int:
-    """How many devices of `device_type` are stored (in `tenant`, or in all); UnknownDevice if
-    none is."""
+def tenant_condition(tenant: str | None, scope: frozenset[str] | None) -> str | None:
+    """The InfluxQL condition for `tenant` (None: any) within `scope` (None: every tenant), or
+    None when there is nothing to narrow. Checks every name."""
+    parts = []
+    if tenant is not None:
+        parts.append(f'"tenant" = {quote_string(check_tenant(tenant))}')
+    if scope is not None:
+        # An empty scope matches nothing: no stored tenant is the empty string.
+        names = sorted(check_tenant(t) for t in scope) or [""]
+        parts.append("(" + " OR ".join(f'"tenant" = {quote_string(t)}' for t in names) + ")")
+    return " AND ".join(parts) or None
+
+
+async def count_devices(
+    client: InfluxClient,
+    device_type: str,
+    *,
+    tenant: str | None,
+    scope: frozenset[str] | None = None,
+) -> int:
+    """How many devices of `device_type` are stored (in `tenant`, or in all; within `scope`);
+    UnknownDevice if none is."""
     check_device_type(device_type)
-    where = "" if tenant is None else f' WHERE "tenant" = {quote_string(check_tenant(tenant))}'
+    condition = tenant_condition(tenant, scope)
+    where = "" if condition is None else f" WHERE {condition}"
     answer = await client.query(f"SHOW SERIES FROM {quote_identifier(device_type)}{where}")
     count = sum(len(s.values) for s in answer)
     if count == 0:
-        scope = "any tenant" if tenant is None else f"tenant {tenant!r}"
+        where_words = _scope_words(tenant, scope) or "any tenant"
         raise UnknownDevice(
-            f"no {device_type} devices are stored in {scope} (database {client.database!r})",
+            f"no {device_type} devices are stored in {where_words} (database {client.database!r})",
             param="tenant" if tenant is not None else "device_type",
         )
     return count
 
 
 async def find_device(
-    client: InfluxClient, device_id: str, *, tenant: str | None, device_type: str | None = None
+    client: InfluxClient,
+    device_id: str,
+    *,
+    tenant: str | None,
+    device_type: str | None = None,
+    scope: frozenset[str] | None = None,
 ) -> DeviceRef:
     """Where `device_id` is stored: its tenant and type.
 
-    UnknownDevice if it is not stored (in `tenant`; as `device_type`), AmbiguousDevice if,
-    without a tenant, it is stored in several tenants, or in one under several types.
+    UnknownDevice if it is not stored (in `tenant`, within `scope`; as `device_type`),
+    AmbiguousDevice if, without a tenant, it is stored in several tenants, or in one under
+    several types.
     """
     check_device_id(device_id)
     if device_type is not None:
         check_device_type(device_type)
     where = f'"device_id" = {quote_string(device_id)}'
-    if tenant is not None:
-        where += f' AND "tenant" = {quote_string(check_tenant(tenant))}'
+    condition = tenant_condition(tenant, scope)
+    if condition is not None:
+        where += f" AND {condition}"
     answer = await client.query(
         f'SHOW TAG VALUES FROM {_all_types()} WITH KEY = "tenant" WHERE {where}'
     )
@@ -106,9 +136,10 @@ async def find_device(
         key=lambda r: (r.tenant, r.device_type),
     )
     if not stored:
-        scope = f"tenant {tenant!r}" if tenant is not None else await _tenants_searched(client)
+        # Within a scope, only its tenants are named: the others are none of the asker's business.
+        where_words = _scope_words(tenant, scope) or await _tenants_searched(client)
         raise UnknownDevice(
-            f"no device {device_id!r} is stored in {scope} (database {client.database!r})",
+            f"no device {device_id!r} is stored in {where_words} (database {client.database!r})",
             param="device_id",
         )
     if device_type is not None:
@@ -142,20 +173,20 @@ async def list_devices(
     device_type: str | None = None,
     within_s: int = LIST_WITHIN_S,
     now_ns: int | None = None,
+    scope: frozenset[str] | None = None,
 ) -> list[DeviceSummary]:
-    """The devices (of `tenant`, of `device_type`) that sent a reading within `within_s` of
-    now, each with its newest reading; ordered by tenant, type and id."""
+    """The devices (of `tenant`, of `device_type`, within `scope`) that sent a reading within
+    `within_s` of now, each with its newest reading; ordered by tenant, type and id."""
     types = list(DEVICE_TYPES) if device_type is None else [check_device_type(device_type)]
-    if tenant is not None:
-        check_tenant(tenant)
+    tenants = tenant_condition(tenant, scope)
     if within_s < 1:
         raise QueryError("within_s must be at least 1 second", param="since")
     now_ns = time.time_ns() if now_ns is None else now_ns
-    stored = await _stored_devices(client, types, tenant)
+    stored = await _stored_devices(client, types, tenants)
     if not stored:
         return []
     recent_s = min(RECENT_S, within_s)
-    found = await _newest(client, types, tenant, since_ns=now_ns - recent_s * NS)
+    found = await _newest(client, types, tenants, since_ns=now_ns - recent_s * NS)
     missing = sorted({ref.device_id for ref in stored - found.keys()})
     if missing and within_s > recent_s:
         # Only the devices silent lately are looked for further back, a chunk at a time, so
@@ -164,7 +195,7 @@ async def list_devices(
             older = await _newest(
                 client,
                 types,
-                tenant,
+                tenants,
                 since_ns=now_ns - within_s * NS,
                 device_ids=missing[at : at + _IDS_PER_QUERY],
             )
@@ -174,10 +205,11 @@ async def list_devices(
 
 
 async def _stored_devices(
-    client: InfluxClient, types: list[str], tenant: str | None
+    client: InfluxClient, types: list[str], tenants: str | None
 ) -> set[DeviceRef]:
-    """Every device of `types` (in `tenant`) in the series index, whenever it last spoke."""
-    where = "" if tenant is None else f' WHERE "tenant" = {quote_string(tenant)}'
+    """Every device of `types` (where `tenants`, a condition) in the series index, whenever it
+    last spoke."""
+    where = "" if tenants is None else f" WHERE {tenants}"
     answer = await client.query(f"SHOW SERIES FROM {_sources(types)}{where}")
     refs = set()
     for s in answer:
@@ -198,15 +230,15 @@ async def _stored_devices(
 async def _newest(
     client: InfluxClient,
     types: list[str],
-    tenant: str | None,
+    tenants: str | None,
     *,
     since_ns: int,
     device_ids: list[str] | None = None,
 ) -> dict[DeviceRef, DeviceSummary]:
     """The newest reading at or after `since_ns` of each device (of `device_ids`)."""
     where = f"time >= {int(max(since_ns, MIN_TS_NS))}"
-    if tenant is not None:
-        where += f' AND "tenant" = {quote_string(tenant)}'
+    if tenants is not None:
+        where += f" AND {tenants}"
     if device_ids:
         where += " AND (" + " OR ".join(f'"device_id" = {quote_string(d)}' for d in device_ids)
         where += ")"
@@ -230,6 +262,14 @@ async def _newest(
             last={f: row[f] for f in fields if f in row},
         )
     return found
+
+
+def _scope_words(tenant: str | None, scope: frozenset[str] | None) -> str | None:
+    if tenant is not None:
+        return f"tenant {tenant!r}"
+    if scope is not None:
+        return f"tenant{'s' if len(scope) != 1 else ''} {', '.join(sorted(scope))}"
+    return None
 
 
 async def _tenants_searched(client: InfluxClient) -> str:

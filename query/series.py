@@ -64,7 +64,7 @@ from devices.base import MAX_TS_NS, MIN_TS_NS
 from devices.catalogue import DEVICE_TYPES
 from ingest.influx import InfluxClient, Series, quote_identifier, quote_string
 from query.errors import QueryError
-from query.fleet import count_devices, find_device
+from query.fleet import count_devices, find_device, tenant_condition
 from query.names import check_device_id, check_device_type, check_field_name, check_tenant
 from query.times import bucket_count, format_every, format_time, round_bucket
 
@@ -116,6 +116,9 @@ class SeriesQuery:
     every_s: int | None = None  # None: raw points
     agg: Agg = "mean"
     group_by_device: bool = False  # a fleet: one series per device, not one over them all
+    # The tenants the asker may see (None: all); a device or a fleet is looked for only there.
+    # Not echoed: a fleet's `tenant` null then means "every tenant in scope".
+    scope: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         _check_scope(self)
@@ -207,13 +210,19 @@ async def run_series(client: InfluxClient, query: SeriesQuery) -> SeriesResult:
     when InfluxDB cannot answer."""
     if query.device_id is not None:
         ref = await find_device(
-            client, query.device_id, tenant=query.tenant, device_type=query.device_type
+            client,
+            query.device_id,
+            tenant=query.tenant,
+            device_type=query.device_type,
+            scope=query.scope,
         )
         query = replace(query, tenant=ref.tenant, device_type=ref.device_type)
         devices = 1
     else:
         assert query.device_type is not None  # checked by SeriesQuery
-        devices = await count_devices(client, query.device_type, tenant=query.tenant)
+        devices = await count_devices(
+            client, query.device_type, tenant=query.tenant, scope=query.scope
+        )
     assert query.device_type is not None
     if not query.fields:
         query = replace(query, fields=_default_fields(query))
@@ -237,8 +246,9 @@ def influxql(query: SeriesQuery, *, limit: int | None = None) -> str:
     """The one InfluxQL statement that answers a resolved `query` (fields and type known)."""
     assert query.device_type is not None and query.fields
     where = [f"time >= {int(query.start_ns)}", f"time < {int(query.end_ns)}"]
-    if query.tenant is not None:
-        where.append(f'"tenant" = {quote_string(query.tenant)}')
+    tenants = tenant_condition(query.tenant, query.scope)
+    if tenants is not None:
+        where.append(tenants)
     if query.device_id is not None:
         where.append(f'"device_id" = {quote_string(query.device_id)}')
     tags = ' "tenant", "device_id"' if query.per_device else ""
@@ -327,6 +337,8 @@ def _check_scope(q: SeriesQuery) -> None:
         check_device_id(q.device_id)
     if q.tenant is not None:
         check_tenant(q.tenant)
+    for tenant in q.scope or ():
+        check_tenant(tenant)
     if q.device_type is not None:
         check_device_type(q.device_type)
     if q.device_id is None and q.device_type is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from devices.catalogue import DEVICE_TYPES
 from ingest.influx import InfluxError
-from moclo import alerts_args, query_args, rules_args, simulate_cli
+from moclo import alerts_args, query_args, rules_args, simulate_cli, tokens_args
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
 from moclo.mqtt import MqttEndpoint
@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         "description at /api/openapi.json): devices and their newest reading, time series with "
         "the parameters of `moclo query`, alerts, and a live stream (Server-Sent Events) of "
         "alert changes and readings. Reads InfluxDB; subscribes to the broker for the live "
-        "parts. Needs `moclo ingest` running for there to be anything to show.",
+        "parts. Needs `moclo ingest` running for there to be anything to show. Every /api "
+        "endpoint needs a token (`moclo tokens create`), kept in the registry.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to serve (MOCLO_SERVE_LISTEN, default 127.0.0.1:8080); 0.0.0.0:8080 to "
         "be reached from other machines",
     )
+    tokens_args.registry_flag(serve)
     connection_flags(serve)
 
     simulate_cli.add_parser(commands)
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_args.add_parser(commands)
     alerts_args.add_parser(commands)
     query_args.add_parser(commands)
+    tokens_args.add_parser(commands)
     return parser
 
 
@@ -245,6 +248,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return alerts_args.run(args, settings)
     if args.command == "query":
         return query_args.run(args, settings)
+    if args.command == "tokens":
+        return tokens_args.run(args, settings)
     raise AssertionError(args.command)
 
 
@@ -307,6 +312,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    from access.tokens import TokenStoreError
     from moclo.signals import install_stop_handlers
     from serve.server import bind, run_serve
 
@@ -328,7 +334,11 @@ def _serve(settings: Settings) -> int:
         )
         return 0
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except TokenStoreError as exc:
+        print(f"moclo: {exc}", file=sys.stderr)
+        return 1
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,6 +16,8 @@
 | MOCLO_SERVE_LISTEN       | 127.0.0.1:8080           | `moclo serve`: dashboard and HTTP API    |
 | MOCLO_RULES_FILE         | (none)                   | alert rules file (TOML) over the defaults |
 | MOCLO_REGISTRY           | .moclo/registry.sqlite   | devices, accounts and API tokens (SQLite) |
+| MOCLO_UNREGISTERED       | reject                   | unregistered devices: reject, flag, off  |
+| MOCLO_BROKER_AUTH_DIR    | (beside the registry)    | generated broker password and ACL files  |
 | MOCLO_WEBHOOK_URL        | (none)                   | POST each alert change here (JSON)       |
 | MOCLO_WEBHOOK_MIN_SEVERITY | info                   | only changes of at least this severity   |
 """
@@ -26,6 +28,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -49,6 +52,8 @@ ENVIRONMENT = {
     "serve_listen": "MOCLO_SERVE_LISTEN",
     "rules_file": "MOCLO_RULES_FILE",
     "registry": "MOCLO_REGISTRY",
+    "unregistered": "MOCLO_UNREGISTERED",
+    "broker_auth_dir": "MOCLO_BROKER_AUTH_DIR",
     "webhook_url": "MOCLO_WEBHOOK_URL",
     "webhook_min_severity": "MOCLO_WEBHOOK_MIN_SEVERITY",
 }
@@ -82,6 +87,13 @@ class Settings(BaseModel):
     rules_file: str | None = None
     # Who may do what: registered devices, service and app accounts, API tokens (access/).
     registry: str = Field(default=".moclo/registry.sqlite", min_length=1)
+    # Readings of devices that are not registered (or revoked): `reject` them (reason
+    # unregistered_device), `flag` them (stored, counted, and each such device noted in
+    # moclo_unregistered; for open demos), or `off`: no registry check at all.
+    unregistered: Literal["reject", "flag", "off"] = "reject"
+    # Where registry changes regenerate Mosquitto's password and ACL files: by default a
+    # `broker` folder beside the registry file; `off` to never write them.
+    broker_auth_dir: str | None = Field(default=None, min_length=1)
     # A webhook URL often carries a token: a secret, from the environment only.
     webhook_url: SecretStr | None = None
     webhook_min_severity: Literal["info", "warning", "critical"] = "info"
@@ -117,6 +129,15 @@ class Settings(BaseModel):
     @property
     def influx_token_value(self) -> str | None:
         return self.influx_token.get_secret_value() if self.influx_token else None
+
+    @property
+    def broker_auth_path(self) -> Path | None:
+        """The folder for the broker's generated files, or None when that is switched off."""
+        if self.broker_auth_dir == "off":
+            return None
+        if self.broker_auth_dir is not None:
+            return Path(self.broker_auth_dir)
+        return Path(self.registry).parent / "broker"
 
     @property
     def mqtt(self) -> MqttEndpoint:

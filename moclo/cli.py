@@ -1,22 +1,29 @@
 """The `moclo` command: parses arguments, loads settings, calls one function. Nothing else.
 
-The top-level parser, `up`, `ingest` and `devices` are here; the other command groups keep
-their parser and the call they make in a module of their own: `simulate_cli.py`,
-`rules_args.py`, `alerts_args.py`. Shared argument helpers are in `args.py`. Whatever a command
-needs beyond argparse is imported when it runs, so that `moclo --help` stays quick."""
+The top-level parser, `up` and `ingest` are here; the other command groups keep their parser
+and the call they make in a module of their own: `simulate_cli.py`, `devices_args.py`,
+`accounts_args.py` (also `broker-auth`), `rules_args.py`, `alerts_args.py`. Shared argument
+helpers are in `args.py`. Whatever a command needs beyond argparse is imported when it runs, so
+that `moclo --help` stays quick."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from devices.catalogue import DEVICE_TYPES
 from ingest.influx import InfluxError
-from moclo import alerts_args, query_args, rules_args, simulate_cli, tokens_args
+from moclo import (
+    accounts_args,
+    alerts_args,
+    devices_args,
+    query_args,
+    rules_args,
+    simulate_cli,
+    tokens_args,
+)
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
 from moclo.mqtt import MqttEndpoint
@@ -41,6 +48,10 @@ environment (flags override them):
   MOCLO_SERVE_LISTEN      where `moclo serve` serves the dashboard and API  (127.0.0.1:8080)
   MOCLO_REGISTRY          devices, accounts and API tokens, an SQLite file
                           (.moclo/registry.sqlite)
+  MOCLO_UNREGISTERED      ingest, for readings of devices not in the registry: reject,
+                          flag (store and note them) or off (no check)  (reject)
+  MOCLO_BROKER_AUTH_DIR   where registry changes rewrite the broker's password and ACL
+                          files, or off  (`broker` beside the registry)
   MOCLO_RULES_FILE        alert rules file (TOML) over each device type's defaults
   MOCLO_WEBHOOK_URL       POST each alert change here as JSON; environment only, never a
                           flag, as the URL may carry a token
@@ -138,15 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate_cli.add_parser(commands)
 
-    devices = commands.add_parser("devices", help="the device catalogue")
-    device_commands = devices.add_subparsers(
-        dest="devices_command", required=True, metavar="SUBCOMMAND"
-    )
-    listing = device_commands.add_parser("list", help="list the device types")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    schema = device_commands.add_parser("schema", help="print the JSON Schema of one reading")
-    schema.add_argument("type", metavar="TYPE", help="device type, see `moclo devices list`")
-
+    devices_args.add_parser(commands)
+    accounts_args.add_parser(commands)
     rules_args.add_parser(commands)
     alerts_args.add_parser(commands)
     query_args.add_parser(commands)
@@ -231,11 +235,15 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "devices":
-        return _devices(args)
+    if args.command == "devices" and not devices_args.needs_settings(args):
+        return devices_args.run(args, None)
     if args.command == "rules":
         return rules_args.run(args)
     settings = _settings(args)
+    if args.command == "devices":
+        return devices_args.run(args, settings)
+    if args.command in ("accounts", "broker-auth"):
+        return accounts_args.run(args, settings)
     if args.command == "simulate":
         return simulate_cli.run(args, settings)
     if args.command == "ingest":
@@ -251,38 +259,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "tokens":
         return tokens_args.run(args, settings)
     raise AssertionError(args.command)
-
-
-def _devices(args: argparse.Namespace) -> int:
-    if args.devices_command == "list":
-        if args.json:
-            print(
-                json.dumps(
-                    [
-                        {
-                            "type": name,
-                            "description": d.description,
-                            "fields": list(d.reading.measurement_fields),
-                        }
-                        for name, d in DEVICE_TYPES.items()
-                    ],
-                    indent=2,
-                )
-            )
-        else:
-            width = max(map(len, DEVICE_TYPES))
-            for name, device in DEVICE_TYPES.items():
-                print(f"{name:<{width}}  {device.description}")
-        return 0
-    chosen = DEVICE_TYPES.get(args.type)
-    if chosen is None:
-        print(
-            f"moclo: unknown device type {args.type!r}; known: {', '.join(DEVICE_TYPES)}",
-            file=sys.stderr,
-        )
-        return 2
-    print(json.dumps(chosen.json_schema(), indent=2, ensure_ascii=False))
-    return 0
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

@@ -52,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--type",
         dest="device_type",
         metavar="TYPE",
-        help="the device type: a fleet query without DEVICE_ID (see `moclo devices list`)",
+        help="the device type: a fleet query without DEVICE_ID (see `moclo devices types`)",
     )
     query.add_argument(
         "--tenant", help="the tenant (default: any; needed when an id is in several)"

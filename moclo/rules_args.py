@@ -43,7 +43,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="device_type",
         choices=list(DEVICE_TYPES),
         metavar="TYPE",
-        help="one device type (default: all), see `moclo devices list`",
+        help="one device type (default: all), see `moclo devices types`",
     )
     rules_list.add_argument("--tenant", help="the rules for this tenant")
     rules_list.add_argument("--device", help="the rules for this device (needs --tenant)")

@@ -135,7 +135,7 @@ def test_unknown_type_lookup_lists_the_known_ones() -> None:
 
 
 def test_cli_lists_device_types() -> None:
-    result = moclo("devices", "list", "--json")
+    result = moclo("devices", "types", "--json")
     assert result.returncode == 0, result.stderr
     assert {d["type"] for d in json.loads(result.stdout)} == set(DEVICE_TYPES)
 

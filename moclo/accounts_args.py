@@ -1,0 +1,123 @@
+"""`moclo accounts` (service and tenant accounts on the broker) and `moclo broker-auth` (the
+broker's password and ACL files): their parsers and the calls into `moclo/accounts_cli.py`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from access.registry import ROLES
+from moclo.settings import Settings
+
+ACCOUNTS_EPILOG = """\
+roles (what each may do on the broker, {p} being the topic prefix):
+  ingest    receive all telemetry and acknowledgements; publish alerts and alert state
+  serve     receive all telemetry, alerts and alert state; publish acknowledgements
+  app       (one tenant) receive that tenant's alerts and alert state; publish nothing
+  operator  (one tenant) as app, and publish that tenant's acknowledgements
+            (`moclo alerts ack`)
+
+examples:
+  moclo accounts add ingest ingest --env-out ingest.env
+  moclo accounts add app farm-app --tenant demo-farm
+  moclo accounts revoke farm-app
+  moclo accounts list
+
+A service reads its login from MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD (an --env-out file
+holds exactly those two lines).
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    accounts = commands.add_parser(
+        "accounts",
+        help="broker accounts of services (ingest, serve) and of tenants' apps and operators",
+        description="Accounts that log in to the broker: ingest and serve see every tenant, an "
+        "app or operator account only its own tenant's alerts.",
+        epilog=ACCOUNTS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="SUBCOMMAND")
+    add = sub.add_parser(
+        "add",
+        help="add an account and issue its login",
+        description="Adds an account and prints its generated password once (only a hash is "
+        "kept); with --env-out it goes to that file instead.",
+    )
+    add.add_argument("role", choices=ROLES, metavar="ROLE", help=", ".join(ROLES))
+    add.add_argument("name", metavar="NAME", help="the username, ^[a-z][a-z0-9_-]{0,63}$")
+    add.add_argument("--tenant", help="the tenant of an app or operator account")
+    add.add_argument(
+        "--env-out",
+        type=Path,
+        metavar="FILE",
+        help="write MOCLO_MQTT_USERNAME=... and MOCLO_MQTT_PASSWORD=... to this file (0600) "
+        "instead of printing the password",
+    )
+    add.add_argument("--json", action="store_true", help="machine-readable output")
+    _registry_flags(add)
+    revoke = sub.add_parser("revoke", help="take an account's login back")
+    revoke.add_argument("name", metavar="NAME")
+    _registry_flags(revoke)
+    listing = sub.add_parser("list", help="list the accounts")
+    listing.add_argument("--all", action="store_true", help="revoked ones too")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--registry", metavar="FILE", help="the registry (MOCLO_REGISTRY)")
+
+    broker = commands.add_parser(
+        "broker-auth",
+        help="write Mosquitto's password and ACL files from the registry",
+        description="Writes DIR/passwords and DIR/acl from the registry's devices and accounts "
+        "(each change to the registry does this by itself, in MOCLO_BROKER_AUTH_DIR) and "
+        "prints the mosquitto.conf lines that use them. Reloads the broker given by "
+        "--reload-pid, else the local one whose pid is in DIR/mosquitto.pid, if running.",
+    )
+    broker_sub = broker.add_subparsers(dest="broker_command", required=True, metavar="SUBCOMMAND")
+    write = broker_sub.add_parser("write", help="write the files (and reload the broker)")
+    write.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        metavar="DIR",
+        help="where (default MOCLO_BROKER_AUTH_DIR, else `broker` beside the registry)",
+    )
+    write.add_argument(
+        "--reload-pid", type=int, metavar="PID", help="send this broker process SIGHUP"
+    )
+    write.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="make the files 0640 and owned by GROUP, for a broker running as another user "
+        "(Debian's service: mosquitto)",
+    )
+    _registry_flags(write)
+
+
+def _registry_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", metavar="FILE", help="the registry (MOCLO_REGISTRY)")
+    parser.add_argument(
+        "--topic-prefix", help="topic prefix, for the broker's ACL file (MOCLO_TOPIC_PREFIX)"
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """`moclo accounts ...` or `moclo broker-auth write`; returns the exit status."""
+    from moclo import accounts_cli
+
+    if args.command == "broker-auth":
+        return accounts_cli.write_files(
+            settings, args.directory, reload_pid=args.reload_pid, group=args.group
+        )
+    command = args.accounts_command
+    if command == "add":
+        return accounts_cli.add(
+            settings,
+            args.role,
+            args.name,
+            tenant=args.tenant,
+            env_out=args.env_out,
+            as_json=args.json,
+        )
+    if command == "revoke":
+        return accounts_cli.revoke(settings, args.name)
+    return accounts_cli.list_accounts(settings, include_revoked=args.all, as_json=args.json)

@@ -8,9 +8,9 @@ a device that sends garbage and never drops anything without saying why.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -33,6 +33,9 @@ REJECTED_PAYLOAD_KEEP_BYTES = 1024
 # not be able to create series in InfluxDB, so the raw text goes to a field instead.
 INVALID_TAG = "_invalid"
 UNKNOWN_TYPE_TAG = "_unknown"
+# Unregistered devices remembered as already reported (MOCLO_UNREGISTERED=flag); beyond this
+# many, invented device ids are still counted but no longer reported one by one.
+MAX_FLAGGED_DEVICES = 100_000
 
 
 class RejectReason(enum.StrEnum):
@@ -48,6 +51,7 @@ class RejectReason(enum.StrEnum):
     CARDINALITY_LIMIT = "cardinality_limit"
     STORAGE_REFUSED = "storage_refused"  # valid for us, refused by InfluxDB (type conflict)
     BAD_ACK = "bad_ack"  # an acknowledgement that is malformed or names no open alert
+    UNREGISTERED_DEVICE = "unregistered_device"  # not in the registry, or revoked
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,13 @@ class Decoded:
 
 
 class Decoder:
-    """Turns (topic, payload) into readings and rejections using the device catalogue."""
+    """Turns (topic, payload) into readings and rejections using the device catalogue.
+
+    With `registered` (the registry's active devices), a message from any other device is
+    rejected as `unregistered_device` before its payload is even parsed, or, with
+    `unregistered="flag"`, decoded as usual and noted: `unregistered_messages` counts such
+    messages and `take_flagged()` hands over each such device once, when first seen.
+    """
 
     def __init__(
         self,
@@ -99,9 +109,16 @@ class Decoder:
         *,
         catalogue: Mapping[str, DeviceType] = DEVICE_TYPES,
         limits: Limits = Limits(),
+        registered: Container[DeviceAddress] | None = None,
+        unregistered: Literal["reject", "flag"] = "reject",
     ) -> None:
         self.prefix = prefix
         self._catalogue = catalogue
+        self._registered = registered
+        self._flag_unregistered = unregistered == "flag"
+        self.unregistered_messages = 0  # let through because of "flag"
+        self._flagged_seen: set[DeviceAddress] = set()
+        self._flagged_new: list[tuple[DeviceAddress, str, int]] = []
         self._max_payload_bytes = limits.max_payload_bytes
         self._max_future_ns = int(limits.max_future_s * 1e9)
         self._max_past_ns = None if limits.max_past_s is None else int(limits.max_past_s * 1e9)
@@ -141,6 +158,17 @@ class Decoder:
             )
             return
         tenant, type_name = address.tenant, device.name
+        if self._registered is not None and address not in self._registered:
+            if not self._flag_unregistered:
+                reject(
+                    RejectReason.UNREGISTERED_DEVICE,
+                    f"device {tenant}/{type_name}/{address.device_id} is not registered (never "
+                    "added, or revoked); `moclo devices add` registers a device",
+                    tenant,
+                    type_name,
+                )
+                return
+            self._flag(address, topic, received_ns)
         if len(payload) > self._max_payload_bytes:
             reject(
                 RejectReason.PAYLOAD_TOO_LARGE,
@@ -233,6 +261,23 @@ class Decoder:
                 continue
             out.readings.append(ValidReading(address, reading))
             out.received_ns.append(received_ns)
+
+    def take_flagged(self) -> list[tuple[DeviceAddress, str, int]]:
+        """(address, topic, received_ns) of each unregistered device let through since the last
+        call and not seen before (see `forget_flagged`)."""
+        flagged, self._flagged_new = self._flagged_new, []
+        return flagged
+
+    def forget_flagged(self) -> None:
+        """After the registry changed: an unregistered device is reported again when next seen
+        (it may have been registered and revoked meanwhile)."""
+        self._flagged_seen.clear()
+
+    def _flag(self, address: DeviceAddress, topic: str, received_ns: int) -> None:
+        self.unregistered_messages += 1
+        if address not in self._flagged_seen and len(self._flagged_seen) < MAX_FLAGGED_DEVICES:
+            self._flagged_seen.add(address)
+            self._flagged_new.append((address, topic, received_ns))
 
     def _outside_window(self, ts_ns: int, received_ns: int) -> str | None:
         if ts_ns - received_ns > self._max_future_ns:

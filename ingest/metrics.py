@@ -43,6 +43,17 @@ class _IngestCollector(Collector):
         for reason, count in sorted(ingest.pipeline.rejections.counts.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        if ingest.registered is not None:
+            yield _gauge(
+                "moclo_registered_devices",
+                "active devices in the registry",
+                len(ingest.registered),
+            )
+            yield _counter(
+                "moclo_unregistered_messages",
+                "messages of unregistered devices stored anyway (MOCLO_UNREGISTERED=flag)",
+                ingest.pipeline.decoder.unregistered_messages,
+            )
         alerts = CounterMetricFamily("moclo_alerts", "alert changes", labels=["state"])
         alerts.add_metric(["raised"], stats.alerts_raised)
         alerts.add_metric(["acknowledged"], stats.alerts_acknowledged)

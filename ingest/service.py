@@ -13,6 +13,11 @@ notifiers, whose queues never hold ingestion back. Between batches the consumer 
 silent devices and, every 30 s, snapshots the alert engine's state; on start the state is
 restored from that snapshot and the stored alert changes (`ingest/alerts/snapshot.py`).
 
+With a registry (MOCLO_UNREGISTERED `reject` or `flag`), the decoder checks each message's
+device against the registry's active devices, a set in memory that the consumer re-reads
+between batches when the registry file has changed (checked every 2 s), so a revocation takes
+effect without a restart.
+
 Tasks, under one TaskGroup: `consume` (the loop above), `drain-spool` (spool → InfluxDB, oldest
 first), `notify` (webhook and log) and `watch` (connection state for the health check); the
 HTTP server (/healthz, /metrics) runs beside them.
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from access.known import RegisteredDevices
 from devices.topics import ack_subscription, telemetry_subscription
 from ingest.alerts import Alert, AlertEngine, snapshot
 from ingest.alerts.history import latest_changes
@@ -41,7 +47,7 @@ from ingest.decode import Decoder, Limits
 from ingest.health import Liveness, assess
 from ingest.http import health_response, serve
 from ingest.influx import InfluxClient, InfluxError, InfluxUnavailable
-from ingest.lineprotocol import is_reading_line
+from ingest.lineprotocol import is_reading_line, quote_string
 from ingest.metrics import render
 from ingest.notify import LogNotifier, Notifiers, WebhookNotifier
 from ingest.pipeline import Pipeline
@@ -52,6 +58,9 @@ from ingest.spool import Spool, SpoolFull
 from moclo.settings import Settings
 
 log = logging.getLogger("moclo.ingest")
+
+UNREGISTERED_MEASUREMENT = "moclo_unregistered"
+_LOGGED_UNREGISTERED = 10  # unregistered devices named in the log per run; the rest counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +148,16 @@ class Ingest:
             notifiers.append(self.webhook)
         self.notifiers = Notifiers(notifiers)
         limits = options.limits
+        self.registered: RegisteredDevices | None = None
+        if settings.unregistered != "off":
+            self.registered = RegisteredDevices(settings.registry)
         self.pipeline = Pipeline(
-            Decoder(settings.topic_prefix, limits=limits),
+            Decoder(
+                settings.topic_prefix,
+                limits=limits,
+                registered=self.registered,
+                unregistered="flag" if settings.unregistered == "flag" else "reject",
+            ),
             AlertEngine(load_rulebook(settings) if options.alert_rules else RuleBook.empty()),
             RejectionLog(),
             CardinalityGuard(
@@ -155,11 +172,14 @@ class Ingest:
         self._judged_unstored = False  # the engine has seen a batch not yet stored
         self._snapshot: snapshot.SnapshotJob | None = None  # being captured, between batches
         self._writing: asyncio.Future[None] | None = None  # the last one, being written
+        self._unregistered_logged = 0
+        self._last_unregistered_ns = 0
 
     async def run(self, ready: asyncio.Event | None = None) -> IngestStats:
         """Runs until `stop` is set; then finishes what it holds and returns."""
         try:
             await self.sink.client.ensure_database()
+            await self._load_registry()
             await self._restore_alerts()
             await self.announcer.start()
             await self.source.start()
@@ -206,6 +226,8 @@ class Ingest:
             await self.source.close()
             await self.announcer.close()
             await self.sink.close()
+            if self.registered is not None:
+                self.registered.close()
         return self.stats
 
     # -- consume ---------------------------------------------------------------------------
@@ -217,6 +239,7 @@ class Ingest:
         next_snapshot = time.monotonic() + options.snapshot_every_s
         try:
             while not self.stop.is_set():
+                await self._refresh_registry()
                 messages = await self._next_batch_or_stop(options.sweep_every_s)
                 if messages:
                     await self._handle(messages)
@@ -271,6 +294,8 @@ class Ingest:
     async def _handle(self, messages: list[Message]) -> None:
         self._judged_unstored = True
         prepared = self.pipeline.prepare(messages)
+        if self.settings.unregistered == "flag":
+            prepared.lines.extend(self._unregistered_lines())
         await self._commit(prepared.lines, prepared.alerts)
         self._judged_unstored = False
         self.source.ack(messages)
@@ -279,6 +304,66 @@ class Ingest:
         stats.messages += len(messages)
         stats.rejected += len(prepared.rejections)
         stats.rejected_by_reason.update(r.reason.value for r in prepared.rejections)
+
+    # -- the registry ------------------------------------------------------------------------
+
+    async def _load_registry(self) -> None:
+        registered = self.registered
+        if registered is None:
+            log.info("no registry check: readings of any device are accepted "
+                     "(MOCLO_UNREGISTERED=off)")  # fmt: skip
+            return
+        await asyncio.to_thread(registered.refresh)
+        mode = self.settings.unregistered
+        log.info(
+            "registry %s: %d devices registered; readings of others are %s (MOCLO_UNREGISTERED=%s)",
+            registered.path,
+            len(registered),
+            "rejected" if mode == "reject" else f"stored and noted in {UNREGISTERED_MEASUREMENT}",
+            mode,
+        )
+        if not len(registered) and mode == "reject":
+            log.warning(
+                "no device is registered, so every reading will be rejected as "
+                "unregistered_device: register devices with `moclo devices add` or "
+                "`moclo devices import`, or set MOCLO_UNREGISTERED=flag (or off)"
+            )
+
+    async def _refresh_registry(self) -> None:
+        registered = self.registered
+        if registered is None or not registered.due():
+            return
+        if await asyncio.to_thread(registered.refresh):
+            self.pipeline.decoder.forget_flagged()
+            log.info("registry changed: %d devices registered", len(registered))
+
+    def _unregistered_lines(self) -> list[str]:
+        """A `moclo_unregistered` point for each unregistered device let through (flag mode)
+        and not seen before. device_id is a field, not a tag, so invented ids add no series."""
+        lines = []
+        for address, topic, received_ns in self.pipeline.decoder.take_flagged():
+            if self._unregistered_logged < _LOGGED_UNREGISTERED:
+                self._unregistered_logged += 1
+                log.warning(
+                    "readings of unregistered device %s/%s/%s are stored (MOCLO_UNREGISTERED="
+                    "flag) and noted in %s%s",
+                    address.tenant,
+                    address.device_type,
+                    address.device_id,
+                    UNREGISTERED_MEASUREMENT,
+                    "; further ones are counted in /metrics, not logged"
+                    if self._unregistered_logged == _LOGGED_UNREGISTERED
+                    else "",
+                )
+            # Strictly increasing stamps: two devices of a tenant and type must not share one.
+            ts_ns = max(received_ns, self._last_unregistered_ns + 1)
+            self._last_unregistered_ns = ts_ns
+            lines.append(
+                f"{UNREGISTERED_MEASUREMENT},device_type={address.device_type},"
+                f"tenant={address.tenant} device_id={quote_string(address.device_id)},"
+                f"topic={quote_string(topic)} {ts_ns}"
+            )
+        return lines
 
     async def _commit(self, lines: list[str], alerts: list[Alert]) -> None:
         """Tells the world about the alert changes, then stores the lines (changes included).

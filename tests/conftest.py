@@ -45,6 +45,10 @@ def settings(mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path)
         ingest_client_id=f"ingest-{unique}",
         spool_dir=str(tmp_path / "spool"),
         http_listen="127.0.0.1:0",
+        registry=str(tmp_path / "registry.sqlite"),
+        # Most tests publish as devices nobody registered: no registry check unless a test
+        # opts in (settings.model_copy(update={"unregistered": "reject"})).
+        unregistered="off",
     )
 
 
@@ -184,8 +188,11 @@ def repo_root() -> Path:
 def _no_state_in_the_work_tree(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Any `moclo` a test starts keeps its spool in a temporary folder and serves /healthz and
-    the dashboard on free ports, never in the repository or on the default ports."""
+    """Any `moclo` a test starts keeps its spool and registry in a temporary folder and serves
+    /healthz and the dashboard on free ports, never in the repository or on the default ports.
+    Its ingest checks no registry (MOCLO_UNREGISTERED=off) unless the test sets it."""
     monkeypatch.setenv("MOCLO_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
+    monkeypatch.setenv("MOCLO_REGISTRY", str(tmp_path_factory.mktemp("registry") / "r.sqlite"))
+    monkeypatch.setenv("MOCLO_UNREGISTERED", "off")
     monkeypatch.setenv("MOCLO_HTTP_LISTEN", "127.0.0.1:0")
     monkeypatch.setenv("MOCLO_SERVE_LISTEN", "127.0.0.1:0")

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ingest.alerts import Alert
 from ingest.service import Ingest, IngestOptions, IngestStats
+from moclo.local_access import LocalAccess, provision
 from moclo.settings import Settings
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
@@ -61,11 +62,16 @@ def _say(text: str) -> None:
 
 
 def start_local_servers(
-    settings: Settings, data_dir: Path, servers: ExitStack
-) -> tuple[Settings, list[str]]:
-    """Starts what does not answer at the configured URLs; returns the settings to use."""
+    settings: Settings,
+    data_dir: Path,
+    servers: ExitStack,
+    simulation: SimulationOptions | None = None,
+) -> tuple[Settings, list[str], LocalAccess | None]:
+    """Starts what does not answer at the configured URLs; returns the settings to use, and
+    the logins of a broker started here (None for one that was already running)."""
     notes: list[str] = []
     updates: dict[str, str] = {}
+    access = None
     mqtt = settings.mqtt
     if port_open(mqtt.host, mqtt.port):
         notes.append(f"  MQTT broker  {mqtt.display()}  (already running, used as is)")
@@ -75,13 +81,24 @@ def start_local_servers(
             "starts one on this machine: fix MOCLO_MQTT_URL or start the broker"
         )
     else:
-        broker = MosquittoServer(data_dir / "mosquitto", _port_or_free("127.0.0.1", mqtt.port))
+        # Closed like a production broker: accounts and ACLs from the registry, and TLS.
+        access = provision(settings, data_dir, simulation)
+        broker = MosquittoServer(
+            data_dir / "mosquitto",
+            _port_or_free("127.0.0.1", mqtt.port),
+            password_file=access.auth.password_file,
+            acl_file=access.auth.acl_file,
+            tls=access.tls,
+            tls_port=_port_or_free("127.0.0.1", 8883),
+        )
         broker.start()
         servers.callback(broker.stop)
         updates["mqtt_url"] = broker.url
         notes.append(
-            f"  MQTT broker  {broker.url}  (started here; config and log in {broker.directory})"
+            f"  MQTT broker  {broker.url}  (started here; no anonymous clients, accounts and "
+            f"ACLs from {access.registry}; config and log in {broker.directory})"
         )
+        notes.append(f"  MQTT (TLS)   {broker.tls_url}  (CA certificate {access.tls.ca_cert})")
     influx = urlsplit(settings.influx_url)
     host, port = influx.hostname or "127.0.0.1", influx.port or 8086
     if port_open(host, port):
@@ -112,17 +129,21 @@ def start_local_servers(
     serve_host, _, serve_port = settings.serve_listen.rpartition(":")
     if _is_loopback(serve_host) and int(serve_port):
         updates["serve_listen"] = f"{serve_host}:{_port_or_free(serve_host, int(serve_port))}"
-    return settings.model_copy(update=updates), notes
+    return settings.model_copy(update=updates), notes, access
 
 
 def run_up(settings: Settings, options: UpOptions) -> int:
     with ExitStack() as servers:
         _say("moclo up: starting…")
-        settings, notes = start_local_servers(settings, options.data_dir, servers)
-        return asyncio.run(_run(settings, options, notes))
+        settings, notes, access = start_local_servers(
+            settings, options.data_dir, servers, options.simulation
+        )
+        return asyncio.run(_run(settings, options, notes, access))
 
 
-async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
+async def _run(
+    settings: Settings, options: UpOptions, notes: list[str], access: LocalAccess | None
+) -> int:
     stop = asyncio.Event()
     install_stop_handlers(stop)
     stats = IngestStats()
@@ -140,7 +161,7 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
     async with asyncio.TaskGroup() as tasks:
         try:
             service = Ingest(
-                settings,
+                access.for_ingest(settings) if access else settings,
                 stop,
                 # Alert changes are printed above, so the log need not repeat them.
                 options=IngestOptions(log_alerts=False),
@@ -152,19 +173,24 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
             dashboard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             serving = tasks.create_task(
                 run_serve(
-                    settings, stop, sock=bind(settings.serve_listen), on_ready=dashboard.set_result
+                    access.for_serve(settings) if access else settings,
+                    stop,
+                    sock=bind(settings.serve_listen),
+                    on_ready=dashboard.set_result,
                 ),
                 name="serve",
             )
             await _first(dashboard, serving)
             _say(f"moclo is up. Dashboard: {dashboard.result()}")
+            if access is not None:
+                _say(f"  Sign in      with the token in {access.token_file} (an admin token)")
             for line in notes:
                 _say(line)
             _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
             if settings.http_listen != "off":
                 host = settings.http_listen.rpartition(":")[0]
                 _say(f"  Health       http://{host}:{service.http_port}/healthz  (and /metrics)")
-            sim = options.simulation
+            sim = access.simulation if access else options.simulation
             if sim is not None:
                 fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
                 _say(
@@ -175,9 +201,15 @@ async def _run(settings: Settings, options: UpOptions, notes: list[str]) -> int:
                     asyncio.to_thread(run_simulation, settings.mqtt, prefix, sim, stop=sim_stop),
                     name="simulator",
                 )
+            login = (
+                " (as an account of yours: moclo accounts add operator NAME --tenant T, then "
+                "MOCLO_MQTT_USERNAME/MOCLO_MQTT_PASSWORD)"
+                if access
+                else ""
+            )
             _say(
                 f"  Watch alerts moclo alerts --follow --mqtt-url {settings.mqtt.display()} "
-                f"--influx-url {settings.influx_url} --influx-db {settings.influx_db}"
+                f"--influx-url {settings.influx_url} --influx-db {settings.influx_db}{login}"
             )
             _say(
                 f"  Query        moclo query cow-0001 --since 1h --every 5m "

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from devices.topics import telemetry_topic
+from moclo.mqtt import MqttEndpoint, make_client
 from moclo.settings import Settings
 from moclo.stack import free_port, port_open
 from tests.helpers import Influx, cow_json, moclo, publish_all, wait_until
@@ -106,12 +107,29 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
         assert port_open("127.0.0.1", mqtt_port) and port_open("127.0.0.1", influx_port)
         assert output.has(f"http://127.0.0.1:{http_port}/healthz")
         assert httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).json()["ok"]
+        # Closed by default: the API wants a token, the broker refuses anonymous clients.
+        assert httpx.get(f"{dashboard}api/alerts", timeout=5).status_code == 401
+        token = (tmp_path / "stack" / "dashboard-token").read_text().strip()
+        assert oct((tmp_path / "stack" / "dashboard-token").stat().st_mode & 0o777) == "0o600"
+        assert token not in output.text()
+        signed_in = {"Authorization": f"Bearer {token}"}
         fevers = wait_until(
-            lambda: httpx.get(f"{dashboard}api/alerts", params={"all": True}, timeout=5).json()[
-                "alerts"
-            ],
+            lambda: httpx.get(
+                f"{dashboard}api/alerts", params={"all": True}, headers=signed_in, timeout=5
+            ).json()["alerts"],
             what="alerts through the API",
         )
+        anonymous = make_client(MqttEndpoint.from_url(f"mqtt://127.0.0.1:{mqtt_port}"), "anon")
+        refused: list[object] = []
+        anonymous.on_connect = lambda c, u, f, reason, p: refused.append(reason)
+        anonymous.connect("127.0.0.1", mqtt_port)
+        anonymous.loop_start()
+        try:
+            wait_until(lambda: refused, what="the broker's answer to an anonymous client")
+        finally:
+            anonymous.loop_stop()
+            anonymous.disconnect()
+        assert refused[0].is_failure, refused  # type: ignore[attr-defined]
         assert "fever" in {a["rule"] for a in fevers}
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0, output.text()

@@ -4,47 +4,58 @@ Every endpoint reads through `query/` (the same code as `moclo query` and `moclo
 the API, the CLI and the dashboard cannot disagree. Identifiers in parameters are checked
 against the identifier rule before anything reaches InfluxQL, and quoted there as well.
 
-Errors are JSON `{"error": "..."}`: 400 for a bad parameter, 404 for an unknown device, 503
-when InfluxDB cannot be reached. The OpenAPI description is at `/api/openapi.json`; the
-interactive docs page is off, because FastAPI's loads its script from a CDN and the dashboard
-promises to fetch nothing from the internet.
+Every `/api/*` endpoint needs a token and answers only within the token's tenants (see
+serve/auth.py): a tenant named outside them is a 403; without one, each list holds the token's
+tenants alone; a device or an alert of another tenant is a 404, as if it did not exist.
+
+Errors are JSON `{"error": "..."}`: 400 for a bad parameter, 401 without a valid token, 403 for
+what the token may not do, 404 for an unknown device, 503 when InfluxDB cannot be reached. The
+OpenAPI description is at `/api/openapi.json`; the interactive docs page is off, because
+FastAPI's loads its script from a CDN and the dashboard promises to fetch nothing from the
+internet.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from access.tokens import Principal, Tokens
 from devices.base import format_timestamp
 from devices.rules import Severity
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from ingest.alerts.record import Alert
-from ingest.influx import InfluxClient, InfluxError
+from ingest.influx import InfluxClient
 from moclo.durations import parse_duration
-from query.alerts import SEVERITY_RANK, AlertFilter, alert_json, current_alerts, device_episodes
-from query.errors import QueryError, UnknownDevice
+from moclo.settings import Settings
+from query.alerts import (
+    SEVERITY_RANK,
+    AlertFilter,
+    alert_json,
+    alert_order,
+    current_alerts,
+    device_episodes,
+)
+from query.errors import UnknownDevice
 from query.fleet import DeviceSummary as StoredDevice
 from query.fleet import find_device, list_devices, list_tenants
 from query.request import parse_series_request
 from query.series import run_series
+from serve import acks, auth, errors
+from serve.auth import Caller, require_tenant
+from serve.errors import BadParameter, ErrorBody
 from serve.live import LiveHub, StreamFilter, event_stream
 
 STATIC = resources.files("serve") / "static"
 _NS = 1_000_000_000
-
-
-class BadParameter(ValueError):
-    """A parameter that breaks a rule; the message says which and what is allowed."""
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="what was wrong and what to do")
 
 
 class TenantList(BaseModel):
@@ -79,8 +90,16 @@ class SeriesDocument(BaseModel):
     model_config = {"extra": "allow"}
 
 
-def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
-    """The application; `client` and `hub` live as long as the process (see serve/server.py)."""
+def create_app(
+    settings: Settings,
+    client: InfluxClient,
+    hub: LiveHub,
+    tokens: Tokens,
+    *,
+    ack_timeout_s: float = 10.0,
+) -> FastAPI:
+    """The application; `client`, `hub` and `tokens` live as long as the process (see
+    serve/server.py)."""
     app = FastAPI(
         title="moclo",
         summary="Devices, their time series and their alerts; a live stream of both.",
@@ -90,48 +109,49 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
         redoc_url=None,
         responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
+    errors.install(app)
+    auth.install(app, tokens)
+    api: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 
-    @app.exception_handler(BadParameter)
-    async def _bad_parameter(_: Request, exc: BadParameter) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    async def scoped_alerts(who: Principal, query: AlertFilter) -> list[Alert]:
+        """`current_alerts` within the token's tenants: one tenant's, or each of them merged."""
+        now_ns = time.time_ns()
+        if query.tenant is not None or who.tenants is None:
+            return (await current_alerts(client, query, now_ns=now_ns))[0]
+        merged = []
+        for tenant in sorted(who.tenants):
+            one = dataclasses.replace(query, tenant=tenant)
+            merged += (await current_alerts(client, one, now_ns=now_ns))[0]
+        return sorted(merged, key=alert_order)
 
-    @app.exception_handler(QueryError)
-    async def _bad_query(_: Request, exc: QueryError) -> JSONResponse:
-        status = 404 if isinstance(exc, UnknownDevice) else 400
-        return JSONResponse({"error": str(exc)}, status_code=status)
+    @app.get("/api/tenants", response_model=TenantList, responses=api, tags=["devices"])
+    async def tenants(who: Caller) -> TenantList:
+        """Every tenant with stored readings (that the token sees)."""
+        return TenantList(tenants=[t for t in await list_tenants(client) if who.sees(t)])
 
-    @app.exception_handler(InfluxError)
-    async def _no_database(_: Request, exc: InfluxError) -> JSONResponse:
-        return JSONResponse(
-            {"error": f"the database is not answering ({exc}); try again shortly"},
-            status_code=503,
-        )
-
-    @app.get("/api/tenants", response_model=TenantList, tags=["devices"])
-    async def tenants() -> TenantList:
-        """Every tenant with stored readings."""
-        return TenantList(tenants=await list_tenants(client))
-
-    @app.get("/api/devices", response_model=DeviceList, tags=["devices"])
+    @app.get("/api/devices", response_model=DeviceList, responses=api, tags=["devices"])
     async def devices(
-        tenant: Annotated[str | None, Query(description="one tenant (default: all)")] = None,
+        who: Caller,
+        tenant: Annotated[
+            str | None, Query(description="one tenant (default: all the token's)")
+        ] = None,
         type: Annotated[str | None, Query(description="one device type")] = None,
     ) -> DeviceList:
         """Every device with its newest reading and its open alerts."""
-        tenant = _identifier("tenant", tenant)
-        found = await list_devices(client, tenant=tenant, device_type=type)
-        alerts, _ = await current_alerts(client, AlertFilter(tenant=tenant), now_ns=time.time_ns())
+        tenant = _tenant(who, tenant)
+        found = await list_devices(client, tenant=tenant, device_type=type, scope=who.tenants)
+        alerts = await scoped_alerts(who, AlertFilter(tenant=tenant))
         return DeviceList(devices=[_summary(d, alerts) for d in found])
 
     @app.get(
         "/api/devices/{tenant}/{device_id}",
         response_model=DeviceView,
-        responses={404: {"model": ErrorBody}},
+        responses={**api, 404: {"model": ErrorBody}},
         tags=["devices"],
     )
-    async def device(tenant: str, device_id: str) -> DeviceView:
+    async def device(who: Caller, tenant: str, device_id: str) -> DeviceView:
         """One device with its newest reading and its open alerts."""
-        _identifier("tenant", tenant)
+        _tenant(who, tenant)
         _identifier("device_id", device_id)
         ref = await find_device(client, device_id, tenant=tenant)
         found = [
@@ -149,10 +169,11 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
     @app.get(
         "/api/series",
         response_model=SeriesDocument,
-        responses={404: {"model": ErrorBody}},
+        responses={**api, 404: {"model": ErrorBody}},
         tags=["series"],
     )
     async def series(
+        who: Caller,
         device: Annotated[str | None, Query(description="one device id")] = None,
         type: Annotated[str | None, Query(description="a fleet: every device of a type")] = None,
         tenant: Annotated[str | None, Query()] = None,
@@ -168,7 +189,8 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
         group_by: Annotated[Literal["device_id"] | None, Query()] = None,
     ) -> dict[str, Any]:
         """A device's (or a fleet's) fields over time, aggregated by InfluxDB: the same
-        parameters and the same JSON document as `moclo query --format json`."""
+        parameters and the same JSON document as `moclo query --format json`. A device is
+        looked for, and a fleet aggregated, within the token's tenants only."""
         request = parse_series_request(
             device_id=device,
             device_type=type,
@@ -182,12 +204,18 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
             group_by=group_by,
             now_ns=time.time_ns(),
         )
-        result = await run_series(client, request)
+        if request.tenant is not None:
+            require_tenant(who, request.tenant)
+        elif who.tenants is not None and len(who.tenants) == 1:
+            (only,) = who.tenants  # so the document names it, rather than null for "all"
+            request = dataclasses.replace(request, tenant=only)
+        result = await run_series(client, dataclasses.replace(request, scope=who.tenants))
         return result.to_json()
 
-    @app.get("/api/alerts", response_model=AlertList, tags=["alerts"])
+    @app.get("/api/alerts", response_model=AlertList, responses=api, tags=["alerts"])
     async def alerts(
-        tenant: Annotated[str | None, Query()] = None,
+        who: Caller,
+        tenant: Annotated[str | None, Query(description="default: all the token's")] = None,
         device: Annotated[str | None, Query()] = None,
         severity: Annotated[Severity, Query(description="at least this severe")] = "info",
         since: Annotated[str | None, Query(description="raised within, e.g. 6h")] = None,
@@ -196,21 +224,21 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
         """Open alerts (with `all`, also resolved ones), critical first, then the newest: the
         list `moclo alerts --json` prints."""
         since_s = None if since is None else _duration("since", since)
-        found, _ = await current_alerts(
-            client,
+        found = await scoped_alerts(
+            who,
             AlertFilter(
-                tenant=_identifier("tenant", tenant),
+                tenant=_tenant(who, tenant),
                 device_id=_identifier("device", device),
                 min_severity=severity,
                 since_s=since_s,
                 include_resolved=all,
             ),
-            now_ns=time.time_ns(),
         )
         return AlertList(alerts=[alert_json(a) for a in found])
 
-    @app.get("/api/episodes", response_model=EpisodeList, tags=["alerts"])
+    @app.get("/api/episodes", response_model=EpisodeList, responses=api, tags=["alerts"])
     async def episodes(
+        who: Caller,
         tenant: str,
         device: str,
         since: Annotated[str | None, Query(description="e.g. 3d (default 1h)")] = None,
@@ -222,7 +250,7 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
         window = parse_series_request(
             device_id=_identifier("device", device),
             device_type=None,
-            tenant=_identifier("tenant", tenant),
+            tenant=_tenant(who, tenant),
             fields=(),
             since=since,
             start=from_,
@@ -244,10 +272,11 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
     @app.get(
         "/api/stream",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={**api, 200: {"content": {"text/event-stream": {}}}},
         tags=["live"],
     )
     async def stream(
+        who: Caller,
         tenant: Annotated[list[str] | None, Query(description="repeat for several")] = None,
         device: Annotated[str | None, Query()] = None,
         readings: Annotated[bool, Query(description="also the newest readings")] = True,
@@ -255,13 +284,22 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
         """Server-Sent Events: `hello` first; `alert` for every alert change as ingest
         publishes it (the JSON of `moclo alerts --json`); `readings` every 250 ms with the
         newest validated reading of each device that sent one; `overflow` before the stream
-        closes when the client reads too slowly (reconnect and reload)."""
-        tenants = None if not tenant else frozenset(_checked("tenant", t) for t in tenant)
+        closes when the client reads too slowly (reconnect and reload); `unauthorized` before
+        it closes when its token was revoked. Only the token's tenants are ever sent."""
+        chosen = None if not tenant else frozenset(_checked("tenant", t) for t in tenant)
+        for name in sorted(chosen or ()):
+            require_tenant(who, name)
         wants = StreamFilter(
-            tenants=tenants, device_id=_identifier("device", device), readings=readings
+            tenants=chosen or who.tenants,
+            device_id=_identifier("device", device),
+            readings=readings,
         )
+
+        async def still_valid() -> bool:
+            return await asyncio.to_thread(tokens.is_active, who.token_id)
+
         return StreamingResponse(
-            event_stream(hub, wants),
+            event_stream(hub, wants, still_valid=still_valid),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -274,12 +312,19 @@ def create_app(client: InfluxClient, hub: LiveHub) -> FastAPI:
         body = {"ok": database and live, "database": database, "live_stream": live}
         return JSONResponse(body, status_code=200 if database and live else 503)
 
+    acks.install(app, settings, client, timeout_s=ack_timeout_s)
+
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
+
+
+def _tenant(who: Principal, tenant: str | None) -> str | None:
+    """A tenant parameter: None, or a valid name (else 400) that the token sees (else 403)."""
+    return None if tenant is None else require_tenant(who, _checked("tenant", tenant))
 
 
 def _identifier(kind: str, value: str | None) -> str | None:

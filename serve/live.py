@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -229,18 +229,40 @@ class LiveHub:
 
 
 async def event_stream(
-    hub: LiveHub, wants: StreamFilter, *, heartbeat_s: float = 15.0
+    hub: LiveHub,
+    wants: StreamFilter,
+    *,
+    heartbeat_s: float = 15.0,
+    still_valid: Callable[[], Awaitable[bool]] | None = None,
+    recheck_s: float = 2.0,
 ) -> AsyncIterator[bytes]:
     """The bytes of one `text/event-stream` response: a `hello`, then events until the client
-    goes or overflows; a comment line every `heartbeat_s` keeps proxies from closing it."""
+    goes or overflows; a comment line every `heartbeat_s` keeps proxies from closing it.
+
+    `still_valid` is asked every `recheck_s` whether the stream's token is still active; when
+    it is not (revoked), an `unauthorized` event ends the stream.
+    """
     with hub.open_stream(wants) as stream:
         hello = {"connected": hub.connected.is_set(), "retry_ms": 2000}
         yield b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
+        loop = asyncio.get_running_loop()
+        heartbeat_at = loop.time() + heartbeat_s
+        check_at = loop.time() + recheck_s
         while True:
-            try:
-                event = await asyncio.wait_for(stream.queue.get(), heartbeat_s)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
+            wait_s = heartbeat_at if still_valid is None else min(heartbeat_at, check_at)
+            event = None
+            with contextlib.suppress(TimeoutError):
+                event = await asyncio.wait_for(stream.queue.get(), max(0.0, wait_s - loop.time()))
+            now = loop.time()
+            if still_valid is not None and now >= check_at:
+                check_at = now + recheck_s
+                if not await still_valid():
+                    yield b'event: unauthorized\ndata: {"reason":"the token was revoked"}\n\n'
+                    return
+            if event is None:
+                if now >= heartbeat_at:
+                    heartbeat_at = now + heartbeat_s
+                    yield b": keep-alive\n\n"
                 continue
             if event.name == "bye":
                 return

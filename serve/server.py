@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator
 
 import uvicorn
 
+from access.tokens import Tokens
 from ingest.influx import InfluxClient
 from moclo.settings import Settings
 from serve.api import create_app
@@ -62,8 +63,24 @@ async def run_serve(
     *,
     sock: socket.socket | None = None,
     on_ready: Callable[[str], None] | None = None,
+    ack_timeout_s: float = 10.0,
 ) -> None:
-    """Serves until `stop`; `on_ready` gets the dashboard's address once it answers."""
+    """Serves until `stop`; `on_ready` gets the dashboard's address once it answers.
+
+    Reads the API tokens from the registry (`settings.registry`); TokenStoreError, before
+    anything is served, if it cannot be opened.
+    """
+    tokens = Tokens(settings.registry)
+    active = await asyncio.to_thread(tokens.count_active)
+    if active == 0:
+        log.warning(
+            "no API token in %s yet, so nobody can sign in to the dashboard or use the API: "
+            "create one with `moclo tokens create NAME --role admin --all-tenants` (or "
+            "`--tenant T --role viewer`)",
+            settings.registry,
+        )
+    else:
+        log.info("%d active API token(s) in %s", active, settings.registry)
     sock = sock or bind(settings.serve_listen)
     client = InfluxClient(
         settings.influx_url, settings.influx_db, token=settings.influx_token_value
@@ -71,7 +88,7 @@ async def run_serve(
     hub = LiveHub(settings)
     server = _EmbeddedServer(
         uvicorn.Config(
-            create_app(client, hub),
+            create_app(settings, client, hub, tokens, ack_timeout_s=ack_timeout_s),
             log_config=None,  # our logging, as configured by the CLI
             access_log=False,
             lifespan="off",

@@ -5,13 +5,16 @@ prefix and MQTT client id, so tests never see each other's data."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from access.tokens import Role, Tokens
 from ingest.service import Ingest, IngestOptions, IngestStats
 from moclo.settings import Settings
 from moclo.stack import InfluxServer, MosquittoServer, free_port
@@ -120,10 +123,12 @@ class RunningIngest:
 
 
 class RunningServe:
-    """`moclo serve` (API, live stream, dashboard) on its own thread and event loop."""
+    """`moclo serve` (API, live stream, dashboard) on its own thread and event loop, with its
+    API tokens in `settings.registry`; `token()` makes one."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ack_timeout_s: float = 10.0) -> None:
         self.settings = settings
+        self.ack_timeout_s = ack_timeout_s
         self.url = ""
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,7 +162,9 @@ class RunningServe:
         async def run() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            await run_serve(self.settings, self._stop, on_ready=ready)
+            await run_serve(
+                self.settings, self._stop, on_ready=ready, ack_timeout_s=self.ack_timeout_s
+            )
 
         try:
             asyncio.run(run())
@@ -166,10 +173,35 @@ class RunningServe:
         finally:
             self._ready.set()
 
+    @property
+    def tokens(self) -> Tokens:
+        return Tokens(self.settings.registry)
+
+    @functools.cached_property
+    def admin_token(self) -> str:
+        """One admin's token of every tenant, made on first use."""
+        return self.token(name="test-admin")
+
+    def token(
+        self, tenants: Iterable[str] | None = None, *, role: Role = "admin", name: str = ""
+    ) -> str:
+        """A new API token: by default an admin's of every tenant (`tenants` None)."""
+        name = name or f"{role}-{uuid.uuid4().hex[:6]}"
+        return self.tokens.create(name, tenants, role)[1]
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client for this server, sending `token` (default: an admin's) as Bearer."""
+        token = token or self.token()
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=15
+        )
+
 
 @pytest.fixture
-def serve(settings: Settings) -> Iterator[RunningServe]:
-    with RunningServe(settings.model_copy(update={"serve_listen": "127.0.0.1:0"})) as running:
+def serve(settings: Settings, tmp_path: Path) -> Iterator[RunningServe]:
+    """`moclo serve` with a fresh registry (no token yet) in the test's folder."""
+    update = {"serve_listen": "127.0.0.1:0", "registry": str(tmp_path / "registry.sqlite")}
+    with RunningServe(settings.model_copy(update=update)) as running:
         yield running
 
 

@@ -1,8 +1,9 @@
 """The dashboard in a real headless browser (Playwright driving Debian's Chromium) against a
-real broker, database, ingest and `moclo serve`: the fleet loads, a fever published now shows
-up in the live feed within seconds, and the cow's page charts her temperature with the episode
-marked. Writes a screenshot; with MOCLO_UPDATE_SCREENSHOTS=1 it also refreshes the README's
-`docs/dashboard.png` and `docs/device.png`."""
+real broker, database, ingest and `moclo serve`: an operator of the farm signs in with a token,
+the farm's fleet loads (and nothing of the clinic), a fever published now shows up in the live
+feed within seconds, the cow's page charts her temperature with the episode marked, and the
+operator acknowledges the fever. Writes screenshots; with MOCLO_UPDATE_SCREENSHOTS=1 it also
+refreshes the README's `docs/dashboard.png` and `docs/device.png`."""
 
 from __future__ import annotations
 
@@ -88,7 +89,26 @@ def test_fleet_live_fever_and_device_chart(
     pacemaker(settings, "clinic", "pm-1")
     wait_until(lambda: ingest.stats.readings_stored >= 6 * 72 + 1, what="the history stored")
 
+    # Signing in: a wrong token is refused on the page, the right one opens the dashboard.
+    token = serve.token(["farm"], role="operator", name="vet-ana")
     page.goto(serve.url + "/?tenant=farm")
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    page.locator("#token").fill(token[:-3] + "xyz")
+    page.locator("#sign-in-button").click()
+    expect(page.locator("#sign-in-error")).to_contain_text("not valid")
+    page.locator("#token").fill(token)
+    save(page, tmp_path, "sign-in.png")
+    page.locator("#sign-in-button").click()
+    expect(page.locator("#who-name")).to_have_text("vet-ana")
+    expect(page.locator("#who-role")).to_have_text("operator")
+    expect(page.locator("#who-tenants")).to_have_text("farm")
+    assert page.locator("#token").input_value() == ""  # the cookie holds it now, not the page
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["moclo_session"]["httpOnly"] and cookies["moclo_session"]["sameSite"] == "Strict"
+    # The tenant selector offers the farm alone.
+    expect(page.locator("#tenant option")).to_have_count(1)
+    expect(page.locator("#tenant option")).to_have_text("farm")
     expect(page.locator("#live")).to_have_text("live", timeout=10_000)
     expect(page.locator("#devices tbody tr")).to_have_count(6)
     expect(page.locator("#type-cards .card")).to_have_count(1)  # only the farm's cows
@@ -125,3 +145,28 @@ def test_fleet_live_fever_and_device_chart(
     assert band is not None and plot is not None
     assert band["x"] > plot["x"] + plot["width"] * 0.9
     save(page, tmp_path, "device.png")
+
+    # Back on the fleet, the operator acknowledges the fever, with a note.
+    page.locator("#device-view h2 a").click()
+    open_fever = page.locator('#open-alerts li[data-rule="fever"]')
+    open_fever.locator("button.ack").click()
+    open_fever.locator("input.ack-note").fill("vet called")
+    open_fever.locator("button.ack-send").click()
+    expect(page.locator('#open-alerts li[data-state="acknowledged"]')).to_contain_text(
+        "acknowledged by vet-ana", timeout=15_000
+    )
+    expect(page.locator("#open-alerts button.ack")).to_have_count(0)
+    expect(page.locator('#feed li[data-state="acknowledged"][data-device="cow-3"]')).to_be_visible()
+    with serve.client(serve.admin_token) as admin:
+        stored = wait_until(
+            lambda: [
+                a for a in admin.get("/api/alerts").json()["alerts"] if a["state"] == "acknowledged"
+            ],
+            what="the acknowledgement stored",
+        )
+    assert [(a["device_id"], a["acknowledged_by"]) for a in stored] == [("cow-3", "vet-ana")]
+
+    # Signing out brings the sign-in screen back, and the cookie is gone.
+    page.locator("#sign-out").click()
+    expect(page.locator("#sign-in")).to_be_visible()
+    assert "moclo_session" not in {c["name"] for c in page.context.cookies()}

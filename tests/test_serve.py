@@ -1,13 +1,16 @@
 """`moclo serve`'s HTTP API against a real broker, database and ingest: what it lists, that it
-answers exactly what `moclo query` answers, that bad parameters are refused, and that its live
-stream carries alert changes and readings as they happen."""
+answers exactly what `moclo query` answers, that bad parameters are refused, that its live
+stream carries alert changes and readings as they happen, signing in (a token, or the
+dashboard's cookie), and acknowledging an alert. Who sees what is tests/test_api_access.py's."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,13 +18,14 @@ import orjson
 import pytest
 
 from devices.topics import telemetry_topic
+from ingest.alerts.record import Alert
 from ingest.influx import InfluxClient
 from moclo.settings import Settings
 from query.request import parse_series_request
 from query.series import run_series
 from serve.live import Event, Stream, StreamFilter
 from tests.conftest import RunningIngest, RunningServe
-from tests.helpers import COW, publish_all, wait_until
+from tests.helpers import COW, Influx, publish_all, wait_until
 
 NOW = int(time.time()) // 60 * 60
 HOUR = 3600
@@ -68,8 +72,10 @@ def fleet(settings: Settings, ingest: RunningIngest) -> RunningIngest:
     return ingest
 
 
-def get(serve: RunningServe, path: str, **params: Any) -> httpx.Response:
-    return httpx.get(serve.url + path, params=params, timeout=10)
+def get(serve: RunningServe, path: str, token: str | None = None, **params: Any) -> httpx.Response:
+    """GET as an admin of every tenant, unless another `token` is given."""
+    headers = {"Authorization": f"Bearer {token or serve.admin_token}"}
+    return httpx.get(serve.url + path, params=params, headers=headers, timeout=10)
 
 
 def test_tenants_devices_and_their_open_alerts(fleet: RunningIngest, serve: RunningServe) -> None:
@@ -173,15 +179,19 @@ def test_bad_parameters_get_a_clear_error(
 def test_openapi_describes_every_endpoint(serve: RunningServe) -> None:
     spec = get(serve, "/api/openapi.json").json()
     assert set(spec["paths"]) == {
+        "/api/session",
         "/api/tenants",
         "/api/devices",
         "/api/devices/{tenant}/{device_id}",
         "/api/series",
         "/api/alerts",
+        "/api/alerts/{alert_id}/ack",
         "/api/episodes",
         "/api/stream",
         "/healthz",
     }
+    assert set(spec["components"]["securitySchemes"]) == {"token", "session"}
+    assert spec["paths"]["/api/devices"]["get"]["security"] == [{"token": []}, {"session": []}]
     series_params = {p["name"] for p in spec["paths"]["/api/series"]["get"]["parameters"]}
     assert series_params == {
         "device",
@@ -210,10 +220,14 @@ def test_dashboard_files_are_served_with_nothing_from_the_internet(serve: Runnin
 class StreamReader:
     """Reads `/api/stream` on a thread and keeps every event (name, data)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         self.events: list[tuple[str, Any]] = []
+        self.ended = threading.Event()
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=None))
-        self._response = self._client.send(self._client.build_request("GET", url), stream=True)
+        request = self._client.build_request(
+            "GET", url, headers={"Authorization": f"Bearer {token}"}
+        )
+        self._response = self._client.send(request, stream=True)
         assert self._response.status_code == 200
         assert self._response.headers["content-type"].startswith("text/event-stream")
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -229,6 +243,8 @@ class StreamReader:
                     self.events.append((name, orjson.loads(line[6:])))
         except httpx.HTTPError:
             pass  # closed by the test
+        finally:
+            self.ended.set()
 
     def named(self, name: str) -> list[Any]:
         return [data for event, data in self.events if event == name]
@@ -242,8 +258,8 @@ class StreamReader:
 def stream_reader(serve: RunningServe) -> Iterator[type[StreamReader]]:
     readers: list[StreamReader] = []
 
-    def opened(url: str) -> StreamReader:
-        reader = StreamReader(url)
+    def opened(url: str, token: str | None = None) -> StreamReader:
+        reader = StreamReader(url, token or serve.admin_token)
         readers.append(reader)
         return reader
 
@@ -295,3 +311,186 @@ def test_a_stream_too_slow_is_told_and_ends() -> None:
     names = asyncio.run(fill())
     assert names[-1] == "overflow" and stream.overflowed
     assert names.count("alert") == 999  # what fitted, minus the room made for the notice
+
+
+# -- signing in ------------------------------------------------------------------------------
+
+
+def test_serve_says_how_to_make_the_first_token(
+    serve: RunningServe, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = " ".join(r.getMessage() for r in caplog.get_records("setup"))
+    assert "no API token in" in started and "moclo tokens create" in started
+
+
+def test_no_token_no_data_and_no_token_is_ever_repeated(
+    fleet: RunningIngest, serve: RunningServe, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    revoked = serve.token(["farm"], role="viewer", name="gone")
+    serve.tokens.revoke("gone")
+    wait_until(lambda: get(serve, "/api/tenants", token=revoked).status_code == 401, what="revoked")
+    presented = [
+        revoked,
+        revoked[:-1] + ("A" if revoked[-1] != "A" else "B"),
+        "moclo_0123456789ab_" + "x" * 43,
+        "not-a-token-at-all",
+    ]
+    for token in presented:
+        for path in ("/api/tenants", "/api/devices", "/api/stream"):
+            answer = get(serve, path, token=token)
+            assert answer.status_code == 401, (path, answer.text)
+            assert answer.headers["www-authenticate"] == "Bearer"
+            assert "not valid" in answer.json()["error"]
+            assert token not in answer.text and token not in str(answer.headers)
+    bare = httpx.get(serve.url + "/api/devices", timeout=10)
+    assert bare.status_code == 401 and "moclo tokens create" in bare.json()["error"]
+    basic = httpx.get(
+        serve.url + "/api/devices", headers={"Authorization": "Basic YTpi"}, timeout=10
+    )
+    assert basic.status_code == 401 and "Bearer <token>" in basic.json()["error"]
+    session = httpx.post(serve.url + "/api/session", json={"tokn": presented[0]}, timeout=10)
+    assert session.status_code == 400 and presented[0] not in session.text
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for token in presented:
+        assert token not in logged
+
+
+def test_the_dashboards_session_cookie(fleet: RunningIngest, serve: RunningServe) -> None:
+    token = serve.token(["farm"], role="viewer", name="screen")
+    with httpx.Client(base_url=serve.url, timeout=10) as browser:
+        refused = browser.post("/api/session", json={"token": token[:-2]})
+        assert refused.status_code == 401 and "set-cookie" not in refused.headers
+        assert browser.get("/api/session").status_code == 401
+
+        signed_in = browser.post("/api/session", json={"token": token})
+        assert signed_in.status_code == 200
+        assert signed_in.json() | {"token_id": "-"} == {
+            "token_id": "-",
+            "name": "screen",
+            "role": "viewer",
+            "tenants": ["farm"],
+        }
+        cookie = signed_in.headers["set-cookie"]
+        assert cookie.startswith("moclo_session=")
+        flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+        assert {"httponly", "samesite=strict", "path=/api"} <= flags
+        assert "secure" not in flags  # plain http here; Secure when served over https
+        assert token not in signed_in.text
+
+        # The cookie alone signs every request in, the live stream too.
+        assert browser.get("/api/tenants").json() == {"tenants": ["farm"]}
+        assert browser.get("/api/session").json()["name"] == "screen"
+        with browser.stream("GET", "/api/stream") as stream:
+            assert stream.status_code == 200
+
+        # A change carried by the cookie from another site's page is refused.
+        elsewhere = {"Origin": "http://evil.example"}
+        assert browser.delete("/api/session", headers=elsewhere).status_code == 403
+        assert (
+            browser.post("/api/alerts/0123456789ab/ack", json={}, headers=elsewhere).status_code
+            == 403
+        )
+
+        signed_out = browser.delete("/api/session", headers={"Origin": serve.url})
+        assert signed_out.status_code == 204
+        assert "max-age=0" in signed_out.headers["set-cookie"].lower()
+        assert browser.get("/api/tenants").status_code == 401
+
+        # Revoking the token ends a session within about a second.
+        assert browser.post("/api/session", json={"token": token}).status_code == 200
+        serve.tokens.revoke("screen")
+        wait_until(
+            lambda: browser.get("/api/tenants").status_code == 401,
+            timeout_s=3,
+            what="the revoked token's session refused",
+        )
+
+
+def test_a_revoked_token_ends_its_live_stream(serve: RunningServe, stream_reader: Any) -> None:
+    token = serve.token(["farm"], role="viewer", name="watcher")
+    reader = stream_reader(f"{serve.url}/api/stream?tenant=farm", token)
+    wait_until(lambda: reader.named("hello"), what="the stream open")
+    serve.tokens.revoke("watcher")
+    assert reader.ended.wait(8), "the stream went on after its token was revoked"
+    assert reader.named("unauthorized") == [{"reason": "the token was revoked"}]
+
+
+# -- acknowledging ---------------------------------------------------------------------------
+
+
+def ack(serve: RunningServe, alert_id: str, token: str, note: str | None = None) -> httpx.Response:
+    body = {} if note is None else {"note": note}
+    return httpx.post(
+        f"{serve.url}/api/alerts/{alert_id}/ack",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def test_an_operator_acknowledges_through_the_api(
+    fleet: RunningIngest, serve: RunningServe, stream_reader: Any
+) -> None:
+    (fever,) = get(serve, "/api/alerts", tenant="farm").json()["alerts"]
+    farm = stream_reader(f"{serve.url}/api/stream?tenant=farm&readings=false")
+    wait_until(lambda: farm.named("hello"), what="the stream open")
+
+    viewer = ack(serve, fever["id"], serve.token(["farm"], role="viewer"))
+    assert viewer.status_code == 403 and "viewer" in viewer.json()["error"]
+    other = ack(serve, fever["id"], serve.token(["clinic"], role="operator"))
+    assert other.status_code == 404 and "farm" not in other.text
+    operator = serve.token(["farm"], role="operator", name="vet-ana")
+    assert ack(serve, "not-an-id", operator).status_code == 400
+    assert ack(serve, "0123456789ab", operator).status_code == 404
+    assert ack(serve, fever["id"], operator, note="x" * 501).status_code == 400
+
+    done = ack(serve, fever["id"], operator, note="vet called")
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert (body["id"], body["state"], body["acknowledged_by"], body["note"]) == (
+        fever["id"],
+        "acknowledged",
+        "vet-ana",
+        "vet called",
+    )
+    # Everyone watching the farm sees it, and the list has it once ingest has stored it.
+    wait_until(lambda: farm.named("alert"), what="the acknowledgement on the stream")
+    assert [(a["state"], a["acknowledged_by"]) for a in farm.named("alert")] == [
+        ("acknowledged", "vet-ana")
+    ]
+    wait_until(
+        lambda: (
+            get(serve, "/api/alerts", tenant="farm").json()["alerts"][0]["state"] == "acknowledged"
+        ),
+        what="the acknowledgement stored",
+    )
+    again = ack(serve, fever["id"], serve.token(role="admin"))
+    assert again.status_code == 409 and "already acknowledged by vet-ana" in again.json()["error"]
+
+
+def test_an_acknowledgement_nobody_confirms_is_a_504(
+    settings: Settings, influx: Influx, tmp_path: Path
+) -> None:
+    ts = (NOW - 600) * 10**9
+    alert = Alert(
+        alert_id="00c0ffee00aa",
+        state="raised",
+        rule="fever",
+        kind="threshold",
+        severity="warning",
+        tenant="farm",
+        device_type="cow_tracker",
+        device_id="cow-5",
+        value=40.2,
+        message="fever: body temperature 40.2 °C",
+        ts_ns=ts,
+        first_seen_ns=ts - 120 * 10**9,
+        last_seen_ns=ts,
+    )
+    influx.write([alert.to_line()])  # stored, but no ingest runs to take the acknowledgement
+    update = {"serve_listen": "127.0.0.1:0", "registry": str(tmp_path / "registry.sqlite")}
+    with RunningServe(settings.model_copy(update=update), ack_timeout_s=1.0) as serve:
+        answer = ack(serve, alert.alert_id, serve.token(["farm"], role="operator"))
+    assert answer.status_code == 504
+    assert "is `moclo ingest` running?" in answer.json()["error"]

@@ -4,6 +4,9 @@
 // this server's /api (see /api/openapi.json); the live parts from /api/stream (Server-Sent
 // Events). On every (re)connect of the stream the lists are loaded again, so a dropped
 // connection never leaves a stale picture behind.
+// Signing in: a pasted API token is sent once to POST /api/session, which keeps it in an
+// HttpOnly cookie (this script never holds it afterwards); every request and the stream carry
+// the cookie, and a 401 anywhere brings the sign-in screen back.
 "use strict";
 
 const state = {
@@ -14,6 +17,7 @@ const state = {
   since: "24h",
   charts: [],             // [{plot, field, data}] on a device page
   stream: null,
+  who: null,               // {name, role, tenants (null: every tenant)} once signed in
 };
 const SEVERITY_RANK = { info: 0, warning: 1, critical: 2 };
 const FEED_MAX = 100;
@@ -30,19 +34,30 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-async function api(path, params = {}) {
+class SignedOut extends Error {}
+
+async function api(path, params = {}, options = {}) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(params)) {
     if (Array.isArray(v)) v.forEach((x) => url.searchParams.append(k, x));
     else if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, v);
   }
-  const response = await fetch(url);
+  const response = await fetch(url, options);
+  if (response.status === 401) {
+    showSignIn(state.who ? "Your session has ended (the token was revoked?): sign in again." : "");
+    throw new SignedOut("signed out");
+  }
   const body = await response.json();
   if (!response.ok) throw new Error(body.error || `${response.status} from ${path}`);
   return body;
 }
 
+function post(path, body) {
+  return api(path, {}, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
 function showError(error) {
+  if (error instanceof SignedOut) return;  // the sign-in screen says it
   const box = $("error");
   box.textContent = error ? String(error.message || error) : "";
   box.hidden = !error;
@@ -66,14 +81,64 @@ function formatValue(v) {
   return String(v);
 }
 
+// -- signing in ----------------------------------------------------------------------------
+
+function showSignIn(message = "") {
+  if (state.stream) { state.stream.close(); state.stream = null; }
+  state.who = null;
+  for (const id of ["app", "who", "tenant-choice", "live", "error"]) $(id).hidden = true;
+  $("sign-in").hidden = false;
+  $("sign-in-error").textContent = message;
+  $("sign-in-error").hidden = !message;
+  $("token").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const input = $("token");
+  const token = input.value.trim();
+  input.value = "";  // the cookie holds it from now on, out of this script's reach
+  const response = await fetch("/api/session", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }),
+  });
+  const body = await response.json();
+  if (!response.ok) { showSignIn(body.error || `${response.status} from /api/session`); return; }
+  await startApp(body);
+}
+
+async function signOut() {
+  await fetch("/api/session", { method: "DELETE" });
+  showSignIn();
+}
+
+async function startApp(who) {
+  state.who = who;
+  $("sign-in").hidden = true;
+  for (const id of ["app", "who", "tenant-choice", "live"]) $(id).hidden = false;
+  $("who-name").textContent = who.name;
+  $("who-role").textContent = who.role;
+  $("who-tenants").textContent = who.tenants ? who.tenants.join(", ") : "every tenant";
+  try { await loadTenants(); } catch (error) { showError(error); }
+  await route();
+  connectStream();
+}
+
+function mayAcknowledge() {
+  return state.who && (state.who.role === "operator" || state.who.role === "admin");
+}
+
 // -- fleet overview ----------------------------------------------------------------------
 
 async function loadTenants() {
-  const { tenants } = await api("/api/tenants");
+  // A token of some tenants is offered those alone; an admin of every tenant, each with data.
+  const tenants = state.who.tenants || (await api("/api/tenants")).tenants;
   const select = $("tenant");
-  select.replaceChildren(el("option", { value: "" }, "all tenants"),
-    ...tenants.map((t) => el("option", { value: t }, t)));
-  select.value = tenants.includes(state.tenant) ? state.tenant : "";
+  const options = tenants.map((t) => el("option", { value: t }, t));
+  if (tenants.length !== 1) {
+    options.unshift(el("option", { value: "" }, state.who.tenants ? "all my tenants" : "all tenants"));
+  }
+  select.replaceChildren(...options);
+  select.value = tenants.includes(state.tenant) ? state.tenant : (tenants.length === 1 ? tenants[0] : "");
   state.tenant = select.value;
 }
 
@@ -125,7 +190,7 @@ async function loadOpenAlerts() {
   renderOpenAlerts();
 }
 
-function alertItem(a, fresh) {
+function alertItem(a, fresh, actions = false) {
   const shown = el("li", { class: `${a.severity} ${a.state}${fresh ? " fresh" : ""}`,
     dataset: { alertId: a.id, state: a.state, rule: a.rule, device: a.device_id,
       shownAt: String(Date.now()) } },
@@ -133,13 +198,42 @@ function alertItem(a, fresh) {
   el("a", { href: `#/device/${a.tenant}/${a.device_id}` }, `${a.tenant}/${a.device_id}`),
   el("div", {}, a.message + (a.acknowledged_by ? ` (acknowledged by ${a.acknowledged_by})` : "")),
   el("div", { class: "when" }, `${clock(a.ts)} · ${a.severity} · id ${a.id}`));
+  if (actions && a.state === "raised" && mayAcknowledge()) shown.append(ackControls(a));
   return shown;
+}
+
+// "acknowledge" opens a note field; sending it answers once ingest has taken it.
+function ackControls(a) {
+  const box = el("div", { class: "ack-box" });
+  const open = el("button", { type: "button", class: "ack" }, "acknowledge");
+  open.addEventListener("click", () => {
+    const note = el("input", { class: "ack-note", maxlength: "500", placeholder: "note (optional): what is being done" });
+    const send = el("button", { type: "submit", class: "ack-send" }, "acknowledge");
+    const form = el("form", { class: "ack-form" }, note, send);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      send.disabled = true;
+      box.querySelector(".ack-error")?.remove();
+      try {
+        const acknowledged = await post(`/api/alerts/${a.id}/ack`, { note: note.value.trim() });
+        state.openAlerts.set(acknowledged.id, acknowledged);  // the feed gets it from the stream
+        renderOpenAlerts();
+      } catch (error) {
+        send.disabled = false;
+        if (!(error instanceof SignedOut)) box.append(el("div", { class: "ack-error" }, error.message));
+      }
+    });
+    box.replaceChildren(form);
+    note.focus();
+  });
+  box.append(open);
+  return box;
 }
 
 function renderOpenAlerts() {
   const alerts = [...state.openAlerts.values()].sort((a, b) =>
     SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || Date.parse(b.ts) - Date.parse(a.ts));
-  $("open-alerts").replaceChildren(...alerts.map((a) => alertItem(a, false)));
+  $("open-alerts").replaceChildren(...alerts.map((a) => alertItem(a, false, true)));
   $("open-count").textContent = `(${alerts.length})`;
 }
 
@@ -166,6 +260,7 @@ function onAlert(a) {
 
 function connectStream() {
   if (state.stream) state.stream.close();
+  if (!state.who) return;
   const params = new URLSearchParams();
   if (state.tenant) params.set("tenant", state.tenant);
   const source = new EventSource(`/api/stream?${params}`);
@@ -178,7 +273,20 @@ function connectStream() {
   source.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
   source.addEventListener("readings", (e) => onReadings(JSON.parse(e.data)));
   source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 1000); });
-  source.onerror = () => { live.className = "live off"; live.textContent = "reconnecting…"; };
+  source.addEventListener("unauthorized", () => {
+    source.close();
+    showSignIn("Your token was revoked: sign in with another.");
+  });
+  source.onerror = () => {
+    live.className = "live off"; live.textContent = "reconnecting…";
+    // A dropped stream reconnects by itself; a refused one (401, or the server restarting)
+    // is closed for good: ask whether we are still signed in, then try again.
+    if (source.readyState !== EventSource.CLOSED) return;
+    setTimeout(async () => {
+      if (state.stream !== source) return;
+      try { await api("/api/session"); connectStream(); } catch (error) { showError(error); setTimeout(connectStream, 5000); }
+    }, 2000);
+  };
 }
 
 function onReadings(readings) {
@@ -321,11 +429,15 @@ async function start() {
   $("ranges").addEventListener("click", (e) => {
     if (e.target.dataset.since) { state.since = e.target.dataset.since; route(); }
   });
-  window.addEventListener("hashchange", route);
-  setInterval(() => { if (!state.device) renderFleet(); }, 10000);  // "last seen" ages
-  try { await loadTenants(); } catch (error) { showError(error); }
-  await route();
-  connectStream();
+  window.addEventListener("hashchange", () => { if (state.who) route(); });
+  $("sign-in-form").addEventListener("submit", signIn);
+  $("token").addEventListener("input", () => { $("sign-in-error").hidden = true; });
+  $("sign-out").addEventListener("click", signOut);
+  setInterval(() => { if (state.who && !state.device) renderFleet(); }, 10000);  // "last seen" ages
+  const response = await fetch("/api/session");
+  if (response.ok) await startApp(await response.json());
+  else if (response.status === 401) showSignIn();
+  else showError(new Error((await response.json()).error || `${response.status} from /api/session`));
 }
 
 start();

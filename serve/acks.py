@@ -1,0 +1,74 @@
+"""`POST /api/alerts/{id}/ack`: an operator (or an admin) acknowledges an open alert of one of
+their tenants, exactly as `moclo alerts ack` does (moclo/acks.py): published to ingest, which
+owns alert state, and answered once ingest has published the `acknowledged` change.
+
+| answer | when |
+|---|---|
+| 200 | acknowledged: the change as ingest published it (`acknowledged_by` is the token's name) |
+| 400 | not an alert id, or a note over 500 characters |
+| 403 | a viewer's token |
+| 404 | no such alert in the token's tenants (another tenant's alert is not told apart) |
+| 409 | resolved, or acknowledged already |
+| 502 | ingest refused it (the message says why) |
+| 503 | the broker or the database cannot be reached |
+| 504 | ingest did not confirm in time: is it running? |
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI
+from pydantic import BaseModel, Field
+
+from ingest.alerts.history import find_alert
+from ingest.influx import InfluxClient
+from moclo import acks
+from moclo.settings import Settings
+from query.alerts import alert_json
+from serve.auth import Caller
+from serve.errors import BadParameter, ErrorBody, Forbidden, UnknownAlert
+
+
+class AckRequest(BaseModel):
+    note: str = Field(default="", max_length=500, description="what is being done")
+
+
+class AckedAlert(BaseModel):
+    """The `acknowledged` change, with the keys of `/api/alerts` objects and the note."""
+
+    model_config = {"extra": "allow"}
+
+
+def install(app: FastAPI, settings: Settings, client: InfluxClient, *, timeout_s: float) -> None:
+    """Adds the endpoint; acknowledgements go through the broker of `settings`."""
+
+    @app.post(
+        "/api/alerts/{alert_id}/ack",
+        response_model=AckedAlert,
+        responses={status: {"model": ErrorBody} for status in (401, 403, 404, 409, 502, 503, 504)},
+        tags=["alerts"],
+    )
+    async def acknowledge(
+        who: Caller,
+        alert_id: str,
+        body: Annotated[AckRequest | None, Body()] = None,
+    ) -> dict[str, Any]:
+        """Acknowledges an open alert as the token's name: someone is on it. Needs an
+        operator's or an admin's token; answers once ingest has taken it (or 504)."""
+        if not who.may_acknowledge:
+            raise Forbidden(
+                "a viewer's token cannot acknowledge alerts: an operator's or an admin's can"
+            )
+        try:
+            acks.check_alert_id(alert_id)
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+        stored = await find_alert(client, alert_id)
+        if stored is None or not who.sees(stored.tenant):
+            raise UnknownAlert(f"no alert {alert_id} in {who.scope_words()}")
+        note = body.note if body is not None else ""
+        alert = await acks.acknowledge(
+            settings, stored, by=who.name, note=note, timeout_s=timeout_s
+        )
+        return {**alert_json(alert), "note": alert.note or None}

@@ -1,0 +1,167 @@
+"""Who is asking, and which tenants they may see: every `/api/*` endpoint needs a token
+(`moclo tokens create`, see access/tokens.py), sent as `Authorization: Bearer <token>` or, from
+the dashboard, as the session cookie that `POST /api/session` sets. `/healthz`,
+`/api/openapi.json`, the dashboard's page and its static files are public and hold no data.
+
+- 401 (with `WWW-Authenticate: Bearer`): no token, or one that is malformed, unknown or revoked.
+  No message ever repeats what was presented.
+- 403: the token may not do that: a tenant outside its tenants, an acknowledgement with a
+  viewer's token, a change sent with the cookie from a page of another site.
+- Scope is decided here, from the token alone: a `tenant` parameter can only narrow what the
+  token sees, never widen it; without one, a token sees all of its tenants and nothing else.
+
+The session cookie holds the token itself: HttpOnly (the page's script cannot read it),
+SameSite=Strict (no other site's page can send it), Secure when served over https, and limited
+to `/api`. Revoking the token ends the session within about a second.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from access.tokens import Principal, Tokens
+from serve.errors import ErrorBody, Forbidden, Unauthorized
+
+SESSION_COOKIE = "moclo_session"
+SESSION_MAX_AGE_S = 30 * 86_400
+SIGN_IN = (
+    "sign in: send `Authorization: Bearer <token>`, or sign in on the dashboard; "
+    "`moclo tokens create` makes a token"
+)
+NOT_VALID = (
+    "this token is not valid (malformed, unknown or revoked): `moclo tokens list` shows the "
+    "active ones; ask for a new one if yours was revoked"
+)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="a token made by `moclo tokens create`: `Authorization: Bearer moclo_…`",
+)
+_cookie = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    scheme_name="session",
+    description="the dashboard's session, set by POST /api/session",
+)
+
+
+class WhoView(BaseModel):
+    token_id: str
+    name: str = Field(description="the token's name; acknowledgements are made by it")
+    role: str = Field(description="viewer, operator (may acknowledge) or admin")
+    tenants: list[str] | None = Field(description="the tenants it sees; null: every tenant")
+
+
+class SignIn(BaseModel):
+    token: str = Field(max_length=200, description="a token made by `moclo tokens create`")
+
+
+def signed_in(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session: Annotated[str | None, Depends(_cookie)],
+) -> Principal:
+    """The dependency every `/api/*` endpoint takes: the asker, or Unauthorized.
+
+    Synchronous, so FastAPI runs it on its thread pool: the token check reads the registry
+    file (`app.state.tokens`) at most once a second, never on the event loop.
+    """
+    tokens: Tokens = request.app.state.tokens
+    if request.headers.get("authorization") is not None:
+        if bearer is None:
+            raise Unauthorized("the Authorization header must read `Bearer <token>`")
+        presented = bearer.credentials
+    elif session:
+        presented = session
+        if request.method not in _SAFE_METHODS:
+            same_site(request)
+    else:
+        raise Unauthorized(SIGN_IN)
+    who = tokens.authenticate(presented)
+    if who is None:
+        raise Unauthorized(NOT_VALID)
+    return who
+
+
+Caller = Annotated[Principal, Depends(signed_in)]
+
+
+def same_site(request: Request) -> None:
+    """Forbidden if a browser says the request comes from a page of another site. SameSite
+    already keeps the cookie from such requests; this is the second lock on the door."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("a change must come from the dashboard's own page")
+
+
+def require_tenant(who: Principal, tenant: str) -> str:
+    """`tenant` if the token sees it, else Forbidden (naming only the token's own tenants)."""
+    if not who.sees(tenant):
+        raise Forbidden(
+            f"this token sees {who.scope_words()} only: ask for "
+            f"{'one of those' if who.tenants and len(who.tenants) > 1 else 'that'}, "
+            "or leave tenant out"
+        )
+    return tenant
+
+
+def install(app: FastAPI, tokens: Tokens) -> None:
+    """Checks tokens against `tokens`, and adds `/api/session` for the dashboard."""
+    app.state.tokens = tokens
+
+    @app.post(
+        "/api/session",
+        response_model=WhoView,
+        responses={401: {"model": ErrorBody}},
+        tags=["session"],
+    )
+    def sign_in(request: Request, body: SignIn) -> JSONResponse:
+        """Signs the dashboard in: checks the token and sets it as an HttpOnly, SameSite=Strict
+        cookie (Secure over https) that the page's requests and its live stream then carry."""
+        same_site(request)
+        who = tokens.authenticate(body.token)
+        if who is None:
+            raise Unauthorized(NOT_VALID)
+        response = JSONResponse(who.to_json())
+        response.set_cookie(
+            SESSION_COOKIE,
+            body.token,
+            max_age=SESSION_MAX_AGE_S,
+            path="/api",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    @app.get(
+        "/api/session",
+        response_model=WhoView,
+        responses={401: {"model": ErrorBody}},
+        tags=["session"],
+    )
+    def session(who: Caller) -> dict[str, Any]:
+        """Who is signed in: the token's name, role and tenants."""
+        return who.to_json()
+
+    @app.delete("/api/session", status_code=204, tags=["session"])
+    def sign_out(request: Request) -> Response:
+        """Signs the dashboard out (forgets the cookie; the token stays valid)."""
+        same_site(request)
+        response = Response(status_code=204)
+        response.delete_cookie(
+            SESSION_COOKIE,
+            path="/api",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response

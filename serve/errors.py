@@ -1,0 +1,105 @@
+"""The API's errors and how each is answered: always JSON `{"error": "..."}`, a message that
+says what was wrong and what to do, and never a token, even one that was sent.
+
+    BadParameter (ValueError)        400  a parameter breaks a rule (says which, what is allowed)
+    RequestValidationError           400  FastAPI's checks (answered without the input)
+    query.errors.QueryError          400  (UnknownDevice: 404)
+    Unauthorized                     401  no valid token (with `WWW-Authenticate: Bearer`)
+    Forbidden                        403  the token may not do this
+    UnknownAlert (LookupError)       404  no such alert within the token's tenants
+    moclo.acks.AckError              409  closed already; AckRefused 502; AckTimeout 504
+    InfluxError, MqttUnreachable,    503  the database, the broker or the token registry cannot
+    TokenStoreError                       be reached: try again shortly
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from access.tokens import TokenStoreError
+from ingest.influx import InfluxError
+from moclo import acks
+from moclo.mqtt import MqttUnreachable
+from query.errors import QueryError, UnknownDevice
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="what was wrong and what to do")
+
+
+class BadParameter(ValueError):
+    """A parameter that breaks a rule; the message says which and what is allowed."""
+
+
+class Unauthorized(Exception):
+    """No valid token: sign in (HTTP 401)."""
+
+
+class Forbidden(Exception):
+    """A valid token that may not do this (HTTP 403)."""
+
+
+class UnknownAlert(LookupError):
+    """No such alert that this token may see (HTTP 404)."""
+
+
+_ACK_STATUS = {acks.AlertClosed: 409, acks.AckRefused: 502, acks.AckTimeout: 504}
+
+
+def install(app: FastAPI) -> None:
+    """Answers each of the errors above as the table says."""
+
+    def answer(status: int, message: str, **headers: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+    @app.exception_handler(BadParameter)
+    async def _bad_parameter(_: Request, exc: BadParameter) -> JSONResponse:
+        return answer(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer repeats the input, which for POST /api/session is a token.
+        problems = "; ".join(_problem(error) for error in exc.errors())
+        return answer(400, problems or "the request is not valid")
+
+    @app.exception_handler(QueryError)
+    async def _bad_query(_: Request, exc: QueryError) -> JSONResponse:
+        return answer(404 if isinstance(exc, UnknownDevice) else 400, str(exc))
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return answer(401, str(exc), **{"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return answer(403, str(exc))
+
+    @app.exception_handler(UnknownAlert)
+    async def _unknown_alert(_: Request, exc: UnknownAlert) -> JSONResponse:
+        return answer(404, str(exc))
+
+    @app.exception_handler(acks.AckError)
+    async def _not_acknowledged(_: Request, exc: acks.AckError) -> JSONResponse:
+        return answer(_ACK_STATUS.get(type(exc), 409), str(exc))
+
+    @app.exception_handler(InfluxError)
+    async def _no_database(_: Request, exc: InfluxError) -> JSONResponse:
+        return answer(503, f"the database is not answering ({exc}); try again shortly")
+
+    @app.exception_handler(MqttUnreachable)
+    async def _no_broker(_: Request, exc: MqttUnreachable) -> JSONResponse:
+        return answer(503, str(exc))
+
+    @app.exception_handler(TokenStoreError)
+    async def _no_registry(_: Request, exc: TokenStoreError) -> JSONResponse:
+        return answer(503, str(exc))
+
+
+def _problem(error: Any) -> str:
+    where = [str(part) for part in error.get("loc", ()) if part not in ("query", "body", "path")]
+    return f"{'.'.join(where) or 'request'}: {error.get('msg', 'not valid')}"

@@ -17,7 +17,8 @@ registry's tables; it is versioned as `api_tokens` in `schema_versions`. The fil
 
 `authenticate` answers from a snapshot of the active tokens, read again at most every
 `refresh_s` (1 s): a request costs one hash and no disk read, and a revocation takes effect in
-about a second, without a restart. Revoking keeps the row, as a record of who had access.
+about a second, without a restart. A token id not in the snapshot is looked up once, so a new
+token works at once. Revoking keeps the row, as a record of who had access.
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ class Tokens:
         match = _TOKEN.fullmatch(presented)
         if match is None:
             return None
-        entry = self._snapshot().get(match[1])
+        entry = self._snapshot().get(match[1]) or self._newly_created(match[1])
         # Hashed even for an unknown id, so the answer takes as long either way.
         digest = _digest(match[2])
         if entry is None or not hmac.compare_digest(entry.digest, digest):
@@ -300,6 +301,22 @@ class Tokens:
                 }
                 self._loaded_at = now
             return self._active
+
+    def _newly_created(self, token_id: str) -> _Active | None:
+        """A token created since the snapshot was read (one indexed read), so that a new token
+        works at once; a revocation still waits for the next snapshot."""
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS}, secret_sha256 FROM api_tokens "
+                "WHERE id = ? AND revoked_at IS NULL",
+                (token_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        entry = _Active(bytes.fromhex(row[-1]), _record(row[:-1]).principal)
+        with self._lock:
+            self._active = {**self._active, token_id: entry}
+        return entry
 
     def _forget(self) -> None:
         with self._lock:

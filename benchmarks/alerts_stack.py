@@ -51,6 +51,7 @@ class Servers:
             ingest_client_id=f"ingest-{name}",
             spool_dir=str(self.workdir / "spool"),
             http_listen="off",
+            unregistered="off",  # simulated devices, none registered
         )
 
 

@@ -180,6 +180,7 @@ def fleet(
         ingest_client_id=f"ingest-{unique}",
         spool_dir=str(tmp_path_factory.mktemp("spool")),
         http_listen="127.0.0.1:0",
+        unregistered="off",  # simulated devices, none registered
     )
     influx = Influx(settings.influx_url, settings.influx_db)
     start = NOW - 50 * 60

@@ -378,6 +378,7 @@ def fleet_day(
         spool_dir=str(tmp_path_factory.mktemp("spool")),
         http_listen="127.0.0.1:0",
         webhook_url=SecretStr(webhook.url),
+        unregistered="off",  # simulated devices, none registered
     )
     try:
         with RunningIngest(settings, IngestOptions(linger_s=0.05)) as running:

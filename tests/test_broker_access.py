@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import orjson
 import paho.mqtt.client as paho
 import pytest
@@ -401,7 +402,7 @@ def show(matrix: dict[str, dict[str, str]], expected: dict[str, dict[str, str]])
 
 
 def test_only_the_allowed_cells_of_the_access_matrix_succeed(
-    secured: Secured, settings: Settings, influx: Influx
+    secured: Secured, settings: Settings, influx: Influx, caplog: pytest.LogCaptureFixture
 ) -> None:
     s = secured
     service = settings.model_copy(
@@ -481,6 +482,14 @@ def test_only_the_allowed_cells_of_the_access_matrix_succeed(
             reasons = {r["reason"] for r in influx.query('SELECT * FROM "moclo_rejected"')}
             assert reasons == {"bad_ack"}
             assert running.stats.rejected == matrix.acks_delivered
+
+            # No secret in the logs (ingest's and the broker's), the rejected store or /metrics.
+            assert running.ingest is not None and running.ingest.http_port
+            metrics = httpx.get(f"http://127.0.0.1:{running.ingest.http_port}/metrics").text
+            rejected = str(influx.query('SELECT * FROM "moclo_rejected"'))
+            seen = caplog.text + s.broker.log_path.read_text() + metrics + rejected
+            for credentials in s.logins.values():
+                assert credentials.password not in seen
         finally:
             matrix.close()
 
@@ -505,3 +514,41 @@ def test_mqtt_3_clients_get_a_plain_puback_for_a_refused_publish_and_qos_0_is_dr
     finally:
         old.close()
         eye.close()
+
+
+def test_retained_alert_state_reaches_only_its_own_tenant(secured: Secured) -> None:
+    """Retained messages are handed out when a client subscribes, by a path of their own in
+    the broker: the ACL must hold there too."""
+    s = secured
+    port = s.broker.port
+    p = s.prefix
+    ingest = Peer(port, "ingest", s.creds("ingest"))
+    states = {
+        tenant: orjson.dumps({"id": uuid.uuid4().hex[:12], "tenant": tenant}) for tenant in (T1, T2)
+    }
+    for tenant, device in ((T1, "cow-a"), (T2, "cow-d")):
+        info = ingest.client.publish(
+            f"{p}/{tenant}/alert-state/{device}/fever", states[tenant], qos=1, retain=True
+        )
+        info.wait_for_publish(10)
+    everything = f"{p}/+/alert-state/#"
+
+    def retained_for(name: str, topic_filter: str = everything) -> set[str]:
+        peer = Peer(port, name, s.creds(name))
+        try:
+            assert peer.subscribe(topic_filter) == [1]
+            peer.unsubscribe(topic_filter)  # retained messages come before the UNSUBACK
+            got = {payload for _, payload in peer.take()}
+            return {tenant for tenant, state in states.items() if state in got}
+        finally:
+            peer.close()
+
+    try:
+        assert retained_for("serve") == {T1, T2}  # the control: both are retained
+        assert retained_for("app farm-one") == {T1}
+        assert retained_for("app farm-two") == {T2}
+        assert retained_for("operator farm-one", "#") == {T1}
+        assert retained_for("device A", "#") == set()
+        assert retained_for("ingest", "#") == set()
+    finally:
+        ingest.close()  # the retained states go with this test's broker

@@ -51,8 +51,8 @@ class RegisteredDevices:
         return self._clock() >= self._next_check
 
     def refresh(self) -> bool:
-        """Reads the registry again if it changed; True if the set was read again. Safe to
-        call from a worker thread, one call at a time; lookups meanwhile see the old set."""
+        """Reads the registry again if it changed; True if the set of devices changed. Safe
+        to call from a worker thread, one call at a time; lookups meanwhile see the old set."""
         self._next_check = self._clock() + self.check_every_s
         try:
             stat = os.stat(self.path)

@@ -96,9 +96,16 @@ Caller = Annotated[Principal, Depends(signed_in)]
 
 def same_site(request: Request) -> None:
     """Forbidden if a browser says the request comes from a page of another site. SameSite
-    already keeps the cookie from such requests; this is the second lock on the door."""
+    already keeps the cookie from such requests; this is the second lock on the door.
+
+    Behind a reverse proxy, the page's host is the proxy's: it must pass `Host` through, or
+    say it in `X-Forwarded-Host` (a page of another site cannot set that header on a request
+    to us without a CORS preflight, which this server never answers)."""
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+    if origin is None:
+        return  # not a browser's cross-site request: browsers send Origin with these
+    ours = {request.headers.get("host"), request.headers.get("x-forwarded-host")}
+    if urlsplit(origin).netloc not in ours:
         raise Forbidden("a change must come from the dashboard's own page")
 
 

@@ -110,7 +110,7 @@ class LiveHub:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Subscribes until `stop`, reconnecting with backoff when the broker goes away."""
-        flusher = asyncio.create_task(self._flush_readings(stop))
+        flusher = asyncio.create_task(self._flush_readings(stop), name="serve-live-flush")
         try:
             delay = 0.5
             while not stop.is_set():

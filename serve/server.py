@@ -98,8 +98,8 @@ async def run_serve(
     )
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(hub.run(stop))
-            serving = tasks.create_task(server.serve(sockets=[sock]))
+            tasks.create_task(hub.run(stop), name="serve-live")
+            serving = tasks.create_task(server.serve(sockets=[sock]), name="serve-http")
             while not server.started and not serving.done():
                 await asyncio.sleep(0.01)  # uvicorn has no started event; bounded by its startup
             if server.started:

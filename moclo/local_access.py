@@ -65,7 +65,11 @@ def provision(
     serve = _fresh_account(registry, "serve", SERVE_ACCOUNT)
     if simulation is not None:
         simulation = _with_device_logins(registry, settings, simulation)
-    auth_dir = settings.broker_auth_path or data_dir / "broker"
+    auth_dir = (
+        Path(settings.broker_auth_dir)
+        if settings.broker_auth_dir not in (None, "off")
+        else registry.path.parent / "broker"
+    )
     auth = write_broker_auth(registry, auth_dir, prefix=settings.topic_prefix)
     tls = ensure_local_tls(data_dir / "tls")
 

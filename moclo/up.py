@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from access.broker import PID_FILE
 from ingest.alerts import Alert
 from ingest.service import Ingest, IngestOptions, IngestStats
 from moclo.local_access import LocalAccess, provision
@@ -93,6 +94,10 @@ def start_local_servers(
         )
         broker.start()
         servers.callback(broker.stop)
+        # So that `moclo devices add` and the like reload this broker (access/broker.py).
+        pid_file = access.auth.password_file.parent / PID_FILE
+        pid_file.write_text(f"{broker.pid}\n")
+        servers.callback(pid_file.unlink, missing_ok=True)
         updates["mqtt_url"] = broker.url
         notes.append(
             f"  MQTT broker  {broker.url}  (started here; no anonymous clients, accounts and "

@@ -130,6 +130,31 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
             anonymous.loop_stop()
             anonymous.disconnect()
         assert refused[0].is_failure, refused  # type: ignore[attr-defined]
+        # A device registered while the stack runs may log in at once: the broker reloaded.
+        registry = Path(os.environ["MOCLO_REGISTRY"])  # the test's own (tests/conftest.py)
+        broker_files = registry.parent / "broker"
+        assert (broker_files / "passwords").exists() and (broker_files / "acl").exists()
+        logins = tmp_path / "new-device.csv"
+        added = moclo(
+            "devices", "add", "demo-farm", "cow_tracker", "cow-9999",
+            "--credentials-out", str(logins),
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        assert "reloaded" in added.stdout + added.stderr
+        _, _, username, password = logins.read_text().splitlines()[1].split(",")
+        device = make_client(
+            MqttEndpoint("127.0.0.1", mqtt_port, username, password, False), "demo-farm.cow-9999"
+        )
+        accepted: list[object] = []
+        device.on_connect = lambda c, u, f, reason, p: accepted.append(reason)
+        device.connect("127.0.0.1", mqtt_port)
+        device.loop_start()
+        try:
+            wait_until(lambda: accepted, what="the new device's CONNACK")
+        finally:
+            device.loop_stop()
+            device.disconnect()
+        assert not accepted[0].is_failure, accepted  # type: ignore[attr-defined]
         assert "fever" in {a["rule"] for a in fevers}
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0, output.text()

@@ -314,7 +314,10 @@ function renderFleetSoon() {
 
 // -- device page ---------------------------------------------------------------------------
 
+let deviceLoads = 0;  // a newer load (another range, another device) wins over an older one
+
 async function showDevice(tenant, id) {
+  const load = ++deviceLoads;
   state.device = { tenant, id };
   $("fleet-view").hidden = true; $("device-view").hidden = false;
   $("device-title").textContent = `${tenant} / ${id}`;
@@ -322,9 +325,15 @@ async function showDevice(tenant, id) {
   const device = await api(`/api/devices/${tenant}/${id}`);
   $("device-facts").textContent = `${device.device_type} · last reading ${ago(device.last_seen)}` +
     ` · ${device.open_alerts ? `${device.open_alerts} open alert(s)` : "no open alerts"}`;
-  const doc = await api("/api/series", { device: id, tenant, since: state.since, every: "auto" });
+  const since = state.since;
+  const doc = await api("/api/series", { device: id, tenant, since, every: "auto" });
+  if (load !== deviceLoads) return;
   drawCharts(doc);
   await loadEpisodes();
+  if (load !== deviceLoads) return;
+  // Says which range the charts show once they and their episodes are drawn (for tests, and
+  // for anyone scripting the page): clicking ranges quickly starts several loads.
+  $("charts").dataset.shown = `${tenant}/${id}/${since}`;
 }
 
 function drawCharts(doc) {

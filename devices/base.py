@@ -30,6 +30,9 @@ _RFC3339 = re.compile(
 )
 
 
+_MAX_ABS_EPOCH_S = 1e11  # far beyond the years 1677..2262, far below a float's overflow
+
+
 def parse_timestamp(value: Any) -> int:
     """Turns a wire timestamp into integer nanoseconds since the epoch.
 
@@ -44,6 +47,8 @@ def parse_timestamp(value: Any) -> int:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("ts must be a finite number")
+        if abs(value) > _MAX_ABS_EPOCH_S:  # 2e302 * 1e6 is infinity, which round() refuses
+            raise ValueError("ts is outside the range InfluxDB can store (years 1677..2262)")
         ns = round(value * 1_000_000) * 1_000
     elif isinstance(value, str):
         ns = _parse_rfc3339(value)

@@ -120,6 +120,15 @@ REJECTIONS = [
         "cow_tracker",
         "schema",
     ),
+    # Found by the property test below: a finite float whose nanoseconds overflow to infinity.
+    (
+        TOPIC,
+        json.dumps({**COW, "ts": 2e302}).encode(),
+        RejectReason.INVALID_READING,
+        "farm-1",
+        "cow_tracker",
+        "huge-float-ts",
+    ),
 ]
 
 

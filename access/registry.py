@@ -20,17 +20,15 @@ its own tables in `schema_versions`, so they never trip over each other's migrat
 
 from __future__ import annotations
 
-import os
 import re
-import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager, suppress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
 from access.passwords import hash_password, new_secret
+from access.store import StoreFile
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import IDENTIFIER_RULE, is_identifier
 
@@ -170,7 +168,13 @@ class Registry:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._ready = False
+        self._store = StoreFile(
+            self.path,
+            component=COMPONENT,
+            schema=_SCHEMA,
+            version=SCHEMA_VERSION,
+            error=RegistryError,
+        )
 
     # -- devices ---------------------------------------------------------------------------
 
@@ -202,7 +206,7 @@ class Registry:
             seen.add(key)
         now = _now()
         issued: list[tuple[DeviceRecord, Credentials]] = []
-        with self._write() as db:
+        with self._store.write() as db:
             for spec in specs:
                 existing = db.execute(
                     "SELECT device_type, created_at FROM devices "
@@ -239,7 +243,7 @@ class Registry:
 
     def revoke_device(self, tenant: str, device_id: str) -> None:
         """Takes a device's credentials back; its readings are refused from now on."""
-        with self._write() as db:
+        with self._store.write() as db:
             changed = db.execute(
                 "UPDATE devices SET revoked_at = ? "
                 "WHERE tenant = ? AND device_id = ? AND revoked_at IS NULL",
@@ -255,7 +259,7 @@ class Registry:
         self, *, tenant: str | None = None, include_revoked: bool = False
     ) -> list[DeviceRecord]:
         where, params = _filters(tenant=tenant, include_revoked=include_revoked)
-        with self._read() as db:
+        with self._store.read() as db:
             rows = db.execute(
                 "SELECT tenant, device_type, device_id, username, created_at, revoked_at "
                 f"FROM devices{where} ORDER BY tenant, device_id, id",
@@ -264,7 +268,7 @@ class Registry:
         return [DeviceRecord(*row) for row in rows]
 
     def is_registered(self, tenant: str, device_type: str, device_id: str) -> bool:
-        with self._read() as db:
+        with self._store.read() as db:
             row = db.execute(
                 "SELECT 1 FROM devices WHERE tenant = ? AND device_id = ? AND device_type = ? "
                 "AND revoked_at IS NULL",
@@ -279,7 +283,7 @@ class Registry:
         credentials, the only time they are seen."""
         check_account(role, name, tenant)
         password = new_secret()
-        with self._write() as db:
+        with self._store.write() as db:
             existing = db.execute(
                 "SELECT role, tenant FROM accounts WHERE name = ? AND revoked_at IS NULL", (name,)
             ).fetchone()
@@ -297,7 +301,7 @@ class Registry:
         return Credentials(name, password)
 
     def revoke_account(self, name: str) -> None:
-        with self._write() as db:
+        with self._store.write() as db:
             changed = db.execute(
                 "UPDATE accounts SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                 (_now(), name),
@@ -310,7 +314,7 @@ class Registry:
 
     def accounts(self, *, include_revoked: bool = False) -> list[AccountRecord]:
         where, params = _filters(include_revoked=include_revoked)
-        with self._read() as db:
+        with self._store.read() as db:
             rows = db.execute(
                 "SELECT name, role, tenant, created_at, revoked_at "
                 f"FROM accounts{where} ORDER BY name, id",
@@ -322,7 +326,7 @@ class Registry:
 
     def mqtt_logins(self) -> list[MqttLogin]:
         """Every active login with its password hash, accounts first, in a stable order."""
-        with self._read() as db:
+        with self._store.read() as db:
             accounts = db.execute(
                 "SELECT name, password_hash, role, tenant FROM accounts "
                 "WHERE revoked_at IS NULL ORDER BY name"
@@ -335,96 +339,6 @@ class Registry:
             MqttLogin(user, h, "device", tenant, device_type, device_id)
             for user, h, tenant, device_type, device_id in devices
         ]
-
-    # -- the file --------------------------------------------------------------------------
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with closing(self._connect()) as db:
-            try:
-                yield db
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction, taken before reading so concurrent writers queue, not fail."""
-        with closing(self._connect()) as db:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
-
-    def _failed(self, exc: sqlite3.Error) -> RegistryError:
-        return RegistryError(
-            f"the registry {self.path} cannot be used ({exc}); if another command holds it, "
-            "try again; check its permissions and free disk space"
-        )
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            if not self._ready:
-                self._create_file()
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise RegistryError(
-                f"cannot open the registry {self.path}: {exc}; check the path (MOCLO_REGISTRY) "
-                "and its permissions"
-            ) from None
-        if not self._ready:
-            try:
-                self._migrate(db)
-            except BaseException:
-                db.close()
-                raise
-            self._ready = True
-        return db
-
-    def _create_file(self) -> None:
-        # Created 0600 before SQLite opens it: it holds password hashes, and SQLite gives its
-        # -wal and -shm files the database file's permissions.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise RegistryError(f"cannot use the registry {self.path}: {exc}") from None
-        try:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_versions "
-                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            row = db.execute(
-                "SELECT version FROM schema_versions WHERE component = ?", (COMPONENT,)
-            ).fetchone()
-            if row is None:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(
-                    "INSERT INTO schema_versions (component, version) VALUES (?, ?)",
-                    (COMPONENT, SCHEMA_VERSION),
-                )
-            elif row[0] > SCHEMA_VERSION:
-                raise RegistryError(
-                    f"the registry {self.path} was written by a newer moclo (schema {row[0]}; "
-                    f"this one knows {SCHEMA_VERSION}): upgrade moclo"
-                )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        # Readers (ingest) never wait for a writer in WAL mode. Set outside a transaction.
-        db.execute("PRAGMA journal_mode=WAL")
 
 
 def _filters(

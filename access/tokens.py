@@ -29,19 +29,19 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, contextmanager, suppress
+from collections.abc import Callable, Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast, get_args
 
+from access.store import StoreFile
 from devices.topics import IDENTIFIER_RULE, is_identifier
 
 Role = Literal["viewer", "operator", "admin"]
@@ -188,7 +188,14 @@ class Tokens:
         self.path = Path(path)
         self._refresh_s = refresh_s
         self._clock = clock
-        self._ready = False
+        self._store = StoreFile(
+            self.path,
+            component=COMPONENT,
+            schema=_SCHEMA,
+            version=SCHEMA_VERSION,
+            error=TokenStoreError,
+            timeout_s=10.0,
+        )
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._loaded_at: float | None = None
@@ -204,7 +211,7 @@ class Tokens:
         check_token_spec(name, chosen, role)
         token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         record = TokenRecord(token_id, name, role, chosen, created_at=_now())
-        with self._write() as db:
+        with self._store.write() as db:
             taken = db.execute(
                 "SELECT id FROM api_tokens WHERE name = ? AND revoked_at IS NULL", (name,)
             ).fetchone()
@@ -230,7 +237,7 @@ class Tokens:
 
     def revoke(self, id_or_name: str) -> TokenRecord:
         """Revokes the active token with this id (or, failing that, this name)."""
-        with self._write() as db:
+        with self._store.write() as db:
             row = (
                 db.execute(
                     f"SELECT {_COLUMNS} FROM api_tokens WHERE revoked_at IS NULL AND id = ?",
@@ -254,7 +261,7 @@ class Tokens:
     def list(self, *, include_revoked: bool = False) -> builtins.list[TokenRecord]:
         """The tokens, oldest first; the revoked ones too with `include_revoked`."""
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
-        with self._read() as db:
+        with self._store.read() as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM api_tokens{where} ORDER BY created_at, rowid"
             ).fetchall()
@@ -291,7 +298,7 @@ class Tokens:
         with self._lock:
             now = self._clock()
             if self._loaded_at is None or now - self._loaded_at >= self._refresh_s:
-                with self._read() as db:
+                with self._store.read() as db:
                     rows = db.execute(
                         f"SELECT {_COLUMNS}, secret_sha256 FROM api_tokens WHERE revoked_at IS NULL"
                     ).fetchall()
@@ -305,7 +312,7 @@ class Tokens:
     def _newly_created(self, token_id: str) -> _Active | None:
         """A token created since the snapshot was read (one indexed read), so that a new token
         works at once; a revocation still waits for the next snapshot."""
-        with self._read() as db:
+        with self._store.read() as db:
             row = db.execute(
                 f"SELECT {_COLUMNS}, secret_sha256 FROM api_tokens "
                 "WHERE id = ? AND revoked_at IS NULL",
@@ -331,97 +338,13 @@ class Tokens:
                 return
             self._touched[token_id] = now
         try:
-            with closing(self._connect(timeout_s=0.5)) as db:
+            with closing(self._store.connect(timeout_s=0.5)) as db:
                 db.execute(
                     "UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (_now(), token_id)
                 )
         except (sqlite3.Error, TokenStoreError) as exc:
             # The answer does not depend on it; the next use after a minute tries again.
             log.debug("could not record the last use of token %s: %s", token_id, exc)
-
-    # -- the file --------------------------------------------------------------------------
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with closing(self._connect()) as db:
-            try:
-                yield db
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction, taken before reading, so concurrent writers queue, not fail."""
-        with closing(self._connect()) as db:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
-
-    def _failed(self, exc: sqlite3.Error) -> TokenStoreError:
-        return TokenStoreError(
-            f"the registry {self.path} cannot be used ({exc}); if another command holds it, "
-            "try again; check its permissions and free disk space"
-        )
-
-    def _connect(self, *, timeout_s: float = 10.0) -> sqlite3.Connection:
-        try:
-            if not self._ready:
-                _create_file(self.path)
-            db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise TokenStoreError(
-                f"cannot open the registry {self.path}: {exc}; check the path (MOCLO_REGISTRY) "
-                "and its permissions"
-            ) from None
-        if not self._ready:
-            try:
-                self._migrate(db)
-            except BaseException:
-                db.close()
-                raise
-            self._ready = True
-        return db
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_versions "
-                    "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-                )
-                row = db.execute(
-                    "SELECT version FROM schema_versions WHERE component = ?", (COMPONENT,)
-                ).fetchone()
-                if row is None:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute(
-                        "INSERT INTO schema_versions (component, version) VALUES (?, ?)",
-                        (COMPONENT, SCHEMA_VERSION),
-                    )
-                elif row[0] > SCHEMA_VERSION:
-                    raise TokenStoreError(
-                        f"the registry {self.path} holds API tokens of a newer moclo (schema "
-                        f"{row[0]}; this one knows {SCHEMA_VERSION}): upgrade moclo"
-                    )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            # Readers (moclo serve) never wait for a writer in WAL mode. Set outside a
-            # transaction.
-            db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
 
 
 _COLUMNS = "id, name, role, tenants, created_at, last_used_at, revoked_at"
@@ -450,11 +373,3 @@ def _digest(secret: str) -> bytes:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _create_file(path: Path) -> None:
-    # Created 0600 before SQLite opens it: it holds the tokens' digests, and SQLite gives its
-    # -wal and -shm files the database file's permissions.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))

@@ -40,23 +40,12 @@ import orjson
 import paho.mqtt.client as paho
 
 from benchmarks.alerts_stack import BenchmarkFailed
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.query_stack import Served, Stack, ingest, serve, simulate
 from devices.topics import alert_subscription, telemetry_topic
 from moclo.mqtt import MqttEndpoint, make_client
 from simulators.publisher import MqttPublisher
 
-CHROMIUM = "/usr/bin/chromium"
-# As tests/test_dashboard.py: headless, and none of Chromium's own calls home.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RULE = "fever"
 TENANT = "farm"
 FEVER_C = 40.1

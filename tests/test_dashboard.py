@@ -17,24 +17,13 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from devices.topics import telemetry_topic
 from moclo.settings import Settings
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, publish_all, wait_until
 from tests.test_serve import NOW, cow_history, pacemaker
 
-CHROMIUM = "/usr/bin/chromium"
-# Headless, and none of Chromium's own calls home: this machine's network is closed.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = Path(__file__).resolve().parent.parent / "docs"
 
 

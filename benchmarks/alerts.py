@@ -44,7 +44,7 @@ from benchmarks.alerts_memory import memory
 from benchmarks.alerts_report import Figures, report
 from benchmarks.alerts_stack import local_servers
 from benchmarks.alerts_throughput import drain, throughput
-from benchmarks.machine import machine
+from benchmarks.machine import machine, write_results
 from ingest.service import IngestOptions
 from moclo.logs import configure_logging
 from moclo.settings import Settings
@@ -153,15 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     given = argv if argv is not None else sys.argv[1:]
     figures = run(args, " ".join(["python -m benchmarks.alerts", *given]))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
-    text = report(figures)
-    if args.out == "-":
-        print(text)
-    else:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}", file=sys.stderr)
+    write_results(figures, report(figures), out=args.out, json_path=args.json)
     return 0
 
 

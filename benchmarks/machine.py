@@ -1,10 +1,15 @@
-"""What a benchmark ran on, for its results file: cores, CPU, memory, Python, kernel."""
+"""What a benchmark ran on, for its results file (cores, CPU, memory, Python, kernel), and
+writing that file."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 
 def machine() -> str:
@@ -26,3 +31,15 @@ def machine() -> str:
         f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024**2:.0f} GiB, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
     )
+
+
+def write_results(figures: dict[str, Any], text: str, *, out: str, json_path: str | None) -> None:
+    """The report to `out` (`-`: stdout), and the raw figures as JSON to `json_path` if given."""
+    if json_path:
+        Path(json_path).write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    if out == "-":
+        print(text)
+    else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        print(f"wrote {out}", file=sys.stderr)

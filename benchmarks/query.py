@@ -32,11 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from benchmarks.alerts import _version
 from benchmarks.alerts_stack import ROOT, BenchmarkFailed
-from benchmarks.machine import machine
+from benchmarks.machine import machine, write_results
 from benchmarks.query_data import Fleet
 from benchmarks.query_live import LiveLoad, live_latency
 from benchmarks.query_load import count_points, load
@@ -284,15 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     given = argv if argv is not None else sys.argv[1:]
     figures = run(args, " ".join(["python -m benchmarks.query", *given]))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
-    text = report(figures)
-    if args.out == "-":
-        print(text)
-    else:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        progress(f"wrote {args.out}")
+    write_results(figures, report(figures), out=args.out, json_path=args.json)
     return 0
 
 

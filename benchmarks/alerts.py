@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,18 +43,10 @@ from benchmarks.alerts_memory import memory
 from benchmarks.alerts_report import Figures, report
 from benchmarks.alerts_stack import local_servers
 from benchmarks.alerts_throughput import drain, throughput
-from benchmarks.machine import machine, write_results
+from benchmarks.machine import machine, server_versions, write_results
 from ingest.service import IngestOptions
 from moclo.logs import configure_logging
 from moclo.settings import Settings
-from moclo.stack import find_executable
-
-
-def _version(name: str, package: str, flag: str) -> str:
-    """The first line a server prints about its version, e.g. "mosquitto version 2.0.11"."""
-    command = [find_executable(name, package=package), flag]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
-    return next((ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()), name)
 
 
 def _child(mode: str, raw: str) -> None:
@@ -94,9 +85,7 @@ def run(args: argparse.Namespace, command: str) -> Figures:
             progress(f"  {lat[-1]}")
     progress(f"memory: {args.cows:,} cows and {args.others:,} others…")
     mem = [dataclasses.asdict(row) for row in memory(args.cows, args.others, progress)]
-    servers_text = " and ".join(
-        _version(*v) for v in (("mosquitto", "mosquitto", "-h"), ("influxd", "influxdb", "version"))
-    )
+    servers_text = server_versions()
     settings = ("readings", "seed", "rate", "warmup", "duration", "alerting")
     return {
         "run": {

@@ -1,15 +1,18 @@
-"""What a benchmark ran on, for its results file (cores, CPU, memory, Python, kernel), and
-writing that file."""
+"""What a benchmark ran on, for its results file (cores, CPU, memory, Python, kernel, the
+servers' versions), and writing that file."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from moclo.stack import find_executable
 
 
 def machine() -> str:
@@ -30,6 +33,21 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024**2:.0f} GiB, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def _version(name: str, package: str, flag: str) -> str:
+    """The first line a server prints about its version, e.g. "mosquitto version 2.0.11"."""
+    command = [find_executable(name, package=package), flag]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    return next((ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()), name)
+
+
+def server_versions() -> str:
+    """The broker's and the database's versions, e.g. "mosquitto version 2.0.11 and InfluxDB
+    v1.6.7 (git: unknown unknown)"."""
+    return " and ".join(
+        _version(*v) for v in (("mosquitto", "mosquitto", "-h"), ("influxd", "influxdb", "version"))
     )
 
 

@@ -32,9 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.alerts import _version
 from benchmarks.alerts_stack import ROOT, BenchmarkFailed
-from benchmarks.machine import machine, write_results
+from benchmarks.machine import machine, server_versions, write_results
 from benchmarks.query_data import Fleet
 from benchmarks.query_live import LiveLoad, live_latency
 from benchmarks.query_load import count_points, load
@@ -210,9 +209,7 @@ def run(args: argparse.Namespace, command: str) -> Figures:
         if args.alerts:
             figures["live"] = time_live(stack, args)
     loads.append(os.getloadavg()[0])
-    servers_text = " and ".join(
-        _version(*v) for v in (("mosquitto", "mosquitto", "-h"), ("influxd", "influxdb", "version"))
-    )
+    servers_text = server_versions()
     chromium = subprocess.run(
         ["/usr/bin/chromium", "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()

@@ -9,10 +9,19 @@ COPY simulators ./simulators
 COPY query ./query
 COPY serve ./serve
 COPY access ./access
-# /var/lib/moclo holds the spool and the alert state; owned by moclo so that a new named
-# volume mounted there is writable.
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 moclo \
-    && mkdir -p /var/lib/moclo && chown moclo /var/lib/moclo
+# Folders that docker-compose mounts named volumes on, made here so that a new volume starts
+# with their owner and mode: /var/lib/moclo (ingest's spool and alert state), the registry, a
+# secrets folder per service (0700), and the broker's password and ACL files, shared with the
+# eclipse-mosquitto image's `mosquitto` group (gid 1883) so that its broker can read them.
+RUN pip install --no-cache-dir . \
+    && groupadd --system --gid 1883 mosquitto \
+    && useradd --system --uid 10001 --groups mosquitto moclo \
+    && mkdir -p /var/lib/moclo /var/lib/moclo-registry /var/lib/moclo-broker \
+        /var/lib/moclo-secrets/ingest /var/lib/moclo-secrets/serve \
+        /var/lib/moclo-secrets/simulator \
+    && chown moclo /var/lib/moclo /var/lib/moclo-registry /var/lib/moclo-secrets/* \
+    && chmod 0700 /var/lib/moclo-registry /var/lib/moclo-secrets/* \
+    && chown moclo:mosquitto /var/lib/moclo-broker && chmod 0750 /var/lib/moclo-broker
 USER moclo
 ENTRYPOINT ["moclo"]
 CMD ["--help"]

@@ -128,14 +128,15 @@ def write_broker_auth(
     """Writes `directory/passwords` and `directory/acl` from the registry's active logins.
 
     With `group`, the files are 0640 and owned by that group (for a broker running as
-    another user), else 0600.
+    another user). Without it, files that were made so keep their group (a later `moclo
+    devices add` must not lock the broker out of them); new files are 0600.
     """
     logins = registry.mqtt_logins()
     acl = acl_text(logins, prefix, source=str(registry.path))
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        gid = grp.getgrnam(group).gr_gid if group else None
         auth = BrokerAuth(directory / PASSWORD_FILE, directory / ACL_FILE)
+        gid = grp.getgrnam(group).gr_gid if group else _shared_group(auth.password_file)
         _write_atomically(auth.password_file, password_text(logins), gid)
         _write_atomically(auth.acl_file, acl, gid)
     except KeyError:
@@ -169,6 +170,15 @@ def local_broker_pid(directory: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if name == "mosquitto" else None
+
+
+def _shared_group(path: Path) -> int | None:
+    """The group an existing file is shared with (mode 0640), if it is."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_gid if status.st_mode & 0o040 else None
 
 
 def _write_atomically(path: Path, text: str, gid: int | None) -> None:

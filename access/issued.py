@@ -3,7 +3,8 @@
 - devices: the simulator's credentials CSV (`tenant,device_id,username,password`, see
   `simulators/credentials.py`), appended to, so one file can collect a whole fleet;
 - accounts: an environment file (`MOCLO_MQTT_USERNAME=...`, `MOCLO_MQTT_PASSWORD=...`) for a
-  service, as docker-compose's `env_file` or systemd's `EnvironmentFile` read it.
+  service, as docker-compose's `env_file` or systemd's `EnvironmentFile` read it, or a file
+  holding only the password (`MOCLO_MQTT_PASSWORD_FILE`).
 
 Files are created 0600; an existing file that others may read is refused rather than used,
 since its secrets would be readable the moment they are written.
@@ -31,14 +32,8 @@ def append_device_credentials(
 ) -> int:
     """Appends one CSV row per device (with the header if the file is new); fsynced before it
     returns. Returns how many rows were written."""
-    rows = io.StringIO()
-    writer = csv.writer(rows, lineterminator="\n")
-    count = 0
-    for record, credentials in issued:
-        writer.writerow(
-            (record.tenant, record.device_id, credentials.username, credentials.password)
-        )
-        count += 1
+    rows = _credential_rows(issued)
+    count = rows.getvalue().count("\n")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         new = True
@@ -69,11 +64,40 @@ def check_env_file(path: Path) -> None:
 
 def write_account_env(path: Path, credentials: Credentials) -> None:
     """Writes (or replaces) an environment file with the account's MQTT login, mode 0600."""
+    _write_private(
+        path,
+        f"MOCLO_MQTT_USERNAME={credentials.username}\nMOCLO_MQTT_PASSWORD={credentials.password}\n",
+    )
+
+
+def write_password_file(path: Path, password: str) -> None:
+    """Writes (or replaces) a file holding only the password and a newline, mode 0600: what
+    MOCLO_MQTT_PASSWORD_FILE names (docker-compose's way of handing a service its secret)."""
+    _write_private(path, password + "\n")
+
+
+def write_device_credentials(path: Path, issued: Iterable[tuple[DeviceRecord, Credentials]]) -> int:
+    """Writes (or replaces) a whole credentials CSV, mode 0600. Returns how many rows."""
+    rows = _credential_rows(issued)
+    _write_private(path, ",".join(FIELDS) + "\n" + rows.getvalue())
+    return rows.getvalue().count("\n")
+
+
+def _credential_rows(issued: Iterable[tuple[DeviceRecord, Credentials]]) -> io.StringIO:
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    for record, credentials in issued:
+        writer.writerow(
+            (record.tenant, record.device_id, credentials.username, credentials.password)
+        )
+    return rows
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replaces `path` atomically with `text`, mode 0600; an existing file others may read is
+    refused (IssuedFileError) rather than overwritten in place."""
     if path.exists():
         _check_private(path)
-    text = (
-        f"MOCLO_MQTT_USERNAME={credentials.username}\nMOCLO_MQTT_PASSWORD={credentials.password}\n"
-    )
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -92,6 +92,52 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _registry_flags(write)
 
+    provision = commands.add_parser(
+        "provision",
+        help="make sure service accounts and a fleet's device logins exist (idempotent)",
+        description="For a deployment that hands secrets to its services as files "
+        "(docker-compose's `provision` service runs this on every start). Each --account is "
+        "kept if it is registered and FILE holds its password, else issued (again) with the "
+        "password written to FILE (0600); --devices does the same for every device of a "
+        "scenario, with their logins in the CSV that `moclo simulate --credentials` reads. "
+        "Then the broker's password and ACL files are written to MOCLO_BROKER_AUTH_DIR. "
+        "Nothing secret is printed.",
+        epilog=PROVISION_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    provision.add_argument(
+        "--account",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("ROLE", "NAME", "FILE"),
+        help="a service account (ROLE ingest or serve) and the file for its password; repeat",
+    )
+    provision.add_argument(
+        "--devices",
+        nargs=2,
+        metavar=("SCENARIO", "CSV"),
+        help="register every device of this scenario (name or file); logins go to CSV",
+    )
+    provision.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="make the broker's files 0640 and owned by GROUP (the broker's user's group)",
+    )
+    _registry_flags(provision)
+
+
+PROVISION_EPILOG = """\
+example (what docker-compose.yml runs):
+  moclo provision \\
+    --account ingest compose-ingest /var/lib/moclo-secrets/ingest/mqtt-password \\
+    --account serve compose-serve /var/lib/moclo-secrets/serve/mqtt-password \\
+    --devices /etc/moclo/fleet.toml /var/lib/moclo-secrets/simulator/devices.csv \\
+    --group mosquitto
+and the services read them with MOCLO_MQTT_PASSWORD_FILE=FILE and
+`moclo simulate --scenario ... --connections device --credentials CSV`.
+"""
+
 
 def _registry_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", metavar="FILE", help="the registry (MOCLO_REGISTRY)")
@@ -104,6 +150,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """`moclo accounts ...` or `moclo broker-auth write`; returns the exit status."""
     from moclo import accounts_cli
 
+    if args.command == "provision":
+        return accounts_cli.provision(
+            settings, accounts=args.account, devices=args.devices, group=args.group
+        )
     if args.command == "broker-auth":
         return accounts_cli.write_files(
             settings, args.directory, reload_pid=args.reload_pid, group=args.group

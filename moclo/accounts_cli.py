@@ -1,4 +1,4 @@
-"""`moclo accounts` and `moclo broker-auth write`. Argument parsing is in
+"""`moclo accounts`, `moclo broker-auth write` and `moclo provision`. Argument parsing is in
 `moclo/accounts_args.py`; like `moclo devices`, a password is shown once or written to a 0600
 file, and every change rewrites the broker's files (`devices_cli.after_change`)."""
 
@@ -140,4 +140,56 @@ def write_files(
     )
     print("# mosquitto.conf (Mosquitto 2 reads both files again on SIGHUP):")
     print("\n".join(auth.config_lines()))
+    return 0
+
+
+def provision(
+    settings: Settings,
+    *,
+    accounts: list[list[str]],
+    devices: list[str] | None,
+    group: str | None,
+) -> int:
+    from access.provision import AccountPlan, ensure_account, ensure_devices
+    from moclo.devices_cli import scenario_devices
+
+    directory = settings.broker_auth_path
+    if directory is None:
+        print(
+            "moclo: MOCLO_BROKER_AUTH_DIR is off: provision writes the broker's files, "
+            "so set it to the folder the broker reads",
+            file=sys.stderr,
+        )
+        return 2
+    plans = []
+    for role, name, file in accounts:
+        if role not in ("ingest", "serve"):
+            print(
+                f"moclo: --account {role} {name}: ROLE must be ingest or serve (apps and "
+                "operators belong to people: `moclo accounts add`)",
+                file=sys.stderr,
+            )
+            return 2
+        plans.append(AccountPlan(role, name, Path(file)))  # type: ignore[arg-type]
+    registry = Registry(settings.registry)
+    try:
+        for plan in plans:
+            outcome = ensure_account(registry, plan)
+            where = "" if outcome == "kept" else f", password written to {plan.password_file}"
+            print(f"account {plan.name} ({plan.role}): {outcome}{where}")
+        if devices is not None:
+            scenario, csv_file = devices
+            specs = scenario_devices(scenario)
+            done = ensure_devices(registry, specs, Path(csv_file))
+            print(
+                f"devices of {scenario}: {done.kept} kept, {done.issued} issued, "
+                f"{done.reissued} issued again (their old logins revoked); logins in {csv_file} "
+                "(mode 0600)"
+            )
+        auth = write_broker_auth(registry, directory, prefix=settings.topic_prefix, group=group)
+    except (RegistryError, IssuedFileError, BrokerAuthError, ValueError) as exc:
+        print(f"moclo: {exc}", file=sys.stderr)
+        return 1
+    logins = registry.mqtt_logins()
+    print(f"broker files: {auth.password_file} and {auth.acl_file} ({len(logins)} logins)")
     return 0

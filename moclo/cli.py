@@ -2,9 +2,9 @@
 
 The top-level parser, `up` and `ingest` are here; the other command groups keep their parser
 and the call they make in a module of their own: `simulate_cli.py`, `devices_args.py`,
-`accounts_args.py` (also `broker-auth`), `rules_args.py`, `alerts_args.py`. Shared argument
-helpers are in `args.py`. Whatever a command needs beyond argparse is imported when it runs, so
-that `moclo --help` stays quick."""
+`accounts_args.py` (also `broker-auth` and `provision`), `rules_args.py`, `alerts_args.py`.
+Shared argument helpers are in `args.py`. Whatever a command needs beyond argparse is imported
+when it runs, so that `moclo --help` stays quick."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ environment (flags override them):
   MOCLO_MQTT_URL          broker, mqtt://[user:password@]host[:port]  (mqtt://127.0.0.1:1883)
   MOCLO_MQTT_USERNAME     broker account, over the URL's
   MOCLO_MQTT_PASSWORD     its password; environment only, never a flag
+  MOCLO_MQTT_PASSWORD_FILE
+                          or a file holding it (so do MOCLO_INFLUX_TOKEN_FILE and
+                          MOCLO_WEBHOOK_URL_FILE), as docker-compose hands secrets over
   MOCLO_MQTT_CA_FILE      CA certificate to trust for mqtts:// (e.g. .moclo/tls/ca.crt)
   MOCLO_INFLUX_URL        InfluxDB 1.x, or 2.x/3.x via /write and /query  (http://127.0.0.1:8086)
   MOCLO_INFLUX_DB         database, or bucket on 2.x/3.x  (moclo)
@@ -242,7 +245,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.command == "devices":
         return devices_args.run(args, settings)
-    if args.command in ("accounts", "broker-auth"):
+    if args.command in ("accounts", "broker-auth", "provision"):
         return accounts_args.run(args, settings)
     if args.command == "simulate":
         return simulate_cli.run(args, settings)

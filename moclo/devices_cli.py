@@ -121,7 +121,7 @@ def import_devices(
 ) -> int:
     try:
         if scenario is not None:
-            specs = _scenario_devices(scenario)
+            specs = scenario_devices(scenario)
         else:
             assert file is not None, "argparse requires FILE or --scenario"
             specs = _csv_devices(file)
@@ -243,7 +243,7 @@ def _csv_devices(path: Path) -> list[DeviceSpec]:
     return specs
 
 
-def _scenario_devices(name_or_path: str) -> list[DeviceSpec]:
+def scenario_devices(name_or_path: str) -> list[DeviceSpec]:
     from simulators.run import build_fleet
     from simulators.scenario import load_scenario
 

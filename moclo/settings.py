@@ -5,6 +5,7 @@
 | MOCLO_MQTT_URL           | mqtt://127.0.0.1:1883    | broker; user:password@ in the URL        |
 | MOCLO_MQTT_USERNAME      | (none)                   | broker account (overrides the URL's)     |
 | MOCLO_MQTT_PASSWORD      | (none)                   | its password; environment only           |
+| MOCLO_MQTT_PASSWORD_FILE | (none)                   | or a file holding it (also _TOKEN, _URL) |
 | MOCLO_MQTT_CA_FILE       | (none)                   | CA certificate for mqtts:// (a local CA) |
 | MOCLO_INFLUX_URL         | http://127.0.0.1:8086    | InfluxDB 1.x, or 2.x/3.x compatibility   |
 | MOCLO_INFLUX_DB          | moclo                    | database (bucket on 2.x/3.x)             |
@@ -159,11 +160,37 @@ class Settings(BaseModel):
         values: dict[str, Any] = {
             name: environ[var] for name, var in ENVIRONMENT.items() if environ.get(var)
         }
+        values.update(_secrets_from_files(environ))
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
         except ValidationError as exc:
             raise SettingsError(_explain(exc, set(overrides) - {None})) from None
+
+
+# Secrets may also come from a file named by VARIABLE_FILE (docker-compose and Kubernetes hand
+# secrets to containers as files), e.g. MOCLO_MQTT_PASSWORD_FILE=/run/secrets/mqtt-password.
+SECRET_FILES = {
+    name: ENVIRONMENT[name] + "_FILE" for name in ("mqtt_password", "influx_token", "webhook_url")
+}
+
+
+def _secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
+    values = {}
+    for name, file_var in SECRET_FILES.items():
+        path = environ.get(file_var)
+        if not path:
+            continue
+        if environ.get(ENVIRONMENT[name]):
+            raise SettingsError(f"set {ENVIRONMENT[name]} or {file_var}, not both")
+        try:
+            value = Path(path).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise SettingsError(f"{file_var}: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise SettingsError(f"{file_var}: {path} is empty")
+        values[name] = value
+    return values
 
 
 def _explain(exc: ValidationError, flags: set[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.influx import InfluxClient, InfluxRefused
 from moclo.mqtt import MqttEndpoint, make_client
@@ -158,3 +160,29 @@ class Subscriber:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def connack_code(port: int, username: str | None, password: str | None) -> int:
+    """CONNACK reason code of an MQTT 5 login to 127.0.0.1:`port` (0: accepted; 135: not
+    authorised, which Mosquitto 2.0.11 also sends for a wrong password)."""
+    result: list[int] = []
+    done = threading.Event()
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}", protocol=paho.MQTTv5
+    )
+    if username is not None:
+        client.username_pw_set(username, password)
+
+    def on_connect(c: paho.Client, u: object, f: object, reason: object, p: object) -> None:
+        result.append(reason.value)  # type: ignore[attr-defined]
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert done.wait(10), "no CONNACK within 10 s"
+        return result[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()

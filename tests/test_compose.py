@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from moclo.cli import build_parser
-from moclo.settings import ENVIRONMENT, Settings
+from moclo.settings import ENVIRONMENT, SECRET_FILES, Settings
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def compose(repo_root: Path) -> dict[str, Any]:
     return document
 
 
-BUILT = ("ingest", "serve", "simulator", "simulator-clinic", "simulator-homes")
+BUILT = ("provision", "ingest", "serve", "simulator")
 
 
 def test_the_services_and_their_images(compose: dict[str, Any], repo_root: Path) -> None:
@@ -68,8 +68,9 @@ def test_influxdb_is_initialised_with_the_bucket_ingest_writes_to(compose: dict[
 def test_services_reach_each_other_by_name(compose: dict[str, Any]) -> None:
     for name in BUILT:
         env = compose["services"][name]["environment"]
-        assert env["MOCLO_MQTT_URL"] == "mqtt://mosquitto:1883"
-        assert set(env) <= set(ENVIRONMENT.values())
+        if name != "provision":  # it only writes files
+            assert env["MOCLO_MQTT_URL"] == "mqtt://mosquitto:1883"
+        assert set(env) <= {*ENVIRONMENT.values(), *SECRET_FILES.values()}
     assert (
         compose["services"]["ingest"]["environment"]["MOCLO_INFLUX_URL"] == "http://influxdb:8086"
     )

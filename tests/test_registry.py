@@ -9,14 +9,10 @@ import json
 import sqlite3
 import stat
 import subprocess
-import threading
-import time
 from contextlib import closing
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from access.broker import BrokerAuthError, acl_text, write_broker_auth
 from access.issued import IssuedFileError, append_device_credentials
@@ -36,35 +32,11 @@ from moclo.stack import MosquittoServer, free_port
 from simulators.credentials import load_credentials
 from simulators.scenario import load_scenario
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, cow_json, moclo, publish_all, wait_until
+from tests.helpers import Influx, connack_code, cow_json, moclo, publish_all, wait_until
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def login(url_port: int, username: str, password: str) -> int:
-    """CONNACK reason code of an MQTT 5 login (0: accepted)."""
-    result: list[int] = []
-    done = threading.Event()
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}", protocol=paho.MQTTv5
-    )
-    client.username_pw_set(username, password)
-
-    def on_connect(c: paho.Client, u: object, f: object, reason: object, p: object) -> None:
-        result.append(reason.value)  # type: ignore[attr-defined]
-        done.set()
-
-    client.on_connect = on_connect
-    client.connect("127.0.0.1", url_port)
-    client.loop_start()
-    try:
-        assert done.wait(10), "no CONNACK within 10 s"
-        return result[0]
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 # -- hashes --------------------------------------------------------------------------------
@@ -105,11 +77,11 @@ def test_a_real_mosquitto_accepts_our_hashes_in_both_formats(tmp_path: Path) -> 
     broker = MosquittoServer(tmp_path / "mq", free_port(), password_file=passwords)
     broker.start()
     try:
-        assert login(broker.port, "seven", secret7) == 0
-        assert login(broker.port, "six", secret6) == 0
+        assert connack_code(broker.port, "seven", secret7) == 0
+        assert connack_code(broker.port, "six", secret6) == 0
         # Mosquitto 2.0 answers a wrong password or an unknown user with 0x87, not authorised.
-        assert login(broker.port, "seven", secret6) == 135
-        assert login(broker.port, "nobody", secret7) == 135
+        assert connack_code(broker.port, "seven", secret6) == 135
+        assert connack_code(broker.port, "nobody", secret7) == 135
     finally:
         broker.stop()
 
@@ -327,6 +299,23 @@ def test_broker_files_are_private_complete_and_rewritten_from_scratch(tmp_path: 
         ["passwords", "acl"],
         ["acl", "passwords"],
     )
+
+
+def test_broker_files_shared_with_a_group_stay_shared_when_rewritten(tmp_path: Path) -> None:
+    # Made once for a broker that runs as another user (docker-compose, Debian's service), the
+    # files keep their group when a later `moclo devices add` rewrites them without --group.
+    import grp
+
+    gid = grp.getgrnam("mosquitto").gr_gid  # Debian's mosquitto package makes the group
+    registry = Registry(tmp_path / "r.sqlite")
+    auth = write_broker_auth(registry, tmp_path / "broker", prefix="p", group="mosquitto")
+    registry.add_device("farm", "cow_tracker", "cow-0001")
+    write_broker_auth(registry, tmp_path / "broker", prefix="p")
+    for path in (auth.password_file, auth.acl_file):
+        assert (mode(path), path.stat().st_gid) == (0o640, gid)
+    assert "farm.cow-0001" in auth.password_file.read_text()
+    fresh = write_broker_auth(registry, tmp_path / "other", prefix="p")
+    assert mode(fresh.password_file) == 0o600
 
 
 def test_a_prefix_with_spaces_cannot_go_into_an_acl_file() -> None:
@@ -581,12 +570,12 @@ def test_registry_changes_reload_the_local_broker(cli_env: Path, tmp_path: Path)
         assert f"broker (pid {broker.pid}) reloaded" in added.stderr
         password = json.loads(added.stdout)["password"]
         wait_until(
-            lambda: login(broker.port, "farm.cow-0001", password) == 0,
+            lambda: connack_code(broker.port, "farm.cow-0001", password) == 0,
             what="the new device's login to be accepted",
         )
         moclo("devices", "revoke", "farm", "cow-0001")
         wait_until(
-            lambda: login(broker.port, "farm.cow-0001", password) == 135,
+            lambda: connack_code(broker.port, "farm.cow-0001", password) == 135,
             what="the revoked device's login to be refused",
         )
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from moclo.settings import ENVIRONMENT, Settings, SettingsError
@@ -122,3 +124,53 @@ def test_a_password_is_refused_on_the_command_line(repo_root) -> None:  # type: 
     assert result.returncode == 2
     assert "must not carry a password" in result.stderr and "MOCLO_MQTT_PASSWORD" in result.stderr
     assert "hunter2" not in result.stderr
+
+
+def test_a_secret_can_come_from_a_file_named_by_its_FILE_variable(tmp_path: Path) -> None:
+    password = tmp_path / "mqtt-password"
+    password.write_text("pw-from-a-file\n")
+    token = tmp_path / "influx-token"
+    token.write_text("tok-from-a-file")
+    settings = Settings.load(
+        {"MOCLO_MQTT_PASSWORD_FILE": str(password), "MOCLO_INFLUX_TOKEN_FILE": str(token)}
+    )
+    assert settings.mqtt.password == "pw-from-a-file"  # the trailing newline is not part of it
+    assert settings.influx_token_value == "tok-from-a-file"
+    assert "pw-from-a-file" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (
+            {"MOCLO_MQTT_PASSWORD": "a", "MOCLO_MQTT_PASSWORD_FILE": "{dir}/pw"},
+            "set MOCLO_MQTT_PASSWORD or MOCLO_MQTT_PASSWORD_FILE, not both",
+        ),
+        (
+            {"MOCLO_MQTT_PASSWORD_FILE": "{dir}/missing"},
+            "MOCLO_MQTT_PASSWORD_FILE: cannot read {dir}/missing: No such file or directory",
+        ),
+        ({"MOCLO_WEBHOOK_URL_FILE": "{dir}/empty"}, "MOCLO_WEBHOOK_URL_FILE: {dir}/empty is empty"),
+    ],
+    ids=["both", "missing", "empty"],
+)
+def test_a_secret_file_that_cannot_be_used_is_a_clear_error(
+    tmp_path: Path, environ: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "pw").write_text("secret-in-file\n")
+    (tmp_path / "empty").write_text("\n")
+    environ = {k: v.format(dir=tmp_path) for k, v in environ.items()}
+    with pytest.raises(SettingsError) as caught:
+        Settings.load(environ)
+    assert str(caught.value) == expected.format(dir=tmp_path)
+    assert "secret-in-file" not in str(caught.value)
+
+
+def test_every_secret_file_variable_is_documented(repo_root: Path) -> None:
+    from moclo.cli import EPILOG
+    from moclo.settings import SECRET_FILES
+
+    readme = (repo_root / "README.md").read_text()
+    for variable in SECRET_FILES.values():
+        assert variable in EPILOG, variable
+        assert f"`{variable}`" in readme, variable

@@ -156,6 +156,51 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
             device.disconnect()
         assert not accepted[0].is_failure, accepted  # type: ignore[attr-defined]
         assert "fever" in {a["rule"] for a in fevers}
+
+        # Secrets used the ways that could leak them: a wrong-password login with another
+        # secret as the password, a rejected reading, a token that is not one, a revoked one.
+        wrong = make_client(
+            MqttEndpoint("127.0.0.1", mqtt_port, username, token, False), "demo-farm.cow-9999"
+        )
+        answered: list[object] = []
+        wrong.on_connect = lambda c, u, f, reason, p: answered.append(reason)
+        wrong.connect("127.0.0.1", mqtt_port)
+        wrong.loop_start()
+        try:
+            wait_until(lambda: answered, what="the CONNACK of a wrong password")
+        finally:
+            wrong.loop_stop()
+            wrong.disconnect()
+        assert answered[0].is_failure  # type: ignore[attr-defined]
+        endpoint = MqttEndpoint("127.0.0.1", mqtt_port, username, password, False)
+        publisher = make_client(endpoint, "demo-farm.cow-9999")
+        publisher.connect("127.0.0.1", mqtt_port)
+        publisher.loop_start()
+        try:
+            topic = "moclo/demo-farm/cow_tracker/cow-9999/telemetry"
+            publisher.publish(topic, cow_json(int(time.time()), 1), qos=1).wait_for_publish(10)
+            publisher.publish(topic, b'{"ts": "not a time"}', qos=1).wait_for_publish(10)
+        finally:
+            publisher.loop_stop()
+            publisher.disconnect()
+        influx = Influx(env["MOCLO_INFLUX_URL"], "moclo")
+        wait_until(
+            lambda: influx.count("moclo_rejected", "error", "device_type = 'cow_tracker'"),
+            what="the bad reading in moclo_rejected",
+        )
+        made = moclo("tokens", "create", "visitor", "--tenant", "demo-farm")
+        visitor = made.stdout.strip()
+        assert made.returncode == 0 and visitor, made.stderr
+        assert moclo("tokens", "revoke", "visitor").returncode == 0
+        for bearer in (visitor, token + "x"):  # a revoked token counts within a second
+            answer = wait_until(
+                lambda b=bearer: _refused(f"{dashboard}api/alerts", b),  # type: ignore[misc]
+                what="the token to be refused",
+            )
+            assert bearer not in answer.text
+        secrets = {"dashboard token": token, "device password": password, "API token": visitor}
+        stored = json.dumps(influx.query("SELECT * FROM moclo_rejected"))
+        metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0, output.text()
     finally:
@@ -165,6 +210,25 @@ def test_moclo_up_starts_everything_shows_readings_and_alerts_and_stops_cleanly(
     assert not port_open("127.0.0.1", influx_port), "influxd was stopped"
     assert "Traceback" not in output.text()
     assert (tmp_path / "stack" / "mosquitto" / "data" / "mosquitto.db").exists()
+
+    # The whole run, searched for every secret it issued: moclo up's output (ingest's and
+    # serve's logs), the rejected store, /metrics, and every file the stack left (the broker's
+    # and InfluxDB's logs, the spool, the alert state, the registry and the broker's files,
+    # which hold hashes), but for the token's own file and the device's credentials file.
+    places = {"moclo up's output": output.text(), "moclo_rejected": stored, "/metrics": metrics}
+    kept = {tmp_path / "stack" / "dashboard-token", logins}
+    for root in (tmp_path / "stack", registry.parent):
+        for path in root.rglob("*"):
+            if path.is_file() and path not in kept:
+                places[str(path)] = path.read_bytes().decode("latin-1")
+    assert len(places) > 10 and any("mosquitto.log" in p for p in places)
+    leaks = [(what, where) for what, s in secrets.items() for where, t in places.items() if s in t]
+    assert leaks == [], leaks
+
+
+def _refused(url: str, bearer: str) -> httpx.Response | None:
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {bearer}"}, timeout=5)
+    return answer if answer.status_code == 401 else None
 
 
 def test_moclo_ingest_stops_on_sigterm_with_a_summary(settings: Settings) -> None:

@@ -348,7 +348,12 @@ def _publish_as_device_elsewhere(here: ComposeHere, broker: ComposeBroker) -> in
         CallbackAPIVersion.VERSION2, client_id=f"spoof-{time.monotonic_ns()}", protocol=paho.MQTTv5
     )
     client.username_pw_set(username, password)
-    client.on_publish = lambda c, u, mid, reason, p: (codes.append(reason.value), done.set())
+
+    def on_publish(c: paho.Client, u: object, mid: int, reason: Any, p: object) -> None:
+        codes.append(reason.value)
+        done.set()
+
+    client.on_publish = on_publish
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:

@@ -54,9 +54,9 @@ def telemetry_topic(prefix: str, tenant: str, device_type: str, device_id: str) 
     return f"{prefix}/{tenant}/{device_type}/{device_id}/telemetry"
 
 
-def telemetry_subscription(prefix: str) -> str:
-    """The one subscription that sees every device's telemetry."""
-    return f"{prefix}/+/+/+/telemetry"
+def telemetry_subscription(prefix: str, tenant: str = "+") -> str:
+    """The one subscription that sees every device's telemetry (of one tenant, if given)."""
+    return f"{prefix}/{tenant}/+/+/telemetry"
 
 
 def alert_topic(prefix: str, tenant: str, device_id: str) -> str:
@@ -81,8 +81,13 @@ def ack_topic(prefix: str, tenant: str) -> str:
     return f"{prefix}/{tenant}/acks"
 
 
-def ack_subscription(prefix: str) -> str:
-    return f"{prefix}/+/acks"
+def ack_subscription(prefix: str, tenant: str = "+") -> str:
+    return f"{prefix}/{tenant}/acks"
+
+
+def shared(group: str, subscription: str) -> str:
+    """An MQTT 5 shared subscription: the broker deals each message to one member of `group`."""
+    return f"$share/{group}/{subscription}"
 
 
 def parse_ack_topic(prefix: str, topic: str) -> str | None:

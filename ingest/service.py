@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from access.known import RegisteredDevices
-from devices.topics import ack_subscription, telemetry_subscription
+from devices.topics import ack_subscription, shared, telemetry_subscription
 from ingest.alerts import Alert, AlertEngine, snapshot
 from ingest.alerts.history import latest_changes
 from ingest.alerts.record import StoredChange, parse_alert_line
@@ -95,6 +95,24 @@ class IngestStats:
 AlertCallback = Callable[[Alert], None]
 
 
+def judges_alerts(settings: Settings) -> bool:
+    """An ingest in a share group sees only some of each device's readings (the broker deals
+    messages to the group's members in turn), so rules that follow a device over time would
+    judge from fragments: it stores and validates, and judges no rules."""
+    return settings.ingest_share_group is None
+
+
+def subscriptions(settings: Settings) -> tuple[str, ...]:
+    """Telemetry (and acknowledgements, where alerts are judged) of all tenants or of
+    MOCLO_INGEST_TENANTS; in a share group, telemetry only, shared."""
+    prefix = settings.topic_prefix
+    tenants = settings.tenants or ("+",)
+    telemetry = tuple(telemetry_subscription(prefix, t) for t in tenants)
+    if settings.ingest_share_group is not None:
+        return tuple(shared(settings.ingest_share_group, s) for s in telemetry)
+    return (*telemetry, *(ack_subscription(prefix, t) for t in tenants))
+
+
 class Ingest:
     def __init__(
         self,
@@ -120,10 +138,7 @@ class Ingest:
         self.source = MqttSource(
             settings.mqtt,
             client_id=settings.ingest_client_id,
-            subscription=(
-                telemetry_subscription(settings.topic_prefix),
-                ack_subscription(settings.topic_prefix),
-            ),
+            subscription=subscriptions(settings),
             batch_messages=options.batch_messages,
             window=options.window,
         )
@@ -158,7 +173,11 @@ class Ingest:
                 registered=self.registered,
                 unregistered="flag" if settings.unregistered == "flag" else "reject",
             ),
-            AlertEngine(load_rulebook(settings) if options.alert_rules else RuleBook.empty()),
+            AlertEngine(
+                load_rulebook(settings)
+                if options.alert_rules and judges_alerts(settings)
+                else RuleBook.empty()
+            ),
             RejectionLog(),
             CardinalityGuard(
                 burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute
@@ -201,6 +220,14 @@ class Ingest:
                     "spool holds %d batches from before; writing them first", self.spool.records
                 )
             rulebook = self.pipeline.engine.rulebook
+            if not judges_alerts(self.settings):
+                log.info(
+                    "share group %s: this ingest stores and validates its share of the "
+                    "readings and judges no alert rules (a device's readings are dealt to "
+                    "several processes); for alerts, split the fleet by tenant instead "
+                    "(MOCLO_INGEST_TENANTS)",
+                    self.settings.ingest_share_group,
+                )
             log.info(
                 "alert rules: %s%s",
                 f"the defaults with {rulebook.source}'s {len(rulebook.overrides)} changes"

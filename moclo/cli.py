@@ -45,6 +45,10 @@ environment (flags override them):
                           so it does not show in `ps`
   MOCLO_TOPIC_PREFIX      first topic level(s)  (moclo)
   MOCLO_INGEST_CLIENT_ID  ingest's MQTT client id, which names its persistent session
+  MOCLO_INGEST_TENANTS    ingest only these tenants (comma-separated)  (all)
+  MOCLO_INGEST_SHARE_GROUP
+                          share the telemetry with other ingests: $share/GROUP/..., no
+                          alert rules judged there
   MOCLO_SPOOL_DIR         ingest's spool and alert state, a folder per client id
                           (.moclo/spool)
   MOCLO_HTTP_LISTEN       where ingest serves /healthz and /metrics, or off  (127.0.0.1:9108)
@@ -119,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingest.add_argument("--client-id", help="MQTT client id (MOCLO_INGEST_CLIENT_ID)")
+    ingest.add_argument(
+        "--tenants",
+        dest="ingest_tenants",
+        metavar="T1,T2",
+        help="ingest only these tenants' devices, so that several ingests can split a fleet; "
+        "each device always reaches the same one (MOCLO_INGEST_TENANTS)",
+    )
+    ingest.add_argument(
+        "--share-group",
+        dest="ingest_share_group",
+        metavar="GROUP",
+        help="share the telemetry with the other ingests of GROUP (an MQTT 5 shared "
+        "subscription; give each its own --client-id); such an ingest stores and validates "
+        "but judges no alert rules (MOCLO_INGEST_SHARE_GROUP)",
+    )
     ingest.add_argument(
         "--batch",
         type=int,

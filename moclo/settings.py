@@ -12,6 +12,8 @@
 | MOCLO_INFLUX_TOKEN       | (none)                   | sent as `Authorization: Token …`         |
 | MOCLO_TOPIC_PREFIX       | moclo                    | first topic level(s) of every topic      |
 | MOCLO_INGEST_CLIENT_ID   | moclo-ingest             | MQTT client id of ingest (its session)   |
+| MOCLO_INGEST_TENANTS     | (all)                    | ingest only these tenants (comma list)   |
+| MOCLO_INGEST_SHARE_GROUP | (none)                   | share the load: $share/GROUP, no alerts  |
 | MOCLO_SPOOL_DIR          | .moclo/spool             | on-disk buffer while InfluxDB is down    |
 | MOCLO_HTTP_LISTEN        | 127.0.0.1:9108           | /healthz and /metrics; `off` disables    |
 | MOCLO_SERVE_LISTEN       | 127.0.0.1:8080           | `moclo serve`: dashboard and HTTP API    |
@@ -35,7 +37,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from devices.topics import DEFAULT_PREFIX, check_prefix
+from devices.topics import DEFAULT_PREFIX, IDENTIFIER, check_prefix
 from moclo.mqtt import MqttEndpoint
 
 ENVIRONMENT = {
@@ -48,6 +50,8 @@ ENVIRONMENT = {
     "influx_token": "MOCLO_INFLUX_TOKEN",
     "topic_prefix": "MOCLO_TOPIC_PREFIX",
     "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
+    "ingest_tenants": "MOCLO_INGEST_TENANTS",
+    "ingest_share_group": "MOCLO_INGEST_SHARE_GROUP",
     "spool_dir": "MOCLO_SPOOL_DIR",
     "http_listen": "MOCLO_HTTP_LISTEN",
     "serve_listen": "MOCLO_SERVE_LISTEN",
@@ -81,6 +85,16 @@ class Settings(BaseModel):
     topic_prefix: str = DEFAULT_PREFIX
     ingest_client_id: str = Field(
         default="moclo-ingest", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    # Scaling out on one box (README "Scale-out"). Tenants: this ingest subscribes to these
+    # tenants' topics only, so several ingests can split a fleet by tenant, each device always
+    # reaching the same one (alert state stays whole). Share group: an MQTT 5 shared
+    # subscription, $share/GROUP/...: the broker deals messages to the group's members in
+    # turn, so one device's readings reach different processes, and such an ingest stores
+    # and validates but judges no alert rules.
+    ingest_tenants: str | None = None
+    ingest_share_group: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"
     )
     spool_dir: str = Field(default=".moclo/spool", min_length=1)
     http_listen: str = Field(default="127.0.0.1:9108", pattern=r"^(off|[^\s:]*:\d{1,5})$")
@@ -126,6 +140,24 @@ class Settings(BaseModel):
     @classmethod
     def _prefix(cls, value: str) -> str:
         return check_prefix(value)
+
+    @field_validator("ingest_tenants")
+    @classmethod
+    def _tenants(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        tenants = [t.strip() for t in value.split(",") if t.strip()]
+        for tenant in tenants:
+            if not IDENTIFIER.fullmatch(tenant):
+                raise ValueError(f"{tenant!r} is not a tenant id (^[a-z0-9][a-z0-9-]{{0,62}}$)")
+        if not tenants:
+            raise ValueError("name at least one tenant, comma-separated")
+        return ",".join(tenants)
+
+    @property
+    def tenants(self) -> tuple[str, ...] | None:
+        """The tenants this ingest subscribes to, or None for all."""
+        return tuple(self.ingest_tenants.split(",")) if self.ingest_tenants else None
 
     @property
     def influx_token_value(self) -> str | None:

@@ -552,3 +552,39 @@ def test_retained_alert_state_reaches_only_its_own_tenant(secured: Secured) -> N
         assert retained_for("ingest", "#") == set()
     finally:
         ingest.close()  # the retained states go with this test's broker
+
+
+def test_a_share_group_of_ingest_accounts_receives_through_the_acl(
+    secured: Secured, settings: Settings, influx: Influx
+) -> None:
+    """Mosquitto 2.0.11 applies the ACL to a `$share/GROUP/...` subscription's topics: two
+    ingests logged in as the ingest account share the devices' telemetry, and together store
+    every reading once."""
+    s = secured
+    members = [
+        settings.model_copy(
+            update={
+                "mqtt_url": s.broker.url,
+                "mqtt_username": "ingest",
+                "mqtt_password": SecretStr(s.logins["ingest"].password),
+                "ingest_client_id": f"{settings.ingest_client_id}-{n}",
+                "ingest_share_group": "ingest",
+            }
+        )
+        for n in range(2)
+    ]
+    with (
+        RunningIngest(members[0], IngestOptions()) as one,
+        RunningIngest(members[1], IngestOptions()) as two,
+    ):
+        device = Peer(s.broker.port, "device A", s.creds("device A"))
+        try:
+            now = int(time.time())
+            for seq in range(40):
+                payload = cow_json(now - 60 * (40 - seq), seq)
+                assert device.publish(telemetry_topic(s.prefix, T1, COW, "cow-a"), payload) == 0
+        finally:
+            device.close()
+        wait_until(lambda: influx.count(COW, "seq") == 40, what="40 readings stored")
+        assert one.stats.readings_stored + two.stats.readings_stored == 40
+        assert one.stats.readings_stored and two.stats.readings_stored

@@ -58,9 +58,15 @@ class MqttEndpoint:
         )
 
 
-def make_client(endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = False) -> paho.Client:
-    """An MQTT 5 paho client with the endpoint's credentials and TLS set."""
-    client = paho.Client(
+def make_client(
+    endpoint: MqttEndpoint,
+    client_id: str,
+    *,
+    manual_ack: bool = False,
+    client_class: type[paho.Client] = paho.Client,
+) -> paho.Client:
+    """An MQTT 5 paho client (of `client_class`) with the endpoint's credentials and TLS set."""
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv5,

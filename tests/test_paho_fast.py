@@ -1,0 +1,175 @@
+"""The source's cheaper paho paths: the same messages as paho's own decoder, the same
+acknowledgements, against a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt import _packet
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from devices.topics import telemetry_subscription, telemetry_topic
+from ingest.paho_fast import FastClient, _ReadAhead
+from ingest.source import Message, MqttSource
+from moclo.mqtt import MqttEndpoint, make_client
+from moclo.settings import Settings
+from moclo.stack import MosquittoServer
+from tests.helpers import wait_until
+
+
+def _properties(**values: object) -> bytes:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    for name, value in values.items():
+        setattr(properties, name, value)
+    return bytes(properties.pack())  # type: ignore[no-untyped-call]
+
+
+def _publish_body(topic: bytes, qos: int, mid: int, properties: bytes, payload: bytes) -> bytes:
+    body = struct.pack("!H", len(topic)) + topic
+    if qos:
+        body += struct.pack("!H", mid)
+    return body + properties + payload
+
+
+CASES = [
+    ("qos1", b"p/farm/cow/c-1/telemetry", 1, 7, b"\x00", b'{"ts":1}'),
+    ("qos0", b"p/farm/cow/c-1/telemetry", 0, 0, b"\x00", b'{"ts":1}'),
+    ("empty payload", b"p/a", 1, 65535, b"\x00", b""),
+    ("utf-8 topic", "p/ferme/vache/é/telemetry".encode(), 1, 3, b"\x00", b"x"),
+    ("user property", b"p/a", 1, 9, _properties(UserProperty=[("k", "v")]), b"x"),
+    ("message expiry", b"p/a", 1, 9, _properties(MessageExpiryInterval=60), b"{}"),
+    ("payload looks like properties", b"p/a", 1, 1, b"\x00", b"\x02\x03\x00"),
+]
+
+
+@pytest.mark.parametrize(
+    ("topic", "qos", "mid", "properties", "payload"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_a_publish_reaches_the_source_as_paho_decodes_it(
+    topic: bytes, qos: int, mid: int, properties: bytes, payload: bytes
+) -> None:
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    fast: list[tuple[str, bytes, int, int]] = []
+    slow: list[tuple[str, bytes, int, int]] = []
+    client.on_publish_received = lambda *args: fast.append(args)
+    client.on_message = lambda c, u, m: slow.append((m.topic, bytes(m.payload), m.mid, m.qos))
+    header = paho.PUBLISH | (qos << 1)
+    body = _publish_body(topic, qos, mid, properties, payload)
+    client._in_packet["command"] = header
+    client._in_packet["packet"] = bytearray(body)  # as paho reads it
+
+    assert client._handle_publish() == paho.MQTT_ERR_SUCCESS
+
+    expected = _packet.decode_publish(header, body, paho.MQTTv5)
+    got = fast + slow
+    assert got == [(expected.topic.decode(), expected.payload, expected.mid, expected.qos)]
+    # Only what carries properties takes paho's own (slower) way, which keeps them.
+    assert len(slow) == (properties != b"\x00")
+
+
+def test_read_ahead_serves_small_reads_from_one_large_one() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        sock = _ReadAhead(ours)
+        theirs.sendall(b"\x30\x05hello\x40\x02")
+        assert sock.recv(1) == b"\x30"
+        assert sock.pending() == 8
+        assert sock.recv(1) == b"\x05"
+        assert sock.recv(5) == b"hello"
+        assert sock.recv(10) == b"\x40\x02"  # no more than there is
+        assert sock.pending() == 0
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)
+        assert sock.fileno() == ours.fileno()
+        theirs.close()
+        assert sock.recv(1) == b""  # the peer closed
+    finally:
+        ours.close()
+
+
+def test_batched_acknowledgements_and_messages_with_properties(
+    settings: Settings, mosquitto: MosquittoServer
+) -> None:
+    """Messages with and without properties arrive in order through both paths; a batch's
+    acknowledgements are accepted by Mosquitto (nothing is delivered again on reconnect)."""
+    prefix = settings.topic_prefix
+    topic = telemetry_topic(prefix, "farm", "cow_tracker", "cow-1")
+    expected = [f'{{"n":{i}}}'.encode() for i in range(600)]
+
+    def publish(payloads: list[bytes]) -> None:
+        endpoint = MqttEndpoint.from_url(settings.mqtt_url)
+        client = make_client(endpoint, f"test-pub-{time.monotonic_ns()}")
+        client.connect(endpoint.host, endpoint.port)
+        client.loop_start()
+        try:
+            infos = []
+            for i, payload in enumerate(payloads):
+                properties = None
+                if i % 7 == 0:
+                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                    properties.UserProperty = [("n", str(i))]
+                infos.append(client.publish(topic, payload, qos=1, properties=properties))
+            for info in infos:
+                info.wait_for_publish(timeout=20)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    def source() -> MqttSource:
+        return MqttSource(
+            settings.mqtt,
+            client_id=settings.ingest_client_id,
+            subscription=telemetry_subscription(prefix),
+            batch_messages=100,
+            window=200,
+        )
+
+    async def drain(first: MqttSource, count: int) -> list[Message]:
+        got: list[Message] = []
+        while len(got) < count:
+            batch = await asyncio.wait_for(first.next_batch(linger_s=0.05), 20)
+            first.ack(batch)
+            got.extend(batch)
+        return got
+
+    async def scenario() -> tuple[list[Message], list[Message]]:
+        first = source()
+        await first.start()
+        try:
+            await asyncio.to_thread(publish, expected)
+            got = await drain(first, len(expected))
+        finally:
+            log_from = mosquitto.log_path.stat().st_size
+            await first.close()
+        # Mosquitto reads a connection's packets one per turn of its loop; a new connection
+        # with the same id closes the old one with whatever it has not read yet (our last
+        # acknowledgements). Reconnect only once it has read the DISCONNECT behind them.
+        gone = f"Client {settings.ingest_client_id} disconnected.".encode()
+        await asyncio.to_thread(
+            wait_until,
+            lambda: gone in mosquitto.log_path.read_bytes()[log_from:],
+            what="Mosquitto to read the first connection's DISCONNECT",
+        )
+        again = source()
+        await again.start()
+        try:
+            await asyncio.to_thread(publish, [b"after"])
+            after = await drain(again, 1)
+        finally:
+            await again.close()
+        return got, after
+
+    got, after = asyncio.run(scenario())
+    assert [m.payload for m in got] == expected
+    assert {m.topic for m in got} == {topic}
+    assert [m.payload for m in after] == [b"after"]  # no unacknowledged message came back

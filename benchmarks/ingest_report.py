@@ -1,0 +1,110 @@
+"""The ingest benchmark's results file: medians over rounds, per message shape."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from benchmarks.ingest_contenders import CONTENDERS
+
+Figures = dict[str, Any]
+COLUMNS = ("per_s", "cpu_s", "cpu_ms_per_1000", "peak_rss_mb", "start_to_done_s")
+
+
+def medians(figures: Figures) -> dict[str, dict[str, dict[str, float | None]]]:
+    """shape → contender → column → the median over rounds (None if never measured)."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for row in figures["rounds"]:
+        out.setdefault(row["shape"], {}).setdefault(row["contender"], {})
+    for shape, by_contender in out.items():
+        for key in by_contender:
+            rows = [r for r in figures["rounds"] if r["shape"] == shape and r["contender"] == key]
+            for column in COLUMNS:
+                values = [r[column] for r in rows if r[column] is not None]
+                by_contender[key][column] = statistics.median(values) if values else None
+    return out
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.2f}"
+
+
+def _shape_table(shape: str, rows: dict[str, dict[str, float | None]], run: dict[str, Any]) -> str:
+    per_message = 1 if shape == "single" else run["batch"]
+    lines = [
+        f"### {shape}: {run['readings']:,} readings, {per_message} per message",
+        "",
+        "| writer | readings/s | CPU s (process) | CPU ms / 1,000 readings | peak RSS MB "
+        "| start → all stored, s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, m in sorted(rows.items()):
+        lines.append(
+            f"| ({key}) {CONTENDERS[key].label} | {_n(m['per_s'])} | {_n(m['cpu_s'], 1)} "
+            f"| {_n(m['cpu_ms_per_1000'], 0)} | {_n(m['peak_rss_mb'])} "
+            f"| {_n(m['start_to_done_s'], 1)} |"
+        )
+    c = rows.get("c")
+    if c:
+        lines += ["", "| moclo ingest (c) against | readings/s | CPU per reading | peak RSS |"]
+        lines.append("|---|---:|---:|---:|")
+        for key in sorted(k for k in rows if k != "c"):
+            o = rows[key]
+            lines.append(
+                f"| ({key}) | c/{key} = {_ratio(c['per_s'], o['per_s'])} "
+                f"| {_ratio(c['cpu_ms_per_1000'], o['cpu_ms_per_1000'])} "
+                f"| {_ratio(c['peak_rss_mb'], o['peak_rss_mb'])} |"
+            )
+    return "\n".join(lines)
+
+
+def report(figures: Figures) -> str:
+    run = figures["run"]
+    loads = [r["load"] for r in figures["rounds"]]
+    tables = "\n\n".join(_shape_table(shape, rows, run) for shape, rows in medians(figures).items())
+    install = (
+        f" Node-RED was installed from npm for this run in {run['node_red_install_s']:.0f} s."
+        if run.get("node_red_install_s")
+        else ""
+    )
+    return f"""# Ingest throughput: moclo ingest, a bare subscriber, a lean consumer, Node-RED
+
+    {run["command"]}
+
+{run["date"]}, {run["machine"]}. {run["servers"]}; {run["node"]}.
+Rounds: {run["rounds_asked"]}, medians shown; seed {run["seed"]}. Load average (1 min) before
+each drain: {min(loads):.2f} to {max(loads):.2f} (the machine is shared: another engineer may
+have been profiling meanwhile). The run took
+{run["minutes"]:.0f} minutes.{install}
+
+Each writer drains the same backlog: {run["readings"]:,} readings of all device types
+(`benchmarks/ingest_data.py`), queued at Mosquitto for its persistent session (QoS 1) before it
+starts, each writer with its own topic prefix and InfluxDB database; every drain ends with
+InfluxDB holding exactly those readings, once each, with ingest's measurement, tags and field
+names, or the run fails. Timing is the same for every writer: the harness polls every 50 ms
+and times from the first poll that finds the writer connected in the broker's log (start-up
+before that, seconds for Node-RED, is left out) to the first that finds all N readings stored
+(InfluxDB's count; for (a), its report of the Nth message); readings/s = N / that interval, to
+about ±0.1 s. "CPU ms / 1,000 readings" is the writer's CPU time (/proc, with children) within
+the interval; "CPU s (process)" is all of it, start-up included; peak RSS is VmHWM, read before
+the writer is stopped. "Start → all stored" includes start-up. See
+`benchmarks/ingest_round.py`.
+
+{tables}
+
+What the writers promise differs, and so does what they do:
+
+- (a) counts messages; paho acknowledges each when its callback returns. A ceiling for paho.
+- (b) acknowledges automatically, before the reading is stored: a crash loses what it held.
+  No validation, no rejections, no alerts; its integer fields come from its own copy of the
+  schema. 5,000-line batches, one write in flight while the next batch fills.
+- (c) validates every reading, judges the alert rules, and acknowledges a message only after
+  its readings are stored (at-least-once); batches of up to 2,000 messages.
+- (d) mqtt.js acknowledges on arrival; the influx batch node starts each write without waiting
+  for the last (no back-pressure); with an InfluxDB 1.x config it writes every number as a float
+  (its README says so), so `seq` and the integer fields are floats in its database.
+"""

@@ -1,0 +1,114 @@
+"""The ingest benchmark's harness at a tiny size, so that it cannot rot: each writer's round
+must end with every reading stored exactly once (or, for the bare subscriber, every message
+counted once), never a timing. The long form (`python -m benchmarks.ingest`) records its
+figures in benchmarks/results/ingest.md.
+
+Node-RED (d) runs only if it is already in the benchmark's cache: installing it from npm takes
+about 15 s and needs the registry, which the suite must not depend on.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from benchmarks import ingest_nodered
+from benchmarks.alerts_stack import Servers
+from benchmarks.ingest_contenders import CONTENDERS
+from benchmarks.ingest_data import Shape, batched, readings_in, single
+from benchmarks.ingest_lean import INTEGER_FIELDS, lines_of
+from benchmarks.ingest_round import Stack, run_round
+from devices.catalogue import DEVICE_TYPES
+from ingest.decode import Decoded, Decoder
+from ingest.lineprotocol import reading_line
+from moclo.stack import InfluxServer, MosquittoServer
+
+READINGS = 1_000
+SHAPES = {"single": single(READINGS, seed=3), "batched": batched(READINGS, seed=3)}
+NODE_RED = pytest.param(
+    "d",
+    marks=pytest.mark.skipif(
+        not ingest_nodered.installed(),
+        reason=f"Node-RED {ingest_nodered.NODE_RED} is not in {ingest_nodered.cache_dir()}; "
+        "`python -m benchmarks.ingest` installs it (about 15 s from npm)",
+    ),
+)
+
+
+@pytest.fixture
+def stack(mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path) -> Stack:
+    return Stack(Servers(mosquitto.url, influxdb.url, tmp_path), mosquitto.log_path)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("key", ["a", "b", "c", NODE_RED])
+def test_a_round_delivers_every_reading_exactly_once(stack: Stack, key: str, shape: str) -> None:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    result = run_round(stack, CONTENDERS[key], SHAPES[shape], name, lambda _: None)
+    # run_round raises BenchmarkFailed unless InfluxDB holds exactly the readings sent (or the
+    # bare subscriber counted exactly the messages sent); these say what was measured.
+    assert result["readings"] == READINGS
+    assert result["messages"] == len(SHAPES[shape].messages)
+    if key != "a":
+        assert result["stored"] == READINGS
+    assert result["peak_rss_mb"] > 0
+    assert result["cpu_s"] > 0
+
+
+def test_the_shapes_hold_the_same_number_of_readings() -> None:
+    assert len(SHAPES["single"].messages) == READINGS
+    assert len(SHAPES["batched"].messages) == READINGS // 50
+    assert all(readings_in(payload) == 50 for _, payload in SHAPES["batched"].messages)
+
+
+def _points(lines: list[str]) -> set[tuple[str, frozenset[str], str]]:
+    """Each line as (series, field=value pairs, timestamp), whatever the fields' order."""
+    out = set()
+    for line in lines:
+        series, fields, ts = line.split(" ")
+        out.add((series, frozenset(fields.split(",")), ts))
+    return out
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_the_lean_consumer_writes_the_lines_ingest_writes(shape: str) -> None:
+    decoder = Decoder("bench")
+    for topic, payload in SHAPES[shape].messages[:200]:
+        full = f"bench/{topic}"
+        decoded = Decoded()
+        decoder.decode(full, payload, time.time_ns(), decoded)
+        assert not decoded.rejections
+        ingest = [reading_line(reading) for reading in decoded.readings]
+        assert _points(lines_of(full, payload)) == _points(ingest)
+
+
+def test_the_lean_consumers_integer_fields_are_the_catalogues() -> None:
+    catalogue = {
+        name
+        for device in DEVICE_TYPES.values()
+        for name, info in device.reading.model_fields.items()
+        if info.annotation is int and name != "ts"
+    }
+    assert catalogue == INTEGER_FIELDS
+
+
+def test_the_node_red_flow_parses_and_subscribes_to_the_prefix(stack: Stack) -> None:
+    settings = stack.servers.settings("t-flow")
+    flow = orjson.loads(orjson.dumps(ingest_nodered.flow(settings, "client-1")))
+    by_type = {node["type"]: node for node in flow}
+    assert by_type["mqtt in"]["topic"] == "t-flow/+/+/+/telemetry"
+    assert by_type["mqtt-broker"]["cleansession"] is False
+    assert by_type["mqtt-broker"]["autoUnsubscribe"] is False  # else the backlog is lost
+    assert by_type["influxdb"]["database"] == "t_flow"
+    # A node without a position is a config node to Node-RED: every flow node has one.
+    assert all("x" in node for node in flow if "z" in node)
+
+
+def test_shapes_are_built_from_whole_arrays() -> None:
+    with pytest.raises(ValueError, match="whole arrays"):
+        batched(1_010, seed=3)
+    assert isinstance(SHAPES["batched"], Shape)

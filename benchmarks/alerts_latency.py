@@ -27,6 +27,7 @@ import orjson
 import paho.mqtt.client as paho
 
 from benchmarks.alerts_stack import ROOT, TENANTS, BenchmarkFailed, Servers, child_command
+from benchmarks.stored_latency import StoredWatcher
 from devices.base import format_timestamp, parse_timestamp
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import alert_subscription, telemetry_topic
@@ -259,9 +260,13 @@ def live_ingest(
 # -- the run ------------------------------------------------------------------------------------
 
 
-def latency(servers: Servers, load: LiveLoad, name: str) -> dict[str, Any]:
+def latency(
+    servers: Servers, load: LiveLoad, name: str, *, watch_stored: bool = False
+) -> dict[str, Any]:
     """Ingest running; a steady stream with alerting devices; each expected alert's delay, and
-    the periodic snapshots during the run with the alerts in flight meanwhile."""
+    the periodic snapshots during the run with the alerts in flight meanwhile. With
+    `watch_stored`, also every reading's publish → stored delay (`benchmarks/stored_latency.py`;
+    its polling loads InfluxDB and a core, so alert delays of such a run are not comparable)."""
     settings = servers.settings(name)
     plan = schedule(load)
     expected: dict[tuple[str, str], float] = {}  # (device id, reading ts) → when published
@@ -269,6 +274,9 @@ def latency(servers: Servers, load: LiveLoad, name: str) -> dict[str, Any]:
     options = {"linger_s": load.linger_s, "snapshot_every_s": load.snapshot_every_s}
     with live_ingest(settings, options, servers.workdir / f"{name}.log") as observed:
         watcher = AlertWatcher(servers.mqtt_url, settings.topic_prefix)
+        stored = StoredWatcher(settings) if watch_stored else None
+        if stored is not None:
+            stored.start()
         publisher = MqttPublisher(endpoint, client_id=f"{name}-pub")
         publisher.start()
         try:
@@ -294,6 +302,8 @@ def latency(servers: Servers, load: LiveLoad, name: str) -> dict[str, Any]:
             deadline = time.monotonic() + 30
             while len(watcher.arrived) < len(expected) and time.monotonic() < deadline:
                 time.sleep(0.05)  # waiting for the last alerts, under a deadline
+            if stored is not None:
+                stored.stop(expected=len(plan))
         finally:
             publisher.close()
             watcher.close()
@@ -328,6 +338,7 @@ def latency(servers: Servers, load: LiveLoad, name: str) -> dict[str, Any]:
         "p99_ms": percentile(delays, 99),
         "max_ms": delays[-1],
         "over_100ms": sum(d > 100 for d in delays),
+        "stored": stored.summary() if stored is not None else None,
         "snapshots": [_snapshot_row(s, began, flights) for s in in_run],
         "slowest": sorted(slowest, reverse=True)[:5],
         "gc_pauses": [

@@ -77,3 +77,13 @@ def test_the_engine_is_measured_and_its_snapshot_restores() -> None:
     assert list(row.bytes_at) == ["2 days", "4 days"]
     assert all(b > 0 for b in row.bytes_at.values())
     assert row.snapshot_bytes > 0
+
+
+def test_publish_to_stored_sees_every_reading_once(servers: Servers) -> None:
+    load = LiveLoad(rate=200, duration_s=3, warmup_s=1, alerting=2, snapshot_every_s=3600)
+    result = latency(servers, load, f"t{uuid.uuid4().hex[:10]}", watch_stored=True)
+    stored = result["stored"]
+    # `latency` fails unless the watcher saw exactly the readings published, each once.
+    assert stored["stored"] == result["readings"] > 0
+    assert 0 <= stored["p50_ms"] <= stored["p99_ms"] <= stored["max_ms"] < 3000
+    assert stored["polls"] > 1

@@ -46,6 +46,20 @@ def _node_version() -> str:
     return f"Node.js {done.stdout.strip() or 'not installed'}"
 
 
+def _commit() -> str:
+    """The commit ingest ran from, and whether ingest/ had changes on top of it."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "ingest", "devices"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"{head or 'unknown'}{' with uncommitted changes to ingest/' if dirty else ''}"
+
+
 def _summary(row: dict[str, Any]) -> str:
     rss = f"{row['peak_rss_mb']:.0f} MB peak RSS"
     if row["per_s"] is None:
@@ -94,6 +108,7 @@ def run(args: argparse.Namespace, command: str) -> Figures:
                 else ""
             ),
             "command": command,
+            "commit": _commit(),
             "readings": args.readings,
             "batch": BATCH,
             "rounds_asked": args.rounds,

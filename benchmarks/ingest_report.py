@@ -75,7 +75,7 @@ def report(figures: Figures) -> str:
 
     {run["command"]}
 
-{run["date"]}, {run["machine"]}. {run["servers"]}; {run["node"]}.
+{run["date"]}, commit {run["commit"]}; {run["machine"]}. {run["servers"]}; {run["node"]}.
 Rounds: {run["rounds_asked"]}, medians shown; seed {run["seed"]}. Load average (1 min) before
 each drain: {min(loads):.2f} to {max(loads):.2f} (the machine is shared: another engineer may
 have been profiling meanwhile). The run took

@@ -96,22 +96,24 @@ def install(progress: Callable[[str], None]) -> float | None:
     packages = [f"node-red@{NODE_RED}", f"node-red-contrib-influxdb@{CONTRIB_INFLUXDB}"]
     progress(f"installing {' and '.join(packages)} from npm into {target}…")
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix="node-red-installing-") as tmp:
-        Path(tmp, "package.json").write_text(
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix="node-red-installing-"))
+    try:
+        (staging / "package.json").write_text(
             json.dumps({"name": "moclo-benchmark-node-red", "private": True})
         )
         # npm's own progress lines go to our stderr.
         subprocess.run(
             [npm, "install", "--save-exact", "--no-audit", "--no-fund", *packages],
-            cwd=tmp,
+            cwd=staging,
             stdout=sys.stderr,
             check=True,
         )
-        if not installed(Path(tmp)):
-            raise RuntimeError(f"npm did not install {' and '.join(packages)} in {tmp}")
+        if not installed(staging):
+            raise RuntimeError(f"npm did not install {' and '.join(packages)} in {staging}")
         shutil.rmtree(target, ignore_errors=True)
-        Path(tmp).rename(target)
-        Path(tmp).mkdir()  # for TemporaryDirectory's clean-up
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already if renamed
     seconds = time.monotonic() - began
     progress(f"  installed in {seconds:.0f} s")
     return seconds

@@ -3,6 +3,13 @@
 Nothing here raises on bad input. Every message ends as readings, rejections, or both (an array
 payload keeps its valid readings and rejects only the bad ones), so the service never stops for
 a device that sends garbage and never drops anything without saying why.
+
+Valid payloads take a fast path: pydantic validates the bytes directly (one validator per
+type, for an object or an array of them), with no intermediate Python objects. Anything the
+fast path does not accept whole (invalid JSON, an invalid reading, a `device_id` in the
+payload, an empty or oversized array, a timestamp outside the window) is decoded again by the
+careful path, which alone decides what is rejected and why; so both paths give the same
+readings and the same rejections, the fast one only sooner.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from devices.base import Reading
 from devices.catalogue import DEVICE_TYPES
@@ -36,6 +43,8 @@ UNKNOWN_TYPE_TAG = "_unknown"
 # Unregistered devices remembered as already reported (MOCLO_UNREGISTERED=flag); beyond this
 # many, invented device ids are still counted but no longer reported one by one.
 MAX_FLAGGED_DEVICES = 100_000
+# Topics whose parsed address is remembered; beyond this many the memory starts afresh.
+MAX_CACHED_TOPICS = 100_000
 
 
 class RejectReason(enum.StrEnum):
@@ -70,7 +79,7 @@ class Limits:
     new_devices_per_minute: int = 1_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per reading, and frozen costs four times as much
 class ValidReading:
     address: DeviceAddress
     reading: Reading
@@ -122,9 +131,51 @@ class Decoder:
         self._max_payload_bytes = limits.max_payload_bytes
         self._max_future_ns = int(limits.max_future_s * 1e9)
         self._max_past_ns = None if limits.max_past_s is None else int(limits.max_past_s * 1e9)
+        self._addresses: dict[str, DeviceAddress] = {}
+        self._many: dict[type[Reading], TypeAdapter[list[Reading]]] = {}
 
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         """Appends what `payload` holds to `out`: its valid readings and any rejections."""
+        address = self._addresses.get(topic)
+        if address is None or not self._fast(address, payload, received_ns, out):
+            self._careful(topic, payload, received_ns, out)
+
+    def _fast(self, address: DeviceAddress, payload: bytes, received_ns: int, out: Decoded) -> bool:
+        """Appends the readings of a payload that is valid as a whole and returns True, or
+        returns False having appended nothing."""
+        device = self._catalogue.get(address.device_type)
+        if (
+            device is None
+            or (self._registered is not None and address not in self._registered)
+            or len(payload) > self._max_payload_bytes
+            or b'"device_id"' in payload
+        ):
+            return False
+        model = device.reading
+        readings: list[Reading]
+        try:
+            if payload[:1] == b"{":
+                readings = [model.model_validate_json(payload)]
+            elif payload[:1] == b"[":
+                adapter = self._many.get(model)
+                if adapter is None:
+                    adapter = self._many[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
+                readings = adapter.validate_json(payload)
+                if not 0 < len(readings) <= MAX_READINGS_PER_MESSAGE:
+                    return False
+            else:
+                return False
+        except ValidationError:
+            return False
+        outside = self._outside_window
+        if any(outside(reading.ts, received_ns) is not None for reading in readings):
+            return False
+        out.readings.extend([ValidReading(address, reading) for reading in readings])
+        out.received_ns.extend([received_ns] * len(readings))
+        return True
+
+    def _careful(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
+        """Decodes step by step, rejecting with the first reason that applies."""
 
         def reject(
             reason: RejectReason, error: str, tenant: str, device_type: str, data: bytes = payload
@@ -147,6 +198,9 @@ class Decoder:
             tenant, device_type = _tags_from_bad_topic(self.prefix, topic, self._catalogue)
             reject(RejectReason.BAD_TOPIC, str(exc), tenant, device_type)
             return
+        if len(self._addresses) >= MAX_CACHED_TOPICS:
+            self._addresses.clear()
+        self._addresses[topic] = address
         device = self._catalogue.get(address.device_type)
         if device is None:
             known = ", ".join(sorted(self._catalogue))
@@ -221,7 +275,7 @@ class Decoder:
         for index, item in enumerate(items):
             where = f"reading {index}: " if batch else ""
             # Each rejected element of a batch keeps its own JSON, so nothing valid is lost
-            # and nothing invalid is recorded twice.
+            # and nothing invalid is recorded twice. (Taken before device_id is popped.)
             data = orjson.dumps(item) if batch else payload
             if not isinstance(item, dict):
                 reject(

@@ -266,3 +266,63 @@ def test_the_time_window_is_configurable() -> None:
 )
 def test_number_and_depth_limits(payload: bytes, reason: RejectReason) -> None:
     assert [r.reason for r in decode(TOPIC, payload).rejections] == [reason]
+
+
+def decode_warm(topic: str, payload: bytes) -> Decoded:
+    """Decoded by a decoder that has seen the topic before, so it may take the fast path."""
+    decoder = Decoder(PREFIX)
+    decoder.decode(topic, GOOD if topic == TOPIC else payload, ARRIVAL_NS, Decoded())
+    out = Decoded()
+    decoder.decode(topic, payload, ARRIVAL_NS, out)
+    return out
+
+
+FAST_OR_NOT = [
+    ("one", GOOD),
+    ("array", json.dumps([COW, COW | {"seq": 8}]).encode()),
+    ("array-of-one", json.dumps([COW]).encode()),
+    ("one-bad-element", json.dumps([COW, COW | {"activity": -1}]).encode()),
+    ("empty-array", b"[]"),
+    ("names-itself", json.dumps(COW | {"device_id": "cow-7"}).encode()),
+    ("names-another", json.dumps(COW | {"device_id": "cow-8"}).encode()),
+    ("nan-literal", GOOD.replace(b'"lat": ', b'"lat": NaN, "x": ')),
+    ("lone-surrogate", GOOD[:-1] + b', "note": "\\ud800"}'),
+    ("too-old", json.dumps(COW | {"ts": 1795327200 - 91 * 86_400}).encode()),
+    ("huge-int", GOOD.replace(b'"seq": 7', b'"seq": 18446744073709551617')),
+    ("float-for-int", GOOD.replace(b'"activity": ', b'"activity": 1.5, "x": ')),
+    ("leading-space", b" " + GOOD),
+    ("bom", b"\xef\xbb\xbf" + GOOD),
+    ("not-json", b"{nope"),
+]
+
+
+@pytest.mark.parametrize("payload", [p for _, p in FAST_OR_NOT], ids=[n for n, _ in FAST_OR_NOT])
+def test_the_fast_path_decides_exactly_as_the_careful_one(payload: bytes) -> None:
+    assert decode_warm(TOPIC, payload) == decode(TOPIC, payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "ts": st.one_of(st.integers(0, 2**33), st.floats(allow_nan=False)),
+                    "seq": st.integers(-2, 2**65),
+                    "body_temp_c": st.one_of(st.floats(25, 50), st.integers(25, 50)),
+                    "activity": st.one_of(st.integers(-1, 12_000), st.floats(0, 10)),
+                    "rumination_min": st.integers(0, 70),
+                    "lat": st.floats(-100, 100),
+                    "lon": st.floats(-200, 200),
+                    "battery_pct": st.floats(-5, 105),
+                }
+            ),
+            min_size=0,
+            max_size=5,
+        ).map(lambda items: json.dumps(items if len(items) != 1 else items[0]).encode()),
+    )
+)
+def test_fast_and_careful_paths_agree_on_anything(payload: bytes) -> None:
+    assert decode_warm(TOPIC, payload) == decode(TOPIC, payload)

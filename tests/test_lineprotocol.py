@@ -72,3 +72,47 @@ def test_rejection_line_keeps_hostile_text_in_fields() -> None:
     assert "\n" not in line
     assert line.startswith("moclo_rejected,device_type=cow_tracker,reason=bad_json,tenant=farm ")
     assert line.endswith(" 99")
+
+
+def _field_by_field(item: ValidReading) -> str:
+    """The line as the schema defines it, each field through `format_field`."""
+    reading, address = item.reading, item.address
+    names = reading.measurement_fields
+    fields = ",".join(f"{n}={format_field(getattr(reading, n))}" for n in names)
+    return (
+        f"{address.device_type},device_id={address.device_id},tenant={address.tenant} "
+        f"{fields},seq={reading.seq}i {reading.ts}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DEVICE_TYPES))
+def test_each_types_compiled_line_is_the_field_by_field_line(name: str) -> None:
+    device = DEVICE_TYPES[name]
+    example = dict(device.example)
+    variants = [example]
+    # Every bool both ways; a float field given a whole number still writes a float.
+    for field, value in example.items():
+        if isinstance(value, bool):
+            variants.append(example | {field: not value})
+        elif isinstance(value, float) and field != "ts":
+            variants.append(example | {field: int(value)})
+    for payload in variants:
+        item = ValidReading(
+            DeviceAddress("farm", name, "dev-1"), device.reading.model_validate(payload)
+        )
+        assert reading_line(item) == _field_by_field(item)
+
+
+def test_a_free_text_field_is_escaped_in_the_compiled_line() -> None:
+    from typing import Literal
+
+    from devices.base import Reading
+
+    class Noted(Reading):
+        note: str
+        mood: Literal["ok", 'say "hi"']
+
+    reading = Noted.model_validate({"ts": 1, "seq": 1, "note": 'a "b"\n', "mood": 'say "hi"'})
+    item = ValidReading(DeviceAddress("t", "noted", "d"), reading)
+    assert reading_line(item) == _field_by_field(item)
+    assert r'note="a \"b\"\x0a",mood="say \"hi\""' in reading_line(item)

@@ -64,6 +64,8 @@ class Report:
     rejected_as_expected: bool = True
     peak_rss_mb: float = 0.0  # the highest peak of any ingest process in the scenario
     seconds: float = 0.0
+    spooled: int = 0  # readings ingest put in its spool (InfluxDB outage)
+    spool_bytes: int = 0  # the spool's size on disk at the end of the outage
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -116,6 +118,9 @@ class Stack:
             "MOCLO_INGEST_CLIENT_ID": "ingest-faults",
             "MOCLO_SPOOL_DIR": str(self.workdir / "spool"),
             "MOCLO_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+            # Simulated devices that nobody registered, and no registry in the work tree.
+            "MOCLO_UNREGISTERED": "off",
+            "MOCLO_REGISTRY": str(self.workdir / "registry.sqlite"),
         }
         with (self.workdir / "ingest.log").open("ab") as log:
             self.ingest = subprocess.Popen(
@@ -283,6 +288,14 @@ def kill_ingest(workdir: Path, *, readings_n: int, kills: int, rate: float) -> R
         return _finish(stack, report, publisher, began)
 
 
+def steady(workdir: Path, *, readings_n: int, rate: float) -> Report:
+    """The same stream with nothing going wrong: what the other scenarios compare with."""
+    report = Report("a steady stream")
+    with Stack(workdir) as stack:
+        publisher, began = stack.stream(list(readings(readings_n, 50)), rate)
+        return _finish(stack, report, publisher, began)
+
+
 def influx_outage(workdir: Path, *, readings_n: int, outage_s: float, rate: float) -> Report:
     """Stop InfluxDB for `outage_s` mid-stream, then start it again."""
     report = Report(f"InfluxDB down {outage_s:g} s mid-stream")
@@ -300,6 +313,7 @@ def influx_outage(workdir: Path, *, readings_n: int, outage_s: float, rate: floa
         spool_bytes = stack.metric("moclo_spool_bytes")
         stack.database.start()
         report.notes.append(f"{int(spooled)} readings spooled ({spool_bytes / 1e6:.1f} MB)")
+        report.spooled, report.spool_bytes = int(spooled), int(spool_bytes)
         if spooled <= 0:
             raise ScenarioFailed("nothing went to the spool during the outage")
         _finish(stack, report, publisher, began)

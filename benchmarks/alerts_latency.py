@@ -66,6 +66,7 @@ class LiveDevice:
     pattern: Callable[[int], dict[str, Any]] | None = None
     completes: Callable[[int], bool] = lambda k: False
     seq: int = 0
+    readings: int = 1  # per message: more than one makes each message an array
 
     def payload(self, ts: float) -> bytes:
         fields = {**DEVICE_TYPES[self.device_type].example, "ts": ts, "seq": self.seq}
@@ -73,6 +74,13 @@ class LiveDevice:
             fields |= self.pattern(self.seq)
         self.seq += 1
         return orjson.dumps(fields)
+
+    def message(self, ts: float) -> bytes:
+        """One reading, or an array of `readings` readings a microsecond apart from `ts` (a
+        reading's identity in InfluxDB is its series and timestamp: they must differ)."""
+        if self.readings == 1:
+            return self.payload(ts)
+        return b"[" + b",".join(self.payload(ts + k / 1e6) for k in range(self.readings)) + b"]"
 
 
 def fever_cow(n: int) -> LiveDevice:
@@ -105,23 +113,34 @@ class LiveLoad:
     alerting: int = 20  # cows and pacemakers each: 6.7 + 10 alert changes a second
     linger_s: float = _DEFAULTS.linger_s
     snapshot_every_s: float = _DEFAULTS.snapshot_every_s
+    # Readings in each background message (arrays when more than one): one publisher manages
+    # only some thousands of QoS 1 messages a second here, and fewer messages mean fewer new
+    # devices for the same rate (rate / per_message × warmup_s of them).
+    per_message: int = 1
 
 
 def schedule(load: LiveLoad) -> list[tuple[float, LiveDevice]]:
     """(seconds from the start, device), in time order: background devices of every type, each
-    every `warmup_s`, and from then on the alerting devices once a second each."""
+    every `warmup_s` (a message of `per_message` readings), and from then on the alerting
+    devices once a second each (one reading)."""
     alerting = [fever_cow(i) for i in range(load.alerting)] + [
         racing_heart(i) for i in range(load.alerting)
     ]
     background_rate = load.rate - len(alerting)
-    count = max(1, round(background_rate * load.warmup_s))
+    message_rate = background_rate / load.per_message
+    count = max(1, round(message_rate * load.warmup_s))
     types = list(DEVICE_TYPES)
     background = [
-        LiveDevice(types[i % len(types)], TENANTS[types[i % len(types)]], f"bg-{i:05d}")
+        LiveDevice(
+            types[i % len(types)],
+            TENANTS[types[i % len(types)]],
+            f"bg-{i:05d}",
+            readings=load.per_message,
+        )
         for i in range(count)
     ]
     events = [
-        (k * load.warmup_s + i / background_rate, device)
+        (k * load.warmup_s + i / message_rate, device)
         for i, device in enumerate(background)
         for k in range(math.ceil((load.warmup_s + load.duration_s) / load.warmup_s))
     ]
@@ -269,6 +288,7 @@ def latency(
     its polling loads InfluxDB and a core, so alert delays of such a run are not comparable)."""
     settings = servers.settings(name)
     plan = schedule(load)
+    readings = sum(device.readings for _, device in plan)
     expected: dict[tuple[str, str], float] = {}  # (device id, reading ts) → when published
     endpoint = MqttEndpoint.from_url(servers.mqtt_url)
     options = {"linger_s": load.linger_s, "snapshot_every_s": load.snapshot_every_s}
@@ -287,7 +307,7 @@ def latency(
                     time.sleep(pause)  # pacing a load generator, not synchronisation
                 ts = round(time.time(), 6)
                 completes = device.completes(device.seq)
-                payload = device.payload(ts)
+                payload = device.message(ts)
                 topic = telemetry_topic(
                     settings.topic_prefix, device.tenant, device.device_type, device.device_id
                 )
@@ -303,7 +323,7 @@ def latency(
             while len(watcher.arrived) < len(expected) and time.monotonic() < deadline:
                 time.sleep(0.05)  # waiting for the last alerts, under a deadline
             if stored is not None:
-                stored.stop(expected=len(plan))
+                stored.stop(expected=readings)
         finally:
             publisher.close()
             watcher.close()
@@ -330,8 +350,9 @@ def latency(
     return {
         "linger_s": load.linger_s,
         "snapshot_every_s": load.snapshot_every_s,
-        "readings": len(plan),
-        "rate": len(plan) / seconds,
+        "readings": readings,
+        "messages": len(plan),
+        "rate": readings / seconds,
         "alerts": len(delays),
         "unexpected": unexpected,
         "p50_ms": percentile(delays, 50),

@@ -1,4 +1,5 @@
-"""The ingest benchmark's results file: medians over rounds, per message shape."""
+"""The ingest benchmark's results file: throughput as medians over rounds, per message shape,
+then the latency, scale-out and memory sections (ingest_report_sections.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,18 @@ import statistics
 from typing import Any
 
 from benchmarks.ingest_contenders import CONTENDERS
+from benchmarks.ingest_raw import LINES_PER_BODY, WRITERS
+from benchmarks.ingest_report_sections import latency_section, memory_section, scale_section
 
 Figures = dict[str, Any]
 COLUMNS = ("per_s", "seconds", "cpu_s", "cpu_ms_per_1000", "peak_rss_mb", "start_to_done_s")
 ROUGH_S = 1.0  # a drain shorter than this is within a few polls of the timer's resolution
+RAW_LABEL = f"InfluxDB raw: ingest's lines, {LINES_PER_BODY:,} a POST, {WRITERS} writers"
+TARGET_BATCHED_OF_RAW = 0.6  # issue 8: batched ingest at least 0.6× InfluxDB's raw rate
+
+
+def _label(key: str) -> str:
+    return f"({key}) {CONTENDERS[key].label}" if key in CONTENDERS else f"({key}) {RAW_LABEL}"
 
 
 def medians(figures: Figures) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -36,21 +45,22 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def _shape_table(shape: str, rows: dict[str, dict[str, float | None]], run: dict[str, Any]) -> str:
     per_message = 1 if shape == "single" else run["batch"]
+    readings = run["readings"] if shape == "single" else run.get("batched_readings", 0)
     lines = [
-        f"### {shape}: {run['readings']:,} readings, {per_message} per message",
+        f"### {shape}: {readings:,} readings, {per_message} per message",
         "",
         "| writer | readings/s | CPU s (process) | CPU ms / 1,000 readings | peak RSS MB "
         "| start → all stored, s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for key, m in sorted(rows.items()):
-        rough = " †" if m["seconds"] is not None and m["seconds"] < ROUGH_S else ""
+        rough = " †" if key != "raw" and (m["seconds"] or ROUGH_S) < ROUGH_S else ""
         lines.append(
-            f"| ({key}) {CONTENDERS[key].label} | {_n(m['per_s'])}{rough} | {_n(m['cpu_s'], 1)} "
+            f"| {_label(key)} | {_n(m['per_s'])}{rough} | {_n(m['cpu_s'], 1)} "
             f"| {_n(m['cpu_ms_per_1000'], 0)} | {_n(m['peak_rss_mb'])} "
             f"| {_n(m['start_to_done_s'], 1)} |"
         )
-    if any(m["seconds"] is not None and m["seconds"] < ROUGH_S for m in rows.values()):
+    if any(k != "raw" and (m["seconds"] or ROUGH_S) < ROUGH_S for k, m in rows.items()):
         lines += ["", f"† drained in under {ROUGH_S:g} s: with ±0.1 s of timer, a rough figure."]
     c = rows.get("c")
     if c:
@@ -63,29 +73,47 @@ def _shape_table(shape: str, rows: dict[str, dict[str, float | None]], run: dict
                 f"| {_ratio(c['cpu_ms_per_1000'], o['cpu_ms_per_1000'])} "
                 f"| {_ratio(c['peak_rss_mb'], o['peak_rss_mb'])} |"
             )
+    if c and "raw" in rows:
+        target = f" (target ≥ {TARGET_BATCHED_OF_RAW:g})" if shape == "batched" else ""
+        lines += [
+            "",
+            f"moclo ingest reaches c/raw = {_ratio(c['per_s'], rows['raw']['per_s'])} of "
+            f"InfluxDB's raw rate for these readings{target}.",
+        ]
     return "\n".join(lines)
 
 
 def report(figures: Figures) -> str:
     run = figures["run"]
-    loads = [r["load"] for r in figures["rounds"]]
+    loads = [r["load"] for r in figures["rounds"]] or [run["loads"][0]]
     tables = "\n\n".join(_shape_table(shape, rows, run) for shape, rows in medians(figures).items())
+    minutes = ", ".join(f"{k} {v:.1f}" for k, v in run.get("section_minutes", {}).items())
+    sections = "".join(
+        f"\n\n{text}"
+        for text in (latency_section(figures), scale_section(figures), memory_section(figures))
+        if text
+    )
     install = (
         f" Node-RED was installed from npm for this run in {run['node_red_install_s']:.0f} s."
         if run.get("node_red_install_s")
         else ""
     )
-    return f"""# Ingest throughput: moclo ingest, a bare subscriber, a lean consumer, Node-RED
+    header = f"""# Ingest: throughput against other writers and InfluxDB, latency, scale-out, memory
 
     {run["command"]}
 
 {run["date"]}, commit {run["commit"]}; {run["machine"]}. {run["servers"]}; {run["node"]}.
 Rounds: {run["rounds_asked"]}, medians shown; seed {run["seed"]}. Load average (1 min) before
 each drain: {min(loads):.2f} to {max(loads):.2f} (the machine is shared: another engineer may
-have been profiling meanwhile). The run took
-{run["minutes"]:.0f} minutes.{install}
+have been profiling meanwhile). The run took {run["minutes"]:.0f} minutes ({minutes}).{install}"""
+    if not figures["rounds"]:
+        return header + sections + "\n"
+    return f"""{header}
 
-Each writer drains the same backlog: {run["readings"]:,} readings of all device types
+## Throughput
+
+Each writer drains the same backlog: {run["readings"]:,} readings of all device types one per
+message, and {run.get("batched_readings", run["readings"]):,} in arrays of {run["batch"]}
 (`benchmarks/ingest_data.py`), queued at Mosquitto for its persistent session (QoS 1) before it
 starts, each writer with its own topic prefix and InfluxDB database; every drain ends with
 InfluxDB holding exactly those readings, once each, with ingest's measurement, tags and field
@@ -96,7 +124,11 @@ before that, seconds for Node-RED, is left out) to the first that finds all N re
 about ±0.1 s. "CPU ms / 1,000 readings" is the writer's CPU time (/proc, with children) within
 the interval; "CPU s (process)" is all of it, start-up included; peak RSS is VmHWM, read before
 the writer is stopped. "Start → all stored" includes start-up. See
-`benchmarks/ingest_round.py`.
+`benchmarks/ingest_round.py`. "raw" is InfluxDB alone (`benchmarks/ingest_raw.py`): the same
+readings formatted beforehand by ingest's own decoder and line formatting, POSTed to /write in
+bodies of {LINES_PER_BODY:,} lines by {WRITERS} concurrent writer threads into a fresh
+database, timed in-process from the first request to the last answer, then checked exactly as
+the writers are; its CPU and memory are InfluxDB's, not shown.
 
 {tables}
 
@@ -112,5 +144,5 @@ What the writers promise differs, and so does what they do:
   readings: hence its larger peak RSS in the batched shape.
 - (d) mqtt.js acknowledges on arrival; the influx batch node starts each write without waiting
   for the last (no back-pressure); with an InfluxDB 1.x config it writes every number as a float
-  (its README says so), so `seq` and the integer fields are floats in its database.
+  (its README says so), so `seq` and the integer fields are floats in its database.{sections}
 """

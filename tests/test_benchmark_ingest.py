@@ -1,6 +1,7 @@
-"""The ingest benchmark's harness at a tiny size, so that it cannot rot: each writer's round
-must end with every reading stored exactly once (or, for the bare subscriber, every message
-counted once), never a timing. The long form (`python -m benchmarks.ingest`) records its
+"""The ingest benchmark's harness at a tiny size, so that it cannot rot: each writer's round,
+InfluxDB's raw round and a share group of two must end with every reading stored exactly once
+(or, for the bare subscriber, every message counted once), and a latency run must see every
+reading stored; never a timing. The long form (`python -m benchmarks.ingest`) records its
 figures in benchmarks/results/ingest.md.
 
 Node-RED (d) runs only if it is already in the benchmark's cache: installing it from npm takes
@@ -17,11 +18,14 @@ import orjson
 import pytest
 
 from benchmarks import ingest_nodered
+from benchmarks.alerts_latency import LiveLoad, latency, schedule
 from benchmarks.alerts_stack import Servers
 from benchmarks.ingest_contenders import CONTENDERS
 from benchmarks.ingest_data import Shape, batched, readings_in, single
 from benchmarks.ingest_lean import INTEGER_FIELDS, lines_of
+from benchmarks.ingest_raw import bodies, raw_round
 from benchmarks.ingest_round import Stack, run_round
+from benchmarks.ingest_scale import scale_round
 from devices.catalogue import DEVICE_TYPES
 from ingest.decode import Decoded, Decoder
 from ingest.lineprotocol import reading_line
@@ -112,3 +116,41 @@ def test_shapes_are_built_from_whole_arrays() -> None:
     with pytest.raises(ValueError, match="whole arrays"):
         batched(1_010, seed=3)
     assert isinstance(SHAPES["batched"], Shape)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_influxdbs_raw_rate_is_measured_on_exactly_the_readings(stack: Stack, shape: str) -> None:
+    payloads = bodies(SHAPES[shape])
+    assert sum(body.count(b"\n") + 1 for body in payloads) == READINGS
+    result = raw_round(stack.servers, SHAPES[shape], payloads, f"t{uuid.uuid4().hex[:10]}")
+    # raw_round raises BenchmarkFailed unless InfluxDB holds exactly the readings, once each.
+    assert result["stored"] == READINGS
+    assert result["seconds"] > 0
+
+
+def test_a_share_group_of_two_stores_the_backlog_exactly_once(stack: Stack) -> None:
+    result = scale_round(stack, SHAPES["single"], 2, f"t{uuid.uuid4().hex[:10]}", lambda _: None)
+    assert result["stored"] == READINGS
+    assert result["members"] == 2
+    assert result["rss_max_mb"] > 0 and result["rss_sum_mb"] > result["rss_max_mb"]
+
+
+def test_arrays_in_the_latency_schedule_keep_the_rate_with_fewer_devices() -> None:
+    load = LiveLoad(rate=1_000, duration_s=4, warmup_s=2, alerting=2, per_message=10)
+    plan = schedule(load)
+    background = {d.device_id for _, d in plan if d.device_id.startswith("bg-")}
+    assert len(background) == round((1_000 - 4) / 10 * 2)
+    assert sum(d.readings for _, d in plan) == pytest.approx(1_000 * 6, rel=0.01)
+    payload = orjson.loads(next(d for _, d in plan if d.readings == 10).message(1e9))
+    assert len({reading["ts"] for reading in payload}) == 10  # distinct points in InfluxDB
+
+
+def test_a_latency_run_with_arrays_sees_every_reading_stored(stack: Stack) -> None:
+    load = LiveLoad(
+        rate=500, duration_s=2, warmup_s=1, alerting=2, per_message=10, snapshot_every_s=3600
+    )
+    result = latency(stack.servers, load, f"t{uuid.uuid4().hex[:10]}", watch_stored=True)
+    # latency raises BenchmarkFailed unless every reading is seen stored and every alert came.
+    assert result["stored"]["stored"] == result["readings"]
+    assert result["readings"] == sum(d.readings for _, d in schedule(load))
+    assert result["alerts"] > 0

@@ -23,6 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.topics import alert_state_topic, alert_topic
 from ingest.alerts import Alert
+from ingest.paho_fast import release_sockets
 from moclo.mqtt import MqttEndpoint, make_client
 
 log = logging.getLogger("moclo.ingest.announce")
@@ -56,6 +57,7 @@ class AlertPublisher:
     async def close(self) -> None:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
+        release_sockets(self._client)
 
     async def publish(self, alerts: Sequence[Alert], *, timeout_s: float = 10.0) -> bool:
         """Publishes each change and its retained state; True once the broker has them all."""

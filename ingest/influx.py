@@ -12,7 +12,8 @@ Errors are translated here into two kinds that say what to do next:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -107,12 +108,17 @@ class InfluxClient:
                 status=404,
             )
 
-    async def write(self, lines: Sequence[str]) -> None:
-        """Writes line protocol with nanosecond timestamps; raises InfluxError on failure."""
+    async def write(self, lines: Sequence[str], *, sent: asyncio.Event | None = None) -> None:
+        """Writes line protocol with nanosecond timestamps; raises InfluxError on failure.
+
+        `sent`, if given, is set once the request has gone out, while InfluxDB works on it."""
         body = "\n".join(lines).encode()
         try:
             response = await self._http.post(
-                "/write", params={"db": self.database, "precision": "ns"}, content=body
+                "/write",
+                params={"db": self.database, "precision": "ns"},
+                content=body,
+                extensions=None if sent is None else {"trace": _when_sent(sent)},
             )
         except httpx.TimeoutException as exc:
             raise InfluxUnavailable(f"write to {self.url} timed out: {exc!r}") from exc
@@ -146,6 +152,17 @@ class InfluxClient:
                     Series(s.get("name", ""), s.get("tags") or {}, s["columns"], s["values"])
                 )
         return series
+
+
+def _when_sent(sent: asyncio.Event) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore trace hook (the `trace` request extension) that sets `sent` once the
+    request body is written."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".send_request_body.complete"):
+            sent.set()
+
+    return trace
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:

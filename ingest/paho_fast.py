@@ -122,3 +122,10 @@ class FastClient(paho.Client):
         packet = b"".join([_PUBACK.pack(_PUBACK_HEAD, mid) for mid in mids])
         if packet:
             self._packet_queue(paho.PUBACK, packet, 0, 0)
+
+
+def release_sockets(client: paho.Client) -> None:
+    """Closes what paho's `loop_start()` opened, after `loop_stop()`: paho leaves its wake-up
+    socket pair open until the client is garbage collected, which a reference cycle through
+    its callbacks delays to some later collection (where the sockets warn as unclosed)."""
+    client._reset_sockets()

@@ -7,6 +7,13 @@ the batch's MQTT messages. A crash anywhere before the acknowledgement means the
 the batch again; because a reading's point is keyed by its own timestamp, storing it again
 overwrites instead of duplicating, and a change published again keeps its id.
 
+Batches are pipelined, one deep: while batch k is being stored (its alert changes published,
+its lines written, its messages acknowledged) the consumer decodes and judges batch k+1, in
+slices that give the event loop back between them. Batch k+1 is stored only once batch k is,
+so changes are published, lines written and messages acknowledged in arrival order, and a batch
+that fails to be stored stops everything after it unacknowledged. The sweep for silent devices
+and the alert-state snapshot wait until nothing judged is unstored.
+
 Alert changes go out on MQTT (the change on `{prefix}/{tenant}/alerts/{device_id}`, the
 current state retained on `{prefix}/{tenant}/alert-state/{device_id}/{rule}`) and to the
 notifiers, whose queues never hold ingestion back. Between batches the consumer sweeps for
@@ -27,10 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +52,14 @@ from ingest.alerts.rulebook import RuleBook
 from ingest.announce import AlertPublisher
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import Decoder, Limits
+from ingest.gcpolicy import quiet_collector
 from ingest.health import Liveness, assess
 from ingest.http import health_response, serve
 from ingest.influx import InfluxClient, InfluxError, InfluxUnavailable
 from ingest.lineprotocol import is_reading_line, quote_string
 from ingest.metrics import render
 from ingest.notify import LogNotifier, Notifiers, WebhookNotifier
-from ingest.pipeline import Pipeline
+from ingest.pipeline import Pipeline, PreparedBatch
 from ingest.rejections import RejectionLog
 from ingest.sink import InfluxSink, RefusedLine, WriteAborted
 from ingest.source import Message, MqttSource
@@ -66,6 +75,7 @@ _LOGGED_UNREGISTERED = 10  # unregistered devices named in the log per run; the 
 @dataclass(frozen=True, slots=True)
 class IngestOptions:
     batch_messages: int = 2_000  # messages per InfluxDB write, at most
+    batch_bytes: int = 1024 * 1024  # payload bytes per batch, at most (arrays fill it first)
     linger_s: float = 0.02  # how long a non-full batch waits for more messages
     window: int = 10_000  # unacknowledged messages the broker may send us (Receive Maximum)
     limits: Limits = field(default_factory=Limits)
@@ -76,6 +86,7 @@ class IngestOptions:
     snapshot_every_s: float = 30.0  # how often the alert engine's state is saved
     log_alerts: bool = True  # log every alert change (`moclo up` prints them itself)
     alert_rules: bool = True  # False: no rules at all (the benchmark's baseline)
+    quiet_gc: bool = True  # freeze start-up objects, collect rarely (ingest/gcpolicy.py)
 
 
 @dataclass(slots=True)
@@ -140,6 +151,7 @@ class Ingest:
             client_id=settings.ingest_client_id,
             subscription=subscriptions(settings),
             batch_messages=options.batch_messages,
+            batch_bytes=options.batch_bytes,
             window=options.window,
         )
         self.announcer = AlertPublisher(
@@ -188,7 +200,7 @@ class Ingest:
         self._drained = asyncio.Event()  # wakes a consumer waiting for spool room
         self._consumed = asyncio.Event()  # the consumer is done: notifiers may finish
         self._orphans: list[Alert] = []  # stored open alerts whose rule is gone
-        self._judged_unstored = False  # the engine has seen a batch not yet stored
+        self._unstored = 0  # batches the engine has judged and that are not stored yet
         self._snapshot: snapshot.SnapshotJob | None = None  # being captured, between batches
         self._writing: asyncio.Future[None] | None = None  # the last one, being written
         self._unregistered_logged = 0
@@ -240,11 +252,12 @@ class Ingest:
             if ready is not None:
                 ready.set()
             try:
-                async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._consume(), name="consume")
-                    tasks.create_task(self._drain_spool(), name="drain-spool")
-                    tasks.create_task(self._watch(), name="watch")
-                    tasks.create_task(self.notifiers.run(self._consumed), name="notify")
+                with quiet_collector(enabled=self.options.quiet_gc):
+                    async with asyncio.TaskGroup() as tasks:
+                        tasks.create_task(self._consume(), name="consume")
+                        tasks.create_task(self._drain_spool(), name="drain-spool")
+                        tasks.create_task(self._watch(), name="watch")
+                        tasks.create_task(self.notifiers.run(self._consumed), name="notify")
             finally:
                 if server is not None:
                     server.close()
@@ -264,46 +277,59 @@ class Ingest:
         next_summary = time.monotonic() + options.summary_every_s
         next_sweep = time.monotonic() + max(options.sweep_every_s, 5.0)
         next_snapshot = time.monotonic() + options.snapshot_every_s
+        storing = _Storing()  # the batch before, being stored
         try:
             while not self.stop.is_set():
                 await self._refresh_registry()
+                if storing.done():
+                    await storing.finished()  # raises what storing it raised
                 messages = await self._next_batch_or_stop(options.sweep_every_s)
                 if messages:
-                    await self._handle(messages)
+                    prepared = await self._prepare(messages, after=storing)
+                    await storing.finished()
+                    storing.start(functools.partial(self._store, messages, prepared))
                 # Silence is judged only once the backlog is in: a device whose readings are
                 # still queued at the broker is not silent.
-                caught_up = len(messages) < options.batch_messages
+                caught_up = not messages or self.source.caught_up
                 if caught_up and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + options.sweep_every_s
-                    self._judged_unstored = True
+                    await storing.finished()
+                    self._unstored += 1
                     swept = self.pipeline.sweep()
                     if swept.alerts:
                         await self._commit(swept.lines, swept.alerts)
-                    self._judged_unstored = False
+                    self._unstored -= 1
                 if self._snapshot is None and time.monotonic() >= next_snapshot:
                     await self._snapshot_written()  # the previous one, if still writing
                     next_snapshot = time.monotonic() + options.snapshot_every_s
                     self._snapshot = snapshot.SnapshotJob(self.pipeline.engine)
                 if self._snapshot is not None:
+                    # Only what is stored may be in a snapshot: a batch judged and lost would
+                    # be judged again after a restart, on top of itself.
+                    await storing.finished()
                     # A slice per turn, longer when idle, so consuming never stalls on it.
                     self._snapshot_step(budget_s=0.01 if messages else 0.2)
                 if time.monotonic() >= next_summary:
                     next_summary = time.monotonic() + self.options.summary_every_s
                     if (summary := self.pipeline.rejections.summary()) is not None:
                         log.info("%s", summary)
+            await storing.finished()
             # Stopping: handle what had arrived when the stop came, so it is acknowledged now
             # rather than delivered again later; no more, since every acknowledgement lets the
             # broker send another message.
             remaining = self.source.pending_count
             while remaining > 0 and (messages := self.source.take_pending(remaining)):
                 remaining -= len(messages)
-                await self._handle(messages)
+                await self._store(messages, await self._prepare(messages))
         except WriteAborted:
             log.warning(
                 "stopped while InfluxDB is unavailable and the spool is full; "
                 "unacknowledged messages will be delivered again"
             )
         finally:
+            # Only when the consumer fails or is cancelled: the batch being stored is not
+            # acknowledged, so the broker delivers it again.
+            await storing.abandon()
             self._spooled.set()  # let the drainer see the stop
             self._consumed.set()
 
@@ -318,13 +344,41 @@ class Ingest:
         # Either it finished first, or it finished while being cancelled: handle it.
         return batch.result()
 
-    async def _handle(self, messages: list[Message]) -> None:
-        self._judged_unstored = True
-        prepared = self.pipeline.prepare(messages)
+    async def _prepare(
+        self, messages: list[Message], *, after: _Storing | None = None
+    ) -> PreparedBatch:
+        """Decodes and judges a batch, once the batch before (`after`) is on its way to
+        InfluxDB, a slice at a time: between slices the event loop runs, so the batch before
+        is acknowledged as soon as it is stored."""
+        if after is not None:
+            await after.on_its_way()
+        self._unstored += 1
+        prepared = PreparedBatch()
+        start = 0
+        while start < len(messages):
+            end, size = start, 0
+            while end < len(messages) and size < _SLICE_BYTES:
+                size += len(messages[end].payload)
+                end += 1
+            part = self.pipeline.prepare(messages[start:end])
+            prepared.lines += part.lines
+            prepared.readings += part.readings
+            prepared.rejections += part.rejections
+            prepared.alerts += part.alerts
+            start = end
+            if start < len(messages):
+                await asyncio.sleep(0)
         if self.settings.unregistered == "flag":
             prepared.lines.extend(self._unregistered_lines())
-        await self._commit(prepared.lines, prepared.alerts)
-        self._judged_unstored = False
+        return prepared
+
+    async def _store(
+        self, messages: list[Message], prepared: PreparedBatch, sent: asyncio.Event | None = None
+    ) -> None:
+        """Publishes the batch's alert changes, stores its lines, then acknowledges it. `sent`
+        is set once the lines are on their way to InfluxDB."""
+        await self._commit(prepared.lines, prepared.alerts, sent)
+        self._unstored -= 1
         self.source.ack(messages)
         stats = self.stats
         self.liveness.last_handled = time.monotonic()
@@ -392,7 +446,9 @@ class Ingest:
             )
         return lines
 
-    async def _commit(self, lines: list[str], alerts: list[Alert]) -> None:
+    async def _commit(
+        self, lines: list[str], alerts: list[Alert], sent: asyncio.Event | None = None
+    ) -> None:
         """Tells the world about the alert changes, then stores the lines (changes included).
 
         Publishing first makes alerts at-least-once: a crash after storing but before
@@ -403,7 +459,7 @@ class Ingest:
         if alerts:
             await self._announce(alerts)
         if lines:
-            await self._deliver(lines)
+            await self._deliver(lines, sent)
 
     async def _announce(self, alerts: list[Alert]) -> None:
         stats = self.stats
@@ -425,12 +481,12 @@ class Ingest:
                 "the broker did not confirm %d alert notifications within 10 s", 2 * len(alerts)
             )
 
-    async def _deliver(self, lines: list[str]) -> None:
+    async def _deliver(self, lines: list[str], sent: asyncio.Event | None = None) -> None:
         """Stores lines durably: in InfluxDB if it answers and nothing is spooled before them,
         else in the spool. Returns only once they are stored."""
         if self.spool.is_empty():
             try:
-                refused = await self.sink.write_once(lines)
+                refused = await self.sink.write_once(lines, sent=sent)
             except InfluxUnavailable as exc:
                 log.warning(
                     "InfluxDB unavailable (%s); spooling to %s until it is back",
@@ -541,7 +597,7 @@ class Ingest:
         was never stored: after a restart those readings come again to be judged again."""
         self._snapshot = None
         await self._snapshot_written()
-        if self._judged_unstored:
+        if self._unstored:
             log.warning("alert state not saved: the last batch was not stored")
             return
         engine = self.pipeline.engine
@@ -610,6 +666,49 @@ class Ingest:
         server = await serve(host, int(port), {"/healthz": healthz, "/metrics": metrics})
         self.http_port = server.sockets[0].getsockname()[1]
         return server
+
+
+# Payload bytes decoded between two turns of the event loop: a few milliseconds of work.
+_SLICE_BYTES = 32 * 1024
+
+
+class _Storing:
+    """The one batch being stored while the consumer prepares the next."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self._sent = asyncio.Event()
+
+    def start(self, storing: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+        """Runs `storing(sent)`, which sets `sent` once its lines are on their way."""
+        assert self._task is None, "finished() first: batches are stored one after another"
+        self._sent = asyncio.Event()
+        self._task = asyncio.create_task(storing(self._sent), name="store")
+
+    async def on_its_way(self) -> None:
+        """Returns once the batch's write has gone out to InfluxDB (or storing ended): from
+        then on InfluxDB works on it while the consumer does something else."""
+        if self._task is not None and not self._task.done() and not self._sent.is_set():
+            await _first_of(self._sent, self._task)
+
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def finished(self) -> None:
+        """Returns once the batch is stored (at once if none is), or raises why it was not."""
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """Cancels storing (when the consumer stops on an error): not acknowledged, the batch
+        is delivered again."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("storing the batch before failed too: %r", task.exception())
 
 
 async def _first_of(

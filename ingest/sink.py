@@ -93,23 +93,32 @@ class InfluxSink:
         await self._write_or_split(lines, 0, refused, retry=True)
         return refused
 
-    async def write_once(self, lines: Sequence[str]) -> list[RefusedLine]:
-        """Like `write_batch`, but raises InfluxUnavailable instead of retrying."""
+    async def write_once(
+        self, lines: Sequence[str], *, sent: asyncio.Event | None = None
+    ) -> list[RefusedLine]:
+        """Like `write_batch`, but raises InfluxUnavailable instead of retrying. `sent` is set
+        once the (first) request has gone out."""
         refused: list[RefusedLine] = []
-        await self._write_or_split(lines, 0, refused, retry=False)
+        await self._write_or_split(lines, 0, refused, retry=False, sent=sent)
         return refused
 
     async def close(self) -> None:
         await self.client.close()
 
     async def _write_or_split(
-        self, lines: Sequence[str], offset: int, refused: list[RefusedLine], *, retry: bool
+        self,
+        lines: Sequence[str],
+        offset: int,
+        refused: list[RefusedLine],
+        *,
+        retry: bool,
+        sent: asyncio.Event | None = None,
     ) -> None:
         try:
             if retry:
                 await self._write_retrying(lines)
             else:
-                await self._timed_write(lines)
+                await self._timed_write(lines, sent)
         except InfluxRefused as exc:
             if exc.status not in _SPLITTABLE:
                 raise
@@ -120,10 +129,10 @@ class InfluxSink:
             await self._write_or_split(lines[:middle], offset, refused, retry=retry)
             await self._write_or_split(lines[middle:], offset + middle, refused, retry=retry)
 
-    async def _timed_write(self, lines: Sequence[str]) -> None:
+    async def _timed_write(self, lines: Sequence[str], sent: asyncio.Event | None = None) -> None:
         began = time.monotonic()
         try:
-            await self.client.write(lines)
+            await self.client.write(lines, sent=sent)
         except InfluxUnavailable:
             self.available = False
             raise

@@ -33,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.paho_fast import FastClient
+from ingest.paho_fast import FastClient, release_sockets
 from moclo.mqtt import MqttEndpoint, make_client
 
 log = logging.getLogger("moclo.ingest.source")
@@ -57,6 +57,7 @@ class MqttSource:
         client_id: str,
         subscription: str | Sequence[str],
         batch_messages: int = 2_000,
+        batch_bytes: int = 1024 * 1024,
         window: int = 10_000,
         session_expiry_s: int = 86_400,
         keepalive_s: int = 30,
@@ -69,6 +70,7 @@ class MqttSource:
         if window < batch_messages:
             raise ValueError("window must be at least batch_messages, or batches never fill")
         self._batch_messages = batch_messages
+        self._batch_bytes = batch_bytes
         self._window = window
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
@@ -85,7 +87,9 @@ class MqttSource:
         self._room = threading.Condition(self._lock)  # paho's thread waits here when full
         self._closing = False
         self._pending: list[Message] = []
+        self._pending_bytes = 0
         self._wake_scheduled = False
+        self.caught_up = True  # the last batch took everything that had arrived
         self._connection = 0
         self._last_error = "no answer yet"
         self.connected = False
@@ -127,25 +131,28 @@ class MqttSource:
         self._client.disconnect()
         # loop_stop joins paho's thread; keep the event loop free while it does.
         await asyncio.to_thread(self._client.loop_stop)
+        release_sockets(self._client)
 
     # -- what the service calls ------------------------------------------------------------
 
     async def next_batch(self, *, linger_s: float) -> list[Message]:
         """Waits for a message, then up to `linger_s` for a full batch; returns what is there.
 
-        Under load batches fill at once; when quiet, `linger_s` bounds the added latency.
+        A batch is full at `batch_messages` messages or `batch_bytes` of payload (arrays of
+        readings fill it by bytes), whichever comes first. Under load batches fill at once;
+        when quiet, `linger_s` bounds the added latency. `caught_up` then says whether the
+        batch took everything that had arrived.
         """
         assert self._arrived is not None and self._full is not None, "start() first"
         await self._arrived.wait()
-        if len(self._pending) < self._batch_messages:
+        if not self._is_full():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), linger_s)
         with self._lock:
-            batch = self._pending[: self._batch_messages]
-            del self._pending[: self._batch_messages]
-            self._room.notify_all()
-            if len(self._pending) < self._batch_messages:
+            batch = self._take(self._batch_messages)
+            if not self._is_full():
                 self._full.clear()
+            self.caught_up = not self._pending
             if not self._pending:
                 self._arrived.clear()
                 self._wake_scheduled = False
@@ -154,12 +161,27 @@ class MqttSource:
     def take_pending(self, at_most: int) -> list[Message]:
         """Up to a batch (and `at_most`) of what has arrived, without waiting (for the drain
         at shutdown)."""
-        count = min(at_most, self._batch_messages)
         with self._lock:
-            batch = self._pending[:count]
-            del self._pending[:count]
-            self._room.notify_all()
+            return self._take(min(at_most, self._batch_messages))
+
+    def _take(self, at_most: int) -> list[Message]:
+        """Takes up to `at_most` messages and `batch_bytes` of payload (at least one message),
+        under the lock."""
+        count, size, pending = 0, 0, self._pending
+        limit = min(at_most, len(pending))
+        while count < limit and (size < self._batch_bytes or not count):
+            size += len(pending[count].payload)
+            count += 1
+        batch = pending[:count]
+        del pending[:count]
+        self._pending_bytes -= size
+        self._room.notify_all()
         return batch
+
+    def _is_full(self) -> bool:
+        return (
+            len(self._pending) >= self._batch_messages or self._pending_bytes >= self._batch_bytes
+        )
 
     @property
     def pending_count(self) -> int:
@@ -199,6 +221,7 @@ class MqttSource:
                 # acknowledged; keeping our copies too would hold two of each.
                 current = self._connection
                 self._pending = [m for m in self._pending if m.connection == current]
+                self._pending_bytes = sum(len(m.payload) for m in self._pending)
         self.connected = True
         log.info(
             "connected to %s (session present: %s)", self.endpoint.display(), flags.session_present
@@ -250,11 +273,13 @@ class MqttSource:
     def _on_publish(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         message = Message(topic, payload, mid, qos, time.time_ns(), self._connection)
         with self._lock:
+            was_full = self._is_full()
             self._pending.append(message)
+            self._pending_bytes += len(payload)
             self.messages_received += 1
             wake = not self._wake_scheduled
             self._wake_scheduled = True
-            full = len(self._pending) == self._batch_messages
+            full = not was_full and self._is_full()
             if len(self._pending) >= self._window:
                 # Stop reading until the consumer takes a batch (see the module docstring).
                 self._room.wait_for(lambda: len(self._pending) < self._window or self._closing)

@@ -1,0 +1,178 @@
+"""Pipelined batches: batch k+1 is decoded while batch k is written, yet acknowledgements still
+go out only after a batch is stored, in arrival order, and never past a batch that failed."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from devices.topics import telemetry_topic
+from ingest.influx import InfluxRefused
+from ingest.service import IngestOptions
+from ingest.source import Message
+from moclo.settings import Settings
+from tests.conftest import RunningIngest
+from tests.helpers import Influx, cow_json, publish_all, wait_until
+
+SEQ = re.compile(rb",seq=(\d+)i ")
+
+
+@dataclass
+class Writes:
+    """What the proxy saw, in order: each write's readings, when it began and was stored."""
+
+    delay_s: float
+    fail_at: int | None  # this write (1-based) is answered 401, as an InfluxDB with auth would
+    seqs: list[list[int]] = field(default_factory=list)  # readings in write k-1
+    stored_at: list[float] = field(default_factory=list)  # when write k-1 was stored
+    stored: set[int] = field(default_factory=set)  # readings InfluxDB has confirmed
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SlowInfluxProxy(http.server.BaseHTTPRequestHandler):
+    """A named fake in front of the real InfluxDB: every write takes `delay_s` longer (so the
+    next batch is surely decoded meanwhile), and write `fail_at` is refused with 401."""
+
+    upstream = ""
+    writes = Writes(0.0, None)
+
+    def do_GET(self) -> None:
+        self._forward(b"")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if not self.path.startswith("/write"):
+            self._forward(body)
+            return
+        writes = self.writes
+        with writes.lock:
+            writes.seqs.append([int(s) for s in SEQ.findall(body)])
+            number = len(writes.seqs)
+        time.sleep(writes.delay_s)
+        if number == writes.fail_at:
+            self._answer(401, b'{"error":"authorization failed"}')
+            return
+        response = self._upstream(body)
+        if response.status_code == 204:  # recorded before ingest can hear of it
+            with writes.lock:
+                writes.stored.update(writes.seqs[number - 1])
+                writes.stored_at.append(time.monotonic())
+        self._answer(response.status_code, response.content)
+
+    def _forward(self, body: bytes) -> None:
+        response = self._upstream(body)
+        self._answer(response.status_code, response.content)
+
+    def _upstream(self, body: bytes) -> httpx.Response:
+        return httpx.request(
+            self.command,
+            self.upstream + self.path,
+            content=body,
+            headers={"Content-Type": self.headers.get("Content-Type", "")},
+        )
+
+    def _answer(self, status: int, content: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy(settings: Settings) -> Iterator[str]:
+    SlowInfluxProxy.upstream = settings.influx_url
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowInfluxProxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Observed:
+    acked: list[int] = field(default_factory=list)  # seqs, in the order they were acknowledged
+    acked_unstored: list[int] = field(default_factory=list)
+    prepared: dict[int, float] = field(default_factory=dict)  # first seq of a slice → when
+
+
+def observe(running: RunningIngest, writes: Writes) -> Observed:
+    """Records acknowledgements and decoding as ingest does them (ingest itself unchanged)."""
+    assert running.ingest is not None
+    ingest, seen = running.ingest, Observed()
+    ack, prepare = ingest.source.ack, ingest.pipeline.prepare
+
+    def recording_ack(messages: list[Message]) -> int:
+        seqs = [int(m.payload.split(b'"seq":')[1].split(b",")[0]) for m in messages]
+        with writes.lock:
+            seen.acked_unstored += [s for s in seqs if s not in writes.stored]
+        seen.acked += seqs
+        return ack(messages)
+
+    def recording_prepare(messages: list[Message]):  # type: ignore[no-untyped-def]
+        first = int(messages[0].payload.split(b'"seq":')[1].split(b",")[0])
+        seen.prepared[first] = time.monotonic()
+        return prepare(messages)
+
+    ingest.source.ack = recording_ack  # type: ignore[method-assign]
+    ingest.pipeline.prepare = recording_prepare  # type: ignore[method-assign,assignment]
+    return seen
+
+
+def publish(settings: Settings, count: int) -> list[int]:
+    topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-1")
+    publish_all(settings.mqtt_url, [(topic, cow_json(1795327200 + i, i)) for i in range(count)])
+    return list(range(count))
+
+
+OPTIONS = IngestOptions(batch_messages=10, window=20, linger_s=0.005)
+
+
+def test_batches_are_acknowledged_in_order_and_only_once_stored(
+    settings: Settings, proxy: str
+) -> None:
+    writes = SlowInfluxProxy.writes = Writes(delay_s=0.15, fail_at=None)
+    slow = settings.model_copy(update={"influx_url": proxy})
+    with RunningIngest(slow, OPTIONS) as running:
+        seen = observe(running, writes)
+        sent = publish(settings, 80)
+        wait_until(lambda: len(seen.acked) >= len(sent), what="every message acknowledged")
+    assert seen.acked == sent  # in arrival order, each once
+    assert seen.acked_unstored == []  # never before InfluxDB had confirmed its write
+    assert Influx(settings.influx_url, settings.influx_db).count("cow_tracker", "seq") == 80
+    # The point of it: batches were decoded while the batch before was being written (one
+    # after another, each batch would be decoded only once the one before was stored).
+    overlapped = [
+        seen.prepared[after[0]] < stored
+        for after, stored in zip(writes.seqs[1:], writes.stored_at, strict=False)
+    ]
+    assert sum(overlapped) >= len(overlapped) // 2, overlapped
+
+
+def test_a_failed_write_stops_acknowledgements_at_the_batch_before(
+    settings: Settings, proxy: str
+) -> None:
+    writes = SlowInfluxProxy.writes = Writes(delay_s=0.15, fail_at=3)
+    slow = settings.model_copy(update={"influx_url": proxy})
+    running = RunningIngest(slow, OPTIONS)
+    with pytest.raises(ExceptionGroup) as stopped, running:
+        seen = observe(running, writes)
+        publish(settings, 80)
+        wait_until(lambda: running.error is not None, what="ingest to stop on the refusal")
+    assert stopped.group_contains(InfluxRefused, match="401")
+    first_two = writes.seqs[0] + writes.seqs[1]
+    assert seen.acked == first_two  # batches 1 and 2, in order; nothing of batch 3 ...
+    assert seen.acked_unstored == []
+    # ... nor of what came after it, although it had been decoded meanwhile.
+    assert max(seen.prepared) > max(writes.seqs[2]), seen.prepared
+    assert not set(seen.acked) & {s for batch in writes.seqs[2:] for s in batch}

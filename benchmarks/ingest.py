@@ -10,10 +10,13 @@ rate (ingest_latency.py), several ingests in a share group (ingest_scale.py) and
     .venv/bin/python -m benchmarks.ingest --sections latency,scale --out -
 
 One Mosquitto and one InfluxDB are started here (moclo/stack.py). For each round, each message
-shape (single readings; arrays of 50 readings of one device) and each writer, in one run and on
-the same readings: a persistent session, the backlog queued for it, the writer started as a
-process of its own and timed until InfluxDB holds every reading exactly once (ingest_round.py
-says how it is timed and checked). The writers' order rotates from round to round. Node-RED is
+shape (--readings single readings, default 100,000; --batched-readings in arrays of 50 readings
+of one device, default 1,000,000) and each writer, in one run and on the same readings: a
+persistent session, the backlog queued for it, the writer started as a process of its own and
+timed until InfluxDB holds every reading exactly once (ingest_round.py says how it is timed and
+checked); before the writers, InfluxDB's raw rate for the same lines (ingest_raw.py). The
+writers' order rotates from round to round. The other sections (--sections) share the servers;
+the memory section's outage starts servers of its own (benchmarks/faults.py). Node-RED is
 installed from npm into a cache folder on first use (ingest_nodered.py), unless --no-install,
 which leaves it out if it is not there. --json also writes the raw figures. --short runs the
 throughput, latency and scale sections small (the memory section needs minutes; name it in

@@ -125,7 +125,8 @@ def memory_section(figures: Figures) -> str:
         lines.append(f"| {run['readings']:,} | {run['peak_rss_mb']:.0f} | {run['per_s']:,.0f} |")
     lines += [
         "",
-        f"Peak RSS {large:,} / {small:,}: {flat['ratio']:.2f}.",
+        f"Peak RSS {large:,} / {small:,}: {flat['ratio']:.2f} (target within "
+        f"{FLAT_WITHIN:.0%}: {'met' if flat['within_target'] else 'missed'}).",
         "",
         "| stream | peak RSS MB | readings spooled | spool at the outage's end | spool bound |",
         "|---|---:|---:|---:|---:|",

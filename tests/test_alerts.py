@@ -510,3 +510,38 @@ def test_a_burst_of_readings_does_not_teach_a_tiny_interval() -> None:
     times += [times[-1] + 10 * (i + 1) for i in range(10)]  # an event: every 10 s
     times += [times[-1] + 3600 * (h + 1) for h in range(4)]  # hourly again
     assert changes(AlertEngine(), [reading(pacemaker, t) for t in times]) == []
+
+
+def test_the_remembered_rolling_median_is_the_median_judged_afresh() -> None:
+    """A baseline state keeps its rolling median for the hour; judging from a copy without it,
+    reading by reading (late readings of earlier hours among them), gives the same verdicts."""
+    import copy
+    import random
+
+    from devices.catalogue import DEVICE_TYPES
+    from devices.rules import BaselineRule
+    from ingest.alerts.conditions import BaselineState, judge
+
+    device = DEVICE_TYPES["cow_tracker"]
+    rule = next(
+        r for r in device.rules if isinstance(r, BaselineRule) and r.baseline == "rolling_24h"
+    )
+    rng = random.Random(3)
+    start = 1795327200 * 10**9
+    times = [start + i * 600 * 10**9 for i in range(3 * 144)]  # three days, every 10 min
+    for _ in range(60):  # some arrive late, up to a few hours
+        i = rng.randrange(len(times) - 30)
+        j = i + rng.randrange(1, 30)
+        times[i], times[j] = times[j], times[i]
+    state = BaselineState()
+    for n, ts in enumerate(times):
+        reading = device.reading.model_validate(
+            device.example | {"ts": ts // 10**9, "seq": n, rule.field: 38.5 + rng.gauss(0, 0.3)}
+        )
+        fresh = copy.deepcopy(state)
+        fresh.median_hour = -1  # nothing remembered
+        learning = n % 7 != 0
+        assert judge(rule, state, reading, ts, learning) == judge(
+            rule, fresh, reading, ts, learning
+        )
+        assert list(state.slots) == list(fresh.slots)

@@ -52,7 +52,7 @@ class DeltaState:
 
 
 class BaselineState:
-    __slots__ = ("baseline", "first_ts", "recent", "recent_ts", "slots")
+    __slots__ = ("baseline", "first_ts", "median", "median_hour", "recent", "recent_ts", "slots")
 
     def __init__(self) -> None:
         self.first_ts = 0
@@ -60,6 +60,10 @@ class BaselineState:
         self.recent_ts = 0
         self.baseline = math.nan  # the last baseline judged against, for the message
         self.slots = array("d", [-1.0, 0.0, 0.0, 0.0, 0.0] * SLOTS)
+        # The rolling median for `median_hour` (-1: none): it excludes that hour's own slot,
+        # the only one readings of that hour change, so it holds until a slot starts afresh.
+        self.median_hour = -1
+        self.median: float | None = None
 
     def dump(self) -> list[Any]:
         # JSON has no NaN ("nothing yet"): it travels as null.
@@ -183,8 +187,15 @@ def _baseline(
         slots[base + _HOUR] = hour
         slots[base + _SUM] = 0.0
         slots[base + _COUNT] = 0.0
+        state.median_hour = -1
 
-    baseline = _usual(slots, base) if rule.baseline == "same_hour" else _median(slots, hour)
+    if rule.baseline == "same_hour":
+        baseline = _usual(slots, base)
+    elif state.median_hour == hour:
+        baseline = state.median
+    else:
+        baseline = state.median = _median(slots, hour)
+        state.median_hour = hour
     if learning:
         slots[base + _SUM] += value
         slots[base + _COUNT] += 1

@@ -86,7 +86,7 @@ class IngestOptions:
     snapshot_every_s: float = 30.0  # how often the alert engine's state is saved
     log_alerts: bool = True  # log every alert change (`moclo up` prints them itself)
     alert_rules: bool = True  # False: no rules at all (the benchmark's baseline)
-    quiet_gc: bool = True  # freeze start-up objects, collect rarely (ingest/gcpolicy.py)
+    quiet_gc: bool = True  # freeze start-up objects (ingest/gcpolicy.py)
 
 
 @dataclass(slots=True)

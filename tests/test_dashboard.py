@@ -166,3 +166,25 @@ def test_fleet_live_fever_and_device_chart(
     page.locator("#sign-out").click()
     expect(page.locator("#sign-in")).to_be_visible()
     assert "moclo_session" not in {c["name"] for c in page.context.cookies()}
+
+
+def test_an_admin_of_every_tenant_sees_a_tenant_whose_data_comes_later(
+    page: Page, settings: Settings, ingest: RunningIngest, serve: RunningServe
+) -> None:
+    # Only the clinic has data when the page loads (CI once loaded it at that moment: the
+    # page settled on the one tenant and never showed the farm's fever).
+    pacemaker(settings, "clinic", "pm-1")
+    wait_until(lambda: ingest.stats.readings_stored >= 1, what="the pacemaker stored")
+    signed_in = page.request.post(f"{serve.url}/api/session", data={"token": serve.admin_token})
+    assert signed_in.ok, signed_in.text()
+    page.goto(serve.url + "/")
+    expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    expect(page.locator("#tenant option")).to_have_text(["all tenants", "clinic"])
+    assert page.locator("#tenant").input_value() == ""
+
+    topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-9")
+    fever = [{**COW, "ts": NOW - 60 + 20 * i, "seq": i, "body_temp_c": 40.1} for i in (1, 2, 3)]
+    publish_all(settings.mqtt_url, [(topic, orjson.dumps(r)) for r in fever])
+    feed = page.locator('#feed li[data-rule="fever"][data-state="raised"][data-device="cow-9"]')
+    expect(feed).to_be_visible(timeout=5_000)
+    expect(page.locator("#devices tbody tr")).to_have_count(2, timeout=5_000)  # pm-1 and cow-9

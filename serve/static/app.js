@@ -131,14 +131,18 @@ function mayAcknowledge() {
 
 async function loadTenants() {
   // A token of some tenants is offered those alone; an admin of every tenant, each with data.
+  // A token of one tenant shows that tenant. A token of every tenant starts on "all tenants"
+  // even when only one has data so far: otherwise the page would settle on that tenant and
+  // never show a tenant whose first reading comes later.
   const tenants = state.who.tenants || (await api("/api/tenants")).tenants;
+  const onlyOne = Boolean(state.who.tenants) && tenants.length === 1;
   const select = $("tenant");
   const options = tenants.map((t) => el("option", { value: t }, t));
-  if (tenants.length !== 1) {
+  if (!onlyOne) {
     options.unshift(el("option", { value: "" }, state.who.tenants ? "all my tenants" : "all tenants"));
   }
   select.replaceChildren(...options);
-  select.value = tenants.includes(state.tenant) ? state.tenant : (tenants.length === 1 ? tenants[0] : "");
+  select.value = tenants.includes(state.tenant) ? state.tenant : (onlyOne ? tenants[0] : "");
   state.tenant = select.value;
 }
 

@@ -91,6 +91,11 @@ class _IngestCollector(Collector):
             "received, not yet handled (consumer lag)",
             ingest.source.pending_count,
         )
+        yield _gauge(
+            "moclo_pending_bytes",
+            "payload of those messages (bounded by the window's bytes)",
+            ingest.source.pending_bytes,
+        )
         yield _gauge("moclo_open_alerts", "alert episodes open", stats.open_alerts)
         yield _gauge("moclo_spool_bytes", "bytes in the on-disk spool", ingest.spool.size_bytes)
         yield _gauge("moclo_spool_records", "batches in the on-disk spool", ingest.spool.records)

@@ -78,6 +78,7 @@ class IngestOptions:
     batch_bytes: int = 1024 * 1024  # payload bytes per batch, at most (arrays fill it first)
     linger_s: float = 0.02  # how long a non-full batch waits for more messages
     window: int = 10_000  # unacknowledged messages the broker may send us (Receive Maximum)
+    window_bytes: int = 8 * 1024 * 1024  # and at most this much payload waiting (arrays)
     limits: Limits = field(default_factory=Limits)
     spool_max_bytes: int = 1024**3
     stall_after_s: float = 60.0  # /healthz: messages waiting and none handled for this long
@@ -153,6 +154,7 @@ class Ingest:
             batch_messages=options.batch_messages,
             batch_bytes=options.batch_bytes,
             window=options.window,
+            window_bytes=options.window_bytes,
         )
         self.announcer = AlertPublisher(
             settings.mqtt,

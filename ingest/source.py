@@ -14,6 +14,8 @@ Guarantees:
   (eclipse-mosquitto issue 2301), paho's network thread also stops reading from the socket
   while `window` messages wait, so TCP holds the broker back; a slow database stops intake
   instead of growing memory;
+- they are bounded by `window_bytes` of payload too (paho's thread stops reading the same
+  way), since a count alone lets arrays of readings hold fifty times more than single ones;
 - after a reconnect, messages from the old connection are never acknowledged on the new one
   (their packet ids may be reused); the broker redelivers them instead.
 """
@@ -59,6 +61,7 @@ class MqttSource:
         batch_messages: int = 2_000,
         batch_bytes: int = 1024 * 1024,
         window: int = 10_000,
+        window_bytes: int = 8 * 1024 * 1024,
         session_expiry_s: int = 86_400,
         keepalive_s: int = 30,
     ) -> None:
@@ -69,9 +72,12 @@ class MqttSource:
         self.subscription = " and ".join(self.subscriptions)  # for messages
         if window < batch_messages:
             raise ValueError("window must be at least batch_messages, or batches never fill")
+        if window_bytes < batch_bytes:
+            raise ValueError("window_bytes must be at least batch_bytes, or batches never fill")
         self._batch_messages = batch_messages
         self._batch_bytes = batch_bytes
         self._window = window
+        self._window_bytes = window_bytes
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
         client = make_client(endpoint, client_id, manual_ack=True, client_class=FastClient)
@@ -183,10 +189,18 @@ class MqttSource:
             len(self._pending) >= self._batch_messages or self._pending_bytes >= self._batch_bytes
         )
 
+    def _window_is_full(self) -> bool:
+        return len(self._pending) >= self._window or self._pending_bytes >= self._window_bytes
+
     @property
     def pending_count(self) -> int:
         """Messages received and not yet taken: how far the consumer is behind the broker."""
         return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        """The payload those messages hold."""
+        return self._pending_bytes
 
     def ack(self, messages: list[Message]) -> int:
         """Acknowledges stored messages, in arrival order; returns how many were sent."""
@@ -280,9 +294,9 @@ class MqttSource:
             wake = not self._wake_scheduled
             self._wake_scheduled = True
             full = not was_full and self._is_full()
-            if len(self._pending) >= self._window:
+            if self._window_is_full():
                 # Stop reading until the consumer takes a batch (see the module docstring).
-                self._room.wait_for(lambda: len(self._pending) < self._window or self._closing)
+                self._room.wait_for(lambda: not self._window_is_full() or self._closing)
         assert self._loop is not None and self._arrived is not None and self._full is not None
         if wake:
             self._loop.call_soon_threadsafe(self._arrived.set)

@@ -117,6 +117,52 @@ def test_a_full_spool_stops_intake_and_health_says_so_until_influxdb_returns(
     assert Influx(database.url, mine.influx_db).count("cow_tracker", "seq") == 300
 
 
+def test_the_window_bounds_the_bytes_waiting_not_only_the_messages(
+    settings: Settings, own_servers: tuple[MosquittoServer, InfluxServer]
+) -> None:
+    """Arrays of readings: a window of 1,000 messages would let ingest hold 100 arrays; its
+    16 KiB of payload holds a handful, and the broker keeps the rest."""
+    broker, database = own_servers
+    mine = settings.model_copy(update={"mqtt_url": broker.url, "influx_url": database.url})
+    window_bytes = 16 * 1024
+    options = IngestOptions(
+        linger_s=0.01,
+        batch_messages=10,
+        batch_bytes=4096,
+        window=1000,
+        window_bytes=window_bytes,
+        spool_max_bytes=1,
+        stall_after_s=1,
+    )
+    topic = cow("cow-1", 0, mine)[0]
+    arrays = [
+        (
+            topic,
+            b"["
+            + b",".join(cow_json(NOW - 3600 + 20 * n + i, 20 * n + i) for i in range(20))
+            + b"]",
+        )
+        for n in range(100)
+    ]
+    largest = max(len(payload) for _, payload in arrays)
+    with RunningIngest(mine, options) as running:
+        database.stop()
+        publish_all(broker.url, arrays)
+        wait_until(lambda: get(running, "/healthz").status_code == 503, what="intake stalled")
+        metrics = get(running, "/metrics").text
+        pending_bytes = int(float(metrics.split("\nmoclo_pending_bytes ")[1].split()[0]))
+        assert 0 < pending_bytes < window_bytes + largest  # the last one in may tip it over
+        assert running.ingest is not None
+        received = running.ingest.source.messages_received
+        # What waits (at most 7 of these arrays) and three batches of 2 (by batch_bytes): the
+        # one spooled, the one waiting for the spool to have room, the one decoded behind it.
+        # The other 85-odd stay at the broker.
+        assert received <= 13, received
+        database.start()
+        wait_until(lambda: running.stats.messages == 100, timeout_s=60, what="all handled")
+    assert Influx(database.url, mine.influx_db).count("cow_tracker", "seq") == 2000
+
+
 def test_the_cardinality_guard_refuses_a_flood_of_new_devices(
     settings: Settings, influx: Influx
 ) -> None:

@@ -76,6 +76,32 @@ def test_a_publish_reaches_the_source_as_paho_decodes_it(
     assert len(slow) == (properties != b"\x00")
 
 
+def _received_topics(client: FastClient, topics: list[bytes]) -> list[str]:
+    got: list[str] = []
+    client.on_publish_received = lambda topic, *_: got.append(topic)
+    for mid, topic in enumerate(topics, start=1):
+        client._in_packet["command"] = paho.PUBLISH | (1 << 1)
+        client._in_packet["packet"] = bytearray(_publish_body(topic, 1, mid, b"\x00", b"{}"))
+        assert client._handle_publish() == paho.MQTT_ERR_SUCCESS
+    return got
+
+
+def test_a_topic_is_one_str_shared_by_its_messages_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    first, second, other = _received_topics(client, [b"p/f/cow/c-1/t", b"p/f/cow/c-1/t", b"p/x"])
+    assert first == second == "p/f/cow/c-1/t" and first is second
+    assert other == "p/x"
+
+    # Past the bound (a flood of new topics), each message gets its own decoded topic.
+    monkeypatch.setattr("ingest.paho_fast._TOPICS_KEPT", 1)
+    bounded = FastClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    kept, new, again = _received_topics(bounded, [b"p/a", b"p/b", b"p/b"])
+    assert (kept, new, again) == ("p/a", "p/b", "p/b") and new is not again
+    assert bounded._topics == {b"p/a": "p/a"}
+
+
 def test_read_ahead_serves_small_reads_from_one_large_one() -> None:
     ours, theirs = socket.socketpair()
     try:

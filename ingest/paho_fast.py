@@ -111,11 +111,12 @@ class FastClient(paho.Client):
         try:
             end = 2 + ((packet[0] << 8) | packet[1])
             encoded = bytes(packet[2:end])
-            topic = topics.get(encoded)
-            if topic is None:
-                topic = encoded.decode()
+            shared = topics.get(encoded)
+            if shared is None:
+                shared = encoded.decode()
                 if len(topics) < _TOPICS_KEPT:
-                    topics[encoded] = topic
+                    topics[encoded] = shared
+            topic = shared
             mid = 0
             if qos:
                 mid = (packet[end] << 8) | packet[end + 1]

@@ -81,6 +81,7 @@ class FastClient(paho.Client):
 
     on_publish_received: PublishCallback | None = None
     _topics: dict[bytes, str] | None = None  # the encoded topic → its one str
+    topics_kept = _TOPICS_KEPT
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
@@ -114,7 +115,7 @@ class FastClient(paho.Client):
             shared = topics.get(encoded)
             if shared is None:
                 shared = encoded.decode()
-                if len(topics) < _TOPICS_KEPT:
+                if len(topics) < self.topics_kept:
                     topics[encoded] = shared
             topic = shared
             mid = 0

@@ -86,17 +86,15 @@ def _received_topics(client: FastClient, topics: list[bytes]) -> list[str]:
     return got
 
 
-def test_a_topic_is_one_str_shared_by_its_messages_up_to_a_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_topic_is_one_str_shared_by_its_messages_up_to_a_bound() -> None:
     client = FastClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
     first, second, other = _received_topics(client, [b"p/f/cow/c-1/t", b"p/f/cow/c-1/t", b"p/x"])
     assert first == second == "p/f/cow/c-1/t" and first is second
     assert other == "p/x"
 
     # Past the bound (a flood of new topics), each message gets its own decoded topic.
-    monkeypatch.setattr("ingest.paho_fast._TOPICS_KEPT", 1)
     bounded = FastClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    bounded.topics_kept = 1
     kept, new, again = _received_topics(bounded, [b"p/a", b"p/b", b"p/b"])
     assert (kept, new, again) == ("p/a", "p/b", "p/b") and new is not again
     assert bounded._topics == {b"p/a": "p/a"}

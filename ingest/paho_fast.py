@@ -80,8 +80,11 @@ class FastClient(paho.Client):
     """A paho client (MQTT 5) with a cheap path for received PUBLISH packets; see the module."""
 
     on_publish_received: PublishCallback | None = None
-    _topics: dict[bytes, str] | None = None  # the encoded topic → its one str
     topics_kept = _TOPICS_KEPT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._topics: dict[bytes, str] = {}  # the encoded topic → its one str
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
@@ -107,8 +110,6 @@ class FastClient(paho.Client):
         qos = (header & 0x06) >> 1
         packet = self._in_packet["packet"]
         topics = self._topics
-        if topics is None:
-            topics = self._topics = {}
         try:
             end = 2 + ((packet[0] << 8) | packet[1])
             encoded = bytes(packet[2:end])

@@ -11,12 +11,21 @@ refused; Mosquitto 2.0 grants every SUBSCRIBE and filters at delivery, and drops
 the ACL does not allow):
 
 - a device `{t}.{id}`: write `{p}/{t}/{type}/{id}/telemetry`; read nothing;
-- ingest: read `{p}/+/+/+/telemetry` and `{p}/+/acks`; write `{p}/+/alerts/+` and
-  `{p}/+/alert-state/+/+`;
-- serve: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+` and `{p}/+/alert-state/#`; write
-  `{p}/+/acks` (the dashboard acknowledges for operators);
+- ingest: read `{p}/+/+/+/telemetry` and `{p}/+/acks`; as `ingest~alerts`, its announcer,
+  write `{p}/+/alerts/+` and `{p}/+/alert-state/+/+`;
+- serve: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+` and `{p}/+/alert-state/#`; as
+  `serve~acks`, read `{p}/+/alerts/+` and write `{p}/+/acks` (the dashboard acknowledges for
+  operators);
 - app of tenant `t`: read `{p}/t/alerts/+` and `{p}/t/alert-state/#`; write nothing;
-- operator of tenant `t`: as the app, and write `{p}/t/acks` (`moclo alerts ack`).
+- operator of tenant `t`: as the app, and write `{p}/t/acks`; as `vet~acks` (`moclo alerts
+  ack`), read `{p}/t/alerts/+` and write `{p}/t/acks`.
+
+The broker names every connection by its login (`use_username_as_clientid`, see
+`LISTENER_SETTINGS`), so no login can take another's client id and with it a session and what
+is queued for it. A login then holds one connection at a time: a second one with the same
+login takes the first one's place. The `~` logins (moclo/mqtt.py `connection_login`) give
+ingest and serve, which need two connections, a second one with the same secret and only the
+rights that connection uses.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from devices.topics import (
     telemetry_subscription,
     telemetry_topic,
 )
+from moclo.mqtt import connection_login
 
 PASSWORD_FILE = "passwords"
 ACL_FILE = "acl"
@@ -46,6 +56,15 @@ PID_FILE = "mosquitto.pid"  # where the local broker's pid is kept, if one is kn
 # Topic levels in an ACL line run to the end of the line; keep them to printable, space-free
 # text so the file means exactly what was generated.
 _SAFE_PREFIX = re.compile(r"[!-~]+")
+
+
+# In each listener's section of every configuration moclo ships or generates (moclo/stack.py,
+# deploy/mosquitto/mosquitto.conf, `config_lines`): Mosquitto 2.0 applies it to the listener
+# it follows only, and ignores it before the first `listener` line (checked with 2.0.11).
+# It replaces the client id a client sends with its username, so a valid login cannot take
+# another login's id (wiping or taking over ingest's session and what is queued for it), and
+# refuses clients without a username.
+LISTENER_SETTINGS = ("use_username_as_clientid true",)
 
 
 class BrokerAuthError(ValueError):
@@ -58,33 +77,60 @@ class BrokerAuth:
     acl_file: Path
 
     def config_lines(self) -> list[str]:
-        """What a mosquitto.conf needs to use these files."""
+        """What a mosquitto.conf needs to use these files safely."""
         return [
             "allow_anonymous false",
             f"password_file {self.password_file}",
             f"acl_file {self.acl_file}",
+            "# In the section of EVERY listener (after its `listener` line; Mosquitto applies",
+            "# it to that listener only): a client's id is its login, so no login can take",
+            "# another's session. Each login then holds one connection at a time.",
+            *LISTENER_SETTINGS,
         ]
 
 
+def broker_logins(login: MqttLogin, prefix: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The broker logins of one registry login, each with its (access, topic) pairs: the login
+    itself, and for ingest, serve and operators a second connection's (see the module's
+    docstring), which shares the password."""
+    role, tenant = login.role, login.tenant
+    own = (login.username, acl_entries(login, prefix))
+    if role == "ingest":
+        announcer = [
+            ("write", alert_subscription(prefix)),
+            ("write", f"{prefix}/+/alert-state/+/+"),
+        ]
+        return [own, (connection_login(login.username, "alerts"), announcer)]
+    if role in ("serve", "operator"):
+        # An acknowledgement listens for ingest's answer on the alert topic, then publishes.
+        watched = "+" if role == "serve" else tenant
+        assert watched is not None, f"{role} account {login.username} has no tenant"
+        acks = [
+            ("read", alert_subscription(prefix, watched)),
+            ("write", ack_subscription(prefix, watched)),
+        ]
+        return [own, (connection_login(login.username, "acks"), acks)]
+    return [own]
+
+
 def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
-    """(access, topic) pairs for one login: access is `read` or `write`."""
+    """(access, topic) pairs for one login's own connection: access is `read` or `write`."""
     role, tenant = login.role, login.tenant
     if role == "device":
         assert tenant and login.device_type and login.device_id
         return [("write", telemetry_topic(prefix, tenant, login.device_type, login.device_id))]
     if role == "ingest":
+        # Consuming only: its announcer publishes as `USER~alerts` (broker_logins).
         return [
             ("read", telemetry_subscription(prefix)),
             ("read", ack_subscription(prefix)),
-            ("write", alert_subscription(prefix)),
-            ("write", f"{prefix}/+/alert-state/+/+"),
         ]
     if role == "serve":
+        # The live stream; the dashboard's acknowledgements go as `USER~acks`.
         return [
             ("read", telemetry_subscription(prefix)),
             ("read", alert_subscription(prefix)),
             ("read", f"{prefix}/+/alert-state/#"),
-            ("write", ack_subscription(prefix)),
         ]
     assert tenant is not None, f"{role} account {login.username} has no tenant"
     reads = [
@@ -98,8 +144,12 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
     raise AssertionError(role)
 
 
-def password_text(logins: Iterable[MqttLogin]) -> str:
-    return "".join(f"{login.username}:{login.password_hash}\n" for login in logins)
+def password_text(logins: Iterable[MqttLogin], prefix: str) -> str:
+    return "".join(
+        f"{username}:{login.password_hash}\n"
+        for login in logins
+        for username, _ in broker_logins(login, prefix)
+    )
 
 
 def acl_text(logins: Iterable[MqttLogin], prefix: str, *, source: str = "the registry") -> str:
@@ -116,9 +166,10 @@ def acl_text(logins: Iterable[MqttLogin], prefix: str, *, source: str = "the reg
         "# No lines before the first `user`: a client gets only what its own block grants.\n"
     ]
     for login in logins:
-        lines = [f"user {login.username}"]
-        lines += [f"topic {access} {topic}" for access, topic in acl_entries(login, prefix)]
-        blocks.append("\n".join(lines) + "\n")
+        for username, entries in broker_logins(login, prefix):
+            lines = [f"user {username}"]
+            lines += [f"topic {access} {topic}" for access, topic in entries]
+            blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
 
 
@@ -137,7 +188,7 @@ def write_broker_auth(
         directory.mkdir(parents=True, exist_ok=True)
         auth = BrokerAuth(directory / PASSWORD_FILE, directory / ACL_FILE)
         gid = grp.getgrnam(group).gr_gid if group else _shared_group(auth.password_file)
-        _write_atomically(auth.password_file, password_text(logins), gid)
+        _write_atomically(auth.password_file, password_text(logins, prefix), gid)
         _write_atomically(auth.acl_file, acl, gid)
     except KeyError:
         raise BrokerAuthError(f"there is no group {group!r} on this machine") from None

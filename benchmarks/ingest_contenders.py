@@ -39,7 +39,7 @@ def bare(settings: Settings, _workdir: Path, expected: int) -> Launch:
     return _python(
         "benchmarks.ingest_bare",
         *("--mqtt-url", settings.mqtt_url, "--topic", topic_filter(settings)),
-        *("--client-id", settings.ingest_client_id, "--expected", str(expected)),
+        *("--client-id", settings.ingest_id, "--expected", str(expected)),
     )
 
 
@@ -47,7 +47,7 @@ def lean(settings: Settings, _workdir: Path, _expected: int) -> Launch:
     return _python(
         "benchmarks.ingest_lean",
         *("--mqtt-url", settings.mqtt_url, "--topic", topic_filter(settings)),
-        *("--client-id", settings.ingest_client_id, "--influx-url", settings.influx_url),
+        *("--client-id", settings.ingest_id, "--influx-url", settings.influx_url),
         *("--db", settings.influx_db),
     )
 
@@ -65,7 +65,7 @@ def moclo_ingest(settings: Settings, workdir: Path, _expected: int) -> Launch:
 
 
 def node_red(settings: Settings, workdir: Path, _expected: int) -> Launch:
-    return ingest_nodered.command(settings, settings.ingest_client_id, workdir), dict(os.environ)
+    return ingest_nodered.command(settings, settings.ingest_id, workdir), dict(os.environ)
 
 
 CONTENDERS = {

@@ -128,7 +128,7 @@ def create_session(
     """Starts the contender and stops it once subscribed; the seconds until it subscribed."""
     watch = LogWatch(stack.broker_log)
     running = Running(contender, contender.launch(settings, workdir, expected), workdir / "log")
-    line = f": {settings.ingest_client_id} 1 {topic_filter(settings)}\n"
+    line = f": {settings.ingest_id} 1 {topic_filter(settings)}\n"
     _wait(lambda: watch.has(line), running, "subscribing", 120)
     seconds = time.perf_counter() - running.started
     running.stop()
@@ -245,7 +245,7 @@ def run_round(
     load = os.getloadavg()[0]
     progress(f"    {name}: {len(shape.messages):,} messages queued, draining…")
     watch = LogWatch(stack.broker_log)
-    connected = f" as {settings.ingest_client_id} ("  # "New client connected from … as ID (p5…"
+    connected = f" as {settings.ingest_id} ("  # "New client connected from … as ID (p5…"
     launch = contender.launch(settings, workdir, expected_messages)
     running = Running(contender, launch, workdir / "log")
     report: dict[str, Any] = {}

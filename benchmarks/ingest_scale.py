@@ -53,7 +53,7 @@ def members(settings: Settings, group: str, n: int) -> list[Settings]:
     return [
         settings.model_copy(
             update={
-                "ingest_client_id": f"{settings.ingest_client_id}-{i}",
+                "ingest_client_id": f"{settings.ingest_id}-{i}",
                 "ingest_share_group": group,
             }
         )
@@ -65,8 +65,8 @@ def _start(group: list[Settings], workdir: Path) -> list[Running]:
     return [
         Running(
             CONTENDERS["c"],
-            moclo_ingest(s, workdir / s.ingest_client_id, 0),
-            workdir / f"{s.ingest_client_id}.log",
+            moclo_ingest(s, workdir / s.ingest_id, 0),
+            workdir / f"{s.ingest_id}.log",
         )
         for s in group
     ]
@@ -99,9 +99,7 @@ def create_sessions(stack: Stack, group: list[Settings], name: str, workdir: Pat
     """Every member started, then stopped once the broker has logged its shared subscription."""
     watch = LogWatch(stack.broker_log)
     running = _start(group, workdir)
-    lines = [
-        f": {s.ingest_client_id} 1 $share/{s.ingest_share_group}/{topic_filter(s)}\n" for s in group
-    ]
+    lines = [f": {s.ingest_id} 1 $share/{s.ingest_share_group}/{topic_filter(s)}\n" for s in group]
     _until(lambda: all(watch.has(line) for line in lines), running, f"{name}: subscribing", 120)
     _stop(running, f"{name}: stopping after subscribing")
 
@@ -115,13 +113,13 @@ def scale_round(
     influxql(settings, f'CREATE DATABASE "{settings.influx_db}"')
     group = members(settings, name.replace("-", "_"), n)
     for s in group:
-        (workdir / s.ingest_client_id).mkdir(parents=True, exist_ok=True)
+        (workdir / s.ingest_id).mkdir(parents=True, exist_ok=True)
     create_sessions(stack, group, name, workdir)
     publish_all(settings.mqtt_url, settings.topic_prefix, shape.messages)
     load = os.getloadavg()[0]
     progress(f"    {name}: {len(shape.messages):,} messages queued for {n} member(s), draining…")
     watch = LogWatch(stack.broker_log)
-    connected = [f" as {s.ingest_client_id} (" for s in group]
+    connected = [f" as {s.ingest_id} (" for s in group]
     running = _start(group, workdir)
     start: tuple[float, float] | None = None  # time, CPU seconds of all members
     deadline = time.monotonic() + LIMIT_S

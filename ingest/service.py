@@ -64,6 +64,7 @@ from ingest.rejections import RejectionLog
 from ingest.sink import InfluxSink, RefusedLine, WriteAborted
 from ingest.source import Message, MqttSource
 from ingest.spool import Spool, SpoolFull
+from moclo.mqtt import connection_login
 from moclo.settings import Settings
 
 log = logging.getLogger("moclo.ingest")
@@ -149,20 +150,22 @@ class Ingest:
         )
         self.source = MqttSource(
             settings.mqtt,
-            client_id=settings.ingest_client_id,
+            client_id=settings.ingest_id,
             subscription=subscriptions(settings),
             batch_messages=options.batch_messages,
             batch_bytes=options.batch_bytes,
             window=options.window,
             window_bytes=options.window_bytes,
         )
+        # Its own login (`USER~alerts`, same password): on a broker that names connections by
+        # their login, a second connection as USER would take the consumer's session.
         self.announcer = AlertPublisher(
-            settings.mqtt,
-            client_id=f"{settings.ingest_client_id}-alerts",
+            settings.mqtt.for_connection("alerts"),
+            client_id=connection_login(settings.ingest_id, "alerts"),
             prefix=settings.topic_prefix,
         )
         self.spool = Spool(
-            Path(settings.spool_dir) / settings.ingest_client_id, max_bytes=options.spool_max_bytes
+            Path(settings.spool_dir) / settings.ingest_id, max_bytes=options.spool_max_bytes
         )
         self.snapshot_path = self.spool.directory / "alert-state.json"
         notifiers: list[LogNotifier | WebhookNotifier] = []

@@ -77,7 +77,9 @@ async def acknowledge(
         body["note"] = note
     payload = orjson.dumps(body)
     prefix = settings.topic_prefix
-    async with broker(settings.mqtt) as mqtt:
+    # As `USER~acks`: the login's own connection may be in use (serve's live stream, a
+    # `moclo alerts --follow`), and the broker allows one connection per login.
+    async with broker(settings.mqtt.for_connection("acks")) as mqtt:
         # Subscribed first, so ingest's answer cannot be published before we listen.
         await mqtt.subscribe(alert_topic(prefix, stored.tenant, stored.device_id), qos=1)
         sent_ns = time.time_ns()

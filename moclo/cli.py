@@ -122,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ingest.add_argument("--client-id", help="MQTT client id (MOCLO_INGEST_CLIENT_ID)")
+    ingest.add_argument(
+        "--client-id",
+        help="MQTT client id, which names its session and spool folder (MOCLO_INGEST_CLIENT_ID; "
+        "default: its MQTT username, else moclo-ingest). moclo's brokers replace it with the "
+        "username anyway: one connection per login, so one account per ingest",
+    )
     ingest.add_argument(
         "--tenants",
         dest="ingest_tenants",
@@ -135,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="ingest_share_group",
         metavar="GROUP",
         help="share the telemetry with the other ingests of GROUP (an MQTT 5 shared "
-        "subscription; give each its own --client-id); such an ingest stores and validates "
+        "subscription; give each its own account, or on a broker that keeps client ids, its "
+        "own --client-id); such an ingest stores and validates "
         "but judges no alert rules (MOCLO_INGEST_SHARE_GROUP)",
     )
     ingest.add_argument(

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+# Moclo's brokers name each connection by its login (`use_username_as_clientid`), so a login
+# holds one connection at a time. A process that needs a second one (ingest's alert publisher,
+# an acknowledgement beside serve's live stream) logs it in as `{username}~{purpose}` with the
+# same password; the broker's files (access/broker.py) list those logins beside the account's.
+# `~` appears in no account name, tenant or device id, and means nothing to Mosquitto's
+# password and ACL files, to a topic filter or to a folder name.
+CONNECTION_SEPARATOR = "~"
+
+
+def connection_login(username: str, purpose: str) -> str:
+    """The username of an account's second connection for `purpose` (`alerts`, `acks`)."""
+    return f"{username}{CONNECTION_SEPARATOR}{purpose}"
 
 
 class MqttUnreachable(ConnectionError):
@@ -39,6 +52,13 @@ class MqttEndpoint:
             password=unquote(parts.password) if parts.password else None,
             tls=parts.scheme == "mqtts",
         )
+
+    def for_connection(self, purpose: str) -> MqttEndpoint:
+        """The endpoint for a second connection of this login (see CONNECTION_SEPARATOR); the
+        same endpoint if there is no login (an open broker does not name clients by it)."""
+        if not self.username:
+            return self
+        return replace(self, username=connection_login(self.username, purpose))
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """For mqtts://: verifies the broker against `ca_file`, or the system's CAs."""

@@ -11,7 +11,7 @@
 | MOCLO_INFLUX_DB          | moclo                    | database (bucket on 2.x/3.x)             |
 | MOCLO_INFLUX_TOKEN       | (none)                   | sent as `Authorization: Token …`         |
 | MOCLO_TOPIC_PREFIX       | moclo                    | first topic level(s) of every topic      |
-| MOCLO_INGEST_CLIENT_ID   | moclo-ingest             | MQTT client id of ingest (its session)   |
+| MOCLO_INGEST_CLIENT_ID   | its MQTT username        | MQTT client id of ingest (its session)   |
 | MOCLO_INGEST_TENANTS     | (all)                    | ingest only these tenants (comma list)   |
 | MOCLO_INGEST_SHARE_GROUP | (none)                   | share the load: $share/GROUP, no alerts  |
 | MOCLO_SPOOL_DIR          | .moclo/spool             | on-disk buffer while InfluxDB is down    |
@@ -64,6 +64,8 @@ ENVIRONMENT = {
 }
 
 
+_CLIENT_ID = r"^[A-Za-z0-9._-]+$"
+DEFAULT_INGEST_CLIENT_ID = "moclo-ingest"
 _PASSWORD_IN_URL = re.compile(r"(://[^:@/]*:)[^@/]*@")
 
 
@@ -83,8 +85,10 @@ class Settings(BaseModel):
     influx_db: str = Field(default="moclo", min_length=1)
     influx_token: SecretStr | None = None
     topic_prefix: str = DEFAULT_PREFIX
-    ingest_client_id: str = Field(
-        default="moclo-ingest", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    # Unset: ingest's MQTT username (the name moclo's brokers give its session whatever id it
+    # sends, see `ingest_id`), or `moclo-ingest` without one. For brokers that do not override.
+    ingest_client_id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=_CLIENT_ID
     )
     # Scaling out on one box (README "Scale-out"). Tenants: this ingest subscribes to these
     # tenants' topics only, so several ingests can split a fleet by tenant, each device always
@@ -158,6 +162,19 @@ class Settings(BaseModel):
     def tenants(self) -> tuple[str, ...] | None:
         """The tenants this ingest subscribes to, or None for all."""
         return tuple(self.ingest_tenants.split(",")) if self.ingest_tenants else None
+
+    @property
+    def ingest_id(self) -> str:
+        """Ingest's client id, which names its persistent session and its spool folder:
+        MOCLO_INGEST_CLIENT_ID if set, else its MQTT username (moclo's brokers replace any id
+        with the username, so paho's id, the broker's and the folder's agree), else
+        `moclo-ingest`."""
+        if self.ingest_client_id is not None:
+            return self.ingest_client_id
+        username = self.mqtt.username
+        if username and re.fullmatch(_CLIENT_ID, username) and len(username) <= 64:
+            return username
+        return DEFAULT_INGEST_CLIENT_ID
 
     @property
     def influx_token_value(self) -> str | None:

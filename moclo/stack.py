@@ -11,6 +11,8 @@ loopback only. Broker settings, and why:
   is away. At 1,000 readings/s that is about 16 minutes of outage before the broker drops
   messages (it counts them in $SYS/broker/publish/messages/dropped).
 - `persistence true`, `autosave_interval 60`: queued messages survive a broker restart.
+- with a password file, `use_username_as_clientid true` on every listener: a client's id is its
+  login, so no login can take another's session (access/broker.py, LISTENER_SETTINGS).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from access.broker import LISTENER_SETTINGS
 from access.tls import LocalTls
 
 
@@ -223,6 +226,7 @@ class MosquittoServer(LocalServer):
         data.mkdir(exist_ok=True)
         lines = [
             f"listener {self.port} {self.host}",
+            *self._listener_settings(),
             *(
                 ("allow_anonymous false", f"password_file {self.password_file}")
                 if self.password_file
@@ -255,12 +259,18 @@ class MosquittoServer(LocalServer):
     def tls_url(self) -> str | None:
         return None if self.tls_port is None else f"mqtts://{self.host}:{self.tls_port}"
 
+    def _listener_settings(self) -> tuple[str, ...]:
+        """Each listener's own: with logins, a client's id is its username (an open broker
+        has no username to use, and would refuse anonymous clients with it)."""
+        return LISTENER_SETTINGS if self.password_file else ()
+
     def _tls_listener(self) -> tuple[str, ...]:
         if self.tls is None or self.tls_port is None:
             return ()
         return (
             # Settings after a listener line belong to it; the plain listener's come first.
             f"listener {self.tls_port} {self.host}",
+            *self._listener_settings(),
             f"cafile {self.tls.ca_cert}",
             f"certfile {self.tls.server_cert}",
             f"keyfile {self.tls.server_key}",

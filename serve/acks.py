@@ -16,6 +16,7 @@ owns alert state, and answered once ingest has published the `acknowledged` chan
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI
@@ -42,6 +43,9 @@ class AckedAlert(BaseModel):
 
 def install(app: FastAPI, settings: Settings, client: InfluxClient, *, timeout_s: float) -> None:
     """Adds the endpoint; acknowledgements go through the broker of `settings`."""
+    # One at a time: each logs in as serve's `USER~acks`, and the broker allows one connection
+    # per login, so two at once would cut each other off. Acknowledging is a person's click.
+    one_at_a_time = asyncio.Lock()
 
     @app.post(
         "/api/alerts/{alert_id}/ack",
@@ -68,7 +72,8 @@ def install(app: FastAPI, settings: Settings, client: InfluxClient, *, timeout_s
         if stored is None or not who.sees(stored.tenant):
             raise UnknownAlert(f"no alert {alert_id} in {who.scope_words()}")
         note = body.note if body is not None else ""
-        alert = await acks.acknowledge(
-            settings, stored, by=who.name, note=note, timeout_s=timeout_s
-        )
+        async with one_at_a_time:
+            alert = await acks.acknowledge(
+                settings, stored, by=who.name, note=note, timeout_s=timeout_s
+            )
         return {**alert_json(alert), "note": alert.note or None}

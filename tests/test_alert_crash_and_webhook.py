@@ -41,7 +41,7 @@ def test_ingest_killed_mid_episode_neither_forgets_nor_repeats_the_alert(
         "MOCLO_INFLUX_URL": settings.influx_url,
         "MOCLO_INFLUX_DB": settings.influx_db,
         "MOCLO_TOPIC_PREFIX": settings.topic_prefix,
-        "MOCLO_INGEST_CLIENT_ID": settings.ingest_client_id,
+        "MOCLO_INGEST_CLIENT_ID": settings.ingest_id,
         "MOCLO_SPOOL_DIR": settings.spool_dir,
         "MOCLO_HTTP_LISTEN": f"127.0.0.1:{http_port}",
     }
@@ -69,7 +69,7 @@ def test_ingest_killed_mid_episode_neither_forgets_nor_repeats_the_alert(
         wait_until(lambda: influx.count("moclo_alerts", "state") == 1, what="the fever raised")
         first.send_signal(signal.SIGKILL)
         first.wait(30)
-        snapshot = Path(settings.spool_dir) / settings.ingest_client_id / "alert-state.json"
+        snapshot = Path(settings.spool_dir) / settings.ingest_id / "alert-state.json"
         assert not snapshot.exists()  # the periodic one had not come round: the store decides
 
         second = start()
@@ -226,7 +226,7 @@ def test_the_alert_state_is_snapshotted_while_ingesting(settings: Settings, infl
     from ingest.alerts import AlertEngine, snapshot
     from ingest.service import IngestOptions
 
-    path = Path(settings.spool_dir) / settings.ingest_client_id / "alert-state.json"
+    path = Path(settings.spool_dir) / settings.ingest_id / "alert-state.json"
     options = IngestOptions(linger_s=0.02, snapshot_every_s=0.1)
     with RunningIngest(settings, options):
         publish_all(

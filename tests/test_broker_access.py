@@ -47,6 +47,7 @@ from access.broker import reload_broker, write_broker_auth
 from access.registry import Credentials, Registry
 from devices.topics import ack_topic, alert_subscription, alert_topic, telemetry_topic
 from ingest.service import IngestOptions
+from moclo.mqtt import connection_login
 from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest
@@ -69,12 +70,16 @@ class Peer:
         credentials: tuple[str, str] | None,
         *,
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+        client_id: str | None = None,
+        clean_start: bool = True,
     ) -> None:
         self.name = name
+        v5 = protocol == MQTTProtocolVersion.MQTTv5
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"{name.replace(' ', '-')}-{uuid.uuid4().hex[:6]}",
+            client_id=client_id or f"{name.replace(' ', '-')}-{uuid.uuid4().hex[:6]}",
             protocol=protocol,
+            clean_session=None if v5 else clean_start,  # MQTT 3.1.1 says it here, 5 at connect
         )
         if credentials is not None:
             self.client.username_pw_set(*credentials)
@@ -91,7 +96,8 @@ class Peer:
         c.on_publish = lambda cl, u, mid, rc, p: self._answer(mid, [rc.value])
         c.on_subscribe = lambda cl, u, mid, rcs, p: self._answer(mid, [r.value for r in rcs])
         c.on_unsubscribe = lambda cl, u, mid, rcs, p: self._answer(mid, [r.value for r in rcs])
-        c.connect("127.0.0.1", port)
+        first_only = paho.MQTT_CLEAN_START_FIRST_ONLY  # what 3.1.1 must pass
+        c.connect("127.0.0.1", port, clean_start=clean_start if v5 else first_only)
         c.loop_start()
         wait_until(lambda: self.connack is not None, timeout_s=10, what=f"CONNACK for {name}")
         if self.connack != 0:
@@ -178,6 +184,11 @@ class Secured:
         login = self.logins[name]
         return login.username, login.password
 
+    def second(self, name: str, purpose: str) -> tuple[str, str]:
+        """The login of that account's second connection (`USER~purpose`, same password)."""
+        login = self.logins[name]
+        return connection_login(login.username, purpose), login.password
+
     def regenerate_and_reload(self) -> None:
         write_broker_auth(self.registry, self.directory, prefix=self.prefix)
         assert self.broker.pid is not None
@@ -198,6 +209,13 @@ def secured(settings: Settings, tmp_path: Path) -> Iterator[Secured]:
         "app farm-one": registry.add_account("app", "farm-one-app", tenant=T1),
         "app farm-two": registry.add_account("app", "farm-two-app", tenant=T2),
         "operator farm-one": registry.add_account("operator", "vet", tenant=T1),
+        # The broker allows one connection per login: the matrix's observers, markers and
+        # probes, and the identities it tries, each log in as someone of their own.
+        "device M": registry.add_device(T1, COW, "cow-m"),
+        "ingest B": registry.add_account("ingest", "ingest-b"),
+        "ingest eye": registry.add_account("ingest", "ingest-eye"),
+        "serve eye": registry.add_account("serve", "dash-eye"),
+        "operator M": registry.add_account("operator", "vet-m", tenant=T1),
     }
     directory = tmp_path / "broker-auth"
     auth = write_broker_auth(registry, directory, prefix=settings.topic_prefix)
@@ -244,15 +262,19 @@ def expected_matrix() -> dict[str, dict[str, str]]:
         "app farm-one": app_one,
         "app farm-two": {**_DENIED, "sub #": "alert farm-two", "sub own alerts": "received"},
         "operator farm-one": {**app_one, "pub ack": "delivered"},
-        "ingest": {
-            **_DENIED,
-            "pub alert": "delivered",
-            "sub #": "telemetry farm-one, telemetry farm-two",
-        },
+        "operator farm-one acks": {**app_one, "pub ack": "delivered"},
+        "ingest": {**_DENIED, "sub #": "telemetry farm-one, telemetry farm-two"},
+        "ingest alerts": {**_DENIED, "pub alert": "delivered"},
         "serve": {
             **_DENIED,
-            "pub ack": "delivered",
             "sub #": ", ".join(sorted(PROBES)),
+            "sub own alerts": "received",
+            "sub other alerts": "received",
+        },
+        "serve acks": {
+            **_DENIED,
+            "pub ack": "delivered",
+            "sub #": "alert farm-one, alert farm-two",
             "sub own alerts": "received",
             "sub other alerts": "received",
         },
@@ -268,14 +290,14 @@ class Matrix:
         port = secured.broker.port
         # Observers with the rights to see what a cell tries: serve reads telemetry and
         # alerts of every tenant, ingest's account reads acknowledgements.
-        self.serve_eye = Peer(port, "observer-serve", secured.creds("serve"))
-        self.ingest_eye = Peer(port, "observer-ingest", secured.creds("ingest"))
+        self.serve_eye = Peer(port, "observer-serve", secured.creds("serve eye"))
+        self.ingest_eye = Peer(port, "observer-ingest", secured.creds("ingest eye"))
         for eye in (self.serve_eye, self.ingest_eye):
             assert eye.subscribe(f"{self.prefix}/#") == [1]
-        self.device_a = Peer(port, "marker-a", secured.creds("device A"))
+        self.device_m = Peer(port, "marker-m", secured.creds("device M"))
         self.device_d = Peer(port, "probe-d", secured.creds("device D"))
-        self.alerter = Peer(port, "probe-ingest", secured.creds("ingest"))
-        self.operator = Peer(port, "marker-vet", secured.creds("operator farm-one"))
+        self.alerter = Peer(port, "probe-ingest", secured.second("ingest eye", "alerts"))
+        self.operator = Peer(port, "marker-vet", secured.creds("operator M"))
         self.base_ts = int(time.time()) - 300
         self.stored: set[tuple[str, int]] = set()  # (device_id, seq) that must be in InfluxDB
         self.acks_delivered = 0
@@ -283,7 +305,7 @@ class Matrix:
         self.subacks: dict[tuple[str, str], list[int]] = {}
 
     def close(self) -> None:
-        for peer in (self.serve_eye, self.ingest_eye, self.device_a, self.device_d, self.alerter):
+        for peer in (self.serve_eye, self.ingest_eye, self.device_m, self.device_d, self.alerter):
             peer.close()
         self.operator.close()
 
@@ -295,12 +317,12 @@ class Matrix:
         return seq, cow_json(self.base_ts + seq, seq)
 
     def marker(self) -> None:
-        """Device A's own reading, seen by the serve observer: everything published before it
+        """Device M's own reading, seen by the serve observer: everything published before it
         has been routed."""
         seq, payload = self.reading()
-        topic = telemetry_topic(self.prefix, T1, COW, "cow-a")
-        assert self.device_a.publish(topic, payload) == 0
-        self.stored.add(("cow-a", seq))
+        topic = telemetry_topic(self.prefix, T1, COW, "cow-m")
+        assert self.device_m.publish(topic, payload) == 0
+        self.stored.add(("cow-m", seq))
         wait_until(lambda: self.serve_eye.received(payload), timeout_s=10, what="a marker")
 
     def ack_marker(self) -> None:
@@ -379,7 +401,7 @@ class Matrix:
         kind, tenant = name.split()
         if kind == "telemetry":
             seq, payload = self.reading()
-            publisher, device_id = (self.device_a, "cow-a") if tenant == T1 else (
+            publisher, device_id = (self.device_m, "cow-m") if tenant == T1 else (
                 self.device_d, "cow-d"
             )  # fmt: skip
             topic = telemetry_topic(self.prefix, tenant, COW, device_id)
@@ -445,8 +467,12 @@ def test_only_the_allowed_cells_of_the_access_matrix_succeed(
                 Identity("app farm-one", s.creds("app farm-one"), T1),
                 Identity("app farm-two", s.creds("app farm-two"), T2),
                 Identity("operator farm-one", s.creds("operator farm-one"), T1),
-                Identity("ingest", s.creds("ingest"), T1),
+                Identity("operator farm-one acks", s.second("operator farm-one", "acks"), T1),
+                # Another ingest account: this one's logins are the running ingest's.
+                Identity("ingest", s.creds("ingest B"), T1),
+                Identity("ingest alerts", s.second("ingest B", "alerts"), T1),
                 Identity("serve", s.creds("serve"), T1),
+                Identity("serve acks", s.second("serve", "acks"), T1),
             ]
             actual = {who.name: matrix.row(who) for who in identities}
             expected = expected_matrix()
@@ -525,7 +551,7 @@ def test_retained_alert_state_reaches_only_its_own_tenant(secured: Secured) -> N
     s = secured
     port = s.broker.port
     p = s.prefix
-    ingest = Peer(port, "ingest", s.creds("ingest"))
+    ingest = Peer(port, "ingest", s.second("ingest", "alerts"))
     states = {
         tenant: orjson.dumps({"id": uuid.uuid4().hex[:12], "tenant": tenant}) for tenant in (T1, T2)
     }
@@ -561,20 +587,20 @@ def test_a_share_group_of_ingest_accounts_receives_through_the_acl(
     secured: Secured, settings: Settings, influx: Influx
 ) -> None:
     """Mosquitto 2.0.11 applies the ACL to a `$share/GROUP/...` subscription's topics: two
-    ingests logged in as the ingest account share the devices' telemetry, and together store
-    every reading once."""
+    ingests, each logged in as an ingest account of its own (the broker allows one connection
+    per login), share the devices' telemetry, and together store every reading once."""
     s = secured
     members = [
         settings.model_copy(
             update={
                 "mqtt_url": s.broker.url,
-                "mqtt_username": "ingest",
-                "mqtt_password": SecretStr(s.logins["ingest"].password),
-                "ingest_client_id": f"{settings.ingest_client_id}-{n}",
+                "mqtt_username": s.logins[account].username,
+                "mqtt_password": SecretStr(s.logins[account].password),
+                "ingest_client_id": None,  # its username: the broker's name for it anyway
                 "ingest_share_group": "ingest",
             }
         )
-        for n in range(2)
+        for account in ("ingest", "ingest B")
     ]
     with (
         RunningIngest(members[0], IngestOptions()) as one,

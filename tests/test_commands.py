@@ -216,9 +216,7 @@ def test_moclo_ingest_stops_on_sigterm_with_a_summary(settings: Settings) -> Non
         "MOCLO_SPOOL_DIR": settings.spool_dir,
         "MOCLO_HTTP_LISTEN": settings.http_listen,
     }
-    process = _moclo(
-        "--log-format", "json", "ingest", "--client-id", settings.ingest_client_id, env=env
-    )
+    process = _moclo("--log-format", "json", "ingest", "--client-id", settings.ingest_id, env=env)
     output = Output(process)
     try:
         ready = wait_until(lambda: output.has("ingesting"), what="ingest ready")
@@ -324,7 +322,7 @@ def test_a_second_sigterm_exits_at_once_and_loses_nothing(
         return topic, cow_json(int(time.time()) - 100 + seq, seq, body_temp_c=38.6)
 
     try:
-        process = _moclo("ingest", "--client-id", settings.ingest_client_id, env=env)
+        process = _moclo("ingest", "--client-id", settings.ingest_id, env=env)
         output = Output(process)
         try:
             wait_until(lambda: output.has("ingesting"), what="ingest ready")
@@ -347,7 +345,7 @@ def test_a_second_sigterm_exits_at_once_and_loses_nothing(
             output.close()
         os.kill(database.pid, signal.SIGCONT)
         # The reading was never acknowledged, so the next ingest gets it again.
-        again = _moclo("ingest", "--client-id", settings.ingest_client_id, env=env)
+        again = _moclo("ingest", "--client-id", settings.ingest_id, env=env)
         output = Output(again)
         try:
             wait_until(

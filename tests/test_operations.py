@@ -190,7 +190,7 @@ def test_a_clean_stop_stores_and_acknowledges_everything_that_arrived(
     # Nothing is left unacknowledged in ingest's session: resuming it, the first message to
     # arrive is a marker published now, not a redelivery.
     received: list[str] = []
-    client = make_client(settings.mqtt, settings.ingest_client_id)
+    client = make_client(settings.mqtt, settings.ingest_id)
     client.on_message = lambda c, u, m: received.append(m.topic)
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = 60

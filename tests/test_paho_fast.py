@@ -152,7 +152,7 @@ def test_batched_acknowledgements_and_messages_with_properties(
     def source() -> MqttSource:
         return MqttSource(
             settings.mqtt,
-            client_id=settings.ingest_client_id,
+            client_id=settings.ingest_id,
             subscription=telemetry_subscription(prefix),
             batch_messages=100,
             window=200,
@@ -178,7 +178,7 @@ def test_batched_acknowledgements_and_messages_with_properties(
         # Mosquitto reads a connection's packets one per turn of its loop; a new connection
         # with the same id closes the old one with whatever it has not read yet (our last
         # acknowledgements). Reconnect only once it has read the DISCONNECT behind them.
-        gone = f"Client {settings.ingest_client_id} disconnected.".encode()
+        gone = f"Client {settings.ingest_id} disconnected.".encode()
         await asyncio.to_thread(
             wait_until,
             lambda: gone in mosquitto.log_path.read_bytes()[log_from:],

@@ -259,7 +259,13 @@ def test_broker_files_are_private_complete_and_rewritten_from_scratch(tmp_path: 
     auth = write_broker_auth(registry, tmp_path / "broker", prefix="p/x")
     assert mode(auth.password_file) == mode(auth.acl_file) == 0o600
     users = [line.split(":")[0] for line in auth.password_file.read_text().splitlines()]
-    assert users == ["dash", "farm-app", "ingest", "vet", "farm.cow-0001", "farm.cow-0002"]
+    # An account that needs a second connection has a second login with the same hash.
+    assert users == [
+        *("dash", "dash~acks", "farm-app", "ingest", "ingest~alerts", "vet", "vet~acks"),
+        *("farm.cow-0001", "farm.cow-0002"),
+    ]
+    hashes = dict(line.split(":", 1) for line in auth.password_file.read_text().splitlines())
+    assert hashes["ingest~alerts"] == hashes["ingest"] and hashes["vet~acks"] == hashes["vet"]
     blocks = {
         block.splitlines()[0]: block.splitlines()[1:]
         for block in auth.acl_file.read_text().split("\n\n")
@@ -268,24 +274,21 @@ def test_broker_files_are_private_complete_and_rewritten_from_scratch(tmp_path: 
     assert blocks == {
         "user farm.cow-0001": ["topic write p/x/farm/cow_tracker/cow-0001/telemetry"],
         "user farm.cow-0002": ["topic write p/x/farm/cow_tracker/cow-0002/telemetry"],
-        "user ingest": [
-            "topic read p/x/+/+/+/telemetry",
-            "topic read p/x/+/acks",
-            "topic write p/x/+/alerts/+",
-            "topic write p/x/+/alert-state/+/+",
-        ],
+        "user ingest": ["topic read p/x/+/+/+/telemetry", "topic read p/x/+/acks"],
+        "user ingest~alerts": ["topic write p/x/+/alerts/+", "topic write p/x/+/alert-state/+/+"],
         "user dash": [
             "topic read p/x/+/+/+/telemetry",
             "topic read p/x/+/alerts/+",
             "topic read p/x/+/alert-state/#",
-            "topic write p/x/+/acks",
         ],
+        "user dash~acks": ["topic read p/x/+/alerts/+", "topic write p/x/+/acks"],
         "user farm-app": ["topic read p/x/farm/alerts/+", "topic read p/x/farm/alert-state/#"],
         "user vet": [
             "topic read p/x/farm/alerts/+",
             "topic read p/x/farm/alert-state/#",
             "topic write p/x/farm/acks",
         ],
+        "user vet~acks": ["topic read p/x/farm/alerts/+", "topic write p/x/farm/acks"],
     }
     # No line before the first user block grants anything to anyone.
     head = auth.acl_file.read_text().split("\nuser ")[0]
@@ -545,11 +548,13 @@ def test_accounts_and_broker_auth_commands(cli_env: Path, tmp_path: Path) -> Non
     target = tmp_path / "elsewhere"
     written = moclo("broker-auth", "write", str(target))
     assert written.returncode == 0, written.stderr
-    assert written.stdout.splitlines()[1:] == [
+    printed = written.stdout.splitlines()[1:]
+    assert printed[:3] == [
         "allow_anonymous false",
         f"password_file {target / 'passwords'}",
         f"acl_file {target / 'acl'}",
     ]
+    assert "use_username_as_clientid true" in printed  # tests/test_client_id_takeover.py
     assert (target / "passwords").read_text().startswith("ingest:$7$101$")
     assert "farm-app" not in (target / "acl").read_text()
 

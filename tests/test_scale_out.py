@@ -41,9 +41,7 @@ def cow_messages(
 
 
 def member(settings: Settings, n: int, **changes: str) -> Settings:
-    return settings.model_copy(
-        update={"ingest_client_id": f"{settings.ingest_client_id}-{n}", **changes}
-    )
+    return settings.model_copy(update={"ingest_client_id": f"{settings.ingest_id}-{n}", **changes})
 
 
 def test_the_subscriptions_of_each_mode(settings: Settings) -> None:
@@ -107,7 +105,7 @@ def test_ingests_split_by_tenant_store_everything_once_and_judge_whole_histories
 def test_a_share_group_divides_the_readings_and_stores_each_exactly_once(
     settings: Settings, influx: Influx
 ) -> None:
-    group = f"g{settings.ingest_client_id[-6:]}"
+    group = f"g{settings.ingest_id[-6:]}"
     options = IngestOptions(snapshot_every_s=3600)
     with ExitStack() as running:
         members = [

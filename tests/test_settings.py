@@ -66,13 +66,26 @@ def test_every_variable_is_documented_in_the_readme(repo_root) -> None:  # type:
         assert f"`{variable}`" in readme
 
 
+def test_ingests_client_id_is_its_username_unless_set() -> None:
+    """Moclo's brokers name a connection by its login, so by default ingest's client id (its
+    session, its spool folder) is its username; MOCLO_INGEST_CLIENT_ID still wins."""
+    assert Settings.load({"MOCLO_MQTT_USERNAME": "ingest-a"}).ingest_id == "ingest-a"
+    assert Settings.load({"MOCLO_MQTT_URL": "mqtt://ingest-b:pw@host:1883"}).ingest_id == (
+        "ingest-b"
+    )
+    both = {"MOCLO_MQTT_USERNAME": "ingest-a", "MOCLO_INGEST_CLIENT_ID": "mine"}
+    assert Settings.load(both).ingest_id == "mine"
+    # A username that cannot name a folder (or would be too long for an id) is not used.
+    assert Settings.load({"MOCLO_MQTT_USERNAME": "me/../x"}).ingest_id == "moclo-ingest"
+
+
 def test_the_documented_defaults() -> None:
     from ingest.decode import Limits
     from ingest.service import IngestOptions
     from moclo.cli import build_parser
 
     settings = Settings.load({})
-    assert (settings.ingest_client_id, settings.spool_dir, settings.http_listen) == (
+    assert (settings.ingest_id, settings.spool_dir, settings.http_listen) == (
         "moclo-ingest",
         ".moclo/spool",
         "127.0.0.1:9108",

@@ -21,7 +21,7 @@ def test_held_messages_never_exceed_the_window_even_after_acknowledgements(
     async def scenario() -> list[int]:
         source = MqttSource(
             settings.mqtt,
-            client_id=settings.ingest_client_id,
+            client_id=settings.ingest_id,
             subscription=telemetry_subscription(prefix),
             batch_messages=10,
             window=window,
@@ -56,7 +56,7 @@ def test_a_batch_is_bounded_by_payload_bytes_and_says_when_it_took_everything(
     async def scenario() -> list[tuple[int, bool]]:
         source = MqttSource(
             settings.mqtt,
-            client_id=settings.ingest_client_id,
+            client_id=settings.ingest_id,
             subscription=telemetry_subscription(prefix),
             batch_messages=100,
             batch_bytes=10_000,

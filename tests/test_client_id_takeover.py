@@ -19,9 +19,11 @@ import itertools
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 from pydantic import SecretStr
@@ -29,11 +31,11 @@ from pydantic import SecretStr
 from access.broker import BrokerAuth, write_broker_auth
 from access.registry import Credentials, Registry
 from access.tls import LocalTls
-from devices.topics import telemetry_topic
+from devices.topics import alert_subscription, telemetry_topic
 from ingest.service import IngestOptions
 from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
-from tests.conftest import RunningIngest
+from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import Influx, connack_code, cow_json, log_since, wait_until
 from tests.test_broker_access import Peer
 from tests.test_compose_access import ComposeBroker, broker_config
@@ -268,3 +270,60 @@ def test_every_listener_of_every_closed_config_names_clients_by_their_login(
     open_broker.directory.mkdir()
     open_broker.write_config()
     assert "use_username_as_clientid" not in open_broker.config_path.read_text()
+
+
+@pytest.mark.parametrize("closed", ["moclo up"], indirect=True)
+def test_ingest_and_serve_keep_their_connections_while_acknowledging(
+    closed: Closed, settings: Settings
+) -> None:
+    """One connection per login: ingest (consumer and alert publisher) and serve (live stream
+    and acknowledgements) each hold two, under two logins, so nothing of theirs is pushed off.
+    Two acknowledgements at once through serve both succeed, while an operator watching the
+    tenant's alerts with its own login keeps its connection and sees both."""
+    broker = closed.broker
+    offset = broker.log_path.stat().st_size
+
+    def logged_in(settings: Settings, who: str) -> Settings:
+        user, password = closed.creds(who)
+        update = {"mqtt_username": user, "mqtt_password": SecretStr(password)}
+        return settings.model_copy(update={"mqtt_url": broker.url, **update})
+
+    service = logged_in(settings, "the ingest").model_copy(update={"ingest_client_id": None})
+    web = logged_in(settings, "serve").model_copy(update={"serve_listen": "127.0.0.1:0"})
+    with RunningIngest(service, IngestOptions(linger_s=0.05)), RunningServe(web) as serve:
+        watcher = Peer(broker.port, "operator watching", closed.creds("operator"))
+        assert watcher.subscribe(alert_subscription(closed.prefix, T1)) == [1]
+        now = int(time.time()) // 60 * 60
+        for who, device in (("device", "cow-a"), ("device B", "cow-b")):
+            peer = Peer(broker.port, who, closed.creds(who))
+            fever = [cow_json(now - 600 + 300 * i, i, body_temp_c=40.5) for i in range(3)]
+            topic = telemetry_topic(closed.prefix, T1, COW, device)
+            assert peer.publish(topic, b"[" + b",".join(fever) + b"]") == 0
+            peer.close()
+        with serve.client() as api:
+            alerts = wait_until(
+                lambda: (
+                    len(found := api.get("/api/alerts", params={"tenant": T1}).json()["alerts"])
+                    == 2
+                    and found
+                ),
+                what="two fever alerts",
+            )
+        token = serve.token([T1], role="operator", name="vet-ana")
+
+        def acknowledge(alert_id: str) -> httpx.Response:
+            with serve.client(token) as api:
+                return api.post(f"/api/alerts/{alert_id}/ack", json={"note": "on it"})
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(acknowledge, [a["id"] for a in alerts]))
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        wait_until(
+            lambda: sum(b'"acknowledged"' in p for _, p in watcher.messages) == 2,
+            what="the watcher to see both acknowledgements",
+        )
+        assert not watcher.disconnected.is_set()
+        watcher.close()
+    # Nobody was pushed off: the broker closes an old connection of a login that connects
+    # again with "Client ID already connected, closing old connection".
+    assert "already connected" not in log_since(broker.log_path, offset)

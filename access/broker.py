@@ -66,6 +66,28 @@ _SAFE_PREFIX = re.compile(r"[!-~]+")
 # refuses clients without a username.
 LISTENER_SETTINGS = ("use_username_as_clientid true",)
 
+# Sizes, consistent with ingest's own limit (ingest/decode.py DEFAULT_MAX_PAYLOAD_BYTES; a test
+# holds them equal). Without them a device may publish 268 MB and the broker queues up to a
+# million of those for ingest, which reads each whole.
+MAX_PAYLOAD_BYTES = 256 * 1024  # larger: dropped (PUBACK 0x95 over MQTT 5, plain over 3.1.1)
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 8 * 1024  # larger: the client is disconnected unread
+# What the broker keeps for a persistent session (ingest's) while it is away: about 16 minutes
+# of outage at 1,000 readings/s. The bytes bound is the count's at 512 bytes a message (a
+# reading is 150-250 bytes; arrays are larger), so single readings meet the count first and
+# large messages cannot make the broker hold 1,000,000 × 256 KiB. Beyond either, messages are
+# dropped and counted in $SYS/broker/publish/messages/dropped.
+MAX_QUEUED_MESSAGES = 1_000_000
+MAX_QUEUED_BYTES = MAX_QUEUED_MESSAGES * 512
+
+# Global settings of every configuration moclo ships or generates (moclo/stack.py,
+# deploy/mosquitto/mosquitto.conf, `config_lines`; tests/test_broker_limits.py holds them equal).
+BROKER_SETTINGS = (
+    f"message_size_limit {MAX_PAYLOAD_BYTES}",
+    f"max_packet_size {MAX_PACKET_BYTES}",
+    f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+    f"max_queued_bytes {MAX_QUEUED_BYTES}",
+)
+
 
 class BrokerAuthError(ValueError):
     """The broker's files cannot be written or the broker reloaded; the message says why."""
@@ -82,6 +104,8 @@ class BrokerAuth:
             "allow_anonymous false",
             f"password_file {self.password_file}",
             f"acl_file {self.acl_file}",
+            "# Sizes consistent with ingest's own limits (256 KiB payload):",
+            *BROKER_SETTINGS,
             "# In the section of EVERY listener (after its `listener` line; Mosquitto applies",
             "# it to that listener only): a client's id is its login, so no login can take",
             "# another's session. Each login then holds one connection at a time.",

@@ -7,9 +7,11 @@ loopback only. Broker settings, and why:
 - `max_inflight_messages 1000`: MQTT 3.1.1 consumers that acknowledge after a batch write would
   otherwise stall at the default of 20 unacknowledged messages (ingest itself speaks MQTT 5 and
   sets its own Receive Maximum, which takes precedence).
-- `max_queued_messages 1000000`: what the broker holds for ingest's persistent session while it
-  is away. At 1,000 readings/s that is about 16 minutes of outage before the broker drops
-  messages (it counts them in $SYS/broker/publish/messages/dropped).
+- `max_queued_messages 1000000` and `max_queued_bytes` (512 MB): what the broker holds for
+  ingest's persistent session while it is away. At 1,000 readings/s that is about 16 minutes of
+  outage before the broker drops messages (it counts them in $SYS/broker/publish/messages/
+  dropped). With `message_size_limit` (256 KiB, ingest's own limit) and `max_packet_size`, all
+  in access/broker.py BROKER_SETTINGS, shared with every configuration moclo ships.
 - `persistence true`, `autosave_interval 60`: queued messages survive a broker restart.
 - with a password file, `use_username_as_clientid true` on every listener: a client's id is its
   login, so no login can take another's session (access/broker.py, LISTENER_SETTINGS).
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from access.broker import LISTENER_SETTINGS
+from access.broker import BROKER_SETTINGS, LISTENER_SETTINGS
 from access.tls import LocalTls
 
 
@@ -237,7 +239,7 @@ class MosquittoServer(LocalServer):
             f"persistence_location {data}/",
             "autosave_interval 60",
             "max_inflight_messages 1000",
-            "max_queued_messages 1000000",
+            *BROKER_SETTINGS,
             "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",
             "log_type error",

@@ -1,0 +1,134 @@
+"""Size limits at the broker, on every configuration moclo ships or generates (the `closed`
+fixture: `moclo up`'s, `moclo broker-auth write`'s lines, compose's mosquitto.conf).
+
+A device that publishes more than ingest accepts (256 KiB of payload) is refused by the broker:
+the payload never reaches ingest, so ingest never reads, holds or rejects it, and what ingest
+holds stays within its window plus one largest message. A payload of exactly the limit is
+delivered and stored (the positive control). Mosquitto 2.0.11 drops a payload over
+`message_size_limit` ("Dropped too large PUBLISH" in its log) and answers an MQTT 3.1.1 client
+with a plain PUBACK, an MQTT 5 client with PUBACK 0x95 ("packet too large", which MQTT 5 does
+not list for a PUBACK, so paho 2.2 closes the connection as a protocol error: the publish
+fails either way); it closes the connection of a client whose packet is over
+`max_packet_size`, without reading it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+from paho.mqtt.enums import MQTTProtocolVersion
+from pydantic import SecretStr
+
+from access.broker import (
+    BROKER_SETTINGS,
+    MAX_PACKET_BYTES,
+    MAX_PAYLOAD_BYTES,
+    MAX_QUEUED_BYTES,
+    MAX_QUEUED_MESSAGES,
+    BrokerAuth,
+)
+from devices.topics import telemetry_topic
+from ingest.decode import DEFAULT_MAX_PAYLOAD_BYTES
+from ingest.service import IngestOptions
+from moclo.settings import Settings
+from moclo.stack import MosquittoServer
+from tests.conftest import RunningIngest
+from tests.helpers import Influx, cow_json, wait_until
+from tests.test_broker_access import Peer
+from tests.test_client_id_takeover import T1, T2, Closed, broker_config
+from tests.test_client_id_takeover import closed as closed  # the fixture, for this module
+
+COW = "cow_tracker"
+PACKET_TOO_LARGE = 0x95
+CUT_OFF = -1  # Peer.publish: the connection closed before an answer
+
+
+def padded(seq: int, size: int) -> bytes:
+    """A valid cow reading of exactly `size` bytes (JSON allows the trailing spaces)."""
+    reading = cow_json(int(time.time()) - 600 + seq, seq)
+    return reading + b" " * (size - len(reading))
+
+
+def test_the_broker_limits_agree_with_ingests() -> None:
+    assert MAX_PAYLOAD_BYTES == DEFAULT_MAX_PAYLOAD_BYTES
+    # Room for the longest topic (a prefix, two 63-character ids) and MQTT 5 headers.
+    assert MAX_PACKET_BYTES - MAX_PAYLOAD_BYTES >= 4096
+    # The bytes bound never cuts the count short for readings of up to 512 bytes.
+    assert MAX_QUEUED_BYTES >= MAX_QUEUED_MESSAGES * 512
+
+
+def test_every_config_sets_the_limits(tmp_path: Path, repo_root: Path) -> None:
+    auth = BrokerAuth(tmp_path / "passwords", tmp_path / "acl")
+    for server in (
+        MosquittoServer(tmp_path / "up", 1883, password_file=auth.password_file),
+        MosquittoServer(tmp_path / "open", 1883),  # the open broker too: it is about memory
+    ):
+        server.directory.mkdir()
+        server.write_config()
+        lines = server.config_path.read_text().splitlines()
+        assert set(BROKER_SETTINGS) <= set(lines), server.config_path
+    assert set(BROKER_SETTINGS) <= set(broker_config(repo_root))
+    assert set(BROKER_SETTINGS) <= set(auth.config_lines())
+
+
+def test_an_oversized_publish_is_refused_at_the_broker_and_never_reaches_ingest(
+    closed: Closed, settings: Settings, influx: Influx
+) -> None:
+    broker = closed.broker
+    user, password = closed.creds("the ingest")
+    service = settings.model_copy(
+        update={
+            "mqtt_url": broker.url,
+            "mqtt_username": user,
+            "mqtt_password": SecretStr(password),
+            "unregistered": "reject",
+        }
+    )
+    window_bytes = 1024 * 1024
+    options = IngestOptions(linger_s=0.05, window_bytes=window_bytes)
+    with RunningIngest(service, options) as running:
+        assert running.ingest is not None
+        v5 = Peer(broker.port, "device D", closed.creds("device D"))
+        old = Peer(
+            broker.port,
+            "device B 3.1.1",
+            closed.creds("device B"),
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        d_topic = telemetry_topic(closed.prefix, T2, COW, "cow-d")
+        b_topic = telemetry_topic(closed.prefix, T1, COW, "cow-b")
+        try:
+            # At the limit: delivered and stored, over both protocols (the positive control).
+            assert v5.publish(d_topic, padded(1, MAX_PAYLOAD_BYTES)) == 0
+            assert old.publish(b_topic, padded(2, MAX_PAYLOAD_BYTES)) == 0
+            # One byte over: dropped. MQTT 5's publish fails; 3.1.1 cannot be told, and stays.
+            assert v5.publish(d_topic, padded(3, MAX_PAYLOAD_BYTES + 1)) in (
+                PACKET_TOO_LARGE,
+                CUT_OFF,
+            )
+            assert old.publish(b_topic, padded(4, MAX_PAYLOAD_BYTES + 1)) == 0
+            assert not old.disconnected.is_set()
+            # A marker from each, then what a flooding device tries: 16 MB in one packet.
+            v5.close()
+            v5 = Peer(broker.port, "device D again", closed.creds("device D"))
+            assert v5.publish(d_topic, padded(5, 300)) == 0
+            assert old.publish(b_topic, padded(6, 300)) == 0
+            for peer, topic in ((v5, d_topic), (old, b_topic)):
+                assert peer.publish(topic, b" " * (16 * 1024 * 1024)) == CUT_OFF  # unread
+                assert peer.disconnected.is_set()
+        finally:
+            v5.close()
+            old.close()
+        wait_until(lambda: influx.count(COW, "seq") == 4, what="the four allowed readings stored")
+        rows = influx.query(f'SELECT seq FROM "{COW}"')
+        assert sorted(int(row["seq"]) for row in rows) == [1, 2, 5, 6]
+        # Nothing oversized reached ingest: it received exactly the four, rejected nothing, and
+        # what it holds is bounded by its window plus one message of at most the limit.
+        assert running.ingest.source.messages_received == 4
+        assert influx.count("moclo_rejected", "error") == 0
+        port = running.ingest.http_port
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        pending = int(float(metrics.split("\nmoclo_pending_bytes ")[1].split()[0]))
+        assert 0 <= pending <= window_bytes + MAX_PAYLOAD_BYTES

@@ -79,6 +79,15 @@ MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 8 * 1024  # larger: the client is disconn
 MAX_QUEUED_MESSAGES = 1_000_000
 MAX_QUEUED_BYTES = MAX_QUEUED_MESSAGES * 512
 
+# With `persistence true`, Mosquitto writes its state (sessions, everything queued for them)
+# every interval, so a kill -9 of the broker, or the machine failing, loses what it took and
+# acknowledged since the last save: Mosquitto 2.0.11 saves once more than the interval has
+# passed, checked each second, so every 6 s here (60 before: up to a minute). Each save writes
+# every queued message (fsynced) on the broker's only thread: measured at 10,000 and 100,000
+# queued in benchmarks/results/broker.md. By time, not by changes: `autosave_on_changes` would
+# save more often the faster messages come, each save costing more as the queue grows.
+AUTOSAVE_INTERVAL_S = 5
+
 # Global settings of every configuration moclo ships or generates (moclo/stack.py,
 # deploy/mosquitto/mosquitto.conf, `config_lines`; tests/test_broker_limits.py holds them equal).
 BROKER_SETTINGS = (
@@ -86,6 +95,8 @@ BROKER_SETTINGS = (
     f"max_packet_size {MAX_PACKET_BYTES}",
     f"max_queued_messages {MAX_QUEUED_MESSAGES}",
     f"max_queued_bytes {MAX_QUEUED_BYTES}",
+    f"autosave_interval {AUTOSAVE_INTERVAL_S}",
+    "autosave_on_changes false",
 )
 
 
@@ -104,7 +115,8 @@ class BrokerAuth:
             "allow_anonymous false",
             f"password_file {self.password_file}",
             f"acl_file {self.acl_file}",
-            "# Sizes consistent with ingest's own limits (256 KiB payload):",
+            "# Sizes consistent with ingest's own limits (256 KiB payload), and with",
+            "# `persistence true`, how much a broker crash can lose (about 6 s):",
             *BROKER_SETTINGS,
             "# In the section of EVERY listener (after its `listener` line; Mosquitto applies",
             "# it to that listener only): a client's id is its login, so no login can take",

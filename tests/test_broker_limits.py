@@ -1,5 +1,6 @@
-"""Size limits at the broker, on every configuration moclo ships or generates (the `closed`
-fixture: `moclo up`'s, `moclo broker-auth write`'s lines, compose's mosquitto.conf).
+"""Size limits and the loss window at the broker, on every configuration moclo ships or
+generates (the `closed` fixture: `moclo up`'s, `moclo broker-auth write`'s lines, compose's
+mosquitto.conf).
 
 A device that publishes more than ingest accepts (256 KiB of payload) is refused by the broker:
 the payload never reaches ingest, so ingest never reads, holds or rejects it, and what ingest
@@ -22,6 +23,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from pydantic import SecretStr
 
 from access.broker import (
+    AUTOSAVE_INTERVAL_S,
     BROKER_SETTINGS,
     MAX_PACKET_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -33,7 +35,7 @@ from devices.topics import telemetry_topic
 from ingest.decode import DEFAULT_MAX_PAYLOAD_BYTES
 from ingest.service import IngestOptions
 from moclo.settings import Settings
-from moclo.stack import MosquittoServer
+from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, wait_until
 from tests.test_broker_access import Peer
@@ -132,3 +134,50 @@ def test_an_oversized_publish_is_refused_at_the_broker_and_never_reaches_ingest(
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         pending = int(float(metrics.split("\nmoclo_pending_bytes ")[1].split()[0]))
         assert 0 <= pending <= window_bytes + MAX_PAYLOAD_BYTES
+
+
+def test_what_the_broker_acknowledged_survives_a_kill_9_after_its_next_save(
+    tmp_path: Path,
+) -> None:
+    """The broker's own loss window: a kill -9 loses what it took since its last save, and it
+    saves every `autosave_interval` + 1 s. Readings queued for an offline session, then two
+    saves (the first one seen may have been written before the last PUBACK: the file is
+    sampled), then kill -9 and a restart: the session gets every one of them."""
+    broker = MosquittoServer(tmp_path / "mq", free_port())
+    broker.start()
+
+    def holder() -> Peer:
+        """A persistent session (MQTT 3.1.1: kept until it connects again with clean start)."""
+        v3 = MQTTProtocolVersion.MQTTv311
+        return Peer(broker.port, "holder", None, protocol=v3, client_id="h", clean_start=False)
+
+    session = holder()
+    try:
+        assert session.subscribe("t/#") == [1]
+        session.close()
+        publisher = Peer(broker.port, "publisher", None)
+        payloads = [padded(seq, 300) for seq in range(1, 101)]
+        assert {publisher.publish("t/cow", p) for p in payloads} == {0}
+        publisher.close()
+        saved = broker.directory / "data" / "mosquitto.db"
+        inodes = [saved.stat().st_ino if saved.exists() else 0]
+
+        def saves() -> int:
+            current = saved.stat().st_ino if saved.exists() else 0
+            if current != inodes[-1]:
+                inodes.append(current)
+            return len(inodes) - 1
+
+        wait_until(
+            lambda: saves() >= 2,
+            timeout_s=2 * (AUTOSAVE_INTERVAL_S + 1) + 5,
+            what="two saves of the broker's state",
+        )
+        broker.kill()
+        broker.start()
+        session = holder()
+        wait_until(lambda: len(session.messages) >= 100, what="the queued readings redelivered")
+        assert sorted(p for _, p in session.messages) == sorted(payloads)
+    finally:
+        session.close()
+        broker.stop()

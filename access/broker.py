@@ -11,12 +11,16 @@ refused; Mosquitto 2.0 grants every SUBSCRIBE and filters at delivery, and drops
 the ACL does not allow):
 
 - a device `{t}.{id}`: write `{p}/{t}/{type}/{id}/telemetry`; read nothing;
-- ingest: read `{p}/+/+/+/telemetry` and `{p}/+/acks`; write `{p}/+/alerts/+` and
+- ingest: read `{p}/+/+/+/telemetry` and `{p}/+/acks/#`; write `{p}/+/alerts/+` and
   `{p}/+/alert-state/+/+`;
-- serve: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+` and `{p}/+/alert-state/#`; write
-  `{p}/+/acks` (the dashboard acknowledges for operators);
+- serve account `s`: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+` and `{p}/+/alert-state/#`;
+  write `{p}/+/acks/s/on-behalf` (the dashboard acknowledges for the token's holder);
 - app of tenant `t`: read `{p}/t/alerts/+` and `{p}/t/alert-state/#`; write nothing;
-- operator of tenant `t`: as the app, and write `{p}/t/acks` (`moclo alerts ack`).
+- operator `o` of tenant `t`: as the app, and write `{p}/t/acks/o` (`moclo alerts ack`).
+
+An acknowledgement's topic names the account that sent it and each account may write only
+its own, so ingest takes the acknowledger from the topic; only on a serve account's
+`on-behalf` topic does it believe the payload's `by` (the person serve authenticated).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from devices.topics import (
     ack_subscription,
     ack_topic,
     alert_subscription,
+    on_behalf_ack_topic,
     telemetry_subscription,
     telemetry_topic,
 )
@@ -84,7 +89,7 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
             ("read", telemetry_subscription(prefix)),
             ("read", alert_subscription(prefix)),
             ("read", f"{prefix}/+/alert-state/#"),
-            ("write", ack_subscription(prefix)),
+            ("write", on_behalf_ack_topic(prefix, "+", login.username)),
         ]
     assert tenant is not None, f"{role} account {login.username} has no tenant"
     reads = [
@@ -94,7 +99,7 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
     if role == "app":
         return reads
     if role == "operator":
-        return [*reads, ("write", ack_topic(prefix, tenant))]
+        return [*reads, ("write", ack_topic(prefix, tenant, login.username))]
     raise AssertionError(role)
 
 

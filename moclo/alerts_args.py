@@ -45,9 +45,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "ack",
         help="acknowledge an open alert: someone is on it",
         description="Looks the alert up in InfluxDB, publishes the acknowledgement to "
-        "{prefix}/{tenant}/acks and waits until ingest publishes the `acknowledged` change. "
-        "Exits 1 if the alert is unknown, resolved or already acknowledged, or if ingest does "
-        "not confirm in time.",
+        "{prefix}/{tenant}/acks/{account} and waits until ingest publishes the `acknowledged` "
+        "change. The account is your MQTT login (MOCLO_MQTT_USERNAME): the broker lets it "
+        "write only its own name, so that is who acknowledged. Exits 1 if the alert is "
+        "unknown, resolved or already acknowledged, or if ingest does not confirm in time.",
     )
     ack.add_argument("id", type=_alert_id, metavar="ID", help="the alert's id (12 hex digits)")
     ack.add_argument(
@@ -55,7 +56,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_alert_text("by"),
         default=None,
         metavar="NAME",
-        help="who is on it (default: $USER, else 'unknown')",
+        help="only for a broker without logins, where nothing checks it: who is on it, "
+        "an account name (default: $USER). With a login, you are the login; a different "
+        "--by is refused (name others in --note)",
     )
     ack.add_argument(
         "--note",
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return alerts_cli.acknowledge(
             settings,
             args.id,
-            by=args.by or alerts_cli.default_name(),
+            by=args.by,
             note=args.note,
             timeout_s=args.timeout,
         )

@@ -1,6 +1,11 @@
 """`POST /api/alerts/{id}/ack`: an operator (or an admin) acknowledges an open alert of one of
-their tenants, exactly as `moclo alerts ack` does (moclo/acks.py): published to ingest, which
-owns alert state, and answered once ingest has published the `acknowledged` change.
+their tenants, as `moclo alerts ack` does (moclo/acks.py): published to ingest, which owns
+alert state, and answered once ingest has published the `acknowledged` change.
+
+The acknowledger is the token's name, whatever the body says (it has only a `note`): serve
+publishes on its own account's `{prefix}/{tenant}/acks/{account}/on-behalf` with the name in
+`by`, a topic that the broker lets only serve accounts write, so ingest believes that `by`
+there and nowhere else.
 
 | answer | when |
 |---|---|
@@ -41,7 +46,9 @@ class AckedAlert(BaseModel):
 
 
 def install(app: FastAPI, settings: Settings, client: InfluxClient, *, timeout_s: float) -> None:
-    """Adds the endpoint; acknowledgements go through the broker of `settings`."""
+    """Adds the endpoint; acknowledgements go through the broker of `settings`, as its login
+    (`serve` on a broker without logins, which checks nobody anyway)."""
+    account = settings.mqtt.username or "serve"
 
     @app.post(
         "/api/alerts/{alert_id}/ack",
@@ -69,6 +76,6 @@ def install(app: FastAPI, settings: Settings, client: InfluxClient, *, timeout_s
             raise UnknownAlert(f"no alert {alert_id} in {who.scope_words()}")
         note = body.note if body is not None else ""
         alert = await acks.acknowledge(
-            settings, stored, by=who.name, note=note, timeout_s=timeout_s
+            settings, stored, account=account, person=who.name, note=note, timeout_s=timeout_s
         )
         return {**alert_json(alert), "note": alert.note or None}

@@ -45,7 +45,13 @@ from pydantic import SecretStr
 
 from access.broker import reload_broker, write_broker_auth
 from access.registry import Credentials, Registry
-from devices.topics import ack_topic, alert_subscription, alert_topic, telemetry_topic
+from devices.topics import (
+    ack_topic,
+    alert_subscription,
+    alert_topic,
+    on_behalf_ack_topic,
+    telemetry_topic,
+)
 from ingest.service import IngestOptions
 from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
@@ -305,7 +311,7 @@ class Matrix:
 
     def ack_marker(self) -> None:
         payload = orjson.dumps({"id": "0" * 12, "by": "marker", "note": uuid.uuid4().hex})
-        assert self.operator.publish(ack_topic(self.prefix, T1), payload) == 0
+        assert self.operator.publish(ack_topic(self.prefix, T1, "vet"), payload) == 0
         self.acks_delivered += 1
         wait_until(lambda: self.ingest_eye.received(payload), timeout_s=10, what="an ack marker")
 
@@ -351,8 +357,11 @@ class Matrix:
                 )
                 self.marker()
                 return "delivered" if self.serve_eye.received(payload) else "dropped"
+            # Under its own name (what an operator may do), or serve's topic for people.
             payload = orjson.dumps({"id": "f" * 12, "by": who.name, "note": uuid.uuid4().hex})
-            self.pubacks[(who.name, action)] = peer.publish(ack_topic(p, who.home), payload)
+            login = who.credentials[0] if who.credentials else "anonymous"
+            topic = (on_behalf_ack_topic if who.name == "serve" else ack_topic)(p, who.home, login)
+            self.pubacks[(who.name, action)] = peer.publish(topic, payload)
             self.ack_marker()
             if self.ingest_eye.received(payload):
                 self.acks_delivered += 1

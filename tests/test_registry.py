@@ -270,7 +270,7 @@ def test_broker_files_are_private_complete_and_rewritten_from_scratch(tmp_path: 
         "user farm.cow-0002": ["topic write p/x/farm/cow_tracker/cow-0002/telemetry"],
         "user ingest": [
             "topic read p/x/+/+/+/telemetry",
-            "topic read p/x/+/acks",
+            "topic read p/x/+/acks/#",
             "topic write p/x/+/alerts/+",
             "topic write p/x/+/alert-state/+/+",
         ],
@@ -278,13 +278,13 @@ def test_broker_files_are_private_complete_and_rewritten_from_scratch(tmp_path: 
             "topic read p/x/+/+/+/telemetry",
             "topic read p/x/+/alerts/+",
             "topic read p/x/+/alert-state/#",
-            "topic write p/x/+/acks",
+            "topic write p/x/+/acks/dash/on-behalf",
         ],
         "user farm-app": ["topic read p/x/farm/alerts/+", "topic read p/x/farm/alert-state/#"],
         "user vet": [
             "topic read p/x/farm/alerts/+",
             "topic read p/x/farm/alert-state/#",
-            "topic write p/x/farm/acks",
+            "topic write p/x/farm/acks/vet",
         ],
     }
     # No line before the first user block grants anything to anyone.

@@ -48,7 +48,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "{prefix}/{tenant}/acks/{account} and waits until ingest publishes the `acknowledged` "
         "change. The account is your MQTT login (MOCLO_MQTT_USERNAME): the broker lets it "
         "write only its own name, so that is who acknowledged. Exits 1 if the alert is "
-        "unknown, resolved or already acknowledged, or if ingest does not confirm in time.",
+        "unknown, resolved or already acknowledged, or if ingest does not confirm in time; 2 "
+        "if --by is not the login.",
     )
     ack.add_argument("id", type=_alert_id, metavar="ID", help="the alert's id (12 hex digits)")
     ack.add_argument(

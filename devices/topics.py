@@ -1,7 +1,8 @@
 """The wire contract's topics: `{prefix}/{tenant}/{device_type}/{device_id}/telemetry`.
 
 The device's identity (tenant, type, id) comes from the topic, never from the payload, so a
-later broker ACL on the topic is what proves who is speaking.
+later broker ACL on the topic is what proves who is speaking. Acknowledgements of alerts follow
+the same rule: `{prefix}/{tenant}/acks/{account}` names the account that acknowledges.
 """
 
 from __future__ import annotations

@@ -171,8 +171,12 @@ def test_an_operator_of_one_tenant_cannot_acknowledge_in_another(acking: Acking)
         cleo.close()
 
 
-@pytest.mark.parametrize("who", ["farm-one-app", "cow-3", "ingest"])
-def test_an_app_a_device_or_ingest_cannot_acknowledge_at_all(acking: Acking, who: str) -> None:
+@pytest.mark.parametrize("who", ["farm-one-app", "cow-3", "ingest", "dash"])
+def test_an_app_a_device_ingest_or_serve_cannot_acknowledge_under_a_name(
+    acking: Acking, who: str
+) -> None:
+    """An app, a device and ingest cannot acknowledge at all; serve's account (`dash`) not
+    under any name, its own or an operator's: it may write only its on-behalf topic."""
     s, p = acking, acking.prefix
     name = s.logins[who].username
     peer, ben = s.peer(who), s.peer("ben")

@@ -29,6 +29,7 @@ from devices.rules import Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import BaselineState, DeltaState, load_state
 from ingest.alerts.engine import AlertEngine, DeviceState, Episode
+from ingest.private import create_private, private_folder
 
 log = logging.getLogger("moclo.alerts")
 
@@ -143,9 +144,9 @@ def load(engine: AlertEngine, data: bytes) -> int:
 
 def write(path: Path, data: bytes) -> None:
     """Replaces the snapshot at `path` atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     temporary = path.with_suffix(".tmp")
-    with temporary.open("wb") as file:
+    with os.fdopen(create_private(temporary, truncate=True), "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())

@@ -27,7 +27,7 @@ from moclo import (
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
 from moclo.mqtt import MqttEndpoint
-from moclo.settings import ENVIRONMENT, Settings, SettingsError
+from moclo.settings import ENVIRONMENT, Settings, SettingsError, url_has_password
 from moclo.stack import ServerError
 
 EPILOG = """\
@@ -39,7 +39,8 @@ environment (flags override them):
                           or a file holding it (so do MOCLO_INFLUX_TOKEN_FILE and
                           MOCLO_WEBHOOK_URL_FILE), as docker-compose hands secrets over
   MOCLO_MQTT_CA_FILE      CA certificate to trust for mqtts:// (e.g. .moclo/tls/ca.crt)
-  MOCLO_INFLUX_URL        InfluxDB 1.x, or 2.x/3.x via /write and /query  (http://127.0.0.1:8086)
+  MOCLO_INFLUX_URL        InfluxDB 1.x, or 2.x/3.x via /write and /query  (http://127.0.0.1:8086);
+                          http://user:password@host:port only here, never in --influx-url
   MOCLO_INFLUX_DB         database, or bucket on 2.x/3.x  (moclo)
   MOCLO_INFLUX_TOKEN      token for InfluxDB 2.x/3.x; environment only, never a flag,
                           so it does not show in `ps`
@@ -197,6 +198,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SettingsError(
             "--mqtt-url must not carry a password (it would show in `ps`): put it in "
             "MOCLO_MQTT_PASSWORD (or the whole URL in MOCLO_MQTT_URL)"
+        )
+    if url_has_password(getattr(args, "influx_url", None)):
+        raise SettingsError(
+            "--influx-url must not carry a password (it would show in `ps`): put the whole URL "
+            "in MOCLO_INFLUX_URL, or, for InfluxDB 2.x/3.x, a token in MOCLO_INFLUX_TOKEN"
         )
     secret = ("influx_token", "mqtt_password")
     flags = {name: getattr(args, name, None) for name in ENVIRONMENT if name not in secret}

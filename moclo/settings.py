@@ -68,6 +68,16 @@ ENVIRONMENT = {
 _PASSWORD_IN_URL = re.compile(r"(://[^:@/]*:)[^@/]*@")
 
 
+def display_url(url: str) -> str:
+    """`url` with the password of its `user:password@` masked (`user:***@`), for every log
+    line, message and printed command that shows it."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", url)
+
+
+def url_has_password(url: str | None) -> bool:
+    return bool(url and _PASSWORD_IN_URL.search(url))
+
+
 class SettingsError(ValueError):
     """A setting is wrong; the message names the variable or flag and what is allowed."""
 
@@ -173,6 +183,11 @@ class Settings(BaseModel):
         return tuple(self.ingest_tenants.split(",")) if self.ingest_tenants else None
 
     @property
+    def influx_display(self) -> str:
+        """The InfluxDB URL without its password, for logs and messages (like `mqtt.display()`)."""
+        return display_url(self.influx_url)
+
+    @property
     def influx_token_value(self) -> str | None:
         return self.influx_token.get_secret_value() if self.influx_token else None
 
@@ -253,7 +268,7 @@ def _explain(exc: ValidationError, flags: set[str], from_files: set[str]) -> str
         got = (
             ""
             if name in ("influx_token", "webhook_url", "mqtt_password")
-            else "; got " + _PASSWORD_IN_URL.sub(r"\1***@", repr(error.get("input")))
+            else "; got " + display_url(repr(error.get("input")))
         )
         lines.append(f"{where} {message}{got}")
     return "invalid settings:\n  " + "\n  ".join(lines)

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from ingest.influx import InfluxError
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"moclo {_version()}")
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -179,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     query_args.add_parser(commands)
     tokens_args.add_parser(commands)
     return parser
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml is its one source)."""
+    try:
+        return metadata.version("moclo")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(version unknown: not installed; `pip install -e .` records it)"
 
 
 def _rules_flag(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,8 @@ SHAPES = [
     ("array", []),
     ("number", 7),
     ("string", "state"),
+    ("no-version", {"clocks": []}),
+    ("version-is-a-string", {"version": "1", "clocks": {}, "devices": []}),
     ("clocks-is-a-list", {"version": 1, "clocks": [], "devices": []}),
     ("clock-is-a-number", {"version": 1, "clocks": {"farm": 3}, "devices": []}),
     ("devices-is-an-object", {"version": 1, "clocks": {}, "devices": {}}),

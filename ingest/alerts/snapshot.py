@@ -181,6 +181,7 @@ def load(engine: AlertEngine, data: bytes) -> int:
     except orjson.JSONDecodeError as exc:
         raise SnapshotInvalid(f"not JSON ({exc})") from None
     _check(isinstance(snapshot, dict), f"a JSON {type(snapshot).__name__}, not an object")
+    _check(_is_int(snapshot.get("version")), "no version number: not a snapshot moclo wrote")
     if snapshot.get("version") != VERSION:
         log.warning("alert state snapshot has version %r, not %d: ignored",
                     snapshot.get("version"), VERSION)  # fmt: skip

@@ -69,6 +69,7 @@ class InfluxClient:
         if parts.username:
             auth = httpx.BasicAuth(parts.username, parts.password or "")
             host = parts.hostname or ""
+            host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
             parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
         headers = {"Authorization": f"Token {token}"} if token else {}
         self.url = urlunsplit(parts).rstrip("/")

@@ -551,8 +551,15 @@ class Ingest:
             devices = await asyncio.to_thread(snapshot.load, engine, data) if data else 0
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             # A damaged snapshot costs learnt history, not alerts: the store still has those.
-            log.warning("alert state snapshot %s unreadable (%r); starting without it",
-                        self.snapshot_path, exc)  # fmt: skip
+            # Kept aside for a look; left in place, the next snapshot would overwrite it.
+            aside = await asyncio.to_thread(snapshot.set_aside, self.snapshot_path)
+            log.warning(
+                "alert state snapshot %s unusable (%s); moved to %s, open alerts restored from "
+                "the stored alert changes (learnt baselines start afresh)",
+                self.snapshot_path,
+                exc,
+                aside.name,
+            )
             engine = self.pipeline.engine = AlertEngine(engine.rulebook)
         stored: list[StoredChange] = []
         try:

@@ -196,7 +196,7 @@ async def _acknowledge(
         stored = await find_alert(client, alert_id)
     if stored is None:
         return _fail(
-            f"no alert {alert_id} in database {settings.influx_db!r} at {settings.influx_url}: "
+            f"no alert {alert_id} in database {settings.influx_db!r} at {settings.influx_display}: "
             "`moclo alerts --all` lists the ids"
         )
     try:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from devices.topics import DEFAULT_PREFIX, IDENTIFIER, check_prefix
@@ -65,6 +66,16 @@ ENVIRONMENT = {
 
 
 _PASSWORD_IN_URL = re.compile(r"(://[^:@/]*:)[^@/]*@")
+
+
+def display_url(url: str) -> str:
+    """`url` with the password of its `user:password@` masked (`user:***@`), for every log
+    line, message and printed command that shows it."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", url)
+
+
+def url_has_password(url: str | None) -> bool:
+    return bool(url and _PASSWORD_IN_URL.search(url))
 
 
 class SettingsError(ValueError):
@@ -131,9 +142,21 @@ class Settings(BaseModel):
     @classmethod
     def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            parts = urlsplit(value.get_secret_value())
+            url = value.get_secret_value()
+            parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("must look like https://host/path (or http://)")
+            try:
+                # Built now as the notifier will build it, so that a URL httpx refuses (a
+                # control character, a host that is not valid IDNA) stops the start, not the
+                # first alert. The error is not shown: it may quote the URL, and its token.
+                httpx.Request("POST", url)
+            except (httpx.InvalidURL, ValueError):
+                raise ValueError(
+                    "is not a URL that can be sent to (its host is not a valid domain name or "
+                    "address, or it holds a control character); it is not shown "
+                    "here, as it may hold a token"
+                ) from None
         return value
 
     @field_validator("topic_prefix")
@@ -158,6 +181,11 @@ class Settings(BaseModel):
     def tenants(self) -> tuple[str, ...] | None:
         """The tenants this ingest subscribes to, or None for all."""
         return tuple(self.ingest_tenants.split(",")) if self.ingest_tenants else None
+
+    @property
+    def influx_display(self) -> str:
+        """The InfluxDB URL without its password, for logs and messages (like `mqtt.display()`)."""
+        return display_url(self.influx_url)
 
     @property
     def influx_token_value(self) -> str | None:
@@ -192,12 +220,13 @@ class Settings(BaseModel):
         values: dict[str, Any] = {
             name: environ[var] for name, var in ENVIRONMENT.items() if environ.get(var)
         }
-        values.update(_secrets_from_files(environ))
+        from_files = _secrets_from_files(environ)
+        values.update(from_files)
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
         except ValidationError as exc:
-            raise SettingsError(_explain(exc, set(overrides) - {None})) from None
+            raise SettingsError(_explain(exc, set(overrides) - {None}, set(from_files))) from None
 
 
 # Secrets may also come from a file named by VARIABLE_FILE (docker-compose and Kubernetes hand
@@ -225,19 +254,21 @@ def _secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
-def _explain(exc: ValidationError, flags: set[str]) -> str:
+def _explain(exc: ValidationError, flags: set[str], from_files: set[str]) -> str:
     lines = []
     for error in exc.errors(include_url=False):
         name = str(error["loc"][0]) if error["loc"] else "settings"
         where = ENVIRONMENT.get(name, name)
-        if name in flags:
+        if name in from_files:
+            where = f"the content of {SECRET_FILES[name]}"
+        elif name in flags:
             where = f"--{name.replace('_', '-')} (or {where})"
         message = str(error["msg"]).removeprefix("Value error, ")
         # Never echo a secret: tokens are left out, passwords in URLs masked.
         got = (
             ""
             if name in ("influx_token", "webhook_url", "mqtt_password")
-            else "; got " + _PASSWORD_IN_URL.sub(r"\1***@", repr(error.get("input")))
+            else "; got " + display_url(repr(error.get("input")))
         )
         lines.append(f"{where} {message}{got}")
     return "invalid settings:\n  " + "\n  ".join(lines)

@@ -8,6 +8,15 @@ would be rejected by ingest. Readings are sent as a batch every `flush_every_s`,
 newest reading of each device: a dashboard wants to know what each device says now, not every
 one of a thousand readings a second.
 
+The hub trusts what it shows no more than ingest trusts what it stores. With a registry check
+(MOCLO_UNREGISTERED `reject`, the default), nothing of a device that is not registered, or was
+revoked, reaches a stream: its readings are dropped by the same decoder and registry lookup as
+ingest's (`access.known.RegisteredDevices`, read again within 2 s of a change), and so are alert
+changes about it. With `flag`, ingest stores such readings and notes the device; here they are
+shown, marked `"registered": false`. With `off`, nothing is checked. An alert change is routed by
+the tenant and device of the topic it came on, which the broker's ACL vouches for; one whose
+payload names another tenant or device is dropped rather than shown anywhere.
+
 Each stream has a bounded queue. A stream too slow to keep up is told so (`overflow`) and
 closed; the dashboard reconnects and reloads its lists, so it never shows a stale picture
 without knowing it.
@@ -26,8 +35,9 @@ from dataclasses import dataclass, field
 import aiomqtt
 import orjson
 
+from access.known import RegisteredDevices
 from devices.base import format_timestamp
-from devices.topics import alert_subscription, telemetry_subscription
+from devices.topics import DeviceAddress, alert_subscription, telemetry_subscription
 from ingest.decode import Decoded, Decoder
 from moclo.settings import Settings
 from query.alerts import alert_json, parse_alert
@@ -36,6 +46,7 @@ log = logging.getLogger("moclo.serve")
 
 QUEUE_EVENTS = 1_000  # per stream; at 4 reading batches a second that is minutes of slack
 RECONNECT_MAX_S = 10.0
+_LOGGED_DROPS = 10  # dropped alert changes named in the log per run; the rest only counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +102,22 @@ class LiveHub:
 
     def __init__(self, settings: Settings, *, flush_every_s: float = 0.25) -> None:
         self._settings = settings
-        self._decoder = Decoder(settings.topic_prefix)
+        self._registered: RegisteredDevices | None = None
+        if settings.unregistered != "off":
+            self._registered = RegisteredDevices(settings.registry)
+        self._flag_unregistered = settings.unregistered == "flag"
+        self._decoder = Decoder(
+            settings.topic_prefix,
+            registered=self._registered,
+            unregistered="flag" if self._flag_unregistered else "reject",
+        )
+        self._alert_head = settings.topic_prefix + "/"
         self._flush_every_s = flush_every_s
         self._streams: set[Stream] = set()
         self._newest: dict[tuple[str, str], dict[str, object]] = {}  # (tenant, device) → reading
         self.connected = asyncio.Event()
         self.alerts_seen = 0
+        self.alerts_dropped = 0  # forged (payload and topic disagree) or of unregistered devices
         self.readings_seen = 0
 
     @contextlib.contextmanager
@@ -110,6 +131,8 @@ class LiveHub:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Subscribes until `stop`, reconnecting with backoff when the broker goes away."""
+        if self._registered is not None:
+            await asyncio.to_thread(self._registered.refresh)
         flusher = asyncio.create_task(self._flush_readings(stop), name="serve-live-flush")
         try:
             delay = 0.5
@@ -136,6 +159,8 @@ class LiveHub:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
+            if self._registered is not None:
+                self._registered.close()
 
     def _client(self) -> aiomqtt.Client:
         endpoint = self._settings.mqtt
@@ -175,13 +200,22 @@ class LiveHub:
             if not isinstance(payload, bytes | bytearray):
                 continue
             if message.topic.matches(alerts):
-                self._on_alert(bytes(payload))
+                self._on_alert(str(message.topic), bytes(payload))
             else:
                 self._on_telemetry(str(message.topic), bytes(payload))
 
-    def _on_alert(self, payload: bytes) -> None:
+    def _on_alert(self, topic: str, payload: bytes) -> None:
         alert = parse_alert(payload)
         if alert is None:
+            return
+        # `{prefix}/{tenant}/alerts/{device_id}`: the subscription guarantees the shape.
+        tenant, _, device_id = topic[len(self._alert_head) :].split("/")
+        if (alert.tenant, alert.device_id) != (tenant, device_id):
+            self._drop_alert(topic, "its payload names another tenant or device than its topic")
+            return
+        address = DeviceAddress(tenant, alert.device_type, device_id)
+        if self._rejects(address):
+            self._drop_alert(topic, "its device is not registered (or was revoked)")
             return
         self.alerts_seen += 1
         event = Event("alert", orjson.dumps(alert_json(alert)))
@@ -189,9 +223,27 @@ class LiveHub:
             if stream.wants.admits(alert.tenant, alert.device_id):
                 stream.offer(event)
 
+    def _rejects(self, address: DeviceAddress) -> bool:
+        """Whether the registry check keeps `address` off every stream."""
+        registered = self._registered
+        return registered is not None and not self._flag_unregistered and address not in registered
+
+    def _drop_alert(self, topic: str, why: str) -> None:
+        self.alerts_dropped += 1
+        if self.alerts_dropped <= _LOGGED_DROPS:
+            log.warning(
+                "live stream: an alert change on %s is not shown: %s%s",
+                topic,
+                why,
+                " (further ones are counted, not logged)"
+                if self.alerts_dropped == _LOGGED_DROPS
+                else "",
+            )
+
     def _on_telemetry(self, topic: str, payload: bytes) -> None:
         out = Decoded()
         self._decoder.decode(topic, payload, time.time_ns(), out)
+        registered = self._registered
         for valid in out.readings:
             address, reading = valid.address, valid.reading
             self.readings_seen += 1
@@ -207,12 +259,33 @@ class LiveHub:
                 "_ts_ns": reading.ts,
             }
             body.update(reading.model_dump(exclude={"ts"}))
+            if registered is not None and address not in registered:
+                body["registered"] = False  # only reached with flag: the decoder rejects it else
             self._newest[key] = body
+        if self._flag_unregistered:
+            self._decoder.take_flagged()  # ingest records them; here the mark on each is enough
+
+    async def _refresh_registry(self) -> None:
+        """Reads the registry again when due (on a worker thread: it is SQLite), as ingest does;
+        after a revocation, the revoked device's reading waiting for the next batch is dropped."""
+        registered = self._registered
+        if registered is None or not registered.due():
+            return
+        if not await asyncio.to_thread(registered.refresh):
+            return
+        self._decoder.forget_flagged()
+        if not self._flag_unregistered:
+            self._newest = {
+                key: body
+                for key, body in self._newest.items()
+                if DeviceAddress(key[0], str(body["device_type"]), key[1]) in registered
+            }
 
     async def _flush_readings(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._flush_every_s)
+            await self._refresh_registry()
             if not self._newest:
                 continue
             newest, self._newest = self._newest, {}

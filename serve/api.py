@@ -23,11 +23,12 @@ import time
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from access.sessions import Sessions
 from access.tokens import Principal, Tokens
 from devices.base import format_timestamp
 from devices.rules import Severity
@@ -95,11 +96,12 @@ def create_app(
     client: InfluxClient,
     hub: LiveHub,
     tokens: Tokens,
+    sessions: Sessions,
     *,
     ack_timeout_s: float = 10.0,
 ) -> FastAPI:
-    """The application; `client`, `hub` and `tokens` live as long as the process (see
-    serve/server.py)."""
+    """The application; `client`, `hub`, `tokens` and `sessions` live as long as the process
+    (see serve/server.py)."""
     app = FastAPI(
         title="moclo",
         summary="Devices, their time series and their alerts; a live stream of both.",
@@ -110,7 +112,7 @@ def create_app(
         responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
     errors.install(app)
-    auth.install(app, tokens)
+    auth.install(app, tokens, sessions)
     api: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 
     async def scoped_alerts(who: Principal, query: AlertFilter) -> list[Alert]:
@@ -276,6 +278,7 @@ def create_app(
         tags=["live"],
     )
     async def stream(
+        request: Request,
         who: Caller,
         tenant: Annotated[list[str] | None, Query(description="repeat for several")] = None,
         device: Annotated[str | None, Query()] = None,
@@ -285,7 +288,8 @@ def create_app(
         publishes it (the JSON of `moclo alerts --json`); `readings` every 250 ms with the
         newest validated reading of each device that sent one; `overflow` before the stream
         closes when the client reads too slowly (reconnect and reload); `unauthorized` before
-        it closes when its token was revoked. Only the token's tenants are ever sent."""
+        it closes when its token was revoked or its session ended. Only the token's tenants
+        are ever sent."""
         chosen = None if not tenant else frozenset(_checked("tenant", t) for t in tenant)
         for name in sorted(chosen or ()):
             require_tenant(who, name)
@@ -295,11 +299,14 @@ def create_app(
             readings=readings,
         )
 
-        async def still_valid() -> bool:
-            return await asyncio.to_thread(tokens.is_active, who.token_id)
+        signed_in = auth.still_signed_in(request, who)
 
+        async def still_valid() -> bool:
+            return await asyncio.to_thread(signed_in)
+
+        ended = "the session ended" if request.state.session else "the token was revoked"
         return StreamingResponse(
-            event_stream(hub, wants, still_valid=still_valid),
+            event_stream(hub, wants, still_valid=still_valid, ended=ended),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -308,12 +308,13 @@ async def event_stream(
     heartbeat_s: float = 15.0,
     still_valid: Callable[[], Awaitable[bool]] | None = None,
     recheck_s: float = 2.0,
+    ended: str = "the token was revoked",
 ) -> AsyncIterator[bytes]:
     """The bytes of one `text/event-stream` response: a `hello`, then events until the client
     goes or overflows; a comment line every `heartbeat_s` keeps proxies from closing it.
 
-    `still_valid` is asked every `recheck_s` whether the stream's token is still active; when
-    it is not (revoked), an `unauthorized` event ends the stream.
+    `still_valid` is asked every `recheck_s` whether the stream's token (or session) is still
+    valid; when it is not, an `unauthorized` event saying `ended` ends the stream.
     """
     with hub.open_stream(wants) as stream:
         hello = {"connected": hub.connected.is_set(), "retry_ms": 2000}
@@ -330,7 +331,7 @@ async def event_stream(
             if still_valid is not None and now >= check_at:
                 check_at = now + recheck_s
                 if not await still_valid():
-                    yield b'event: unauthorized\ndata: {"reason":"the token was revoked"}\n\n'
+                    yield b"event: unauthorized\ndata: " + orjson.dumps({"reason": ended}) + b"\n\n"
                     return
             if event is None:
                 if now >= heartbeat_at:

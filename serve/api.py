@@ -35,7 +35,6 @@ from devices.rules import Severity
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from ingest.alerts.record import Alert
 from ingest.influx import InfluxClient
-from moclo.durations import parse_duration
 from moclo.settings import Settings
 from query.alerts import (
     SEVERITY_RANK,
@@ -50,6 +49,7 @@ from query.fleet import DeviceSummary as StoredDevice
 from query.fleet import find_device, list_devices, list_tenants
 from query.request import parse_series_request
 from query.series import run_series
+from query.times import parse_since
 from serve import acks, auth, errors
 from serve.auth import Caller, require_tenant
 from serve.errors import BadParameter, ErrorBody
@@ -225,7 +225,7 @@ def create_app(
     ) -> AlertList:
         """Open alerts (with `all`, also resolved ones), critical first, then the newest: the
         list `moclo alerts --json` prints."""
-        since_s = None if since is None else _duration("since", since)
+        since_s = None if since is None else parse_since(since, now_ns=time.time_ns())
         found = await scoped_alerts(
             who,
             AlertFilter(
@@ -342,13 +342,6 @@ def _checked(kind: str, value: str) -> str:
     if not is_identifier(value):
         raise BadParameter(f"{kind} {value!r} is not valid: {IDENTIFIER_RULE}")
     return value
-
-
-def _duration(kind: str, text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise BadParameter(f"{kind}: {exc}") from None
 
 
 def _summary(device: StoredDevice, alerts: list[Alert]) -> DeviceView:

@@ -22,6 +22,7 @@ from access.tokens import Tokens
 from ingest.influx import InfluxClient
 from moclo.settings import Settings
 from serve.api import create_app
+from serve.headers import SecurityHeaders
 from serve.live import LiveHub
 
 log = logging.getLogger("moclo.serve")
@@ -92,13 +93,17 @@ async def run_serve(
     hub = LiveHub(settings)
     server = _EmbeddedServer(
         uvicorn.Config(
-            create_app(
-                settings,
-                client,
-                hub,
-                tokens,
-                Sessions(settings.registry, clock=clock),
-                ack_timeout_s=ack_timeout_s,
+            # Around the whole application, so that even an answer Starlette makes itself (a
+            # 404, a 500 from its outermost error handler) carries the security headers.
+            SecurityHeaders(
+                create_app(
+                    settings,
+                    client,
+                    hub,
+                    tokens,
+                    Sessions(settings.registry, clock=clock),
+                    ack_timeout_s=ack_timeout_s,
+                )
             ),
             log_config=None,  # our logging, as configured by the CLI
             access_log=False,

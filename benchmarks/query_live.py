@@ -246,7 +246,7 @@ def live_latency(stack: Stack, load: LiveLoad, progress: Progress) -> dict[str, 
         stack_of.enter_context(
             simulate(stack, prefix, load.background_devices, load.background_interval_s)
         )
-        # Signed in as the dashboard signs in: the token becomes the session cookie.
+        # Signed in as the dashboard signs in: the token starts a session, the cookie its id.
         signed_in = page.request.post(f"{served.url}/api/session", data={"token": served.token})
         if not signed_in.ok:
             raise BenchmarkFailed(f"sign-in answered {signed_in.status}: {signed_in.text()}")

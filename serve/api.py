@@ -27,6 +27,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from access.sessions import Sessions
 from access.tokens import Principal, Tokens
@@ -284,12 +285,12 @@ def create_app(
         device: Annotated[str | None, Query()] = None,
         readings: Annotated[bool, Query(description="also the newest readings")] = True,
     ) -> StreamingResponse:
-        """Server-Sent Events: `hello` first; `alert` for every alert change as ingest
-        publishes it (the JSON of `moclo alerts --json`); `readings` every 250 ms with the
-        newest validated reading of each device that sent one; `overflow` before the stream
-        closes when the client reads too slowly (reconnect and reload); `unauthorized` before
-        it closes when its token was revoked or its session ended. Only the token's tenants
-        are ever sent."""
+        """Server-Sent Events, at most 8 streams at once per token (429 beyond): `hello`
+        first; `alert` for every alert change as ingest publishes it (the JSON of `moclo alerts
+        --json`); `readings` every 250 ms with the newest validated reading of each device that
+        sent one; `overflow` before the stream closes when the client reads too slowly
+        (reconnect and reload); `unauthorized` before it closes when its token was revoked or
+        its session ended. Only the token's tenants are ever sent."""
         chosen = None if not tenant else frozenset(_checked("tenant", t) for t in tenant)
         for name in sorted(chosen or ()):
             require_tenant(who, name)
@@ -305,8 +306,16 @@ def create_app(
             return await asyncio.to_thread(signed_in)
 
         ended = "the session ended" if request.state.session else "the token was revoked"
+        # Reserved here, so that a stream over the token's limit is refused before any answer.
+        reserved = hub.reserve(wants, owner=who.token_id)
+
+        async def release() -> None:
+            # Also when the answer ends before the stream's generator ever ran.
+            hub.release(reserved)
+
         return StreamingResponse(
-            event_stream(hub, wants, still_valid=still_valid, ended=ended),
+            event_stream(hub, reserved, still_valid=still_valid, ended=ended),
+            background=BackgroundTask(release),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

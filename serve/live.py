@@ -17,6 +17,13 @@ shown, marked `"registered": false`. With `off`, nothing is checked. An alert ch
 the tenant and device of the topic it came on, which the broker's ACL vouches for; one whose
 payload names another tenant or device is dropped rather than shown anywhere.
 
+A token may hold at most MAX_STREAMS streams at once (a dashboard's sessions count against the
+token they were made from); the next one is refused (HTTP 429) until one closes. Each tick's
+newest readings are serialised once, grouped by tenant, and each distinct filter's batch is
+joined from those bytes once and shared by every stream with that filter: the cost of a tick
+grows with the devices and the distinct filters, not with streams × devices
+(`readings_serialised` counts the work).
+
 Each stream has a bounded queue. A stream too slow to keep up is told so (`overflow`) and
 closed; the dashboard reconnects and reloads its lists, so it never shows a stale picture
 without knowing it.
@@ -41,11 +48,13 @@ from devices.topics import DeviceAddress, alert_subscription, telemetry_subscrip
 from ingest.decode import Decoded, Decoder
 from moclo.settings import Settings
 from query.alerts import alert_json, parse_alert
+from serve.errors import TooManyStreams
 
 log = logging.getLogger("moclo.serve")
 
 QUEUE_EVENTS = 1_000  # per stream; at 4 reading batches a second that is minutes of slack
 RECONNECT_MAX_S = 10.0
+MAX_STREAMS = 8  # per token: a few tabs and screens, not an unbounded number of queues
 _LOGGED_DROPS = 10  # dropped alert changes named in the log per run; the rest only counted
 
 
@@ -79,6 +88,7 @@ class Stream:
     wants: StreamFilter
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_EVENTS))
     overflowed: bool = False
+    owner: str | None = None  # the token it counts against
 
     def close(self) -> None:
         """Ends the stream after what it holds (the service is stopping)."""
@@ -100,8 +110,12 @@ class Stream:
 class LiveHub:
     """Receives alert changes and readings from the broker and offers them to each stream."""
 
-    def __init__(self, settings: Settings, *, flush_every_s: float = 0.25) -> None:
+    def __init__(
+        self, settings: Settings, *, flush_every_s: float = 0.25, max_streams: int = MAX_STREAMS
+    ) -> None:
         self._settings = settings
+        self._max_streams = max_streams
+        self._owned: dict[str, int] = {}  # token id → its open streams
         self._registered: RegisteredDevices | None = None
         if settings.unregistered != "off":
             self._registered = RegisteredDevices(settings.registry)
@@ -119,15 +133,41 @@ class LiveHub:
         self.alerts_seen = 0
         self.alerts_dropped = 0  # forged (payload and topic disagree) or of unregistered devices
         self.readings_seen = 0
+        self.readings_serialised = 0  # the fan-out's work: once per reading per tick
 
     @contextlib.contextmanager
-    def open_stream(self, wants: StreamFilter) -> Iterator[Stream]:
-        stream = Stream(wants)
-        self._streams.add(stream)
+    def open_stream(self, wants: StreamFilter, *, owner: str | None = None) -> Iterator[Stream]:
+        stream = self.reserve(wants, owner=owner)
         try:
             yield stream
         finally:
-            self._streams.discard(stream)
+            self.release(stream)
+
+    def reserve(self, wants: StreamFilter, *, owner: str | None) -> Stream:
+        """A new stream, counted against `owner` (a token id); TooManyStreams if it holds
+        MAX_STREAMS already. Call on the event loop; `release` it when done."""
+        if owner is not None:
+            held = self._owned.get(owner, 0)
+            if held >= self._max_streams:
+                raise TooManyStreams(
+                    f"this token has {held} live streams open already, the most one token may "
+                    "have: close one (another tab, screen or client signed in with it) and try "
+                    "again"
+                )
+            self._owned[owner] = held + 1
+        stream = Stream(wants, owner=owner)
+        self._streams.add(stream)
+        return stream
+
+    def release(self, stream: Stream) -> None:
+        """Ends a reserved stream's place; a second call does nothing."""
+        if stream not in self._streams:
+            return
+        self._streams.discard(stream)
+        if stream.owner is not None:
+            left = self._owned.pop(stream.owner) - 1
+            if left:
+                self._owned[stream.owner] = left
 
     async def run(self, stop: asyncio.Event) -> None:
         """Subscribes until `stop`, reconnecting with backoff when the broker goes away."""
@@ -286,24 +326,56 @@ class LiveHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._flush_every_s)
             await self._refresh_registry()
-            if not self._newest:
+            self.flush_once()
+
+    def flush_once(self) -> None:
+        """Offers the newest readings since the last tick to every stream that wants them."""
+        if not self._newest:
+            return
+        newest, self._newest = self._newest, {}
+        # Each reading serialised once, grouped by tenant; a batch is then a join of bytes.
+        by_tenant: dict[str, list[tuple[str, bytes]]] = {}
+        for (tenant, device_id), body in newest.items():
+            del body["_ts_ns"]
+            by_tenant.setdefault(tenant, []).append((device_id, orjson.dumps(body)))
+        self.readings_serialised += len(newest)
+        joined = {tenant: b",".join(d for _, d in items) for tenant, items in by_tenant.items()}
+        batches: dict[StreamFilter, Event | None] = {}
+        for stream in self._streams:
+            wants = stream.wants
+            if not wants.readings:
                 continue
-            newest, self._newest = self._newest, {}
-            for stream in self._streams:
-                if not stream.wants.readings:
-                    continue
-                chosen = [
-                    {k: v for k, v in r.items() if k != "_ts_ns"}
-                    for (tenant, device_id), r in newest.items()
-                    if stream.wants.admits(tenant, device_id)
-                ]
-                if chosen:
-                    stream.offer(Event("readings", orjson.dumps(chosen)))
+            if wants not in batches:
+                batches[wants] = _batch(wants, by_tenant, joined)
+            event = batches[wants]
+            if event is not None:
+                stream.offer(event)
+
+
+def _batch(
+    wants: StreamFilter,
+    by_tenant: dict[str, list[tuple[str, bytes]]],
+    joined: dict[str, bytes],
+) -> Event | None:
+    """The `readings` event for one filter, from readings serialised already; None if empty."""
+    tenants = joined.keys() if wants.tenants is None else wants.tenants & joined.keys()
+    if wants.device_id is None:
+        parts = [joined[tenant] for tenant in sorted(tenants)]
+    else:
+        parts = [
+            data
+            for tenant in sorted(tenants)
+            for device_id, data in by_tenant[tenant]
+            if device_id == wants.device_id
+        ]
+    if not parts:
+        return None
+    return Event("readings", b"[" + b",".join(parts) + b"]")
 
 
 async def event_stream(
     hub: LiveHub,
-    wants: StreamFilter,
+    stream: Stream,
     *,
     heartbeat_s: float = 15.0,
     still_valid: Callable[[], Awaitable[bool]] | None = None,
@@ -314,9 +386,10 @@ async def event_stream(
     goes or overflows; a comment line every `heartbeat_s` keeps proxies from closing it.
 
     `still_valid` is asked every `recheck_s` whether the stream's token (or session) is still
-    valid; when it is not, an `unauthorized` event saying `ended` ends the stream.
+    valid; when it is not, an `unauthorized` event saying `ended` ends the stream. `stream` was
+    reserved from `hub`, and is released when this ends.
     """
-    with hub.open_stream(wants) as stream:
+    with contextlib.closing(_Releasing(hub, stream)):
         hello = {"connected": hub.connected.is_set(), "retry_ms": 2000}
         yield b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
         loop = asyncio.get_running_loop()
@@ -343,3 +416,12 @@ async def event_stream(
             yield event.encode()
             if event.name == "overflow":
                 return
+
+
+@dataclass(frozen=True, slots=True)
+class _Releasing:
+    hub: LiveHub
+    stream: Stream
+
+    def close(self) -> None:
+        self.hub.release(self.stream)

@@ -5,6 +5,8 @@ refusal has a positive control beside it: the legitimate message next to it arri
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from access.registry import Registry
 from devices.topics import alert_topic, telemetry_topic
 from ingest.alerts.record import Alert
 from moclo.settings import Settings
+from serve.live import MAX_STREAMS, LiveHub, Stream, StreamFilter
 from tests.conftest import RunningServe
 from tests.helpers import COW, publish_all, wait_until
 from tests.test_serve import StreamReader
@@ -196,3 +199,77 @@ def test_an_alert_is_routed_by_its_topics_tenant_not_its_payloads(
     finally:
         t1.close()
         t2.close()
+
+
+# -- how many streams, and what they cost --------------------------------------------------
+
+
+def test_a_token_may_hold_a_bounded_number_of_streams(serve: RunningServe) -> None:
+    """Cap+1 streams of one token: the last is refused with 429 saying why, while another
+    token's stream opens (the positive control); closing one makes room again."""
+    token, other = serve.token(["t1"], role="viewer"), serve.token(["t1"], role="viewer")
+    readers = [StreamReader(f"{serve.url}/api/stream?tenant=t1", token) for _ in range(MAX_STREAMS)]
+    try:
+        refused = httpx.get(
+            f"{serve.url}/api/stream",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert refused.status_code == 429
+        assert f"{MAX_STREAMS} live streams" in refused.json()["error"]
+        assert token not in refused.text
+        readers.append(StreamReader(f"{serve.url}/api/stream?tenant=t1", other))  # 200
+        readers.pop(0).close()
+        wait_until(
+            lambda: _stream_status(serve, token) == 200, what="room for a stream after a close"
+        )
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def _stream_status(serve: RunningServe, token: str) -> int:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "GET", f"{serve.url}/api/stream", headers={"Authorization": f"Bearer {token}"}
+        ) as answer,
+    ):
+        return answer.status_code
+
+
+def test_the_fan_out_serialises_each_reading_once_whatever_the_number_of_streams(
+    settings: Settings,
+) -> None:
+    """Each tick's newest readings are serialised once and shared: the work counted for 40
+    devices is 40 whether 1 or 200 streams (of a few different filters) are open."""
+
+    async def tick(streams: int) -> tuple[int, list[Stream]]:
+        hub = LiveHub(settings)
+        filters = [
+            StreamFilter(),
+            StreamFilter(tenants=frozenset({"t1"})),
+            StreamFilter(tenants=frozenset({"t2"})),
+            StreamFilter(tenants=frozenset({"t1"}), device_id="cow-3"),
+        ]
+        opened = []
+        with contextlib.ExitStack() as stack:
+            for n in range(streams):
+                opened.append(stack.enter_context(hub.open_stream(filters[n % len(filters)])))
+            for tenant in ("t1", "t2"):
+                for n in range(20):
+                    hub._on_telemetry(*reading(settings, tenant, f"cow-{n}", n))
+            before = hub.readings_serialised
+            hub.flush_once()
+            return hub.readings_serialised - before, opened
+
+    for streams in (1, 200):
+        serialised, opened = asyncio.run(tick(streams))
+        assert serialised == 40, (streams, serialised)
+        for stream in opened:
+            (event,) = [stream.queue.get_nowait() for _ in range(stream.queue.qsize())]
+            sent = orjson.loads(event.data)
+            wants = stream.wants
+            expected = 40 if wants.tenants is None else 1 if wants.device_id else 20
+            assert len(sent) == expected
+            assert all(wants.admits(r["tenant"], r["device_id"]) for r in sent)

@@ -13,15 +13,19 @@ another process ends it within a second).
 The table `dashboard_sessions` lives in the registry's SQLite file beside the API tokens, so a
 session survives a restart of `moclo serve` and is shared by several `moclo serve` processes.
 Each check is one indexed read; the last use is written at most every `TOUCH_EVERY_S`, so the
-idle limit is exact to within that.
+idle limit is exact to within that. An open live stream is checked every 2 s and so counts as
+use: a dashboard left open on a wall screen stays signed in until the absolute limit.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,8 @@ IDLE_S = 12 * 3600
 ABSOLUTE_S = 7 * 86_400
 TOUCH_EVERY_S = 60.0
 _MAX_PRESENTED = 100  # an id is 43 characters; anything much longer is not one
+
+log = logging.getLogger("moclo.sessions")
 
 COMPONENT = "dashboard_sessions"
 SCHEMA_VERSION = 1
@@ -113,14 +119,23 @@ class Sessions:
         token_id, created_at, last_used_at = str(row[0]), float(row[1]), float(row[2])
         if now >= created_at + self.absolute_s or now >= last_used_at + self.idle_s:
             return None
-        if now - last_used_at >= TOUCH_EVERY_S:
-            with self._store.write() as db:
+        if now - last_used_at >= TOUCH_EVERY_S and self._touch(digest, now):
+            last_used_at = now
+        return Session(token_id, min(created_at + self.absolute_s, last_used_at + self.idle_s))
+
+    def _touch(self, digest: str, now: float) -> bool:
+        """Records a use; best effort with a short wait, so a registry held by a long write
+        (`moclo devices import`) delays no request: a missed touch is retried on the next."""
+        try:
+            with closing(self._store.connect(timeout_s=0.5)) as db:
                 db.execute(
                     "UPDATE dashboard_sessions SET last_used_at = ? WHERE id_sha256 = ?",
                     (now, digest),
                 )
-            last_used_at = now
-        return Session(token_id, min(created_at + self.absolute_s, last_used_at + self.idle_s))
+        except (sqlite3.Error, TokenStoreError) as exc:
+            log.debug("could not record the use of a dashboard session: %s", exc)
+            return False
+        return True
 
     def end(self, presented: str) -> None:
         """Signs out: the session is gone for every process at once (nothing if unknown)."""

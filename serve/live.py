@@ -172,7 +172,7 @@ class LiveHub:
     async def run(self, stop: asyncio.Event) -> None:
         """Subscribes until `stop`, reconnecting with backoff when the broker goes away."""
         if self._registered is not None:
-            await asyncio.to_thread(self._registered.refresh)
+            await self._refresh_registry()
         flusher = asyncio.create_task(self._flush_readings(stop), name="serve-live-flush")
         try:
             delay = 0.5
@@ -311,7 +311,13 @@ class LiveHub:
         registered = self._registered
         if registered is None or not registered.due():
             return
-        if not await asyncio.to_thread(registered.refresh):
+        try:
+            changed = await asyncio.to_thread(registered.refresh)
+        except OSError as exc:
+            # RegisteredDevices keeps the last known set; the live stream must not stop on it.
+            log.warning("live stream: cannot read the registry %s (%s)", registered.path, exc)
+            return
+        if not changed:
             return
         self._decoder.forget_flagged()
         if not self._flag_unregistered:
@@ -389,7 +395,7 @@ async def event_stream(
     valid; when it is not, an `unauthorized` event saying `ended` ends the stream. `stream` was
     reserved from `hub`, and is released when this ends.
     """
-    with contextlib.closing(_Releasing(hub, stream)):
+    try:
         hello = {"connected": hub.connected.is_set(), "retry_ms": 2000}
         yield b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
         loop = asyncio.get_running_loop()
@@ -416,12 +422,5 @@ async def event_stream(
             yield event.encode()
             if event.name == "overflow":
                 return
-
-
-@dataclass(frozen=True, slots=True)
-class _Releasing:
-    hub: LiveHub
-    stream: Stream
-
-    def close(self) -> None:
-        self.hub.release(self.stream)
+    finally:
+        hub.release(stream)

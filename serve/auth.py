@@ -82,7 +82,8 @@ def signed_in(
     """The dependency every `/api/*` endpoint takes: the asker, or Unauthorized.
 
     Synchronous, so FastAPI runs it on its thread pool: the token check reads the registry
-    file (`app.state.tokens`) at most once a second, never on the event loop.
+    file (`app.state.tokens`) at most once a second, a session check (`app.state.sessions`) is
+    one indexed read of it, and neither runs on the event loop.
     """
     tokens: Tokens = request.app.state.tokens
     request.state.session = None
@@ -165,7 +166,11 @@ def install(app: FastAPI, tokens: Tokens, sessions: Sessions) -> None:
         responses={401: {"model": ErrorBody}},
         tags=["session"],
     )
-    def sign_in(request: Request, body: SignIn) -> JSONResponse:
+    def sign_in(
+        request: Request,
+        body: SignIn,
+        previous: Annotated[str | None, Depends(_cookie)],
+    ) -> JSONResponse:
         """Signs the dashboard in: checks the token and starts a session, whose id (not the
         token) goes into an HttpOnly, SameSite=Strict cookie (Secure over https) that the
         page's requests and its live stream then carry. It ends on sign-out, after 12 h
@@ -174,6 +179,8 @@ def install(app: FastAPI, tokens: Tokens, sessions: Sessions) -> None:
         who = tokens.authenticate(body.token)
         if who is None:
             raise Unauthorized(NOT_VALID)
+        if previous:
+            sessions.end(previous)  # the browser forgets it now: it must not live on elsewhere
         session_id = sessions.create(who.token_id)
         response = JSONResponse(who.to_json())
         response.set_cookie(

@@ -109,6 +109,18 @@ def test_signing_out_ends_the_session_on_the_server(served: RunningServe) -> Non
     assert works_everywhere(served, other)
 
 
+def test_signing_in_again_ends_the_browsers_previous_session(served: RunningServe) -> None:
+    token = served.token(["farm"], role="viewer")
+    with httpx.Client(base_url=served.url, timeout=10) as browser:
+        assert browser.post("/api/session", json={"token": token}).status_code == 200
+        first = browser.cookies[SESSION_COOKIE]
+        assert browser.post("/api/session", json={"token": token}).status_code == 200
+        second = browser.cookies[SESSION_COOKIE]
+    assert first != second
+    assert refused_everywhere(served, first)
+    assert works_everywhere(served, second)
+
+
 def test_revoking_the_token_ends_its_sessions(served: RunningServe) -> None:
     kept = sign_in(served, served.token(["farm"], role="viewer", name="wall"))
     control = sign_in(served, served.token(["farm"], role="viewer", name="desk"))

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from moclo.args import connection_flags, duration
 from moclo.settings import Settings
+from query.errors import QueryError
+from query.times import parse_since
 
 ALERTS_EPILOG = """\
 examples:
@@ -139,7 +142,7 @@ def _alert_filter_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--since",
-        type=duration,
+        type=_since,
         metavar="DURATION",
         help="only alerts raised within this long, e.g. 6h (default: any time)",
     )
@@ -196,6 +199,14 @@ def _alert_text(kind: str) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return check
+
+
+def _since(text: str) -> float:
+    """`--since`: parsed and bounded exactly as the API's `since` (query/times.py)."""
+    try:
+        return parse_since(text, now_ns=time.time_ns())
+    except QueryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:

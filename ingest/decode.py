@@ -57,6 +57,7 @@ class RejectReason(enum.StrEnum):
     INVALID_READING = "invalid_reading"
     IDENTITY_MISMATCH = "identity_mismatch"
     TS_OUT_OF_WINDOW = "ts_out_of_window"
+    BEYOND_RETENTION = "beyond_retention"  # older than InfluxDB keeps: it would not store it
     CARDINALITY_LIMIT = "cardinality_limit"
     STORAGE_REFUSED = "storage_refused"  # valid for us, refused by InfluxDB (type conflict)
     BAD_ACK = "bad_ack"  # an acknowledgement that is malformed or names no open alert

@@ -8,6 +8,10 @@ on, or basic auth from the URL. influxdb-client (the v2 library) is not used: it
 Errors are translated here into two kinds that say what to do next:
 - `InfluxUnavailable`: try again later (after `retry_after` seconds when the server said so);
 - `InfluxRefused`: the request itself is wrong; retrying the same request cannot succeed.
+  `InfluxPartialWrite`, one of them: InfluxDB refused some of the points of a write (beyond
+  the retention, a field type conflict, a line it cannot parse). 1.x answers 400, 2.x 422
+  (older 2.x 500), 3.x 400, each with "partial write" in the body; the points it accepted are
+  stored (so writing them again only overwrites them with the same values).
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ class InfluxRefused(InfluxError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class InfluxPartialWrite(InfluxRefused):
+    """InfluxDB refused some points of a write for their content and (1.x, 2.x, 3.x) stored
+    the others; the answer does not say which. Retrying the same write cannot succeed."""
+
+
+def is_beyond_retention(error: str) -> bool:
+    """Did InfluxDB refuse a point for being older than the retention (any version)?"""
+    return "beyond retention" in error
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +184,10 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     if status < 300:
         return
     detail = _error_text(response)
+    if "partial write" in detail and status in (400, 422, 500):
+        # Some points refused for their content, the rest stored: 1.x and 3.x say so with 400,
+        # 2.x with 422, older 2.x with 500, which is then no outage and must not be retried.
+        raise InfluxPartialWrite(f"{what} answered {status}: {detail}", status=status)
     # 429 and 503 are how InfluxDB (and proxies before it) say "later"; other 5xx are server
     # faults that a later attempt may not meet.
     if status in (429, 503) or status >= 500:
@@ -182,14 +200,16 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
             f"user:password in MOCLO_INFLUX_URL. Server said: {detail}",
             status=status,
         )
-    # 400: bad line protocol or a field type conflict (possibly a partial write);
-    # 404: database not found; 413: body too large. None succeeds when repeated as is.
+    # 400: bad line protocol; 404: database not found; 413: body too large; 422 (2.x): points
+    # it cannot take. None succeeds when repeated as is.
     raise InfluxRefused(f"{what} answered {status}: {detail}", status=status)
 
 
 def _error_text(response: httpx.Response) -> str:
+    """The server's own words: 1.x and 3.x put them in `error`, 2.x in `message`."""
     try:
-        return str(orjson.loads(response.content).get("error", response.text))[:500]
+        document = orjson.loads(response.content)
+        return str(document.get("error") or document.get("message") or response.text)[:500]
     except (orjson.JSONDecodeError, AttributeError):
         return response.text[:500]
 

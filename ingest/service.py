@@ -525,8 +525,10 @@ class Ingest:
         self.stats.batches_written += 1
 
     async def _record_refused(self, lines: Sequence[str], refused: list[RefusedLine]) -> None:
-        """Stores a rejection for each refused reading line. InfluxDB has just answered, so
-        these go to it directly, never through the bounded spool (which may be full)."""
+        """Stores a rejection for each refused reading line, all in one write. InfluxDB has
+        just answered, so these go to it directly, never through the bounded spool (which may
+        be full)."""
+        records: list[str] = []
         for line in refused:
             record = self.pipeline.refused(lines[line.index], line.error, time.time_ns())
             if record is None:
@@ -536,9 +538,12 @@ class Ingest:
                     line.error,
                 )
                 continue
-            await self.sink.write_batch(record.lines)
-            self.stats.rejected += 1
-            self.stats.rejected_by_reason["storage_refused"] += 1
+            records += record.lines
+            for rejection in record.rejections:
+                self.stats.rejected += 1
+                self.stats.rejected_by_reason[rejection.reason.value] += 1
+        if records:
+            await self.sink.write_batch(records)
 
     # -- alert state ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ Errors are translated here into two kinds that say what to do next:
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,49 @@ class InfluxClient:
                 status=404,
             )
 
+    async def retention_s(self) -> float | None:
+        """How long InfluxDB keeps new points of this database, in seconds; None: forever.
+
+        2.x: the bucket's expiry (`/api/v2/buckets?name=`), where the token may read buckets;
+        1.x: the duration of the database's default retention policy (`0s`: forever). 2.x and
+        3.x answer SHOW RETENTION POLICIES with placeholders, so it is asked only where there
+        is no bucket API (404). Raises InfluxRefused when the retention cannot be read (the
+        token may not, no such bucket), InfluxUnavailable when InfluxDB does not answer.
+        """
+        try:
+            response = await self._http.get("/api/v2/buckets", params={"name": self.database})
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"cannot reach InfluxDB at {self.url}: {exc!r}") from exc
+        if response.status_code == 200:
+            for bucket in orjson.loads(response.content).get("buckets") or []:
+                if bucket.get("name") == self.database:
+                    expiry = [
+                        float(rule.get("everySeconds") or 0)
+                        for rule in bucket.get("retentionRules") or []
+                        if rule.get("type", "expire") == "expire"
+                    ]
+                    return min(expiry) if expiry and min(expiry) > 0 else None
+            raise InfluxRefused(
+                f"the bucket API lists no bucket named {self.database!r}", status=404
+            )
+        if response.status_code != 404:
+            _raise_for_status(response, "reading the bucket's retention")
+            raise InfluxRefused(
+                f"reading the bucket's retention answered {response.status_code}",
+                status=response.status_code,
+            )
+        policies = await self.query(
+            f"SHOW RETENTION POLICIES ON {quote_identifier(self.database)}", db=None
+        )
+        for series in policies:
+            for row in series.rows():
+                if row.get("default"):
+                    seconds = go_duration_s(str(row["duration"]))
+                    return seconds if seconds > 0 else None
+        raise InfluxRefused(
+            f"database {self.database!r} has no default retention policy", status=404
+        )
+
     async def write(self, lines: Sequence[str], *, sent: asyncio.Event | None = None) -> None:
         """Writes line protocol with nanosecond timestamps; raises InfluxError on failure.
 
@@ -220,6 +264,18 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None  # an HTTP date; the caller's own backoff is a fine substitute
+
+
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|h|m|s)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def go_duration_s(text: str) -> float:
+    """Seconds in a Go duration as InfluxDB prints it: `24h0m0s`, `168h0m0s`, `0s`."""
+    parts = _GO_DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"{text!r} is not a duration InfluxDB prints (like 24h0m0s)")
+    return sum(float(number) * _GO_UNITS[unit] for number, unit in parts)
 
 
 def quote_identifier(name: str) -> str:

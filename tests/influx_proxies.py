@@ -12,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
@@ -115,3 +116,29 @@ class Fake2xPartialWriteProxy(CountingInfluxProxy):
             code, context = "internal error", "unexpected error writing points to database"
         document = {"code": code, "message": f"{context}: {error}"}
         return self.status, orjson.dumps(document), "application/json; charset=utf-8"
+
+
+class Fake2xBucketsProxy(CountingInfluxProxy):
+    """A FAKE InfluxDB 2.x bucket API in front of the real 1.6.7 (which has none): GET
+    /api/v2/buckets?name=DB answers `status` and, for 200, the bucket DB expiring after
+    `every_seconds` (0: never), in 2.x's shape; everything else goes to 1.6.7 as is."""
+
+    def __init__(self, upstream: str, *, status: int = 200, every_seconds: int = 0) -> None:
+        super().__init__(upstream)
+        self.status = status
+        self.every_seconds = every_seconds
+        self.bucket_reads = 0
+
+    def answer(
+        self, path: str, status: int, body: bytes, content_type: str
+    ) -> tuple[int, bytes, str]:
+        if not path.startswith("/api/v2/buckets"):
+            return status, body, content_type
+        self.bucket_reads += 1
+        if self.status != 200:
+            document: dict[str, object] = {"code": "unauthorized", "message": "unauthorized access"}
+            return self.status, orjson.dumps(document), "application/json; charset=utf-8"
+        name = parse_qs(urlsplit(path).query).get("name", [""])[0]
+        rules = [{"type": "expire", "everySeconds": self.every_seconds}]
+        document = {"buckets": [{"id": "0a1b2c3d4e5f6a7b", "name": name, "retentionRules": rules}]}
+        return 200, orjson.dumps(document), "application/json; charset=utf-8"

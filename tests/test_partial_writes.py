@@ -155,6 +155,14 @@ def test_old_readings_under_a_one_day_retention_are_rejected_and_ingest_goes_on(
         rows = influx.query('SELECT * FROM "moclo_rejected"')
         assert {row["reason"] for row in rows} == {"beyond_retention"}
         assert running.stats.rejected_by_reason["beyond_retention"] == 40
+        # Who said so: InfluxDB, refusing them in a partial write, when the policy came after
+        # ingest had read the retention; ingest itself, up front, when it knew.
+        said_by_influxdb = {"beyond retention policy" in row["error"] for row in rows}
+        assert said_by_influxdb == {when == "after-start"}
+        # Either way ingest now knows the retention (re-read after the refusal).
+        service = running.ingest
+        assert service is not None
+        wait_until(lambda: service.retention_s == 86_400, what="the retention re-read")
         # Alive and still storing: a second wave is handled like the first.
         publish_all(settings.mqtt_url, wave(settings, 40, 2, 10, before_s=5))
         wait_until(

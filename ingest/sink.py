@@ -8,10 +8,12 @@
   bisected until the refused lines are alone; those come back to the caller, the rest is stored.
   Only halves that still fail are split again, and where the left half of a refused part is
   stored the right half must hold the refusal, so it is split without being sent whole: a batch
-  of N lines with k refused costs at most 1 + k·(ceil(log2 N) + 2) requests, not 2N. Sending an
-  accepted line again (1.x stores the accepted part of a partial write) only overwrites its point
-  with the same values, and the left-to-right order of the writes keeps the last of two lines
-  with the same point the one stored, as in one request.
+  of N lines with k refused costs at most 1 + 2k·ceil(log2 N) requests, not 2N. Where the answer
+  counts the refused points (beyond the retention), a part that holds none of them is not sent
+  again at all, as InfluxDB stored it with the partial write: 1 + k·(ceil(log2(N/k)) + 2) at
+  most. Sending an accepted line again only overwrites its point with the same values, and the
+  left-to-right order of the writes keeps the last of two lines with the same point the one
+  stored, as in one request.
 - Refused for any other reason (auth, missing database): `InfluxRefused` propagates, because no
   retry or split can fix configuration.
 """

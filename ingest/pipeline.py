@@ -35,6 +35,7 @@ from ingest.decode import (
     ValidReading,
     describe_validation_error,
 )
+from ingest.influx import is_beyond_retention
 from ingest.lineprotocol import parse_reading_address, reading_line, rejection_line
 from ingest.rejections import RejectionLog
 from ingest.source import Message
@@ -157,7 +158,8 @@ class Pipeline:
         batch.alerts.append(alert)
 
     def refused(self, line: str, error: str, received_ns: int) -> PreparedBatch | None:
-        """A batch recording that InfluxDB refused a reading line (e.g. a field type conflict).
+        """A batch recording that InfluxDB refused a reading line: `beyond_retention` when it
+        was older than the database keeps, else `storage_refused` (e.g. a field type conflict).
 
         None when the line is not a reading: our own rejection and alert lines are built from
         validated values, so InfluxDB refusing one is a bug for the log, not a device's fault.
@@ -169,7 +171,9 @@ class Pipeline:
         self._add_rejection(
             batch,
             Rejection(
-                RejectReason.STORAGE_REFUSED,
+                RejectReason.BEYOND_RETENTION
+                if is_beyond_retention(error)
+                else RejectReason.STORAGE_REFUSED,
                 address.tenant,
                 address.device_type,
                 self._topic(address),

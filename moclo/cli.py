@@ -45,6 +45,8 @@ environment (flags override them):
   MOCLO_INFLUX_DB         database, or bucket on 2.x/3.x  (moclo)
   MOCLO_INFLUX_TOKEN      token for InfluxDB 2.x/3.x; environment only, never a flag,
                           so it does not show in `ps`
+  MOCLO_MAX_READING_AGE   the oldest reading ingest accepts, e.g. 36h; the database's
+                          retention, if shorter, is the limit  (90d)
   MOCLO_TOPIC_PREFIX      first topic level(s)  (moclo)
   MOCLO_INGEST_CLIENT_ID  ingest's MQTT client id, which names its persistent session
   MOCLO_INGEST_TENANTS    ingest only these tenants (comma-separated)  (all)

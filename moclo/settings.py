@@ -10,6 +10,7 @@
 | MOCLO_INFLUX_URL         | http://127.0.0.1:8086    | InfluxDB 1.x, or 2.x/3.x compatibility   |
 | MOCLO_INFLUX_DB          | moclo                    | database (bucket on 2.x/3.x)             |
 | MOCLO_INFLUX_TOKEN       | (none)                   | sent as `Authorization: Token …`         |
+| MOCLO_MAX_READING_AGE    | 90d                      | oldest reading (or the db's retention)   |
 | MOCLO_TOPIC_PREFIX       | moclo                    | first topic level(s) of every topic      |
 | MOCLO_INGEST_CLIENT_ID   | moclo-ingest             | MQTT client id of ingest (its session)   |
 | MOCLO_INGEST_TENANTS     | (all)                    | ingest only these tenants (comma list)   |
@@ -39,6 +40,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from devices.topics import DEFAULT_PREFIX, IDENTIFIER, check_prefix
+from moclo.durations import parse_duration
 from moclo.mqtt import MqttEndpoint
 
 ENVIRONMENT = {
@@ -49,6 +51,7 @@ ENVIRONMENT = {
     "influx_url": "MOCLO_INFLUX_URL",
     "influx_db": "MOCLO_INFLUX_DB",
     "influx_token": "MOCLO_INFLUX_TOKEN",
+    "max_reading_age": "MOCLO_MAX_READING_AGE",
     "topic_prefix": "MOCLO_TOPIC_PREFIX",
     "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
     "ingest_tenants": "MOCLO_INGEST_TENANTS",
@@ -93,6 +96,9 @@ class Settings(BaseModel):
     influx_url: str = "http://127.0.0.1:8086"
     influx_db: str = Field(default="moclo", min_length=1)
     influx_token: SecretStr | None = None
+    # Seconds: how old a reading ingest still accepts (devices that were offline upload their
+    # backlog). The database's retention, read by ingest, narrows it further when shorter.
+    max_reading_age: float = 90 * 86_400.0
     topic_prefix: str = DEFAULT_PREFIX
     ingest_client_id: str = Field(
         default="moclo-ingest", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
@@ -136,6 +142,19 @@ class Settings(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must look like http://host:port (or https://)")
+        return value
+
+    @field_validator("max_reading_age", mode="before")
+    @classmethod
+    def _max_reading_age(cls, value: object) -> object:
+        # A duration like the command line's (90d, 36h); a number is seconds.
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("max_reading_age")
+    @classmethod
+    def _max_reading_age_positive(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a duration of more than zero, e.g. 90d or 36h")
         return value
 
     @field_validator("webhook_url")

@@ -45,7 +45,7 @@ import orjson
 from access.known import RegisteredDevices
 from devices.base import format_timestamp
 from devices.topics import DeviceAddress, alert_subscription, telemetry_subscription
-from ingest.decode import Decoded, Decoder
+from ingest.decode import Decoded, Decoder, Limits
 from moclo.settings import Settings
 from query.alerts import alert_json, parse_alert
 from serve.errors import TooManyStreams
@@ -120,8 +120,10 @@ class LiveHub:
         if settings.unregistered != "off":
             self._registered = RegisteredDevices(settings.registry)
         self._flag_unregistered = settings.unregistered == "flag"
+        # The same bounds as ingest's, so the dashboard shows no reading ingest would refuse.
         self._decoder = Decoder(
             settings.topic_prefix,
+            limits=Limits(max_past_s=settings.max_reading_age),
             registered=self._registered,
             unregistered="flag" if self._flag_unregistered else "reject",
         )

@@ -11,14 +11,19 @@ refused; Mosquitto 2.0 grants every SUBSCRIBE and filters at delivery, and drops
 the ACL does not allow):
 
 - a device `{t}.{id}`: write `{p}/{t}/{type}/{id}/telemetry`; read nothing;
-- ingest: read `{p}/+/+/+/telemetry` and `{p}/+/acks`; as `ingest~alerts`, its announcer,
+- ingest: read `{p}/+/+/+/telemetry` and `{p}/+/acks/#`; as `ingest~alerts`, its announcer,
   write `{p}/+/alerts/+` and `{p}/+/alert-state/+/+`;
-- serve: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+` and `{p}/+/alert-state/#`; as
-  `serve~acks`, read `{p}/+/alerts/+` and write `{p}/+/acks` (the dashboard acknowledges for
-  operators);
+- serve account `s`: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+` and `{p}/+/alert-state/#`;
+  as `s~acks`, read `{p}/+/alerts/+` and write `{p}/+/acks/s/on-behalf` (the dashboard
+  acknowledges for the token's holder);
 - app of tenant `t`: read `{p}/t/alerts/+` and `{p}/t/alert-state/#`; write nothing;
-- operator of tenant `t`: as the app, and write `{p}/t/acks`; as `vet~acks` (`moclo alerts
-  ack`), read `{p}/t/alerts/+` and write `{p}/t/acks`.
+- operator `o` of tenant `t`: as the app, and write `{p}/t/acks/o`; as `o~acks` (`moclo alerts
+  ack`), read `{p}/t/alerts/+` and write `{p}/t/acks/o`.
+
+An acknowledgement's topic names the account that sent it and each account may write only
+its own, so ingest takes the acknowledger from the topic; only on a serve account's
+`on-behalf` topic does it believe the payload's `by` (the person serve authenticated). An
+account's `~acks` login writes under the account's name, not its own: it is the same account.
 
 The broker names every connection by its login (`use_username_as_clientid`, see
 `LISTENER_SETTINGS`), so no login can take another's client id and with it a session and what
@@ -45,6 +50,7 @@ from devices.topics import (
     ack_subscription,
     ack_topic,
     alert_subscription,
+    on_behalf_ack_topic,
     telemetry_subscription,
     telemetry_topic,
 )
@@ -138,13 +144,16 @@ def broker_logins(login: MqttLogin, prefix: str) -> list[tuple[str, list[tuple[s
         ]
         return [own, (connection_login(login.username, "alerts"), announcer)]
     if role in ("serve", "operator"):
-        # An acknowledgement listens for ingest's answer on the alert topic, then publishes.
-        watched = "+" if role == "serve" else tenant
-        assert watched is not None, f"{role} account {login.username} has no tenant"
-        acks = [
-            ("read", alert_subscription(prefix, watched)),
-            ("write", ack_subscription(prefix, watched)),
-        ]
+        # An acknowledgement listens for ingest's answer on the alert topic, then publishes
+        # under the account's own name (the topic names the account, whichever of its logins
+        # sent it), exactly where the account itself may.
+        if role == "serve":
+            watched = "+"
+            written = on_behalf_ack_topic(prefix, "+", login.username)
+        else:
+            assert tenant is not None, f"{role} account {login.username} has no tenant"
+            watched, written = tenant, ack_topic(prefix, tenant, login.username)
+        acks = [("read", alert_subscription(prefix, watched)), ("write", written)]
         return [own, (connection_login(login.username, "acks"), acks)]
     return [own]
 
@@ -176,7 +185,7 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
     if role == "app":
         return reads
     if role == "operator":
-        return [*reads, ("write", ack_topic(prefix, tenant))]
+        return [*reads, ("write", ack_topic(prefix, tenant, login.username))]
     raise AssertionError(role)
 
 

@@ -20,7 +20,6 @@ its own tables in `schema_versions`, so they never trip over each other's migrat
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,13 +29,11 @@ from typing import Literal, get_args
 from access.passwords import hash_password, new_secret
 from access.store import StoreFile
 from devices.catalogue import DEVICE_TYPES
-from devices.topics import IDENTIFIER_RULE, is_identifier
+from devices.topics import ACCOUNT_NAME, ACCOUNT_NAME_RULE, IDENTIFIER_RULE, is_identifier
 
 Role = Literal["ingest", "serve", "app", "operator"]
 ROLES: tuple[Role, ...] = get_args(Role)
 TENANT_ROLES: frozenset[str] = frozenset({"app", "operator"})  # these belong to one tenant
-ACCOUNT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-ACCOUNT_NAME_RULE = "^[a-z][a-z0-9_-]{0,63}$"
 
 COMPONENT = "registry"
 SCHEMA_VERSION = 1

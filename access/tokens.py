@@ -291,6 +291,12 @@ class Tokens:
         """Whether the token is still active (as of at most `refresh_s` ago)."""
         return token_id in self._snapshot()
 
+    def active_principal(self, token_id: str) -> Principal | None:
+        """Who the active token `token_id` is, or None if it was revoked (as of at most
+        `refresh_s` ago): how a dashboard session, made from a token, is checked."""
+        entry = self._snapshot().get(token_id) or self._newly_created(token_id)
+        return None if entry is None else entry.principal
+
     def count_active(self) -> int:
         return len(self._snapshot())
 

@@ -246,13 +246,15 @@ def live_latency(stack: Stack, load: LiveLoad, progress: Progress) -> dict[str, 
         stack_of.enter_context(
             simulate(stack, prefix, load.background_devices, load.background_interval_s)
         )
-        # Signed in as the dashboard signs in: the token becomes the session cookie.
+        # Signed in as the dashboard signs in: the token starts a session, the cookie its id.
         signed_in = page.request.post(f"{served.url}/api/session", data={"token": served.token})
         if not signed_in.ok:
             raise BenchmarkFailed(f"sign-in answered {signed_in.status}: {signed_in.text()}")
         page.goto(served.url + "/")
+        # A function, not an expression: Playwright polls an expression with `eval`, which the
+        # dashboard's Content-Security-Policy refuses.
         page.wait_for_function(
-            "document.getElementById('live').textContent === 'live'", timeout=30_000
+            "() => document.getElementById('live').textContent === 'live'", timeout=30_000
         )
         progress(f"  background: {load.background_devices:,} thermostats for {load.warmup_s:g} s…")
         time.sleep(load.warmup_s)  # letting the background load settle before measuring

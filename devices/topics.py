@@ -1,7 +1,8 @@
 """The wire contract's topics: `{prefix}/{tenant}/{device_type}/{device_id}/telemetry`.
 
 The device's identity (tenant, type, id) comes from the topic, never from the payload, so a
-later broker ACL on the topic is what proves who is speaking.
+later broker ACL on the topic is what proves who is speaking. Acknowledgements of alerts follow
+the same rule: `{prefix}/{tenant}/acks/{account}` names the account that acknowledges.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from dataclasses import dataclass
 
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 IDENTIFIER_RULE = "^[a-z0-9][a-z0-9-]{0,62}$"
+# An account's name (ingest, serve, a tenant's app or operator) is its MQTT username, and the
+# level of an acknowledgement topic that says who acknowledged.
+ACCOUNT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+ACCOUNT_NAME_RULE = "^[a-z][a-z0-9_-]{0,63}$"
+ON_BEHALF = "on-behalf"
 DEFAULT_PREFIX = "moclo"
 MAX_READINGS_PER_MESSAGE = 1000
 
@@ -76,13 +82,25 @@ def alert_state_subscription(prefix: str, tenant: str = "+") -> str:
     return f"{prefix}/{tenant}/alert-state/+/+"
 
 
-def ack_topic(prefix: str, tenant: str) -> str:
-    """Where people acknowledge a tenant's alerts: `{"id": ..., "by": ..., "note": ...}`."""
-    return f"{prefix}/{tenant}/acks"
+def ack_topic(prefix: str, tenant: str, account: str) -> str:
+    """Where the account `account` acknowledges a tenant's alerts: `{"id": ..., "note": ...}`.
+
+    The broker's ACL lets an operator write only under its own name, so the topic, not the
+    payload, says who acknowledged."""
+    return f"{prefix}/{tenant}/acks/{account}"
+
+
+def on_behalf_ack_topic(prefix: str, tenant: str, account: str) -> str:
+    """Where the serve account `account` acknowledges for a person who signed in to it with
+    an API token: `{"id": ..., "by": "<the token's name>", "note": ...}`. Only serve accounts
+    may write here, so only here is the payload's `by` believed."""
+    return f"{prefix}/{tenant}/acks/{account}/{ON_BEHALF}"
 
 
 def ack_subscription(prefix: str, tenant: str = "+") -> str:
-    return f"{prefix}/{tenant}/acks"
+    """Every acknowledgement of a tenant; `#` also matches `{prefix}/{tenant}/acks` itself,
+    the topic of older clients, which ingest then refuses saying why."""
+    return f"{prefix}/{tenant}/acks/#"
 
 
 def shared(group: str, subscription: str) -> str:
@@ -91,12 +109,43 @@ def shared(group: str, subscription: str) -> str:
 
 
 def parse_ack_topic(prefix: str, topic: str) -> str | None:
-    """The tenant of an acknowledgement topic, or None if `topic` is not one."""
-    head = prefix + "/"
-    if not (topic.startswith(head) and topic.endswith("/acks")):
+    """The tenant level of a topic under `{prefix}/{tenant}/acks` (that topic or below it), or
+    None if `topic` is not one. Cheap: ingest asks it of every message."""
+    if "/acks" not in topic:  # every telemetry topic leaves here, after one C-level search
         return None
-    tenant = topic[len(head) : -len("/acks")]
-    return tenant if "/" not in tenant else None
+    start = len(prefix) + 1
+    if not (topic.startswith(prefix) and topic.startswith("/", len(prefix))):
+        return None
+    cut = topic.find("/", start)
+    if cut < 0 or not topic.startswith("/acks", cut):
+        return None
+    end = cut + len("/acks")
+    if len(topic) > end and topic[end] != "/":
+        return None  # `{prefix}/{tenant}/acksomething/...`: not ours
+    return topic[start:cut]
+
+
+def parse_acknowledger(prefix: str, tenant: str, topic: str) -> tuple[str, bool]:
+    """(account, on behalf) of an acknowledgement topic of `tenant`: the account that
+    published it, and whether it did so for a person named in the payload (a serve account
+    on `on_behalf_ack_topic`). Raises TopicError saying which topic to use instead."""
+    rest = topic[len(f"{prefix}/{tenant}/acks") :]
+    levels = rest.split("/")[1:] if rest.startswith("/") else []
+    if len(levels) == 2 and levels[1] == ON_BEHALF:
+        account, on_behalf = levels[0], True
+    elif len(levels) == 1:
+        account, on_behalf = levels[0], False
+    else:
+        raise TopicError(
+            f"topic {topic!r} must name who acknowledges: {prefix}/{tenant}/acks/{{account}} "
+            "(your MQTT login); clients older than this rule used "
+            f"{prefix}/{tenant}/acks and need an update"
+        )
+    if ACCOUNT_NAME.fullmatch(account) is None:
+        raise TopicError(
+            f"the account {account!r} in topic {topic!r} must match {ACCOUNT_NAME_RULE}"
+        )
+    return account, on_behalf
 
 
 def parse_telemetry_topic(prefix: str, topic: str) -> DeviceAddress:

@@ -15,6 +15,7 @@ readings and the same rejections, the fast one only sooner.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -57,6 +58,7 @@ class RejectReason(enum.StrEnum):
     INVALID_READING = "invalid_reading"
     IDENTITY_MISMATCH = "identity_mismatch"
     TS_OUT_OF_WINDOW = "ts_out_of_window"
+    BEYOND_RETENTION = "beyond_retention"  # older than InfluxDB keeps: it would not store it
     CARDINALITY_LIMIT = "cardinality_limit"
     STORAGE_REFUSED = "storage_refused"  # valid for us, refused by InfluxDB (type conflict)
     BAD_ACK = "bad_ack"  # an acknowledgement that is malformed or names no open alert
@@ -71,7 +73,7 @@ class Limits:
     # A reading's ts may be at most this far after its arrival (device clocks drift) ...
     max_future_s: float = 600.0
     # ... and at most this far before it (devices that were offline upload their backlog);
-    # None accepts any age InfluxDB can store.
+    # None accepts any age InfluxDB can store. Ingest sets it from MOCLO_MAX_READING_AGE.
     max_past_s: float | None = 90 * 86_400.0
     # New devices per tenant: a burst, then a steady rate (token bucket), so a flood of
     # invented device ids cannot blow up the number of series.
@@ -131,6 +133,8 @@ class Decoder:
         self._max_payload_bytes = limits.max_payload_bytes
         self._max_future_ns = int(limits.max_future_s * 1e9)
         self._max_past_ns = None if limits.max_past_s is None else int(limits.max_past_s * 1e9)
+        self._retention_ns: int | None = None  # how long InfluxDB keeps points, if known
+        self._oldest_ns = self._max_past_ns  # the lesser of the two: the one bound checked
         self._addresses: dict[str, DeviceAddress] = {}
         self._many: dict[type[Reading], TypeAdapter[list[Reading]]] = {}
 
@@ -299,6 +303,10 @@ class Decoder:
                     data,
                 )
                 continue
+            for name in _integer_fields(model):
+                value = item.get(name)
+                if type(value) is float and value.is_integer():
+                    item[name] = int(value)
             try:
                 reading = model.model_validate(item)
             except ValidationError as exc:
@@ -310,8 +318,8 @@ class Decoder:
                     data,
                 )
                 continue
-            if (skew := self._outside_window(reading.ts, received_ns)) is not None:
-                reject(RejectReason.TS_OUT_OF_WINDOW, where + skew, tenant, type_name, data)
+            if (outside := self._why_outside(reading.ts, received_ns)) is not None:
+                reject(outside[0], where + outside[1], tenant, type_name, data)
                 continue
             out.readings.append(ValidReading(address, reading))
             out.received_ns.append(received_ns)
@@ -333,18 +341,62 @@ class Decoder:
             self._flagged_seen.add(address)
             self._flagged_new.append((address, topic, received_ns))
 
+    def set_retention(self, seconds: float | None) -> None:
+        """How long InfluxDB keeps points (None: forever, or not known). Readings older than
+        that, yet within `max_past_s`, are rejected as `beyond_retention`: InfluxDB would
+        refuse them. Cheap: the hot path compares against one number either way."""
+        self._retention_ns = None if seconds is None else int(seconds * 1e9)
+        bounds = [b for b in (self._max_past_ns, self._retention_ns) if b is not None]
+        self._oldest_ns = min(bounds) if bounds else None
+
     def _outside_window(self, ts_ns: int, received_ns: int) -> str | None:
+        """Why `ts_ns` is outside the accepted window, or None (the fast path's check)."""
         if ts_ns - received_ns > self._max_future_ns:
-            return (
+            return "future"
+        if self._oldest_ns is not None and received_ns - ts_ns > self._oldest_ns:
+            return "past"
+        return None
+
+    def _why_outside(self, ts_ns: int, received_ns: int) -> tuple[RejectReason, str] | None:
+        """The reason and explanation for a ts outside the window, or None."""
+        if ts_ns - received_ns > self._max_future_ns:
+            return RejectReason.TS_OUT_OF_WINDOW, (
                 f"ts is {(ts_ns - received_ns) / 1e9:.0f}s after arrival; at most "
                 f"{self._max_future_ns / 1e9:.0f}s ahead is accepted (check the device clock)"
             )
-        if self._max_past_ns is not None and received_ns - ts_ns > self._max_past_ns:
-            return (
-                f"ts is {(received_ns - ts_ns) / 86_400e9:.1f} days before arrival; at most "
-                f"{self._max_past_ns / 86_400e9:.1f} days back is accepted"
+        age = received_ns - ts_ns
+        if self._max_past_ns is not None and age > self._max_past_ns:
+            return RejectReason.TS_OUT_OF_WINDOW, (
+                f"ts is {_span(age)} before arrival; at most {_span(self._max_past_ns)} back is "
+                "accepted (MOCLO_MAX_READING_AGE)"
+            )
+        if self._retention_ns is not None and age > self._retention_ns:
+            return RejectReason.BEYOND_RETENTION, (
+                f"ts is {_span(age)} before arrival; the database keeps {_span(self._retention_ns)}"
+                " (its retention), so InfluxDB would not store it"
             )
         return None
+
+
+@functools.cache
+def _integer_fields(model: type[Reading]) -> tuple[str, ...]:
+    """The fields the published JSON Schema (`moclo devices schema`) calls "integer". By JSON
+    Schema `120.0` is one, and many device SDKs print whole numbers that way, so the careful
+    path takes such a number as the integer it is (stored with `i`); `120.5`, `true` and
+    `"120"` still fail the strict model. The fast path's strict parse refuses `120.0` and so
+    leaves such a payload to the careful path: readings sent as integers pay nothing for this."""
+    properties = model.model_json_schema().get("properties", {})
+    return tuple(name for name, spec in properties.items() if spec.get("type") == "integer")
+
+
+def _span(ns: int) -> str:
+    """A duration for people: 3.0 days, 36.0 hours, 90 s."""
+    seconds = ns / 1e9
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds:.0f} s"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

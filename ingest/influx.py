@@ -8,11 +8,16 @@ on, or basic auth from the URL. influxdb-client (the v2 library) is not used: it
 Errors are translated here into two kinds that say what to do next:
 - `InfluxUnavailable`: try again later (after `retry_after` seconds when the server said so);
 - `InfluxRefused`: the request itself is wrong; retrying the same request cannot succeed.
+  `InfluxPartialWrite`, one of them: InfluxDB refused some of the points of a write (beyond
+  the retention, a field type conflict, a line it cannot parse). 1.x answers 400, 2.x 422
+  (older 2.x 500), 3.x 400, each with "partial write" in the body; the points it accepted are
+  stored (so writing them again only overwrites them with the same values).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +47,16 @@ class InfluxRefused(InfluxError):
         self.status = status
 
 
+class InfluxPartialWrite(InfluxRefused):
+    """InfluxDB refused some points of a write for their content and (1.x, 2.x, 3.x) stored
+    the others; the answer does not say which. Retrying the same write cannot succeed."""
+
+
+def is_beyond_retention(error: str) -> bool:
+    """Did InfluxDB refuse a point for being older than the retention (any version)?"""
+    return "beyond retention" in error
+
+
 @dataclass(frozen=True, slots=True)
 class Series:
     name: str
@@ -69,6 +84,7 @@ class InfluxClient:
         if parts.username:
             auth = httpx.BasicAuth(parts.username, parts.password or "")
             host = parts.hostname or ""
+            host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
             parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
         headers = {"Authorization": f"Token {token}"} if token else {}
         self.url = urlunsplit(parts).rstrip("/")
@@ -107,6 +123,49 @@ class InfluxClient:
                 "created: create it (InfluxDB 1.x) or a bucket of that name (2.x/3.x)",
                 status=404,
             )
+
+    async def retention_s(self) -> float | None:
+        """How long InfluxDB keeps new points of this database, in seconds; None: forever.
+
+        2.x: the bucket's expiry (`/api/v2/buckets?name=`), where the token may read buckets;
+        1.x: the duration of the database's default retention policy (`0s`: forever). 2.x and
+        3.x answer SHOW RETENTION POLICIES with placeholders, so it is asked only where there
+        is no bucket API (404). Raises InfluxRefused when the retention cannot be read (the
+        token may not, no such bucket), InfluxUnavailable when InfluxDB does not answer.
+        """
+        try:
+            response = await self._http.get("/api/v2/buckets", params={"name": self.database})
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"cannot reach InfluxDB at {self.url}: {exc!r}") from exc
+        if response.status_code == 200:
+            for bucket in orjson.loads(response.content).get("buckets") or []:
+                if bucket.get("name") == self.database:
+                    expiry = [
+                        float(rule.get("everySeconds") or 0)
+                        for rule in bucket.get("retentionRules") or []
+                        if rule.get("type", "expire") == "expire"
+                    ]
+                    return min(expiry) if expiry and min(expiry) > 0 else None
+            raise InfluxRefused(
+                f"the bucket API lists no bucket named {self.database!r}", status=404
+            )
+        if response.status_code != 404:
+            _raise_for_status(response, "reading the bucket's retention")
+            raise InfluxRefused(
+                f"reading the bucket's retention answered {response.status_code}",
+                status=response.status_code,
+            )
+        policies = await self.query(
+            f"SHOW RETENTION POLICIES ON {quote_identifier(self.database)}", db=None
+        )
+        for series in policies:
+            for row in series.rows():
+                if row.get("default"):
+                    seconds = go_duration_s(str(row["duration"]))
+                    return seconds if seconds > 0 else None
+        raise InfluxRefused(
+            f"database {self.database!r} has no default retention policy", status=404
+        )
 
     async def write(self, lines: Sequence[str], *, sent: asyncio.Event | None = None) -> None:
         """Writes line protocol with nanosecond timestamps; raises InfluxError on failure.
@@ -170,6 +229,10 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     if status < 300:
         return
     detail = _error_text(response)
+    if "partial write" in detail and status in (400, 422, 500):
+        # Some points refused for their content, the rest stored: 1.x and 3.x say so with 400,
+        # 2.x with 422, older 2.x with 500, which is then no outage and must not be retried.
+        raise InfluxPartialWrite(f"{what} answered {status}: {detail}", status=status)
     # 429 and 503 are how InfluxDB (and proxies before it) say "later"; other 5xx are server
     # faults that a later attempt may not meet.
     if status in (429, 503) or status >= 500:
@@ -182,14 +245,16 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
             f"user:password in MOCLO_INFLUX_URL. Server said: {detail}",
             status=status,
         )
-    # 400: bad line protocol or a field type conflict (possibly a partial write);
-    # 404: database not found; 413: body too large. None succeeds when repeated as is.
+    # 400: bad line protocol; 404: database not found; 413: body too large; 422 (2.x): points
+    # it cannot take. None succeeds when repeated as is.
     raise InfluxRefused(f"{what} answered {status}: {detail}", status=status)
 
 
 def _error_text(response: httpx.Response) -> str:
+    """The server's own words: 1.x and 3.x put them in `error`, 2.x in `message`."""
     try:
-        return str(orjson.loads(response.content).get("error", response.text))[:500]
+        document = orjson.loads(response.content)
+        return str(document.get("error") or document.get("message") or response.text)[:500]
     except (orjson.JSONDecodeError, AttributeError):
         return response.text[:500]
 
@@ -200,6 +265,18 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None  # an HTTP date; the caller's own backoff is a fine substitute
+
+
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|h|m|s)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def go_duration_s(text: str) -> float:
+    """Seconds in a Go duration as InfluxDB prints it: `24h0m0s`, `168h0m0s`, `0s`."""
+    parts = _GO_DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"{text!r} is not a duration InfluxDB prints (like 24h0m0s)")
+    return sum(float(number) * _GO_UNITS[unit] for number, unit in parts)
 
 
 def quote_identifier(name: str) -> str:

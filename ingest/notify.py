@@ -12,6 +12,8 @@ Guarantees:
 - Delivery is in submission order, one at a time. Connection errors, timeouts, 429 and 5xx are
   retried with capped, fully jittered backoff (honouring Retry-After); other statuses are not.
 - The webhook URL may carry a secret; only scheme://host[:port] is ever logged or raised.
+- Nothing a send raises leaves `run()` but cancellation: an error no retry can mend (httpx
+  refusing the URL, or anything unexpected) counts the notification as `failed`.
 """
 
 from __future__ import annotations
@@ -215,14 +217,31 @@ class WebhookNotifier:
             n = self._queue.popleft()
             try:
                 await self._deliver(client, n, drain)
-            except BaseException:
-                # Interrupted (drain over, or cancelled): not delivered, so back to the head,
-                # where whoever empties the queue counts it.
-                if len(self._queue) < (self._queue.maxlen or 0):
-                    self._queue.appendleft(n)
-                else:
-                    self._count_dropped()
+            except _DrainOver:
+                self._put_back(n)
                 raise
+            except Exception as exc:
+                # Whatever else a send raises stays here: a notifier must never stop ingest.
+                # Only the type is logged, as a message may quote the URL and its token.
+                self.stats.failed += 1
+                log.error(
+                    "webhook %s: could not send alert %s (%s): unexpected %s; carrying on",
+                    self.target,
+                    n.alert_id,
+                    n.state,
+                    type(exc).__name__,
+                )
+            except BaseException:
+                self._put_back(n)
+                raise
+
+    def _put_back(self, n: Notification) -> None:
+        """Interrupted (drain over, or cancelled): not delivered, so back to the head, where
+        whoever empties the queue counts it."""
+        if len(self._queue) < (self._queue.maxlen or 0):
+            self._queue.appendleft(n)
+        else:
+            self._count_dropped()
 
     async def _deliver(
         self, client: httpx.AsyncClient, n: Notification, drain: asyncio.Timeout
@@ -273,6 +292,11 @@ class WebhookNotifier:
             return _Outcome(retry=True, reason=f"no response within {self._timeout_s} s")
         except httpx.HTTPError as exc:  # connection refused, reset, protocol error: may pass
             return _Outcome(retry=True, reason=f"{type(exc).__name__}: {exc}"[:_EXCERPT_CHARS])
+        except (httpx.InvalidURL, httpx.StreamError, ValueError) as exc:
+            # httpx refused the URL itself (a host that is not valid IDNA raises a ValueError
+            # from the idna package): no retry will change that. Its message may quote the URL
+            # and so its token: only the type is kept.
+            return _Outcome(reason=f"httpx cannot send to this URL ({type(exc).__name__})")
         if status == 429 or status >= 500:
             return _Outcome(
                 retry=True, retry_after_s=self._retry_after(response), reason=f"HTTP {status}"

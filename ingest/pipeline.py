@@ -1,7 +1,10 @@
 """One batch of messages → the lines to write and the alerts to send. Pure: no I/O here.
 
 Telemetry is decoded, validated and judged by the alert engine; acknowledgements of alerts
-(`{prefix}/{tenant}/acks`) go to the engine too. Whatever cannot be used becomes a rejection.
+(`{prefix}/{tenant}/acks/{account}`) go to the engine too, as acknowledged by the account the
+topic names (the broker's ACL lets an account write only its own), or, on a serve account's
+`{prefix}/{tenant}/acks/{account}/on-behalf`, by the person serve names in the payload's `by`.
+Whatever cannot be used becomes a rejection.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from devices.topics import (
     IDENTIFIER_RULE,
     DeviceAddress,
+    TopicError,
     is_identifier,
     parse_ack_topic,
+    parse_acknowledger,
     telemetry_topic,
 )
 from ingest.alerts import AckError, Alert, AlertEngine
@@ -30,6 +35,7 @@ from ingest.decode import (
     ValidReading,
     describe_validation_error,
 )
+from ingest.influx import is_beyond_retention
 from ingest.lineprotocol import parse_reading_address, reading_line, rejection_line
 from ingest.rejections import RejectionLog
 from ingest.source import Message
@@ -49,8 +55,29 @@ class _Ack(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str = Field(pattern=r"^[0-9a-f]{12}$")
-    by: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    # Believed only on a serve account's on-behalf topic; elsewhere the topic says who.
+    by: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
     note: str = Field(default="", max_length=500)
+
+
+def _acknowledger(account: str, on_behalf: bool, ack: _Ack) -> tuple[str, str]:
+    """(who acknowledged, the note to store) for an acknowledgement sent by `account`.
+
+    A `by` that names someone else on an account's own topic is kept in the note, marked as
+    not verified, rather than refused: a team sharing one operator login may still say who
+    of them is on it, and an acknowledgement is not lost for a field nobody checks."""
+    if on_behalf:
+        if ack.by is None:
+            raise AckError(
+                f'an acknowledgement on the on-behalf topic of {account!r} names the person in "by"'
+            )
+        return ack.by, ack.note
+    if ack.by is None or ack.by == account:
+        return account, ack.note
+    claim = f"(the message said by {ack.by!r}; not verified)"
+    return account, f"{ack.note} {claim}" if ack.note else claim
 
 
 class Pipeline:
@@ -100,14 +127,16 @@ class Pipeline:
         return batch
 
     def _acknowledge(self, tenant: str, message: Message, batch: PreparedBatch) -> None:
-        shape = 'an acknowledgement is {"id": "<alert id>", "by": "<who>", "note": "…"}'
+        shape = 'an acknowledgement is {"id": "<alert id>", "note": "…"}'
         try:
             if not is_identifier(tenant):
                 raise AckError(f"tenant {tenant!r} in the topic must match {IDENTIFIER_RULE}")
+            account, on_behalf = parse_acknowledger(self.decoder.prefix, tenant, message.topic)
             ack = _Ack.model_validate(orjson.loads(message.payload))
-            alert = self.engine.acknowledge(tenant, ack.id, ack.by, ack.note)
-        except (orjson.JSONDecodeError, ValidationError, AckError) as exc:
-            if isinstance(exc, AckError):
+            by, note = _acknowledger(account, on_behalf, ack)
+            alert = self.engine.acknowledge(tenant, ack.id, by, note)
+        except (orjson.JSONDecodeError, ValidationError, AckError, TopicError) as exc:
+            if isinstance(exc, AckError | TopicError):
                 error = str(exc)
             elif isinstance(exc, ValidationError):
                 error = f"{shape}: {describe_validation_error(exc)}"
@@ -129,7 +158,8 @@ class Pipeline:
         batch.alerts.append(alert)
 
     def refused(self, line: str, error: str, received_ns: int) -> PreparedBatch | None:
-        """A batch recording that InfluxDB refused a reading line (e.g. a field type conflict).
+        """A batch recording that InfluxDB refused a reading line: `beyond_retention` when it
+        was older than the database keeps, else `storage_refused` (e.g. a field type conflict).
 
         None when the line is not a reading: our own rejection and alert lines are built from
         validated values, so InfluxDB refusing one is a bug for the log, not a device's fault.
@@ -141,7 +171,9 @@ class Pipeline:
         self._add_rejection(
             batch,
             Rejection(
-                RejectReason.STORAGE_REFUSED,
+                RejectReason.BEYOND_RETENTION
+                if is_beyond_retention(error)
+                else RejectReason.STORAGE_REFUSED,
                 address.tenant,
                 address.device_type,
                 self._topic(address),

@@ -39,7 +39,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from ingest.alerts.record import StoredChange, parse_alert_line
 from ingest.alerts.rulebook import RuleBook
 from ingest.announce import AlertPublisher
 from ingest.cardinality import CardinalityGuard
-from ingest.decode import Decoder, Limits
+from ingest.decode import Decoder, Limits, RejectReason
 from ingest.gcpolicy import quiet_collector
 from ingest.health import Liveness, assess
 from ingest.http import health_response, serve
@@ -85,6 +85,7 @@ class IngestOptions:
     stall_after_s: float = 60.0  # /healthz: messages waiting and none handled for this long
     summary_every_s: float = 30.0  # how often rejection counts are logged, when they changed
     sweep_every_s: float = 1.0  # how often silent devices are looked for
+    retention_every_s: float = 600.0  # how often the database's retention is read again
     snapshot_every_s: float = 30.0  # how often the alert engine's state is saved
     log_alerts: bool = True  # log every alert change (`moclo up` prints them itself)
     alert_rules: bool = True  # False: no rules at all (the benchmark's baseline)
@@ -183,6 +184,9 @@ class Ingest:
         self.registered: RegisteredDevices | None = None
         if settings.unregistered != "off":
             self.registered = RegisteredDevices(settings.registry)
+        # MOCLO_MAX_READING_AGE is the oldest accepted; the database's retention, once read,
+        # may narrow it (`_watch_retention`).
+        limits = replace(limits, max_past_s=settings.max_reading_age)
         self.pipeline = Pipeline(
             Decoder(
                 settings.topic_prefix,
@@ -210,11 +214,15 @@ class Ingest:
         self._writing: asyncio.Future[None] | None = None  # the last one, being written
         self._unregistered_logged = 0
         self._last_unregistered_ns = 0
+        self._retention_due = asyncio.Event()  # read the retention again now
+        self.retention_s: float | None = None  # what InfluxDB keeps, as last read (None: all)
+        self._retention_unknown_said = False
 
     async def run(self, ready: asyncio.Event | None = None) -> IngestStats:
         """Runs until `stop` is set; then finishes what it holds and returns."""
         try:
             await self.sink.client.ensure_database()
+            await self._read_retention()
             await self._load_registry()
             await self._restore_alerts()
             await self.announcer.start()
@@ -262,6 +270,7 @@ class Ingest:
                         tasks.create_task(self._consume(), name="consume")
                         tasks.create_task(self._drain_spool(), name="drain-spool")
                         tasks.create_task(self._watch(), name="watch")
+                        tasks.create_task(self._watch_retention(), name="retention")
                         tasks.create_task(self.notifiers.run(self._consumed), name="notify")
             finally:
                 if server is not None:
@@ -528,8 +537,10 @@ class Ingest:
         self.stats.batches_written += 1
 
     async def _record_refused(self, lines: Sequence[str], refused: list[RefusedLine]) -> None:
-        """Stores a rejection for each refused reading line. InfluxDB has just answered, so
-        these go to it directly, never through the bounded spool (which may be full)."""
+        """Stores a rejection for each refused reading line, all in one write. InfluxDB has
+        just answered, so these go to it directly, never through the bounded spool (which may
+        be full). A refusal for age means the retention changed: it is read again soon."""
+        records: list[str] = []
         for line in refused:
             record = self.pipeline.refused(lines[line.index], line.error, time.time_ns())
             if record is None:
@@ -539,9 +550,14 @@ class Ingest:
                     line.error,
                 )
                 continue
-            await self.sink.write_batch(record.lines)
-            self.stats.rejected += 1
-            self.stats.rejected_by_reason["storage_refused"] += 1
+            records += record.lines
+            for rejection in record.rejections:
+                self.stats.rejected += 1
+                self.stats.rejected_by_reason[rejection.reason.value] += 1
+                if rejection.reason is RejectReason.BEYOND_RETENTION:
+                    self._retention_due.set()
+        if records:
+            await self.sink.write_batch(records)
 
     # -- alert state ---------------------------------------------------------------------
 
@@ -554,8 +570,15 @@ class Ingest:
             devices = await asyncio.to_thread(snapshot.load, engine, data) if data else 0
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             # A damaged snapshot costs learnt history, not alerts: the store still has those.
-            log.warning("alert state snapshot %s unreadable (%r); starting without it",
-                        self.snapshot_path, exc)  # fmt: skip
+            # Kept aside for a look; left in place, the next snapshot would overwrite it.
+            aside = await asyncio.to_thread(snapshot.set_aside, self.snapshot_path)
+            log.warning(
+                "alert state snapshot %s unusable (%s); moved to %s, open alerts restored from "
+                "the stored alert changes (learnt baselines start afresh)",
+                self.snapshot_path,
+                exc,
+                aside.name,
+            )
             engine = self.pipeline.engine = AlertEngine(engine.rulebook)
         stored: list[StoredChange] = []
         try:
@@ -635,6 +658,56 @@ class Ingest:
                     log.info("spool drained: InfluxDB has everything")
         finally:
             self._drained.set()  # a consumer waiting for room must see the stop too
+
+    # -- the database's retention --------------------------------------------------------
+
+    async def _watch_retention(self) -> None:
+        """Reads the retention again every `retention_every_s`, and soon after InfluxDB
+        refused a point for its age (someone shortened it)."""
+        while not self.stop.is_set():
+            await _first_of(
+                self._retention_due, self.stop, timeout_s=self.options.retention_every_s
+            )
+            if self.stop.is_set():
+                return
+            self._retention_due.clear()
+            await self._read_retention()
+
+    async def _read_retention(self) -> None:
+        """Narrows the accepted age to what InfluxDB keeps. Never raises: without the
+        retention, MOCLO_MAX_READING_AGE alone applies, and InfluxDB refusing an old point
+        still ends as a `beyond_retention` rejection (the sink isolates it)."""
+        client = self.sink.client
+        try:
+            seconds = await client.retention_s()
+        except InfluxUnavailable as exc:
+            log.warning("could not read the retention of %s (%s); trying again in %.0f s",
+                        client.database, exc, self.options.retention_every_s)  # fmt: skip
+            return
+        except (InfluxError, ValueError, LookupError, TypeError, AttributeError) as exc:
+            if not self._retention_unknown_said:
+                self._retention_unknown_said = True
+                log.warning(
+                    "cannot read how long InfluxDB keeps %s (%s): only MOCLO_MAX_READING_AGE "
+                    "(%.1f days) bounds the age of readings; older points InfluxDB refuses are "
+                    "rejected as beyond_retention. A token allowed to read buckets (2.x) "
+                    "lets ingest reject them up front",
+                    client.database,
+                    exc,
+                    self.settings.max_reading_age / 86_400,
+                )
+            return
+        if seconds != self.retention_s:
+            self.retention_s = seconds
+            self.pipeline.decoder.set_retention(seconds)
+            if seconds is not None and seconds < self.settings.max_reading_age:
+                log.info(
+                    "InfluxDB keeps %s for %.1f days: older readings are rejected as "
+                    "beyond_retention (MOCLO_MAX_READING_AGE is %.1f days)",
+                    client.database,
+                    seconds / 86_400,
+                    self.settings.max_reading_age / 86_400,
+                )
 
     # -- health ----------------------------------------------------------------------------
 

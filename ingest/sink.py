@@ -3,8 +3,17 @@
 - Unavailable (down, timeout, 429, 5xx): retried with capped exponential backoff and jitter,
   honouring Retry-After, until it succeeds or the service is told to stop (`WriteAborted`; the
   batch's messages are then not acknowledged, so the broker delivers them again).
-- Refused with 400 (a bad line or a field type conflict) or 413 (too large): the batch is split
-  in halves until the refused lines are alone; those come back to the caller, the rest is stored.
+- Refused for some of its lines (400 or 422, or a "partial write" answer with any status: points
+  beyond the retention, a field type conflict, a bad line) or too large (413): the batch is
+  bisected until the refused lines are alone; those come back to the caller, the rest is stored.
+  Only halves that still fail are split again, and where the left half of a refused part is
+  stored the right half must hold the refusal, so it is split without being sent whole: a batch
+  of N lines with k refused costs at most 1 + 2k·ceil(log2 N) requests, not 2N. Where the answer
+  counts the refused points (beyond the retention), a part that holds none of them is not sent
+  again at all, as InfluxDB stored it with the partial write: 1 + k·(ceil(log2(N/k)) + 2) at
+  most. Sending an accepted line again only overwrites its point with the same values, and the
+  left-to-right order of the writes keeps the last of two lines with the same point the one
+  stored, as in one request.
 - Refused for any other reason (auth, missing database): `InfluxRefused` propagates, because no
   retry or split can fix configuration.
 """
@@ -14,15 +23,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ingest.influx import InfluxClient, InfluxRefused, InfluxUnavailable
+from ingest.influx import InfluxClient, InfluxPartialWrite, InfluxRefused, InfluxUnavailable
 
 log = logging.getLogger("moclo.ingest.sink")
 
-_SPLITTABLE = (400, 413)
+# Refusals of some lines of a batch (bad line, field type conflict, beyond the retention): 400
+# on 1.x and 3.x, 422 on 2.x; 413 is a batch too large. Partial writes are split whatever their
+# status (older 2.x answer 500).
+_SPLITTABLE = (400, 413, 422)
+
+
+def _splittable(exc: InfluxRefused) -> bool:
+    return isinstance(exc, InfluxPartialWrite) or exc.status in _SPLITTABLE
+
+
+# The one answer that says exactly how many points were refused: 1.x (and 2.x, which share its
+# points writer) count every point beyond the retention policy, and answer so only when no
+# shard refused anything else (a type conflict's answer replaces it and its count is one
+# shard's). Any other text leaves the count unknown, which costs requests, never a rejection.
+_RETENTION_ONLY = re.compile(r"partial write: points beyond retention policy dropped=(\d+)\s*$")
+
+
+def _refused_count(error: InfluxRefused) -> int | None:
+    """How many of the points sent InfluxDB refused, if its answer says so exactly."""
+    match = _RETENTION_ONLY.search(str(error))
+    return int(match.group(1)) if match and isinstance(error, InfluxPartialWrite) else None
+
+
+def _with_count(error: InfluxRefused, count: int) -> InfluxRefused:
+    """The refusal `error` narrowed to a part that holds `count` of its refused points."""
+    text = _RETENTION_ONLY.sub(f"partial write: points beyond retention policy dropped={count}",
+                               str(error))  # fmt: skip
+    return InfluxPartialWrite(text, status=error.status)
 
 
 class WriteAborted(Exception):
@@ -114,20 +151,75 @@ class InfluxSink:
         retry: bool,
         sent: asyncio.Event | None = None,
     ) -> None:
+        error = await self._attempt(lines, retry=retry, sent=sent)
+        if error is not None:
+            await self._isolate(lines, offset, refused, error, answered=True, retry=retry)
+
+    async def _attempt(
+        self, lines: Sequence[str], *, retry: bool, sent: asyncio.Event | None = None
+    ) -> InfluxRefused | None:
+        """Writes `lines`; None if stored, the refusal if InfluxDB refused some of them."""
         try:
             if retry:
                 await self._write_retrying(lines)
             else:
                 await self._timed_write(lines, sent)
         except InfluxRefused as exc:
-            if exc.status not in _SPLITTABLE:
+            if not _splittable(exc):
                 raise
-            if len(lines) == 1:
-                refused.append(RefusedLine(offset, str(exc)))
-                return
-            middle = len(lines) // 2
-            await self._write_or_split(lines[:middle], offset, refused, retry=retry)
-            await self._write_or_split(lines[middle:], offset + middle, refused, retry=retry)
+            return exc
+        return None
+
+    async def _isolate(
+        self,
+        lines: Sequence[str],
+        offset: int,
+        refused: list[RefusedLine],
+        error: InfluxRefused,
+        *,
+        answered: bool,
+        retry: bool,
+    ) -> None:
+        """Stores what InfluxDB accepts of `lines`, which hold at least one refused line, and
+        adds the refused ones to `refused`. `error` is InfluxDB's answer to `lines` when
+        `answered`, else to a larger part that held them (their refusal was inferred)."""
+        count = _refused_count(error)
+        if len(lines) == 1:
+            if not answered and count is None:
+                # The line's own answer names its own reason, not a neighbour's.
+                own = await self._attempt(lines, retry=retry)
+                if own is None:
+                    return
+                error = own
+            refused.append(RefusedLine(offset, str(error)))
+            return
+        middle = len(lines) // 2
+        left, right = lines[:middle], lines[middle:]
+        left_error = await self._attempt(left, retry=retry)
+        if left_error is not None:
+            await self._isolate(left, offset, refused, left_error, answered=True, retry=retry)
+        left_count = 0 if left_error is None else _refused_count(left_error)
+        if count is not None and left_count is not None:
+            # The count of refused lines is known (an answer that names only points beyond
+            # the retention, and how many): the rest of them are in the right half, which
+            # InfluxDB stored but for those; if none is left, there is nothing to send.
+            if count > left_count:
+                rest = _with_count(error, count - left_count)
+                await self._isolate(
+                    right, offset + middle, refused, rest, answered=False, retry=retry
+                )
+            return
+        if left_error is None and error.status != 413:
+            # A refusal for content is the same every time: with the left half stored, the
+            # refused line is in the right half, so sending it whole would only say so again.
+            # (Not for 413: both halves may fit.)
+            await self._isolate(right, offset + middle, refused, error, answered=False, retry=retry)
+            return
+        right_error = await self._attempt(right, retry=retry)
+        if right_error is not None:
+            await self._isolate(
+                right, offset + middle, refused, right_error, answered=True, retry=retry
+            )
 
     async def _timed_write(self, lines: Sequence[str], sent: asyncio.Event | None = None) -> None:
         began = time.monotonic()

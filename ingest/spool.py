@@ -24,6 +24,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.private import FILE_MODE, create_private, private_folder, tighten
+
 log = logging.getLogger("moclo.ingest.spool")
 
 _HEADER = struct.Struct("<IIq")
@@ -48,8 +50,11 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True)
+        private_folder(directory)
         self._segments = sorted(int(p.stem) for p in directory.glob("*.seg"))
+        for path in [*map(self._path, self._segments), directory / "cursor"]:
+            if path.exists():
+                tighten(path, FILE_MODE)  # left readable by an older version
         self._cursor = self._read_cursor()
         self._size = 0
         self._records = 0
@@ -169,7 +174,7 @@ class Spool:
             self._segments[-1] + 1 if self._segments else 0,
             cursor_segment + 1 if cursor_offset else cursor_segment,
         )
-        self._path(segment).touch()
+        os.close(create_private(self._path(segment)))
         _fsync_directory(self.directory)
         self._segments.append(segment)
         return segment
@@ -210,7 +215,7 @@ class Spool:
 
     def _write_cursor(self, *, durable: bool) -> None:
         temporary = self.directory / "cursor.tmp"
-        with temporary.open("w") as file:
+        with os.fdopen(create_private(temporary, truncate=True), "w") as file:
             file.write(f"{self._cursor[0]} {self._cursor[1]}\n")
             if durable:
                 file.flush()

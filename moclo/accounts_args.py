@@ -12,10 +12,11 @@ from moclo.settings import Settings
 ACCOUNTS_EPILOG = """\
 roles (what each may do on the broker, {p} being the topic prefix):
   ingest    receive all telemetry and acknowledgements; publish alerts and alert state
-  serve     receive all telemetry, alerts and alert state; publish acknowledgements
+  serve     receive all telemetry, alerts and alert state; publish acknowledgements for
+            API token holders ({p}/+/acks/NAME/on-behalf)
   app       (one tenant) receive that tenant's alerts and alert state; publish nothing
-  operator  (one tenant) as app, and publish that tenant's acknowledgements
-            (`moclo alerts ack`)
+  operator  (one tenant) as app, and publish that tenant's acknowledgements under its own
+            name ({p}/TENANT/acks/NAME, `moclo alerts ack`)
 
 examples:
   moclo accounts add ingest ingest --env-out ingest.env

@@ -1,10 +1,14 @@
 """Acknowledging an alert through ingest, which owns alert state: what `moclo alerts ack` and the
 HTTP API's `POST /api/alerts/{id}/ack` both do.
 
-`acknowledge` publishes `{"id", "by", "note"}` on `{prefix}/{tenant}/acks` and returns only once
-ingest has taken it and published the `acknowledged` change. Ingest publishes a change just
-before it stores it, so a list read at that instant may still show the alert as raised. Finding
-the alert (and deciding whether the asker may see it) is the caller's part.
+`acknowledge` publishes `{"id", "note"}` on `{prefix}/{tenant}/acks/{account}`, the account
+being the MQTT login (the broker lets each account write only its own name, and ingest takes
+the acknowledger from the topic), or, for serve acknowledging for a person who signed in with
+an API token, `{"id", "by", "note"}` on `{prefix}/{tenant}/acks/{account}/on-behalf`. It
+returns only once ingest has taken it and published the `acknowledged` change. Ingest
+publishes a change just before it stores it, so a list read at that instant may still show the
+alert as raised. Finding the alert (and deciding whether the asker may see it) is the caller's
+part.
 
     AckError (Exception)       the acknowledgement did not happen; the message says why
      ├── AlertClosed           resolved, or acknowledged already (by someone): nothing to do
@@ -27,7 +31,13 @@ import aiomqtt
 import orjson
 
 from devices.rules import format_seconds
-from devices.topics import ack_topic, alert_topic
+from devices.topics import (
+    ACCOUNT_NAME,
+    ACCOUNT_NAME_RULE,
+    ack_topic,
+    alert_topic,
+    on_behalf_ack_topic,
+)
 from ingest.alerts.record import Alert, StoredChange
 from ingest.influx import InfluxError, quote_string
 from moclo.database import open_influx
@@ -57,10 +67,19 @@ class AckTimeout(AckError):
 
 
 async def acknowledge(
-    settings: Settings, stored: StoredChange, *, by: str, note: str = "", timeout_s: float = 10.0
+    settings: Settings,
+    stored: StoredChange,
+    *,
+    account: str,
+    person: str | None = None,
+    note: str = "",
+    timeout_s: float = 10.0,
 ) -> Alert:
-    """Acknowledges the episode whose newest stored change is `stored`, as `by`; returns the
-    `acknowledged` change as ingest published it. Raises an AckError, or MqttUnreachable."""
+    """Acknowledges the episode whose newest stored change is `stored`, as the account
+    `account` (the MQTT login; see `account_of`), or, with `person`, as serve's account
+    acknowledging for that person; returns the `acknowledged` change as ingest published it.
+    Raises an AckError, or MqttUnreachable."""
+    by = person or account
     alert_id = stored.alert_id
     what = describe(stored)
     if stored.state == "resolved":
@@ -72,18 +91,26 @@ async def acknowledge(
             f"alert {what} was already acknowledged by {stored.acknowledged_by} "
             f"({when(stored.ts_ns)})"
         )
-    body: dict[str, str] = {"id": alert_id, "by": by}
+    body: dict[str, str] = {"id": alert_id}
+    if person is not None:
+        body["by"] = person
     if note:
         body["note"] = note
     payload = orjson.dumps(body)
     prefix = settings.topic_prefix
-    # As `USER~acks`: the login's own connection may be in use (serve's live stream, a
-    # `moclo alerts --follow`), and the broker allows one connection per login.
+    topic = (
+        ack_topic(prefix, stored.tenant, account)
+        if person is None
+        else on_behalf_ack_topic(prefix, stored.tenant, account)
+    )
+    # As `LOGIN~acks`, which may write the account's topic too: the login's own connection
+    # may be in use (serve's live stream, a `moclo alerts --follow`), and the broker allows
+    # one connection per login.
     async with broker(settings.mqtt.for_connection("acks")) as mqtt:
         # Subscribed first, so ingest's answer cannot be published before we listen.
         await mqtt.subscribe(alert_topic(prefix, stored.tenant, stored.device_id), qos=1)
         sent_ns = time.time_ns()
-        await mqtt.publish(ack_topic(prefix, stored.tenant), payload, qos=1)
+        await mqtt.publish(topic, payload, qos=1)
         try:
             async with asyncio.timeout(timeout_s):
                 async for message in mqtt.messages:
@@ -105,8 +132,29 @@ async def acknowledge(
         raise AckRefused(f"ingest refused the acknowledgement of {alert_id}: {refusal}")
     raise AckTimeout(
         f"sent, but ingest did not confirm within {format_seconds(timeout_s)}: "
-        "is `moclo ingest` running?"
+        "is `moclo ingest` running? (A broker that checks logins also drops, unanswered over "
+        f"MQTT 3.1.1, what the login may not write: may {account!r} write {topic}?)"
     )
+
+
+def account_of(settings: Settings, by: str | None) -> str:
+    """The account that acknowledges over `settings`' broker: its MQTT login. Only without a
+    login (a development broker open to anonymous clients, which checks nobody) is it `by`,
+    which must then be a name an account could have. ValueError says what to change."""
+    login = settings.mqtt.username
+    if login is not None:
+        if by is not None and by != login:
+            raise ValueError(
+                f"--by {by!r} is not your MQTT login {login!r}: you acknowledge as the login "
+                "(the broker checks it), so leave --by out, and name others in --note"
+            )
+        return login
+    if by is None or ACCOUNT_NAME.fullmatch(by) is None:
+        raise ValueError(
+            f"without an MQTT login, --by names who acknowledges (default $USER), and it must "
+            f"match {ACCOUNT_NAME_RULE}; got {by!r}"
+        )
+    return by
 
 
 async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int) -> str | None:

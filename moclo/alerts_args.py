@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from moclo.args import connection_flags, duration
 from moclo.settings import Settings
+from query.errors import QueryError
+from query.times import parse_since
 
 ALERTS_EPILOG = """\
 examples:
@@ -45,9 +48,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "ack",
         help="acknowledge an open alert: someone is on it",
         description="Looks the alert up in InfluxDB, publishes the acknowledgement to "
-        "{prefix}/{tenant}/acks and waits until ingest publishes the `acknowledged` change. "
-        "Exits 1 if the alert is unknown, resolved or already acknowledged, or if ingest does "
-        "not confirm in time.",
+        "{prefix}/{tenant}/acks/{account} and waits until ingest publishes the `acknowledged` "
+        "change. The account is your MQTT login (MOCLO_MQTT_USERNAME): the broker lets it "
+        "write only its own name, so that is who acknowledged. Exits 1 if the alert is "
+        "unknown, resolved or already acknowledged, or if ingest does not confirm in time; 2 "
+        "if --by is not the login.",
     )
     ack.add_argument("id", type=_alert_id, metavar="ID", help="the alert's id (12 hex digits)")
     ack.add_argument(
@@ -55,7 +60,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_alert_text("by"),
         default=None,
         metavar="NAME",
-        help="who is on it (default: $USER, else 'unknown')",
+        help="only for a broker without logins, where nothing checks it: who is on it, "
+        "an account name (default: $USER). With a login, you are the login; a different "
+        "--by is refused (name others in --note)",
     )
     ack.add_argument(
         "--note",
@@ -97,7 +104,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return alerts_cli.acknowledge(
             settings,
             args.id,
-            by=args.by or alerts_cli.default_name(),
+            by=args.by,
             note=args.note,
             timeout_s=args.timeout,
         )
@@ -135,7 +142,7 @@ def _alert_filter_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--since",
-        type=duration,
+        type=_since,
         metavar="DURATION",
         help="only alerts raised within this long, e.g. 6h (default: any time)",
     )
@@ -192,6 +199,14 @@ def _alert_text(kind: str) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return check
+
+
+def _since(text: str) -> float:
+    """`--since`: parsed and bounded exactly as the API's `since` (query/times.py)."""
+    try:
+        return parse_since(text, now_ns=time.time_ns())
+    except QueryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:

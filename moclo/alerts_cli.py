@@ -6,9 +6,9 @@
   the list, so no change falls between the two; a change both listed and received is printed
   once.
 - `moclo alerts ack ID` acknowledges through ingest, which owns alert state, with
-  `moclo/acks.py` (which the HTTP API uses too): it publishes `{"id", "by", "note"}` on
-  `{prefix}/{tenant}/acks` and succeeds only once ingest has taken it and published the
-  `acknowledged` change.
+  `moclo/acks.py` (which the HTTP API uses too): it publishes `{"id", "note"}` on
+  `{prefix}/{tenant}/acks/{account}`, the account being the MQTT login, and succeeds only once
+  ingest has taken it and published the `acknowledged` change.
 
 JSON: every alert is an object with the keys of the published alert (`Alert.as_dict`): `id`,
 `state` (raised, acknowledged, resolved), `rule`, `kind`, `severity`, `tenant`, `device_type`,
@@ -165,30 +165,45 @@ async def _follow(
 
 
 def acknowledge(
-    settings: Settings, alert_id: str, *, by: str, note: str = "", timeout_s: float = 10.0
+    settings: Settings,
+    alert_id: str,
+    *,
+    by: str | None = None,
+    note: str = "",
+    timeout_s: float = 10.0,
 ) -> int:
-    """`moclo alerts ack`: exit 0 once ingest has published the acknowledgement, else 1."""
+    """`moclo alerts ack`: exit 0 once ingest has published the acknowledgement, 1 if it did
+    not, 2 if `by` cannot be who acknowledges (see `acks.account_of`)."""
+    if settings.mqtt.username is None and by is None:
+        by = default_name()
     try:
-        return asyncio.run(_acknowledge(settings, alert_id, by=by, note=note, timeout_s=timeout_s))
+        account = acks.account_of(settings, by)
+    except ValueError as exc:
+        print(f"moclo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(
+            _acknowledge(settings, alert_id, account=account, note=note, timeout_s=timeout_s)
+        )
     except KeyboardInterrupt:
         return 130
 
 
 async def _acknowledge(
-    settings: Settings, alert_id: str, *, by: str, note: str, timeout_s: float
+    settings: Settings, alert_id: str, *, account: str, note: str, timeout_s: float
 ) -> int:
     async with open_influx(settings) as client:
         stored = await find_alert(client, alert_id)
     if stored is None:
         return _fail(
-            f"no alert {alert_id} in database {settings.influx_db!r} at {settings.influx_url}: "
+            f"no alert {alert_id} in database {settings.influx_db!r} at {settings.influx_display}: "
             "`moclo alerts --all` lists the ids"
         )
     try:
-        await acks.acknowledge(settings, stored, by=by, note=note, timeout_s=timeout_s)
+        await acks.acknowledge(settings, stored, account=account, note=note, timeout_s=timeout_s)
     except acks.AckError as exc:
         return _fail(str(exc))
-    print(f"acknowledged {acks.describe(stored)} by {by}")
+    print(f"acknowledged {acks.describe(stored)} by {account}")
     return 0
 
 
@@ -196,7 +211,8 @@ async def _acknowledge(
 
 
 def default_name() -> str:
-    """Who acknowledges when --by is not given: $USER, if usable, else `unknown`."""
+    """Who acknowledges on a broker without logins when --by is not given: $USER, if usable,
+    else `unknown`."""
     try:
         return check_ack_text("by", os.environ.get("USER", ""))
     except ValueError:

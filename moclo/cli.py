@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from ingest.influx import InfluxError
@@ -27,7 +28,7 @@ from moclo import (
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
 from moclo.mqtt import MqttEndpoint
-from moclo.settings import ENVIRONMENT, Settings, SettingsError
+from moclo.settings import ENVIRONMENT, Settings, SettingsError, url_has_password
 from moclo.stack import ServerError
 
 EPILOG = """\
@@ -39,10 +40,13 @@ environment (flags override them):
                           or a file holding it (so do MOCLO_INFLUX_TOKEN_FILE and
                           MOCLO_WEBHOOK_URL_FILE), as docker-compose hands secrets over
   MOCLO_MQTT_CA_FILE      CA certificate to trust for mqtts:// (e.g. .moclo/tls/ca.crt)
-  MOCLO_INFLUX_URL        InfluxDB 1.x, or 2.x/3.x via /write and /query  (http://127.0.0.1:8086)
+  MOCLO_INFLUX_URL        InfluxDB 1.x, or 2.x/3.x via /write and /query  (http://127.0.0.1:8086);
+                          http://user:password@host:port only here, never in --influx-url
   MOCLO_INFLUX_DB         database, or bucket on 2.x/3.x  (moclo)
   MOCLO_INFLUX_TOKEN      token for InfluxDB 2.x/3.x; environment only, never a flag,
                           so it does not show in `ps`
+  MOCLO_MAX_READING_AGE   the oldest reading ingest accepts, e.g. 36h; the database's
+                          retention, if shorter, is the limit  (90d)
   MOCLO_TOPIC_PREFIX      first topic level(s)  (moclo)
   MOCLO_INGEST_CLIENT_ID  ingest's MQTT client id, which names its persistent session
   MOCLO_INGEST_TENANTS    ingest only these tenants (comma-separated)  (all)
@@ -77,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"moclo {_version()}")
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -186,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml is its one source)."""
+    try:
+        return metadata.version("moclo")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(version unknown: not installed; `pip install -e .` records it)"
+
+
 def _rules_flag(parser: argparse.ArgumentParser) -> None:
     # dest is the setting's name, so `_settings` passes it to Settings.load like the others.
     parser.add_argument(
@@ -203,6 +216,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SettingsError(
             "--mqtt-url must not carry a password (it would show in `ps`): put it in "
             "MOCLO_MQTT_PASSWORD (or the whole URL in MOCLO_MQTT_URL)"
+        )
+    if url_has_password(getattr(args, "influx_url", None)):
+        raise SettingsError(
+            "--influx-url must not carry a password (it would show in `ps`): put the whole URL "
+            "in MOCLO_INFLUX_URL, or, for InfluxDB 2.x/3.x, a token in MOCLO_INFLUX_TOKEN"
         )
     secret = ("influx_token", "mqtt_password")
     flags = {name: getattr(args, name, None) for name in ENVIRONMENT if name not in secret}

@@ -22,7 +22,7 @@ async def open_influx(settings: Settings) -> AsyncIterator[InfluxClient]:
         if "database not found" not in str(exc):
             raise
         raise InfluxRefused(
-            f"InfluxDB at {settings.influx_url} has no database {settings.influx_db!r}, so "
+            f"InfluxDB at {settings.influx_display} has no database {settings.influx_db!r}, so "
             "nothing was ever stored there: set MOCLO_INFLUX_DB or --influx-db to the database "
             "ingest writes to",
             status=404,

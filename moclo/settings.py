@@ -10,6 +10,7 @@
 | MOCLO_INFLUX_URL         | http://127.0.0.1:8086    | InfluxDB 1.x, or 2.x/3.x compatibility   |
 | MOCLO_INFLUX_DB          | moclo                    | database (bucket on 2.x/3.x)             |
 | MOCLO_INFLUX_TOKEN       | (none)                   | sent as `Authorization: Token …`         |
+| MOCLO_MAX_READING_AGE    | 90d                      | oldest reading (or the db's retention)   |
 | MOCLO_TOPIC_PREFIX       | moclo                    | first topic level(s) of every topic      |
 | MOCLO_INGEST_CLIENT_ID   | its MQTT username        | MQTT client id of ingest (its session)   |
 | MOCLO_INGEST_TENANTS     | (all)                    | ingest only these tenants (comma list)   |
@@ -35,9 +36,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from devices.topics import DEFAULT_PREFIX, IDENTIFIER, check_prefix
+from moclo.durations import parse_duration
 from moclo.mqtt import MqttEndpoint
 
 ENVIRONMENT = {
@@ -48,6 +51,7 @@ ENVIRONMENT = {
     "influx_url": "MOCLO_INFLUX_URL",
     "influx_db": "MOCLO_INFLUX_DB",
     "influx_token": "MOCLO_INFLUX_TOKEN",
+    "max_reading_age": "MOCLO_MAX_READING_AGE",
     "topic_prefix": "MOCLO_TOPIC_PREFIX",
     "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
     "ingest_tenants": "MOCLO_INGEST_TENANTS",
@@ -69,6 +73,16 @@ DEFAULT_INGEST_CLIENT_ID = "moclo-ingest"
 _PASSWORD_IN_URL = re.compile(r"(://[^:@/]*:)[^@/]*@")
 
 
+def display_url(url: str) -> str:
+    """`url` with the password of its `user:password@` masked (`user:***@`), for every log
+    line, message and printed command that shows it."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", url)
+
+
+def url_has_password(url: str | None) -> bool:
+    return bool(url and _PASSWORD_IN_URL.search(url))
+
+
 class SettingsError(ValueError):
     """A setting is wrong; the message names the variable or flag and what is allowed."""
 
@@ -84,6 +98,9 @@ class Settings(BaseModel):
     influx_url: str = "http://127.0.0.1:8086"
     influx_db: str = Field(default="moclo", min_length=1)
     influx_token: SecretStr | None = None
+    # Seconds: how old a reading ingest still accepts (devices that were offline upload their
+    # backlog). The database's retention, read by ingest, narrows it further when shorter.
+    max_reading_age: float = 90 * 86_400.0
     topic_prefix: str = DEFAULT_PREFIX
     # Unset: ingest's MQTT username (the name moclo's brokers give its session whatever id it
     # sends, see `ingest_id`), or `moclo-ingest` without one. For brokers that do not override.
@@ -131,13 +148,38 @@ class Settings(BaseModel):
             raise ValueError("must look like http://host:port (or https://)")
         return value
 
+    @field_validator("max_reading_age", mode="before")
+    @classmethod
+    def _max_reading_age(cls, value: object) -> object:
+        # A duration like the command line's (90d, 36h); a number is seconds.
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("max_reading_age")
+    @classmethod
+    def _max_reading_age_positive(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a duration of more than zero, e.g. 90d or 36h")
+        return value
+
     @field_validator("webhook_url")
     @classmethod
     def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            parts = urlsplit(value.get_secret_value())
+            url = value.get_secret_value()
+            parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("must look like https://host/path (or http://)")
+            try:
+                # Built now as the notifier will build it, so that a URL httpx refuses (a
+                # control character, a host that is not valid IDNA) stops the start, not the
+                # first alert. The error is not shown: it may quote the URL, and its token.
+                httpx.Request("POST", url)
+            except (httpx.InvalidURL, ValueError):
+                raise ValueError(
+                    "is not a URL that can be sent to (its host is not a valid domain name or "
+                    "address, or it holds a control character); it is not shown "
+                    "here, as it may hold a token"
+                ) from None
         return value
 
     @field_validator("topic_prefix")
@@ -177,6 +219,11 @@ class Settings(BaseModel):
         return DEFAULT_INGEST_CLIENT_ID
 
     @property
+    def influx_display(self) -> str:
+        """The InfluxDB URL without its password, for logs and messages (like `mqtt.display()`)."""
+        return display_url(self.influx_url)
+
+    @property
     def influx_token_value(self) -> str | None:
         return self.influx_token.get_secret_value() if self.influx_token else None
 
@@ -209,12 +256,13 @@ class Settings(BaseModel):
         values: dict[str, Any] = {
             name: environ[var] for name, var in ENVIRONMENT.items() if environ.get(var)
         }
-        values.update(_secrets_from_files(environ))
+        from_files = _secrets_from_files(environ)
+        values.update(from_files)
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
         except ValidationError as exc:
-            raise SettingsError(_explain(exc, set(overrides) - {None})) from None
+            raise SettingsError(_explain(exc, set(overrides) - {None}, set(from_files))) from None
 
 
 # Secrets may also come from a file named by VARIABLE_FILE (docker-compose and Kubernetes hand
@@ -242,19 +290,21 @@ def _secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
-def _explain(exc: ValidationError, flags: set[str]) -> str:
+def _explain(exc: ValidationError, flags: set[str], from_files: set[str]) -> str:
     lines = []
     for error in exc.errors(include_url=False):
         name = str(error["loc"][0]) if error["loc"] else "settings"
         where = ENVIRONMENT.get(name, name)
-        if name in flags:
+        if name in from_files:
+            where = f"the content of {SECRET_FILES[name]}"
+        elif name in flags:
             where = f"--{name.replace('_', '-')} (or {where})"
         message = str(error["msg"]).removeprefix("Value error, ")
         # Never echo a secret: tokens are left out, passwords in URLs masked.
         got = (
             ""
             if name in ("influx_token", "webhook_url", "mqtt_password")
-            else "; got " + _PASSWORD_IN_URL.sub(r"\1***@", repr(error.get("input")))
+            else "; got " + display_url(repr(error.get("input")))
         )
         lines.append(f"{where} {message}{got}")
     return "invalid settings:\n  " + "\n  ".join(lines)

@@ -65,7 +65,8 @@ def fleet_flags(
         "--interval",
         type=duration,
         default=duration(interval) if interval else None,
-        help="time between two readings of one device (default "
+        help="time between two readings of one device, of every type (blood-pressure meters "
+        "too, which otherwise measure mornings and evenings) (default "
         f"{interval or 'each type its own: cows 30s, cars 5s, pacemakers 1m, …'})",
     )
     parser.add_argument(

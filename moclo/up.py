@@ -25,7 +25,7 @@ from access.broker import PID_FILE
 from ingest.alerts import Alert
 from ingest.service import Ingest, IngestOptions, IngestStats
 from moclo.local_access import LocalAccess, provision
-from moclo.settings import Settings
+from moclo.settings import Settings, url_has_password
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
 from serve.server import bind, run_serve
@@ -108,12 +108,12 @@ def start_local_servers(
     host, port = influx.hostname or "127.0.0.1", influx.port or 8086
     if port_open(host, port):
         notes.append(
-            f"  InfluxDB     {settings.influx_url}  db={settings.influx_db}  "
+            f"  InfluxDB     {settings.influx_display}  db={settings.influx_db}  "
             "(already running, used as is)"
         )
     elif not _is_loopback(host):
         raise SystemExit(
-            f"moclo up: no InfluxDB answers at {settings.influx_url}, and moclo "
+            f"moclo up: no InfluxDB answers at {settings.influx_display}, and moclo "
             "only starts one on this machine: fix MOCLO_INFLUX_URL or start it"
         )
     else:
@@ -214,11 +214,11 @@ async def _run(
             )
             _say(
                 f"  Watch alerts moclo alerts --follow --mqtt-url {settings.mqtt.display()} "
-                f"--influx-url {settings.influx_url} --influx-db {settings.influx_db}{login}"
+                f"{_influx_flags(settings)}{login}"
             )
             _say(
                 f"  Query        moclo query cow-0001 --since 1h --every 5m "
-                f"--influx-url {settings.influx_url} --influx-db {settings.influx_db}"
+                f"{_influx_flags(settings)}"
             )
             _say(f"  HTTP API     {dashboard.result()}api/openapi.json")
             _say(f"Ctrl-C stops everything. Open {dashboard.result()} to watch.")
@@ -264,3 +264,11 @@ async def _report(stats: IngestStats, stop: asyncio.Event, options: UpOptions) -
         if options.duration_s is not None and time.monotonic() - began >= options.duration_s:
             print("moclo up: --duration reached, stopping", file=sys.stderr, flush=True)
             stop.set()
+
+
+def _influx_flags(settings: Settings) -> str:
+    """The InfluxDB flags of a suggested command; a URL with a password is not one of them (a
+    flag shows in `ps`, and `--influx-url` refuses it): the command reads MOCLO_INFLUX_URL."""
+    if url_has_password(settings.influx_url):
+        return f"--influx-db {settings.influx_db} (and MOCLO_INFLUX_URL as here: it has a password)"
+    return f"--influx-url {settings.influx_url} --influx-db {settings.influx_db}"

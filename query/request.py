@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from query.errors import QueryError
 from query.names import check_device_id, check_device_type, check_field_name, check_tenant
 from query.series import AGGS, Agg, SeriesQuery
-from query.times import NS, auto_bucket, parse_seconds, parse_time
+from query.times import NS, auto_bucket, parse_seconds, parse_since, parse_time
 
 AUTO_BUCKETS = 600
 DEFAULT_SINCE_S = 3600
@@ -117,6 +117,7 @@ def _range(since: str | None, start: str | None, end: str | None, now_ns: int) -
     if since is not None:
         if start is not None or end is not None:
             raise QueryError("give since (e.g. 6h), or from and to, not both", param="since")
+        parse_since(since, now_ns=now_ns)  # not back before InfluxDB's first instant
         seconds = parse_seconds(since, param="since", name="since")
         return now_ns - seconds * NS, now_ns
     if start is None:

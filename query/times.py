@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from devices.base import MAX_TS_NS, MIN_TS_NS, parse_timestamp
 from devices.rules import format_seconds
-from moclo.durations import parse_duration
+from moclo.durations import parse_duration, shown
 from query.errors import QueryError
 
 NS = 1_000_000_000
@@ -60,17 +60,43 @@ def check_time_range(ns: int, *, param: str, name: str) -> None:
         )
 
 
+MAX_SPAN_S = (MAX_TS_NS - MIN_TS_NS) // NS  # InfluxDB's whole time line: about 584 years
+
+
 def parse_seconds(text: str, *, param: str, name: str) -> int:
-    """A duration of whole seconds, at least 1 (`5m` → 300); QueryError naming `name` if not."""
+    """A duration of whole seconds, at least 1 (`5m` → 300), no longer than InfluxDB's whole
+    time line; QueryError naming `name` if not."""
+    seconds = _duration(text, param=param, name=name)
+    if seconds > MAX_SPAN_S:
+        raise QueryError(
+            f"{name} {shown(text)} is too long: at most {MAX_SPAN_S // 86_400}d, InfluxDB's whole "
+            "time line (years 1677 to 2262)",
+            param=param,
+        )
+    if seconds < 1 or seconds != int(seconds):
+        raise QueryError(f"{name} {shown(text)} must be whole seconds, at least 1s", param=param)
+    return int(seconds)
+
+
+def parse_since(text: str, *, now_ns: int, param: str = "since", name: str = "since") -> float:
+    """A duration back from `now_ns` (`6h` → 21600.0) that stays within what InfluxDB stores;
+    QueryError naming `name` if not. `moclo query`, `moclo alerts` and the API share it."""
+    seconds = _duration(text, param=param, name=name)
+    # Compared as floats before any integer or timedelta is made of it: nothing can overflow.
+    if seconds > (now_ns - MIN_TS_NS) / NS:
+        raise QueryError(
+            f"{name} {shown(text)} is too long: it reaches back before 1677, the earliest time "
+            f"InfluxDB stores; at most {(now_ns - MIN_TS_NS) // NS // 86_400}d",
+            param=param,
+        )
+    return seconds
+
+
+def _duration(text: str, *, param: str, name: str) -> float:
     try:
-        seconds = parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise QueryError(f"{name}: {exc}", param=param) from None
-    if seconds < 1 or seconds != int(seconds):
-        raise QueryError(f"{name} {text!r} must be whole seconds, at least 1s", param=param)
-    if seconds > (MAX_TS_NS - MIN_TS_NS) // NS:
-        raise QueryError(f"{name} {text!r} is longer than InfluxDB's whole time line", param=param)
-    return int(seconds)
 
 
 def round_bucket(at_least_s: float) -> int:

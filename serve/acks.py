@@ -1,6 +1,11 @@
 """`POST /api/alerts/{id}/ack`: an operator (or an admin) acknowledges an open alert of one of
-their tenants, exactly as `moclo alerts ack` does (moclo/acks.py): published to ingest, which
-owns alert state, and answered once ingest has published the `acknowledged` change.
+their tenants, as `moclo alerts ack` does (moclo/acks.py): published to ingest, which owns
+alert state, and answered once ingest has published the `acknowledged` change.
+
+The acknowledger is the token's name, whatever the body says (it has only a `note`): serve
+publishes on its own account's `{prefix}/{tenant}/acks/{account}/on-behalf` with the name in
+`by`, a topic that the broker lets only serve accounts write, so ingest believes that `by`
+there and nowhere else.
 
 | answer | when |
 |---|---|
@@ -42,9 +47,11 @@ class AckedAlert(BaseModel):
 
 
 def install(app: FastAPI, settings: Settings, client: InfluxClient, *, timeout_s: float) -> None:
-    """Adds the endpoint; acknowledgements go through the broker of `settings`."""
-    # One at a time: each logs in as serve's `USER~acks`, and the broker allows one connection
-    # per login, so two at once would cut each other off. Acknowledging is a person's click.
+    """Adds the endpoint; acknowledgements go through the broker of `settings`, as its login
+    (`serve` on a broker without logins, which checks nobody anyway)."""
+    account = settings.mqtt.username or "serve"
+    # One at a time: each logs in as serve's `LOGIN~acks`, and the broker allows one
+    # connection per login, so two at once would cut each other off. It is a person's click.
     one_at_a_time = asyncio.Lock()
 
     @app.post(
@@ -74,6 +81,11 @@ def install(app: FastAPI, settings: Settings, client: InfluxClient, *, timeout_s
         note = body.note if body is not None else ""
         async with one_at_a_time:
             alert = await acks.acknowledge(
-                settings, stored, by=who.name, note=note, timeout_s=timeout_s
+                settings,
+                stored,
+                account=account,
+                person=who.name,
+                note=note,
+                timeout_s=timeout_s,
             )
         return {**alert_json(alert), "note": alert.note or None}

@@ -23,18 +23,19 @@ import time
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
+from access.sessions import Sessions
 from access.tokens import Principal, Tokens
 from devices.base import format_timestamp
 from devices.rules import Severity
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from ingest.alerts.record import Alert
 from ingest.influx import InfluxClient
-from moclo.durations import parse_duration
 from moclo.settings import Settings
 from query.alerts import (
     SEVERITY_RANK,
@@ -49,6 +50,7 @@ from query.fleet import DeviceSummary as StoredDevice
 from query.fleet import find_device, list_devices, list_tenants
 from query.request import parse_series_request
 from query.series import run_series
+from query.times import parse_since
 from serve import acks, auth, errors
 from serve.auth import Caller, require_tenant
 from serve.errors import BadParameter, ErrorBody
@@ -95,11 +97,12 @@ def create_app(
     client: InfluxClient,
     hub: LiveHub,
     tokens: Tokens,
+    sessions: Sessions,
     *,
     ack_timeout_s: float = 10.0,
 ) -> FastAPI:
-    """The application; `client`, `hub` and `tokens` live as long as the process (see
-    serve/server.py)."""
+    """The application; `client`, `hub`, `tokens` and `sessions` live as long as the process
+    (see serve/server.py)."""
     app = FastAPI(
         title="moclo",
         summary="Devices, their time series and their alerts; a live stream of both.",
@@ -110,7 +113,7 @@ def create_app(
         responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
     errors.install(app)
-    auth.install(app, tokens)
+    auth.install(app, tokens, sessions)
     api: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 
     async def scoped_alerts(who: Principal, query: AlertFilter) -> list[Alert]:
@@ -223,7 +226,7 @@ def create_app(
     ) -> AlertList:
         """Open alerts (with `all`, also resolved ones), critical first, then the newest: the
         list `moclo alerts --json` prints."""
-        since_s = None if since is None else _duration("since", since)
+        since_s = None if since is None else parse_since(since, now_ns=time.time_ns())
         found = await scoped_alerts(
             who,
             AlertFilter(
@@ -276,16 +279,18 @@ def create_app(
         tags=["live"],
     )
     async def stream(
+        request: Request,
         who: Caller,
         tenant: Annotated[list[str] | None, Query(description="repeat for several")] = None,
         device: Annotated[str | None, Query()] = None,
         readings: Annotated[bool, Query(description="also the newest readings")] = True,
     ) -> StreamingResponse:
-        """Server-Sent Events: `hello` first; `alert` for every alert change as ingest
-        publishes it (the JSON of `moclo alerts --json`); `readings` every 250 ms with the
-        newest validated reading of each device that sent one; `overflow` before the stream
-        closes when the client reads too slowly (reconnect and reload); `unauthorized` before
-        it closes when its token was revoked. Only the token's tenants are ever sent."""
+        """Server-Sent Events, at most 8 streams at once per token (429 beyond): `hello`
+        first; `alert` for every alert change as ingest publishes it (the JSON of `moclo alerts
+        --json`); `readings` every 250 ms with the newest validated reading of each device that
+        sent one; `overflow` before the stream closes when the client reads too slowly
+        (reconnect and reload); `unauthorized` before it closes when its token was revoked or
+        its session ended. Only the token's tenants are ever sent."""
         chosen = None if not tenant else frozenset(_checked("tenant", t) for t in tenant)
         for name in sorted(chosen or ()):
             require_tenant(who, name)
@@ -295,11 +300,22 @@ def create_app(
             readings=readings,
         )
 
+        signed_in = auth.still_signed_in(request, who)
+
         async def still_valid() -> bool:
-            return await asyncio.to_thread(tokens.is_active, who.token_id)
+            return await asyncio.to_thread(signed_in)
+
+        ended = "the session ended" if request.state.session else "the token was revoked"
+        # Reserved here, so that a stream over the token's limit is refused before any answer.
+        reserved = hub.reserve(wants, owner=who.token_id)
+
+        async def release() -> None:
+            # Also when the answer ends before the stream's generator ever ran.
+            hub.release(reserved)
 
         return StreamingResponse(
-            event_stream(hub, wants, still_valid=still_valid),
+            event_stream(hub, reserved, still_valid=still_valid, ended=ended),
+            background=BackgroundTask(release),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -335,13 +351,6 @@ def _checked(kind: str, value: str) -> str:
     if not is_identifier(value):
         raise BadParameter(f"{kind} {value!r} is not valid: {IDENTIFIER_RULE}")
     return value
-
-
-def _duration(kind: str, text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise BadParameter(f"{kind}: {exc}") from None
 
 
 def _summary(device: StoredDevice, alerts: list[Alert]) -> DeviceView:

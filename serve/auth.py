@@ -10,13 +10,16 @@ the dashboard, as the session cookie that `POST /api/session` sets. `/healthz`,
 - Scope is decided here, from the token alone: a `tenant` parameter can only narrow what the
   token sees, never widen it; without one, a token sees all of its tenants and nothing else.
 
-The session cookie holds the token itself: HttpOnly (the page's script cannot read it),
-SameSite=Strict (no other site's page can send it), Secure when served over https, and limited
-to `/api`. Revoking the token ends the session within about a second.
+The session cookie holds a session id, never the token (access/sessions.py): a random id kept
+hashed in the registry, ended by signing out, after 12 h unused or 7 days at most, and by
+revoking the token it was made from (within about a second, also from another process). The
+cookie is HttpOnly (the page's script cannot read it), SameSite=Strict (no other site's page
+can send it), Secure when served over https, and limited to `/api`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -25,11 +28,18 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from access import sessions as session_store
+from access.sessions import Sessions
 from access.tokens import Principal, Tokens
 from serve.errors import ErrorBody, Forbidden, Unauthorized
 
 SESSION_COOKIE = "moclo_session"
-SESSION_MAX_AGE_S = 30 * 86_400
+SESSION_IDLE_S = session_store.IDLE_S
+SESSION_ABSOLUTE_S = session_store.ABSOLUTE_S
+SESSION_ENDED = (
+    "your dashboard session has ended (signed out, unused for 12 h, 7 days old, or its token "
+    "was revoked): sign in again"
+)
 SIGN_IN = (
     "sign in: send `Authorization: Bearer <token>`, or sign in on the dashboard; "
     "`moclo tokens create` makes a token"
@@ -72,23 +82,47 @@ def signed_in(
     """The dependency every `/api/*` endpoint takes: the asker, or Unauthorized.
 
     Synchronous, so FastAPI runs it on its thread pool: the token check reads the registry
-    file (`app.state.tokens`) at most once a second, never on the event loop.
+    file (`app.state.tokens`) at most once a second, a session check (`app.state.sessions`) is
+    one indexed read of it, and neither runs on the event loop.
     """
     tokens: Tokens = request.app.state.tokens
+    request.state.session = None
     if request.headers.get("authorization") is not None:
         if bearer is None:
             raise Unauthorized("the Authorization header must read `Bearer <token>`")
-        presented = bearer.credentials
-    elif session:
-        presented = session
-        if request.method not in _SAFE_METHODS:
-            same_site(request)
-    else:
+        who = tokens.authenticate(bearer.credentials)
+        if who is None:
+            raise Unauthorized(NOT_VALID)
+        return who
+    if not session:
         raise Unauthorized(SIGN_IN)
-    who = tokens.authenticate(presented)
+    if request.method not in _SAFE_METHODS:
+        same_site(request)
+    who = session_principal(request.app, session)
     if who is None:
-        raise Unauthorized(NOT_VALID)
+        raise Unauthorized(SESSION_ENDED)
+    request.state.session = session  # so a live stream can check that it goes on
     return who
+
+
+def session_principal(app: FastAPI, session_id: str) -> Principal | None:
+    """Who the live session `session_id` was made for, or None: unknown, signed out, expired,
+    or its token revoked. Reads the registry: call it off the event loop."""
+    found = app.state.sessions.check(session_id)
+    if found is None:
+        return None
+    tokens: Tokens = app.state.tokens
+    return tokens.active_principal(found.token_id)
+
+
+def still_signed_in(request: Request, who: Principal) -> Callable[[], bool]:
+    """Whether the caller of `request` may still be served (for a long answer: the live
+    stream): its token is active and, if it came with a session, the session is live."""
+    app, session = request.app, request.state.session
+    tokens: Tokens = app.state.tokens
+    if session is None:
+        return lambda: tokens.is_active(who.token_id)
+    return lambda: session_principal(app, session) is not None
 
 
 Caller = Annotated[Principal, Depends(signed_in)]
@@ -120,9 +154,11 @@ def require_tenant(who: Principal, tenant: str) -> str:
     return tenant
 
 
-def install(app: FastAPI, tokens: Tokens) -> None:
-    """Checks tokens against `tokens`, and adds `/api/session` for the dashboard."""
+def install(app: FastAPI, tokens: Tokens, sessions: Sessions) -> None:
+    """Checks tokens against `tokens`, and adds `/api/session` for the dashboard, whose
+    sessions are kept in `sessions`."""
     app.state.tokens = tokens
+    app.state.sessions = sessions
 
     @app.post(
         "/api/session",
@@ -130,18 +166,27 @@ def install(app: FastAPI, tokens: Tokens) -> None:
         responses={401: {"model": ErrorBody}},
         tags=["session"],
     )
-    def sign_in(request: Request, body: SignIn) -> JSONResponse:
-        """Signs the dashboard in: checks the token and sets it as an HttpOnly, SameSite=Strict
-        cookie (Secure over https) that the page's requests and its live stream then carry."""
+    def sign_in(
+        request: Request,
+        body: SignIn,
+        previous: Annotated[str | None, Depends(_cookie)],
+    ) -> JSONResponse:
+        """Signs the dashboard in: checks the token and starts a session, whose id (not the
+        token) goes into an HttpOnly, SameSite=Strict cookie (Secure over https) that the
+        page's requests and its live stream then carry. It ends on sign-out, after 12 h
+        unused, after 7 days, or when the token is revoked."""
         same_site(request)
         who = tokens.authenticate(body.token)
         if who is None:
             raise Unauthorized(NOT_VALID)
+        if previous:
+            sessions.end(previous)  # the browser forgets it now: it must not live on elsewhere
+        session_id = sessions.create(who.token_id)
         response = JSONResponse(who.to_json())
         response.set_cookie(
             SESSION_COOKIE,
-            body.token,
-            max_age=SESSION_MAX_AGE_S,
+            session_id,
+            max_age=SESSION_ABSOLUTE_S,
             path="/api",
             secure=request.url.scheme == "https",
             httponly=True,
@@ -160,9 +205,12 @@ def install(app: FastAPI, tokens: Tokens) -> None:
         return who.to_json()
 
     @app.delete("/api/session", status_code=204, tags=["session"])
-    def sign_out(request: Request) -> Response:
-        """Signs the dashboard out (forgets the cookie; the token stays valid)."""
+    def sign_out(request: Request, session: Annotated[str | None, Depends(_cookie)]) -> Response:
+        """Signs the dashboard out: the session ends on the server (a copy of the cookie is
+        worth nothing from now on) and the cookie is forgotten; the token stays valid."""
         same_site(request)
+        if session:
+            sessions.end(session)
         response = Response(status_code=204)
         response.delete_cookie(
             SESSION_COOKIE,

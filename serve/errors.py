@@ -8,6 +8,7 @@ says what was wrong and what to do, and never a token, even one that was sent.
     Forbidden                        403  the token may not do this
     UnknownAlert (LookupError)       404  no such alert within the token's tenants
     moclo.acks.AckError              409  closed already; AckRefused 502; AckTimeout 504
+    TooManyStreams                   429  the token holds as many live streams as it may
     InfluxError, MqttUnreachable,    503  the database, the broker or the token registry cannot
     TokenStoreError                       be reached: try again shortly
 """
@@ -44,6 +45,10 @@ class Forbidden(Exception):
     """A valid token that may not do this (HTTP 403)."""
 
 
+class TooManyStreams(Exception):
+    """The token holds as many live streams as one token may (HTTP 429)."""
+
+
 class UnknownAlert(LookupError):
     """No such alert that this token may see (HTTP 404)."""
 
@@ -78,6 +83,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return answer(403, str(exc))
+
+    @app.exception_handler(TooManyStreams)
+    async def _too_many_streams(_: Request, exc: TooManyStreams) -> JSONResponse:
+        return answer(429, str(exc), **{"Retry-After": "5"})
 
     @app.exception_handler(UnknownAlert)
     async def _unknown_alert(_: Request, exc: UnknownAlert) -> JSONResponse:

@@ -8,6 +8,22 @@ would be rejected by ingest. Readings are sent as a batch every `flush_every_s`,
 newest reading of each device: a dashboard wants to know what each device says now, not every
 one of a thousand readings a second.
 
+The hub trusts what it shows no more than ingest trusts what it stores. With a registry check
+(MOCLO_UNREGISTERED `reject`, the default), nothing of a device that is not registered, or was
+revoked, reaches a stream: its readings are dropped by the same decoder and registry lookup as
+ingest's (`access.known.RegisteredDevices`, read again within 2 s of a change), and so are alert
+changes about it. With `flag`, ingest stores such readings and notes the device; here they are
+shown, marked `"registered": false`. With `off`, nothing is checked. An alert change is routed by
+the tenant and device of the topic it came on, which the broker's ACL vouches for; one whose
+payload names another tenant or device is dropped rather than shown anywhere.
+
+A token may hold at most MAX_STREAMS streams at once (a dashboard's sessions count against the
+token they were made from); the next one is refused (HTTP 429) until one closes. Each tick's
+newest readings are serialised once, grouped by tenant, and each distinct filter's batch is
+joined from those bytes once and shared by every stream with that filter: the cost of a tick
+grows with the devices and the distinct filters, not with streams × devices
+(`readings_serialised` counts the work).
+
 Each stream has a bounded queue. A stream too slow to keep up is told so (`overflow`) and
 closed; the dashboard reconnects and reloads its lists, so it never shows a stale picture
 without knowing it.
@@ -26,16 +42,20 @@ from dataclasses import dataclass, field
 import aiomqtt
 import orjson
 
+from access.known import RegisteredDevices
 from devices.base import format_timestamp
-from devices.topics import alert_subscription, telemetry_subscription
-from ingest.decode import Decoded, Decoder
+from devices.topics import DeviceAddress, alert_subscription, telemetry_subscription
+from ingest.decode import Decoded, Decoder, Limits
 from moclo.settings import Settings
 from query.alerts import alert_json, parse_alert
+from serve.errors import TooManyStreams
 
 log = logging.getLogger("moclo.serve")
 
 QUEUE_EVENTS = 1_000  # per stream; at 4 reading batches a second that is minutes of slack
 RECONNECT_MAX_S = 10.0
+MAX_STREAMS = 8  # per token: a few tabs and screens, not an unbounded number of queues
+_LOGGED_DROPS = 10  # dropped alert changes named in the log per run; the rest only counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +88,7 @@ class Stream:
     wants: StreamFilter
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_EVENTS))
     overflowed: bool = False
+    owner: str | None = None  # the token it counts against
 
     def close(self) -> None:
         """Ends the stream after what it holds (the service is stopping)."""
@@ -89,27 +110,71 @@ class Stream:
 class LiveHub:
     """Receives alert changes and readings from the broker and offers them to each stream."""
 
-    def __init__(self, settings: Settings, *, flush_every_s: float = 0.25) -> None:
+    def __init__(
+        self, settings: Settings, *, flush_every_s: float = 0.25, max_streams: int = MAX_STREAMS
+    ) -> None:
         self._settings = settings
-        self._decoder = Decoder(settings.topic_prefix)
+        self._max_streams = max_streams
+        self._owned: dict[str, int] = {}  # token id → its open streams
+        self._registered: RegisteredDevices | None = None
+        if settings.unregistered != "off":
+            self._registered = RegisteredDevices(settings.registry)
+        self._flag_unregistered = settings.unregistered == "flag"
+        # The same bounds as ingest's, so the dashboard shows no reading ingest would refuse.
+        self._decoder = Decoder(
+            settings.topic_prefix,
+            limits=Limits(max_past_s=settings.max_reading_age),
+            registered=self._registered,
+            unregistered="flag" if self._flag_unregistered else "reject",
+        )
+        self._alert_head = settings.topic_prefix + "/"
         self._flush_every_s = flush_every_s
         self._streams: set[Stream] = set()
         self._newest: dict[tuple[str, str], dict[str, object]] = {}  # (tenant, device) → reading
         self.connected = asyncio.Event()
         self.alerts_seen = 0
+        self.alerts_dropped = 0  # forged (payload and topic disagree) or of unregistered devices
         self.readings_seen = 0
+        self.readings_serialised = 0  # the fan-out's work: once per reading per tick
 
     @contextlib.contextmanager
-    def open_stream(self, wants: StreamFilter) -> Iterator[Stream]:
-        stream = Stream(wants)
-        self._streams.add(stream)
+    def open_stream(self, wants: StreamFilter, *, owner: str | None = None) -> Iterator[Stream]:
+        stream = self.reserve(wants, owner=owner)
         try:
             yield stream
         finally:
-            self._streams.discard(stream)
+            self.release(stream)
+
+    def reserve(self, wants: StreamFilter, *, owner: str | None) -> Stream:
+        """A new stream, counted against `owner` (a token id); TooManyStreams if it holds
+        MAX_STREAMS already. Call on the event loop; `release` it when done."""
+        if owner is not None:
+            held = self._owned.get(owner, 0)
+            if held >= self._max_streams:
+                raise TooManyStreams(
+                    f"this token has {held} live streams open already, the most one token may "
+                    "have: close one (another tab, screen or client signed in with it) and try "
+                    "again"
+                )
+            self._owned[owner] = held + 1
+        stream = Stream(wants, owner=owner)
+        self._streams.add(stream)
+        return stream
+
+    def release(self, stream: Stream) -> None:
+        """Ends a reserved stream's place; a second call does nothing."""
+        if stream not in self._streams:
+            return
+        self._streams.discard(stream)
+        if stream.owner is not None:
+            left = self._owned.pop(stream.owner) - 1
+            if left:
+                self._owned[stream.owner] = left
 
     async def run(self, stop: asyncio.Event) -> None:
         """Subscribes until `stop`, reconnecting with backoff when the broker goes away."""
+        if self._registered is not None:
+            await self._refresh_registry()
         flusher = asyncio.create_task(self._flush_readings(stop), name="serve-live-flush")
         try:
             delay = 0.5
@@ -136,6 +201,8 @@ class LiveHub:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
+            if self._registered is not None:
+                self._registered.close()
 
     def _client(self) -> aiomqtt.Client:
         endpoint = self._settings.mqtt
@@ -175,13 +242,22 @@ class LiveHub:
             if not isinstance(payload, bytes | bytearray):
                 continue
             if message.topic.matches(alerts):
-                self._on_alert(bytes(payload))
+                self._on_alert(str(message.topic), bytes(payload))
             else:
                 self._on_telemetry(str(message.topic), bytes(payload))
 
-    def _on_alert(self, payload: bytes) -> None:
+    def _on_alert(self, topic: str, payload: bytes) -> None:
         alert = parse_alert(payload)
         if alert is None:
+            return
+        # `{prefix}/{tenant}/alerts/{device_id}`: the subscription guarantees the shape.
+        tenant, _, device_id = topic[len(self._alert_head) :].split("/")
+        if (alert.tenant, alert.device_id) != (tenant, device_id):
+            self._drop_alert(topic, "its payload names another tenant or device than its topic")
+            return
+        address = DeviceAddress(tenant, alert.device_type, device_id)
+        if self._rejects(address):
+            self._drop_alert(topic, "its device is not registered (or was revoked)")
             return
         self.alerts_seen += 1
         event = Event("alert", orjson.dumps(alert_json(alert)))
@@ -189,9 +265,27 @@ class LiveHub:
             if stream.wants.admits(alert.tenant, alert.device_id):
                 stream.offer(event)
 
+    def _rejects(self, address: DeviceAddress) -> bool:
+        """Whether the registry check keeps `address` off every stream."""
+        registered = self._registered
+        return registered is not None and not self._flag_unregistered and address not in registered
+
+    def _drop_alert(self, topic: str, why: str) -> None:
+        self.alerts_dropped += 1
+        if self.alerts_dropped <= _LOGGED_DROPS:
+            log.warning(
+                "live stream: an alert change on %s is not shown: %s%s",
+                topic,
+                why,
+                " (further ones are counted, not logged)"
+                if self.alerts_dropped == _LOGGED_DROPS
+                else "",
+            )
+
     def _on_telemetry(self, topic: str, payload: bytes) -> None:
         out = Decoded()
         self._decoder.decode(topic, payload, time.time_ns(), out)
+        registered = self._registered
         for valid in out.readings:
             address, reading = valid.address, valid.reading
             self.readings_seen += 1
@@ -207,42 +301,103 @@ class LiveHub:
                 "_ts_ns": reading.ts,
             }
             body.update(reading.model_dump(exclude={"ts"}))
+            if registered is not None and address not in registered:
+                body["registered"] = False  # only reached with flag: the decoder rejects it else
             self._newest[key] = body
+        if self._flag_unregistered:
+            self._decoder.take_flagged()  # ingest records them; here the mark on each is enough
+
+    async def _refresh_registry(self) -> None:
+        """Reads the registry again when due (on a worker thread: it is SQLite), as ingest does;
+        after a revocation, the revoked device's reading waiting for the next batch is dropped."""
+        registered = self._registered
+        if registered is None or not registered.due():
+            return
+        try:
+            changed = await asyncio.to_thread(registered.refresh)
+        except OSError as exc:
+            # RegisteredDevices keeps the last known set; the live stream must not stop on it.
+            log.warning("live stream: cannot read the registry %s (%s)", registered.path, exc)
+            return
+        if not changed:
+            return
+        self._decoder.forget_flagged()
+        if not self._flag_unregistered:
+            self._newest = {
+                key: body
+                for key, body in self._newest.items()
+                if DeviceAddress(key[0], str(body["device_type"]), key[1]) in registered
+            }
 
     async def _flush_readings(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._flush_every_s)
-            if not self._newest:
+            await self._refresh_registry()
+            self.flush_once()
+
+    def flush_once(self) -> None:
+        """Offers the newest readings since the last tick to every stream that wants them."""
+        if not self._newest:
+            return
+        newest, self._newest = self._newest, {}
+        # Each reading serialised once, grouped by tenant; a batch is then a join of bytes.
+        by_tenant: dict[str, list[tuple[str, bytes]]] = {}
+        for (tenant, device_id), body in newest.items():
+            del body["_ts_ns"]
+            by_tenant.setdefault(tenant, []).append((device_id, orjson.dumps(body)))
+        self.readings_serialised += len(newest)
+        joined = {tenant: b",".join(d for _, d in items) for tenant, items in by_tenant.items()}
+        batches: dict[StreamFilter, Event | None] = {}
+        for stream in self._streams:
+            wants = stream.wants
+            if not wants.readings:
                 continue
-            newest, self._newest = self._newest, {}
-            for stream in self._streams:
-                if not stream.wants.readings:
-                    continue
-                chosen = [
-                    {k: v for k, v in r.items() if k != "_ts_ns"}
-                    for (tenant, device_id), r in newest.items()
-                    if stream.wants.admits(tenant, device_id)
-                ]
-                if chosen:
-                    stream.offer(Event("readings", orjson.dumps(chosen)))
+            if wants not in batches:
+                batches[wants] = _batch(wants, by_tenant, joined)
+            event = batches[wants]
+            if event is not None:
+                stream.offer(event)
+
+
+def _batch(
+    wants: StreamFilter,
+    by_tenant: dict[str, list[tuple[str, bytes]]],
+    joined: dict[str, bytes],
+) -> Event | None:
+    """The `readings` event for one filter, from readings serialised already; None if empty."""
+    tenants = joined.keys() if wants.tenants is None else wants.tenants & joined.keys()
+    if wants.device_id is None:
+        parts = [joined[tenant] for tenant in sorted(tenants)]
+    else:
+        parts = [
+            data
+            for tenant in sorted(tenants)
+            for device_id, data in by_tenant[tenant]
+            if device_id == wants.device_id
+        ]
+    if not parts:
+        return None
+    return Event("readings", b"[" + b",".join(parts) + b"]")
 
 
 async def event_stream(
     hub: LiveHub,
-    wants: StreamFilter,
+    stream: Stream,
     *,
     heartbeat_s: float = 15.0,
     still_valid: Callable[[], Awaitable[bool]] | None = None,
     recheck_s: float = 2.0,
+    ended: str = "the token was revoked",
 ) -> AsyncIterator[bytes]:
     """The bytes of one `text/event-stream` response: a `hello`, then events until the client
     goes or overflows; a comment line every `heartbeat_s` keeps proxies from closing it.
 
-    `still_valid` is asked every `recheck_s` whether the stream's token is still active; when
-    it is not (revoked), an `unauthorized` event ends the stream.
+    `still_valid` is asked every `recheck_s` whether the stream's token (or session) is still
+    valid; when it is not, an `unauthorized` event saying `ended` ends the stream. `stream` was
+    reserved from `hub`, and is released when this ends.
     """
-    with hub.open_stream(wants) as stream:
+    try:
         hello = {"connected": hub.connected.is_set(), "retry_ms": 2000}
         yield b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
         loop = asyncio.get_running_loop()
@@ -257,7 +412,7 @@ async def event_stream(
             if still_valid is not None and now >= check_at:
                 check_at = now + recheck_s
                 if not await still_valid():
-                    yield b'event: unauthorized\ndata: {"reason":"the token was revoked"}\n\n'
+                    yield b"event: unauthorized\ndata: " + orjson.dumps({"reason": ended}) + b"\n\n"
                     return
             if event is None:
                 if now >= heartbeat_at:
@@ -269,3 +424,5 @@ async def event_stream(
             yield event.encode()
             if event.name == "overflow":
                 return
+    finally:
+        hub.release(stream)

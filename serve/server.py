@@ -12,14 +12,17 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable, Generator
 
 import uvicorn
 
+from access.sessions import Sessions
 from access.tokens import Tokens
 from ingest.influx import InfluxClient
 from moclo.settings import Settings
 from serve.api import create_app
+from serve.headers import SecurityHeaders
 from serve.live import LiveHub
 
 log = logging.getLogger("moclo.serve")
@@ -64,8 +67,10 @@ async def run_serve(
     sock: socket.socket | None = None,
     on_ready: Callable[[str], None] | None = None,
     ack_timeout_s: float = 10.0,
+    clock: Callable[[], float] = time.time,
 ) -> None:
-    """Serves until `stop`; `on_ready` gets the dashboard's address once it answers.
+    """Serves until `stop`; `on_ready` gets the dashboard's address once it answers. `clock`
+    (epoch seconds) times the dashboard's sessions; tests move it.
 
     Reads the API tokens from the registry (`settings.registry`); TokenStoreError, before
     anything is served, if it cannot be opened.
@@ -88,7 +93,18 @@ async def run_serve(
     hub = LiveHub(settings)
     server = _EmbeddedServer(
         uvicorn.Config(
-            create_app(settings, client, hub, tokens, ack_timeout_s=ack_timeout_s),
+            # Around the whole application, so that even an answer Starlette makes itself (a
+            # 404, a 500 from its outermost error handler) carries the security headers.
+            SecurityHeaders(
+                create_app(
+                    settings,
+                    client,
+                    hub,
+                    tokens,
+                    Sessions(settings.registry, clock=clock),
+                    ack_timeout_s=ack_timeout_s,
+                )
+            ),
             log_config=None,  # our logging, as configured by the CLI
             access_log=False,
             lifespan="off",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Behaviour(Protocol):
@@ -14,6 +14,15 @@ class Behaviour(Protocol):
         """The device's measurement fields at epoch time `t` (called with increasing `t`), or
         None when the device does not report at this moment (a blood-pressure meter measures
         twice a day)."""
+
+
+@runtime_checkable
+class Scheduled(Protocol):
+    """A behaviour that reports on its own timetable rather than on every turn (a blood-pressure
+    meter measures mornings and evenings). An interval the user sets applies to every type, as
+    `--interval` says, so the fleet then asks it to report on every turn."""
+
+    def report_every_turn(self) -> None: ...
 
 
 class BehaviourFactory(Protocol):

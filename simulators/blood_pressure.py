@@ -1,7 +1,8 @@
 """A home blood-pressure meter, measured twice a day: in the morning and in the evening.
 
 The meter reports only when it is used (`fields` returns None otherwise), around 07:00 and
-21:00 with a quarter of an hour's scatter. Episode: `hypertensive_crisis` (systolic 185–210).
+21:00 with a quarter of an hour's scatter; with an interval the user chose, on every turn.
+Episode: `hypertensive_crisis` (systolic 185–210).
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ class BloodPressureBehaviour:
         self._pulse = rng.uniform(58, 80)
         self._offset_h = rng.uniform(-0.25, 0.25)
         self._last_hour: float | None = None
+        self._every_turn = False
         self.episodes = Episodes(rng, start, incident_every_s, {"hypertensive_crisis": 1.0})
+
+    def report_every_turn(self) -> None:
+        """Measures on every turn (an interval the user chose), not only mornings and evenings."""
+        self._every_turn = True
 
     def fields(self, t: float) -> dict[str, Any] | None:
         hour = (hour_of_day(t) - self._offset_h) % 24
         previous, self._last_hour = self._last_hour, hour
-        if previous is None or not any(_crossed(previous, hour, at) for at in MEASURE_AT_HOURS):
+        due = previous is not None and any(_crossed(previous, hour, at) for at in MEASURE_AT_HOURS)
+        if not (due or self._every_turn):
             return None
         rng = self._rng
         morning = 6 if hour < 12 else 0  # pressure is higher in the morning

@@ -23,7 +23,7 @@ import orjson
 
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import check_identifier, telemetry_topic
-from simulators.behaviour import Behaviour
+from simulators.behaviour import Behaviour, Scheduled
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import Clock
 from simulators.faults import FaultInjector, FaultRates
@@ -172,12 +172,15 @@ class Fleet:
             # Seeded by the device's identity (unique per tenant), so no two devices share a
             # random stream, whichever fleet they are in.
             rng = random.Random(f"{seed}:{spec.tenant}:{device_id}")
+            behaviour = factory(rng, self.start, incident_every_s=spec.incident_every_s)
+            if spec.interval_s is not None and isinstance(behaviour, Scheduled):
+                behaviour.report_every_turn()  # the interval asked for applies to every type
             device = SimulatedDevice(
                 spec.tenant,
                 spec.device_type,
                 device_id,
                 telemetry_topic(prefix, spec.tenant, spec.device_type, device_id),
-                factory(rng, self.start, incident_every_s=spec.incident_every_s),
+                behaviour,
                 interval_s=interval,
                 phase_s=rng.uniform(0, interval),
             )

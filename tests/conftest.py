@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -126,9 +127,16 @@ class RunningServe:
     """`moclo serve` (API, live stream, dashboard) on its own thread and event loop, with its
     API tokens in `settings.registry`; `token()` makes one."""
 
-    def __init__(self, settings: Settings, *, ack_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ack_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.ack_timeout_s = ack_timeout_s
+        self.clock = clock  # the sessions' wall clock
         self.url = ""
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,7 +171,11 @@ class RunningServe:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             await run_serve(
-                self.settings, self._stop, on_ready=ready, ack_timeout_s=self.ack_timeout_s
+                self.settings,
+                self._stop,
+                on_ready=ready,
+                ack_timeout_s=self.ack_timeout_s,
+                clock=self.clock,
             )
 
         try:

@@ -452,10 +452,10 @@ def test_acknowledgements_come_after_the_readings_of_their_batch() -> None:
         for i in range(3)
     ]  # fmt: skip
     the_id = alert_id("farm", "cow-1", "fever", start * S)
-    ack = Message("p/farm/acks", orjson.dumps({"id": the_id, "by": "vet"}), 9, 1, now, 1)
+    ack = Message("p/farm/acks/vet", orjson.dumps({"id": the_id}), 9, 1, now, 1)
     bad = [
-        Message("p/farm/acks", b'{"id": "nope", "by": "vet"}', 10, 1, now, 1),
-        Message("p/Farm Two/acks", orjson.dumps({"id": the_id, "by": "vet"}), 11, 1, now, 1),
+        Message("p/farm/acks/vet", b'{"id": "nope"}', 10, 1, now, 1),
+        Message("p/Farm Two/acks/vet", orjson.dumps({"id": the_id}), 11, 1, now, 1),
     ]
     batch = pipeline.prepare([*hot[:2], ack, hot[2], *bad])
     assert [(a.state, a.alert_id) for a in batch.alerts] == [
@@ -468,6 +468,73 @@ def test_acknowledgements_come_after_the_readings_of_their_batch() -> None:
     ]
     assert "id: String should match pattern" in batch.rejections[0].error
     assert "must match" in batch.rejections[1].error
+
+
+@pytest.mark.parametrize(
+    ("topic", "body", "stored"),
+    [
+        ("p/farm/acks/vet", {}, ("vet", "on it")),
+        ("p/farm/acks/vet", {"by": "vet"}, ("vet", "on it")),
+        (
+            "p/farm/acks/vet",
+            {"by": "dr-vos"},
+            ("vet", "on it (the message said by 'dr-vos'; not verified)"),
+        ),
+        ("p/farm/acks/dash/on-behalf", {"by": "Dr.Vos@farm"}, ("Dr.Vos@farm", "on it")),
+        ("p/farm/acks", {"by": "vet"}, "must name who acknowledges: p/farm/acks/{account}"),
+        ("p/farm/acks/dash/on-behalf", {}, 'names the person in "by"'),
+        ("p/farm/acks/Vet", {}, "must match ^[a-z][a-z0-9_-]{0,63}$"),
+        ("p/farm/acks/vet/extra", {}, "must name who acknowledges"),
+        ("p/farm/acks/vet/on-behalf/x", {"by": "x"}, "must name who acknowledges"),
+    ],
+    ids=[
+        "own-topic",
+        "own-topic-own-name",
+        "own-topic-other-name-kept-in-note",
+        "serve-on-behalf",
+        "older-topic-without-account",
+        "on-behalf-without-by",
+        "not-an-account-name",
+        "extra-level",
+        "on-behalf-extra-level",
+    ],
+)
+def test_the_acknowledger_comes_from_the_topic(
+    topic: str, body: dict[str, str], stored: tuple[str, str] | str
+) -> None:
+    """The account in the topic is who acknowledged (the broker's ACL proves it); the payload's
+    `by` is believed only on a serve account's on-behalf topic; anything else is a bad_ack
+    rejection that says which topic to use."""
+    from ingest.alerts import alert_id
+    from ingest.cardinality import CardinalityGuard
+    from ingest.decode import Decoder
+    from ingest.pipeline import Pipeline
+    from ingest.rejections import RejectionLog
+    from ingest.source import Message
+
+    pipeline = Pipeline(
+        Decoder("p"), AlertEngine(), RejectionLog(), CardinalityGuard(burst=10, per_minute=10)
+    )
+    now = time.time_ns()
+    start = now // S - 600
+    hot = [
+        Message("p/farm/cow_tracker/cow-1/telemetry", orjson.dumps({
+            **DEVICE_TYPES["cow_tracker"].example, "ts": start + i, "seq": i, "body_temp_c": 40.0
+        }), i, 1, now, 1)
+        for i in range(3)
+    ]  # fmt: skip
+    the_id = alert_id("farm", "cow-1", "fever", start * S)
+    ack = Message(topic, orjson.dumps({"id": the_id, **body, "note": "on it"}), 9, 1, now, 1)
+    batch = pipeline.prepare([*hot, ack])
+    if isinstance(stored, tuple):
+        assert batch.rejections == []
+        acked = batch.alerts[-1]
+        assert (acked.state, acked.acknowledged_by, acked.note) == ("acknowledged", *stored)
+    else:
+        [rejection] = batch.rejections
+        assert (rejection.reason, rejection.tenant) == ("bad_ack", "farm")
+        assert stored in rejection.error
+        assert [a.state for a in batch.alerts] == ["raised"]
 
 
 def test_a_device_known_only_from_the_store_survives_the_next_snapshot() -> None:

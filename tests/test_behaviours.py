@@ -21,7 +21,7 @@ HOUR = 3600.0
 def series(
     device_type: str,
     *,
-    interval_s: float = 60,
+    interval_s: float | None = 60,
     duration_s: float = DAY,
     event: tuple[str, float, float] | None = None,
     seed: int = 1,
@@ -108,7 +108,8 @@ def test_a_meters_counter_integrates_power_and_never_goes_back() -> None:
 
 
 def test_blood_pressure_is_measured_morning_and_evening() -> None:
-    data = series("blood_pressure", interval_s=300, duration_s=3 * DAY)
+    # Its own schedule (checks every 5 min): no --interval, which would apply to it as well.
+    data = series("blood_pressure", interval_s=None, duration_s=3 * DAY)
     hours = [h % 24 for h, _ in data]
     assert len(data) == 6
     assert all(6.5 <= h <= 7.5 or 20.5 <= h <= 21.5 for h in hours)

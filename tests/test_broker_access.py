@@ -45,9 +45,15 @@ from pydantic import SecretStr
 
 from access.broker import reload_broker, write_broker_auth
 from access.registry import Credentials, Registry
-from devices.topics import ack_topic, alert_subscription, alert_topic, telemetry_topic
+from devices.topics import (
+    ack_topic,
+    alert_subscription,
+    alert_topic,
+    on_behalf_ack_topic,
+    telemetry_topic,
+)
 from ingest.service import IngestOptions
-from moclo.mqtt import connection_login
+from moclo.mqtt import CONNECTION_SEPARATOR, connection_login
 from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest
@@ -327,7 +333,7 @@ class Matrix:
 
     def ack_marker(self) -> None:
         payload = orjson.dumps({"id": "0" * 12, "by": "marker", "note": uuid.uuid4().hex})
-        assert self.operator.publish(ack_topic(self.prefix, T1), payload) == 0
+        assert self.operator.publish(ack_topic(self.prefix, T1, "vet-m"), payload) == 0
         self.acks_delivered += 1
         wait_until(lambda: self.ingest_eye.received(payload), timeout_s=10, what="an ack marker")
 
@@ -373,8 +379,14 @@ class Matrix:
                 )
                 self.marker()
                 return "delivered" if self.serve_eye.received(payload) else "dropped"
+            # Under its account's name (what an operator may do, also as `NAME~acks`), or
+            # serve's topic for people.
             payload = orjson.dumps({"id": "f" * 12, "by": who.name, "note": uuid.uuid4().hex})
-            self.pubacks[(who.name, action)] = peer.publish(ack_topic(p, who.home), payload)
+            login = who.credentials[0] if who.credentials else "anonymous"
+            account = login.split(CONNECTION_SEPARATOR)[0]
+            on_behalf = who.name.startswith("serve")
+            topic = (on_behalf_ack_topic if on_behalf else ack_topic)(p, who.home, account)
+            self.pubacks[(who.name, action)] = peer.publish(topic, payload)
             self.ack_marker()
             if self.ingest_eye.received(payload):
                 self.acks_delivered += 1

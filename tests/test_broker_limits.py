@@ -39,8 +39,9 @@ from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, wait_until
 from tests.test_broker_access import Peer
-from tests.test_client_id_takeover import T1, T2, Closed, broker_config
+from tests.test_client_id_takeover import T1, T2, Closed
 from tests.test_client_id_takeover import closed as closed  # the fixture, for this module
+from tests.test_compose_access import broker_config
 
 COW = "cow_tracker"
 PACKET_TOO_LARGE = 0x95

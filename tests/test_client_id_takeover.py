@@ -300,15 +300,15 @@ def test_ingest_and_serve_keep_their_connections_while_acknowledging(
             topic = telemetry_topic(closed.prefix, T1, COW, device)
             assert peer.publish(topic, b"[" + b",".join(fever) + b"]") == 0
             peer.close()
-        with serve.client() as api:
-            alerts = wait_until(
-                lambda: (
-                    len(found := api.get("/api/alerts", params={"tenant": T1}).json()["alerts"])
-                    == 2
-                    and found
-                ),
-                what="two fever alerts",
-            )
+
+        def open_alerts() -> list[dict[str, str]]:
+            with serve.client() as api:
+                found: list[dict[str, str]] = api.get("/api/alerts", params={"tenant": T1}).json()[
+                    "alerts"
+                ]
+            return found if len(found) == 2 else []
+
+        alerts = wait_until(open_alerts, what="two fever alerts")
         token = serve.token([T1], role="operator", name="vet-ana")
 
         def acknowledge(alert_id: str) -> httpx.Response:

@@ -290,6 +290,8 @@ FAST_OR_NOT = [
     ("too-old", json.dumps(COW | {"ts": 1795327200 - 91 * 86_400}).encode()),
     ("huge-int", GOOD.replace(b'"seq": 7', b'"seq": 18446744073709551617')),
     ("float-for-int", GOOD.replace(b'"activity": ', b'"activity": 1.5, "x": ')),
+    ("whole-float-for-int", GOOD.replace(b'"activity": 420', b'"activity": 420.0')),
+    ("whole-float-in-an-array", json.dumps([COW, COW | {"seq": 8.0}]).encode()),
     ("leading-space", b" " + GOOD),
     ("bom", b"\xef\xbb\xbf" + GOOD),
     ("not-json", b"{nope"),
@@ -310,10 +312,15 @@ def test_the_fast_path_decides_exactly_as_the_careful_one(payload: bytes) -> Non
             st.fixed_dictionaries(
                 {
                     "ts": st.one_of(st.integers(0, 2**33), st.floats(allow_nan=False)),
-                    "seq": st.integers(-2, 2**65),
+                    # Integer fields also as whole floats (120.0), which both paths accept.
+                    "seq": st.one_of(st.integers(-2, 2**65), st.integers(-2, 2**65).map(float)),
                     "body_temp_c": st.one_of(st.floats(25, 50), st.integers(25, 50)),
-                    "activity": st.one_of(st.integers(-1, 12_000), st.floats(0, 10)),
-                    "rumination_min": st.integers(0, 70),
+                    "activity": st.one_of(
+                        st.integers(-1, 12_000),
+                        st.floats(0, 10),
+                        st.integers(-1, 12_000).map(float),
+                    ),
+                    "rumination_min": st.one_of(st.integers(0, 70), st.integers(0, 70).map(float)),
                     "lat": st.floats(-100, 100),
                     "lon": st.floats(-200, 200),
                     "battery_pct": st.floats(-5, 105),

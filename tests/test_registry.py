@@ -274,21 +274,25 @@ def test_broker_files_are_private_complete_and_rewritten_from_scratch(tmp_path: 
     assert blocks == {
         "user farm.cow-0001": ["topic write p/x/farm/cow_tracker/cow-0001/telemetry"],
         "user farm.cow-0002": ["topic write p/x/farm/cow_tracker/cow-0002/telemetry"],
-        "user ingest": ["topic read p/x/+/+/+/telemetry", "topic read p/x/+/acks"],
+        "user ingest": ["topic read p/x/+/+/+/telemetry", "topic read p/x/+/acks/#"],
         "user ingest~alerts": ["topic write p/x/+/alerts/+", "topic write p/x/+/alert-state/+/+"],
         "user dash": [
             "topic read p/x/+/+/+/telemetry",
             "topic read p/x/+/alerts/+",
             "topic read p/x/+/alert-state/#",
         ],
-        "user dash~acks": ["topic read p/x/+/alerts/+", "topic write p/x/+/acks"],
+        "user dash~acks": [
+            "topic read p/x/+/alerts/+",
+            "topic write p/x/+/acks/dash/on-behalf",
+        ],
         "user farm-app": ["topic read p/x/farm/alerts/+", "topic read p/x/farm/alert-state/#"],
         "user vet": [
             "topic read p/x/farm/alerts/+",
             "topic read p/x/farm/alert-state/#",
-            "topic write p/x/farm/acks",
+            "topic write p/x/farm/acks/vet",
         ],
-        "user vet~acks": ["topic read p/x/farm/alerts/+", "topic write p/x/farm/acks"],
+        # The account's name in the topic, whichever of its logins writes it.
+        "user vet~acks": ["topic read p/x/farm/alerts/+", "topic write p/x/farm/acks/vet"],
     }
     # No line before the first user block grants anything to anyone.
     head = auth.acl_file.read_text().split("\nuser ")[0]

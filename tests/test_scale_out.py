@@ -46,13 +46,13 @@ def member(settings: Settings, n: int, **changes: str) -> Settings:
 
 def test_the_subscriptions_of_each_mode(settings: Settings) -> None:
     prefix = settings.topic_prefix
-    assert subscriptions(settings) == (f"{prefix}/+/+/+/telemetry", f"{prefix}/+/acks")
+    assert subscriptions(settings) == (f"{prefix}/+/+/+/telemetry", f"{prefix}/+/acks/#")
     farms = settings.model_copy(update={"ingest_tenants": "farm-a,farm-b"})
     assert subscriptions(farms) == (
         f"{prefix}/farm-a/+/+/telemetry",
         f"{prefix}/farm-b/+/+/telemetry",
-        f"{prefix}/farm-a/acks",
-        f"{prefix}/farm-b/acks",
+        f"{prefix}/farm-a/acks/#",
+        f"{prefix}/farm-b/acks/#",
     )
     group = settings.model_copy(update={"ingest_share_group": "g1"})
     assert subscriptions(group) == (f"$share/g1/{prefix}/+/+/+/telemetry",)

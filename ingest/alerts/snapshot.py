@@ -29,6 +29,7 @@ from devices.rules import Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import BaselineState, DeltaState, load_state
 from ingest.alerts.engine import AlertEngine, DeviceState, Episode
+from ingest.private import FILE_MODE, create_private, private_folder
 
 log = logging.getLogger("moclo.alerts")
 
@@ -113,14 +114,80 @@ def dump(engine: AlertEngine) -> bytes:
     return job.result()
 
 
+class SnapshotInvalid(ValueError):
+    """The file is not a snapshot this version could have written (valid JSON of the wrong
+    shape, a hand edit, a disk that lost part of it): set it aside and restore from the store."""
+
+
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise SnapshotInvalid(what)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ints(values: list[Any], what: str) -> None:
+    _check(all(_is_int(v) for v in values), f"{what} must be whole numbers")
+
+
+def _check_rule(name: object, saved: object) -> None:
+    _check(isinstance(name, str) and isinstance(saved, list) and len(saved) == 8,
+           "each rule's state must be a list of 8 under its name")  # fmt: skip
+    assert isinstance(saved, list)
+    _check(isinstance(saved[0], str), "a rule's signature must be a string")
+    _ints(saved[1:6], "a rule's timers and counts")
+    episode = saved[6]
+    if episode is not None:
+        _check(
+            isinstance(episode, list)
+            and len(episode) == 5
+            and isinstance(episode[0], str)
+            and _is_int(episode[1])
+            and _is_int(episode[2])
+            and isinstance(episode[3], int | float)
+            and not isinstance(episode[3], bool)
+            and isinstance(episode[4], str),
+            "an episode must be [alert id, first seen, last seen, value, acknowledged by]",
+        )
+    _check(saved[7] is None or isinstance(saved[7], list), "a condition's history is a list")
+
+
+def _check_shape(snapshot: dict[str, Any]) -> None:
+    """Raises SnapshotInvalid unless every value has the type `_entry` and `result` write, so
+    that nothing of the wrong type reaches the engine and fails later, mid-ingest."""
+    clocks, devices = snapshot.get("clocks"), snapshot.get("devices")
+    _check(isinstance(clocks, dict), "clocks must be an object")
+    _check(isinstance(devices, list), "devices must be a list")
+    assert isinstance(clocks, dict) and isinstance(devices, list)
+    for clock in clocks.values():
+        _check(isinstance(clock, list) and len(clock) == 2, "a clock must be [seen, wall]")
+        _ints(clock, "a clock")
+    for entry in devices:
+        _check(isinstance(entry, list) and len(entry) == 7, "a device must be a list of 7")
+        _check(all(isinstance(v, str) for v in entry[:3]), "a device's address must be strings")
+        _ints(entry[3:6], "a device's newest time, interval and readings")
+        _check(isinstance(entry[6], dict), "a device's rules must be an object")
+        for name, saved in entry[6].items():
+            _check_rule(name, saved)
+
+
 def load(engine: AlertEngine, data: bytes) -> int:
-    """Fills a fresh engine from a snapshot; returns how many devices it restored."""
-    snapshot = orjson.loads(data)
+    """Fills a fresh engine from a snapshot; returns how many devices it restored. Raises
+    SnapshotInvalid for anything this version could not have written."""
+    try:
+        snapshot = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotInvalid(f"not JSON ({exc})") from None
+    _check(isinstance(snapshot, dict), f"a JSON {type(snapshot).__name__}, not an object")
+    _check(_is_int(snapshot.get("version")), "no version number: not a snapshot moclo wrote")
     if snapshot.get("version") != VERSION:
         log.warning("alert state snapshot has version %r, not %d: ignored",
                     snapshot.get("version"), VERSION)  # fmt: skip
         return 0
-    engine.clocks = {tenant: (int(c[0]), int(c[1])) for tenant, c in snapshot["clocks"].items()}
+    _check_shape(snapshot)
+    engine.clocks = {tenant: (c[0], c[1]) for tenant, c in snapshot["clocks"].items()}
     for tenant, device_type, device_id, newest, interval, readings, rules in snapshot["devices"]:
         device = engine.device(DeviceAddress(tenant, device_type, device_id))
         device.newest, device.interval, device.readings = newest, interval, readings
@@ -133,7 +200,10 @@ def load(engine: AlertEngine, data: bytes) -> int:
             if saved[6] is not None:
                 t.episode = Episode(*saved[6])
             if signature == _signature(t.rule) and saved[7] is not None:
-                t.condition = load_state(t.rule, saved[7])
+                try:
+                    t.condition = load_state(t.rule, saved[7])
+                except (TypeError, ValueError, IndexError) as exc:
+                    raise SnapshotInvalid(f"rule {t.rule.name}'s history: {exc}") from None
             elif signature != _signature(t.rule):
                 # What the history measures changed: it may mean something else now.
                 t.pending_since, t.pending_count = -1, 0
@@ -143,9 +213,9 @@ def load(engine: AlertEngine, data: bytes) -> int:
 
 def write(path: Path, data: bytes) -> None:
     """Replaces the snapshot at `path` atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     temporary = path.with_suffix(".tmp")
-    with temporary.open("wb") as file:
+    with os.fdopen(create_private(temporary, truncate=True), "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
@@ -155,6 +225,20 @@ def write(path: Path, data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def set_aside(path: Path) -> Path:
+    """Renames an unusable snapshot to `<name>.bad-<UTC stamp>` (0600: it holds alert state)
+    so that someone can look at it, and the next snapshot does not overwrite it."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.bad-{stamp}")
+    n = 1
+    while aside.exists():  # two bad starts within a second
+        n += 1
+        aside = path.with_name(f"{path.name}.bad-{stamp}-{n}")
+    os.replace(path, aside)
+    os.chmod(aside, FILE_MODE)
+    return aside
 
 
 def read(path: Path) -> bytes | None:

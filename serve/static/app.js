@@ -4,9 +4,10 @@
 // this server's /api (see /api/openapi.json); the live parts from /api/stream (Server-Sent
 // Events). On every (re)connect of the stream the lists are loaded again, so a dropped
 // connection never leaves a stale picture behind.
-// Signing in: a pasted API token is sent once to POST /api/session, which keeps it in an
-// HttpOnly cookie (this script never holds it afterwards); every request and the stream carry
-// the cookie, and a 401 anywhere brings the sign-in screen back.
+// Signing in: a pasted API token is sent once to POST /api/session, which starts a server-side
+// session and sets its id in an HttpOnly cookie (neither the token nor the id is held by this
+// script afterwards); every request and the stream carry the cookie, and a 401 anywhere brings
+// the sign-in screen back.
 "use strict";
 
 const state = {
@@ -44,7 +45,7 @@ async function api(path, params = {}, options = {}) {
   }
   const response = await fetch(url, options);
   if (response.status === 401) {
-    showSignIn(state.who ? "Your session has ended (the token was revoked?): sign in again." : "");
+    showSignIn(state.who ? "Your session has ended (signed out, expired, or the token was revoked): sign in again." : "");
     throw new SignedOut("signed out");
   }
   const body = await response.json();
@@ -97,7 +98,7 @@ async function signIn(event) {
   event.preventDefault();
   const input = $("token");
   const token = input.value.trim();
-  input.value = "";  // the cookie holds it from now on, out of this script's reach
+  input.value = "";  // the session's cookie stands for it from now on, out of this script's reach
   const response = await fetch("/api/session", {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }),
   });

@@ -152,6 +152,8 @@ def test_ingest_checks_the_registry_provision_fills(compose: dict[str, Any]) -> 
             services["provision"], registry
         )
     assert services["ingest"]["environment"]["MOCLO_UNREGISTERED"] == "reject"
+    # Its client id is its login, the broker's name for its session (use_username_as_clientid).
+    assert "MOCLO_INGEST_CLIENT_ID" not in services["ingest"]["environment"]
 
 
 def test_everything_that_logs_in_waits_for_provision(compose: dict[str, Any]) -> None:
@@ -328,6 +330,10 @@ def test_the_compose_services_log_in_and_every_reading_is_stored(
         assert influx.count("moclo_rejected", "error") == 0
         spoof = _publish_as_device_elsewhere(here, broker)
         assert spoof == 135  # PUBACK: not authorised
+        # The broker named ingest's session by its login, which is also its spool folder.
+        assert " as compose-ingest (p5," in broker.log_path.read_text()
+        spool = Path(ingest_env["MOCLO_SPOOL_DIR"])
+        assert [p.name for p in spool.iterdir()] == ["compose-ingest"]
     finally:
         ingest.terminate()
         ingest.wait(30)

@@ -75,7 +75,7 @@ LISTENER_SETTINGS = ("use_username_as_clientid true",)
 # Sizes, consistent with ingest's own limit (ingest/decode.py DEFAULT_MAX_PAYLOAD_BYTES; a test
 # holds them equal). Without them a device may publish 268 MB and the broker queues up to a
 # million of those for ingest, which reads each whole.
-MAX_PAYLOAD_BYTES = 256 * 1024  # larger: dropped (PUBACK 0x95 over MQTT 5, plain over 3.1.1)
+MAX_PAYLOAD_BYTES = 256 * 1024  # larger: ingest rejects it, recorded as payload_too_large
 MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 8 * 1024  # larger: the client is disconnected unread
 # What the broker keeps for a persistent session (ingest's) while it is away: about 16 minutes
 # of outage at 1,000 readings/s. The bytes bound is the count's at 512 bytes a message (a
@@ -96,8 +96,13 @@ AUTOSAVE_INTERVAL_S = 5
 
 # Global settings of every configuration moclo ships or generates (moclo/stack.py,
 # deploy/mosquitto/mosquitto.conf, `config_lines`; tests/test_broker_limits.py holds them equal).
+#
+# The size bound is `max_packet_size` alone: a packet over it closes the publisher's
+# connection unread, which every client notices. `message_size_limit` would instead drop a
+# payload over 256 KiB behind a plain PUBACK for MQTT 3.1.1 devices (a silent loss the device
+# cannot see; Mosquitto itself recommends max_packet_size). A payload between 256 KiB and the
+# packet bound reaches ingest, which rejects it as `payload_too_large`, recorded with its reason.
 BROKER_SETTINGS = (
-    f"message_size_limit {MAX_PAYLOAD_BYTES}",
     f"max_packet_size {MAX_PACKET_BYTES}",
     f"max_queued_messages {MAX_QUEUED_MESSAGES}",
     f"max_queued_bytes {MAX_QUEUED_BYTES}",

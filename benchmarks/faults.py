@@ -348,8 +348,8 @@ def hostile_corpus(now: int) -> list[tuple[str, bytes, str]]:
     return [
         (cow, b'{"a":' * 2000, "too_deep"),
         (cow, b"[" * 1100 + b"]" * 1100, "too_deep"),
-        # No payload over 256 KiB: the broker drops it before ingest (message_size_limit,
-        # tests/test_broker_limits.py), and its PUBACK 0x95 makes paho close the connection.
+        # No payload over the broker's packet bound (264 KiB): it closes the connection
+        # (tests/test_broker_limits.py); ingest's own payload_too_large is tested there.
         (cow, reading().replace(b"38.6", b"NaN"), "bad_json"),
         (cow, reading().replace(b"38.6", b"Infinity"), "bad_json"),
         (cow, reading().replace(b"38.6", b"1e999"), "bad_json"),

@@ -10,8 +10,9 @@ loopback only. Broker settings, and why:
 - `max_queued_messages 1000000` and `max_queued_bytes` (512 MB): what the broker holds for
   ingest's persistent session while it is away. At 1,000 readings/s that is about 16 minutes of
   outage before the broker drops messages (it counts them in $SYS/broker/publish/messages/
-  dropped). With `message_size_limit` (256 KiB, ingest's own limit) and `max_packet_size`, all
-  in access/broker.py BROKER_SETTINGS, shared with every configuration moclo ships.
+  dropped). With `max_packet_size` (264 KiB: ingest's own 256 KiB payload limit and room for
+  the topic), all in access/broker.py BROKER_SETTINGS, shared with every configuration moclo
+  ships.
 - `persistence true`, `autosave_interval 5`: queued messages survive a broker restart; a kill -9
   of the broker loses what it acknowledged since its last save, at most about 6 s.
 - with a password file, `use_username_as_clientid true` on every listener: a client's id is its

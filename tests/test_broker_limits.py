@@ -2,15 +2,14 @@
 generates (the `closed` fixture: `moclo up`'s, `moclo broker-auth write`'s lines, compose's
 mosquitto.conf).
 
-A device that publishes more than ingest accepts (256 KiB of payload) is refused by the broker:
-the payload never reaches ingest, so ingest never reads, holds or rejects it, and what ingest
-holds stays within its window plus one largest message. A payload of exactly the limit is
-delivered and stored (the positive control). Mosquitto 2.0.11 drops a payload over
-`message_size_limit` ("Dropped too large PUBLISH" in its log) and answers an MQTT 3.1.1 client
-with a plain PUBACK, an MQTT 5 client with PUBACK 0x95 ("packet too large", which MQTT 5 does
-not list for a PUBACK, so paho 2.2 closes the connection as a protocol error: the publish
-fails either way); it closes the connection of a client whose packet is over
-`max_packet_size`, without reading it.
+A device that publishes a packet over `max_packet_size` (ingest's 256 KiB payload limit plus
+8 KiB for the topic and headers) is cut off by the broker, which closes its connection without
+reading the packet: it never reaches ingest, and what ingest holds stays within its window plus
+one packet of at most that size. A payload of exactly 256 KiB is delivered and stored (the
+positive control); one a byte over it reaches ingest and is rejected as `payload_too_large`,
+recorded with its reason, over MQTT 3.1.1 and 5 alike. (Not `message_size_limit`: Mosquitto
+2.0.11 drops such a payload behind a plain PUBACK to an MQTT 3.1.1 device, a loss that neither
+the device nor ingest would see.)
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from tests.test_client_id_takeover import closed as closed  # the fixture, for t
 from tests.test_compose_access import broker_config
 
 COW = "cow_tracker"
-PACKET_TOO_LARGE = 0x95
 CUT_OFF = -1  # Peer.publish: the connection closed before an answer
 
 
@@ -106,16 +104,12 @@ def test_an_oversized_publish_is_refused_at_the_broker_and_never_reaches_ingest(
             # At the limit: delivered and stored, over both protocols (the positive control).
             assert v5.publish(d_topic, padded(1, MAX_PAYLOAD_BYTES)) == 0
             assert old.publish(b_topic, padded(2, MAX_PAYLOAD_BYTES)) == 0
-            # One byte over: dropped. MQTT 5's publish fails; 3.1.1 cannot be told, and stays.
-            assert v5.publish(d_topic, padded(3, MAX_PAYLOAD_BYTES + 1)) in (
-                PACKET_TOO_LARGE,
-                CUT_OFF,
-            )
+            # One byte over: within the packet bound, so ingest gets it and rejects it with
+            # its reason (below); nothing is dropped behind the device's back.
+            assert v5.publish(d_topic, padded(3, MAX_PAYLOAD_BYTES + 1)) == 0
             assert old.publish(b_topic, padded(4, MAX_PAYLOAD_BYTES + 1)) == 0
-            assert not old.disconnected.is_set()
+            assert not old.disconnected.is_set() and not v5.disconnected.is_set()
             # A marker from each, then what a flooding device tries: 16 MB in one packet.
-            v5.close()
-            v5 = Peer(broker.port, "device D again", closed.creds("device D"))
             assert v5.publish(d_topic, padded(5, 300)) == 0
             assert old.publish(b_topic, padded(6, 300)) == 0
             for peer, topic in ((v5, d_topic), (old, b_topic)):
@@ -127,14 +121,16 @@ def test_an_oversized_publish_is_refused_at_the_broker_and_never_reaches_ingest(
         wait_until(lambda: influx.count(COW, "seq") == 4, what="the four allowed readings stored")
         rows = influx.query(f'SELECT seq FROM "{COW}"')
         assert sorted(int(row["seq"]) for row in rows) == [1, 2, 5, 6]
-        # Nothing oversized reached ingest: it received exactly the four, rejected nothing, and
-        # what it holds is bounded by its window plus one message of at most the limit.
-        assert running.ingest.source.messages_received == 4
-        assert influx.count("moclo_rejected", "error") == 0
+        # The two a byte over were rejected with their reason, one each; the 16 MB packets
+        # never reached ingest, and what it holds is bounded by its window plus one packet.
+        wait_until(lambda: influx.count("moclo_rejected", "error") == 2, what="the two rejections")
+        rejected = influx.query('SELECT "error", "reason" FROM "moclo_rejected"')
+        assert [row["reason"] for row in rejected] == ["payload_too_large"] * 2
+        assert running.ingest.source.messages_received == 6
         port = running.ingest.http_port
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         pending = int(float(metrics.split("\nmoclo_pending_bytes ")[1].split()[0]))
-        assert 0 <= pending <= window_bytes + MAX_PAYLOAD_BYTES
+        assert 0 <= pending <= window_bytes + MAX_PACKET_BYTES
 
 
 def test_what_the_broker_acknowledged_survives_a_kill_9_after_its_next_save(

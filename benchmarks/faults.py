@@ -348,8 +348,9 @@ def hostile_corpus(now: int) -> list[tuple[str, bytes, str]]:
     return [
         (cow, b'{"a":' * 2000, "too_deep"),
         (cow, b"[" * 1100 + b"]" * 1100, "too_deep"),
-        # No payload over the broker's packet bound (264 KiB): it closes the connection
-        # (tests/test_broker_limits.py); ingest's own payload_too_large is tested there.
+        # Over ingest's 256 KiB but within the broker's packet bound (264 KiB); a larger
+        # packet closes the connection at the broker (tests/test_broker_limits.py).
+        (cow, b"x" * (260 * 1024), "payload_too_large"),
         (cow, reading().replace(b"38.6", b"NaN"), "bad_json"),
         (cow, reading().replace(b"38.6", b"Infinity"), "bad_json"),
         (cow, reading().replace(b"38.6", b"1e999"), "bad_json"),

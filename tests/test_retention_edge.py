@@ -3,20 +3,24 @@ drops a point older than the retention only when no other point of the same writ
 shard group; a point in the same shard group as a fresher one is stored. So what a part of a
 batch is refused for depends on its neighbours, and a part sent alone may be refused more
 points than it was in the whole batch: the sink must not conclude from those counts that a
-part it never sent again holds no refused point. Against the real InfluxDB 1.6.7."""
+part it never sent again holds no refused point. Nor does the count include a line InfluxDB
+could not parse in the same write. Against the real InfluxDB 1.6.7."""
 
 from __future__ import annotations
 
 import re
 import time
+import uuid
 
 import orjson
 
 from devices.topics import telemetry_topic
 from ingest.service import IngestOptions
 from moclo.settings import Settings
+from moclo.stack import InfluxServer
 from tests.conftest import RunningIngest
 from tests.helpers import COW, Influx, publish_all, wait_until
+from tests.test_partial_writes import DAY_NS, short_retention, write_through
 
 HOUR = 3600
 
@@ -74,3 +78,19 @@ def test_a_point_dropped_beside_one_stored_by_its_shard_group_is_not_lost(
         # Nothing acknowledged is lost: the point InfluxDB dropped is recorded as rejected.
         assert 3 in rejected, f"stored {stored}, rejected {rejected}: reading 3 is lost"
         assert running.error is None
+
+
+def test_a_line_influxdb_cannot_parse_beside_a_point_beyond_the_retention_is_not_lost(
+    influxdb: InfluxServer,
+) -> None:
+    # 1.x answers such a batch "points beyond retention policy dropped=1": the line it could
+    # not parse is not in that count, which is one more reason the count is only a bound.
+    influx = Influx(influxdb.url, f"masked_{uuid.uuid4().hex[:8]}")
+    short_retention(influx, "1h")
+    now = time.time_ns()
+    lines = ["m,device_id=a v=1i " + str(now), f"m,device_id=b v=2i {now - 3 * DAY_NS}"]
+    lines.append(f"m,device_id=c v=3x {now}")  # not line protocol
+    refused = write_through(influxdb.url, influx.database, lines)
+    assert [index for index, _ in refused] == [1, 2], refused
+    assert "beyond retention" in refused[0][1] and "unable to parse" in refused[1][1]
+    assert influx.count("m", "v") == 1

@@ -564,11 +564,13 @@ class Ingest:
     async def _restore_alerts(self) -> None:
         """Rebuilds the engine: the snapshot, then stored changes newer than it."""
         engine = self.pipeline.engine
-        data = await asyncio.to_thread(snapshot.read, self.snapshot_path)
         devices = 0
         try:
+            # A file that cannot be read (a folder where it should be, no permission) is as
+            # unusable as one of the wrong shape.
+            data = await asyncio.to_thread(snapshot.read, self.snapshot_path)
             devices = await asyncio.to_thread(snapshot.load, engine, data) if data else 0
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
             # A damaged snapshot costs learnt history, not alerts: the store still has those.
             # Kept aside for a look; left in place, the next snapshot would overwrite it.
             aside = await asyncio.to_thread(snapshot.set_aside, self.snapshot_path)

@@ -9,11 +9,12 @@
   Only halves that still fail are split again, and where the left half of a refused part is
   stored the right half must hold the refusal, so it is split without being sent whole: a batch
   of N lines with k refused costs at most 1 + 2k·ceil(log2 N) requests, not 2N. Where the answer
-  counts the refused points (beyond the retention), a part that holds none of them is not sent
-  again at all, as InfluxDB stored it with the partial write: 1 + k·(ceil(log2(N/k)) + 2) at
-  most. Sending an accepted line again only overwrites its point with the same values, and the
-  left-to-right order of the writes keeps the last of two lines with the same point the one
-  stored, as in one request.
+  counts the refused points (beyond the retention), a single line known to be one of them is
+  not sent again; the count is only a lower bound for a part not sent alone (InfluxDB keeps a
+  point beyond the retention when another point of the write opens its shard group), so a
+  part it says holds none is still sent. Sending an accepted line again only overwrites its
+  point with the same values, and the left-to-right order of the writes keeps the last of two
+  lines with the same point the one stored, as in one request.
 - Refused for any other reason (auth, missing database): `InfluxRefused` propagates, because no
   retry or split can fix configuration.
 """
@@ -199,15 +200,15 @@ class InfluxSink:
         if left_error is not None:
             await self._isolate(left, offset, refused, left_error, answered=True, retry=retry)
         left_count = 0 if left_error is None else _refused_count(left_error)
-        if count is not None and left_count is not None:
+        if count is not None and left_count is not None and count > left_count:
             # The count of refused lines is known (an answer that names only points beyond
-            # the retention, and how many): the rest of them are in the right half, which
-            # InfluxDB stored but for those; if none is left, there is nothing to send.
-            if count > left_count:
-                rest = _with_count(error, count - left_count)
-                await self._isolate(
-                    right, offset + middle, refused, rest, answered=False, retry=retry
-                )
+            # the retention, and how many): at least the rest of them are in the right half,
+            # which InfluxDB stored but for those. Only "at least": InfluxDB keeps a point
+            # beyond the retention when another point of the same write opens its shard group,
+            # so the left half sent alone may be refused more than it was in `lines`. Where
+            # none seems left, the right half is sent below rather than trusted.
+            rest = _with_count(error, count - left_count)
+            await self._isolate(right, offset + middle, refused, rest, answered=False, retry=retry)
             return
         if left_error is None and error.status != 413:
             # A refusal for content is the same every time: with the left half stored, the

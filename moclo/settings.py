@@ -70,7 +70,9 @@ ENVIRONMENT = {
 
 _CLIENT_ID = r"^[A-Za-z0-9._-]+$"
 DEFAULT_INGEST_CLIENT_ID = "moclo-ingest"
-_PASSWORD_IN_URL = re.compile(r"(://[^:@/]*:)[^@/]*@")
+# The password runs to the authority's last @ (`user:p@ss@host` logs in with `p@ss`, as
+# urlsplit and httpx read it), so all of it is masked, not just what precedes its own @.
+_PASSWORD_IN_URL = re.compile(r"(://[^:@/]*:)[^/?#]*@")
 
 
 def display_url(url: str) -> str:

@@ -130,3 +130,22 @@ def mosquitto_free_env() -> dict[str, str]:
         "MOCLO_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
         "MOCLO_HTTP_LISTEN": "off",
     }
+
+
+def test_a_password_holding_an_at_sign_is_masked_whole(
+    auth_influx: InfluxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `user:p@ss@host` works (the URL's last @ ends the login, as urlsplit and httpx read it),
+    # so no part of such a password may show either.
+    password = "pa@ss-tail-x7"
+    query = f"CREATE USER atsign WITH PASSWORD '{password}' WITH ALL PRIVILEGES"
+    httpx.post(
+        f"{auth_influx.url}/query", data={"q": query}, auth=("admin", SECRET), timeout=10
+    ).raise_for_status()
+    url = f"http://atsign:{password}@{auth_influx.host}:{auth_influx.port}"
+    monkeypatch.setenv("MOCLO_INFLUX_URL", url)
+    result = moclo("query", "cow-1", "--since", "1h", "--influx-db", "never_written", timeout_s=60)
+    assert result.returncode == 1, result.stderr
+    assert "has no database 'never_written'" in result.stderr  # it did log in
+    assert "ss-tail-x7" not in result.stdout + result.stderr
+    assert f"http://atsign:***@127.0.0.1:{auth_influx.port}" in result.stderr

@@ -83,3 +83,15 @@ def test_control_a_good_snapshot_is_used_and_not_set_aside(settings: Settings) -
     folder = Path(settings.spool_dir) / settings.ingest_id
     assert (folder / "alert-state.json").exists()
     assert list(folder.glob("alert-state.json.bad-*")) == []
+
+
+def test_a_snapshot_that_is_a_folder_is_set_aside_and_ingest_starts(settings: Settings) -> None:
+    # A bind mount of a file that did not exist yet leaves a folder in its place (Docker does
+    # so): reading it fails with an OSError, which must cost learnt history, not ingest.
+    open_fever_in_the_store(settings)
+    folder = Path(settings.spool_dir) / settings.ingest_id
+    (folder / "alert-state.json").mkdir(parents=True)
+    with RunningIngest(settings, IngestOptions(linger_s=0.05)) as running:
+        assert running.stats.open_alerts == 1, "the open fever is restored from the store"
+    assert len(list(folder.glob("alert-state.json.bad-*"))) == 1
+    assert (folder / "alert-state.json").is_file(), "the snapshot is written again on the way out"

@@ -221,8 +221,18 @@ async def broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
     try:
         yield client
     except aiomqtt.MqttError as exc:
+        # moclo's brokers allow one connection per login: a second client logging in with the
+        # same one (another `moclo alerts --follow`) takes this connection's place, and over
+        # MQTT 3.1.1 the broker just closes it, so say both causes.
+        taken = (
+            f", or another client logged in as {endpoint.username!r} and took this "
+            "connection's place (the broker allows one connection per login)"
+            if endpoint.username
+            else ""
+        )
         raise MqttUnreachable(
-            f"lost the MQTT broker at {endpoint.display()} ({exc}); run the command again"
+            f"lost the MQTT broker at {endpoint.display()} ({exc}): it went away{taken}; "
+            "run the command again"
         ) from None
     finally:
         with contextlib.suppress(aiomqtt.MqttError):  # the connection may be gone already

@@ -1,11 +1,15 @@
 """One connection per login (`use_username_as_clientid`): what a person sees when a second
-client logs in with the same login as a running `moclo alerts --follow`."""
+client logs in with the same login as a running `moclo alerts --follow` or `moclo serve`."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from pydantic import SecretStr
 
 from moclo.settings import Settings
+from tests.conftest import RunningServe
 from tests.helpers import wait_until
 from tests.test_alerts_cli import Process, connection
 from tests.test_broker_access import T1, Secured, secured  # noqa: F401 (a fixture)
@@ -39,3 +43,25 @@ def test_a_follow_pushed_off_by_the_same_login_says_why(
         first.close()
         if second is not None:
             second.close()
+
+
+def test_two_serves_with_one_login_say_why_their_live_streams_drop(
+    secured: Secured,  # noqa: F811
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two `moclo serve` with the same account push each other off the broker every half
+    second, for as long as both run. Their log must name the cause, not only "broker
+    unavailable"."""
+    caplog.set_level(logging.WARNING, logger="moclo.serve")
+    user, password = secured.creds("serve")
+    update = {"mqtt_username": user, "mqtt_password": SecretStr(password)}
+    web = settings.model_copy(
+        update={"mqtt_url": secured.broker.url, "serve_listen": "127.0.0.1:0", **update}
+    )
+    cause = f"another client logged in as {user!r}"
+    with RunningServe(web), RunningServe(web):
+        wait_until(
+            lambda: any(cause in record.getMessage() for record in caplog.records),
+            what="a warning naming the login that took the live stream's place",
+        )

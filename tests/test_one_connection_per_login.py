@@ -3,6 +3,7 @@ client logs in with the same login as a running `moclo alerts --follow` or `mocl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -10,8 +11,8 @@ from pydantic import SecretStr
 
 from moclo.settings import Settings
 from tests.conftest import RunningServe
-from tests.helpers import wait_until
-from tests.test_alerts_cli import Process, connection
+from tests.helpers import Influx, moclo, wait_until
+from tests.test_alerts_cli import Process, _open_alert, connection
 from tests.test_broker_access import T1, Secured, secured  # noqa: F401 (a fixture)
 
 
@@ -65,3 +66,25 @@ def test_two_serves_with_one_login_say_why_their_live_streams_drop(
             lambda: any(cause in record.getMessage() for record in caplog.records),
             what="a warning naming the login that took the live stream's place",
         )
+
+
+def test_an_ack_by_an_account_without_an_acks_login_says_so(
+    secured: Secured,  # noqa: F811
+    settings: Settings,
+    influx: Influx,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`moclo alerts ack` logs in as `ACCOUNT~acks`, which only operator and serve accounts
+    have (and brokers whose files were generated before it have not). Refused, it must not
+    send the person looking for a broker that is down or at the wrong address."""
+    alert = dataclasses.replace(_open_alert(), tenant=T1)
+    influx.write([alert.to_line()])
+    user, password = secured.creds("app farm-one")
+    monkeypatch.setenv("MOCLO_MQTT_USERNAME", user)
+    monkeypatch.setenv("MOCLO_MQTT_PASSWORD", password)
+    live = settings.model_copy(update={"mqtt_url": secured.broker.url})
+    result = moclo("alerts", "ack", alert.alert_id, "--timeout", "1s", *connection(live))
+    assert result.returncode == 1
+    assert f"refused the login '{user}~acks'" in result.stderr, result.stderr
+    assert "only operator and serve accounts have it" in result.stderr
+    assert "Is it running?" not in result.stderr

@@ -1,5 +1,6 @@
 """One connection per login (`use_username_as_clientid`): what a person sees when a second
-client logs in with the same login as a running `moclo alerts --follow` or `moclo serve`."""
+client logs in with the same login as a running `moclo alerts --follow`, `moclo serve` or
+`moclo ingest`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import logging
 import pytest
 from pydantic import SecretStr
 
+from ingest.service import IngestOptions
 from moclo.settings import Settings
-from tests.conftest import RunningServe
+from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import Influx, moclo, wait_until
 from tests.test_alerts_cli import Process, _open_alert, connection
 from tests.test_broker_access import T1, Secured, secured  # noqa: F401 (a fixture)
@@ -88,3 +90,28 @@ def test_an_ack_by_an_account_without_an_acks_login_says_so(
     assert f"refused the login '{user}~acks'" in result.stderr, result.stderr
     assert "only operator and serve accounts have it" in result.stderr
     assert "Is it running?" not in result.stderr
+
+
+def test_two_ingests_with_one_login_say_why_their_connections_drop(
+    secured: Secured,  # noqa: F811
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two `moclo ingest` with the same account take the one session from each other about
+    every second, each then consuming a part of the readings (alert rules judge fragments).
+    Mosquitto 2.0.11 closes the older connection without a reason code, so paho says only
+    "Unspecified error": the log must name the cause."""
+    caplog.set_level(logging.WARNING, logger="moclo.ingest")
+    user, password = secured.creds("ingest")
+    update = {"mqtt_username": user, "mqtt_password": SecretStr(password)}
+    first = settings.model_copy(
+        update={"mqtt_url": secured.broker.url, "ingest_client_id": None, **update}
+    )
+    second = first.model_copy(update={"ingest_client_id": "second"})  # its own spool folder
+    cause = f"another client logged in as {user!r}"
+    options = IngestOptions(linger_s=0.05)
+    with RunningIngest(first, options), RunningIngest(second, options):
+        wait_until(
+            lambda: any(cause in record.getMessage() for record in caplog.records),
+            what="a warning naming the login that took ingest's connection",
+        )

@@ -66,7 +66,9 @@ _SAFE_PREFIX = re.compile(r"[!-~]+")
 
 # In each listener's section of every configuration moclo ships or generates (moclo/stack.py,
 # deploy/mosquitto/mosquitto.conf, `config_lines`): Mosquitto 2.0 applies it to the listener
-# it follows only, and ignores it before the first `listener` line (checked with 2.0.11).
+# it follows only. Before the first `listener` line it is not ignored: it sets up Mosquitto's
+# default listener, which 2.0.11 then opens on port 1883 on every interface (IPv4 and IPv6),
+# beside the configured ones.
 # It replaces the client id a client sends with its username, so a valid login cannot take
 # another login's id (wiping or taking over ingest's session and what is queued for it), and
 # refuses clients without a username.
@@ -132,6 +134,8 @@ class BrokerAuth:
             "# In the section of EVERY listener (after its `listener` line; Mosquitto applies",
             "# it to that listener only): a client's id is its login, so no login can take",
             "# another's session. Each login then holds one connection at a time.",
+            "# Never before the first `listener` line: there Mosquitto 2.0 opens a listener of",
+            "# its own on port 1883 on every interface.",
             *LISTENER_SETTINGS,
         ]
 

@@ -258,10 +258,21 @@ class MqttSource:
             # From now on, acknowledgements for this connection's messages are not sent: the
             # next connection may reuse their packet ids.
             self._connection += 1
-        self.connected = False
+        was_connected, self.connected = self.connected, False
         self._last_error = f"disconnected: {reason}"
         if reason.is_failure:
-            log.warning("MQTT connection lost (%s); paho reconnects with backoff", reason)
+            # moclo's brokers allow one connection per login (Mosquitto 2.0.11 just closes the
+            # older one, "Unspecified error" here): a second ingest with this login takes the
+            # session, and each reconnect takes it back, splitting the readings between them.
+            username = self.endpoint.username
+            log.warning(
+                "MQTT connection lost (%s)%s; paho reconnects with backoff",
+                reason,
+                f", or another client logged in as {username!r} took this connection's place "
+                "(the broker allows one connection per login: give each ingest its own account)"
+                if was_connected and username
+                else "",
+            )
 
     def _on_subscribe(
         self,

@@ -41,7 +41,7 @@ from devices.topics import (
 from ingest.alerts.record import Alert, StoredChange
 from ingest.influx import InfluxError, quote_string
 from moclo.database import open_influx
-from moclo.mqtt import MqttEndpoint, MqttUnreachable
+from moclo.mqtt import CONNECTION_SEPARATOR, MqttEndpoint, MqttUnreachable
 from moclo.settings import Settings
 from query.alerts import parse_alert
 
@@ -217,12 +217,35 @@ async def broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
     try:
         await client.__aenter__()
     except aiomqtt.MqttError as exc:
+        refused = isinstance(exc, aiomqtt.MqttCodeError) and getattr(exc.rc, "value", exc.rc) == 135
+        username = endpoint.username or ""
+        if refused and CONNECTION_SEPARATOR in username:
+            # Not a broker that is down: the second login of an account that has none (an
+            # app, ingest) or that the broker's files predate.
+            account = username.split(CONNECTION_SEPARATOR)[0]
+            raise MqttUnreachable(
+                f"the broker at {endpoint.display()} refused the login {username!r}, which "
+                f"acknowledgements use for the account {account!r} (same password): only "
+                f"operator and serve accounts have it. If {account!r} is one, its password is "
+                "wrong (MOCLO_MQTT_PASSWORD), or the broker's files predate that login: "
+                "regenerate them (`moclo broker-auth write`) and reload the broker"
+            ) from None
         raise endpoint.unreachable(CONNECT_TIMEOUT_S, str(exc)) from None
     try:
         yield client
     except aiomqtt.MqttError as exc:
+        # moclo's brokers allow one connection per login: a second client logging in with the
+        # same one (another `moclo alerts --follow`) takes this connection's place, and over
+        # MQTT 3.1.1 the broker just closes it, so say both causes.
+        taken = (
+            f", or another client logged in as {endpoint.username!r} and took this "
+            "connection's place (the broker allows one connection per login)"
+            if endpoint.username
+            else ""
+        )
         raise MqttUnreachable(
-            f"lost the MQTT broker at {endpoint.display()} ({exc}); run the command again"
+            f"lost the MQTT broker at {endpoint.display()} ({exc}): it went away{taken}; "
+            "run the command again"
         ) from None
     finally:
         with contextlib.suppress(aiomqtt.MqttError):  # the connection may be gone already

@@ -179,16 +179,27 @@ class LiveHub:
         try:
             delay = 0.5
             while not stop.is_set():
+                was_connected = False
                 try:
                     async with self._client() as client:
                         delay = 0.5
+                        was_connected = True
                         await self._consume(client, stop)
                 except aiomqtt.MqttError as exc:
                     self.connected.clear()
+                    # moclo's brokers allow one connection per login: another serve with the
+                    # same login takes this connection's place (and this one, reconnecting,
+                    # takes it back), which over MQTT 3.1.1 looks like any lost connection.
+                    username = self._settings.mqtt.username
                     log.warning(
-                        "live stream: broker at %s unavailable (%s); retrying in %.1fs",
+                        "live stream: broker at %s unavailable (%s)%s; retrying in %.1fs",
                         self._settings.mqtt.display(),
                         exc,
+                        f", or another client logged in as {username!r} took this connection's "
+                        "place (the broker allows one connection per login: give each serve "
+                        "its own account)"
+                        if was_connected and username
+                        else "",
                         delay,
                     )
                     with contextlib.suppress(TimeoutError):

@@ -240,8 +240,8 @@ def test_every_listener_of_every_closed_config_names_clients_by_their_login(
     tmp_path: Path, repo_root: Path
 ) -> None:
     """Mosquitto 2.0.11 applies `use_username_as_clientid` to the listener it follows only
-    (and ignores it before the first one), so each listener section must carry it: a TLS
-    listener without it would leave the takeover open there."""
+    (before the first one it opens a listener on port 1883 instead), so each listener
+    section must carry it: a TLS listener without it would leave the takeover open there."""
     auth = BrokerAuth(tmp_path / "passwords", tmp_path / "acl")
     tls = LocalTls(*(tmp_path / name for name in ("tls", "ca.crt", "ca.key", "s.crt", "s.key")))
     up = MosquittoServer(

@@ -195,3 +195,17 @@ def test_the_cookie_is_secure_behind_a_tls_proxy_only_when_serve_trusts_the_prox
     with RunningServe(chosen) as serve:
         assert secure_cookie(serve, token, via="127.0.0.2")
         assert not secure_cookie(serve, token, via="127.0.0.3")
+
+
+def test_behind_a_proxy_sign_in_needs_the_pages_host_passed_on(served: RunningServe) -> None:
+    """What the README says about a proxy: the Origin check compares the page's host with
+    `Host` (or `X-Forwarded-Host`), so a proxy that sends its upstream's address as `Host`
+    (nginx's default) and no `X-Forwarded-Host` gets every sign-in refused."""
+    token = served.token(["farm"], role="viewer")
+    page = {"Origin": "https://dash.example.org"}
+    with httpx.Client(base_url=served.url, timeout=10) as proxy:
+        upstream_host = proxy.post("/api/session", json={"token": token}, headers=page)
+        assert upstream_host.status_code == 403, upstream_host.text
+        for passed_on in ({"Host": "dash.example.org"}, {"X-Forwarded-Host": "dash.example.org"}):
+            answer = proxy.post("/api/session", json={"token": token}, headers=page | passed_on)
+            assert answer.status_code == 200, (passed_on, answer.text)

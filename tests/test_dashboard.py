@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -20,8 +21,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from devices.topics import telemetry_topic
 from moclo.settings import Settings
+from serve.auth import SESSION_COOKIE
 from tests.conftest import RunningIngest, RunningServe
-from tests.helpers import COW, publish_all, wait_until
+from tests.helpers import COW, Influx, publish_all, wait_until
 from tests.test_serve import NOW, cow_history, pacemaker
 
 SHOTS = Path(__file__).resolve().parent.parent / "docs"
@@ -228,3 +230,27 @@ def test_an_injected_inline_script_is_refused_by_the_policy(
         )
     finally:
         context.close()
+
+
+def test_a_session_ended_elsewhere_is_not_called_a_revoked_token(
+    page: Page, influx: Influx, serve: RunningServe
+) -> None:
+    """The live stream of a session that ended (signed out in another window, 7 days old)
+    while its token is still valid: the sign-in screen must not tell the person that their
+    token was revoked and to use another (they would ask for a new token for nothing)."""
+    # Plain HTTP: Influx.query runs an event loop, which Playwright's sync API forbids here.
+    made = httpx.post(f"{influx.url}/query", data={"q": f'CREATE DATABASE "{influx.database}"'})
+    assert made.status_code == 200, made.text
+    token = serve.token(["farm"], role="viewer", name="wall-screen")
+    signed_in = page.request.post(f"{serve.url}/api/session", data={"token": token})
+    assert signed_in.ok, signed_in.text()
+    page.goto(serve.url + "/")
+    expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    [cookie] = [c["value"] for c in page.context.cookies() if c["name"] == SESSION_COOKIE]
+    with httpx.Client(base_url=serve.url, cookies={SESSION_COOKIE: cookie}, timeout=10) as other:
+        assert other.delete("/api/session", headers={"Origin": serve.url}).status_code == 204
+    expect(page.locator("#sign-in")).to_be_visible(timeout=10_000)  # the stream's check: 2 s
+    expect(page.locator("#sign-in-error")).to_contain_text("session has ended")
+    expect(page.locator("#sign-in-error")).not_to_contain_text("revoked: sign in with another")
+    with serve.client(token) as still:  # the token itself is fine: the positive control
+        assert still.get("/api/session").status_code == 200

@@ -162,3 +162,50 @@ def test_a_session_survives_a_restart_of_serve(
     with RunningServe(chosen, clock=clock) as second:
         assert works_everywhere(second, cookie)
         assert refused_everywhere(second, secrets.token_urlsafe(32))
+
+
+def secure_cookie(serve: RunningServe, token: str, *, via: str) -> bool:
+    """Whether signing in through a TLS proxy at address `via` (which says so with
+    `X-Forwarded-Proto: https`) gets a `Secure` cookie."""
+    transport = httpx.HTTPTransport(local_address=via)
+    with httpx.Client(base_url=serve.url, transport=transport, timeout=10) as proxy:
+        answer = proxy.post(
+            "/api/session", json={"token": token}, headers={"X-Forwarded-Proto": "https"}
+        )
+        assert answer.status_code == 200, answer.text
+        flags = {part.strip().lower() for part in answer.headers["set-cookie"].split(";")[1:]}
+        return "secure" in flags
+
+
+def test_the_cookie_is_secure_behind_a_tls_proxy_only_when_serve_trusts_the_proxy(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the README says about a TLS-terminating proxy: serve (uvicorn) believes
+    `X-Forwarded-Proto` only from the addresses in FORWARDED_ALLOW_IPS (default: loopback), so
+    a proxy on another address (another host, another container) must be named there, or the
+    session cookie is sent without `Secure`. 127.0.0.2 stands for such a proxy."""
+    update = {"serve_listen": "127.0.0.1:0", "registry": str(tmp_path / "registry.sqlite")}
+    chosen = settings.model_copy(update=update)
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    with RunningServe(chosen) as serve:
+        token = serve.token(["farm"], role="viewer")
+        assert secure_cookie(serve, token, via="127.0.0.1")  # a proxy on the same host
+        assert not secure_cookie(serve, token, via="127.0.0.2")  # anywhere else: not believed
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.2")
+    with RunningServe(chosen) as serve:
+        assert secure_cookie(serve, token, via="127.0.0.2")
+        assert not secure_cookie(serve, token, via="127.0.0.3")
+
+
+def test_behind_a_proxy_sign_in_needs_the_pages_host_passed_on(served: RunningServe) -> None:
+    """What the README says about a proxy: the Origin check compares the page's host with
+    `Host` (or `X-Forwarded-Host`), so a proxy that sends its upstream's address as `Host`
+    (nginx's default) and no `X-Forwarded-Host` gets every sign-in refused."""
+    token = served.token(["farm"], role="viewer")
+    page = {"Origin": "https://dash.example.org"}
+    with httpx.Client(base_url=served.url, timeout=10) as proxy:
+        upstream_host = proxy.post("/api/session", json={"token": token}, headers=page)
+        assert upstream_host.status_code == 403, upstream_host.text
+        for passed_on in ({"Host": "dash.example.org"}, {"X-Forwarded-Host": "dash.example.org"}):
+            answer = proxy.post("/api/session", json={"token": token}, headers=page | passed_on)
+            assert answer.status_code == 200, (passed_on, answer.text)

@@ -280,7 +280,8 @@ function connectStream() {
   source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 1000); });
   source.addEventListener("unauthorized", () => {
     source.close();
-    showSignIn("Your token was revoked: sign in with another.");
+    // The page's stream always comes with its session: revoking the token is one way it ends.
+    showSignIn("Your session has ended (signed out, expired, or the token was revoked): sign in again.");
   });
   source.onerror = () => {
     live.className = "live off"; live.textContent = "reconnecting…";

@@ -7,6 +7,7 @@ refreshes the README's `docs/dashboard.png` and `docs/device.png`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from devices.topics import telemetry_topic
 from moclo.settings import Settings
 from serve.auth import SESSION_COOKIE
+from serve.live import MAX_STREAMS
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, Influx, publish_all, wait_until
 from tests.test_serve import NOW, cow_history, pacemaker
@@ -254,3 +256,33 @@ def test_a_session_ended_elsewhere_is_not_called_a_revoked_token(
     expect(page.locator("#sign-in-error")).not_to_contain_text("revoked: sign in with another")
     with serve.client(token) as still:  # the token itself is fine: the positive control
         assert still.get("/api/session").status_code == 200
+
+
+def test_a_page_beyond_its_tokens_live_streams_says_so_and_goes_live_when_one_closes(
+    page: Page, influx: Influx, serve: RunningServe
+) -> None:
+    """A token's eight live streams are all held elsewhere (other screens): the page's own
+    stream is refused with 429, which EventSource cannot see; the page must say why it is not
+    live rather than show "reconnecting…" forever, and go live once a place is free."""
+    made = httpx.post(f"{influx.url}/query", data={"q": f'CREATE DATABASE "{influx.database}"'})
+    assert made.status_code == 200, made.text
+    token = serve.token(["farm"], role="viewer", name="many-screens")
+    # The other screens hold their streams without reading them, so closing one here closes
+    # its socket at once (a reading thread would keep it until the next heartbeat).
+    with contextlib.ExitStack() as held:
+        client = held.enter_context(serve.client(token))
+        screens = [
+            held.enter_context(client.stream("GET", "/api/stream?tenant=farm"))
+            for _ in range(MAX_STREAMS)
+        ]
+        assert [screen.status_code for screen in screens] == [200] * MAX_STREAMS
+        signed_in = page.request.post(f"{serve.url}/api/session", data={"token": token})
+        assert signed_in.ok, signed_in.text()
+        page.goto(serve.url + "/")
+        expect(page.locator("#error")).to_contain_text(
+            f"{MAX_STREAMS} live streams open already", timeout=15_000
+        )
+        expect(page.locator("#live")).to_have_text("not live")
+        screens[0].close()  # one screen goes away: the page takes its place
+        expect(page.locator("#live")).to_have_text("live", timeout=20_000)
+        expect(page.locator("#error")).to_be_hidden()

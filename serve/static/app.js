@@ -18,6 +18,7 @@ const state = {
   since: "24h",
   charts: [],             // [{plot, field, data}] on a device page
   stream: null,
+  streamRefused: false,   // the last stream was refused for want of a place (429)
   who: null,               // {name, role, tenants (null: every tenant)} once signed in
 };
 const SEVERITY_RANK = { info: 0, warning: 1, critical: 2 };
@@ -273,6 +274,7 @@ function connectStream() {
   const live = $("live");
   source.addEventListener("hello", () => {
     live.className = "live on"; live.textContent = "live";
+    if (state.streamRefused) { state.streamRefused = false; showError(null); }
     refresh();  // whatever happened while we were away
   });
   source.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
@@ -290,9 +292,37 @@ function connectStream() {
     if (source.readyState !== EventSource.CLOSED) return;
     setTimeout(async () => {
       if (state.stream !== source) return;
-      try { await api("/api/session"); connectStream(); } catch (error) { showError(error); setTimeout(connectStream, 5000); }
+      try {
+        await api("/api/session");
+        const refusal = await streamRefusal(params);
+        if (refusal) {
+          // Every live place of this token is taken (other tabs or screens): say so, and
+          // take one when it is free.
+          state.streamRefused = true;
+          live.textContent = "not live";
+          showError(refusal);
+          setTimeout(() => { if (state.stream === source) connectStream(); }, 10000);
+          return;
+        }
+        connectStream();
+      } catch (error) { showError(error); setTimeout(connectStream, 5000); }
     }, 2000);
   };
+}
+
+// EventSource does not say why a stream was refused. A 429 (the token holds as many live
+// streams as it may) must be told, not shown as "reconnecting…" forever; the question takes a
+// stream's place for a moment when there is room, so it is asked only after a refusal.
+async function streamRefusal(params) {
+  const probe = new AbortController();
+  try {
+    const answer = await fetch(`/api/stream?${params}`, { signal: probe.signal });
+    if (answer.status !== 429) return null;
+    const body = await answer.json();
+    return `Not live: ${body.error || "this token has too many live streams open"}`;
+  } finally {
+    probe.abort();
+  }
 }
 
 function onReadings(readings) {

@@ -28,7 +28,7 @@ account's `~acks` login writes under the account's name, not its own: it is the 
 The broker names every connection by its login (`use_username_as_clientid`, see
 `LISTENER_SETTINGS`), so no login can take another's client id and with it a session and what
 is queued for it. A login then holds one connection at a time: a second one with the same
-login takes the first one's place. The `~` logins (moclo/mqtt.py `connection_login`) give
+login takes the first one's place. The `~` logins (core/mqtt.py `connection_login`) give
 ingest and serve, which need two connections, a second one with the same secret and only the
 rights that connection uses.
 """
@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from access.registry import MqttLogin, Registry
+from core.mqtt import connection_login
 from devices.topics import (
     ack_subscription,
     ack_topic,
@@ -54,7 +55,6 @@ from devices.topics import (
     telemetry_subscription,
     telemetry_topic,
 )
-from moclo.mqtt import connection_login
 
 PASSWORD_FILE = "passwords"
 ACL_FILE = "acl"

@@ -44,9 +44,9 @@ from benchmarks.alerts_report import Figures, report
 from benchmarks.alerts_stack import local_servers
 from benchmarks.alerts_throughput import drain, throughput
 from benchmarks.machine import machine, server_versions, write_results
+from core.settings import Settings
 from ingest.service import IngestOptions
 from moclo.logs import configure_logging
-from moclo.settings import Settings
 
 
 def _child(mode: str, raw: str) -> None:

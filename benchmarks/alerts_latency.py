@@ -28,12 +28,12 @@ import paho.mqtt.client as paho
 
 from benchmarks.alerts_stack import ROOT, TENANTS, BenchmarkFailed, Servers, child_command
 from benchmarks.stored_latency import StoredWatcher
+from core.mqtt import MqttEndpoint, make_client
+from core.settings import Settings
 from devices.base import format_timestamp, parse_timestamp
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import alert_subscription, telemetry_topic
 from ingest.service import Ingest, IngestOptions
-from moclo.mqtt import MqttEndpoint, make_client
-from moclo.settings import Settings
 from simulators.publisher import MqttPublisher
 
 _DEFAULTS = IngestOptions()

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from moclo.settings import Settings
+from core.settings import Settings
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 
 DAY = 86_400.0

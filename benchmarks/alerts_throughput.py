@@ -31,10 +31,10 @@ from benchmarks.alerts_stack import (
     influxql,
     peak_rss_mb,
 )
+from core.mqtt import MqttEndpoint
+from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
 from ingest.service import Ingest, IngestOptions, IngestStats
-from moclo.mqtt import MqttEndpoint
-from moclo.settings import Settings
 from simulators.clock import SimulatedClock
 from simulators.fleet import Fleet, FleetSpec
 from simulators.publisher import MqttPublisher

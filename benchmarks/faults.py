@@ -29,9 +29,9 @@ import httpx
 import orjson
 
 from benchmarks.machine import machine
+from core.durations import parse_duration
+from core.mqtt import MqttEndpoint
 from devices.topics import telemetry_topic
-from moclo.durations import parse_duration
-from moclo.mqtt import MqttEndpoint
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from simulators.publisher import MqttPublisher
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import ingest_nodered
-from moclo.settings import ENVIRONMENT, Settings
+from core.settings import ENVIRONMENT, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 Launch = tuple[list[str], dict[str, str]]  # argv, environment

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from moclo.settings import Settings
+from core.settings import Settings
 
 NODE_RED = "4.1.15"
 CONTRIB_INFLUXDB = "0.7.0"

@@ -42,8 +42,8 @@ from benchmarks.alerts_throughput import check_stored, publish_all
 from benchmarks.ingest_contenders import ROOT, Contender, topic_filter
 from benchmarks.ingest_data import Shape
 from benchmarks.ingest_procfs import cpu_seconds, peak_rss_mb
+from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from moclo.settings import Settings
 
 POLL_S = 0.05
 LIMIT_S = 900.0  # per drain; far beyond the slowest contender at 100,000 readings

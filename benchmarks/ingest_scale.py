@@ -44,7 +44,7 @@ from benchmarks.ingest_round import (
     points_written,
     readings_stored,
 )
-from moclo.settings import Settings
+from core.settings import Settings
 
 MEMBERS = (1, 2, 4)
 

@@ -42,8 +42,8 @@ import paho.mqtt.client as paho
 from benchmarks.alerts_stack import BenchmarkFailed
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.query_stack import Served, Stack, ingest, serve, simulate
+from core.mqtt import MqttEndpoint, make_client
 from devices.topics import alert_subscription, telemetry_topic
-from moclo.mqtt import MqttEndpoint, make_client
 from simulators.publisher import MqttPublisher
 
 RULE = "fever"

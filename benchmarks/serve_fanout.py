@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import orjson
 
+from core.settings import Settings
 from devices.topics import telemetry_topic
-from moclo.settings import Settings
 from serve.live import Event, LiveHub, Stream, StreamFilter
 
 # A cow collar's reading, as the simulators send it.

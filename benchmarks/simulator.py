@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import machine
-from moclo.mqtt import MqttEndpoint
+from core.mqtt import MqttEndpoint
 from moclo.stack import MosquittoServer, free_port
 from simulators.clock import WallClock
 from simulators.publisher import MqttPublisher

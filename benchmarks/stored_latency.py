@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 
 from benchmarks.alerts_stack import BenchmarkFailed
+from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from moclo.settings import Settings
 
 BUCKET_S = 0.01
 POLL_S = 0.01  # pause between two answers

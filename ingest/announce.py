@@ -21,10 +21,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from core.mqtt import MqttEndpoint, make_client
 from devices.topics import alert_state_topic, alert_topic
 from ingest.alerts import Alert
 from ingest.paho_fast import release_sockets
-from moclo.mqtt import MqttEndpoint, make_client
 
 log = logging.getLogger("moclo.ingest.announce")
 

@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from access.known import RegisteredDevices
+from core.mqtt import connection_login
+from core.settings import Settings
 from devices.topics import ack_subscription, shared, telemetry_subscription
 from ingest.alerts import Alert, AlertEngine, snapshot
 from ingest.alerts.history import latest_changes
@@ -64,8 +66,6 @@ from ingest.rejections import RejectionLog
 from ingest.sink import InfluxSink, RefusedLine, WriteAborted
 from ingest.source import Message, MqttSource
 from ingest.spool import Spool, SpoolFull
-from moclo.mqtt import connection_login
-from moclo.settings import Settings
 
 log = logging.getLogger("moclo.ingest")
 

@@ -35,8 +35,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from core.mqtt import MqttEndpoint, make_client
 from ingest.paho_fast import FastClient, release_sockets
-from moclo.mqtt import MqttEndpoint, make_client
 
 log = logging.getLogger("moclo.ingest.source")
 

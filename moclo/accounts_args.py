@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from access.registry import ROLES
-from moclo.settings import Settings
+from core.settings import Settings
 
 ACCOUNTS_EPILOG = """\
 roles (what each may do on the broker, {p} being the topic prefix):

@@ -11,8 +11,8 @@ from pathlib import Path
 from access.broker import BrokerAuthError, local_broker_pid, reload_broker, write_broker_auth
 from access.issued import IssuedFileError, check_env_file, write_account_env
 from access.registry import Registry, RegistryError, Role
+from core.settings import Settings
 from moclo.devices_cli import after_change, print_table
-from moclo.settings import Settings
 
 _USE = {
     "ingest": "set MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD in `moclo ingest`'s environment",

@@ -15,7 +15,7 @@ part.
      ├── AckRefused            ingest took it and refused it (`bad_ack` in moclo_rejected)
      └── AckTimeout            ingest did not confirm in time: is it running?
 
-A broker that cannot be reached is `moclo.mqtt.MqttUnreachable`, as everywhere else.
+A broker that cannot be reached is `core.mqtt.MqttUnreachable`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 import aiomqtt
 import orjson
 
+from core.mqtt import CONNECTION_SEPARATOR, MqttEndpoint, MqttUnreachable
+from core.settings import Settings
 from devices.rules import format_seconds
 from devices.topics import (
     ACCOUNT_NAME,
@@ -41,8 +43,6 @@ from devices.topics import (
 from ingest.alerts.record import Alert, StoredChange
 from ingest.influx import InfluxError, quote_string
 from moclo.database import open_influx
-from moclo.mqtt import CONNECTION_SEPARATOR, MqttEndpoint, MqttUnreachable
-from moclo.settings import Settings
 from query.alerts import parse_alert
 
 CONNECT_TIMEOUT_S = 5.0

@@ -9,9 +9,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from core.settings import Settings
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from moclo.args import connection_flags, duration
-from moclo.settings import Settings
 from query.errors import QueryError
 from query.times import parse_since
 

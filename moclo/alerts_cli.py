@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterable
 
+from core.settings import Settings
 from devices.rules import SEVERITIES
 from devices.topics import alert_subscription
 from ingest.alerts.history import find_alert
@@ -35,7 +36,6 @@ from ingest.influx import InfluxError
 from moclo import acks
 from moclo.acks import check_ack_text
 from moclo.database import open_influx
-from moclo.settings import Settings
 from query.alerts import AlertFilter, alert_json, current_alerts, parse_alert
 
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}

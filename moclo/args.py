@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from moclo.durations import parse_duration
+from core.durations import parse_duration
 
 
 def duration(text: str) -> float:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
+from core.mqtt import MqttEndpoint
+from core.settings import ENVIRONMENT, Settings, SettingsError, url_has_password
 from ingest.influx import InfluxError
 from moclo import (
     accounts_args,
@@ -27,8 +29,6 @@ from moclo import (
 )
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
-from moclo.mqtt import MqttEndpoint
-from moclo.settings import ENVIRONMENT, Settings, SettingsError, url_has_password
 from moclo.stack import ServerError
 
 EPILOG = """\

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from core.settings import Settings
 from ingest.influx import InfluxClient, InfluxRefused
-from moclo.settings import Settings
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from moclo.settings import Settings
+from core.settings import Settings
 
 DEVICES_EPILOG = """\
 examples:

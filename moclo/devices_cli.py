@@ -18,9 +18,9 @@ from typing import Any
 from access.broker import BrokerAuthError, sync_broker_auth
 from access.issued import IssuedFileError, append_device_credentials
 from access.registry import Credentials, DeviceRecord, DeviceSpec, Registry, RegistryError
+from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import telemetry_topic
-from moclo.settings import Settings
 
 IMPORT_FIELDS = ("tenant", "device_type", "device_id")
 Saver = Callable[[list[tuple[DeviceRecord, Credentials]]], None]

@@ -22,7 +22,7 @@ from access.broker import BrokerAuth, write_broker_auth
 from access.registry import DeviceSpec, Registry, Role
 from access.tls import LocalTls, ensure_local_tls
 from access.tokens import Tokens
-from moclo.settings import Settings
+from core.settings import Settings
 from simulators.run import SimulationOptions, build_fleet
 
 INGEST_ACCOUNT = "moclo-up-ingest"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.settings import Settings
 from moclo.args import connection_flags
-from moclo.settings import Settings
 
 QUERY_EPILOG = """\
 examples:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import orjson
 
+from core.settings import Settings
 from moclo.database import open_influx
-from moclo.settings import Settings
 from query.errors import QueryError
 from query.render import render_csv, render_table
 from query.request import parse_series_request

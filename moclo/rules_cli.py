@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.settings import ENVIRONMENT
 from devices.catalogue import DEVICE_TYPES
 from devices.rules import Rule, describe
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from ingest.alerts.rulebook import Override, RuleBook
 from ingest.alerts.rulesfile import DURATIONS, RulesFileError, load_rules_file, tally
-from moclo.settings import ENVIRONMENT
 
 RULES_FILE_VARIABLE = ENVIRONMENT["rules_file"]
 _TOML_KEY = {field: key for key, field in DURATIONS.items()}

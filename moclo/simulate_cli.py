@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.settings import Settings
 from moclo.args import connection_flags, duration
-from moclo.settings import Settings
 
 if TYPE_CHECKING:
     from simulators.faults import FaultRates

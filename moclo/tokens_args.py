@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from moclo.settings import Settings
+from core.settings import Settings
 
 TOKENS_EPILOG = """\
 examples:

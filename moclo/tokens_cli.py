@@ -15,7 +15,7 @@ import sys
 from typing import cast
 
 from access.tokens import Role, TokenError, TokenRecord, Tokens, TokenStoreError, UnknownToken
-from moclo.settings import Settings
+from core.settings import Settings
 
 _COLUMNS = ("ID", "NAME", "ROLE", "TENANTS", "CREATED", "LAST USED")
 

@@ -22,10 +22,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from access.broker import PID_FILE
+from core.settings import Settings, url_has_password
 from ingest.alerts import Alert
 from ingest.service import Ingest, IngestOptions, IngestStats
 from moclo.local_access import LocalAccess, provision
-from moclo.settings import Settings, url_has_password
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
 from serve.server import bind, run_serve

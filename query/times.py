@@ -2,7 +2,7 @@
 
 A time is RFC 3339 with an offset (`2026-11-22T06:00:00Z`), a date (`2026-11-22`, midnight
 UTC), Unix epoch seconds (`1795327200`), `now`, or now plus or minus a duration (`now-6h`,
-`-6h`). A duration is `30s`, `5m`, `6h`, `7d` (see `moclo/durations.py`).
+`-6h`). A duration is `30s`, `5m`, `6h`, `7d` (see `core/durations.py`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from core.durations import parse_duration, shown
 from devices.base import MAX_TS_NS, MIN_TS_NS, parse_timestamp
 from devices.rules import format_seconds
-from moclo.durations import parse_duration, shown
 from query.errors import QueryError
 
 NS = 1_000_000_000

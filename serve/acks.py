@@ -27,10 +27,10 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI
 from pydantic import BaseModel, Field
 
+from core.settings import Settings
 from ingest.alerts.history import find_alert
 from ingest.influx import InfluxClient
 from moclo import acks
-from moclo.settings import Settings
 from query.alerts import alert_json
 from serve.auth import Caller
 from serve.errors import BadParameter, ErrorBody, Forbidden, UnknownAlert

@@ -31,12 +31,12 @@ from starlette.background import BackgroundTask
 
 from access.sessions import Sessions
 from access.tokens import Principal, Tokens
+from core.settings import Settings
 from devices.base import format_timestamp
 from devices.rules import Severity
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from ingest.alerts.record import Alert
 from ingest.influx import InfluxClient
-from moclo.settings import Settings
 from query.alerts import (
     SEVERITY_RANK,
     AlertFilter,

@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from access.tokens import TokenStoreError
+from core.mqtt import MqttUnreachable
 from ingest.influx import InfluxError
 from moclo import acks
-from moclo.mqtt import MqttUnreachable
 from query.errors import QueryError, UnknownDevice
 
 

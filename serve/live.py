@@ -43,10 +43,10 @@ import aiomqtt
 import orjson
 
 from access.known import RegisteredDevices
+from core.settings import Settings
 from devices.base import format_timestamp
 from devices.topics import DeviceAddress, alert_subscription, telemetry_subscription
 from ingest.decode import Decoded, Decoder, Limits
-from moclo.settings import Settings
 from query.alerts import alert_json, parse_alert
 from serve.errors import TooManyStreams
 

@@ -19,8 +19,8 @@ import uvicorn
 
 from access.sessions import Sessions
 from access.tokens import Tokens
+from core.settings import Settings
 from ingest.influx import InfluxClient
-from moclo.settings import Settings
 from serve.api import create_app
 from serve.headers import SecurityHeaders
 from serve.live import LiveHub

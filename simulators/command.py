@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from moclo.settings import Settings
+from core.settings import Settings
 from simulators.run import SimulationOptions, SimulationResult, run_simulation
 
 

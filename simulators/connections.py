@@ -18,7 +18,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from moclo.mqtt import MqttEndpoint, MqttUnreachable, make_client
+from core.mqtt import MqttEndpoint, MqttUnreachable, make_client
 from simulators.window import AckWindow
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from moclo.mqtt import MqttEndpoint, make_client
+from core.mqtt import MqttEndpoint, make_client
 from simulators.window import AckWindow
 
 

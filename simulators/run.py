@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from core.durations import parse_duration
+from core.mqtt import MqttEndpoint
 from devices.base import parse_timestamp
-from moclo.durations import parse_duration
-from moclo.mqtt import MqttEndpoint
 from simulators.clock import Clock, ScaledClock, SimulatedClock, WallClock
 from simulators.connections import DeviceConnections
 from simulators.faults import FaultRates

@@ -45,8 +45,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.durations import parse_duration
 from devices.base import parse_timestamp
-from moclo.durations import parse_duration
 from simulators.faults import FaultRates
 from simulators.fleet import FleetSpec
 from simulators.run import ScriptedEvent, SimulationOptions, build_fleet

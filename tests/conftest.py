@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from access.tokens import Role, Tokens
+from core.settings import Settings
 from ingest.service import Ingest, IngestOptions, IngestStats
-from moclo.settings import Settings
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.helpers import Influx
 

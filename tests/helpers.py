@@ -15,9 +15,9 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from core.mqtt import MqttEndpoint, make_client
+from core.settings import Settings
 from ingest.influx import InfluxClient, InfluxRefused
-from moclo.mqtt import MqttEndpoint, make_client
-from moclo.settings import Settings
 
 T = TypeVar("T")
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from core.settings import Settings
 from devices.topics import alert_subscription, telemetry_topic
-from moclo.settings import Settings
 from moclo.stack import free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, Subscriber, cow_json, publish_all, wait_until

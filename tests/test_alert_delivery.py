@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from core.settings import Settings
 from devices.base import parse_timestamp
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import (
@@ -29,7 +30,6 @@ from devices.topics import (
     telemetry_topic,
 )
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, Subscriber, publish_all, wait_until
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from moclo.settings import Settings
+from core.settings import Settings
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, simulate_cli, wait_until
 

@@ -30,9 +30,9 @@ import httpx
 import orjson
 import pytest
 
+from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from moclo.stack import InfluxServer, MosquittoServer
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, publish_all, wait_until

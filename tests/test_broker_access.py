@@ -45,6 +45,8 @@ from pydantic import SecretStr
 
 from access.broker import reload_broker, write_broker_auth
 from access.registry import Credentials, Registry
+from core.mqtt import CONNECTION_SEPARATOR, connection_login
+from core.settings import Settings
 from devices.topics import (
     ack_topic,
     alert_subscription,
@@ -53,8 +55,6 @@ from devices.topics import (
     telemetry_topic,
 )
 from ingest.service import IngestOptions
-from moclo.mqtt import CONNECTION_SEPARATOR, connection_login
-from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, wait_until

@@ -30,10 +30,10 @@ from access.broker import (
     MAX_QUEUED_MESSAGES,
     BrokerAuth,
 )
+from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.decode import DEFAULT_MAX_PAYLOAD_BYTES
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, wait_until

@@ -31,9 +31,9 @@ from pydantic import SecretStr
 from access.broker import BrokerAuth, write_broker_auth
 from access.registry import Credentials, Registry
 from access.tls import LocalTls
+from core.settings import Settings
 from devices.topics import alert_subscription, telemetry_topic
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import Influx, connack_code, cow_json, log_since, wait_until

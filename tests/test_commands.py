@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from core.mqtt import MqttEndpoint, make_client
+from core.settings import Settings
 from devices.topics import telemetry_topic
-from moclo.mqtt import MqttEndpoint, make_client
-from moclo.settings import Settings
 from moclo.stack import free_port, port_open
 from tests.helpers import Influx, connack_code, cow_json, moclo, publish_all, wait_until
 

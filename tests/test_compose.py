@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from core.settings import ENVIRONMENT, SECRET_FILES, Settings
 from moclo.cli import build_parser
-from moclo.settings import ENVIRONMENT, SECRET_FILES, Settings
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
+from core.settings import Settings
 from devices.topics import telemetry_topic
-from moclo.settings import Settings
 from serve.auth import SESSION_COOKIE
 from serve.live import MAX_STREAMS
 from tests.conftest import RunningIngest, RunningServe

@@ -8,7 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from moclo.settings import Settings
+from core.settings import Settings
 from simulators.faults import REJECTED_AS, FaultInjector, FaultRates
 from simulators.run import SimulationOptions, run_simulation
 from tests.conftest import RunningIngest

@@ -28,6 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
 from devices.rules import ThresholdRule
 from devices.topics import DeviceAddress, telemetry_topic
@@ -37,7 +38,6 @@ from ingest.decode import ValidReading
 from ingest.influx import InfluxClient, Series
 from ingest.lineprotocol import ALERTS_MEASUREMENT, reading_line
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from moclo.stack import InfluxServer, MosquittoServer
 from simulators.fleet import FleetSpec
 from simulators.run import ScriptedEvent, SimulationOptions, run_simulation

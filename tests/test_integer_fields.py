@@ -12,11 +12,11 @@ import jsonschema
 import orjson
 import pytest
 
+from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import telemetry_topic
 from ingest.decode import Decoded, Decoder, RejectReason
 from ingest.lineprotocol import reading_line
-from moclo.settings import Settings
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, moclo, publish_all, wait_until
 from tests.test_decode import ARRIVAL_NS

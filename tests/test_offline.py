@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from moclo.settings import Settings
+from core.settings import Settings
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import SimulatedClock
 from simulators.faults import FaultRates

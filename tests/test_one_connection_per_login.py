@@ -10,8 +10,8 @@ import logging
 import pytest
 from pydantic import SecretStr
 
+from core.settings import Settings
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import Influx, moclo, wait_until
 from tests.test_alerts_cli import Process, _open_alert, connection

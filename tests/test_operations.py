@@ -12,11 +12,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from core.mqtt import make_client
+from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.decode import Limits
 from ingest.service import IngestOptions
-from moclo.mqtt import make_client
-from moclo.settings import Settings
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until

@@ -15,11 +15,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from core.mqtt import MqttEndpoint, make_client
+from core.settings import Settings
 from devices.topics import telemetry_subscription, telemetry_topic
 from ingest.paho_fast import FastClient, _ReadAhead
 from ingest.source import Message, MqttSource
-from moclo.mqtt import MqttEndpoint, make_client
-from moclo.settings import Settings
 from moclo.stack import MosquittoServer
 from tests.helpers import wait_until
 

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.influx import InfluxClient
 from ingest.service import IngestOptions
 from ingest.sink import InfluxSink
-from moclo.settings import Settings
 from moclo.stack import InfluxServer
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until

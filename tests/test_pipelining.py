@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.influx import InfluxRefused
 from ingest.service import IngestOptions
 from ingest.source import Message
-from moclo.settings import Settings
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until
 

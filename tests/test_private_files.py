@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from ingest.alerts import snapshot
 from ingest.service import IngestOptions
 from ingest.spool import Spool
-from moclo.settings import Settings
 from tests.conftest import RunningIngest
 
 

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from core.settings import Settings
 from ingest.influx import InfluxClient
-from moclo.settings import Settings
 from query import fleet as fleet_module
 from query import series as series_module
 from query.errors import AmbiguousDevice, QueryError, UnknownDevice

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from moclo.settings import Settings
+from core.settings import Settings
 from moclo.stack import free_port
 from query.render import BARS, render_table, sparkline
 from query.series import SeriesQuery, SeriesResult, TimeSeries

@@ -24,10 +24,10 @@ from access.registry import (
     Registry,
     RegistryError,
 )
+from core.settings import Settings
 from devices.topics import DeviceAddress
 from ingest.decode import Decoded, Decoder, RejectReason
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
 from simulators.credentials import load_credentials
 from simulators.scenario import load_scenario

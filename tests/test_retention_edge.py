@@ -14,9 +14,9 @@ import uuid
 
 import orjson
 
+from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from moclo.stack import InfluxServer
 from tests.conftest import RunningIngest
 from tests.helpers import COW, Influx, publish_all, wait_until

@@ -11,9 +11,9 @@ from contextlib import ExitStack
 
 import pytest
 
+from core.settings import Settings, SettingsError
 from devices.topics import telemetry_topic
 from ingest.service import IngestOptions, subscriptions
-from moclo.settings import Settings, SettingsError
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until
 

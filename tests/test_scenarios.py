@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from moclo.settings import Settings
 from simulators.clock import SimulatedClock
 from simulators.run import SimulationOptions, build_fleet
 from simulators.scenario import ScenarioError, load_scenario, shipped

@@ -17,10 +17,10 @@ import httpx
 import orjson
 import pytest
 
+from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.alerts.record import Alert
 from ingest.influx import InfluxClient
-from moclo.settings import Settings
 from query.request import parse_series_request
 from query.series import run_series
 from serve.live import Event, Stream, StreamFilter

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from access.registry import Registry
+from core.settings import Settings
 from devices.topics import alert_topic, telemetry_topic
 from ingest.alerts.record import Alert
-from moclo.settings import Settings
 from serve.live import MAX_STREAMS, LiveHub, Stream, StreamFilter
 from tests.conftest import RunningServe
 from tests.helpers import COW, publish_all, wait_until

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from moclo.settings import Settings
+from core.settings import Settings
 from serve.auth import SESSION_ABSOLUTE_S, SESSION_COOKIE, SESSION_IDLE_S
 from tests.conftest import RunningServe
 from tests.helpers import moclo, wait_until

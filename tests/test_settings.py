@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from moclo.settings import ENVIRONMENT, Settings, SettingsError
+from core.settings import ENVIRONMENT, Settings, SettingsError
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -180,8 +180,8 @@ def test_a_secret_file_that_cannot_be_used_is_a_clear_error(
 
 
 def test_every_secret_file_variable_is_documented(repo_root: Path) -> None:
+    from core.settings import SECRET_FILES
     from moclo.cli import EPILOG
-    from moclo.settings import SECRET_FILES
 
     readme = (repo_root / "README.md").read_text()
     for variable in SECRET_FILES.values():

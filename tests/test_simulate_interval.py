@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from moclo.settings import Settings
+from core.settings import Settings
 from tests.helpers import Subscriber, simulate_cli, wait_until
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import orjson
 
-from moclo.mqtt import MqttEndpoint
-from moclo.settings import Settings
+from core.mqtt import MqttEndpoint
+from core.settings import Settings
 from moclo.stack import MosquittoServer, free_port
 from simulators.clock import SimulatedClock
 from simulators.faults import FaultRates

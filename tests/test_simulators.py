@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from moclo.settings import Settings
 from moclo.stack import MosquittoServer, free_port
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import SimulatedClock

@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from core.settings import Settings
 from ingest.alerts import AlertEngine
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from tests.conftest import RunningIngest
 from tests.helpers import Influx
 from tests.test_alerts import cows

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from core.settings import Settings
 from devices.topics import telemetry_subscription, telemetry_topic
 from ingest.source import MqttSource
-from moclo.settings import Settings
 from tests.helpers import publish_all, wait_until
 
 

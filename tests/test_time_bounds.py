@@ -8,9 +8,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from core.settings import Settings
 from moclo import alerts_args, query_args
 from moclo.cli import build_parser
-from moclo.settings import Settings
 from tests.conftest import RunningServe
 from tests.helpers import Influx
 from tests.series_data import readings, store

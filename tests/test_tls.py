@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from access.tls import LocalTls, ensure_local_tls, issue_client_certificate
-from moclo.mqtt import MqttEndpoint, make_client
+from core.mqtt import MqttEndpoint, make_client
 from moclo.stack import MosquittoServer, free_port
 from tests.helpers import wait_until
 

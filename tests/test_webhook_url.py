@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.service import IngestOptions
-from moclo.settings import Settings
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, moclo, publish_all, wait_until
 from tests.test_cli import _nowhere

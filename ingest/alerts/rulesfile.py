@@ -60,12 +60,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from core.durations import parse_duration
 from devices.catalogue import DEVICE_TYPES
 from devices.rules import RULE_KINDS, GeofenceRule, Rule
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from devices.types import DeviceType
 from ingest.alerts.rulebook import Override, RuleBook
-from moclo.durations import parse_duration
 
 # Rule names become InfluxDB tag values and parts of alert ids: keep them plain.
 NAME_RULE = "^[a-z0-9][a-z0-9_-]{0,62}$"

@@ -39,9 +39,9 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from core.durations import parse_duration
+from core.mqtt import MqttEndpoint
 from devices.topics import DEFAULT_PREFIX, IDENTIFIER, check_prefix
-from moclo.durations import parse_duration
-from moclo.mqtt import MqttEndpoint
 
 ENVIRONMENT = {
     "mqtt_url": "MOCLO_MQTT_URL",

@@ -1,7 +1,7 @@
 """Where issued secrets go when they are not printed: files only their owner can read.
 
 - devices: the simulator's credentials CSV (`tenant,device_id,username,password`, see
-  `simulators/credentials.py`), appended to, so one file can collect a whole fleet;
+  `access/credentials.py`), appended to, so one file can collect a whole fleet;
 - accounts: an environment file (`MOCLO_MQTT_USERNAME=...`, `MOCLO_MQTT_PASSWORD=...`) for a
   service, as docker-compose's `env_file` or systemd's `EnvironmentFile` read it, or a file
   holding only the password (`MOCLO_MQTT_PASSWORD_FILE`).
@@ -19,8 +19,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from access.credentials import FIELDS
 from access.registry import Credentials, DeviceRecord
-from simulators.credentials import FIELDS
 
 
 class IssuedFileError(ValueError):

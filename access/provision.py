@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from access.credentials import CredentialsError, load_credentials
 from access.issued import IssuedFileError, write_device_credentials, write_password_file
 from access.passwords import verify_password
 from access.registry import Credentials, DeviceRecord, DeviceSpec, Registry, Role
-from simulators.credentials import CredentialsError, load_credentials
 
 Outcome = Literal["kept", "issued", "reissued"]
 

@@ -203,7 +203,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     credentials: dict[str, tuple[str, str]] = {}
     if args.credentials:
-        from simulators.credentials import CredentialsError, load_credentials
+        from access.credentials import CredentialsError, load_credentials
 
         if args.connections != 0:
             print("moclo: --credentials needs --connections device", file=sys.stderr)

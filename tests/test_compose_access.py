@@ -30,9 +30,9 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from access.credentials import load_credentials
 from devices.catalogue import DEVICE_TYPES
 from moclo.stack import InfluxServer, MosquittoServer, free_port
-from simulators.credentials import load_credentials
 from tests.helpers import Influx, connack_code, wait_until
 
 AUTH_DIR_IN_BROKER = "/mosquitto/auth"

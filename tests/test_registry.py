@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from access.broker import BrokerAuthError, acl_text, write_broker_auth
+from access.credentials import load_credentials
 from access.issued import IssuedFileError, append_device_credentials
 from access.known import RegisteredDevices
 from access.passwords import hash_password, hash_password_sha512, new_secret, verify_password
@@ -29,7 +30,6 @@ from devices.topics import DeviceAddress
 from ingest.decode import Decoded, Decoder, RejectReason
 from ingest.service import IngestOptions
 from moclo.stack import MosquittoServer, free_port
-from simulators.credentials import load_credentials
 from simulators.scenario import load_scenario
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, connack_code, cow_json, moclo, publish_all, wait_until

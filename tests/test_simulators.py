@@ -10,12 +10,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from access.credentials import CredentialsError, load_credentials
 from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
 from moclo.stack import MosquittoServer, free_port
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import SimulatedClock
-from simulators.credentials import CredentialsError, load_credentials
 from simulators.fleet import FleetError, parse_fleet
 from simulators.run import (
     ScriptedEvent,

@@ -1,4 +1,5 @@
-"""Device credentials for simulated devices: a CSV file of `tenant,device_id,username,password`.
+"""Device credentials files: a CSV file of `tenant,device_id,username,password`, which access
+writes (`issued.py`) and reads (`provision.py`), and simulated devices log in with.
 
 Real devices log in as themselves; a simulated fleet does the same with `--connections device
 --credentials FILE`. The file is read, never echoed: passwords appear in no log or summary.

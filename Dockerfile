@@ -10,6 +10,7 @@ COPY query ./query
 COPY serve ./serve
 COPY access ./access
 COPY core ./core
+COPY storage ./storage
 # Folders that docker-compose mounts named volumes on, made here so that a new volume starts
 # with their owner and mode: /var/lib/moclo (ingest's spool and alert state), the registry, a
 # secrets folder per service (0700), and the broker's password and ACL files, shared with the

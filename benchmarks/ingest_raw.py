@@ -1,7 +1,7 @@
 """The ingest benchmark's baseline "raw": InfluxDB's own ingest rate for the same readings.
 
 The lines are formatted beforehand, outside the timing, by ingest's own decoder and line
-formatting (`ingest/decode.py`, `ingest/lineprotocol.py`: the lines ingest writes), and cut into
+formatting (`ingest/decode.py`, `storage/lineprotocol.py`: the lines ingest writes), and cut into
 bodies of 5,000 lines. Into a fresh database, two writer threads (httpx, one connection each)
 take the next body in turn and POST it to /write until none is left; the clock runs from the
 first request to the last answer (perf_counter in this process, so no polling: the figure is
@@ -26,7 +26,7 @@ from benchmarks.alerts_throughput import check_stored
 from benchmarks.ingest_data import Shape
 from benchmarks.ingest_round import check_fields
 from ingest.decode import Decoded, Decoder
-from ingest.lineprotocol import reading_line
+from storage.lineprotocol import reading_line
 
 LINES_PER_BODY = 5_000
 WRITERS = 2

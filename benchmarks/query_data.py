@@ -1,5 +1,5 @@
 """The read-side benchmark's stored history: thermostats reporting once a minute, as line
-protocol in exactly the form ingest writes (`ingest.lineprotocol.reading_line`).
+protocol in exactly the form ingest writes (`storage.lineprotocol.reading_line`).
 
 Every value is a pure function of (device number, absolute minute), so a test can compute what
 any query over the history must answer, and the generator can be a tight loop over lookup

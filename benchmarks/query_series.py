@@ -29,11 +29,11 @@ from benchmarks.alerts_stack import BenchmarkFailed
 from benchmarks.query_data import DAY_MINUTES, DEVICE_TYPE, MINUTE_NS, Fleet
 from devices.base import parse_timestamp
 from devices.catalogue import DEVICE_TYPES
-from ingest.influx import InfluxClient
 from query.fleet import find_device, list_devices
 from query.request import parse_series_request
 from query.series import SeriesQuery, field_kind, influxql, run_series
 from query.times import format_time
+from storage.influx import InfluxClient
 
 PATHS = ("raw", "library", "api")
 VARIANTS: dict[str, tuple[str, ...]] = {"one field": ("temp_c",), "all fields": ()}

@@ -23,8 +23,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from core.mqtt import MqttEndpoint, make_client
 from devices.topics import alert_state_topic, alert_topic
-from ingest.alerts import Alert
 from ingest.paho_fast import release_sockets
+from storage.alert_record import Alert
 
 log = logging.getLogger("moclo.ingest.announce")
 

@@ -24,7 +24,7 @@ from devices.topics import (
     parse_acknowledger,
     telemetry_topic,
 )
-from ingest.alerts import AckError, Alert, AlertEngine
+from ingest.alerts import AckError, AlertEngine
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import (
     INVALID_TAG,
@@ -35,10 +35,11 @@ from ingest.decode import (
     ValidReading,
     describe_validation_error,
 )
-from ingest.influx import is_beyond_retention
-from ingest.lineprotocol import parse_reading_address, reading_line, rejection_line
 from ingest.rejections import RejectionLog
 from ingest.source import Message
+from storage.alert_record import Alert
+from storage.influx import is_beyond_retention
+from storage.lineprotocol import parse_reading_address, reading_line, rejection_line
 
 KEEP_BYTES = 1024
 

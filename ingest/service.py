@@ -47,9 +47,7 @@ from access.known import RegisteredDevices
 from core.mqtt import connection_login
 from core.settings import Settings
 from devices.topics import ack_subscription, shared, telemetry_subscription
-from ingest.alerts import Alert, AlertEngine, snapshot
-from ingest.alerts.history import latest_changes
-from ingest.alerts.record import StoredChange, parse_alert_line
+from ingest.alerts import AlertEngine, snapshot
 from ingest.alerts.rulebook import RuleBook
 from ingest.announce import AlertPublisher
 from ingest.cardinality import CardinalityGuard
@@ -57,8 +55,6 @@ from ingest.decode import Decoder, Limits, RejectReason
 from ingest.gcpolicy import quiet_collector
 from ingest.health import Liveness, assess
 from ingest.http import health_response, serve
-from ingest.influx import InfluxClient, InfluxError, InfluxUnavailable
-from ingest.lineprotocol import is_reading_line, quote_string
 from ingest.metrics import render
 from ingest.notify import LogNotifier, Notifiers, WebhookNotifier
 from ingest.pipeline import Pipeline, PreparedBatch
@@ -66,6 +62,10 @@ from ingest.rejections import RejectionLog
 from ingest.sink import InfluxSink, RefusedLine, WriteAborted
 from ingest.source import Message, MqttSource
 from ingest.spool import Spool, SpoolFull
+from storage.alert_history import latest_changes
+from storage.alert_record import Alert, StoredChange, parse_alert_line
+from storage.influx import InfluxClient, InfluxError, InfluxUnavailable
+from storage.lineprotocol import is_reading_line, line_field_string
 
 log = logging.getLogger("moclo.ingest")
 
@@ -455,8 +455,8 @@ class Ingest:
             self._last_unregistered_ns = ts_ns
             lines.append(
                 f"{UNREGISTERED_MEASUREMENT},device_type={address.device_type},"
-                f"tenant={address.tenant} device_id={quote_string(address.device_id)},"
-                f"topic={quote_string(topic)} {ts_ns}"
+                f"tenant={address.tenant} device_id={line_field_string(address.device_id)},"
+                f"topic={line_field_string(topic)} {ts_ns}"
             )
         return lines
 

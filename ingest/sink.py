@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ingest.influx import InfluxClient, InfluxPartialWrite, InfluxRefused, InfluxUnavailable
+from storage.influx import InfluxClient, InfluxPartialWrite, InfluxRefused, InfluxUnavailable
 
 log = logging.getLogger("moclo.ingest.sink")
 

@@ -40,10 +40,10 @@ from devices.topics import (
     alert_topic,
     on_behalf_ack_topic,
 )
-from ingest.alerts.record import Alert, StoredChange
-from ingest.influx import InfluxError, quote_string
-from moclo.database import open_influx
 from query.alerts import parse_alert
+from storage.alert_record import Alert, StoredChange
+from storage.database import open_influx
+from storage.influx import InfluxError, influxql_literal
 
 CONNECT_TIMEOUT_S = 5.0
 _NS = 1_000_000_000
@@ -161,7 +161,7 @@ async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int
     """Why ingest rejected this acknowledgement (`bad_ack` in moclo_rejected), if it did."""
     query = (
         'SELECT "error", "payload" FROM "moclo_rejected" WHERE "reason" = \'bad_ack\' '
-        f'AND "tenant" = {quote_string(tenant)} '
+        f'AND "tenant" = {influxql_literal(tenant)} '
         f"AND time >= {sent_ns - 60 * _NS}"  # ingest stamps arrival by its own clock
     )
     try:

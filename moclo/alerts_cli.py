@@ -30,13 +30,13 @@ from collections.abc import Iterable
 from core.settings import Settings
 from devices.rules import SEVERITIES
 from devices.topics import alert_subscription
-from ingest.alerts.history import find_alert
-from ingest.alerts.record import Alert
-from ingest.influx import InfluxError
 from moclo import acks
 from moclo.acks import check_ack_text
-from moclo.database import open_influx
 from query.alerts import AlertFilter, alert_json, current_alerts, parse_alert
+from storage.alert_history import find_alert
+from storage.alert_record import Alert
+from storage.database import open_influx
+from storage.influx import InfluxError
 
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 _COLUMNS = (

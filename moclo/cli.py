@@ -17,7 +17,6 @@ from pathlib import Path
 
 from core.mqtt import MqttEndpoint
 from core.settings import ENVIRONMENT, Settings, SettingsError, url_has_password
-from ingest.influx import InfluxError
 from moclo import (
     accounts_args,
     alerts_args,
@@ -30,6 +29,7 @@ from moclo import (
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
 from moclo.stack import ServerError
+from storage.influx import InfluxError
 
 EPILOG = """\
 environment (flags override them):

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 import orjson
 
 from core.settings import Settings
-from moclo.database import open_influx
 from query.errors import QueryError
 from query.render import render_csv, render_table
 from query.request import parse_series_request
 from query.series import SeriesQuery, SeriesResult, run_series
+from storage.database import open_influx
 
 
 def query(

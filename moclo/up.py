@@ -23,13 +23,13 @@ from urllib.parse import urlsplit
 
 from access.broker import PID_FILE
 from core.settings import Settings, url_has_password
-from ingest.alerts import Alert
 from ingest.service import Ingest, IngestOptions, IngestStats
 from moclo.local_access import LocalAccess, provision
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
 from serve.server import bind, run_serve
 from simulators.run import SimulationOptions, run_simulation
+from storage.alert_record import Alert
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Alerts for people: which are open, which episodes a device had in a time range, and a
 published change read back. Shared by `moclo alerts`, the HTTP API and the dashboard.
 
-The stored form is `moclo_alerts` (one point per change, see `ingest/alerts/record.py`); the
+The stored form is `moclo_alerts` (one point per change, see `storage/alert_record.py`); the
 published form is `Alert.to_json`. Both are read here, so the CLI and the API cannot disagree
 on what "open" means.
 """
@@ -15,10 +15,10 @@ import orjson
 
 from devices.base import format_timestamp, parse_timestamp
 from devices.rules import SEVERITIES, Severity, format_seconds
-from ingest.alerts.history import latest_changes, raised_since
-from ingest.alerts.record import ALERT_STATES, Alert, AlertState, StoredChange
-from ingest.influx import InfluxClient, quote_string
-from ingest.lineprotocol import ALERTS_MEASUREMENT
+from storage.alert_history import latest_changes, raised_since
+from storage.alert_record import ALERT_STATES, Alert, AlertState, StoredChange
+from storage.influx import InfluxClient, influxql_literal
+from storage.lineprotocol import ALERTS_MEASUREMENT
 
 _NS = 1_000_000_000
 SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
@@ -127,7 +127,7 @@ async def device_episodes(
     the episode starts where it really started.
     """
     where = (
-        f'"tenant" = {quote_string(tenant)} AND "device_id" = {quote_string(device_id)} '
+        f'"tenant" = {influxql_literal(tenant)} AND "device_id" = {influxql_literal(device_id)} '
         f"AND time >= {int(start_ns)} AND time < {int(end_ns)}"
     )
     in_range = await _stored_changes(client, where)
@@ -142,7 +142,7 @@ async def device_episodes(
         by_id.setdefault(change.alert_id, []).append(change)
     missing_raise = [i for i, cs in by_id.items() if not any(c.state == "raised" for c in cs)]
     if missing_raise:
-        ids = " OR ".join(f'"alert_id" = {quote_string(i)}' for i in missing_raise)
+        ids = " OR ".join(f'"alert_id" = {influxql_literal(i)}' for i in missing_raise)
         for change in await _stored_changes(client, f"\"state\" = 'raised' AND ({ids})"):
             by_id[change.alert_id].append(change)
     episodes = []

@@ -9,7 +9,7 @@
 (`device_id`, `device_type`, `tenant`, `fields`, `since`, `start`, `end`, `every`, `agg`,
 `group_by`), or is None when the request as a whole is at fault.
 
-InfluxDB's own failures are not QueryErrors: `ingest.influx.InfluxUnavailable` (try again
+InfluxDB's own failures are not QueryErrors: `storage.influx.InfluxUnavailable` (try again
 later) and `InfluxRefused` pass through unchanged.
 """
 

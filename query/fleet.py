@@ -26,10 +26,10 @@ from typing import Any
 from devices.base import MIN_TS_NS
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import is_identifier
-from ingest.influx import InfluxClient, quote_identifier, quote_string
 from query.errors import AmbiguousDevice, QueryError, UnknownDevice
 from query.names import check_device_id, check_device_type, check_tenant
 from query.times import format_time
+from storage.influx import InfluxClient, influxql_literal, quote_identifier
 
 LIST_WITHIN_S = 30 * 86_400
 RECENT_S = 86_400  # list_devices looks here first: a shard or two
@@ -76,11 +76,11 @@ def tenant_condition(tenant: str | None, scope: frozenset[str] | None) -> str | 
     None when there is nothing to narrow. Checks every name."""
     parts = []
     if tenant is not None:
-        parts.append(f'"tenant" = {quote_string(check_tenant(tenant))}')
+        parts.append(f'"tenant" = {influxql_literal(check_tenant(tenant))}')
     if scope is not None:
         # An empty scope matches nothing: no stored tenant is the empty string.
         names = sorted(check_tenant(t) for t in scope) or [""]
-        parts.append("(" + " OR ".join(f'"tenant" = {quote_string(t)}' for t in names) + ")")
+        parts.append("(" + " OR ".join(f'"tenant" = {influxql_literal(t)}' for t in names) + ")")
     return " AND ".join(parts) or None
 
 
@@ -124,7 +124,7 @@ async def find_device(
     check_device_id(device_id)
     if device_type is not None:
         check_device_type(device_type)
-    where = f'"device_id" = {quote_string(device_id)}'
+    where = f'"device_id" = {influxql_literal(device_id)}'
     condition = tenant_condition(tenant, scope)
     if condition is not None:
         where += f" AND {condition}"
@@ -240,7 +240,7 @@ async def _newest(
     if tenants is not None:
         where += f" AND {tenants}"
     if device_ids:
-        where += " AND (" + " OR ".join(f'"device_id" = {quote_string(d)}' for d in device_ids)
+        where += " AND (" + " OR ".join(f'"device_id" = {influxql_literal(d)}' for d in device_ids)
         where += ")"
     answer = await client.query(
         f'SELECT * FROM {_sources(types)} WHERE {where} GROUP BY "tenant", "device_id" '

@@ -62,11 +62,11 @@ from typing import Any, Literal, get_args
 
 from devices.base import MAX_TS_NS, MIN_TS_NS
 from devices.catalogue import DEVICE_TYPES
-from ingest.influx import InfluxClient, Series, quote_identifier, quote_string
 from query.errors import QueryError
 from query.fleet import count_devices, find_device, tenant_condition
 from query.names import check_device_id, check_device_type, check_field_name, check_tenant
 from query.times import bucket_count, format_every, format_time, round_bucket
+from storage.influx import InfluxClient, Series, influxql_literal, quote_identifier
 
 __all__ = [
     "AGGS",
@@ -250,7 +250,7 @@ def influxql(query: SeriesQuery, *, limit: int | None = None) -> str:
     if tenants is not None:
         where.append(tenants)
     if query.device_id is not None:
-        where.append(f'"device_id" = {quote_string(query.device_id)}')
+        where.append(f'"device_id" = {influxql_literal(query.device_id)}')
     tags = ' "tenant", "device_id"' if query.per_device else ""
     if query.every_s is None:
         columns = ", ".join(quote_identifier(f) for f in query.fields)

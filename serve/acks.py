@@ -28,12 +28,12 @@ from fastapi import Body, FastAPI
 from pydantic import BaseModel, Field
 
 from core.settings import Settings
-from ingest.alerts.history import find_alert
-from ingest.influx import InfluxClient
 from moclo import acks
 from query.alerts import alert_json
 from serve.auth import Caller
 from serve.errors import BadParameter, ErrorBody, Forbidden, UnknownAlert
+from storage.alert_history import find_alert
+from storage.influx import InfluxClient
 
 
 class AckRequest(BaseModel):

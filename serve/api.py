@@ -35,8 +35,6 @@ from core.settings import Settings
 from devices.base import format_timestamp
 from devices.rules import Severity
 from devices.topics import IDENTIFIER_RULE, is_identifier
-from ingest.alerts.record import Alert
-from ingest.influx import InfluxClient
 from query.alerts import (
     SEVERITY_RANK,
     AlertFilter,
@@ -55,6 +53,8 @@ from serve import acks, auth, errors
 from serve.auth import Caller, require_tenant
 from serve.errors import BadParameter, ErrorBody
 from serve.live import LiveHub, StreamFilter, event_stream
+from storage.alert_record import Alert
+from storage.influx import InfluxClient
 
 STATIC = resources.files("serve") / "static"
 _NS = 1_000_000_000

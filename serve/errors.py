@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 
 from access.tokens import TokenStoreError
 from core.mqtt import MqttUnreachable
-from ingest.influx import InfluxError
 from moclo import acks
 from query.errors import QueryError, UnknownDevice
+from storage.influx import InfluxError
 
 
 class ErrorBody(BaseModel):

@@ -20,10 +20,10 @@ import uvicorn
 from access.sessions import Sessions
 from access.tokens import Tokens
 from core.settings import Settings
-from ingest.influx import InfluxClient
 from serve.api import create_app
 from serve.headers import SecurityHeaders
 from serve.live import LiveHub
+from storage.influx import InfluxClient
 
 log = logging.getLogger("moclo.serve")
 

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from core.mqtt import MqttEndpoint, make_client
 from core.settings import Settings
-from ingest.influx import InfluxClient, InfluxRefused
+from storage.influx import InfluxClient, InfluxRefused
 
 T = TypeVar("T")
 

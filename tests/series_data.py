@@ -13,7 +13,7 @@ from typing import Any
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import DeviceAddress
 from ingest.decode import ValidReading
-from ingest.lineprotocol import reading_line
+from storage.lineprotocol import reading_line
 from tests.helpers import Influx
 
 NS = 1_000_000_000

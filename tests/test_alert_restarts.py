@@ -18,9 +18,9 @@ import pytest
 
 from devices.rules import GeofenceRule
 from devices.topics import DeviceAddress
-from ingest.alerts import Alert, AlertEngine, snapshot
-from ingest.alerts.record import StoredChange, parse_alert_line
+from ingest.alerts import AlertEngine, snapshot
 from ingest.alerts.rulebook import Override, RuleBook
+from storage.alert_record import Alert, StoredChange, parse_alert_line
 from tests.test_alerts import T0, S, Wall, reading
 
 PASTURE = GeofenceRule(

@@ -17,10 +17,10 @@ import pytest
 from devices.catalogue import DEVICE_TYPES
 from devices.rules import AbsenceRule, GeofenceRule, ThresholdRule, describe
 from devices.topics import DeviceAddress
-from ingest.alerts import AckError, Alert, AlertEngine, snapshot
-from ingest.alerts.record import StoredChange, parse_alert_line
+from ingest.alerts import AckError, AlertEngine, snapshot
 from ingest.alerts.rulebook import Override, RuleBook
 from ingest.decode import ValidReading
+from storage.alert_record import Alert, StoredChange, parse_alert_line
 
 S = 1_000_000_000
 T0 = 1_795_305_600  # 2026-11-22T00:00:00Z, in seconds
@@ -433,12 +433,12 @@ def test_a_message_that_cannot_be_filled_in_is_refused_when_the_rule_is_made(mes
 
 def test_acknowledgements_come_after_the_readings_of_their_batch() -> None:
     """An ack sent right after the reading that raised its alert may share its batch."""
-    from ingest.alerts import alert_id
     from ingest.cardinality import CardinalityGuard
     from ingest.decode import Decoder
     from ingest.pipeline import Pipeline
     from ingest.rejections import RejectionLog
     from ingest.source import Message
+    from storage.alert_record import alert_id
 
     pipeline = Pipeline(
         Decoder("p"), AlertEngine(), RejectionLog(), CardinalityGuard(burst=10, per_minute=10)
@@ -505,12 +505,12 @@ def test_the_acknowledger_comes_from_the_topic(
     """The account in the topic is who acknowledged (the broker's ACL proves it); the payload's
     `by` is believed only on a serve account's on-behalf topic; anything else is a bad_ack
     rejection that says which topic to use."""
-    from ingest.alerts import alert_id
     from ingest.cardinality import CardinalityGuard
     from ingest.decode import Decoder
     from ingest.pipeline import Pipeline
     from ingest.rejections import RejectionLog
     from ingest.source import Message
+    from storage.alert_record import alert_id
 
     pipeline = Pipeline(
         Decoder("p"), AlertEngine(), RejectionLog(), CardinalityGuard(burst=10, per_minute=10)

@@ -18,10 +18,10 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import ack_topic, alert_subscription, telemetry_topic
-from ingest.alerts.record import Alert
-from ingest.influx import InfluxRefused
 from ingest.service import IngestOptions
 from moclo.stack import InfluxServer, MosquittoServer, free_port
+from storage.alert_record import Alert
+from storage.influx import InfluxRefused
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, Subscriber, cow_json, moclo, publish_all, wait_until
 

@@ -28,8 +28,8 @@ from benchmarks.ingest_round import Stack, run_round
 from benchmarks.ingest_scale import scale_round
 from devices.catalogue import DEVICE_TYPES
 from ingest.decode import Decoded, Decoder
-from ingest.lineprotocol import reading_line
 from moclo.stack import InfluxServer, MosquittoServer
+from storage.lineprotocol import reading_line
 
 READINGS = 1_000
 SHAPES = {"single": single(READINGS, seed=3), "batched": batched(READINGS, seed=3)}

@@ -21,8 +21,8 @@ from benchmarks.query_stack import Served, Stack, serve
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import DeviceAddress
 from ingest.decode import ValidReading
-from ingest.lineprotocol import reading_line
 from moclo.stack import InfluxServer, MosquittoServer
+from storage.lineprotocol import reading_line
 
 # Not on a 5-minute boundary, so the day's first bucket is a partial one.
 END_MINUTE = 29_530_003

@@ -33,14 +33,14 @@ from devices.catalogue import DEVICE_TYPES
 from devices.rules import ThresholdRule
 from devices.topics import DeviceAddress, telemetry_topic
 from devices.types import DeviceType
-from ingest.alerts.record import Alert
 from ingest.decode import ValidReading
-from ingest.influx import InfluxClient, Series
-from ingest.lineprotocol import ALERTS_MEASUREMENT, reading_line
 from ingest.service import IngestOptions
 from moclo.stack import InfluxServer, MosquittoServer
 from simulators.fleet import FleetSpec
 from simulators.run import ScriptedEvent, SimulationOptions, run_simulation
+from storage.alert_record import Alert
+from storage.influx import InfluxClient, Series
+from storage.lineprotocol import ALERTS_MEASUREMENT, reading_line
 from tests.conftest import RunningIngest
 from tests.helpers import publish_all, wait_until
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingest.influx import InfluxClient, InfluxRefused
 from moclo.stack import InfluxServer, free_port
+from storage.influx import InfluxClient, InfluxRefused
 from tests.helpers import moclo
 
 SECRET = "s3cr3t-pw"

@@ -16,7 +16,7 @@ from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import telemetry_topic
 from ingest.decode import Decoded, Decoder, RejectReason
-from ingest.lineprotocol import reading_line
+from storage.lineprotocol import reading_line
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, moclo, publish_all, wait_until
 from tests.test_decode import ARRIVAL_NS

@@ -7,7 +7,13 @@ import pytest
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import DeviceAddress
 from ingest.decode import Rejection, RejectReason, ValidReading
-from ingest.lineprotocol import escape_tag, format_field, quote_string, reading_line, rejection_line
+from storage.lineprotocol import (
+    escape_tag,
+    format_field,
+    line_field_string,
+    reading_line,
+    rejection_line,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,7 +35,7 @@ def test_tag_escaping(raw: str, escaped: str) -> None:
     ids=["quote", "backslash", "line-breaks"],
 )
 def test_string_fields_never_contain_a_line_break_or_an_open_quote(raw: str, quoted: str) -> None:
-    assert quote_string(raw) == quoted
+    assert line_field_string(raw) == quoted
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.influx import InfluxClient
 from ingest.service import IngestOptions
 from ingest.sink import InfluxSink
 from moclo.stack import InfluxServer
+from storage.influx import InfluxClient
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until
 from tests.influx_proxies import CountingInfluxProxy, Fake2xPartialWriteProxy

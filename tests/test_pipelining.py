@@ -15,9 +15,9 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.influx import InfluxRefused
 from ingest.service import IngestOptions
 from ingest.source import Message
+from storage.influx import InfluxRefused
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until
 

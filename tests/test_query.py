@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 import pytest
 
 from core.settings import Settings
-from ingest.influx import InfluxClient
 from query import fleet as fleet_module
 from query import series as series_module
 from query.errors import AmbiguousDevice, QueryError, UnknownDevice
@@ -18,6 +17,7 @@ from query.fleet import DeviceRef, find_device, list_devices, list_tenants
 from query.request import parse_series_request
 from query.series import AGGS, SeriesQuery, SeriesResult, run_series
 from query.times import format_time
+from storage.influx import InfluxClient
 from tests.helpers import Influx
 from tests.series_data import NS, T0, Stored, expected_buckets, readings, store
 

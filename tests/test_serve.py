@@ -19,11 +19,11 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.alerts.record import Alert
-from ingest.influx import InfluxClient
 from query.request import parse_series_request
 from query.series import run_series
 from serve.live import Event, Stream, StreamFilter
+from storage.alert_record import Alert
+from storage.influx import InfluxClient
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, Influx, publish_all, wait_until
 

@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import pytest
 
-from ingest.influx import InfluxClient, InfluxRefused
 from ingest.sink import Backoff, InfluxSink, WriteAborted
 from moclo.stack import InfluxServer, free_port
+from storage.influx import InfluxClient, InfluxRefused
 from tests.helpers import Influx
 
 FAST = Backoff(first_s=0.05, cap_s=0.2)

@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 from devices.rules import AbsenceRule, Rule, format_seconds
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import BaselineState, ConditionState, Verdict, judge, new_state
-from ingest.alerts.record import Alert, AlertState, StoredChange, alert_id
 from ingest.alerts.rulebook import RuleBook
 from ingest.decode import ValidReading
+from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 
 _NS = 1_000_000_000
 _INTERVAL_WEIGHT = 0.2  # how fast the learnt interval follows the device

@@ -284,6 +284,6 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def quote_string(value: str) -> str:
+def influxql_literal(value: str) -> str:
     """An InfluxQL string literal in single quotes."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -6,9 +6,9 @@ alert up by its id.
 
 from __future__ import annotations
 
-from ingest.alerts.record import StoredChange
-from ingest.influx import InfluxClient, Series, quote_string
-from ingest.lineprotocol import ALERTS_MEASUREMENT
+from storage.alert_record import StoredChange
+from storage.influx import InfluxClient, Series, influxql_literal
+from storage.lineprotocol import ALERTS_MEASUREMENT
 
 _COLUMNS = ("alert_id", "first_seen", "last_seen", "value", "acknowledged_by", "message", "kind")
 
@@ -22,7 +22,7 @@ async def latest_changes(
     """
     where = []
     if tenant is not None:
-        where.append(f'"tenant" = {quote_string(tenant)}')
+        where.append(f'"tenant" = {influxql_literal(tenant)}')
     if since_ns is not None:
         where.append(f"time >= {int(since_ns)}")
     columns = ", ".join(f'"{c}"' for c in _COLUMNS)
@@ -46,7 +46,7 @@ async def find_alert(client: InfluxClient, alert_id: str) -> StoredChange | None
     columns = ", ".join(f'"{c}"' for c in _COLUMNS)
     query = (
         f'SELECT "state", {columns} FROM "{ALERTS_MEASUREMENT}" '
-        f'WHERE "alert_id" = {quote_string(alert_id)}'
+        f'WHERE "alert_id" = {influxql_literal(alert_id)}'
         ' GROUP BY "tenant", "device_id", "device_type", "rule", "severity"'
     )
     changes = _changes(await client.query(query))
@@ -59,7 +59,7 @@ async def raised_since(
     """The episodes raised at or after `since_ns`: alert id → when it was raised."""
     where = [f"time >= {int(since_ns)}", "\"state\" = 'raised'"]
     if tenant is not None:
-        where.append(f'"tenant" = {quote_string(tenant)}')
+        where.append(f'"tenant" = {influxql_literal(tenant)}')
     query = f'SELECT "alert_id" FROM "{ALERTS_MEASUREMENT}" WHERE {" AND ".join(where)}'
     return {
         str(row["alert_id"]): int(row["time"])

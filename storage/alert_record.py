@@ -21,7 +21,7 @@ import orjson
 
 from devices.base import format_timestamp
 from devices.rules import SEVERITIES, Severity
-from ingest.lineprotocol import ALERTS_MEASUREMENT, format_field, quote_string
+from storage.lineprotocol import ALERTS_MEASUREMENT, format_field, line_field_string
 
 AlertState = Literal["raised", "acknowledged", "resolved"]
 ALERT_STATES: tuple[AlertState, ...] = ("raised", "acknowledged", "resolved")
@@ -83,17 +83,19 @@ class Alert:
 
     def to_line(self) -> str:
         acked = (
-            f",acknowledged_by={quote_string(self.acknowledged_by)}" if self.acknowledged_by else ""
+            f",acknowledged_by={line_field_string(self.acknowledged_by)}"
+            if self.acknowledged_by
+            else ""
         )
         if self.note:
-            acked += f",note={quote_string(self.note)}"
+            acked += f",note={line_field_string(self.note)}"
         return (
             f"{ALERTS_MEASUREMENT},device_id={self.device_id},device_type={self.device_type},"
             f"rule={self.rule},severity={self.severity},tenant={self.tenant} "
-            f"alert_id={quote_string(self.alert_id)}{acked},"
-            f"first_seen={self.first_seen_ns}i,kind={quote_string(self.kind)},"
-            f"last_seen={self.last_seen_ns}i,message={quote_string(self.message)},"
-            f"state={quote_string(self.state)},value={format_field(float(self.value))} "
+            f"alert_id={line_field_string(self.alert_id)}{acked},"
+            f"first_seen={self.first_seen_ns}i,kind={line_field_string(self.kind)},"
+            f"last_seen={self.last_seen_ns}i,message={line_field_string(self.message)},"
+            f"state={line_field_string(self.state)},value={format_field(float(self.value))} "
             f"{self.ts_ns}"
         )
 

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from core.settings import Settings
-from ingest.influx import InfluxClient, InfluxRefused
+from storage.influx import InfluxClient, InfluxRefused
 
 
 @contextlib.asynccontextmanager

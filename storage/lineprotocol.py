@@ -5,7 +5,7 @@ Storage schema:
   plus `seq`; timestamp = the reading's own `ts`, so a redelivered reading overwrites itself.
 - a rejection: measurement `moclo_rejected`; tags `device_type`, `reason`, `tenant`; fields
   `topic`, `error`, `payload` (at most 1 KiB); timestamp = when it was received.
-- an alert change: measurement `moclo_alerts`; see `ingest/alerts.py`.
+- an alert change: measurement `moclo_alerts`; see `alert_record.py`.
 All timestamps are nanoseconds (`precision=ns`).
 """
 
@@ -14,13 +14,43 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from devices.base import Reading
 from devices.topics import DeviceAddress
-from ingest.decode import Rejection, ValidReading
 
 REJECTED_MEASUREMENT = "moclo_rejected"
 ALERTS_MEASUREMENT = "moclo_alerts"
+
+
+# What the writer needs of decode's results (`ingest.decode.ValidReading` and `Rejection`),
+# said here so that storage sits below ingest and imports nothing of it.
+class StoredReading(Protocol):
+    @property
+    def address(self) -> DeviceAddress: ...
+    @property
+    def reading(self) -> Reading: ...
+
+
+class _Reason(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class StoredRejection(Protocol):
+    @property
+    def reason(self) -> _Reason: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def device_type(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+
 
 _TAG_SPECIALS = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 # Line protocol has no escape for line breaks, so any control character in a string is
@@ -33,7 +63,7 @@ def escape_tag(value: str) -> str:
     return _CONTROL.sub(_visible, value).translate(_TAG_SPECIALS)
 
 
-def quote_string(value: str) -> str:
+def line_field_string(value: str) -> str:
     """A string field value: backslashes and quotes escaped, control characters made visible."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return '"' + _CONTROL.sub(_visible, escaped) + '"'
@@ -51,14 +81,14 @@ def format_field(value: object) -> str:
         return f"{value}i"
     if isinstance(value, float):
         return repr(value)
-    return quote_string(str(value))
+    return line_field_string(str(value))
 
 
 def format_fields(fields: Mapping[str, object]) -> str:
     return ",".join(f"{escape_tag(name)}={format_field(value)}" for name, value in fields.items())
 
 
-def reading_line(item: ValidReading) -> str:
+def reading_line(item: StoredReading) -> str:
     reading: Reading = item.reading
     formatter = _FORMATTERS.get(type(reading))
     if formatter is None:
@@ -67,7 +97,7 @@ def reading_line(item: ValidReading) -> str:
 
 
 _FORMATTERS: dict[type[Reading], Callable[[DeviceAddress, Reading], str]] = {}
-_PLAIN = re.compile(r'[^\x00-\x1f\x7f\\"]*')  # a string that quote_string leaves as it is
+_PLAIN = re.compile(r'[^\x00-\x1f\x7f\\"]*')  # a string that line_field_string leaves as it is
 
 
 def _compile_formatter(model: type[Reading]) -> Callable[[DeviceAddress, Reading], str]:
@@ -119,11 +149,11 @@ def is_reading_line(line: str) -> bool:
     return not line.startswith("moclo_")
 
 
-def rejection_line(rejection: Rejection, ts_ns: int) -> str:
+def rejection_line(rejection: StoredRejection, ts_ns: int) -> str:
     payload = rejection.payload.decode("utf-8", "backslashreplace")
     return (
         f"{REJECTED_MEASUREMENT},device_type={escape_tag(rejection.device_type)},"
         f"reason={rejection.reason.value},tenant={escape_tag(rejection.tenant)} "
-        f"topic={quote_string(rejection.topic)},error={quote_string(rejection.error)},"
-        f"payload={quote_string(payload)} {ts_ns}"
+        f"topic={line_field_string(rejection.topic)},error={line_field_string(rejection.error)},"
+        f"payload={line_field_string(payload)} {ts_ns}"
     )

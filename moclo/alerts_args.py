@@ -170,7 +170,7 @@ def _alert_filter_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _alert_id(text: str) -> str:
-    from moclo.acks import check_alert_id
+    from ingest.alerts.acks import check_alert_id
 
     try:
         return check_alert_id(text)
@@ -191,7 +191,7 @@ def _alert_scope(kind: str) -> Callable[[str], str | None]:
 
 def _alert_text(kind: str) -> Callable[[str], str]:
     def check(text: str) -> str:
-        from moclo.acks import check_ack_text
+        from ingest.alerts.acks import check_ack_text
 
         try:
             return check_ack_text(kind, text)

@@ -6,7 +6,7 @@
   the list, so no change falls between the two; a change both listed and received is printed
   once.
 - `moclo alerts ack ID` acknowledges through ingest, which owns alert state, with
-  `moclo/acks.py` (which the HTTP API uses too): it publishes `{"id", "note"}` on
+  `ingest/alerts/acks.py` (which the HTTP API uses too): it publishes `{"id", "note"}` on
   `{prefix}/{tenant}/acks/{account}`, the account being the MQTT login, and succeeds only once
   ingest has taken it and published the `acknowledged` change.
 
@@ -30,11 +30,11 @@ from collections.abc import Iterable
 from core.settings import Settings
 from devices.rules import SEVERITIES
 from devices.topics import alert_subscription
-from moclo import acks
-from moclo.acks import check_ack_text
-from query.alerts import AlertFilter, alert_json, current_alerts, parse_alert
+from ingest.alerts import acks
+from ingest.alerts.acks import check_ack_text
+from query.alerts import AlertFilter, alert_json, current_alerts
 from storage.alert_history import find_alert
-from storage.alert_record import Alert
+from storage.alert_record import Alert, parse_alert
 from storage.database import open_influx
 from storage.influx import InfluxError
 

@@ -9,14 +9,11 @@ on what "open" means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
-import orjson
-
-from devices.base import format_timestamp, parse_timestamp
+from devices.base import format_timestamp
 from devices.rules import SEVERITIES, Severity, format_seconds
 from storage.alert_history import latest_changes, raised_since
-from storage.alert_record import ALERT_STATES, Alert, AlertState, StoredChange
+from storage.alert_record import Alert, AlertState, StoredChange
 from storage.influx import InfluxClient, influxql_literal
 from storage.lineprotocol import ALERTS_MEASUREMENT
 
@@ -176,34 +173,6 @@ async def _stored_changes(client: InfluxClient, where: str) -> list[StoredChange
         for series in await client.query(query)
         for row in series.rows()
     ]
-
-
-def parse_alert(payload: object) -> Alert | None:
-    """A published alert change (`Alert.to_json`) read back; None if it is not one."""
-    try:
-        body = orjson.loads(payload if isinstance(payload, (bytes, bytearray, str)) else b"")
-        state, severity = body["state"], body["severity"]
-        if state not in ALERT_STATES or severity not in SEVERITIES:
-            return None
-        return Alert(
-            alert_id=str(body["id"]),
-            state=cast(AlertState, state),
-            rule=str(body["rule"]),
-            kind=str(body.get("kind", "")),
-            severity=cast(Severity, severity),
-            tenant=str(body["tenant"]),
-            device_type=str(body.get("device_type", "")),
-            device_id=str(body["device_id"]),
-            value=float(body.get("value", 0.0)),
-            message=str(body.get("message", "")),
-            ts_ns=parse_timestamp(body["ts"]),
-            first_seen_ns=parse_timestamp(body.get("first_seen", body["ts"])),
-            last_seen_ns=parse_timestamp(body.get("last_seen", body["ts"])),
-            acknowledged_by=str(body.get("acknowledged_by") or ""),
-            note=str(body.get("note") or ""),
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
 
 
 def alert_json(alert: Alert) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """`POST /api/alerts/{id}/ack`: an operator (or an admin) acknowledges an open alert of one of
-their tenants, as `moclo alerts ack` does (moclo/acks.py): published to ingest, which owns
-alert state, and answered once ingest has published the `acknowledged` change.
+their tenants, as `moclo alerts ack` does (ingest/alerts/acks.py): published to ingest, which
+owns alert state, and answered once ingest has published the `acknowledged` change.
 
 The acknowledger is the token's name, whatever the body says (it has only a `note`): serve
 publishes on its own account's `{prefix}/{tenant}/acks/{account}/on-behalf` with the name in
@@ -28,7 +28,7 @@ from fastapi import Body, FastAPI
 from pydantic import BaseModel, Field
 
 from core.settings import Settings
-from moclo import acks
+from ingest.alerts import acks
 from query.alerts import alert_json
 from serve.auth import Caller
 from serve.errors import BadParameter, ErrorBody, Forbidden, UnknownAlert

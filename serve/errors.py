@@ -7,7 +7,7 @@ says what was wrong and what to do, and never a token, even one that was sent.
     Unauthorized                     401  no valid token (with `WWW-Authenticate: Bearer`)
     Forbidden                        403  the token may not do this
     UnknownAlert (LookupError)       404  no such alert within the token's tenants
-    moclo.acks.AckError              409  closed already; AckRefused 502; AckTimeout 504
+    ingest.alerts.acks.AckError              409  closed already; AckRefused 502; AckTimeout 504
     TooManyStreams                   429  the token holds as many live streams as it may
     InfluxError, MqttUnreachable,    503  the database, the broker or the token registry cannot
     TokenStoreError                       be reached: try again shortly
@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from access.tokens import TokenStoreError
 from core.mqtt import MqttUnreachable
-from moclo import acks
+from ingest.alerts import acks
 from query.errors import QueryError, UnknownDevice
 from storage.influx import InfluxError
 

@@ -47,8 +47,9 @@ from core.settings import Settings
 from devices.base import format_timestamp
 from devices.topics import DeviceAddress, alert_subscription, telemetry_subscription
 from ingest.decode import Decoded, Decoder, Limits
-from query.alerts import alert_json, parse_alert
+from query.alerts import alert_json
 from serve.errors import TooManyStreams
+from storage.alert_record import parse_alert
 
 log = logging.getLogger("moclo.serve")
 

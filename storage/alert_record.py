@@ -6,7 +6,7 @@ An alert is an episode with an id: `raised` → (`acknowledged`) → `resolved`.
 `acknowledged_by` (and `note`, if one was given) once acknowledged; time = the change (the
 reading that caused it; for an acknowledgement, just after the device's newest reading, so
 changes of one episode are in time order). `parse_alert_line` reads such a line back
-(restoring state from the spool).
+(restoring state from the spool), and `parse_alert` the published JSON (`Alert.to_json`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
-from devices.base import format_timestamp
+from devices.base import format_timestamp, parse_timestamp
 from devices.rules import SEVERITIES, Severity
 from storage.lineprotocol import ALERTS_MEASUREMENT, format_field, line_field_string
 
@@ -189,4 +189,32 @@ def parse_alert_line(line: str) -> StoredChange | None:
     try:
         return StoredChange.from_point(tags, fields, int(ts_text))
     except (KeyError, ValueError):
+        return None
+
+
+def parse_alert(payload: object) -> Alert | None:
+    """A published alert change (`Alert.to_json`) read back; None if it is not one."""
+    try:
+        body = orjson.loads(payload if isinstance(payload, (bytes, bytearray, str)) else b"")
+        state, severity = body["state"], body["severity"]
+        if state not in ALERT_STATES or severity not in SEVERITIES:
+            return None
+        return Alert(
+            alert_id=str(body["id"]),
+            state=cast(AlertState, state),
+            rule=str(body["rule"]),
+            kind=str(body.get("kind", "")),
+            severity=cast(Severity, severity),
+            tenant=str(body["tenant"]),
+            device_type=str(body.get("device_type", "")),
+            device_id=str(body["device_id"]),
+            value=float(body.get("value", 0.0)),
+            message=str(body.get("message", "")),
+            ts_ns=parse_timestamp(body["ts"]),
+            first_seen_ns=parse_timestamp(body.get("first_seen", body["ts"])),
+            last_seen_ns=parse_timestamp(body.get("last_seen", body["ts"])),
+            acknowledged_by=str(body.get("acknowledged_by") or ""),
+            note=str(body.get("note") or ""),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None

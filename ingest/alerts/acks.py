@@ -16,6 +16,9 @@ part.
      └── AckTimeout            ingest did not confirm in time: is it running?
 
 A broker that cannot be reached is `core.mqtt.MqttUnreachable`, as everywhere else.
+
+It lives in ingest, beside the other end of its protocol (`pipeline.py` takes the
+acknowledgement), so that the CLI and serve, above it, share one client.
 """
 
 from __future__ import annotations
@@ -40,8 +43,7 @@ from devices.topics import (
     alert_topic,
     on_behalf_ack_topic,
 )
-from query.alerts import parse_alert
-from storage.alert_record import Alert, StoredChange
+from storage.alert_record import Alert, StoredChange, parse_alert
 from storage.database import open_influx
 from storage.influx import InfluxError, influxql_literal
 

@@ -1,29 +1,10 @@
 """Configuration, declared once: environment variables, overridden by command-line flags.
 
-| variable                 | default                  | meaning                                  |
-|--------------------------|--------------------------|------------------------------------------|
-| MOCLO_MQTT_URL           | mqtt://127.0.0.1:1883    | broker; user:password@ in the URL        |
-| MOCLO_MQTT_USERNAME      | (none)                   | broker account (overrides the URL's)     |
-| MOCLO_MQTT_PASSWORD      | (none)                   | its password; environment only           |
-| MOCLO_MQTT_PASSWORD_FILE | (none)                   | or a file holding it (also _TOKEN, _URL) |
-| MOCLO_MQTT_CA_FILE       | (none)                   | CA certificate for mqtts:// (a local CA) |
-| MOCLO_INFLUX_URL         | http://127.0.0.1:8086    | InfluxDB 1.x, or 2.x/3.x compatibility   |
-| MOCLO_INFLUX_DB          | moclo                    | database (bucket on 2.x/3.x)             |
-| MOCLO_INFLUX_TOKEN       | (none)                   | sent as `Authorization: Token …`         |
-| MOCLO_MAX_READING_AGE    | 90d                      | oldest reading (or the db's retention)   |
-| MOCLO_TOPIC_PREFIX       | moclo                    | first topic level(s) of every topic      |
-| MOCLO_INGEST_CLIENT_ID   | its MQTT username        | MQTT client id of ingest (its session)   |
-| MOCLO_INGEST_TENANTS     | (all)                    | ingest only these tenants (comma list)   |
-| MOCLO_INGEST_SHARE_GROUP | (none)                   | share the load: $share/GROUP, no alerts  |
-| MOCLO_SPOOL_DIR          | .moclo/spool             | on-disk buffer while InfluxDB is down    |
-| MOCLO_HTTP_LISTEN        | 127.0.0.1:9108           | /healthz and /metrics; `off` disables    |
-| MOCLO_SERVE_LISTEN       | 127.0.0.1:8080           | `moclo serve`: dashboard and HTTP API    |
-| MOCLO_RULES_FILE         | (none)                   | alert rules file (TOML) over the defaults |
-| MOCLO_REGISTRY           | .moclo/registry.sqlite   | devices, accounts and API tokens (SQLite) |
-| MOCLO_UNREGISTERED       | reject                   | unregistered devices: reject, flag, off  |
-| MOCLO_BROKER_AUTH_DIR    | (beside the registry)    | generated broker password and ACL files  |
-| MOCLO_WEBHOOK_URL        | (none)                   | POST each alert change here (JSON)       |
-| MOCLO_WEBHOOK_MIN_SEVERITY | info                   | only changes of at least this severity   |
+Each field carries its documentation: `title`, a line for `moclo --help`; `description`, the
+full text of its row in docs/configuration.md; `shown_default` where the default is better
+said in words. Both are generated from here (`python -m moclo.settings_doc`), so they cannot
+drift apart. This module is over 400 lines for that reason: the documentation of every
+setting is declared with it.
 """
 
 from __future__ import annotations
@@ -92,49 +73,178 @@ class SettingsError(ValueError):
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
-    mqtt_username: str | None = None
+    mqtt_url: str = Field(
+        default="mqtt://127.0.0.1:1883",
+        title="broker, mqtt://[user:password@]host[:port]",
+        description="`mqtt://user:password@host:port`; `mqtts://` for TLS",
+    )
+    mqtt_username: str | None = Field(
+        default=None,
+        title="broker account, over the URL's",
+        description="the broker account, over the URL's",
+    )
     # A secret: from the environment only, never a flag (it would show in `ps`).
-    mqtt_password: SecretStr | None = None
-    mqtt_ca_file: str | None = None
-    influx_url: str = "http://127.0.0.1:8086"
-    influx_db: str = Field(default="moclo", min_length=1)
-    influx_token: SecretStr | None = None
+    mqtt_password: SecretStr | None = Field(
+        default=None,
+        title="its password; environment only, never a flag",
+        description="its password; environment only: `--mqtt-url` with a password in it is "
+        "refused, as a flag shows in `ps`",
+    )
+    mqtt_ca_file: str | None = Field(
+        default=None,
+        title="CA certificate to trust for mqtts:// (e.g. .moclo/tls/ca.crt)",
+        description="the CA certificate to trust for `mqtts://` (e.g. the local stack's "
+        "`.moclo/tls/ca.crt`); default: the system's",
+    )
+    influx_url: str = Field(
+        default="http://127.0.0.1:8086",
+        title="InfluxDB 1.x, or 2.x/3.x via /write and /query; "
+        "http://user:password@host:port only here, never in --influx-url",
+        description="InfluxDB 1.x, or 2.x/3.x (same API); `http://user:password@host:8086` "
+        "logs in to 1.x with basic auth, and, like the MQTT password, is refused in "
+        "`--influx-url` (it would show in `ps`) and shown as `user:***@`",
+    )
+    influx_db: str = Field(
+        default="moclo",
+        min_length=1,
+        title="database, or bucket on 2.x/3.x",
+        description="database; on 2.x/3.x the bucket of that name",
+    )
+    influx_token: SecretStr | None = Field(
+        default=None,
+        title="token for InfluxDB 2.x/3.x; environment only, never a flag, "
+        "so it does not show in `ps`",
+        description="sent as `Authorization: Token …`; environment only, never a flag "
+        "(it would show in `ps`)",
+    )
     # Seconds: how old a reading ingest still accepts (devices that were offline upload their
     # backlog). The database's retention, read by ingest, narrows it further when shorter.
-    max_reading_age: float = 90 * 86_400.0
-    topic_prefix: str = DEFAULT_PREFIX
+    max_reading_age: float = Field(
+        default=90 * 86_400.0,
+        title="the oldest reading ingest accepts, e.g. 36h; the database's retention, "
+        "if shorter, is the limit",
+        description="the oldest reading ingest accepts (`36h`, `7d`, …; older: "
+        "`ts_out_of_window`); when the database keeps less (its default retention policy on "
+        "1.x, the bucket's retention on 2.x where the token may read it, read at start, every "
+        "10 minutes and after InfluxDB refused a point for its age), that is the limit and "
+        "older readings are rejected as `beyond_retention`; where it cannot be read (a "
+        "write-only token), ingest says so once and this setting alone applies: set it to the "
+        "retention then, or readings InfluxDB refuses for their age are still judged by the "
+        "alert rules, and alert changes they cause are not stored",
+        json_schema_extra={"shown_default": "`90d`"},
+    )
+    topic_prefix: str = Field(
+        default=DEFAULT_PREFIX,
+        title="first topic level(s)",
+        description="the first topic level(s) of every topic",
+    )
     # Unset: ingest's MQTT username (the name moclo's brokers give its session whatever id it
     # sends, see `ingest_id`), or `moclo-ingest` without one. For brokers that do not override.
     ingest_client_id: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=_CLIENT_ID
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=_CLIENT_ID,
+        title="ingest's MQTT client id, which names its persistent session",
+        description="names ingest's persistent MQTT session: run one ingest per id (moclo's "
+        "brokers name a session by its login whatever id is sent: one ingest per account)",
+        json_schema_extra={"shown_default": "its MQTT username, else `moclo-ingest`"},
     )
-    # Scaling out on one box (README "Scale-out"). Tenants: this ingest subscribes to these
-    # tenants' topics only, so several ingests can split a fleet by tenant, each device always
-    # reaching the same one (alert state stays whole). Share group: an MQTT 5 shared
-    # subscription, $share/GROUP/...: the broker deals messages to the group's members in
-    # turn, so one device's readings reach different processes, and such an ingest stores
+    # Scaling out on one box (docs/performance.md, "Scale-out"). Tenants: this ingest
+    # subscribes to these tenants' topics only, so several ingests can split a fleet by tenant,
+    # each device always reaching the same one (alert state stays whole). Share group: an MQTT
+    # 5 shared subscription, $share/GROUP/...: the broker deals messages to the group's members
+    # in turn, so one device's readings reach different processes, and such an ingest stores
     # and validates but judges no alert rules.
-    ingest_tenants: str | None = None
-    ingest_share_group: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"
+    ingest_tenants: str | None = Field(
+        default=None,
+        title="ingest only these tenants (comma-separated)",
+        description="ingest only these tenants (comma-separated; `--tenants`): several "
+        "ingests split a fleet, each device always reaching the same one; see "
+        "[Scale-out](performance.md#scale-out)",
+        json_schema_extra={"shown_default": "all"},
     )
-    spool_dir: str = Field(default=".moclo/spool", min_length=1)
-    http_listen: str = Field(default="127.0.0.1:9108", pattern=r"^(off|[^\s:]*:\d{1,5})$")
-    serve_listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^\s:]*:\d{1,5}$")
-    rules_file: str | None = None
+    ingest_share_group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        title="share the telemetry with other ingests: $share/GROUP/..., "
+        "no alert rules judged there",
+        description="share the telemetry with the other ingests of this group "
+        "(`$share/GROUP/…`, `--share-group`); they store and validate, and judge no alert "
+        "rules; see [Scale-out](performance.md#scale-out)",
+    )
+    spool_dir: str = Field(
+        default=".moclo/spool",
+        min_length=1,
+        title="ingest's spool and alert state, a folder per client id",
+        description="on-disk buffer for when InfluxDB is down (a folder per client id, 0700, "
+        "its files 0600: it holds every tenant's raw readings; an older, looser folder is "
+        "tightened at start); keep it on a persistent volume",
+    )
+    http_listen: str = Field(
+        default="127.0.0.1:9108",
+        pattern=r"^(off|[^\s:]*:\d{1,5})$",
+        title="where ingest serves /healthz and /metrics, or off",
+        description="where ingest serves `/healthz` and `/metrics`; `off` to disable",
+    )
+    serve_listen: str = Field(
+        default="127.0.0.1:8080",
+        pattern=r"^[^\s:]*:\d{1,5}$",
+        title="where `moclo serve` serves the dashboard and API",
+        description="where `moclo serve` (and `moclo up`) serves the dashboard and the HTTP "
+        "API (`--listen`)",
+    )
+    rules_file: str | None = Field(
+        default=None,
+        title="alert rules file (TOML) over each device type's defaults",
+        description="alert rules (TOML) over each device type's defaults; see [Alerts](alerts.md)",
+    )
     # Who may do what: registered devices, service and app accounts, API tokens (access/).
-    registry: str = Field(default=".moclo/registry.sqlite", min_length=1)
+    registry: str = Field(
+        default=".moclo/registry.sqlite",
+        min_length=1,
+        title="devices, accounts and API tokens, an SQLite file",
+        description="devices, broker accounts and API tokens (SQLite); see [Security](security.md)",
+    )
     # Readings of devices that are not registered (or revoked): `reject` them (reason
     # unregistered_device), `flag` them (stored, counted, and each such device noted in
     # moclo_unregistered; for open demos), or `off`: no registry check at all.
-    unregistered: Literal["reject", "flag", "off"] = "reject"
+    unregistered: Literal["reject", "flag", "off"] = Field(
+        default="reject",
+        title="ingest, for readings of devices not in the registry: reject, flag (store and "
+        "note them) or off (no check)",
+        description="what ingest does with readings of devices not in the registry (or "
+        "revoked): `reject` (reason `unregistered_device`), `flag` (store them, count them in "
+        "`/metrics`, note each device in `moclo_unregistered`; for open demos) or `off` (no "
+        "check)",
+    )
     # Where registry changes regenerate Mosquitto's password and ACL files: by default a
     # `broker` folder beside the registry file; `off` to never write them.
-    broker_auth_dir: str | None = Field(default=None, min_length=1)
+    broker_auth_dir: str | None = Field(
+        default=None,
+        min_length=1,
+        title="where registry changes rewrite the broker's password and ACL files, or off",
+        description="where registry changes rewrite Mosquitto's `passwords` and `acl` files; "
+        "`off` to never write them",
+        json_schema_extra={"shown_default": "`broker` beside the registry"},
+    )
     # A webhook URL often carries a token: a secret, from the environment only.
-    webhook_url: SecretStr | None = None
-    webhook_min_severity: Literal["info", "warning", "critical"] = "info"
+    webhook_url: SecretStr | None = Field(
+        default=None,
+        title="POST each alert change here as JSON; environment only, never a flag, as the "
+        "URL may carry a token",
+        description="POST every alert change here; environment only (it may carry a token); "
+        "a URL that cannot be sent to (a host that is not a valid domain name, a control "
+        "character) stops the start with exit 2, never shown; a send that fails is counted "
+        "and logged without the URL's path or query, and ingest carries on",
+    )
+    webhook_min_severity: Literal["info", "warning", "critical"] = Field(
+        default="info",
+        title="the least severity sent to the webhook: info, warning or critical",
+        description="only changes of at least this severity go to the webhook",
+    )
 
     @field_validator("mqtt_url")
     @classmethod
@@ -272,6 +382,13 @@ class Settings(BaseModel):
 SECRET_FILES = {
     name: ENVIRONMENT[name] + "_FILE" for name in ("mqtt_password", "influx_token", "webhook_url")
 }
+# Their documentation, as the fields carry theirs: a line for --help, a row for the docs.
+SECRET_FILES_TITLE = "a file holding that secret instead, as docker-compose hands secrets over"
+SECRET_FILES_DESCRIPTION = (
+    "the secret is read from this file instead (a trailing newline is dropped), as "
+    "docker-compose and Kubernetes hand secrets to containers; setting both the variable and "
+    "its `_FILE` is an error"
+)
 
 
 def _secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:

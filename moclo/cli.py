@@ -28,48 +28,12 @@ from moclo import (
 )
 from moclo.args import connection_flags, duration
 from moclo.logs import configure_logging
+from moclo.settings_doc import epilog as settings_epilog
 from moclo.stack import ServerError
 from storage.influx import InfluxError
 
-EPILOG = """\
-environment (flags override them):
-  MOCLO_MQTT_URL          broker, mqtt://[user:password@]host[:port]  (mqtt://127.0.0.1:1883)
-  MOCLO_MQTT_USERNAME     broker account, over the URL's
-  MOCLO_MQTT_PASSWORD     its password; environment only, never a flag
-  MOCLO_MQTT_PASSWORD_FILE
-                          or a file holding it (so do MOCLO_INFLUX_TOKEN_FILE and
-                          MOCLO_WEBHOOK_URL_FILE), as docker-compose hands secrets over
-  MOCLO_MQTT_CA_FILE      CA certificate to trust for mqtts:// (e.g. .moclo/tls/ca.crt)
-  MOCLO_INFLUX_URL        InfluxDB 1.x, or 2.x/3.x via /write and /query  (http://127.0.0.1:8086);
-                          http://user:password@host:port only here, never in --influx-url
-  MOCLO_INFLUX_DB         database, or bucket on 2.x/3.x  (moclo)
-  MOCLO_INFLUX_TOKEN      token for InfluxDB 2.x/3.x; environment only, never a flag,
-                          so it does not show in `ps`
-  MOCLO_MAX_READING_AGE   the oldest reading ingest accepts, e.g. 36h; the database's
-                          retention, if shorter, is the limit  (90d)
-  MOCLO_TOPIC_PREFIX      first topic level(s)  (moclo)
-  MOCLO_INGEST_CLIENT_ID  ingest's MQTT client id, which names its persistent session
-  MOCLO_INGEST_TENANTS    ingest only these tenants (comma-separated)  (all)
-  MOCLO_INGEST_SHARE_GROUP
-                          share the telemetry with other ingests: $share/GROUP/..., no
-                          alert rules judged there
-  MOCLO_SPOOL_DIR         ingest's spool and alert state, a folder per client id
-                          (.moclo/spool)
-  MOCLO_HTTP_LISTEN       where ingest serves /healthz and /metrics, or off  (127.0.0.1:9108)
-  MOCLO_SERVE_LISTEN      where `moclo serve` serves the dashboard and API  (127.0.0.1:8080)
-  MOCLO_REGISTRY          devices, accounts and API tokens, an SQLite file
-                          (.moclo/registry.sqlite)
-  MOCLO_UNREGISTERED      ingest, for readings of devices not in the registry: reject,
-                          flag (store and note them) or off (no check)  (reject)
-  MOCLO_BROKER_AUTH_DIR   where registry changes rewrite the broker's password and ACL
-                          files, or off  (`broker` beside the registry)
-  MOCLO_RULES_FILE        alert rules file (TOML) over each device type's defaults
-  MOCLO_WEBHOOK_URL       POST each alert change here as JSON; environment only, never a
-                          flag, as the URL may carry a token
-  MOCLO_WEBHOOK_MIN_SEVERITY
-                          the least severity sent to the webhook: info, warning or
-                          critical  (info)
-"""
+# The environment variables, rendered from the Settings declarations like docs/configuration.md.
+EPILOG = settings_epilog()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -412,8 +412,8 @@ def test_every_default_rule_watches_real_fields_and_every_type_has_a_deadman() -
         assert any(isinstance(rule, AbsenceRule) for rule in device.rules), device.name
 
 
-def test_the_readme_lists_every_default_rule_as_it_is(repo_root) -> None:  # type: ignore[no-untyped-def]
-    readme = (repo_root / "README.md").read_text()
+def test_the_alerts_page_lists_every_default_rule_as_it_is(repo_root) -> None:  # type: ignore[no-untyped-def]
+    readme = (repo_root / "docs" / "alerts.md").read_text()
     for device in DEVICE_TYPES.values():
         for rule in device.rules:
             raised, resolved = describe(rule)

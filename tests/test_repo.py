@@ -29,3 +29,24 @@ def test_dev_script_installs_the_servers_and_the_venv(repo_root: Path) -> None:
     assert "python3 -m venv .venv" in script
     assert re.search(r"up\)\s+exec \.venv/bin/moclo up", script)
     assert re.search(r"test\)\s+exec \.venv/bin/python -m pytest", script)
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of a page (outside code blocks)."""
+    text = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    headings = re.findall(r"^#{1,6} (.+)$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_the_links_between_the_readme_and_the_docs_lead_somewhere(repo_root: Path) -> None:
+    pages = [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), (page.name, target)
+            if anchor:
+                assert anchor in _anchors(linked.read_text()), (page.name, target)

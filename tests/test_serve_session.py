@@ -180,7 +180,7 @@ def secure_cookie(serve: RunningServe, token: str, *, via: str) -> bool:
 def test_the_cookie_is_secure_behind_a_tls_proxy_only_when_serve_trusts_the_proxy(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the README says about a TLS-terminating proxy: serve (uvicorn) believes
+    """What docs/security.md says about a TLS-terminating proxy: serve (uvicorn) believes
     `X-Forwarded-Proto` only from the addresses in FORWARDED_ALLOW_IPS (default: loopback), so
     a proxy on another address (another host, another container) must be named there, or the
     session cookie is sent without `Secure`. 127.0.0.2 stands for such a proxy."""
@@ -198,7 +198,7 @@ def test_the_cookie_is_secure_behind_a_tls_proxy_only_when_serve_trusts_the_prox
 
 
 def test_behind_a_proxy_sign_in_needs_the_pages_host_passed_on(served: RunningServe) -> None:
-    """What the README says about a proxy: the Origin check compares the page's host with
+    """What docs/security.md says about a proxy: the Origin check compares the page's host with
     `Host` (or `X-Forwarded-Host`), so a proxy that sends its upstream's address as `Host`
     (nginx's default) and no `X-Forwarded-Host` gets every sign-in refused."""
     token = served.token(["farm"], role="viewer")

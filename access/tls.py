@@ -4,7 +4,7 @@
 trust `ca.crt` keep trusting it): a CA, a server certificate for localhost and 127.0.0.1 signed
 by it, and on request client certificates whose common name is an account's username (for
 Mosquitto's `use_identity_as_username`). Keys are written 0600. In production, use certificates
-from your own CA or a public one instead (see the README's Security section).
+from your own CA or a public one instead (see docs/security.md).
 """
 
 from __future__ import annotations

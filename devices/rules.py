@@ -352,7 +352,7 @@ RULE_KINDS: dict[str, type[Rule]] = {
 
 
 def describe(rule: Rule) -> tuple[str, str]:
-    """(raised when, resolved when), for people: `rules list` and the README."""
+    """(raised when, resolved when), for people: `rules list` and docs/alerts.md."""
     (raised, resolved), (hold, settle) = rule.condition(), rule.damping()
     return raised + hold, resolved + settle
 

@@ -45,7 +45,7 @@ from benchmarks.alerts_stack import local_servers
 from benchmarks.alerts_throughput import drain, throughput
 from benchmarks.machine import machine, server_versions, write_results
 from core.settings import Settings
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.logs import configure_logging
 
 

@@ -33,7 +33,9 @@ from core.settings import Settings
 from devices.base import format_timestamp, parse_timestamp
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import alert_subscription, telemetry_topic
-from ingest.service import Ingest, IngestOptions
+from ingest.alert_state import AlertState
+from ingest.options import IngestOptions
+from ingest.service import Ingest
 from simulators.publisher import MqttPublisher
 
 _DEFAULTS = IngestOptions()
@@ -183,18 +185,19 @@ class AlertWatcher:
 # -- the ingest process -------------------------------------------------------------------------
 
 
-class _ObservedIngest(Ingest):
-    """Ingest as it is, noting (in time.monotonic(), which is system-wide on Linux, so the
-    parent can compare) when each slice of a periodic snapshot ran and when its write ended."""
+class _ObservedAlertState(AlertState):
+    """The alert state as it is, noting (in time.monotonic(), which is system-wide on Linux, so
+    the parent can compare) when each slice of a periodic snapshot ran and when its write
+    ended."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.snapshots: list[dict[str, Any]] = []
         self._current: dict[str, Any] | None = None
 
-    def _snapshot_step(self, budget_s: float) -> None:
+    def step(self, budget_s: float) -> None:
         began = time.monotonic()
-        super()._snapshot_step(budget_s)
+        super().step(budget_s)
         ended = time.monotonic()
         if self._current is None:
             self._current = {"began": began, "slices": 0, "longest_slice_ms": 0.0}
@@ -202,13 +205,23 @@ class _ObservedIngest(Ingest):
         current = self._current
         current["slices"] += 1
         current["longest_slice_ms"] = max(current["longest_slice_ms"], (ended - began) * 1000)
-        if self._snapshot is None:  # captured; `_snapshot_step` has started writing it
+        if not self.capturing:  # captured; `step` has started writing it
             current["captured"] = ended
             self._current = None
             if self._writing is not None:
                 self._writing.add_done_callback(
                     lambda _: current.__setitem__("written", time.monotonic())
                 )
+
+
+class _ObservedIngest(Ingest):
+    """Ingest as it is, with its alert state observed (`_ObservedAlertState`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        observed = _ObservedAlertState(self.alert_state.path, self.pipeline)
+        self.alert_state = self.consumer.alert_state = observed
+        self.snapshots = observed.snapshots
 
 
 class _GcPauses:

@@ -34,7 +34,9 @@ from benchmarks.alerts_stack import (
 from core.mqtt import MqttEndpoint
 from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from ingest.service import Ingest, IngestOptions, IngestStats
+from ingest.options import IngestOptions
+from ingest.service import Ingest
+from ingest.stats import IngestStats
 from simulators.clock import SimulatedClock
 from simulators.fleet import Fleet, FleetSpec
 from simulators.publisher import MqttPublisher

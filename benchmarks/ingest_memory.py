@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks import faults
 from benchmarks.alerts_stack import DAY, BenchmarkFailed, Servers
 from benchmarks.alerts_throughput import mixed_readings, throughput_round
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 
 FLAT_WITHIN = 0.20
 

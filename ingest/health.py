@@ -7,10 +7,14 @@ being down is not unhealthy in itself while the spool takes the readings; it is 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from ingest.sink import InfluxSink
+from ingest.source import MqttSource
 from ingest.spool import Spool
 
 
@@ -59,3 +63,18 @@ def assess(
         )
     status = "ok" if liveness.influx_available else "ok: InfluxDB unavailable, spooling to disk"
     return Health(True, status, details)
+
+
+async def watch(
+    liveness: Liveness, source: MqttSource, sink: InfluxSink, stop: asyncio.Event
+) -> None:
+    """Notes the connection state twice a second until `stop`, for the health check."""
+    while not stop.is_set():
+        connected = source.connected
+        if liveness.connected and not connected:
+            liveness.disconnected_since = time.monotonic()
+        liveness.connected = connected
+        liveness.pending = source.pending_count
+        liveness.influx_available = sink.available
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)

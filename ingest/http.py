@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import orjson
 
-from ingest.health import Health
+from ingest.health import Health, assess
+from ingest.metrics import Observed, render
 
 Route = Callable[[], tuple[int, str, bytes]]
 
@@ -19,6 +20,27 @@ Route = Callable[[], tuple[int, str, bytes]]
 def health_response(health: Health) -> tuple[int, str, bytes]:
     body = orjson.dumps({"ok": health.ok, "status": health.status, **health.details})
     return (200 if health.ok else 503), "application/json", body
+
+
+async def serve_health_and_metrics(
+    listen: str, observed: Observed, *, stall_after_s: float
+) -> asyncio.Server | None:
+    """Serves `/healthz` and `/metrics` on `listen` (HOST:PORT; port 0 picks one), or nothing
+    when `listen` is "off"."""
+    if listen == "off":
+        return None
+    host, _, port = listen.rpartition(":")
+
+    def healthz() -> tuple[int, str, bytes]:
+        liveness = observed.liveness
+        liveness.connected = observed.source.connected
+        liveness.pending = observed.source.pending_count
+        return health_response(assess(liveness, observed.spool, stall_after_s=stall_after_s))
+
+    def metrics() -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", render(observed)
+
+    return await serve(host, int(port), {"/healthz": healthz, "/metrics": metrics})
 
 
 async def serve(host: str, port: int, routes: dict[str, Route]) -> asyncio.Server:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -14,12 +14,40 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from ingest.service import Ingest
+from access.known import RegisteredDevices
+from ingest.health import Liveness
+from ingest.notify import WebhookNotifier
+from ingest.pipeline import Pipeline
+from ingest.sink import InfluxSink
+from ingest.source import MqttSource
+from ingest.spool import Spool
+from ingest.stats import IngestStats
+
+
+class Observed(Protocol):
+    """What a scrape reads: the parts of the running service that count (the service itself
+    is one, but this module need not know it)."""
+
+    @property
+    def stats(self) -> IngestStats: ...
+    @property
+    def liveness(self) -> Liveness: ...
+    @property
+    def source(self) -> MqttSource: ...
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def registered(self) -> RegisteredDevices | None: ...
+    @property
+    def webhook(self) -> WebhookNotifier | None: ...
+    @property
+    def sink(self) -> InfluxSink: ...
+    @property
+    def spool(self) -> Spool: ...
 
 
 class _IngestCollector(Collector):
-    def __init__(self, ingest: Ingest) -> None:
+    def __init__(self, ingest: Observed) -> None:
         self._ingest = ingest
 
     def collect(self) -> Iterator[Metric]:
@@ -114,7 +142,7 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-def render(ingest: Ingest) -> bytes:
+def render(ingest: Observed) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_IngestCollector(ingest))
     return generate_latest(registry)

@@ -272,7 +272,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.service import IngestOptions, run_ingest
+    from ingest.options import IngestOptions
+    from ingest.service import run_ingest
     from moclo.signals import install_stop_handlers
 
     if not 1 <= args.batch <= 30_000:

@@ -23,7 +23,9 @@ from urllib.parse import urlsplit
 
 from access.broker import PID_FILE
 from core.settings import Settings, url_has_password
-from ingest.service import Ingest, IngestOptions, IngestStats
+from ingest.options import IngestOptions
+from ingest.service import Ingest
+from ingest.stats import IngestStats
 from moclo.local_access import LocalAccess, provision
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open

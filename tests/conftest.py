@@ -17,7 +17,9 @@ import pytest
 
 from access.tokens import Role, Tokens
 from core.settings import Settings
-from ingest.service import Ingest, IngestOptions, IngestStats
+from ingest.options import IngestOptions
+from ingest.service import Ingest
+from ingest.stats import IngestStats
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.helpers import Influx
 

@@ -27,7 +27,7 @@ from access.broker import write_broker_auth
 from access.registry import Credentials, Registry
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import Influx, cow_json, moclo, wait_until

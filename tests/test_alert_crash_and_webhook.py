@@ -193,7 +193,7 @@ def test_a_hanging_webhook_never_holds_ingestion_back(
 
 
 def _options() -> Any:
-    from ingest.service import IngestOptions
+    from ingest.options import IngestOptions
 
     return IngestOptions(linger_s=0.02)
 
@@ -203,7 +203,7 @@ def test_alerts_in_a_backlog_larger_than_the_window_do_not_stall_ingest(
 ) -> None:
     """While a backlog fills ingest's window, its consuming connection stops reading; alert
     notifications travel on their own connection, so their PUBACKs still arrive."""
-    from ingest.service import IngestOptions
+    from ingest.options import IngestOptions
 
     options = IngestOptions(linger_s=0.02, batch_messages=20, window=40)
     with RunningIngest(settings, options):
@@ -224,7 +224,7 @@ def test_alerts_in_a_backlog_larger_than_the_window_do_not_stall_ingest(
 
 def test_the_alert_state_is_snapshotted_while_ingesting(settings: Settings, influx: Influx) -> None:
     from ingest.alerts import AlertEngine, snapshot
-    from ingest.service import IngestOptions
+    from ingest.options import IngestOptions
 
     path = Path(settings.spool_dir) / settings.ingest_id / "alert-state.json"
     options = IngestOptions(linger_s=0.02, snapshot_every_s=0.1)

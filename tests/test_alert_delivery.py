@@ -29,7 +29,7 @@ from devices.topics import (
     alert_subscription,
     telemetry_topic,
 )
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, Subscriber, publish_all, wait_until
 

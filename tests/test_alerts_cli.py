@@ -18,7 +18,7 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import ack_topic, alert_subscription, telemetry_topic
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from storage.alert_record import Alert
 from storage.influx import InfluxRefused

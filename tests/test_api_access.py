@@ -32,7 +32,7 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import InfluxServer, MosquittoServer
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, publish_all, wait_until

@@ -54,7 +54,7 @@ from devices.topics import (
     on_behalf_ack_topic,
     telemetry_topic,
 )
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, wait_until

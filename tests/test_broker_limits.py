@@ -33,7 +33,7 @@ from access.broker import (
 from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.decode import DEFAULT_MAX_PAYLOAD_BYTES
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, wait_until

@@ -33,7 +33,7 @@ from access.registry import Credentials, Registry
 from access.tls import LocalTls
 from core.settings import Settings
 from devices.topics import alert_subscription, telemetry_topic
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import MosquittoServer, free_port
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import Influx, connack_code, cow_json, log_since, wait_until

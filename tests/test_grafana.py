@@ -34,7 +34,7 @@ from devices.rules import ThresholdRule
 from devices.topics import DeviceAddress, telemetry_topic
 from devices.types import DeviceType
 from ingest.decode import ValidReading
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import InfluxServer, MosquittoServer
 from simulators.fleet import FleetSpec
 from simulators.run import ScriptedEvent, SimulationOptions, run_simulation

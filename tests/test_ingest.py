@@ -10,7 +10,7 @@ import orjson
 from core.settings import Settings
 from devices.topics import alert_subscription, telemetry_topic
 from ingest.decode import RejectReason
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from simulators.run import SimulationOptions, run_simulation
 from tests.conftest import RunningIngest
 from tests.helpers import COW, Influx, Subscriber, cow_json, publish_all, wait_until

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from core.settings import Settings
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import Influx, moclo, wait_until
 from tests.test_alerts_cli import Process, _open_alert, connection

@@ -16,7 +16,7 @@ from core.mqtt import make_client
 from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.decode import Limits
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until

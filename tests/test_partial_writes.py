@@ -18,7 +18,7 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from ingest.sink import InfluxSink
 from moclo.stack import InfluxServer
 from storage.influx import InfluxClient

@@ -15,7 +15,7 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from ingest.source import Message
 from storage.influx import InfluxRefused
 from tests.conftest import RunningIngest

@@ -13,7 +13,7 @@ import pytest
 
 from core.settings import Settings
 from ingest.alerts import snapshot
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from ingest.spool import Spool
 from tests.conftest import RunningIngest
 

@@ -28,7 +28,7 @@ from access.registry import (
 from core.settings import Settings
 from devices.topics import DeviceAddress
 from ingest.decode import Decoded, Decoder, RejectReason
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import MosquittoServer, free_port
 from simulators.scenario import load_scenario
 from tests.conftest import RunningIngest

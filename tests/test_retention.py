@@ -13,7 +13,7 @@ import pytest
 from core.settings import Settings, SettingsError
 from devices.topics import telemetry_topic
 from ingest.decode import Decoded, Decoder, Limits, RejectReason
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import InfluxServer
 from tests.conftest import RunningIngest
 from tests.helpers import COW, Influx, cow_json, publish_all, wait_until

@@ -16,7 +16,7 @@ import orjson
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from moclo.stack import InfluxServer
 from tests.conftest import RunningIngest
 from tests.helpers import COW, Influx, publish_all, wait_until

@@ -13,7 +13,8 @@ import pytest
 
 from core.settings import Settings, SettingsError
 from devices.topics import telemetry_topic
-from ingest.service import IngestOptions, subscriptions
+from ingest.options import IngestOptions
+from ingest.service import subscriptions
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until
 

@@ -81,7 +81,7 @@ def test_ingests_client_id_is_its_username_unless_set() -> None:
 
 def test_the_documented_defaults() -> None:
     from ingest.decode import Limits
-    from ingest.service import IngestOptions
+    from ingest.options import IngestOptions
     from moclo.cli import build_parser
 
     settings = Settings.load({})

@@ -12,7 +12,7 @@ import pytest
 
 from core.settings import Settings
 from ingest.alerts import AlertEngine
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from tests.conftest import RunningIngest
 from tests.helpers import Influx
 from tests.test_alerts import cows

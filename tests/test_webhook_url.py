@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.service import IngestOptions
+from ingest.options import IngestOptions
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, moclo, publish_all, wait_until
 from tests.test_cli import _nowhere

@@ -1,0 +1,75 @@
+"""ingest/alert_state.py on its own: a damaged snapshot is set aside and the engine starts
+afresh; nothing judged and unstored is ever saved; a periodic snapshot is captured in slices and
+written (the service's whole story is in test_snapshot_shapes.py and test_alert_delivery.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from ingest.alert_state import AlertState
+from ingest.alerts import AlertEngine
+from ingest.alerts.rulebook import RuleBook
+from ingest.cardinality import CardinalityGuard
+from ingest.decode import Decoder
+from ingest.pipeline import Pipeline
+from ingest.rejections import RejectionLog
+from ingest.spool import Spool
+from storage.influx import InfluxClient
+
+
+def _pipeline() -> Pipeline:
+    return Pipeline(
+        Decoder("p"),
+        AlertEngine(RuleBook()),
+        RejectionLog(),
+        CardinalityGuard(burst=100, per_minute=100),
+    )
+
+
+def _no_influxdb() -> InfluxClient:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return InfluxClient(f"http://127.0.0.1:{s.getsockname()[1]}", "db")
+
+
+def test_a_damaged_snapshot_is_set_aside_and_the_engine_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "alert-state.json"
+    path.write_text("{not json")
+    pipeline = _pipeline()
+    before = pipeline.engine
+    state = AlertState(path, pipeline)
+
+    async def main() -> None:
+        client = _no_influxdb()
+        assert await state.restore(client, Spool(tmp_path / "spool")) == []
+        await client.close()
+
+    asyncio.run(main())
+    assert pipeline.engine is not before and pipeline.engine.rulebook is before.rulebook
+    assert not path.exists() and [p.name for p in tmp_path.glob("alert-state*")]
+
+
+def test_saved_only_when_everything_judged_is_stored(tmp_path: Path) -> None:
+    path = tmp_path / "alert-state.json"
+    state = AlertState(path, _pipeline())
+    asyncio.run(state.save(unstored=True))
+    assert not path.exists()
+    asyncio.run(state.save(unstored=False))
+    assert path.exists()
+
+
+def test_a_periodic_snapshot_is_captured_in_slices_then_written(tmp_path: Path) -> None:
+    path = tmp_path / "alert-state.json"
+    state = AlertState(path, _pipeline())
+
+    async def main() -> None:
+        assert not state.capturing
+        await state.begin()
+        while state.capturing:
+            state.step(budget_s=0.01)
+        await state.written()
+
+    asyncio.run(main())
+    assert path.exists()

@@ -1,0 +1,63 @@
+"""ingest/retention.py on its own: reading the retention never raises, and what is read
+narrows the decoder (the service's whole story is in test_retention.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from core.settings import Settings
+from ingest.decode import Decoder
+from ingest.retention import RetentionWatch
+from storage.influx import InfluxClient
+
+
+def _read(url: str, db: str, *, create: bool) -> float | None:
+    async def main() -> float | None:
+        client = InfluxClient(url, db)
+        watch = RetentionWatch(client, Decoder("p"), max_reading_age=86_400.0, every_s=600.0)
+        if create:
+            await client.ensure_database()
+        await watch.read()
+        await client.close()
+        return watch.retention_s
+
+    return asyncio.run(main())
+
+
+def test_an_unreachable_influxdb_leaves_the_retention_unknown() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    assert _read(url, "db", create=False) is None
+
+
+def test_autogen_keeps_everything(settings: Settings) -> None:
+    assert _read(settings.influx_url, settings.influx_db, create=True) is None
+
+
+def test_run_reads_again_when_due_and_ends_on_stop(settings: Settings) -> None:
+    async def main() -> int:
+        client = InfluxClient(settings.influx_url, settings.influx_db)
+        await client.ensure_database()
+        watch = RetentionWatch(client, Decoder("p"), max_reading_age=86_400.0, every_s=600.0)
+        reads = 0
+        read = watch.read
+
+        async def counting() -> None:
+            nonlocal reads
+            reads += 1
+            await read()
+
+        watch.read = counting  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        running = asyncio.ensure_future(watch.run(stop))
+        watch.due.set()
+        while reads == 0:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(running, 5)
+        await client.close()
+        return reads
+
+    assert asyncio.run(main()) == 1

@@ -9,11 +9,10 @@ secured apart from the one process that writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 
 import uvicorn
 
@@ -26,14 +25,6 @@ from serve.live import LiveHub
 from storage.influx import InfluxClient
 
 log = logging.getLogger("moclo.serve")
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller owns Ctrl-C (see moclo/signals.py)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def bind(listen: str) -> socket.socket:
@@ -91,7 +82,10 @@ async def run_serve(
         settings.influx_url, settings.influx_db, token=settings.influx_token_value
     )
     hub = LiveHub(settings)
-    server = _EmbeddedServer(
+    # uvicorn's own server, as its documentation runs it inside an async program: while it
+    # serves, it takes Ctrl-C and SIGTERM itself, closes, and raises them again for the
+    # caller's handlers (moclo/signals.py); `stop` closes it through `should_exit`.
+    server = uvicorn.Server(
         uvicorn.Config(
             # Around the whole application, so that even an answer Starlette makes itself (a
             # 404, a 500 from its outermost error handler) carries the security headers.

@@ -67,16 +67,7 @@ async def run_serve(
     anything is served, if it cannot be opened.
     """
     tokens = Tokens(settings.registry)
-    active = await asyncio.to_thread(tokens.count_active)
-    if active == 0:
-        log.warning(
-            "no API token in %s yet, so nobody can sign in to the dashboard or use the API: "
-            "create one with `moclo tokens create NAME --role admin --all-tenants` (or "
-            "`--tenant T --role viewer`)",
-            settings.registry,
-        )
-    else:
-        log.info("%d active API token(s) in %s", active, settings.registry)
+    await _tell_tokens(settings, tokens)
     sock = sock or bind(settings.serve_listen)
     client = InfluxClient(
         settings.influx_url, settings.influx_db, token=settings.influx_token_value
@@ -122,3 +113,17 @@ async def run_serve(
     finally:
         await client.close()
         sock.close()
+
+
+async def _tell_tokens(settings: Settings, tokens: Tokens) -> None:
+    """Logs how many API tokens are active, and how to make one when there is none."""
+    active = await asyncio.to_thread(tokens.count_active)
+    if active == 0:
+        log.warning(
+            "no API token in %s yet, so nobody can sign in to the dashboard or use the API: "
+            "create one with `moclo tokens create NAME --role admin --all-tenants` (or "
+            "`--tenant T --role viewer`)",
+            settings.registry,
+        )
+    else:
+        log.info("%d active API token(s) in %s", active, settings.registry)

@@ -1,7 +1,8 @@
 """Who is asking, and which tenants they may see: every `/api/*` endpoint needs a token
 (`moclo tokens create`, see access/tokens.py), sent as `Authorization: Bearer <token>` or, from
-the dashboard, as the session cookie that `POST /api/session` sets. `/healthz`,
-`/api/openapi.json`, the dashboard's page and its static files are public and hold no data.
+the dashboard, as the session cookie that `POST /api/session` sets (serve/routes/session.py).
+`/healthz`, `/api/openapi.json`, the dashboard's page and its static files are public and hold
+no data.
 
 - 401 (with `WWW-Authenticate: Bearer`): no token, or one that is malformed, unknown or revoked.
   No message ever repeats what was presented.
@@ -24,12 +25,9 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
 
 from access import sessions as session_store
-from access.sessions import Sessions
 from access.tokens import Principal, Tokens
 from serve.errors import ErrorBody, Forbidden, Unauthorized
 
@@ -49,13 +47,18 @@ NOT_VALID = (
     "active ones; ask for a new one if yours was revoked"
 )
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The answers every endpoint that takes a `Caller` may give, for its OpenAPI description.
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+}
 
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="token",
     description="a token made by `moclo tokens create`: `Authorization: Bearer moclo_…`",
 )
-_cookie = APIKeyCookie(
+session_cookie = APIKeyCookie(
     name=SESSION_COOKIE,
     auto_error=False,
     scheme_name="session",
@@ -63,21 +66,10 @@ _cookie = APIKeyCookie(
 )
 
 
-class WhoView(BaseModel):
-    token_id: str
-    name: str = Field(description="the token's name; acknowledgements are made by it")
-    role: str = Field(description="viewer, operator (may acknowledge) or admin")
-    tenants: list[str] | None = Field(description="the tenants it sees; null: every tenant")
-
-
-class SignIn(BaseModel):
-    token: str = Field(max_length=200, description="a token made by `moclo tokens create`")
-
-
 def signed_in(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    session: Annotated[str | None, Depends(_cookie)],
+    session: Annotated[str | None, Depends(session_cookie)],
 ) -> Principal:
     """The dependency every `/api/*` endpoint takes: the asker, or Unauthorized.
 
@@ -152,71 +144,3 @@ def require_tenant(who: Principal, tenant: str) -> str:
             "or leave tenant out"
         )
     return tenant
-
-
-def install(app: FastAPI, tokens: Tokens, sessions: Sessions) -> None:
-    """Checks tokens against `tokens`, and adds `/api/session` for the dashboard, whose
-    sessions are kept in `sessions`."""
-    app.state.tokens = tokens
-    app.state.sessions = sessions
-
-    @app.post(
-        "/api/session",
-        response_model=WhoView,
-        responses={401: {"model": ErrorBody}},
-        tags=["session"],
-    )
-    def sign_in(
-        request: Request,
-        body: SignIn,
-        previous: Annotated[str | None, Depends(_cookie)],
-    ) -> JSONResponse:
-        """Signs the dashboard in: checks the token and starts a session, whose id (not the
-        token) goes into an HttpOnly, SameSite=Strict cookie (Secure over https) that the
-        page's requests and its live stream then carry. It ends on sign-out, after 12 h
-        unused, after 7 days, or when the token is revoked."""
-        same_site(request)
-        who = tokens.authenticate(body.token)
-        if who is None:
-            raise Unauthorized(NOT_VALID)
-        if previous:
-            sessions.end(previous)  # the browser forgets it now: it must not live on elsewhere
-        session_id = sessions.create(who.token_id)
-        response = JSONResponse(who.to_json())
-        response.set_cookie(
-            SESSION_COOKIE,
-            session_id,
-            max_age=SESSION_ABSOLUTE_S,
-            path="/api",
-            secure=request.url.scheme == "https",
-            httponly=True,
-            samesite="strict",
-        )
-        return response
-
-    @app.get(
-        "/api/session",
-        response_model=WhoView,
-        responses={401: {"model": ErrorBody}},
-        tags=["session"],
-    )
-    def session(who: Caller) -> dict[str, Any]:
-        """Who is signed in: the token's name, role and tenants."""
-        return who.to_json()
-
-    @app.delete("/api/session", status_code=204, tags=["session"])
-    def sign_out(request: Request, session: Annotated[str | None, Depends(_cookie)]) -> Response:
-        """Signs the dashboard out: the session ends on the server (a copy of the cookie is
-        worth nothing from now on) and the cookie is forgotten; the token stays valid."""
-        same_site(request)
-        if session:
-            sessions.end(session)
-        response = Response(status_code=204)
-        response.delete_cookie(
-            SESSION_COOKIE,
-            path="/api",
-            secure=request.url.scheme == "https",
-            httponly=True,
-            samesite="strict",
-        )
-        return response

@@ -9,11 +9,10 @@ secured apart from the one process that writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 
 import uvicorn
 
@@ -26,14 +25,6 @@ from serve.live import LiveHub
 from storage.influx import InfluxClient
 
 log = logging.getLogger("moclo.serve")
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller owns Ctrl-C (see moclo/signals.py)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def bind(listen: str) -> socket.socket:
@@ -76,22 +67,16 @@ async def run_serve(
     anything is served, if it cannot be opened.
     """
     tokens = Tokens(settings.registry)
-    active = await asyncio.to_thread(tokens.count_active)
-    if active == 0:
-        log.warning(
-            "no API token in %s yet, so nobody can sign in to the dashboard or use the API: "
-            "create one with `moclo tokens create NAME --role admin --all-tenants` (or "
-            "`--tenant T --role viewer`)",
-            settings.registry,
-        )
-    else:
-        log.info("%d active API token(s) in %s", active, settings.registry)
+    await _tell_tokens(settings, tokens)
     sock = sock or bind(settings.serve_listen)
     client = InfluxClient(
         settings.influx_url, settings.influx_db, token=settings.influx_token_value
     )
     hub = LiveHub(settings)
-    server = _EmbeddedServer(
+    # uvicorn's own server, as its documentation runs it inside an async program: while it
+    # serves, it takes Ctrl-C and SIGTERM itself, closes, and raises them again for the
+    # caller's handlers (moclo/signals.py); `stop` closes it through `should_exit`.
+    server = uvicorn.Server(
         uvicorn.Config(
             # Around the whole application, so that even an answer Starlette makes itself (a
             # 404, a 500 from its outermost error handler) carries the security headers.
@@ -128,3 +113,17 @@ async def run_serve(
     finally:
         await client.close()
         sock.close()
+
+
+async def _tell_tokens(settings: Settings, tokens: Tokens) -> None:
+    """Logs how many API tokens are active, and how to make one when there is none."""
+    active = await asyncio.to_thread(tokens.count_active)
+    if active == 0:
+        log.warning(
+            "no API token in %s yet, so nobody can sign in to the dashboard or use the API: "
+            "create one with `moclo tokens create NAME --role admin --all-tenants` (or "
+            "`--tenant T --role viewer`)",
+            settings.registry,
+        )
+    else:
+        log.info("%d active API token(s) in %s", active, settings.registry)

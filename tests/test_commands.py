@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from core.mqtt import MqttEndpoint, make_client
 from core.settings import Settings
@@ -357,3 +358,33 @@ def test_a_second_sigterm_exits_at_once_and_loses_nothing(
             output.close()
     finally:
         database.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_moclo_serve_stops_cleanly_on_one_signal(
+    settings: Settings, signum: signal.Signals
+) -> None:
+    # While uvicorn serves it takes the signal first and raises it again for moclo's handlers
+    # once it has closed: the signal must count once, not as a second one (exit at once).
+    env = {
+        "MOCLO_MQTT_URL": settings.mqtt_url,
+        "MOCLO_INFLUX_URL": settings.influx_url,
+        "MOCLO_INFLUX_DB": settings.influx_db,
+        "MOCLO_TOPIC_PREFIX": settings.topic_prefix,
+        "MOCLO_REGISTRY": settings.registry,
+        "MOCLO_SERVE_LISTEN": f"127.0.0.1:{free_port()}",
+    }
+    process = _moclo("serve", env=env)
+    output = Output(process)
+    try:
+        url = wait_until(lambda: output.has("dashboard: "), what="serve ready").split()[-1]
+        assert httpx.get(f"{url}api/openapi.json", timeout=5).status_code == 200
+        process.send_signal(signum)
+        assert process.wait(30) == 0, output.text()
+    finally:
+        output.close()
+    name = signal.Signals(signum).name
+    assert [line for line in output.lines if "stopping cleanly" in line] == [
+        f"{name}: stopping cleanly (again to exit at once)"
+    ]
+    assert "exiting at once" not in output.text() and "Traceback" not in output.text()

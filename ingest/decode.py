@@ -10,6 +10,12 @@ fast path does not accept whole (invalid JSON, an invalid reading, a `device_id`
 payload, an empty or oversized array, a timestamp outside the window) is decoded again by the
 careful path, which alone decides what is rejected and why; so both paths give the same
 readings and the same rejections, the fast one only sooner.
+
+The careful path is three checks, each a small function: the topic (`_check_topic`), the
+payload as a whole (`_payload_items`), each reading (`_checked_item`), then the time window.
+This module stays whole at ~440 lines because both paths must decide alike and are read side
+by side; moving the checks out would move `RejectReason` and `Rejection`, which a dozen
+modules and tests import from here.
 """
 
 from __future__ import annotations
@@ -179,150 +185,67 @@ class Decoder:
         return True
 
     def _careful(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
-        """Decodes step by step, rejecting with the first reason that applies."""
-
-        def reject(
-            reason: RejectReason, error: str, tenant: str, device_type: str, data: bytes = payload
-        ) -> None:
-            out.rejections.append(
-                Rejection(
-                    reason,
-                    tenant,
-                    device_type,
-                    topic,
-                    error,
-                    data[:REJECTED_PAYLOAD_KEEP_BYTES],
-                    received_ns,
-                )
-            )
-
-        try:
-            address = parse_telemetry_topic(self.prefix, topic)
-        except TopicError as exc:
-            tenant, device_type = _tags_from_bad_topic(self.prefix, topic, self._catalogue)
-            reject(RejectReason.BAD_TOPIC, str(exc), tenant, device_type)
+        """Decodes step by step, rejecting with the first reason that applies: the topic, then
+        the payload as a whole, then each of its readings on its own."""
+        reject = _Rejecter(out.rejections, topic, payload, received_ns)
+        checked = self._check_topic(topic, received_ns, reject)
+        if checked is None:
             return
-        if len(self._addresses) >= MAX_CACHED_TOPICS:
-            self._addresses.clear()
-        self._addresses[topic] = address
-        device = self._catalogue.get(address.device_type)
-        if device is None:
-            known = ", ".join(sorted(self._catalogue))
-            reject(
-                RejectReason.UNKNOWN_DEVICE_TYPE,
-                f"unknown device type {address.device_type!r}; known: {known}",
-                address.tenant,
-                UNKNOWN_TYPE_TAG,
-            )
+        address, model = checked
+        items = _payload_items(payload, self._max_payload_bytes, reject)
+        if items is None:
             return
-        tenant, type_name = address.tenant, device.name
-        if self._registered is not None and address not in self._registered:
-            if not self._flag_unregistered:
-                reject(
-                    RejectReason.UNREGISTERED_DEVICE,
-                    f"device {tenant}/{type_name}/{address.device_id} is not registered (never "
-                    "added, or revoked); `moclo devices add` registers a device",
-                    tenant,
-                    type_name,
-                )
-                return
-            self._flag(address, topic, received_ns)
-        if len(payload) > self._max_payload_bytes:
-            reject(
-                RejectReason.PAYLOAD_TOO_LARGE,
-                f"payload is {len(payload)} bytes; the limit is {self._max_payload_bytes}",
-                tenant,
-                type_name,
-            )
-            return
-        try:
-            document = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            # orjson stops at 1024 levels; a reading is flat, so anything that deep is hostile.
-            reason = RejectReason.TOO_DEEP if "depth limit" in str(exc) else RejectReason.BAD_JSON
-            reject(reason, f"not valid JSON: {exc}", tenant, type_name)
-            return
-
-        if isinstance(document, dict):
-            items: list[Any] = [document]
-        elif isinstance(document, list):
-            if not document:
-                reject(
-                    RejectReason.BAD_SHAPE,
-                    "empty array: send at least one reading",
-                    tenant,
-                    type_name,
-                )
-                return
-            if len(document) > MAX_READINGS_PER_MESSAGE:
-                reject(
-                    RejectReason.BAD_SHAPE,
-                    f"array of {len(document)} readings; at most "
-                    f"{MAX_READINGS_PER_MESSAGE} per message",
-                    tenant,
-                    type_name,
-                )
-                return
-            items = document
-        else:
-            reject(
-                RejectReason.BAD_SHAPE,
-                f"payload is a JSON {type(document).__name__}; send an object (one reading) "
-                "or an array of readings",
-                tenant,
-                type_name,
-            )
-            return
-
-        model = device.reading
         batch = len(items) > 1
         for index, item in enumerate(items):
             where = f"reading {index}: " if batch else ""
             # Each rejected element of a batch keeps its own JSON, so nothing valid is lost
             # and nothing invalid is recorded twice. (Taken before device_id is popped.)
             data = orjson.dumps(item) if batch else payload
-            if not isinstance(item, dict):
-                reject(
-                    RejectReason.BAD_SHAPE,
-                    f"{where}expected a JSON object",
-                    tenant,
-                    type_name,
-                    data,
-                )
-                continue
-            # A device may name itself in the payload; if it names another device, it is
-            # speaking on a topic that is not its own.
-            claimed = item.pop("device_id", address.device_id)
-            if claimed != address.device_id:
-                reject(
-                    RejectReason.IDENTITY_MISMATCH,
-                    f"{where}payload says device_id {str(claimed)[:70]!r} but the topic is "
-                    f"{address.device_id!r}'s",
-                    tenant,
-                    type_name,
-                    data,
-                )
-                continue
-            for name in _integer_fields(model):
-                value = item.get(name)
-                if type(value) is float and value.is_integer():
-                    item[name] = int(value)
-            try:
-                reading = model.model_validate(item)
-            except ValidationError as exc:
-                reject(
-                    RejectReason.INVALID_READING,
-                    where + describe_validation_error(exc),
-                    tenant,
-                    type_name,
-                    data,
-                )
+            reading = _checked_item(item, address, model, where, data, reject)
+            if reading is None:
                 continue
             if (outside := self._why_outside(reading.ts, received_ns)) is not None:
-                reject(outside[0], where + outside[1], tenant, type_name, data)
+                reject(outside[0], where + outside[1], data)
                 continue
             out.readings.append(ValidReading(address, reading))
             out.received_ns.append(received_ns)
+
+    def _check_topic(
+        self, topic: str, received_ns: int, reject: _Rejecter
+    ) -> tuple[DeviceAddress, type[Reading]] | None:
+        """The sender and its reading model, or None having rejected the message for its topic:
+        malformed, an unknown device type or an unregistered device. Sets `reject`'s tags."""
+        try:
+            address = parse_telemetry_topic(self.prefix, topic)
+        except TopicError as exc:
+            reject.tenant, reject.device_type = _tags_from_bad_topic(
+                self.prefix, topic, self._catalogue
+            )
+            reject(RejectReason.BAD_TOPIC, str(exc))
+            return None
+        if len(self._addresses) >= MAX_CACHED_TOPICS:
+            self._addresses.clear()
+        self._addresses[topic] = address
+        reject.tenant = address.tenant
+        device = self._catalogue.get(address.device_type)
+        if device is None:
+            known = ", ".join(sorted(self._catalogue))
+            reject(
+                RejectReason.UNKNOWN_DEVICE_TYPE,
+                f"unknown device type {address.device_type!r}; known: {known}",
+            )
+            return None
+        reject.device_type = device.name
+        if self._registered is not None and address not in self._registered:
+            if not self._flag_unregistered:
+                reject(
+                    RejectReason.UNREGISTERED_DEVICE,
+                    f"device {address.tenant}/{device.name}/{address.device_id} is not registered "
+                    "(never added, or revoked); `moclo devices add` registers a device",
+                )
+                return None
+            self._flag(address, topic, received_ns)
+        return address, device.reading
 
     def take_flagged(self) -> list[tuple[DeviceAddress, str, int]]:
         """(address, topic, received_ns) of each unregistered device let through since the last
@@ -375,6 +298,99 @@ class Decoder:
                 f"ts is {_span(age)} before arrival; the database keeps {_span(self._retention_ns)}"
                 " (its retention), so InfluxDB would not store it"
             )
+        return None
+
+
+@dataclass(slots=True)
+class _Rejecter:
+    """Appends the rejections of one message (the careful path's): all share its topic, payload
+    and arrival, and its tags once the topic check has found them."""
+
+    rejections: list[Rejection]
+    topic: str
+    payload: bytes
+    received_ns: int
+    tenant: str = INVALID_TAG
+    device_type: str = UNKNOWN_TYPE_TAG
+
+    def __call__(self, reason: RejectReason, error: str, data: bytes | None = None) -> None:
+        kept = (self.payload if data is None else data)[:REJECTED_PAYLOAD_KEEP_BYTES]
+        self.rejections.append(
+            Rejection(
+                reason, self.tenant, self.device_type, self.topic, error, kept, self.received_ns
+            )
+        )
+
+
+def _payload_items(payload: bytes, max_bytes: int, reject: _Rejecter) -> list[Any] | None:
+    """The payload's readings as JSON values (one for an object), or None having rejected it
+    as a whole: too large, not JSON, too deep, or not an object or a non-empty array."""
+    if len(payload) > max_bytes:
+        reject(
+            RejectReason.PAYLOAD_TOO_LARGE,
+            f"payload is {len(payload)} bytes; the limit is {max_bytes}",
+        )
+        return None
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        # orjson stops at 1024 levels; a reading is flat, so anything that deep is hostile.
+        reason = RejectReason.TOO_DEEP if "depth limit" in str(exc) else RejectReason.BAD_JSON
+        reject(reason, f"not valid JSON: {exc}")
+        return None
+    if isinstance(document, dict):
+        return [document]
+    if not isinstance(document, list):
+        reject(
+            RejectReason.BAD_SHAPE,
+            f"payload is a JSON {type(document).__name__}; send an object (one reading) "
+            "or an array of readings",
+        )
+        return None
+    if not document:
+        reject(RejectReason.BAD_SHAPE, "empty array: send at least one reading")
+        return None
+    if len(document) > MAX_READINGS_PER_MESSAGE:
+        reject(
+            RejectReason.BAD_SHAPE,
+            f"array of {len(document)} readings; at most {MAX_READINGS_PER_MESSAGE} per message",
+        )
+        return None
+    return document
+
+
+def _checked_item(
+    item: Any,
+    address: DeviceAddress,
+    model: type[Reading],
+    where: str,
+    data: bytes,
+    reject: _Rejecter,
+) -> Reading | None:
+    """One element of the payload as a reading of `model`, or None having rejected it (with
+    `data`, its own JSON): not an object, naming another device, or invalid."""
+    if not isinstance(item, dict):
+        reject(RejectReason.BAD_SHAPE, f"{where}expected a JSON object", data)
+        return None
+    # A device may name itself in the payload; if it names another device, it is speaking
+    # on a topic that is not its own.
+    claimed = item.pop("device_id", address.device_id)
+    if claimed != address.device_id:
+        reject(
+            RejectReason.IDENTITY_MISMATCH,
+            f"{where}payload says device_id {str(claimed)[:70]!r} but the topic is "
+            f"{address.device_id!r}'s",
+            data,
+        )
+        return None
+    for name in _integer_fields(model):
+        value = item.get(name)
+        if type(value) is float and value.is_integer():
+            item[name] = int(value)
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        reject(RejectReason.INVALID_READING, where + describe_validation_error(exc), data)
         return None
 
 

@@ -28,3 +28,6 @@ class IngestOptions:
     log_alerts: bool = True  # log every alert change (`moclo up` prints them itself)
     alert_rules: bool = True  # False: no rules at all (the benchmark's baseline)
     quiet_gc: bool = True  # freeze start-up objects (ingest/gcpolicy.py)
+    # paho's stock MQTT client instead of ingest/paho_fast.py's, as when start-up finds paho
+    # lacks a private name that one uses; slower, nothing lost (a test forces the fallback)
+    stock_mqtt_client: bool = False

@@ -21,19 +21,26 @@ changes only that:
   copies of a few hundred device topics (1.4 MB of a 14 MB peak, traced);
 - `ack_many` queues the PUBACKs of a whole batch as one write, in the order given.
 
-It relies on paho's private methods `_create_socket`, `_handle_publish` and `_packet_queue`
-(paho-mqtt is pinned below 3; `tests/test_paho_fast.py` checks the parsing against paho's own
-decoder and the whole path against a real Mosquitto).
+It relies on private paho names, every one listed in `PRIVATE_NAMES` with its kind. paho-mqtt
+is pinned to the minor version the tests cover (pyproject.toml; `tests/test_paho_fast.py`
+checks the parsing against paho's own decoder and the whole path against a real Mosquitto),
+and `client_class()` checks the names at start-up: if any is missing, ingest runs on paho's
+stock client instead, slower and losing nothing, with one warning naming what is missing.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt import __version__ as paho_version
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+log = logging.getLogger("moclo.ingest.paho_fast")
 
 _CHUNK = 256 * 1024  # one recv(); a batch of small messages fits many times over
 _READ_BURST = 1_000  # packets per select() at most, so writes and keepalive are not starved
@@ -43,6 +50,25 @@ _TOPICS_KEPT = 100_000  # distinct topics shared; beyond that (a flood of new on
 
 # topic, payload, packet id, QoS; called on paho's network thread, like on_message.
 PublishCallback = Callable[[str, bytes, int, int], None]
+
+# A method is looked up on paho's Client class; an attribute, which paho sets in __init__, on
+# an instance of it.
+PrivateKind = Literal["method", "attribute"]
+
+# Every private paho name this module uses, in one place: `client_class()` checks each before
+# FastClient is used, so a paho release that renames one costs speed, not readings.
+PRIVATE_NAMES: tuple[tuple[str, PrivateKind], ...] = (
+    ("_create_socket", "method"),  # overridden: wraps each new socket in `_ReadAhead`
+    ("_transport", "attribute"),  # "tcp" or "websockets": websockets keep paho's own reads
+    ("_sock", "attribute"),  # the connection's socket, None when not connected (loop_read)
+    ("_packet_read", "method"),  # reads one packet; loop_read calls it up to _READ_BURST times
+    ("_loop_rc_handle", "method"),  # what loop_read does with a read error, as paho does
+    ("_handle_publish", "method"),  # overridden: the cheap PUBLISH path, else paho's own
+    ("_protocol", "attribute"),  # the MQTT version: the cheap path parses MQTT 5 only
+    ("_in_packet", "attribute"),  # the packet just read: its "command" byte and "packet" body
+    ("_packet_queue", "method"),  # queues bytes to send: ack_many's one write of PUBACKs
+    ("_reset_sockets", "method"),  # closes loop_start()'s wake-up sockets (release_sockets)
+)
 
 
 class _ReadAhead:
@@ -140,8 +166,41 @@ class FastClient(paho.Client):
             self._packet_queue(paho.PUBACK, packet, 0, 0)
 
 
+def missing_private_names(names: Iterable[tuple[str, PrivateKind]] = PRIVATE_NAMES) -> list[str]:
+    """The names paho's Client lacks, or has as another kind than listed."""
+    probe = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)  # opens no socket
+    missing = []
+    for name, kind in names:
+        if kind == "method":
+            present = callable(getattr(paho.Client, name, None))
+        else:
+            present = hasattr(probe, name) and not callable(getattr(probe, name))
+        if not present:
+            missing.append(name)
+    return missing
+
+
+@functools.cache
+def client_class(names: tuple[tuple[str, PrivateKind], ...] = PRIVATE_NAMES) -> type[paho.Client]:
+    """FastClient if paho has every private name it uses; otherwise paho's stock client, with
+    one warning (once per process) naming what is missing. `names` is for tests."""
+    missing = missing_private_names(names)
+    if not missing:
+        return FastClient
+    log.warning(
+        "paho-mqtt %s lacks %s, private names ingest's fast MQTT path relies on "
+        "(ingest/paho_fast.py lists them); using paho's stock client instead: slower, and "
+        "nothing is lost. Install the paho-mqtt version pyproject.toml pins to get it back.",
+        paho_version,
+        ", ".join(missing),
+    )
+    return paho.Client
+
+
 def release_sockets(client: paho.Client) -> None:
     """Closes what paho's `loop_start()` opened, after `loop_stop()`: paho leaves its wake-up
     socket pair open until the client is garbage collected, which a reference cycle through
     its callbacks delays to some later collection (where the sockets warn as unclosed)."""
-    client._reset_sockets()
+    reset = getattr(client, "_reset_sockets", None)
+    if reset is not None:  # a paho without it (see PRIVATE_NAMES) closes them when collected
+        reset()

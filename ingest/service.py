@@ -107,6 +107,7 @@ class Ingest:
             batch_bytes=options.batch_bytes,
             window=options.window,
             window_bytes=options.window_bytes,
+            stock_client=options.stock_mqtt_client,
         )
         # Its own login (`USER~alerts`, same password): on a broker that names connections by
         # their login, a second connection as USER would take the consumer's session.

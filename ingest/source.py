@@ -2,7 +2,8 @@
 
 paho-mqtt 2 runs the connection in its own thread (with its reconnect logic) because it offers
 manual acknowledgement (`manual_ack=True`) and aiomqtt does not (aiomqtt issue 345). Its
-receive and acknowledge paths are replaced by cheaper ones (`ingest/paho_fast.py`). Messages
+receive and acknowledge paths are replaced by cheaper ones (`ingest/paho_fast.py`; paho's stock
+client when `stock_client` is asked for, or when paho lacks a private name those rely on). Messages
 are handed to the event loop in batches, one wake-up per burst rather than per message, and a
 batch's acknowledgements leave as one write.
 
@@ -36,7 +37,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.mqtt import MqttEndpoint, make_client
-from ingest.paho_fast import FastClient, release_sockets
+from ingest.paho_fast import FastClient, client_class, release_sockets
 
 log = logging.getLogger("moclo.ingest.source")
 
@@ -64,6 +65,7 @@ class MqttSource:
         window_bytes: int = 8 * 1024 * 1024,
         session_expiry_s: int = 86_400,
         keepalive_s: int = 30,
+        stock_client: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.subscriptions = (
@@ -80,14 +82,15 @@ class MqttSource:
         self._window_bytes = window_bytes
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
-        client = make_client(endpoint, client_id, manual_ack=True, client_class=FastClient)
-        assert isinstance(client, FastClient)
+        chosen = paho.Client if stock_client else client_class()
+        client = make_client(endpoint, client_id, manual_ack=True, client_class=chosen)
         self._client = client
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message  # what the fast path leaves to paho
-        client.on_publish_received = self._on_publish
+        client.on_message = self._on_message  # what the fast path leaves to paho, or all
+        if isinstance(client, FastClient):
+            client.on_publish_received = self._on_publish
 
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # paho's thread waits here when full
@@ -206,7 +209,11 @@ class MqttSource:
         """Acknowledges stored messages, in arrival order; returns how many were sent."""
         current = self._connection
         mids = [m.mid for m in messages if m.qos == 1 and m.connection == current]
-        self._client.ack_many(mids)  # one write for the batch
+        if isinstance(self._client, FastClient):
+            self._client.ack_many(mids)  # one write for the batch
+        else:
+            for mid in mids:
+                self._client.ack(mid, 1)
         sent = len(mids)
         for message in messages:
             if message.qos == 2 and message.connection == current:  # not subscribed so, today

@@ -4,6 +4,9 @@ acknowledgements, against a real Mosquitto."""
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
+import re
 import socket
 import struct
 import time
@@ -18,10 +21,21 @@ from paho.mqtt.properties import Properties
 from core.mqtt import MqttEndpoint, make_client
 from core.settings import Settings
 from devices.topics import telemetry_subscription, telemetry_topic
-from ingest.paho_fast import FastClient, _ReadAhead
+from ingest.options import IngestOptions
+from ingest.paho_fast import (
+    PRIVATE_NAMES,
+    FastClient,
+    _ReadAhead,
+    client_class,
+    missing_private_names,
+    release_sockets,
+)
 from ingest.source import Message, MqttSource
 from moclo.stack import MosquittoServer
-from tests.helpers import wait_until
+from tests.conftest import RunningIngest
+from tests.helpers import Influx, cow_json, publish_all, wait_until
+
+T0 = int(time.time()) // 60 * 60 - 3600  # an hour ago: inside the accepted ts window
 
 
 def _properties(**values: object) -> bytes:
@@ -197,3 +211,57 @@ def test_batched_acknowledgements_and_messages_with_properties(
     assert [m.payload for m in got] == expected
     assert {m.topic for m in got} == {topic}
     assert [m.payload for m in after] == [b"after"]  # no unacknowledged message came back
+
+
+def test_every_private_paho_name_paho_fast_uses_is_listed_and_present() -> None:
+    """`PRIVATE_NAMES` is the one list: FastClient and release_sockets use no other private
+    name of paho's, and the installed (pinned) paho has each, of the listed kind."""
+    own = {"_topics"}  # FastClient's own attribute
+    source = inspect.getsource(FastClient) + inspect.getsource(release_sockets)
+    used = set(re.findall(r"(?:self|super\(\)|client)\.(_[a-z]\w*)", source))
+    used |= set(re.findall(r'getattr\(client, "(_[a-z]\w*)"', source))
+    assert used - own == {name for name, _ in PRIVATE_NAMES}
+    assert missing_private_names() == []
+    assert client_class() is FastClient
+
+
+def test_a_missing_or_changed_private_name_falls_back_to_the_stock_client_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Injected lists, so the real check runs while paho itself stays untouched.
+    changed = (*PRIVATE_NAMES, ("_no_such_paho_method", "method"), ("_create_socket", "attribute"))
+    assert missing_private_names(changed) == ["_no_such_paho_method", "_create_socket"]
+    with caplog.at_level(logging.WARNING, logger="moclo.ingest.paho_fast"):
+        assert client_class(changed) is paho.Client
+        assert client_class(changed) is paho.Client
+    [warning] = caplog.records
+    assert "_no_such_paho_method, _create_socket" in warning.getMessage()
+    assert "stock client" in warning.getMessage()
+
+
+def test_ingest_on_pahos_stock_client_stores_every_reading_and_acknowledges_it(
+    settings: Settings, influx: Influx
+) -> None:
+    """The fallback runs a real ingest: every reading stored exactly once, every message
+    acknowledged (none comes back to the next run), the window's back-pressure included."""
+    topics = [
+        telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", f"cow-{n}") for n in range(5)
+    ]
+    messages = [(topics[seq % 5], cow_json(T0 + seq, seq)) for seq in range(600)]
+    # A small window, so paho's thread waits in on_message while the consumer catches up.
+    options = IngestOptions(linger_s=0.05, batch_messages=50, window=100, stock_mqtt_client=True)
+    with RunningIngest(settings, options) as running:
+        assert running.ingest is not None
+        assert type(running.ingest.source._client) is paho.Client
+        publish_all(settings.mqtt_url, messages)
+        wait_until(lambda: running.stats.messages == 600, what="600 messages handled")
+    assert influx.count("cow_tracker", "seq") == 600
+    stored = influx.query('SELECT "seq" FROM "cow_tracker"')
+    assert sorted(row["seq"] for row in stored) == list(range(600))
+    assert influx.count("moclo_rejected", "error") == 0
+
+    with RunningIngest(settings, options) as again:
+        publish_all(settings.mqtt_url, [(topics[0], cow_json(T0 + 600, 600))])
+        wait_until(lambda: again.stats.messages >= 1, what="the next reading handled")
+        assert again.stats.messages == 1  # nothing unacknowledged was delivered again
+    assert influx.count("cow_tracker", "seq") == 601

@@ -71,7 +71,6 @@ class RunningIngest:
         self.options = options
         self.stats = IngestStats()
         self.ingest: Ingest | None = None
-        self.ingest: Ingest | None = None
         self.alerts: list[object] = []
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -171,7 +171,7 @@ def _alert_filter_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _alert_id(text: str) -> str:
-    from ingest.alerts.acks import check_alert_id
+    from ingest.alerts.acknowledge import check_alert_id
 
     try:
         return check_alert_id(text)
@@ -192,10 +192,10 @@ def _alert_scope(kind: str) -> Callable[[str], str | None]:
 
 def _alert_text(kind: str) -> Callable[[str], str]:
     def check(text: str) -> str:
-        from ingest.alerts.acks import check_ack_text
+        from ingest.alerts.acknowledge import check_acknowledgement_text
 
         try:
-            return check_ack_text(kind, text)
+            return check_acknowledgement_text(kind, text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -37,8 +37,7 @@ _ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
 
 
 class AcknowledgementInvalid(ValueError):
-    """An acknowledgement that cannot be applied; the message says why. Ingest stores it as a
-    `bad_ack` rejection, which the sender's `AcknowledgementRefused` reports."""
+    """An acknowledgement that cannot be applied (stored as `bad_ack`); the message says why."""
 
 
 @dataclass(slots=True)
@@ -238,8 +237,7 @@ class AlertEngine:
     # -- people ----------------------------------------------------------------------------
 
     def acknowledge(self, tenant: str, alert: str, by: str, note: str = "") -> Alert:
-        """Marks an open alert as acknowledged by `by`; AcknowledgementInvalid says why it
-        cannot be."""
+        """Marks an open alert as acknowledged by `by`, or says why not (AcknowledgementInvalid)."""
         found = self._open.get(alert)
         if found is None or found[0].address.tenant != tenant:
             raise AcknowledgementInvalid(f"no open alert {alert!r} for tenant {tenant!r}")

@@ -48,10 +48,10 @@ from pathlib import Path
 from access.registry import MqttLogin, Registry
 from core.mqtt import connection_login
 from devices.topics import (
-    ack_subscription,
-    ack_topic,
+    acknowledgement_subscription,
+    acknowledgement_topic,
     alert_subscription,
-    on_behalf_ack_topic,
+    on_behalf_acknowledgement_topic,
     telemetry_subscription,
     telemetry_topic,
 )
@@ -158,12 +158,13 @@ def broker_logins(login: MqttLogin, prefix: str) -> list[tuple[str, list[tuple[s
         # sent it), exactly where the account itself may.
         if role == "serve":
             watched = "+"
-            written = on_behalf_ack_topic(prefix, "+", login.username)
+            written = on_behalf_acknowledgement_topic(prefix, "+", login.username)
         else:
             assert tenant is not None, f"{role} account {login.username} has no tenant"
-            watched, written = tenant, ack_topic(prefix, tenant, login.username)
-        acks = [("read", alert_subscription(prefix, watched)), ("write", written)]
-        return [own, (connection_login(login.username, "acks"), acks)]
+            watched, written = tenant, acknowledgement_topic(prefix, tenant, login.username)
+        acknowledging = [("read", alert_subscription(prefix, watched)), ("write", written)]
+        # `~acks`: the login's name is the broker's contract, kept.
+        return [own, (connection_login(login.username, "acks"), acknowledging)]
     return [own]
 
 
@@ -177,7 +178,7 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
         # Consuming only: its announcer publishes as `USER~alerts` (broker_logins).
         return [
             ("read", telemetry_subscription(prefix)),
-            ("read", ack_subscription(prefix)),
+            ("read", acknowledgement_subscription(prefix)),
         ]
     if role == "serve":
         # The live stream; the dashboard's acknowledgements go as `USER~acks`.
@@ -194,7 +195,7 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
     if role == "app":
         return reads
     if role == "operator":
-        return [*reads, ("write", ack_topic(prefix, tenant, login.username))]
+        return [*reads, ("write", acknowledgement_topic(prefix, tenant, login.username))]
     raise AssertionError(role)
 
 

@@ -82,7 +82,8 @@ def alert_state_subscription(prefix: str, tenant: str = "+") -> str:
     return f"{prefix}/{tenant}/alert-state/+/+"
 
 
-def ack_topic(prefix: str, tenant: str, account: str) -> str:
+# The topics below keep "acks" (MQTT's word elsewhere in the code): they are the wire contract.
+def acknowledgement_topic(prefix: str, tenant: str, account: str) -> str:
     """Where the account `account` acknowledges a tenant's alerts: `{"id": ..., "note": ...}`.
 
     The broker's ACL lets an operator write only under its own name, so the topic, not the
@@ -90,14 +91,14 @@ def ack_topic(prefix: str, tenant: str, account: str) -> str:
     return f"{prefix}/{tenant}/acks/{account}"
 
 
-def on_behalf_ack_topic(prefix: str, tenant: str, account: str) -> str:
+def on_behalf_acknowledgement_topic(prefix: str, tenant: str, account: str) -> str:
     """Where the serve account `account` acknowledges for a person who signed in to it with
     an API token: `{"id": ..., "by": "<the token's name>", "note": ...}`. Only serve accounts
     may write here, so only here is the payload's `by` believed."""
     return f"{prefix}/{tenant}/acks/{account}/{ON_BEHALF}"
 
 
-def ack_subscription(prefix: str, tenant: str = "+") -> str:
+def acknowledgement_subscription(prefix: str, tenant: str = "+") -> str:
     """Every acknowledgement of a tenant; `#` also matches `{prefix}/{tenant}/acks` itself,
     the topic of older clients, which ingest then refuses saying why."""
     return f"{prefix}/{tenant}/acks/#"
@@ -108,7 +109,7 @@ def shared(group: str, subscription: str) -> str:
     return f"$share/{group}/{subscription}"
 
 
-def parse_ack_topic(prefix: str, topic: str) -> str | None:
+def parse_acknowledgement_topic(prefix: str, topic: str) -> str | None:
     """The tenant level of a topic under `{prefix}/{tenant}/acks` (that topic or below it), or
     None if `topic` is not one. Cheap: ingest asks it of every message."""
     if "/acks" not in topic:  # every telemetry topic leaves here, after one C-level search
@@ -128,7 +129,7 @@ def parse_ack_topic(prefix: str, topic: str) -> str | None:
 def parse_acknowledger(prefix: str, tenant: str, topic: str) -> tuple[str, bool]:
     """(account, on behalf) of an acknowledgement topic of `tenant`: the account that
     published it, and whether it did so for a person named in the payload (a serve account
-    on `on_behalf_ack_topic`). Raises TopicError saying which topic to use instead."""
+    on `on_behalf_acknowledgement_topic`). Raises TopicError saying which topic to use instead."""
     rest = topic[len(f"{prefix}/{tenant}/acks") :]
     levels = rest.split("/")[1:] if rest.startswith("/") else []
     if len(levels) == 2 and levels[1] == ON_BEHALF:

@@ -67,7 +67,8 @@ class RejectReason(enum.StrEnum):
     BEYOND_RETENTION = "beyond_retention"  # older than InfluxDB keeps: it would not store it
     CARDINALITY_LIMIT = "cardinality_limit"
     STORAGE_REFUSED = "storage_refused"  # valid for us, refused by InfluxDB (type conflict)
-    BAD_ACK = "bad_ack"  # an acknowledgement that is malformed or names no open alert
+    # An acknowledgement that is malformed or names no open alert; the stored value keeps "ack".
+    BAD_ACKNOWLEDGEMENT = "bad_ack"
     UNREGISTERED_DEVICE = "unregistered_device"  # not in the registry, or revoked
 
 

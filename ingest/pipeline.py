@@ -20,11 +20,11 @@ from devices.topics import (
     DeviceAddress,
     TopicError,
     is_identifier,
-    parse_ack_topic,
+    parse_acknowledgement_topic,
     parse_acknowledger,
     telemetry_topic,
 )
-from ingest.alerts import AckError, AlertEngine
+from ingest.alerts import AcknowledgementInvalid, AlertEngine
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import (
     INVALID_TAG,
@@ -52,7 +52,7 @@ class PreparedBatch:
     alerts: list[Alert] = field(default_factory=list)
 
 
-class _Ack(BaseModel):
+class _AcknowledgementBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str = Field(pattern=r"^[0-9a-f]{12}$")
@@ -63,22 +63,22 @@ class _Ack(BaseModel):
     note: str = Field(default="", max_length=500)
 
 
-def _acknowledger(account: str, on_behalf: bool, ack: _Ack) -> tuple[str, str]:
+def _acknowledger(account: str, on_behalf: bool, body: _AcknowledgementBody) -> tuple[str, str]:
     """(who acknowledged, the note to store) for an acknowledgement sent by `account`.
 
     A `by` that names someone else on an account's own topic is kept in the note, marked as
     not verified, rather than refused: a team sharing one operator login may still say who
     of them is on it, and an acknowledgement is not lost for a field nobody checks."""
     if on_behalf:
-        if ack.by is None:
-            raise AckError(
+        if body.by is None:
+            raise AcknowledgementInvalid(
                 f'an acknowledgement on the on-behalf topic of {account!r} names the person in "by"'
             )
-        return ack.by, ack.note
-    if ack.by is None or ack.by == account:
-        return account, ack.note
-    claim = f"(the message said by {ack.by!r}; not verified)"
-    return account, f"{ack.note} {claim}" if ack.note else claim
+        return body.by, body.note
+    if body.by is None or body.by == account:
+        return account, body.note
+    claim = f"(the message said by {body.by!r}; not verified)"
+    return account, f"{body.note} {claim}" if body.note else claim
 
 
 class Pipeline:
@@ -98,11 +98,11 @@ class Pipeline:
     def prepare(self, messages: Sequence[Message]) -> PreparedBatch:
         decoded = Decoded()
         batch = PreparedBatch()
-        acks: list[tuple[str, Message]] = []
+        acknowledgements: list[tuple[str, Message]] = []
         for message in messages:
-            tenant = parse_ack_topic(self.decoder.prefix, message.topic)
+            tenant = parse_acknowledgement_topic(self.decoder.prefix, message.topic)
             if tenant is not None:
-                acks.append((tenant, message))
+                acknowledgements.append((tenant, message))
                 continue
             self.decoder.decode(message.topic, message.payload, message.received_ns, decoded)
         for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
@@ -114,7 +114,7 @@ class Pipeline:
             batch.alerts.extend(self.engine.evaluate(item))
         # After the readings: an acknowledgement names an alert that was raised before it was
         # sent, possibly by a reading in this same batch.
-        for tenant, message in acks:
+        for tenant, message in acknowledgements:
             self._acknowledge(tenant, message, batch)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)
         for rejection in decoded.rejections:
@@ -131,13 +131,15 @@ class Pipeline:
         shape = 'an acknowledgement is {"id": "<alert id>", "note": "…"}'
         try:
             if not is_identifier(tenant):
-                raise AckError(f"tenant {tenant!r} in the topic must match {IDENTIFIER_RULE}")
+                raise AcknowledgementInvalid(
+                    f"tenant {tenant!r} in the topic must match {IDENTIFIER_RULE}"
+                )
             account, on_behalf = parse_acknowledger(self.decoder.prefix, tenant, message.topic)
-            ack = _Ack.model_validate(orjson.loads(message.payload))
-            by, note = _acknowledger(account, on_behalf, ack)
-            alert = self.engine.acknowledge(tenant, ack.id, by, note)
-        except (orjson.JSONDecodeError, ValidationError, AckError, TopicError) as exc:
-            if isinstance(exc, AckError | TopicError):
+            body = _AcknowledgementBody.model_validate(orjson.loads(message.payload))
+            by, note = _acknowledger(account, on_behalf, body)
+            alert = self.engine.acknowledge(tenant, body.id, by, note)
+        except (orjson.JSONDecodeError, ValidationError, AcknowledgementInvalid, TopicError) as exc:
+            if isinstance(exc, AcknowledgementInvalid | TopicError):
                 error = str(exc)
             elif isinstance(exc, ValidationError):
                 error = f"{shape}: {describe_validation_error(exc)}"
@@ -146,9 +148,9 @@ class Pipeline:
             self._add_rejection(
                 batch,
                 Rejection(
-                    RejectReason.BAD_ACK,
+                    RejectReason.BAD_ACKNOWLEDGEMENT,
                     tenant if is_identifier(tenant) else INVALID_TAG,
-                    "_ack",
+                    "_ack",  # the stored device_type tag of these rejections: contract, kept
                     message.topic,
                     error,
                     message.payload[:KEEP_BYTES],

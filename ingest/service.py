@@ -31,7 +31,7 @@ from pathlib import Path
 
 from core.mqtt import connection_login
 from core.settings import Settings
-from devices.topics import ack_subscription, shared, telemetry_subscription
+from devices.topics import acknowledgement_subscription, shared, telemetry_subscription
 from ingest.alert_state import AlertState
 from ingest.alerts import AlertEngine
 from ingest.alerts.rulebook import RuleBook
@@ -75,7 +75,7 @@ def subscriptions(settings: Settings) -> tuple[str, ...]:
     telemetry = tuple(telemetry_subscription(prefix, t) for t in tenants)
     if settings.ingest_share_group is not None:
         return tuple(shared(settings.ingest_share_group, s) for s in telemetry)
-    return (*telemetry, *(ack_subscription(prefix, t) for t in tenants))
+    return (*telemetry, *(acknowledgement_subscription(prefix, t) for t in tenants))
 
 
 class Ingest:

@@ -43,9 +43,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _alert_filter_flags(alerts)
     connection_flags(alerts)
+    # Flags given before the subcommand (`moclo alerts --tenant t watch`) must survive it:
+    # argparse writes a subcommand's defaults over the same flags, so the subcommands' flags
+    # have none (argument_default=SUPPRESS) and the defaults are `moclo alerts`' alone,
+    # --severity's included (set here rather than by the flag, which the subcommand shares).
+    alerts.set_defaults(severity="info")
     alert_commands = alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND")
-    ack = alert_commands.add_parser(
-        "ack",
+    acknowledge = alert_commands.add_parser(
+        "ack",  # the CLI's command: a contract, kept short
+        argument_default=argparse.SUPPRESS,
         help="acknowledge an open alert: someone is on it",
         description="Looks the alert up in InfluxDB, publishes the acknowledgement to "
         "{prefix}/{tenant}/acks/{account} and waits until ingest publishes the `acknowledged` "
@@ -54,8 +60,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "unknown, resolved or already acknowledged, or if ingest does not confirm in time; 2 "
         "if --by is not the login.",
     )
-    ack.add_argument("id", type=_alert_id, metavar="ID", help="the alert's id (12 hex digits)")
-    ack.add_argument(
+    acknowledge.add_argument(
+        "id", type=_alert_id, metavar="ID", help="the alert's id (12 hex digits)"
+    )
+    acknowledge.add_argument(
         "--by",
         type=_alert_text("by"),
         default=None,
@@ -64,35 +72,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "an account name (default: $USER). With a login, you are the login; a different "
         "--by is refused (name others in --note)",
     )
-    ack.add_argument(
+    acknowledge.add_argument(
         "--note",
         type=_alert_text("note"),
         default="",
         metavar="TEXT",
         help="what is being done, up to 500 characters",
     )
-    ack.add_argument(
+    acknowledge.add_argument(
         "--timeout",
         type=duration,
         default=10.0,
         metavar="DURATION",
         help="how long to wait for ingest to confirm (default 10s)",
     )
-    connection_flags(ack)
+    connection_flags(acknowledge)
     watch = alert_commands.add_parser(
         "watch",
+        argument_default=argparse.SUPPRESS,
         help="deprecated: use `moclo alerts --follow`",
         description="The same as `moclo alerts --follow`, kept for scripts.",
     )
     _alert_filter_flags(watch)
     connection_flags(watch)
-    # Flags given before the subcommand (`moclo alerts --tenant t watch`) must survive the
-    # subcommand's defaults for the same flags, which argparse would write over them.
-    shared = {action.dest for action in alerts._actions} - {"help"}
-    for sub in (ack, watch):
-        for action in sub._actions:
-            if action.dest in shared:
-                action.default = argparse.SUPPRESS
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -137,7 +139,6 @@ def _alert_filter_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--severity",
         choices=("info", "warning", "critical"),
-        default="info",
         help="the least severity shown (default info: all)",
     )
     parser.add_argument(
@@ -170,7 +171,7 @@ def _alert_filter_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _alert_id(text: str) -> str:
-    from ingest.alerts.acks import check_alert_id
+    from ingest.alerts.acknowledge import check_alert_id
 
     try:
         return check_alert_id(text)
@@ -191,10 +192,10 @@ def _alert_scope(kind: str) -> Callable[[str], str | None]:
 
 def _alert_text(kind: str) -> Callable[[str], str]:
     def check(text: str) -> str:
-        from ingest.alerts.acks import check_ack_text
+        from ingest.alerts.acknowledge import check_acknowledgement_text
 
         try:
-            return check_ack_text(kind, text)
+            return check_acknowledgement_text(kind, text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 

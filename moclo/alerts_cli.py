@@ -6,7 +6,7 @@
   the list, so no change falls between the two; a change both listed and received is printed
   once.
 - `moclo alerts ack ID` acknowledges through ingest, which owns alert state, with
-  `ingest/alerts/acks.py` (which the HTTP API uses too): it publishes `{"id", "note"}` on
+  `ingest/alerts/acknowledge.py` (which the HTTP API uses too): it publishes `{"id", "note"}` on
   `{prefix}/{tenant}/acks/{account}`, the account being the MQTT login, and succeeds only once
   ingest has taken it and published the `acknowledged` change.
 
@@ -30,8 +30,7 @@ from collections.abc import Iterable
 from core.settings import Settings
 from devices.rules import SEVERITIES
 from devices.topics import alert_subscription
-from ingest.alerts import acks
-from ingest.alerts.acks import check_ack_text
+from ingest.alerts import acknowledge as acknowledging
 from query.alerts import AlertFilter, alert_json, current_alerts
 from storage.alert_history import find_alert
 from storage.alert_record import Alert, parse_alert
@@ -86,8 +85,8 @@ def table(alerts: Iterable[Alert]) -> str:
             f"{a.tenant}/{a.device_id}",
             a.rule,
             f"{a.value:g}",
-            acks.when(a.first_seen_ns),
-            acks.when(a.ts_ns),
+            acknowledging.when(a.first_seen_ns),
+            acknowledging.when(a.ts_ns),
             a.message + (f" (acknowledged by {a.acknowledged_by})" if a.acknowledged_by else ""),
         )
         for a in alerts
@@ -120,7 +119,7 @@ async def _follow(
 ) -> int:
     endpoint = settings.mqtt
     topic = alert_subscription(settings.topic_prefix, query.tenant or "+")
-    async with acks.broker(endpoint) as mqtt:
+    async with acknowledging.broker(endpoint) as mqtt:
         await mqtt.subscribe(topic, qos=1)
         listed: dict[str, int] = {}  # alert id → its listed change's time, to skip repeats
         raised: set[str] | None = None
@@ -173,11 +172,11 @@ def acknowledge(
     timeout_s: float = 10.0,
 ) -> int:
     """`moclo alerts ack`: exit 0 once ingest has published the acknowledgement, 1 if it did
-    not, 2 if `by` cannot be who acknowledges (see `acks.account_of`)."""
+    not, 2 if `by` cannot be who acknowledges (see `acknowledging.account_of`)."""
     if settings.mqtt.username is None and by is None:
         by = default_name()
     try:
-        account = acks.account_of(settings, by)
+        account = acknowledging.account_of(settings, by)
     except ValueError as exc:
         print(f"moclo: {exc}", file=sys.stderr)
         return 2
@@ -200,10 +199,12 @@ async def _acknowledge(
             "`moclo alerts --all` lists the ids"
         )
     try:
-        await acks.acknowledge(settings, stored, account=account, note=note, timeout_s=timeout_s)
-    except acks.AckError as exc:
+        await acknowledging.acknowledge(
+            settings, stored, account=account, note=note, timeout_s=timeout_s
+        )
+    except acknowledging.AcknowledgementFailed as exc:
         return _fail(str(exc))
-    print(f"acknowledged {acks.describe(stored)} by {account}")
+    print(f"acknowledged {acknowledging.describe(stored)} by {account}")
     return 0
 
 
@@ -214,7 +215,7 @@ def default_name() -> str:
     """Who acknowledges on a broker without logins when --by is not given: $USER, if usable,
     else `unknown`."""
     try:
-        return check_ack_text("by", os.environ.get("USER", ""))
+        return acknowledging.check_acknowledgement_text("by", os.environ.get("USER", ""))
     except ValueError:
         return "unknown"
 

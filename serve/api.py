@@ -39,7 +39,7 @@ def create_app(
     tokens: Tokens,
     sessions: Sessions,
     *,
-    ack_timeout_s: float = 10.0,
+    acknowledgement_timeout_s: float = 10.0,
 ) -> FastAPI:
     """The application; `client`, `hub`, `tokens` and `sessions` live as long as the process
     (see serve/server.py). The endpoints are in serve/routes/, one router per concern; what
@@ -55,7 +55,7 @@ def create_app(
     )
     errors.install(app)
     state.keep(app, client=client, hub=hub, tokens=tokens, sessions=sessions)
-    Acknowledger(settings, timeout_s=ack_timeout_s).keep(app)
+    Acknowledger(settings, timeout_s=acknowledgement_timeout_s).keep(app)
     for routes in (session, devices, series, alerts, stream):
         app.include_router(routes.router)
     app.include_router(acknowledgements)

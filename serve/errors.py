@@ -7,7 +7,10 @@ says what was wrong and what to do, and never a token, even one that was sent.
     Unauthorized                     401  no valid token (with `WWW-Authenticate: Bearer`)
     Forbidden                        403  the token may not do this
     UnknownAlert (LookupError)       404  no such alert within the token's tenants
-    ingest.alerts.acks.AckError              409  closed already; AckRefused 502; AckTimeout 504
+    ingest.alerts.acknowledge.AcknowledgementFailed
+      AlertClosed                    409  closed already
+      AcknowledgementRefused         502  ingest refused it
+      AcknowledgementTimeout         504  ingest did not confirm in time
     TooManyStreams                   429  the token holds as many live streams as it may
     InfluxError, MqttUnreachable,    503  the database, the broker or the token registry cannot
     TokenStoreError                       be reached: try again shortly
@@ -24,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from access.tokens import TokenStoreError
 from core.mqtt import MqttUnreachable
-from ingest.alerts import acks
+from ingest.alerts import acknowledge as acknowledging
 from query.errors import QueryError, UnknownDevice
 from storage.influx import InfluxError
 
@@ -53,7 +56,11 @@ class UnknownAlert(LookupError):
     """No such alert that this token may see (HTTP 404)."""
 
 
-_ACK_STATUS = {acks.AlertClosed: 409, acks.AckRefused: 502, acks.AckTimeout: 504}
+_ACKNOWLEDGEMENT_STATUS = {
+    acknowledging.AlertClosed: 409,
+    acknowledging.AcknowledgementRefused: 502,
+    acknowledging.AcknowledgementTimeout: 504,
+}
 
 
 def install(app: FastAPI) -> None:
@@ -92,9 +99,11 @@ def install(app: FastAPI) -> None:
     async def _unknown_alert(_: Request, exc: UnknownAlert) -> JSONResponse:
         return answer(404, str(exc))
 
-    @app.exception_handler(acks.AckError)
-    async def _not_acknowledged(_: Request, exc: acks.AckError) -> JSONResponse:
-        return answer(_ACK_STATUS.get(type(exc), 409), str(exc))
+    @app.exception_handler(acknowledging.AcknowledgementFailed)
+    async def _not_acknowledged(
+        _: Request, exc: acknowledging.AcknowledgementFailed
+    ) -> JSONResponse:
+        return answer(_ACKNOWLEDGEMENT_STATUS.get(type(exc), 409), str(exc))
 
     @app.exception_handler(InfluxError)
     async def _no_database(_: Request, exc: InfluxError) -> JSONResponse:

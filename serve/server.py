@@ -57,7 +57,7 @@ async def run_serve(
     *,
     sock: socket.socket | None = None,
     on_ready: Callable[[str], None] | None = None,
-    ack_timeout_s: float = 10.0,
+    acknowledgement_timeout_s: float = 10.0,
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Serves until `stop`; `on_ready` gets the dashboard's address once it answers. `clock`
@@ -87,7 +87,7 @@ async def run_serve(
                     hub,
                     tokens,
                     Sessions(settings.registry, clock=clock),
-                    ack_timeout_s=ack_timeout_s,
+                    acknowledgement_timeout_s=acknowledgement_timeout_s,
                 )
             ),
             log_config=None,  # our logging, as configured by the CLI

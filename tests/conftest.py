@@ -132,11 +132,11 @@ class RunningServe:
         self,
         settings: Settings,
         *,
-        ack_timeout_s: float = 10.0,
+        acknowledgement_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.ack_timeout_s = ack_timeout_s
+        self.acknowledgement_timeout_s = acknowledgement_timeout_s
         self.clock = clock  # the sessions' wall clock
         self.url = ""
         self.error: BaseException | None = None
@@ -175,7 +175,7 @@ class RunningServe:
                 self.settings,
                 self._stop,
                 on_ready=ready,
-                ack_timeout_s=self.ack_timeout_s,
+                acknowledgement_timeout_s=self.acknowledgement_timeout_s,
                 clock=self.clock,
             )
 

@@ -17,7 +17,7 @@ import pytest
 from devices.catalogue import DEVICE_TYPES
 from devices.rules import AbsenceRule, GeofenceRule, ThresholdRule, describe
 from devices.topics import DeviceAddress
-from ingest.alerts import AckError, AlertEngine, snapshot
+from ingest.alerts import AcknowledgementInvalid, AlertEngine, snapshot
 from ingest.alerts.rulebook import Override, RuleBook
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, StoredChange, parse_alert_line
@@ -283,16 +283,16 @@ def test_acknowledging_an_open_alert_once() -> None:
     ack = engine.acknowledge("farm", raised.alert_id, "dr-vos", "on my way")
     assert (ack.state, ack.acknowledged_by, ack.note) == ("acknowledged", "dr-vos", "on my way")
     assert ack.ts_ns == raised.ts_ns + 1  # after the newest reading: changes stay in order
-    with pytest.raises(AckError, match="already acknowledged by dr-vos"):
+    with pytest.raises(AcknowledgementInvalid, match="already acknowledged by dr-vos"):
         engine.acknowledge("farm", raised.alert_id, "someone-else")
-    with pytest.raises(AckError, match="no open alert"):
+    with pytest.raises(AcknowledgementInvalid, match="no open alert"):
         engine.acknowledge("other-farm", raised.alert_id, "x")
     resolved = [a for r in cows([38.6] * 3, every_s=1) for a in engine.evaluate(r)]
     assert resolved == []  # older than the newest reading: not judged
     later = [reading(COW, T0 + 600 + i, body_temp_c=38.6) for i in range(3)]
     [done] = [a for r in later for a in engine.evaluate(r)]
     assert (done.state, done.acknowledged_by) == ("resolved", "dr-vos")
-    with pytest.raises(AckError, match="no open alert"):
+    with pytest.raises(AcknowledgementInvalid, match="no open alert"):
         engine.acknowledge("farm", raised.alert_id, "dr-vos")
 
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from core.settings import Settings
-from devices.topics import ack_topic, alert_subscription, telemetry_topic
+from devices.topics import acknowledgement_topic, alert_subscription, telemetry_topic
 from ingest.options import IngestOptions
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from storage.alert_record import Alert
@@ -472,7 +472,7 @@ def test_ack_acknowledges_through_ingest_and_a_second_ack_is_refused(
         # Without a login (this broker checks none), --by is the account the topic names.
         sent = {"id": alert_id, "note": "vet called"}
         assert [(t, json.loads(a)) for t, a in spy.acks()] == [
-            (ack_topic(settings.topic_prefix, "farm", "alice"), sent)
+            (acknowledgement_topic(settings.topic_prefix, "farm", "alice"), sent)
         ]
     finally:
         watcher.close()
@@ -562,7 +562,10 @@ def _open_alert() -> Alert:
 def test_a_malformed_ack_published_by_hand_is_a_bad_ack_rejection(
     settings: Settings, influx: Influx, ingest: RunningIngest, payload: bytes, error: str
 ) -> None:
-    publish_all(settings.mqtt_url, [(ack_topic(settings.topic_prefix, "farm", "alice"), payload)])
+    publish_all(
+        settings.mqtt_url,
+        [(acknowledgement_topic(settings.topic_prefix, "farm", "alice"), payload)],
+    )
     wait_until(lambda: influx.count("moclo_rejected", "error") == 1, what="the rejection stored")
     [row] = influx.query('SELECT * FROM "moclo_rejected"')
     assert (row["reason"], row["tenant"]) == ("bad_ack", "farm")

@@ -48,10 +48,10 @@ from access.registry import Credentials, Registry
 from core.mqtt import CONNECTION_SEPARATOR, connection_login
 from core.settings import Settings
 from devices.topics import (
-    ack_topic,
+    acknowledgement_topic,
     alert_subscription,
     alert_topic,
-    on_behalf_ack_topic,
+    on_behalf_acknowledgement_topic,
     telemetry_topic,
 )
 from ingest.options import IngestOptions
@@ -333,7 +333,7 @@ class Matrix:
 
     def ack_marker(self) -> None:
         payload = orjson.dumps({"id": "0" * 12, "by": "marker", "note": uuid.uuid4().hex})
-        assert self.operator.publish(ack_topic(self.prefix, T1, "vet-m"), payload) == 0
+        assert self.operator.publish(acknowledgement_topic(self.prefix, T1, "vet-m"), payload) == 0
         self.acks_delivered += 1
         wait_until(lambda: self.ingest_eye.received(payload), timeout_s=10, what="an ack marker")
 
@@ -385,7 +385,9 @@ class Matrix:
             login = who.credentials[0] if who.credentials else "anonymous"
             account = login.split(CONNECTION_SEPARATOR)[0]
             on_behalf = who.name.startswith("serve")
-            topic = (on_behalf_ack_topic if on_behalf else ack_topic)(p, who.home, account)
+            topic = (on_behalf_acknowledgement_topic if on_behalf else acknowledgement_topic)(
+                p, who.home, account
+            )
             self.pubacks[(who.name, action)] = peer.publish(topic, payload)
             self.ack_marker()
             if self.ingest_eye.received(payload):

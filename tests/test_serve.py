@@ -490,7 +490,7 @@ def test_an_acknowledgement_nobody_confirms_is_a_504(
     )
     influx.write([alert.to_line()])  # stored, but no ingest runs to take the acknowledgement
     update = {"serve_listen": "127.0.0.1:0", "registry": str(tmp_path / "registry.sqlite")}
-    with RunningServe(settings.model_copy(update=update), ack_timeout_s=1.0) as serve:
+    with RunningServe(settings.model_copy(update=update), acknowledgement_timeout_s=1.0) as serve:
         answer = ack(serve, alert.alert_id, serve.token(["farm"], role="operator"))
     assert answer.status_code == 504
     assert "is `moclo ingest` running?" in answer.json()["error"]

@@ -5,6 +5,6 @@ rules apply where, `snapshot.py` carries state over restarts. What a change look
 stored is `storage/alert_record.py`.
 """
 
-from ingest.alerts.engine import AckError, AlertEngine
+from ingest.alerts.engine import AcknowledgementInvalid, AlertEngine
 
-__all__ = ["AckError", "AlertEngine"]
+__all__ = ["AcknowledgementInvalid", "AlertEngine"]

@@ -36,8 +36,8 @@ _INTERVAL_WEIGHT = 0.2  # how fast the learnt interval follows the device
 _ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
 
 
-class AckError(ValueError):
-    """An acknowledgement that cannot be applied; the message says why."""
+class AcknowledgementInvalid(ValueError):
+    """An acknowledgement that cannot be applied (stored as `bad_ack`); the message says why."""
 
 
 @dataclass(slots=True)
@@ -237,15 +237,17 @@ class AlertEngine:
     # -- people ----------------------------------------------------------------------------
 
     def acknowledge(self, tenant: str, alert: str, by: str, note: str = "") -> Alert:
-        """Marks an open alert as acknowledged by `by`; AckError says why it cannot be."""
+        """Marks an open alert as acknowledged by `by`, or says why not (AcknowledgementInvalid)."""
         found = self._open.get(alert)
         if found is None or found[0].address.tenant != tenant:
-            raise AckError(f"no open alert {alert!r} for tenant {tenant!r}")
+            raise AcknowledgementInvalid(f"no open alert {alert!r} for tenant {tenant!r}")
         device, tracker = found
         episode = tracker.episode
         assert episode is not None
         if episode.acknowledged_by:
-            raise AckError(f"alert {alert!r} was already acknowledged by {episode.acknowledged_by}")
+            raise AcknowledgementInvalid(
+                f"alert {alert!r} was already acknowledged by {episode.acknowledged_by}"
+            )
         episode.acknowledged_by = by
         # Just after the newest reading, so the episode's changes stay in time order.
         ts = max(device.newest, tracker.changed_at) + 1

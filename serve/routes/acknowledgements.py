@@ -1,5 +1,5 @@
 """`POST /api/alerts/{id}/ack`: an operator (or an admin) acknowledges an open alert of one of
-their tenants, as `moclo alerts ack` does (ingest/alerts/acks.py): published to ingest, which
+their tenants, as `moclo alerts ack` does (ingest/alerts/acknowledge.py): published to ingest, which
 owns alert state, and answered once ingest has published the `acknowledged` change.
 
 The acknowledger is the token's name, whatever the body says (it has only a `note`): serve
@@ -28,7 +28,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from core.settings import Settings
-from ingest.alerts import acks
+from ingest.alerts import acknowledge as acknowledging
 from query.alerts import alert_json
 from serve.auth import Caller
 from serve.errors import BadParameter, ErrorBody, Forbidden, UnknownAlert
@@ -37,6 +37,8 @@ from storage.alert_history import find_alert
 from storage.alert_record import Alert, StoredChange
 
 
+# These two keep "Ack" in their names because /openapi.json publishes them as schema names,
+# which generated clients use: HTTP contract, like the path.
 class AckRequest(BaseModel):
     note: str = Field(default="", max_length=500, description="what is being done")
 
@@ -65,7 +67,7 @@ class Acknowledger:
 
     async def acknowledge(self, stored: StoredChange, *, person: str, note: str) -> Alert:
         async with self._one_at_a_time:
-            return await acks.acknowledge(
+            return await acknowledging.acknowledge(
                 self._settings,
                 stored,
                 account=self._account,
@@ -103,7 +105,7 @@ async def acknowledge(
             "a viewer's token cannot acknowledge alerts: an operator's or an admin's can"
         )
     try:
-        acks.check_alert_id(alert_id)
+        acknowledging.check_alert_id(alert_id)
     except ValueError as exc:
         raise BadParameter(str(exc)) from None
     stored = await find_alert(client, alert_id)

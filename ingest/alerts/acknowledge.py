@@ -10,10 +10,14 @@ publishes a change just before it stores it, so a list read at that instant may 
 alert as raised. Finding the alert (and deciding whether the asker may see it) is the caller's
 part.
 
-    AckError (Exception)       the acknowledgement did not happen; the message says why
-     ├── AlertClosed           resolved, or acknowledged already (by someone): nothing to do
-     ├── AckRefused            ingest took it and refused it (`bad_ack` in moclo_rejected)
-     └── AckTimeout            ingest did not confirm in time: is it running?
+    AcknowledgementFailed (Exception)   the acknowledgement did not happen; the message says why
+     ├── AlertClosed                    resolved, or acknowledged already (by anyone): nothing to do
+     ├── AcknowledgementRefused         ingest took it and refused it (`bad_ack` in moclo_rejected;
+     │                                  inside ingest that is `engine.AcknowledgementInvalid`)
+     └── AcknowledgementTimeout         ingest did not confirm in time: is it running?
+
+"Ack" alone means MQTT's PUBACK in this code base; the `acks` in topics, in the `~acks` login,
+in `bad_ack` and in `moclo alerts ack` are kept because they are the external contract.
 
 A broker that cannot be reached is `core.mqtt.MqttUnreachable`, as everywhere else.
 
@@ -39,9 +43,9 @@ from devices.rules import format_seconds
 from devices.topics import (
     ACCOUNT_NAME,
     ACCOUNT_NAME_RULE,
-    ack_topic,
+    acknowledgement_topic,
     alert_topic,
-    on_behalf_ack_topic,
+    on_behalf_acknowledgement_topic,
 )
 from storage.alert_record import Alert, StoredChange, parse_alert
 from storage.database import open_influx
@@ -52,19 +56,19 @@ _NS = 1_000_000_000
 _ALERT_ID = re.compile(r"[0-9a-f]{12}")
 
 
-class AckError(Exception):
+class AcknowledgementFailed(Exception):
     """The acknowledgement did not happen; the message says why and what to do."""
 
 
-class AlertClosed(AckError):
+class AlertClosed(AcknowledgementFailed):
     """Resolved, or acknowledged already: there is nothing to acknowledge."""
 
 
-class AckRefused(AckError):
+class AcknowledgementRefused(AcknowledgementFailed):
     """Ingest received the acknowledgement and refused it."""
 
 
-class AckTimeout(AckError):
+class AcknowledgementTimeout(AcknowledgementFailed):
     """Sent, but ingest did not confirm in time."""
 
 
@@ -80,7 +84,7 @@ async def acknowledge(
     """Acknowledges the episode whose newest stored change is `stored`, as the account
     `account` (the MQTT login; see `account_of`), or, with `person`, as serve's account
     acknowledging for that person; returns the `acknowledged` change as ingest published it.
-    Raises an AckError, or MqttUnreachable."""
+    Raises an AcknowledgementFailed, or MqttUnreachable."""
     by = person or account
     alert_id = stored.alert_id
     what = describe(stored)
@@ -101,13 +105,13 @@ async def acknowledge(
     payload = orjson.dumps(body)
     prefix = settings.topic_prefix
     topic = (
-        ack_topic(prefix, stored.tenant, account)
+        acknowledgement_topic(prefix, stored.tenant, account)
         if person is None
-        else on_behalf_ack_topic(prefix, stored.tenant, account)
+        else on_behalf_acknowledgement_topic(prefix, stored.tenant, account)
     )
-    # As `LOGIN~acks`, which may write the account's topic too: the login's own connection
-    # may be in use (serve's live stream, a `moclo alerts --follow`), and the broker allows
-    # one connection per login.
+    # As `LOGIN~acks` (a broker login: the contract keeps "acks"), which may write the
+    # account's topic too: the login's own connection may be in use (serve's live stream, a
+    # `moclo alerts --follow`), and the broker allows one connection per login.
     async with broker(settings.mqtt.for_connection("acks")) as mqtt:
         # Subscribed first, so ingest's answer cannot be published before we listen.
         await mqtt.subscribe(alert_topic(prefix, stored.tenant, stored.device_id), qos=1)
@@ -131,8 +135,8 @@ async def acknowledge(
             pass
     refusal = await _refusal(settings, stored.tenant, payload, sent_ns)
     if refusal:
-        raise AckRefused(f"ingest refused the acknowledgement of {alert_id}: {refusal}")
-    raise AckTimeout(
+        raise AcknowledgementRefused(f"ingest refused the acknowledgement of {alert_id}: {refusal}")
+    raise AcknowledgementTimeout(
         f"sent, but ingest did not confirm within {format_seconds(timeout_s)}: "
         "is `moclo ingest` running? (A broker that checks logins also drops, unanswered over "
         f"MQTT 3.1.1, what the login may not write: may {account!r} write {topic}?)"
@@ -188,7 +192,7 @@ def check_alert_id(text: str) -> str:
     return text
 
 
-def check_ack_text(kind: str, text: str) -> str:
+def check_acknowledgement_text(kind: str, text: str) -> str:
     """An acknowledgement's `by` (1..64 characters, none a control character) or `note` (up to
     500 characters), checked as ingest will check them, so a bad one fails here and now."""
     if kind == "by" and not 1 <= len(text) <= 64:

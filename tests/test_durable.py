@@ -5,8 +5,11 @@ drainer writes the spool out oldest first (the service's whole story is in test_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,28 @@ def _writer(url: str, db: str, spool: Spool, stop: asyncio.Event) -> DurableWrit
     )
 
 
+@contextlib.contextmanager
+def logged(text: str) -> Iterator[asyncio.Event]:
+    """An event set once ingest logs a message containing `text`: what the writer does is
+    waited for as it says it, not guessed with a sleep. Enter it inside the event loop."""
+    seen = asyncio.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()  # the writer logs on the event loop's thread
+
+    logger = logging.getLogger("moclo.ingest")
+    handler, level = Seen(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _nobody_listening() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,8 +83,9 @@ def test_unavailable_influxdb_spools_and_a_full_spool_waits_for_the_stop(tmp_pat
         writer = _writer(_nobody_listening(), "db", spool, stop)
         await writer.write([_line(1)])
         assert spool.records == 1 and writer.stats.readings_spooled == 1
-        writing = asyncio.ensure_future(writer.write([_line(2) * 3]))  # no room for it
-        await asyncio.sleep(0.2)
+        with logged("waiting for InfluxDB to take the backlog") as waiting:
+            writing = asyncio.ensure_future(writer.write([_line(2) * 3]))  # no room for it
+            await asyncio.wait_for(waiting.wait(), 10)
         assert not writing.done()  # held back, and so the broker's window
         stop.set()
         with pytest.raises(WriteAborted):
@@ -81,10 +107,10 @@ def test_the_drainer_writes_the_spool_to_influxdb_oldest_first(
             spool.append([_line(n)])
         await writer.write([_line(9)])  # after the spooled ones: spooled too
         assert spool.records == 4
-        draining = asyncio.ensure_future(writer.drain())
-        deadline = time.monotonic() + 20
-        while not spool.is_empty() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with logged("spool drained") as drained:
+            draining = asyncio.ensure_future(writer.drain())
+            await asyncio.wait_for(drained.wait(), 20)
+        assert spool.is_empty()
         stop.set()
         writer.writers_done()
         await draining

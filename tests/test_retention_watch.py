@@ -43,18 +43,19 @@ def test_run_reads_again_when_due_and_ends_on_stop(settings: Settings) -> None:
         watch = RetentionWatch(client, Decoder("p"), max_reading_age=86_400.0, every_s=600.0)
         reads = 0
         read = watch.read
+        was_read = asyncio.Event()
 
         async def counting() -> None:
             nonlocal reads
             reads += 1
             await read()
+            was_read.set()
 
         watch.read = counting  # type: ignore[method-assign]
         stop = asyncio.Event()
         running = asyncio.ensure_future(watch.run(stop))
         watch.due.set()
-        while reads == 0:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(was_read.wait(), 10)
         stop.set()
         await asyncio.wait_for(running, 5)
         await client.close()

@@ -40,7 +40,7 @@ class CountingInfluxProxy:
                 proxy._forward(self)
 
             def log_message(self, *args: object) -> None:
-                pass
+                """Silent: a request line per write would drown the test's own output."""
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
+from devices.commands import CommandSpec, DesiredSpec, Strict
 from devices.rules import ThresholdRule, silent
 from devices.types import DeviceType
 
@@ -19,10 +20,22 @@ class CarReading(Reading):
     energy_pct: Annotated[float, Field(ge=0, le=100, description="fuel or battery level, %")]
 
 
+class CarDesired(Strict):
+    locked: bool | None = None
+
+
+COMMANDS = (
+    CommandSpec("lock", "Lock the doors", expiry_s=120),
+    CommandSpec("unlock", "Unlock the doors", expiry_s=60),  # an old unlock is a risk: short
+    CommandSpec("flash_lights", "Flash the lights (find the car in a car park)", expiry_s=60),
+)
+
 DEVICE = DeviceType(
     name="car",
     description="Connected car: position, speed, locked, fuel or battery level",
     reading=CarReading,
+    commands=COMMANDS,
+    desired=DesiredSpec(CarDesired),
     rules=(
         ThresholdRule(
             name="low_energy",

@@ -8,6 +8,7 @@ from devices import (
     cow_tracker,
     fridge,
     humidity_meter,
+    light,
     pacemaker,
     smart_meter,
     thermostat,
@@ -25,6 +26,7 @@ DEVICE_TYPES: dict[str, DeviceType] = {
         car.DEVICE,
         fridge.DEVICE,
         humidity_meter.DEVICE,
+        light.DEVICE,
     )
 }
 

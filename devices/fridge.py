@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
+from devices.commands import CommandSpec, DesiredSpec, Strict
 from devices.rules import ThresholdRule, silent
 from devices.types import DeviceType
 
@@ -16,10 +17,27 @@ class FridgeReading(Reading):
     door_open: Annotated[bool, Field(description="door open")]
 
 
+FridgeSetpoint = Annotated[float, Field(ge=-25, le=10, description="target temperature, °C")]
+
+
+class FridgeArguments(Strict):
+    setpoint_c: FridgeSetpoint
+
+
+class FridgeDesired(Strict):
+    setpoint_c: FridgeSetpoint | None = None
+
+
+COMMANDS = (
+    CommandSpec("set_temperature", "Cool towards a new temperature", arguments=FridgeArguments),
+)
+
 DEVICE = DeviceType(
     name="fridge",
     description="Fridge: inside temperature, door open",
     reading=FridgeReading,
+    commands=COMMANDS,
+    desired=DesiredSpec(FridgeDesired),
     rules=(
         ThresholdRule(
             name="fridge_warm",

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from devices.base import Reading
+from devices.commands import CommandSpec, DesiredSpec, Strict
 from devices.rules import ThresholdRule, silent
 from devices.types import DeviceType
 
@@ -25,10 +26,55 @@ class PacemakerReading(Reading):
     event: Annotated[ArrhythmiaEvent, Field(description="arrhythmia event code")]
 
 
+# The programmed lower rate: below it the pacemaker paces. 40..90 bpm is the range a remote
+# change may set; anything else needs the patient in the clinic.
+LowerRate = Annotated[int, Field(ge=40, le=90, description="lower rate limit, beats/min")]
+
+
+class LowerRateArguments(Strict):
+    lower_rate_bpm: LowerRate
+
+
+class ReadOut(Strict):
+    """A full interrogation, as the pacemaker answers `read_out`."""
+
+    lower_rate_bpm: LowerRate
+    heart_rate_bpm: Annotated[int, Field(ge=20, le=250)]
+    paced_pct: Annotated[float, Field(ge=0, le=100)]
+    battery_v: Annotated[float, Field(ge=2.0, le=3.3)]
+    lead_impedance_ohm: Annotated[int, Field(ge=100, le=5000)]
+    events_since_last: Annotated[dict[str, int], Field(description="arrhythmia events by code")]
+
+
+class PacemakerDesired(Strict):
+    lower_rate_bpm: LowerRate | None = None
+
+
+# Every pacemaker command reads or changes a patient's therapy: clinicians of the patient's
+# tenant only, recorded with who and when.
+COMMANDS = (
+    CommandSpec(
+        "read_out",
+        "Interrogate the device: settings, battery, lead, events",
+        clearance="clinician",
+        expiry_s=900,
+        output=ReadOut,
+    ),
+    CommandSpec(
+        "set_lower_rate",
+        "Change the lower rate limit (40-90 bpm)",
+        arguments=LowerRateArguments,
+        clearance="clinician",
+        expiry_s=600,
+    ),
+)
+
 DEVICE = DeviceType(
     name="pacemaker",
     description="Wi-Fi pacemaker: heart rate, paced %, battery, lead impedance, arrhythmia events",
     reading=PacemakerReading,
+    commands=COMMANDS,
+    desired=DesiredSpec(PacemakerDesired, clearance="clinician"),
     rules=(
         ThresholdRule(
             name="bradycardia",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from devices.base import Reading
+from devices.commands import CommandSpec, DesiredSpec, Strict
 from devices.rules import DeltaRule, ThresholdRule, silent
+from devices.topics import IDENTIFIER_RULE
 from devices.types import DeviceType
 
 
@@ -19,10 +21,30 @@ class SmartMeterReading(Reading):
     voltage_v: Annotated[float, Field(ge=150, le=300, description="mains voltage, V")]
 
 
+ApplianceMode = Literal["on", "off", "standby"]
+Appliance = Annotated[str, Field(pattern=IDENTIFIER_RULE, description="appliance name")]
+
+
+class SwitchArguments(Strict):
+    appliance: Appliance
+    mode: ApplianceMode
+
+
+class SmartMeterDesired(Strict):
+    # The modes of the appliances named; one not named keeps its mode.
+    appliances: Annotated[dict[Appliance, ApplianceMode], Field(max_length=32)] | None = None
+
+
+COMMANDS = (
+    CommandSpec("switch", "Switch one appliance on, off or to standby", arguments=SwitchArguments),
+)
+
 DEVICE = DeviceType(
     name="smart_meter",
     description="Home electricity meter: power, cumulative energy, voltage",
     reading=SmartMeterReading,
+    commands=COMMANDS,
+    desired=DesiredSpec(SmartMeterDesired),
     rules=(
         # EN 50160: 230 V ± 10 %.
         ThresholdRule(

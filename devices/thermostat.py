@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from devices.base import Reading
+from devices.commands import CommandSpec, DesiredSpec, Strict
 from devices.rules import DeltaRule, ThresholdRule, silent
 from devices.types import DeviceType
 
@@ -18,10 +19,27 @@ class ThermostatReading(Reading):
     heating: Annotated[bool, Field(description="heater is on")]
 
 
+Setpoint = Annotated[float, Field(ge=5, le=35, description="target temperature, °C")]
+
+
+class SetpointArguments(Strict):
+    setpoint_c: Setpoint
+
+
+class ThermostatDesired(Strict):
+    setpoint_c: Setpoint | None = None
+
+
+COMMANDS = (
+    CommandSpec("set_setpoint", "Heat towards a new temperature", arguments=SetpointArguments),
+)
+
 DEVICE = DeviceType(
     name="thermostat",
     description="Room thermostat: temperature, setpoint, humidity, heater state",
     reading=ThermostatReading,
+    commands=COMMANDS,
+    desired=DesiredSpec(ThermostatDesired),
     rules=(
         ThresholdRule(
             name="frost_risk",

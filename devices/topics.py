@@ -3,6 +3,22 @@
 The device's identity (tenant, type, id) comes from the topic, never from the payload, so a
 later broker ACL on the topic is what proves who is speaking. Acknowledgements of alerts follow
 the same rule: `{prefix}/{tenant}/acks/{account}` names the account that acknowledges.
+
+The downlink (devices/commands.py says how it works) has, under a device's own topic
+`{prefix}/{tenant}/{device_type}/{device_id}`:
+
+| level | who writes | what |
+|---|---|---|
+| `commands` | moclo | a command to execute |
+| `commands/get` | the device | "send me my unexpired commands" (on connect) |
+| `command-results` | the device | its answer to a command |
+| `desired` | moclo | the whole desired state (also retained, a convenience only) |
+| `desired/get` | the device | "send me my desired state" (on connect) |
+| `reported` | the device | the state it applied |
+
+and, per tenant, `command-requests/{account}` and `desired-requests/{account}` (a person's
+client asks; the topic names the account, as for acknowledgements; a serve account adds
+`/on-behalf`) and `command-status/{device_id}` (moclo tells what became of each command).
 """
 
 from __future__ import annotations
@@ -130,17 +146,33 @@ def parse_acknowledger(prefix: str, tenant: str, topic: str) -> tuple[str, bool]
     """(account, on behalf) of an acknowledgement topic of `tenant`: the account that
     published it, and whether it did so for a person named in the payload (a serve account
     on `on_behalf_acknowledgement_topic`). Raises TopicError saying which topic to use instead."""
-    rest = topic[len(f"{prefix}/{tenant}/acks") :]
+    older = f"{prefix}/{tenant}/acks"
+    return parse_requester(prefix, tenant, "acks", topic, verb="acknowledges", older=older)
+
+
+def parse_requester(
+    prefix: str,
+    tenant: str,
+    level: str,
+    topic: str,
+    *,
+    verb: str = "asks",
+    older: str | None = None,
+) -> tuple[str, bool]:
+    """(account, on behalf) of a topic `{prefix}/{tenant}/{level}/{account}[/on-behalf]`, the
+    shape of every topic where a person's client asks moclo for something; TopicError says
+    which topic to use instead. `older`: a topic older clients used, named in the error."""
+    rest = topic[len(f"{prefix}/{tenant}/{level}") :]
     levels = rest.split("/")[1:] if rest.startswith("/") else []
     if len(levels) == 2 and levels[1] == ON_BEHALF:
         account, on_behalf = levels[0], True
     elif len(levels) == 1:
         account, on_behalf = levels[0], False
     else:
+        hint = f"; clients older than this rule used {older} and need an update" if older else ""
         raise TopicError(
-            f"topic {topic!r} must name who acknowledges: {prefix}/{tenant}/acks/{{account}} "
-            "(your MQTT login); clients older than this rule used "
-            f"{prefix}/{tenant}/acks and need an update"
+            f"topic {topic!r} must name who {verb}: {prefix}/{tenant}/{level}/{{account}} "
+            f"(your MQTT login){hint}"
         )
     if ACCOUNT_NAME.fullmatch(account) is None:
         raise TopicError(
@@ -166,3 +198,68 @@ def parse_telemetry_topic(prefix: str, topic: str) -> DeviceAddress:
     check_identifier("tenant", tenant)
     check_identifier("device_id", device_id)
     return DeviceAddress(tenant, device_type, device_id)
+
+
+# The downlink: see the table in this module's docstring and devices/commands.py.
+COMMANDS = "commands"
+COMMANDS_GET = "commands/get"
+COMMAND_RESULTS = "command-results"
+DESIRED = "desired"
+DESIRED_GET = "desired/get"
+REPORTED = "reported"
+# What a device publishes besides telemetry, after its own topic.
+DEVICE_UPLINK_LEVELS = (COMMANDS_GET, COMMAND_RESULTS, DESIRED_GET, REPORTED)
+COMMAND_REQUESTS = "command-requests"
+DESIRED_REQUESTS = "desired-requests"
+COMMAND_STATUS = "command-status"
+
+
+def device_topic(prefix: str, tenant: str, device_type: str, device_id: str, level: str) -> str:
+    """`{prefix}/{tenant}/{device_type}/{device_id}/{level}`, `level` one of the downlink's."""
+    return f"{prefix}/{tenant}/{device_type}/{device_id}/{level}"
+
+
+def device_subscription(prefix: str, level: str, tenant: str = "+") -> str:
+    """Every device's `level` topic (of one tenant, if given)."""
+    return f"{prefix}/{tenant}/+/+/{level}"
+
+
+def request_topic(prefix: str, tenant: str, level: str, account: str) -> str:
+    """Where the account `account` asks (`level` is COMMAND_REQUESTS or DESIRED_REQUESTS)."""
+    return f"{prefix}/{tenant}/{level}/{account}"
+
+
+def on_behalf_request_topic(prefix: str, tenant: str, level: str, account: str) -> str:
+    """Where a serve account asks for a person it signed in; only here are the payload's
+    `by` and `role` believed."""
+    return f"{prefix}/{tenant}/{level}/{account}/{ON_BEHALF}"
+
+
+def request_subscription(prefix: str, level: str, tenant: str = "+") -> str:
+    return f"{prefix}/{tenant}/{level}/#"
+
+
+def command_status_topic(prefix: str, tenant: str, device_id: str) -> str:
+    return f"{prefix}/{tenant}/{COMMAND_STATUS}/{device_id}"
+
+
+def command_status_subscription(prefix: str, tenant: str = "+") -> str:
+    return f"{prefix}/{tenant}/{COMMAND_STATUS}/+"
+
+
+def parse_device_uplink(prefix: str, topic: str) -> tuple[DeviceAddress, str]:
+    """(device, level) of a topic a device publishes besides telemetry (DEVICE_UPLINK_LEVELS),
+    or TopicError saying why it is not one."""
+    head = prefix + "/"
+    if not topic.startswith(head):
+        raise TopicError(f"topic {topic!r} does not start with {head!r}")
+    parts = topic[len(head) :].split("/", 3)
+    if len(parts) != 4 or parts[3] not in DEVICE_UPLINK_LEVELS:
+        levels = " or ".join(DEVICE_UPLINK_LEVELS)
+        raise TopicError(
+            f"topic {topic!r} must be {prefix}/{{tenant}}/{{device_type}}/{{device_id}}/({levels})"
+        )
+    tenant, device_type, device_id, level = parts
+    check_identifier("tenant", tenant)
+    check_identifier("device_id", device_id)
+    return DeviceAddress(tenant, device_type, device_id), level

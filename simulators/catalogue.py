@@ -8,6 +8,7 @@ from simulators.car import CarBehaviour
 from simulators.cow_tracker import CowBehaviour
 from simulators.fridge import FridgeBehaviour
 from simulators.humidity_meter import HumidityMeterBehaviour
+from simulators.light import LightBehaviour
 from simulators.pacemaker import PacemakerBehaviour
 from simulators.smart_meter import SmartMeterBehaviour
 from simulators.thermostat import ThermostatBehaviour
@@ -21,4 +22,5 @@ BEHAVIOURS: dict[str, BehaviourFactory] = {
     "car": CarBehaviour,
     "fridge": FridgeBehaviour,
     "humidity_meter": HumidityMeterBehaviour,
+    "light": LightBehaviour,
 }

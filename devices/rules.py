@@ -2,7 +2,7 @@
 
 Rules are plain frozen values. Each device type ships its defaults (in its own module); a rules
 file can override or add rules per tenant, device type and device (`ingest/alerts/rulebook.py`);
-the engine that evaluates them is `ingest/alerts/engine.py`. Five kinds:
+the engine that evaluates them is `ingest/alerts/engine.py`. Six kinds:
 
 - `ThresholdRule`: a field at or above (or below) a level, with a separate clear level
   (hysteresis), e.g. raise at body_temp_c >= 39.5, clear below 39.2.
@@ -12,6 +12,8 @@ the engine that evaluates them is `ingest/alerts/engine.py`. Five kinds:
   cow's activity at 1.8x her usual for this hour of the day (heat).
 - `AbsenceRule`: no reading for N of the device's own intervals (a deadman switch).
 - `GeofenceRule`: a position inside or outside a circle or polygon.
+- `ArrivalRule`: a moving device that will reach a place within a time at its speed (a car
+  two hours from home).
 
 Every kind shares the lifecycle settings that damp noise and flapping, all judged on the
 readings' own timestamps: the condition must hold for `for_s` seconds and `min_readings`
@@ -37,7 +39,9 @@ Where = Literal["inside", "outside"]
 MAX_DURATION_S = 365 * 86_400.0
 
 # What a rule's message may name; each kind fills the ones that mean something for it.
-MESSAGE_FIELDS = frozenset({"value", "baseline", "delta", "distance_m", "silent_for", "field"})
+MESSAGE_FIELDS = frozenset(
+    {"value", "baseline", "delta", "distance_m", "silent_for", "field", "eta", "minutes"}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,7 +78,14 @@ class RuleBase:
                 raise ValueError(f"message names {{{name}}}; it may use {known}")
         try:  # numbers are floats, silent_for and field are text: `{value:d}` cannot work
             self.message.format(
-                value=1.5, baseline=1.5, delta=1.5, distance_m=1.5, silent_for="1m", field="f"
+                value=1.5,
+                baseline=1.5,
+                delta=1.5,
+                distance_m=1.5,
+                silent_for="1m",
+                field="f",
+                eta="18:40 UTC",
+                minutes=1.5,
             )
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             raise ValueError(f"message {self.message!r} cannot be filled in: {exc}") from None
@@ -340,14 +351,63 @@ class GeofenceRule(RuleBase):
         return f"{self.where} {shape}", f"{back} by {self.margin_m:g} m"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArrivalRule(RuleBase):
+    """Raise when a moving device (a car) will reach `center` within `within_s` at its speed.
+
+    The estimate is the great-circle distance to `center` over the reading's speed
+    (`speed_field`, km/h), so it is judged only while the device moves at `min_speed_kmh` or
+    more: a car at a petrol station or in a jam keeps its state. It resolves once the estimate
+    is `detour_s` longer than `within_s` (a detour, a wrong turn), or the device is within
+    `arrived_m` of `center` (arrived: the next trip may raise it again). The message may name
+    `{eta}` (the clock time of arrival, UTC) and `{minutes}` (minutes to go); `{value}` is the
+    seconds.
+    """
+
+    center: tuple[float, float]
+    within_s: float
+    detour_s: float = 900.0
+    arrived_m: float = 200.0
+    min_speed_kmh: float = 5.0
+    lat_field: str = "lat"
+    lon_field: str = "lon"
+    speed_field: str = "speed_kmh"
+
+    kind: ClassVar[str] = "arrival"
+
+    def __post_init__(self) -> None:
+        RuleBase.__post_init__(self)
+        _check_point(self.center)
+        if not 0 < self.within_s <= MAX_DURATION_S:
+            raise ValueError("within must be a duration above zero, up to 365d")
+        if not (math.isfinite(self.detour_s) and self.detour_s >= 0):
+            raise ValueError("detour must be zero or more")
+        if not (math.isfinite(self.arrived_m) and self.arrived_m >= 0):
+            raise ValueError("arrived_m must be zero or more")
+        if not (math.isfinite(self.min_speed_kmh) and self.min_speed_kmh > 0):
+            raise ValueError("min_speed_kmh must be above zero (at 0 km/h nobody arrives)")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (self.lat_field, self.lon_field, self.speed_field)
+
+    def condition(self) -> tuple[str, str]:
+        where = f"{self.center[0]:g},{self.center[1]:g}"
+        return (
+            f"arriving at {where} within {format_seconds(self.within_s)} at its speed",
+            f"{format_seconds(self.within_s + self.detour_s)} away, or within {self.arrived_m:g} m",
+        )
+
+
 def _check_point(point: tuple[float, float]) -> None:
     if len(point) != 2 or not (-90 <= point[0] <= 90 and -180 <= point[1] <= 180):
         raise ValueError(f"{list(point)} is not a [lat, lon] pair in degrees")
 
 
-Rule = ThresholdRule | DeltaRule | BaselineRule | AbsenceRule | GeofenceRule
+Rule = ThresholdRule | DeltaRule | BaselineRule | AbsenceRule | GeofenceRule | ArrivalRule
 RULE_KINDS: dict[str, type[Rule]] = {
-    cls.kind: cls for cls in (ThresholdRule, DeltaRule, BaselineRule, AbsenceRule, GeofenceRule)
+    cls.kind: cls
+    for cls in (ThresholdRule, DeltaRule, BaselineRule, AbsenceRule, GeofenceRule, ArrivalRule)
 }
 
 

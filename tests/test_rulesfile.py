@@ -374,7 +374,7 @@ message = "out"
         pytest.param(
             FEVER + 'message = "fever {temp}"\n',
             4,
-            "message names {temp}; it may use baseline, delta, distance_m, field,",
+            "message names {temp}; it may use baseline, delta, distance_m, eta, field, minutes,",
             id="message",
         ),
         pytest.param(
@@ -496,7 +496,7 @@ def test_cli_lists_the_rules_as_json(tmp_path: Path) -> None:
 def test_cli_check_summarises_a_good_file() -> None:
     done = moclo("rules", "check", str(EXAMPLE))
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{EXAMPLE}: 7 rules OK (2 overrides, 4 new, 1 disabled)\n"
+    assert done.stdout == f"{EXAMPLE}: 8 rules OK (2 overrides, 5 new, 1 disabled)\n"
 
 
 def test_cli_check_exits_2_with_every_problem(tmp_path: Path) -> None:

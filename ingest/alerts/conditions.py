@@ -6,7 +6,7 @@ keep it in a small, fixed-size state object per device and rule; nothing grows w
 
 - delta: at most 34 samples (one kept per 1/32 of the window), or one for "since last reading";
 - baseline: 24 hourly slots of 5 numbers, plus a smoothed recent value;
-- threshold and geofence: nothing.
+- threshold, geofence and arrival: nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from enum import IntEnum
 from typing import Any
 
 from devices.base import Reading
-from devices.rules import BaselineRule, DeltaRule, GeofenceRule, Rule, ThresholdRule
+from devices.rules import (
+    ArrivalRule,
+    BaselineRule,
+    DeltaRule,
+    GeofenceRule,
+    Rule,
+    ThresholdRule,
+)
 
 HOUR_NS = 3_600_000_000_000
 SLOTS = 24
@@ -124,6 +131,8 @@ def judge(
         return _baseline(rule, state, float(getattr(reading, rule.field)), ts, learning)
     if isinstance(rule, GeofenceRule):
         return _geofence(rule, reading)
+    if isinstance(rule, ArrivalRule):
+        return _arrival(rule, reading)
     raise TypeError(f"{rule.kind} rules are not judged per reading")
 
 
@@ -243,6 +252,23 @@ def _geofence(rule: GeofenceRule, reading: Reading) -> tuple[Verdict, float]:
     else:
         alarm, clear = outside_by > 0, outside_by < -rule.margin_m
     return (Verdict.ALARM if alarm else Verdict.CLEAR if clear else Verdict.HOLD), outside_by
+
+
+def _arrival(rule: ArrivalRule, reading: Reading) -> tuple[Verdict, float]:
+    """ALARM when the estimated seconds to `center` are `within_s` or less; the value is that
+    estimate (0 once arrived). Stopped or crawling: HOLD, whatever the distance."""
+    lat = float(getattr(reading, rule.lat_field))
+    lon = float(getattr(reading, rule.lon_field))
+    distance_m = haversine_m(lat, lon, *rule.center)
+    if distance_m <= rule.arrived_m:
+        return Verdict.CLEAR, 0.0
+    speed_kmh = float(getattr(reading, rule.speed_field))
+    if not speed_kmh >= rule.min_speed_kmh:
+        return Verdict.HOLD, -1.0  # no estimate; a HOLD's value is never reported
+    eta_s = distance_m / (speed_kmh / 3.6)
+    if eta_s <= rule.within_s:
+        return Verdict.ALARM, eta_s
+    return (Verdict.CLEAR if eta_s > rule.within_s + rule.detour_s else Verdict.HOLD), eta_s
 
 
 def boundary_distance_m(rule: GeofenceRule, lat: float, lon: float) -> float:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from devices.rules import AbsenceRule, Rule, format_seconds
+from devices.rules import AbsenceRule, ArrivalRule, Rule, format_seconds
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import BaselineState, ConditionState, Verdict, judge, new_state
 from ingest.alerts.rulebook import RuleBook
@@ -293,7 +293,7 @@ class AlertEngine:
         assert episode is not None
         rule = tracker.rule
         a = device.address
-        message = _message(rule, tracker, value)
+        message = _message(rule, tracker, value, ts)
         if state == "resolved":
             message = f"resolved: {message}"
         return Alert(
@@ -382,7 +382,7 @@ def _orphan_resolution(c: StoredChange, newest: int) -> Alert:
     )
 
 
-def _message(rule: Rule, tracker: Tracker, value: float) -> str:
+def _message(rule: Rule, tracker: Tracker, value: float, ts: int) -> str:
     condition = tracker.condition
     baseline = condition.baseline if isinstance(condition, BaselineState) else 0.0
     try:
@@ -393,8 +393,15 @@ def _message(rule: Rule, tracker: Tracker, value: float) -> str:
             distance_m=abs(value),
             silent_for=format_seconds(value),
             field=getattr(rule, "field", ""),
+            eta=_clock(ts / _NS + value) if isinstance(rule, ArrivalRule) else "",
+            minutes=value / 60,
         )
     except (ValueError, TypeError, KeyError, IndexError):
         # Templates are tried when a rule is made; should one still fail on a value, the
         # alert must not be lost to its wording.
         return f"{rule.name}: {value:g} ({rule.message})"
+
+
+def _clock(epoch_s: float) -> str:
+    """`18:40 UTC`: when an arrival is expected (a reading's own time plus the estimate)."""
+    return time.strftime("%H:%M UTC", time.gmtime(epoch_s))

@@ -32,9 +32,9 @@
 Keys are the settings of the rule kinds in `devices/rules.py`, by their field names, except:
 
 - durations drop the `_s`: `for`, `clear_for`, `window`, `recent`, `min_history`, `at_least`,
-  written as "90s", "15m", "2h", "1d" or a plain number of seconds; 0 ("0", "0s") is allowed
-  for all but `at_least`;
-- `center = [lat, lon]` and `polygon = [[lat, lon], ...]` (degrees) for geofences;
+  `within`, `detour`, written as "90s", "15m", "2h", "1d" or a plain number of seconds; 0
+  ("0", "0s") is allowed for all but `at_least`;
+- `center = [lat, lon]` and `polygon = [[lat, lon], ...]` (degrees) for geofences and arrivals;
 - `above = 39.5` is short for `direction = "above"` and `raise_at = 39.5`; `below = 5` likewise.
 
 Which rule an entry starts from: the rule that applies at its scope without it, that is the
@@ -79,12 +79,15 @@ DURATIONS = {
     "recent": "recent_s",
     "min_history": "min_history_s",
     "at_least": "at_least_s",
+    "within": "within_s",
+    "detour": "detour_s",
 }
 _TOML_KEY = {field: key for key, field in DURATIONS.items()}
 _NUMBERS = {"raise_at", "clear_at", "after_intervals", "radius_m", "margin_m", "above", "below"}
+_NUMBERS |= {"arrived_m", "min_speed_kmh"}
 _INTEGERS = {"min_readings", "clear_readings"}
 _TEXTS = {"field", "direction", "while_field", "compare", "baseline", "where"}
-_TEXTS |= {"lat_field", "lon_field", "severity", "message"}
+_TEXTS |= {"lat_field", "lon_field", "speed_field", "severity", "message"}
 _ZERO = re.compile(r"\s*0+(?:\.0*)?\s*(?:ms|s|m|h|d)?\s*")
 
 

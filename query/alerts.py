@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devices.base import format_timestamp
+from devices.rfc3339 import format_us
 from devices.rules import SEVERITIES, Severity, format_seconds
 from storage.alert_history import latest_changes, raised_since
 from storage.alert_record import Alert, AlertState, StoredChange
@@ -107,8 +107,8 @@ class Episode:
             "rule": self.rule,
             "severity": self.severity,
             "state": self.state,
-            "start": format_timestamp(self.start_ns),
-            "end": None if self.end_ns is None else format_timestamp(self.end_ns),
+            "start": format_us(self.start_ns),
+            "end": None if self.end_ns is None else format_us(self.end_ns),
             "message": self.message,
             "value": self.value,
         }

@@ -25,10 +25,10 @@ from typing import Any
 
 from devices.base import MIN_TS_NS
 from devices.catalogue import DEVICE_TYPES
+from devices.rfc3339 import format_shortest
 from devices.topics import is_identifier
 from query.errors import AmbiguousDevice, QueryError, UnknownDevice
 from query.names import check_device_id, check_device_type, check_tenant
-from query.times import format_time
 from storage.influx import InfluxClient, influxql_literal, quote_identifier
 
 LIST_WITHIN_S = 30 * 86_400
@@ -60,7 +60,7 @@ class DeviceSummary:
             "tenant": self.tenant,
             "device_type": self.device_type,
             "device_id": self.device_id,
-            "last_seen": format_time(self.last_seen_ns),
+            "last_seen": format_shortest(self.last_seen_ns),
             "last": self.last,
         }
 

@@ -62,10 +62,11 @@ from typing import Any, Literal, get_args
 
 from devices.base import MAX_TS_NS, MIN_TS_NS
 from devices.catalogue import DEVICE_TYPES
+from devices.rfc3339 import format_shortest
 from query.errors import QueryError
 from query.fleet import count_devices, find_device, tenant_condition
 from query.names import check_device_id, check_device_type, check_field_name, check_tenant
-from query.times import bucket_count, format_every, format_time, round_bucket
+from query.times import bucket_count, format_every, round_bucket
 from storage.influx import InfluxClient, Series, influxql_literal, quote_identifier
 
 __all__ = [
@@ -138,8 +139,8 @@ class SeriesQuery:
             "device_type": self.device_type,
             "tenant": self.tenant,
             "fields": list(self.fields),
-            "from": format_time(self.start_ns),
-            "to": format_time(self.end_ns),
+            "from": format_shortest(self.start_ns),
+            "to": format_shortest(self.end_ns),
             "every": None if self.every_s is None else format_every(self.every_s),
             "every_s": self.every_s,
             "agg": None if self.every_s is None else self.agg,
@@ -165,7 +166,8 @@ class TimeSeries:
             "device_id": self.device_id,
             "fields": list(self.fields),
             "points": [
-                [format_time(t), *row] for t, row in zip(self.times_ns, self.values, strict=True)
+                [format_shortest(t), *row]
+                for t, row in zip(self.times_ns, self.values, strict=True)
             ],
         }
 
@@ -327,7 +329,7 @@ def _check_range(q: SeriesQuery) -> None:
             )
     if q.start_ns >= q.end_ns:
         raise QueryError(
-            f"from ({format_time(q.start_ns)}) must be before to ({format_time(q.end_ns)})",
+            f"from ({format_shortest(q.start_ns)}) must be before to ({format_shortest(q.end_ns)})",
             param="start",
         )
 

@@ -19,7 +19,8 @@ from typing import Any, Literal, cast
 
 import orjson
 
-from devices.base import format_timestamp, parse_timestamp
+from devices.base import parse_timestamp
+from devices.rfc3339 import format_us
 from devices.rules import SEVERITIES, Severity
 from storage.lineprotocol import ALERTS_MEASUREMENT, format_field, line_field_string
 
@@ -60,9 +61,9 @@ class Alert:
             "device_id": self.device_id,
             "value": self.value,
             "message": self.message,
-            "ts": format_timestamp(self.ts_ns),
-            "first_seen": format_timestamp(self.first_seen_ns),
-            "last_seen": format_timestamp(self.last_seen_ns),
+            "ts": format_us(self.ts_ns),
+            "first_seen": format_us(self.first_seen_ns),
+            "last_seen": format_us(self.last_seen_ns),
         }
         if self.acknowledged_by:
             body["acknowledged_by"] = self.acknowledged_by
@@ -77,7 +78,7 @@ class Alert:
         mark = {"raised": "ALERT", "acknowledged": "ACK  ", "resolved": "CLEAR"}[self.state]
         by = f" by {self.acknowledged_by}" if self.state == "acknowledged" else ""
         return (
-            f"{format_timestamp(self.ts_ns)}  {mark} {self.severity:<8} {self.rule:<16} "
+            f"{format_us(self.ts_ns)}  {mark} {self.severity:<8} {self.rule:<16} "
             f"{self.tenant}/{self.device_id}: {self.message}{by}  (id {self.alert_id})"
         )
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from devices.base import format_timestamp, parse_timestamp
+from devices.base import parse_timestamp
 from devices.catalogue import DEVICE_TYPES, get_device_type
+from devices.rfc3339 import format_us
 from tests.helpers import COW as HEALTHY_COW
 from tests.helpers import moclo
 
@@ -72,7 +73,7 @@ def test_both_timestamp_forms_are_accepted(ts: Any, expected_ns: int) -> None:
 
 
 def test_timestamps_format_back_as_rfc3339() -> None:
-    assert format_timestamp(1795327200_250000000) == "2026-11-22T06:00:00.250000Z"
+    assert format_us(1795327200_250000000) == "2026-11-22T06:00:00.250000Z"
 
 
 def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:

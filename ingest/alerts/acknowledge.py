@@ -32,13 +32,13 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import aiomqtt
 import orjson
 
 from core.mqtt import CONNECTION_SEPARATOR, MqttEndpoint, MqttUnreachable
 from core.settings import Settings
+from devices.rfc3339 import format_seconds_spaced
 from devices.rules import format_seconds
 from devices.topics import (
     ACCOUNT_NAME,
@@ -90,12 +90,13 @@ async def acknowledge(
     what = describe(stored)
     if stored.state == "resolved":
         raise AlertClosed(
-            f"alert {what} is already resolved ({when(stored.ts_ns)}): nothing to ack"
+            f"alert {what} is already resolved ({format_seconds_spaced(stored.ts_ns)}): "
+            "nothing to ack"
         )
     if stored.state == "acknowledged":
         raise AlertClosed(
             f"alert {what} was already acknowledged by {stored.acknowledged_by} "
-            f"({when(stored.ts_ns)})"
+            f"({format_seconds_spaced(stored.ts_ns)})"
         )
     body: dict[str, str] = {"id": alert_id}
     if person is not None:
@@ -202,11 +203,6 @@ def check_acknowledgement_text(kind: str, text: str) -> str:
     if kind == "note" and len(text) > 500:
         raise ValueError(f"a note is at most 500 characters; this one has {len(text)}")
     return text
-
-
-def when(ts_ns: int) -> str:
-    """`2026-11-22 06:00:00Z`: a time as the alert commands show it."""
-    return datetime.fromtimestamp(ts_ns / _NS, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @contextlib.asynccontextmanager

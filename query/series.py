@@ -68,6 +68,7 @@ from query.fleet import count_devices, find_device, tenant_condition
 from query.names import check_device_id, check_device_type, check_field_name, check_tenant
 from query.times import bucket_count, format_every, round_bucket
 from storage.influx import InfluxClient, Series, influxql_literal, quote_identifier
+from storage.schema import DEVICE_ID, READINGS, SEQ, TENANT
 
 __all__ = [
     "AGGS",
@@ -192,7 +193,7 @@ class SeriesResult:
 
 def field_kind(device_type: str, field: str) -> FieldKind:
     """Whether a stored field holds numbers, true/false or text (`seq` is a number)."""
-    if field == "seq":
+    if field == SEQ:
         return "number"
     annotation = DEVICE_TYPES[device_type].reading.model_fields[field].annotation
     if annotation is bool:
@@ -202,7 +203,7 @@ def field_kind(device_type: str, field: str) -> FieldKind:
 
 def stored_fields(device_type: str) -> tuple[str, ...]:
     """Every field a type's points carry: its reading's fields, then `seq`."""
-    return (*DEVICE_TYPES[device_type].reading.measurement_fields, "seq")
+    return (*DEVICE_TYPES[device_type].reading.measurement_fields, *READINGS.fields)
 
 
 async def run_series(client: InfluxClient, query: SeriesQuery) -> SeriesResult:
@@ -252,8 +253,8 @@ def influxql(query: SeriesQuery, *, limit: int | None = None) -> str:
     if tenants is not None:
         where.append(tenants)
     if query.device_id is not None:
-        where.append(f'"device_id" = {influxql_literal(query.device_id)}')
-    tags = ' "tenant", "device_id"' if query.per_device else ""
+        where.append(f'"{DEVICE_ID}" = {influxql_literal(query.device_id)}')
+    tags = f" {READINGS.group_by()}" if query.per_device else ""
     if query.every_s is None:
         columns = ", ".join(quote_identifier(f) for f in query.fields)
         # Newest first, so that a capped answer keeps the newest; one over the cap says so.
@@ -280,7 +281,7 @@ def _result(query: SeriesQuery, answer: list[Series], limit: int | None) -> Seri
             truncated = truncated or len(rows) > limit
             rows = rows[:limit][::-1]
         if query.per_device:
-            key = (s.tags.get("tenant"), s.tags.get("device_id"))
+            key = (s.tags.get(TENANT), s.tags.get(DEVICE_ID))
         else:
             key = (query.tenant, None)
         found[key] = TimeSeries(

@@ -50,6 +50,7 @@ from devices.topics import (
 from storage.alert_record import Alert, StoredChange, parse_alert
 from storage.database import open_influx
 from storage.influx import InfluxError, influxql_literal
+from storage.schema import ERROR, PAYLOAD, REASON, REJECTED, TENANT
 
 CONNECT_TIMEOUT_S = 5.0
 _NS = 1_000_000_000
@@ -167,8 +168,9 @@ def account_of(settings: Settings, by: str | None) -> str:
 async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int) -> str | None:
     """Why ingest rejected this acknowledgement (`bad_ack` in moclo_rejected), if it did."""
     query = (
-        'SELECT "error", "payload" FROM "moclo_rejected" WHERE "reason" = \'bad_ack\' '
-        f'AND "tenant" = {influxql_literal(tenant)} '
+        f'SELECT "{ERROR}", "{PAYLOAD}" FROM "{REJECTED.name}" '
+        f"WHERE \"{REASON}\" = 'bad_ack' "
+        f'AND "{TENANT}" = {influxql_literal(tenant)} '
         f"AND time >= {sent_ns - 60 * _NS}"  # ingest stamps arrival by its own clock
     )
     try:
@@ -177,7 +179,7 @@ async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int
     except InfluxError:
         return None  # the timeout message is still true
     text = payload.decode()
-    errors = [str(row["error"]) for s in series for row in s.rows() if row["payload"] == text]
+    errors = [str(row[ERROR]) for s in series for row in s.rows() if row[PAYLOAD] == text]
     return errors[-1] if errors else None
 
 

@@ -7,6 +7,7 @@
   alert published this way is parsed back by `parse_ns`, so its format must not change.
 - `format_shortest`: the read side's times (`moclo query`, `/api/series`): exact to the
   nanosecond, with 0, 3, 6 or 9 fraction digits, only as many as the time needs.
+- `format_log_ms`: a JSON log line's `ts`, to the millisecond, as log collectors read it.
 - `now_seconds`: the present to the second, for what a file or a registry row records
   (`created_at`, `revoked_at`, the stamp in a generated ACL file).
 - `format_seconds_spaced`: a time as the alert commands print it, to the second with a space.
@@ -79,6 +80,12 @@ def format_shortest(ns: int) -> str:
     if fraction % 1_000 == 0:
         return f"{text}.{fraction // 1_000:06d}Z"
     return f"{text}.{fraction:09d}Z"
+
+
+def format_log_ms(created: float, msecs: float) -> str:
+    """`2026-11-22T06:00:00.250Z`: a log record's `created` (epoch seconds) and `msecs` (its
+    milliseconds, as logging computed them, so that the stamp agrees with other formatters')."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(msecs):03d}Z"
 
 
 def now_seconds(*, zulu: bool = True) -> str:

@@ -62,11 +62,13 @@ from typing import Any, Literal, get_args
 
 from devices.base import MAX_TS_NS, MIN_TS_NS
 from devices.catalogue import DEVICE_TYPES
+from devices.rfc3339 import format_shortest
 from query.errors import QueryError
 from query.fleet import count_devices, find_device, tenant_condition
 from query.names import check_device_id, check_device_type, check_field_name, check_tenant
-from query.times import bucket_count, format_every, format_time, round_bucket
+from query.times import bucket_count, format_every, round_bucket
 from storage.influx import InfluxClient, Series, influxql_literal, quote_identifier
+from storage.schema import DEVICE_ID, READINGS, SEQ, TENANT
 
 __all__ = [
     "AGGS",
@@ -138,8 +140,8 @@ class SeriesQuery:
             "device_type": self.device_type,
             "tenant": self.tenant,
             "fields": list(self.fields),
-            "from": format_time(self.start_ns),
-            "to": format_time(self.end_ns),
+            "from": format_shortest(self.start_ns),
+            "to": format_shortest(self.end_ns),
             "every": None if self.every_s is None else format_every(self.every_s),
             "every_s": self.every_s,
             "agg": None if self.every_s is None else self.agg,
@@ -165,7 +167,8 @@ class TimeSeries:
             "device_id": self.device_id,
             "fields": list(self.fields),
             "points": [
-                [format_time(t), *row] for t, row in zip(self.times_ns, self.values, strict=True)
+                [format_shortest(t), *row]
+                for t, row in zip(self.times_ns, self.values, strict=True)
             ],
         }
 
@@ -190,7 +193,7 @@ class SeriesResult:
 
 def field_kind(device_type: str, field: str) -> FieldKind:
     """Whether a stored field holds numbers, true/false or text (`seq` is a number)."""
-    if field == "seq":
+    if field == SEQ:
         return "number"
     annotation = DEVICE_TYPES[device_type].reading.model_fields[field].annotation
     if annotation is bool:
@@ -200,7 +203,7 @@ def field_kind(device_type: str, field: str) -> FieldKind:
 
 def stored_fields(device_type: str) -> tuple[str, ...]:
     """Every field a type's points carry: its reading's fields, then `seq`."""
-    return (*DEVICE_TYPES[device_type].reading.measurement_fields, "seq")
+    return (*DEVICE_TYPES[device_type].reading.measurement_fields, *READINGS.fields)
 
 
 async def run_series(client: InfluxClient, query: SeriesQuery) -> SeriesResult:
@@ -250,8 +253,8 @@ def influxql(query: SeriesQuery, *, limit: int | None = None) -> str:
     if tenants is not None:
         where.append(tenants)
     if query.device_id is not None:
-        where.append(f'"device_id" = {influxql_literal(query.device_id)}')
-    tags = ' "tenant", "device_id"' if query.per_device else ""
+        where.append(f'"{DEVICE_ID}" = {influxql_literal(query.device_id)}')
+    tags = f" {READINGS.group_by()}" if query.per_device else ""
     if query.every_s is None:
         columns = ", ".join(quote_identifier(f) for f in query.fields)
         # Newest first, so that a capped answer keeps the newest; one over the cap says so.
@@ -278,7 +281,7 @@ def _result(query: SeriesQuery, answer: list[Series], limit: int | None) -> Seri
             truncated = truncated or len(rows) > limit
             rows = rows[:limit][::-1]
         if query.per_device:
-            key = (s.tags.get("tenant"), s.tags.get("device_id"))
+            key = (s.tags.get(TENANT), s.tags.get(DEVICE_ID))
         else:
             key = (query.tenant, None)
         found[key] = TimeSeries(
@@ -327,7 +330,7 @@ def _check_range(q: SeriesQuery) -> None:
             )
     if q.start_ns >= q.end_ns:
         raise QueryError(
-            f"from ({format_time(q.start_ns)}) must be before to ({format_time(q.end_ns)})",
+            f"from ({format_shortest(q.start_ns)}) must be before to ({format_shortest(q.end_ns)})",
             param="start",
         )
 

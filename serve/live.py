@@ -44,7 +44,7 @@ import orjson
 
 from access.known import RegisteredDevices
 from core.settings import Settings
-from devices.base import format_timestamp
+from devices.rfc3339 import format_us
 from devices.topics import DeviceAddress, alert_subscription, telemetry_subscription
 from ingest.decode import Decoded, Decoder, Limits
 from query.alerts import alert_json
@@ -309,7 +309,7 @@ class LiveHub:
                 "tenant": address.tenant,
                 "device_type": address.device_type,
                 "device_id": address.device_id,
-                "ts": format_timestamp(reading.ts),
+                "ts": format_us(reading.ts),
                 "_ts_ns": reading.ts,
             }
             body.update(reading.model_dump(exclude={"ts"}))

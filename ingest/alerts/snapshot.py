@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from devices.rfc3339 import now_compact
 from devices.rules import Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import BaselineState, DeltaState, load_state
@@ -230,7 +231,7 @@ def write(path: Path, data: bytes) -> None:
 def set_aside(path: Path) -> Path:
     """Renames an unusable snapshot to `<name>.bad-<UTC stamp>` (0600: it holds alert state)
     so that someone can look at it, and the next snapshot does not overwrite it."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = now_compact()
     aside = path.with_name(f"{path.name}.bad-{stamp}")
     n = 1
     while aside.exists():  # two bad starts within a second

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from access.registry import ROLES
 from core.settings import Settings
+from moclo.args import Commands
 
 ACCOUNTS_EPILOG = """\
 roles (what each may do on the broker, {p} being the topic prefix):
@@ -29,7 +30,7 @@ holds exactly those two lines).
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     accounts = commands.add_parser(
         "accounts",
         help="broker accounts of services (ingest, serve) and of tenants' apps and operators",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from core.settings import Settings
 from devices.topics import IDENTIFIER_RULE, is_identifier
-from moclo.args import connection_flags, duration
+from moclo.args import Commands, connection_flags, duration
 from query.errors import QueryError
 from query.times import parse_since
 
@@ -29,7 +29,7 @@ for an acknowledgement to be taken.
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo alerts` (and `ack`, `watch`) to the top-level subcommands."""
     alerts = commands.add_parser(
         "alerts",

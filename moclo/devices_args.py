@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from core.settings import Settings
+from moclo.args import Commands
 
 DEVICES_EPILOG = """\
 examples:
@@ -29,7 +30,7 @@ reloads the local broker whose pid is in that folder's mosquitto.pid.
 REGISTRY_COMMANDS = ("add", "import", "revoke", "list")
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     devices = commands.add_parser(
         "devices",
         help="the device catalogue, and the registered devices and their credentials",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from core.settings import Settings
-from moclo.args import connection_flags
+from moclo.args import Commands, connection_flags
 
 QUERY_EPILOG = """\
 examples:
@@ -31,7 +31,7 @@ or field, a bad time or duration), 1 InfluxDB unreachable or refusing.
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo query` to the top-level subcommands."""
     query = commands.add_parser(
         "query",

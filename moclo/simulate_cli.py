@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.settings import Settings
-from moclo.args import connection_flags, duration
+from moclo.args import Commands, connection_flags, duration
 
 if TYPE_CHECKING:
     from simulators.faults import FaultRates
@@ -86,7 +86,7 @@ def fleet_flags(
     )
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo simulate` to the top-level subcommands."""
     simulate = commands.add_parser(
         "simulate",

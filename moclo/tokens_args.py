@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from core.settings import Settings
+from moclo.args import Commands
 
 TOKENS_EPILOG = """\
 examples:
@@ -28,7 +29,7 @@ to stdout and the explanation to stderr, so TOKEN=$(moclo tokens create ...) hol
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo tokens` (`create`, `list`, `revoke`) to the top-level subcommands."""
     tokens = commands.add_parser(
         "tokens",

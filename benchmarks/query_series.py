@@ -31,7 +31,8 @@ from devices.base import parse_timestamp
 from devices.catalogue import DEVICE_TYPES
 from query.fleet import find_device, list_devices
 from query.request import parse_series_request
-from query.series import SeriesQuery, field_kind, influxql, run_series
+from query.series import influxql, run_series
+from query.series_query import SeriesQuery, field_kind
 from query.times import format_time
 from storage.influx import InfluxClient
 

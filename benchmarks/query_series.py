@@ -32,7 +32,8 @@ from devices.catalogue import DEVICE_TYPES
 from devices.rfc3339 import format_shortest
 from query.fleet import find_device, list_devices
 from query.request import parse_series_request
-from query.series import SeriesQuery, field_kind, influxql, run_series
+from query.series import influxql, run_series
+from query.series_query import SeriesQuery, field_kind
 from storage.influx import InfluxClient
 
 PATHS = ("raw", "library", "api")

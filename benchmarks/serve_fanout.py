@@ -24,7 +24,8 @@ import orjson
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from serve.live import Event, LiveHub, Stream, StreamFilter
+from serve.live import LiveHub
+from serve.live_stream import Event, Stream, StreamFilter
 from tests.helpers import COW
 
 FILTERS = (

@@ -16,7 +16,8 @@ from query import series as series_module
 from query.errors import AmbiguousDevice, QueryError, UnknownDevice
 from query.fleet import DeviceRef, find_device, list_devices, list_tenants
 from query.request import parse_series_request
-from query.series import AGGS, SeriesQuery, SeriesResult, run_series
+from query.series import SeriesResult, run_series
+from query.series_query import AGGS, SeriesQuery
 from storage.influx import InfluxClient
 from tests.helpers import Influx
 from tests.series_data import NS, T0, Stored, expected_buckets, readings, store

@@ -16,7 +16,8 @@ from core.settings import Settings
 from devices.rfc3339 import format_shortest
 from moclo.stack import free_port
 from query.render import BARS, render_table, sparkline
-from query.series import SeriesQuery, SeriesResult, TimeSeries
+from query.series import SeriesResult, TimeSeries
+from query.series_query import SeriesQuery
 from tests.helpers import Influx
 from tests.series_data import NS, T0, Stored, expected_buckets, readings, store
 

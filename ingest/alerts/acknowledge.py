@@ -89,28 +89,9 @@ async def acknowledge(
     by = person or account
     alert_id = stored.alert_id
     what = describe(stored)
-    if stored.state == "resolved":
-        raise AlertClosed(
-            f"alert {what} is already resolved ({format_seconds_spaced(stored.ts_ns)}): "
-            "nothing to ack"
-        )
-    if stored.state == "acknowledged":
-        raise AlertClosed(
-            f"alert {what} was already acknowledged by {stored.acknowledged_by} "
-            f"({format_seconds_spaced(stored.ts_ns)})"
-        )
-    body: dict[str, str] = {"id": alert_id}
-    if person is not None:
-        body["by"] = person
-    if note:
-        body["note"] = note
-    payload = orjson.dumps(body)
+    _refuse_closed(stored, what)
     prefix = settings.topic_prefix
-    topic = (
-        acknowledgement_topic(prefix, stored.tenant, account)
-        if person is None
-        else on_behalf_acknowledgement_topic(prefix, stored.tenant, account)
-    )
+    topic, payload = _request(prefix, stored, account=account, person=person, note=note)
     # As `LOGIN~acks` (a broker login: the contract keeps "acks"), which may write the
     # account's topic too: the login's own connection may be in use (serve's live stream, a
     # `moclo alerts --follow`), and the broker allows one connection per login.
@@ -143,6 +124,38 @@ async def acknowledge(
         "is `moclo ingest` running? (A broker that checks logins also drops, unanswered over "
         f"MQTT 3.1.1, what the login may not write: may {account!r} write {topic}?)"
     )
+
+
+def _refuse_closed(stored: StoredChange, what: str) -> None:
+    """AlertClosed for an episode that is resolved or acknowledged already, as stored."""
+    if stored.state == "resolved":
+        raise AlertClosed(
+            f"alert {what} is already resolved ({format_seconds_spaced(stored.ts_ns)}): "
+            "nothing to ack"
+        )
+    if stored.state == "acknowledged":
+        raise AlertClosed(
+            f"alert {what} was already acknowledged by {stored.acknowledged_by} "
+            f"({format_seconds_spaced(stored.ts_ns)})"
+        )
+
+
+def _request(
+    prefix: str, stored: StoredChange, *, account: str, person: str | None, note: str
+) -> tuple[str, bytes]:
+    """The topic and payload of the acknowledgement: the account's own topic, or, for a person
+    that serve acknowledges for, the on-behalf topic with `by`."""
+    body: dict[str, str] = {"id": stored.alert_id}
+    if person is not None:
+        body["by"] = person
+    if note:
+        body["note"] = note
+    topic = (
+        acknowledgement_topic(prefix, stored.tenant, account)
+        if person is None
+        else on_behalf_acknowledgement_topic(prefix, stored.tenant, account)
+    )
+    return topic, orjson.dumps(body)
 
 
 def account_of(settings: Settings, by: str | None) -> str:

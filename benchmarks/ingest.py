@@ -16,7 +16,7 @@ persistent session, the backlog queued for it, the writer started as a process o
 timed until InfluxDB holds every reading exactly once (ingest_round.py says how it is timed and
 checked); before the writers, InfluxDB's raw rate for the same lines (ingest_raw.py). The
 writers' order rotates from round to round. The other sections (--sections) share the servers;
-the memory section's outage starts servers of its own (benchmarks/faults.py). Node-RED is
+the memory section's outage starts servers of its own (tests/faults_harness.py). Node-RED is
 installed from npm into a cache folder on first use (ingest_nodered.py), unless --no-install,
 which leaves it out if it is not there. --json also writes the raw figures. --short runs the
 throughput, latency and scale sections small (the memory section needs minutes; name it in

@@ -41,7 +41,9 @@ class TomlLines:
         start = self.table(index)
         later = [n for n in self.tables if n > start]
         end = later[0] if later else len(self.lines) + 1
-        header = re.compile(rf"""\s*\[\s*{re.escape(self.name)}\s*\.\s*["']?{re.escape(sub)}["']?\s*\]""")
+        header = re.compile(
+            rf"""\s*\[\s*{re.escape(self.name)}\s*\.\s*["']?{re.escape(sub)}["']?\s*\]"""
+        )
         at = next((n for n in range(start + 1, end) if header.match(self.lines[n - 1])), 0)
         if not at:
             return self._find(sub, start + 1, end) or start

@@ -293,7 +293,7 @@ class _Parser:
             return None
         args = table.get("args", {})
         if not isinstance(args, dict):
-            problem("args", "args must be a table, e.g. args = { state = \"on\" }")
+            problem("args", 'args must be a table, e.g. args = { state = "on" }')
             return None
         try:
             checked = spec.arguments.model_validate(args)

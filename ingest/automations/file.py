@@ -209,7 +209,9 @@ class _Parser:
         action = self._action(index, entry, label)
         if len(self.problems) > before or action is None:
             return None
-        return Automation(name, tenant, device_type, rule, device, on, enabled, action)
+        return Automation(
+            str(name), str(tenant), str(device_type), str(rule), device, on, enabled, action
+        )
 
     def _action(self, index: int, entry: dict[str, Any], label: str) -> Action | None:
         given = [key for key in ACTIONS if key in entry]
@@ -244,21 +246,24 @@ class _Parser:
             return None
         try:
             names = {n for _, n, _, _ in string.Formatter().parse(message) if n is not None}
+            if unknown := names - NOTICE_FIELDS:
+                known = ", ".join(sorted(NOTICE_FIELDS))
+                problem("message", f"message names {{{sorted(unknown)[0]}}}; it may use {known}")
+                return None
             message.format(**{n: "x" for n in NOTICE_FIELDS})
         except (ValueError, KeyError, IndexError) as exc:
             problem("message", f"message is not a template: {exc}")
-            return None
-        if unknown := names - NOTICE_FIELDS:
-            known = ", ".join(sorted(NOTICE_FIELDS))
-            problem("message", f"message names {{{sorted(unknown)[0]}}}; it may use {known}")
             return None
         return NoticeAction(message)
 
     def _device_action(
         self, kind: str, table: dict[str, Any], tenant: Any, problem: Any
     ) -> CommandAction | DesiredAction | None:
-        allowed = ("device_type", "device", "name", "args") if kind == "command" else None
-        allowed = allowed or ("device_type", "device", "state")
+        allowed: tuple[str, ...] = (
+            ("device_type", "device", "name", "args")
+            if kind == "command"
+            else ("device_type", "device", "state")
+        )
         for key in table:
             if key not in allowed:
                 problem(key, f"unknown key {key!r}; a {kind} has {', '.join(allowed)}")

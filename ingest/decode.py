@@ -70,6 +70,12 @@ class RejectReason(enum.StrEnum):
     # An acknowledgement that is malformed or names no open alert; the stored value keeps "ack".
     BAD_ACKNOWLEDGEMENT = "bad_ack"
     UNREGISTERED_DEVICE = "unregistered_device"  # not in the registry, or revoked
+    # The downlink (ingest/downlink/): a person's request or a device's message moclo cannot
+    # read; a request it can read but refuses is a `refused` step in moclo_commands instead.
+    BAD_COMMAND_REQUEST = "bad_command_request"
+    BAD_DESIRED_REQUEST = "bad_desired_request"
+    BAD_COMMAND_RESULT = "bad_command_result"
+    BAD_REPORTED = "bad_reported"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,18 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from core.mqtt import connection_login
+from core.mqtt import MqttUnreachable, connection_login
 from core.settings import Settings
-from devices.topics import acknowledgement_subscription, shared, telemetry_subscription
+from devices.topics import (
+    COMMAND_REQUESTS,
+    DESIRED_REQUESTS,
+    DEVICE_UPLINK_LEVELS,
+    acknowledgement_subscription,
+    device_subscription,
+    request_subscription,
+    shared,
+    telemetry_subscription,
+)
 from ingest.alert_state import AlertState
 from ingest.alerts import AlertEngine
 from ingest.alerts.rulebook import RuleBook
@@ -39,6 +48,7 @@ from ingest.announce import AlertPublisher
 from ingest.cardinality import CardinalityGuard
 from ingest.consumer import AlertCallback, Consumer
 from ingest.decode import Decoder
+from ingest.downlink.wiring import Downlink
 from ingest.durable import DurableWriter
 from ingest.gcpolicy import quiet_collector
 from ingest.health import Liveness, watch
@@ -68,14 +78,23 @@ def judges_alerts(settings: Settings) -> bool:
 
 
 def subscriptions(settings: Settings) -> tuple[str, ...]:
-    """Telemetry (and acknowledgements, where alerts are judged) of all tenants or of
-    MOCLO_INGEST_TENANTS; in a share group, telemetry only, shared."""
+    """Telemetry (and acknowledgements and the downlink, where alerts are judged) of all
+    tenants or of MOCLO_INGEST_TENANTS; in a share group, telemetry only, shared."""
     prefix = settings.topic_prefix
     tenants = settings.tenants or ("+",)
     telemetry = tuple(telemetry_subscription(prefix, t) for t in tenants)
     if settings.ingest_share_group is not None:
         return tuple(shared(settings.ingest_share_group, s) for s in telemetry)
-    return (*telemetry, *(acknowledgement_subscription(prefix, t) for t in tenants))
+    downlink = tuple(
+        subscription
+        for t in tenants
+        for subscription in (
+            *(device_subscription(prefix, level, t) for level in DEVICE_UPLINK_LEVELS),
+            request_subscription(prefix, COMMAND_REQUESTS, t),
+            request_subscription(prefix, DESIRED_REQUESTS, t),
+        )
+    )
+    return (*telemetry, *(acknowledgement_subscription(prefix, t) for t in tenants), *downlink)
 
 
 class Ingest:
@@ -126,6 +145,9 @@ class Ingest:
         # MOCLO_MAX_READING_AGE is the oldest accepted; the database's retention, once read,
         # may narrow it (`ingest/retention.py`).
         limits = replace(options.limits, max_past_s=settings.max_reading_age)
+        # The command gateway (ingest/downlink/), where ingest sees whole tenants: a share
+        # group member sees a deal of the readings and none of the downlink.
+        self.downlink = Downlink(settings) if judges_alerts(settings) else None
         self.pipeline = Pipeline(
             Decoder(
                 settings.topic_prefix,
@@ -142,6 +164,7 @@ class Ingest:
             CardinalityGuard(
                 burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute
             ),
+            gateway=self.downlink.gateway if self.downlink is not None else None,
         )
         self.alert_state = AlertState(self.snapshot_path, self.pipeline)
         self.retention = RetentionWatch(
@@ -171,6 +194,7 @@ class Ingest:
             options=options,
             stop=stop,
             on_alert=on_alert,
+            downlink=self.downlink,
         )
         self.http_port: int | None = None
 
@@ -190,6 +214,7 @@ class Ingest:
             if orphans:
                 await self.durable.write([alert.to_line() for alert in orphans])
             await self.announcer.start()
+            await self._start_downlink()
             await self.source.start()
             if orphans:
                 await self.consumer.announce(orphans)  # once connected
@@ -218,9 +243,31 @@ class Ingest:
         finally:
             await self.source.close()
             await self.announcer.close()
+            if self.downlink is not None:
+                await self.downlink.close()
             await self.sink.close()
             self.gate.close()
         return self.stats
+
+    async def _start_downlink(self) -> None:
+        """Restores the gateway and connects its publisher; a broker whose files predate the
+        `~commands` login costs the downlink, said once, not the readings."""
+        if self.downlink is None:
+            return
+        await self.downlink.restore(self.sink.client)
+        try:
+            await self.downlink.start()
+        except MqttUnreachable as exc:
+            log.error(
+                "commands and desired state are off: %s. Regenerate the broker's files "
+                "(`moclo broker-auth write`) so they list the login %s, and reload the broker",
+                exc,
+                connection_login(self.settings.mqtt.username or "USER", "commands"),
+            )
+            self.pipeline.gateway = None
+            self.consumer.downlink = None
+            await self.downlink.close()
+            self.downlink = None
 
     def _say_what_runs(self) -> None:
         """The start-up lines: where from, where to, and what is judged."""

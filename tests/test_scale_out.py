@@ -47,13 +47,31 @@ def member(settings: Settings, n: int, **changes: str) -> Settings:
 
 def test_the_subscriptions_of_each_mode(settings: Settings) -> None:
     prefix = settings.topic_prefix
-    assert subscriptions(settings) == (f"{prefix}/+/+/+/telemetry", f"{prefix}/+/acks/#")
+
+    def downlink(t: str) -> tuple[str, ...]:
+        # What devices send back, and what people ask for (ingest/downlink/).
+        return (
+            f"{prefix}/{t}/+/+/commands/get",
+            f"{prefix}/{t}/+/+/command-results",
+            f"{prefix}/{t}/+/+/desired/get",
+            f"{prefix}/{t}/+/+/reported",
+            f"{prefix}/{t}/command-requests/#",
+            f"{prefix}/{t}/desired-requests/#",
+        )
+
+    assert subscriptions(settings) == (
+        f"{prefix}/+/+/+/telemetry",
+        f"{prefix}/+/acks/#",
+        *downlink("+"),
+    )
     farms = settings.model_copy(update={"ingest_tenants": "farm-a,farm-b"})
     assert subscriptions(farms) == (
         f"{prefix}/farm-a/+/+/telemetry",
         f"{prefix}/farm-b/+/+/telemetry",
         f"{prefix}/farm-a/acks/#",
         f"{prefix}/farm-b/acks/#",
+        *downlink("farm-a"),
+        *downlink("farm-b"),
     )
     group = settings.model_copy(update={"ingest_share_group": "g1"})
     assert subscriptions(group) == (f"$share/g1/{prefix}/+/+/+/telemetry",)

@@ -37,7 +37,7 @@ from ingest.decode import (
     describe_validation_error,
 )
 from ingest.downlink.gateway import Gateway
-from ingest.downlink.outcome import Outcome, is_downlink_topic
+from ingest.downlink.outcome import Incoming, Outcome
 from ingest.rejections import RejectionLog
 from ingest.source import Message
 from storage.alert_record import Alert
@@ -106,23 +106,13 @@ class Pipeline:
         decoded = Decoded()
         batch = PreparedBatch()
         acknowledgements: list[tuple[str, Message]] = []
-        downlink: list[Message] = []
-        gateway = self.gateway
         for message in messages:
-            topic = message.topic
-            # Readings first, at the cost of two C-level string tests.
-            if topic.endswith("/telemetry") and "/acks" not in topic:
-                self.decoder.decode(topic, message.payload, message.received_ns, decoded)
-                continue
-            tenant = parse_acknowledgement_topic(self.decoder.prefix, topic)
+            tenant = parse_acknowledgement_topic(self.decoder.prefix, message.topic)
             if tenant is not None:
                 acknowledgements.append((tenant, message))
                 continue
-            if gateway is not None and is_downlink_topic(topic):
-                downlink.append(message)
-                continue
-            # Anything else: the decoder says what is wrong with the topic.
-            self.decoder.decode(topic, message.payload, message.received_ns, decoded)
+            # Telemetry, or the downlink: the decoder hands those on in `decoded.downlink`.
+            self.decoder.decode(message.topic, message.payload, message.received_ns, decoded)
         for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
             if not self.guard.admit(item.address, received_ns):
                 self._add_rejection(batch, self._over_cardinality(item, received_ns))
@@ -134,10 +124,10 @@ class Pipeline:
         # sent, possibly by a reading in this same batch.
         for tenant, message in acknowledgements:
             self._acknowledge(tenant, message, batch)
-        if downlink and gateway is not None:
+        if decoded.downlink and self.gateway is not None:
             outcome = Outcome()
-            for message in downlink:
-                gateway.handle(message, outcome)
+            for topic, payload, received_ns in decoded.downlink:
+                self.gateway.handle(Incoming(topic, payload, received_ns), outcome)
             self.add_downlink(batch, outcome)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)
         for rejection in decoded.rejections:

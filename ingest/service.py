@@ -48,6 +48,7 @@ from ingest.announce import AlertPublisher
 from ingest.cardinality import CardinalityGuard
 from ingest.consumer import AlertCallback, Consumer
 from ingest.decode import Decoder
+from ingest.downlink.outcome import is_downlink_topic
 from ingest.downlink.wiring import Downlink
 from ingest.durable import DurableWriter
 from ingest.gcpolicy import quiet_collector
@@ -154,6 +155,7 @@ class Ingest:
                 limits=limits,
                 registered=self.registered,
                 unregistered="flag" if settings.unregistered == "flag" else "reject",
+                downlink=is_downlink_topic if self.downlink is not None else None,
             ),
             AlertEngine(
                 load_rulebook(settings)
@@ -265,6 +267,7 @@ class Ingest:
                 connection_login(self.settings.mqtt.username or "USER", "commands"),
             )
             self.pipeline.gateway = None
+            self.pipeline.decoder.downlink = None  # their topics are rejected, as before
             self.consumer.downlink = None
             await self.downlink.close()
             self.downlink = None

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from access.registry import Registry
 from ingest.downlink.directory import Directory
 from ingest.downlink.gateway import Gateway
-from ingest.downlink.outcome import Outcome
-from ingest.source import Message
+from ingest.downlink.outcome import Incoming, Outcome
 
 P = "m"
 T0 = 1_795_334_400 * 10**9
@@ -56,9 +55,9 @@ def gateway(registry: Registry, clock: Clock) -> Gateway:
     return Gateway(P, directory, clock=clock)
 
 
-def message(topic: str, payload: bytes | dict[str, Any]) -> Message:
+def message(topic: str, payload: bytes | dict[str, Any]) -> Incoming:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return Message(f"{P}/{topic}", body, 1, 1, time.time_ns(), 0)
+    return Incoming(f"{P}/{topic}", body, time.time_ns())
 
 
 def handle(gateway: Gateway, topic: str, payload: bytes | dict[str, Any]) -> Outcome:

@@ -22,16 +22,15 @@ from devices.topics import (
 )
 from ingest.decode import RejectReason, describe_validation_error
 from ingest.downlink.ledger import Desired
-from ingest.downlink.outcome import Outcome
+from ingest.downlink.outcome import Incoming, Outcome
 from ingest.downlink.requests import announce_desired
-from ingest.source import Message
 from storage.commands import CommandEvent
 
 if TYPE_CHECKING:
     from ingest.downlink.gateway import Gateway
 
 
-def device_message(gateway: Gateway, message: Message, out: Outcome) -> None:
+def device_message(gateway: Gateway, message: Incoming, out: Outcome) -> None:
     try:
         address, level = parse_device_uplink(gateway.prefix, message.topic)
     except TopicError as exc:
@@ -69,7 +68,7 @@ def _commands_again(gateway: Gateway, address: DeviceAddress, out: Outcome) -> N
             gateway.send_command(entry, out)
 
 
-def _result(gateway: Gateway, address: DeviceAddress, message: Message, out: Outcome) -> None:
+def _result(gateway: Gateway, address: DeviceAddress, message: Incoming, out: Outcome) -> None:
     try:
         result = CommandResult.model_validate_json(message.payload)
     except ValidationError as exc:
@@ -109,7 +108,7 @@ def _result(gateway: Gateway, address: DeviceAddress, message: Message, out: Out
 
 
 def _bad_result(
-    gateway: Gateway, address: DeviceAddress, message: Message, error: str, out: Outcome
+    gateway: Gateway, address: DeviceAddress, message: Incoming, error: str, out: Outcome
 ) -> None:
     """Recorded; and if it names a command of this device, the people waiting hear of it (the
     command stays as it was: the device may answer again, or the expiry settles it)."""
@@ -126,7 +125,7 @@ def _bad_result(
         gateway.announce(entry, out, reason=f"the device answered something unreadable: {error}")
 
 
-def _reported(gateway: Gateway, address: DeviceAddress, message: Message, out: Outcome) -> None:
+def _reported(gateway: Gateway, address: DeviceAddress, message: Incoming, out: Outcome) -> None:
     try:
         reported = ReportedDocument.model_validate_json(message.payload)
     except ValidationError as exc:

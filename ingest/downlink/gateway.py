@@ -44,11 +44,11 @@ from ingest.downlink.outcome import (
     KEEP_BYTES,
     MAX_PAYLOAD_BYTES,
     REQUEST_TAG,
+    Incoming,
     Outcome,
     stamp,
     to_wire,
 )
-from ingest.source import Message
 from storage.commands import CommandEvent, CommandState, DesiredState
 
 log = logging.getLogger("moclo.ingest.downlink")
@@ -73,7 +73,7 @@ class Gateway:
     def restore(self, commands: list[CommandState], desired: list[DesiredState]) -> None:
         self.ledger.restore(commands, desired)
 
-    def handle(self, message: Message, out: Outcome) -> None:
+    def handle(self, message: Incoming, out: Outcome) -> None:
         """Adds to `out` what `message` leads to. Never raises: a message that trips a bug
         here is logged and recorded as rejected, and ingest goes on."""
         mine = Outcome()
@@ -89,7 +89,7 @@ class Gateway:
         out.publications += mine.publications
         out.rejections += mine.rejections
 
-    def _handle(self, message: Message, out: Outcome) -> None:
+    def _handle(self, message: Incoming, out: Outcome) -> None:
         if len(message.payload) > MAX_PAYLOAD_BYTES:
             self.reject_unread(message, out, f"payload of {len(message.payload)} bytes; "
                                f"the limit is {MAX_PAYLOAD_BYTES}")  # fmt: skip
@@ -206,7 +206,7 @@ class Gateway:
         reason: RejectReason,
         tenant: str,
         device_type: str,
-        message: Message,
+        message: Incoming,
         error: str,
         out: Outcome,
     ) -> None:
@@ -223,7 +223,7 @@ class Gateway:
             )
         )  # fmt: skip
 
-    def reject_unread(self, message: Message, out: Outcome, error: str) -> None:
+    def reject_unread(self, message: Incoming, out: Outcome, error: str) -> None:
         """A message refused before it was parsed; the reason follows from its topic."""
         parts = message.topic[len(self.prefix) + 1 :].split("/")
         tenant = parts[0] if parts else INVALID_TAG

@@ -19,6 +19,15 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 REQUEST_TAG = "_request"  # the device_type tag of a rejected request (it names no device yet)
 
 
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A downlink message as the gateway sees it (the broker's packet id is the consumer's)."""
+
+    topic: str
+    payload: bytes
+    received_ns: int
+
+
 @dataclass(slots=True)
 class Outcome:
     """What handling messages led to, in the order it must happen."""
@@ -29,8 +38,8 @@ class Outcome:
 
 
 def is_downlink_topic(topic: str) -> bool:
-    """Whether a topic (that is not telemetry) belongs to the downlink: one C-level search or
-    two, for the few messages that are not readings."""
+    """Whether a topic that is not telemetry belongs to the downlink (the decoder asks only
+    of topics that are not a device's telemetry, on its careful path: readings pay nothing)."""
     return "/command" in topic or "/desired" in topic or topic.endswith("/reported")
 
 

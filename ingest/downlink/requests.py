@@ -42,8 +42,7 @@ from devices.topics import (
 )
 from ingest.decode import RejectReason, describe_validation_error
 from ingest.downlink.ledger import Desired, Entry
-from ingest.downlink.outcome import REQUEST_TAG, Outcome, loads_object, stamp
-from ingest.source import Message
+from ingest.downlink.outcome import REQUEST_TAG, Incoming, Outcome, loads_object, stamp
 from storage.commands import UNKNOWN_TAG, CommandEvent, Kind
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ class Asker:
     role: str
 
 
-def command_request(gateway: Gateway, tenant: str, message: Message, out: Outcome) -> None:
+def command_request(gateway: Gateway, tenant: str, message: Incoming, out: Outcome) -> None:
     raw: dict[str, Any] | None = None
     try:
         check_identifier("tenant", tenant)
@@ -119,7 +118,7 @@ def command_request(gateway: Gateway, tenant: str, message: Message, out: Outcom
     gateway.announce(entry, out)
 
 
-def desired_request(gateway: Gateway, tenant: str, message: Message, out: Outcome) -> None:
+def desired_request(gateway: Gateway, tenant: str, message: Incoming, out: Outcome) -> None:
     raw: dict[str, Any] | None = None
     try:
         check_identifier("tenant", tenant)
@@ -294,7 +293,7 @@ def refuse(
 
 
 def _asked_again(
-    gateway: Gateway, known: Entry, body: CommandRequest, message: Message, out: Outcome
+    gateway: Gateway, known: Entry, body: CommandRequest, message: Incoming, out: Outcome
 ) -> None:
     """The same id again: the same command. Its status is announced again, and if the device
     has not answered yet, it is sent again (a device executes an id at most once)."""

@@ -152,8 +152,9 @@ class Consumer:
         """Settles the commands whose expiry passed: stored, then announced."""
         batch = PreparedBatch()
         self.pipeline.add_downlink(batch, downlink.expire())
+        batch.lines.extend(alert.to_line() for alert in batch.alerts)  # desired_not_applied
         self.unstored += 1
-        await self._commit(batch.lines, [])
+        await self._commit(batch.lines, batch.alerts)
         self.unstored -= 1
         if batch.publications:
             await downlink.publish(batch.publications)

@@ -138,6 +138,7 @@ class Pipeline:
         """Adds what the gateway decided to `batch`: lines, messages to send, rejections."""
         batch.lines.extend(outcome.lines)
         batch.publications.extend(outcome.publications)
+        batch.alerts.extend(outcome.alerts)  # their lines are added with the batch's others
         for rejection in outcome.rejections:
             self._add_rejection(batch, rejection)
 
@@ -157,7 +158,7 @@ class Pipeline:
             account, on_behalf = parse_acknowledger(self.decoder.prefix, tenant, message.topic)
             body = _AcknowledgementBody.model_validate(orjson.loads(message.payload))
             by, note = _acknowledger(account, on_behalf, body)
-            alert = self.engine.acknowledge(tenant, body.id, by, note)
+            alert = self._acknowledge_alert(tenant, body.id, by, note, message.received_ns)
         except (orjson.JSONDecodeError, ValidationError, AcknowledgementInvalid, TopicError) as exc:
             if isinstance(exc, AcknowledgementInvalid | TopicError):
                 error = str(exc)
@@ -179,6 +180,19 @@ class Pipeline:
             )
             return
         batch.alerts.append(alert)
+
+    def _acknowledge_alert(
+        self, tenant: str, alert: str, by: str, note: str, received_ns: int
+    ) -> Alert:
+        """The engine's alerts, then the gateway's (desired_not_applied)."""
+        try:
+            return self.engine.acknowledge(tenant, alert, by, note)
+        except AcknowledgementInvalid:
+            gateway = self.gateway
+            found = gateway and gateway.unapplied.acknowledge(tenant, alert, by, note, received_ns)
+            if not found:
+                raise
+            return found
 
     def refused(self, line: str, error: str, received_ns: int) -> PreparedBatch | None:
         """A batch recording that InfluxDB refused a reading line: `beyond_retention` when it

@@ -13,15 +13,18 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from core.settings import Settings
+from devices.topics import acknowledgement_topic, alert_subscription
+from ingest.downlink.unapplied import RULE
 from ingest.options import IngestOptions
 from storage.commands import command_life, device_history
 from storage.influx import InfluxClient, InfluxRefused
 from tests.conftest import RunningIngest
 from tests.gateway_helpers import ScriptedDevice, StatusWatch, ask, registry_with
-from tests.helpers import Influx, cow_json, publish_all, wait_until
+from tests.helpers import Influx, Subscriber, cow_json, publish_all, wait_until
 
 HOME, CARDIO = "home", "cardio"
 DEVICES = [
@@ -353,3 +356,44 @@ def commands_rows_rejected(influx: Influx) -> list[dict[str, Any]]:
         return influx.query('SELECT "error", "reason" FROM "moclo_rejected" GROUP BY "reason"')
     except InfluxRefused:  # not written yet
         return []
+
+
+def test_a_desired_state_not_applied_in_time_raises_an_alert_resolved_when_applied(
+    registered: Settings, watch: StatusWatch, influx: Influx
+) -> None:
+    quick = registered.model_copy(update={"desired_grace": 1.0})
+    prefix = quick.topic_prefix
+    alerts = Subscriber(quick.mqtt_url, alert_subscription(prefix))
+    try:
+        with RunningIngest(quick, OPTIONS):
+            want(quick, "olga", "light-1", on=True)  # the light is offline
+            watch.wait_for("light-1-desired-1", "sent")
+
+            def changes(state: str) -> list[dict[str, Any]]:
+                documents = [orjson.loads(m.payload) for m in list(alerts.messages)]
+                return [d for d in documents if d["rule"] == RULE and d["state"] == state]
+
+            [raised] = wait_until(lambda: changes("raised"), what="desired_not_applied raised")
+            assert raised["device_id"] == "light-1" and "version 1" in raised["message"]
+            # Acknowledged like any other alert, by the account the topic names.
+            publish_all(
+                quick.mqtt_url,
+                [(acknowledgement_topic(prefix, HOME, "olga"), orjson.dumps({"id": raised["id"]}))],
+            )
+            wait_until(lambda: changes("acknowledged"), what="acknowledged")
+        # Across a restart the episode stays open, and the device's report resolves it.
+        with RunningIngest(quick, OPTIONS):
+            light = ScriptedDevice(quick, HOME, "light", "light-1").connect(clean=True)
+            try:
+                light.ask_for_desired()
+                wait_until(lambda: light.desired, what="the desired document")
+                light.report(1, {"on": True})
+                [resolved] = wait_until(lambda: changes("resolved"), what="resolved")
+                assert resolved["id"] == raised["id"]
+                assert len(changes("raised")) == 1  # the restart raised no second episode
+            finally:
+                light.disconnect()
+        stored = influx.query(f'SELECT "state" FROM "moclo_alerts" WHERE "rule" = \'{RULE}\'')
+        assert [row["state"] for row in stored] == ["raised", "acknowledged", "resolved"]
+    finally:
+        alerts.close()

@@ -151,3 +151,6 @@ def _reported(gateway: Gateway, address: DeviceAddress, message: Incoming, out: 
         )  # fmt: skip
         out.lines.append(done.to_line())
         announce_desired(gateway, tenant, device_id, desired, out)
+    resolution = gateway.unapplied.applied(tenant, device_id, reported.version, gateway.clock())
+    if resolution is not None:
+        out.alerts.append(resolution)

@@ -49,6 +49,7 @@ from ingest.downlink.outcome import (
     stamp,
     to_wire,
 )
+from ingest.downlink.unapplied import Unapplied
 from storage.commands import CommandEvent, CommandState, DesiredState
 
 log = logging.getLogger("moclo.ingest.downlink")
@@ -62,16 +63,21 @@ class Gateway:
         *,
         catalogue: Mapping[str, DeviceType] = DEVICE_TYPES,
         clock: Callable[[], int] = time.time_ns,
+        desired_grace_s: float = 600.0,
     ) -> None:
         self.prefix = prefix
         self.directory = directory
         self.catalogue = catalogue
         self.clock = clock
         self.ledger = Ledger()
+        self.unapplied = Unapplied(desired_grace_s)
         self._last_ns = 0
 
     def restore(self, commands: list[CommandState], desired: list[DesiredState]) -> None:
         self.ledger.restore(commands, desired)
+        for d in desired:
+            if d.confirmed_version < d.version:  # not applied yet: the grace runs from then
+                self.unapplied.sent(d.tenant, d.device_type, d.device_id, d.version, d.ts_ns)
 
     def handle(self, message: Incoming, out: Outcome) -> None:
         """Adds to `out` what `message` leads to. Never raises: a message that trips a bug
@@ -88,6 +94,7 @@ class Gateway:
         out.lines += mine.lines
         out.publications += mine.publications
         out.rejections += mine.rejections
+        out.alerts += mine.alerts
 
     def _handle(self, message: Incoming, out: Outcome) -> None:
         if len(message.payload) > MAX_PAYLOAD_BYTES:
@@ -109,6 +116,7 @@ class Gateway:
             self.settle(entry, "expired", "no final answer from the device before the command "
                         f"expired ({format_timestamp(entry.expires_ns)})", out)  # fmt: skip
         self.ledger.forget_old(now)
+        out.alerts += self.unapplied.due(now)
 
     def next_expiry_ns(self) -> int | None:
         return self.ledger.next_expiry_ns()

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from devices.base import format_timestamp
 from ingest.announce import Publication
 from ingest.decode import Rejection
+from storage.alert_record import Alert
 
 KEEP_BYTES = 1024
 # A request or an answer bigger than this is refused unread: a command's arguments and a
@@ -35,6 +36,7 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
     publications: list[Publication] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)  # desired_not_applied (unapplied.py)
 
 
 def is_downlink_topic(topic: str) -> bool:

@@ -170,6 +170,7 @@ def desired_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
         state=state, version=desired.version,
     )  # fmt: skip
     out.lines.append(event.to_line())
+    gateway.unapplied.sent(tenant, device_type, body.device, desired.version, now)
     gateway.send_desired(tenant, body.device, desired, out)
     announce_desired(gateway, tenant, body.device, desired, out)
 

@@ -32,12 +32,18 @@ class Downlink:
     def __init__(self, settings: Settings, *, clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
         self.directory = Directory(settings.registry)
-        self.gateway = Gateway(settings.topic_prefix, self.directory, clock=clock)
+        self.gateway = Gateway(
+            settings.topic_prefix,
+            self.directory,
+            clock=clock,
+            desired_grace_s=settings.desired_grace,
+        )
         self.publisher = Publisher(
             settings.mqtt.for_connection("commands"),
             client_id=connection_login(settings.ingest_id, "commands"),
             prefix=settings.topic_prefix,
         )
+        self._next_look_ns = 0
 
     async def restore(self, client: InfluxClient) -> None:
         """Reads the registry, and the commands of the last week and every desired document
@@ -72,8 +78,16 @@ class Downlink:
             await asyncio.to_thread(self.directory.refresh)
 
     def expiry_due(self) -> bool:
+        """A command's expiry passed, or it is time to look for unapplied desired states
+        (at most once a second)."""
+        now = self.gateway.clock()
         due = self.gateway.next_expiry_ns()
-        return due is not None and due <= self.gateway.clock()
+        if due is not None and due <= now:
+            return True
+        if now >= self._next_look_ns:
+            self._next_look_ns = now + 1_000_000_000
+            return True
+        return False
 
     def expire(self) -> Outcome:
         out = Outcome()

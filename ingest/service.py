@@ -119,16 +119,7 @@ class Ingest:
             ),
             stopping=stop,
         )
-        self.source = MqttSource(
-            settings.mqtt,
-            client_id=settings.ingest_id,
-            subscription=subscriptions(settings),
-            batch_messages=options.batch_messages,
-            batch_bytes=options.batch_bytes,
-            window=options.window,
-            window_bytes=options.window_bytes,
-            stock_client=options.stock_mqtt_client,
-        )
+        self.source = _source(settings, options)
         # Its own login (`USER~alerts`, same password): on a broker that names connections by
         # their login, a second connection as USER would take the consumer's session.
         self.announcer = AlertPublisher(
@@ -143,31 +134,10 @@ class Ingest:
         self.webhook, self.notifiers = _notifiers(settings, options)
         self.gate = RegistryGate(settings)
         self.registered = self.gate.registered  # for /metrics
-        # MOCLO_MAX_READING_AGE is the oldest accepted; the database's retention, once read,
-        # may narrow it (`ingest/retention.py`).
-        limits = replace(options.limits, max_past_s=settings.max_reading_age)
         # The command gateway (ingest/downlink/), where ingest sees whole tenants: a share
         # group member sees a deal of the readings and none of the downlink.
         self.downlink = Downlink(settings) if judges_alerts(settings) else None
-        self.pipeline = Pipeline(
-            Decoder(
-                settings.topic_prefix,
-                limits=limits,
-                registered=self.registered,
-                unregistered="flag" if settings.unregistered == "flag" else "reject",
-                downlink=is_downlink_topic if self.downlink is not None else None,
-            ),
-            AlertEngine(
-                load_rulebook(settings)
-                if options.alert_rules and judges_alerts(settings)
-                else RuleBook.empty()
-            ),
-            RejectionLog(),
-            CardinalityGuard(
-                burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute
-            ),
-            gateway=self.downlink.gateway if self.downlink is not None else None,
-        )
+        self.pipeline = _pipeline(settings, options, self.gate, self.downlink)
         self.alert_state = AlertState(self.snapshot_path, self.pipeline)
         self.retention = RetentionWatch(
             self.sink.client,
@@ -183,7 +153,12 @@ class Ingest:
             stop=stop,
             beyond_retention=self.retention.due.set,
         )
-        self.consumer = Consumer(
+        self.consumer = self._consumer(on_alert)
+        self.http_port: int | None = None
+
+    def _consumer(self, on_alert: AlertCallback | None) -> Consumer:
+        """The consume loop, given every part it moves a batch through."""
+        return Consumer(
             source=self.source,
             pipeline=self.pipeline,
             gate=self.gate,
@@ -193,12 +168,11 @@ class Ingest:
             notifiers=self.notifiers,
             stats=self.stats,
             liveness=self.liveness,
-            options=options,
-            stop=stop,
+            options=self.options,
+            stop=self.stop,
             on_alert=on_alert,
             downlink=self.downlink,
         )
-        self.http_port: int | None = None
 
     @property
     def retention_s(self) -> float | None:
@@ -305,6 +279,48 @@ class Ingest:
             if self.webhook is not None
             else "",
         )
+
+
+def _source(settings: Settings, options: IngestOptions) -> MqttSource:
+    """The MQTT source: ingest's subscriptions, with the batch and window sizes of `options`."""
+    return MqttSource(
+        settings.mqtt,
+        client_id=settings.ingest_id,
+        subscription=subscriptions(settings),
+        batch_messages=options.batch_messages,
+        batch_bytes=options.batch_bytes,
+        window=options.window,
+        window_bytes=options.window_bytes,
+        stock_client=options.stock_mqtt_client,
+    )
+
+
+def _pipeline(
+    settings: Settings, options: IngestOptions, gate: RegistryGate, downlink: Downlink | None
+) -> Pipeline:
+    """Decode and validate (behind the registry gate), judge the rules, count rejections and
+    new devices, hand the downlink to the gateway: the stages a message passes between source
+    and sink."""
+    # MOCLO_MAX_READING_AGE is the oldest accepted; the database's retention, once read,
+    # may narrow it (`ingest/retention.py`).
+    limits = replace(options.limits, max_past_s=settings.max_reading_age)
+    return Pipeline(
+        Decoder(
+            settings.topic_prefix,
+            limits=limits,
+            registered=gate.registered,
+            unregistered="flag" if settings.unregistered == "flag" else "reject",
+            downlink=is_downlink_topic if downlink is not None else None,
+        ),
+        AlertEngine(
+            load_rulebook(settings)
+            if options.alert_rules and judges_alerts(settings)
+            else RuleBook.empty()
+        ),
+        RejectionLog(),
+        CardinalityGuard(burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute),
+        gateway=downlink.gateway if downlink is not None else None,
+    )
 
 
 def _notifiers(

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from devices.base import format_timestamp
 from devices.catalogue import DEVICE_TYPES
 from devices.commands import Command, CommandUpdate, DesiredDocument
+from devices.rfc3339 import format_us
 from devices.topics import (
     COMMAND_REQUESTS,
     COMMANDS,
@@ -114,7 +114,7 @@ class Gateway:
         now = self.clock()
         for entry in self.ledger.due(now):
             self.settle(entry, "expired", "no final answer from the device before the command "
-                        f"expired ({format_timestamp(entry.expires_ns)})", out)  # fmt: skip
+                        f"expired ({format_us(entry.expires_ns)})", out)  # fmt: skip
         self.ledger.forget_old(now)
         out.alerts += self.unapplied.due(now)
 
@@ -190,8 +190,8 @@ class Gateway:
                 "name": entry.name,
                 "args": entry.args,
                 "issuer": entry.issuer,
-                "created": format_timestamp(entry.created_ns),
-                "expires": format_timestamp(entry.expires_ns),
+                "created": format_us(entry.created_ns),
+                "expires": format_us(entry.expires_ns),
             }
         )
         topic = device_topic(

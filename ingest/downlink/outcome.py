@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from devices.base import format_timestamp
+from devices.rfc3339 import format_us
 from ingest.announce import Publication
 from ingest.decode import Rejection
 from storage.alert_record import Alert
@@ -49,7 +49,7 @@ def stamp(ts_ns: int) -> Any:
     """A time for a downlink model's constructor: a model's Timestamp field reads an integer
     as epoch seconds, so nanoseconds go in as the RFC 3339 text they stand for (typed Any
     because the field is declared as the int it stores)."""
-    return format_timestamp(ts_ns)
+    return format_us(ts_ns)
 
 
 def to_wire(model: BaseModel, *times: str) -> bytes:
@@ -57,7 +57,7 @@ def to_wire(model: BaseModel, *times: str) -> bytes:
     form every reader of the contract parses back to the same instant (to the microsecond)."""
     document = model.model_dump()
     for key in times:
-        document[key] = format_timestamp(document[key])
+        document[key] = format_us(document[key])
     return orjson.dumps(document)
 
 

@@ -2,11 +2,12 @@
 in measurement `moclo_commands`, one point per step, so a command's whole life and every change
 to a device's settings (who, when, from what to what) can be read back.
 
-Tags (sorted, as lines carry them): `device_id`, `device_type`, `kind` (`command`, `desired`
-or `reported`), `name` (the command's; `desired` and `reported` for the other kinds), `status`
-(a `CommandStatus`; `reported` for a reported state), `tenant`. A tag that would hold text
-nobody checked (an unknown command's name, a device that is not registered) holds `_unknown`
-and the text goes to a field, so a stream of invented names adds no series.
+Declared in `storage/schema.py` (`COMMANDS`). Tags (sorted, as lines carry them):
+`device_id`, `device_type`, `kind` (`command`, `desired` or `reported`), `name` (the
+command's; `desired` and `reported` for the other kinds), `status` (a `CommandStatus`;
+`reported` for a reported state), `tenant`. A tag that would hold text nobody checked (an
+unknown command's name, a device that is not registered) holds `_unknown` and the text goes
+to a field, so a stream of invented names adds no series.
 
 Fields: `id` (the command's id; a desired change's is `{device}-desired-{version}`), `issuer`
 (who asked: an account, or the person a serve account asked for), `account` (the MQTT account
@@ -29,8 +30,9 @@ import orjson
 
 from storage.influx import InfluxClient, Series, influxql_literal
 from storage.lineprotocol import escape_tag, line_field_string
+from storage.schema import COMMANDS
 
-COMMANDS_MEASUREMENT = "moclo_commands"
+COMMANDS_MEASUREMENT = COMMANDS.name
 UNKNOWN_TAG = "_unknown"  # a tag whose text was not checked; the text is kept in a field
 
 Kind = Literal["command", "desired", "reported"]

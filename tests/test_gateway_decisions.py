@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from access.registry import Registry
 from ingest.downlink.directory import Directory
 from ingest.downlink.gateway import Gateway
 from ingest.downlink.outcome import Incoming, Outcome
+from storage.schema import COMMANDS
 
 P = "m"
 T0 = 1_795_334_400 * 10**9
@@ -198,3 +200,17 @@ def test_anything_on_any_downlink_topic_is_handled_without_raising(
     gateway.handle(message(topic, payload), out)
     assert not any("please report it" in r.error for r in out.rejections)
     assert all("\n" not in line for line in out.lines)
+
+
+def test_each_step_carries_the_declared_tags_and_only_declared_fields(gateway: Gateway) -> None:
+    lines = [*lock(gateway).lines]
+    lines += handle(gateway, "home/car/car-1/reported", {"version": 0, "state": {}, "ts": 1}).lines
+    lines += handle(gateway, "home/command-requests/olga", {"device": "x", "name": "y"}).lines
+    field = re.compile(r'(?:^|,)([a-z_]+)=(?:"(?:[^"\\]|\\.)*"|[^,]*)')
+    for line in lines:
+        head, rest = line.split(" ", 1)  # tags hold no spaces here: checked identifiers
+        measurement, *tags = head.split(",")
+        assert measurement == COMMANDS.name
+        assert {t.split("=")[0] for t in tags} == set(COMMANDS.tags)
+        fields = field.findall(rest.rsplit(" ", 1)[0])
+        assert fields and set(fields) <= set(COMMANDS.fields), fields

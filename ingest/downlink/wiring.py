@@ -21,7 +21,7 @@ from ingest.downlink.directory import Directory
 from ingest.downlink.gateway import Gateway
 from ingest.downlink.outcome import Outcome
 from storage.commands import command_states, desired_states
-from storage.influx import InfluxClient
+from storage.influx import InfluxClient, InfluxError
 
 log = logging.getLogger("moclo.ingest.downlink")
 
@@ -52,9 +52,18 @@ class Downlink:
         since = self.gateway.clock() - int(MAX_EXPIRY_S * 1e9)
         tenants = self.settings.tenants or (None,)
         commands, desired = [], []
-        for tenant in tenants:
-            commands += await command_states(client, since_ns=since, tenant=tenant)
-            desired += await desired_states(client, tenant=tenant)
+        try:
+            for tenant in tenants:
+                commands += await command_states(client, since_ns=since, tenant=tenant)
+                desired += await desired_states(client, tenant=tenant)
+        except InfluxError as exc:
+            # As the alert state does: start rather than stop the readings for it.
+            log.warning(
+                "could not read moclo_commands back (%s): commands pending and desired states "
+                "from before this start are not known to this ingest; ask for them again",
+                exc,
+            )
+            return
         self.gateway.restore(commands, desired)
         pending = sum(len(p) for p in self.gateway.ledger.pending.values())
         if commands or desired:

@@ -214,3 +214,17 @@ def test_each_step_carries_the_declared_tags_and_only_declared_fields(gateway: G
         assert {t.split("=")[0] for t in tags} == set(COMMANDS.tags)
         fields = field.findall(rest.rsplit(" ", 1)[0])
         assert fields and set(fields) <= set(COMMANDS.fields), fields
+
+
+def test_desired_state_changes_only_what_it_names(gateway: Gateway) -> None:
+    def want(**state: Any) -> Outcome:
+        body = {"device": "pm-1", "state": state, "by": "dr-ana", "role": "clinician"}
+        return handle(gateway, "cardio/desired-requests/web/on-behalf", body)
+
+    assert statuses(want(lower_rate_bpm=None))[0][1] == "refused"  # nothing to set yet
+    assert statuses(want(lower_rate_bpm=60)) == [("pm-1-desired-1", "sent")]
+    assert statuses(want(lower_rate_bpm=60)) == [("pm-1-desired-1", "sent")]  # unchanged
+    out = want(lower_rate_bpm=None)  # null forgets the setting: a new version
+    [document] = [orjson.loads(p.payload) for p in out.publications if p.topic.endswith("/desired")]
+    assert (document["version"], document["state"]) == (2, {})
+    assert 'from="{\\"lower_rate_bpm\\":60}"' in out.lines[0]

@@ -147,6 +147,8 @@ def desired_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
             checked = spec.state.model_validate(body.state).model_dump(mode="json")
         except ValidationError as exc:
             raise Refusal(f"desired state: {describe_validation_error(exc)}") from None
+        if current is None and all(checked[name] is None for name in body.state):
+            raise Refusal("nothing to set: every field is null, and no desired state was set")
     except Refusal as refusal:
         refused_id = f"{body.device[:36]}-desired-refused-{gateway.clock() // 1_000_000}"
         refuse(

@@ -6,6 +6,7 @@ on threads of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import ExitStack
 
@@ -14,7 +15,7 @@ import pytest
 from core.settings import Settings, SettingsError
 from devices.topics import telemetry_topic
 from ingest.options import IngestOptions
-from ingest.service import subscriptions
+from ingest.service import Ingest, subscriptions
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until
 
@@ -75,6 +76,9 @@ def test_the_subscriptions_of_each_mode(settings: Settings) -> None:
     )
     group = settings.model_copy(update={"ingest_share_group": "g1"})
     assert subscriptions(group) == (f"$share/g1/{prefix}/+/+/+/telemetry",)
+    # A member of a share group runs no command gateway; a whole ingest does.
+    assert Ingest(group, asyncio.Event()).pipeline.gateway is None
+    assert Ingest(settings, asyncio.Event()).pipeline.gateway is not None
 
 
 @pytest.mark.parametrize(

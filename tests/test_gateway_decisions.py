@@ -223,7 +223,9 @@ def test_desired_state_changes_only_what_it_names(gateway: Gateway) -> None:
 
     assert statuses(want(lower_rate_bpm=None))[0][1] == "refused"  # nothing to set yet
     assert statuses(want(lower_rate_bpm=60)) == [("pm-1-desired-1", "sent")]
-    assert statuses(want(lower_rate_bpm=60)) == [("pm-1-desired-1", "sent")]  # unchanged
+    unchanged = want(lower_rate_bpm=60)  # no new version; the asker hears it already is so
+    assert statuses(unchanged) == [("pm-1-desired-1", "sent")] and unchanged.lines == []
+    assert "nothing to change" in orjson.loads(unchanged.publications[0].payload)["reason"]
     out = want(lower_rate_bpm=None)  # null forgets the setting: a new version
     [document] = [orjson.loads(p.payload) for p in out.publications if p.topic.endswith("/desired")]
     assert (document["version"], document["state"]) == (2, {})

@@ -160,7 +160,9 @@ def desired_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
     before = current or Desired(device_type, 0, {}, 0)
     state = {k: v for k, v in {**before.state, **changes}.items() if v is not None}
     if state == before.state and current is not None:
-        announce_desired(gateway, tenant, body.device, current, out)  # nothing new: as it stands
+        # Nothing new: the asker hears that the current version already says so.
+        reason = f"nothing to change: version {current.version} (by {current.issuer}) says so"
+        announce_desired(gateway, tenant, body.device, current, out, asker.issuer, reason)
         return
     now = gateway.stamp()
     desired = Desired(device_type, before.version + 1, state, now, asker.issuer, before.confirmed)
@@ -178,16 +180,24 @@ def desired_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
 
 
 def announce_desired(
-    gateway: Gateway, tenant: str, device_id: str, desired: Desired, out: Outcome
+    gateway: Gateway,
+    tenant: str,
+    device_id: str,
+    desired: Desired,
+    out: Outcome,
+    issuer: str | None = None,
+    reason: str | None = None,
 ) -> None:
-    """`sent`, or `succeeded` once the device reported that version (or a later one)."""
+    """`sent`, or `succeeded` once the device reported that version (or a later one); for
+    `issuer` (who asked, if not who set that version), with `reason`."""
     update = CommandUpdate(
         id=desired_command_id(device_id, desired.version),
         device=device_id,
         device_type=desired.device_type,
         name="desired",
         status="succeeded" if desired.confirmed >= desired.version else "sent",
-        issuer=desired.issuer,
+        reason=reason,
+        issuer=issuer or desired.issuer,
         ts=stamp(gateway.clock()),
     )
     gateway.publish_update(tenant, update, out)

@@ -68,4 +68,15 @@ ALERTS = Measurement(
     tags=(DEVICE_ID, DEVICE_TYPE, RULE, SEVERITY, TENANT),
     fields=(ALERT_ID, STATE, KIND, MESSAGE, VALUE, FIRST_SEEN, LAST_SEEN, ACKNOWLEDGED_BY, NOTE),
 )
-MEASUREMENTS = (READINGS, REJECTED, UNREGISTERED, ALERTS)
+# One step of a command's or a desired state's life; see `commands.py`. Each point carries
+# only the fields that apply to its step; args, output, from, to and state are JSON text;
+# created, expires and device_ts are ns; device and raw_name keep what an `_unknown` tag hides.
+COMMANDS = Measurement(
+    "moclo_commands",
+    tags=(DEVICE_ID, DEVICE_TYPE, KIND, "name", "status", TENANT),
+    fields=(
+        "id", "issuer", "account", REASON, "args", "output", "from", "to", STATE, "created",
+        "expires", "device_ts", "version", "device", "raw_name",
+    ),
+)  # fmt: skip
+MEASUREMENTS = (READINGS, REJECTED, UNREGISTERED, ALERTS, COMMANDS)

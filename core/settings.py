@@ -42,6 +42,7 @@ ENVIRONMENT = {
     "http_listen": "MOCLO_HTTP_LISTEN",
     "serve_listen": "MOCLO_SERVE_LISTEN",
     "rules_file": "MOCLO_RULES_FILE",
+    "automations_file": "MOCLO_AUTOMATIONS_FILE",
     "registry": "MOCLO_REGISTRY",
     "unregistered": "MOCLO_UNREGISTERED",
     "broker_auth_dir": "MOCLO_BROKER_AUTH_DIR",
@@ -201,6 +202,12 @@ class Settings(BaseModel):
         default=None,
         title="alert rules file (TOML) over each device type's defaults",
         description="alert rules (TOML) over each device type's defaults; see [Alerts](alerts.md)",
+    )
+    automations_file: str | None = Field(
+        default=None,
+        title="automations file (TOML): alert changes that act on devices",
+        description="automations (TOML): alert changes that send a command, change a desired "
+        "state or send a notice; see [Acting on devices](acting.md#automations)",
     )
     # Who may do what: registered devices, service and app accounts, API tokens (access/).
     registry: str = Field(

@@ -353,7 +353,9 @@ class GeofenceRule(RuleBase):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArrivalRule(RuleBase):
-    """Raise when a moving device (a car) will reach `center` within `within_s` at its speed.
+    """Raise when a device (a car) getting closer will reach `center` within `within_s` at its
+    speed; one going away, even a few minutes from it, is not arriving, and nor is one that has
+    not been `min_trip_m` away since it last arrived (a hop to the shop and back).
 
     The estimate is the great-circle distance to `center` over the reading's speed
     (`speed_field`, km/h), so it is judged only while the device moves at `min_speed_kmh` or
@@ -368,6 +370,7 @@ class ArrivalRule(RuleBase):
     within_s: float
     detour_s: float = 900.0
     arrived_m: float = 200.0
+    min_trip_m: float = 5000.0
     min_speed_kmh: float = 5.0
     lat_field: str = "lat"
     lon_field: str = "lon"
@@ -384,6 +387,8 @@ class ArrivalRule(RuleBase):
             raise ValueError("detour must be zero or more")
         if not (math.isfinite(self.arrived_m) and self.arrived_m >= 0):
             raise ValueError("arrived_m must be zero or more")
+        if not (math.isfinite(self.min_trip_m) and self.min_trip_m >= 0):
+            raise ValueError("min_trip_m must be zero or more")
         if not (math.isfinite(self.min_speed_kmh) and self.min_speed_kmh > 0):
             raise ValueError("min_speed_kmh must be above zero (at 0 km/h nobody arrives)")
 

@@ -147,11 +147,14 @@ class Consumer:
         if swept.alerts:
             await self._commit(swept.lines, swept.alerts)
         self.unstored -= 1
+        if swept.publications and self.downlink is not None:
+            await self.downlink.publish(swept.publications)  # what automations did about them
 
     async def _expire(self, downlink: Downlink) -> None:
         """Settles the commands whose expiry passed: stored, then announced."""
         batch = PreparedBatch()
         self.pipeline.add_downlink(batch, downlink.expire())
+        self.pipeline.react(batch)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)  # desired_not_applied
         self.unstored += 1
         await self._commit(batch.lines, batch.alerts)

@@ -26,6 +26,7 @@ from devices.topics import (
 )
 from ingest.alerts import AcknowledgementInvalid, AlertEngine
 from ingest.announce import Publication
+from ingest.automations.runner import Automations
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import (
     INVALID_TAG,
@@ -94,12 +95,14 @@ class Pipeline:
         rejections: RejectionLog,
         guard: CardinalityGuard,
         gateway: Gateway | None = None,
+        automations: Automations | None = None,
     ) -> None:
         self.decoder = decoder
         self.engine = engine
         self.rejections = rejections
         self.guard = guard
         self.gateway = gateway  # None: no downlink (a share group member stores readings only)
+        self.automations = automations  # they act through the gateway, so only with one
         self._last_rejection_ns = 0
 
     def prepare(self, messages: Sequence[Message]) -> PreparedBatch:
@@ -129,6 +132,7 @@ class Pipeline:
             for topic, payload, received_ns in decoded.downlink:
                 self.gateway.handle(Incoming(topic, payload, received_ns), outcome)
             self.add_downlink(batch, outcome)
+        self.react(batch)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)
         for rejection in decoded.rejections:
             self._add_rejection(batch, rejection)
@@ -142,9 +146,22 @@ class Pipeline:
         for rejection in outcome.rejections:
             self._add_rejection(batch, rejection)
 
+    def react(self, batch: PreparedBatch) -> None:
+        """What the automations do about the batch's alert changes: the gateway's lines and
+        messages, added to the batch (ingest/automations/)."""
+        if self.automations is None or self.gateway is None or not batch.alerts:
+            return
+        outcome = Outcome()
+        self.automations.react(batch.alerts, self.gateway, outcome)
+        batch.lines.extend(outcome.lines)
+        batch.publications.extend(outcome.publications)
+        for rejection in outcome.rejections:
+            self._add_rejection(batch, rejection)
+
     def sweep(self) -> PreparedBatch:
         """Alerts for devices that have gone silent (judged by the clock, not a reading)."""
         batch = PreparedBatch(alerts=self.engine.sweep())
+        self.react(batch)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)
         return batch
 

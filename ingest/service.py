@@ -45,6 +45,7 @@ from ingest.alert_state import AlertState
 from ingest.alerts import AlertEngine
 from ingest.alerts.rulebook import RuleBook
 from ingest.announce import AlertPublisher
+from ingest.automations.runner import Automations
 from ingest.cardinality import CardinalityGuard
 from ingest.consumer import AlertCallback, Consumer
 from ingest.decode import Decoder
@@ -304,6 +305,8 @@ def _pipeline(
     # MOCLO_MAX_READING_AGE is the oldest accepted; the database's retention, once read,
     # may narrow it (`ingest/retention.py`).
     limits = replace(options.limits, max_past_s=settings.max_reading_age)
+    judging = options.alert_rules and judges_alerts(settings)
+    rulebook = load_rulebook(settings) if judging else RuleBook.empty()
     return Pipeline(
         Decoder(
             settings.topic_prefix,
@@ -312,14 +315,11 @@ def _pipeline(
             unregistered="flag" if settings.unregistered == "flag" else "reject",
             downlink=is_downlink_topic if downlink is not None else None,
         ),
-        AlertEngine(
-            load_rulebook(settings)
-            if options.alert_rules and judges_alerts(settings)
-            else RuleBook.empty()
-        ),
+        AlertEngine(rulebook),
         RejectionLog(),
         CardinalityGuard(burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute),
         gateway=downlink.gateway if downlink is not None else None,
+        automations=load_automations(settings, rulebook) if downlink is not None else None,
     )
 
 
@@ -346,6 +346,19 @@ def load_rulebook(settings: Settings) -> RuleBook:
     from ingest.alerts.rulesfile import load_rules_file
 
     return load_rules_file(Path(settings.rules_file))
+
+
+def load_automations(settings: Settings, rulebook: RuleBook) -> Automations | None:
+    """The automations file's automations, each checked against the rules in force: one
+    whose rule no device of its type and tenant has would never act (AutomationsFileError)."""
+    if settings.automations_file is None:
+        return None
+    from ingest.automations.file import load_automations_file, unknown_triggers
+
+    path = Path(settings.automations_file)
+    automations = load_automations_file(path)
+    unknown_triggers(automations, rulebook, str(path))
+    return Automations(automations)
 
 
 async def run_ingest(

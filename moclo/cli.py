@@ -235,7 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         # Imported only now: the rules machinery is too slow to load for `moclo --help`.
         from ingest.alerts.rulesfile import RulesFileError
+        from ingest.automations.file import AutomationsFileError
 
+        if isinstance(exc, AutomationsFileError):
+            print(f"moclo: the automations file has problems:\n{exc}", file=sys.stderr)
+            print("moclo: the automations file is set by MOCLO_AUTOMATIONS_FILE", file=sys.stderr)
+            return 2
         if not isinstance(exc, RulesFileError):
             raise
         # The message names the file; an unreadable one is a RulesFileError too.

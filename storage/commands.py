@@ -3,8 +3,9 @@ in measurement `moclo_commands`, one point per step, so a command's whole life a
 to a device's settings (who, when, from what to what) can be read back.
 
 Declared in `storage/schema.py` (`COMMANDS`). Tags (sorted, as lines carry them):
-`device_id`, `device_type`, `kind` (`command`, `desired` or `reported`), `name` (the
-command's; `desired` and `reported` for the other kinds), `status` (a `CommandStatus`;
+`device_id`, `device_type`, `kind` (`command`, `desired`, `reported`, or `notice` for an
+automation's notice), `name` (the command's; `desired` and `reported` for those kinds; the
+automation's for a notice), `status` (a `CommandStatus`;
 `reported` for a reported state), `tenant`. A tag that would hold text nobody checked (an
 unknown command's name, a device that is not registered) holds `_unknown` and the text goes
 to a field, so a stream of invented names adds no series.
@@ -35,8 +36,8 @@ from storage.schema import COMMANDS
 COMMANDS_MEASUREMENT = COMMANDS.name
 UNKNOWN_TAG = "_unknown"  # a tag whose text was not checked; the text is kept in a field
 
-Kind = Literal["command", "desired", "reported"]
-KINDS: tuple[Kind, ...] = ("command", "desired", "reported")
+Kind = Literal["command", "desired", "reported", "notice"]
+KINDS: tuple[Kind, ...] = ("command", "desired", "reported", "notice")
 _JSON_FIELDS = ("args", "output", "from", "to", "state")
 _INT_FIELDS = ("created", "expires", "device_ts", "version")
 _TEXT_FIELDS = ("id", "issuer", "account", "reason", "device", "raw_name")

@@ -303,6 +303,22 @@ def test_a_car_that_arrives_resolves_its_arrival_alert() -> None:
     ]
 
 
+def test_leaving_home_or_a_hop_to_the_shop_is_not_arriving() -> None:
+    engine = AlertEngine(geofence_book(two_hours_from_home()))
+    km = 1 / 111.195
+    # Leaving home (0.1 km) at 50 km/h: minutes from home, but going away; then a hop to
+    # 3 km and back (under min_trip_m, 5 km): nothing. Then 40 km out and back: one raise.
+    track = [(0, 0.1, 0), (60, 1, 50), (120, 3, 50), (180, 2, 50), (240, 0.1, 5)]
+    track += [(300, 40, 90), (900, 30, 90), (2400, 0.1, 5)]
+    items = [
+        reading(CAR, T0 + t, lat=HOME[0] + d * km, lon=HOME[1], speed_kmh=v) for t, d, v in track
+    ]
+    assert changes(engine, items) == [
+        (900, "two_hours_from_home", "raised"),
+        (2400, "two_hours_from_home", "resolved"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("changes_", "error"),
     [

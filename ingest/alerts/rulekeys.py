@@ -30,7 +30,7 @@ DURATIONS = {
 }
 TOML_KEY = {field: key for key, field in DURATIONS.items()}
 NUMBERS = {"raise_at", "clear_at", "after_intervals", "radius_m", "margin_m", "above", "below"}
-NUMBERS |= {"arrived_m", "min_speed_kmh"}
+NUMBERS |= {"arrived_m", "min_trip_m", "min_speed_kmh"}
 INTEGERS = {"min_readings", "clear_readings"}
 TEXTS = {"field", "direction", "while_field", "compare", "baseline", "where"}
 TEXTS |= {"lat_field", "lon_field", "speed_field", "severity", "message"}

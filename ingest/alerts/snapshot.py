@@ -28,7 +28,7 @@ import orjson
 from devices.rfc3339 import now_compact
 from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState, DeltaState, load_state
+from ingest.alerts.conditions import ArrivalState, BaselineState, DeltaState, load_state
 from ingest.alerts.engine import AlertEngine
 from ingest.alerts.lifecycle import DeviceState, Episode
 from ingest.private import FILE_MODE, create_private, private_folder
@@ -68,7 +68,9 @@ def _entry(device: DeviceState) -> list[Any]:
             t.changed_at,
             None if e is None else [e.alert_id, e.first_seen, e.last_seen, e.value,
                                     e.acknowledged_by],
-            condition.dump() if isinstance(condition, DeltaState | BaselineState) else None,
+            condition.dump()
+            if isinstance(condition, DeltaState | BaselineState | ArrivalState)
+            else None,
         ]  # fmt: skip
     return [a.tenant, a.device_type, a.device_id, device.newest, device.interval,
             device.readings, rules]  # fmt: skip

@@ -36,16 +36,17 @@ from __future__ import annotations
 
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
 from core.toml_lines import TomlLines, error_line
 from devices.catalogue import DEVICE_TYPES
 from devices.commands import admits
+from devices.rules import Rule
 from devices.topics import is_identifier
 from devices.types import DeviceType
 
@@ -96,6 +97,7 @@ class Automation:
     on: Trigger
     enabled: bool
     action: Action
+    line: int = 0  # where its [[automation]] starts in its file, for messages
 
     def matches(self, tenant: str, device_type: str, device: str, rule: str, state: str) -> bool:
         """Whether an alert change (of this tenant, type, device, rule, to `state`) triggers
@@ -108,6 +110,29 @@ class Automation:
             and device_type == self.device_type
             and (self.device is None or device == self.device)
         )
+
+
+class _Rules(Protocol):
+    def rules_for(self, tenant: str, device_type: str, device_id: str) -> tuple[Rule, ...]: ...
+
+
+def unknown_triggers(automations: Sequence[Automation], rules: _Rules, source: str) -> None:
+    """AutomationsFileError if an enabled automation waits for a rule its device (or, with no
+    device named, its type in its tenant) does not have: it would never act."""
+    problems = []
+    for a in automations:
+        if not a.enabled:
+            continue
+        names = [r.name for r in rules.rules_for(a.tenant, a.device_type, a.device or "")]
+        if a.rule not in names:
+            scope = f"{a.device_type} {a.device}" if a.device else f"{a.device_type}s"
+            problems.append(
+                f"{source}:{a.line}: automation {a.name}: {scope} of tenant {a.tenant} have no "
+                f"rule {a.rule!r} (theirs: {', '.join(names) or 'none'}); add it to the rules "
+                "file (MOCLO_RULES_FILE), or name the device it is set for"
+            )
+    if problems:
+        raise AutomationsFileError("\n".join(problems))
 
 
 def load_automations_file(path: Path) -> tuple[Automation, ...]:
@@ -210,8 +235,9 @@ class _Parser:
         if len(self.problems) > before or action is None:
             return None
         return Automation(
-            str(name), str(tenant), str(device_type), str(rule), device, on, enabled, action
-        )
+            str(name), str(tenant), str(device_type), str(rule), device, on, enabled, action,
+            header,
+        )  # fmt: skip
 
     def _action(self, index: int, entry: dict[str, Any], label: str) -> Action | None:
         given = [key for key in ACTIONS if key in entry]

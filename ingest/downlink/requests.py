@@ -16,7 +16,9 @@ leaves its id free: fix what the reason says and ask again with the same id.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,7 @@ from storage.commands import UNKNOWN_TAG, CommandEvent, Kind
 if TYPE_CHECKING:
     from ingest.downlink.gateway import Gateway
 
+log = logging.getLogger("moclo.ingest.downlink")
 ACTING_ROLES = ADMITTED_ROLES["operator"]  # whoever may send anything at all
 
 
@@ -77,6 +80,29 @@ def command_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
         if raw is not None:
             _refuse_unreadable(gateway, tenant, raw, error, out)
         return
+    submit_command(
+        gateway,
+        tenant,
+        body,
+        lambda: who_asks(gateway, tenant, account, on_behalf, body.by, body.role),
+        account,
+        out,
+        message,
+    )
+
+
+def submit_command(
+    gateway: Gateway,
+    tenant: str,
+    body: CommandRequest,
+    asking: Callable[[], Asker],
+    account: str,
+    out: Outcome,
+    message: Incoming | None = None,
+) -> None:
+    """Checks a readable command request and sends it, or refuses it saying why; `asking`
+    says who asks (Refusal if nobody may), `message` is the request as it came, if it came
+    over MQTT (an automation's does not)."""
     command_id = body.id or uuid.uuid4().hex
     known = gateway.ledger.get(tenant, command_id)
     if known is not None:
@@ -85,7 +111,7 @@ def command_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
     asker: Asker | None = None
     device_type: str | None = None
     try:
-        asker = who_asks(gateway, tenant, account, on_behalf, body.by, body.role)
+        asker = asking()
         device_type = device_of(gateway, tenant, body.device)
         try:
             spec = gateway.catalogue[device_type].command(body.name)
@@ -131,11 +157,31 @@ def desired_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
         error = _unreadable(exc, 'a desired-state request is {"device", "state": {...}}')
         gateway.reject(RejectReason.BAD_DESIRED_REQUEST, tenant, REQUEST_TAG, message, error, out)
         return
+    submit_desired(
+        gateway,
+        tenant,
+        body,
+        lambda: who_asks(gateway, tenant, account, on_behalf, body.by, body.role),
+        account,
+        out,
+    )
+
+
+def submit_desired(
+    gateway: Gateway,
+    tenant: str,
+    body: DesiredRequest,
+    asking: Callable[[], Asker],
+    account: str,
+    out: Outcome,
+) -> None:
+    """Checks a readable desired-state request and sends the new document, or refuses it
+    saying why; `asking` says who asks (Refusal if nobody may)."""
     current = gateway.ledger.desired.get((tenant, body.device))
     asker: Asker | None = None
     device_type: str | None = None
     try:
-        asker = who_asks(gateway, tenant, account, on_behalf, body.by, body.role)
+        asker = asking()
         device_type = device_of(gateway, tenant, body.device)
         spec = gateway.catalogue[device_type].desired
         if spec is None:
@@ -306,7 +352,11 @@ def refuse(
 
 
 def _asked_again(
-    gateway: Gateway, known: Entry, body: CommandRequest, message: Incoming, out: Outcome
+    gateway: Gateway,
+    known: Entry,
+    body: CommandRequest,
+    message: Incoming | None,
+    out: Outcome,
 ) -> None:
     """The same id again: the same command. Its status is announced again, and if the device
     has not answered yet, it is sent again (a device executes an id at most once)."""
@@ -315,6 +365,9 @@ def _asked_again(
             f"id {known.id!r} already names {known.name} to {known.device_id} ({known.status}); "
             "this request was not sent: give it an id of its own"
         )
+        if message is None:  # an automation's: its ids are its own, so this is a bug
+            log.error("%s", error)
+            return
         gateway.reject(
             RejectReason.BAD_COMMAND_REQUEST, known.tenant, REQUEST_TAG, message, error, out
         )

@@ -27,9 +27,10 @@ from ingest.automations.file import (
     DesiredAction,
     NoticeAction,
 )
+from ingest.downlink.askers import Asker
 from ingest.downlink.gateway import Gateway
 from ingest.downlink.outcome import Outcome, stamp, to_wire
-from ingest.downlink.requests import Asker, submit_command, submit_desired
+from ingest.downlink.requests import submit_command, submit_desired
 from storage.alert_record import Alert
 from storage.commands import CommandEvent
 

@@ -19,18 +19,15 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from devices.commands import (
-    ADMITTED_ROLES,
     COMMAND_ID,
     CommandRequest,
     CommandUpdate,
     DesiredRequest,
-    admits,
     desired_command_id,
 )
 from devices.topics import (
@@ -40,9 +37,9 @@ from devices.topics import (
     check_identifier,
     is_identifier,
     parse_requester,
-    request_topic,
 )
 from ingest.decode import RejectReason, describe_validation_error
+from ingest.downlink.askers import Asker, Refusal, check_clearance, device_of, who_asks
 from ingest.downlink.ledger import Desired, Entry
 from ingest.downlink.outcome import REQUEST_TAG, Incoming, Outcome, loads_object, stamp
 from storage.commands import UNKNOWN_TAG, CommandEvent, Kind
@@ -51,18 +48,6 @@ if TYPE_CHECKING:
     from ingest.downlink.gateway import Gateway
 
 log = logging.getLogger("moclo.ingest.downlink")
-ACTING_ROLES = ADMITTED_ROLES["operator"]  # whoever may send anything at all
-
-
-class Refusal(Exception):
-    """A request that was read and is not allowed; the message says who may, or what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class Asker:
-    issuer: str  # who asked: the account, or the person a serve account asked for
-    account: str
-    role: str
 
 
 def command_request(gateway: Gateway, tenant: str, message: Incoming, out: Outcome) -> None:
@@ -117,7 +102,7 @@ def submit_command(
             spec = gateway.catalogue[device_type].command(body.name)
         except KeyError as exc:
             raise Refusal(str(exc.args[0])) from None
-        _check_clearance(spec.clearance, asker, f"{spec.name} on a {device_type}", tenant)
+        check_clearance(spec.clearance, asker, f"{spec.name} on a {device_type}", tenant)
         try:
             args = spec.arguments.model_validate(body.args).model_dump(mode="json")
         except ValidationError as exc:
@@ -186,7 +171,7 @@ def submit_desired(
         spec = gateway.catalogue[device_type].desired
         if spec is None:
             raise Refusal(f"a {device_type} has no desired state; send it commands instead")
-        _check_clearance(spec.clearance, asker, f"the desired state of a {device_type}", tenant)
+        check_clearance(spec.clearance, asker, f"the desired state of a {device_type}", tenant)
         if not body.state:
             raise Refusal("state is empty: name at least one setting to change")
         try:
@@ -247,62 +232,6 @@ def announce_desired(
         ts=stamp(gateway.clock()),
     )
     gateway.publish_update(tenant, update, out)
-
-
-def who_asks(
-    gateway: Gateway,
-    tenant: str,
-    name: str,
-    on_behalf: bool,
-    by: str | None,
-    role: str | None,
-) -> Asker:
-    """Who asks, from the registry (and, on a serve account's on-behalf topic, from serve)."""
-    account = gateway.directory.account(name)
-    if account is None:
-        raise Refusal(
-            f"account {name!r} is not in the registry (never added, or revoked): commands come "
-            f"from operator or clinician accounts (`moclo accounts add operator NAME --tenant "
-            f"{tenant}`) or through moclo serve"
-        )
-    if on_behalf:
-        if account.role != "serve":
-            raise Refusal(
-                f"only serve accounts ask on behalf of someone; {name!r} is {_a(account.role)}: "
-                f"ask on {request_topic(gateway.prefix, tenant, COMMAND_REQUESTS, name)}"
-            )
-        if not by or role is None or not 1 <= len(by) <= 64 or not by.isprintable():
-            raise Refusal(
-                "on the on-behalf topic, name the signed-in person (by: 1 to 64 printable "
-                "characters) and their role (role)"
-            )
-        asker = Asker(by, name, role)
-    elif account.role not in ACTING_ROLES and account.tenant is None:
-        raise Refusal(
-            f"{name!r} is {_a(account.role)} account and acts for nobody itself; a person "
-            "acts through serve's on-behalf topic, an operator or clinician on their own"
-        )
-    elif account.tenant != tenant:
-        raise Refusal(f"account {name!r} belongs to tenant {account.tenant!r}, not {tenant!r}")
-    else:
-        asker = Asker(name, name, account.role)
-    if asker.role not in ACTING_ROLES:
-        raise Refusal(
-            f"{asker.issuer!r} is {_a(asker.role)}: viewers, apps and admins watch, they do not "
-            f"act; operators and clinicians of {tenant} do"
-        )
-    return asker
-
-
-def device_of(gateway: Gateway, tenant: str, device_id: str) -> str:
-    """The type of the registered device `device_id` of `tenant`; Refusal if there is none."""
-    device_type = gateway.directory.device_type(tenant, device_id)
-    if device_type is None or device_type not in gateway.catalogue:
-        raise Refusal(
-            f"no device {device_id[:70]!r} in tenant {tenant!r}: "
-            f"`moclo devices list --tenant {tenant}` lists its devices"
-        )
-    return device_type
 
 
 def refuse(
@@ -397,19 +326,9 @@ def _refuse_unreadable(
     )  # fmt: skip
 
 
-def _check_clearance(clearance: str, asker: Asker, what: str, tenant: str) -> None:
-    if not admits(clearance, asker.role):  # type: ignore[arg-type]
-        who = "operators and clinicians" if clearance == "operator" else "clinicians"
-        raise Refusal(f"{what} is for {who} of {tenant}; {asker.issuer!r} is {_a(asker.role)}")
-
-
 def _unreadable(exc: Exception, shape: str) -> str:
     if isinstance(exc, ValidationError):
         return f"{shape}: {describe_validation_error(exc)}"
     if isinstance(exc, TopicError):
         return str(exc)
     return f"{shape}: {exc}"
-
-
-def _a(role: str) -> str:
-    return f"{'an' if role[:1] in 'aeiou' else 'a'} {role}"

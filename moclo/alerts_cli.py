@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 from core.settings import Settings
 from devices.rfc3339 import format_seconds_spaced
-from devices.rules import SEVERITIES
+from devices.rule_base import SEVERITIES
 from devices.topics import alert_subscription
 from ingest.alerts import acknowledge as acknowledging
 from query.alerts import AlertFilter, alert_json, current_alerts

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devices.rfc3339 import format_us
-from devices.rules import SEVERITIES, Severity, format_seconds
+from devices.rule_base import SEVERITIES, Severity, format_seconds
 from storage.alert_history import latest_changes, raised_since
 from storage.alert_record import Alert, AlertState, StoredChange
 from storage.influx import InfluxClient, influxql_literal

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.durations import parse_duration, shown
 from devices.base import MAX_TS_NS, MIN_TS_NS, parse_timestamp
-from devices.rules import format_seconds
+from devices.rule_base import format_seconds
 from query.errors import QueryError
 
 NS = 1_000_000_000

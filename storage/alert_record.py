@@ -20,7 +20,7 @@ import orjson
 
 from devices.base import parse_timestamp
 from devices.rfc3339 import format_us
-from devices.rules import SEVERITIES, Severity
+from devices.rule_base import SEVERITIES, Severity
 from storage.lineprotocol import format_field, line_field_string
 from storage.schema import (
     ACKNOWLEDGED_BY,

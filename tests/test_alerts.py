@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from devices.catalogue import DEVICE_TYPES
-from devices.rules import AbsenceRule, ArrivalRule, GeofenceRule, ThresholdRule, describe
+from devices.place_rules import ArrivalRule, GeofenceRule
+from devices.rules import AbsenceRule, ThresholdRule, describe
 from devices.topics import DeviceAddress
 from ingest.alerts import AcknowledgementInvalid, AlertEngine, snapshot
 from ingest.alerts.rulebook import Override, RuleBook

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from devices.catalogue import DEVICE_TYPES
-from devices.rules import RULE_KINDS, AbsenceRule, GeofenceRule, ThresholdRule
+from devices.place_rules import GeofenceRule
+from devices.rules import RULE_KINDS, AbsenceRule, ThresholdRule
 from ingest.alerts.rulebook import RuleBook
 from ingest.alerts.rulekeys import DURATIONS, INTEGERS, NUMBERS, SCOPE_KEYS, SETTINGS, TEXTS
 from ingest.alerts.rulesfile import (

@@ -39,7 +39,7 @@ import orjson
 from core.mqtt import CONNECTION_SEPARATOR, MqttEndpoint, MqttUnreachable
 from core.settings import Settings
 from devices.rfc3339 import format_seconds_spaced
-from devices.rules import format_seconds
+from devices.rule_base import format_seconds
 from devices.topics import (
     ACCOUNT_NAME,
     ACCOUNT_NAME_RULE,

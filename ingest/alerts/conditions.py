@@ -18,14 +18,8 @@ from enum import IntEnum
 from typing import Any
 
 from devices.base import Reading
-from devices.rules import (
-    ArrivalRule,
-    BaselineRule,
-    DeltaRule,
-    GeofenceRule,
-    Rule,
-    ThresholdRule,
-)
+from devices.place_rules import ArrivalRule, GeofenceRule
+from devices.rules import BaselineRule, DeltaRule, Rule, ThresholdRule
 
 HOUR_NS = 3_600_000_000_000
 SLOTS = 24

@@ -24,7 +24,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from devices.rules import ArrivalRule, Rule, format_seconds
+from devices.place_rules import ArrivalRule
+from devices.rule_base import format_seconds
+from devices.rules import Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import BaselineState, Verdict, judge
 from ingest.alerts.lifecycle import DeviceState, Episode, Tracker, find_tracker

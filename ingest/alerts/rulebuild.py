@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.toml_lines import TomlLines
-from devices.rules import RULE_KINDS, GeofenceRule, Rule
+from devices.place_rules import GeofenceRule
+from devices.rules import RULE_KINDS, Rule
 from devices.types import DeviceType
 from ingest.alerts.rulebook import Override
 from ingest.alerts.rulekeys import (

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from devices.rules import format_seconds
+from devices.rule_base import format_seconds
 from storage.alert_record import Alert, StoredChange, alert_id
 
 RULE = "desired_not_applied"

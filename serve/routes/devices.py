@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from devices.rfc3339 import format_us
-from devices.rules import Severity
+from devices.rule_base import Severity
 from query.alerts import SEVERITY_RANK, AlertFilter, current_alerts
 from query.errors import UnknownDevice
 from query.fleet import DeviceSummary as StoredDevice

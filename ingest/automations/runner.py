@@ -28,7 +28,7 @@ from ingest.automations.file import (
     NoticeAction,
 )
 from ingest.downlink.askers import Asker
-from ingest.downlink.gateway import Gateway
+from ingest.downlink.base import GatewayBase
 from ingest.downlink.outcome import Outcome, stamp, to_wire
 from ingest.downlink.requests import submit_command, submit_desired
 from storage.alert_record import Alert
@@ -56,7 +56,7 @@ class Automations:
     def enabled(self) -> int:
         return sum(len(found) for found in self._by_trigger.values())
 
-    def react(self, alerts: Sequence[Alert], gateway: Gateway, out: Outcome) -> None:
+    def react(self, alerts: Sequence[Alert], gateway: GatewayBase, out: Outcome) -> None:
         """Adds to `out` what the automations do about these alert changes."""
         for alert in alerts:
             found = self._by_trigger.get((alert.tenant, alert.device_type, alert.rule))
@@ -67,7 +67,7 @@ class Automations:
                     act(automation, alert, gateway, out)
 
 
-def act(automation: Automation, alert: Alert, gateway: Gateway, out: Outcome) -> None:
+def act(automation: Automation, alert: Alert, gateway: GatewayBase, out: Outcome) -> None:
     asker = Asker(f"automation {automation.name}", ACCOUNT, ROLE)
     action = automation.action
     tenant = alert.tenant
@@ -85,7 +85,7 @@ def act(automation: Automation, alert: Alert, gateway: Gateway, out: Outcome) ->
 
 
 def notify(
-    automation: Automation, action: NoticeAction, alert: Alert, gateway: Gateway, out: Outcome
+    automation: Automation, action: NoticeAction, alert: Alert, gateway: GatewayBase, out: Outcome
 ) -> None:
     """Records the notice, then publishes it (the consumer sends what it stored)."""
     message = action.message.format(

@@ -5,13 +5,10 @@ in; the device, in the asker's tenant; the clearance a command or desired state 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from devices.commands import ADMITTED_ROLES, admits
 from devices.topics import COMMAND_REQUESTS, request_topic
-
-if TYPE_CHECKING:
-    from ingest.downlink.gateway import Gateway
+from ingest.downlink.base import GatewayBase
 
 ACTING_ROLES = ADMITTED_ROLES["operator"]  # whoever may send anything at all
 
@@ -28,7 +25,7 @@ class Asker:
 
 
 def who_asks(
-    gateway: Gateway,
+    gateway: GatewayBase,
     tenant: str,
     name: str,
     on_behalf: bool,
@@ -73,7 +70,7 @@ def who_asks(
     return asker
 
 
-def device_of(gateway: Gateway, tenant: str, device_id: str) -> str:
+def device_of(gateway: GatewayBase, tenant: str, device_id: str) -> str:
     """The type of the registered device `device_id` of `tenant`; Refusal if there is none."""
     device_type = gateway.directory.device_type(tenant, device_id)
     if device_type is None or device_type not in gateway.catalogue:

@@ -6,8 +6,6 @@ own), so a device can answer only commands sent to itself.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import orjson
 from pydantic import ValidationError
 
@@ -21,16 +19,14 @@ from devices.topics import (
     parse_device_uplink,
 )
 from ingest.decode import RejectReason, describe_validation_error
+from ingest.downlink.base import GatewayBase
 from ingest.downlink.ledger import Desired
 from ingest.downlink.outcome import Incoming, Outcome
 from ingest.downlink.requests import announce_desired
 from storage.commands import CommandEvent
 
-if TYPE_CHECKING:
-    from ingest.downlink.gateway import Gateway
 
-
-def device_message(gateway: Gateway, message: Incoming, out: Outcome) -> None:
+def device_message(gateway: GatewayBase, message: Incoming, out: Outcome) -> None:
     try:
         address, level = parse_device_uplink(gateway.prefix, message.topic)
     except TopicError as exc:
@@ -55,7 +51,7 @@ def device_message(gateway: Gateway, message: Incoming, out: Outcome) -> None:
         _reported(gateway, address, message, out)
 
 
-def _commands_again(gateway: Gateway, address: DeviceAddress, out: Outcome) -> None:
+def _commands_again(gateway: GatewayBase, address: DeviceAddress, out: Outcome) -> None:
     """Every pending command of the device, sent again; one past its expiry is settled as
     expired instead (the expiry sweep would do it within a second anyway)."""
     now = gateway.clock()
@@ -68,7 +64,7 @@ def _commands_again(gateway: Gateway, address: DeviceAddress, out: Outcome) -> N
             gateway.send_command(entry, out)
 
 
-def _result(gateway: Gateway, address: DeviceAddress, message: Incoming, out: Outcome) -> None:
+def _result(gateway: GatewayBase, address: DeviceAddress, message: Incoming, out: Outcome) -> None:
     try:
         result = CommandResult.model_validate_json(message.payload)
     except ValidationError as exc:
@@ -108,7 +104,7 @@ def _result(gateway: Gateway, address: DeviceAddress, message: Incoming, out: Ou
 
 
 def _bad_result(
-    gateway: Gateway, address: DeviceAddress, message: Incoming, error: str, out: Outcome
+    gateway: GatewayBase, address: DeviceAddress, message: Incoming, error: str, out: Outcome
 ) -> None:
     """Recorded; and if it names a command of this device, the people waiting hear of it (the
     command stays as it was: the device may answer again, or the expiry settles it)."""
@@ -125,7 +121,9 @@ def _bad_result(
         gateway.announce(entry, out, reason=f"the device answered something unreadable: {error}")
 
 
-def _reported(gateway: Gateway, address: DeviceAddress, message: Incoming, out: Outcome) -> None:
+def _reported(
+    gateway: GatewayBase, address: DeviceAddress, message: Incoming, out: Outcome
+) -> None:
     try:
         reported = ReportedDocument.model_validate_json(message.payload)
     except ValidationError as exc:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -40,17 +40,15 @@ from devices.topics import (
 )
 from ingest.decode import RejectReason, describe_validation_error
 from ingest.downlink.askers import Asker, Refusal, check_clearance, device_of, who_asks
+from ingest.downlink.base import GatewayBase
 from ingest.downlink.ledger import Desired, Entry
 from ingest.downlink.outcome import REQUEST_TAG, Incoming, Outcome, loads_object, stamp
 from storage.commands import UNKNOWN_TAG, CommandEvent, Kind
 
-if TYPE_CHECKING:
-    from ingest.downlink.gateway import Gateway
-
 log = logging.getLogger("moclo.ingest.downlink")
 
 
-def command_request(gateway: Gateway, tenant: str, message: Incoming, out: Outcome) -> None:
+def command_request(gateway: GatewayBase, tenant: str, message: Incoming, out: Outcome) -> None:
     raw: dict[str, Any] | None = None
     try:
         check_identifier("tenant", tenant)
@@ -77,7 +75,7 @@ def command_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
 
 
 def submit_command(
-    gateway: Gateway,
+    gateway: GatewayBase,
     tenant: str,
     body: CommandRequest,
     asking: Callable[[], Asker],
@@ -129,7 +127,7 @@ def submit_command(
     gateway.announce(entry, out)
 
 
-def desired_request(gateway: Gateway, tenant: str, message: Incoming, out: Outcome) -> None:
+def desired_request(gateway: GatewayBase, tenant: str, message: Incoming, out: Outcome) -> None:
     raw: dict[str, Any] | None = None
     try:
         check_identifier("tenant", tenant)
@@ -153,7 +151,7 @@ def desired_request(gateway: Gateway, tenant: str, message: Incoming, out: Outco
 
 
 def submit_desired(
-    gateway: Gateway,
+    gateway: GatewayBase,
     tenant: str,
     body: DesiredRequest,
     asking: Callable[[], Asker],
@@ -211,7 +209,7 @@ def submit_desired(
 
 
 def announce_desired(
-    gateway: Gateway,
+    gateway: GatewayBase,
     tenant: str,
     device_id: str,
     desired: Desired,
@@ -235,7 +233,7 @@ def announce_desired(
 
 
 def refuse(
-    gateway: Gateway,
+    gateway: GatewayBase,
     tenant: str,
     kind: Kind,
     command_id: str,
@@ -281,7 +279,7 @@ def refuse(
 
 
 def _asked_again(
-    gateway: Gateway,
+    gateway: GatewayBase,
     known: Entry,
     body: CommandRequest,
     message: Incoming | None,
@@ -307,7 +305,7 @@ def _asked_again(
 
 
 def _refuse_unreadable(
-    gateway: Gateway, tenant: str, raw: dict[str, Any], error: str, out: Outcome
+    gateway: GatewayBase, tenant: str, raw: dict[str, Any], error: str, out: Outcome
 ) -> None:
     """A request that could not be read, announced as refused if it names its id and device
     (so a client waiting on that id hears why) and the id is not a command's already."""

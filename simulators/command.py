@@ -66,6 +66,7 @@ def simulate_command(
                     "produced": result.produced,
                     "faults": result.faults,
                     "offline_skipped": result.offline_skipped,
+                    "commands": result.commands,
                 }
             )
         )
@@ -86,6 +87,9 @@ def simulate_command(
         if result.faults:
             faults = ", ".join(f"{n} {name}" for name, n in sorted(result.faults.items()))
             print(f"  faults injected: {faults}", flush=True)
+        if result.commands:
+            done = ", ".join(f"{n} {what}" for what, n in sorted(result.commands.items()))
+            print(f"  commands and desired state: {done}", flush=True)
         if result.offline_skipped:
             print(
                 f"  not made while offline (scripted): {result.offline_skipped} readings",

@@ -4,12 +4,16 @@ devices answer (`command-results`, `reported`) and what their readings then say.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,6 +27,7 @@ from devices.pacemaker import ReadOut
 from devices.topics import device_topic
 from simulators.downlink import CommandFaults
 from simulators.run import ScriptedEvent, SimulationOptions, SimulationResult, run_simulation
+from simulators.scenario import ScenarioError, load_scenario
 from simulators.smart_meter import APPLIANCES
 from tests.helpers import log_since, wait_until
 
@@ -359,3 +364,70 @@ def test_command_faults_are_parsed_with_errors_that_say_what_to_write() -> None:
         CommandFaults.parse("explode=0.1")
     with pytest.raises(ValueError, match="at most 1"):
         CommandFaults.parse("reject=0.6,ignore=0.6")
+
+
+def test_a_new_setpoint_is_heated_and_cooled_towards(
+    settings: Settings, gateway: PlaysGateway
+) -> None:
+    # Ten simulated minutes a second, so the room and the fridge get there while we watch;
+    # the commands' expiry is far ahead, since the devices' clock runs ahead too.
+    options = _options({"thermostat": 1, "fridge": 1}, interval_s=60.0, speed=600.0)
+    with running(settings, options):
+        gateway.connected("thermostat-0001", "fridge-0001")
+        set_room = {"setpoint_c": 30.0}
+        heat = gateway.command("thermostat-0001", "set_setpoint", set_room, expires_in=86_400)
+        before = gateway.result("thermostat-0001", heat)
+        start = gateway.reading_after("thermostat-0001", before["ts"])[0]["temp_c"]
+        gateway.reading_after("thermostat-0001", before["ts"], count=2)
+        warmer = wait_until(
+            lambda: [
+                r
+                for r in gateway.readings_after("thermostat-0001", before["ts"])
+                if r["temp_c"] >= start + 2.0
+            ],
+            what="the room 2 °C warmer",
+        )
+        assert warmer[0]["heating"] and warmer[0]["setpoint_c"] == 30.0
+        freeze = {"setpoint_c": -18.0}
+        cool = gateway.command("fridge-0001", "set_temperature", freeze, expires_in=86_400)
+        answer = gateway.result("fridge-0001", cool)
+        assert answer["status"] == "succeeded"
+        wait_until(
+            lambda: any(
+                r["temp_c"] < -10 for r in gateway.readings_after("fridge-0001", answer["ts"])
+            ),
+            timeout_s=60,
+            what="the fridge below -10 °C",
+        )
+
+
+def test_moclo_simulate_obeys_and_counts_what_its_devices_did(
+    settings: Settings, gateway: PlaysGateway
+) -> None:
+    command = [sys.executable, "-m", "moclo.cli", "simulate", "--devices", "light=1"]
+    flags = ["--tenant", TENANT, "--interval", "200ms", "--forever", "--obey", "--json"]
+    where = ["--mqtt-url", settings.mqtt_url, "--topic-prefix", settings.topic_prefix]
+    process = subprocess.Popen([*command, *flags, *where], stdout=subprocess.PIPE, text=True)
+    try:
+        gateway.connected("light-0001")
+        answer = gateway.result(
+            "light-0001", gateway.command("light-0001", "switch", {"state": "on"})
+        )
+        assert answer["status"] == "succeeded"
+    finally:
+        process.send_signal(signal.SIGINT)  # the first Ctrl-C: stop, send what is held
+        out, _ = process.communicate(timeout=60)
+    assert orjson.loads(out)["commands"] == {"executed": 1}
+
+
+def test_a_scenario_turns_obeying_and_command_faults_on(tmp_path: Path) -> None:
+    fleet = '[[fleet]]\ntenant = "home"\ntype = "light"\ncount = 1\n'
+    path = tmp_path / "home.toml"
+    path.write_text(
+        f'name = "home"\nduration = "1h"\nobey = true\n{fleet}[command_faults]\nreject = 0.25\n'
+    )
+    _, options = load_scenario(str(path))
+    assert options.obey and options.command_faults == CommandFaults(reject=0.25)
+    path.write_text(f'name = "home"\nduration = "1h"\n{fleet}[command_faults]\nexplode = 1\n')
+    with pytest.raises(ScenarioError, match=r"home\.toml: unknown command fault 'explode'"):
+        load_scenario(str(path))

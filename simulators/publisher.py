@@ -23,6 +23,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.mqtt import MqttEndpoint, make_client
+from simulators.connections import no_delay
 from simulators.downlink import DeviceDownlink, Outgoing
 from simulators.window import AckWindow
 
@@ -57,6 +58,7 @@ class MqttPublisher:
         self._own: set[int] = set()
         self._subscribing: dict[int, list[DeviceDownlink]] = {}
         if self._downlinks:
+            self._client.on_socket_open = lambda client, userdata, sock: no_delay(sock)
             self._client.on_subscribe = self._on_subscribe
             self._client.on_message = self._on_message
 

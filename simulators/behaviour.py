@@ -44,8 +44,9 @@ class Obeys(Protocol):
         """Executes command `name` at epoch time `t`."""
 
     def apply_desired(self, state: dict[str, Any], t: float) -> dict[str, Any]:
-        """Applies the (validated) desired state at `t`; returns the state now reported, for
-        the fields of `state` (a field it could not apply says what the device has)."""
+        """Applies the (validated) desired state at `t`, only the fields it names; returns
+        the state to report: every setting the type's desired state has, as the device now has
+        it (one it could not apply shows what it has instead, so the difference is visible)."""
 
 
 @runtime_checkable

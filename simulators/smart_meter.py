@@ -57,9 +57,9 @@ class SmartMeterBehaviour:
     def apply_desired(self, state: dict[str, Any], t: float) -> dict[str, Any]:
         wanted: dict[str, str] = state.get("appliances") or {}
         for appliance, mode in wanted.items():
-            if appliance in APPLIANCE_NAMES:  # one this home lacks is left out of the report
+            if appliance in APPLIANCE_NAMES:  # one this home lacks is absent from the report
                 self._switched[appliance] = mode
-        return {"appliances": {a: self._mode(a) for a in wanted if a in APPLIANCE_NAMES}}
+        return {"appliances": {a: self._mode(a) for a in APPLIANCE_NAMES}}
 
     def _mode(self, appliance: str) -> str:
         return self._switched.get(appliance) or ("on" if self._on[appliance] else "standby")

@@ -296,6 +296,7 @@ def run_simulation(
                 result.elapsed_s = time.monotonic() - began
                 result.faults = dict(fleet.fault_counts)
                 result.commands = dict(fleet.command_counts)
+                result.offline_skipped = sum(d.offline_skipped for d in fleet.devices)
                 progress(result)
         # Every one, even after a miss.
         flushed = [publisher.flush(abort=abort) for publisher in publishers]

@@ -306,36 +306,36 @@ def test_a_command_delivered_twice_is_executed_once_and_desired_only_when_newer(
         assert simulation.commands()["desired_applied"] == 1
 
 
+@pytest.mark.parametrize("per_device", [True, False], ids=["own-connection", "shared-connection"])
 def test_an_offline_device_gets_its_commands_when_back_or_answers_expired(
-    settings: Settings, gateway: PlaysGateway, mosquitto: Any
+    settings: Settings, gateway: PlaysGateway, mosquitto: Any, per_device: bool
 ) -> None:
     device = "car-0001"
     offset = mosquitto.log_path.stat().st_size
     away = ScriptedEvent(TENANT, device, "offline", "+1s", 4.0)
-    with running(settings, _options({"car": 1}, events=(away,))):
+    # The light reports on meanwhile, so the run's progress (offline_skipped) keeps coming.
+    fleet = {"car": 1, "light": 1}
+    options = _options(fleet, events=(away,), per_device_connections=per_device)
+    with running(settings, options) as simulation:
         gateway.connected(device)
         wait_until(
-            lambda: (
-                f"Client {TENANT}.{device} disconnected" in log_since(mosquitto.log_path, offset)
-            ),
+            lambda: simulation.result and simulation.result.offline_skipped > 0,
             what="the car to go offline",
         )
+        if per_device:  # its own connection goes down with it
+            log = f"Client {TENANT}.{device} disconnected"
+            wait_until(lambda: log in log_since(mosquitto.log_path, offset), what=log)
         sent = time.time()
         kept = gateway.command(device, "unlock", expires_in=60)
         lapsed = gateway.command(device, "lock", expires_in=0.5)
-        # Back after its outage, the car gets both from its session: one done, one too late.
-        assert (
-            gateway.result(
-                device,
-                kept,
-            )["status"]
-            == "succeeded"
-        )
-        expired = gateway.result(device, lapsed)
-        assert expired["status"] == "expired"
-        assert gateway.result(device, kept)["ts"] > sent + 0.5
-        readings = gateway.reading_after(device, gateway.result(device, kept)["ts"], count=3)
+        # Back after its outage, the car gets both: one done then, one too late.
+        done = gateway.result(device, kept)
+        assert done["status"] == "succeeded" and done["ts"] > sent + 0.5
+        assert gateway.result(device, lapsed)["status"] == "expired"
+        readings = gateway.reading_after(device, done["ts"], count=3)
         assert all(not r["locked"] for r in readings), readings
+        # Back, it asked again for what it missed (moclo would send what is still pending).
+        assert len(gateway.received(device, "commands/get")) == 2
 
 
 def test_command_faults_reject_or_ignore(settings: Settings, gateway: PlaysGateway) -> None:

@@ -31,7 +31,13 @@ import orjson
 from pydantic import ValidationError
 
 from devices.catalogue import DEVICE_TYPES
-from devices.commands import Command, CommandResult, DesiredDocument, ReportedDocument
+from devices.commands import (
+    COMMAND_ID,
+    Command,
+    CommandResult,
+    DesiredDocument,
+    ReportedDocument,
+)
 from devices.topics import (
     COMMAND_RESULTS,
     COMMANDS,
@@ -231,13 +237,13 @@ class DeviceDownlink:
         self.counts["unreadable"] += 1
         try:
             raw = orjson.loads(payload)
-            id_ = raw.get("id") if isinstance(raw, dict) else None
-            reason = f"not a command this device can read: {_problems(exc)}"
-            answer = self._result(str(id_), "rejected", t, reason)
-        except (orjson.JSONDecodeError, ValidationError):
+        except orjson.JSONDecodeError:
             return []  # no id to answer to: counted, nothing else to do
-        if id_ in self._answers:
+        id_ = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(id_, str) or COMMAND_ID.fullmatch(id_) is None or id_ in self._answers:
             return []
+        reason = f"not a command this device can read: {_problems(exc)}"
+        answer = self._result(id_, "rejected", t, reason)
         return [(self._topic[COMMAND_RESULTS], answer)]
 
     def _forget_old(self, t: float) -> None:

@@ -239,6 +239,22 @@ def _shared_presence(
         serving[id(device)].publish(topic, payload, qos=1)
 
 
+def _clock(options: SimulationOptions, start: float) -> Clock:
+    if options.burst:
+        return SimulatedClock(start)
+    if options.speed != 1.0:
+        return ScaledClock(start, options.speed)
+    return WallClock()
+
+
+def _tally(result: SimulationResult, fleet: Fleet) -> SimulationResult:
+    """What the devices did so far, beyond what was published: faults, commands, outages."""
+    result.faults = dict(fleet.fault_counts)
+    result.commands = dict(fleet.command_counts)
+    result.offline_skipped = sum(device.offline_skipped for device in fleet.devices)
+    return result
+
+
 def run_simulation(
     endpoint: MqttEndpoint,
     prefix: str,
@@ -260,13 +276,7 @@ def run_simulation(
         # A run in real (or scaled) time starts its schedule once every device is connected,
         # which for thousands of connections takes a moment.
         fleet.start = start = options.resolved_start(time.time())
-    if clock is None:
-        if options.burst:
-            clock = SimulatedClock(start)
-        elif options.speed != 1.0:
-            clock = ScaledClock(start, options.speed)
-        else:
-            clock = WallClock()
+    clock = clock or _clock(options, start)
     for publisher in publishers:
         publisher.now = clock.now  # obeying devices judge expiry by the simulation's time
     result = SimulationResult(devices=len(fleet.devices), seed=options.seed, first_ts=start)
@@ -294,10 +304,7 @@ def run_simulation(
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + progress_every_s
                 result.elapsed_s = time.monotonic() - began
-                result.faults = dict(fleet.fault_counts)
-                result.commands = dict(fleet.command_counts)
-                result.offline_skipped = sum(d.offline_skipped for d in fleet.devices)
-                progress(result)
+                progress(_tally(result, fleet))
         # Every one, even after a miss.
         flushed = [publisher.flush(abort=abort) for publisher in publishers]
         result.acknowledged = all(flushed) and not abort.is_set()
@@ -305,8 +312,6 @@ def run_simulation(
         for publisher in publishers:
             publisher.close()
         result.produced = sum(device.seq for device in fleet.devices)
-        result.offline_skipped = sum(device.offline_skipped for device in fleet.devices)
-        result.faults = dict(fleet.fault_counts)
-        result.commands = dict(fleet.command_counts)
+        _tally(result, fleet)
     result.elapsed_s = time.monotonic() - began
     return result

@@ -6,7 +6,10 @@ One Mosquitto started here; `--devices` thermostats that obey, one connection ea
 devices), reporting every 10 s in the background. This process plays moclo's gateway:
 1. command → device → result, one command at a time to devices in turn: p50/p99/max;
 2. a desired-state change to every device at once (a tenant-wide schedule): the time until
-   the last `reported` arrived, and whether every device applied it.
+   the last `reported` arrived, and whether every device applied it;
+3. with `--away SECONDS`: every device offline that long (disconnected; its persistent session
+   kept by the broker), sent meanwhile one command that expires before it is back and two that
+   do not: on its return, are the two done exactly once and the first answered `expired`?
 It measures the devices and the broker, not ingest: the gateway's own figures are its own.
 """
 
@@ -28,7 +31,7 @@ from core.mqtt import MqttEndpoint, make_client
 from devices.topics import device_topic
 from moclo.stack import MosquittoServer, free_port
 from simulators.connections import no_delay
-from simulators.run import SimulationOptions, run_simulation
+from simulators.run import ScriptedEvent, SimulationOptions, SimulationResult, run_simulation
 
 PREFIX = "bench"
 TENANT = "home"
@@ -37,6 +40,7 @@ TENANT = "home"
 class Gateway:
     def __init__(self, endpoint: MqttEndpoint) -> None:
         self.arrived: dict[str, float] = {}  # command id or device id → when its answer came
+        self.statuses: dict[str, list[str]] = {}  # command id → every answer's status
         self.asked: set[str] = set()  # devices that asked for their commands (subscribed)
         self.done = threading.Condition()
         self._client = make_client(endpoint, f"bench-gateway-{uuid.uuid4().hex[:6]}")
@@ -61,7 +65,9 @@ class Gateway:
             elif level == "reported":
                 self.arrived[device] = now
             else:
-                self.arrived[orjson.loads(message.payload)["id"]] = now
+                answer = orjson.loads(message.payload)
+                self.arrived[answer["id"]] = now
+                self.statuses.setdefault(answer["id"], []).append(answer["status"])
             self.done.notify_all()
 
     def wait(self, probe: Any, timeout_s: float) -> bool:
@@ -126,16 +132,84 @@ def measure(endpoint: MqttEndpoint, devices: int, commands: int) -> None:
     gateway.close()
 
 
+def away(broker: MosquittoServer, devices: int, away_s: float) -> None:
+    endpoint = MqttEndpoint.from_url(broker.url)
+    ids = [f"thermostat-{n:04d}" for n in range(1, devices + 1)]
+    options = SimulationOptions(
+        devices={"thermostat": devices},
+        tenant=TENANT,
+        interval_s=1.0,
+        duration_s=None,
+        per_device_connections=True,
+        obey=True,
+        events=tuple(ScriptedEvent(TENANT, d, "offline", "+5s", away_s) for d in ids),
+    )
+    gateway = Gateway(endpoint)
+    stop = threading.Event()
+    done: list[SimulationResult] = []
+    offset = broker.log_path.stat().st_size
+    simulation = threading.Thread(
+        target=lambda: done.append(run_simulation(endpoint, PREFIX, options, stop=stop))
+    )
+    simulation.start()
+
+    def gone() -> int:
+        with broker.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().count(b"disconnected.")
+
+    assert gateway.wait(lambda: len(gateway.asked) == devices, 600), "devices not all up"
+    deadline = time.perf_counter() + 600
+    while gone() < devices:  # a benchmark's poll of the broker's log, with a deadline
+        assert time.perf_counter() < deadline, "devices did not go offline"
+        time.sleep(0.2)
+    now = time.time()
+    lapsing, lasting = [], []
+    for k, device in enumerate(ids):
+        # One lapses halfway through the outage; two outlast it.
+        for expires_in, kept in ((away_s / 2, lapsing), (3600.0, lasting), (3600.0, lasting)):
+            command_id = f"c{k}-{len(kept)}-{expires_in:.0f}"
+            kept.append(command_id)
+            args = {"setpoint_c": 20.0}
+            gateway.send(
+                device,
+                "commands",
+                {"id": command_id, "name": "set_setpoint", "args": args, "issuer": "bench",
+                 "created": now, "expires": now + expires_in},
+            )  # fmt: skip
+    sent = time.perf_counter()
+    every = lapsing + lasting
+    answered = gateway.wait(lambda: all(i in gateway.statuses for i in every), away_s + 600)
+    last = max(gateway.arrived.get(i, sent) for i in every)
+    stop.set()
+    simulation.join(120)
+    expired = sum(gateway.statuses.get(i, []) == ["expired"] for i in lapsing)
+    succeeded = sum(gateway.statuses.get(i, []) == ["succeeded"] for i in lasting)
+    commands = done[0].commands if done else {}
+    print(
+        f"{devices} devices away {away_s:.0f}s, 3 commands each sent meanwhile: "
+        f"{'all' if answered else 'NOT all'} answered, the last {last - sent:.1f}s after sending; "
+        f"{succeeded} of {len(lasting)} unexpired succeeded with one answer each, {expired} of "
+        f"{len(lapsing)} lapsed answered expired; the devices executed "
+        f"{commands.get('executed', 0)} (expected {len(lasting)})"
+    )
+    gateway.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--commands", type=int, default=1_000)
+    parser.add_argument("--away", type=float, default=None, metavar="SECONDS")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         broker = MosquittoServer(Path(tmp) / "mosquitto", free_port())
         broker.start()
         try:
-            measure(MqttEndpoint.from_url(broker.url), args.devices, args.commands)
+            if args.away:
+                away(broker, args.devices, args.away)
+            else:
+                measure(MqttEndpoint.from_url(broker.url), args.devices, args.commands)
         finally:
             broker.stop()
 

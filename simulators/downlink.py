@@ -93,8 +93,9 @@ class CommandFaults:
 
 
 class DeviceDownlink:
-    """One device's commands and desired state. Thread-safe: the behaviour is touched only
-    while holding `lock`, which the fleet also holds while it makes a reading."""
+    """One device's commands and desired state. Thread-safe: its own state is guarded, and
+    the behaviour is touched only while holding `lock`, which the fleet also holds while it
+    makes a reading (readings and the downlink run on different threads)."""
 
     def __init__(
         self,
@@ -125,6 +126,7 @@ class DeviceDownlink:
         self._reported: bytes | None = None
         self.offline = False
         self._inbox: list[tuple[str, bytes]] = []
+        self._guard = threading.RLock()  # come_back handles the inbox through on_message
 
     def subscriptions(self) -> list[str]:
         """The device's own `commands` and `desired` topics, to subscribe at QoS 1."""
@@ -137,6 +139,10 @@ class DeviceDownlink:
     def on_message(self, topic: str, payload: bytes, t: float) -> list[Outgoing]:
         """What to publish in answer to a message on one of `subscriptions()` at time `t`.
         Never raises: a message it cannot use is counted and answered where it can be."""
+        with self._guard:
+            return self._on_message(topic, payload, t)
+
+    def _on_message(self, topic: str, payload: bytes, t: float) -> list[Outgoing]:
         if self.offline:  # a device behind a shared connection, scripted offline
             if len(self._inbox) < MAX_INBOX:
                 self._inbox.append((topic, payload))
@@ -151,14 +157,16 @@ class DeviceDownlink:
         return []
 
     def go_offline(self) -> None:
-        self.offline = True
+        with self._guard:
+            self.offline = True
 
     def come_back(self, t: float) -> list[Outgoing]:
         """Back from `offline` at `t`: what arrived meanwhile (expired by now, or executed
         now), then ask for what was missed, as on a connect."""
-        self.offline = False
-        held, self._inbox = self._inbox, []
-        answers = [out for topic, payload in held for out in self.on_message(topic, payload, t)]
+        with self._guard:
+            self.offline = False
+            held, self._inbox = self._inbox, []
+            answers = [out for topic, body in held for out in self._on_message(topic, body, t)]
         return answers + self.on_subscribed()
 
     # -- commands --------------------------------------------------------------------------
@@ -247,6 +255,8 @@ class DeviceDownlink:
         return [(self._topic[COMMAND_RESULTS], answer)]
 
     def _forget_old(self, t: float) -> None:
+        """Forgets answers past their time, oldest first (one kept longer holds back those
+        behind it; MAX_REMEMBERED bounds them all)."""
         while self._answers:
             id_, (forget_at, _) = next(iter(self._answers.items()))
             if forget_at > t:

@@ -239,14 +239,6 @@ def _shared_presence(
         serving[id(device)].publish(topic, payload, qos=1)
 
 
-def _clock(options: SimulationOptions, start: float) -> Clock:
-    if options.burst:
-        return SimulatedClock(start)
-    if options.speed != 1.0:
-        return ScaledClock(start, options.speed)
-    return WallClock()
-
-
 def _tally(result: SimulationResult, fleet: Fleet) -> SimulationResult:
     """What the devices did so far, beyond what was published: faults, commands, outages."""
     result.faults = dict(fleet.fault_counts)
@@ -315,3 +307,12 @@ def run_simulation(
         _tally(result, fleet)
     result.elapsed_s = time.monotonic() - began
     return result
+
+
+def _clock(options: SimulationOptions, start: float) -> Clock:
+    """The clock of a run: simulated for a burst, scaled for a speed, else the wall's."""
+    if options.burst:
+        return SimulatedClock(start)
+    if options.speed != 1.0:
+        return ScaledClock(start, options.speed)
+    return WallClock()

@@ -84,12 +84,17 @@ def make_client(
     *,
     manual_ack: bool = False,
     client_class: type[paho.Client] = paho.Client,
+    persistent_session: bool = False,
 ) -> paho.Client:
-    """An MQTT 5 paho client (of `client_class`) with the endpoint's credentials and TLS set."""
+    """An MQTT 5 paho client (of `client_class`) with the endpoint's credentials and TLS set.
+
+    `persistent_session`: an MQTT 3.1.1 client with `clean_session=False` instead, the one
+    kind of persistent session every broker keeps (a device's, for its downlink)."""
     client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=paho.MQTTv5,
+        protocol=paho.MQTTv311 if persistent_session else paho.MQTTv5,
+        clean_session=False if persistent_session else None,
         manual_ack=manual_ack,
     )
     if endpoint.username:

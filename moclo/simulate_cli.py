@@ -8,12 +8,13 @@ import argparse
 import random
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
 from moclo.args import Commands, connection_flags, duration
 
 if TYPE_CHECKING:
+    from simulators.downlink import CommandFaults
     from simulators.faults import FaultRates
     from simulators.run import SimulationOptions
 
@@ -32,6 +33,15 @@ def _faults(text: str) -> FaultRates:
 
     try:
         return FaultRates.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _command_faults(text: str) -> CommandFaults:
+    from simulators.downlink import CommandFaults
+
+    try:
+        return CommandFaults.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -95,6 +105,13 @@ def add_parser(commands: Commands) -> None:
         "thread: either the fleet given by --devices, or a scenario file (tenants, fleets, "
         "speed, seed and scripted events). Shipped scenarios: dairy_farm, cardiology_ward, "
         "smart_street, everything.",
+        epilog="examples:\n"
+        "  moclo simulate --devices car=1,light=2 --obey --forever\n"
+        "      devices that obey commands and desired state (lock the car, switch the light)\n"
+        "  moclo simulate --devices thermostat=20 --command-faults reject=0.1,ignore=0.1\n"
+        "      some commands rejected, some never answered (moclo marks them expired)\n"
+        "  moclo simulate --scenario dairy_farm --connections device --credentials devices.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     simulate.add_argument(
         "--scenario",
@@ -127,6 +144,21 @@ def add_parser(commands: Commands) -> None:
         help="misbehave on purpose, e.g. malformed_json=0.01,duplicate=0.02: malformed_json, "
         "schema_violation, out_of_range, clock_skew, duplicate, out_of_order, late, silence "
         "(rates per reading; counted in the summary)",
+    )
+    simulate.add_argument(
+        "--obey",
+        action="store_true",
+        help="devices subscribe to their own commands and desired state and obey them (car, "
+        "smart_meter, thermostat, fridge, pacemaker, light): they answer each command once, "
+        "answer `expired` past its expiry, and report what they applied; see docs/acting.md",
+    )
+    simulate.add_argument(
+        "--command-faults",
+        type=_command_faults,
+        default=None,
+        metavar="FAULT=RATE,...",
+        help="devices that obey misbehave on commands, e.g. reject=0.1,ignore=0.1: reject "
+        "answers `rejected`, ignore answers nothing (rates per command; implies --obey)",
     )
     _connections_flags(simulate)
     simulate.add_argument(
@@ -172,7 +204,8 @@ def simulation_options(args: argparse.Namespace, duration_s: float | None) -> Si
     from simulators.run import SimulationOptions
 
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
-    simulate_only = {}
+    # `moclo up`'s devices obey: the demo's dashboard can lock its cars and switch its lights.
+    simulate_only: dict[str, Any] = {"obey": True}
     if args.command == "simulate":
         simulate_only = {
             "qos": args.qos,
@@ -182,6 +215,8 @@ def simulation_options(args: argparse.Namespace, duration_s: float | None) -> Si
             "faults": args.faults,
             "connections": max(1, args.connections),
             "per_device_connections": args.connections == 0,
+            "obey": args.obey,
+            "command_faults": args.command_faults,
         }
     return SimulationOptions(
         devices=args.devices,
@@ -258,6 +293,10 @@ def _scenario_overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["speed"] = args.speed
     if args.faults:
         overrides["faults"] = args.faults
+    if args.obey:
+        overrides["obey"] = True
+    if args.command_faults:
+        overrides["command_faults"] = args.command_faults
     if args.connections != 1:
         overrides["connections"] = max(1, args.connections)
         overrides["per_device_connections"] = args.connections == 0

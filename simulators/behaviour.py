@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class Behaviour(Protocol):
@@ -14,6 +15,38 @@ class Behaviour(Protocol):
         """The device's measurement fields at epoch time `t` (called with increasing `t`), or
         None when the device does not report at this moment (a blood-pressure meter measures
         twice a day)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a device did with a command: the `status` and `reason` of its `CommandResult`,
+    and the `output` of one that reports something (a pacemaker's read-out)."""
+
+    status: Literal["succeeded", "failed", "rejected"]
+    reason: str | None = None
+    output: dict[str, Any] | None = None
+
+
+def rejected(reason: str) -> Outcome:
+    return Outcome("rejected", reason)
+
+
+SUCCEEDED = Outcome("succeeded")
+
+
+@runtime_checkable
+class Obeys(Protocol):
+    """A behaviour that acts on the downlink (simulators/downlink.py): commands and desired
+    state change what its next readings say. The downlink has already checked the command
+    against the type's catalogue (devices/), so `args` are the validated arguments."""
+
+    def command(self, name: str, args: dict[str, Any], t: float) -> Outcome:
+        """Executes command `name` at epoch time `t`."""
+
+    def apply_desired(self, state: dict[str, Any], t: float) -> dict[str, Any]:
+        """Applies the (validated) desired state at `t`, only the fields it names; returns
+        the state to report: every setting the type's desired state has, as the device now has
+        it (one it could not apply shows what it has instead, so the difference is visible)."""
 
 
 @runtime_checkable

@@ -2,6 +2,10 @@
 morning, parks, drives home in the evening and charges overnight.
 
 Episode: `battery_drain` (the car is left unlocked and unplugged, the battery runs low).
+
+Commands (devices/car.py): `lock` and `unlock` hold until the driver next changes it (the car
+unlocks to drive off and locks when parked, as before); `flash_lights` just succeeds. The
+desired `locked` does the same.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import math
 import random
 from typing import Any
 
-from simulators.behaviour import Episodes, clamp, hour_of_day
+from simulators.behaviour import SUCCEEDED, Episodes, Outcome, clamp, hour_of_day, rejected
 
 HOME = (52.0705, 4.3007)  # The Hague
 KM_PER_DEGREE = 111.0
@@ -38,6 +42,26 @@ class CarBehaviour:
         self._energy = rng.uniform(50, 95)
         self._last_t = start
         self.episodes = Episodes(rng, start, incident_every_s, {"battery_drain": 1.0})
+        self._routine_locked: bool | None = None  # what the commute says, at the last reading
+        self._locked_by_command: bool | None = None  # held until the routine changes it
+
+    def command(self, name: str, args: dict[str, Any], t: float) -> Outcome:
+        if name in ("lock", "unlock"):
+            self._locked_by_command = name == "lock"
+            return SUCCEEDED
+        if name == "flash_lights":
+            return SUCCEEDED
+        return rejected(f"the car has no command {name!r}")
+
+    def apply_desired(self, state: dict[str, Any], t: float) -> dict[str, Any]:
+        if state.get("locked") is not None:
+            self._locked_by_command = bool(state["locked"])
+        return {"locked": self._locked(t)}
+
+    def _locked(self, t: float) -> bool:
+        if self._locked_by_command is not None:
+            return self._locked_by_command
+        return self._routine_locked if self._routine_locked is not None else True
 
     def fields(self, t: float) -> dict[str, Any]:
         rng = self._rng
@@ -52,12 +76,15 @@ class CarBehaviour:
         if self.episodes.progress("battery_drain", t) is not None:
             self._energy -= dt_h * 4
         self._energy = clamp(self._energy, 0, 100)
-        unlocked = moving or self.episodes.progress("battery_drain", t) is not None
+        routine = not (moving or self.episodes.progress("battery_drain", t) is not None)
+        if self._routine_locked is not None and routine != self._routine_locked:
+            self._locked_by_command = None  # the driver drove off, or parked and locked
+        self._routine_locked = routine
         return {
             "lat": round(lat, 6),
             "lon": round(lon, 6),
             "speed_kmh": round(clamp(speed + (rng.gauss(0, 4) if moving else 0), 0, 300), 1),
-            "locked": not unlocked,
+            "locked": self._locked(t),
             "energy_pct": round(self._energy, 1),
         }
 

@@ -74,6 +74,7 @@ def _print_summary(result: SimulationResult, *, as_json: bool) -> None:
                     "produced": result.produced,
                     "faults": result.faults,
                     "offline_skipped": result.offline_skipped,
+                    "commands": result.commands,
                 }
             )
         )
@@ -94,6 +95,9 @@ def _print_summary(result: SimulationResult, *, as_json: bool) -> None:
         if result.faults:
             faults = ", ".join(f"{n} {name}" for name, n in sorted(result.faults.items()))
             print(f"  faults injected: {faults}", flush=True)
+        if result.commands:
+            done = ", ".join(f"{n} {what}" for what, n in sorted(result.commands.items()))
+            print(f"  commands and desired state: {done}", flush=True)
         if result.offline_skipped:
             print(
                 f"  not made while offline (scripted): {result.offline_skipped} readings",

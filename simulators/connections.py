@@ -6,20 +6,39 @@ paho's external-loop hooks: the loop reads and writes their sockets when they ar
 one timer runs paho's housekeeping (keepalive, retries) for all of them. The fleet's thread
 hands each publish to that loop; a window of unacknowledged messages shared by all devices
 keeps memory flat, as in `MqttPublisher`.
+
+A device that obeys (`downlinks`) connects as real devices should for their downlink
+(simulators/downlink.py): MQTT 3.1.1 with a persistent session, subscribed to its own
+`commands` and `desired` only, so it works with the login and ACL of that one device. A device
+scripted offline is disconnected (`park`) and reconnects when it is back (`unpark`): the broker
+hands it what was queued meanwhile, and its `commands/get` fetches the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.mqtt import MqttEndpoint, MqttUnreachable, make_client
+from simulators.downlink import DeviceDownlink, Outgoing
 from simulators.window import AckWindow
+
+
+def no_delay(sock: Any) -> None:
+    """Sends each answer at once, whatever was written before it. paho leaves Nagle's
+    algorithm on, so a client that wrote a PUBACK (which the broker does not answer) and then
+    a PUBLISH held the PUBLISH for the broker's delayed ACK: 40 ms per command, measured with
+    benchmarks/downlink_devices.py on the side playing the gateway."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _raise_open_file_limit(needed: int) -> None:
@@ -44,6 +63,7 @@ class DeviceConnections:
         qos: int = 1,
         window: int = 1_000,
         credentials: dict[str, tuple[str, str]] | None = None,
+        downlinks: dict[str, DeviceDownlink] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.qos = qos
@@ -61,6 +81,11 @@ class DeviceConnections:
         self._closing = False
         self.dropped = 0
         self._housekeeper: asyncio.Task[None] | None = None
+        self._downlinks = downlinks or {}  # client id → the device's downlink
+        self.now: Callable[[], float] = time.time  # the simulation's clock, once it has one
+        self._own: set[tuple[str, int]] = set()  # (client id, mid) sent outside the window
+        self._subscribing: dict[tuple[str, int], DeviceDownlink] = {}
+        self._parked: set[str] = set()  # devices scripted offline: disconnected on purpose
 
     # -- the fleet's side ------------------------------------------------------------------
 
@@ -90,6 +115,16 @@ class DeviceConnections:
         """Waits until every message was acknowledged (QoS 1) or written (QoS 0)."""
         return self._slots.drained(timeout_s, abort)
 
+    def park(self, client_id: str) -> None:
+        """Disconnects a device scripted offline; it stays away until `unpark`."""
+        self._parked.add(client_id)
+        self._loop.call_soon_threadsafe(self.clients[client_id].disconnect)
+
+    def unpark(self, client_id: str) -> None:
+        """Reconnects a device back from offline (its session resumes where it was)."""
+        self._parked.discard(client_id)
+        self._loop.call_soon_threadsafe(self._reconnect, self.clients[client_id], client_id, 0)
+
     def close(self) -> None:
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(self._disconnect_all(), self._loop).result(30)
@@ -102,8 +137,12 @@ class DeviceConnections:
     async def _connect_all(self) -> None:
         loop = asyncio.get_running_loop()
         for client_id in self._client_ids:
-            client = make_client(self.endpoint, client_id)
+            obeys = client_id in self._downlinks
+            client = make_client(self.endpoint, client_id, persistent_session=obeys)
             client.user_data_set(client_id)
+            if obeys:
+                client.on_subscribe = self._on_subscribe
+                client.on_message = self._on_message
             if client_id in self._credentials:
                 client.username_pw_set(*self._credentials[client_id])
             client.on_socket_open = self._watch_socket
@@ -147,7 +186,7 @@ class DeviceConnections:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
-        if not self._closing:
+        if not self._closing and userdata not in self._parked:
             self._reconnect_later(client, userdata, attempt=0)
 
     def _reconnect_later(self, client: paho.Client, client_id: str, attempt: int) -> None:
@@ -156,7 +195,7 @@ class DeviceConnections:
         self._loop.call_later(delay, self._reconnect, client, client_id, attempt)
 
     def _reconnect(self, client: paho.Client, client_id: str, attempt: int) -> None:
-        if self._closing:
+        if self._closing or client_id in self._parked:
             return
         try:
             client.reconnect()
@@ -165,6 +204,8 @@ class DeviceConnections:
 
     # paho's external-loop hooks: the event loop watches each client's socket for it.
     def _watch_socket(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if userdata in self._downlinks:
+            no_delay(sock)
         self._loop.add_reader(sock, client.loop_read)
 
     def _unwatch_socket(self, client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -186,8 +227,37 @@ class DeviceConnections:
         self._connected += 1
         if self._connected == len(self._client_ids):
             self._all_connected.set()
+        if (downlink := self._downlinks.get(userdata)) is not None:
+            # Every connect, even with a session kept: a broker may have lost it.
+            _, mid = client.subscribe([(topic, 1) for topic in downlink.subscriptions()])
+            if mid is not None:
+                self._subscribing[(userdata, mid)] = downlink
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        downlink = self._subscribing.pop((userdata, mid), None)
+        if downlink is not None:  # subscribed: now ask for what was missed
+            self._send(client, userdata, downlink.on_subscribed())
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        downlink = self._downlinks[userdata]
+        self._send(
+            client, userdata, downlink.on_message(message.topic, bytes(message.payload), self.now())
+        )
+
+    def _send(self, client: paho.Client, client_id: str, messages: list[Outgoing]) -> None:
+        """Publishes a device's downlink answers (QoS 1) outside the readings' window."""
+        for topic, payload in messages:
+            info = client.publish(topic, payload, 1)
+            self._own.add((client_id, info.mid))
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
+        if self._own:
+            key = (userdata, mid)
+            if key in self._own:
+                self._own.discard(key)
+                return
         self._slots.give()

@@ -7,6 +7,10 @@ adding thermostats does not change the cows.
 
 Any device can be scripted `offline` (its battery died, its Wi-Fi dropped): that is decided here,
 in `SimulatedDevice.reading`, not by the behaviour models, so every type has it.
+
+A fleet that obeys gives each device whose type has commands or a desired state a downlink
+(simulators/downlink.py); `presence` hears when a device goes offline and comes back, so its
+connection can go dark too (simulators/run.py).
 """
 
 from __future__ import annotations
@@ -16,16 +20,17 @@ import math
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
 
 from devices.catalogue import DEVICE_TYPES
 from devices.topics import check_identifier, telemetry_topic
-from simulators.behaviour import Behaviour, Scheduled
+from simulators.behaviour import Behaviour, Obeys, Scheduled
 from simulators.catalogue import BEHAVIOURS
 from simulators.clock import Clock
+from simulators.downlink import CommandFaults, DeviceDownlink
 from simulators.faults import FaultInjector, FaultRates
 
 OFFLINE = "offline"  # the scripted episode every device type has, besides its own
@@ -99,6 +104,10 @@ class SimulatedDevice:
     faults: FaultInjector | None = None
     offline: list[tuple[float, float]] = field(default_factory=list)  # [begin, end) outages
     offline_skipped: int = 0  # readings not made because the device was offline
+    downlink: DeviceDownlink | None = None  # its commands and desired state, if it obeys
+    dark: bool = False  # offline at its last turn
+    # Held while the behaviour makes a reading or obeys: those happen on different threads.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_episode(self, kind: str, start: float, duration_s: float) -> None:
         """Scripts an episode of `kind` from `start` for `duration_s`: `offline`, or one of the
@@ -139,10 +148,17 @@ class Fleet:
         seed: int,
         start: float,
         faults: FaultRates | None = None,
+        obey: bool = False,
+        command_faults: CommandFaults | None = None,
     ) -> None:
         self.start = start
         self.faults = faults if faults is not None and faults.any() else None
         self.fault_counts: Counter[str] = Counter()
+        self.obey = obey
+        self.command_faults = command_faults
+        self.command_counts: Counter[str] = Counter()  # what the downlinks did, by outcome
+        # Told (device, online, t) when a device scripted offline goes dark or comes back.
+        self.presence: Callable[[SimulatedDevice, bool, float], None] | None = None
         self.devices: list[SimulatedDevice] = []
         self._by_id: dict[tuple[str, str], SimulatedDevice] = {}
         for spec in specs:
@@ -184,6 +200,18 @@ class Fleet:
                 interval_s=interval,
                 phase_s=rng.uniform(0, interval),
             )
+            if self.obey and isinstance(behaviour, Obeys) and _has_downlink(spec.device_type):
+                device.downlink = DeviceDownlink(
+                    prefix,
+                    spec.tenant,
+                    spec.device_type,
+                    device_id,
+                    behaviour,
+                    lock=device.lock,
+                    faults=self.command_faults,
+                    rng=random.Random(f"{seed}:commands:{spec.tenant}:{device_id}"),
+                    counts=self.command_counts,
+                )
             if self.faults is not None:
                 device.faults = FaultInjector(
                     self.faults,
@@ -241,7 +269,12 @@ class Fleet:
                 turns[id(device)] = left - 1
             if not last_turn:
                 heapq.heappush(due, (t + device.interval_s, i))
-            payload = device.reading(t)
+            if device.offline and device.offline_at(t) != device.dark:
+                device.dark = not device.dark
+                if self.presence is not None:
+                    self.presence(device, not device.dark, t)
+            with device.lock:
+                payload = device.reading(t)
             if device.faults is not None:
                 # A misbehaving device: its messages go out as the fault injector shapes them.
                 sent = device.faults.apply(payload) if payload is not None else []
@@ -255,6 +288,11 @@ class Fleet:
             if device.buffered and (len(device.buffered) >= readings_per_message or last_turn):
                 yield device, _join(device.buffered), len(device.buffered)
                 device.buffered.clear()
+
+
+def _has_downlink(device_type: str) -> bool:
+    kind = DEVICE_TYPES[device_type]
+    return bool(kind.commands) or kind.desired is not None
 
 
 def _leftovers_of(device: SimulatedDevice) -> Iterator[tuple[SimulatedDevice, bytes, int]]:

@@ -15,8 +15,9 @@ from core.mqtt import MqttEndpoint
 from devices.base import parse_timestamp
 from simulators.clock import Clock, ScaledClock, SimulatedClock, WallClock
 from simulators.connections import DeviceConnections
+from simulators.downlink import CommandFaults
 from simulators.faults import FaultRates
-from simulators.fleet import Fleet, FleetSpec
+from simulators.fleet import Fleet, FleetSpec, SimulatedDevice
 from simulators.publisher import MqttPublisher
 
 UTC_OFFSET_S = 3600  # times of day are local on the farm and in the homes (UTC+1)
@@ -86,6 +87,9 @@ class SimulationOptions:
     per_device_connections: bool = False  # instead, one connection per device
     # With per-device connections: client id "tenant.device-id" → (username, password).
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # Devices obey commands and desired state (simulators/downlink.py); faults imply it.
+    obey: bool = False
+    command_faults: CommandFaults | None = None
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -141,6 +145,10 @@ class SimulationResult:
     # Readings not made because a device was scripted offline: `produced` plus this is what
     # the same run without the outages would have produced.
     offline_skipped: int = 0
+    # What obeying devices did with commands and desired state: executed, repeated (a
+    # command id seen before: the first answer sent again), expired, ignored and
+    # fault_rejected (--command-faults), desired_applied, ...
+    commands: dict[str, int] = field(default_factory=dict)
 
 
 Progress = Callable[[SimulationResult], None]
@@ -154,6 +162,8 @@ def build_fleet(options: SimulationOptions, prefix: str, start: float) -> Fleet:
         seed=options.seed,
         start=start,
         faults=options.faults,
+        obey=options.obey or (options.command_faults is not None and options.command_faults.any()),
+        command_faults=options.command_faults,
     )
     for event in options.events:
         device = fleet.device(event.tenant, event.device_id)
@@ -173,21 +183,68 @@ def _connect(
         # As real devices: each its own connection, client id "tenant.device-id".
         ids = {id(d): f"{d.tenant}.{d.device_id}" for d in fleet.devices}
         connections = DeviceConnections(
-            endpoint, list(ids.values()), qos=options.qos, credentials=options.credentials
+            endpoint,
+            list(ids.values()),
+            qos=options.qos,
+            credentials=options.credentials,
+            downlinks={ids[id(d)]: d.downlink for d in fleet.devices if d.downlink},
         )
+        fleet.presence = partial(_device_presence, connections, ids)
         connections.start()
         route: Route = {key: partial(connections.publish, cid) for key, cid in ids.items()}
         return [connections], route
     # Gateway mode: the devices share `connections` connections, device i on i mod n.
     run_id = f"moclo-sim-{os.getpid()}-{options.seed}-{time.monotonic_ns()}"
+    n = options.connections
     publishers = [
-        MqttPublisher(endpoint, client_id=f"{run_id}-{k}", qos=options.qos)
-        for k in range(options.connections)
+        MqttPublisher(
+            endpoint,
+            client_id=f"{run_id}-{k}",
+            qos=options.qos,
+            downlinks=[d.downlink for d in fleet.devices[k::n] if d.downlink],
+        )
+        for k in range(n)
     ]
     for publisher in publishers:
         publisher.start()
-    route = {id(d): publishers[i % len(publishers)].publish for i, d in enumerate(fleet.devices)}
+    serving = {id(d): publishers[i % n] for i, d in enumerate(fleet.devices)}
+    fleet.presence = partial(_shared_presence, serving)
+    route = {key: publisher.publish for key, publisher in serving.items()}
     return list(publishers), route
+
+
+def _device_presence(
+    connections: DeviceConnections,
+    ids: dict[int, str],
+    device: SimulatedDevice,
+    online: bool,
+    t: float,
+) -> None:
+    """An obeying device scripted offline drops its connection, and reconnects when back."""
+    if device.downlink is not None:
+        (connections.unpark if online else connections.park)(ids[id(device)])
+
+
+def _shared_presence(
+    serving: dict[int, MqttPublisher], device: SimulatedDevice, online: bool, t: float
+) -> None:
+    """Behind a shared connection, an offline device's downlink holds what arrives for it
+    (as a gateway holds messages for a sleeping device) and handles it when it is back."""
+    if device.downlink is None:
+        return
+    if not online:
+        device.downlink.go_offline()
+        return
+    for topic, payload in device.downlink.come_back(t):
+        serving[id(device)].publish(topic, payload, qos=1)
+
+
+def _tally(result: SimulationResult, fleet: Fleet) -> SimulationResult:
+    """What the devices did so far, beyond what was published: faults, commands, outages."""
+    result.faults = dict(fleet.fault_counts)
+    result.commands = dict(fleet.command_counts)
+    result.offline_skipped = sum(device.offline_skipped for device in fleet.devices)
+    return result
 
 
 def run_simulation(
@@ -211,8 +268,9 @@ def run_simulation(
         # A run in real (or scaled) time starts its schedule once every device is connected,
         # which for thousands of connections takes a moment.
         fleet.start = start = options.resolved_start(time.time())
-    if clock is None:
-        clock = _clock(options, start)
+    clock = clock or _clock(options, start)
+    for publisher in publishers:
+        publisher.now = clock.now  # obeying devices judge expiry by the simulation's time
     result = SimulationResult(devices=len(fleet.devices), seed=options.seed, first_ts=start)
     result.connections = len(fleet.devices) if options.per_device_connections else len(publishers)
     began = time.monotonic()
@@ -238,8 +296,7 @@ def run_simulation(
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + progress_every_s
                 result.elapsed_s = time.monotonic() - began
-                result.faults = dict(fleet.fault_counts)
-                progress(result)
+                progress(_tally(result, fleet))
         # Every one, even after a miss.
         flushed = [publisher.flush(abort=abort) for publisher in publishers]
         result.acknowledged = all(flushed) and not abort.is_set()
@@ -247,8 +304,7 @@ def run_simulation(
         for publisher in publishers:
             publisher.close()
         result.produced = sum(device.seq for device in fleet.devices)
-        result.offline_skipped = sum(device.offline_skipped for device in fleet.devices)
-        result.faults = dict(fleet.fault_counts)
+        _tally(result, fleet)
     result.elapsed_s = time.monotonic() - began
     return result
 

@@ -15,9 +15,15 @@
     id_pattern = "cow-{n:04d}"   # optional
     incident_every = "30d"   # optional: random episodes per device
 
+    obey = true              # optional: devices obey commands and desired state (docs/acting.md)
+
     [faults]                 # optional: rates per reading (see simulators/faults.py)
     malformed_json = 0.001
     duplicate = 0.01
+
+    [command_faults]         # optional: rates per command (see simulators/downlink.py)
+    reject = 0.1             # answers `rejected`
+    ignore = 0.1             # answers nothing: moclo marks it `expired`
 
     [[event]]
     tenant = "de-wei-farm"
@@ -47,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.durations import parse_duration
 from devices.base import parse_timestamp
+from simulators.downlink import CommandFaults
 from simulators.faults import FaultRates
 from simulators.fleet import FleetSpec
 from simulators.run import ScriptedEvent, SimulationOptions, build_fleet
@@ -87,6 +94,8 @@ class _Scenario(_Strict):
     fleet: Annotated[list[_Fleet], Field(min_length=1)]
     event: list[_Event] = []
     faults: dict[str, float] = {}
+    obey: bool = False
+    command_faults: dict[str, float] = {}
 
 
 def shipped() -> dict[str, Path]:
@@ -168,5 +177,11 @@ def _options(spec: _Scenario) -> SimulationOptions:
         start=start,
         faults=FaultRates.parse(",".join(f"{k}={v}" for k, v in spec.faults.items()))
         if spec.faults
+        else None,
+        obey=spec.obey,
+        command_faults=CommandFaults.parse(
+            ",".join(f"{k}={v}" for k, v in spec.command_faults.items())
+        )
+        if spec.command_faults
         else None,
     )

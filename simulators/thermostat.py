@@ -3,6 +3,10 @@
 Episodes: `heater_failure`: the thermostat still asks for heat but none comes, so the room
 drifts toward the outside temperature; on a cold day it falls below 5 °C (frost risk). The
 setpoint follows a schedule: 2 °C lower at night (23:00–06:00).
+
+Command `set_setpoint` (devices/thermostat.py) and the desired `setpoint_c` hold a new setpoint
+(night setback and all: a person's setting wins over the schedule, as "hold" on a real
+thermostat), reported in `setpoint_c`; the room heats towards it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,16 @@ import math
 import random
 from typing import Any
 
-from simulators.behaviour import Episodes, clamp, daily_wave, hour_of_day, substeps
+from simulators.behaviour import (
+    SUCCEEDED,
+    Episodes,
+    Outcome,
+    clamp,
+    daily_wave,
+    hour_of_day,
+    rejected,
+    substeps,
+)
 
 HEAT_RATE_C_PER_H = 4.0  # a working heater beats the loss even at -12 °C outside
 LOSS_PER_H = 0.08  # fraction of the inside-outside gap lost per hour (~12 h time constant)
@@ -34,7 +47,25 @@ class ThermostatBehaviour:
         self._humidity = rng.uniform(38, 55)
         self._heating = False
         self._last_t = start
+        self._held: float | None = None  # a setpoint a person set: no schedule
         self.episodes = Episodes(rng, start, incident_every_s, {"heater_failure": 1.0})
+
+    def command(self, name: str, args: dict[str, Any], t: float) -> Outcome:
+        if name != "set_setpoint":
+            return rejected(f"the thermostat has no command {name!r}")
+        self._held = float(args["setpoint_c"])
+        return SUCCEEDED
+
+    def apply_desired(self, state: dict[str, Any], t: float) -> dict[str, Any]:
+        if state.get("setpoint_c") is not None:
+            self._held = float(state["setpoint_c"])
+        return {"setpoint_c": self._scheduled(t)}
+
+    def _scheduled(self, t: float) -> float:
+        if self._held is not None:
+            return self._held
+        hour = hour_of_day(t)
+        return self._setpoint - (2.0 if hour >= 23 or hour < 6 else 0.0)
 
     def fields(self, t: float) -> dict[str, Any]:
         rng = self._rng
@@ -53,8 +84,7 @@ class ThermostatBehaviour:
     def _advance(self, t: float, hours: float) -> float:
         """The room's temperature over the `hours` up to `t`; returns the setpoint at `t`."""
         outside = self._outside_mean + 4 * daily_wave(t, peak_hour=15)
-        hour = hour_of_day(t)
-        setpoint = self._setpoint - (2.0 if hour >= 23 or hour < 6 else 0.0)
+        setpoint = self._scheduled(t)
         # A thermostat's own hysteresis: on below setpoint - 0.3, off above setpoint + 0.3.
         if self._temp < setpoint - 0.3:
             self._heating = True

@@ -183,6 +183,8 @@ def test_openapi_describes_every_endpoint(serve: RunningServe) -> None:
         "/api/tenants",
         "/api/devices",
         "/api/devices/{tenant}/{device_id}",
+        "/api/devices/{tenant}/{device_id}/commands",
+        "/api/devices/{tenant}/{device_id}/desired",
         "/api/series",
         "/api/alerts",
         "/api/alerts/{alert_id}/ack",

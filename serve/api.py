@@ -26,7 +26,7 @@ from core.settings import Settings
 from serve import errors, state
 from serve.errors import ErrorBody
 from serve.live import LiveHub
-from serve.routes import alerts, commands, devices, series, service, session, stream
+from serve.routes import alerts, commands, devices, maps, series, service, session, stream
 from serve.routes.acknowledgements import Acknowledger
 from serve.routes.acknowledgements import router as acknowledgements
 from storage.influx import InfluxClient
@@ -57,7 +57,8 @@ def create_app(
     state.keep(app, client=client, hub=hub, tokens=tokens, sessions=sessions)
     Acknowledger(settings, timeout_s=acknowledgement_timeout_s).keep(app)
     commands.keep(app, settings)
-    for routes in (session, devices, commands, series, alerts, stream):
+    maps.keep(app, settings)
+    for routes in (session, devices, commands, maps, series, alerts, stream):
         app.include_router(routes.router)
     app.include_router(acknowledgements)
     app.include_router(service.router)

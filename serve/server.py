@@ -18,7 +18,7 @@ import uvicorn
 
 from access.sessions import Sessions
 from access.tokens import Tokens
-from core.settings import Settings
+from core.settings import Settings, map_tile_source
 from serve.api import create_app
 from serve.headers import SecurityHeaders
 from serve.live import LiveHub
@@ -88,7 +88,8 @@ async def run_serve(
                     tokens,
                     Sessions(settings.registry, clock=clock),
                     acknowledgement_timeout_s=acknowledgement_timeout_s,
-                )
+                ),
+                images_from=map_tile_source(settings.map_tiles),
             ),
             log_config=None,  # our logging, as configured by the CLI
             access_log=False,

@@ -185,6 +185,7 @@ def test_openapi_describes_every_endpoint(serve: RunningServe) -> None:
         "/api/devices/{tenant}/{device_id}",
         "/api/devices/{tenant}/{device_id}/commands",
         "/api/devices/{tenant}/{device_id}/desired",
+        "/api/map",
         "/api/series",
         "/api/alerts",
         "/api/alerts/{alert_id}/ack",

@@ -1,0 +1,122 @@
+"""Acting on devices from the dashboard, and the maps, in a real headless browser (Playwright
+driving Debian's Chromium) under the dashboard's Content-Security-Policy, against a real broker,
+database, ingest and `moclo serve`, with no tile server at all (our machines reach none): a
+car's page draws its track on a map instead of lat/lon charts and offers its commands; a click
+on "lock" shows the outcome live; a pacemaker's commands are disabled for an operator, with the
+reason; the farm's fleet page shows the herd's latest positions on a map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from playwright.sync_api import Page, expect
+
+from core.settings import Settings
+from devices.topics import telemetry_topic
+from tests.conftest import RunningIngest, RunningServe
+from tests.helpers import COW, publish_all, wait_until
+from tests.test_dashboard import browser, page, save  # noqa: F401 (fixtures)
+from tests.test_serve import NOW, pacemaker
+from tests.test_serve_commands import CAR, PlayedGateway
+
+TRACK = 12  # positions of the car's drive home, ten minutes apart
+
+
+def sign_in(tab: Page, serve: RunningServe, token: str, where: str = "/") -> None:
+    tab.goto(serve.url + where)
+    tab.locator("#token").fill(token)
+    tab.locator("#sign-in-button").click()
+    expect(tab.locator("#live")).to_have_text("live", timeout=10_000)
+
+
+def drive_home(settings: Settings) -> None:
+    """car-1 drives north-east towards home over the last two hours."""
+    topic = telemetry_topic(settings.topic_prefix, "home", "car", "car-1")
+    readings = [
+        {**CAR, "ts": NOW - 600 * (TRACK - i), "seq": i, "lat": 52.0 + 0.01 * i,
+         "lon": 4.3 + 0.01 * i, "speed_kmh": 60.0}
+        for i in range(TRACK)
+    ]  # fmt: skip
+    publish_all(settings.mqtt_url, [(topic, orjson.dumps(r)) for r in readings])
+
+
+def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
+    page: Page,  # noqa: F811
+    settings: Settings,
+    ingest: RunningIngest,
+    serve: RunningServe,
+    tmp_path: Path,
+) -> None:
+    drive_home(settings)
+    pacemaker(settings, "clinic", "pm-1")
+    wait_until(lambda: ingest.stats.readings_stored >= TRACK + 1, what="the drive stored")
+    gateway = PlayedGateway(settings, "succeeded")
+    try:
+        token = serve.token(["home", "clinic"], role="operator", name="sam")
+        sign_in(page, serve, token, "/#/device/home/car-1")
+        expect(page.locator('#charts[data-shown="home/car-1/24h"]')).to_have_count(1)
+        # The track on a map with a scale and no tiles; lat and lon are not charted.
+        track = page.locator('.chart[data-field="position"] .track-map')
+        expect(track).to_have_attribute("data-points", str(TRACK))
+        expect(track.locator(".leaflet-control-scale")).to_be_visible()
+        expect(track.locator("path.leaflet-interactive")).to_have_count(3)  # line, start, end
+        expect(page.locator(".leaflet-tile")).to_have_count(0)
+        expect(page.locator('.chart[data-field="lat"], .chart[data-field="lon"]')).to_have_count(0)
+        expect(page.locator('.chart[data-field="speed_kmh"] canvas')).to_have_count(1)
+
+        # Its commands, each a button; "lock" asks, and the outcome arrives on the stream.
+        expect(page.locator("#commands form.command")).to_have_count(3)
+        lock = page.locator('#commands form[data-command="lock"] button')
+        expect(lock).to_be_enabled()
+        lock.click()
+        done = page.locator('#command-log li[data-name="lock"][data-status="succeeded"]')
+        expect(done).to_be_visible(timeout=10_000)
+        expect(done).to_contain_text("by sam")
+        # A position that arrives now extends the track live.
+        topic = telemetry_topic(settings.topic_prefix, "home", "car", "car-1")
+        moved = {**CAR, "ts": NOW + 30, "seq": 99, "lat": 52.2, "lon": 4.5}
+        publish_all(settings.mqtt_url, [(topic, orjson.dumps(moved))])
+        expect(track).to_have_attribute("data-points", str(TRACK + 1), timeout=10_000)
+        save(page, tmp_path, "acting-car.png")
+
+        # The pacemaker's commands need a clinician: shown, disabled, saying so.
+        page.goto(serve.url + "/#/device/clinic/pm-1")
+        expect(page.locator('#commands[data-shown="clinic/pm-1"]')).to_have_count(1)
+        rate = page.locator('#commands form[data-command="set_lower_rate"]')
+        expect(rate.locator("button")).to_be_disabled()
+        expect(rate.locator('input[name="lower_rate_bpm"]')).to_have_attribute("max", "90")
+        expect(rate.locator(".why-not")).to_contain_text("a clinician's token")
+        # Positive control on the same page: nothing was sent for the pacemaker.
+        assert all(
+            orjson.loads(m.payload)["device"] == "car-1" for m in gateway.subscriber.messages
+        )
+    finally:
+        gateway.subscriber.close()
+
+
+def test_the_herd_on_the_fleet_map_with_no_tiles(
+    page: Page,  # noqa: F811
+    settings: Settings,
+    ingest: RunningIngest,
+    serve: RunningServe,
+    tmp_path: Path,
+) -> None:
+    topics = [
+        (telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", f"cow-{n}"),
+         orjson.dumps({**COW, "ts": NOW, "lat": 52.09 + 0.001 * n, "lon": 5.12 + 0.001 * n}))
+        for n in range(1, 6)
+    ]  # fmt: skip
+    publish_all(settings.mqtt_url, topics)
+    pacemaker(settings, "farm", "pm-9")  # a device without a position is not on the map
+    wait_until(lambda: ingest.stats.readings_stored >= 6, what="the herd stored")
+    sign_in(page, serve, serve.token(["farm"], role="viewer"), "/?tenant=farm")
+    herd = page.locator("#fleet-map")
+    expect(herd).to_have_attribute("data-markers", "5")
+    expect(herd.locator("path.leaflet-interactive")).to_have_count(5)
+    expect(herd.locator(".leaflet-control-scale")).to_be_visible()
+    expect(page.locator(".leaflet-tile")).to_have_count(0)
+    save(page, tmp_path, "herd.png")
+    # A marker leads to its cow's page.
+    herd.locator("path.device-cow-3").click()
+    expect(page.locator("#device-title")).to_have_text("farm / cow-3")

@@ -276,3 +276,40 @@ def test_a_wait_nobody_answers_is_a_504_that_says_what_to_check(
     answer = post(serve, token, "/api/devices/home/car-1/commands", {"name": "lock"}, wait=0.5)
     assert answer.status_code == 504
     assert "is `moclo ingest` running?" in answer.json()["error"]
+
+
+def test_a_status_that_names_another_device_than_its_topic_is_not_shown(
+    serve: RunningServe, settings: Settings
+) -> None:
+    """Only ingest may write command-status topics; should another writer slip through, the
+    stream still shows nothing whose payload disagrees with its topic, nor a malformed one."""
+    token = serve.token(["home", "next-door"], role="operator")
+    reader = StreamReader(f"{serve.url}/api/stream?readings=false", token)
+    try:
+        wait_until(lambda: reader.named("hello"), what="the stream open")
+        wait_until(
+            lambda: httpx.get(serve.url + "/healthz", timeout=5).json()["live_stream"],
+            what="live subscription",
+        )
+        prefix = settings.topic_prefix
+
+        def status(device: str, command_id: str) -> bytes:
+            return orjson.dumps({
+                "id": command_id, "device": device, "device_type": "car", "name": "unlock",
+                "status": "succeeded", "issuer": "someone", "ts": format_timestamp(time.time_ns()),
+            })  # fmt: skip
+
+        publish_all(
+            settings.mqtt_url,
+            [
+                # The neighbour's car's status, published on my car's topic: forged.
+                (command_status_topic(prefix, "home", "car-1"), status("car-9", "forged")),
+                (command_status_topic(prefix, "home", "car-1"), b'{"id": "half"}'),
+                # Positive control, after them on the same connection: the real one.
+                (command_status_topic(prefix, "home", "car-1"), status("car-1", "real")),
+            ],
+        )
+        shown = wait_until(lambda: reader.named("command"), what="the real status shown")
+        assert [(c["id"], c["tenant"], c["device"]) for c in shown] == [("real", "home", "car-1")]
+    finally:
+        reader.close()

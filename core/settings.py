@@ -273,12 +273,14 @@ class Settings(BaseModel):
         "`https://tile.example.org/{z}/{x}/{y}.png` (`{s}` may begin the host); empty: the "
         "maps draw positions on a plain background with a scale. The page's "
         "Content-Security-Policy then allows images from that host",
+        json_schema_extra={"shown_default": "none (no tiles)"},
     )
     map_attribution: str = Field(
         default="",
         max_length=300,
         title="the credit the tile server asks for, shown on the maps",
         description="the credit the tile server's terms ask for, shown in a corner of the maps",
+        json_schema_extra={"shown_default": "none"},
     )
 
     @field_validator("map_tiles")

@@ -3,17 +3,22 @@ driving Debian's Chromium) under the dashboard's Content-Security-Policy, agains
 database, ingest and `moclo serve`, with no tile server at all (our machines reach none): a
 car's page draws its track on a map instead of lat/lon charts and offers its commands; a click
 on "lock" shows the outcome live; a pacemaker's commands are disabled for an operator, with the
-reason; the farm's fleet page shows the herd's latest positions on a map."""
+reason, and a read-out a clinician asked elsewhere shows its report; the farm's fleet page
+shows the herd's latest positions on a map."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
 from playwright.sync_api import Page, expect
 
 from core.settings import Settings
-from devices.topics import telemetry_topic
+from devices.base import format_timestamp
+from devices.commands import CommandUpdate
+from devices.pacemaker import ReadOut
+from devices.topics import command_status_topic, telemetry_topic
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, publish_all, wait_until
 from tests.test_dashboard import browser, page, save  # noqa: F401 (fixtures)
@@ -87,10 +92,28 @@ def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
         expect(rate.locator("button")).to_be_disabled()
         expect(rate.locator('input[name="lower_rate_bpm"]')).to_have_attribute("max", "90")
         expect(rate.locator(".why-not")).to_contain_text("a clinician's token")
-        # Positive control on the same page: nothing was sent for the pacemaker.
+        # Nothing was asked for the pacemaker.
         assert all(
             orjson.loads(m.payload)["device"] == "car-1" for m in gateway.subscriber.messages
         )
+        # A read-out a clinician asked elsewhere (the CLI, another page) shows its report here.
+        report = {
+            "lower_rate_bpm": 60, "heart_rate_bpm": 72, "paced_pct": 12.0, "battery_v": 2.9,
+            "lead_impedance_ohm": 540, "events_since_last": {"bradycardia": 2},
+        }  # fmt: skip
+        announced = {
+            "id": "ro-1", "device": "pm-1", "device_type": "pacemaker", "name": "read_out",
+            "status": "succeeded", "issuer": "dr-lee", "ts": format_timestamp(time.time_ns()),
+            "output": ReadOut.model_validate(report).model_dump(),
+        }  # fmt: skip
+        CommandUpdate.model_validate(announced)
+        status_topic = command_status_topic(settings.topic_prefix, "clinic", "pm-1")
+        publish_all(settings.mqtt_url, [(status_topic, orjson.dumps(announced))])
+        shown = page.locator('#command-log li[data-command-id="ro-1"][data-status="succeeded"]')
+        expect(shown).to_contain_text("read_out by dr-lee", timeout=10_000)
+        expect(shown.locator("table.output tr")).to_have_count(6)
+        expect(shown.locator("table.output")).to_contain_text("bradycardia 2")
+        save(page, tmp_path, "acting-pacemaker.png")
     finally:
         gateway.subscriber.close()
 

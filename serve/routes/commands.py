@@ -120,7 +120,7 @@ async def _commander(request: Request) -> Commander:
 Asker = Annotated[Commander, Depends(_commander)]
 
 
-async def _device_type(
+async def device_type_of(
     client: InfluxClient, who: Caller, tenant: str, device_id: str
 ) -> DeviceType:
     """The type of a device the token sees: 403 for another tenant, 404 if none is stored."""
@@ -138,7 +138,7 @@ async def _device_type(
 )
 async def catalogue(who: Caller, client: Influx, tenant: str, device_id: str) -> Catalogue:
     """What the device's type can be told, with bounds, and whether this token may tell it."""
-    device_type = await _device_type(client, who, tenant, device_id)
+    device_type = await device_type_of(client, who, tenant, device_id)
     desired = device_type.desired
     return Catalogue(
         tenant=tenant,
@@ -168,7 +168,7 @@ async def command(
 ) -> JSONResponse:
     """Asks ingest to send a command to the device, as the token's name. Needs a token whose
     role the command admits (an operator's or a clinician's; a pacemaker's, a clinician's)."""
-    device_type = await _device_type(client, who, tenant, device_id)
+    device_type = await device_type_of(client, who, tenant, device_id)
     try:
         spec = device_type.command(order.name)
     except KeyError as exc:
@@ -213,7 +213,7 @@ async def change_desired(
 ) -> JSONResponse:
     """Asks ingest to change the named settings of the device's desired state, as the token's
     name; the device applies it when it is connected, or when it comes back."""
-    device_type = await _device_type(client, who, tenant, device_id)
+    device_type = await device_type_of(client, who, tenant, device_id)
     spec = device_type.desired
     if spec is None:
         raise Unprocessable(f"a {device_type.name} has no settings to desire")

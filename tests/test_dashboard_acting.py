@@ -23,7 +23,7 @@ from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, publish_all, wait_until
 from tests.test_dashboard import browser, page, save  # noqa: F401 (fixtures)
 from tests.test_serve import NOW, pacemaker
-from tests.test_serve_commands import CAR, PlayedGateway
+from tests.test_serve_commands import CAR, METER, PlayedGateway
 
 TRACK = 12  # positions of the car's drive home, ten minutes apart
 
@@ -92,10 +92,8 @@ def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
         expect(rate.locator("button")).to_be_disabled()
         expect(rate.locator('input[name="lower_rate_bpm"]')).to_have_attribute("max", "90")
         expect(rate.locator(".why-not")).to_contain_text("a clinician's token")
-        # Nothing was asked for the pacemaker.
-        assert all(
-            orjson.loads(m.payload)["device"] == "car-1" for m in gateway.subscriber.messages
-        )
+        # The lock was asked, and nothing for the pacemaker.
+        assert [(a["device"], a["name"]) for a in gateway.asked] == [("car-1", "lock")]
         # A read-out a clinician asked elsewhere (the CLI, another page) shows its report here.
         report = {
             "lower_rate_bpm": 60, "heart_rate_bpm": 72, "paced_pct": 12.0, "battery_v": 2.9,
@@ -143,3 +141,39 @@ def test_the_herd_on_the_fleet_map_with_no_tiles(
     # A marker leads to its cow's page.
     herd.locator("path.device-cow-3").click()
     expect(page.locator("#device-title")).to_have_text("farm / cow-3")
+
+
+def test_an_appliance_is_switched_with_a_mode_and_a_setpoint_has_its_bounds(
+    page: Page,  # noqa: F811
+    settings: Settings,
+    ingest: RunningIngest,
+    serve: RunningServe,
+) -> None:
+    meter = telemetry_topic(settings.topic_prefix, "home", "smart_meter", "meter-1")
+    heating = telemetry_topic(settings.topic_prefix, "home", "thermostat", "living-room")
+    warm = {"ts": NOW, "seq": 1, "temp_c": 19.5, "setpoint_c": 20.0, "humidity_pct": 40.0,
+            "heating": True}  # fmt: skip
+    publish_all(settings.mqtt_url, [(meter, orjson.dumps(METER)), (heating, orjson.dumps(warm))])
+    wait_until(lambda: ingest.stats.readings_stored >= 2, what="meter and thermostat stored")
+    gateway = PlayedGateway(settings, "succeeded")
+    try:
+        sign_in(page, serve, serve.token(["home"], role="operator"), "/#/device/home/meter-1")
+        switch = page.locator('#commands form[data-command="switch"]')
+        expect(switch.locator('select[name="mode"] option')).to_have_text(["on", "off", "standby"])
+        # The appliance's name must be an identifier: the browser says so before asking.
+        switch.locator('input[name="appliance"]').fill("Wash Machine!")
+        switch.locator("button").click()
+        assert switch.locator('input[name="appliance"]').evaluate("e => !e.validity.valid")
+        switch.locator('input[name="appliance"]').fill("washer")
+        switch.locator('select[name="mode"]').select_option("standby")
+        switch.locator("button").click()
+        done = page.locator('#command-log li[data-name="switch"][data-status="succeeded"]')
+        expect(done).to_be_visible(timeout=10_000)
+        assert [a["args"] for a in gateway.asked] == [{"appliance": "washer", "mode": "standby"}]
+
+        page.goto(serve.url + "/#/device/home/living-room")
+        setpoint = page.locator('#commands form[data-command="set_setpoint"] input')
+        expect(setpoint).to_have_attribute("min", "5")
+        expect(setpoint).to_have_attribute("max", "35")
+    finally:
+        gateway.subscriber.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+import paho.mqtt.client as paho
 import pytest
 
 from core.settings import Settings
@@ -220,9 +221,16 @@ class PlayedGateway:
         self.subscriber = Subscriber(
             settings.mqtt_url, request_subscription(settings.topic_prefix, COMMAND_REQUESTS)
         )
-        self.subscriber._client.on_message = lambda c, u, m: self._answer(m.topic, m.payload)
+        self.subscriber._client.on_message = lambda c, u, m: self._answer(m)
 
-    def _answer(self, topic: str, payload: bytes | bytearray) -> None:
+    @property
+    def asked(self) -> list[dict[str, Any]]:
+        """Every request it answered, in order."""
+        return [orjson.loads(m.payload) for m in list(self.subscriber.messages)]
+
+    def _answer(self, message: paho.MQTTMessage) -> None:
+        self.subscriber.messages.append(message)
+        topic, payload = message.topic, message.payload
         request = orjson.loads(payload)
         tenant = topic.split("/")[-4 if topic.endswith("/on-behalf") else -3]
         for status in ("sent", self.outcome):

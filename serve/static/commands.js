@@ -37,7 +37,10 @@ function argumentInput(name, schema, defs) {
     if (s.minimum !== undefined) attrs.min = s.minimum;
     if (s.maximum !== undefined) attrs.max = s.maximum;
     attrs.placeholder = `${s.minimum ?? ""}–${s.maximum ?? ""}`;
-  } else if (s.pattern) attrs.pattern = s.pattern.replace(/^\^|\$$/g, "");
+  } else if (s.pattern) {
+    // A pattern attribute is compiled with the `v` flag, where a bare `-` ends no class.
+    attrs.pattern = s.pattern.replace(/^\^|\$$/g, "").replace(/-\]/g, "\\-]");
+  }
   return el("input", attrs);
 }
 

@@ -26,7 +26,7 @@ from moclo import (
     simulate_cli,
     tokens_args,
 )
-from moclo.args import connection_flags, duration
+from moclo.args import Commands, connection_flags, duration
 from moclo.logs import configure_logging
 from moclo.settings_doc import epilog as settings_epilog
 from moclo.stack import ServerError
@@ -54,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_up(commands)
+    _add_ingest(commands)
+    _add_serve(commands)
+    simulate_cli.add_parser(commands)
+    devices_args.add_parser(commands)
+    accounts_args.add_parser(commands)
+    rules_args.add_parser(commands)
+    alerts_args.add_parser(commands)
+    query_args.add_parser(commands)
+    tokens_args.add_parser(commands)
+    return parser
+
+
+def _add_up(commands: Commands) -> None:
+    """`moclo up`: the local servers, ingest and a simulated fleet."""
     up = commands.add_parser(
         "up",
         help="run everything on this machine: broker, database, ingest, simulators",
@@ -81,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connection_flags(up)
 
+
+def _add_ingest(commands: Commands) -> None:
+    """`moclo ingest`."""
     ingest = commands.add_parser(
         "ingest",
         help="consume telemetry from MQTT into InfluxDB and raise alerts",
@@ -122,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     _rules_flag(ingest)
     connection_flags(ingest)
 
+
+def _add_serve(commands: Commands) -> None:
+    """`moclo serve`."""
     serve = commands.add_parser(
         "serve",
         help="the dashboard and the HTTP API: devices, time series, alerts, live",
@@ -143,16 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tokens_args.registry_flag(serve)
     connection_flags(serve)
-
-    simulate_cli.add_parser(commands)
-
-    devices_args.add_parser(commands)
-    accounts_args.add_parser(commands)
-    rules_args.add_parser(commands)
-    alerts_args.add_parser(commands)
-    query_args.add_parser(commands)
-    tokens_args.add_parser(commands)
-    return parser
 
 
 def _version() -> str:

@@ -119,19 +119,6 @@ def bucket_count(start_ns: int, end_ns: int, every_s: int) -> int:
     return (end_ns - 1) // every_ns - start_ns // every_ns + 1
 
 
-def format_time(ns: int) -> str:
-    """RFC 3339 in UTC ending in Z, with 3, 6 or 9 fraction digits only when needed."""
-    seconds, fraction = divmod(ns, NS)
-    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-    if fraction == 0:
-        return text + "Z"
-    if fraction % 1_000_000 == 0:
-        return f"{text}.{fraction // 1_000_000:03d}Z"
-    if fraction % 1_000 == 0:
-        return f"{text}.{fraction // 1_000:06d}Z"
-    return f"{text}.{fraction:09d}Z"
-
-
 def format_every(every_s: int) -> str:
     """`300` → `5m`, `5400` → `1h30m`."""
     return format_seconds(every_s)

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from devices.base import format_timestamp
 from devices.commands import CommandUpdate
+from devices.rfc3339 import format_us
 from devices.topics import COMMAND_STATUS, command_status_subscription
 
 WAITER_QUEUE = 64  # updates of one device held for one waiter; a command has a handful
@@ -70,5 +70,5 @@ class CommandWatch:
 def update_json(tenant: str, update: CommandUpdate) -> dict[str, Any]:
     """An announcement as the API and the live stream show it: times in RFC 3339."""
     body = update.model_dump()
-    body["ts"] = format_timestamp(update.ts)
+    body["ts"] = format_us(update.ts)
     return {"tenant": tenant, **body}

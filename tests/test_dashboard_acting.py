@@ -15,9 +15,9 @@ import orjson
 from playwright.sync_api import Page, expect
 
 from core.settings import Settings
-from devices.base import format_timestamp
 from devices.commands import CommandUpdate
 from devices.pacemaker import ReadOut
+from devices.rfc3339 import format_us
 from devices.topics import command_status_topic, telemetry_topic
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, publish_all, wait_until
@@ -101,7 +101,7 @@ def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
         }  # fmt: skip
         announced = {
             "id": "ro-1", "device": "pm-1", "device_type": "pacemaker", "name": "read_out",
-            "status": "succeeded", "issuer": "dr-lee", "ts": format_timestamp(time.time_ns()),
+            "status": "succeeded", "issuer": "dr-lee", "ts": format_us(time.time_ns()),
             "output": ReadOut.model_validate(report).model_dump(),
         }  # fmt: skip
         CommandUpdate.model_validate(announced)

@@ -14,9 +14,8 @@ import pytest
 from devices.catalogue import DEVICE_TYPES
 from devices.rules import RULE_KINDS, AbsenceRule, GeofenceRule, ThresholdRule
 from ingest.alerts.rulebook import RuleBook
+from ingest.alerts.rulekeys import DURATIONS, INTEGERS, NUMBERS, SCOPE_KEYS, SETTINGS, TEXTS
 from ingest.alerts.rulesfile import (
-    SCOPE_KEYS,
-    SETTINGS,
     RulesFileError,
     load_rules_file,
     parse_rules,
@@ -211,17 +210,9 @@ polygon = [
 
 
 def test_every_setting_of_every_kind_can_be_written() -> None:
-    # A field added to a rule kind must get a TOML type in rulesfile.py, or it would reach the
+    # A field added to a rule kind must get a TOML type in rulekeys.py, or it would reach the
     # dataclass unchecked.
-    from ingest.alerts import rulesfile
-
-    typed = (
-        set(rulesfile.DURATIONS)
-        | rulesfile._NUMBERS
-        | rulesfile._INTEGERS
-        | rulesfile._TEXTS
-        | {"center", "polygon"}
-    )
+    typed = set(DURATIONS) | NUMBERS | INTEGERS | TEXTS | {"center", "polygon"}
     for kind in RULE_KINDS:
         assert set(SETTINGS[kind]) <= typed, kind
         assert not set(SETTINGS[kind]) & set(SCOPE_KEYS)

@@ -14,85 +14,30 @@ clock: the newest reading time seen (never ahead of the wall clock) plus wall ti
 stream that stops entirely is noticed too.
 
 Memory per device is fixed: the newest time, the learnt interval, and per rule a lifecycle and
-a condition state of bounded size (see `conditions.py`). `snapshot`/`restore` (in
-`snapshot.py`) carry it over a restart.
+a condition state of bounded size (held by `lifecycle.py`'s classes; see `conditions.py`).
+`snapshot`/`restore` (in `snapshot.py`) carry it over a restart.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from devices.rules import AbsenceRule, Rule, format_seconds
+from devices.rules import Rule, format_seconds
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState, ConditionState, Verdict, judge, new_state
+from ingest.alerts.conditions import BaselineState, Verdict, judge
+from ingest.alerts.lifecycle import DeviceState, Episode, Tracker, find_tracker
 from ingest.alerts.rulebook import RuleBook
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 
 _NS = 1_000_000_000
 _INTERVAL_WEIGHT = 0.2  # how fast the learnt interval follows the device
-_ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
 
 
 class AcknowledgementInvalid(ValueError):
     """An acknowledgement that cannot be applied (stored as `bad_ack`); the message says why."""
-
-
-@dataclass(slots=True)
-class Episode:
-    alert_id: str
-    first_seen: int
-    last_seen: int
-    value: float
-    acknowledged_by: str = ""
-
-
-class Tracker:
-    """One rule's lifecycle on one device."""
-
-    __slots__ = (
-        "changed_at",
-        "clear_count",
-        "clear_since",
-        "condition",
-        "episode",
-        "pending_count",
-        "pending_since",
-        "rule",
-    )
-
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self.condition: ConditionState = new_state(rule)
-        self.pending_since = -1
-        self.pending_count = 0
-        self.clear_since = -1
-        self.clear_count = 0
-        self.episode: Episode | None = None
-        self.changed_at = 0  # time of the last state change (ordering against stored ones)
-
-
-class DeviceState:
-    __slots__ = ("absence", "address", "interval", "newest", "readings", "trackers")
-
-    def __init__(self, address: DeviceAddress, rules: tuple[Rule, ...]) -> None:
-        self.address = address
-        self.trackers = [Tracker(r) for r in rules if not isinstance(r, AbsenceRule)]
-        absence = [Tracker(r) for r in rules if isinstance(r, AbsenceRule)]
-        self.absence = absence[0] if absence else None
-        self.newest = 0  # the newest reading time judged
-        self.interval = 0  # learnt, ns
-        self.readings = 0
-
-    def silence_limit(self) -> int | None:
-        """How long a silence may last before `silent` is raised; None until learnt."""
-        if self.absence is None or self.readings < _ARMED_AFTER:
-            return None
-        rule = self.absence.rule
-        assert isinstance(rule, AbsenceRule)
-        return max(int(rule.after_intervals * self.interval), int(rule.at_least_s * _NS))
 
 
 class AlertEngine:
@@ -330,7 +275,7 @@ class AlertEngine:
         orphans: list[Alert] = []
         for (tenant, device_type, device_id, rule_name), c in latest.items():
             device = self.device(DeviceAddress(tenant, device_type, device_id))
-            tracker = _tracker(device, rule_name)
+            tracker = find_tracker(device, rule_name)
             if tracker is None:
                 if c.state != "resolved":
                     orphans.append(_orphan_resolution(c, device.newest))
@@ -364,13 +309,6 @@ class AlertEngine:
             for t in [*d.trackers, *([d.absence] if d.absence else [])]
             if t.episode is not None
         }
-
-
-def _tracker(device: DeviceState, rule_name: str) -> Tracker | None:
-    for tracker in [*device.trackers, *([device.absence] if device.absence else [])]:
-        if tracker.rule.name == rule_name:
-            return tracker
-    return None
 
 
 def _orphan_resolution(c: StoredChange, newest: int) -> Alert:

@@ -4,18 +4,15 @@ Server-Sent Events, within the token's tenants (serve/live.py runs it)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from serve import auth
 from serve.auth import AUTH_ERRORS, Caller, require_tenant
-from serve.live import LiveHub, Stream, StreamFilter
+from serve.live_stream import StreamFilter, event_stream
 from serve.routes.scope import checked, identifier_param
 from serve.state import Hub
 
@@ -71,50 +68,3 @@ async def stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
-
-
-async def event_stream(
-    hub: LiveHub,
-    stream: Stream,
-    *,
-    heartbeat_s: float = 15.0,
-    still_valid: Callable[[], Awaitable[bool]] | None = None,
-    recheck_s: float = 2.0,
-    ended: str = "the token was revoked",
-) -> AsyncIterator[bytes]:
-    """The bytes of one `text/event-stream` response: a `hello`, then events until the client
-    goes or overflows; a comment line every `heartbeat_s` keeps proxies from closing it.
-
-    `still_valid` is asked every `recheck_s` whether the stream's token (or session) is still
-    valid; when it is not, an `unauthorized` event saying `ended` ends the stream. `stream` was
-    reserved from `hub`, and is released when this ends.
-    """
-    try:
-        hello = {"connected": hub.connected.is_set(), "retry_ms": 2000}
-        yield b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
-        loop = asyncio.get_running_loop()
-        heartbeat_at = loop.time() + heartbeat_s
-        check_at = loop.time() + recheck_s
-        while True:
-            wait_s = heartbeat_at if still_valid is None else min(heartbeat_at, check_at)
-            event = None
-            with contextlib.suppress(TimeoutError):
-                event = await asyncio.wait_for(stream.queue.get(), max(0.0, wait_s - loop.time()))
-            now = loop.time()
-            if still_valid is not None and now >= check_at:
-                check_at = now + recheck_s
-                if not await still_valid():
-                    yield b"event: unauthorized\ndata: " + orjson.dumps({"reason": ended}) + b"\n\n"
-                    return
-            if event is None:
-                if now >= heartbeat_at:
-                    heartbeat_at = now + heartbeat_s
-                    yield b": keep-alive\n\n"
-                continue
-            if event.name == "bye":
-                return
-            yield event.encode()
-            if event.name == "overflow":
-                return
-    finally:
-        hub.release(stream)

@@ -26,7 +26,17 @@ from core.settings import Settings
 from serve import errors, state
 from serve.errors import ErrorBody
 from serve.live import LiveHub
-from serve.routes import alerts, commands, devices, maps, series, service, session, stream
+from serve.routes import (
+    alerts,
+    command_history,
+    commands,
+    devices,
+    maps,
+    series,
+    service,
+    session,
+    stream,
+)
 from serve.routes.acknowledgements import Acknowledger
 from serve.routes.acknowledgements import router as acknowledgements
 from storage.influx import InfluxClient
@@ -58,7 +68,7 @@ def create_app(
     Acknowledger(settings, timeout_s=acknowledgement_timeout_s).keep(app)
     commands.keep(app, settings)
     maps.keep(app, settings)
-    for routes in (session, devices, commands, maps, series, alerts, stream):
+    for routes in (session, devices, commands, command_history, maps, series, alerts, stream):
         app.include_router(routes.router)
     app.include_router(acknowledgements)
     app.include_router(service.router)

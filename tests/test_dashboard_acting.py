@@ -20,10 +20,11 @@ from devices.pacemaker import ReadOut
 from devices.rfc3339 import format_us
 from devices.topics import command_status_topic, telemetry_topic
 from tests.conftest import RunningIngest, RunningServe
+from tests.gateway_helpers import ScriptedDevice
 from tests.helpers import COW, publish_all, wait_until
 from tests.test_dashboard import browser, page, save  # noqa: F401 (fixtures)
 from tests.test_serve import NOW, pacemaker
-from tests.test_serve_commands import CAR, METER, PlayedGateway
+from tests.test_serve_commands import CAR, METER, gateway  # noqa: F401 (a fixture)
 
 TRACK = 12  # positions of the car's drive home, ten minutes apart
 
@@ -48,6 +49,7 @@ def drive_home(settings: Settings) -> None:
 
 def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
     page: Page,  # noqa: F811
+    gateway: Settings,  # noqa: F811
     settings: Settings,
     ingest: RunningIngest,
     serve: RunningServe,
@@ -56,7 +58,7 @@ def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
     drive_home(settings)
     pacemaker(settings, "clinic", "pm-1")
     wait_until(lambda: ingest.stats.readings_stored >= TRACK + 1, what="the drive stored")
-    gateway = PlayedGateway(settings, "succeeded")
+    car = ScriptedDevice(settings, "home", "car", "car-1").connect()
     try:
         token = serve.token(["home", "clinic"], role="operator", name="sam")
         sign_in(page, serve, token, "/#/device/home/car-1")
@@ -83,6 +85,18 @@ def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
         moved = {**CAR, "ts": NOW + 30, "seq": 99, "lat": 52.2, "lon": 4.5}
         publish_all(settings.mqtt_url, [(topic, orjson.dumps(moved))])
         expect(track).to_have_attribute("data-points", str(TRACK + 1), timeout=10_000)
+        assert [c["name"] for c in car.commands] == ["lock"]
+
+        # Desired against reported: wanted locked, waiting until the car reports it.
+        page.locator(".desired-form select[name=locked]").select_option("true")
+        page.locator(".desired-form button.desired-send").click()
+        locked = page.locator('#desired-view tr[data-setting="locked"]')
+        expect(locked).to_have_attribute("data-differs", "true", timeout=10_000)
+        expect(locked).to_contain_text("waiting for the device")
+        document = wait_until(lambda: car.desired, what="the desired document at the car")[-1]
+        car.report(document["version"], {"locked": True})
+        expect(locked).to_have_attribute("data-differs", "false", timeout=10_000)
+        expect(locked).to_contain_text("applied")
         save(page, tmp_path, "acting-car.png")
 
         # The pacemaker's commands need a clinician: shown, disabled, saying so.
@@ -92,8 +106,6 @@ def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
         expect(rate.locator("button")).to_be_disabled()
         expect(rate.locator('input[name="lower_rate_bpm"]')).to_have_attribute("max", "90")
         expect(rate.locator(".why-not")).to_contain_text("a clinician's token")
-        # The lock was asked, and nothing for the pacemaker.
-        assert [(a["device"], a["name"]) for a in gateway.asked] == [("car-1", "lock")]
         # A read-out a clinician asked elsewhere (the CLI, another page) shows its report here.
         report = {
             "lower_rate_bpm": 60, "heart_rate_bpm": 72, "paced_pct": 12.0, "battery_v": 2.9,
@@ -113,7 +125,7 @@ def test_a_cars_track_is_a_map_and_lock_shows_its_outcome_live(
         expect(shown.locator("table.output")).to_contain_text("bradycardia 2")
         save(page, tmp_path, "acting-pacemaker.png")
     finally:
-        gateway.subscriber.close()
+        car.disconnect()
 
 
 def test_the_herd_on_the_fleet_map_with_no_tiles(
@@ -145,6 +157,7 @@ def test_the_herd_on_the_fleet_map_with_no_tiles(
 
 def test_an_appliance_is_switched_with_a_mode_and_a_setpoint_has_its_bounds(
     page: Page,  # noqa: F811
+    gateway: Settings,  # noqa: F811
     settings: Settings,
     ingest: RunningIngest,
     serve: RunningServe,
@@ -155,7 +168,7 @@ def test_an_appliance_is_switched_with_a_mode_and_a_setpoint_has_its_bounds(
             "heating": True}  # fmt: skip
     publish_all(settings.mqtt_url, [(meter, orjson.dumps(METER)), (heating, orjson.dumps(warm))])
     wait_until(lambda: ingest.stats.readings_stored >= 2, what="meter and thermostat stored")
-    gateway = PlayedGateway(settings, "succeeded")
+    device = ScriptedDevice(settings, "home", "smart_meter", "meter-1").connect()
     try:
         sign_in(page, serve, serve.token(["home"], role="operator"), "/#/device/home/meter-1")
         switch = page.locator('#commands form[data-command="switch"]')
@@ -169,11 +182,11 @@ def test_an_appliance_is_switched_with_a_mode_and_a_setpoint_has_its_bounds(
         switch.locator("button").click()
         done = page.locator('#command-log li[data-name="switch"][data-status="succeeded"]')
         expect(done).to_be_visible(timeout=10_000)
-        assert [a["args"] for a in gateway.asked] == [{"appliance": "washer", "mode": "standby"}]
+        assert [c["args"] for c in device.commands] == [{"appliance": "washer", "mode": "standby"}]
 
         page.goto(serve.url + "/#/device/home/living-room")
         setpoint = page.locator('#commands form[data-command="set_setpoint"] input')
         expect(setpoint).to_have_attribute("min", "5")
         expect(setpoint).to_have_attribute("max", "35")
     finally:
-        gateway.subscriber.close()
+        device.disconnect()

@@ -184,6 +184,8 @@ def test_openapi_describes_every_endpoint(serve: RunningServe) -> None:
         "/api/devices",
         "/api/devices/{tenant}/{device_id}",
         "/api/devices/{tenant}/{device_id}/commands",
+        "/api/devices/{tenant}/{device_id}/commands/{command_id}",
+        "/api/devices/{tenant}/{device_id}/command-history",
         "/api/devices/{tenant}/{device_id}/desired",
         "/api/map",
         "/api/series",

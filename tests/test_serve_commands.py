@@ -2,7 +2,7 @@
 the catalogue a token sees, what serve publishes for a person (checked by a subscriber on the
 real broker), the refusals serve decides itself (each tried from the attacker's side with the
 legitimate request beside it), the bounds in a 422, and the outcome, waited for or streamed,
-as ingest announces it on command-status (played here by the test until the gateway is in)."""
+through the real gateway (ingest) to a scripted device and back, with the record it leaves."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 import orjson
-import paho.mqtt.client as paho
 import pytest
 
 from core.settings import Settings
-from devices.commands import CommandUpdate
 from devices.rfc3339 import format_us
 from devices.topics import (
     COMMAND_REQUESTS,
@@ -25,6 +23,7 @@ from devices.topics import (
     telemetry_topic,
 )
 from tests.conftest import RunningIngest, RunningServe
+from tests.gateway_helpers import ScriptedDevice, registry_with
 from tests.helpers import Subscriber, publish_all, wait_until
 from tests.test_serve import NOW, StreamReader, pacemaker
 
@@ -211,70 +210,113 @@ def test_a_desired_change_is_checked_against_the_types_settings(
         wanted.close()
 
 
-class PlayedGateway:
-    """Answers each command request as ingest would, on the real broker: `sent`, then the
-    outcome the test chose (so the HTTP side is tested before the gateway is in)."""
+# -- with the gateway: ingest checks, records and sends; a scripted device answers ----------
 
-    def __init__(self, settings: Settings, outcome: str) -> None:
-        self.settings = settings
-        self.outcome = outcome
-        self.subscriber = Subscriber(
-            settings.mqtt_url, request_subscription(settings.topic_prefix, COMMAND_REQUESTS)
-        )
-        self.subscriber._client.on_message = lambda c, u, m: self._answer(m)
 
-    @property
-    def asked(self) -> list[dict[str, Any]]:
-        """Every request it answered, in order."""
-        return [orjson.loads(m.payload) for m in list(self.subscriber.messages)]
-
-    def _answer(self, message: paho.MQTTMessage) -> None:
-        self.subscriber.messages.append(message)
-        topic, payload = message.topic, message.payload
-        request = orjson.loads(payload)
-        tenant = topic.split("/")[-4 if topic.endswith("/on-behalf") else -3]
-        for status in ("sent", self.outcome):
-            # `ts` as the wire has it (RFC 3339): a bare number would be read as seconds.
-            update = {
-                "id": request["id"], "device": request["device"], "device_type": "car",
-                "name": request["name"], "status": status, "issuer": request["by"],
-                "ts": format_us(time.time_ns()),
-                "reason": "the door is open" if status == "failed" else None,
-            }  # fmt: skip
-            CommandUpdate.model_validate(update)  # what ingest would publish, no more
-            where = command_status_topic(self.settings.topic_prefix, tenant, request["device"])
-            self.subscriber._client.publish(where, orjson.dumps(update), qos=1)
+@pytest.fixture
+def gateway(settings: Settings) -> Settings:
+    """The registry the gateway decides from: the devices, and serve's account (the test
+    broker checks no login, so serve asks as `serve`)."""
+    registry_with(
+        settings,
+        [("home", "car", "car-1"), ("home", "smart_meter", "meter-1"),
+         ("clinic", "pacemaker", "pm-1"), ("next-door", "car", "car-9")],
+        [("serve", "serve", None)],
+    )  # fmt: skip
+    return settings
 
 
 def test_waiting_answers_the_outcome_and_the_stream_shows_each_step(
-    homes: RunningIngest, serve: RunningServe, settings: Settings
+    gateway: Settings, homes: RunningIngest, serve: RunningServe
 ) -> None:
+    device = ScriptedDevice(
+        gateway, "home", "car", "car-1",
+        answer=lambda c: {"id": c["id"], "status": "failed", "reason": "the door is open",
+                          "ts": time.time()},
+    ).connect()  # fmt: skip
     token = serve.token(["home"], role="operator", name="ana")
     home = StreamReader(f"{serve.url}/api/stream?tenant=home&readings=false", token)
     neighbour = StreamReader(
         f"{serve.url}/api/stream?tenant=next-door&readings=false",
         serve.token(["next-door"], role="operator"),
     )
-    gateway = PlayedGateway(settings, "failed")
     try:
         wait_until(lambda: home.named("hello") and neighbour.named("hello"), what="streams")
         path = "/api/devices/home/car-1/commands"
-        answer = post(serve, token, path, {"name": "lock", "id": "lock-1"}, wait=10)
+        answer = post(serve, token, path, {"name": "lock", "id": "lock-1"}, wait=15)
         assert answer.status_code == 200, answer.text
         outcome = answer.json()
-        assert (outcome["id"], outcome["status"], outcome["reason"]) == (
-            "lock-1", "failed", "the door is open"
+        assert (outcome["id"], outcome["status"], outcome["reason"], outcome["issuer"]) == (
+            "lock-1", "failed", "the door is open", "ana"
         )  # fmt: skip
-        steps = wait_until(
+        assert device.executed == ["lock-1"]
+        wait_until(
             lambda: [c["status"] for c in home.named("command")] == ["sent", "failed"],
             what="both steps on the home stream",
         )
-        assert steps
         assert neighbour.named("command") == []  # another tenant's stream hears nothing
+
+        # The same id again is the same command: its status again, not a second lock.
+        again = post(serve, token, path, {"name": "lock", "id": "lock-1"}, wait=15)
+        assert again.status_code == 200 and again.json()["status"] == "failed", again.text
+        assert device.executed == ["lock-1"]
+
+        # Its life, step by step, and the device's record, from moclo_commands.
+        headers = {"Authorization": f"Bearer {token}"}
+        life = wait_until(
+            lambda: httpx.get(f"{serve.url}{path}/lock-1", headers=headers).json(),
+            what="the command's life stored",
+        )
+        assert life["status"] == "failed" and [s["status"] for s in life["steps"]][:2] == [
+            "sent", "failed"
+        ]  # fmt: skip
+        assert life["steps"][0]["issuer"] == "ana"
+        missing = httpx.get(f"{serve.url}{path}/no-such-id", headers=headers)
+        assert missing.status_code == 404
+        history = httpx.get(f"{serve.url}/api/devices/home/car-1/command-history", headers=headers)
+        assert {e["id"] for e in history.json()["events"]} == {"lock-1"}
+        # Another tenant's operator learns nothing of it.
+        other = {"Authorization": f"Bearer {serve.token(['next-door'], role='operator')}"}
+        assert httpx.get(f"{serve.url}{path}/lock-1", headers=other).status_code == 403
     finally:
-        gateway.subscriber.close()
+        device.disconnect()
         home.close()
         neighbour.close()
+
+
+def test_a_desired_change_reaches_the_device_and_its_report_closes_the_difference(
+    gateway: Settings, homes: RunningIngest, serve: RunningServe
+) -> None:
+    device = ScriptedDevice(gateway, "home", "car", "car-1").connect()
+    token = serve.token(["home"], role="operator", name="ana")
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"{serve.url}/api/devices/home/car-1/desired"
+    try:
+        asked = httpx.put(
+            url, json={"state": {"locked": True}}, headers=headers, params={"wait": 2}
+        )
+        assert asked.status_code == 202 and asked.json()["status"] == "sent", asked.text
+        document = wait_until(lambda: device.desired, what="the desired document")[-1]
+        assert document["state"] == {"locked": True}
+        view = wait_until(
+            lambda: (v := httpx.get(url, headers=headers).json())["desired"] and v,
+            what="the desired state stored",
+        )
+        assert view["differences"] == {"locked": {"desired": True, "reported": None}}
+        device.report(document["version"], {"locked": True})
+        closed = wait_until(
+            lambda: (v := httpx.get(url, headers=headers).json())["confirmed_version"] and v,
+            what="the report stored",
+        )
+        assert closed["differences"] == {} and closed["reported"]["state"] == {"locked": True}
+        history = httpx.get(
+            f"{serve.url}/api/devices/home/car-1/command-history",
+            params={"kind": "desired"}, headers=headers,
+        ).json()["events"]  # fmt: skip
+        changed = next(e for e in history if e["status"] == "sent")
+        assert changed["issuer"] == "ana" and changed["to"] == {"locked": True}
+    finally:
+        device.disconnect()
 
 
 def test_a_wait_nobody_answers_is_a_504_that_says_what_to_check(

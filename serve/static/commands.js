@@ -19,7 +19,10 @@ async function showCommands(tenant, id) {
   $("acting").hidden = catalogue.commands.length === 0 && !catalogue.desired;
   for (const command of catalogue.commands) box.append(commandForm(tenant, id, command));
   $("desired-box").replaceChildren();
-  if (catalogue.desired) $("desired-box").append(desiredForm(tenant, id, catalogue.desired));
+  if (catalogue.desired) {
+    $("desired-box").append(desiredForm(tenant, id, catalogue.desired), el("table", { id: "desired-view", class: "desired-view" }));
+    await showDesired(tenant, id);
+  }
   renderCommandLog();
   box.dataset.shown = `${tenant}/${id}`;
 }
@@ -108,6 +111,28 @@ function desiredForm(tenant, id, desired) {
   return form;
 }
 
+// Desired against reported, setting by setting: what a person asked for and what the device
+// says it applied; a difference stays marked until the device reports it.
+async function showDesired(tenant, id) {
+  const view = await api(`/api/devices/${tenant}/${id}/desired`);
+  const table = $("desired-view");
+  if (!table || !state.device || state.device.id !== id) return;
+  const wanted = view.desired ? view.desired.state : {}, applied = view.reported ? view.reported.state : {};
+  const names = [...new Set([...Object.keys(wanted), ...Object.keys(applied)])].sort();
+  const shown = (v) => (v === undefined || v === null ? "–" : typeof v === "object"
+    ? Object.entries(v).map(([a, b]) => `${a} ${b}`).join(", ") : formatValue(v));
+  table.replaceChildren(el("thead", {}, el("tr", {}, el("th", {}, "setting"), el("th", {}, "desired"),
+    el("th", {}, "reported"), el("th", {}, ""))),
+  el("tbody", {}, ...names.map((name) => {
+    const differs = name in view.differences;
+    return el("tr", { class: differs ? "differs" : "", dataset: { setting: name, differs: String(differs) } },
+      el("td", {}, name), el("td", {}, shown(wanted[name])), el("td", {}, shown(applied[name])),
+      el("td", {}, differs ? "waiting for the device" : name in wanted ? "applied" : ""));
+  })));
+  table.dataset.version = String(view.desired ? view.desired.version : 0);
+  table.dataset.confirmed = String(view.confirmed_version);
+}
+
 function onCommand(update) {
   const known = commandLog.get(update.id);
   // Steps can cross on the way (the stream's `sent` before the POST's answer): never go back.
@@ -115,7 +140,10 @@ function onCommand(update) {
   commandLog.delete(update.id);
   commandLog.set(update.id, { ...known, ...update });
   while (commandLog.size > 200) commandLog.delete(commandLog.keys().next().value);
-  if (state.device && state.device.tenant === update.tenant && state.device.id === update.device) renderCommandLog();
+  if (state.device && state.device.tenant === update.tenant && state.device.id === update.device) {
+    renderCommandLog();
+    if (update.name === "desired" && $("desired-view")) showDesired(update.tenant, update.device).catch(showError);
+  }
 }
 
 function renderCommandLog() {

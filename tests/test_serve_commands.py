@@ -6,6 +6,7 @@ through the real gateway (ingest) to a scripted device and back, with the record
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -315,6 +316,19 @@ def test_a_desired_change_reaches_the_device_and_its_report_closes_the_differenc
         ).json()["events"]  # fmt: skip
         changed = next(e for e in history if e["status"] == "sent")
         assert changed["issuer"] == "ana" and changed["to"] == {"locked": True}
+
+        # Waiting for the next change answers once the car has reported it applied.
+        def apply_the_next() -> None:
+            newer = wait_until(lambda: len(device.desired) > 1 and device.desired[-1])
+            device.report(newer["version"], newer["state"])
+
+        applier = threading.Thread(target=apply_the_next)
+        applier.start()
+        unlock = {"state": {"locked": False}}
+        done = httpx.put(url, json=unlock, headers=headers, params={"wait": 15}, timeout=20)
+        applier.join(20)
+        assert done.status_code == 200, done.text
+        assert (done.json()["status"], done.json()["issuer"]) == ("succeeded", "ana")
     finally:
         device.disconnect()
 

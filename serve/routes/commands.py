@@ -225,7 +225,15 @@ async def change_desired(
     topic = asker.topic(tenant, DESIRED_REQUESTS)
     asked = {"id": f"{device_id}-desired", "tenant": tenant, "device": device_id, "name": "desired"}
     return await _ask_and_wait(
-        hub, asker, tenant, device_id, topic, request, asked, wait, lambda u: u.name == "desired"
+        hub,
+        asker,
+        tenant,
+        device_id,
+        topic,
+        request,
+        asked,
+        wait,
+        lambda u: u.name == "desired" and u.issuer == who.name,
     )
 
 

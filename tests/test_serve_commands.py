@@ -319,7 +319,8 @@ def test_a_desired_change_reaches_the_device_and_its_report_closes_the_differenc
 
         # Waiting for the next change answers once the car has reported it applied.
         def apply_the_next() -> None:
-            newer = wait_until(lambda: len(device.desired) > 1 and device.desired[-1])
+            wait_until(lambda: len(device.desired) > 1, what="the second desired document")
+            newer = device.desired[-1]
             device.report(newer["version"], newer["state"])
 
         applier = threading.Thread(target=apply_the_next)

@@ -48,6 +48,8 @@ ENVIRONMENT = {
     "broker_auth_dir": "MOCLO_BROKER_AUTH_DIR",
     "webhook_url": "MOCLO_WEBHOOK_URL",
     "webhook_min_severity": "MOCLO_WEBHOOK_MIN_SEVERITY",
+    "map_tiles": "MOCLO_MAP_TILES",
+    "map_attribution": "MOCLO_MAP_ATTRIBUTION",
 }
 
 
@@ -66,6 +68,22 @@ def display_url(url: str) -> str:
 
 def url_has_password(url: str | None) -> bool:
     return bool(url and _PASSWORD_IN_URL.search(url))
+
+
+def map_tile_source(template: str) -> str | None:
+    """The Content-Security-Policy source of a tile URL template (`https://*.tile.example.org`
+    for `https://{s}.tile.example.org/{z}/{x}/{y}.png`), or None if it is not one."""
+    if any(c in template for c in "'\"; \t\n,") or not all(
+        part in template for part in ("{z}", "{x}", "{y}")
+    ):
+        return None
+    parts = urlsplit(template)
+    host = parts.netloc
+    if host.startswith("{s}."):
+        host = "*." + host[len("{s}.") :]
+    if parts.scheme not in ("http", "https") or not host or any(c in host for c in "{}@"):
+        return None
+    return f"{parts.scheme}://{host}"
 
 
 class SettingsError(ValueError):
@@ -253,6 +271,36 @@ class Settings(BaseModel):
         title="the least severity sent to the webhook: info, warning or critical",
         description="only changes of at least this severity go to the webhook",
     )
+
+    # The dashboard's maps: none by default, so the page fetches nothing from the internet
+    # unless an operator chooses a tile server (and its terms, which usually ask for credit).
+    map_tiles: str = Field(
+        default="",
+        title="the dashboard maps' tile server, a URL template; empty: no tiles",
+        description="tiles under the dashboard's maps, a URL template such as "
+        "`https://tile.example.org/{z}/{x}/{y}.png` (`{s}` may begin the host); empty: the "
+        "maps draw positions on a plain background with a scale. The page's "
+        "Content-Security-Policy then allows images from that host",
+        json_schema_extra={"shown_default": "none (no tiles)"},
+    )
+    map_attribution: str = Field(
+        default="",
+        max_length=300,
+        title="the credit the tile server asks for, shown on the maps",
+        description="the credit the tile server's terms ask for, shown in a corner of the maps",
+        json_schema_extra={"shown_default": "none"},
+    )
+
+    @field_validator("map_tiles")
+    @classmethod
+    def _map_tiles(cls, value: str) -> str:
+        if value and map_tile_source(value) is None:
+            raise ValueError(
+                "must be an https:// (or http://) URL template with {z}, {x} and {y}, and no "
+                "quote or space, e.g. https://tile.example.org/{z}/{x}/{y}.png; `{s}` may only "
+                "begin the host ({s}.tile.example.org)"
+            )
+        return value
 
     @field_validator("mqtt_url")
     @classmethod

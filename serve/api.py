@@ -26,7 +26,17 @@ from core.settings import Settings
 from serve import errors, state
 from serve.errors import ErrorBody
 from serve.live import LiveHub
-from serve.routes import alerts, devices, series, service, session, stream
+from serve.routes import (
+    alerts,
+    command_history,
+    commands,
+    devices,
+    maps,
+    series,
+    service,
+    session,
+    stream,
+)
 from serve.routes.acknowledgements import Acknowledger
 from serve.routes.acknowledgements import router as acknowledgements
 from storage.influx import InfluxClient
@@ -56,7 +66,9 @@ def create_app(
     errors.install(app)
     state.keep(app, client=client, hub=hub, tokens=tokens, sessions=sessions)
     Acknowledger(settings, timeout_s=acknowledgement_timeout_s).keep(app)
-    for routes in (session, devices, series, alerts, stream):
+    commands.keep(app, settings)
+    maps.keep(app, settings)
+    for routes in (session, devices, commands, command_history, maps, series, alerts, stream):
         app.include_router(routes.router)
     app.include_router(acknowledgements)
     app.include_router(service.router)

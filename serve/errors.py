@@ -7,6 +7,9 @@ says what was wrong and what to do, and never a token, even one that was sent.
     Unauthorized                     401  no valid token (with `WWW-Authenticate: Bearer`)
     Forbidden                        403  the token may not do this
     UnknownAlert (LookupError)       404  no such alert within the token's tenants
+    UnknownCommand (LookupError)     404  no such command of that device
+    Unprocessable (ValueError)       422  a command or desired state the device type does not
+                                          take (lists what it takes, with the bounds)
     ingest.alerts.acknowledge.AcknowledgementFailed
       AlertClosed                    409  closed already
       AcknowledgementRefused         502  ingest refused it
@@ -46,6 +49,15 @@ class Unauthorized(Exception):
 
 class Forbidden(Exception):
     """A valid token that may not do this (HTTP 403)."""
+
+
+class UnknownCommand(LookupError):
+    """No command with that id of that device (HTTP 404)."""
+
+
+class Unprocessable(ValueError):
+    """A command or desired state the device type does not take; the message lists what it
+    takes, with the bounds (HTTP 422)."""
 
 
 class TooManyStreams(Exception):
@@ -90,6 +102,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return answer(403, str(exc))
+
+    @app.exception_handler(UnknownCommand)
+    async def _unknown_command(_: Request, exc: UnknownCommand) -> JSONResponse:
+        return answer(404, str(exc))
+
+    @app.exception_handler(Unprocessable)
+    async def _unprocessable(_: Request, exc: Unprocessable) -> JSONResponse:
+        return answer(422, str(exc))
 
     @app.exception_handler(TooManyStreams)
     async def _too_many_streams(_: Request, exc: TooManyStreams) -> JSONResponse:

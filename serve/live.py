@@ -2,7 +2,8 @@
 every open event stream.
 
 Alert changes come from `{prefix}/+/alerts/+`, as ingest publishes them (before it stores
-them, so a change reaches the dashboard as soon as it exists). Readings come from the
+them, so a change reaches the dashboard as soon as it exists); what became of each command from
+`{prefix}/+/command-status/+` (serve/command_watch.py). Readings come from the
 telemetry topics and are validated with the same decoder as ingest, so nothing shown live
 would be rejected by ingest. Readings are sent as a batch every `flush_every_s`, holding the
 newest reading of each device: a dashboard wants to know what each device says now, not every
@@ -46,6 +47,7 @@ from devices.rfc3339 import format_us
 from devices.topics import DeviceAddress, alert_subscription, telemetry_subscription
 from ingest.decode import Decoded, Decoder, Limits
 from query.alerts import alert_json
+from serve.command_watch import CommandWatch, update_json
 from serve.errors import TooManyStreams
 from serve.live_stream import Event, Stream, StreamFilter
 from storage.alert_record import parse_alert
@@ -78,6 +80,8 @@ class LiveHub:
             unregistered="flag" if self._flag_unregistered else "reject",
         )
         self._alert_head = settings.topic_prefix + "/"
+        # What became of commands: shown live, and handed to whoever waits for one.
+        self.commands = CommandWatch(settings.topic_prefix)
         self._flush_every_s = flush_every_s
         self._streams: set[Stream] = set()
         self._newest: dict[tuple[str, str], dict[str, object]] = {}  # (tenant, device) → reading
@@ -183,6 +187,7 @@ class LiveHub:
         await client.subscribe(alerts, qos=1)
         # QoS 0: a dashboard that misses a reading shows the next one.
         await client.subscribe(telemetry_subscription(prefix), qos=0)
+        await client.subscribe(self.commands.subscription, qos=1)
         self.connected.set()
         log.info("live stream: subscribed on %s", self._settings.mqtt.display())
         messages = aiter(client.messages)
@@ -204,6 +209,8 @@ class LiveHub:
                 continue
             if message.topic.matches(alerts):
                 self._on_alert(str(message.topic), bytes(payload))
+            elif message.topic.matches(self.commands.subscription):
+                self._on_command_status(str(message.topic), bytes(payload))
             else:
                 self._on_telemetry(str(message.topic), bytes(payload))
 
@@ -224,6 +231,16 @@ class LiveHub:
         event = Event("alert", orjson.dumps(alert_json(alert)))
         for stream in self._streams:
             if stream.wants.admits(alert.tenant, alert.device_id):
+                stream.offer(event)
+
+    def _on_command_status(self, topic: str, payload: bytes) -> None:
+        taken = self.commands.take(topic, payload)
+        if taken is None:
+            return
+        tenant, update = taken
+        event = Event("command", orjson.dumps(update_json(tenant, update)))
+        for stream in self._streams:
+            if stream.wants.admits(tenant, update.device):
                 stream.offer(event)
 
     def _rejects(self, address: DeviceAddress) -> bool:

@@ -37,7 +37,7 @@ class StreamFilter:
 class Event:
     """One Server-Sent Event: its name and its JSON data."""
 
-    name: str  # alert, readings, overflow
+    name: str  # alert, readings, command, overflow
     data: bytes
 
     def encode(self) -> bytes:

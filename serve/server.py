@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from access.sessions import Sessions
 from access.tokens import Tokens
-from core.settings import Settings
+from core.settings import Settings, map_tile_source
 from serve.api import create_app
 from serve.headers import SecurityHeaders
 from serve.live import LiveHub
@@ -82,7 +82,8 @@ async def run_serve(
             tokens,
             Sessions(settings.registry, clock=clock),
             acknowledgement_timeout_s=acknowledgement_timeout_s,
-        )
+        ),
+        images_from=map_tile_source(settings.map_tiles),
     )
     try:
         async with asyncio.TaskGroup() as tasks:
@@ -102,7 +103,7 @@ async def run_serve(
         sock.close()
 
 
-def _uvicorn(app: ASGIApp) -> uvicorn.Server:
+def _uvicorn(app: ASGIApp, *, images_from: str | None) -> uvicorn.Server:
     """uvicorn's own server, as its documentation runs it inside an async program: while it
     serves, it takes Ctrl-C and SIGTERM itself, closes, and raises them again for the caller's
     handlers (moclo/signals.py); `stop` closes it through `should_exit`."""
@@ -110,7 +111,7 @@ def _uvicorn(app: ASGIApp) -> uvicorn.Server:
         uvicorn.Config(
             # Around the whole application, so that even an answer Starlette makes itself (a
             # 404, a 500 from its outermost error handler) carries the security headers.
-            SecurityHeaders(app),
+            SecurityHeaders(app, images_from=images_from),
             log_config=None,  # our logging, as configured by the CLI
             access_log=False,
             lifespan="off",

@@ -135,7 +135,9 @@ def test_fleet_live_fever_and_device_chart(
     expect(page.locator('#charts[data-shown="farm/cow-3/6h"]')).to_have_count(1)
     temperature = page.locator('.chart[data-field="body_temp_c"]')
     expect(temperature.locator("canvas")).to_have_count(1)
-    expect(page.locator(".chart")).to_have_count(6)  # body_temp_c … battery_pct
+    # body_temp_c, activity, rumination_min, battery_pct, and lat/lon as a map, not two charts
+    expect(page.locator(".chart")).to_have_count(5)
+    expect(page.locator('.chart[data-field="position"] .track-map')).to_have_count(1)
     expect(temperature.locator(".episode-band.warning")).to_have_count(1)
     expect(page.locator("#episodes li")).to_contain_text("fever (warning)")
     expect(page.locator("#episodes li")).to_contain_text("still open")

@@ -1,12 +1,16 @@
 """Every answer of `moclo serve` (the page, its files, the API, its errors, the live stream)
 carries the security headers: a Content-Security-Policy that allows the page's own files and
-nothing else (no inline script, no framing, no other host), `nosniff` and `no-referrer`."""
+nothing else (no inline script, no framing, no other host), `nosniff` and `no-referrer`; a map
+tile server an operator chose is the one more source of images, and nothing more."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import httpx
 import pytest
 
+from core.settings import Settings, SettingsError
 from serve.headers import CONTENT_SECURITY_POLICY
 from tests.conftest import RunningServe
 
@@ -50,3 +54,40 @@ def test_the_policy_allows_only_the_dashboards_own_files() -> None:
     for name in ("object-src", "base-uri", "frame-ancestors"):
         assert directives[name] == "'none'", name
     assert "unsafe" not in CONTENT_SECURITY_POLICY
+
+
+def test_a_chosen_tile_server_is_the_one_more_source_of_images(
+    settings: Settings, tmp_path: Path
+) -> None:
+    update = {
+        "serve_listen": "127.0.0.1:0",
+        "registry": str(tmp_path / "registry.sqlite"),
+        "map_tiles": "https://{s}.tile.example.org/{z}/{x}/{y}.png",
+        "map_attribution": "© the example tile makers",
+    }
+    with RunningServe(settings.model_copy(update=update)) as serve:
+        page = httpx.get(serve.url + "/", timeout=10)
+        policy = page.headers["content-security-policy"]
+        images = next(p for p in policy.split("; ") if p.startswith("img-src"))
+        assert images == "img-src 'self' data: https://*.tile.example.org"
+        # Nothing else widened: scripts and requests stay with the dashboard's own server.
+        assert policy.replace(" https://*.tile.example.org", "") == CONTENT_SECURITY_POLICY
+        with serve.client(serve.admin_token) as client:
+            shown = client.get("/api/map").json()
+        assert shown == {"tiles": update["map_tiles"], "attribution": update["map_attribution"]}
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://tile.example.org/{z}/{x}.png",  # no {y}
+        "javascript:alert(1)//{z}/{x}/{y}",
+        "https://tile.example.org/{z}/{x}/{y}.png 'unsafe-inline'",  # widening the policy
+        "https://a{s}.example.org/{z}/{x}/{y}.png",  # a wildcard CSP cannot express
+    ],
+)
+def test_a_tile_template_that_could_widen_the_policy_is_refused(template: str) -> None:
+    with pytest.raises(SettingsError, match=r"MOCLO_MAP_TILES.*URL template"):
+        Settings.load({"MOCLO_MAP_TILES": template})
+    # Positive control: a plain template is taken.
+    assert Settings.load({"MOCLO_MAP_TILES": "https://t.example.org/{z}/{x}/{y}.png"}).map_tiles

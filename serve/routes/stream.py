@@ -1,5 +1,5 @@
-"""`/api/stream`: the live stream of alert changes and newest readings, as Server-Sent Events,
-within the token's tenants (serve/live.py runs it)."""
+"""`/api/stream`: the live stream of alert changes, command outcomes and newest readings, as
+Server-Sent Events, within the token's tenants (serve/live.py runs it)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ async def stream(
 ) -> StreamingResponse:
     """Server-Sent Events, at most 8 streams at once per token (429 beyond): `hello`
     first; `alert` for every alert change as ingest publishes it (the JSON of `moclo alerts
-    --json`); `readings` every 250 ms with the newest validated reading of each device that
-    sent one; `overflow` before the stream closes when the client reads too slowly
+    --json`); `command` for every step of a command's life as ingest announces it (sent,
+    refused, succeeded, ...); `readings` every 250 ms with the newest validated reading of
+    each device that sent one; `overflow` before the stream closes when the client reads too slowly
     (reconnect and reload); `unauthorized` before it closes when its token was revoked or
     its session ended. Only the token's tenants are ever sent."""
     chosen = None if not tenant else frozenset(checked("tenant", t) for t in tenant)

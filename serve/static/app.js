@@ -1,5 +1,6 @@
 // The moclo dashboard: a fleet overview, the open alerts, a live feed of alert changes, and a
-// page per device with charts of its fields and its alert episodes marked on them.
+// page per device with charts of its fields and its alert episodes marked on them, its commands
+// (commands.js) and, for a device with a position, its track on a map (map.js).
 // Plain JavaScript, no build step; uPlot (vendored) draws the charts. Everything comes from
 // this server's /api (see /api/openapi.json); the live parts from /api/stream (Server-Sent
 // Events). On every (re)connect of the stream the lists are loaded again, so a dropped
@@ -175,6 +176,7 @@ function renderFleet() {
   });
   $("devices").tBodies[0].replaceChildren(...rows);
   $("device-count").textContent = `(${devices.length})`;
+  drawFleetMap(devices).catch(showError);  // map.js
   $("fleet-empty").hidden = state.devices.size > 0;
 
   const byType = new Map();
@@ -279,6 +281,7 @@ function connectStream() {
   });
   source.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
   source.addEventListener("readings", (e) => onReadings(JSON.parse(e.data)));
+  source.addEventListener("command", (e) => onCommand(JSON.parse(e.data)));  // commands.js
   source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 1000); });
   source.addEventListener("unauthorized", () => {
     source.close();
@@ -359,12 +362,13 @@ async function showDevice(tenant, id) {
   $("device-title").textContent = `${tenant} / ${id}`;
   for (const b of $("ranges").children) b.classList.toggle("chosen", b.dataset.since === state.since);
   const device = await api(`/api/devices/${tenant}/${id}`);
+  showCommands(tenant, id).catch(showError);  // commands.js; the charts need not wait
   $("device-facts").textContent = `${device.device_type} · last reading ${ago(device.last_seen)}` +
     ` · ${device.open_alerts ? `${device.open_alerts} open alert(s)` : "no open alerts"}`;
   const since = state.since;
   const doc = await api("/api/series", { device: id, tenant, since, every: "auto" });
   if (load !== deviceLoads) return;
-  drawCharts(doc);
+  await drawCharts(doc);
   await loadEpisodes();
   if (load !== deviceLoads) return;
   // Says which range the charts show once they and their episodes are drawn (for tests, and
@@ -372,9 +376,10 @@ async function showDevice(tenant, id) {
   $("charts").dataset.shown = `${tenant}/${id}/${since}`;
 }
 
-function drawCharts(doc) {
+async function drawCharts(doc) {
   state.charts.forEach((c) => c.plot.destroy());
   state.charts = [];
+  forgetTrack();
   const box = $("charts");
   box.replaceChildren();
   const series = doc.series[0];
@@ -385,8 +390,10 @@ function drawCharts(doc) {
   const times = series.points.map((p) => Date.parse(p[0]) / 1000);
   // The x axis spans the whole range asked for, so a silence shows as a gap, not a zoom.
   const range = [Date.parse(doc.query.from) / 1000, Date.parse(doc.query.to) / 1000];
+  // A position is a track on a map (map.js), not two time series.
+  const mapped = hasPosition(series.fields) ? ["lat", "lon"] : [];
   series.fields.forEach((field, i) => {
-    if (field === "seq") return;
+    if (field === "seq" || mapped.includes(field)) return;
     const values = series.points.map((p) => (typeof p[i + 1] === "boolean" ? Number(p[i + 1]) : p[i + 1]));
     if (!values.some((v) => typeof v === "number")) return;  // text fields are not charted
     const holder = el("div", { class: "chart", dataset: { field } }, el("h4", {}, field));
@@ -401,10 +408,12 @@ function drawCharts(doc) {
     }, data, holder);
     state.charts.push({ plot, field, data });
   });
+  if (mapped.length) await drawTrack(box, series);
 }
 
 function appendToCharts(ts, fields) {
   const t = Date.parse(ts) / 1000;
+  appendToTrack(fields);
   for (const chart of state.charts) {
     const v = fields[chart.field];
     if (v === undefined || t <= chart.data[0][chart.data[0].length - 1]) continue;
@@ -456,6 +465,7 @@ async function route() {
     else {
       state.device = null;
       $("fleet-view").hidden = false; $("device-view").hidden = true;
+      forgetTrack();
       await loadFleet();
     }
     showError(null);

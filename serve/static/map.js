@@ -1,0 +1,96 @@
+// Positions on a map instead of lat/lon as two time series: a device's track over the chosen
+// range, and a fleet's latest positions (the herd in its pasture). Leaflet 1.9.4 (vendored,
+// see static/vendor/README) draws them. The tile server is a setting (MOCLO_MAP_TILES, told
+// by GET /api/map); without one, the points and tracks are drawn on a plain background with a
+// scale, which is how the page is tested: our machines reach no tile server.
+// Loaded before app.js, whose helpers (api, state, el) it uses when called.
+"use strict";
+
+const maps = { setting: null, fleet: null, fleetLayer: null, fleetFitted: "", track: null, line: null };
+// Hooks for what automations will draw over a device's map (the home geofence and its 1 km
+// circle, where an automation fired): each is called with (map, {tenant, id}) after the track.
+const mapOverlays = [];
+
+function hasPosition(fields) {
+  return fields.includes("lat") && fields.includes("lon");
+}
+
+async function mapSetting() {
+  if (!maps.setting) maps.setting = await api("/api/map");
+  return maps.setting;
+}
+
+function newMap(holder, setting) {
+  const map = L.map(holder, { attributionControl: Boolean(setting.tiles), zoomSnap: 0.25 });
+  if (setting.tiles) L.tileLayer(setting.tiles, { maxZoom: 19, attribution: setting.attribution || "" }).addTo(map);
+  L.control.scale({ imperial: false }).addTo(map);
+  map.setView([0, 0], 2);
+  return map;
+}
+
+function fit(map, latlngs) {
+  if (latlngs.length === 1) map.setView(latlngs[0], 15);
+  else if (latlngs.length > 1) map.fitBounds(L.latLngBounds(latlngs), { padding: [24, 24], maxZoom: 17 });
+}
+
+// A device's track: the stored positions of the range (points [time, ..., lat, ..., lon]).
+async function drawTrack(box, series) {
+  const setting = await mapSetting();
+  const lat = series.fields.indexOf("lat") + 1, lon = series.fields.indexOf("lon") + 1;
+  const latlngs = series.points.filter((p) => typeof p[lat] === "number" && typeof p[lon] === "number")
+    .map((p) => [p[lat], p[lon]]);
+  const holder = el("div", { class: "map track-map", dataset: { points: String(latlngs.length) } });
+  box.prepend(el("div", { class: "chart", dataset: { field: "position" } }, el("h4", {}, "position"), holder));
+  const map = newMap(holder, setting);
+  maps.track = map;
+  maps.line = L.polyline(latlngs, { color: "#2f6fd6", weight: 3 }).addTo(map);
+  if (latlngs.length) {
+    L.circleMarker(latlngs[0], { radius: 5, color: "#6b7485" }).bindTooltip("start of range").addTo(map);
+    maps.last = L.circleMarker(latlngs[latlngs.length - 1], { radius: 7, color: "#2f6fd6", fillOpacity: 0.9 })
+      .bindTooltip("latest").addTo(map);
+  }
+  fit(map, latlngs);
+  for (const overlay of mapOverlays) overlay(map, state.device);
+}
+
+function appendToTrack(fields) {
+  if (!maps.track || typeof fields.lat !== "number" || typeof fields.lon !== "number") return;
+  maps.line.addLatLng([fields.lat, fields.lon]);
+  holderCount(maps.track, 1);
+  if (maps.last) maps.last.setLatLng([fields.lat, fields.lon]);
+}
+
+function holderCount(map, more) {
+  const holder = map.getContainer();
+  holder.dataset.points = String(Number(holder.dataset.points) + more);
+}
+
+function forgetTrack() {
+  if (maps.track) maps.track.remove();
+  maps.track = null; maps.line = null; maps.last = null;
+}
+
+// The fleet's latest positions, one marker per device with a position; red with open alerts.
+async function drawFleetMap(devices) {
+  const placed = devices.filter((d) => typeof d.last.lat === "number" && typeof d.last.lon === "number");
+  const holder = $("fleet-map");
+  holder.hidden = placed.length === 0;
+  if (!placed.length) return;
+  if (!maps.fleet) {
+    maps.fleet = newMap(holder, await mapSetting());
+    maps.fleetLayer = L.layerGroup().addTo(maps.fleet);
+  }
+  maps.fleet.invalidateSize();
+  maps.fleetLayer.clearLayers();
+  for (const d of placed) {
+    L.circleMarker([d.last.lat, d.last.lon], {
+      radius: 6, color: d.open_alerts ? "#d23c3c" : "#2e9b57", fillOpacity: 0.8, className: `device-${d.device_id}`,
+    }).bindTooltip(`${d.device_id} (${d.device_type})`)
+      .on("click", () => { location.hash = `#/device/${d.tenant}/${d.device_id}`; })
+      .addTo(maps.fleetLayer);
+  }
+  holder.dataset.markers = String(placed.length);
+  // Fitted once per choice of tenant, so live updates do not undo the reader's panning.
+  const key = `${state.tenant}|${placed.length}`;
+  if (maps.fleetFitted !== key) { maps.fleetFitted = key; fit(maps.fleet, placed.map((d) => [d.last.lat, d.last.lon])); }
+}

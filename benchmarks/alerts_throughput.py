@@ -57,16 +57,25 @@ WINDOW = IngestOptions().window  # every round runs with the defaults: this, bel
 
 
 def mixed_readings(
-    n: int, *, seed: int, span_s: float = 2 * DAY, end: float | None = None
+    n: int,
+    *,
+    seed: int,
+    span_s: float = 2 * DAY,
+    end: float | None = None,
+    types: frozenset[str] | None = None,
 ) -> list[tuple[str, bytes]]:
     """The first `n` readings, in time order, of a fleet of every device type over `span_s` of
     reading time ending at `end` (default: now): (topic without its prefix, payload). One
     reading per device every 10 minutes (blood-pressure meters: twice a day), a random episode
     (fever, heater failure, tachycardia, ...) about once a day per device, and one device in
-    ten offline for 3 h."""
+    ten offline for 3 h. `types`: only these (an older commit knows fewer), their shares
+    scaled up to make `n`."""
     interval = 600.0
-    readings_per_device = {t: span_s / interval for t in SHARES}
-    readings_per_device["blood_pressure"] = max(1.0, 2 * span_s / DAY)
+    shares = {t: s for t, s in SHARES.items() if types is None or t in types}
+    shares = {t: s / sum(shares.values()) for t, s in shares.items()}
+    readings_per_device = {t: span_s / interval for t in shares}
+    if "blood_pressure" in readings_per_device:
+        readings_per_device["blood_pressure"] = max(1.0, 2 * span_s / DAY)
     specs = [
         FleetSpec(
             TENANTS[t],
@@ -75,7 +84,7 @@ def mixed_readings(
             None if t == "blood_pressure" else interval,
             incident_every_s=DAY,
         )
-        for t, share in SHARES.items()
+        for t, share in shares.items()
     ]
     start = (time.time() if end is None else end) - span_s
     fleet = Fleet(specs, prefix="p", seed=seed, start=start)

@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmarks import ingest_memory, ingest_nodered
 from benchmarks.alerts_stack import local_servers
-from benchmarks.ingest_contenders import CONTENDERS, baseline
+from benchmarks.ingest_contenders import CONTENDERS, baseline, known_types
 from benchmarks.ingest_data import Shape, batched, single
 from benchmarks.ingest_latency import measure as measure_latency
 from benchmarks.ingest_raw import bodies, raw_round
@@ -107,9 +107,11 @@ def throughput(
 
 
 def run(args: argparse.Namespace, command: str) -> Figures:
+    types = None  # every type; with a baseline, only those both commits know
     if args.baseline is not None:
         CONTENDERS["p"] = baseline(args.baseline)
         args.contenders = [*args.contenders, "p"]
+        types = known_types(args.baseline)
     keys: list[str] = list(dict.fromkeys(args.contenders))
     sections: list[str] = args.sections
     install_s = None
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace, command: str) -> Figures:
     single_shape = None
     if {"throughput", "scale"} & set(sections):
         progress(f"{args.readings:,} single readings…")
-        single_shape = single(args.readings, seed=args.seed)
+        single_shape = single(args.readings, seed=args.seed, types=types)
     with (
         tempfile.TemporaryDirectory(prefix="moclo-bench-ingest-") as tmp,
         local_servers(Path(tmp)) as servers,
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace, command: str) -> Figures:
         if "throughput" in sections and single_shape is not None:
             at = time.monotonic()
             progress(f"throughput: {args.batched_readings:,} readings in arrays of {BATCH}…")
-            shapes = [single_shape, batched(args.batched_readings, seed=args.seed)]
+            shapes = [single_shape, batched(args.batched_readings, seed=args.seed, types=types)]
             figures["rounds"] = throughput(stack, shapes, keys, args.rounds)
             del shapes
             minutes["throughput"] = (time.monotonic() - at) / 60

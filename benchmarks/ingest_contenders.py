@@ -86,6 +86,19 @@ def baseline(checkout: Path) -> Contender:
     return Contender("p", f"moclo ingest at {commit or checkout} (baseline)", launch)
 
 
+def known_types(checkout: Path) -> frozenset[str]:
+    """The device types the checkout's catalogue has: readings of a newer type would be
+    rejected by it, and its drain never end."""
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", "from devices.catalogue import DEVICE_TYPES as T; print(*T)"],
+        env=dict(os.environ, PYTHONPATH=str(checkout)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return frozenset(done.stdout.split())
+
+
 def node_red(settings: Settings, workdir: Path, _expected: int) -> Launch:
     return ingest_nodered.command(settings, settings.ingest_id, workdir), dict(os.environ)
 

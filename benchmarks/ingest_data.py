@@ -32,15 +32,15 @@ class Shape:
         return self.readings // len(self.messages)
 
 
-def single(n: int, *, seed: int) -> Shape:
-    return Shape("single", mixed_readings(n, seed=seed), n)
+def single(n: int, *, seed: int, types: frozenset[str] | None = None) -> Shape:
+    return Shape("single", mixed_readings(n, seed=seed, types=types), n)
 
 
-def batched(n: int, *, seed: int, size: int = 50) -> Shape:
+def batched(n: int, *, seed: int, size: int = 50, types: frozenset[str] | None = None) -> Shape:
     if n % size:
         raise ValueError(f"{n} readings do not make whole arrays of {size}")
     # Full arrays only: draw more readings than needed, since each device's last one is short.
-    readings = mixed_readings(n * 6 // 5 + 10 * size, seed=seed)
+    readings = mixed_readings(n * 6 // 5 + 10 * size, seed=seed, types=types)
     pending: dict[str, list[bytes]] = defaultdict(list)
     messages: list[Message] = []
     for topic, payload in readings:  # time order, so a full array is sent when it fills

@@ -104,7 +104,7 @@ def add_parser(commands: Commands) -> None:
         description="Publishes plausible readings for a fleet of simulated devices from one "
         "thread: either the fleet given by --devices, or a scenario file (tenants, fleets, "
         "speed, seed and scripted events). Shipped scenarios: dairy_farm, cardiology_ward, "
-        "smart_street, everything.",
+        "smart_street, everything, alert_tour, commuter_home.",
         epilog="examples:\n"
         "  moclo simulate --devices car=1,light=2 --obey --forever\n"
         "      devices that obey commands and desired state (lock the car, switch the light)\n"
@@ -136,30 +136,7 @@ def add_parser(commands: Commands) -> None:
         help="simulated time: publish the --duration that ends now as fast as possible "
         "(a backfill)",
     )
-    simulate.add_argument(
-        "--faults",
-        type=_faults,
-        default=None,
-        metavar="FAULT=RATE,...",
-        help="misbehave on purpose, e.g. malformed_json=0.01,duplicate=0.02: malformed_json, "
-        "schema_violation, out_of_range, clock_skew, duplicate, out_of_order, late, silence "
-        "(rates per reading; counted in the summary)",
-    )
-    simulate.add_argument(
-        "--obey",
-        action="store_true",
-        help="devices subscribe to their own commands and desired state and obey them (car, "
-        "smart_meter, thermostat, fridge, pacemaker, light): they answer each command once, "
-        "answer `expired` past its expiry, and report what they applied; see docs/acting.md",
-    )
-    simulate.add_argument(
-        "--command-faults",
-        type=_command_faults,
-        default=None,
-        metavar="FAULT=RATE,...",
-        help="devices that obey misbehave on commands, e.g. reject=0.1,ignore=0.1: reject "
-        "answers `rejected`, ignore answers nothing (rates per command; implies --obey)",
-    )
+    _misbehaviour_flags(simulate)
     _connections_flags(simulate)
     simulate.add_argument(
         "--speed",
@@ -177,6 +154,34 @@ def add_parser(commands: Commands) -> None:
         help="readings per message, sent as a JSON array (1..1000, default 1)",
     )
     connection_flags(simulate, influx=False)
+
+
+def _misbehaviour_flags(parser: argparse.ArgumentParser) -> None:
+    """Faults on purpose in the readings, and obeying (or not quite) the downlink."""
+    parser.add_argument(
+        "--faults",
+        type=_faults,
+        default=None,
+        metavar="FAULT=RATE,...",
+        help="misbehave on purpose, e.g. malformed_json=0.01,duplicate=0.02: malformed_json, "
+        "schema_violation, out_of_range, clock_skew, duplicate, out_of_order, late, silence "
+        "(rates per reading; counted in the summary)",
+    )
+    parser.add_argument(
+        "--obey",
+        action="store_true",
+        help="devices subscribe to their own commands and desired state and obey them (car, "
+        "smart_meter, thermostat, fridge, pacemaker, light): they answer each command once, "
+        "answer `expired` past its expiry, and report what they applied; see docs/acting.md",
+    )
+    parser.add_argument(
+        "--command-faults",
+        type=_command_faults,
+        default=None,
+        metavar="FAULT=RATE,...",
+        help="devices that obey misbehave on commands, e.g. reject=0.1,ignore=0.1: reject "
+        "answers `rejected`, ignore answers nothing (rates per command; implies --obey)",
+    )
 
 
 def _connections_flags(parser: argparse.ArgumentParser) -> None:

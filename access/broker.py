@@ -152,7 +152,7 @@ def broker_logins(login: MqttLogin, prefix: str) -> list[tuple[str, list[tuple[s
             ("write", f"{prefix}/+/alert-state/+/+"),
         ]
         return [own, (connection_login(login.username, "alerts"), announcer)]
-    if role in ("serve", "operator"):
+    if role in ("serve", "operator", "clinician"):
         # An acknowledgement listens for ingest's answer on the alert topic, then publishes
         # under the account's own name (the topic names the account, whichever of its logins
         # sent it), exactly where the account itself may.
@@ -194,7 +194,7 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
     ]
     if role == "app":
         return reads
-    if role == "operator":
+    if role in ("operator", "clinician"):
         return [*reads, ("write", acknowledgement_topic(prefix, tenant, login.username))]
     raise AssertionError(role)
 

@@ -130,17 +130,21 @@ def test_accounts_have_roles_and_tenants(tmp_path: Path) -> None:
         registry.add_account("serve", "ingest")
     with pytest.raises(RegistryError, match="give --tenant"):
         registry.add_account("operator", "vet")
+    with pytest.raises(RegistryError, match=r"^a clinician account belongs to one tenant"):
+        registry.add_account("clinician", "dr-lee")
+    registry.add_account("clinician", "dr-lee", tenant="hospital")
     with pytest.raises(RegistryError, match="leave out --tenant"):
         registry.add_account("serve", "dash", tenant="farm")
     with pytest.raises(RegistryError, match="role 'root'"):
         registry.add_account("root", "admin")  # type: ignore[arg-type]
     assert [(a.name, a.role, a.tenant) for a in registry.accounts()] == [
+        ("dr-lee", "clinician", "hospital"),
         ("farm-app", "app", "farm"),
         ("ingest", "ingest", None),
     ]
     registry.revoke_account("farm-app")
-    assert [a.name for a in registry.accounts()] == ["ingest"]
-    assert len(registry.accounts(include_revoked=True)) == 2
+    assert [a.name for a in registry.accounts()] == ["dr-lee", "ingest"]
+    assert len(registry.accounts(include_revoked=True)) == 3
     with pytest.raises(RegistryError, match="no account 'farm-app'"):
         registry.revoke_account("farm-app")
 
@@ -543,10 +547,19 @@ def test_accounts_and_broker_auth_commands(cli_env: Path, tmp_path: Path) -> Non
     assert json.loads(app.stdout)["tenant"] == "farm"
     no_tenant = moclo("accounts", "add", "operator", "vet")
     assert no_tenant.returncode == 2 and "give --tenant" in no_tenant.stderr
+    no_tenant = moclo("accounts", "add", "clinician", "dr-lee")
+    assert no_tenant.returncode == 2 and "a clinician account belongs" in no_tenant.stderr
+    clinician = moclo("accounts", "add", "clinician", "dr-lee", "--tenant", "hospital", "--json")
+    assert clinician.returncode == 0, clinician.stderr
+    assert json.loads(clinician.stdout)["role"] == "clinician"
     hashed = moclo("accounts", "add", "app", "#", "--tenant", "farm")
     assert hashed.returncode == 2 and "account name '#'" in hashed.stderr
     listed = json.loads(moclo("accounts", "list", "--json").stdout)
-    assert [(a["name"], a["role"]) for a in listed] == [("farm-app", "app"), ("ingest", "ingest")]
+    assert [(a["name"], a["role"]) for a in listed] == [
+        ("dr-lee", "clinician"),
+        ("farm-app", "app"),
+        ("ingest", "ingest"),
+    ]
     assert moclo("accounts", "revoke", "farm-app").returncode == 0
 
     target = tmp_path / "elsewhere"
@@ -559,7 +572,7 @@ def test_accounts_and_broker_auth_commands(cli_env: Path, tmp_path: Path) -> Non
         f"acl_file {target / 'acl'}",
     ]
     assert "use_username_as_clientid true" in printed  # tests/test_client_id_takeover.py
-    assert (target / "passwords").read_text().startswith("ingest:$7$101$")
+    assert "\ningest:$7$101$" in (target / "passwords").read_text()
     assert "farm-app" not in (target / "acl").read_text()
 
 

@@ -274,3 +274,44 @@ def test_help_has_examples_and_the_exit_statuses(command: list[str]) -> None:
     assert result.returncode == 0 and "examples:" in result.stdout
     if command != ["commands"]:
         assert "3  refused by moclo" in result.stdout and "7  no answer within" in result.stdout
+
+
+def test_on_a_closed_broker_an_operator_asks_as_its_commands_login_and_an_app_cannot(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker as moclo configures it: `moclo command` logs in as `LOGIN~commands` and
+    publishes under the account's name, where ingest's account reads it; an app's login has
+    no `~commands` and is told so, and nothing of its reaches ingest."""
+    from access.broker import write_broker_auth
+    from moclo.stack import free_port
+
+    registry = Registry(tmp_path / "closed.sqlite")
+    owner = registry.add_account("operator", "owner", tenant="home")
+    app = registry.add_account("app", "home-app", tenant="home")
+    eye = registry.add_account("ingest", "ingest-eye")
+    auth = write_broker_auth(registry, tmp_path / "auth", prefix=settings.topic_prefix)
+    broker = MosquittoServer(
+        tmp_path / "mq", free_port(), password_file=auth.password_file, acl_file=auth.acl_file
+    )
+    broker.start()
+    ingest_eye = Peer(broker.port, "ingest-eye", (eye.username, eye.password))
+    try:
+        p = settings.topic_prefix
+        assert ingest_eye.subscribe(f"{p}/+/command-requests/#") == [1]
+        closed = [*_flags(settings)]
+        closed[1] = broker.url
+        ask = ["command", "home", "car-1", "lock", "--type", "car", "--timeout", "1s", *closed]
+        for login, expected in ((app, 1), (owner, 7)):  # the app first: nothing may arrive
+            monkeypatch.setenv("MOCLO_MQTT_USERNAME", login.username)
+            monkeypatch.setenv("MOCLO_MQTT_PASSWORD", login.password)
+            result = moclo(*ask)
+            assert result.returncode == expected, result.stderr
+            assert login.password not in result.stdout + result.stderr
+            if login is app:
+                assert "refused the login 'home-app~commands'" in result.stderr
+        topic = request_topic(p, "home", COMMAND_REQUESTS, "owner")
+        wait_until(lambda: any(t == topic for t, _ in ingest_eye.messages), timeout_s=10)
+        assert {t for t, _ in ingest_eye.take()} == {topic}  # the operator's, and only it
+    finally:
+        ingest_eye.close()
+        broker.stop()

@@ -140,15 +140,24 @@ def _run(
     what: str,
 ) -> int:
     try:
-        last = asyncio.run(_ask(settings, tenant, device, topic, payload, watch))
+        last, done = asyncio.run(_ask(settings, tenant, device, topic, payload, watch))
     except KeyboardInterrupt:
         return 130
+    waited = format_seconds(watch.timeout_s)
     if last is None:
-        until = "a final answer" if watch.wait else "ingest to take it"
         print(
-            f"moclo: asked for {what}, but waited {format_seconds(watch.timeout_s)} for {until} "
-            "in vain: is `moclo ingest` running? (A broker that checks logins also drops, "
-            f"unanswered over MQTT 3.1.1, what the login may not write: may it write {topic}?)",
+            f"moclo: asked for {what}, but ingest did not answer within {waited}: is `moclo "
+            "ingest` running? (A broker that checks logins also drops, unanswered over MQTT "
+            f"3.1.1, what the login may not write: may it write {topic}?)",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
+    if not done:
+        # Ingest has it and the device may still answer: asking again with the same id
+        # learns its state without repeating it.
+        print(
+            f"moclo: {what} is {last.status}, but the device gave no final answer within "
+            f"{waited}; `moclo commands {tenant} {device}` shows what becomes of it",
             file=sys.stderr,
         )
         return EXIT_TIMEOUT
@@ -157,8 +166,9 @@ def _run(
 
 async def _ask(
     settings: Settings, tenant: str, device: str, topic: str, payload: bytes, watch: Watch
-) -> CommandUpdate | None:
-    """Publishes the request and prints its updates; the last one, or None at the timeout."""
+) -> tuple[CommandUpdate | None, bool]:
+    """Publishes the request and prints its updates: (the last one, whether it was the one
+    waited for); the last is None if ingest said nothing before the timeout."""
     status = command_status_topic(settings.topic_prefix, tenant, device)
     last: CommandUpdate | None = None
     async with broker(settings.mqtt.for_connection("commands")) as mqtt:
@@ -173,10 +183,10 @@ async def _ask(
                     print_update(update, as_json=watch.as_json)
                     last = update
                     if update.status in FINAL_STATUSES or not watch.wait:
-                        return update
+                        return update, True
         except TimeoutError:
             pass
-    return None if last is None or watch.wait else last
+    return last, False
 
 
 async def follow_status(

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
 from access.passwords import hash_password, new_secret
 from access.store import StoreFile
 from devices.catalogue import DEVICE_TYPES
+from devices.rfc3339 import now_seconds
 from devices.topics import ACCOUNT_NAME, ACCOUNT_NAME_RULE, IDENTIFIER_RULE, is_identifier
 
 Role = Literal["ingest", "serve", "app", "operator", "clinician"]
@@ -357,4 +357,4 @@ def _filters(
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return now_seconds()

@@ -40,11 +40,11 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast, get_args
 
 from access.store import StoreFile
+from devices.rfc3339 import now_seconds
 from devices.topics import IDENTIFIER_RULE, is_identifier
 
 Role = Literal["viewer", "operator", "clinician", "admin"]
@@ -400,4 +400,4 @@ def _digest(secret: str) -> bytes:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now_seconds()

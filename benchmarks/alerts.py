@@ -7,7 +7,7 @@ latency at 1,000 readings/s, and the alert engine's memory per device.
 One Mosquitto and one InfluxDB are started here (moclo/stack.py). Each timed ingest runs in its
 own process, as `moclo ingest` would, so rounds do not share a heap or an interpreter:
 
-1. Throughput (alerts_throughput.py): N readings of all eight device types (simulators/, a
+1. Throughput (alerts_throughput.py): N readings of every device type (simulators/, a
    fixed seed, two days of reading time with random episodes and devices going offline) wait
    at the broker for ingest's persistent session; ingest starts with IngestOptions' defaults
    and is timed until it has handled all of them. Rules on (every type's defaults) and off

@@ -30,8 +30,9 @@ from benchmarks.alerts_stack import ROOT, TENANTS, BenchmarkFailed, Servers, chi
 from benchmarks.stored_latency import StoredWatcher
 from core.mqtt import MqttEndpoint, make_client
 from core.settings import Settings
-from devices.base import format_timestamp, parse_timestamp
+from devices.base import parse_timestamp
 from devices.catalogue import DEVICE_TYPES
+from devices.rfc3339 import format_us
 from devices.topics import alert_subscription, telemetry_topic
 from ingest.alert_state import AlertState
 from ingest.options import IngestOptions
@@ -327,7 +328,7 @@ def latency(
                 sent = time.monotonic()
                 publisher.publish(topic, payload)
                 if completes:
-                    expected[(device.device_id, format_timestamp(parse_timestamp(ts)))] = sent
+                    expected[(device.device_id, format_us(parse_timestamp(ts)))] = sent
             seconds = time.monotonic() - began
             ended = began + seconds
             if not publisher.flush(timeout_s=60):

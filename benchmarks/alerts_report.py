@@ -50,7 +50,7 @@ def throughput_section(run: dict[str, Any], rounds: list[dict[str, Any]]) -> str
 
 {run["readings"]:,} single-reading QoS 1 messages wait at the broker for ingest's persistent \
 session; ingest then starts in its own process and is timed until it has handled all of them. \
-Readings: all eight types ({mixed}), from the simulators with seed {run["seed"]}, two days of \
+Readings: every device type ({mixed}), from the simulators with seed {run["seed"]}, two days of \
 reading time ending now, one reading per device every 10 min (blood pressure twice a day), a \
 random episode about once a day per device and one device in ten offline for 3 h. Rules on = \
 every type's default rules; off = `IngestOptions(alert_rules=False)`. Every round runs with \
@@ -171,7 +171,7 @@ def latency_section(run: dict[str, Any], lat: list[dict[str, Any]]) -> str:
     )
     return f"""## 2. Publish → alert latency
 
-{default["readings"]:,} readings at {run["rate"]:,.0f}/s: background devices of all eight types \
+{default["readings"]:,} readings at {run["rate"]:,.0f}/s: background devices of every device type \
 (each type's example reading, every {run["warmup"]:g} s each; the first {run["warmup"]:g} s are \
 warm-up, so every background device is known), and for {run["duration"]:g} s \
 {2 * run["alerting"]} alerting devices at one reading a second: {run["alerting"]} cows (3 \

@@ -27,6 +27,7 @@ TENANTS = {
     "smart_meter": "homes",
     "fridge": "homes",
     "humidity_meter": "homes",
+    "light": "homes",
     "car": "fleet",
 }
 

@@ -16,7 +16,7 @@ persistent session, the backlog queued for it, the writer started as a process o
 timed until InfluxDB holds every reading exactly once (ingest_round.py says how it is timed and
 checked); before the writers, InfluxDB's raw rate for the same lines (ingest_raw.py). The
 writers' order rotates from round to round. The other sections (--sections) share the servers;
-the memory section's outage starts servers of its own (benchmarks/faults.py). Node-RED is
+the memory section's outage starts servers of its own (tests/faults_harness.py). Node-RED is
 installed from npm into a cache folder on first use (ingest_nodered.py), unless --no-install,
 which leaves it out if it is not there. --json also writes the raw figures. --short runs the
 throughput, latency and scale sections small (the memory section needs minutes; name it in
@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmarks import ingest_memory, ingest_nodered
 from benchmarks.alerts_stack import local_servers
-from benchmarks.ingest_contenders import CONTENDERS
+from benchmarks.ingest_contenders import CONTENDERS, baseline
 from benchmarks.ingest_data import Shape, batched, single
 from benchmarks.ingest_latency import measure as measure_latency
 from benchmarks.ingest_raw import bodies, raw_round
@@ -107,6 +107,9 @@ def throughput(
 
 
 def run(args: argparse.Namespace, command: str) -> Figures:
+    if args.baseline is not None:
+        CONTENDERS["p"] = baseline(args.baseline)
+        args.contenders = [*args.contenders, "p"]
     keys: list[str] = list(dict.fromkeys(args.contenders))
     sections: list[str] = args.sections
     install_s = None
@@ -205,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, help="default 3")
     parser.add_argument("--contenders", default="abcd", help="any of a, b, c, d (default abcd)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run (p): moclo ingest from the checkout DIR of another commit, for a "
+        "same-run comparison (git worktree add DIR COMMIT; e.g. --contenders c --baseline DIR)",
+    )
     parser.add_argument("--no-install", action="store_true", help="skip (d) unless installed")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/ingest.md", help="'-': print")
@@ -221,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections {', '.join(sorted(unknown_sections))}: {SECTIONS}")
     if args.rounds is None:
         args.rounds = 1 if args.short else 3
+    if args.baseline is not None and not (args.baseline / "moclo" / "cli.py").is_file():
+        parser.error(f"--baseline {args.baseline}: not a moclo checkout (no moclo/cli.py)")
     if unknown := set(args.contenders) - set(CONTENDERS):
         parser.error(f"unknown contenders {''.join(sorted(unknown))}: choose from abcd")
     if args.batched_readings % BATCH:

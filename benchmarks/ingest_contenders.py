@@ -4,6 +4,7 @@ process of its own, with its own topic prefix, client id (its session) and datab
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,27 @@ def moclo_ingest(settings: Settings, workdir: Path, _expected: int) -> Launch:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOCLO_")}
     env |= {ENVIRONMENT[name]: str(value) for name, value in values.items() if name in ENVIRONMENT}
     return [str(Path(sys.executable).parent / "moclo"), "ingest"], env
+
+
+def baseline(checkout: Path) -> Contender:
+    """(p): `moclo ingest` as another commit has it, run by this interpreter with that
+    checkout first on the path, so two commits are compared in one run on the same readings
+    (`--baseline DIR`; make DIR with `git worktree add DIR COMMIT`). `-P`: the current folder
+    must not come before the checkout on the path."""
+    commit = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+    def launch(settings: Settings, workdir: Path, expected: int) -> Launch:
+        _, env = moclo_ingest(settings, workdir, expected)
+        return [sys.executable, "-P", "-m", "moclo.cli", "ingest"], env | {
+            "PYTHONPATH": str(checkout)
+        }
+
+    return Contender("p", f"moclo ingest at {commit or checkout} (baseline)", launch)
 
 
 def node_red(settings: Settings, workdir: Path, _expected: int) -> Launch:

@@ -1,5 +1,5 @@
 """The ingest benchmark's two message shapes, built from the alert benchmark's fleet
-(`mixed_readings`: all eight device types, a fixed seed, two days of reading time).
+(`mixed_readings`: every device type, a fixed seed, two days of reading time).
 
 1. single: one reading per message, `n` readings in time order.
 2. batched: a JSON array of exactly `size` consecutive readings of one device per message,

@@ -7,7 +7,7 @@
    InfluxDB then holds exactly those readings). The target: peak RSS (VmHWM) of the two
    runs within 20 %; whether it was met is part of the result (`within_target`), not a
    failure of the run.
-2. Outage: `benchmarks/faults.py`'s InfluxDB outage (ingest as `moclo ingest`, a QoS 1 stream,
+2. Outage: `tests/faults_harness.py`'s InfluxDB outage (ingest as `moclo ingest`, a QoS 1 stream,
    InfluxDB stopped for 30 s, ingest's /healthz watched throughout) at a higher rate, with
    ingest's peak RSS and what went to the spool, against the configured spool bound
    (`IngestOptions.spool_max_bytes`) and against the same stream with no outage.
@@ -19,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import faults
 from benchmarks.alerts_stack import DAY, BenchmarkFailed, Servers
 from benchmarks.alerts_throughput import mixed_readings, throughput_round
 from ingest.options import IngestOptions
+from tests import faults_harness
 
 FLAT_WITHIN = 0.20
 
@@ -47,10 +47,10 @@ def flat(
 def outage(workdir: Path, *, rate: float, outage_s: float) -> dict[str, Any]:
     """The same stream with and without a 30 s InfluxDB outage in it."""
     readings = int(rate * (outage_s + 30))
-    with_outage = faults.influx_outage(
+    with_outage = faults_harness.influx_outage(
         workdir / "outage", readings_n=readings, outage_s=outage_s, rate=rate
     )
-    without = faults.steady(workdir / "steady", readings_n=readings, rate=rate)
+    without = faults_harness.steady(workdir / "steady", readings_n=readings, rate=rate)
     for report in (with_outage, without):
         if report.stored != report.sent or report.points != report.sent:
             raise BenchmarkFailed(f"{report.scenario}: {report}")

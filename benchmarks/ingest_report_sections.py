@@ -111,7 +111,7 @@ def memory_section(figures: Figures) -> str:
         "queued at the broker, each drained by ingest with its defaults (rules on, "
         "at-least-once, a window of 10,000 messages or 8 MiB) in a process of its own, then "
         "checked exactly in InfluxDB; peak RSS is the process's VmHWM "
-        f"(target: within {FLAT_WITHIN:.0%}). Outage: `benchmarks/faults.py`'s scenario, "
+        f"(target: within {FLAT_WITHIN:.0%}). Outage: `tests/faults_harness.py`'s scenario, "
         f"`moclo ingest` fed a QoS 1 stream of {outage['readings']:,} readings at "
         f"{outage['rate']:,.0f}/s with InfluxDB stopped for {outage['outage_s']:g} s mid-stream "
         "(ingest's /healthz must stay ok), against the same stream with no outage; every "

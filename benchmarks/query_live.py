@@ -40,11 +40,11 @@ import orjson
 import paho.mqtt.client as paho
 
 from benchmarks.alerts_stack import BenchmarkFailed
-from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.query_stack import Served, Stack, ingest, serve, simulate
 from core.mqtt import MqttEndpoint, make_client
 from devices.topics import alert_subscription, telemetry_topic
 from simulators.publisher import MqttPublisher
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 RULE = "fever"
 TENANT = "farm"

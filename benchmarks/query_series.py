@@ -29,10 +29,11 @@ from benchmarks.alerts_stack import BenchmarkFailed
 from benchmarks.query_data import DAY_MINUTES, DEVICE_TYPE, MINUTE_NS, Fleet
 from devices.base import parse_timestamp
 from devices.catalogue import DEVICE_TYPES
+from devices.rfc3339 import format_shortest
 from query.fleet import find_device, list_devices
 from query.request import parse_series_request
-from query.series import SeriesQuery, field_kind, influxql, run_series
-from query.times import format_time
+from query.series import influxql, run_series
+from query.series_query import SeriesQuery, field_kind
 from storage.influx import InfluxClient
 
 PATHS = ("raw", "library", "api")
@@ -54,11 +55,11 @@ class Window:
 
     @property
     def start(self) -> str:
-        return format_time(self.first_minute * MINUTE_NS)
+        return format_shortest(self.first_minute * MINUTE_NS)
 
     @property
     def end(self) -> str:
-        return format_time(self.last_minute * MINUTE_NS)
+        return format_shortest(self.last_minute * MINUTE_NS)
 
     @property
     def buckets(self) -> int:
@@ -197,7 +198,7 @@ def check(fleet: Fleet, d: int, window: Window, answer: Answer, *, means: bool) 
         for name, values in answer.columns.items():
             if abs(float(values[i]) - want[name]) > 1e-9 * max(1.0, abs(want[name])):
                 raise BenchmarkFailed(
-                    f"{fleet.device_id(d)}: mean {name} of bucket {format_time(bucket_ns)} is "
+                    f"{fleet.device_id(d)}: mean {name} of bucket {format_shortest(bucket_ns)} is "
                     f"{values[i]}, expected {want[name]}"
                 )
 

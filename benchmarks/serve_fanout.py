@@ -24,18 +24,10 @@ import orjson
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from serve.live import Event, LiveHub, Stream, StreamFilter
+from serve.live import LiveHub
+from serve.live_stream import Event, Stream, StreamFilter
+from tests.helpers import COW
 
-# A cow collar's reading, as the simulators send it.
-COW = {
-    "seq": 1,
-    "body_temp_c": 38.6,
-    "activity": 420,
-    "rumination_min": 31,
-    "lat": 52.09,
-    "lon": 5.12,
-    "battery_pct": 87.5,
-}
 FILTERS = (
     StreamFilter(),
     StreamFilter(tenants=frozenset({"t1"})),

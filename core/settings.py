@@ -33,6 +33,7 @@ ENVIRONMENT = {
     "influx_db": "MOCLO_INFLUX_DB",
     "influx_token": "MOCLO_INFLUX_TOKEN",
     "max_reading_age": "MOCLO_MAX_READING_AGE",
+    "desired_grace": "MOCLO_DESIRED_GRACE",
     "topic_prefix": "MOCLO_TOPIC_PREFIX",
     "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
     "ingest_tenants": "MOCLO_INGEST_TENANTS",
@@ -41,6 +42,7 @@ ENVIRONMENT = {
     "http_listen": "MOCLO_HTTP_LISTEN",
     "serve_listen": "MOCLO_SERVE_LISTEN",
     "rules_file": "MOCLO_RULES_FILE",
+    "automations_file": "MOCLO_AUTOMATIONS_FILE",
     "registry": "MOCLO_REGISTRY",
     "unregistered": "MOCLO_UNREGISTERED",
     "broker_auth_dir": "MOCLO_BROKER_AUTH_DIR",
@@ -201,6 +203,12 @@ class Settings(BaseModel):
         title="alert rules file (TOML) over each device type's defaults",
         description="alert rules (TOML) over each device type's defaults; see [Alerts](alerts.md)",
     )
+    automations_file: str | None = Field(
+        default=None,
+        title="automations file (TOML): alert changes that act on devices",
+        description="automations (TOML): alert changes that send a command, change a desired "
+        "state or send a notice; see [Acting on devices](acting.md#automations)",
+    )
     # Who may do what: registered devices, service and app accounts, API tokens (access/).
     registry: str = Field(
         default=".moclo/registry.sqlite",
@@ -260,13 +268,23 @@ class Settings(BaseModel):
             raise ValueError("must look like http://host:port (or https://)")
         return value
 
-    @field_validator("max_reading_age", mode="before")
+    # Seconds a device has to apply a new desired state before an alert says it has not.
+    desired_grace: float = Field(
+        default=600.0,
+        title="how long a device may take to apply a desired state before an alert, e.g. 10m",
+        description="how long a device may take to report (`reported`) a new desired state "
+        "before ingest raises `desired_not_applied` for it (`30s`, `10m`, `2h`, …); the alert "
+        "is resolved when the device reports that version",
+        json_schema_extra={"shown_default": "`10m`"},
+    )
+
+    @field_validator("max_reading_age", "desired_grace", mode="before")
     @classmethod
     def _max_reading_age(cls, value: object) -> object:
         # A duration like the command line's (90d, 36h); a number is seconds.
         return parse_duration(value) if isinstance(value, str) else value
 
-    @field_validator("max_reading_age")
+    @field_validator("max_reading_age", "desired_grace")
     @classmethod
     def _max_reading_age_positive(cls, value: float) -> float:
         if not value > 0:

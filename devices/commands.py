@@ -182,3 +182,24 @@ class ReportedDocument(Strict):
     version: Annotated[int, Field(ge=0)]
     state: dict[str, Any]
     ts: Timestamp
+
+
+def desired_command_id(device_id: str, version: int) -> str:
+    """The id under which command-status tells of desired version `version` of a device:
+    `{device_id}-desired-{version}`; a device id too long for that (ids are at most 64
+    characters) is cut short, which keeps the id unique per device for every practical fleet."""
+    suffix = f"-desired-{version}"
+    return device_id[: 64 - len(suffix)] + suffix
+
+
+class Notice(Strict):
+    """What moclo publishes on `notice_topic` when an automation sends a notice: which
+    automation, about which device and alert, and its message."""
+
+    automation: str
+    device: str
+    device_type: str
+    rule: str
+    alert: str
+    message: Annotated[str, Field(max_length=2000)]
+    ts: Timestamp

@@ -2,7 +2,8 @@
 
 Rules are plain frozen values. Each device type ships its defaults (in its own module); a rules
 file can override or add rules per tenant, device type and device (`ingest/alerts/rulebook.py`);
-the engine that evaluates them is `ingest/alerts/engine.py`. Five kinds:
+the engine that evaluates them is `ingest/alerts/engine.py`. Six kinds (what they share is in
+`rule_base.py`, the two on positions in `place_rules.py`):
 
 - `ThresholdRule`: a field at or above (or below) a level, with a separate clear level
   (hysteresis), e.g. raise at body_temp_c >= 39.5, clear below 39.2.
@@ -12,6 +13,8 @@ the engine that evaluates them is `ingest/alerts/engine.py`. Five kinds:
   cow's activity at 1.8x her usual for this hour of the day (heat).
 - `AbsenceRule`: no reading for N of the device's own intervals (a deadman switch).
 - `GeofenceRule`: a position inside or outside a circle or polygon.
+- `ArrivalRule`: a moving device that will reach a place within a time at its speed (a car
+  two hours from home).
 
 Every kind shares the lifecycle settings that damp noise and flapping, all judged on the
 readings' own timestamps: the condition must hold for `for_s` seconds and `min_readings`
@@ -22,83 +25,15 @@ consecutive readings before an alert is raised, and be clear for `clear_for_s` s
 from __future__ import annotations
 
 import math
-import re
-import string
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-Severity = Literal["info", "warning", "critical"]
-SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+from devices.place_rules import ArrivalRule, GeofenceRule
+from devices.rule_base import MAX_DURATION_S, RuleBase, Severity, format_seconds
+
 Direction = Literal["above", "below"]
 Compare = Literal["ratio", "offset"]
 BaselineKind = Literal["rolling_24h", "same_hour"]
-Where = Literal["inside", "outside"]
-
-MAX_DURATION_S = 365 * 86_400.0
-
-# What a rule's message may name; each kind fills the ones that mean something for it.
-MESSAGE_FIELDS = frozenset({"value", "baseline", "delta", "distance_m", "silent_for", "field"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RuleBase:
-    name: str
-    severity: Severity
-    message: str
-    for_s: float = 0.0  # the condition holds this long before the alert is raised
-    min_readings: int = 1  # ... and for this many consecutive readings
-    clear_for_s: float = 0.0  # clear this long before the alert is resolved
-    clear_readings: int = 1  # ... and for this many consecutive readings
-
-    kind: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
-        if not all(0 <= v <= MAX_DURATION_S for v in (self.for_s, self.clear_for_s)):
-            raise ValueError("for and clear_for must be durations from zero to 365d")
-        if self.min_readings < 1 or self.clear_readings < 1:
-            raise ValueError("min_readings and clear_readings must be at least 1")
-        try:
-            parsed = list(string.Formatter().parse(self.message))
-        except ValueError as exc:
-            raise ValueError(f"message {self.message!r} is not a template: {exc}") from None
-        for _, _, spec, _ in parsed:
-            # `{value:{x}}` nests a lookup; `{value:.999999999f}` builds a gigabyte.
-            if spec and ("{" in spec or any(int(n) > 40 for n in re.findall(r"\d+", spec))):
-                raise ValueError(f"message {self.message!r}: format {spec!r} is not allowed")
-        names = [name for _, name, _, _ in parsed]
-        for name in names:
-            if name is not None and name not in MESSAGE_FIELDS:
-                known = ", ".join(sorted(MESSAGE_FIELDS))
-                raise ValueError(f"message names {{{name}}}; it may use {known}")
-        try:  # numbers are floats, silent_for and field are text: `{value:d}` cannot work
-            self.message.format(
-                value=1.5, baseline=1.5, delta=1.5, distance_m=1.5, silent_for="1m", field="f"
-            )
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise ValueError(f"message {self.message!r} cannot be filled in: {exc}") from None
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """The reading fields this rule reads (checked against the device type)."""
-        return ()
-
-    def damping(self) -> tuple[str, str]:
-        """What holds an alert back: (before raising, before resolving)."""
-        return (
-            _damping(self.for_s, self.min_readings),
-            _damping(self.clear_for_s, self.clear_readings),
-        )
-
-
-def _damping(seconds: float, readings: int) -> str:
-    parts = []
-    if seconds:
-        parts.append(f"for {format_seconds(seconds)}")
-    if readings > 1:
-        parts.append(f"{readings} readings in a row")
-    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _check_levels(direction: Direction, raise_at: float, clear_at: float) -> None:
@@ -287,67 +222,10 @@ class AbsenceRule(RuleBase):
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GeofenceRule(RuleBase):
-    """Raise when the position (`lat_field`, `lon_field`) is `inside` or `outside` a shape.
-
-    The shape is a circle (`center`, `radius_m`) or a polygon of (lat, lon) corners. The alert
-    resolves only once the position is `margin_m` metres back on the other side, so a device
-    on the boundary does not flap.
-    """
-
-    where: Where
-    center: tuple[float, float] | None = None
-    radius_m: float | None = None
-    polygon: tuple[tuple[float, float], ...] | None = None
-    margin_m: float = 50.0
-    lat_field: str = "lat"
-    lon_field: str = "lon"
-
-    kind: ClassVar[str] = "geofence"
-
-    def __post_init__(self) -> None:
-        RuleBase.__post_init__(self)
-        if self.where not in ("inside", "outside"):
-            raise ValueError("where must be 'inside' or 'outside'")
-        circle = self.center is not None or self.radius_m is not None
-        if circle == (self.polygon is not None):
-            raise ValueError("give either center and radius_m (a circle) or polygon")
-        if circle:
-            if self.center is None or self.radius_m is None or not self.radius_m > 0:
-                raise ValueError("a circle needs center = [lat, lon] and radius_m > 0")
-            _check_point(self.center)
-        else:
-            assert self.polygon is not None
-            if len(self.polygon) < 3:
-                raise ValueError("a polygon needs at least 3 corners")
-            for corner in self.polygon:
-                _check_point(corner)
-        if not (math.isfinite(self.margin_m) and self.margin_m >= 0):
-            raise ValueError("margin_m must be zero or more")
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return (self.lat_field, self.lon_field)
-
-    def condition(self) -> tuple[str, str]:
-        shape = (
-            f"{self.radius_m:g} m around {self.center[0]:g},{self.center[1]:g}"
-            if self.center is not None and self.radius_m is not None
-            else f"a polygon of {len(self.polygon or ())} corners"
-        )
-        back = "outside" if self.where == "inside" else "inside"
-        return f"{self.where} {shape}", f"{back} by {self.margin_m:g} m"
-
-
-def _check_point(point: tuple[float, float]) -> None:
-    if len(point) != 2 or not (-90 <= point[0] <= 90 and -180 <= point[1] <= 180):
-        raise ValueError(f"{list(point)} is not a [lat, lon] pair in degrees")
-
-
-Rule = ThresholdRule | DeltaRule | BaselineRule | AbsenceRule | GeofenceRule
+Rule = ThresholdRule | DeltaRule | BaselineRule | AbsenceRule | GeofenceRule | ArrivalRule
 RULE_KINDS: dict[str, type[Rule]] = {
-    cls.kind: cls for cls in (ThresholdRule, DeltaRule, BaselineRule, AbsenceRule, GeofenceRule)
+    cls.kind: cls
+    for cls in (ThresholdRule, DeltaRule, BaselineRule, AbsenceRule, GeofenceRule, ArrivalRule)
 }
 
 
@@ -368,16 +246,3 @@ def silent(
         after_intervals=after_intervals,
         at_least_s=at_least_s,
     )
-
-
-def format_seconds(seconds: float) -> str:
-    """`90` → `1m30s`, `7200` → `2h`: how durations read in rule descriptions and messages."""
-    remaining = round(seconds)
-    if remaining <= 0:
-        return f"{seconds:g}s"
-    out = ""
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
-        if remaining >= size:
-            out += f"{remaining // size}{unit}"
-            remaining %= size
-    return out

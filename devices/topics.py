@@ -18,7 +18,8 @@ The downlink (devices/commands.py says how it works) has, under a device's own t
 
 and, per tenant, `command-requests/{account}` and `desired-requests/{account}` (a person's
 client asks; the topic names the account, as for acknowledgements; a serve account adds
-`/on-behalf`) and `command-status/{device_id}` (moclo tells what became of each command).
+`/on-behalf`), `command-status/{device_id}` (moclo tells what became of each command) and
+`notices/{device_id}` (an automation's notice about a device).
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ DEVICE_UPLINK_LEVELS = (COMMANDS_GET, COMMAND_RESULTS, DESIRED_GET, REPORTED)
 COMMAND_REQUESTS = "command-requests"
 DESIRED_REQUESTS = "desired-requests"
 COMMAND_STATUS = "command-status"
+NOTICES = "notices"
 
 
 def device_topic(prefix: str, tenant: str, device_type: str, device_id: str, level: str) -> str:
@@ -245,6 +247,15 @@ def command_status_topic(prefix: str, tenant: str, device_id: str) -> str:
 
 def command_status_subscription(prefix: str, tenant: str = "+") -> str:
     return f"{prefix}/{tenant}/{COMMAND_STATUS}/+"
+
+
+def notice_topic(prefix: str, tenant: str, device_id: str) -> str:
+    """Where an automation's notice about a device is published (devices/commands.py `Notice`)."""
+    return f"{prefix}/{tenant}/{NOTICES}/{device_id}"
+
+
+def notice_subscription(prefix: str, tenant: str = "+") -> str:
+    return f"{prefix}/{tenant}/{NOTICES}/+"
 
 
 def parse_device_uplink(prefix: str, topic: str) -> tuple[DeviceAddress, str]:

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from ingest.alerts import AlertEngine, snapshot
+from ingest.downlink.unapplied import RULE as UNAPPLIED_RULE
 from ingest.pipeline import Pipeline
 from ingest.spool import Spool
 from storage.alert_history import latest_changes
@@ -59,7 +60,11 @@ class AlertState:
         # Alert changes still in the spool are newer than anything in InfluxDB.
         for record in await asyncio.to_thread(spool.pending):
             stored.extend(c for line in record.lines if (c := parse_alert_line(line)))
-        orphans = engine.apply_stored(stored)
+        # desired_not_applied follows the downlink, not readings: the gateway keeps its episodes.
+        gateway = self.pipeline.gateway
+        if gateway is not None:
+            gateway.unapplied.restore(stored)
+        orphans = engine.apply_stored([c for c in stored if c.rule != UNAPPLIED_RULE])
         if devices or engine.open_alerts():
             log.info(
                 "alert state restored: %d devices, %d open alerts", devices, engine.open_alerts()

@@ -1,4 +1,5 @@
-"""Where alert changes leave ingest for people: MQTT, on a connection of their own.
+"""Where alert changes (and, on another connection, commands) leave ingest: MQTT, on a
+connection of their own.
 
 Ingest's consuming connection cannot carry them: while a backlog larger than its window waits,
 paho's network thread for that connection is parked (see `source.py`), so the PUBACKs for
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
@@ -29,7 +31,18 @@ from storage.alert_record import Alert
 log = logging.getLogger("moclo.ingest.announce")
 
 
-class AlertPublisher:
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message to publish, QoS 1."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+class Publisher:
+    """A connection of ingest's own that only publishes (QoS 1) and waits for the PUBACKs."""
+
     def __init__(self, endpoint: MqttEndpoint, *, client_id: str, prefix: str) -> None:
         self.endpoint = endpoint
         self.prefix = prefix
@@ -41,9 +54,11 @@ class AlertPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Event | None = None
         self._last_error = "no answer yet"
+        self._refused = False
 
     async def start(self, *, timeout_s: float = 15.0) -> None:
-        """Connects; raises MqttUnreachable if that fails within `timeout_s`."""
+        """Connects; raises MqttUnreachable if that fails within `timeout_s`, or at once if
+        the broker refuses the login."""
         self._loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
         self._client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
@@ -53,30 +68,22 @@ class AlertPublisher:
         except TimeoutError:
             await self.close()
             raise self.endpoint.unreachable(timeout_s, self._last_error) from None
+        if self._refused:
+            await self.close()
+            raise self.endpoint.unreachable(timeout_s, self._last_error)
 
     async def close(self) -> None:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
         release_sockets(self._client)
 
-    async def publish(self, alerts: Sequence[Alert], *, timeout_s: float = 10.0) -> bool:
-        """Publishes each change and its retained state; True once the broker has them all."""
-        infos = []
-        for alert in alerts:
-            payload = alert.to_json()
-            infos.append(
-                self._client.publish(
-                    alert_topic(self.prefix, alert.tenant, alert.device_id), payload, qos=1
-                )
-            )
-            infos.append(
-                self._client.publish(
-                    alert_state_topic(self.prefix, alert.tenant, alert.device_id, alert.rule),
-                    b"" if alert.state == "resolved" else payload,
-                    qos=1,
-                    retain=True,
-                )
-            )
+    async def publish_all(
+        self, publications: Sequence[Publication], *, timeout_s: float = 10.0
+    ) -> bool:
+        """Publishes each, in order; True once the broker has acknowledged them all."""
+        infos = [
+            self._client.publish(p.topic, p.payload, qos=1, retain=p.retain) for p in publications
+        ]
         return await asyncio.to_thread(_all_published, infos, timeout_s)
 
     def _on_connect(
@@ -89,10 +96,29 @@ class AlertPublisher:
     ) -> None:
         if reason.is_failure:
             self._last_error = f"broker refused: {reason}"
-            log.error("the broker refused the alert connection: %s", reason)
-            return
+            log.error("the broker refused the connection %s: %s", self.endpoint.display(), reason)
+            self._refused = True
         assert self._loop is not None and self._connected is not None
         self._loop.call_soon_threadsafe(self._connected.set)
+
+
+class AlertPublisher(Publisher):
+    async def publish(self, alerts: Sequence[Alert], *, timeout_s: float = 10.0) -> bool:
+        """Publishes each change and its retained state; True once the broker has them all."""
+        publications = []
+        for alert in alerts:
+            payload = alert.to_json()
+            publications.append(
+                Publication(alert_topic(self.prefix, alert.tenant, alert.device_id), payload)
+            )
+            publications.append(
+                Publication(
+                    alert_state_topic(self.prefix, alert.tenant, alert.device_id, alert.rule),
+                    b"" if alert.state == "resolved" else payload,
+                    retain=True,
+                )
+            )
+        return await self.publish_all(publications, timeout_s=timeout_s)
 
 
 def _all_published(infos: list[paho.MQTTMessageInfo], timeout_s: float) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ingest.alert_state import AlertState
 from ingest.announce import AlertPublisher
+from ingest.downlink.wiring import Downlink
 from ingest.durable import DurableWriter
 from ingest.health import Liveness
 from ingest.notify import Notifiers
@@ -55,6 +56,7 @@ class Consumer:
         options: IngestOptions,
         stop: asyncio.Event,
         on_alert: AlertCallback | None,
+        downlink: Downlink | None = None,
     ) -> None:
         self.source = source
         self.pipeline = pipeline
@@ -68,6 +70,7 @@ class Consumer:
         self.options = options
         self.stop = stop
         self.on_alert = on_alert
+        self.downlink = downlink
         self.consumed = asyncio.Event()  # the consumer is done: notifiers may finish
         self.unstored = 0  # batches the engine has judged and that are not stored yet
 
@@ -80,8 +83,11 @@ class Consumer:
         storing = _Storing()  # the batch before, being stored
         alert_state = self.alert_state
         try:
+            downlink = self.downlink
             while not self.stop.is_set():
                 await self.gate.refresh(self.pipeline.decoder)
+                if downlink is not None:
+                    await downlink.refresh()
                 if storing.done():
                     await storing.finished()  # raises what storing it raised
                 messages = await self._next_batch_or_stop(options.sweep_every_s)
@@ -96,6 +102,9 @@ class Consumer:
                     next_sweep = time.monotonic() + options.sweep_every_s
                     await storing.finished()
                     await self._sweep()
+                if downlink is not None and downlink.expiry_due():
+                    await storing.finished()
+                    await self._expire(downlink)
                 if not alert_state.capturing and time.monotonic() >= next_snapshot:
                     await alert_state.begin()  # once the previous one is written
                     next_snapshot = time.monotonic() + options.snapshot_every_s
@@ -138,6 +147,20 @@ class Consumer:
         if swept.alerts:
             await self._commit(swept.lines, swept.alerts)
         self.unstored -= 1
+        if swept.publications and self.downlink is not None:
+            await self.downlink.publish(swept.publications)  # what automations did about them
+
+    async def _expire(self, downlink: Downlink) -> None:
+        """Settles the commands whose expiry passed: stored, then announced."""
+        batch = PreparedBatch()
+        self.pipeline.add_downlink(batch, downlink.expire())
+        self.pipeline.react(batch)
+        batch.lines.extend(alert.to_line() for alert in batch.alerts)  # desired_not_applied
+        self.unstored += 1
+        await self._commit(batch.lines, batch.alerts)
+        self.unstored -= 1
+        if batch.publications:
+            await downlink.publish(batch.publications)
 
     async def _next_batch_or_stop(self, timeout_s: float) -> list[Message]:
         """The next batch; [] when `stop` is set or nothing came within `timeout_s`."""
@@ -171,6 +194,7 @@ class Consumer:
             prepared.readings += part.readings
             prepared.rejections += part.rejections
             prepared.alerts += part.alerts
+            prepared.publications += part.publications
             start = end
             if start < len(messages):
                 await asyncio.sleep(0)
@@ -185,6 +209,9 @@ class Consumer:
         is set once the lines are on their way to InfluxDB."""
         await self._commit(prepared.lines, prepared.alerts, sent)
         self.unstored -= 1
+        if prepared.publications and self.downlink is not None:
+            # Recorded first, then sent: no command reaches a device unrecorded.
+            await self.downlink.publish(prepared.publications)
         self.source.ack(messages)
         stats = self.stats
         self.liveness.last_handled = time.monotonic()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -70,6 +70,12 @@ class RejectReason(enum.StrEnum):
     # An acknowledgement that is malformed or names no open alert; the stored value keeps "ack".
     BAD_ACKNOWLEDGEMENT = "bad_ack"
     UNREGISTERED_DEVICE = "unregistered_device"  # not in the registry, or revoked
+    # The downlink (ingest/downlink/): a person's request or a device's message moclo cannot
+    # read; a request it can read but refuses is a `refused` step in moclo_commands instead.
+    BAD_COMMAND_REQUEST = "bad_command_request"
+    BAD_DESIRED_REQUEST = "bad_desired_request"
+    BAD_COMMAND_RESULT = "bad_command_result"
+    BAD_REPORTED = "bad_reported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,8 @@ class Decoded:
     readings: list[ValidReading] = field(default_factory=list)
     received_ns: list[int] = field(default_factory=list)  # arrival of readings[i]
     rejections: list[Rejection] = field(default_factory=list)
+    # Messages of the downlink (topic, payload, arrival), handed on to the command gateway.
+    downlink: list[tuple[str, bytes, int]] = field(default_factory=list)
 
 
 class Decoder:
@@ -129,8 +137,11 @@ class Decoder:
         limits: Limits = Limits(),
         registered: Container[DeviceAddress] | None = None,
         unregistered: Literal["reject", "flag"] = "reject",
+        downlink: Callable[[str], bool] | None = None,
     ) -> None:
         self.prefix = prefix
+        # Which topics that are not telemetry belong to the command gateway (None: none).
+        self.downlink = downlink
         self._catalogue = catalogue
         self._registered = registered
         self._flag_unregistered = unregistered == "flag"
@@ -187,7 +198,12 @@ class Decoder:
 
     def _careful(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         """Decodes step by step, rejecting with the first reason that applies: the topic, then
-        the payload as a whole, then each of its readings on its own."""
+        the payload as a whole, then each of its readings on its own. A downlink topic is
+        handed on instead: only here, so telemetry's fast path pays nothing for it."""
+        downlink = self.downlink
+        if downlink is not None and not topic.endswith("/telemetry") and downlink(topic):
+            out.downlink.append((topic, payload, received_ns))
+            return
         reject = _Rejecter(out.rejections, topic, payload, received_ns)
         checked = self._check_topic(topic, received_ns, reject)
         if checked is None:

@@ -25,6 +25,8 @@ from devices.topics import (
     telemetry_topic,
 )
 from ingest.alerts import AcknowledgementInvalid, AlertEngine
+from ingest.announce import Publication
+from ingest.automations.runner import Automations
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import (
     INVALID_TAG,
@@ -35,6 +37,8 @@ from ingest.decode import (
     ValidReading,
     describe_validation_error,
 )
+from ingest.downlink.gateway import Gateway
+from ingest.downlink.outcome import Incoming, Outcome
 from ingest.rejections import RejectionLog
 from ingest.source import Message
 from storage.alert_record import Alert
@@ -50,6 +54,8 @@ class PreparedBatch:
     readings: int = 0  # how many of `lines` are readings
     rejections: list[Rejection] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    # Downlink messages to send once `lines` are stored (ingest/downlink/).
+    publications: list[Publication] = field(default_factory=list)
 
 
 class _AcknowledgementBody(BaseModel):
@@ -88,11 +94,15 @@ class Pipeline:
         engine: AlertEngine,
         rejections: RejectionLog,
         guard: CardinalityGuard,
+        gateway: Gateway | None = None,
+        automations: Automations | None = None,
     ) -> None:
         self.decoder = decoder
         self.engine = engine
         self.rejections = rejections
         self.guard = guard
+        self.gateway = gateway  # None: no downlink (a share group member stores readings only)
+        self.automations = automations  # they act through the gateway, so only with one
         self._last_rejection_ns = 0
 
     def prepare(self, messages: Sequence[Message]) -> PreparedBatch:
@@ -104,6 +114,7 @@ class Pipeline:
             if tenant is not None:
                 acknowledgements.append((tenant, message))
                 continue
+            # Telemetry, or the downlink: the decoder hands those on in `decoded.downlink`.
             self.decoder.decode(message.topic, message.payload, message.received_ns, decoded)
         for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
             if not self.guard.admit(item.address, received_ns):
@@ -116,14 +127,41 @@ class Pipeline:
         # sent, possibly by a reading in this same batch.
         for tenant, message in acknowledgements:
             self._acknowledge(tenant, message, batch)
+        if decoded.downlink and self.gateway is not None:
+            outcome = Outcome()
+            for topic, payload, received_ns in decoded.downlink:
+                self.gateway.handle(Incoming(topic, payload, received_ns), outcome)
+            self.add_downlink(batch, outcome)
+        self.react(batch)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)
         for rejection in decoded.rejections:
             self._add_rejection(batch, rejection)
         return batch
 
+    def add_downlink(self, batch: PreparedBatch, outcome: Outcome) -> None:
+        """Adds what the gateway decided to `batch`: lines, messages to send, rejections."""
+        batch.lines.extend(outcome.lines)
+        batch.publications.extend(outcome.publications)
+        batch.alerts.extend(outcome.alerts)  # their lines are added with the batch's others
+        for rejection in outcome.rejections:
+            self._add_rejection(batch, rejection)
+
+    def react(self, batch: PreparedBatch) -> None:
+        """What the automations do about the batch's alert changes: the gateway's lines and
+        messages, added to the batch (ingest/automations/)."""
+        if self.automations is None or self.gateway is None or not batch.alerts:
+            return
+        outcome = Outcome()
+        self.automations.react(batch.alerts, self.gateway, outcome)
+        batch.lines.extend(outcome.lines)
+        batch.publications.extend(outcome.publications)
+        for rejection in outcome.rejections:
+            self._add_rejection(batch, rejection)
+
     def sweep(self) -> PreparedBatch:
         """Alerts for devices that have gone silent (judged by the clock, not a reading)."""
         batch = PreparedBatch(alerts=self.engine.sweep())
+        self.react(batch)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)
         return batch
 
@@ -137,7 +175,7 @@ class Pipeline:
             account, on_behalf = parse_acknowledger(self.decoder.prefix, tenant, message.topic)
             body = _AcknowledgementBody.model_validate(orjson.loads(message.payload))
             by, note = _acknowledger(account, on_behalf, body)
-            alert = self.engine.acknowledge(tenant, body.id, by, note)
+            alert = self._acknowledge_alert(tenant, body.id, by, note, message.received_ns)
         except (orjson.JSONDecodeError, ValidationError, AcknowledgementInvalid, TopicError) as exc:
             if isinstance(exc, AcknowledgementInvalid | TopicError):
                 error = str(exc)
@@ -159,6 +197,19 @@ class Pipeline:
             )
             return
         batch.alerts.append(alert)
+
+    def _acknowledge_alert(
+        self, tenant: str, alert: str, by: str, note: str, received_ns: int
+    ) -> Alert:
+        """The engine's alerts, then the gateway's (desired_not_applied)."""
+        try:
+            return self.engine.acknowledge(tenant, alert, by, note)
+        except AcknowledgementInvalid:
+            gateway = self.gateway
+            found = gateway and gateway.unapplied.acknowledge(tenant, alert, by, note, received_ns)
+            if not found:
+                raise
+            return found
 
     def refused(self, line: str, error: str, received_ns: int) -> PreparedBatch | None:
         """A batch recording that InfluxDB refused a reading line: `beyond_retention` when it

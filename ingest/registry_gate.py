@@ -14,11 +14,11 @@ import logging
 from access.known import RegisteredDevices
 from core.settings import Settings
 from ingest.decode import Decoder
-from storage.lineprotocol import line_field_string
+from storage.lineprotocol import unregistered_line
+from storage.schema import UNREGISTERED
 
 log = logging.getLogger("moclo.ingest")
 
-UNREGISTERED_MEASUREMENT = "moclo_unregistered"
 _LOGGED_UNREGISTERED = 10  # unregistered devices named in the log per run; the rest counted
 
 
@@ -48,7 +48,7 @@ class RegistryGate:
             "registry %s: %d devices registered; readings of others are %s (MOCLO_UNREGISTERED=%s)",
             registered.path,
             len(registered),
-            "rejected" if mode == "reject" else f"stored and noted in {UNREGISTERED_MEASUREMENT}",
+            "rejected" if mode == "reject" else f"stored and noted in {UNREGISTERED.name}",
             mode,
         )
         if not len(registered) and mode == "reject":
@@ -80,7 +80,7 @@ class RegistryGate:
                     address.tenant,
                     address.device_type,
                     address.device_id,
-                    UNREGISTERED_MEASUREMENT,
+                    UNREGISTERED.name,
                     "; further ones are counted in /metrics, not logged"
                     if self._logged == _LOGGED_UNREGISTERED
                     else "",
@@ -88,11 +88,7 @@ class RegistryGate:
             # Strictly increasing stamps: two devices of a tenant and type must not share one.
             ts_ns = max(received_ns, self._last_ns + 1)
             self._last_ns = ts_ns
-            lines.append(
-                f"{UNREGISTERED_MEASUREMENT},device_type={address.device_type},"
-                f"tenant={address.tenant} device_id={line_field_string(address.device_id)},"
-                f"topic={line_field_string(topic)} {ts_ns}"
-            )
+            lines.append(unregistered_line(address, topic, ts_ns))
         return lines
 
     def close(self) -> None:

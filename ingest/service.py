@@ -29,16 +29,28 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from core.mqtt import connection_login
+from core.mqtt import MqttUnreachable, connection_login
 from core.settings import Settings
-from devices.topics import acknowledgement_subscription, shared, telemetry_subscription
+from devices.topics import (
+    COMMAND_REQUESTS,
+    DESIRED_REQUESTS,
+    DEVICE_UPLINK_LEVELS,
+    acknowledgement_subscription,
+    device_subscription,
+    request_subscription,
+    shared,
+    telemetry_subscription,
+)
 from ingest.alert_state import AlertState
 from ingest.alerts import AlertEngine
 from ingest.alerts.rulebook import RuleBook
 from ingest.announce import AlertPublisher
+from ingest.automations.runner import Automations
 from ingest.cardinality import CardinalityGuard
 from ingest.consumer import AlertCallback, Consumer
 from ingest.decode import Decoder
+from ingest.downlink.outcome import is_downlink_topic
+from ingest.downlink.wiring import Downlink
 from ingest.durable import DurableWriter
 from ingest.gcpolicy import quiet_collector
 from ingest.health import Liveness, watch
@@ -68,14 +80,23 @@ def judges_alerts(settings: Settings) -> bool:
 
 
 def subscriptions(settings: Settings) -> tuple[str, ...]:
-    """Telemetry (and acknowledgements, where alerts are judged) of all tenants or of
-    MOCLO_INGEST_TENANTS; in a share group, telemetry only, shared."""
+    """Telemetry (and acknowledgements and the downlink, where alerts are judged) of all
+    tenants or of MOCLO_INGEST_TENANTS; in a share group, telemetry only, shared."""
     prefix = settings.topic_prefix
     tenants = settings.tenants or ("+",)
     telemetry = tuple(telemetry_subscription(prefix, t) for t in tenants)
     if settings.ingest_share_group is not None:
         return tuple(shared(settings.ingest_share_group, s) for s in telemetry)
-    return (*telemetry, *(acknowledgement_subscription(prefix, t) for t in tenants))
+    downlink = tuple(
+        subscription
+        for t in tenants
+        for subscription in (
+            *(device_subscription(prefix, level, t) for level in DEVICE_UPLINK_LEVELS),
+            request_subscription(prefix, COMMAND_REQUESTS, t),
+            request_subscription(prefix, DESIRED_REQUESTS, t),
+        )
+    )
+    return (*telemetry, *(acknowledgement_subscription(prefix, t) for t in tenants), *downlink)
 
 
 class Ingest:
@@ -99,16 +120,7 @@ class Ingest:
             ),
             stopping=stop,
         )
-        self.source = MqttSource(
-            settings.mqtt,
-            client_id=settings.ingest_id,
-            subscription=subscriptions(settings),
-            batch_messages=options.batch_messages,
-            batch_bytes=options.batch_bytes,
-            window=options.window,
-            window_bytes=options.window_bytes,
-            stock_client=options.stock_mqtt_client,
-        )
+        self.source = _source(settings, options)
         # Its own login (`USER~alerts`, same password): on a broker that names connections by
         # their login, a second connection as USER would take the consumer's session.
         self.announcer = AlertPublisher(
@@ -123,26 +135,10 @@ class Ingest:
         self.webhook, self.notifiers = _notifiers(settings, options)
         self.gate = RegistryGate(settings)
         self.registered = self.gate.registered  # for /metrics
-        # MOCLO_MAX_READING_AGE is the oldest accepted; the database's retention, once read,
-        # may narrow it (`ingest/retention.py`).
-        limits = replace(options.limits, max_past_s=settings.max_reading_age)
-        self.pipeline = Pipeline(
-            Decoder(
-                settings.topic_prefix,
-                limits=limits,
-                registered=self.registered,
-                unregistered="flag" if settings.unregistered == "flag" else "reject",
-            ),
-            AlertEngine(
-                load_rulebook(settings)
-                if options.alert_rules and judges_alerts(settings)
-                else RuleBook.empty()
-            ),
-            RejectionLog(),
-            CardinalityGuard(
-                burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute
-            ),
-        )
+        # The command gateway (ingest/downlink/), where ingest sees whole tenants: a share
+        # group member sees a deal of the readings and none of the downlink.
+        self.downlink = Downlink(settings) if judges_alerts(settings) else None
+        self.pipeline = _pipeline(settings, options, self.gate, self.downlink)
         self.alert_state = AlertState(self.snapshot_path, self.pipeline)
         self.retention = RetentionWatch(
             self.sink.client,
@@ -158,7 +154,12 @@ class Ingest:
             stop=stop,
             beyond_retention=self.retention.due.set,
         )
-        self.consumer = Consumer(
+        self.consumer = self._consumer(on_alert)
+        self.http_port: int | None = None
+
+    def _consumer(self, on_alert: AlertCallback | None) -> Consumer:
+        """The consume loop, given every part it moves a batch through."""
+        return Consumer(
             source=self.source,
             pipeline=self.pipeline,
             gate=self.gate,
@@ -168,11 +169,11 @@ class Ingest:
             notifiers=self.notifiers,
             stats=self.stats,
             liveness=self.liveness,
-            options=options,
-            stop=stop,
+            options=self.options,
+            stop=self.stop,
             on_alert=on_alert,
+            downlink=self.downlink,
         )
-        self.http_port: int | None = None
 
     @property
     def retention_s(self) -> float | None:
@@ -190,6 +191,7 @@ class Ingest:
             if orphans:
                 await self.durable.write([alert.to_line() for alert in orphans])
             await self.announcer.start()
+            await self._start_downlink()
             await self.source.start()
             if orphans:
                 await self.consumer.announce(orphans)  # once connected
@@ -218,9 +220,32 @@ class Ingest:
         finally:
             await self.source.close()
             await self.announcer.close()
+            if self.downlink is not None:
+                await self.downlink.close()
             await self.sink.close()
             self.gate.close()
         return self.stats
+
+    async def _start_downlink(self) -> None:
+        """Restores the gateway and connects its publisher; a broker whose files predate the
+        `~commands` login costs the downlink, said once, not the readings."""
+        if self.downlink is None:
+            return
+        await self.downlink.restore(self.sink.client)
+        try:
+            await self.downlink.start()
+        except MqttUnreachable as exc:
+            log.error(
+                "commands and desired state are off: %s. Regenerate the broker's files "
+                "(`moclo broker-auth write`) so they list the login %s, and reload the broker",
+                exc,
+                connection_login(self.settings.mqtt.username or "USER", "commands"),
+            )
+            self.pipeline.gateway = None
+            self.pipeline.decoder.downlink = None  # their topics are rejected, as before
+            self.consumer.downlink = None
+            await self.downlink.close()
+            self.downlink = None
 
     def _say_what_runs(self) -> None:
         """The start-up lines: where from, where to, and what is judged."""
@@ -257,6 +282,47 @@ class Ingest:
         )
 
 
+def _source(settings: Settings, options: IngestOptions) -> MqttSource:
+    """The MQTT source: ingest's subscriptions, with the batch and window sizes of `options`."""
+    return MqttSource(
+        settings.mqtt,
+        client_id=settings.ingest_id,
+        subscription=subscriptions(settings),
+        batch_messages=options.batch_messages,
+        batch_bytes=options.batch_bytes,
+        window=options.window,
+        window_bytes=options.window_bytes,
+        stock_client=options.stock_mqtt_client,
+    )
+
+
+def _pipeline(
+    settings: Settings, options: IngestOptions, gate: RegistryGate, downlink: Downlink | None
+) -> Pipeline:
+    """Decode and validate (behind the registry gate), judge the rules, count rejections and
+    new devices, hand the downlink to the gateway: the stages a message passes between source
+    and sink."""
+    # MOCLO_MAX_READING_AGE is the oldest accepted; the database's retention, once read,
+    # may narrow it (`ingest/retention.py`).
+    limits = replace(options.limits, max_past_s=settings.max_reading_age)
+    judging = options.alert_rules and judges_alerts(settings)
+    rulebook = load_rulebook(settings) if judging else RuleBook.empty()
+    return Pipeline(
+        Decoder(
+            settings.topic_prefix,
+            limits=limits,
+            registered=gate.registered,
+            unregistered="flag" if settings.unregistered == "flag" else "reject",
+            downlink=is_downlink_topic if downlink is not None else None,
+        ),
+        AlertEngine(rulebook),
+        RejectionLog(),
+        CardinalityGuard(burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute),
+        gateway=downlink.gateway if downlink is not None else None,
+        automations=load_automations(settings, rulebook) if downlink is not None else None,
+    )
+
+
 def _notifiers(
     settings: Settings, options: IngestOptions
 ) -> tuple[WebhookNotifier | None, Notifiers]:
@@ -280,6 +346,19 @@ def load_rulebook(settings: Settings) -> RuleBook:
     from ingest.alerts.rulesfile import load_rules_file
 
     return load_rules_file(Path(settings.rules_file))
+
+
+def load_automations(settings: Settings, rulebook: RuleBook) -> Automations | None:
+    """The automations file's automations, each checked against the rules in force: one
+    whose rule no device of its type and tenant has would never act (AutomationsFileError)."""
+    if settings.automations_file is None:
+        return None
+    from ingest.automations.file import load_automations_file, unknown_triggers
+
+    path = Path(settings.automations_file)
+    automations = load_automations_file(path)
+    unknown_triggers(automations, rulebook, str(path))
+    return Automations(automations)
 
 
 async def run_ingest(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from access.registry import ROLES
 from core.settings import Settings
+from moclo.args import Commands
 
 ACCOUNTS_EPILOG = """\
 roles (what each may do on the broker, {p} being the topic prefix):
@@ -39,7 +40,8 @@ holds exactly those two lines).
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
+    """Adds `moclo accounts`, and beside it `moclo broker-auth` and `moclo provision`."""
     accounts = commands.add_parser(
         "accounts",
         help="broker accounts of services (ingest, serve) and of tenants' apps, operators and "
@@ -76,6 +78,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--registry", metavar="FILE", help="the registry (MOCLO_REGISTRY)")
 
+    _add_broker_auth(commands)
+    _add_provision(commands)
+
+
+def _add_broker_auth(commands: Commands) -> None:
+    """`moclo broker-auth write`."""
     broker = commands.add_parser(
         "broker-auth",
         help="write Mosquitto's password and ACL files from the registry",
@@ -104,6 +112,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _registry_flags(write)
 
+
+def _add_provision(commands: Commands) -> None:
+    """`moclo provision`."""
     provision = commands.add_parser(
         "provision",
         help="make sure service accounts and a fleet's device logins exist (idempotent)",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from core.settings import Settings
 from devices.topics import IDENTIFIER_RULE, is_identifier
-from moclo.args import connection_flags, duration
+from moclo.args import Commands, connection_flags, duration
 from query.errors import QueryError
 from query.times import parse_since
 
@@ -29,7 +29,7 @@ for an acknowledgement to be taken.
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo alerts` (and `ack`, `watch`) to the top-level subcommands."""
     alerts = commands.add_parser(
         "alerts",
@@ -49,6 +49,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # --severity's included (set here rather than by the flag, which the subcommand shares).
     alerts.set_defaults(severity="info")
     alert_commands = alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND")
+    _add_acknowledge(alert_commands)
+    watch = alert_commands.add_parser(
+        "watch",
+        argument_default=argparse.SUPPRESS,
+        help="deprecated: use `moclo alerts --follow`",
+        description="The same as `moclo alerts --follow`, kept for scripts.",
+    )
+    _alert_filter_flags(watch)
+    connection_flags(watch)
+
+
+def _add_acknowledge(alert_commands: Commands) -> None:
+    """`moclo alerts ack`: acknowledging one open alert."""
     acknowledge = alert_commands.add_parser(
         "ack",  # the CLI's command: a contract, kept short
         argument_default=argparse.SUPPRESS,
@@ -87,14 +100,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how long to wait for ingest to confirm (default 10s)",
     )
     connection_flags(acknowledge)
-    watch = alert_commands.add_parser(
-        "watch",
-        argument_default=argparse.SUPPRESS,
-        help="deprecated: use `moclo alerts --follow`",
-        description="The same as `moclo alerts --follow`, kept for scripts.",
-    )
-    _alert_filter_flags(watch)
-    connection_flags(watch)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -28,7 +28,8 @@ import time
 from collections.abc import Iterable
 
 from core.settings import Settings
-from devices.rules import SEVERITIES
+from devices.rfc3339 import format_seconds_spaced
+from devices.rule_base import SEVERITIES
 from devices.topics import alert_subscription
 from ingest.alerts import acknowledge as acknowledging
 from query.alerts import AlertFilter, alert_json, current_alerts
@@ -85,8 +86,8 @@ def table(alerts: Iterable[Alert]) -> str:
             f"{a.tenant}/{a.device_id}",
             a.rule,
             f"{a.value:g}",
-            acknowledging.when(a.first_seen_ns),
-            acknowledging.when(a.ts_ns),
+            format_seconds_spaced(a.first_seen_ns),
+            format_seconds_spaced(a.ts_ns),
             a.message + (f" (acknowledged by {a.acknowledged_by})" if a.acknowledged_by else ""),
         )
         for a in alerts

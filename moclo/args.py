@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, Protocol
 
 from core.durations import parse_duration
+
+
+class Commands(Protocol):
+    """A group of subcommands, as `ArgumentParser.add_subparsers()` returns it: the type that a
+    command's `add_parser` takes, named by what it does instead of by argparse's private class."""
+
+    def add_parser(self, name: str, /, *args: Any, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def duration(text: str) -> float:

@@ -28,7 +28,7 @@ from moclo import (
     simulate_cli,
     tokens_args,
 )
-from moclo.args import connection_flags, duration
+from moclo.args import Commands, connection_flags, duration
 from moclo.logs import configure_logging
 from moclo.settings_doc import epilog as settings_epilog
 from moclo.stack import ServerError
@@ -56,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_up(commands)
+    _add_ingest(commands)
+    _add_serve(commands)
+    simulate_cli.add_parser(commands)
+    devices_args.add_parser(commands)
+    accounts_args.add_parser(commands)
+    rules_args.add_parser(commands)
+    alerts_args.add_parser(commands)
+    command_args.add_parser(commands)
+    query_args.add_parser(commands)
+    tokens_args.add_parser(commands)
+    return parser
+
+
+def _add_up(commands: Commands) -> None:
+    """`moclo up`: the local servers, ingest and a simulated fleet."""
     up = commands.add_parser(
         "up",
         help="run everything on this machine: broker, database, ingest, simulators",
@@ -83,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connection_flags(up)
 
+
+def _add_ingest(commands: Commands) -> None:
+    """`moclo ingest`."""
     ingest = commands.add_parser(
         "ingest",
         help="consume telemetry from MQTT into InfluxDB and raise alerts",
@@ -124,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     _rules_flag(ingest)
     connection_flags(ingest)
 
+
+def _add_serve(commands: Commands) -> None:
+    """`moclo serve`."""
     serve = commands.add_parser(
         "serve",
         help="the dashboard and the HTTP API: devices, time series, alerts, live",
@@ -145,17 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tokens_args.registry_flag(serve)
     connection_flags(serve)
-
-    simulate_cli.add_parser(commands)
-
-    devices_args.add_parser(commands)
-    accounts_args.add_parser(commands)
-    rules_args.add_parser(commands)
-    alerts_args.add_parser(commands)
-    command_args.add_parser(commands)
-    query_args.add_parser(commands)
-    tokens_args.add_parser(commands)
-    return parser
 
 
 def _version() -> str:
@@ -227,7 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         # Imported only now: the rules machinery is too slow to load for `moclo --help`.
         from ingest.alerts.rulesfile import RulesFileError
+        from ingest.automations.file import AutomationsFileError
 
+        if isinstance(exc, AutomationsFileError):
+            print(f"moclo: the automations file has problems:\n{exc}", file=sys.stderr)
+            print("moclo: the automations file is set by MOCLO_AUTOMATIONS_FILE", file=sys.stderr)
+            return 2
         if not isinstance(exc, RulesFileError):
             raise
         # The message names the file; an unreadable one is a RulesFileError too.

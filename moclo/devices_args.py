@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from core.settings import Settings
+from moclo.args import Commands
 
 DEVICES_EPILOG = """\
 examples:
@@ -29,7 +30,7 @@ reloads the local broker whose pid is in that folder's mosquitto.pid.
 REGISTRY_COMMANDS = ("add", "import", "revoke", "list")
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     devices = commands.add_parser(
         "devices",
         help="the device catalogue, and the registered devices and their credentials",
@@ -46,6 +47,28 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     schema = sub.add_parser("schema", help="print the JSON Schema of one reading")
     schema.add_argument("type", metavar="TYPE", help="device type, see `moclo devices types`")
 
+    _add_add(sub)
+    _add_import(sub)
+
+    revoke = sub.add_parser(
+        "revoke",
+        help="take a device's login back",
+        description="Revokes a device: the broker refuses its login (and disconnects it, once "
+        "reloaded) and ingest rejects its readings as unregistered_device.",
+    )
+    revoke.add_argument("tenant", metavar="TENANT")
+    revoke.add_argument("device_id", metavar="DEVICE_ID")
+    _registry_flags(revoke)
+
+    listing = sub.add_parser("list", help="list the registered devices")
+    listing.add_argument("--tenant", help="only this tenant's")
+    listing.add_argument("--all", action="store_true", help="revoked ones too")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--registry", metavar="FILE", help="the registry (MOCLO_REGISTRY)")
+
+
+def _add_add(sub: Commands) -> None:
+    """`moclo devices add`: one device."""
     add = sub.add_parser(
         "add",
         help="register a device and issue its MQTT login",
@@ -60,6 +83,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("--json", action="store_true", help="machine-readable output")
     _registry_flags(add)
 
+
+def _add_import(sub: Commands) -> None:
+    """`moclo devices import`: many devices, from a CSV file or a scenario."""
     bulk = sub.add_parser(
         "import",
         help="register many devices: a CSV file, or a scenario's fleet",
@@ -80,22 +106,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     bulk.add_argument("--json", action="store_true", help="machine-readable summary")
     _registry_flags(bulk)
-
-    revoke = sub.add_parser(
-        "revoke",
-        help="take a device's login back",
-        description="Revokes a device: the broker refuses its login (and disconnects it, once "
-        "reloaded) and ingest rejects its readings as unregistered_device.",
-    )
-    revoke.add_argument("tenant", metavar="TENANT")
-    revoke.add_argument("device_id", metavar="DEVICE_ID")
-    _registry_flags(revoke)
-
-    listing = sub.add_parser("list", help="list the registered devices")
-    listing.add_argument("--tenant", help="only this tenant's")
-    listing.add_argument("--all", action="store_true", help="revoked ones too")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.add_argument("--registry", metavar="FILE", help="the registry (MOCLO_REGISTRY)")
 
 
 def _credentials_out(parser: argparse.ArgumentParser, *, required: bool) -> None:

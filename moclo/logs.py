@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 import orjson
+
+from devices.rfc3339 import format_log_ms
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "ts": format_log_ms(record.created, record.msecs),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -26,7 +27,6 @@ def configure_logging(*, verbose: bool = False, as_json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
         formatter: logging.Formatter = JsonFormatter()
-        formatter.converter = time.gmtime
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(formatter)

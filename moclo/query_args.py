@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from core.settings import Settings
-from moclo.args import connection_flags
+from moclo.args import Commands, connection_flags
 
 QUERY_EPILOG = """\
 examples:
@@ -31,7 +31,7 @@ or field, a bad time or duration), 1 InfluxDB unreachable or refusing.
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo query` to the top-level subcommands."""
     query = commands.add_parser(
         "query",
@@ -65,11 +65,23 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FIELD",
         help="a field to show, repeatable or comma-separated (default: every field)",
     )
-    when = query.add_argument_group("time range (default: the last hour)")
+    _time_flags(query)
+    query.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (with sparklines, default), csv, or json (the stable document)",
+    )
+    connection_flags(query)
+
+
+def _time_flags(parser: argparse.ArgumentParser) -> None:
+    """Which time range, and raw points or buckets of it."""
+    when = parser.add_argument_group("time range (default: the last hour)")
     when.add_argument("--since", metavar="DURATION", help="up to now, e.g. 6h")
     when.add_argument("--from", dest="start", metavar="TIME", help="from this time, inclusive")
     when.add_argument("--to", dest="end", metavar="TIME", help="to this time, exclusive (now)")
-    buckets = query.add_argument_group("buckets (default: raw points)")
+    buckets = parser.add_argument_group("buckets (default: raw points)")
     buckets.add_argument(
         "--every",
         metavar="DURATION",
@@ -86,13 +98,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="device_id",
         help="a fleet: one series per device instead of one over the whole fleet",
     )
-    query.add_argument(
-        "--format",
-        choices=("table", "csv", "json"),
-        default="table",
-        help="table (with sparklines, default), csv, or json (the stable document)",
-    )
-    connection_flags(query)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -20,7 +20,8 @@ from core.settings import Settings
 from query.errors import QueryError
 from query.render import render_csv, render_table
 from query.request import parse_series_request
-from query.series import SeriesQuery, SeriesResult, run_series
+from query.series import SeriesResult, run_series
+from query.series_query import SeriesQuery
 from storage.database import open_influx
 
 

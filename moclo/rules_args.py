@@ -8,9 +8,10 @@ import argparse
 from pathlib import Path
 
 from devices.catalogue import DEVICE_TYPES
+from moclo.args import Commands
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo rules list` and `moclo rules check` to the top-level subcommands."""
     rules = commands.add_parser(
         "rules",

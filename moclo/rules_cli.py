@@ -15,10 +15,10 @@ from devices.catalogue import DEVICE_TYPES
 from devices.rules import Rule, describe
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from ingest.alerts.rulebook import Override, RuleBook
-from ingest.alerts.rulesfile import DURATIONS, RulesFileError, load_rules_file, tally
+from ingest.alerts.rulekeys import TOML_KEY
+from ingest.alerts.rulesfile import RulesFileError, load_rules_file, tally
 
 RULES_FILE_VARIABLE = ENVIRONMENT["rules_file"]
-_TOML_KEY = {field: key for key, field in DURATIONS.items()}
 _COLUMNS = {
     "type": "TYPE",
     "name": "NAME",
@@ -118,7 +118,7 @@ def _row(book: RuleBook, device_type: str, rule: Rule, origin: Override | None) 
         "device": None if origin is None else origin.device_id,
         # As a rules file would write them (durations in seconds), so they can be copied back.
         "settings": {
-            _TOML_KEY.get(f.name, f.name): getattr(rule, f.name)
+            TOML_KEY.get(f.name, f.name): getattr(rule, f.name)
             for f in dataclasses.fields(rule)
             if f.name != "name" and getattr(rule, f.name) is not None
         },

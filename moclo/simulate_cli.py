@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.settings import Settings
-from moclo.args import connection_flags, duration
+from moclo.args import Commands, connection_flags, duration
 
 if TYPE_CHECKING:
     from simulators.faults import FaultRates
@@ -86,7 +86,7 @@ def fleet_flags(
     )
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo simulate` to the top-level subcommands."""
     simulate = commands.add_parser(
         "simulate",
@@ -128,22 +128,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "schema_violation, out_of_range, clock_skew, duplicate, out_of_order, late, silence "
         "(rates per reading; counted in the summary)",
     )
-    simulate.add_argument(
-        "--connections",
-        type=_connections,
-        default=1,
-        metavar="N|device",
-        help="MQTT connections: N shared by the devices, device i on connection i mod N "
-        "(gateway mode; default 1), or 'device': one per device with its own client id, as "
-        "real devices connect",
-    )
-    simulate.add_argument(
-        "--credentials",
-        type=Path,
-        metavar="FILE",
-        help="with --connections device: a CSV file tenant,device_id,username,password, so "
-        "each device logs in as itself",
-    )
+    _connections_flags(simulate)
     simulate.add_argument(
         "--speed",
         type=float,
@@ -160,6 +145,26 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="readings per message, sent as a JSON array (1..1000, default 1)",
     )
     connection_flags(simulate, influx=False)
+
+
+def _connections_flags(parser: argparse.ArgumentParser) -> None:
+    """How the devices reach the broker: shared connections, or one each with its own login."""
+    parser.add_argument(
+        "--connections",
+        type=_connections,
+        default=1,
+        metavar="N|device",
+        help="MQTT connections: N shared by the devices, device i on connection i mod N "
+        "(gateway mode; default 1), or 'device': one per device with its own client id, as "
+        "real devices connect",
+    )
+    parser.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="FILE",
+        help="with --connections device: a CSV file tenant,device_id,username,password, so "
+        "each device logs in as itself",
+    )
 
 
 def simulation_options(args: argparse.Namespace, duration_s: float | None) -> SimulationOptions:
@@ -219,22 +224,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         except ScenarioError as exc:
             print(f"moclo: {exc}", file=sys.stderr)
             return 2
-        overrides: dict[str, object] = {"qos": args.qos, "readings_per_message": args.batch}
-        if args.forever:
-            overrides["duration_s"] = None
-        elif args.duration:
-            overrides["duration_s"] = args.duration
-        if args.seed is not None:
-            overrides["seed"] = args.seed
-        if args.burst:
-            overrides["burst"] = True
-        if args.speed:
-            overrides["speed"] = args.speed
-        if args.faults:
-            overrides["faults"] = args.faults
-        if args.connections != 1:
-            overrides["connections"] = max(1, args.connections)
-            overrides["per_device_connections"] = args.connections == 0
+        overrides = _scenario_overrides(args)
     try:
         if args.scenario:
             options = replace(options, **overrides)  # type: ignore[arg-type]
@@ -251,3 +241,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (FleetError, TopicError) as exc:  # a fleet that cannot exist, e.g. a bad tenant
         print(f"moclo: {exc}", file=sys.stderr)
         return 2
+
+
+def _scenario_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """What the flags change of a scenario's own options: only those that were given."""
+    overrides: dict[str, object] = {"qos": args.qos, "readings_per_message": args.batch}
+    if args.forever:
+        overrides["duration_s"] = None
+    elif args.duration:
+        overrides["duration_s"] = args.duration
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.burst:
+        overrides["burst"] = True
+    if args.speed:
+        overrides["speed"] = args.speed
+    if args.faults:
+        overrides["faults"] = args.faults
+    if args.connections != 1:
+        overrides["connections"] = max(1, args.connections)
+        overrides["per_device_connections"] = args.connections == 0
+    return overrides

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from core.settings import Settings
+from moclo.args import Commands
 
 TOKENS_EPILOG = """\
 examples:
@@ -35,7 +36,7 @@ to stdout and the explanation to stderr, so TOKEN=$(moclo tokens create ...) hol
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo tokens` (`create`, `list`, `revoke`) to the top-level subcommands."""
     tokens = commands.add_parser(
         "tokens",
@@ -51,6 +52,27 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     token_commands = tokens.add_subparsers(
         dest="tokens_command", required=True, metavar="SUBCOMMAND"
     )
+    _add_create(token_commands)
+
+    listing = token_commands.add_parser(
+        "list", help="the tokens (never their secrets)", description="Lists the active tokens."
+    )
+    listing.add_argument("--all", action="store_true", help="also the revoked ones")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    registry_flag(listing)
+
+    revoke = token_commands.add_parser(
+        "revoke",
+        help="revoke a token: it stops working within a second",
+        description="Revokes the active token with this id (as listed), or else this name. "
+        "`moclo serve` refuses it within a second and ends its open live streams.",
+    )
+    revoke.add_argument("token", metavar="ID|NAME", help="the token's id or name")
+    registry_flag(revoke)
+
+
+def _add_create(token_commands: Commands) -> None:
+    """`moclo tokens create`."""
     create = token_commands.add_parser(
         "create",
         help="make a token and print it, once",
@@ -85,22 +107,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     create.add_argument("--json", action="store_true", help="machine-readable output")
     registry_flag(create)
-
-    listing = token_commands.add_parser(
-        "list", help="the tokens (never their secrets)", description="Lists the active tokens."
-    )
-    listing.add_argument("--all", action="store_true", help="also the revoked ones")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    registry_flag(listing)
-
-    revoke = token_commands.add_parser(
-        "revoke",
-        help="revoke a token: it stops working within a second",
-        description="Revokes the active token with this id (as listed), or else this name. "
-        "`moclo serve` refuses it within a second and ends its open live streams.",
-    )
-    revoke.add_argument("token", metavar="ID|NAME", help="the token's id or name")
-    registry_flag(revoke)
 
 
 def registry_flag(parser: argparse.ArgumentParser) -> None:

@@ -74,6 +74,22 @@ def start_local_servers(
     the logins of a broker started here (None for one that was already running)."""
     notes: list[str] = []
     updates: dict[str, str] = {}
+    access = _start_broker(settings, data_dir, servers, simulation, notes, updates)
+    _start_database(settings, data_dir, servers, notes, updates)
+    _local_ports(settings, data_dir, updates)
+    return settings.model_copy(update=updates), notes, access
+
+
+def _start_broker(
+    settings: Settings,
+    data_dir: Path,
+    servers: ExitStack,
+    simulation: SimulationOptions | None,
+    notes: list[str],
+    updates: dict[str, str],
+) -> LocalAccess | None:
+    """A local broker, unless one answers at MOCLO_MQTT_URL; its lines go to `notes` and its
+    URL to `updates`. Returns its logins (None for a broker that was running already)."""
     access = None
     mqtt = settings.mqtt
     if port_open(mqtt.host, mqtt.port):
@@ -106,6 +122,17 @@ def start_local_servers(
             f"ACLs from {access.registry}; config and log in {broker.directory})"
         )
         notes.append(f"  MQTT (TLS)   {broker.tls_url}  (CA certificate {access.tls.ca_cert})")
+    return access
+
+
+def _start_database(
+    settings: Settings,
+    data_dir: Path,
+    servers: ExitStack,
+    notes: list[str],
+    updates: dict[str, str],
+) -> None:
+    """A local InfluxDB, unless one answers at MOCLO_INFLUX_URL; like `_start_broker`."""
     influx = urlsplit(settings.influx_url)
     host, port = influx.hostname or "127.0.0.1", influx.port or 8086
     if port_open(host, port):
@@ -127,6 +154,10 @@ def start_local_servers(
             f"  InfluxDB     {database.url}  db={settings.influx_db}  (started here; "
             f"data in {database.directory})"
         )
+
+
+def _local_ports(settings: Settings, data_dir: Path, updates: dict[str, str]) -> None:
+    """The spool under `data_dir`, and free ports for what listens on loopback."""
     if settings.spool_dir == Settings.model_fields["spool_dir"].default:
         updates["spool_dir"] = str(data_dir / "spool")  # everything of this stack in one place
     if settings.http_listen != "off":
@@ -136,7 +167,6 @@ def start_local_servers(
     serve_host, _, serve_port = settings.serve_listen.rpartition(":")
     if _is_loopback(serve_host) and int(serve_port):
         updates["serve_listen"] = f"{serve_host}:{_port_or_free(serve_host, int(serve_port))}"
-    return settings.model_copy(update=updates), notes, access
 
 
 def run_up(settings: Settings, options: UpOptions) -> int:
@@ -158,22 +188,15 @@ async def _run(
     sim_stop = threading.Event()
     prefix = settings.topic_prefix
 
-    def on_alert(alert: Alert) -> None:
-        mark = {"raised": "ALERT", "acknowledged": "ACK  ", "resolved": "CLEAR"}[alert.state]
-        _say(
-            f"{mark} {alert.severity:<8} {alert.rule:<14} {alert.tenant}/{alert.device_id}: "
-            f"{alert.message}  (id {alert.alert_id})"
-        )
-
     async with asyncio.TaskGroup() as tasks:
         try:
             service = Ingest(
                 access.for_ingest(settings) if access else settings,
                 stop,
-                # Alert changes are printed above, so the log need not repeat them.
+                # Alert changes are printed by _print_alert, so the log need not repeat them.
                 options=IngestOptions(log_alerts=False),
                 stats=stats,
-                on_alert=on_alert,
+                on_alert=_print_alert,
             )
             ingest = tasks.create_task(service.run(ready), name="ingest")
             await _first(ready, ingest)
@@ -188,15 +211,7 @@ async def _run(
                 name="serve",
             )
             await _first(dashboard, serving)
-            _say(f"moclo is up. Dashboard: {dashboard.result()}")
-            if access is not None:
-                _say(f"  Sign in      with the token in {access.token_file} (an admin token)")
-            for line in notes:
-                _say(line)
-            _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
-            if settings.http_listen != "off":
-                host = settings.http_listen.rpartition(":")[0]
-                _say(f"  Health       http://{host}:{service.http_port}/healthz  (and /metrics)")
+            _say_where(settings, notes, access, dashboard.result(), service.http_port)
             sim = access.simulation if access else options.simulation
             if sim is not None:
                 fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
@@ -208,22 +223,7 @@ async def _run(
                     asyncio.to_thread(run_simulation, settings.mqtt, prefix, sim, stop=sim_stop),
                     name="simulator",
                 )
-            login = (
-                " (as an account of yours: moclo accounts add operator NAME --tenant T, then "
-                "MOCLO_MQTT_USERNAME/MOCLO_MQTT_PASSWORD)"
-                if access
-                else ""
-            )
-            _say(
-                f"  Watch alerts moclo alerts --follow --mqtt-url {settings.mqtt.display()} "
-                f"{_influx_flags(settings)}{login}"
-            )
-            _say(
-                f"  Query        moclo query cow-0001 --since 1h --every 5m "
-                f"{_influx_flags(settings)}"
-            )
-            _say(f"  HTTP API     {dashboard.result()}api/openapi.json")
-            _say(f"Ctrl-C stops everything. Open {dashboard.result()} to watch.")
+            _say_how_to_look(settings, access, dashboard.result())
             tasks.create_task(_report(stats, stop, options), name="status")
             await stop.wait()
         finally:
@@ -236,6 +236,51 @@ async def _run(
         f"({stats.rejected} rejected, {stats.alerts_raised} alerts raised)"
     )
     return 0
+
+
+def _print_alert(alert: Alert) -> None:
+    mark = {"raised": "ALERT", "acknowledged": "ACK  ", "resolved": "CLEAR"}[alert.state]
+    _say(
+        f"{mark} {alert.severity:<8} {alert.rule:<14} {alert.tenant}/{alert.device_id}: "
+        f"{alert.message}  (id {alert.alert_id})"
+    )
+
+
+def _say_where(
+    settings: Settings,
+    notes: list[str],
+    access: LocalAccess | None,
+    dashboard: str,
+    health_port: int | None,
+) -> None:
+    """Where everything is: the dashboard, the servers, ingest and its health check."""
+    prefix = settings.topic_prefix
+    _say(f"moclo is up. Dashboard: {dashboard}")
+    if access is not None:
+        _say(f"  Sign in      with the token in {access.token_file} (an admin token)")
+    for line in notes:
+        _say(line)
+    _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
+    if settings.http_listen != "off":
+        host = settings.http_listen.rpartition(":")[0]
+        _say(f"  Health       http://{host}:{health_port}/healthz  (and /metrics)")
+
+
+def _say_how_to_look(settings: Settings, access: LocalAccess | None, dashboard: str) -> None:
+    """The commands that watch and query what runs, the API's description, how to stop."""
+    login = (
+        " (as an account of yours: moclo accounts add operator NAME --tenant T, then "
+        "MOCLO_MQTT_USERNAME/MOCLO_MQTT_PASSWORD)"
+        if access
+        else ""
+    )
+    _say(
+        f"  Watch alerts moclo alerts --follow --mqtt-url {settings.mqtt.display()} "
+        f"{_influx_flags(settings)}{login}"
+    )
+    _say(f"  Query        moclo query cow-0001 --since 1h --every 5m {_influx_flags(settings)}")
+    _say(f"  HTTP API     {dashboard}api/openapi.json")
+    _say(f"Ctrl-C stops everything. Open {dashboard} to watch.")
 
 
 async def _first(ready: asyncio.Event | asyncio.Future[str], task: asyncio.Task[Any]) -> None:

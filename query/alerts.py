@@ -1,7 +1,8 @@
 """Alerts for people: which are open, which episodes a device had in a time range, and a
 published change read back. Shared by `moclo alerts`, the HTTP API and the dashboard.
 
-The stored form is `moclo_alerts` (one point per change, see `storage/alert_record.py`); the
+The stored form is `ALERTS` of `storage/schema.py` (one point per change, see
+`storage/alert_record.py`); the
 published form is `Alert.to_json`. Both are read here, so the CLI and the API cannot disagree
 on what "open" means.
 """
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devices.base import format_timestamp
-from devices.rules import SEVERITIES, Severity, format_seconds
+from devices.rfc3339 import format_us
+from devices.rule_base import SEVERITIES, Severity, format_seconds
 from storage.alert_history import latest_changes, raised_since
 from storage.alert_record import Alert, AlertState, StoredChange
 from storage.influx import InfluxClient, influxql_literal
-from storage.lineprotocol import ALERTS_MEASUREMENT
+from storage.schema import ALERT_ID, ALERTS, DEVICE_ID, STATE, TENANT
 
 _NS = 1_000_000_000
 SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
@@ -107,8 +108,8 @@ class Episode:
             "rule": self.rule,
             "severity": self.severity,
             "state": self.state,
-            "start": format_timestamp(self.start_ns),
-            "end": None if self.end_ns is None else format_timestamp(self.end_ns),
+            "start": format_us(self.start_ns),
+            "end": None if self.end_ns is None else format_us(self.end_ns),
             "message": self.message,
             "value": self.value,
         }
@@ -124,7 +125,8 @@ async def device_episodes(
     the episode starts where it really started.
     """
     where = (
-        f'"tenant" = {influxql_literal(tenant)} AND "device_id" = {influxql_literal(device_id)} '
+        f'"{TENANT}" = {influxql_literal(tenant)} '
+        f'AND "{DEVICE_ID}" = {influxql_literal(device_id)} '
         f"AND time >= {int(start_ns)} AND time < {int(end_ns)}"
     )
     in_range = await _stored_changes(client, where)
@@ -139,8 +141,8 @@ async def device_episodes(
         by_id.setdefault(change.alert_id, []).append(change)
     missing_raise = [i for i, cs in by_id.items() if not any(c.state == "raised" for c in cs)]
     if missing_raise:
-        ids = " OR ".join(f'"alert_id" = {influxql_literal(i)}' for i in missing_raise)
-        for change in await _stored_changes(client, f"\"state\" = 'raised' AND ({ids})"):
+        ids = " OR ".join(f'"{ALERT_ID}" = {influxql_literal(i)}' for i in missing_raise)
+        for change in await _stored_changes(client, f"\"{STATE}\" = 'raised' AND ({ids})"):
             by_id[change.alert_id].append(change)
     episodes = []
     for alert_id, changes in by_id.items():
@@ -164,10 +166,7 @@ async def device_episodes(
 
 
 async def _stored_changes(client: InfluxClient, where: str) -> list[StoredChange]:
-    query = (
-        f'SELECT * FROM "{ALERTS_MEASUREMENT}" WHERE {where} '
-        'GROUP BY "tenant", "device_id", "device_type", "rule", "severity"'
-    )
+    query = f'SELECT * FROM "{ALERTS.name}" WHERE {where} GROUP BY {ALERTS.group_by()}'
     return [
         StoredChange.from_point(series.tags, row, int(row["time"]))
         for series in await client.query(query)

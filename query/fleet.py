@@ -25,11 +25,12 @@ from typing import Any
 
 from devices.base import MIN_TS_NS
 from devices.catalogue import DEVICE_TYPES
+from devices.rfc3339 import format_shortest
 from devices.topics import is_identifier
 from query.errors import AmbiguousDevice, QueryError, UnknownDevice
 from query.names import check_device_id, check_device_type, check_tenant
-from query.times import format_time
 from storage.influx import InfluxClient, influxql_literal, quote_identifier
+from storage.schema import DEVICE_ID, READINGS, TENANT
 
 LIST_WITHIN_S = 30 * 86_400
 RECENT_S = 86_400  # list_devices looks here first: a shard or two
@@ -60,14 +61,14 @@ class DeviceSummary:
             "tenant": self.tenant,
             "device_type": self.device_type,
             "device_id": self.device_id,
-            "last_seen": format_time(self.last_seen_ns),
+            "last_seen": format_shortest(self.last_seen_ns),
             "last": self.last,
         }
 
 
 async def list_tenants(client: InfluxClient) -> list[str]:
     """Every tenant with a stored reading of any catalogue type, sorted."""
-    answer = await client.query(f'SHOW TAG VALUES FROM {_all_types()} WITH KEY = "tenant"')
+    answer = await client.query(f'SHOW TAG VALUES FROM {_all_types()} WITH KEY = "{TENANT}"')
     return sorted({str(row[1]) for s in answer for row in s.values})
 
 
@@ -76,11 +77,11 @@ def tenant_condition(tenant: str | None, scope: frozenset[str] | None) -> str | 
     None when there is nothing to narrow. Checks every name."""
     parts = []
     if tenant is not None:
-        parts.append(f'"tenant" = {influxql_literal(check_tenant(tenant))}')
+        parts.append(f'"{TENANT}" = {influxql_literal(check_tenant(tenant))}')
     if scope is not None:
         # An empty scope matches nothing: no stored tenant is the empty string.
         names = sorted(check_tenant(t) for t in scope) or [""]
-        parts.append("(" + " OR ".join(f'"tenant" = {influxql_literal(t)}' for t in names) + ")")
+        parts.append("(" + " OR ".join(f'"{TENANT}" = {influxql_literal(t)}' for t in names) + ")")
     return " AND ".join(parts) or None
 
 
@@ -124,12 +125,12 @@ async def find_device(
     check_device_id(device_id)
     if device_type is not None:
         check_device_type(device_type)
-    where = f'"device_id" = {influxql_literal(device_id)}'
+    where = f'"{DEVICE_ID}" = {influxql_literal(device_id)}'
     condition = tenant_condition(tenant, scope)
     if condition is not None:
         where += f" AND {condition}"
     answer = await client.query(
-        f'SHOW TAG VALUES FROM {_all_types()} WITH KEY = "tenant" WHERE {where}'
+        f'SHOW TAG VALUES FROM {_all_types()} WITH KEY = "{TENANT}" WHERE {where}'
     )
     stored = sorted(
         {DeviceRef(str(row[1]), s.name, device_id) for s in answer for row in s.values},
@@ -216,7 +217,7 @@ async def _stored_devices(
         for row in s.values:
             measurement, *tags = str(row[0]).split(",")
             values = dict(tag.partition("=")[::2] for tag in tags)
-            ref = DeviceRef(values.get("tenant", ""), measurement, values.get("device_id", ""))
+            ref = DeviceRef(values.get(TENANT, ""), measurement, values.get(DEVICE_ID, ""))
             # Ingest writes only valid names; anything else was not written by it.
             if (
                 ref.device_type in types
@@ -240,10 +241,10 @@ async def _newest(
     if tenants is not None:
         where += f" AND {tenants}"
     if device_ids:
-        where += " AND (" + " OR ".join(f'"device_id" = {influxql_literal(d)}' for d in device_ids)
-        where += ")"
+        ids = " OR ".join(f'"{DEVICE_ID}" = {influxql_literal(d)}' for d in device_ids)
+        where += f" AND ({ids})"
     answer = await client.query(
-        f'SELECT * FROM {_sources(types)} WHERE {where} GROUP BY "tenant", "device_id" '
+        f"SELECT * FROM {_sources(types)} WHERE {where} GROUP BY {READINGS.group_by()} "
         "ORDER BY time DESC LIMIT 1"
     )
     found = {}
@@ -252,8 +253,8 @@ async def _newest(
             continue
         row = dict(zip(s.columns, s.values[0], strict=True))
         # Several measurements in one statement share their columns; keep this type's own.
-        fields = (*DEVICE_TYPES[s.name].reading.measurement_fields, "seq")
-        ref = DeviceRef(s.tags.get("tenant", ""), s.name, s.tags.get("device_id", ""))
+        fields = (*DEVICE_TYPES[s.name].reading.measurement_fields, *READINGS.fields)
+        ref = DeviceRef(s.tags.get(TENANT, ""), s.name, s.tags.get(DEVICE_ID, ""))
         found[ref] = DeviceSummary(
             tenant=ref.tenant,
             device_type=ref.device_type,

@@ -13,8 +13,9 @@ import csv
 import io
 from collections.abc import Sequence
 
+from devices.rfc3339 import format_shortest
 from query.series import SeriesResult, TimeSeries, Value
-from query.times import NS, bucket_count, format_every, format_time
+from query.times import NS, bucket_count, format_every
 
 BARS = "▁▂▃▄▅▆▇█"
 
@@ -28,7 +29,7 @@ def render_csv(result: SeriesResult) -> str:
     for s in result.series:
         who = (s.tenant or "", s.device_id or "") if fleet else ()
         for t, row in zip(s.times_ns, s.values, strict=True):
-            writer.writerow([format_time(t), *who, *(_csv_cell(v) for v in row)])
+            writer.writerow([format_shortest(t), *who, *(_csv_cell(v) for v in row)])
     return out.getvalue()
 
 
@@ -94,7 +95,7 @@ def _block(result: SeriesResult, s: TimeSeries, width: int) -> str:
         return f"{title}\n(no readings in this range)"
     header = ["time", *s.fields]
     rows = [
-        [format_time(t), *(_table_cell(v) for v in row)]
+        [format_shortest(t), *(_table_cell(v) for v in row)]
         for t, row in zip(s.times_ns, s.values, strict=True)
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -131,7 +132,7 @@ def _sparklines(
 
 def _second(ns: int) -> str:
     """A time in a title, to the second: `--since` ranges end at an odd nanosecond."""
-    return format_time(ns // NS * NS)
+    return format_shortest(ns // NS * NS)
 
 
 def _align(cells: list[str], widths: list[int]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from query.errors import QueryError
 from query.names import check_device_id, check_device_type, check_field_name, check_tenant
-from query.series import AGGS, Agg, SeriesQuery
+from query.series_query import AGGS, Agg, SeriesQuery
 from query.times import NS, auto_bucket, parse_seconds, parse_since, parse_time
 
 AUTO_BUCKETS = 600

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.durations import parse_duration, shown
 from devices.base import MAX_TS_NS, MIN_TS_NS, parse_timestamp
-from devices.rules import format_seconds
+from devices.rule_base import format_seconds
 from query.errors import QueryError
 
 NS = 1_000_000_000
@@ -117,19 +117,6 @@ def bucket_count(start_ns: int, end_ns: int, every_s: int) -> int:
     """How many buckets, aligned to the epoch as InfluxDB aligns them, overlap [start, end)."""
     every_ns = every_s * NS
     return (end_ns - 1) // every_ns - start_ns // every_ns + 1
-
-
-def format_time(ns: int) -> str:
-    """RFC 3339 in UTC ending in Z, with 3, 6 or 9 fraction digits only when needed."""
-    seconds, fraction = divmod(ns, NS)
-    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-    if fraction == 0:
-        return text + "Z"
-    if fraction % 1_000_000 == 0:
-        return f"{text}.{fraction // 1_000_000:03d}Z"
-    if fraction % 1_000 == 0:
-        return f"{text}.{fraction // 1_000:06d}Z"
-    return f"{text}.{fraction:09d}Z"
 
 
 def format_every(every_s: int) -> str:

@@ -24,9 +24,8 @@ joined from those bytes once and shared by every stream with that filter: the co
 grows with the devices and the distinct filters, not with streams × devices
 (`readings_serialised` counts the work).
 
-Each stream has a bounded queue. A stream too slow to keep up is told so (`overflow`) and
-closed; the dashboard reconnects and reloads its lists, so it never shows a stale picture
-without knowing it.
+Each stream's own flow control (its bounded queue, `overflow`, heartbeats) is in
+`live_stream.py`.
 """
 
 from __future__ import annotations
@@ -36,76 +35,26 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import aiomqtt
 import orjson
 
 from access.known import RegisteredDevices
 from core.settings import Settings
-from devices.base import format_timestamp
+from devices.rfc3339 import format_us
 from devices.topics import DeviceAddress, alert_subscription, telemetry_subscription
 from ingest.decode import Decoded, Decoder, Limits
 from query.alerts import alert_json
 from serve.errors import TooManyStreams
+from serve.live_stream import Event, Stream, StreamFilter
 from storage.alert_record import parse_alert
 
 log = logging.getLogger("moclo.serve")
 
-QUEUE_EVENTS = 1_000  # per stream; at 4 reading batches a second that is minutes of slack
 RECONNECT_MAX_S = 10.0
 MAX_STREAMS = 8  # per token: a few tabs and screens, not an unbounded number of queues
 _LOGGED_DROPS = 10  # dropped alert changes named in the log per run; the rest only counted
-
-
-@dataclass(frozen=True, slots=True)
-class StreamFilter:
-    """What one event stream wants; None means everything."""
-
-    tenants: frozenset[str] | None = None
-    device_id: str | None = None
-    readings: bool = True
-
-    def admits(self, tenant: str, device_id: str) -> bool:
-        return (self.tenants is None or tenant in self.tenants) and (
-            self.device_id is None or device_id == self.device_id
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One Server-Sent Event: its name and its JSON data."""
-
-    name: str  # alert, readings, overflow
-    data: bytes
-
-    def encode(self) -> bytes:
-        return b"event: " + self.name.encode() + b"\ndata: " + self.data + b"\n\n"
-
-
-@dataclass(eq=False)
-class Stream:
-    wants: StreamFilter
-    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_EVENTS))
-    overflowed: bool = False
-    owner: str | None = None  # the token it counts against
-
-    def close(self) -> None:
-        """Ends the stream after what it holds (the service is stopping)."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(Event("bye", b"{}"))
-
-    def offer(self, event: Event) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.overflowed = True
-            # Make room for the notice, so the client learns why its stream ends.
-            self.queue.get_nowait()
-            self.queue.put_nowait(Event("overflow", b'{"reason":"stream too slow; reload"}'))
 
 
 class LiveHub:
@@ -309,7 +258,7 @@ class LiveHub:
                 "tenant": address.tenant,
                 "device_type": address.device_type,
                 "device_id": address.device_id,
-                "ts": format_timestamp(reading.ts),
+                "ts": format_us(reading.ts),
                 "_ts_ns": reading.ts,
             }
             body.update(reading.model_dump(exclude={"ts"}))
@@ -391,50 +340,3 @@ def _batch(
     if not parts:
         return None
     return Event("readings", b"[" + b",".join(parts) + b"]")
-
-
-async def event_stream(
-    hub: LiveHub,
-    stream: Stream,
-    *,
-    heartbeat_s: float = 15.0,
-    still_valid: Callable[[], Awaitable[bool]] | None = None,
-    recheck_s: float = 2.0,
-    ended: str = "the token was revoked",
-) -> AsyncIterator[bytes]:
-    """The bytes of one `text/event-stream` response: a `hello`, then events until the client
-    goes or overflows; a comment line every `heartbeat_s` keeps proxies from closing it.
-
-    `still_valid` is asked every `recheck_s` whether the stream's token (or session) is still
-    valid; when it is not, an `unauthorized` event saying `ended` ends the stream. `stream` was
-    reserved from `hub`, and is released when this ends.
-    """
-    try:
-        hello = {"connected": hub.connected.is_set(), "retry_ms": 2000}
-        yield b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
-        loop = asyncio.get_running_loop()
-        heartbeat_at = loop.time() + heartbeat_s
-        check_at = loop.time() + recheck_s
-        while True:
-            wait_s = heartbeat_at if still_valid is None else min(heartbeat_at, check_at)
-            event = None
-            with contextlib.suppress(TimeoutError):
-                event = await asyncio.wait_for(stream.queue.get(), max(0.0, wait_s - loop.time()))
-            now = loop.time()
-            if still_valid is not None and now >= check_at:
-                check_at = now + recheck_s
-                if not await still_valid():
-                    yield b"event: unauthorized\ndata: " + orjson.dumps({"reason": ended}) + b"\n\n"
-                    return
-            if event is None:
-                if now >= heartbeat_at:
-                    heartbeat_at = now + heartbeat_s
-                    yield b": keep-alive\n\n"
-                continue
-            if event.name == "bye":
-                return
-            yield event.encode()
-            if event.name == "overflow":
-                return
-    finally:
-        hub.release(stream)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from access.sessions import Sessions
 from access.tokens import Tokens
@@ -73,28 +74,14 @@ async def run_serve(
         settings.influx_url, settings.influx_db, token=settings.influx_token_value
     )
     hub = LiveHub(settings)
-    # uvicorn's own server, as its documentation runs it inside an async program: while it
-    # serves, it takes Ctrl-C and SIGTERM itself, closes, and raises them again for the
-    # caller's handlers (moclo/signals.py); `stop` closes it through `should_exit`.
-    server = uvicorn.Server(
-        uvicorn.Config(
-            # Around the whole application, so that even an answer Starlette makes itself (a
-            # 404, a 500 from its outermost error handler) carries the security headers.
-            SecurityHeaders(
-                create_app(
-                    settings,
-                    client,
-                    hub,
-                    tokens,
-                    Sessions(settings.registry, clock=clock),
-                    acknowledgement_timeout_s=acknowledgement_timeout_s,
-                )
-            ),
-            log_config=None,  # our logging, as configured by the CLI
-            access_log=False,
-            lifespan="off",
-            # Event streams stay open; on stop they are closed at once rather than awaited.
-            timeout_graceful_shutdown=1,
+    server = _uvicorn(
+        create_app(
+            settings,
+            client,
+            hub,
+            tokens,
+            Sessions(settings.registry, clock=clock),
+            acknowledgement_timeout_s=acknowledgement_timeout_s,
         )
     )
     try:
@@ -113,6 +100,24 @@ async def run_serve(
     finally:
         await client.close()
         sock.close()
+
+
+def _uvicorn(app: ASGIApp) -> uvicorn.Server:
+    """uvicorn's own server, as its documentation runs it inside an async program: while it
+    serves, it takes Ctrl-C and SIGTERM itself, closes, and raises them again for the caller's
+    handlers (moclo/signals.py); `stop` closes it through `should_exit`."""
+    return uvicorn.Server(
+        uvicorn.Config(
+            # Around the whole application, so that even an answer Starlette makes itself (a
+            # 404, a 500 from its outermost error handler) carries the security headers.
+            SecurityHeaders(app),
+            log_config=None,  # our logging, as configured by the CLI
+            access_log=False,
+            lifespan="off",
+            # Event streams stay open; on stop they are closed at once rather than awaited.
+            timeout_graceful_shutdown=1,
+        )
+    )
 
 
 async def _tell_tokens(settings: Settings, tokens: Tokens) -> None:

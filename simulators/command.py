@@ -22,18 +22,6 @@ def simulate_command(
         flush=True,
     )
 
-    def progress(result: SimulationResult) -> None:
-        rate = result.messages / max(result.elapsed_s, 1e-9)
-        faults = sum(result.faults.values())
-        print(
-            f"  {result.devices} devices on {result.connections} connections: published "
-            f"{result.readings} readings in "
-            f"{result.messages} messages ({rate:.0f} messages/s)"
-            + (f", {faults} faults injected" if faults else ""),
-            file=sys.stderr,
-            flush=True,
-        )
-
     stop, abort = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -49,8 +37,28 @@ def simulate_command(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     result = run_simulation(
-        settings.mqtt, settings.topic_prefix, options, stop=stop, abort=abort, progress=progress
+        settings.mqtt, settings.topic_prefix, options, stop=stop, abort=abort, progress=_progress
     )
+    _print_summary(result, as_json=as_json)
+    return 0 if result.acknowledged else 1
+
+
+def _progress(result: SimulationResult) -> None:
+    """A progress line on stderr, now and then while it runs."""
+    rate = result.messages / max(result.elapsed_s, 1e-9)
+    faults = sum(result.faults.values())
+    print(
+        f"  {result.devices} devices on {result.connections} connections: published "
+        f"{result.readings} readings in "
+        f"{result.messages} messages ({rate:.0f} messages/s)"
+        + (f", {faults} faults injected" if faults else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _print_summary(result: SimulationResult, *, as_json: bool) -> None:
+    """What was published, on stdout: a JSON object, or lines for people."""
     if as_json:
         print(
             json.dumps(
@@ -91,4 +99,3 @@ def simulate_command(
                 f"  not made while offline (scripted): {result.offline_skipped} readings",
                 flush=True,
             )
-    return 0 if result.acknowledged else 1

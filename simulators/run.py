@@ -212,12 +212,7 @@ def run_simulation(
         # which for thousands of connections takes a moment.
         fleet.start = start = options.resolved_start(time.time())
     if clock is None:
-        if options.burst:
-            clock = SimulatedClock(start)
-        elif options.speed != 1.0:
-            clock = ScaledClock(start, options.speed)
-        else:
-            clock = WallClock()
+        clock = _clock(options, start)
     result = SimulationResult(devices=len(fleet.devices), seed=options.seed, first_ts=start)
     result.connections = len(fleet.devices) if options.per_device_connections else len(publishers)
     began = time.monotonic()
@@ -256,3 +251,12 @@ def run_simulation(
         result.faults = dict(fleet.fault_counts)
     result.elapsed_s = time.monotonic() - began
     return result
+
+
+def _clock(options: SimulationOptions, start: float) -> Clock:
+    """The clock of a run: simulated for a burst, scaled for a speed, else the wall's."""
+    if options.burst:
+        return SimulatedClock(start)
+    if options.speed != 1.0:
+        return ScaledClock(start, options.speed)
+    return WallClock()

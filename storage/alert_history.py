@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from storage.alert_record import StoredChange
 from storage.influx import InfluxClient, Series, influxql_literal
-from storage.lineprotocol import ALERTS_MEASUREMENT
+from storage.schema import (
+    ACKNOWLEDGED_BY,
+    ALERT_ID,
+    ALERTS,
+    FIRST_SEEN,
+    KIND,
+    LAST_SEEN,
+    MESSAGE,
+    STATE,
+    TENANT,
+    VALUE,
+)
 
-_COLUMNS = ("alert_id", "first_seen", "last_seen", "value", "acknowledged_by", "message", "kind")
+_COLUMNS = (ALERT_ID, FIRST_SEEN, LAST_SEEN, VALUE, ACKNOWLEDGED_BY, MESSAGE, KIND)
 
 
 async def latest_changes(
@@ -22,14 +33,14 @@ async def latest_changes(
     """
     where = []
     if tenant is not None:
-        where.append(f'"tenant" = {influxql_literal(tenant)}')
+        where.append(f'"{TENANT}" = {influxql_literal(tenant)}')
     if since_ns is not None:
         where.append(f"time >= {int(since_ns)}")
     columns = ", ".join(f'"{c}"' for c in _COLUMNS)
     query = (
-        f'SELECT last("state") AS "state", {columns} FROM "{ALERTS_MEASUREMENT}"'
+        f'SELECT last("{STATE}") AS "{STATE}", {columns} FROM "{ALERTS.name}"'
         + (f" WHERE {' AND '.join(where)}" if where else "")
-        + ' GROUP BY "tenant", "device_id", "device_type", "rule", "severity"'
+        + f" GROUP BY {ALERTS.group_by()}"
     )
     changes = _changes(await client.query(query))
     # A rule whose severity changed has a series per severity: keep the newest per rule.
@@ -45,9 +56,9 @@ async def find_alert(client: InfluxClient, alert_id: str) -> StoredChange | None
     """The newest stored change of the episode `alert_id`, or None if none was stored."""
     columns = ", ".join(f'"{c}"' for c in _COLUMNS)
     query = (
-        f'SELECT "state", {columns} FROM "{ALERTS_MEASUREMENT}" '
-        f'WHERE "alert_id" = {influxql_literal(alert_id)}'
-        ' GROUP BY "tenant", "device_id", "device_type", "rule", "severity"'
+        f'SELECT "{STATE}", {columns} FROM "{ALERTS.name}" '
+        f'WHERE "{ALERT_ID}" = {influxql_literal(alert_id)}'
+        f" GROUP BY {ALERTS.group_by()}"
     )
     changes = _changes(await client.query(query))
     return max(changes, key=lambda c: c.ts_ns) if changes else None
@@ -57,12 +68,12 @@ async def raised_since(
     client: InfluxClient, since_ns: int, *, tenant: str | None = None
 ) -> dict[str, int]:
     """The episodes raised at or after `since_ns`: alert id → when it was raised."""
-    where = [f"time >= {int(since_ns)}", "\"state\" = 'raised'"]
+    where = [f"time >= {int(since_ns)}", f"\"{STATE}\" = 'raised'"]
     if tenant is not None:
-        where.append(f'"tenant" = {influxql_literal(tenant)}')
-    query = f'SELECT "alert_id" FROM "{ALERTS_MEASUREMENT}" WHERE {" AND ".join(where)}'
+        where.append(f'"{TENANT}" = {influxql_literal(tenant)}')
+    query = f'SELECT "{ALERT_ID}" FROM "{ALERTS.name}" WHERE {" AND ".join(where)}'
     return {
-        str(row["alert_id"]): int(row["time"])
+        str(row[ALERT_ID]): int(row["time"])
         for series in await client.query(query)
         for row in series.rows()
     }

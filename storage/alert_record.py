@@ -1,12 +1,11 @@
 """One alert state change: what is published on MQTT, stored in `moclo_alerts` and notified.
 
-An alert is an episode with an id: `raised` → (`acknowledged`) → `resolved`. Storage: measurement
-`moclo_alerts`; tags `tenant`, `device_id`, `device_type`, `rule`, `severity`; fields
-`alert_id`, `state`, `kind`, `message`, `value`, `first_seen` and `last_seen` (ns), and
-`acknowledged_by` (and `note`, if one was given) once acknowledged; time = the change (the
-reading that caused it; for an acknowledgement, just after the device's newest reading, so
-changes of one episode are in time order). `parse_alert_line` reads such a line back
-(restoring state from the spool), and `parse_alert` the published JSON (`Alert.to_json`).
+An alert is an episode with an id: `raised` → (`acknowledged`) → `resolved`. Storage: the
+measurement `ALERTS` of `schema.py`, with `acknowledged_by` (and `note`, if one was given) once
+acknowledged; time = the change (the reading that caused it; for an acknowledgement, just after
+the device's newest reading, so changes of one episode are in time order). `parse_alert_line`
+reads such a line back (restoring state from the spool), and `parse_alert` the published JSON
+(`Alert.to_json`).
 """
 
 from __future__ import annotations
@@ -19,9 +18,27 @@ from typing import Any, Literal, cast
 
 import orjson
 
-from devices.base import format_timestamp, parse_timestamp
-from devices.rules import SEVERITIES, Severity
-from storage.lineprotocol import ALERTS_MEASUREMENT, format_field, line_field_string
+from devices.base import parse_timestamp
+from devices.rfc3339 import format_us
+from devices.rule_base import SEVERITIES, Severity
+from storage.lineprotocol import format_field, line_field_string
+from storage.schema import (
+    ACKNOWLEDGED_BY,
+    ALERT_ID,
+    ALERTS,
+    DEVICE_ID,
+    DEVICE_TYPE,
+    FIRST_SEEN,
+    KIND,
+    LAST_SEEN,
+    MESSAGE,
+    NOTE,
+    RULE,
+    SEVERITY,
+    STATE,
+    TENANT,
+    VALUE,
+)
 
 AlertState = Literal["raised", "acknowledged", "resolved"]
 ALERT_STATES: tuple[AlertState, ...] = ("raised", "acknowledged", "resolved")
@@ -60,9 +77,9 @@ class Alert:
             "device_id": self.device_id,
             "value": self.value,
             "message": self.message,
-            "ts": format_timestamp(self.ts_ns),
-            "first_seen": format_timestamp(self.first_seen_ns),
-            "last_seen": format_timestamp(self.last_seen_ns),
+            "ts": format_us(self.ts_ns),
+            "first_seen": format_us(self.first_seen_ns),
+            "last_seen": format_us(self.last_seen_ns),
         }
         if self.acknowledged_by:
             body["acknowledged_by"] = self.acknowledged_by
@@ -77,25 +94,25 @@ class Alert:
         mark = {"raised": "ALERT", "acknowledged": "ACK  ", "resolved": "CLEAR"}[self.state]
         by = f" by {self.acknowledged_by}" if self.state == "acknowledged" else ""
         return (
-            f"{format_timestamp(self.ts_ns)}  {mark} {self.severity:<8} {self.rule:<16} "
+            f"{format_us(self.ts_ns)}  {mark} {self.severity:<8} {self.rule:<16} "
             f"{self.tenant}/{self.device_id}: {self.message}{by}  (id {self.alert_id})"
         )
 
     def to_line(self) -> str:
         acked = (
-            f",acknowledged_by={line_field_string(self.acknowledged_by)}"
+            f",{ACKNOWLEDGED_BY}={line_field_string(self.acknowledged_by)}"
             if self.acknowledged_by
             else ""
         )
         if self.note:
-            acked += f",note={line_field_string(self.note)}"
+            acked += f",{NOTE}={line_field_string(self.note)}"
         return (
-            f"{ALERTS_MEASUREMENT},device_id={self.device_id},device_type={self.device_type},"
-            f"rule={self.rule},severity={self.severity},tenant={self.tenant} "
-            f"alert_id={line_field_string(self.alert_id)}{acked},"
-            f"first_seen={self.first_seen_ns}i,kind={line_field_string(self.kind)},"
-            f"last_seen={self.last_seen_ns}i,message={line_field_string(self.message)},"
-            f"state={line_field_string(self.state)},value={format_field(float(self.value))} "
+            f"{ALERTS.name},{DEVICE_ID}={self.device_id},{DEVICE_TYPE}={self.device_type},"
+            f"{RULE}={self.rule},{SEVERITY}={self.severity},{TENANT}={self.tenant} "
+            f"{ALERT_ID}={line_field_string(self.alert_id)}{acked},"
+            f"{FIRST_SEEN}={self.first_seen_ns}i,{KIND}={line_field_string(self.kind)},"
+            f"{LAST_SEEN}={self.last_seen_ns}i,{MESSAGE}={line_field_string(self.message)},"
+            f"{STATE}={line_field_string(self.state)},{VALUE}={format_field(float(self.value))} "
             f"{self.ts_ns}"
         )
 
@@ -129,23 +146,23 @@ class StoredChange:
     def from_point(
         cls, tags: Mapping[str, str], fields: Mapping[str, Any], ts_ns: int
     ) -> StoredChange:
-        """From a `moclo_alerts` point, read back from a line or a query (missing or null
+        """From an `ALERTS` point, read back from a line or a query (missing or null
         fields: points written before they existed). KeyError without state or id."""
         return cls(
-            tenant=tags["tenant"],
-            device_type=tags["device_type"],
-            device_id=tags["device_id"],
-            rule=tags["rule"],
-            severity=tags["severity"],
-            state=str(fields["state"]),
-            alert_id=str(fields["alert_id"]),
+            tenant=tags[TENANT],
+            device_type=tags[DEVICE_TYPE],
+            device_id=tags[DEVICE_ID],
+            rule=tags[RULE],
+            severity=tags[SEVERITY],
+            state=str(fields[STATE]),
+            alert_id=str(fields[ALERT_ID]),
             ts_ns=ts_ns,
-            first_seen_ns=int(fields.get("first_seen") or ts_ns),
-            last_seen_ns=int(fields.get("last_seen") or ts_ns),
-            value=float(fields.get("value") or 0.0),
-            acknowledged_by=str(fields.get("acknowledged_by") or ""),
-            message=str(fields.get("message") or ""),
-            kind=str(fields.get("kind") or ""),
+            first_seen_ns=int(fields.get(FIRST_SEEN) or ts_ns),
+            last_seen_ns=int(fields.get(LAST_SEEN) or ts_ns),
+            value=float(fields.get(VALUE) or 0.0),
+            acknowledged_by=str(fields.get(ACKNOWLEDGED_BY) or ""),
+            message=str(fields.get(MESSAGE) or ""),
+            kind=str(fields.get(KIND) or ""),
         )
 
     def as_alert(self) -> Alert:
@@ -173,7 +190,7 @@ _FIELD = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^,\s]+)')
 
 def parse_alert_line(line: str) -> StoredChange | None:
     """Reads back a line written by `Alert.to_line`; None for any other line."""
-    if not line.startswith(ALERTS_MEASUREMENT + ","):
+    if not line.startswith(ALERTS.name + ","):
         return None
     head, _, rest = line.partition(" ")
     fields_text, _, ts_text = rest.rpartition(" ")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from devices.rules import GeofenceRule
+from devices.place_rules import GeofenceRule
 from devices.topics import DeviceAddress
 from ingest.alerts import AlertEngine, snapshot
 from ingest.alerts.rulebook import Override, RuleBook

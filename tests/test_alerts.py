@@ -7,6 +7,7 @@ through a real ingest, broker and database, with a restart mid-episode.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -15,7 +16,8 @@ import orjson
 import pytest
 
 from devices.catalogue import DEVICE_TYPES
-from devices.rules import AbsenceRule, GeofenceRule, ThresholdRule, describe
+from devices.place_rules import ArrivalRule, GeofenceRule
+from devices.rules import AbsenceRule, ThresholdRule, describe
 from devices.topics import DeviceAddress
 from ingest.alerts import AcknowledgementInvalid, AlertEngine, snapshot
 from ingest.alerts.rulebook import Override, RuleBook
@@ -255,6 +257,88 @@ def test_a_car_near_home_turns_the_lights_on_once() -> None:
     track = [5000, 2000, 990, 500, 1050, 980, 1090, 1200, 3000]
     result = changes(engine, [car(i * 5, HOME[0] + d * metres) for i, d in enumerate(track)])
     assert result == [(10, "near_home", "raised"), (35, "near_home", "resolved")]
+
+
+def two_hours_from_home() -> ArrivalRule:
+    return ArrivalRule(
+        name="two_hours_from_home",
+        center=HOME,
+        within_s=7200,
+        detour_s=1800,
+        severity="info",
+        message="home around {eta} ({minutes:.0f} min)",
+    )
+
+
+def test_a_car_two_hours_from_home_at_its_speed_raises_once_with_the_arrival_time() -> None:
+    engine = AlertEngine(geofence_book(two_hours_from_home()))
+    km = 1 / 111.195  # degrees of latitude per kilometre
+    # (seconds after T0, km from home, speed): 200 km at 90 km/h is 2 h 13 min; 170 km is
+    # 1 h 53 min (raise); parked 150 km away at 0 km/h holds; 150 km at 50 km/h is 3 h, past
+    # 2 h + 30 min (resolve); then home at walking pace (arrived resolves, nothing open).
+    track = [(0, 200, 90), (600, 170, 90), (1200, 150, 0), (1800, 150, 50), (2400, 140, 90)]
+    items = [
+        reading(CAR, T0 + t, lat=HOME[0] + d * km, lon=HOME[1], speed_kmh=v) for t, d, v in track
+    ]
+    alerts = [a for item in items for a in engine.evaluate(item)]
+    assert [(a.ts_ns / S - T0, a.state) for a in alerts] == [
+        (600, "raised"),
+        (1800, "resolved"),
+        (2400, "raised"),
+    ]
+    # 170 km at 90 km/h = 6,800 s after 00:10 UTC: 02:03 UTC.
+    assert alerts[0].message == "home around 02:03 UTC (113 min)"
+    assert alerts[0].value == pytest.approx(6800, rel=1e-3)
+
+
+def test_a_car_that_arrives_resolves_its_arrival_alert() -> None:
+    engine = AlertEngine(geofence_book(two_hours_from_home()))
+    km = 1 / 111.195
+    track = [(0, 100, 80), (3600, 20, 80), (4500, 0.1, 3)]
+    items = [
+        reading(CAR, T0 + t, lat=HOME[0] + d * km, lon=HOME[1], speed_kmh=v) for t, d, v in track
+    ]
+    assert changes(engine, items) == [
+        (0, "two_hours_from_home", "raised"),
+        (4500, "two_hours_from_home", "resolved"),
+    ]
+
+
+def test_leaving_home_or_a_hop_to_the_shop_is_not_arriving() -> None:
+    engine = AlertEngine(geofence_book(two_hours_from_home()))
+    km = 1 / 111.195
+    # Leaving home (0.1 km) at 50 km/h: minutes from home, but going away; then a hop to
+    # 3 km and back (under min_trip_m, 5 km): nothing. Then 40 km out and back: one raise.
+    track = [(0, 0.1, 0), (60, 1, 50), (120, 3, 50), (180, 2, 50), (240, 0.1, 5)]
+    track += [(300, 40, 90), (900, 30, 90), (2400, 0.1, 5)]
+    items = [
+        reading(CAR, T0 + t, lat=HOME[0] + d * km, lon=HOME[1], speed_kmh=v) for t, d, v in track
+    ]
+    assert changes(engine, items) == [
+        (900, "two_hours_from_home", "raised"),
+        (2400, "two_hours_from_home", "resolved"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes_", "error"),
+    [
+        ({"within_s": 0}, "within must be a duration above zero"),
+        ({"min_speed_kmh": 0}, "min_speed_kmh must be above zero"),
+        ({"center": (95.0, 5.0)}, "is not a [lat, lon] pair"),
+        ({"message": "{eta:d}"}, "cannot be filled in"),
+    ],
+)
+def test_an_arrival_rule_says_what_is_wrong(changes_: dict[str, Any], error: str) -> None:
+    settings: dict[str, Any] = {
+        "name": "eta",
+        "center": HOME,
+        "within_s": 60,
+        "severity": "info",
+        "message": "m",
+    } | changes_
+    with pytest.raises(ValueError, match=re.escape(error)):
+        ArrivalRule(**settings)
 
 
 def test_a_cow_outside_her_pasture_polygon() -> None:

@@ -10,6 +10,7 @@ about 15 s and needs the registry, which the suite must not depend on.
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -19,8 +20,8 @@ import pytest
 
 from benchmarks import ingest_nodered
 from benchmarks.alerts_latency import LiveLoad, latency, schedule
-from benchmarks.alerts_stack import Servers
-from benchmarks.ingest_contenders import CONTENDERS
+from benchmarks.alerts_stack import BenchmarkFailed, Servers
+from benchmarks.ingest_contenders import CONTENDERS, ROOT, baseline
 from benchmarks.ingest_data import Shape, batched, readings_in, single
 from benchmarks.ingest_lean import INTEGER_FIELDS, lines_of
 from benchmarks.ingest_raw import bodies, raw_round
@@ -154,3 +155,26 @@ def test_a_latency_run_with_arrays_sees_every_reading_stored(stack: Stack) -> No
     assert result["stored"]["stored"] == result["readings"]
     assert result["readings"] == sum(d.readings for _, d in schedule(load))
     assert result["alerts"] > 0
+
+
+def test_a_baseline_checkout_runs_its_own_ingest(stack: Stack, tmp_path: Path) -> None:
+    """(p) runs the code of the checkout it is given, not this one: a copy whose ingest
+    cannot start fails the round, and the unchanged copy stores every reading."""
+    checkout = tmp_path / "checkout"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(checkout), "HEAD"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        name = f"t{uuid.uuid4().hex[:10]}"
+        result = run_round(stack, baseline(checkout), SHAPES["single"], name, lambda _: None)
+        assert result["stored"] == READINGS
+        (checkout / "moclo" / "cli.py").write_text("raise SystemExit('broken baseline')\n")
+        with pytest.raises(BenchmarkFailed):
+            run_round(stack, baseline(checkout), SHAPES["single"], f"{name}b", lambda _: None)
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(checkout)], cwd=ROOT, check=False
+        )

@@ -143,3 +143,16 @@ def test_help_of_serve_names_its_setting_and_the_api_description() -> None:
     serve = moclo("serve", "--help")
     assert serve.returncode == 0 and "--listen HOST:PORT" in serve.stdout
     assert "MOCLO_SERVE_LISTEN" in serve.stdout and "/api/openapi.json" in serve.stdout
+
+
+def test_ingest_with_a_bad_automations_file_exits_2_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "automations.toml"
+    bad.write_text('[[automation]]\nname = "x"\ntenant = "t"\n')
+    monkeypatch.setenv("MOCLO_AUTOMATIONS_FILE", str(bad))
+    result = moclo("ingest", *_nowhere())
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("moclo: the automations file has problems:\n")
+    assert f"{bad}:1: automation x: device_type is required" in result.stderr
+    assert "Traceback" not in result.stderr and "cannot reach" not in result.stderr

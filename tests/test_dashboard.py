@@ -19,11 +19,11 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from core.settings import Settings
 from devices.topics import telemetry_topic
 from serve.auth import SESSION_COOKIE
 from serve.live import MAX_STREAMS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, Influx, publish_all, wait_until
 from tests.test_serve import NOW, cow_history, pacemaker

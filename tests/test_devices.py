@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from devices.base import format_timestamp, parse_timestamp
+from devices.base import parse_timestamp
 from devices.catalogue import DEVICE_TYPES, get_device_type
 from tests.helpers import COW as HEALTHY_COW
 from tests.helpers import moclo
@@ -69,10 +69,6 @@ def test_each_documented_example_is_a_valid_reading(name: str) -> None:
 )
 def test_both_timestamp_forms_are_accepted(ts: Any, expected_ns: int) -> None:
     assert parse_timestamp(ts) == expected_ns
-
-
-def test_timestamps_format_back_as_rfc3339() -> None:
-    assert format_timestamp(1795327200_250000000) == "2026-11-22T06:00:00.250000Z"
 
 
 def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.faults import (
+from tests.faults_harness import (
     Report,
     broker_restart,
     hostile_input,

@@ -40,7 +40,8 @@ from simulators.fleet import FleetSpec
 from simulators.run import ScriptedEvent, SimulationOptions, run_simulation
 from storage.alert_record import Alert
 from storage.influx import InfluxClient, Series
-from storage.lineprotocol import ALERTS_MEASUREMENT, reading_line
+from storage.lineprotocol import reading_line
+from storage.schema import ALERTS
 from tests.conftest import RunningIngest
 from tests.helpers import publish_all, wait_until
 
@@ -149,7 +150,7 @@ def _alert_schema() -> tuple[str, Schema]:
 
 # What ingest stores: one measurement per device type in the catalogue, and moclo_alerts.
 SCHEMA = dict([*(_reading_schema(d) for d in DEVICE_TYPES.values()), _alert_schema()])
-assert ALERTS_MEASUREMENT in SCHEMA
+assert ALERTS.name in SCHEMA
 
 _STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
 _REGEX = re.compile(r"(=~|!~)\s*/(?:[^/\\]|\\.)*/")
@@ -196,7 +197,7 @@ def check_names(query: str) -> None:
     names = influxql_names(query)
     assert names.measurements, f"no measurement in {query}"
     unknown = names.measurements - set(SCHEMA)
-    assert not unknown, f"measurements {unknown} are neither a device type nor {ALERTS_MEASUREMENT}"
+    assert not unknown, f"measurements {unknown} are neither a device type nor {ALERTS.name}"
     tags = set().union(*(SCHEMA[m].tags for m in names.measurements))
     fields = set().union(*(SCHEMA[m].fields for m in names.measurements))
     assert names.tags_grouped <= tags, (

@@ -10,13 +10,14 @@ from typing import Any, TypeVar
 import pytest
 
 from core.settings import Settings
+from devices.rfc3339 import format_shortest
 from query import fleet as fleet_module
 from query import series as series_module
 from query.errors import AmbiguousDevice, QueryError, UnknownDevice
 from query.fleet import DeviceRef, find_device, list_devices, list_tenants
 from query.request import parse_series_request
-from query.series import AGGS, SeriesQuery, SeriesResult, run_series
-from query.times import format_time
+from query.series import SeriesResult, run_series
+from query.series_query import AGGS, SeriesQuery
 from storage.influx import InfluxClient
 from tests.helpers import Influx
 from tests.series_data import NS, T0, Stored, expected_buckets, readings, store
@@ -53,7 +54,7 @@ def stored(influx: Influx) -> list[Stored]:
 
 
 def window(**extra: Any) -> dict[str, Any]:
-    return {"start": format_time(FROM_NS), "end": format_time(TO_NS), **extra}
+    return {"start": format_shortest(FROM_NS), "end": format_shortest(TO_NS), **extra}
 
 
 def buckets_of(result: SeriesResult, index: int, field: str) -> dict[int, Any]:
@@ -234,8 +235,8 @@ def test_true_false_fields_take_min_max_count_and_last_but_not_mean(
 
 
 def test_a_silent_device_has_one_empty_series(settings: Settings, stored: list[Stored]) -> None:
-    start = format_time((T0 + 41 * 60) * NS)
-    end = format_time((T0 + 49 * 60) * NS)
+    start = format_shortest((T0 + 41 * 60) * NS)
+    end = format_shortest((T0 + 49 * 60) * NS)
     result = series(settings, device_id="cow-a", start=start, end=end, every="1m")
     assert [(s.device_id, s.times_ns) for s in result.series] == [("cow-a", ())]
 
@@ -250,8 +251,8 @@ def test_the_json_document(settings: Settings, stored: list[Stored]) -> None:
         device_type="cow_tracker",
         tenant="farm",
         fields=["activity"],
-        start=format_time(start),
-        end=format_time(end),
+        start=format_shortest(start),
+        end=format_shortest(end),
         every="5m",
         agg="count",
         group_by="device_id",
@@ -263,8 +264,8 @@ def test_the_json_document(settings: Settings, stored: list[Stored]) -> None:
             "device_type": "cow_tracker",
             "tenant": "farm",
             "fields": ["activity"],
-            "from": format_time(start),
-            "to": format_time(end),
+            "from": format_shortest(start),
+            "to": format_shortest(end),
             "every": "5m",
             "every_s": 300,
             "agg": "count",
@@ -277,9 +278,9 @@ def test_the_json_document(settings: Settings, stored: list[Stored]) -> None:
                 "device_id": device,
                 "fields": ["activity"],
                 "points": [
-                    [format_time(T0 * NS), 4],  # minutes 1-4
-                    [format_time((T0 + 300) * NS), 5],
-                    [format_time((T0 + 600) * NS), 1],  # minute 10
+                    [format_shortest(T0 * NS), 4],  # minutes 1-4
+                    [format_shortest((T0 + 300) * NS), 5],
+                    [format_shortest((T0 + 600) * NS), 1],  # minute 10
                 ],
             }
             for device in ("cow-a", "cow-b")

@@ -13,16 +13,17 @@ import sys
 import pytest
 
 from core.settings import Settings
+from devices.rfc3339 import format_shortest
 from moclo.stack import free_port
 from query.render import BARS, render_table, sparkline
-from query.series import SeriesQuery, SeriesResult, TimeSeries
-from query.times import format_time
+from query.series import SeriesResult, TimeSeries
+from query.series_query import SeriesQuery
 from tests.helpers import Influx
 from tests.series_data import NS, T0, Stored, expected_buckets, readings, store
 
 FROM_NS = (T0 + 10 * 60) * NS
 TO_NS = (T0 + 70 * 60) * NS
-RANGE = ["--from", format_time(FROM_NS), "--to", format_time(TO_NS)]
+RANGE = ["--from", format_shortest(FROM_NS), "--to", format_shortest(TO_NS)]
 
 
 def query(
@@ -91,7 +92,7 @@ def test_json_is_the_document_with_influxdb_aggregates(
     assert [s["device_id"] for s in document["series"]] == ["cow-a", "cow-b"]
     for s in document["series"]:
         assert s["points"] == [
-            [format_time(t), v] for t, v in sorted(expected[s["device_id"]].items())
+            [format_shortest(t), v] for t, v in sorted(expected[s["device_id"]].items())
         ]
 
 
@@ -102,7 +103,7 @@ def test_csv_has_a_header_and_a_row_per_point(settings: Settings, stored: list[S
     mine = [r for r in stored if r.device_id == "cow-b" and FROM_NS <= r.ts_ns < TO_NS]
     assert rows[0] == ["time", "activity", "seq"]
     assert rows[1:] == [
-        [format_time(r.ts_ns), str(r.values["activity"]), str(r.values["seq"])] for r in mine
+        [format_shortest(r.ts_ns), str(r.values["activity"]), str(r.values["seq"])] for r in mine
     ]
     fleet = query(
         settings,
@@ -125,9 +126,9 @@ def test_csv_has_a_header_and_a_row_per_point(settings: Settings, stored: list[S
     # Buckets of 30 minutes from T0, cut by the range (minutes 10 to 69); cow-a was silent in
     # minutes 40 to 49.
     assert rows[1:4] == [
-        [format_time((T0 + 0) * NS), "farm", "cow-a", "20"],
-        [format_time((T0 + 1800) * NS), "farm", "cow-a", "20"],
-        [format_time((T0 + 3600) * NS), "farm", "cow-a", "10"],
+        [format_shortest((T0 + 0) * NS), "farm", "cow-a", "20"],
+        [format_shortest((T0 + 1800) * NS), "farm", "cow-a", "20"],
+        [format_shortest((T0 + 3600) * NS), "farm", "cow-a", "10"],
     ]
     assert [r[2] for r in rows[1:]] == ["cow-a"] * 3 + ["cow-b"] * 3 + ["cow-z"] * 3
 

@@ -11,7 +11,8 @@ from access.registry import Registry
 from core.settings import Settings
 from devices.topics import telemetry_topic
 from ingest.decode import Decoded, Decoder
-from ingest.registry_gate import UNREGISTERED_MEASUREMENT, RegistryGate
+from ingest.registry_gate import RegistryGate
+from storage.schema import UNREGISTERED
 from tests.helpers import cow_json
 
 
@@ -41,7 +42,7 @@ def test_flag_notes_each_unregistered_device_once_with_rising_stamps(tmp_path: P
     assert len(out.readings) == 4  # flagged, not rejected
     lines = gate.unregistered_lines(decoder)
     assert [line.split(" ")[0] for line in lines] == [
-        f"{UNREGISTERED_MEASUREMENT},device_type=cow_tracker,tenant=farm"
+        f"{UNREGISTERED.name},device_type=cow_tracker,tenant=farm"
     ] * 2
     assert 'device_id="cow-2"' in lines[0] and 'device_id="cow-3"' in lines[1]
     stamps = [int(line.rsplit(" ", 1)[1]) for line in lines]

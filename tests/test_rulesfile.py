@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from devices.catalogue import DEVICE_TYPES
-from devices.rules import RULE_KINDS, AbsenceRule, GeofenceRule, ThresholdRule
+from devices.place_rules import GeofenceRule
+from devices.rules import RULE_KINDS, AbsenceRule, ThresholdRule
 from ingest.alerts.rulebook import RuleBook
+from ingest.alerts.rulekeys import DURATIONS, INTEGERS, NUMBERS, SCOPE_KEYS, SETTINGS, TEXTS
 from ingest.alerts.rulesfile import (
-    SCOPE_KEYS,
-    SETTINGS,
     RulesFileError,
     load_rules_file,
     parse_rules,
@@ -211,17 +211,9 @@ polygon = [
 
 
 def test_every_setting_of_every_kind_can_be_written() -> None:
-    # A field added to a rule kind must get a TOML type in rulesfile.py, or it would reach the
+    # A field added to a rule kind must get a TOML type in rulekeys.py, or it would reach the
     # dataclass unchecked.
-    from ingest.alerts import rulesfile
-
-    typed = (
-        set(rulesfile.DURATIONS)
-        | rulesfile._NUMBERS
-        | rulesfile._INTEGERS
-        | rulesfile._TEXTS
-        | {"center", "polygon"}
-    )
+    typed = set(DURATIONS) | NUMBERS | INTEGERS | TEXTS | {"center", "polygon"}
     for kind in RULE_KINDS:
         assert set(SETTINGS[kind]) <= typed, kind
         assert not set(SETTINGS[kind]) & set(SCOPE_KEYS)
@@ -374,7 +366,7 @@ message = "out"
         pytest.param(
             FEVER + 'message = "fever {temp}"\n',
             4,
-            "message names {temp}; it may use baseline, delta, distance_m, field,",
+            "message names {temp}; it may use baseline, delta, distance_m, eta, field, minutes,",
             id="message",
         ),
         pytest.param(
@@ -496,7 +488,7 @@ def test_cli_lists_the_rules_as_json(tmp_path: Path) -> None:
 def test_cli_check_summarises_a_good_file() -> None:
     done = moclo("rules", "check", str(EXAMPLE))
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{EXAMPLE}: 7 rules OK (2 overrides, 4 new, 1 disabled)\n"
+    assert done.stdout == f"{EXAMPLE}: 8 rules OK (2 overrides, 5 new, 1 disabled)\n"
 
 
 def test_cli_check_exits_2_with_every_problem(tmp_path: Path) -> None:

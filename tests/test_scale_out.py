@@ -6,6 +6,7 @@ on threads of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import ExitStack
 
@@ -14,7 +15,7 @@ import pytest
 from core.settings import Settings, SettingsError
 from devices.topics import telemetry_topic
 from ingest.options import IngestOptions
-from ingest.service import subscriptions
+from ingest.service import Ingest, subscriptions
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until
 
@@ -47,16 +48,37 @@ def member(settings: Settings, n: int, **changes: str) -> Settings:
 
 def test_the_subscriptions_of_each_mode(settings: Settings) -> None:
     prefix = settings.topic_prefix
-    assert subscriptions(settings) == (f"{prefix}/+/+/+/telemetry", f"{prefix}/+/acks/#")
+
+    def downlink(t: str) -> tuple[str, ...]:
+        # What devices send back, and what people ask for (ingest/downlink/).
+        return (
+            f"{prefix}/{t}/+/+/commands/get",
+            f"{prefix}/{t}/+/+/command-results",
+            f"{prefix}/{t}/+/+/desired/get",
+            f"{prefix}/{t}/+/+/reported",
+            f"{prefix}/{t}/command-requests/#",
+            f"{prefix}/{t}/desired-requests/#",
+        )
+
+    assert subscriptions(settings) == (
+        f"{prefix}/+/+/+/telemetry",
+        f"{prefix}/+/acks/#",
+        *downlink("+"),
+    )
     farms = settings.model_copy(update={"ingest_tenants": "farm-a,farm-b"})
     assert subscriptions(farms) == (
         f"{prefix}/farm-a/+/+/telemetry",
         f"{prefix}/farm-b/+/+/telemetry",
         f"{prefix}/farm-a/acks/#",
         f"{prefix}/farm-b/acks/#",
+        *downlink("farm-a"),
+        *downlink("farm-b"),
     )
     group = settings.model_copy(update={"ingest_share_group": "g1"})
     assert subscriptions(group) == (f"$share/g1/{prefix}/+/+/+/telemetry",)
+    # A member of a share group runs no command gateway; a whole ingest does.
+    assert Ingest(group, asyncio.Event()).pipeline.gateway is None
+    assert Ingest(settings, asyncio.Event()).pipeline.gateway is not None
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from core.settings import Settings
 from devices.topics import telemetry_topic
 from query.request import parse_series_request
 from query.series import run_series
-from serve.live import Event, Stream, StreamFilter
+from serve.live_stream import Event, Stream, StreamFilter
 from storage.alert_record import Alert
 from storage.influx import InfluxClient
 from tests.conftest import RunningIngest, RunningServe

@@ -19,7 +19,8 @@ import pytest
 from access.registry import Registry
 from core.settings import Settings
 from devices.topics import alert_topic, telemetry_topic
-from serve.live import MAX_STREAMS, LiveHub, Stream, StreamFilter
+from serve.live import MAX_STREAMS, LiveHub
+from serve.live_stream import Stream, StreamFilter
 from storage.alert_record import Alert
 from tests.conftest import RunningServe
 from tests.helpers import COW, publish_all, wait_until

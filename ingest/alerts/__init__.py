@@ -1,8 +1,10 @@
 """Alerts, beside the pipeline: rules judged on readings, one alert per episode.
 
-`engine.py` judges (with `conditions.py` per rule kind), `rulebook.py`/`rulesfile.py` say which
-rules apply where, `snapshot.py` carries state over restarts. What a change looks like when
-stored is `storage/alert_record.py`.
+`engine.py` judges (with `conditions.py` per rule kind, `lifecycle.py` its per-device state),
+`rulebook.py`/`rulesfile.py` say which rules apply where (a rules file's keys in `rulekeys.py`,
+its lines found by `core/toml_lines.py`, its entries built into rules by `rulebuild.py`),
+`snapshot.py` carries state over restarts. What a change looks like when stored is
+`storage/alert_record.py`.
 """
 
 from ingest.alerts.engine import AcknowledgementInvalid, AlertEngine

@@ -32,14 +32,14 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import aiomqtt
 import orjson
 
 from core.mqtt import CONNECTION_SEPARATOR, MqttEndpoint, MqttUnreachable
 from core.settings import Settings
-from devices.rules import format_seconds
+from devices.rfc3339 import format_seconds_spaced
+from devices.rule_base import format_seconds
 from devices.topics import (
     ACCOUNT_NAME,
     ACCOUNT_NAME_RULE,
@@ -50,6 +50,7 @@ from devices.topics import (
 from storage.alert_record import Alert, StoredChange, parse_alert
 from storage.database import open_influx
 from storage.influx import InfluxError, influxql_literal
+from storage.schema import ERROR, PAYLOAD, REASON, REJECTED, TENANT
 
 CONNECT_TIMEOUT_S = 5.0
 _NS = 1_000_000_000
@@ -88,27 +89,9 @@ async def acknowledge(
     by = person or account
     alert_id = stored.alert_id
     what = describe(stored)
-    if stored.state == "resolved":
-        raise AlertClosed(
-            f"alert {what} is already resolved ({when(stored.ts_ns)}): nothing to ack"
-        )
-    if stored.state == "acknowledged":
-        raise AlertClosed(
-            f"alert {what} was already acknowledged by {stored.acknowledged_by} "
-            f"({when(stored.ts_ns)})"
-        )
-    body: dict[str, str] = {"id": alert_id}
-    if person is not None:
-        body["by"] = person
-    if note:
-        body["note"] = note
-    payload = orjson.dumps(body)
+    _refuse_closed(stored, what)
     prefix = settings.topic_prefix
-    topic = (
-        acknowledgement_topic(prefix, stored.tenant, account)
-        if person is None
-        else on_behalf_acknowledgement_topic(prefix, stored.tenant, account)
-    )
+    topic, payload = _request(prefix, stored, account=account, person=person, note=note)
     # As `LOGIN~acks` (a broker login: the contract keeps "acks"), which may write the
     # account's topic too: the login's own connection may be in use (serve's live stream, a
     # `moclo alerts --follow`), and the broker allows one connection per login.
@@ -143,6 +126,38 @@ async def acknowledge(
     )
 
 
+def _refuse_closed(stored: StoredChange, what: str) -> None:
+    """AlertClosed for an episode that is resolved or acknowledged already, as stored."""
+    if stored.state == "resolved":
+        raise AlertClosed(
+            f"alert {what} is already resolved ({format_seconds_spaced(stored.ts_ns)}): "
+            "nothing to ack"
+        )
+    if stored.state == "acknowledged":
+        raise AlertClosed(
+            f"alert {what} was already acknowledged by {stored.acknowledged_by} "
+            f"({format_seconds_spaced(stored.ts_ns)})"
+        )
+
+
+def _request(
+    prefix: str, stored: StoredChange, *, account: str, person: str | None, note: str
+) -> tuple[str, bytes]:
+    """The topic and payload of the acknowledgement: the account's own topic, or, for a person
+    that serve acknowledges for, the on-behalf topic with `by`."""
+    body: dict[str, str] = {"id": stored.alert_id}
+    if person is not None:
+        body["by"] = person
+    if note:
+        body["note"] = note
+    topic = (
+        acknowledgement_topic(prefix, stored.tenant, account)
+        if person is None
+        else on_behalf_acknowledgement_topic(prefix, stored.tenant, account)
+    )
+    return topic, orjson.dumps(body)
+
+
 def account_of(settings: Settings, by: str | None) -> str:
     """The account that acknowledges over `settings`' broker: its MQTT login. Only without a
     login (a development broker open to anonymous clients, which checks nobody) is it `by`,
@@ -166,8 +181,9 @@ def account_of(settings: Settings, by: str | None) -> str:
 async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int) -> str | None:
     """Why ingest rejected this acknowledgement (`bad_ack` in moclo_rejected), if it did."""
     query = (
-        'SELECT "error", "payload" FROM "moclo_rejected" WHERE "reason" = \'bad_ack\' '
-        f'AND "tenant" = {influxql_literal(tenant)} '
+        f'SELECT "{ERROR}", "{PAYLOAD}" FROM "{REJECTED.name}" '
+        f"WHERE \"{REASON}\" = 'bad_ack' "
+        f'AND "{TENANT}" = {influxql_literal(tenant)} '
         f"AND time >= {sent_ns - 60 * _NS}"  # ingest stamps arrival by its own clock
     )
     try:
@@ -176,7 +192,7 @@ async def _refusal(settings: Settings, tenant: str, payload: bytes, sent_ns: int
     except InfluxError:
         return None  # the timeout message is still true
     text = payload.decode()
-    errors = [str(row["error"]) for s in series for row in s.rows() if row["payload"] == text]
+    errors = [str(row[ERROR]) for s in series for row in s.rows() if row[PAYLOAD] == text]
     return errors[-1] if errors else None
 
 
@@ -202,11 +218,6 @@ def check_acknowledgement_text(kind: str, text: str) -> str:
     if kind == "note" and len(text) > 500:
         raise ValueError(f"a note is at most 500 characters; this one has {len(text)}")
     return text
-
-
-def when(ts_ns: int) -> str:
-    """`2026-11-22 06:00:00Z`: a time as the alert commands show it."""
-    return datetime.fromtimestamp(ts_ns / _NS, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @contextlib.asynccontextmanager

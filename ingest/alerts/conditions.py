@@ -6,7 +6,7 @@ keep it in a small, fixed-size state object per device and rule; nothing grows w
 
 - delta: at most 34 samples (one kept per 1/32 of the window), or one for "since last reading";
 - baseline: 24 hourly slots of 5 numbers, plus a smoothed recent value;
-- threshold and geofence: nothing.
+- threshold, geofence and arrival: nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from enum import IntEnum
 from typing import Any
 
 from devices.base import Reading
-from devices.rules import BaselineRule, DeltaRule, GeofenceRule, Rule, ThresholdRule
+from devices.place_rules import ArrivalRule, GeofenceRule
+from devices.rules import BaselineRule, DeltaRule, Rule, ThresholdRule
 
 HOUR_NS = 3_600_000_000_000
 SLOTS = 24
@@ -84,7 +85,31 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-ConditionState = DeltaState | BaselineState | None
+class ArrivalState:
+    """The distance at the previous reading, and the farthest since the device last arrived:
+    only a device getting closer is arriving (a car leaving home is minutes from it, and not
+    arriving), and only from a trip (a hop to the corner and back is not one)."""
+
+    __slots__ = ("distance_m", "farthest_m")
+
+    def __init__(self) -> None:
+        self.distance_m = math.inf
+        self.farthest_m = 0.0
+
+    def dump(self) -> list[Any]:
+        return [None if math.isinf(self.distance_m) else self.distance_m, self.farthest_m]
+
+    @classmethod
+    def load(cls, data: list[Any]) -> ArrivalState:
+        state = cls()
+        if data and data[0] is not None:
+            state.distance_m = float(data[0])
+        if len(data) > 1:
+            state.farthest_m = float(data[1])
+        return state
+
+
+ConditionState = DeltaState | BaselineState | ArrivalState | None
 
 
 def new_state(rule: Rule) -> ConditionState:
@@ -92,6 +117,8 @@ def new_state(rule: Rule) -> ConditionState:
         return DeltaState()
     if isinstance(rule, BaselineRule):
         return BaselineState()
+    if isinstance(rule, ArrivalRule):
+        return ArrivalState()
     return None
 
 
@@ -100,6 +127,8 @@ def load_state(rule: Rule, data: Any) -> ConditionState:
         return DeltaState.load(data)
     if isinstance(rule, BaselineRule):
         return BaselineState.load(data)
+    if isinstance(rule, ArrivalRule):
+        return ArrivalState.load(data)
     return None
 
 
@@ -124,6 +153,9 @@ def judge(
         return _baseline(rule, state, float(getattr(reading, rule.field)), ts, learning)
     if isinstance(rule, GeofenceRule):
         return _geofence(rule, reading)
+    if isinstance(rule, ArrivalRule):
+        assert isinstance(state, ArrivalState)
+        return _arrival(rule, state, reading)
     raise TypeError(f"{rule.kind} rules are not judged per reading")
 
 
@@ -243,6 +275,29 @@ def _geofence(rule: GeofenceRule, reading: Reading) -> tuple[Verdict, float]:
     else:
         alarm, clear = outside_by > 0, outside_by < -rule.margin_m
     return (Verdict.ALARM if alarm else Verdict.CLEAR if clear else Verdict.HOLD), outside_by
+
+
+def _arrival(rule: ArrivalRule, state: ArrivalState, reading: Reading) -> tuple[Verdict, float]:
+    """ALARM when the device gets closer and the estimated seconds to `center` are `within_s`
+    or less; the value is that estimate (0 once arrived). Stopped, crawling or not getting
+    closer: HOLD, whatever the distance (a detour resolves it: the estimate grows)."""
+    lat = float(getattr(reading, rule.lat_field))
+    lon = float(getattr(reading, rule.lon_field))
+    distance_m = haversine_m(lat, lon, *rule.center)
+    before, state.distance_m = state.distance_m, distance_m
+    if distance_m <= rule.arrived_m:
+        state.farthest_m = distance_m  # arrived: the next trip starts here
+        return Verdict.CLEAR, 0.0
+    state.farthest_m = max(state.farthest_m, distance_m)
+    speed_kmh = float(getattr(reading, rule.speed_field))
+    if not speed_kmh >= rule.min_speed_kmh:
+        return Verdict.HOLD, -1.0  # no estimate; a HOLD's value is never reported
+    eta_s = distance_m / (speed_kmh / 3.6)
+    if eta_s <= rule.within_s:
+        # A GPS fix wanders by metres: closer means closer by more than that.
+        arriving = distance_m < before - 20 and state.farthest_m >= rule.min_trip_m
+        return (Verdict.ALARM if arriving else Verdict.HOLD), eta_s
+    return (Verdict.CLEAR if eta_s > rule.within_s + rule.detour_s else Verdict.HOLD), eta_s
 
 
 def boundary_distance_m(rule: GeofenceRule, lat: float, lon: float) -> float:

@@ -14,85 +14,32 @@ clock: the newest reading time seen (never ahead of the wall clock) plus wall ti
 stream that stops entirely is noticed too.
 
 Memory per device is fixed: the newest time, the learnt interval, and per rule a lifecycle and
-a condition state of bounded size (see `conditions.py`). `snapshot`/`restore` (in
-`snapshot.py`) carry it over a restart.
+a condition state of bounded size (held by `lifecycle.py`'s classes; see `conditions.py`).
+`snapshot`/`restore` (in `snapshot.py`) carry it over a restart.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from devices.rules import AbsenceRule, Rule, format_seconds
+from devices.place_rules import ArrivalRule
+from devices.rule_base import format_seconds
+from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState, ConditionState, Verdict, judge, new_state
+from ingest.alerts.conditions import BaselineState, Verdict, judge
+from ingest.alerts.lifecycle import DeviceState, Episode, Tracker, find_tracker
 from ingest.alerts.rulebook import RuleBook
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 
 _NS = 1_000_000_000
 _INTERVAL_WEIGHT = 0.2  # how fast the learnt interval follows the device
-_ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
 
 
 class AcknowledgementInvalid(ValueError):
     """An acknowledgement that cannot be applied (stored as `bad_ack`); the message says why."""
-
-
-@dataclass(slots=True)
-class Episode:
-    alert_id: str
-    first_seen: int
-    last_seen: int
-    value: float
-    acknowledged_by: str = ""
-
-
-class Tracker:
-    """One rule's lifecycle on one device."""
-
-    __slots__ = (
-        "changed_at",
-        "clear_count",
-        "clear_since",
-        "condition",
-        "episode",
-        "pending_count",
-        "pending_since",
-        "rule",
-    )
-
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self.condition: ConditionState = new_state(rule)
-        self.pending_since = -1
-        self.pending_count = 0
-        self.clear_since = -1
-        self.clear_count = 0
-        self.episode: Episode | None = None
-        self.changed_at = 0  # time of the last state change (ordering against stored ones)
-
-
-class DeviceState:
-    __slots__ = ("absence", "address", "interval", "newest", "readings", "trackers")
-
-    def __init__(self, address: DeviceAddress, rules: tuple[Rule, ...]) -> None:
-        self.address = address
-        self.trackers = [Tracker(r) for r in rules if not isinstance(r, AbsenceRule)]
-        absence = [Tracker(r) for r in rules if isinstance(r, AbsenceRule)]
-        self.absence = absence[0] if absence else None
-        self.newest = 0  # the newest reading time judged
-        self.interval = 0  # learnt, ns
-        self.readings = 0
-
-    def silence_limit(self) -> int | None:
-        """How long a silence may last before `silent` is raised; None until learnt."""
-        if self.absence is None or self.readings < _ARMED_AFTER:
-            return None
-        rule = self.absence.rule
-        assert isinstance(rule, AbsenceRule)
-        return max(int(rule.after_intervals * self.interval), int(rule.at_least_s * _NS))
 
 
 class AlertEngine:
@@ -293,7 +240,7 @@ class AlertEngine:
         assert episode is not None
         rule = tracker.rule
         a = device.address
-        message = _message(rule, tracker, value)
+        message = _message(rule, tracker, value, ts)
         if state == "resolved":
             message = f"resolved: {message}"
         return Alert(
@@ -330,7 +277,7 @@ class AlertEngine:
         orphans: list[Alert] = []
         for (tenant, device_type, device_id, rule_name), c in latest.items():
             device = self.device(DeviceAddress(tenant, device_type, device_id))
-            tracker = _tracker(device, rule_name)
+            tracker = find_tracker(device, rule_name)
             if tracker is None:
                 if c.state != "resolved":
                     orphans.append(_orphan_resolution(c, device.newest))
@@ -366,13 +313,6 @@ class AlertEngine:
         }
 
 
-def _tracker(device: DeviceState, rule_name: str) -> Tracker | None:
-    for tracker in [*device.trackers, *([device.absence] if device.absence else [])]:
-        if tracker.rule.name == rule_name:
-            return tracker
-    return None
-
-
 def _orphan_resolution(c: StoredChange, newest: int) -> Alert:
     return replace(
         c.as_alert(),
@@ -382,7 +322,7 @@ def _orphan_resolution(c: StoredChange, newest: int) -> Alert:
     )
 
 
-def _message(rule: Rule, tracker: Tracker, value: float) -> str:
+def _message(rule: Rule, tracker: Tracker, value: float, ts: int) -> str:
     condition = tracker.condition
     baseline = condition.baseline if isinstance(condition, BaselineState) else 0.0
     try:
@@ -393,8 +333,15 @@ def _message(rule: Rule, tracker: Tracker, value: float) -> str:
             distance_m=abs(value),
             silent_for=format_seconds(value),
             field=getattr(rule, "field", ""),
+            eta=_clock(ts / _NS + value) if isinstance(rule, ArrivalRule) else "",
+            minutes=value / 60,
         )
     except (ValueError, TypeError, KeyError, IndexError):
         # Templates are tried when a rule is made; should one still fail on a value, the
         # alert must not be lost to its wording.
         return f"{rule.name}: {value:g} ({rule.message})"
+
+
+def _clock(epoch_s: float) -> str:
+    """`18:40 UTC`: when an arrival is expected (a reading's own time plus the estimate)."""
+    return time.strftime("%H:%M UTC", time.gmtime(epoch_s))

@@ -25,10 +25,12 @@ from typing import Any
 
 import orjson
 
+from devices.rfc3339 import now_compact
 from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState, DeltaState, load_state
-from ingest.alerts.engine import AlertEngine, DeviceState, Episode
+from ingest.alerts.conditions import ArrivalState, BaselineState, DeltaState, load_state
+from ingest.alerts.engine import AlertEngine
+from ingest.alerts.lifecycle import DeviceState, Episode
 from ingest.private import FILE_MODE, create_private, private_folder
 
 log = logging.getLogger("moclo.alerts")
@@ -66,7 +68,9 @@ def _entry(device: DeviceState) -> list[Any]:
             t.changed_at,
             None if e is None else [e.alert_id, e.first_seen, e.last_seen, e.value,
                                     e.acknowledged_by],
-            condition.dump() if isinstance(condition, DeltaState | BaselineState) else None,
+            condition.dump()
+            if isinstance(condition, DeltaState | BaselineState | ArrivalState)
+            else None,
         ]  # fmt: skip
     return [a.tenant, a.device_type, a.device_id, device.newest, device.interval,
             device.readings, rules]  # fmt: skip
@@ -230,7 +234,7 @@ def write(path: Path, data: bytes) -> None:
 def set_aside(path: Path) -> Path:
     """Renames an unusable snapshot to `<name>.bad-<UTC stamp>` (0600: it holds alert state)
     so that someone can look at it, and the next snapshot does not overwrite it."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = now_compact()
     aside = path.with_name(f"{path.name}.bad-{stamp}")
     n = 1
     while aside.exists():  # two bad starts within a second

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from devices.rules import Severity
+from devices.rule_base import Severity
 from query.alerts import AlertFilter, alert_json, device_episodes
 from query.request import parse_series_request
 from query.times import parse_since

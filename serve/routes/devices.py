@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from devices.base import format_timestamp
-from devices.rules import Severity
+from devices.rfc3339 import format_us
+from devices.rule_base import Severity
 from query.alerts import SEVERITY_RANK, AlertFilter, current_alerts
 from query.errors import UnknownDevice
 from query.fleet import DeviceSummary as StoredDevice
@@ -95,7 +95,7 @@ def _summary(device: StoredDevice, alerts: list[Alert]) -> DeviceView:
         tenant=device.tenant,
         device_type=device.device_type,
         device_id=device.device_id,
-        last_seen=format_timestamp(device.last_seen_ns),
+        last_seen=format_us(device.last_seen_ns),
         last=dict(device.last),
         open_alerts=len(mine),
         worst_severity=worst,

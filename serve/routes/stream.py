@@ -12,7 +12,7 @@ from starlette.background import BackgroundTask
 
 from serve import auth
 from serve.auth import AUTH_ERRORS, Caller, require_tenant
-from serve.live import StreamFilter, event_stream
+from serve.live_stream import StreamFilter, event_stream
 from serve.routes.scope import checked, identifier_param
 from serve.state import Hub
 

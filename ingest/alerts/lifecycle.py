@@ -1,0 +1,82 @@
+"""What the alert engine keeps per device and per rule, of fixed size: a `Tracker` per rule (its
+lifecycle and condition state), the `Episode` of a raised alert, and the `DeviceState` that
+holds them with the device's newest time and learnt interval. `engine.py` moves them along;
+`snapshot.py` carries them over a restart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from devices.rules import AbsenceRule, Rule
+from devices.topics import DeviceAddress
+from ingest.alerts.conditions import ConditionState, new_state
+
+_NS = 1_000_000_000
+_ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
+
+
+@dataclass(slots=True)
+class Episode:
+    """One raised alert: from its first reading to now."""
+
+    alert_id: str
+    first_seen: int
+    last_seen: int
+    value: float
+    acknowledged_by: str = ""
+
+
+class Tracker:
+    """One rule's lifecycle on one device."""
+
+    __slots__ = (
+        "changed_at",
+        "clear_count",
+        "clear_since",
+        "condition",
+        "episode",
+        "pending_count",
+        "pending_since",
+        "rule",
+    )
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.condition: ConditionState = new_state(rule)
+        self.pending_since = -1
+        self.pending_count = 0
+        self.clear_since = -1
+        self.clear_count = 0
+        self.episode: Episode | None = None
+        self.changed_at = 0  # time of the last state change (ordering against stored ones)
+
+
+class DeviceState:
+    """What the engine keeps of one device: its newest reading time, its learnt interval, and a
+    tracker per rule (the absence rule apart)."""
+
+    __slots__ = ("absence", "address", "interval", "newest", "readings", "trackers")
+
+    def __init__(self, address: DeviceAddress, rules: tuple[Rule, ...]) -> None:
+        self.address = address
+        self.trackers = [Tracker(r) for r in rules if not isinstance(r, AbsenceRule)]
+        absence = [Tracker(r) for r in rules if isinstance(r, AbsenceRule)]
+        self.absence = absence[0] if absence else None
+        self.newest = 0  # the newest reading time judged
+        self.interval = 0  # learnt, ns
+        self.readings = 0
+
+    def silence_limit(self) -> int | None:
+        """How long a silence may last before `silent` is raised; None until learnt."""
+        if self.absence is None or self.readings < _ARMED_AFTER:
+            return None
+        rule = self.absence.rule
+        assert isinstance(rule, AbsenceRule)
+        return max(int(rule.after_intervals * self.interval), int(rule.at_least_s * _NS))
+
+
+def find_tracker(device: DeviceState, rule_name: str) -> Tracker | None:
+    for tracker in [*device.trackers, *([device.absence] if device.absence else [])]:
+        if tracker.rule.name == rule_name:
+            return tracker
+    return None

@@ -1,0 +1,232 @@
+"""The gateway's decisions without a broker: messages in, lines, publications and rejections
+out, on a real registry file and a clock the test moves (expiry is judged by it alone)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from access.registry import Registry
+from ingest.downlink.directory import Directory
+from ingest.downlink.gateway import Gateway
+from ingest.downlink.outcome import Incoming, Outcome
+from storage.schema import COMMANDS
+
+P = "m"
+T0 = 1_795_334_400 * 10**9
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ns = T0
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.add_device("home", "car", "car-1")
+    registry.add_device("home", "car", "car-2")
+    registry.add_device("cardio", "pacemaker", "pm-1")
+    registry.add_account("operator", "olga", tenant="home")
+    registry.add_account("serve", "web")
+    return registry
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def gateway(registry: Registry, clock: Clock) -> Gateway:
+    directory = Directory(registry.path)
+    directory.refresh()
+    return Gateway(P, directory, clock=clock)
+
+
+def message(topic: str, payload: bytes | dict[str, Any]) -> Incoming:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return Incoming(f"{P}/{topic}", body, time.time_ns())
+
+
+def handle(gateway: Gateway, topic: str, payload: bytes | dict[str, Any]) -> Outcome:
+    out = Outcome()
+    gateway.handle(message(topic, payload), out)
+    return out
+
+
+def statuses(out: Outcome) -> list[tuple[str, str]]:
+    """(id, status) of each command-status update in `out`."""
+    return [
+        (orjson.loads(p.payload)["id"], orjson.loads(p.payload)["status"])
+        for p in out.publications
+        if "/command-status/" in p.topic
+    ]
+
+
+def to_device(out: Outcome) -> list[str]:
+    return [p.topic for p in out.publications if p.topic.endswith("/commands")]
+
+
+def lock(gateway: Gateway, command_id: str = "c1", **extra: Any) -> Outcome:
+    body = {"id": command_id, "device": "car-1", "name": "lock", **extra}
+    return handle(gateway, "home/command-requests/olga", body)
+
+
+def test_a_command_expires_by_the_clock_and_only_then(gateway: Gateway, clock: Clock) -> None:
+    assert statuses(lock(gateway, expires_in_s=30)) == [("c1", "sent")]
+    clock.ns += 29 * 10**9
+    out = Outcome()
+    gateway.expire(out)
+    assert out.publications == [] and out.lines == []
+    clock.ns += 1 * 10**9
+    gateway.expire(out)
+    assert statuses(out) == [("c1", "expired")]
+    assert "status=expired" in out.lines[0]
+    # A device that asks now gets nothing; the expired command stays expired.
+    assert to_device(handle(gateway, "home/car/car-1/commands/get", b"")) == []
+    assert statuses(lock(gateway)) == [("c1", "expired")]
+
+
+def test_a_device_cannot_answer_for_another(gateway: Gateway) -> None:
+    lock(gateway)
+    result = {"id": "c1", "status": "succeeded", "ts": 1795334401}
+    forged = handle(gateway, "home/car/car-2/command-results", result)  # car-2 for car-1
+    assert [r.reason.value for r in forged.rejections] == ["bad_command_result"]
+    assert "no command 'c1' was sent to this device" in forged.rejections[0].error
+    assert forged.publications == [] and forged.lines == []
+    # The positive control: car-1's own answer settles it.
+    assert statuses(handle(gateway, "home/car/car-1/command-results", result)) == [
+        ("c1", "succeeded")
+    ]
+
+
+def test_a_read_out_without_a_valid_report_is_failed(gateway: Gateway) -> None:
+    ask = {"id": "r1", "device": "pm-1", "name": "read_out", "by": "dr-ana", "role": "clinician"}
+    assert statuses(handle(gateway, "cardio/command-requests/web/on-behalf", ask)) == [
+        ("r1", "sent")
+    ]
+    answer = {"id": "r1", "status": "succeeded", "output": {"battery_v": 9}, "ts": 1795334401}
+    out = handle(gateway, "cardio/pacemaker/pm-1/command-results", answer)
+    [update] = [orjson.loads(p.payload) for p in out.publications]
+    assert update["status"] == "failed" and "read_out report is invalid" in update["reason"]
+    assert [r.reason.value for r in out.rejections] == ["bad_command_result"]
+
+
+def test_hostile_text_cannot_break_a_line_or_add_series(gateway: Gateway) -> None:
+    body = {"id": "h1", "device": "car-1", "name": 'x,y=z "\n', "args": {"a": "\n\\"}}
+    out = handle(gateway, "home/command-requests/olga", body)
+    [line] = out.lines
+    assert "\n" not in line
+    assert line.startswith(
+        "moclo_commands,device_id=car-1,device_type=car,kind=command,name=_unknown,"
+        "status=refused,tenant=home "
+    )
+    assert "raw_name=" in line
+
+
+def test_a_revoked_account_is_refused_once_the_registry_is_read_again(
+    gateway: Gateway, registry: Registry
+) -> None:
+    assert statuses(lock(gateway, "a1")) == [("a1", "sent")]
+    registry.revoke_account("olga")
+    gateway.directory.refresh()
+    out = lock(gateway, "a2")
+    assert statuses(out) == [("a2", "refused")]
+    assert to_device(out) == []
+
+
+@functools.cache
+def _fuzz_directory() -> Directory:
+    """A registry for the property test (made once: hypothesis runs the test many times)."""
+    registry = Registry(Path(tempfile.mkdtemp()) / "registry.sqlite")
+    registry.add_device("home", "car", "car-1")
+    registry.add_account("operator", "olga", tenant="home")
+    registry.add_account("serve", "web")
+    directory = Directory(registry.path)
+    directory.refresh()
+    return directory
+
+
+TOPICS = [
+    "home/command-requests/olga",
+    "home/command-requests/web/on-behalf",
+    "home/desired-requests/olga",
+    "home/car/car-1/command-results",
+    "home/car/car-1/reported",
+    "home/car/car-1/commands/get",
+    "home/car/car-1/desired/get",
+    "home/command-requests",
+    "home/car/car-1/command-results/x",
+]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["id", "device", "name", "args", "status", "state", "version", "ts"])
+            | st.text(max_size=5),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(TOPICS), st.binary(max_size=64) | JSON.map(lambda v: json.dumps(v).encode()))
+def test_anything_on_any_downlink_topic_is_handled_without_raising(
+    topic: str, payload: bytes
+) -> None:
+    """The only outcomes: lines, publications or rejections; never an exception (a bug would
+    show as a rejection that says `please report it`)."""
+    gateway = Gateway(P, _fuzz_directory(), clock=Clock())
+    lock(gateway, "known")  # so answers can name a command that was sent
+    out = Outcome()
+    gateway.handle(message(topic, payload), out)
+    assert not any("please report it" in r.error for r in out.rejections)
+    assert all("\n" not in line for line in out.lines)
+
+
+def test_each_step_carries_the_declared_tags_and_only_declared_fields(gateway: Gateway) -> None:
+    lines = [*lock(gateway).lines]
+    lines += handle(gateway, "home/car/car-1/reported", {"version": 0, "state": {}, "ts": 1}).lines
+    lines += handle(gateway, "home/command-requests/olga", {"device": "x", "name": "y"}).lines
+    field = re.compile(r'(?:^|,)([a-z_]+)=(?:"(?:[^"\\]|\\.)*"|[^,]*)')
+    for line in lines:
+        head, rest = line.split(" ", 1)  # tags hold no spaces here: checked identifiers
+        measurement, *tags = head.split(",")
+        assert measurement == COMMANDS.name
+        assert {t.split("=")[0] for t in tags} == set(COMMANDS.tags)
+        fields = field.findall(rest.rsplit(" ", 1)[0])
+        assert fields and set(fields) <= set(COMMANDS.fields), fields
+
+
+def test_desired_state_changes_only_what_it_names(gateway: Gateway) -> None:
+    def want(**state: Any) -> Outcome:
+        body = {"device": "pm-1", "state": state, "by": "dr-ana", "role": "clinician"}
+        return handle(gateway, "cardio/desired-requests/web/on-behalf", body)
+
+    assert statuses(want(lower_rate_bpm=None))[0][1] == "refused"  # nothing to set yet
+    assert statuses(want(lower_rate_bpm=60)) == [("pm-1-desired-1", "sent")]
+    unchanged = want(lower_rate_bpm=60)  # no new version; the asker hears it already is so
+    assert statuses(unchanged) == [("pm-1-desired-1", "sent")] and unchanged.lines == []
+    assert "nothing to change" in orjson.loads(unchanged.publications[0].payload)["reason"]
+    out = want(lower_rate_bpm=None)  # null forgets the setting: a new version
+    [document] = [orjson.loads(p.payload) for p in out.publications if p.topic.endswith("/desired")]
+    assert (document["version"], document["state"]) == (2, {})
+    assert 'from="{\\"lower_rate_bpm\\":60}"' in out.lines[0]

@@ -29,9 +29,9 @@ import orjson
 from pydantic import ValidationError
 
 from core.settings import Settings
-from devices.base import format_timestamp
 from devices.commands import FINAL_STATUSES, CommandRequest, CommandUpdate, DesiredRequest
-from devices.rules import format_seconds
+from devices.rfc3339 import format_us
+from devices.rule_base import format_seconds
 from devices.topics import (
     ACCOUNT_NAME,
     ACCOUNT_NAME_RULE,
@@ -226,7 +226,7 @@ def parse_update(payload: bytes) -> CommandUpdate | None:
 def update_json(update: CommandUpdate) -> dict[str, Any]:
     """The update as JSON for people's programs: `ts` as RFC 3339 UTC, as the wire allows."""
     shown = update.model_dump(mode="json")
-    shown["ts"] = format_timestamp(update.ts)
+    shown["ts"] = format_us(update.ts)
     return shown
 
 

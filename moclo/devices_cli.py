@@ -20,7 +20,7 @@ from access.issued import IssuedFileError, append_device_credentials
 from access.registry import Credentials, DeviceRecord, DeviceSpec, Registry, RegistryError
 from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from devices.rules import format_seconds
+from devices.rule_base import format_seconds
 from devices.topics import telemetry_topic
 from devices.types import DeviceType
 

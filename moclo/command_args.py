@@ -254,22 +254,25 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
 
     from moclo import command_cli, command_history
 
-    # The stored steps first, then the live ones: subscribed only after the list is read, so
-    # a step announced in between is missed by --follow (it is in the next listing).
-    command_history.show_history(
-        settings,
-        args.tenant,
-        args.device,
-        since_s=args.since,
-        limit=args.limit,
-        as_json=args.json,
-    )
+    async def history() -> None:
+        await command_history.print_history(
+            settings, args.tenant, args.device, since_s=args.since, limit=args.limit,
+            as_json=args.json,
+        )  # fmt: skip
+
     if not args.follow:
+        asyncio.run(history())
         return 0
     try:
+        # Subscribed before the stored steps are read, so none falls between the two.
         return asyncio.run(
             command_cli.follow_status(
-                settings, args.tenant, args.device, as_json=args.json, count=args.count
+                settings,
+                args.tenant,
+                args.device,
+                as_json=args.json,
+                count=args.count,
+                first=history,
             )
         )
     except KeyboardInterrupt:

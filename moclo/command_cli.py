@@ -21,7 +21,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,10 +190,17 @@ async def _ask(
 
 
 async def follow_status(
-    settings: Settings, tenant: str, device: str | None, *, as_json: bool, count: int | None
+    settings: Settings,
+    tenant: str,
+    device: str | None,
+    *,
+    as_json: bool,
+    count: int | None,
+    first: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """`moclo commands --follow`: prints every command update of the tenant (or device) as
-    ingest announces it, until Ctrl-C or `count` updates."""
+    ingest announces it, until Ctrl-C or `count` updates. `first` (the stored history) runs
+    once subscribed, so no update falls between the two; one in both may be printed twice."""
     prefix = settings.topic_prefix
     topic = (
         command_status_subscription(prefix, tenant)
@@ -203,6 +210,8 @@ async def follow_status(
     printed = 0
     async with broker(settings.mqtt) as mqtt:
         await mqtt.subscribe(topic, qos=1)
+        if first is not None:
+            await first()
         print(f"watching {topic} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         async for message in mqtt.messages:
             update = parse_update(bytes(message.payload))

@@ -42,16 +42,27 @@ def show_history(
     as_json: bool,
 ) -> None:
     """Prints the stored history (see the module's docstring)."""
+    asyncio.run(
+        print_history(settings, tenant, device, since_s=since_s, limit=limit, as_json=as_json)
+    )
 
-    async def read() -> list[CommandEvent]:
-        async with open_influx(settings) as client:
-            if device is not None:
-                return list(reversed(await device_history(client, tenant, device, limit=limit)))
+
+async def print_history(
+    settings: Settings,
+    tenant: str,
+    device: str | None,
+    *,
+    since_s: float,
+    limit: int,
+    as_json: bool,
+) -> None:
+    async with open_influx(settings) as client:
+        if device is not None:
+            events = list(reversed(await device_history(client, tenant, device, limit=limit)))
+        else:
             since_ns = time.time_ns() - int(since_s * _NS)
             states = await command_states(client, since_ns=since_ns, tenant=tenant)
-            return sorted((s.last for s in states), key=lambda e: e.ts_ns)[-limit:]
-
-    events = asyncio.run(read())
+            events = sorted((s.last for s in states), key=lambda e: e.ts_ns)[-limit:]
     if as_json:
         for event in events:
             print(json.dumps(event_json(event), ensure_ascii=False))

@@ -181,3 +181,36 @@ def test_desired_set_waits_for_the_device_to_apply_it_and_show_tells(gateway: Se
         assert document["state"] == {"setpoint_c": 19.0} and document["issuer"] == "owner"
     finally:
         thermostat.disconnect()
+
+
+def test_commands_follow_lists_the_stored_steps_then_the_live_ones(gateway: Settings) -> None:
+    car = ScriptedDevice(gateway, HOME, "car", "car-1").connect()
+    try:
+        status, _, err = run(gateway, "owner", "command", HOME, "car-1", "lock", "--wait")
+        assert status == 0, err
+        wait_until(lambda: "lock by owner" in run(gateway, "owner", "commands", HOME, "car-1")[1])
+        flags = ["--mqtt-url", gateway.mqtt_url, "--influx-url", gateway.influx_url]
+        flags += ["--influx-db", gateway.influx_db, "--topic-prefix", gateway.topic_prefix]
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "moclo.cli", "commands", HOME, "car-1", "--follow", "--json",
+             "--count", "1", *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "USER": "owner"},
+        )  # fmt: skip
+        try:
+            assert follower.stderr is not None
+            assert "watching" in follower.stderr.readline()  # subscribed, history printed
+            status, _, err = run(gateway, "owner", "command", HOME, "car-1", "unlock")
+            assert status == 0, err
+            out, _ = follower.communicate(timeout=30)
+        finally:
+            follower.kill()
+        steps = [json.loads(line) for line in out.splitlines()]
+        assert [(s["name"], s["status"]) for s in steps[:2]] == [
+            ("lock", "sent"),
+            ("lock", "succeeded"),
+        ]
+        assert (steps[-1]["name"], steps[-1]["status"]) == ("unlock", "sent")  # live
+        assert follower.returncode == 0
+    finally:
+        car.disconnect()

@@ -14,7 +14,7 @@ from devices.catalogue import DEVICE_TYPES
 from devices.commands import COMMAND_ID_RULE, MAX_EXPIRY_S
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from devices.types import DeviceType
-from moclo.args import connection_flags, duration
+from moclo.args import Commands, connection_flags, duration
 from moclo.command_checks import ArgumentsError, command_arguments, desired_fields, device_type_of
 
 EXIT_STATUS = """\
@@ -68,8 +68,14 @@ whenever the device connects: the fields you name change, the others stay. With 
 {EXIT_STATUS}"""
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     """Adds `moclo command`, `moclo commands` and `moclo desired`."""
+    _add_command(commands)
+    _add_history(commands)
+    _add_desired(commands)
+
+
+def _add_command(commands: Commands) -> None:
     command = commands.add_parser(
         "command",
         help="ask a device to do something (lock, switch, set a setpoint) and see the outcome",
@@ -101,6 +107,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     connection_flags(command)
 
+
+def _add_history(commands: Commands) -> None:
     history = commands.add_parser(
         "commands",
         help="the commands of a tenant or device: live with --follow",
@@ -131,6 +139,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     history.add_argument("--json", action="store_true", help="one JSON object a line")
     connection_flags(history)
 
+
+def _add_desired(commands: Commands) -> None:
     desired = commands.add_parser(
         "desired",
         help="what a device's settings should be: set it, see it",

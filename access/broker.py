@@ -10,31 +10,44 @@ What each login may do, `{p}` being the topic prefix (an ACL grants, everything 
 refused; Mosquitto 2.0 grants every SUBSCRIBE and filters at delivery, and drops a PUBLISH
 the ACL does not allow):
 
-- a device `{t}.{id}`: write `{p}/{t}/{type}/{id}/telemetry`; read nothing;
-- ingest: read `{p}/+/+/+/telemetry` and `{p}/+/acks/#`; as `ingest~alerts`, its announcer,
-  write `{p}/+/alerts/+` and `{p}/+/alert-state/+/+`;
-- serve account `s`: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+` and `{p}/+/alert-state/#`;
-  as `s~acks`, read `{p}/+/alerts/+` and write `{p}/+/acks/s/on-behalf` (the dashboard
-  acknowledges for the token's holder);
-- app of tenant `t`: read `{p}/t/alerts/+` and `{p}/t/alert-state/#`; write nothing;
-- operator `o` of tenant `t`: as the app, and write `{p}/t/acks/o`; as `o~acks` (`moclo alerts
-  ack`), read `{p}/t/alerts/+` and write `{p}/t/acks/o`.
+- a device `{t}.{id}`, its own topics `{p}/{t}/{type}/{id}/...` only: write `telemetry`,
+  `command-results`, `commands/get`, `desired/get` and `reported`; read `commands` and
+  `desired` (which only ingest writes: not even the device itself may);
+- ingest: read `{p}/+/+/+/telemetry`, `{p}/+/acks/#`, every device's `command-results`,
+  `commands/get`, `desired/get` and `reported` (`{p}/+/+/+/LEVEL`), `{p}/+/command-requests/#`
+  and `{p}/+/desired-requests/#`; as `ingest~alerts`, its announcer, write `{p}/+/alerts/+`
+  and `{p}/+/alert-state/+/+`; as `ingest~commands`, the gateway's sender, write
+  `{p}/+/+/+/commands`, `{p}/+/+/+/desired` and `{p}/+/command-status/+`;
+- serve account `s`: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+`, `{p}/+/alert-state/#` and
+  `{p}/+/command-status/+`; as `s~acks`, read `{p}/+/alerts/+` and write
+  `{p}/+/acks/s/on-behalf` (the dashboard acknowledges for the token's holder); as
+  `s~commands`, read `{p}/+/command-status/+` and write `{p}/+/command-requests/s/on-behalf`
+  and `{p}/+/desired-requests/s/on-behalf` (it asks for the token's holder);
+- app of tenant `t`: read `{p}/t/alerts/+`, `{p}/t/alert-state/#` and `{p}/t/command-status/+`;
+  write nothing;
+- operator or clinician `o` of tenant `t`: as the app, and write `{p}/t/acks/o`,
+  `{p}/t/command-requests/o` and `{p}/t/desired-requests/o`; as `o~acks` (`moclo alerts
+  ack`), read `{p}/t/alerts/+` and write `{p}/t/acks/o`; as `o~commands` (`moclo command`,
+  `moclo desired`), read `{p}/t/command-status/+` and write its two request topics. Whether
+  the request is allowed (a clinician's pacemaker) is ingest's question, not the broker's.
 
-An acknowledgement's topic names the account that sent it and each account may write only
-its own, so ingest takes the acknowledger from the topic; only on a serve account's
-`on-behalf` topic does it believe the payload's `by` (the person serve authenticated). An
-account's `~acks` login writes under the account's name, not its own: it is the same account.
+An acknowledgement's or a request's topic names the account that sent it and each account may
+write only its own, so ingest takes the acknowledger or asker from the topic; only on a serve
+account's `on-behalf` topic does it believe the payload's `by` and `role` (the person serve
+authenticated). An account's `~acks` and `~commands` logins write under the account's name,
+not their own: they are the same account. No person's login writes to a device.
 
 The broker names every connection by its login (`use_username_as_clientid`, see
 `LISTENER_SETTINGS`), so no login can take another's client id and with it a session and what
 is queued for it. A login then holds one connection at a time: a second one with the same
 login takes the first one's place. The `~` logins (core/mqtt.py `connection_login`) give
-ingest and serve, which need two connections, a second one with the same secret and only the
-rights that connection uses.
+ingest, serve, operators and clinicians, which need more than one connection, others with the
+same secret and only the rights that connection uses.
 """
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import re
@@ -44,14 +57,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from access.registry import MqttLogin, Registry
+from access.registry import ACTING_ROLES, MqttLogin, Registry
 from core.mqtt import connection_login
 from devices.rfc3339 import now_seconds
 from devices.topics import (
+    COMMAND_REQUESTS,
+    COMMANDS,
+    DESIRED,
+    DESIRED_REQUESTS,
+    DEVICE_UPLINK_LEVELS,
     acknowledgement_subscription,
     acknowledgement_topic,
     alert_subscription,
+    command_status_subscription,
+    device_subscription,
+    device_topic,
     on_behalf_acknowledgement_topic,
+    on_behalf_request_topic,
+    request_subscription,
+    request_topic,
     telemetry_subscription,
     telemetry_topic,
 )
@@ -59,6 +83,7 @@ from devices.topics import (
 PASSWORD_FILE = "passwords"
 ACL_FILE = "acl"
 PID_FILE = "mosquitto.pid"  # where the local broker's pid is kept, if one is known
+_REQUESTS = (COMMAND_REQUESTS, DESIRED_REQUESTS)  # where people ask moclo to act
 # Topic levels in an ACL line run to the end of the line; keep them to printable, space-free
 # text so the file means exactly what was generated.
 _SAFE_PREFIX = re.compile(r"[!-~]+")
@@ -140,62 +165,106 @@ class BrokerAuth:
         ]
 
 
-def broker_logins(login: MqttLogin, prefix: str) -> list[tuple[str, list[tuple[str, str]]]]:
+Entry = tuple[str, str]  # (access, topic): access is `read` or `write`
+
+
+def broker_logins(login: MqttLogin, prefix: str) -> list[tuple[str, list[Entry]]]:
     """The broker logins of one registry login, each with its (access, topic) pairs: the login
-    itself, and for ingest, serve and operators a second connection's (see the module's
-    docstring), which shares the password."""
-    role, tenant = login.role, login.tenant
-    own = (login.username, acl_entries(login, prefix))
+    itself, and for ingest, serve, operators and clinicians the second connections' (see the
+    module's docstring), which share the password."""
+    role, tenant, name = login.role, login.tenant, login.username
+    own = (name, acl_entries(login, prefix))
     if role == "ingest":
         announcer = [
             ("write", alert_subscription(prefix)),
             ("write", f"{prefix}/+/alert-state/+/+"),
         ]
-        return [own, (connection_login(login.username, "alerts"), announcer)]
-    if role in ("serve", "operator"):
-        # An acknowledgement listens for ingest's answer on the alert topic, then publishes
-        # under the account's own name (the topic names the account, whichever of its logins
-        # sent it), exactly where the account itself may.
-        if role == "serve":
-            watched = "+"
-            written = on_behalf_acknowledgement_topic(prefix, "+", login.username)
-        else:
-            assert tenant is not None, f"{role} account {login.username} has no tenant"
-            watched, written = tenant, acknowledgement_topic(prefix, tenant, login.username)
-        acknowledging = [("read", alert_subscription(prefix, watched)), ("write", written)]
-        # `~acks`: the login's name is the broker's contract, kept.
-        return [own, (connection_login(login.username, "acks"), acknowledging)]
-    return [own]
+        # The gateway's publisher: what it checked and recorded goes to the devices, and what
+        # became of it to the people watching.
+        sender = [
+            ("write", device_subscription(prefix, COMMANDS)),
+            ("write", device_subscription(prefix, DESIRED)),
+            ("write", command_status_subscription(prefix)),
+        ]
+        return [
+            own,
+            (connection_login(name, "alerts"), announcer),
+            (connection_login(name, "commands"), sender),
+        ]
+    if role not in ("serve", *ACTING_ROLES):
+        return [own]
+    # An acknowledgement or a request listens for ingest's answer, then publishes under the
+    # account's own name (the topic names the account, whichever of its logins sent it),
+    # exactly where the account itself may: serve only for the people it signed in.
+    if role == "serve":
+        watched = "+"
+        acknowledged = on_behalf_acknowledgement_topic(prefix, "+", name)
+        asked = [on_behalf_request_topic(prefix, "+", level, name) for level in _REQUESTS]
+    else:
+        assert tenant is not None, f"{role} account {name} has no tenant"
+        watched, acknowledged = tenant, acknowledgement_topic(prefix, tenant, name)
+        asked = [request_topic(prefix, tenant, level, name) for level in _REQUESTS]
+    acknowledging = [("read", alert_subscription(prefix, watched)), ("write", acknowledged)]
+    requesting = [
+        ("read", command_status_subscription(prefix, watched)),
+        *(("write", topic) for topic in asked),
+    ]
+    # `~acks`: the login's name is the broker's contract, kept.
+    return [
+        own,
+        (connection_login(name, "acks"), acknowledging),
+        (connection_login(name, "commands"), requesting),
+    ]
 
 
-def acl_entries(login: MqttLogin, prefix: str) -> list[tuple[str, str]]:
-    """(access, topic) pairs for one login's own connection: access is `read` or `write`."""
+def acl_entries(login: MqttLogin, prefix: str) -> list[Entry]:
+    """(access, topic) pairs for one login's own connection."""
     role, tenant = login.role, login.tenant
     if role == "device":
         assert tenant and login.device_type and login.device_id
-        return [("write", telemetry_topic(prefix, tenant, login.device_type, login.device_id))]
+        own = functools.partial(device_topic, prefix, tenant, login.device_type, login.device_id)
+        # Its own topics only; its commands and desired state come from ingest alone, which
+        # checked who asked: not even the device may write them.
+        return [
+            ("write", telemetry_topic(prefix, tenant, login.device_type, login.device_id)),
+            *(("write", own(level)) for level in DEVICE_UPLINK_LEVELS),
+            ("read", own(COMMANDS)),
+            ("read", own(DESIRED)),
+        ]
     if role == "ingest":
-        # Consuming only: its announcer publishes as `USER~alerts` (broker_logins).
+        # Consuming only: it publishes as `USER~alerts` and `USER~commands` (broker_logins).
         return [
             ("read", telemetry_subscription(prefix)),
             ("read", acknowledgement_subscription(prefix)),
+            *(("read", device_subscription(prefix, level)) for level in DEVICE_UPLINK_LEVELS),
+            *(("read", request_subscription(prefix, level)) for level in _REQUESTS),
         ]
     if role == "serve":
-        # The live stream; the dashboard's acknowledgements go as `USER~acks`.
+        # The live stream; the dashboard's acknowledgements and requests go as `USER~acks`
+        # and `USER~commands`.
         return [
             ("read", telemetry_subscription(prefix)),
             ("read", alert_subscription(prefix)),
             ("read", f"{prefix}/+/alert-state/#"),
+            ("read", command_status_subscription(prefix)),
         ]
     assert tenant is not None, f"{role} account {login.username} has no tenant"
     reads = [
         ("read", alert_subscription(prefix, tenant)),
         ("read", f"{prefix}/{tenant}/alert-state/#"),
+        ("read", command_status_subscription(prefix, tenant)),
     ]
     if role == "app":
         return reads
-    if role == "operator":
-        return [*reads, ("write", acknowledgement_topic(prefix, tenant, login.username))]
+    if role in ACTING_ROLES:
+        return [
+            *reads,
+            ("write", acknowledgement_topic(prefix, tenant, login.username)),
+            *(
+                ("write", request_topic(prefix, tenant, level, login.username))
+                for level in _REQUESTS
+            ),
+        ]
     raise AssertionError(role)
 
 

@@ -11,8 +11,8 @@ a slash, a colon or whitespace:
 
 - a device logs in as `{tenant}.{device_id}` (both parts follow the wire contract's identifier
   rule, so there is no dot in either and no two devices share a username);
-- an account (ingest, serve, a tenant's app or operator) as its name, `^[a-z][a-z0-9_-]{0,63}$`
-  (no dot, so never a device's username).
+- an account (ingest, serve, a tenant's app, operator or clinician) as its name,
+  `^[a-z][a-z0-9_-]{0,63}$` (no dot, so never a device's username).
 
 Other parts of moclo keep their own tables in the same file (API tokens); each part versions
 its own tables in `schema_versions`, so they never trip over each other's migrations.
@@ -31,9 +31,14 @@ from devices.catalogue import DEVICE_TYPES
 from devices.rfc3339 import now_seconds
 from devices.topics import ACCOUNT_NAME, ACCOUNT_NAME_RULE, IDENTIFIER_RULE, is_identifier
 
-Role = Literal["ingest", "serve", "app", "operator"]
+Role = Literal["ingest", "serve", "app", "operator", "clinician"]
 ROLES: tuple[Role, ...] = get_args(Role)
-TENANT_ROLES: frozenset[str] = frozenset({"app", "operator"})  # these belong to one tenant
+# These belong to one tenant. An operator acknowledges its alerts and asks for commands of
+# `operator` clearance; a clinician may do that and also act on medical devices (`clinician`
+# clearance, devices/commands.py `admits`); an app only watches.
+TENANT_ROLES: frozenset[str] = frozenset({"app", "operator", "clinician"})
+# The tenant roles that may ask moclo to act on a device (their request topics, `~commands`).
+ACTING_ROLES: frozenset[str] = frozenset({"operator", "clinician"})
 
 COMPONENT = "registry"
 SCHEMA_VERSION = 1
@@ -151,10 +156,11 @@ def check_account(role: str, name: str, tenant: str | None) -> None:
         raise RegistryError(f"role {role!r} is not one of {', '.join(ROLES)}")
     if ACCOUNT_NAME.fullmatch(name) is None:
         raise RegistryError(f"account name {name!r} must match {ACCOUNT_NAME_RULE}")
+    article = "an" if role[0] in "aeiou" else "a"
     if role in TENANT_ROLES and tenant is None:
-        raise RegistryError(f"an {role} account belongs to one tenant: give --tenant")
+        raise RegistryError(f"{article} {role} account belongs to one tenant: give --tenant")
     if role not in TENANT_ROLES and tenant is not None:
-        raise RegistryError(f"an {role} account serves every tenant: leave out --tenant")
+        raise RegistryError(f"{article} {role} account serves every tenant: leave out --tenant")
     if tenant is not None and not is_identifier(tenant):
         raise RegistryError(f"tenant {tenant!r} must match {IDENTIFIER_RULE}")
 
@@ -276,8 +282,8 @@ class Registry:
     # -- accounts --------------------------------------------------------------------------
 
     def add_account(self, role: Role, name: str, *, tenant: str | None = None) -> Credentials:
-        """Adds a service (ingest, serve) or tenant (app, operator) account; returns its new
-        credentials, the only time they are seen."""
+        """Adds a service (ingest, serve) or tenant (app, operator, clinician) account;
+        returns its new credentials, the only time they are seen."""
         check_account(role, name, tenant)
         password = new_secret()
         with self._store.write() as db:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 
 class StoreFile:
-    """One component's tables in the registry file; errors are made by `error(message)`."""
+    """One component's tables in the registry file; errors are made by `error(message)`.
+
+    `schema` creates the tables of `version` in a new file; `migrations[n]` takes a file at
+    version n to n + 1 (statements separated by `;`), each step in the same transaction as
+    its version's record, so a file is at one version or the next, never between."""
 
     def __init__(
         self,
@@ -28,6 +32,7 @@ class StoreFile:
         version: int,
         error: Callable[[str], Exception],
         timeout_s: float = 30.0,
+        migrations: Mapping[int, str] | None = None,
     ) -> None:
         self.path = path
         self._component = component
@@ -35,6 +40,9 @@ class StoreFile:
         self._version = version
         self._error = error
         self._timeout_s = timeout_s
+        self._migrations = dict(migrations or {})
+        missing = [n for n in range(1, version) if n not in self._migrations]
+        assert not missing, f"{component}: no migration from schema version {missing}"
         self._ready = False
 
     @contextmanager
@@ -108,9 +116,7 @@ class StoreFile:
                     (self._component,),
                 ).fetchone()
                 if row is None:
-                    for statement in self._schema.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
+                    _run_script(db, self._schema)
                     db.execute(
                         "INSERT INTO schema_versions (component, version) VALUES (?, ?)",
                         (self._component, self._version),
@@ -120,6 +126,13 @@ class StoreFile:
                         f"the registry {self.path} was written by a newer moclo ({self._component} "
                         f"schema {row[0]}; this one knows {self._version}): upgrade moclo"
                     )
+                else:
+                    for step in range(row[0], self._version):
+                        _run_script(db, self._migrations[step])
+                    db.execute(
+                        "UPDATE schema_versions SET version = ? WHERE component = ?",
+                        (self._version, self._component),
+                    )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -128,3 +141,11 @@ class StoreFile:
             db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
             raise self._failed(exc) from None
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Runs `;`-separated statements inside the caller's transaction (`executescript` would
+    commit it first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)

@@ -1,5 +1,5 @@
 """API tokens for people and apps: which tenants they see through the HTTP API and the dashboard,
-and whether they may acknowledge alerts.
+whether they may acknowledge alerts, and which commands they may send to devices.
 
 A token reads `moclo_<id>_<secret>`: `id` is 12 hex digits, shown by `moclo tokens list` and
 used to revoke; `secret` is `secrets.token_urlsafe(32)` (256 random bits, 43 characters). Only
@@ -7,9 +7,12 @@ the id and the SHA-256 of the secret are stored. With 256 random bits there is n
 so a slow password hash would only add latency to every request; the digests are compared with
 `hmac.compare_digest`. A lost token cannot be shown again: revoke it and create another.
 
-Roles: `viewer` reads its tenants; `operator` also acknowledges their alerts; `admin` may do
-what an operator may, in its tenants, or in every tenant (`tenants` None, also those that appear
-later).
+Roles: `viewer` reads its tenants; `operator` also acknowledges their alerts and sends their
+devices the commands and desired states of `operator` clearance (devices/commands.py `admits`);
+`clinician` may do what an operator may, and also act on medical devices (a pacemaker: its
+read-out, its lower rate); `admin` reads and acknowledges in its tenants, or in every tenant
+(`tenants` None, also those that appear later), and manages, but acts on no device: a
+compromised admin token must not reach a patient's pacemaker.
 
 The table `api_tokens` lives in the registry's SQLite file (`MOCLO_REGISTRY`), beside the device
 registry's tables; it is versioned as `api_tokens` in `schema_versions`. The file is created
@@ -44,7 +47,7 @@ from access.store import StoreFile
 from devices.rfc3339 import now_seconds
 from devices.topics import IDENTIFIER_RULE, is_identifier
 
-Role = Literal["viewer", "operator", "admin"]
+Role = Literal["viewer", "operator", "clinician", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
 NAME_RULE = "a letter or digit, then up to 63 letters, digits and . _ @ + -"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
@@ -56,21 +59,39 @@ TOUCH_EVERY_S = 60.0  # last use is written at most this often per token
 log = logging.getLogger("moclo.tokens")
 
 COMPONENT = "api_tokens"
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE api_tokens (
+SCHEMA_VERSION = 2  # 2: the clinician role
+
+
+def _table(name: str) -> str:
+    return f"""
+CREATE TABLE {name} (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     secret_sha256 TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'clinician', 'admin')),
     tenants TEXT,
     created_at TEXT NOT NULL,
     last_used_at TEXT,
     revoked_at TEXT,
     CHECK (tenants IS NOT NULL OR role = 'admin')
-);
-CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens (name) WHERE revoked_at IS NULL;
-"""
+)"""
+
+
+_INDEX = "CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens (name) WHERE revoked_at IS NULL"
+_SCHEMA = f"{_table('api_tokens')};\n{_INDEX};\n"
+# SQLite cannot change a CHECK in place: the table is copied into one with the new CHECK,
+# every row (revoked ones too, the record of who had access) kept as it was.
+_MIGRATIONS = {
+    1: f"""{_table("api_tokens_v2")};
+INSERT INTO api_tokens_v2 (id, name, secret_sha256, role, tenants, created_at, last_used_at,
+    revoked_at)
+SELECT id, name, secret_sha256, role, tenants, created_at, last_used_at, revoked_at
+FROM api_tokens;
+DROP TABLE api_tokens;
+ALTER TABLE api_tokens_v2 RENAME TO api_tokens;
+{_INDEX};
+""",
+}
 
 
 class TokenError(ValueError):
@@ -99,7 +120,7 @@ class Principal:
 
     @property
     def may_acknowledge(self) -> bool:
-        return self.role in ("operator", "admin")
+        return self.role in ("operator", "clinician", "admin")
 
     def scope_words(self) -> str:
         """`tenant farm`, `tenants clinic, farm` or `every tenant`."""
@@ -195,6 +216,7 @@ class Tokens:
             version=SCHEMA_VERSION,
             error=TokenStoreError,
             timeout_s=10.0,
+            migrations=_MIGRATIONS,
         )
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}

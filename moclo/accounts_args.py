@@ -12,16 +12,26 @@ from moclo.args import Commands
 
 ACCOUNTS_EPILOG = """\
 roles (what each may do on the broker, {p} being the topic prefix):
-  ingest    receive all telemetry and acknowledgements; publish alerts and alert state
-  serve     receive all telemetry, alerts and alert state; publish acknowledgements for
-            API token holders ({p}/+/acks/NAME/on-behalf)
-  app       (one tenant) receive that tenant's alerts and alert state; publish nothing
-  operator  (one tenant) as app, and publish that tenant's acknowledgements under its own
-            name ({p}/TENANT/acks/NAME, `moclo alerts ack`)
+  ingest     receive all telemetry, acknowledgements, command and desired-state requests
+             and devices' answers; publish alerts, alert state, commands, desired states
+             and command status
+  serve      receive all telemetry, alerts, alert state and command status; publish
+             acknowledgements, command and desired-state requests for API token holders
+             ({p}/+/acks/NAME/on-behalf, {p}/+/command-requests/NAME/on-behalf, ...)
+  app        (one tenant) receive that tenant's alerts, alert state and command status;
+             publish nothing
+  operator   (one tenant) as app, and publish that tenant's acknowledgements, command and
+             desired-state requests under its own name ({p}/TENANT/acks/NAME,
+             {p}/TENANT/command-requests/NAME: `moclo alerts ack`, `moclo command`)
+  clinician  (one tenant) as operator; ingest also lets it act on medical devices (a
+             pacemaker), which an operator may not
+No account publishes to a device: ingest checks each request (who, the device, the command,
+its arguments), records it, and only then sends it.
 
 examples:
   moclo accounts add ingest ingest --env-out ingest.env
   moclo accounts add app farm-app --tenant demo-farm
+  moclo accounts add clinician dr-lee --tenant hospital --env-out dr-lee.env
   moclo accounts revoke farm-app
   moclo accounts list
 
@@ -34,9 +44,10 @@ def add_parser(commands: Commands) -> None:
     """Adds `moclo accounts`, and beside it `moclo broker-auth` and `moclo provision`."""
     accounts = commands.add_parser(
         "accounts",
-        help="broker accounts of services (ingest, serve) and of tenants' apps and operators",
+        help="broker accounts of services (ingest, serve) and of tenants' apps, operators and "
+        "clinicians",
         description="Accounts that log in to the broker: ingest and serve see every tenant, an "
-        "app or operator account only its own tenant's alerts.",
+        "app, operator or clinician account only its own tenant's alerts and commands.",
         epilog=ACCOUNTS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,7 +60,7 @@ def add_parser(commands: Commands) -> None:
     )
     add.add_argument("role", choices=ROLES, metavar="ROLE", help=", ".join(ROLES))
     add.add_argument("name", metavar="NAME", help="the username, ^[a-z][a-z0-9_-]{0,63}$")
-    add.add_argument("--tenant", help="the tenant of an app or operator account")
+    add.add_argument("--tenant", help="the tenant of an app, operator or clinician account")
     add.add_argument(
         "--env-out",
         type=Path,

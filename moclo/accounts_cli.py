@@ -14,13 +14,17 @@ from access.registry import Registry, RegistryError, Role
 from core.settings import Settings
 from moclo.devices_cli import after_change, print_table
 
-_USE = {
+_USE: dict[Role, str] = {
     "ingest": "set MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD in `moclo ingest`'s environment",
     "serve": "set MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD in `moclo serve`'s environment",
-    "app": "the app may receive {tenant}'s alerts ({prefix}/{tenant}/alerts/+) and alert "
-    "state ({prefix}/{tenant}/alert-state/#), and publish nothing",
-    "operator": "for `moclo alerts` and `moclo alerts ack` of {tenant}: set "
-    "MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD in the environment",
+    "app": "the app may receive {tenant}'s alerts ({prefix}/{tenant}/alerts/+), alert "
+    "state ({prefix}/{tenant}/alert-state/#) and command status "
+    "({prefix}/{tenant}/command-status/+), and publish nothing",
+    "operator": "for `moclo alerts`, `moclo alerts ack`, `moclo command` and `moclo desired` "
+    "of {tenant}: set MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD in the environment",
+    "clinician": "for `moclo alerts`, `moclo alerts ack`, `moclo command` and `moclo desired` "
+    "of {tenant}, medical devices included: set MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD "
+    "in the environment",
 }
 
 

@@ -2,7 +2,8 @@
 
 The top-level parser, `up` and `ingest` are here; the other command groups keep their parser
 and the call they make in a module of their own: `simulate_cli.py`, `devices_args.py`,
-`accounts_args.py` (also `broker-auth` and `provision`), `rules_args.py`, `alerts_args.py`.
+`accounts_args.py` (also `broker-auth` and `provision`), `rules_args.py`, `alerts_args.py`,
+`command_args.py` (`command`, `commands`, `desired`).
 Shared argument helpers are in `args.py`. Whatever a command needs beyond argparse is imported
 when it runs, so that `moclo --help` stays quick."""
 
@@ -20,6 +21,7 @@ from core.settings import ENVIRONMENT, Settings, SettingsError, url_has_password
 from moclo import (
     accounts_args,
     alerts_args,
+    command_args,
     devices_args,
     query_args,
     rules_args,
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     accounts_args.add_parser(commands)
     rules_args.add_parser(commands)
     alerts_args.add_parser(commands)
+    command_args.add_parser(commands)
     query_args.add_parser(commands)
     tokens_args.add_parser(commands)
     return parser
@@ -280,6 +283,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _serve(settings)
     if args.command == "alerts":
         return alerts_args.run(args, settings)
+    if args.command in ("command", "commands", "desired"):
+        return command_args.run(args, settings)
     if args.command == "query":
         return query_args.run(args, settings)
     if args.command == "tokens":

@@ -20,32 +20,64 @@ from access.issued import IssuedFileError, append_device_credentials
 from access.registry import Credentials, DeviceRecord, DeviceSpec, Registry, RegistryError
 from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
+from devices.rule_base import format_seconds
 from devices.topics import telemetry_topic
+from devices.types import DeviceType
 
 IMPORT_FIELDS = ("tenant", "device_type", "device_id")
 Saver = Callable[[list[tuple[DeviceRecord, Credentials]]], None]
 
 
+# Who may send what (devices/commands.py ADMITTED_ROLES), in people's words.
+_WHO = {"operator": "operators and clinicians", "clinician": "clinicians only"}
+
+
 def list_types(*, as_json: bool) -> int:
+    """The catalogue: each type, its readings' fields, its commands (arguments, who may send
+    them, their expiry) and the settings a person may want it to have."""
+    from moclo.command_checks import describe_arguments
+
     if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "type": name,
-                        "description": d.description,
-                        "fields": list(d.reading.measurement_fields),
-                    }
-                    for name, d in DEVICE_TYPES.items()
-                ],
-                indent=2,
+        print(json.dumps([_type_json(d) for d in DEVICE_TYPES.values()], indent=2))
+        return 0
+    width = max(map(len, DEVICE_TYPES))
+    for name, device in DEVICE_TYPES.items():
+        print(f"{name:<{width}}  {device.description}")
+        for command in device.commands:
+            takes = describe_arguments(command.arguments).replace(", ", " ")
+            takes = "" if takes == "no arguments" else f" {takes}"
+            print(
+                f"{'':<{width}}    command {command.name}{takes}: {command.description} "
+                f"({_WHO[command.clearance]}; expires in {format_seconds(command.expiry_s)})"
             )
-        )
-    else:
-        width = max(map(len, DEVICE_TYPES))
-        for name, device in DEVICE_TYPES.items():
-            print(f"{name:<{width}}  {device.description}")
+        if device.desired is not None:
+            fields = describe_arguments(device.desired.state).replace(", ", " ")
+            print(f"{'':<{width}}    desired {fields} ({_WHO[device.desired.clearance]})")
     return 0
+
+
+def _type_json(device: DeviceType) -> dict[str, object]:
+    return {
+        "type": device.name,
+        "description": device.description,
+        "fields": list(device.reading.measurement_fields),
+        "commands": [
+            {
+                "name": c.name,
+                "description": c.description,
+                "clearance": c.clearance,
+                "expiry_s": c.expiry_s,
+                "arguments": c.arguments.model_json_schema(),
+            }
+            for c in device.commands
+        ],
+        "desired": None
+        if device.desired is None
+        else {
+            "clearance": device.desired.clearance,
+            "state": device.desired.state.model_json_schema(),
+        },
+    }
 
 
 def print_schema(device_type: str) -> int:

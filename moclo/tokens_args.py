@@ -14,13 +14,20 @@ from moclo.args import Commands
 TOKENS_EPILOG = """\
 examples:
   moclo tokens create ana --tenant farm --role operator       may acknowledge the farm's alerts
+  moclo tokens create dr-lee --tenant hospital --role clinician   may also adjust its pacemakers
   moclo tokens create wall-screen --tenant farm --tenant clinic          a viewer of two tenants
   moclo tokens create root --role admin --all-tenants
   moclo tokens list
   moclo tokens revoke ana
 
-Roles: viewer (reads its tenants), operator (also acknowledges their alerts), admin (as an
-operator; with --all-tenants in every tenant, also those added later).
+Roles:
+  viewer     reads its tenants
+  operator   also acknowledges their alerts and sends their devices commands and desired
+             states (lock a car, switch an appliance, change a setpoint)
+  clinician  as an operator, and also acts on medical devices (a pacemaker's read-out and
+             lower rate), which nobody else may
+  admin      reads and acknowledges alerts; with --all-tenants in every tenant, also those
+             added later; sends no command (an admin manages; people act)
 
 Tokens are kept in the registry (MOCLO_REGISTRY, default .moclo/registry.sqlite), which
 `moclo serve` reads: a new or revoked token counts within a second, without a restart. A token
@@ -36,7 +43,9 @@ def add_parser(commands: Commands) -> None:
         help="API tokens for people and apps: the dashboard and the HTTP API",
         description="Tokens sign people and apps in to the dashboard and the HTTP API of "
         "`moclo serve`. Each is scoped to one or more tenants (or, for an admin, every tenant) "
-        "and has a role: viewer, operator (may acknowledge alerts) or admin.",
+        "and has a role: viewer, operator (may acknowledge alerts and command devices), "
+        "clinician (as operator, and medical devices too) or admin (acknowledges, commands "
+        "nothing).",
         epilog=TOKENS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -90,9 +99,11 @@ def _add_create(token_commands: Commands) -> None:
     )
     create.add_argument(
         "--role",
-        choices=("viewer", "operator", "admin"),
+        choices=("viewer", "operator", "clinician", "admin"),
         default="viewer",
-        help="viewer (default): reads; operator: also acknowledges alerts; admin: as operator",
+        help="viewer (default): reads; operator: also acknowledges alerts and commands "
+        "devices; clinician: as operator, and medical devices too; admin: reads and "
+        "acknowledges, commands nothing",
     )
     create.add_argument("--json", action="store_true", help="machine-readable output")
     registry_flag(create)

@@ -76,8 +76,8 @@ def test_an_ack_by_an_account_without_an_acks_login_says_so(
     influx: Influx,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`moclo alerts ack` logs in as `ACCOUNT~acks`, which only operator and serve accounts
-    have (and brokers whose files were generated before it have not). Refused, it must not
+    """`moclo alerts ack` logs in as `ACCOUNT~acks`, which only operator, clinician and serve
+    accounts have (and brokers whose files were generated before it have not). Refused, it must not
     send the person looking for a broker that is down or at the wrong address."""
     alert = dataclasses.replace(_open_alert(), tenant=T1)
     influx.write([alert.to_line()])
@@ -88,7 +88,7 @@ def test_an_ack_by_an_account_without_an_acks_login_says_so(
     result = moclo("alerts", "ack", alert.alert_id, "--timeout", "1s", *connection(live))
     assert result.returncode == 1
     assert f"refused the login '{user}~acks'" in result.stderr, result.stderr
-    assert "only operator and serve accounts have it" in result.stderr
+    assert "only operator, clinician and serve accounts have it" in result.stderr
     assert "Is it running?" not in result.stderr
 
 

@@ -130,17 +130,21 @@ def test_accounts_have_roles_and_tenants(tmp_path: Path) -> None:
         registry.add_account("serve", "ingest")
     with pytest.raises(RegistryError, match="give --tenant"):
         registry.add_account("operator", "vet")
+    with pytest.raises(RegistryError, match=r"^a clinician account belongs to one tenant"):
+        registry.add_account("clinician", "dr-lee")
+    registry.add_account("clinician", "dr-lee", tenant="hospital")
     with pytest.raises(RegistryError, match="leave out --tenant"):
         registry.add_account("serve", "dash", tenant="farm")
     with pytest.raises(RegistryError, match="role 'root'"):
         registry.add_account("root", "admin")  # type: ignore[arg-type]
     assert [(a.name, a.role, a.tenant) for a in registry.accounts()] == [
+        ("dr-lee", "clinician", "hospital"),
         ("farm-app", "app", "farm"),
         ("ingest", "ingest", None),
     ]
     registry.revoke_account("farm-app")
-    assert [a.name for a in registry.accounts()] == ["ingest"]
-    assert len(registry.accounts(include_revoked=True)) == 2
+    assert [a.name for a in registry.accounts()] == ["dr-lee", "ingest"]
+    assert len(registry.accounts(include_revoked=True)) == 3
     with pytest.raises(RegistryError, match="no account 'farm-app'"):
         registry.revoke_account("farm-app")
 
@@ -256,52 +260,123 @@ def test_broker_files_are_private_complete_and_rewritten_from_scratch(tmp_path: 
     registry.add_account("serve", "dash")
     registry.add_account("app", "farm-app", tenant="farm")
     registry.add_account("operator", "vet", tenant="farm")
+    registry.add_account("clinician", "dr-lee", tenant="hospital")
+    registry.add_device("hospital", "pacemaker", "pm-1")
     auth = write_broker_auth(registry, tmp_path / "broker", prefix="p/x")
     assert mode(auth.password_file) == mode(auth.acl_file) == 0o600
     users = [line.split(":")[0] for line in auth.password_file.read_text().splitlines()]
     # An account that needs a second connection has a second login with the same hash.
     assert users == [
-        *("dash", "dash~acks", "farm-app", "ingest", "ingest~alerts", "vet", "vet~acks"),
-        *("farm.cow-0001", "farm.cow-0002"),
+        *("dash", "dash~acks", "dash~commands", "dr-lee", "dr-lee~acks", "dr-lee~commands"),
+        *("farm-app", "ingest", "ingest~alerts", "ingest~commands", "vet", "vet~acks"),
+        *("vet~commands", "farm.cow-0001", "farm.cow-0002", "hospital.pm-1"),
     ]
     hashes = dict(line.split(":", 1) for line in auth.password_file.read_text().splitlines())
-    assert hashes["ingest~alerts"] == hashes["ingest"] and hashes["vet~acks"] == hashes["vet"]
+    assert hashes["ingest~alerts"] == hashes["ingest~commands"] == hashes["ingest"]
+    assert hashes["vet~acks"] == hashes["vet~commands"] == hashes["vet"]
     blocks = {
         block.splitlines()[0]: block.splitlines()[1:]
         for block in auth.acl_file.read_text().split("\n\n")
         if block.startswith("user ")
     }
+    cow = "p/x/farm/cow_tracker/cow-0001"
+    pacemaker = "p/x/hospital/pacemaker/pm-1"
+    uplink = ("telemetry", "commands/get", "command-results", "desired/get", "reported")
     assert blocks == {
-        "user farm.cow-0001": ["topic write p/x/farm/cow_tracker/cow-0001/telemetry"],
-        "user farm.cow-0002": ["topic write p/x/farm/cow_tracker/cow-0002/telemetry"],
-        "user ingest": ["topic read p/x/+/+/+/telemetry", "topic read p/x/+/acks/#"],
+        # A device writes only its own topics and reads only its own commands and desired
+        # state; ingest alone writes those.
+        "user farm.cow-0001": [
+            *(f"topic write {cow}/{level}" for level in uplink),
+            f"topic read {cow}/commands",
+            f"topic read {cow}/desired",
+        ],
+        "user farm.cow-0002": [
+            *(f"topic write p/x/farm/cow_tracker/cow-0002/{level}" for level in uplink),
+            "topic read p/x/farm/cow_tracker/cow-0002/commands",
+            "topic read p/x/farm/cow_tracker/cow-0002/desired",
+        ],
+        "user hospital.pm-1": [
+            *(f"topic write {pacemaker}/{level}" for level in uplink),
+            f"topic read {pacemaker}/commands",
+            f"topic read {pacemaker}/desired",
+        ],
+        "user ingest": [
+            "topic read p/x/+/+/+/telemetry",
+            "topic read p/x/+/acks/#",
+            *(f"topic read p/x/+/+/+/{level}" for level in uplink[1:]),
+            "topic read p/x/+/command-requests/#",
+            "topic read p/x/+/desired-requests/#",
+        ],
         "user ingest~alerts": ["topic write p/x/+/alerts/+", "topic write p/x/+/alert-state/+/+"],
+        "user ingest~commands": [
+            "topic write p/x/+/+/+/commands",
+            "topic write p/x/+/+/+/desired",
+            "topic write p/x/+/command-status/+",
+        ],
         "user dash": [
             "topic read p/x/+/+/+/telemetry",
             "topic read p/x/+/alerts/+",
             "topic read p/x/+/alert-state/#",
+            "topic read p/x/+/command-status/+",
         ],
         "user dash~acks": [
             "topic read p/x/+/alerts/+",
             "topic write p/x/+/acks/dash/on-behalf",
         ],
-        "user farm-app": ["topic read p/x/farm/alerts/+", "topic read p/x/farm/alert-state/#"],
+        "user dash~commands": [
+            "topic read p/x/+/command-status/+",
+            "topic write p/x/+/command-requests/dash/on-behalf",
+            "topic write p/x/+/desired-requests/dash/on-behalf",
+        ],
+        "user farm-app": [
+            "topic read p/x/farm/alerts/+",
+            "topic read p/x/farm/alert-state/#",
+            "topic read p/x/farm/command-status/+",
+        ],
         "user vet": [
             "topic read p/x/farm/alerts/+",
             "topic read p/x/farm/alert-state/#",
+            "topic read p/x/farm/command-status/+",
             "topic write p/x/farm/acks/vet",
+            "topic write p/x/farm/command-requests/vet",
+            "topic write p/x/farm/desired-requests/vet",
         ],
         # The account's name in the topic, whichever of its logins writes it.
         "user vet~acks": ["topic read p/x/farm/alerts/+", "topic write p/x/farm/acks/vet"],
+        "user vet~commands": [
+            "topic read p/x/farm/command-status/+",
+            "topic write p/x/farm/command-requests/vet",
+            "topic write p/x/farm/desired-requests/vet",
+        ],
+        # A clinician's rights on the broker are an operator's: which commands it may ask
+        # for is ingest's check (devices/commands.py `admits`).
+        "user dr-lee": [
+            "topic read p/x/hospital/alerts/+",
+            "topic read p/x/hospital/alert-state/#",
+            "topic read p/x/hospital/command-status/+",
+            "topic write p/x/hospital/acks/dr-lee",
+            "topic write p/x/hospital/command-requests/dr-lee",
+            "topic write p/x/hospital/desired-requests/dr-lee",
+        ],
+        "user dr-lee~acks": [
+            "topic read p/x/hospital/alerts/+",
+            "topic write p/x/hospital/acks/dr-lee",
+        ],
+        "user dr-lee~commands": [
+            "topic read p/x/hospital/command-status/+",
+            "topic write p/x/hospital/command-requests/dr-lee",
+            "topic write p/x/hospital/desired-requests/dr-lee",
+        ],
     }
     # No line before the first user block grants anything to anyone.
     head = auth.acl_file.read_text().split("\nuser ")[0]
     assert all(line.startswith("#") or not line for line in head.splitlines())
     registry.revoke_device("farm", "cow-0002")
     registry.revoke_account("vet")
+    registry.revoke_account("dr-lee")
     write_broker_auth(registry, tmp_path / "broker", prefix="p/x")
     text = auth.password_file.read_text() + auth.acl_file.read_text()
-    assert "cow-0002" not in text and "vet" not in text
+    assert "cow-0002" not in text and "vet" not in text and "dr-lee" not in text
     assert [p.name for p in (tmp_path / "broker").iterdir()] in (
         ["passwords", "acl"],
         ["acl", "passwords"],
@@ -543,10 +618,19 @@ def test_accounts_and_broker_auth_commands(cli_env: Path, tmp_path: Path) -> Non
     assert json.loads(app.stdout)["tenant"] == "farm"
     no_tenant = moclo("accounts", "add", "operator", "vet")
     assert no_tenant.returncode == 2 and "give --tenant" in no_tenant.stderr
+    no_tenant = moclo("accounts", "add", "clinician", "dr-lee")
+    assert no_tenant.returncode == 2 and "a clinician account belongs" in no_tenant.stderr
+    clinician = moclo("accounts", "add", "clinician", "dr-lee", "--tenant", "hospital", "--json")
+    assert clinician.returncode == 0, clinician.stderr
+    assert json.loads(clinician.stdout)["role"] == "clinician"
     hashed = moclo("accounts", "add", "app", "#", "--tenant", "farm")
     assert hashed.returncode == 2 and "account name '#'" in hashed.stderr
     listed = json.loads(moclo("accounts", "list", "--json").stdout)
-    assert [(a["name"], a["role"]) for a in listed] == [("farm-app", "app"), ("ingest", "ingest")]
+    assert [(a["name"], a["role"]) for a in listed] == [
+        ("dr-lee", "clinician"),
+        ("farm-app", "app"),
+        ("ingest", "ingest"),
+    ]
     assert moclo("accounts", "revoke", "farm-app").returncode == 0
 
     target = tmp_path / "elsewhere"
@@ -559,7 +643,7 @@ def test_accounts_and_broker_auth_commands(cli_env: Path, tmp_path: Path) -> Non
         f"acl_file {target / 'acl'}",
     ]
     assert "use_username_as_clientid true" in printed  # tests/test_client_id_takeover.py
-    assert (target / "passwords").read_text().startswith("ingest:$7$101$")
+    assert "\ningest:$7$101$" in (target / "passwords").read_text()
     assert "farm-app" not in (target / "acl").read_text()
 
 

@@ -64,7 +64,7 @@ def test_tokens_share_the_registry_file_with_other_tables(registry: Path) -> Non
     with sqlite3.connect(registry) as db:
         assert db.execute("SELECT tenant FROM devices").fetchall() == [("farm",)]
         versions = dict(db.execute("SELECT component, version FROM schema_versions"))
-        assert versions["api_tokens"] == 1
+        assert versions["api_tokens"] == 2
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -152,7 +152,7 @@ def test_last_use_is_recorded(registry: Path) -> None:
         ("line\nbreak", ["farm"], "viewer", "a token's name is"),
         ("x" * 65, ["farm"], "viewer", "a token's name is"),
         ("0123456789ab", ["farm"], "viewer", "cannot look like a token id"),
-        ("ana", ["farm"], "root", "a role is one of viewer, operator, admin"),
+        ("ana", ["farm"], "root", "a role is one of viewer, operator, clinician, admin"),
         ("ana", [], "viewer", "at least one tenant"),
         ("ana", ["Farm"], "viewer", "tenant 'Farm' is not valid"),
         ("ana", ["farm/+"], "viewer", "tenant 'farm/+' is not valid"),
@@ -276,3 +276,98 @@ def test_a_registry_that_cannot_be_opened_is_said_so(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     status, _, err = tokens_cli(blocker / "registry.sqlite", "list")
     assert status == 1 and "MOCLO_REGISTRY" in err and "Traceback" not in err
+
+
+# -- the clinician role and the schema it needed ----------------------------------------------
+
+V1_DUMP = Path(__file__).parent / "data" / "registry-v1.sql"
+
+
+def _v1_registry(path: Path) -> tuple[str, str]:
+    """The registry file moclo made before the clinician role (api_tokens schema 1), and the
+    tokens of its `ana` (operator of farm) and `root` (admin of every tenant)."""
+    text = V1_DUMP.read_text()
+    ana, root = re.findall(r"moclo_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", text.splitlines()[2])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.executescript(text)
+    return ana, root
+
+
+def test_a_schema_1_file_is_migrated_keeping_every_token_and_then_takes_clinicians(
+    registry: Path,
+) -> None:
+    ana, root = _v1_registry(registry)
+    with sqlite3.connect(registry) as db, pytest.raises(sqlite3.IntegrityError):
+        # The control: schema 1 itself refuses the new role.
+        db.execute(
+            "INSERT INTO api_tokens (id, name, secret_sha256, role, tenants, created_at) "
+            "VALUES ('0123456789ab', 'x', 'x', 'clinician', '[\"h\"]', 'now')"
+        )
+    with sqlite3.connect(registry) as db:
+        rows_before = db.execute("SELECT * FROM api_tokens ORDER BY id").fetchall()
+
+    tokens = Tokens(registry)
+    listed = tokens.list(include_revoked=True)
+    assert [(t.name, t.role, t.active) for t in listed] == [
+        ("ana", "operator", True),
+        ("wall", "viewer", True),
+        ("root", "admin", True),
+        ("old", "viewer", False),
+    ]
+    with sqlite3.connect(registry) as db:
+        assert db.execute("SELECT * FROM api_tokens ORDER BY id").fetchall() == rows_before
+        versions = dict(db.execute("SELECT component, version FROM schema_versions"))
+        assert versions == {"api_tokens": 2, "registry": 1}  # the registry's own is untouched
+        assert db.execute("SELECT name FROM accounts").fetchall() == [("vet",)]
+        # The index that keeps active names unique came through the copy.
+        index = db.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'api_tokens_active_name'"
+        ).fetchone()
+        assert index is not None and "revoked_at IS NULL" in index[0]
+    # The old tokens still sign in, as what they were.
+    who = tokens.authenticate(ana)
+    assert who is not None and (who.name, who.role, who.tenants) == (
+        "ana",
+        "operator",
+        frozenset({"farm"}),
+    )
+    admin = tokens.authenticate(root)
+    assert admin is not None and admin.tenants is None
+    with pytest.raises(TokenError, match="an active token is named 'ana' already"):
+        tokens.create("ana", ["farm"], "viewer")
+
+    # And the new role is taken, by this opener and the next.
+    record, token = tokens.create("dr-lee", ["hospital"], "clinician")
+    clinician = Tokens(registry).authenticate(token)
+    assert clinician is not None and clinician.role == "clinician" and clinician.may_acknowledge
+    assert record.role == "clinician"
+
+
+def test_a_file_of_a_newer_schema_is_refused_saying_to_upgrade(registry: Path) -> None:
+    Tokens(registry).list()
+    with sqlite3.connect(registry) as db:
+        db.execute("UPDATE schema_versions SET version = 3 WHERE component = 'api_tokens'")
+    with pytest.raises(OSError, match=r"written by a newer moclo .*upgrade moclo"):
+        Tokens(registry).list()
+
+
+@pytest.mark.parametrize(
+    ("role", "acknowledges"),
+    [("viewer", False), ("operator", True), ("clinician", True), ("admin", True)],
+)
+def test_who_may_acknowledge(registry: Path, role: str, acknowledges: bool) -> None:
+    tenants = None if role == "admin" else ["hospital"]
+    _, token = Tokens(registry).create(f"t-{role}", tenants, role)  # type: ignore[arg-type]
+    who = Tokens(registry).authenticate(token)
+    assert who is not None and who.may_acknowledge is acknowledges
+
+
+def test_tokens_create_takes_the_clinician_role(registry: Path) -> None:
+    status, out, err = tokens_cli(
+        registry, "create", "dr-lee", "--tenant", "hospital", "--role", "clinician", "--json"
+    )
+    assert status == 0, err
+    assert json.loads(out)["role"] == "clinician"
+    status, out, _ = tokens_cli(registry, "create", "--help")
+    assert status == 0 and "clinician" in out and "medical devices" in out

@@ -242,10 +242,11 @@ async def broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
             account = username.split(CONNECTION_SEPARATOR)[0]
             raise MqttUnreachable(
                 f"the broker at {endpoint.display()} refused the login {username!r}, which "
-                f"acknowledgements use for the account {account!r} (same password): only "
-                f"operator and serve accounts have it. If {account!r} is one, its password is "
-                "wrong (MOCLO_MQTT_PASSWORD), or the broker's files predate that login: "
-                "regenerate them (`moclo broker-auth write`) and reload the broker"
+                f"acknowledgements and requests use for the account {account!r} (same "
+                "password): only "
+                f"operator, clinician and serve accounts have it. If {account!r} is one, its "
+                "password is wrong (MOCLO_MQTT_PASSWORD), or the broker's files predate that "
+                "login: regenerate them (`moclo broker-auth write`) and reload the broker"
             ) from None
         raise endpoint.unreachable(CONNECT_TIMEOUT_S, str(exc)) from None
     try:

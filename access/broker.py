@@ -17,14 +17,14 @@ the ACL does not allow):
   `commands/get`, `desired/get` and `reported` (`{p}/+/+/+/LEVEL`), `{p}/+/command-requests/#`
   and `{p}/+/desired-requests/#`; as `ingest~alerts`, its announcer, write `{p}/+/alerts/+`
   and `{p}/+/alert-state/+/+`; as `ingest~commands`, the gateway's sender, write
-  `{p}/+/+/+/commands`, `{p}/+/+/+/desired` and `{p}/+/command-status/+`;
-- serve account `s`: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+`, `{p}/+/alert-state/#` and
-  `{p}/+/command-status/+`; as `s~acks`, read `{p}/+/alerts/+` and write
+  `{p}/+/+/+/commands`, `{p}/+/+/+/desired`, `{p}/+/command-status/+` and `{p}/+/notices/+`;
+- serve account `s`: read `{p}/+/+/+/telemetry`, `{p}/+/alerts/+`, `{p}/+/alert-state/#`,
+  `{p}/+/command-status/+` and `{p}/+/notices/+`; as `s~acks`, read `{p}/+/alerts/+` and write
   `{p}/+/acks/s/on-behalf` (the dashboard acknowledges for the token's holder); as
   `s~commands`, read `{p}/+/command-status/+` and write `{p}/+/command-requests/s/on-behalf`
   and `{p}/+/desired-requests/s/on-behalf` (it asks for the token's holder);
-- app of tenant `t`: read `{p}/t/alerts/+`, `{p}/t/alert-state/#` and `{p}/t/command-status/+`;
-  write nothing;
+- app of tenant `t`: read `{p}/t/alerts/+`, `{p}/t/alert-state/#`, `{p}/t/command-status/+`
+  and `{p}/t/notices/+`; write nothing;
 - operator or clinician `o` of tenant `t`: as the app, and write `{p}/t/acks/o`,
   `{p}/t/command-requests/o` and `{p}/t/desired-requests/o`; as `o~acks` (`moclo alerts
   ack`), read `{p}/t/alerts/+` and write `{p}/t/acks/o`; as `o~commands` (`moclo command`,
@@ -72,6 +72,7 @@ from devices.topics import (
     command_status_subscription,
     device_subscription,
     device_topic,
+    notice_subscription,
     on_behalf_acknowledgement_topic,
     on_behalf_request_topic,
     request_subscription,
@@ -185,6 +186,7 @@ def broker_logins(login: MqttLogin, prefix: str) -> list[tuple[str, list[Entry]]
             ("write", device_subscription(prefix, COMMANDS)),
             ("write", device_subscription(prefix, DESIRED)),
             ("write", command_status_subscription(prefix)),
+            ("write", notice_subscription(prefix)),  # what automations tell people
         ]
         return [
             own,
@@ -247,12 +249,14 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[Entry]:
             ("read", alert_subscription(prefix)),
             ("read", f"{prefix}/+/alert-state/#"),
             ("read", command_status_subscription(prefix)),
+            ("read", notice_subscription(prefix)),
         ]
     assert tenant is not None, f"{role} account {login.username} has no tenant"
     reads = [
         ("read", alert_subscription(prefix, tenant)),
         ("read", f"{prefix}/{tenant}/alert-state/#"),
         ("read", command_status_subscription(prefix, tenant)),
+        ("read", notice_subscription(prefix, tenant)),
     ]
     if role == "app":
         return reads

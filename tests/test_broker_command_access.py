@@ -32,6 +32,7 @@ from devices.topics import (
     REPORTED,
     command_status_topic,
     device_topic,
+    notice_topic,
     on_behalf_request_topic,
     request_topic,
 )
@@ -327,6 +328,38 @@ def test_each_reader_of_command_status_sees_its_own_tenant_only(broker: Broker) 
         "home-app": {HOME},
         "dr-lee~commands": {HOSPITAL},
         "farmer~commands": set(),
+        "dash": {HOME, HOSPITAL},
+    }
+
+
+def test_notices_reach_their_tenant_only_and_only_ingest_sends_them(broker: Broker) -> None:
+    """An automation's notice (`{p}/{t}/notices/{device}`): the tenant's operators, clinicians
+    and apps and serve read it; nobody else; and only `ingest~commands` may publish one (a
+    device or an operator forging one is dropped, beside ingest's that arrives)."""
+    readers = ["owner", "home-app", "dr-lee", "farmer", "dash"]
+    for login in readers:
+        assert broker.peer(login).subscribe(f"{P}/+/notices/+") == [1]
+    # The forgeries first: each publish is answered before the next is sent, so by the time
+    # the readers have ingest's notices, the broker has dealt with the forgeries.
+    forged = {login: _payload(f"forged by {login}") for login in ("th-a", "owner", "ingest")}
+    for login, payload in forged.items():
+        broker.peer(login).publish(notice_topic(P, HOME, "th-a"), payload)
+    sent = {}
+    for tenant, device in ((HOME, "th-a"), (HOSPITAL, "pm-1")):
+        sent[tenant] = _payload(f"notice about {device}")
+        topic = notice_topic(P, tenant, device)
+        assert broker.peer("ingest~commands").publish(topic, sent[tenant]) == 0
+    wait_until(lambda: all(broker.peer("dash").received(p) for p in sent.values()), timeout_s=10)
+    seen = {}
+    for login in readers:
+        broker.peer(login).unsubscribe(f"{P}/+/notices/+")
+        seen[login] = {t for t, p in sent.items() if broker.peer(login).received(p)}
+        assert not any(broker.peer(login).received(p) for p in forged.values()), login
+    assert seen == {
+        "owner": {HOME},
+        "home-app": {HOME},
+        "dr-lee": {HOSPITAL},
+        "farmer": set(),
         "dash": {HOME, HOSPITAL},
     }
 

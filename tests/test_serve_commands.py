@@ -379,3 +379,24 @@ def test_a_status_that_names_another_device_than_its_topic_is_not_shown(
         assert [(c["id"], c["tenant"], c["device"]) for c in shown] == [("real", "home", "car-1")]
     finally:
         reader.close()
+
+
+def test_a_clinician_of_the_clinic_paces_the_heart_an_operator_may_not(
+    homes: RunningIngest, serve: RunningServe, requests: Subscriber
+) -> None:
+    """The pacemaker case's own positive control: the same request an operator of the clinic
+    is refused (403, above) is asked for a clinician of the clinic, with the clinician's role."""
+    body = {"name": "set_lower_rate", "args": {"lower_rate_bpm": 50}}
+    nurse = serve.token(["clinic"], role="operator", name="nurse")
+    assert post(serve, nurse, "/api/devices/clinic/pm-1/commands", body).status_code == 403
+    doctor = serve.token(["clinic"], role="clinician", name="dr-ana")
+    asked = post(serve, doctor, "/api/devices/clinic/pm-1/commands", body)
+    assert asked.status_code == 202, asked.text
+    message = wait_until(lambda: requests.messages, what="the clinician's request")[0]
+    request = orjson.loads(message.payload)
+    assert (request["by"], request["role"], request["args"]) == (
+        "dr-ana",
+        "clinician",
+        {"lower_rate_bpm": 50},
+    )
+    assert len(requests.messages) == 1  # the nurse's never left serve

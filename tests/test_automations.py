@@ -209,3 +209,28 @@ def test_an_automation_waiting_for_a_rule_nobody_has_stops_ingest_from_starting(
     # The positive control: the file as written loads, both automations enabled.
     automations = load_automations(home, load_rulebook(home))
     assert automations is not None and automations.enabled == 2
+
+
+def test_a_restart_inside_the_geofence_does_not_switch_the_light_again(
+    home: Settings, light: ScriptedDevice, influx: Influx
+) -> None:
+    """One trigger, one action, also across a restart: the alert episode is restored (stored
+    changes, snapshot), so readings after the restart inside 1 km raise nothing new; and the
+    command's id is the alert's, so even a change judged again would be the same command."""
+    start = time.time() - 3600
+    with RunningIngest(home, OPTIONS):
+        drive(home, [(8, 50), (2, 50), (0.9, 40)], start)
+        wait_until(lambda: light.executed, what="the light's command")
+        wait_until(
+            lambda: influx.count("car", "seq", "\"device_id\" = 'car-0001'") == 3,
+            what="the readings stored",
+        )
+    with RunningIngest(home, OPTIONS):
+        drive(home, [(0.5, 30), (0.2, 10), (0.1, 0)], start + 180)
+        wait_until(
+            lambda: influx.count("car", "seq", "\"device_id\" = 'car-0001'") == 6,
+            what="the readings after the restart stored",
+        )
+        states = influx.query('SELECT "state" FROM "moclo_alerts" WHERE "rule" = \'near_home\'')
+        assert [s["state"] for s in states] == ["raised"]
+    assert len(light.executed) == 1 and len(light.commands) == 1

@@ -379,3 +379,29 @@ def test_a_status_that_names_another_device_than_its_topic_is_not_shown(
         assert [(c["id"], c["tenant"], c["device"]) for c in shown] == [("real", "home", "car-1")]
     finally:
         reader.close()
+
+
+def test_a_meter_that_applied_the_appliances_asked_shows_no_difference(
+    gateway: Settings, homes: RunningIngest, serve: RunningServe
+) -> None:
+    """A meter reports the mode of every appliance it has, the desired state names only those a
+    person set: once it reports the version with those modes, nothing is waiting for it."""
+    device = ScriptedDevice(gateway, "home", "smart_meter", "meter-1").connect()
+    headers = {"Authorization": f"Bearer {serve.token(['home'], role='operator')}"}
+    url = f"{serve.url}/api/devices/home/meter-1/desired"
+    try:
+        asked = httpx.put(
+            url, json={"state": {"appliances": {"kettle": "standby"}}}, headers=headers
+        )
+        assert asked.status_code == 202, asked.text
+        document = wait_until(lambda: device.desired, what="the desired document")[-1]
+        applied = {"appliances": {"kettle": "standby", "oven": "off", "heater": "on"}}
+        device.report(document["version"], applied)
+        view = wait_until(
+            lambda: (v := httpx.get(url, headers=headers).json())["confirmed_version"] and v,
+            what="the report of the version stored",
+        )
+        assert view["reported"]["state"] == applied
+        assert view["differences"] == {}
+    finally:
+        device.disconnect()

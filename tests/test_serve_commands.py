@@ -23,6 +23,7 @@ from devices.topics import (
     request_subscription,
     telemetry_topic,
 )
+from ingest.options import IngestOptions
 from tests.conftest import RunningIngest, RunningServe
 from tests.gateway_helpers import ScriptedDevice, registry_with
 from tests.helpers import Subscriber, publish_all, wait_until
@@ -404,4 +405,46 @@ def test_a_meter_that_applied_the_appliances_asked_shows_no_difference(
         assert view["reported"]["state"] == applied
         assert view["differences"] == {}
     finally:
+        device.disconnect()
+
+
+def test_waiting_for_a_desired_change_is_not_answered_by_my_earlier_one_confirmed(
+    gateway: Settings, homes: RunningIngest, serve: RunningServe
+) -> None:
+    """I lock the car, then ask it unlocked and wait: the car confirming my lock meanwhile is
+    not the outcome of my unlock (the same person, the same device, an older version)."""
+    device = ScriptedDevice(gateway, "home", "car", "car-1").connect()
+    headers = {"Authorization": f"Bearer {serve.token(['home'], role='operator', name='ana')}"}
+    url = f"{serve.url}/api/devices/home/car-1/desired"
+    asked = Subscriber(gateway.mqtt_url, request_subscription(gateway.topic_prefix, "+"))
+    answers: list[httpx.Response] = []
+    try:
+        lock = httpx.put(url, json={"state": {"locked": True}}, headers=headers)
+        assert lock.status_code == 202, lock.text
+        first = wait_until(lambda: device.desired, what="version 1 at the car")[-1]
+        homes.stop()  # for a moment: what follows waits in ingest's session, in this order
+        device.report(first["version"], {"locked": True})  # the car confirms my lock ...
+
+        def unlock() -> None:
+            unlocked = {"state": {"locked": False}}
+            answers.append(
+                httpx.put(url, json=unlocked, headers=headers, params={"wait": 8}, timeout=20)
+            )
+
+        waiter = threading.Thread(target=unlock)
+        waiter.start()  # ... as I ask for it unlocked, and wait
+        wait_until(
+            lambda: [m.topic.split("/")[2] for m in asked.messages].count("desired-requests") == 2,
+            what="the unlock asked",
+        )
+        with RunningIngest(gateway, IngestOptions(linger_s=0.05)):
+            wait_until(lambda: len(device.desired) > 1, what="version 2 at the car")
+            waiter.join(20)
+        assert answers, "the unlock was not answered"
+        outcome = answers[0].json()
+        # Version 2 is sent, not applied: the car has not reported it.
+        assert (outcome["id"], outcome["status"]) == ("car-1-desired-2", "sent"), outcome
+        assert answers[0].status_code == 202
+    finally:
+        asked.close()
         device.disconnect()

@@ -140,7 +140,7 @@ async def command_history(
 async def desired(who: Caller, client: Influx, tenant: str, device_id: str) -> DesiredView:
     """The desired state, what the device last reported, and where they differ."""
     await device_type_of(client, who, tenant, device_id)
-    found = [s for s in await desired_states(client, tenant=tenant) if s.device_id == device_id]
+    found = await desired_states(client, tenant=tenant, device_id=device_id)
     reports = await device_history(client, tenant, device_id, limit=1, kind="reported")
     wanted = found[0] if found else None
     report = reports[0] if reports else None

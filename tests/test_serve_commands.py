@@ -448,3 +448,24 @@ def test_waiting_for_a_desired_change_is_not_answered_by_my_earlier_one_confirme
     finally:
         asked.close()
         device.disconnect()
+
+
+def test_a_desired_change_ingest_refuses_for_serves_account_is_answered_with_the_reason(
+    homes: RunningIngest, serve: RunningServe
+) -> None:
+    """With serve's account not in the registry, ingest refuses everything serve asks, naming
+    the account (it cannot believe who serve says asks): a wait hears that, for a desired
+    change as for a command, rather than 'is ingest running?'."""
+    token = serve.token(["home"], role="operator", name="ana")
+    command = post(serve, token, "/api/devices/home/car-1/commands", {"name": "lock"}, wait=10)
+    assert command.status_code == 200 and command.json()["status"] == "refused", command.text
+    desired = httpx.put(
+        f"{serve.url}/api/devices/home/car-1/desired",
+        json={"state": {"locked": True}},
+        headers={"Authorization": f"Bearer {token}"},
+        params={"wait": 10},
+        timeout=20,
+    )
+    assert desired.status_code == 200, desired.text
+    outcome = desired.json()
+    assert outcome["status"] == "refused" and "not in the registry" in outcome["reason"]

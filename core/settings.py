@@ -79,6 +79,8 @@ def map_tile_source(template: str) -> str | None:
         return None
     parts = urlsplit(template)
     host = parts.netloc
+    if any(c in host for c in "*\\"):  # a wildcard of the template's own: any host at all
+        return None
     if host.startswith("{s}."):
         host = "*." + host[len("{s}.") :]
     if parts.scheme not in ("http", "https") or not host or any(c in host for c in "{}@"):

@@ -249,12 +249,17 @@ async def command_states(
     return [CommandState(sent[key], last[key]) for key in sent]
 
 
-async def desired_states(client: InfluxClient, *, tenant: str | None = None) -> list[DesiredState]:
-    """The current desired document of every device that has one, and the newest version
-    each confirmed (a `reported` state of that version or later)."""
+async def desired_states(
+    client: InfluxClient, *, tenant: str | None = None, device_id: str | None = None
+) -> list[DesiredState]:
+    """The current desired document of every device that has one (of `tenant`, and only
+    `device_id`, if given: one device's page need not read the whole tenant's), and the newest
+    version each confirmed (a `reported` state of that version or later)."""
     where = "\"kind\" = 'desired'" + (
         f' AND "tenant" = {influxql_literal(tenant)}' if tenant is not None else ""
     )
+    if device_id is not None:
+        where += f' AND "device_id" = {influxql_literal(device_id)}'
     group = ' GROUP BY "tenant", "device_type", "device_id"'
     documents = await client.query(
         f'SELECT last("version") AS "version", "state", "issuer" FROM "{COMMANDS_MEASUREMENT}" '

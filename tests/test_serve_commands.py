@@ -23,6 +23,7 @@ from devices.topics import (
     request_subscription,
     telemetry_topic,
 )
+from ingest.options import IngestOptions
 from tests.conftest import RunningIngest, RunningServe
 from tests.gateway_helpers import ScriptedDevice, registry_with
 from tests.helpers import Subscriber, publish_all, wait_until
@@ -400,3 +401,92 @@ def test_a_clinician_of_the_clinic_paces_the_heart_an_operator_may_not(
         {"lower_rate_bpm": 50},
     )
     assert len(requests.messages) == 1  # the nurse's never left serve
+
+
+def test_a_meter_that_applied_the_appliances_asked_shows_no_difference(
+    gateway: Settings, homes: RunningIngest, serve: RunningServe
+) -> None:
+    """A meter reports the mode of every appliance it has, the desired state names only those a
+    person set: once it reports the version with those modes, nothing is waiting for it."""
+    device = ScriptedDevice(gateway, "home", "smart_meter", "meter-1").connect()
+    headers = {"Authorization": f"Bearer {serve.token(['home'], role='operator')}"}
+    url = f"{serve.url}/api/devices/home/meter-1/desired"
+    try:
+        asked = httpx.put(
+            url, json={"state": {"appliances": {"kettle": "standby"}}}, headers=headers
+        )
+        assert asked.status_code == 202, asked.text
+        document = wait_until(lambda: device.desired, what="the desired document")[-1]
+        applied = {"appliances": {"kettle": "standby", "oven": "off", "heater": "on"}}
+        device.report(document["version"], applied)
+        view = wait_until(
+            lambda: (v := httpx.get(url, headers=headers).json())["confirmed_version"] and v,
+            what="the report of the version stored",
+        )
+        assert view["reported"]["state"] == applied
+        assert view["differences"] == {}
+    finally:
+        device.disconnect()
+
+
+def test_waiting_for_a_desired_change_is_not_answered_by_my_earlier_one_confirmed(
+    gateway: Settings, homes: RunningIngest, serve: RunningServe
+) -> None:
+    """I lock the car, then ask it unlocked and wait: the car confirming my lock meanwhile is
+    not the outcome of my unlock (the same person, the same device, an older version)."""
+    device = ScriptedDevice(gateway, "home", "car", "car-1").connect()
+    headers = {"Authorization": f"Bearer {serve.token(['home'], role='operator', name='ana')}"}
+    url = f"{serve.url}/api/devices/home/car-1/desired"
+    asked = Subscriber(gateway.mqtt_url, request_subscription(gateway.topic_prefix, "+"))
+    answers: list[httpx.Response] = []
+    try:
+        lock = httpx.put(url, json={"state": {"locked": True}}, headers=headers)
+        assert lock.status_code == 202, lock.text
+        first = wait_until(lambda: device.desired, what="version 1 at the car")[-1]
+        homes.stop()  # for a moment: what follows waits in ingest's session, in this order
+        device.report(first["version"], {"locked": True})  # the car confirms my lock ...
+
+        def unlock() -> None:
+            unlocked = {"state": {"locked": False}}
+            answers.append(
+                httpx.put(url, json=unlocked, headers=headers, params={"wait": 8}, timeout=20)
+            )
+
+        waiter = threading.Thread(target=unlock)
+        waiter.start()  # ... as I ask for it unlocked, and wait
+        wait_until(
+            lambda: [m.topic.split("/")[2] for m in asked.messages].count("desired-requests") == 2,
+            what="the unlock asked",
+        )
+        with RunningIngest(gateway, IngestOptions(linger_s=0.05)):
+            wait_until(lambda: len(device.desired) > 1, what="version 2 at the car")
+            waiter.join(20)
+        assert answers, "the unlock was not answered"
+        outcome = answers[0].json()
+        # Version 2 is sent, not applied: the car has not reported it.
+        assert (outcome["id"], outcome["status"]) == ("car-1-desired-2", "sent"), outcome
+        assert answers[0].status_code == 202
+    finally:
+        asked.close()
+        device.disconnect()
+
+
+def test_a_desired_change_ingest_refuses_for_serves_account_is_answered_with_the_reason(
+    homes: RunningIngest, serve: RunningServe
+) -> None:
+    """With serve's account not in the registry, ingest refuses everything serve asks, naming
+    the account (it cannot believe who serve says asks): a wait hears that, for a desired
+    change as for a command, rather than 'is ingest running?'."""
+    token = serve.token(["home"], role="operator", name="ana")
+    command = post(serve, token, "/api/devices/home/car-1/commands", {"name": "lock"}, wait=10)
+    assert command.status_code == 200 and command.json()["status"] == "refused", command.text
+    desired = httpx.put(
+        f"{serve.url}/api/devices/home/car-1/desired",
+        json={"state": {"locked": True}},
+        headers={"Authorization": f"Bearer {token}"},
+        params={"wait": 10},
+        timeout=20,
+    )
+    assert desired.status_code == 200, desired.text
+    outcome = desired.json()
+    assert outcome["status"] == "refused" and "not in the registry" in outcome["reason"]

@@ -84,6 +84,9 @@ def test_a_chosen_tile_server_is_the_one_more_source_of_images(
         "javascript:alert(1)//{z}/{x}/{y}",
         "https://tile.example.org/{z}/{x}/{y}.png 'unsafe-inline'",  # widening the policy
         "https://a{s}.example.org/{z}/{x}/{y}.png",  # a wildcard CSP cannot express
+        "https://*/{z}/{x}/{y}.png",  # every https host
+        "https://{s}.*/{z}/{x}/{y}.png",  # the same, behind {s}
+        "https://tile.example.org:*/{z}/{x}/{y}.png",  # every port
     ],
 )
 def test_a_tile_template_that_could_widen_the_policy_is_refused(template: str) -> None:

@@ -71,6 +71,15 @@ def step_json(event: CommandEvent) -> dict[str, Any]:
     return body
 
 
+def _applied(wanted: Any, reported: Any) -> bool:
+    """Whether a reported setting is the desired one. A setting of named parts (a meter's
+    `appliances`) is desired part by part: the device reports every part it has, so the parts
+    nobody named are no difference."""
+    if isinstance(wanted, dict) and isinstance(reported, dict):
+        return all(_applied(value, reported.get(part)) for part, value in wanted.items())
+    return bool(wanted == reported)
+
+
 @router.get(
     "/api/devices/{tenant}/{device_id}/commands/{command_id}",
     response_model=CommandLife,
@@ -131,7 +140,7 @@ async def command_history(
 async def desired(who: Caller, client: Influx, tenant: str, device_id: str) -> DesiredView:
     """The desired state, what the device last reported, and where they differ."""
     await device_type_of(client, who, tenant, device_id)
-    found = [s for s in await desired_states(client, tenant=tenant) if s.device_id == device_id]
+    found = await desired_states(client, tenant=tenant, device_id=device_id)
     reports = await device_history(client, tenant, device_id, limit=1, kind="reported")
     wanted = found[0] if found else None
     report = reports[0] if reports else None
@@ -139,7 +148,7 @@ async def desired(who: Caller, client: Influx, tenant: str, device_id: str) -> D
     differences = {
         name: {"desired": value, "reported": reported_state.get(name)}
         for name, value in (wanted.state if wanted else {}).items()
-        if reported_state.get(name) != value
+        if not _applied(value, reported_state.get(name))
     }
     return DesiredView(
         desired=None

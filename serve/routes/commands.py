@@ -233,8 +233,33 @@ async def change_desired(
         request,
         asked,
         wait,
-        lambda u: u.name == "desired" and u.issuer == who.name,
+        _AnswerOfDesired(who.name, asker.account),
     )
+
+
+class _AnswerOfDesired:
+    """Which updates tell what became of one person's desired request: ingest's answer to it
+    (`sent` for a new version, `refused`, or a `reason` why nothing changed), then only that
+    version's. An older version of theirs confirmed meanwhile (`succeeded`, no reason) is not
+    the answer: it says nothing about the settings asked now. A refusal that could not tell
+    who asked (serve's `account` itself unknown to ingest) names the account instead."""
+
+    def __init__(self, issuer: str, account: str) -> None:
+        self._issuer = issuer
+        self._account = account
+        self._id: str | None = None
+
+    def __call__(self, update: CommandUpdate) -> bool:
+        if self._id is not None:
+            return update.id == self._id
+        answers = update.status in ("sent", "refused") or update.reason is not None
+        asker = update.issuer == self._issuer or (
+            update.status == "refused" and update.issuer == self._account
+        )
+        if update.name == "desired" and asker and answers:
+            self._id = update.id
+            return True
+        return False
 
 
 async def _ask_and_wait(

@@ -9,6 +9,7 @@ clearances, bounds) is tried here, each refusal beside a positive control."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 import pytest
 
 from core.settings import Settings
-from devices.topics import acknowledgement_topic, alert_subscription
+from devices.topics import COMMAND_RESULTS, acknowledgement_topic, alert_subscription
 from ingest.downlink.unapplied import RULE
 from ingest.options import IngestOptions
 from storage.commands import command_life, device_history
@@ -397,3 +398,42 @@ def test_a_desired_state_not_applied_in_time_raises_an_alert_resolved_when_appli
         assert [row["state"] for row in stored] == ["raised", "acknowledged", "resolved"]
     finally:
         alerts.close()
+
+
+def test_an_answer_moclo_cannot_store_is_refused_and_ingest_outlives_the_expiry(
+    registered: Settings, watch: StatusWatch, influx: Influx
+) -> None:
+    # An integer beyond 64 bits is valid JSON, but neither InfluxDB nor moclo's own messages
+    # can carry it: an answer with one must be refused, not half taken (it once left the
+    # command holding it, and announcing its expiry stopped ingest).
+    car = ScriptedDevice(registered, HOME, "car", "car-1", answer=None).connect()
+    try:
+        with RunningIngest(registered, OPTIONS) as running:
+            command_id = new_id()
+            ask(registered, HOME, "olga", {
+                "id": command_id, "device": "car-1", "name": "lock", "expires_in_s": 1,
+            })  # fmt: skip
+            wait_until(lambda: car.executed, what="the command delivered")
+            car.publish(
+                COMMAND_RESULTS,
+                b'{"id": "%s", "status": "accepted", "output": {"n": %d}, "ts": %d}'
+                % (command_id.encode(), 10**30, int(time.time())),
+            )
+            expired = watch.wait_for(command_id, "expired")
+            assert "output" not in expired or expired["output"] is None
+            assert "accepted" not in watch.statuses(command_id)
+            rows = wait_until(
+                lambda: [r for r in commands_rows_rejected(influx)
+                         if r["reason"] == "bad_command_result"],
+                what="the answer recorded as rejected",
+            )  # fmt: skip
+            assert "64-bit" in rows[0]["error"]
+            publish_all(
+                registered.mqtt_url,
+                [(f"{registered.topic_prefix}/farm/cow_tracker/cow-1/telemetry",
+                  cow_json(1795327200, 1))],
+            )  # fmt: skip
+            wait_until(lambda: influx.count("cow_tracker", "seq") == 1, what="readings go on")
+            assert running.error is None
+    finally:
+        car.disconnect()

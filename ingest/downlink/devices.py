@@ -73,6 +73,11 @@ def _result(gateway: GatewayBase, address: DeviceAddress, message: Incoming, out
         )
         _bad_result(gateway, address, message, error, out)
         return
+    try:  # valid JSON that moclo cannot write back (an integer beyond 64 bits), refused whole
+        orjson.dumps(result.output)
+    except orjson.JSONEncodeError as exc:
+        _bad_result(gateway, address, message, f"output: {exc}", out)
+        return
     entry = gateway.ledger.get(address.tenant, result.id)
     if entry is None or (entry.device_id, entry.device_type) != (
         address.device_id,

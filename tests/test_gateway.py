@@ -437,3 +437,59 @@ def test_an_answer_moclo_cannot_store_is_refused_and_ingest_outlives_the_expiry(
             assert running.error is None
     finally:
         car.disconnect()
+
+
+def rejected_requests(influx: Influx) -> list[str]:
+    try:
+        rows = influx.query(
+            'SELECT "error" FROM "moclo_rejected" WHERE "reason" = \'bad_command_request\''
+        )
+    except InfluxRefused:  # not written yet
+        return []
+    return [row["error"] for row in rows]
+
+
+def test_an_id_asked_again_is_checked_again_who_asks_and_what(
+    registered: Settings, watch: StatusWatch, influx: Influx
+) -> None:
+    # The same id is the same command only for a request that may send it and says the same:
+    # an operator repeating a clinician's id, or an id repeated with other arguments, is
+    # refused, and nothing more reaches the device.
+    pacemaker = ScriptedDevice(registered, CARDIO, "pacemaker", "pm-1", answer=None).connect()
+    light = ScriptedDevice(registered, HOME, "light", "light-1", answer=None).connect()
+    try:
+        with RunningIngest(registered, OPTIONS):
+            paced, switched, barrier = new_id(), new_id(), new_id()
+            clinician = {"by": "dr-ana", "role": "clinician"}
+            pace = {"device": "pm-1", "name": "set_lower_rate", "args": {"lower_rate_bpm": 60}}
+            ask(registered, CARDIO, "web", {"id": paced, **pace, **clinician}, on_behalf=True)
+            ask(registered, HOME, "olga", {
+                "id": switched, "device": "light-1", "name": "switch", "args": {"state": "on"},
+            })  # fmt: skip
+            wait_until(lambda: pacemaker.executed and light.executed, what="both delivered")
+            ask(registered, CARDIO, "otto", {"id": paced, **pace})  # an operator, same id
+            ask(registered, HOME, "olga", {
+                "id": switched, "device": "light-1", "name": "switch", "args": {"state": "off"},
+            })  # fmt: skip
+            # The positive control, and a barrier: what came after reaches the devices.
+            ask(registered, CARDIO, "web", {
+                "id": barrier, "device": "pm-1", "name": "read_out", **clinician,
+            }, on_behalf=True)  # fmt: skip
+            ask(registered, HOME, "olga", {"id": barrier, "device": "light-1", "name": "switch",
+                                           "args": {"state": "off"}})  # fmt: skip
+            wait_until(
+                lambda: pacemaker.received(barrier) and light.received(barrier),
+                what="the later commands delivered",
+            )
+            assert pacemaker.received(paced) == 1 and light.received(switched) == 1
+            assert [c["args"] for c in light.commands] == [{"state": "on"}, {"state": "off"}]
+            assert watch.statuses(paced) == ["sent"] and watch.statuses(switched) == ["sent"]
+            errors = wait_until(
+                lambda: len(e := rejected_requests(influx)) == 2 and e,
+                what="both refusals recorded",
+            )
+            assert any("clinicians" in e and "'otto' is an operator" in e for e in errors)
+            assert any("other arguments" in e for e in errors)
+    finally:
+        pacemaker.disconnect()
+        light.disconnect()

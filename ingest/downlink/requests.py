@@ -89,7 +89,7 @@ def submit_command(
     command_id = body.id or uuid.uuid4().hex
     known = gateway.ledger.get(tenant, command_id)
     if known is not None:
-        _asked_again(gateway, known, body, message, out)
+        _asked_again(gateway, known, body, asking, message, out)
         return
     asker: Asker | None = None
     device_type: str | None = None
@@ -282,15 +282,35 @@ def _asked_again(
     gateway: GatewayBase,
     known: Entry,
     body: CommandRequest,
+    asking: Callable[[], Asker],
     message: Incoming | None,
     out: Outcome,
 ) -> None:
-    """The same id again: the same command. Its status is announced again, and if the device
-    has not answered yet, it is sent again (a device executes an id at most once)."""
+    """The same id again: the same command, if whoever asks may send it and asks the same.
+    Its status is announced again, and if the device has not answered yet, it is sent again
+    (a device executes an id at most once)."""
+    problem = None
     if (known.device_id, known.name) != (body.device, body.name):
+        problem = "give it an id of its own"
+    else:
+        try:
+            asker = asking()
+            spec = gateway.catalogue[known.device_type].command(known.name)
+            check_clearance(spec.clearance, asker, f"{spec.name} on a {known.device_type}",
+                            known.tenant)  # fmt: skip
+        except (Refusal, KeyError) as refusal:  # KeyError: a command the catalogue dropped
+            problem = str(refusal)
+        else:
+            try:
+                args = spec.arguments.model_validate(body.args).model_dump(mode="json")
+            except ValidationError:
+                args = None
+            if args != known.args:
+                problem = "this request has other arguments: give it an id of its own"
+    if problem is not None:
         error = (
             f"id {known.id!r} already names {known.name} to {known.device_id} ({known.status}); "
-            "this request was not sent: give it an id of its own"
+            f"this request was not sent: {problem}"
         )
         if message is None:  # an automation's: its ids are its own, so this is a bug
             log.error("%s", error)

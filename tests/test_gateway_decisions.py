@@ -230,3 +230,20 @@ def test_desired_state_changes_only_what_it_names(gateway: Gateway) -> None:
     [document] = [orjson.loads(p.payload) for p in out.publications if p.topic.endswith("/desired")]
     assert (document["version"], document["state"]) == (2, {})
     assert 'from="{\\"lower_rate_bpm\\":60}"' in out.lines[0]
+
+
+def test_the_ids_remembered_are_bounded_even_behind_a_pending_command(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ingest.downlink.ledger.MAX_REMEMBERED", 5)
+    week = 7 * 24 * 3600
+    body = {"id": "p0", "device": "car-2", "name": "lock", "expires_in_s": week}
+    handle(gateway, "home/command-requests/olga", body)  # car-2 is away all week
+    for n in range(10):
+        lock(gateway, f"c{n}")
+        result = {"id": f"c{n}", "status": "succeeded", "ts": 1795334401}
+        handle(gateway, "home/car/car-1/command-results", result)
+    gateway.expire(Outcome())
+    assert len(gateway.ledger.commands) == 5
+    assert gateway.ledger.get("home", "c0") is None and gateway.ledger.get("home", "c9")
+    assert gateway.ledger.get("home", "p0") is not None  # pending: never forgotten

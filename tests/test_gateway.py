@@ -21,7 +21,7 @@ from core.settings import Settings
 from devices.topics import COMMAND_RESULTS, acknowledgement_topic, alert_subscription
 from ingest.downlink.unapplied import RULE
 from ingest.options import IngestOptions
-from storage.commands import command_life, device_history
+from storage.commands import CommandEvent, command_life, device_history
 from storage.influx import InfluxClient, InfluxRefused
 from tests.conftest import RunningIngest
 from tests.gateway_helpers import ScriptedDevice, StatusWatch, ask, registry_with
@@ -495,4 +495,28 @@ def test_an_id_asked_again_is_checked_again_who_asks_and_what(
             assert any("other arguments" in e for e in errors)
     finally:
         pacemaker.disconnect()
+        light.disconnect()
+
+
+def test_a_desired_change_recorded_but_never_sent_is_sent_when_asked_again(
+    registered: Settings, watch: StatusWatch, influx: Influx
+) -> None:
+    # Recorded, then sent: a crash in between leaves version 1 stored and the request
+    # unacknowledged, so the broker delivers it again. A device already connected does not
+    # ask (it asks on connect), so the request's second coming must send the document.
+    now = time.time_ns()
+    recorded = CommandEvent(
+        HOME, "light", "light-1", "desired", "desired", "sent", "light-1-desired-1", now,
+        "olga", "olga", from_state={"on": None}, to_state={"on": True}, state={"on": True},
+        version=1,
+    )  # fmt: skip
+    influx.write([recorded.to_line()])
+    light = ScriptedDevice(registered, HOME, "light", "light-1").connect()
+    try:
+        with RunningIngest(registered, OPTIONS):
+            want(registered, "olga", "light-1", on=True)  # delivered again
+            documents = wait_until(lambda: light.desired, what="the desired document sent")
+            assert documents[-1]["version"] == 1 and documents[-1]["state"] == {"on": True}
+            assert watch.statuses("light-1-desired-1") == ["sent"]
+    finally:
         light.disconnect()

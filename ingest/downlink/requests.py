@@ -189,9 +189,13 @@ def submit_desired(
     before = current or Desired(device_type, 0, {}, 0)
     state = {k: v for k, v in {**before.state, **changes}.items() if v is not None}
     if state == before.state and current is not None:
-        # Nothing new: the asker hears that the current version already says so.
+        # Nothing new: the asker hears that the current version already says so. Not applied
+        # yet, it is sent again (as a command asked again is): the request may be coming again
+        # because a crash came between recording it and sending it.
         reason = f"nothing to change: version {current.version} (by {current.issuer}) says so"
         announce_desired(gateway, tenant, body.device, current, out, asker.issuer, reason)
+        if current.confirmed < current.version:
+            gateway.send_desired(tenant, body.device, current, out)
         return
     now = gateway.stamp()
     desired = Desired(device_type, before.version + 1, state, now, asker.issuer, before.confirmed)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from access.registry import Registry
 from core.settings import Settings
 from devices.topics import COMMAND_RESULTS, acknowledgement_topic, alert_subscription
 from ingest.downlink.unapplied import RULE
@@ -520,3 +521,32 @@ def test_a_desired_change_recorded_but_never_sent_is_sent_when_asked_again(
             assert watch.statuses("light-1-desired-1") == ["sent"]
     finally:
         light.disconnect()
+
+
+def test_a_device_id_given_to_a_device_of_another_type_starts_a_desired_state_of_its_own(
+    registered: Settings, watch: StatusWatch
+) -> None:
+    # light-1 is replaced by a thermostat under the same id: the light's settings are not
+    # the thermostat's, and must not be merged into its desired state (it would refuse the
+    # whole document, every version after, with no request able to remove the light's).
+    with RunningIngest(registered, OPTIONS):
+        want(registered, "olga", "light-1", on=True)
+        watch.wait_for("light-1-desired-1", "sent")
+        registry = Registry(registered.registry)
+        registry.revoke_device(HOME, "light-1")
+        registry.add_device(HOME, "thermostat", "light-1")
+        thermostat = ScriptedDevice(registered, HOME, "thermostat", "light-1").connect()
+        try:
+            # The registry is read again within seconds: ask until the thermostat's is taken.
+            def sent() -> dict[str, Any] | None:
+                want(registered, "olga", "light-1", setpoint_c=20.0)
+                return next(iter(thermostat.desired), None) or None
+
+            document = wait_until(sent, what="a desired document sent to the thermostat")
+            assert document["state"] == {"setpoint_c": 20.0}
+            assert document["version"] == 2  # versions go on: never one a device applied
+            thermostat.ask_for_desired()
+            wait_until(lambda: len(thermostat.desired) >= 2, what="the answer to desired/get")
+            assert thermostat.desired[-1]["state"] == {"setpoint_c": 20.0}
+        finally:
+            thermostat.disconnect()

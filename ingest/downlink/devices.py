@@ -44,8 +44,10 @@ def device_message(gateway: GatewayBase, message: Incoming, out: Outcome) -> Non
         _commands_again(gateway, address, out)
     elif level == DESIRED_GET:
         desired = gateway.ledger.desired.get((address.tenant, address.device_id))
-        # Nothing set yet: version 0, empty, so the device knows rather than waits.
-        desired = desired or Desired(address.device_type, 0, {}, gateway.clock())
+        if desired is None or desired.device_type != address.device_type:
+            # Nothing set yet (for a device of this type): version 0, empty, so the device
+            # knows rather than waits.
+            desired = Desired(address.device_type, 0, {}, gateway.clock())
         gateway.send_desired(address.tenant, address.device_id, desired, out)
     else:
         _reported(gateway, address, message, out)
@@ -145,7 +147,11 @@ def _reported(
     )  # fmt: skip
     out.lines.append(event.to_line())
     desired = gateway.ledger.desired.get((tenant, device_id))
-    if desired is not None and desired.confirmed < desired.version <= reported.version:
+    if (
+        desired is not None
+        and desired.device_type == address.device_type
+        and desired.confirmed < desired.version <= reported.version
+    ):
         desired.confirmed = desired.version
         done = CommandEvent(
             tenant, desired.device_type, device_id, "desired", "desired", "succeeded",

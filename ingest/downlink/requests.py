@@ -170,6 +170,10 @@ def submit_desired(
         if spec is None:
             raise Refusal(f"a {device_type} has no desired state; send it commands instead")
         check_clearance(spec.clearance, asker, f"the desired state of a {device_type}", tenant)
+        if current is not None and current.device_type != device_type:
+            # The id now names a device of another type: its settings start afresh, and the
+            # versions go on (a device never gets a version it may have applied before).
+            current = Desired(device_type, current.version, {}, 0, current.issuer, current.version)
         if not body.state:
             raise Refusal("state is empty: name at least one setting to change")
         try:

@@ -550,3 +550,29 @@ def test_a_device_id_given_to_a_device_of_another_type_starts_a_desired_state_of
             assert thermostat.desired[-1]["state"] == {"setpoint_c": 20.0}
         finally:
             thermostat.disconnect()
+
+
+def test_after_a_restart_the_desired_state_is_the_newest_devices_of_that_id(
+    registered: Settings, watch: StatusWatch
+) -> None:
+    registry = Registry(registered.registry)
+    registry.revoke_device(HOME, "light-1")
+    registry.add_device(HOME, "thermostat", "light-1")
+    with RunningIngest(registered, OPTIONS):
+        want(registered, "olga", "light-1", setpoint_c=20.0)
+        watch.wait_for("light-1-desired-1", "sent")
+    registry.revoke_device(HOME, "light-1")
+    registry.add_device(HOME, "light", "light-1")  # the id's device now: a light again
+    with RunningIngest(registered, OPTIONS):
+        want(registered, "olga", "light-1", on=True)
+        watch.wait_for("light-1-desired-2", "sent")
+    with RunningIngest(registered, OPTIONS):
+        light = ScriptedDevice(registered, HOME, "light", "light-1").connect(clean=True)
+        try:
+            wait_until(lambda: light.desired, what="the retained document")  # a convenience
+            light.ask_for_desired()
+            wait_until(lambda: len(light.desired) == 2, what="the answer to desired/get")
+            assert light.desired[-1]["version"] == 2
+            assert light.desired[-1]["state"] == {"on": True}
+        finally:
+            light.disconnect()

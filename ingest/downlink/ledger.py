@@ -134,6 +134,9 @@ class Ledger:
             entry.output = last.output
             self.settle(entry, last.status, last.reason)
         for d in desired:
+            known = self.desired.get((d.tenant, d.device_id))
+            if known is not None and known.ts_ns > d.ts_ns:
+                continue  # an id re-registered as another type: the newest device's
             self.desired[(d.tenant, d.device_id)] = Desired(
                 d.device_type, d.version, d.state, d.ts_ns, d.issuer, d.confirmed_version
             )

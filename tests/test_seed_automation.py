@@ -137,4 +137,3 @@ def _reading(message: Any) -> dict[str, Any]:
 
 def _simulated_until(light: Subscriber) -> float:
     return max((_reading(m)["ts"] for m in list(light.messages)), default=0.0)
-

@@ -247,3 +247,20 @@ def test_the_ids_remembered_are_bounded_even_behind_a_pending_command(
     assert len(gateway.ledger.commands) == 5
     assert gateway.ledger.get("home", "c0") is None and gateway.ledger.get("home", "c9")
     assert gateway.ledger.get("home", "p0") is not None  # pending: never forgotten
+
+
+def test_a_command_expires_by_the_clock_even_after_the_clock_was_set_back(
+    gateway: Gateway, clock: Clock
+) -> None:
+    lock(gateway, "c1")
+    clock.ns -= 3600 * 10**9  # the host's clock was an hour fast, and is corrected
+    out = handle(gateway, "home/command-requests/olga", {
+        "id": "u1", "device": "car-1", "name": "unlock",
+    })  # fmt: skip
+    [command] = [orjson.loads(p.payload) for p in out.publications if p.topic.endswith("/commands")]
+    # An unlock lives a minute from now, by the clock a device has too: not an hour more.
+    assert command["expires"] == "2026-11-22T07:01:00Z"
+    clock.ns += 61 * 10**9
+    expired = Outcome()
+    gateway.expire(expired)
+    assert ("u1", "expired") in statuses(expired)

@@ -111,7 +111,9 @@ def submit_command(
             str(refusal), asker, account, out, args=body.args,
         )  # fmt: skip
         return
-    created = gateway.stamp()
+    # The clock's time, not a stamp: stamps never go back, so after the clock was set back
+    # (an hour fast, corrected) a stamp would give each command that much more life.
+    created = gateway.clock()
     expiry_s = body.expires_in_s if body.expires_in_s is not None else spec.expiry_s
     entry = Entry(
         tenant, device_type, body.device, command_id, spec.name, args, asker.issuer,

@@ -264,3 +264,16 @@ def test_a_command_expires_by_the_clock_even_after_the_clock_was_set_back(
     expired = Outcome()
     gateway.expire(expired)
     assert ("u1", "expired") in statuses(expired)
+
+
+def test_a_refused_desired_request_is_announced_whatever_the_length_of_the_device_id(
+    registry: Registry, gateway: Gateway
+) -> None:
+    long_id = "thermostat-in-the-upstairs-guest-bedroom-2"  # 42 characters, a valid id
+    registry.add_device("home", "thermostat", long_id)
+    gateway.directory.refresh()
+    body = {"device": long_id, "state": {"setpoint_c": 99}}
+    out = handle(gateway, "home/desired-requests/olga", body)
+    [(command_id, status)] = statuses(out)
+    assert status == "refused" and len(command_id) <= 64
+    assert "less than or equal to 35" in orjson.loads(out.publications[0].payload)["reason"]

@@ -185,7 +185,8 @@ def submit_desired(
         if current is None and all(checked[name] is None for name in body.state):
             raise Refusal("nothing to set: every field is null, and no desired state was set")
     except Refusal as refusal:
-        refused_id = f"{body.device[:36]}-desired-refused-{gateway.clock() // 1_000_000}"
+        suffix = f"-desired-refused-{gateway.clock() // 1_000_000}"  # an id is 64 at most
+        refused_id = body.device[: 64 - len(suffix)] + suffix
         refuse(
             gateway, tenant, "desired", refused_id, body.device, device_type, "desired",
             str(refusal), asker, account, out, args=body.state,

@@ -179,7 +179,7 @@ class DesiredDocument(Strict):
 class ReportedDocument(Strict):
     """What the device says it applied (`reported_topic`), and for which desired version."""
 
-    version: Annotated[int, Field(ge=0)]
+    version: Annotated[int, Field(ge=0, le=2**63 - 1)]  # what InfluxDB stores
     state: dict[str, Any]
     ts: Timestamp
 

@@ -9,6 +9,7 @@ clearances, bounds) is tried here, each refusal beside a positive control."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import orjson
 import pytest
 
+from access.registry import Registry
 from core.settings import Settings
-from devices.topics import acknowledgement_topic, alert_subscription
+from devices.topics import COMMAND_RESULTS, acknowledgement_topic, alert_subscription
 from ingest.downlink.unapplied import RULE
 from ingest.options import IngestOptions
-from storage.commands import command_life, device_history
+from storage.commands import CommandEvent, command_life, device_history
 from storage.influx import InfluxClient, InfluxRefused
 from tests.conftest import RunningIngest
 from tests.gateway_helpers import ScriptedDevice, StatusWatch, ask, registry_with
@@ -321,6 +323,9 @@ GARBAGE = [
     ("car/car-1/command-results", b'{"id": "nope", "status": "succeeded", "ts": 1}',
      "bad_command_result"),
     ("car/car-1/reported", b'{"version": -1, "state": {}, "ts": 1}', "bad_reported"),
+    # A version InfluxDB cannot store (beyond 64 bits): said here, not lost as a refused line.
+    ("car/car-1/reported", b'{"version": 9223372036854775808, "state": {}, "ts": 1}',
+     "bad_reported"),
     ("rocket/r-1/reported", b"{}", "bad_reported"),
 ]  # fmt: skip
 
@@ -397,3 +402,177 @@ def test_a_desired_state_not_applied_in_time_raises_an_alert_resolved_when_appli
         assert [row["state"] for row in stored] == ["raised", "acknowledged", "resolved"]
     finally:
         alerts.close()
+
+
+def test_an_answer_moclo_cannot_store_is_refused_and_ingest_outlives_the_expiry(
+    registered: Settings, watch: StatusWatch, influx: Influx
+) -> None:
+    # An integer beyond 64 bits is valid JSON, but neither InfluxDB nor moclo's own messages
+    # can carry it: an answer with one must be refused, not half taken (it once left the
+    # command holding it, and announcing its expiry stopped ingest).
+    car = ScriptedDevice(registered, HOME, "car", "car-1", answer=None).connect()
+    try:
+        with RunningIngest(registered, OPTIONS) as running:
+            command_id = new_id()
+            ask(registered, HOME, "olga", {
+                "id": command_id, "device": "car-1", "name": "lock", "expires_in_s": 1,
+            })  # fmt: skip
+            wait_until(lambda: car.executed, what="the command delivered")
+            car.publish(
+                COMMAND_RESULTS,
+                b'{"id": "%s", "status": "accepted", "output": {"n": %d}, "ts": %d}'
+                % (command_id.encode(), 10**30, int(time.time())),
+            )
+            expired = watch.wait_for(command_id, "expired")
+            assert "output" not in expired or expired["output"] is None
+            assert "accepted" not in watch.statuses(command_id)
+            rows = wait_until(
+                lambda: [r for r in commands_rows_rejected(influx)
+                         if r["reason"] == "bad_command_result"],
+                what="the answer recorded as rejected",
+            )  # fmt: skip
+            assert "64-bit" in rows[0]["error"]
+            publish_all(
+                registered.mqtt_url,
+                [(f"{registered.topic_prefix}/farm/cow_tracker/cow-1/telemetry",
+                  cow_json(1795327200, 1))],
+            )  # fmt: skip
+            wait_until(lambda: influx.count("cow_tracker", "seq") == 1, what="readings go on")
+            assert running.error is None
+    finally:
+        car.disconnect()
+
+
+def rejected_requests(influx: Influx) -> list[str]:
+    try:
+        rows = influx.query(
+            'SELECT "error" FROM "moclo_rejected" WHERE "reason" = \'bad_command_request\''
+        )
+    except InfluxRefused:  # not written yet
+        return []
+    return [row["error"] for row in rows]
+
+
+def test_an_id_asked_again_is_checked_again_who_asks_and_what(
+    registered: Settings, watch: StatusWatch, influx: Influx
+) -> None:
+    # The same id is the same command only for a request that may send it and says the same:
+    # an operator repeating a clinician's id, or an id repeated with other arguments, is
+    # refused, and nothing more reaches the device.
+    pacemaker = ScriptedDevice(registered, CARDIO, "pacemaker", "pm-1", answer=None).connect()
+    light = ScriptedDevice(registered, HOME, "light", "light-1", answer=None).connect()
+    try:
+        with RunningIngest(registered, OPTIONS):
+            paced, switched, barrier = new_id(), new_id(), new_id()
+            clinician = {"by": "dr-ana", "role": "clinician"}
+            pace = {"device": "pm-1", "name": "set_lower_rate", "args": {"lower_rate_bpm": 60}}
+            ask(registered, CARDIO, "web", {"id": paced, **pace, **clinician}, on_behalf=True)
+            ask(registered, HOME, "olga", {
+                "id": switched, "device": "light-1", "name": "switch", "args": {"state": "on"},
+            })  # fmt: skip
+            wait_until(lambda: pacemaker.executed and light.executed, what="both delivered")
+            ask(registered, CARDIO, "otto", {"id": paced, **pace})  # an operator, same id
+            ask(registered, HOME, "olga", {
+                "id": switched, "device": "light-1", "name": "switch", "args": {"state": "off"},
+            })  # fmt: skip
+            # The positive control, and a barrier: what came after reaches the devices.
+            ask(registered, CARDIO, "web", {
+                "id": barrier, "device": "pm-1", "name": "read_out", **clinician,
+            }, on_behalf=True)  # fmt: skip
+            ask(registered, HOME, "olga", {"id": barrier, "device": "light-1", "name": "switch",
+                                           "args": {"state": "off"}})  # fmt: skip
+            wait_until(
+                lambda: pacemaker.received(barrier) and light.received(barrier),
+                what="the later commands delivered",
+            )
+            assert pacemaker.received(paced) == 1 and light.received(switched) == 1
+            assert [c["args"] for c in light.commands] == [{"state": "on"}, {"state": "off"}]
+            assert watch.statuses(paced) == ["sent"] and watch.statuses(switched) == ["sent"]
+            errors = wait_until(
+                lambda: len(e := rejected_requests(influx)) == 2 and e,
+                what="both refusals recorded",
+            )
+            assert any("clinicians" in e and "'otto' is an operator" in e for e in errors)
+            assert any("other arguments" in e for e in errors)
+    finally:
+        pacemaker.disconnect()
+        light.disconnect()
+
+
+def test_a_desired_change_recorded_but_never_sent_is_sent_when_asked_again(
+    registered: Settings, watch: StatusWatch, influx: Influx
+) -> None:
+    # Recorded, then sent: a crash in between leaves version 1 stored and the request
+    # unacknowledged, so the broker delivers it again. A device already connected does not
+    # ask (it asks on connect), so the request's second coming must send the document.
+    now = time.time_ns()
+    recorded = CommandEvent(
+        HOME, "light", "light-1", "desired", "desired", "sent", "light-1-desired-1", now,
+        "olga", "olga", from_state={"on": None}, to_state={"on": True}, state={"on": True},
+        version=1,
+    )  # fmt: skip
+    influx.write([recorded.to_line()])
+    light = ScriptedDevice(registered, HOME, "light", "light-1").connect()
+    try:
+        with RunningIngest(registered, OPTIONS):
+            want(registered, "olga", "light-1", on=True)  # delivered again
+            documents = wait_until(lambda: light.desired, what="the desired document sent")
+            assert documents[-1]["version"] == 1 and documents[-1]["state"] == {"on": True}
+            assert watch.statuses("light-1-desired-1") == ["sent"]
+    finally:
+        light.disconnect()
+
+
+def test_a_device_id_given_to_a_device_of_another_type_starts_a_desired_state_of_its_own(
+    registered: Settings, watch: StatusWatch
+) -> None:
+    # light-1 is replaced by a thermostat under the same id: the light's settings are not
+    # the thermostat's, and must not be merged into its desired state (it would refuse the
+    # whole document, every version after, with no request able to remove the light's).
+    with RunningIngest(registered, OPTIONS):
+        want(registered, "olga", "light-1", on=True)
+        watch.wait_for("light-1-desired-1", "sent")
+        registry = Registry(registered.registry)
+        registry.revoke_device(HOME, "light-1")
+        registry.add_device(HOME, "thermostat", "light-1")
+        thermostat = ScriptedDevice(registered, HOME, "thermostat", "light-1").connect()
+        try:
+            # The registry is read again within seconds: ask until the thermostat's is taken.
+            def sent() -> dict[str, Any] | None:
+                want(registered, "olga", "light-1", setpoint_c=20.0)
+                return next(iter(thermostat.desired), None) or None
+
+            document = wait_until(sent, what="a desired document sent to the thermostat")
+            assert document["state"] == {"setpoint_c": 20.0}
+            assert document["version"] == 2  # versions go on: never one a device applied
+            thermostat.ask_for_desired()
+            wait_until(lambda: len(thermostat.desired) >= 2, what="the answer to desired/get")
+            assert thermostat.desired[-1]["state"] == {"setpoint_c": 20.0}
+        finally:
+            thermostat.disconnect()
+
+
+def test_after_a_restart_the_desired_state_is_the_newest_devices_of_that_id(
+    registered: Settings, watch: StatusWatch
+) -> None:
+    registry = Registry(registered.registry)
+    registry.revoke_device(HOME, "light-1")
+    registry.add_device(HOME, "thermostat", "light-1")
+    with RunningIngest(registered, OPTIONS):
+        want(registered, "olga", "light-1", setpoint_c=20.0)
+        watch.wait_for("light-1-desired-1", "sent")
+    registry.revoke_device(HOME, "light-1")
+    registry.add_device(HOME, "light", "light-1")  # the id's device now: a light again
+    with RunningIngest(registered, OPTIONS):
+        want(registered, "olga", "light-1", on=True)
+        watch.wait_for("light-1-desired-2", "sent")
+    with RunningIngest(registered, OPTIONS):
+        light = ScriptedDevice(registered, HOME, "light", "light-1").connect(clean=True)
+        try:
+            wait_until(lambda: light.desired, what="the retained document")  # a convenience
+            light.ask_for_desired()
+            wait_until(lambda: len(light.desired) == 2, what="the answer to desired/get")
+            assert light.desired[-1]["version"] == 2
+            assert light.desired[-1]["state"] == {"on": True}
+        finally:
+            light.disconnect()

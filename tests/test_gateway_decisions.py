@@ -230,3 +230,50 @@ def test_desired_state_changes_only_what_it_names(gateway: Gateway) -> None:
     [document] = [orjson.loads(p.payload) for p in out.publications if p.topic.endswith("/desired")]
     assert (document["version"], document["state"]) == (2, {})
     assert 'from="{\\"lower_rate_bpm\\":60}"' in out.lines[0]
+
+
+def test_the_ids_remembered_are_bounded_even_behind_a_pending_command(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ingest.downlink.ledger.MAX_REMEMBERED", 5)
+    week = 7 * 24 * 3600
+    body = {"id": "p0", "device": "car-2", "name": "lock", "expires_in_s": week}
+    handle(gateway, "home/command-requests/olga", body)  # car-2 is away all week
+    for n in range(10):
+        lock(gateway, f"c{n}")
+        result = {"id": f"c{n}", "status": "succeeded", "ts": 1795334401}
+        handle(gateway, "home/car/car-1/command-results", result)
+    gateway.expire(Outcome())
+    assert len(gateway.ledger.commands) == 5
+    assert gateway.ledger.get("home", "c0") is None and gateway.ledger.get("home", "c9")
+    assert gateway.ledger.get("home", "p0") is not None  # pending: never forgotten
+
+
+def test_a_command_expires_by_the_clock_even_after_the_clock_was_set_back(
+    gateway: Gateway, clock: Clock
+) -> None:
+    lock(gateway, "c1")
+    clock.ns -= 3600 * 10**9  # the host's clock was an hour fast, and is corrected
+    out = handle(gateway, "home/command-requests/olga", {
+        "id": "u1", "device": "car-1", "name": "unlock",
+    })  # fmt: skip
+    [command] = [orjson.loads(p.payload) for p in out.publications if p.topic.endswith("/commands")]
+    # An unlock lives a minute from now, by the clock a device has too: not an hour more.
+    assert command["expires"] == "2026-11-22T07:01:00Z"
+    clock.ns += 61 * 10**9
+    expired = Outcome()
+    gateway.expire(expired)
+    assert ("u1", "expired") in statuses(expired)
+
+
+def test_a_refused_desired_request_is_announced_whatever_the_length_of_the_device_id(
+    registry: Registry, gateway: Gateway
+) -> None:
+    long_id = "thermostat-in-the-upstairs-guest-bedroom-2"  # 42 characters, a valid id
+    registry.add_device("home", "thermostat", long_id)
+    gateway.directory.refresh()
+    body = {"device": long_id, "state": {"setpoint_c": 99}}
+    out = handle(gateway, "home/desired-requests/olga", body)
+    [(command_id, status)] = statuses(out)
+    assert status == "refused" and len(command_id) <= 64
+    assert "less than or equal to 35" in orjson.loads(out.publications[0].payload)["reason"]

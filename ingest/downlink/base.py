@@ -65,6 +65,9 @@ class GatewayBase:
     def restore(self, commands: list[CommandState], desired: list[DesiredState]) -> None:
         self.ledger.restore(commands, desired)
         for d in desired:
+            kept = self.ledger.desired.get((d.tenant, d.device_id))
+            if kept is None or kept.device_type != d.device_type:
+                continue  # an earlier device of this id (another type)
             if d.confirmed_version < d.version:  # not applied yet: the grace runs from then
                 self.unapplied.sent(d.tenant, d.device_type, d.device_id, d.version, d.ts_ns)
 

@@ -44,8 +44,10 @@ def device_message(gateway: GatewayBase, message: Incoming, out: Outcome) -> Non
         _commands_again(gateway, address, out)
     elif level == DESIRED_GET:
         desired = gateway.ledger.desired.get((address.tenant, address.device_id))
-        # Nothing set yet: version 0, empty, so the device knows rather than waits.
-        desired = desired or Desired(address.device_type, 0, {}, gateway.clock())
+        if desired is None or desired.device_type != address.device_type:
+            # Nothing set yet (for a device of this type): version 0, empty, so the device
+            # knows rather than waits.
+            desired = Desired(address.device_type, 0, {}, gateway.clock())
         gateway.send_desired(address.tenant, address.device_id, desired, out)
     else:
         _reported(gateway, address, message, out)
@@ -72,6 +74,11 @@ def _result(gateway: GatewayBase, address: DeviceAddress, message: Incoming, out
             describe_validation_error(exc)
         )
         _bad_result(gateway, address, message, error, out)
+        return
+    try:  # valid JSON that moclo cannot write back (an integer beyond 64 bits), refused whole
+        orjson.dumps(result.output)
+    except orjson.JSONEncodeError as exc:
+        _bad_result(gateway, address, message, f"output: {exc}", out)
         return
     entry = gateway.ledger.get(address.tenant, result.id)
     if entry is None or (entry.device_id, entry.device_type) != (
@@ -140,7 +147,11 @@ def _reported(
     )  # fmt: skip
     out.lines.append(event.to_line())
     desired = gateway.ledger.desired.get((tenant, device_id))
-    if desired is not None and desired.confirmed < desired.version <= reported.version:
+    if (
+        desired is not None
+        and desired.device_type == address.device_type
+        and desired.confirmed < desired.version <= reported.version
+    ):
         desired.confirmed = desired.version
         done = CommandEvent(
             tenant, desired.device_type, device_id, "desired", "desired", "succeeded",

@@ -98,13 +98,19 @@ class Ledger:
         return self.expiries[0][0] if self.expiries else None
 
     def forget_old(self, now_ns: int) -> None:
-        """Forgets settled commands older than a week, and the oldest beyond MAX_REMEMBERED."""
-        while self.commands:
+        """Forgets settled commands older than a week, and the oldest beyond MAX_REMEMBERED.
+        A pending command is kept, moved behind the others, so it holds back nothing."""
+        for _ in range(len(self.commands)):
             key, entry = next(iter(self.commands.items()))
-            old = entry.created_ns < now_ns - REMEMBER_NS or len(self.commands) > MAX_REMEMBERED
-            if not (old and entry.final):
+            over = len(self.commands) > MAX_REMEMBERED
+            if not (over or entry.created_ns < now_ns - REMEMBER_NS):
                 return
-            del self.commands[key]
+            if entry.final:
+                del self.commands[key]
+            elif over:
+                self.commands.move_to_end(key)
+            else:
+                return
 
     def restore(self, commands: list[CommandState], desired: list[DesiredState]) -> None:
         """Takes what `storage/commands.py` read back (commands oldest first)."""
@@ -128,6 +134,9 @@ class Ledger:
             entry.output = last.output
             self.settle(entry, last.status, last.reason)
         for d in desired:
+            known = self.desired.get((d.tenant, d.device_id))
+            if known is not None and known.ts_ns > d.ts_ns:
+                continue  # an id re-registered as another type: the newest device's
             self.desired[(d.tenant, d.device_id)] = Desired(
                 d.device_type, d.version, d.state, d.ts_ns, d.issuer, d.confirmed_version
             )

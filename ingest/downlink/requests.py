@@ -89,7 +89,7 @@ def submit_command(
     command_id = body.id or uuid.uuid4().hex
     known = gateway.ledger.get(tenant, command_id)
     if known is not None:
-        _asked_again(gateway, known, body, message, out)
+        _asked_again(gateway, known, body, asking, message, out)
         return
     asker: Asker | None = None
     device_type: str | None = None
@@ -111,7 +111,9 @@ def submit_command(
             str(refusal), asker, account, out, args=body.args,
         )  # fmt: skip
         return
-    created = gateway.stamp()
+    # The clock's time, not a stamp: stamps never go back, so after the clock was set back
+    # (an hour fast, corrected) a stamp would give each command that much more life.
+    created = gateway.clock()
     expiry_s = body.expires_in_s if body.expires_in_s is not None else spec.expiry_s
     entry = Entry(
         tenant, device_type, body.device, command_id, spec.name, args, asker.issuer,
@@ -170,6 +172,10 @@ def submit_desired(
         if spec is None:
             raise Refusal(f"a {device_type} has no desired state; send it commands instead")
         check_clearance(spec.clearance, asker, f"the desired state of a {device_type}", tenant)
+        if current is not None and current.device_type != device_type:
+            # The id now names a device of another type: its settings start afresh, and the
+            # versions go on (a device never gets a version it may have applied before).
+            current = Desired(device_type, current.version, {}, 0, current.issuer, current.version)
         if not body.state:
             raise Refusal("state is empty: name at least one setting to change")
         try:
@@ -179,7 +185,8 @@ def submit_desired(
         if current is None and all(checked[name] is None for name in body.state):
             raise Refusal("nothing to set: every field is null, and no desired state was set")
     except Refusal as refusal:
-        refused_id = f"{body.device[:36]}-desired-refused-{gateway.clock() // 1_000_000}"
+        suffix = f"-desired-refused-{gateway.clock() // 1_000_000}"  # an id is 64 at most
+        refused_id = body.device[: 64 - len(suffix)] + suffix
         refuse(
             gateway, tenant, "desired", refused_id, body.device, device_type, "desired",
             str(refusal), asker, account, out, args=body.state,
@@ -189,9 +196,13 @@ def submit_desired(
     before = current or Desired(device_type, 0, {}, 0)
     state = {k: v for k, v in {**before.state, **changes}.items() if v is not None}
     if state == before.state and current is not None:
-        # Nothing new: the asker hears that the current version already says so.
+        # Nothing new: the asker hears that the current version already says so. Not applied
+        # yet, it is sent again (as a command asked again is): the request may be coming again
+        # because a crash came between recording it and sending it.
         reason = f"nothing to change: version {current.version} (by {current.issuer}) says so"
         announce_desired(gateway, tenant, body.device, current, out, asker.issuer, reason)
+        if current.confirmed < current.version:
+            gateway.send_desired(tenant, body.device, current, out)
         return
     now = gateway.stamp()
     desired = Desired(device_type, before.version + 1, state, now, asker.issuer, before.confirmed)
@@ -282,15 +293,35 @@ def _asked_again(
     gateway: GatewayBase,
     known: Entry,
     body: CommandRequest,
+    asking: Callable[[], Asker],
     message: Incoming | None,
     out: Outcome,
 ) -> None:
-    """The same id again: the same command. Its status is announced again, and if the device
-    has not answered yet, it is sent again (a device executes an id at most once)."""
+    """The same id again: the same command, if whoever asks may send it and asks the same.
+    Its status is announced again, and if the device has not answered yet, it is sent again
+    (a device executes an id at most once)."""
+    problem = None
     if (known.device_id, known.name) != (body.device, body.name):
+        problem = "give it an id of its own"
+    else:
+        try:
+            asker = asking()
+            spec = gateway.catalogue[known.device_type].command(known.name)
+            check_clearance(spec.clearance, asker, f"{spec.name} on a {known.device_type}",
+                            known.tenant)  # fmt: skip
+        except (Refusal, KeyError) as refusal:  # KeyError: a command the catalogue dropped
+            problem = str(refusal)
+        else:
+            try:
+                args = spec.arguments.model_validate(body.args).model_dump(mode="json")
+            except ValidationError:
+                args = None
+            if args != known.args:
+                problem = "this request has other arguments: give it an id of its own"
+    if problem is not None:
         error = (
             f"id {known.id!r} already names {known.name} to {known.device_id} ({known.status}); "
-            "this request was not sent: give it an id of its own"
+            f"this request was not sent: {problem}"
         )
         if message is None:  # an automation's: its ids are its own, so this is a bug
             log.error("%s", error)

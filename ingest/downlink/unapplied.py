@@ -40,7 +40,7 @@ class Unapplied:
     def sent(self, tenant: str, device_type: str, device_id: str, version: int, ts: int) -> None:
         """A desired version was sent: the device has the grace to apply it."""
         watch = self._watches.get((tenant, device_id))
-        if watch is None:
+        if watch is None or watch.device_type != device_type:  # (the id's new device: afresh)
             self._watches[(tenant, device_id)] = _Watch(device_type, version, ts)
         else:
             watch.version = version

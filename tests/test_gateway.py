@@ -576,3 +576,31 @@ def test_after_a_restart_the_desired_state_is_the_newest_devices_of_that_id(
             assert light.desired[-1]["state"] == {"on": True}
         finally:
             light.disconnect()
+
+
+def test_a_command_recorded_but_never_sent_is_sent_when_ingest_starts_again(
+    registered: Settings, influx: Influx
+) -> None:
+    # Recorded, then sent: a stop in between leaves the command stored as `sent` and never
+    # published. An automation's is asked for by nobody again, and a connected device asks
+    # only on connect: ingest sends its unanswered commands once it is connected.
+    now = time.time_ns()
+    recorded = CommandEvent(
+        HOME, "light", "light-1", "command", "switch", "sent", "auto-recorded-1", now,
+        "automation porch", "automation", args={"state": "on"}, created_ns=now,
+        expires_ns=now + 300 * 10**9,
+    )  # fmt: skip
+    lapsed = CommandEvent(
+        HOME, "light", "light-1", "command", "switch", "sent", "auto-lapsed-1", now - 10**9,
+        "automation porch", "automation", args={"state": "off"}, created_ns=now - 10**9,
+        expires_ns=now - 1,
+    )  # fmt: skip
+    influx.write([lapsed.to_line(), recorded.to_line()])
+    light = ScriptedDevice(registered, HOME, "light", "light-1").connect()
+    try:
+        with RunningIngest(registered, OPTIONS):
+            wait_until(lambda: light.executed, what="the recorded command sent")
+            assert [c["id"] for c in light.commands] == ["auto-recorded-1"]  # not the lapsed
+            assert light.commands[0]["args"] == {"state": "on"}
+    finally:
+        light.disconnect()

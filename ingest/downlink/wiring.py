@@ -76,6 +76,22 @@ class Downlink:
 
     async def start(self) -> None:
         await self.publisher.start()
+        await self._send_pending()
+
+    async def _send_pending(self) -> None:
+        """Sends again, once connected, every pending command its device has not answered:
+        one recorded just before a stop may never have left, and a connected device asks only
+        when it connects (an automation's command is asked for by nobody again). A device
+        executes an id once, so a copy it already had changes nothing."""
+        out = Outcome()
+        now = self.gateway.clock()
+        for waiting in self.gateway.ledger.pending.values():
+            for entry in waiting.values():
+                if entry.status == "sent" and entry.expires_ns > now:
+                    self.gateway.send_command(entry, out)
+        if out.publications:
+            log.info("sending %d unanswered commands again", len(out.publications))
+            await self.publish(out.publications)
 
     async def close(self) -> None:
         await self.publisher.close()

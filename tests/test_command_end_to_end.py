@@ -119,6 +119,27 @@ def test_only_a_clinician_sets_a_pacemaker_and_the_refusal_exits_3_saying_why(
         pacemaker.disconnect()
 
 
+def test_an_id_already_taken_answers_only_its_own_asker_with_its_own_arguments(
+    gateway: Settings,
+) -> None:
+    # The pacemaker is away: the clinician's command waits, `sent`, under its id.
+    ask = ("command", HOSPITAL, "pm-1", "set_lower_rate", "lower_rate_bpm=60", "--json")
+    status, out, err = run(gateway, "dr-lee", *ask, "--id", "rate-1")
+    assert status == 0, (out, err)
+    assert [(u["status"], u["issuer"]) for u in updates(out)] == [("sent", "dr-lee")]
+    # The same id again from its asker is a retry: its status again (the positive control).
+    status, out, err = run(gateway, "dr-lee", *ask, "--id", "rate-1")
+    assert status == 0, (out, err)
+    # A nurse may not send it: reusing the clinician's id is no way round that, nor a way to
+    # hear "sent" for a command she is not cleared for.
+    status, out, err = run(gateway, "nurse", *ask, "--id", "rate-1", "--timeout", "3s")
+    assert status != 0 and "sent" not in out, (out, err)
+    # Other arguments under the same id are another command: not answered as if sent.
+    other = ("command", HOSPITAL, "pm-1", "set_lower_rate", "lower_rate_bpm=90", "--json")
+    status, out, err = run(gateway, "dr-lee", *other, "--id", "rate-1", "--timeout", "3s")
+    assert status != 0 and "sent" not in out, (out, err)
+
+
 def test_the_exit_status_is_the_devices_answer(gateway: Settings) -> None:
     answers = {
         "rejected": {"status": "rejected", "reason": "the door is open"},

@@ -89,7 +89,7 @@ def submit_command(
     command_id = body.id or uuid.uuid4().hex
     known = gateway.ledger.get(tenant, command_id)
     if known is not None:
-        _asked_again(gateway, known, body, message, out)
+        _asked_again(gateway, known, body, asking, message, out)
         return
     asker: Asker | None = None
     device_type: str | None = None
@@ -282,15 +282,29 @@ def _asked_again(
     gateway: GatewayBase,
     known: Entry,
     body: CommandRequest,
+    asking: Callable[[], Asker],
     message: Incoming | None,
     out: Outcome,
 ) -> None:
-    """The same id again: the same command. Its status is announced again, and if the device
-    has not answered yet, it is sent again (a device executes an id at most once)."""
-    if (known.device_id, known.name) != (body.device, body.name):
+    """The same id again from the same asker, with the same arguments: the same command. Its
+    status is announced again, and if the device has not answered yet, it is sent again (a
+    device executes an id at most once). Anyone else's request under that id (a nurse reusing
+    a clinician's), or other arguments, is another command: not sent, not answered as this."""
+    try:
+        issuer = asking().issuer
+        spec = gateway.catalogue[known.device_type].command(known.name)
+        args = spec.arguments.model_validate(body.args).model_dump(mode="json")
+    except (Refusal, KeyError, ValidationError):
+        issuer, args = None, None
+    if (known.device_id, known.name, known.issuer, known.args) != (
+        body.device,
+        body.name,
+        issuer,
+        args,
+    ):
         error = (
-            f"id {known.id!r} already names {known.name} to {known.device_id} ({known.status}); "
-            "this request was not sent: give it an id of its own"
+            f"id {known.id!r} already names {known.name} to {known.device_id} asked by "
+            f"{known.issuer} ({known.status}); this request was not sent: give it an id of its own"
         )
         if message is None:  # an automation's: its ids are its own, so this is a bug
             log.error("%s", error)

@@ -42,6 +42,7 @@ from devices.topics import (
     request_topic,
 )
 from ingest.alerts.acknowledge import broker
+from moclo.command_history import printable
 
 # The exit status of `moclo command` and `moclo desired set`, by the command's last status
 # (documented in their --help: moclo/command_args.py EXIT_STATUS).
@@ -254,4 +255,4 @@ def describe(update: dict[str, Any]) -> str:
         line += f": {update['reason']}"
     if update.get("output"):
         line += " " + json.dumps(update["output"], ensure_ascii=False, sort_keys=True)
-    return line
+    return printable(line)

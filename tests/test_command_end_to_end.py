@@ -162,6 +162,36 @@ def test_the_exit_status_is_the_devices_answer(gateway: Settings) -> None:
         car.disconnect()
 
 
+def test_what_a_device_says_reaches_a_terminal_without_control_characters(
+    gateway: Settings,
+) -> None:
+    # A device's reason is its own text: escape sequences in it would retitle, clear or
+    # rewrite the terminal of whoever follows its commands.
+    hostile = "jammed\x1b]0;owned\x07\x1b[2J\x1b[1A\r\u202eok"
+
+    def answer(command: dict[str, Any]) -> dict[str, Any]:
+        return {"id": command["id"], "ts": time.time(), "status": "failed", "reason": hostile}
+
+    car = ScriptedDevice(gateway, HOME, "car", "car-1", answer=answer).connect()
+    try:
+        status, out, err = run(gateway, "owner", "command", HOME, "car-1", "lock", "--wait")
+        assert status == 5, (out, err)
+        assert "jammed" in out and not any(c in out for c in "\x1b\x07\r\u202e"), repr(out)
+
+        def listed() -> str:
+            code, text, _ = run(gateway, "owner", "commands", HOME, "car-1")
+            return text if code == 0 and "jammed" in text else ""
+
+        history = wait_until(listed, timeout_s=20, what="the history")
+        assert not any(c in history for c in "\x1b\x07\r\u202e"), repr(history)
+        # JSON, for programs, keeps the reason (JSON escapes what it must itself).
+        status, out, _ = run(gateway, "owner", "commands", HOME, "car-1", "--json")
+        reasons = [json.loads(line).get("reason") or "" for line in out.splitlines()]
+        assert status == 0 and any(r.startswith("jammed") for r in reasons)
+    finally:
+        car.disconnect()
+
+
 def test_a_command_nobody_answers_expires_and_exits_6(gateway: Settings) -> None:
     car = ScriptedDevice(gateway, HOME, "car", "car-1", answer=None).connect()
     try:

@@ -26,7 +26,8 @@ exit status:
   4  rejected by the device
   5  failed on the device
   6  expired before the device answered
-  7  no answer within --timeout (is `moclo ingest` running?)
+  7  no answer within --timeout (is `moclo ingest` running?), or the connection lost once
+     asked: it may still run (the same --id tells its state, never repeats it)
 """
 
 COMMAND_EPILOG = f"""\

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiomqtt
 import orjson
 from pydantic import ValidationError
 
@@ -42,6 +43,7 @@ from devices.topics import (
     request_topic,
 )
 from ingest.alerts.acknowledge import broker
+from moclo.command_history import printable
 
 # The exit status of `moclo command` and `moclo desired set`, by the command's last status
 # (documented in their --help: moclo/command_args.py EXIT_STATUS).
@@ -55,6 +57,10 @@ EXIT_CODES: dict[str, int] = {
     "expired": 6,  # no final answer before its expiry; the device did not act
 }
 EXIT_TIMEOUT = 7  # no answer within --timeout: is ingest running? The command may still run
+
+
+class _LostAfterAsking(Exception):
+    """The connection went after the request was published: it may well be carried out."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,16 @@ def _run(
         last, done = asyncio.run(_ask(settings, tenant, device, topic, payload, watch))
     except KeyboardInterrupt:
         return 130
+    except _LostAfterAsking as lost:
+        # Not "run it again": that would be a second command. Its id learns what became of it.
+        print(
+            f"moclo: asked for {what}, then lost the broker ({lost}; another client logging in "
+            "with this login takes its connection), so its outcome was not heard: it may "
+            f"still be carried out. `moclo commands {tenant} {device}` shows what becomes of "
+            "it; a command asked again with the same --id tells its state, never repeats it",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
     waited = format_seconds(watch.timeout_s)
     if last is None:
         print(
@@ -186,6 +202,8 @@ async def _ask(
                         return update, True
         except TimeoutError:
             pass
+        except aiomqtt.MqttError as exc:
+            raise _LostAfterAsking(str(exc)) from None
     return last, False
 
 
@@ -254,4 +272,4 @@ def describe(update: dict[str, Any]) -> str:
         line += f": {update['reason']}"
     if update.get("output"):
         line += " " + json.dumps(update["output"], ensure_ascii=False, sort_keys=True)
-    return line
+    return printable(line)

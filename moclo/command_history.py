@@ -81,6 +81,15 @@ def event_json(event: CommandEvent) -> dict[str, Any]:
     return shown
 
 
+def printable(line: str) -> str:
+    """`line` with every control or formatting character escaped (`\\x1b`, `\\u202e`): a
+    device's reason, or a requested command's name, is text of someone else's choosing, and
+    must not move, clear or retitle the terminal it is shown in."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+
+
 def describe_event(event: CommandEvent) -> str:
     """One step as a line: when, status, device, what, who, and what changed or why."""
     who = f" by {event.issuer}" if event.issuer else ""
@@ -97,7 +106,7 @@ def describe_event(event: CommandEvent) -> str:
         line += f": {event.reason}"
     if event.output:
         line += " " + _compact(event.output)
-    return line
+    return printable(line)
 
 
 def show_desired(settings: Settings, tenant: str, device: str, *, as_json: bool) -> int:

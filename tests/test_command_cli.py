@@ -315,3 +315,53 @@ def test_on_a_closed_broker_an_operator_asks_as_its_commands_login_and_an_app_ca
     finally:
         ingest_eye.close()
         broker.stop()
+
+
+def test_a_command_whose_connection_is_taken_after_asking_says_its_id_not_to_ask_again(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker allows one connection per login: a second `moclo command` of the same
+    account takes the first one's connection. The first had already asked: its command may
+    well run, so it must say which (its id) and not to run it again, which would be a second
+    command (flash the lights twice, read out a pacemaker twice)."""
+    import subprocess
+    import sys
+
+    from access.broker import write_broker_auth
+    from moclo.stack import free_port
+
+    registry = Registry(tmp_path / "closed.sqlite")
+    owner = registry.add_account("operator", "owner", tenant="home")
+    eye = registry.add_account("ingest", "ingest-eye")
+    auth = write_broker_auth(registry, tmp_path / "auth", prefix=settings.topic_prefix)
+    broker = MosquittoServer(
+        tmp_path / "mq", free_port(), password_file=auth.password_file, acl_file=auth.acl_file
+    )
+    broker.start()
+    ingest_eye = Peer(broker.port, "ingest-eye", (eye.username, eye.password))
+    first: subprocess.Popen[str] | None = None
+    try:
+        p = settings.topic_prefix
+        assert ingest_eye.subscribe(f"{p}/+/command-requests/#") == [1]
+        closed = [*_flags(settings)]
+        closed[1] = broker.url
+        monkeypatch.setenv("MOCLO_MQTT_USERNAME", owner.username)
+        monkeypatch.setenv("MOCLO_MQTT_PASSWORD", owner.password)
+        ask = ["command", "home", "car-1", "--type", "car", *closed]
+        first = subprocess.Popen(
+            [sys.executable, "-m", "moclo.cli", *ask, "flash_lights", "--wait", "--timeout", "60s"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        asked = wait_until(ingest_eye.take, timeout_s=20, what="the first request")
+        first_id = orjson.loads(asked[0][1])["id"]
+        second = moclo(*ask, "lock", "--timeout", "1s")  # the same login, meanwhile
+        assert second.returncode == 7, second.stderr
+        _, err = first.communicate(timeout=30)
+        assert first.returncode == 7, err
+        assert first_id in err and "run the command again" not in err, err
+    finally:
+        if first is not None and first.poll() is None:
+            first.kill()
+            first.communicate()
+        ingest_eye.close()
+        broker.stop()

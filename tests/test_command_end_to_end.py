@@ -119,6 +119,27 @@ def test_only_a_clinician_sets_a_pacemaker_and_the_refusal_exits_3_saying_why(
         pacemaker.disconnect()
 
 
+def test_an_id_already_taken_answers_only_its_own_asker_with_its_own_arguments(
+    gateway: Settings,
+) -> None:
+    # The pacemaker is away: the clinician's command waits, `sent`, under its id.
+    ask = ("command", HOSPITAL, "pm-1", "set_lower_rate", "lower_rate_bpm=60", "--json")
+    status, out, err = run(gateway, "dr-lee", *ask, "--id", "rate-1")
+    assert status == 0, (out, err)
+    assert [(u["status"], u["issuer"]) for u in updates(out)] == [("sent", "dr-lee")]
+    # The same id again from its asker is a retry: its status again (the positive control).
+    status, out, err = run(gateway, "dr-lee", *ask, "--id", "rate-1")
+    assert status == 0, (out, err)
+    # A nurse may not send it: reusing the clinician's id is no way round that, nor a way to
+    # hear "sent" for a command she is not cleared for.
+    status, out, err = run(gateway, "nurse", *ask, "--id", "rate-1", "--timeout", "3s")
+    assert status != 0 and "sent" not in out, (out, err)
+    # Other arguments under the same id are another command: not answered as if sent.
+    other = ("command", HOSPITAL, "pm-1", "set_lower_rate", "lower_rate_bpm=90", "--json")
+    status, out, err = run(gateway, "dr-lee", *other, "--id", "rate-1", "--timeout", "3s")
+    assert status != 0 and "sent" not in out, (out, err)
+
+
 def test_the_exit_status_is_the_devices_answer(gateway: Settings) -> None:
     answers = {
         "rejected": {"status": "rejected", "reason": "the door is open"},
@@ -137,6 +158,36 @@ def test_the_exit_status_is_the_devices_answer(gateway: Settings) -> None:
             )
             assert status == code, (out, err)
             assert answers[outcome]["reason"] in out
+    finally:
+        car.disconnect()
+
+
+def test_what_a_device_says_reaches_a_terminal_without_control_characters(
+    gateway: Settings,
+) -> None:
+    # A device's reason is its own text: escape sequences in it would retitle, clear or
+    # rewrite the terminal of whoever follows its commands.
+    hostile = "jammed\x1b]0;owned\x07\x1b[2J\x1b[1A\r\u202eok"
+
+    def answer(command: dict[str, Any]) -> dict[str, Any]:
+        return {"id": command["id"], "ts": time.time(), "status": "failed", "reason": hostile}
+
+    car = ScriptedDevice(gateway, HOME, "car", "car-1", answer=answer).connect()
+    try:
+        status, out, err = run(gateway, "owner", "command", HOME, "car-1", "lock", "--wait")
+        assert status == 5, (out, err)
+        assert "jammed" in out and not any(c in out for c in "\x1b\x07\r\u202e"), repr(out)
+
+        def listed() -> str:
+            code, text, _ = run(gateway, "owner", "commands", HOME, "car-1")
+            return text if code == 0 and "jammed" in text else ""
+
+        history = wait_until(listed, timeout_s=20, what="the history")
+        assert not any(c in history for c in "\x1b\x07\r\u202e"), repr(history)
+        # JSON, for programs, keeps the reason (JSON escapes what it must itself).
+        status, out, _ = run(gateway, "owner", "commands", HOME, "car-1", "--json")
+        reasons = [json.loads(line).get("reason") or "" for line in out.splitlines()]
+        assert status == 0 and any(r.startswith("jammed") for r in reasons)
     finally:
         car.disconnect()
 

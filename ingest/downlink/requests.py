@@ -297,31 +297,25 @@ def _asked_again(
     message: Incoming | None,
     out: Outcome,
 ) -> None:
-    """The same id again: the same command, if whoever asks may send it and asks the same.
-    Its status is announced again, and if the device has not answered yet, it is sent again
-    (a device executes an id at most once)."""
-    problem = None
-    if (known.device_id, known.name) != (body.device, body.name):
-        problem = "give it an id of its own"
-    else:
-        try:
-            asker = asking()
-            spec = gateway.catalogue[known.device_type].command(known.name)
-            check_clearance(spec.clearance, asker, f"{spec.name} on a {known.device_type}",
-                            known.tenant)  # fmt: skip
-        except (Refusal, KeyError) as refusal:  # KeyError: a command the catalogue dropped
-            problem = str(refusal)
-        else:
-            try:
-                args = spec.arguments.model_validate(body.args).model_dump(mode="json")
-            except ValidationError:
-                args = None
-            if args != known.args:
-                problem = "this request has other arguments: give it an id of its own"
-    if problem is not None:
+    """The same id again from the same asker, with the same arguments: the same command. Its
+    status is announced again, and if the device has not answered yet, it is sent again (a
+    device executes an id at most once). Anyone else's request under that id (a nurse reusing
+    a clinician's), or other arguments, is another command: not sent, not answered as this."""
+    try:
+        issuer = asking().issuer
+        spec = gateway.catalogue[known.device_type].command(known.name)
+        args = spec.arguments.model_validate(body.args).model_dump(mode="json")
+    except (Refusal, KeyError, ValidationError):
+        issuer, args = None, None
+    if (known.device_id, known.name, known.issuer, known.args) != (
+        body.device,
+        body.name,
+        issuer,
+        args,
+    ):
         error = (
-            f"id {known.id!r} already names {known.name} to {known.device_id} ({known.status}); "
-            f"this request was not sent: {problem}"
+            f"id {known.id!r} already names {known.name} to {known.device_id} asked by "
+            f"{known.issuer} ({known.status}); this request was not sent: give it an id of its own"
         )
         if message is None:  # an automation's: its ids are its own, so this is a bug
             log.error("%s", error)

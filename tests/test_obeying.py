@@ -369,9 +369,9 @@ def test_command_faults_are_parsed_with_errors_that_say_what_to_write() -> None:
 def test_a_new_setpoint_is_heated_and_cooled_towards(
     settings: Settings, gateway: PlaysGateway
 ) -> None:
-    # Ten simulated minutes a second, so the room and the fridge get there while we watch;
+    # Fifty simulated minutes a second, so the room and the fridge get there while we watch;
     # the commands' expiry is far ahead, since the devices' clock runs ahead too.
-    options = _options({"thermostat": 1, "fridge": 1}, interval_s=60.0, speed=600.0)
+    options = _options({"thermostat": 1, "fridge": 1}, interval_s=60.0, speed=3000.0)
     with running(settings, options):
         gateway.connected("thermostat-0001", "fridge-0001")
         set_room = {"setpoint_c": 30.0}

@@ -28,10 +28,12 @@ from serve.errors import ErrorBody
 from serve.live import LiveHub
 from serve.routes import (
     alerts,
+    automation_trail,
     command_history,
     commands,
     devices,
     maps,
+    places,
     series,
     service,
     session,
@@ -68,7 +70,11 @@ def create_app(
     Acknowledger(settings, timeout_s=acknowledgement_timeout_s).keep(app)
     commands.keep(app, settings)
     maps.keep(app, settings)
-    for routes in (session, devices, commands, command_history, maps, series, alerts, stream):
+    places.keep(app, settings)  # reads the rules file: RulesFileError before anything is served
+    for routes in (
+        session, devices, commands, command_history, maps, places, automation_trail, series,
+        alerts, stream,
+    ):  # fmt: skip
         app.include_router(routes.router)
     app.include_router(acknowledgements)
     app.include_router(service.router)

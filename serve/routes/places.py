@@ -17,12 +17,10 @@ from typing import Literal
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 
-from core.settings import Settings
 from devices.place_rules import ArrivalRule, GeofenceRule, Where
 from devices.rule_base import Severity
 from devices.rules import Rule
 from ingest.alerts.rulebook import RuleBook
-from ingest.service import load_rulebook
 from serve.auth import AUTH_ERRORS, Caller
 from serve.errors import ErrorBody
 from serve.routes.commands import device_type_of
@@ -54,9 +52,9 @@ class Places(BaseModel):
     places: list[Place]
 
 
-def keep(app: FastAPI, settings: Settings) -> None:
-    """Reads the rules in force once, at start: RulesFileError for a file ingest would refuse."""
-    app.state.rulebook = load_rulebook(settings)
+def keep(app: FastAPI, rulebook: RuleBook) -> None:
+    """Keeps the rules in force, read once by serve/server.py before anything is served."""
+    app.state.rulebook = rulebook
 
 
 def place_of(rule: Rule) -> Place | None:

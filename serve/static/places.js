@@ -66,7 +66,7 @@ function pointAt(track, iso) {
 }
 
 function hhmm(iso) {
-  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
 function markRaised(map, episode, track, actions) {

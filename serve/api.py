@@ -23,15 +23,18 @@ from fastapi.staticfiles import StaticFiles
 from access.sessions import Sessions
 from access.tokens import Tokens
 from core.settings import Settings
+from ingest.alerts.rulebook import RuleBook
 from serve import errors, state
 from serve.errors import ErrorBody
 from serve.live import LiveHub
 from serve.routes import (
     alerts,
+    automation_trail,
     command_history,
     commands,
     devices,
     maps,
+    places,
     series,
     service,
     session,
@@ -48,12 +51,14 @@ def create_app(
     hub: LiveHub,
     tokens: Tokens,
     sessions: Sessions,
+    rulebook: RuleBook,
     *,
     acknowledgement_timeout_s: float = 10.0,
 ) -> FastAPI:
-    """The application; `client`, `hub`, `tokens` and `sessions` live as long as the process
-    (see serve/server.py). The endpoints are in serve/routes/, one router per concern; what
-    they share is kept on `app.state` (serve/state.py), not closed over."""
+    """The application; `client`, `hub`, `tokens`, `sessions` and `rulebook` (the rules in
+    force, for the maps' places) live as long as the process (see serve/server.py). The
+    endpoints are in serve/routes/, one router per concern; what they share is kept on
+    `app.state` (serve/state.py), not closed over."""
     app = FastAPI(
         title="moclo",
         summary="Devices, their time series and their alerts; a live stream of both.",
@@ -68,7 +73,11 @@ def create_app(
     Acknowledger(settings, timeout_s=acknowledgement_timeout_s).keep(app)
     commands.keep(app, settings)
     maps.keep(app, settings)
-    for routes in (session, devices, commands, command_history, maps, series, alerts, stream):
+    places.keep(app, rulebook)
+    for routes in (
+        session, devices, commands, command_history, maps, places, automation_trail, series,
+        alerts, stream,
+    ):  # fmt: skip
         app.include_router(routes.router)
     app.include_router(acknowledgements)
     app.include_router(service.router)

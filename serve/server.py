@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from access.sessions import Sessions
 from access.tokens import Tokens
 from core.settings import Settings, map_tile_source
+from ingest.service import load_rulebook
 from serve.api import create_app
 from serve.headers import SecurityHeaders
 from serve.live import LiveHub
@@ -64,9 +65,12 @@ async def run_serve(
     """Serves until `stop`; `on_ready` gets the dashboard's address once it answers. `clock`
     (epoch seconds) times the dashboard's sessions; tests move it.
 
-    Reads the API tokens from the registry (`settings.registry`); TokenStoreError, before
-    anything is served, if it cannot be opened.
+    Reads the rules in force (the rules file as ingest reads it, for the maps' places) and the
+    API tokens from the registry (`settings.registry`); before anything is served,
+    RulesFileError if the rules file is not one ingest would take, TokenStoreError if the
+    registry cannot be opened.
     """
+    rulebook = load_rulebook(settings)
     tokens = Tokens(settings.registry)
     await _tell_tokens(settings, tokens)
     sock = sock or bind(settings.serve_listen)
@@ -81,6 +85,7 @@ async def run_serve(
             hub,
             tokens,
             Sessions(settings.registry, clock=clock),
+            rulebook,
             acknowledgement_timeout_s=acknowledgement_timeout_s,
         ),
         images_from=map_tile_source(settings.map_tiles),

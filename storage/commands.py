@@ -231,6 +231,22 @@ async def command_life(
     return sorted(_events(await client.query(query)), key=lambda e: e.ts_ns)
 
 
+async def first_steps_by_account(
+    client: InfluxClient, tenant: str, account: str, *, since_ns: int
+) -> list[CommandEvent]:
+    """The first step (`sent`) of each command and notice that `account` asked for in `tenant`
+    since `since_ns`, oldest first: what an automation did, whichever device it acted on."""
+    where = [
+        f'"tenant" = {influxql_literal(tenant)}',
+        f'"account" = {influxql_literal(account)}',
+        "\"status\" = 'sent'",
+        "(\"kind\" = 'command' OR \"kind\" = 'notice')",
+        f"time >= {int(since_ns)}",
+    ]
+    query = f'SELECT * FROM "{COMMANDS_MEASUREMENT}" WHERE {" AND ".join(where)}'
+    return sorted(_events(await client.query(query)), key=lambda e: e.ts_ns)
+
+
 async def command_states(
     client: InfluxClient, *, since_ns: int, tenant: str | None = None
 ) -> list[CommandState]:

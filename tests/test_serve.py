@@ -187,6 +187,8 @@ def test_openapi_describes_every_endpoint(serve: RunningServe) -> None:
         "/api/devices/{tenant}/{device_id}/commands/{command_id}",
         "/api/devices/{tenant}/{device_id}/command-history",
         "/api/devices/{tenant}/{device_id}/desired",
+        "/api/devices/{tenant}/{device_id}/places",
+        "/api/devices/{tenant}/{device_id}/automation-actions",
         "/api/map",
         "/api/series",
         "/api/alerts",

@@ -39,7 +39,13 @@ ACCOUNT = "automation"  # the `account` of what automations ask, in moclo_comman
 
 def action_id(automation: Automation, alert: Alert) -> str:
     """The id of what `automation` does for this alert change: the same change, the same id."""
-    key = f"{automation.name}\0{alert.alert_id}\0{alert.state}".encode()
+    return action_key(automation.name, alert.alert_id, alert.state)
+
+
+def action_key(automation: str, alert_id: str, state: str) -> str:
+    """`action_id` from the names alone: how a reader (the dashboard's map) finds what the
+    automation called `automation` did about an alert's change to `state`."""
+    key = f"{automation}\0{alert_id}\0{state}".encode()
     return f"auto-{hashlib.sha256(key).hexdigest()[:24]}"
 
 

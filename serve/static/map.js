@@ -7,8 +7,9 @@
 "use strict";
 
 const maps = { setting: null, fleet: null, fleetLayer: null, fleetFitted: "", track: null, line: null };
-// Hooks for what automations will draw over a device's map (the home geofence and its 1 km
-// circle, where an automation fired): each is called with (map, {tenant, id}) after the track.
+// Hooks for what is drawn over a device's map (places.js: its geofences, and where their
+// alerts were raised): each is called with (map, {tenant, id}, track) after the track, where
+// track is [[time in ms, lat, lon], ...] oldest first.
 const mapOverlays = [];
 
 function hasPosition(fields) {
@@ -37,8 +38,9 @@ function fit(map, latlngs) {
 async function drawTrack(box, series) {
   const setting = await mapSetting();
   const lat = series.fields.indexOf("lat") + 1, lon = series.fields.indexOf("lon") + 1;
-  const latlngs = series.points.filter((p) => typeof p[lat] === "number" && typeof p[lon] === "number")
-    .map((p) => [p[lat], p[lon]]);
+  const placed = series.points.filter((p) => typeof p[lat] === "number" && typeof p[lon] === "number");
+  const latlngs = placed.map((p) => [p[lat], p[lon]]);
+  const track = placed.map((p) => [Date.parse(p[0]), p[lat], p[lon]]);
   const holder = el("div", { class: "map track-map", dataset: { points: String(latlngs.length) } });
   box.prepend(el("div", { class: "chart", dataset: { field: "position" } }, el("h4", {}, "position"), holder));
   const map = newMap(holder, setting);
@@ -50,7 +52,8 @@ async function drawTrack(box, series) {
       .bindTooltip("latest").addTo(map);
   }
   fit(map, latlngs);
-  for (const overlay of mapOverlays) overlay(map, state.device);
+  // Not awaited: the charts and episodes need not wait for what is drawn over the map.
+  for (const overlay of mapOverlays) Promise.resolve(overlay(map, state.device, track)).catch(showError);
 }
 
 function appendToTrack(fields) {

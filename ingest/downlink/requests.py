@@ -204,19 +204,35 @@ def submit_desired(
         if current.confirmed < current.version:
             gateway.send_desired(tenant, body.device, current, out)
         return
+    _new_version(gateway, tenant, body.device, before, changes, state, asker, out)
+
+
+def _new_version(
+    gateway: GatewayBase,
+    tenant: str,
+    device_id: str,
+    before: Desired,
+    changes: dict[str, Any],
+    state: dict[str, Any],
+    asker: Asker,
+    out: Outcome,
+) -> None:
+    """Records the next version of a device's desired state (who, from what, to what), then
+    sends the whole document and announces it."""
     now = gateway.stamp()
+    device_type = before.device_type
     desired = Desired(device_type, before.version + 1, state, now, asker.issuer, before.confirmed)
-    gateway.ledger.desired[(tenant, body.device)] = desired
+    gateway.ledger.desired[(tenant, device_id)] = desired
     event = CommandEvent(
-        tenant, device_type, body.device, "desired", "desired", "sent",
-        desired_command_id(body.device, desired.version), now, asker.issuer, asker.account,
+        tenant, device_type, device_id, "desired", "desired", "sent",
+        desired_command_id(device_id, desired.version), now, asker.issuer, asker.account,
         from_state={name: before.state.get(name) for name in changes}, to_state=changes,
         state=state, version=desired.version,
     )  # fmt: skip
     out.lines.append(event.to_line())
-    gateway.unapplied.sent(tenant, device_type, body.device, desired.version, now)
-    gateway.send_desired(tenant, body.device, desired, out)
-    announce_desired(gateway, tenant, body.device, desired, out)
+    gateway.unapplied.sent(tenant, device_type, device_id, desired.version, now)
+    gateway.send_desired(tenant, device_id, desired, out)
+    announce_desired(gateway, tenant, device_id, desired, out)
 
 
 def announce_desired(
@@ -301,21 +317,11 @@ def _asked_again(
     status is announced again, and if the device has not answered yet, it is sent again (a
     device executes an id at most once). Anyone else's request under that id (a nurse reusing
     a clinician's), or other arguments, is another command: not sent, not answered as this."""
-    try:
-        issuer = asking().issuer
-        spec = gateway.catalogue[known.device_type].command(known.name)
-        args = spec.arguments.model_validate(body.args).model_dump(mode="json")
-    except (Refusal, KeyError, ValidationError):
-        issuer, args = None, None
-    if (known.device_id, known.name, known.issuer, known.args) != (
-        body.device,
-        body.name,
-        issuer,
-        args,
-    ):
+    problem = _not_the_same(gateway, known, body, asking)
+    if problem is not None:
         error = (
             f"id {known.id!r} already names {known.name} to {known.device_id} asked by "
-            f"{known.issuer} ({known.status}); this request was not sent: give it an id of its own"
+            f"{known.issuer} ({known.status}); this request was not sent: {problem}"
         )
         if message is None:  # an automation's: its ids are its own, so this is a bug
             log.error("%s", error)
@@ -327,6 +333,30 @@ def _asked_again(
     if known.status == "sent" and known.expires_ns > gateway.clock():
         gateway.send_command(known, out)
     gateway.announce(known, out)
+
+
+def _not_the_same(
+    gateway: GatewayBase, known: Entry, body: CommandRequest, asking: Callable[[], Asker]
+) -> str | None:
+    """Why a request under a known id is not that command asked again, or None if it is."""
+    if (known.device_id, known.name) != (body.device, body.name):
+        return "give it an id of its own"
+    try:
+        asker = asking()
+        spec = gateway.catalogue[known.device_type].command(known.name)
+        check_clearance(spec.clearance, asker, f"{spec.name} on a {known.device_type}",
+                        known.tenant)  # fmt: skip
+    except (Refusal, KeyError) as refusal:  # KeyError: a command the catalogue dropped
+        return str(refusal)
+    if asker.issuer != known.issuer:
+        return "the id is another person's: give yours an id of its own"
+    try:
+        args = spec.arguments.model_validate(body.args).model_dump(mode="json")
+    except ValidationError:
+        args = None
+    if args != known.args:
+        return "this request has other arguments: give it an id of its own"
+    return None
 
 
 def _refuse_unreadable(

@@ -17,9 +17,10 @@ import pytest
 from access.registry import Registry
 from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from devices.commands import CommandRequest, DesiredRequest
+from devices.commands import CommandRequest, CommandUpdate, DesiredRequest
 from devices.topics import COMMAND_REQUESTS, DESIRED_REQUESTS, request_topic
 from moclo.command_checks import ArgumentsError, assignments, command_arguments, desired_fields
+from moclo.command_cli import desired_follower
 from moclo.stack import MosquittoServer
 from tests.helpers import moclo, wait_until
 from tests.test_broker_access import Peer
@@ -365,3 +366,26 @@ def test_a_command_whose_connection_is_taken_after_asking_says_its_id_not_to_ask
             first.communicate()
         ingest_eye.close()
         broker.stop()
+
+
+def _desired_update(version: int, status: str, reason: str | None = None) -> CommandUpdate:
+    return CommandUpdate(
+        id=f"th-1-desired-{version}", device="th-1", device_type="thermostat", name="desired",
+        status=status, reason=reason, issuer="owner", ts="2026-12-06T16:00:00Z",
+    )  # fmt: skip
+
+
+def test_desired_set_follows_its_own_change_not_an_earlier_one_confirmed_meanwhile() -> None:
+    """`moclo desired set` cannot know its version in advance: the device confirming the same
+    account's earlier version (a bare `succeeded`) between subscribing and asking is not the
+    answer; ingest's answer (`sent`, `refused`, or with a reason) is, and then only its id."""
+    mine = desired_follower("owner")
+    assert not mine(_desired_update(3, "succeeded"))  # version 3, set earlier, applied now
+    assert mine(_desired_update(4, "sent"))  # ingest's answer to this request
+    assert not mine(_desired_update(3, "succeeded"))
+    assert mine(_desired_update(4, "succeeded"))
+    # "Nothing to change" answers with a reason, whatever the status: that is the answer.
+    nothing = desired_follower("owner")
+    assert nothing(_desired_update(3, "succeeded", "nothing to change: version 3 says so"))
+    # Another account's change is never this one.
+    assert not desired_follower("someone-else")(_desired_update(4, "sent"))

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Literal, cast, get_args
 
 from access.store import StoreFile
+from access.token_schema import COMPONENT, MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from devices.rfc3339 import now_seconds
 from devices.topics import IDENTIFIER_RULE, is_identifier
 
@@ -57,41 +58,6 @@ _MAX_PRESENTED = 200  # anything longer is not a token; not worth a regular expr
 TOUCH_EVERY_S = 60.0  # last use is written at most this often per token
 
 log = logging.getLogger("moclo.tokens")
-
-COMPONENT = "api_tokens"
-SCHEMA_VERSION = 2  # 2: the clinician role
-
-
-def _table(name: str) -> str:
-    return f"""
-CREATE TABLE {name} (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'clinician', 'admin')),
-    tenants TEXT,
-    created_at TEXT NOT NULL,
-    last_used_at TEXT,
-    revoked_at TEXT,
-    CHECK (tenants IS NOT NULL OR role = 'admin')
-)"""
-
-
-_INDEX = "CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens (name) WHERE revoked_at IS NULL"
-_SCHEMA = f"{_table('api_tokens')};\n{_INDEX};\n"
-# SQLite cannot change a CHECK in place: the table is copied into one with the new CHECK,
-# every row (revoked ones too, the record of who had access) kept as it was.
-_MIGRATIONS = {
-    1: f"""{_table("api_tokens_v2")};
-INSERT INTO api_tokens_v2 (id, name, secret_sha256, role, tenants, created_at, last_used_at,
-    revoked_at)
-SELECT id, name, secret_sha256, role, tenants, created_at, last_used_at, revoked_at
-FROM api_tokens;
-DROP TABLE api_tokens;
-ALTER TABLE api_tokens_v2 RENAME TO api_tokens;
-{_INDEX};
-""",
-}
 
 
 class TokenError(ValueError):
@@ -212,11 +178,11 @@ class Tokens:
         self._store = StoreFile(
             self.path,
             component=COMPONENT,
-            schema=_SCHEMA,
+            schema=SCHEMA,
             version=SCHEMA_VERSION,
             error=TokenStoreError,
             timeout_s=10.0,
-            migrations=_MIGRATIONS,
+            migrations=MIGRATIONS,
         )
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}

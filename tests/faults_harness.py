@@ -147,7 +147,7 @@ class Stack:
                 if line.startswith("VmHWM:"):
                     self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
         except OSError:
-            pass
+            return  # the process is gone: its peak is the one read before
 
     def health(self) -> dict[str, object] | None:
         try:

@@ -194,4 +194,4 @@ def test_serve_refuses_to_start_with_a_rules_file_ingest_would_refuse(
     bad.write_text(RULES.replace('where = "inside"', 'where = "nearby"'))
     settings = settings.model_copy(update={"rules_file": str(bad), "serve_listen": "127.0.0.1:0"})
     with pytest.raises(RulesFileError, match=r"rules.toml:\d+: .*where"), RunningServe(settings):
-        pass
+        pytest.fail("serve started with a rules file that ingest refuses")

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import cast
+from zoneinfo import ZoneInfo
 
 from notify._interim import matching_routes, quiet_until, recipients
 from notify.compose import Phase, body, highest, title
@@ -254,9 +255,10 @@ class Workflow:
         if hold is None:
             self._queue(db, message_id, person, phase, level, subjects, now)
             return
+        until = hold.astimezone(ZoneInfo(person.time_zone))
         self._timeline.subjects(
             db, "held", subjects, now, person=person.name, level=level, message_id=message_id,
-            detail=f"in quiet hours until {hold:%Y-%m-%d %H:%M %Z}; sent then if still open",
+            detail=f"in quiet hours until {until:%Y-%m-%d %H:%M %Z}; sent then if still open",
         )  # fmt: skip
 
     def _holds(self, db: sqlite3.Connection, person: str, route: str) -> bool:

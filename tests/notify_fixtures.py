@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, time
 from pathlib import Path
+from typing import Any
 
 from devices.rule_base import Severity
 from notify.dispatch import Delivery, Dispatcher
@@ -78,7 +79,7 @@ def route(
     name: str = "fever",
     tenant: str = "farm-7",
     *steps: tuple[float, tuple[Target, ...]],
-    **options: object,
+    **options: Any,
 ) -> Route:
     return replace(
         Route(
@@ -136,8 +137,8 @@ def send_all(dispatcher: Dispatcher, *, ok: bool = True) -> list[Delivery]:
     return out
 
 
-def open_dispatcher(cfg: NotifyConfig, path: Path, clock: FakeClock, **kw: object) -> Dispatcher:
-    return Dispatcher(cfg, path, clock=clock, **kw)  # type: ignore[arg-type]
+def open_dispatcher(cfg: NotifyConfig, path: Path, clock: FakeClock, **kw: Any) -> Dispatcher:
+    return Dispatcher(cfg, path, clock=clock, **kw)
 
 
 QUIET_NIGHTS = (QuietHours(start=time(22, 0), end=time(7, 0), breakthrough="critical"),)

@@ -3,6 +3,7 @@ the test moves (no network, no sleeping)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import sqlite3
 import stat
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from notify.dispatch import Dispatcher
+from notify.compose import LISTED
+from notify.dispatch import RETRY_CAP_S, RETRY_FIRST_S, Dispatcher
 from notify.outbox import SCHEMA_VERSION, OutboxError
 from tests.notify_fixtures import (
     FakeClock,
@@ -245,3 +247,13 @@ def test_a_person_who_left_the_file_is_not_sent_to(outbox: Path, clock: FakeCloc
     d.reload(config([FARMER], [route("fever", "farm-7", (0, who("farmer")))]))
     clock.advance(10)
     assert [x.person for x in d.due()] == ["farmer"]
+
+
+def test_the_guarantees_page_states_the_numbers_the_code_uses(repo_root: Path) -> None:
+    page = " ".join((repo_root / "docs" / "notifications.md").read_text().split())
+    assert "## Delivery guarantees" in page
+    first, cap = f"{RETRY_FIRST_S:g} s", f"{RETRY_CAP_S / 60:g} minutes"
+    assert f"doubles from {first} up to {cap}" in page
+    attempts = inspect.signature(Dispatcher).parameters["max_attempts"].default
+    assert f"After {attempts} attempts" in page
+    assert f"shows the first {LISTED} changes" in page

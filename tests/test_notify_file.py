@@ -391,3 +391,33 @@ def test_a_file_cut_short_is_a_file_error_never_a_crash_nor_a_leak(cut: int) -> 
         parse(VALID[:cut])
     except NotifyFileError as exc:
         assert SECRET not in str(exc)
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "notify.example.toml"
+EXAMPLE_ENVIRON = {
+    name: f"ntfys://ntfy.example.org/{SECRET}-{name.lower()}"
+    for name in ("FARMER_NTFY_URL", "VET_PUSHOVER_URL", "VET_MAIL_URL", "JANSEN_NTFY_URL",
+                 "BAKKER_SIGNAL_URL", "VISSER_NTFY_URL")
+}  # fmt: skip
+
+
+def test_the_example_file_parses_and_says_what_its_comments_say() -> None:
+    config = load_notify_file(EXAMPLE, environ=EXAMPLE_ENVIRON)
+    routes = {r.name: r for r in config.routes}
+    assert routes["calving"].steps[0].notify == (
+        Target("person", "farmer"),
+        Target("person", "vet"),
+    )
+    assert routes["cow-fever"].group_wait_s == 60
+    assert [s.after_s for s in routes["pacemakers"].steps] == [0, 600, 1200]
+    assert routes["pacemakers"].steps[2].notify == (Target("person", "cardiology-ward"),)
+    assert config.rotations["cardiology"].people == ("dr-jansen", "dr-bakker", "dr-visser")
+    assert config.people["vet"].tenants == ("de-wei-farm", "kooistra-farm")
+    assert SECRET not in repr(config)
+
+
+def test_the_example_file_without_its_environment_says_which_lines_need_it() -> None:
+    with pytest.raises(NotifyFileError) as caught:
+        load_notify_file(EXAMPLE, environ={})
+    assert len(caught.value.problems) == len(EXAMPLE_ENVIRON)
+    assert all("url_env is not set" in p for p in caught.value.problems)

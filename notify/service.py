@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from core.http_endpoint import serve
 from core.settings import Settings
@@ -39,6 +40,7 @@ from notify.model import NotifyConfig
 from notify.senders import AppriseSender, Channels, Sender, SendResult, scheme
 from notify.subjects import Refusal, read_subject
 from storage.influx import InfluxClient, InfluxError
+from storage.notifications import NotificationEvent
 
 log = logging.getLogger("moclo.notify")
 
@@ -94,7 +96,8 @@ class Notifier:
         )
         self.http_port: int | None = None
         self._wake = asyncio.Event()
-        self._counted: set[object] = set()  # timeline events already counted in /metrics
+        self._counted: set[NotificationEvent] = set()  # escalations counted in /metrics
+        self._database_ready = False
 
     def _ack_link(self, alert_id: str, person: str) -> str | None:
         secret, public = self.settings.notify_link_secret_value, self.settings.public_url
@@ -139,14 +142,24 @@ class Notifier:
             await self.influx.close()
             self.dispatcher.close()
 
-    async def _until_stopped(self, delay_s: float, *, wake: bool = False) -> bool:
-        """Waits `delay_s` (less if `wake` and something woke the dispatcher); True once
-        `stop` is set."""
-        waiters = [asyncio.ensure_future(self.stop.wait())]
+    async def _until_stopped(
+        self,
+        delay_s: float | None,
+        *,
+        wake: bool = False,
+        also: asyncio.Future[bool] | None = None,
+    ) -> bool:
+        """Waits `delay_s` (None: no limit), less if `wake` and something woke the dispatcher
+        or `also` is done; True once `stop` is set."""
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.stop.wait())]
         if wake:
             waiters.append(asyncio.ensure_future(self._wake.wait()))
         try:
-            await asyncio.wait(waiters, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [*waiters, *([also] if also else [])],
+                timeout=delay_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -212,7 +225,6 @@ class Notifier:
     async def _timeline(self) -> None:
         """The dispatcher's events into InfluxDB; what cannot be written now stays owed."""
         backoff = _TIMELINE_BACKOFF_S[0]
-        database_ready = False
         while True:
             events = await asyncio.to_thread(self.dispatcher.events)
             for event in events:
@@ -221,25 +233,35 @@ class Notifier:
                     self.stats.escalated[event.tenant] += 1
             delay = self.tick_s
             if events:
-                try:
-                    if not database_ready:
-                        await self.influx.ensure_database()
-                        database_ready = True
-                    await self.influx.write([event.to_line() for event in events])
-                except InfluxError as exc:
-                    if self.stats.influx_available:
-                        log.warning("notifier: timeline kept in the outbox: %s", exc)
-                    self.stats.influx_available = False
-                    delay, backoff = backoff, min(backoff * 2, _TIMELINE_BACKOFF_S[1])
-                else:
-                    await asyncio.to_thread(self.dispatcher.events_stored, events)
-                    self._counted.difference_update(events)
-                    self.stats.timeline_written += len(events)
-                    self.stats.influx_available = True
+                writing = asyncio.ensure_future(self._write_timeline(events))
+                # A slow InfluxDB never holds up a stop: the events stay in the outbox.
+                if await self._until_stopped(None, also=writing):
+                    writing.cancel()
+                    return
+                if writing.result():
                     backoff = _TIMELINE_BACKOFF_S[0]
                     delay = 0.0 if len(events) >= 1000 else self.tick_s
+                else:
+                    delay, backoff = backoff, min(backoff * 2, _TIMELINE_BACKOFF_S[1])
             if await self._until_stopped(delay):
                 return
+
+    async def _write_timeline(self, events: list[NotificationEvent]) -> bool:
+        try:
+            if not self._database_ready:
+                await self.influx.ensure_database()
+                self._database_ready = True
+            await self.influx.write([event.to_line() for event in events])
+        except InfluxError as exc:
+            if self.stats.influx_available:
+                log.warning("notifier: timeline kept in the outbox: %s", exc)
+            self.stats.influx_available = False
+            return False
+        await asyncio.to_thread(self.dispatcher.events_stored, events)
+        self._counted.difference_update(events)
+        self.stats.timeline_written += len(events)
+        self.stats.influx_available = True
+        return True
 
     async def _reload(self) -> None:
         """Reads the notify file again when it changes; keeps the last good one on mistakes."""

@@ -119,7 +119,8 @@ class RunningNotifier:
 
 def notifier_settings(settings: Settings, tmp_path: Path, notify_toml: str) -> Settings:
     """The test's settings with a notify file holding `notify_toml`, an outbox and a free
-    port for /metrics, all in the test's folder."""
+    port for /metrics, all in the test's folder, and a login of its own (the test broker takes
+    any), which names the notifier's persistent session: no test inherits another's."""
     path = tmp_path / "notify.toml"
     path.write_text(notify_toml)
     return settings.model_copy(
@@ -127,5 +128,23 @@ def notifier_settings(settings: Settings, tmp_path: Path, notify_toml: str) -> S
             "notify_file": str(path),
             "notify_outbox": str(tmp_path / "notify" / "outbox.sqlite"),
             "notify_listen": "127.0.0.1:0",
+            "mqtt_username": f"notify-{settings.topic_prefix}",
         }
     )
+
+
+def environment(settings: Settings, **more: str) -> dict[str, str]:
+    """`settings` as the environment of a `moclo` child process."""
+    return {
+        "MOCLO_MQTT_URL": settings.mqtt_url,
+        **({"MOCLO_MQTT_USERNAME": settings.mqtt_username} if settings.mqtt_username else {}),
+        "MOCLO_INFLUX_URL": settings.influx_url,
+        "MOCLO_INFLUX_DB": settings.influx_db,
+        "MOCLO_TOPIC_PREFIX": settings.topic_prefix,
+        "MOCLO_SPOOL_DIR": settings.spool_dir,
+        "MOCLO_INGEST_CLIENT_ID": settings.ingest_id,
+        "MOCLO_HTTP_LISTEN": "off",
+        **({"MOCLO_NOTIFY_FILE": settings.notify_file} if settings.notify_file else {}),
+        "MOCLO_NOTIFY_OUTBOX": settings.notify_outbox,
+        **more,
+    }

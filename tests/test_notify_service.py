@@ -12,6 +12,7 @@ import pytest
 
 from core.settings import Settings
 from devices.topics import alert_topic, telemetry_topic
+from moclo.stack import InfluxServer, free_port
 from storage.schema import NOTIFICATIONS
 from tests.conftest import RunningIngest
 from tests.helpers import Influx, cow_json, publish_all, wait_until
@@ -125,3 +126,36 @@ def test_a_broken_notify_file_keeps_the_last_good_one_and_a_fixed_one_is_used(
         publish_all(settings.mqtt_url, fever(settings, "cow-8", seq0=10))
         smtp_receiver.wait_for(lambda m: "cow-8" in m.subject)
     assert len(http_receiver.on("/farmer")) == 1, "the fixed file's routes were not used"
+
+
+def test_while_influxdb_is_down_people_are_told_and_the_timeline_waits_in_the_outbox(
+    settings: Settings,
+    ingest: RunningIngest,
+    http_receiver: HttpReceiver,
+    smtp_receiver: SmtpReceiver,
+    tmp_path: Path,
+) -> None:
+    database = InfluxServer(tmp_path / "influx", free_port())  # the notifier's own, to stop
+    settings = notifier_settings(settings, tmp_path, farm_file(http_receiver, smtp_receiver))
+    settings = settings.model_copy(update={"influx_url": database.url})
+    own = Influx(database.url, settings.influx_db)
+    with RunningNotifier(settings) as running:  # InfluxDB is not running
+        publish_all(settings.mqtt_url, fever(settings, "cow-5"))
+        http_receiver.wait_for("/farmer")
+        smtp_receiver.wait_for(lambda m: "cow-5" in m.subject)
+        health = wait_until(
+            lambda: (h := running.get("/healthz").json())["outbox"]["events"] >= 4 and h,
+            what="the timeline owed (queued and sent, for two people)",
+        )
+        assert health["ok"] and health["influxdb_available"] is False
+        database.start()
+        try:
+            wait_until(
+                lambda: running.get("/healthz").json()["outbox"]["events"] == 0,
+                timeout_s=40,
+                what="the timeline written once InfluxDB is back",
+            )
+            rows = own.query(f'SELECT * FROM "{NOTIFICATIONS.name}" WHERE "event" = \'sent\'')
+            assert sorted(row["person"] for row in rows) == ["farmer", "vet"]
+        finally:
+            database.stop()

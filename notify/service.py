@@ -189,6 +189,8 @@ class Notifier:
 
     async def _dispatch(self) -> None:
         while True:
+            # Cleared before asking: a change taken while due() runs wakes the next wait.
+            self._wake.clear()
             due = await asyncio.to_thread(self.dispatcher.due)
             for delivery in due:
                 self.channels.submit(delivery)
@@ -196,7 +198,6 @@ class Notifier:
             wait = self.tick_s if wake is None else max(0.0, wake - self.clock())
             # Never a busy loop, and never longer than a tick: a test's clock may jump.
             wait = min(self.tick_s, max(wait, 0.0 if due else 0.02))
-            self._wake.clear()
             self.stats.mqtt_connected = self.feed.connected
             if await self._until_stopped(wait, wake=True):
                 return

@@ -3,6 +3,7 @@ with a clock the test moves; the pacemaker scenario with a reopen between every 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,18 @@ def test_pacemaker_battery_at_night_reopened_between_every_step(
         ("sent", "dr-visser", 0),
         ("acknowledged", "dr-jansen", 0),
     ]
+
+
+def test_a_notice_is_told_to_the_first_step_once_and_never_escalates(
+    outbox: Path, clock: FakeClock
+) -> None:
+    d = open_dispatcher(escalating(), outbox, clock)
+    notice = replace(alert("feeder-3:empty:1"), kind="notice", state="notice", rule="refill")
+    d.take(notice)
+    d.take(notice)
+    clock.advance(10)
+    (farmer,) = send_all(d)
+    assert (farmer.person, farmer.subject_ids) == ("farmer", ("feeder-3:empty:1",))
+    assert "Acknowledge" not in farmer.body  # a notice is not an alert: nothing to acknowledge
+    clock.advance(3600)
+    assert d.due() == [] and d.next_wake() is None

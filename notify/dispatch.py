@@ -31,6 +31,8 @@ from storage.notifications import NotificationEvent
 
 RETRY_FIRST_S = 10.0  # the wait after a first failed attempt; doubled each attempt after
 RETRY_CAP_S = 15 * 60.0  # never longer: a channel back from an outage is used within this
+KEEP_S = 30 * 86400.0  # finished alerts, messages and taken changes are forgotten after this
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Dispatcher:
         retry_first_s: float = RETRY_FIRST_S,
         retry_cap_s: float = RETRY_CAP_S,
         rng: random.Random | None = None,
+        keep_s: float = KEEP_S,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -72,6 +75,8 @@ class Dispatcher:
         self._retry_first_s = retry_first_s
         self._retry_cap_s = retry_cap_s
         self._rng = rng or random.Random()
+        self._keep_s = keep_s
+        self._next_prune = float("-inf")
         self._outbox = Outbox(path)
         self._timeline = Timeline(self._outbox)
         self._work = Workflow(config, self._outbox, self._timeline, ack_link)
@@ -89,6 +94,9 @@ class Dispatcher:
         now = self._clock()
         with self._outbox.transaction() as db:
             self._work.advance(db, now)
+            if now >= self._next_prune:
+                self._outbox.prune(db, now - self._keep_s)
+                self._next_prune = now + PRUNE_EVERY_S
             rows = db.execute(
                 "SELECT d.id, d.message_id, d.channel_index, d.attempt, m.person, m.title, "
                 "m.body, m.tenant, m.subject_keys, m.level FROM deliveries d "

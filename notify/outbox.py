@@ -35,6 +35,7 @@ SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE taken (key TEXT PRIMARY KEY, subject TEXT NOT NULL, taken_at REAL NOT NULL);
+CREATE INDEX taken_at ON taken (taken_at);
 CREATE TABLE groups (
     id INTEGER PRIMARY KEY, route TEXT NOT NULL, group_key TEXT NOT NULL, phase TEXT NOT NULL,
     level INTEGER NOT NULL, close_at REAL NOT NULL, flushed INTEGER NOT NULL DEFAULT 0);
@@ -44,8 +45,9 @@ CREATE TABLE group_items (
     group_id INTEGER NOT NULL, subject_key TEXT NOT NULL, PRIMARY KEY (group_id, subject_key));
 CREATE TABLE escalations (
     alert_id TEXT NOT NULL, route TEXT NOT NULL, group_key TEXT NOT NULL,
-    raise_key TEXT NOT NULL, state TEXT NOT NULL, base_at REAL, next_step INTEGER NOT NULL,
-    next_at REAL, repeat_at REAL, PRIMARY KEY (alert_id, route));
+    raise_key TEXT NOT NULL, state TEXT NOT NULL, raised_at REAL NOT NULL, base_at REAL,
+    next_step INTEGER NOT NULL, next_at REAL, repeat_at REAL, PRIMARY KEY (alert_id, route));
+CREATE INDEX escalations_raise ON escalations (raise_key);
 CREATE INDEX escalations_next ON escalations (next_at) WHERE next_at IS NOT NULL;
 CREATE INDEX escalations_repeat ON escalations (repeat_at) WHERE repeat_at IS NOT NULL;
 CREATE TABLE told (
@@ -63,6 +65,22 @@ CREATE TABLE deliveries (
     attempt INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '');
 CREATE INDEX deliveries_due ON deliveries (due_at) WHERE state = 'pending';
 CREATE TABLE events (ts_ns INTEGER PRIMARY KEY, event TEXT NOT NULL);
+"""
+
+# What is finished and older than the cutoff (`?`) goes; open alerts stay (with who was told
+# of them, for their end), and so does every timeline row InfluxDB has not taken yet.
+_PRUNE = """
+DELETE FROM group_items
+    WHERE group_id IN (SELECT id FROM groups WHERE flushed = 1 AND close_at < ?);
+DELETE FROM groups WHERE flushed = 1 AND close_at < ?;
+DELETE FROM deliveries WHERE state IN ('sent', 'failed')
+    AND message_id IN (SELECT id FROM messages WHERE created_at < ?);
+DELETE FROM messages WHERE created_at < ? AND state != 'held'
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id);
+DELETE FROM told WHERE EXISTS (SELECT 1 FROM escalations e WHERE e.alert_id = told.alert_id
+    AND e.route = told.route AND e.state != 'open' AND e.raised_at < ?);
+DELETE FROM escalations WHERE state != 'open' AND raised_at < ?;
+DELETE FROM taken WHERE taken_at < ? AND key NOT IN (SELECT raise_key FROM escalations)
 """
 
 
@@ -148,6 +166,13 @@ class Outbox:
     def drop_events(self, events: Sequence[NotificationEvent]) -> None:
         with self.transaction() as db:
             db.executemany("DELETE FROM events WHERE ts_ns = ?", [(e.ts_ns,) for e in events])
+
+    def prune(self, db: sqlite3.Connection, cutoff: float) -> None:
+        """Forget what finished before `cutoff`: the file does not grow with the years. A
+        change taken before it and seen again would be notified again, so the cutoff is far
+        beyond any replay (ingest and the broker replay minutes or hours, not weeks)."""
+        for statement in _PRUNE.split(";"):
+            db.execute(statement, (cutoff,))
 
     def close(self) -> None:
         with self._lock:

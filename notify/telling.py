@@ -61,7 +61,16 @@ class Teller:
     ) -> None:  # fmt: skip
         """One message to each of `targets` (resolved at `at`) listing the subjects they have
         not been told of (nor are held for) on this route."""
-        for person in recipients(self.config, targets, utc(at)):
+        try:
+            people = recipients(self.config, targets, utc(at))
+        except LookupError as exc:  # a reloaded file lost a rotation a pending step names
+            self._timeline.subjects(
+                db, "failed", subjects, now, level=level,
+                detail=f"route {route.name} step {level}: {exc} is not in the notify file; "
+                "nobody was told: fix the file",
+            )  # fmt: skip
+            return
+        for person in people:
             new = [
                 s
                 for s in subjects

@@ -132,3 +132,13 @@ def test_help_gives_examples(command: list[str]) -> None:
     result = moclo(*command, "--help")
     assert result.returncode == 0 and "examples:" in result.stdout
     assert "MOCLO_NOTIFY_FILE" in result.stdout
+
+
+def test_the_docs_show_what_oncall_show_prints(environment: None) -> None:
+    page = (EXAMPLE.parent.parent / "docs" / "notifications.md").read_text()
+    command = "$ moclo oncall show --file deploy/notify.example.toml --at 2026-12-24T20:00\n"
+    shown = page.split(command, 1)[1].split("```", 1)[0].splitlines()
+    result = moclo("oncall", "show", "--file", str(EXAMPLE), "--at", "2026-12-24T20:00")
+    printed = result.stdout.splitlines()
+    documented = [line for line in shown if line.strip() != "…"]
+    assert len(documented) >= 5 and documented == printed[: len(documented)]

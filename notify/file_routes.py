@@ -105,6 +105,9 @@ def read_rotation(entry: Entry, known: Known) -> Rotation | None:
     )
     for person in members:
         _member(entry, "people", None, person, tenant, known)
+    twice = sorted({p for p in members if members.count(p) > 1})
+    if twice:
+        entry.bad("people", f"{twice[0]} is in people twice: list each once, in turn order")
     shift = entry.duration("shift", 7 * 86_400.0, least=MIN_SHIFT_S)
     zone = entry.zone()
     handoff = moment(entry.data.get("handoff"), zone)

@@ -220,6 +220,10 @@ BAD_CASES = {
         edit(PEOPLE + ROTATION, '"dr-visser"]', '"farmer"] # <-'),
         "farmer does not serve tenant cardiology",
     ),
+    "rotation-person-twice": (
+        edit(PEOPLE + ROTATION, '"dr-visser"]', '"dr-jansen"] # <-'),
+        "dr-jansen is in people twice",
+    ),
     "bad-shift": (edit(PEOPLE + ROTATION, '"7d"', '"a week" # <-'), "is not a duration"),
     "zero-shift": (edit(PEOPLE + ROTATION, '"7d"', '"0s" # <-'), "more than zero"),
     "tiny-shift": (edit(PEOPLE + ROTATION, '"7d"', '"1ms" # <-'), "must be at least 1800 seconds"),

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import cast
 from zoneinfo import ZoneInfo
 
-from notify._interim import quiet_until, recipients
 from notify.compose import Phase, body, highest, title
 from notify.model import NotifyConfig, Person, Route, Subject, Target
 from notify.outbox import Outbox
+from notify.quiet import quiet_until
+from notify.routing import recipients
 from notify.timeline import Timeline, load_subjects
 
 _ALERT_PHASES = ("raised", "escalated", "repeated")  # tell of an open alert; dropped if not
@@ -61,13 +62,12 @@ class Teller:
     ) -> None:  # fmt: skip
         """One message to each of `targets` (resolved at `at`) listing the subjects they have
         not been told of (nor are held for) on this route."""
-        try:
-            people = recipients(self.config, targets, utc(at))
-        except LookupError as exc:  # a reloaded file lost a rotation a pending step names
+        people = recipients(self.config, targets, utc(at), tenant=route.tenant)
+        if not people:  # e.g. a reloaded file lost the rotation this step names
             self._timeline.subjects(
                 db, "failed", subjects, now, level=level,
-                detail=f"route {route.name} step {level}: {exc} is not in the notify file; "
-                "nobody was told: fix the file",
+                detail=f"route {route.name} step {level} names nobody who serves "
+                f"{route.tenant} now: nobody was told; fix the notify file",
             )  # fmt: skip
             return
         for person in people:

@@ -18,9 +18,9 @@ import sqlite3
 from collections import defaultdict
 from typing import cast
 
-from notify._interim import matching_routes
 from notify.compose import Phase
 from notify.model import Route, Subject
+from notify.routing import matching_routes
 from notify.telling import Teller
 from notify.timeline import load_subjects
 from storage.notifications import Event

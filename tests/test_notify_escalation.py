@@ -331,7 +331,10 @@ def test_a_step_naming_a_rotation_the_file_lost_is_recorded_and_others_go_on(
     clock.advance(600)
     assert d.due() == []
     (failed,) = [e for e in d.events() if e.event == "failed"]
-    assert failed.alert_id == "pm17-battery" and "nobody was told: fix the file" in failed.detail
+    assert (
+        failed.alert_id == "pm17-battery"
+        and "names nobody who serves cardiology now" in failed.detail
+    )
     d.reload(replace(escalating(), rotations=cfg.rotations))
     d.take(alert("a2"))
     clock.advance(10)

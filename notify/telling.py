@@ -24,6 +24,7 @@ from notify.outbox import Outbox
 from notify.quiet import quiet_until
 from notify.routing import recipients
 from notify.timeline import Timeline, load_subjects
+from storage.notifications import Event
 
 _ALERT_PHASES = ("raised", "escalated", "repeated")  # tell of an open alert; dropped if not
 
@@ -186,15 +187,16 @@ class Teller:
         self, db: sqlite3.Connection, person: str, message_id: str, route: str,
         subjects: list[Subject], now: float,
     ) -> None:  # fmt: skip
+        """The timeline says why a held message was not sent, alert by alert."""
         for s in subjects:
             row = db.execute(
                 "SELECT state FROM escalations WHERE alert_id = ? AND route = ?", (s.id, route)
             ).fetchone()
             state = row[0] if row else "resolved"
+            event: Event = "acknowledged" if state == "acknowledged" else "resolved"
+            detail = f"held in quiet hours and not sent: {state} before they ended"
+            if person not in self.config.people:
+                event, detail = "failed", "held and not sent: the person left the notify file"
             self._timeline.subjects(
-                db, "acknowledged" if state == "acknowledged" else "resolved", [s], now,
-                person=person, message_id=message_id,
-                detail=f"held in quiet hours and not sent: {state} before they ended"
-                if person in self.config.people
-                else "held and not sent: the person left the notify file",
-            )  # fmt: skip
+                db, event, [s], now, person=person, message_id=message_id, detail=detail
+            )

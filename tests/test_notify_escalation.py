@@ -339,3 +339,23 @@ def test_a_step_naming_a_rotation_the_file_lost_is_recorded_and_others_go_on(
     d.take(alert("a2"))
     clock.advance(10)
     assert [x.subject_ids for x in send_all(d)] == [("a2",)]  # positive control
+
+
+def test_a_held_message_to_a_person_who_left_the_file_is_dropped_saying_why(
+    outbox: Path, clock: FakeClock
+) -> None:
+    sleeper = person("farmer", quiet=QUIET_NIGHTS)
+    d = open_dispatcher(
+        config([sleeper, VET], [route("fever", "farm-7", (0, who("farmer", "vet")))]), outbox, clock
+    )
+    d.take(alert("a1"))
+    clock.advance(10)
+    assert people(send_all(d)) == ["vet"]
+    d.reload(config([VET], [route("fever", "farm-7", (0, who("vet")))]))
+    clock.to(MORNING)
+    assert d.due() == [] and d.next_wake() is None
+    (dropped,) = [e for e in d.events() if e.person == "farmer" and e.event != "held"]
+    assert (dropped.event, dropped.detail) == (
+        "failed",
+        "held and not sent: the person left the notify file",
+    )

@@ -21,6 +21,7 @@ came in may then be acknowledged.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -97,6 +98,13 @@ class Outbox:
         self._last_ts_ns = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._owner = _own(path)
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot open the notification outbox {path}: {exc}; check that its directory "
+                "is writable"
+            ) from None
+        try:
             # Created 0600 before SQLite opens it: its -wal and -shm files copy the mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -106,10 +114,14 @@ class Outbox:
             row = self.db.execute("SELECT max(ts_ns) FROM events").fetchone()
             self._last_ts_ns = int(row[0] or 0)
         except (OSError, sqlite3.Error) as exc:
+            os.close(self._owner)
             raise OutboxError(
                 f"cannot open the notification outbox {path}: {exc}; check that its directory "
                 "is writable and the file is not another program's"
             ) from None
+        except OutboxError:
+            os.close(self._owner)
+            raise
 
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -177,6 +189,22 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+            os.close(self._owner)
+
+
+def _own(path: Path) -> int:
+    """An exclusive lock on `path.lock` for as long as this process has the outbox open: two
+    notifiers on one outbox would each send what it owes, so everything twice."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutboxError(
+            f"another notifier is using {path}: run one `moclo notify run` per outbox (stop "
+            "the other, or give this one its own MOCLO_DATA_DIR)"
+        ) from None
+    return fd
 
 
 def _statements() -> list[str]:

@@ -269,3 +269,13 @@ def test_a_person_of_another_tenant_is_never_told_even_if_a_route_names_them(
     d.take(alert("a1"))
     clock.advance(10)
     assert [x.person for x in d.due()] == ["farmer"]
+
+
+def test_a_second_notifier_on_one_outbox_is_refused_saying_what_to_do(
+    outbox: Path, clock: FakeClock
+) -> None:
+    first = open_dispatcher(FARM, outbox, clock)
+    with pytest.raises(OutboxError, match=r"another notifier is using .* one `moclo notify run`"):
+        open_dispatcher(FARM, outbox, clock)
+    first.close()
+    open_dispatcher(FARM, outbox, clock).close()  # positive control: free once closed

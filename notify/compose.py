@@ -9,6 +9,7 @@ lists the first `LISTED` changes and says how many more there are.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
@@ -18,6 +19,7 @@ from devices.rule_base import SEVERITIES, Severity
 from notify.model import Person, Subject
 
 Phase = Literal["raised", "escalated", "repeated", "acknowledged", "resolved", "notice"]
+log = logging.getLogger("moclo.notify")
 LISTED = 10  # changes listed, and acknowledgement links given, in one message
 
 _PREFIX: dict[Phase, str] = {
@@ -66,12 +68,20 @@ def body(
         links = [
             (s.device_id, link)
             for s in subjects[:LISTED]
-            if s.kind == "alert" and (link := ack_link(s.id, person.name))
+            if s.kind == "alert" and (link := _link(ack_link, s.id, person.name))
         ]
         if links:
             lines.append("")
             lines.extend(f"Acknowledge {device}: {link}" for device, link in links)
     return "\n".join(lines)
+
+
+def _link(make: Callable[[str, str], str | None], alert_id: str, person: str) -> str | None:
+    try:
+        return make(alert_id, person)
+    except ValueError as exc:  # e.g. a `|` in a name: the message still goes, without a link
+        log.warning("no acknowledgement link for alert %s to %s: %s", alert_id, person, exc)
+        return None
 
 
 def _line(subject: Subject, zone: ZoneInfo) -> str:

@@ -7,8 +7,9 @@ reports back with `delivered`. Time comes from the injected clock only.
 
 Guarantees (docs/notifications.md, "Delivery guarantees"):
 - a change (`Subject.key`) is taken once, also across restarts;
-- a person is told of an alert change at most once per (route, phase, level): a delivery
-  marked sent is never handed out again; the one exception is a delivery handed out and not
+- a person is told of an alert's raise at most once per route (by the first step naming
+  them), of its end once, and reminded once per `repeat`; a delivery marked sent is never
+  handed out again; the one exception is a delivery handed out and not
   confirmed before a crash, handed out again after the restart with the same `Delivery.id`;
 - a failed attempt is retried with capped, jittered exponential back-off stored in the outbox;
   one channel's retries never delay another's deliveries.
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from notify.model import Channel, NotifyConfig, Subject
 from notify.outbox import Outbox
@@ -31,6 +33,8 @@ from storage.notifications import NotificationEvent
 
 RETRY_FIRST_S = 10.0  # the wait after a first failed attempt; doubled each attempt after
 RETRY_CAP_S = 15 * 60.0  # never longer: a channel back from an outage is used within this
+KEEP_S = 30 * 86400.0  # finished alerts, messages and taken changes are forgotten after this
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Dispatcher:
         retry_first_s: float = RETRY_FIRST_S,
         retry_cap_s: float = RETRY_CAP_S,
         rng: random.Random | None = None,
+        keep_s: float = KEEP_S,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -72,6 +77,8 @@ class Dispatcher:
         self._retry_first_s = retry_first_s
         self._retry_cap_s = retry_cap_s
         self._rng = rng or random.Random()
+        self._keep_s = keep_s
+        self._next_prune = float("-inf")
         self._outbox = Outbox(path)
         self._timeline = Timeline(self._outbox)
         self._work = Workflow(config, self._outbox, self._timeline, ack_link)
@@ -89,6 +96,9 @@ class Dispatcher:
         now = self._clock()
         with self._outbox.transaction() as db:
             self._work.advance(db, now)
+            if now >= self._next_prune:
+                self._outbox.prune(db, now - self._keep_s)
+                self._next_prune = now + PRUNE_EVERY_S
             rows = db.execute(
                 "SELECT d.id, d.message_id, d.channel_index, d.attempt, m.person, m.title, "
                 "m.body, m.tenant, m.subject_keys, m.level FROM deliveries d "
@@ -103,27 +113,27 @@ class Dispatcher:
                     out.append(delivery)
         return out
 
-    def _claim(self, db: sqlite3.Connection, row: Sequence[object], now: float) -> Delivery | None:
+    def _claim(self, db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> Delivery | None:
         did, mid, index, attempt, name, title, body, tenant, keys, level = row
-        person = self._work.config.people.get(str(name))
-        if person is None or not 0 <= int(str(index)) < len(person.channels):
-            self._finish(db, str(did), now, "failed", "the person or channel is no longer in "
-                         "the notify file")  # fmt: skip
+        person = self._work.config.people.get(name)
+        if person is None or not 0 <= index < len(person.channels):
+            self._finish(db, did, now, "failed", "the person or channel is no longer in the "
+                         "notify file")  # fmt: skip
             return None
         db.execute(
             "UPDATE deliveries SET state = 'claimed', attempt = attempt + 1 WHERE id = ?", (did,)
         )
         return Delivery(
-            id=str(did),
-            message_id=str(mid),
+            id=did,
+            message_id=mid,
             person=person.name,
-            channel=person.channels[int(str(index))],
-            title=str(title),
-            body=str(body),
-            tenant=str(tenant),
-            subject_ids=tuple(_subject_id(k) for k in self._work.keys(str(keys))),
-            level=int(str(level)),
-            attempt=int(str(attempt)) + 1,
+            channel=person.channels[index],
+            title=title,
+            body=body,
+            tenant=tenant,
+            subject_ids=tuple(_subject_id(k) for k in self._work.keys(keys)),
+            level=level,
+            attempt=attempt + 1,
         )
 
     def delivered(
@@ -200,7 +210,9 @@ class Dispatcher:
         self._outbox.drop_events(events)
 
     def reload(self, config: NotifyConfig) -> None:
-        """The notify file changed: new changes and new steps follow it; what is queued stays."""
+        """The notify file changed: groups not yet sent, steps not yet due and new changes
+        follow it; messages already made stay. A delivery finds its channel by position in
+        the person's list, so reordering a person's channels moves queued deliveries too."""
         self._work.config = config
 
     def close(self) -> None:

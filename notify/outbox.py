@@ -21,6 +21,7 @@ came in may then be acknowledged.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -35,6 +36,7 @@ SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE taken (key TEXT PRIMARY KEY, subject TEXT NOT NULL, taken_at REAL NOT NULL);
+CREATE INDEX taken_at ON taken (taken_at);
 CREATE TABLE groups (
     id INTEGER PRIMARY KEY, route TEXT NOT NULL, group_key TEXT NOT NULL, phase TEXT NOT NULL,
     level INTEGER NOT NULL, close_at REAL NOT NULL, flushed INTEGER NOT NULL DEFAULT 0);
@@ -44,8 +46,9 @@ CREATE TABLE group_items (
     group_id INTEGER NOT NULL, subject_key TEXT NOT NULL, PRIMARY KEY (group_id, subject_key));
 CREATE TABLE escalations (
     alert_id TEXT NOT NULL, route TEXT NOT NULL, group_key TEXT NOT NULL,
-    raise_key TEXT NOT NULL, state TEXT NOT NULL, base_at REAL, next_step INTEGER NOT NULL,
-    next_at REAL, repeat_at REAL, PRIMARY KEY (alert_id, route));
+    raise_key TEXT NOT NULL, state TEXT NOT NULL, raised_at REAL NOT NULL, base_at REAL,
+    next_step INTEGER NOT NULL, next_at REAL, repeat_at REAL, PRIMARY KEY (alert_id, route));
+CREATE INDEX escalations_raise ON escalations (raise_key);
 CREATE INDEX escalations_next ON escalations (next_at) WHERE next_at IS NOT NULL;
 CREATE INDEX escalations_repeat ON escalations (repeat_at) WHERE repeat_at IS NOT NULL;
 CREATE TABLE told (
@@ -65,6 +68,22 @@ CREATE INDEX deliveries_due ON deliveries (due_at) WHERE state = 'pending';
 CREATE TABLE events (ts_ns INTEGER PRIMARY KEY, event TEXT NOT NULL);
 """
 
+# What is finished and older than the cutoff (`?`) goes; open alerts stay (with who was told
+# of them, for their end), and so does every timeline row InfluxDB has not taken yet.
+_PRUNE = """
+DELETE FROM group_items
+    WHERE group_id IN (SELECT id FROM groups WHERE flushed = 1 AND close_at < ?);
+DELETE FROM groups WHERE flushed = 1 AND close_at < ?;
+DELETE FROM deliveries WHERE state IN ('sent', 'failed')
+    AND message_id IN (SELECT id FROM messages WHERE created_at < ?);
+DELETE FROM messages WHERE created_at < ? AND state != 'held'
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id);
+DELETE FROM told WHERE EXISTS (SELECT 1 FROM escalations e WHERE e.alert_id = told.alert_id
+    AND e.route = told.route AND e.state != 'open' AND e.raised_at < ?);
+DELETE FROM escalations WHERE state != 'open' AND raised_at < ?;
+DELETE FROM taken WHERE taken_at < ? AND key NOT IN (SELECT raise_key FROM escalations)
+"""
+
 
 class OutboxError(RuntimeError):
     """The outbox file cannot be used; the message says which file and what to do."""
@@ -79,6 +98,13 @@ class Outbox:
         self._last_ts_ns = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._owner = _own(path)
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot open the notification outbox {path}: {exc}; check that its directory "
+                "is writable"
+            ) from None
+        try:
             # Created 0600 before SQLite opens it: its -wal and -shm files copy the mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -88,10 +114,14 @@ class Outbox:
             row = self.db.execute("SELECT max(ts_ns) FROM events").fetchone()
             self._last_ts_ns = int(row[0] or 0)
         except (OSError, sqlite3.Error) as exc:
+            os.close(self._owner)
             raise OutboxError(
                 f"cannot open the notification outbox {path}: {exc}; check that its directory "
                 "is writable and the file is not another program's"
             ) from None
+        except OutboxError:
+            os.close(self._owner)
+            raise
 
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -149,9 +179,32 @@ class Outbox:
         with self.transaction() as db:
             db.executemany("DELETE FROM events WHERE ts_ns = ?", [(e.ts_ns,) for e in events])
 
+    def prune(self, db: sqlite3.Connection, cutoff: float) -> None:
+        """Forget what finished before `cutoff`: the file does not grow with the years. A
+        change taken before it and seen again would be notified again, so the cutoff is far
+        beyond any replay (ingest and the broker replay minutes or hours, not weeks)."""
+        for statement in _PRUNE.split(";"):
+            db.execute(statement, (cutoff,))
+
     def close(self) -> None:
         with self._lock:
             self.db.close()
+            os.close(self._owner)
+
+
+def _own(path: Path) -> int:
+    """An exclusive lock on `path.lock` for as long as this process has the outbox open: two
+    notifiers on one outbox would each send what it owes, so everything twice."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutboxError(
+            f"another notifier is using {path}: run one `moclo notify run` per outbox (stop "
+            "the other, or give this one its own MOCLO_DATA_DIR)"
+        ) from None
+    return fd
 
 
 def _statements() -> list[str]:

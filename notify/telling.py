@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 from typing import cast
 from zoneinfo import ZoneInfo
 
-from notify._interim import quiet_until, recipients
 from notify.compose import Phase, body, highest, title
 from notify.model import NotifyConfig, Person, Route, Subject, Target
 from notify.outbox import Outbox
+from notify.quiet import quiet_until
+from notify.routing import recipients
 from notify.timeline import Timeline, load_subjects
+from storage.notifications import Event
 
 _ALERT_PHASES = ("raised", "escalated", "repeated")  # tell of an open alert; dropped if not
 
@@ -61,7 +63,15 @@ class Teller:
     ) -> None:  # fmt: skip
         """One message to each of `targets` (resolved at `at`) listing the subjects they have
         not been told of (nor are held for) on this route."""
-        for person in recipients(self.config, targets, utc(at)):
+        people = recipients(self.config, targets, utc(at), tenant=route.tenant)
+        if not people:  # e.g. a reloaded file lost the rotation this step names
+            self._timeline.subjects(
+                db, "failed", subjects, now, level=level,
+                detail=f"route {route.name} step {level} names nobody who serves "
+                f"{route.tenant} now: nobody was told; fix the notify file",
+            )  # fmt: skip
+            return
+        for person in people:
             new = [
                 s
                 for s in subjects
@@ -177,15 +187,16 @@ class Teller:
         self, db: sqlite3.Connection, person: str, message_id: str, route: str,
         subjects: list[Subject], now: float,
     ) -> None:  # fmt: skip
+        """The timeline says why a held message was not sent, alert by alert."""
         for s in subjects:
             row = db.execute(
                 "SELECT state FROM escalations WHERE alert_id = ? AND route = ?", (s.id, route)
             ).fetchone()
             state = row[0] if row else "resolved"
+            event: Event = "acknowledged" if state == "acknowledged" else "resolved"
+            detail = f"held in quiet hours and not sent: {state} before they ended"
+            if person not in self.config.people:
+                event, detail = "failed", "held and not sent: the person left the notify file"
             self._timeline.subjects(
-                db, "acknowledged" if state == "acknowledged" else "resolved", [s], now,
-                person=person, message_id=message_id,
-                detail=f"held in quiet hours and not sent: {state} before they ended"
-                if person in self.config.people
-                else "held and not sent: the person left the notify file",
-            )  # fmt: skip
+                db, event, [s], now, person=person, message_id=message_id, detail=detail
+            )

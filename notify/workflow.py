@@ -18,9 +18,9 @@ import sqlite3
 from collections import defaultdict
 from typing import cast
 
-from notify._interim import matching_routes
 from notify.compose import Phase
 from notify.model import Route, Subject
+from notify.routing import matching_routes
 from notify.telling import Teller
 from notify.timeline import load_subjects
 from storage.notifications import Event
@@ -62,8 +62,9 @@ class Workflow(Teller):
                 if subject.kind == "alert":
                     db.execute(
                         "INSERT OR REPLACE INTO escalations (alert_id, route, group_key, "
-                        "raise_key, state, next_step) VALUES (?, ?, ?, ?, 'open', 0)",
-                        (subject.id, route.name, key, subject.key),
+                        "raise_key, state, raised_at, next_step) "
+                        "VALUES (?, ?, ?, ?, 'open', ?, 0)",
+                        (subject.id, route.name, key, subject.key, now),
                     )
                 self._gather(db, route, key, phase, 1, subject.key, now)
 
@@ -126,7 +127,9 @@ class Workflow(Teller):
     def advance(self, db: sqlite3.Connection, now: float) -> None:
         """Everything whose time has come by `now`, in the order it came due."""
         self._flush(db, now)
-        self._escalate(db, now)
+        # Each pass tells one step; after a long stop several may be overdue, each in turn.
+        while self._escalate(db, now):
+            pass
         self._repeat(db, now)
         self._release(db, now)
 
@@ -167,7 +170,8 @@ class Workflow(Teller):
             [(base, next_at, repeat_at, s.id, route.name) for s in subjects],
         )
 
-    def _escalate(self, db: sqlite3.Connection, now: float) -> None:
+    def _escalate(self, db: sqlite3.Connection, now: float) -> bool:
+        """The next step of every alert whose step is due; False if there was none."""
         rows = db.execute(
             "SELECT route, next_at, next_step, base_at, raise_key FROM escalations "
             "WHERE next_at <= ? AND state = 'open' ORDER BY next_at",
@@ -185,9 +189,9 @@ class Workflow(Teller):
                 else None
             )
             db.executemany(
-                "UPDATE escalations SET next_step = ?, next_at = ? WHERE alert_id = ? "
+                "UPDATE escalations SET next_step = ?, next_at = ? WHERE raise_key = ? "
                 "AND route = ?",
-                [(step + 1, following, s.id, route_name) for s in subjects],
+                [(step + 1, following, key, route_name) for key in keys],
             )
             if route is None or step >= len(route.steps):
                 continue  # the route or step left the notify file: nobody more to tell
@@ -198,6 +202,7 @@ class Workflow(Teller):
             )  # fmt: skip
             self._tell(db, route, subjects, "escalated", step + 1, route.steps[step].notify,
                        next_at, now)  # fmt: skip
+        return bool(rows)
 
     def _repeat(self, db: sqlite3.Connection, now: float) -> None:
         rows = db.execute(
@@ -215,8 +220,8 @@ class Workflow(Teller):
             # After a long stop, one reminder, not one per missed interval.
             following = repeat_at + every * ((now - repeat_at) // every + 1) if every else None
             db.executemany(
-                "UPDATE escalations SET repeat_at = ? WHERE alert_id = ? AND route = ?",
-                [(following, s.id, route_name) for s in subjects],
+                "UPDATE escalations SET repeat_at = ? WHERE raise_key = ? AND route = ?",
+                [(following, key, route_name) for key in keys],
             )
             if route is None or not every:
                 continue

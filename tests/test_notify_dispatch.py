@@ -257,3 +257,25 @@ def test_the_guarantees_page_states_the_numbers_the_code_uses(repo_root: Path) -
     attempts = inspect.signature(Dispatcher).parameters["max_attempts"].default
     assert f"After {attempts} attempts" in page
     assert f"shows the first {LISTED} changes" in page
+
+
+def test_a_person_of_another_tenant_is_never_told_even_if_a_route_names_them(
+    outbox: Path, clock: FakeClock
+) -> None:
+    """The notify file refuses such a route; a config built otherwise is held to it too."""
+    stranger = person("stranger", "farm-8")
+    cfg = config([FARMER, stranger], [route("fever", "farm-7", (0, who("farmer", "stranger")))])
+    d = open_dispatcher(cfg, outbox, clock)
+    d.take(alert("a1"))
+    clock.advance(10)
+    assert [x.person for x in d.due()] == ["farmer"]
+
+
+def test_a_second_notifier_on_one_outbox_is_refused_saying_what_to_do(
+    outbox: Path, clock: FakeClock
+) -> None:
+    first = open_dispatcher(FARM, outbox, clock)
+    with pytest.raises(OutboxError, match=r"another notifier is using .* one `moclo notify run`"):
+        open_dispatcher(FARM, outbox, clock)
+    first.close()
+    open_dispatcher(FARM, outbox, clock).close()  # positive control: free once closed

@@ -3,6 +3,8 @@ with a clock the test moves; the pacemaker scenario with a reopen between every 
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -266,3 +268,94 @@ def test_pacemaker_battery_at_night_reopened_between_every_step(
         ("sent", "dr-visser", 0),
         ("acknowledged", "dr-jansen", 0),
     ]
+
+
+def test_a_notice_is_told_to_the_first_step_once_and_never_escalates(
+    outbox: Path, clock: FakeClock
+) -> None:
+    d = open_dispatcher(escalating(), outbox, clock)
+    notice = replace(alert("feeder-3:empty:1"), kind="notice", state="notice", rule="refill")
+    d.take(notice)
+    d.take(notice)
+    clock.advance(10)
+    (farmer,) = send_all(d)
+    assert (farmer.person, farmer.subject_ids) == ("farmer", ("feeder-3:empty:1",))
+    assert "Acknowledge" not in farmer.body  # a notice is not an alert: nothing to acknowledge
+    clock.advance(3600)
+    assert d.due() == [] and d.next_wake() is None
+
+
+def rows(outbox: Path) -> dict[str, int]:
+    with sqlite3.connect(outbox) as db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def test_what_is_finished_is_forgotten_after_a_month_and_open_alerts_are_kept(
+    outbox: Path, clock: FakeClock
+) -> None:
+    d = open_dispatcher(escalating(), outbox, clock)
+    d.take(alert("done"))
+    d.take(alert("open"))
+    clock.advance(10)
+    send_all(d)
+    d.take(alert("done", "resolved"))
+    clock.advance(10)
+    send_all(d)
+    clock.advance(3 * 3600)
+    send_all(d)  # all steps told for "open"
+    d.events_stored(d.events())
+    before = rows(outbox)
+    clock.advance(31 * 86400)
+    assert d.due() == []
+    after = rows(outbox)
+    assert after["messages"] < before["messages"] and after["deliveries"] < before["deliveries"]
+    assert after["groups"] == after["group_items"] == 0
+    # Left: the open alert, its raise and who was told of it (for when it ends).
+    assert (after["escalations"], after["taken"], after["told"]) == (1, 1, 3)
+    d.take(alert("open", "resolved"))
+    clock.advance(10)
+    assert people(send_all(d)) == ["farmer", "neighbour", "vet"]  # still told of its end
+
+
+def test_a_step_naming_a_rotation_the_file_lost_is_recorded_and_others_go_on(
+    outbox: Path, clock: FakeClock
+) -> None:
+    cfg = ward()
+    d = open_dispatcher(cfg, outbox, clock)
+    d.take(battery())
+    clock.advance(10)
+    send_all(d)
+    d.reload(replace(cfg, rotations={}))  # the file lost the rotation step 2 names
+    d.take(alert("a1"))  # another tenant's alert goes on regardless
+    clock.advance(600)
+    assert d.due() == []
+    (failed,) = [e for e in d.events() if e.event == "failed"]
+    assert (
+        failed.alert_id == "pm17-battery"
+        and "names nobody who serves cardiology now" in failed.detail
+    )
+    d.reload(replace(escalating(), rotations=cfg.rotations))
+    d.take(alert("a2"))
+    clock.advance(10)
+    assert [x.subject_ids for x in send_all(d)] == [("a2",)]  # positive control
+
+
+def test_a_held_message_to_a_person_who_left_the_file_is_dropped_saying_why(
+    outbox: Path, clock: FakeClock
+) -> None:
+    sleeper = person("farmer", quiet=QUIET_NIGHTS)
+    d = open_dispatcher(
+        config([sleeper, VET], [route("fever", "farm-7", (0, who("farmer", "vet")))]), outbox, clock
+    )
+    d.take(alert("a1"))
+    clock.advance(10)
+    assert people(send_all(d)) == ["vet"]
+    d.reload(config([VET], [route("fever", "farm-7", (0, who("vet")))]))
+    clock.to(MORNING)
+    assert d.due() == [] and d.next_wake() is None
+    (dropped,) = [e for e in d.events() if e.person == "farmer" and e.event != "held"]
+    assert (dropped.event, dropped.detail) == (
+        "failed",
+        "held and not sent: the person left the notify file",
+    )

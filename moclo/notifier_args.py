@@ -7,10 +7,12 @@ import asyncio
 import sys
 
 from core.settings import Settings
+from moclo import notify_args
 from moclo.args import Commands, connection_flags
 
 NOTIFY_EPILOG = """\
 examples:
+  moclo notify check notify.toml
   MOCLO_NOTIFY_FILE=notify.toml moclo notify run
   moclo notify test dr-jansen --file notify.toml
   moclo notify test farmer --json
@@ -25,13 +27,15 @@ file (url, url_file, url_env) and never printed; only each channel's label is.
 def add_parser(commands: Commands) -> None:
     notify = commands.add_parser(
         "notify",
-        help="the notifier: tell people about alerts (run), try a person's channels (test)",
+        help="the notifier: tell people about alerts (run), try a person's channels (test), "
+        "check a notify file (check)",
         description="The notifier: who is told what is in the notify file (MOCLO_NOTIFY_FILE; "
         "see docs/notifications.md).",
         epilog=NOTIFY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = notify.add_subparsers(dest="notify_command", required=True, metavar="SUBCOMMAND")
+    notify_args.add_check(sub)  # `moclo notify check`: the notify file alone, no settings
     run = sub.add_parser(
         "run",
         help="follow alert changes and notices and notify people until stopped",

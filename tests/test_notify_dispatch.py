@@ -13,6 +13,7 @@ import pytest
 
 from notify.compose import LISTED
 from notify.dispatch import RETRY_CAP_S, RETRY_FIRST_S, Dispatcher
+from notify.links import make_ack_token, verify_ack_token
 from notify.outbox import SCHEMA_VERSION, OutboxError
 from tests.notify_fixtures import (
     FakeClock,
@@ -279,3 +280,22 @@ def test_a_second_notifier_on_one_outbox_is_refused_saying_what_to_do(
         open_dispatcher(FARM, outbox, clock)
     first.close()
     open_dispatcher(FARM, outbox, clock).close()  # positive control: free once closed
+
+
+def test_each_persons_links_acknowledge_as_that_person_and_only_the_alert_named(
+    outbox: Path, clock: FakeClock
+) -> None:
+    secret = b"link-secret"
+
+    def signed(alert_id: str, name: str) -> str:
+        token = make_ack_token(secret, alert_id, name, expires=int(clock.now) + 86400)
+        return f"https://moclo.example/ack/{token}"
+
+    d = open_dispatcher(FARM, outbox, clock, ack_link=signed)
+    d.take(alert("a1", device="cow-1"))
+    d.take(alert("a2", device="cow-2"))
+    clock.advance(10)
+    for x in d.due():
+        links = [line.rsplit("/ack/", 1)[1] for line in x.body.splitlines() if "/ack/" in line]
+        named = [verify_ack_token(secret, t, now=clock.now) for t in links]
+        assert [(n.alert_id, n.person) for n in named] == [("a1", x.person), ("a2", x.person)]

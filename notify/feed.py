@@ -32,6 +32,7 @@ class Received:
     payload: bytes
     mid: int
     qos: int
+    connection: int  # which connection brought it: a PUBACK is only valid on that one
 
 
 class AlertFeed:
@@ -43,6 +44,7 @@ class AlertFeed:
         self._queue: asyncio.Queue[Received] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
+        self._connection = 0
         self._refused: str | None = None
         self._client = make_client(endpoint, client_id, manual_ack=True, persistent_session=True)
         self._client.on_connect = self._on_connect
@@ -74,8 +76,11 @@ class AlertFeed:
         return await self._queue.get()
 
     def ack(self, message: Received) -> None:
-        """PUBACK: the broker forgets it. Call in arrival order, after the message is taken."""
-        self._client.ack(message.mid, message.qos)
+        """PUBACK: the broker forgets it. Call in arrival order, after the message is taken.
+        A message of an earlier connection is not acknowledged: the broker sends it again
+        (taken again, a no-op), and its packet id may by now name another message."""
+        if message.connection == self._connection:
+            self._client.ack(message.mid, message.qos)
 
     async def close(self) -> None:
         self._client.disconnect()
@@ -93,6 +98,7 @@ class AlertFeed:
         # Every connect: a broker that lost the session (restarted without persistence)
         # forgets subscriptions too.
         client.subscribe([(topic, 1) for topic in self.subscriptions])
+        self._connection += 1
         self._connected.set()
 
     def _on_disconnect(self, *args: object) -> None:
@@ -101,7 +107,7 @@ class AlertFeed:
         self._connected.clear()
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        message = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+        message = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection)
         self.received += 1
         if self._loop is not None and not self._loop.is_closed():
             # Not acknowledged, so a message that arrives while the service stops comes again.

@@ -134,7 +134,10 @@ def test_the_pacemaker_night(
         clock.advance(600)
         (second,) = http_receiver.wait_for("/dr-visser")
         assert second.json()["title"].startswith("[warning] Not acknowledged yet: pm-17")
-        assert [r["level"] for r in timeline(influx, "escalated")] == [2]
+        wait_until(
+            lambda: [r["level"] for r in timeline(influx, "escalated")] == [2],
+            what="the escalation to level 2 in the timeline",
+        )
 
         # The on-call cardiologist acknowledges on the dashboard.
         with serve.client(serve.token(name="dr-bakker")) as api:

@@ -47,6 +47,7 @@ log = logging.getLogger("moclo.notify")
 DEFAULT_CLIENT_ID = "moclo-notify"
 LINK_LIFETIME_S = 24 * 3600
 _TIMELINE_BACKOFF_S = (1.0, 30.0)
+_LAST_TIMELINE_S = 2.0
 
 
 def client_id(settings: Settings) -> str:
@@ -228,10 +229,7 @@ class Notifier:
         backoff = _TIMELINE_BACKOFF_S[0]
         while True:
             events = await asyncio.to_thread(self.dispatcher.events)
-            for event in events:
-                if event.event == "escalated" and event not in self._counted:
-                    self._counted.add(event)
-                    self.stats.escalated[event.tenant] += 1
+            self._count_escalations(events)
             delay = self.tick_s
             if events:
                 writing = asyncio.ensure_future(self._write_timeline(events))
@@ -245,7 +243,24 @@ class Notifier:
                 else:
                     delay, backoff = backoff, min(backoff * 2, _TIMELINE_BACKOFF_S[1])
             if await self._until_stopped(delay):
+                await self._last_timeline()
                 return
+
+    async def _last_timeline(self) -> None:
+        """On a stop, what the last moments added, if InfluxDB takes it within a moment;
+        else it waits in the outbox for the next start."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(_LAST_TIMELINE_S):
+                events = await asyncio.to_thread(self.dispatcher.events)
+                self._count_escalations(events)
+                if events:
+                    await self._write_timeline(events)
+
+    def _count_escalations(self, events: list[NotificationEvent]) -> None:
+        for event in events:
+            if event.event == "escalated" and event not in self._counted:
+                self._counted.add(event)
+                self.stats.escalated[event.tenant] += 1
 
     async def _write_timeline(self, events: list[NotificationEvent]) -> bool:
         try:

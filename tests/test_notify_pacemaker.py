@@ -163,5 +163,7 @@ def test_the_pacemaker_night(
         metrics = running.get("/metrics").text
         assert f'moclo_notifications_escalated_total{{tenant="{WARD}"}} 1.0' in metrics
         assert 'moclo_notifications_total{channel="json",outcome="sent"} 4.0' in metrics
-    stops = timeline(influx, "acknowledged")
-    assert stops and "dr-bakker" in str(stops[0]["detail"])
+        stops = wait_until(
+            lambda: timeline(influx, "acknowledged"), what="the acknowledgement in the timeline"
+        )
+    assert "dr-bakker" in str(stops[0]["detail"])

@@ -3,7 +3,8 @@ the notifier, every step asserted from what the (real) receivers got: a pacemake
 runs low at night; its cardiologist is asleep (quiet hours) so her message is held; the
 cardiologist on call is told within seconds; nobody acknowledges for ten minutes, so the
 second in line is told; the dashboard's acknowledgement (POST /api/alerts/{id}/ack) stops the
-escalation: both are told it was acknowledged, and the ward never is.
+escalation: both are told it was acknowledged, and the ward never is. `moclo alerts ack` stops it
+the same way.
 
 The notifier's clock is real time plus an offset the test moves: it starts at 02:00 in
 Amsterdam, and the escalation's ten minutes pass at once."""
@@ -25,6 +26,7 @@ from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import Influx, publish_all, wait_until
 from tests.notifier import MovableClock, RunningNotifier, notifier_settings
 from tests.receivers import HttpReceiver
+from tests.test_alerts_cli import alerts
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 WARD = "cardiology"
@@ -167,3 +169,32 @@ def test_the_pacemaker_night(
             lambda: timeline(influx, "acknowledged"), what="the acknowledgement in the timeline"
         )
     assert "dr-bakker" in str(stops[0]["detail"])
+
+
+def test_an_acknowledgement_with_moclo_alerts_ack_stops_the_escalation_too(
+    settings: Settings,
+    ingest: RunningIngest,
+    influx: Influx,
+    http_receiver: HttpReceiver,
+    tmp_path: Path,
+) -> None:
+    night = night_at_two()
+    clock = MovableClock()
+    clock.advance(night.timestamp() - time.time())
+    settings = notifier_settings(settings, tmp_path, ward_file(http_receiver, night))
+    with RunningNotifier(settings, clock=clock) as running:
+        assert running.notifier is not None
+        publish_all(settings.mqtt_url, battery_readings(settings))
+        http_receiver.wait_for("/dr-bakker")
+        (alert,) = [a for a in ingest.alerts if isinstance(a, Alert) and a.state == "raised"]
+        # Before the ten minutes are up, from the command line.
+        answer = alerts(settings, "ack", alert.alert_id, "--by", "dr-bakker")
+        assert answer.returncode == 0, answer.stderr
+        told = http_receiver.wait_for("/dr-bakker", count=2)
+        assert told[-1].json()["title"].startswith("[warning] Acknowledged: pm-17")
+        wait_until(lambda: timeline(influx, "acknowledged"), what="the escalation stopped")
+        clock.advance(1800)  # past both further steps
+        wake = running.notifier.dispatcher.next_wake()
+        assert wake is None or wake > clock(), "a step is still due after the ack"
+        assert running.notifier.dispatcher.due() == []
+    assert http_receiver.on("/dr-visser") == [] and http_receiver.on("/ward") == []

@@ -11,4 +11,10 @@ message however the herd is split.
     model.py     what the notify file says (people, channels, rotations, routes) and what is
                  notified (a `Subject`: one alert change or notice)
     links.py     the signed one-tap acknowledgement link a message carries
+    file.py      reads the notify file, with FILE:LINE errors (file_entry.py: one table's
+                 keys; file_routes.py: rotations and routes)
+    oncall.py    who is on call in a rotation at a moment, and its shifts
+    quiet.py     until when a person's quiet hours hold a message back
+    routing.py   which routes a change goes by, and who a step's targets are
+    walltime.py  wall-clock times in a time zone as instants, across DST changes
 """

@@ -168,3 +168,31 @@ def test_no_login_can_take_another_devices_client_id_across_nodes(
     finally:
         held.close()
         reader.close()
+
+
+def test_a_node_killed_with_sigkill_leaves_two_serving_and_rejoins_on_restart(
+    engine: Engine,
+) -> None:
+    """The supervisor's fault injection, which the broker-fault tests build on."""
+    tenant = new_tenant()
+    device = engine.registry.add_device(tenant, COW, "cow-1")
+    reader = consumer(engine, 0, tenant)
+    cluster = engine.cluster
+    try:
+        cluster.nodes[2].kill()
+        assert not cluster.nodes[2].running()
+        # The two left keep serving: a device at r2 is delivered to the consumer at r1.
+        peer = device_peer(engine, 1, device)
+        payload = cow_json(1795327200, 1)
+        assert peer.publish(telemetry_topic(engine.prefix, tenant, COW, "cow-1"), payload) == 0
+        wait_until(lambda: reader.received(payload), what="a reading with r3 down")
+        peer.close()
+        cluster.restart(2)
+        cluster.wait_running(3)
+        again = device_peer(engine, 2, device)
+        assert again.logged_in, f"no login at the restarted r3: CONNACK {again.connack}"
+        again.close()
+    finally:
+        reader.close()
+        if not cluster.nodes[2].running():
+            cluster.restart(2)

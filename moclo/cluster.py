@@ -1,5 +1,6 @@
 """A local RabbitMQ cluster as child processes: the distributed engine of
-docs/decisions/0001-distributed-engine.md, for the tests and for people trying it.
+docs/decisions/0001-distributed-engine.md, for the tests' `engine` fixture (and for people
+trying it, once `moclo up` can start it).
 
 Three nodes (`r1@localhost` … `r3@localhost`) on loopback ports below 32768 (Erlang's
 distribution also opens outgoing connections from the ephemeral range 32768–60999, where a

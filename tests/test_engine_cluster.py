@@ -14,7 +14,8 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from access.registry import Credentials
-from devices.topics import telemetry_subscription, telemetry_topic
+from core.mqtt import connection_login
+from devices.topics import COMMANDS, device_topic, telemetry_subscription, telemetry_topic
 from tests.conftest import Engine
 from tests.helpers import cow_json, wait_until
 from tests.test_broker_access import Peer
@@ -196,3 +197,34 @@ def test_a_node_killed_with_sigkill_leaves_two_serving_and_rejoins_on_restart(
         reader.close()
         if not cluster.nodes[2].running():
             cluster.restart(2)
+
+
+def test_a_device_cannot_read_another_devices_commands(engine: Engine) -> None:
+    tenant = new_tenant()
+    attacker = engine.registry.add_device(tenant, COW, "intruder")
+    engine.registry.add_device(tenant, COW, "victim")
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    sender_login = connection_login(ingest.username, "commands")  # the gateway's sender
+    sender = Peer(
+        engine.cluster.nodes[0].ports.mqtt,
+        "ingest's command sender at r1",
+        (sender_login, ingest.password),
+        protocol=V311,
+        client_id=sender_login,
+    )
+    spy = device_peer(engine, 2, attacker)
+    try:
+        # Positive control: its own commands, subscribed and delivered across nodes.
+        own = device_topic(engine.prefix, tenant, COW, "intruder", COMMANDS)
+        assert spy.subscribe(own) == [1]
+        assert sender.publish(own, b'{"id":"c-1"}') == 0
+        wait_until(lambda: spy.received(b'{"id":"c-1"}'), what="the device's own command")
+        # The attack: the victim's commands. RabbitMQ asks the registry's ACL and refuses
+        # the subscription by closing the connection (no SUBACK).
+        refused_before = engine.auth.refusals["topic"]
+        victims = device_topic(engine.prefix, tenant, COW, "victim", COMMANDS)
+        assert spy.subscribe(victims) == [-1]
+        assert engine.auth.refusals["topic"] == refused_before + 1
+    finally:
+        spy.close()
+        sender.close()

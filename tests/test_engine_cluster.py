@@ -228,3 +228,51 @@ def test_a_device_cannot_read_another_devices_commands(engine: Engine) -> None:
     finally:
         spy.close()
         sender.close()
+
+
+def test_a_devices_queued_commands_survive_a_kill_of_the_node_holding_its_session(
+    engine: Engine,
+) -> None:
+    """Persistent sessions are quorum queues (`mqtt.durable_queue_type = quorum`): replicated,
+    so the commands queued for an offline device survive the loss of the node it used."""
+    tenant = new_tenant()
+    device = engine.registry.add_device(tenant, COW, "cow-1")
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    topic = device_topic(engine.prefix, tenant, COW, "cow-1", COMMANDS)
+    cluster = engine.cluster
+
+    def session_at(node: int) -> Peer:
+        return Peer(
+            cluster.nodes[node].ports.mqtt,
+            f"{device.username} at r{node + 1}",
+            (device.username, device.password),
+            protocol=V311,
+            client_id=device.username,
+            clean_start=False,
+        )
+
+    sender_login = connection_login(ingest.username, "commands")
+    try:
+        first = session_at(1)  # its session queue is led by r2, where it subscribed
+        assert first.subscribe(topic) == [1]
+        first.close()
+        sender = Peer(
+            cluster.nodes[0].ports.mqtt,
+            "ingest's command sender at r1",
+            (sender_login, ingest.password),
+            protocol=V311,
+            client_id=sender_login,
+        )
+        commands = [b'{"id":"c-%d"}' % n for n in range(5)]
+        assert [sender.publish(topic, command) for command in commands] == [0] * 5
+        sender.close()
+        cluster.nodes[1].kill()
+        back = session_at(0)
+        assert back.logged_in
+        wait_until(lambda: len(back.messages) >= 5, what="the queued commands at r1")
+        assert [payload for _, payload in back.messages] == commands
+        back.close()
+    finally:
+        if not cluster.nodes[1].running():
+            cluster.restart(1)
+            cluster.wait_running(3)

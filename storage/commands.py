@@ -312,6 +312,27 @@ async def desired_states(
     return states
 
 
+async def reported_versions(
+    client: InfluxClient, *, tenant: str | None = None
+) -> dict[tuple[str, str], int]:
+    """The highest desired version each device reported applying, by (tenant, device id):
+    a version moclo must not give again, even if its own desired records are gone."""
+    where = "\"kind\" = 'reported'" + (
+        f' AND "tenant" = {influxql_literal(tenant)}' if tenant is not None else ""
+    )
+    result = await client.query(
+        f'SELECT max("version") AS "version" FROM "{COMMANDS_MEASUREMENT}" '
+        f'WHERE {where} GROUP BY "tenant", "device_id"'
+    )
+    versions: dict[tuple[str, str], int] = {}
+    for series in result:
+        for row in series.rows():
+            if row.get("version") is not None:
+                key = (series.tags.get("tenant", ""), series.tags.get("device_id", ""))
+                versions[key] = int(row["version"])
+    return versions
+
+
 def _address(tags: Mapping[str, str]) -> tuple[str, str, str]:
     return tags.get("tenant", ""), tags.get("device_type", ""), tags.get("device_id", "")
 

@@ -62,8 +62,13 @@ class GatewayBase:
         self.unapplied = Unapplied(desired_grace_s)
         self._last_ns = 0
 
-    def restore(self, commands: list[CommandState], desired: list[DesiredState]) -> None:
-        self.ledger.restore(commands, desired)
+    def restore(
+        self,
+        commands: list[CommandState],
+        desired: list[DesiredState],
+        reported: dict[tuple[str, str], int] | None = None,
+    ) -> None:
+        self.ledger.restore(commands, desired, reported)
         for d in desired:
             kept = self.ledger.desired.get((d.tenant, d.device_id))
             if kept is None or kept.device_type != d.device_type:

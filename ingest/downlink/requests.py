@@ -219,18 +219,38 @@ def _new_version(
 ) -> None:
     """Records the next version of a device's desired state (who, from what, to what), then
     sends the whole document and announces it."""
-    now = gateway.stamp()
-    device_type = before.device_type
-    desired = Desired(device_type, before.version + 1, state, now, asker.issuer, before.confirmed)
+    version = gateway.ledger.next_version(tenant, device_id)
+    desired = Desired(
+        before.device_type, version, state, gateway.stamp(), asker.issuer, before.confirmed
+    )
+    from_state = {name: before.state.get(name) for name in changes}
+    send_version(gateway, tenant, device_id, desired, out, account=asker.account,
+                 from_state=from_state, to_state=changes)  # fmt: skip
+
+
+def send_version(
+    gateway: GatewayBase,
+    tenant: str,
+    device_id: str,
+    desired: Desired,
+    out: Outcome,
+    *,
+    account: str = "",
+    reason: str = "",
+    from_state: dict[str, Any] | None = None,
+    to_state: dict[str, Any] | None = None,
+) -> None:
+    """Makes `desired` the device's document: records it, sends it whole, announces it."""
     gateway.ledger.desired[(tenant, device_id)] = desired
+    gateway.ledger.know_version(tenant, device_id, desired.version)
     event = CommandEvent(
-        tenant, device_type, device_id, "desired", "desired", "sent",
-        desired_command_id(device_id, desired.version), now, asker.issuer, asker.account,
-        from_state={name: before.state.get(name) for name in changes}, to_state=changes,
-        state=state, version=desired.version,
+        tenant, desired.device_type, device_id, "desired", "desired", "sent",
+        desired_command_id(device_id, desired.version), desired.ts_ns, desired.issuer, account,
+        reason, from_state=from_state, to_state=to_state, state=desired.state,
+        version=desired.version,
     )  # fmt: skip
     out.lines.append(event.to_line())
-    gateway.unapplied.sent(tenant, device_type, device_id, desired.version, now)
+    gateway.unapplied.sent(tenant, desired.device_type, device_id, desired.version, desired.ts_ns)
     gateway.send_desired(tenant, device_id, desired, out)
     announce_desired(gateway, tenant, device_id, desired, out)
 

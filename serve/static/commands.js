@@ -140,6 +140,7 @@ function onCommand(update) {
   commandLog.delete(update.id);
   commandLog.set(update.id, { ...known, ...update });
   while (commandLog.size > 200) commandLog.delete(commandLog.keys().next().value);
+  if (state.device) tellMap("command", update);  // map.js: what an automation did, and how
   if (state.device && state.device.tenant === update.tenant && state.device.id === update.device) {
     renderCommandLog();
     if (update.name === "desired" && $("desired-view")) showDesired(update.tenant, update.device).catch(showError);

@@ -155,6 +155,9 @@ class CommandUpdate(Strict):
     reason: str | None = None
     output: dict[str, Any] | None = None
     issuer: str
+    # What an automation did says why: the alert whose change made it act, and that change.
+    alert: str | None = None
+    trigger: str | None = None
     ts: Timestamp
 
 

@@ -76,7 +76,7 @@ COMMANDS = Measurement(
     tags=(DEVICE_ID, DEVICE_TYPE, KIND, "name", "status", TENANT),
     fields=(
         "id", "issuer", "account", REASON, "args", "output", "from", "to", STATE, "created",
-        "expires", "device_ts", "version", "device", "raw_name",
+        "expires", "device_ts", "version", "device", "raw_name", "alert", "trigger",
     ),
 )  # fmt: skip
 MEASUREMENTS = (READINGS, REJECTED, UNREGISTERED, ALERTS, COMMANDS)

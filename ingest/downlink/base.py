@@ -115,6 +115,8 @@ class GatewayBase:
         self.announce(entry, out)
 
     def event(self, entry: Entry, status: str, **fields: Any) -> CommandEvent:
+        if entry.cause is not None:
+            fields.update(alert=entry.cause.alert, trigger=entry.cause.trigger)
         return CommandEvent(
             tenant=entry.tenant,
             device_type=entry.device_type,
@@ -141,6 +143,8 @@ class GatewayBase:
                 reason=reason if reason is not None else entry.reason or None,
                 output=entry.output,
                 issuer=entry.issuer,
+                alert=entry.cause.alert if entry.cause else None,
+                trigger=entry.cause.trigger if entry.cause else None,
                 ts=stamp(self.clock()),
             ),
             out,

@@ -39,10 +39,19 @@ class Entry:
     status: str = "sent"
     reason: str = ""
     output: dict[str, Any] | None = None
+    cause: Cause | None = None  # an automation's: the alert change it acted on
 
     @property
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """Why an automation acted: the alert's id, and its change ("near_home raised on car-1")."""
+
+    alert: str
+    trigger: str
 
 
 @dataclass(slots=True)
@@ -55,6 +64,7 @@ class Desired:
     ts_ns: int
     issuer: str = ""
     confirmed: int = 0
+    cause: Cause | None = None  # set by an automation: the alert change it acted on
 
 
 @dataclass(slots=True)
@@ -152,12 +162,14 @@ class Ledger:
             )
             entry = self.commands[(sent.tenant, sent.id)]
             entry.output = last.output
+            entry.cause = Cause(sent.alert, sent.trigger) if sent.alert else None
             self.settle(entry, last.status, last.reason)
         for d in desired:
             self.know_version(d.tenant, d.device_id, d.version)
             known = self.desired.get((d.tenant, d.device_id))
             if known is not None and known.ts_ns > d.ts_ns:
                 continue  # an id re-registered as another type: the newest device's
+            cause = Cause(d.alert, d.trigger) if d.alert else None
             self.desired[(d.tenant, d.device_id)] = Desired(
-                d.device_type, d.version, d.state, d.ts_ns, d.issuer, d.confirmed_version
+                d.device_type, d.version, d.state, d.ts_ns, d.issuer, d.confirmed_version, cause
             )

@@ -41,7 +41,7 @@ from devices.topics import (
 from ingest.decode import RejectReason, describe_validation_error
 from ingest.downlink.askers import Asker, Refusal, check_clearance, device_of, who_asks
 from ingest.downlink.base import GatewayBase
-from ingest.downlink.ledger import Desired, Entry
+from ingest.downlink.ledger import Cause, Desired, Entry
 from ingest.downlink.outcome import REQUEST_TAG, Incoming, Outcome, loads_object, stamp
 from storage.commands import UNKNOWN_TAG, CommandEvent, Kind
 
@@ -82,10 +82,11 @@ def submit_command(
     account: str,
     out: Outcome,
     message: Incoming | None = None,
+    cause: Cause | None = None,
 ) -> None:
     """Checks a readable command request and sends it, or refuses it saying why; `asking`
     says who asks (Refusal if nobody may), `message` is the request as it came, if it came
-    over MQTT (an automation's does not)."""
+    over MQTT (an automation's does not, and has the alert change it acts on, `cause`)."""
     command_id = body.id or uuid.uuid4().hex
     known = gateway.ledger.get(tenant, command_id)
     if known is not None:
@@ -117,7 +118,7 @@ def submit_command(
     expiry_s = body.expires_in_s if body.expires_in_s is not None else spec.expiry_s
     entry = Entry(
         tenant, device_type, body.device, command_id, spec.name, args, asker.issuer,
-        asker.account, created, created + int(expiry_s * 1e9),
+        asker.account, created, created + int(expiry_s * 1e9), cause=cause,
     )  # fmt: skip
     gateway.ledger.add(entry)
     event = gateway.event(
@@ -159,9 +160,11 @@ def submit_desired(
     asking: Callable[[], Asker],
     account: str,
     out: Outcome,
+    cause: Cause | None = None,
 ) -> None:
     """Checks a readable desired-state request and sends the new document, or refuses it
-    saying why; `asking` says who asks (Refusal if nobody may)."""
+    saying why; `asking` says who asks (Refusal if nobody may); `cause`: an automation's
+    alert change."""
     current = gateway.ledger.desired.get((tenant, body.device))
     asker: Asker | None = None
     device_type: str | None = None
@@ -204,7 +207,7 @@ def submit_desired(
         if current.confirmed < current.version:
             gateway.send_desired(tenant, body.device, current, out)
         return
-    _new_version(gateway, tenant, body.device, before, changes, state, asker, out)
+    _new_version(gateway, tenant, body.device, before, changes, state, asker, out, cause)
 
 
 def _new_version(
@@ -216,13 +219,15 @@ def _new_version(
     state: dict[str, Any],
     asker: Asker,
     out: Outcome,
+    cause: Cause | None = None,
 ) -> None:
-    """Records the next version of a device's desired state (who, from what, to what), then
-    sends the whole document and announces it."""
+    """Records the next version of a device's desired state (who, from what, to what, and
+    for an automation why), then sends the whole document and announces it."""
     version = gateway.ledger.next_version(tenant, device_id)
     desired = Desired(
-        before.device_type, version, state, gateway.stamp(), asker.issuer, before.confirmed
-    )
+        before.device_type, version, state, gateway.stamp(), asker.issuer, before.confirmed,
+        cause,
+    )  # fmt: skip
     from_state = {name: before.state.get(name) for name in changes}
     send_version(gateway, tenant, device_id, desired, out, account=asker.account,
                  from_state=from_state, to_state=changes)  # fmt: skip
@@ -247,7 +252,8 @@ def send_version(
         tenant, desired.device_type, device_id, "desired", "desired", "sent",
         desired_command_id(device_id, desired.version), desired.ts_ns, desired.issuer, account,
         reason, from_state=from_state, to_state=to_state, state=desired.state,
-        version=desired.version,
+        version=desired.version, alert=desired.cause.alert if desired.cause else "",
+        trigger=desired.cause.trigger if desired.cause else "",
     )  # fmt: skip
     out.lines.append(event.to_line())
     gateway.unapplied.sent(tenant, desired.device_type, device_id, desired.version, desired.ts_ns)
@@ -274,6 +280,8 @@ def announce_desired(
         status="succeeded" if desired.confirmed >= desired.version else "sent",
         reason=reason,
         issuer=issuer or desired.issuer,
+        alert=desired.cause.alert if desired.cause and not issuer else None,
+        trigger=desired.cause.trigger if desired.cause and not issuer else None,
         ts=stamp(gateway.clock()),
     )
     gateway.publish_update(tenant, update, out)

@@ -154,6 +154,7 @@ function renderCommandLog() {
   $("command-log").replaceChildren(...mine.slice(0, 20).map((c) => {
     const item = el("li", { class: `status-${c.status}`, dataset: { commandId: c.id, status: c.status, name: c.name } },
       el("span", { class: "state" }, c.status), el("b", {}, c.name), ` by ${c.issuer || "?"}`,
+      c.trigger ? el("span", { class: "because", dataset: { alertId: c.alert || "" } }, ` because ${c.trigger}`) : "",
       c.reason ? el("div", {}, c.reason) : "", el("div", { class: "when" }, `${clock(c.ts)} · id ${c.id}`));
     if (c.output) item.append(outputTable(c.output));
     return item;

@@ -111,6 +111,7 @@ function markRaised(layer, episode, track, actions) {
   const text = [`${episode.rule} raised ${hhmm(episode.start)}`];
   for (const a of actions) {
     text.push(a.kind === "notice" ? `→ ${a.automation}: notice (${a.status})`
+      : a.kind === "desired" ? `→ ${a.automation}: desired state of ${a.device_id} (${a.status})`
       : `→ ${a.automation}: ${a.name} ${a.device_id} (${a.status})`);
   }
   const marker = L.circleMarker(at, { radius: 7, color: "#d23c3c", fillOpacity: 0.9,

@@ -43,7 +43,9 @@ def device_message(gateway: GatewayBase, message: Incoming, out: Outcome) -> Non
     if level == COMMAND_RESULTS:
         _result(gateway, address, message, out)
     elif level == COMMANDS_GET:
-        _commands_again(gateway, address, out)
+        key = (address.tenant, address.device_type, address.device_id)
+        if gateway.asked_again.ask(key, gateway.clock()):  # else answered when its window ends
+            gateway.send_pending(*key, out)
     elif level == DESIRED_GET:
         desired = gateway.ledger.desired.get((address.tenant, address.device_id))
         if desired is None or desired.device_type != address.device_type:
@@ -53,19 +55,6 @@ def device_message(gateway: GatewayBase, message: Incoming, out: Outcome) -> Non
         gateway.send_desired(address.tenant, address.device_id, desired, out)
     else:
         _reported(gateway, address, message, out)
-
-
-def _commands_again(gateway: GatewayBase, address: DeviceAddress, out: Outcome) -> None:
-    """Every pending command of the device, sent again; one past its expiry is settled as
-    expired instead (the expiry sweep would do it within a second anyway)."""
-    now = gateway.clock()
-    for entry in gateway.ledger.pending_of(address.tenant, address.device_id):
-        if entry.device_type != address.device_type:
-            continue
-        if entry.expires_ns <= now:
-            gateway.settle(entry, "expired", "no final answer before the command expired", out)
-        else:
-            gateway.send_command(entry, out)
 
 
 def _result(gateway: GatewayBase, address: DeviceAddress, message: Incoming, out: Outcome) -> None:

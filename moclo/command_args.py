@@ -249,11 +249,14 @@ def _command(args: argparse.Namespace, settings: Settings, device_type: DeviceTy
 
 
 def _desired(args: argparse.Namespace, settings: Settings, device_type: DeviceType) -> int:
+    import uuid
+
     from devices.commands import DesiredRequest
     from moclo import command_cli
 
     state = desired_fields(device_type, args.fields)
-    request = DesiredRequest(device=args.device, state=state)
+    # Our own id for the request: every command-status update about it echoes it.
+    request = DesiredRequest(device=args.device, state=state, request_id=uuid.uuid4().hex)
     timeout = args.timeout or (60.0 if args.wait else 10.0)
     return command_cli.send_desired(
         settings, args.tenant, request, wait=args.wait, timeout_s=timeout, as_json=args.json

@@ -13,7 +13,8 @@ to a field, so a stream of invented names adds no series.
 Fields: `id` (the command's id; a desired change's is `{device}-desired-{version}`), `issuer`
 (who asked: an account, or the person a serve account asked for), `account` (the MQTT account
 that asked), `alert` and `trigger` (for what an automation did: the id of the alert whose
-change made it act, and that change, "near_home raised on car-1"), `reason`, `args`, `output`,
+change made it act, and that change, "near_home raised on car-1"), `request_id` (a desired
+change's: the id its asker gave the request), `reason`, `args`, `output`,
 `from`, `to`, `state` (JSON strings), `created`,
 `expires` and `device_ts` (ns), `version`; each point carries only the fields that apply.
 Time: when ingest handled the step, strictly increasing, so no two steps share a point.
@@ -42,7 +43,9 @@ Kind = Literal["command", "desired", "reported", "notice"]
 KINDS: tuple[Kind, ...] = ("command", "desired", "reported", "notice")
 _JSON_FIELDS = ("args", "output", "from", "to", "state")
 _INT_FIELDS = ("created", "expires", "device_ts", "version")
-_TEXT_FIELDS = ("id", "issuer", "account", "alert", "trigger", "reason", "device", "raw_name")
+_TEXT_FIELDS = (
+    "id", "issuer", "account", "alert", "trigger", "request_id", "reason", "device", "raw_name"
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class CommandEvent:
     version: int | None = None
     alert: str = ""  # an automation's: the alert whose change it acted on
     trigger: str = ""  # and that change, "near_home raised on car-1"
+    request_id: str = ""  # a desired change's: the id its asker gave the request
     # Only for a refusal whose device or command name could not be checked (tagged _unknown).
     raw: dict[str, str] = field(default_factory=dict)
 
@@ -81,6 +85,7 @@ class CommandEvent:
             "account": self.account,
             "alert": self.alert,
             "trigger": self.trigger,
+            "request_id": self.request_id,
             "reason": self.reason,
             "args": self.args,
             "output": self.output,
@@ -149,6 +154,7 @@ class CommandEvent:
             version=number("version"),
             alert=str(row.get("alert") or ""),
             trigger=str(row.get("trigger") or ""),
+            request_id=str(row.get("request_id") or ""),
             raw={k: str(row[k]) for k in ("device", "raw_name") if row.get(k)},
         )
 
@@ -177,6 +183,7 @@ class CommandEvent:
             "version": self.version,
             "alert": self.alert,
             "trigger": self.trigger,
+            "request_id": self.request_id,
             **self.raw,
         }
         return {k: v for k, v in body.items() if v not in (None, "")}
@@ -208,6 +215,7 @@ class DesiredState:
     confirmed_version: int = 0
     alert: str = ""  # set by an automation: the alert whose change it acted on
     trigger: str = ""
+    request_id: str = ""  # the asker's id of the request that made this version
 
 
 async def device_history(
@@ -291,7 +299,8 @@ async def desired_states(
         where += f' AND "device_id" = {influxql_literal(device_id)}'
     group = ' GROUP BY "tenant", "device_type", "device_id"'
     documents = await client.query(
-        f'SELECT last("version") AS "version", "state", "issuer", "alert", "trigger" '
+        f'SELECT last("version") AS "version", "state", "issuer", "alert", "trigger", '
+        f'"request_id" '
         f'FROM "{COMMANDS_MEASUREMENT}" '
         f"WHERE {where} AND \"status\" = 'sent'{group}"
     )
@@ -323,6 +332,7 @@ async def desired_states(
                     confirmed_by.get((tenant_, device_type, device_id), 0),
                     str(row.get("alert") or ""),
                     str(row.get("trigger") or ""),
+                    str(row.get("request_id") or ""),
                 )
             )
     return states

@@ -77,6 +77,7 @@ COMMANDS = Measurement(
     fields=(
         "id", "issuer", "account", REASON, "args", "output", "from", "to", STATE, "created",
         "expires", "device_ts", "version", "device", "raw_name", "alert", "trigger",
+        "request_id",
     ),
 )  # fmt: skip
 MEASUREMENTS = (READINGS, REJECTED, UNREGISTERED, ALERTS, COMMANDS)

@@ -246,7 +246,10 @@ def test_the_request_goes_under_the_asker_and_without_ingest_times_out_saying_so
     desired = DesiredRequest.model_validate_json(
         sent[request_topic(p, "home", DESIRED_REQUESTS, "owner")]
     )
-    assert desired == DesiredRequest(device="th-1", state={"setpoint_c": 19.0})
+    assert desired.request_id  # its own, echoed by command-status
+    assert desired == DesiredRequest(
+        device="th-1", state={"setpoint_c": 19.0}, request_id=desired.request_id
+    )
     # Nothing else: no by or role (believed only on serve's on-behalf topic), nothing to a device.
     assert set(sent) == {
         request_topic(p, "home", COMMAND_REQUESTS, "owner"),
@@ -389,3 +392,7 @@ def test_desired_set_follows_its_own_change_not_an_earlier_one_confirmed_meanwhi
     assert nothing(_desired_update(3, "succeeded", "nothing to change: version 3 says so"))
     # Another account's change is never this one.
     assert not desired_follower("someone-else")(_desired_update(4, "sent"))
+    # With a request id, the echo decides: the same account's other request is not this one.
+    mine = desired_follower("owner", "req-b")
+    assert not mine(_desired_update(4, "sent").model_copy(update={"request_id": "req-a"}))
+    assert mine(_desired_update(5, "sent").model_copy(update={"request_id": "req-b"}))

@@ -29,9 +29,10 @@ from ingest.automations.file import (
 )
 from ingest.downlink.askers import Asker
 from ingest.downlink.base import GatewayBase
+from ingest.downlink.desired import submit_desired
 from ingest.downlink.ledger import Cause
 from ingest.downlink.outcome import Outcome, stamp, to_wire
-from ingest.downlink.requests import submit_command, submit_desired
+from ingest.downlink.requests import submit_command
 from storage.alert_record import Alert
 from storage.commands import CommandEvent
 

@@ -22,9 +22,9 @@ from devices.topics import (
 )
 from ingest.decode import RejectReason, describe_validation_error
 from ingest.downlink.base import GatewayBase
+from ingest.downlink.desired import announce_desired, send_version
 from ingest.downlink.ledger import Desired
 from ingest.downlink.outcome import Incoming, Outcome
-from ingest.downlink.requests import announce_desired, send_version
 from storage.commands import CommandEvent
 
 

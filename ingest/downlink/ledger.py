@@ -65,6 +65,7 @@ class Desired:
     issuer: str = ""
     confirmed: int = 0
     cause: Cause | None = None  # set by an automation: the alert change it acted on
+    request_id: str = ""  # the asker's id of the request that made this version
 
 
 @dataclass(slots=True)
@@ -171,5 +172,6 @@ class Ledger:
                 continue  # an id re-registered as another type: the newest device's
             cause = Cause(d.alert, d.trigger) if d.alert else None
             self.desired[(d.tenant, d.device_id)] = Desired(
-                d.device_type, d.version, d.state, d.ts_ns, d.issuer, d.confirmed_version, cause
-            )
+                d.device_type, d.version, d.state, d.ts_ns, d.issuer, d.confirmed_version, cause,
+                d.request_id,
+            )  # fmt: skip

@@ -19,6 +19,10 @@ from devices.commands import FINAL_STATUSES, MAX_EXPIRY_S
 from storage.commands import CommandState, DesiredState
 
 MAX_REMEMBERED = 200_000
+# A reported version above this is recorded but not followed: the next version stays an exact
+# integer in JavaScript (the dashboard) and within InfluxDB's 64-bit integers, whatever a
+# device says (ReportedDocument allows up to 2**63 - 1).
+MAX_VERSION = 2**53 - 1
 REMEMBER_NS = int(MAX_EXPIRY_S * 1e9)
 
 

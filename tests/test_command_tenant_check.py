@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from access.broker import write_broker_auth
 from access.registry import Registry
 from core.settings import Settings
 from devices.topics import COMMAND_REQUESTS, request_topic
-from moclo.stack import MosquittoServer, free_port
 from tests.helpers import moclo, wait_until
-from tests.test_broker_access import Peer
-from tests.test_command_cli import _flags
+from tests.test_command_cli import _flags, closed_broker
 
 
 def test_another_tenants_operator_is_refused_at_once_and_the_owner_gets_through(
@@ -29,19 +26,10 @@ def test_another_tenants_operator_is_refused_at_once_and_the_owner_gets_through(
     registry.add_device("home", "car", "car-1")
     owner = registry.add_account("operator", "owner", tenant="home")
     farmer = registry.add_account("operator", "farmer", tenant="farm")
-    eye = registry.add_account("ingest", "ingest-eye")
-    auth = write_broker_auth(registry, tmp_path / "auth", prefix=settings.topic_prefix)
-    broker = MosquittoServer(
-        tmp_path / "mq", free_port(), password_file=auth.password_file, acl_file=auth.acl_file
-    )
-    broker.start()
-    ingest_eye = Peer(broker.port, "ingest-eye", (eye.username, eye.password))
-    try:
-        p = settings.topic_prefix
-        for level in ("command-requests", "desired-requests"):
-            assert ingest_eye.subscribe(f"{p}/+/{level}/#") == [1]
+    p = settings.topic_prefix
+    with closed_broker(registry, tmp_path, p) as (url, ingest_eye):
         flags = [*_flags(settings)]
-        flags[1] = broker.url
+        flags[1] = url
         monkeypatch.setenv("MOCLO_REGISTRY", str(tmp_path / "closed.sqlite"))
         monkeypatch.setenv("MOCLO_MQTT_USERNAME", farmer.username)
         monkeypatch.setenv("MOCLO_MQTT_PASSWORD", farmer.password)
@@ -65,6 +53,3 @@ def test_another_tenants_operator_is_refused_at_once_and_the_owner_gets_through(
         topic = request_topic(p, "home", COMMAND_REQUESTS, "owner")
         wait_until(lambda: any(t == topic for t, _ in ingest_eye.messages), timeout_s=10)
         assert {t for t, _ in ingest_eye.take()} == {topic}  # the owner's, and only it
-    finally:
-        ingest_eye.close()
-        broker.stop()

@@ -17,15 +17,13 @@ from playwright.sync_api import Page, expect
 
 from core.settings import Settings
 from devices.topics import telemetry_topic
-from ingest.options import IngestOptions
 from tests.conftest import RunningIngest, RunningServe
-from tests.gateway_helpers import ScriptedDevice, registry_with
 from tests.helpers import publish_all, wait_until
 from tests.test_dashboard import browser, page, save  # noqa: F401 (fixtures)
 from tests.test_dashboard_acting import sign_in
 from tests.test_serve import NOW
 from tests.test_serve_commands import CAR
-from tests.test_serve_places import AUTOMATIONS, CROSSING, HOME, RULES, TRACK
+from tests.test_serve_places import CROSSING, HOME, TRACK, with_places
 
 
 def position(i: int) -> bytes:
@@ -53,27 +51,10 @@ class Car:
 
 @pytest.fixture
 def car(settings: Settings, tmp_path: Path) -> Iterator[Car]:
-    """Ingest and serve with the rules and automations files, the light that the automation
+    """Ingest and serve with the places' rules and the porch-light automation, the light it
     switches, and no position of the car yet."""
-    (tmp_path / "rules.toml").write_text(RULES)
-    (tmp_path / "automations.toml").write_text(AUTOMATIONS)
-    registry_with(settings, [("home", "car", "car-1"), ("home", "light", "light-1")], [])
-    settings = settings.model_copy(
-        update={
-            "rules_file": str(tmp_path / "rules.toml"),
-            "automations_file": str(tmp_path / "automations.toml"),
-            "serve_listen": "127.0.0.1:0",
-        }
-    )
-    light = ScriptedDevice(settings, "home", "light", "light-1").connect()
-    try:
-        with (
-            RunningIngest(settings, IngestOptions(linger_s=0.02)) as ingest,
-            RunningServe(settings) as serve,
-        ):
-            yield Car(settings, ingest, serve)
-    finally:
-        light.disconnect()
+    with with_places(settings, tmp_path) as (settings, ingest, serve, _):
+        yield Car(settings, ingest, serve)
 
 
 def test_markers_move_the_track_grows_and_the_automation_appears_where_it_fired(

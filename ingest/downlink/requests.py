@@ -59,7 +59,7 @@ def command_request(gateway: GatewayBase, tenant: str, message: Incoming, out: O
         error = unreadable(exc, 'a command request is {"id", "device", "name", "args"}')
         gateway.reject(RejectReason.BAD_COMMAND_REQUEST, tenant, REQUEST_TAG, message, error, out)
         if raw is not None:
-            _refuseunreadable(gateway, tenant, raw, error, out)
+            _refuse_unreadable(gateway, tenant, raw, error, out)
         return
     submit_command(
         gateway,
@@ -231,7 +231,7 @@ def _not_the_same(
     return None
 
 
-def _refuseunreadable(
+def _refuse_unreadable(
     gateway: GatewayBase, tenant: str, raw: dict[str, Any], error: str, out: Outcome
 ) -> None:
     """A request that could not be read, announced as refused if it names its id and device

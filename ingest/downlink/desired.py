@@ -94,14 +94,7 @@ def submit_desired(
     before = current or Desired(device_type, 0, {}, 0)
     state = {k: v for k, v in {**before.state, **changes}.items() if v is not None}
     if state == before.state and current is not None:
-        # Nothing new: the asker hears that the current version already says so. Not applied
-        # yet, it is sent again (as a command asked again is): the request may be coming again
-        # because a crash came between recording it and sending it.
-        reason = f"nothing to change: version {current.version} (by {current.issuer}) says so"
-        announce_desired(gateway, tenant, body.device, current, out, asker.issuer, reason,
-                         request_id=body.request_id)  # fmt: skip
-        if current.confirmed < current.version:
-            gateway.send_desired(tenant, body.device, current, out)
+        _nothing_new(gateway, tenant, body, current, asker, out)
         return
     desired = Desired(
         before.device_type, gateway.ledger.next_version(tenant, body.device), state,
@@ -110,6 +103,24 @@ def submit_desired(
     from_state = {name: before.state.get(name) for name in changes}
     send_version(gateway, tenant, body.device, desired, out, account=asker.account,
                  from_state=from_state, to_state=changes)  # fmt: skip
+
+
+def _nothing_new(
+    gateway: GatewayBase,
+    tenant: str,
+    body: DesiredRequest,
+    current: Desired,
+    asker: Asker,
+    out: Outcome,
+) -> None:
+    """The asker hears that the current version already says so. Not applied yet, it is sent
+    again (as a command asked again is): the request may be coming again because a crash came
+    between recording it and sending it."""
+    reason = f"nothing to change: version {current.version} (by {current.issuer}) says so"
+    announce_desired(gateway, tenant, body.device, current, out, asker.issuer, reason,
+                     request_id=body.request_id)  # fmt: skip
+    if current.confirmed < current.version:
+        gateway.send_desired(tenant, body.device, current, out)
 
 
 def send_version(

@@ -149,6 +149,35 @@ def test_accounts_have_roles_and_tenants(tmp_path: Path) -> None:
         registry.revoke_account("farm-app")
 
 
+@pytest.mark.parametrize(
+    ("first", "then", "allowed"),
+    [
+        (("app", "farm"), ("operator", "farm"), True),  # a tenant's roles read the same
+        (("clinician", "farm"), ("app", "farm"), True),
+        (("serve", None), ("serve", None), True),
+        (("app", "farm"), ("app", "ward"), False),  # another tenant
+        (("app", "farm"), ("serve", None), False),
+        (("serve", None), ("app", "farm"), False),  # fewer reads than the sessions it held
+        (("ingest", None), ("serve", None), False),
+    ],
+    ids=lambda v: str(v),
+)
+def test_a_revoked_account_name_comes_back_only_with_the_same_reads(
+    tmp_path: Path, first: tuple[str, str | None], then: tuple[str, str | None], allowed: bool
+) -> None:
+    """The engine's persistent sessions keep a name's subscriptions past its revocation
+    (tests/test_engine_attacks.py shows the leak this stops)."""
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.add_account(first[0], "vet", tenant=first[1])  # type: ignore[arg-type]
+    registry.revoke_account("vet")
+    if allowed:
+        registry.add_account(then[0], "vet", tenant=then[1])  # type: ignore[arg-type]
+        assert [(a.role, a.tenant) for a in registry.accounts()] == [then]
+        return
+    with pytest.raises(RegistryError, match="until revoked; it is issued again only"):
+        registry.add_account(then[0], "vet", tenant=then[1])  # type: ignore[arg-type]
+
+
 BAD_DEVICES = [
     ("#", "cow-1", "tenant '#'"),
     ("+", "cow-1", "tenant '\\+'"),

@@ -184,15 +184,40 @@ class EngineAuth:
         return "deny"
 
 
+# RabbitMQ's questions are a few form fields: an MQTT client id, username or topic holds at
+# most 64 KiB, three times that percent-encoded. Anything longer, or a body that does not
+# come, is not RabbitMQ: answered at once, or dropped after the timeout, so that no caller
+# can hold a thread or make the service allocate what it claims to send (before: a claimed
+# 10 TB body ended in a MemoryError without an answer, a missing one held its thread forever).
+MAX_QUESTION_BYTES = 1024 * 1024
+REQUEST_TIMEOUT_S = 10.0  # under RabbitMQ's own 15 s (auth_http.request_timeout)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _AuthServer
 
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout_s  # applied to the socket by setup()
+        super().setup()
+
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = self.headers.get("Content-Length") or "0"
+        # ASCII digits only, and few: int("²") and int() of 5,000 digits raise.
+        if not (declared.isascii() and declared.isdigit()):
+            length = -1
+        else:
+            length = int(declared) if len(declared) <= 9 else MAX_QUESTION_BYTES + 1
+        if not 0 <= length <= MAX_QUESTION_BYTES:
+            self.server.auth.refusals["request"] += 1
+            log.warning("engine auth: refused a request declaring %.20r bytes", declared)
+            self._answer(413 if length > 0 else 400, b"deny")
+            return
         body = self.rfile.read(length).decode(errors="replace")
         form = {key: values[0] for key, values in parse_qs(body).items()}
-        answer = self.server.auth.decide(self.path, form).encode()
-        self.send_response(200)
+        self._answer(200, self.server.auth.decide(self.path, form).encode())
+
+    def _answer(self, status: int, answer: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
@@ -201,22 +226,36 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Silent: the decisions are logged with their reasons, requests would repeat them."""
 
+    def log_error(self, format: str, *args: object) -> None:
+        """A request that timed out or could not be read (never a body: no password)."""
+        log.warning("engine auth: %s", format % args)
+
 
 class _AuthServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], auth: EngineAuth) -> None:
+    def __init__(
+        self, address: tuple[str, int], auth: EngineAuth, *, request_timeout_s: float
+    ) -> None:
         super().__init__(address, _Handler)
         self.auth = auth
+        self.request_timeout_s = request_timeout_s
 
 
 @contextmanager
-def serve_engine_auth(auth: EngineAuth, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve_engine_auth(
+    auth: EngineAuth,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> Iterator[str]:
     """Answers RabbitMQ's auth backend on a thread until the block ends; yields its URL.
 
     POST (RabbitMQ's `auth_http.http_method = post`): passwords never appear in a URL or a
-    request log."""
-    server = _AuthServer((host, port), auth)
+    request log. A request whose body does not arrive within `request_timeout_s` is dropped;
+    RabbitMQ then refuses what it asked about."""
+    server = _AuthServer((host, port), auth, request_timeout_s=request_timeout_s)
     thread = threading.Thread(target=server.serve_forever, name="engine-auth", daemon=True)
     thread.start()
     try:

@@ -4,11 +4,14 @@ the same login. tests/test_engine_cluster.py asks the same through a real cluste
 
 from __future__ import annotations
 
+import http.client
+import socket
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from access.engine_auth import EngineAuth, filter_within, mqtt_topic
+from access.engine_auth import EngineAuth, filter_within, mqtt_topic, serve_engine_auth
 from access.registry import Registry
 
 P = "moclo"
@@ -89,3 +92,48 @@ def test_client_ids_queues_and_amqp_are_the_logins_own(
     assert auth.resource(ingest, "queue", "moclo.partition.telemetry.0", "read") is None
     assert auth.decide("/user", {"username": "nobody", "password": "x"}) == "deny"
     assert auth.refusals["user"] == 1
+
+
+def ask(url: str, path: str, body: bytes, **headers: str) -> tuple[int, bytes]:
+    """POSTs to the auth service at `url` as RabbitMQ does; its status and answer."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("declared", "status"),
+    [(str(10**13), 413), (str(2**20 + 1), 413), ("-1", 400), ("²", 400), ("9" * 5000, 413)],
+    ids=["10TB", "1MiB+1", "negative", "not-ascii", "5000-digits"],
+)
+def test_a_caller_declaring_an_impossible_body_is_denied_at_once(
+    auth: EngineAuth, registry: Registry, declared: str, status: int
+) -> None:
+    """Anyone on the machine can reach the service. Before, a claimed 10 TB body ended in a
+    MemoryError and no answer at all; a negative length read until the caller hung up."""
+    device = registry.add_device("farm", "cow_tracker", "c1")
+    question = urlencode({"username": device.username, "password": device.password}).encode()
+    with serve_engine_auth(auth) as url:
+        assert ask(url, "/user", question, **{"Content-Length": declared}) == (status, b"deny")
+        # Positive control: RabbitMQ's own question, to the same service, is still answered.
+        assert ask(url, "/user", question) == (200, b"allow")
+    assert auth.refusals["request"] == 1
+
+
+def test_a_caller_that_never_sends_its_body_is_dropped(auth: EngineAuth, registry: Registry) -> None:
+    """A body that does not come held its thread forever (one per connection, no bound)."""
+    device = registry.add_device("farm", "cow_tracker", "c1")
+    question = urlencode({"username": device.username, "password": device.password}).encode()
+    with serve_engine_auth(auth, request_timeout_s=0.5) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port)) as stalled:
+            stalled.sendall(b"POST /user HTTP/1.1\r\nContent-Length: 100\r\n\r\nusername=a")
+            # Positive control: meanwhile others are answered.
+            assert ask(url, "/user", question) == (200, b"allow")
+            stalled.settimeout(10)  # the deadline of the wait below
+            assert stalled.recv(1) == b"", "the stalled request was answered"

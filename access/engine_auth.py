@@ -197,8 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _AuthServer
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout_s  # applied to the socket by setup()
         super().setup()
+        self.connection.settimeout(self.server.request_timeout_s)  # its files read through it
 
     def do_POST(self) -> None:
         declared = self.headers.get("Content-Length") or "0"

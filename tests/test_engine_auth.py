@@ -125,7 +125,9 @@ def test_a_caller_declaring_an_impossible_body_is_denied_at_once(
     assert auth.refusals["request"] == 1
 
 
-def test_a_caller_that_never_sends_its_body_is_dropped(auth: EngineAuth, registry: Registry) -> None:
+def test_a_caller_that_never_sends_its_body_is_dropped(
+    auth: EngineAuth, registry: Registry
+) -> None:
     """A body that does not come held its thread forever (one per connection, no bound)."""
     device = registry.add_device("farm", "cow_tracker", "c1")
     question = urlencode({"username": device.username, "password": device.password}).encode()

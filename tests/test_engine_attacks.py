@@ -4,19 +4,32 @@ positive control beside it: the same client doing the allowed thing succeeds."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 
+import paho.mqtt.client as paho
+import pika
+import pika.exceptions
 import pytest
-from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from access.registry import Credentials, RegistryError
 from core.mqtt import connection_login
-from devices.topics import alert_subscription, alert_topic
+from devices.topics import (
+    COMMANDS,
+    alert_subscription,
+    alert_topic,
+    device_topic,
+    telemetry_subscription,
+    telemetry_topic,
+)
 from tests.conftest import Engine
-from tests.helpers import wait_until
+from tests.helpers import cow_json, wait_until
 from tests.test_broker_access import Peer
 
 V311 = MQTTProtocolVersion.MQTTv311  # RabbitMQ 3.10 drops MQTT 5 clients without a CONNACK
+COW = "cow_tracker"
+BAD_LOGIN, NOT_AUTHORISED = 134, 135  # paho's codes for MQTT 3.1.1's CONNACK 4 and 5
 
 
 def new_tenant() -> str:
@@ -33,6 +46,27 @@ def peer(engine: Engine, node: int, login: Credentials, *, persistent: bool = Fa
         client_id=login.username,
         clean_start=not persistent,
     )
+
+
+def consumer(engine: Engine, node: int, tenant: str) -> Peer:
+    """Ingest's login subscribed to the tenant's telemetry at node `node`."""
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    reader = peer(engine, node, ingest)
+    assert reader.subscribe(telemetry_subscription(engine.prefix, tenant)) == [1]
+    return reader
+
+
+def attempt(engine: Engine, node: int, login: Credentials, client_id: str) -> int | None:
+    """The CONNACK `login` gets at node `node` presenting `client_id`."""
+    attempt = Peer(
+        engine.cluster.nodes[node].ports.mqtt,
+        f"{login.username} as {client_id!r}",
+        (login.username, login.password),
+        protocol=V311,
+        client_id=client_id,
+    )
+    attempt.close()
+    return attempt.connack
 
 
 def announcer(engine: Engine, node: int) -> Peer:
@@ -79,3 +113,170 @@ def test_an_account_name_given_to_another_tenant_does_not_inherit_its_subscripti
         back.close()
     finally:
         sender.close()
+
+
+def test_rabbitmqs_topic_spellings_reach_no_other_devices_topic(engine: Engine) -> None:
+    """RabbitMQ turns an MQTT topic into a routing key (`/` → `.`, `+` → `*`): a `.` or a `*`
+    in an MQTT topic, ordinary characters to MQTT, are separators and wildcards to it."""
+    tenant = new_tenant()
+    me = engine.registry.add_device(tenant, COW, "me")
+    engine.registry.add_device(tenant, COW, "victim")
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    sender = peer(
+        engine, 0, Credentials(connection_login(ingest.username, "commands"), ingest.password)
+    )
+    reader = consumer(engine, 2, tenant)
+    own_commands = device_topic(engine.prefix, tenant, COW, "me", COMMANDS)
+    try:
+        # Positive control: its own commands under RabbitMQ's spelling are its own.
+        spy = peer(engine, 1, me)
+        assert spy.subscribe(own_commands.replace("/", ".")) == [1]
+        assert sender.publish(own_commands, b'{"id":"c-1"}') == 0
+        wait_until(lambda: spy.received(b'{"id":"c-1"}'), what="its own command")
+        spy.close()
+        victims = device_topic(engine.prefix, tenant, COW, "victim", COMMANDS)
+        for spelling in (
+            victims.replace("/", "."),  # the victim's routing key itself
+            f"{engine.prefix}/{tenant}/{COW}/victim.{COMMANDS}",
+            f"{engine.prefix}/{tenant}/{COW}/*/{COMMANDS}",  # `*`: every device's commands
+            f"{engine.prefix}/{tenant}/#",  # (paho will not send `.#`, MQTT has no such filter)
+            f"{engine.prefix}/{tenant}/{COW}/me/{COMMANDS}/#",
+        ):
+            spy = peer(engine, 1, me)
+            assert spy.subscribe(spelling) == [-1], f"subscribed to {spelling!r}"
+            spy.close()
+        forged = cow_json(1795327200, 1, body_temp_c=41.9)
+        victims_telemetry = telemetry_topic(engine.prefix, tenant, COW, "victim")
+        for spelling in (
+            victims_telemetry.replace("/", "."),
+            f"{engine.prefix}/{tenant}/{COW}/*/telemetry",
+        ):
+            forger = peer(engine, 1, me)
+            assert forger.publish(spelling, forged) == -1, f"published on {spelling!r}"
+            forger.close()
+        own = cow_json(1795327200, 2)  # published after the attempts, by the same login
+        forger = peer(engine, 1, me)
+        own_telemetry = telemetry_topic(engine.prefix, tenant, COW, "me")
+        assert forger.publish(own_telemetry.replace("/", "."), own) == 0
+        wait_until(lambda: reader.received(own), what="its own reading, spelled with dots")
+        forger.close()
+        assert not reader.received(forged), "a forged reading reached ingest"
+        assert (own_telemetry, own) in reader.messages  # delivered under MQTT's spelling
+    finally:
+        sender.close()
+        reader.close()
+
+
+def will_of(engine: Engine, node: int, login: Credentials, topic: str, payload: bytes) -> None:
+    """`login` connects with a last will on `topic`, then its connection drops unannounced."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=login.username, protocol=V311, clean_session=True
+    )
+    client.username_pw_set(login.username, login.password)
+    client.will_set(topic, payload, qos=1)
+    client.connect("127.0.0.1", engine.cluster.nodes[node].ports.mqtt)
+    connected = client.loop(timeout=5.0) == paho.MQTT_ERR_SUCCESS and client.is_connected()
+    assert connected, f"{login.username} did not connect"
+    sock = client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.shutdown(socket.SHUT_RDWR)  # no DISCONNECT: the broker sends the will
+    sock.close()
+
+
+def test_a_last_will_cannot_land_on_another_devices_topic(engine: Engine) -> None:
+    tenant = new_tenant()
+    me = engine.registry.add_device(tenant, COW, "me")
+    engine.registry.add_device(tenant, COW, "victim")
+    reader = consumer(engine, 0, tenant)
+    try:
+        # Positive control: a will on its own telemetry topic is delivered.
+        own_will = cow_json(1795327200, 1)
+        will_of(engine, 1, me, telemetry_topic(engine.prefix, tenant, COW, "me"), own_will)
+        wait_until(lambda: reader.received(own_will), what="its own will")
+        refused_before = engine.auth.refusals["topic"]
+        forged = cow_json(1795327200, 2, body_temp_c=41.9)
+        will_of(engine, 2, me, telemetry_topic(engine.prefix, tenant, COW, "victim"), forged)
+        # RabbitMQ asks when it would send the will (not at CONNECT), and sends nothing
+        # once refused.
+        wait_until(
+            lambda: engine.auth.refusals["topic"] > refused_before, what="the will's refusal"
+        )
+        later = cow_json(1795327200, 3)
+        will_of(engine, 2, me, telemetry_topic(engine.prefix, tenant, COW, "me"), later)
+        wait_until(lambda: reader.received(later), what="a later will of its own")
+        assert not reader.received(forged), "the forged will reached ingest"
+    finally:
+        reader.close()
+
+
+def test_logins_that_must_fail_do_at_every_node(engine: Engine) -> None:
+    """An empty or missing password, RabbitMQ's default guest, a revoked device, and client
+    ids that differ from the login only in case, an invisible character or a vhost prefix."""
+    tenant = new_tenant()
+    device = engine.registry.add_device(tenant, COW, "cow-1")
+    revoked = engine.registry.add_device(tenant, COW, "cow-2")
+    name = device.username
+    for node in range(3):
+        assert attempt(engine, node, revoked, revoked.username) == 0  # before it is revoked
+    engine.registry.revoke_device(tenant, "cow-2")
+    for node in range(3):
+        assert attempt(engine, node, device, name) == 0  # positive control, at each node
+        assert attempt(engine, node, Credentials(name, ""), name) == BAD_LOGIN
+        assert attempt(engine, node, Credentials("guest", "guest"), "guest") == BAD_LOGIN
+        assert attempt(engine, node, revoked, revoked.username) == BAD_LOGIN
+        for client_id in (name.upper(), f"{name}\u200b", f"{name} ", f"/:{name}"):
+            assert attempt(engine, node, device, client_id) == NOT_AUTHORISED, client_id
+    # The username with RabbitMQ's `vhost:` prefix is the same login, under the same id.
+    assert attempt(engine, 0, Credentials(f"/:{name}", device.password), name) == 0
+    no_password = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=V311)
+    no_password.username_pw_set(name, None)
+    codes: list[int] = []
+    no_password.on_connect = lambda c, u, f, reason, p: codes.append(reason.value)
+    no_password.connect("127.0.0.1", engine.cluster.nodes[0].ports.mqtt)
+    wait_until(lambda: codes or no_password.loop(timeout=0.2) != 0, what="CONNACK")
+    no_password.disconnect()
+    assert codes == [BAD_LOGIN]
+
+
+def amqp_login(engine: Engine, login: Credentials) -> str:
+    """'open', or why the AMQP port refused `login`."""
+    credentials = pika.PlainCredentials(login.username, login.password)
+    port = engine.cluster.nodes[1].ports.amqp
+    parameters = pika.ConnectionParameters("127.0.0.1", port, "/", credentials)
+    try:
+        pika.BlockingConnection(parameters).close()
+    except pika.exceptions.ProbableAuthenticationError:
+        return "bad login"
+    except pika.exceptions.ProbableAccessDeniedError:
+        return "vhost refused"
+    return "open"
+
+
+def test_only_ingest_speaks_amqp(engine: Engine) -> None:
+    """AMQP has no client id and reaches every queue and exchange by name: the engine's
+    consumers only."""
+    tenant = new_tenant()
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    assert amqp_login(engine, ingest) == "open"  # positive control
+    device = engine.registry.add_device(tenant, COW, "cow-1")
+    app = engine.registry.add_account("app", f"app-{uuid.uuid4().hex[:8]}", tenant=tenant)
+    serve = engine.registry.add_account("serve", f"serve-{uuid.uuid4().hex[:8]}")
+    for login in (device, app, serve):
+        assert amqp_login(engine, login) == "vhost refused", login.username
+    assert amqp_login(engine, Credentials("guest", "guest")) == "bad login"
+    assert amqp_login(engine, Credentials(ingest.username, "")) == "bad login"
+
+
+def test_a_failing_auth_service_refuses_logins(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: RabbitMQ turns an auth service that answers nothing into a refusal."""
+    device = engine.registry.add_device(new_tenant(), COW, "cow-1")
+
+    def broken(username: str, password: str) -> str | None:
+        raise RuntimeError("the auth service failed")  # its thread dies, no answer is sent
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.auth, "user", broken)
+        assert attempt(engine, 0, device, device.username) == BAD_LOGIN
+    assert attempt(engine, 0, device, device.username) == 0  # positive control, restored

@@ -28,7 +28,9 @@ Every refusal is logged with its reason (never a password) and counted in `refus
 from __future__ import annotations
 
 import collections
+import hmac
 import logging
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -201,6 +203,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(self.server.request_timeout_s)  # its files read through it
 
     def do_POST(self) -> None:
+        question = self._question()
+        if question is None:
+            self.server.auth.refusals["request"] += 1
+            log.warning("engine auth: refused a request outside the service's secret path")
+            self._answer(404, b"deny")
+            return
         declared = self.headers.get("Content-Length") or "0"
         # ASCII digits only, and few: int("²") and int() of 5,000 digits raise.
         if not (declared.isascii() and declared.isdigit()):
@@ -214,7 +222,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length).decode(errors="replace")
         form = {key: values[0] for key, values in parse_qs(body).items()}
-        self._answer(200, self.server.auth.decide(self.path, form).encode())
+        self._answer(200, self.server.auth.decide(question, form).encode())
+
+    def _question(self) -> str | None:
+        """The question's path below the secret one (`/user`, ...), or None for a stranger."""
+        secret = f"/{self.server.secret}/".encode()
+        asked = self.path.encode(errors="replace")
+        if not hmac.compare_digest(asked[: len(secret)], secret):
+            return None
+        return "/" + self.path[len(secret) :]
 
     def _answer(self, status: int, answer: bytes) -> None:
         self.send_response(status)
@@ -240,6 +256,7 @@ class _AuthServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.auth = auth
         self.request_timeout_s = request_timeout_s
+        self.secret = secrets.token_urlsafe(24)  # the URL's path: only RabbitMQ is told it
 
 
 @contextmanager
@@ -254,12 +271,17 @@ def serve_engine_auth(
 
     POST (RabbitMQ's `auth_http.http_method = post`): passwords never appear in a URL or a
     request log. A request whose body does not arrive within `request_timeout_s` is dropped;
-    RabbitMQ then refuses what it asked about."""
+    RabbitMQ then refuses what it asked about.
+
+    The URL ends in a random path, a secret: RabbitMQ sends no credentials of its own and
+    only the user question carries a password, so without it anyone reaching the port could
+    ask which logins exist and what each may do. Keep the URL where the password would go
+    (rabbitmq.conf, 0600), never in a log."""
     server = _AuthServer((host, port), auth, request_timeout_s=request_timeout_s)
     thread = threading.Thread(target=server.serve_forever, name="engine-auth", daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}/{server.secret}"
     finally:
         server.shutdown()
         server.server_close()

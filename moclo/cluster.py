@@ -121,6 +121,9 @@ class RabbitNode(LocalServer):
     def write_config(self) -> None:
         (self.directory / "enabled_plugins").write_text(f"[{','.join(PLUGINS)}].\n")
         auth = self._shared_env["MOCLO_ENGINE_AUTH_URL"]
+        # The auth service's URL holds its secret path (access/engine_auth.py): owner only.
+        self.config_path.touch(mode=0o600)
+        self.config_path.chmod(0o600)
         self.config_path.write_text(
             "\n".join(
                 [

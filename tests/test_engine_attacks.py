@@ -5,6 +5,7 @@ positive control beside it: the same client doing the allowed thing succeeds."""
 from __future__ import annotations
 
 import socket
+import stat
 import uuid
 
 import paho.mqtt.client as paho
@@ -280,3 +281,12 @@ def test_a_failing_auth_service_refuses_logins(
         patch.setattr(engine.auth, "user", broken)
         assert attempt(engine, 0, device, device.username) == BAD_LOGIN
     assert attempt(engine, 0, device, device.username) == 0  # positive control, restored
+
+
+def test_the_auth_services_secret_url_is_readable_by_the_nodes_owner_only(
+    engine: Engine,
+) -> None:
+    """rabbitmq.conf holds the URL whose path is the auth service's secret."""
+    for node in engine.cluster.nodes:
+        assert "/user" in node.config_path.read_text()
+        assert stat.S_IMODE(node.config_path.stat().st_mode) == 0o600, node.node

@@ -95,11 +95,11 @@ def test_client_ids_queues_and_amqp_are_the_logins_own(
 
 
 def ask(url: str, path: str, body: bytes, **headers: str) -> tuple[int, bytes]:
-    """POSTs to the auth service at `url` as RabbitMQ does; its status and answer."""
+    """POSTs `path` below `url` as RabbitMQ does; the service's status and answer."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
     try:
-        connection.request("POST", path, body=body, headers=headers)
+        connection.request("POST", parts.path + path, body=body, headers=headers)
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -134,8 +134,37 @@ def test_a_caller_that_never_sends_its_body_is_dropped(
     with serve_engine_auth(auth, request_timeout_s=0.5) as url:
         parts = urlsplit(url)
         with socket.create_connection((parts.hostname, parts.port)) as stalled:
-            stalled.sendall(b"POST /user HTTP/1.1\r\nContent-Length: 100\r\n\r\nusername=a")
+            head = f"POST {parts.path}/user HTTP/1.1\r\nContent-Length: 100\r\n\r\n"
+            stalled.sendall(head.encode() + b"username=a")
             # Positive control: meanwhile others are answered.
             assert ask(url, "/user", question) == (200, b"allow")
             stalled.settimeout(10)  # the deadline of the wait below
             assert stalled.recv(1) == b"", "the stalled request was answered"
+
+
+def test_a_caller_without_the_services_url_learns_nothing(
+    auth: EngineAuth, registry: Registry
+) -> None:
+    """RabbitMQ sends no credentials of its own, and the vhost, resource and topic questions
+    carry no password: anyone reaching the port could ask which logins exist and what each
+    may do (every tenant and device id), or guess passwords out of RabbitMQ's sight. The
+    service answers only below the secret path of the URL it yields (in rabbitmq.conf)."""
+    device = registry.add_device("farm", "cow_tracker", "c1")
+    name = device.username
+    questions = {
+        "/vhost": {"username": name, "vhost": "/", "client_id": name},
+        "/topic": {
+            "username": name,
+            "routing_key": "moclo.farm.cow_tracker.c1.telemetry",
+            "permission": "write",
+        },
+        "/user": {"username": name, "password": device.password},
+    }
+    with serve_engine_auth(auth) as url:
+        port_only = f"http://127.0.0.1:{urlsplit(url).port}"
+        for path, form in questions.items():
+            body = urlencode(form).encode()
+            assert ask(url, path, body) == (200, b"allow"), path  # positive control
+            assert ask(port_only, path, body) == (404, b"deny"), path  # the stranger
+            assert ask(port_only, "/x" + urlsplit(url).path[2:] + path, body)[1] == b"deny"
+    assert auth.refusals["request"] == 2 * len(questions)

@@ -19,6 +19,7 @@ from access.credentials import load_credentials
 from access.issued import IssuedFileError, append_device_credentials
 from access.known import RegisteredDevices
 from access.passwords import hash_password, hash_password_sha512, new_secret, verify_password
+from access.provision import AccountPlan, ensure_account
 from access.registry import (
     DeviceSpec,
     MqttLogin,
@@ -819,3 +820,16 @@ def test_ingest_in_flag_mode_stores_and_notes_unregistered_devices(
         assert sorted(row["device_id"] for row in noted) == ["cow-0666", "cow-0777"]
         assert {row["tenant"] for row in noted} == {"farm"}
         assert influx.count("moclo_rejected", "error") == 0
+
+
+def test_provision_refuses_to_turn_an_account_into_another_service_and_keeps_it(
+    tmp_path: Path,
+) -> None:
+    """Before a revoked name could come back only with the same reads, provision revoked the
+    account and issued it again in its new role; now that would revoke it and then fail."""
+    registry = Registry(tmp_path / "registry.sqlite")
+    assert ensure_account(registry, AccountPlan("ingest", "svc", tmp_path / "svc.pw")) == "issued"
+    with pytest.raises(RegistryError, match="is the ingest account; a name keeps its role"):
+        ensure_account(registry, AccountPlan("serve", "svc", tmp_path / "svc.pw"))
+    assert [(a.name, a.role) for a in registry.accounts()] == [("svc", "ingest")]
+    assert ensure_account(registry, AccountPlan("ingest", "svc", tmp_path / "svc.pw")) == "kept"

@@ -4,6 +4,7 @@ positive control beside it: the same client doing the allowed thing succeeds."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import stat
 import uuid
@@ -290,3 +291,31 @@ def test_the_auth_services_secret_url_is_readable_by_the_nodes_owner_only(
     for node in engine.cluster.nodes:
         assert "/user" in node.config_path.read_text()
         assert stat.S_IMODE(node.config_path.stat().st_mode) == 0o600, node.node
+
+
+def test_no_password_or_auth_secret_reaches_a_log(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = new_tenant()
+    device = engine.registry.add_device(tenant, COW, "cow-1")
+    wrong = device.password[::-1]
+    config = engine.cluster.nodes[0].config_path.read_text()
+    user_path = next(line for line in config.splitlines() if "auth_http.user_path" in line)
+    secret = user_path.rsplit("/", 2)[1]  # …/SECRET/user
+    with caplog.at_level(logging.INFO, logger="access.engine_auth"):
+        for node in range(3):
+            assert attempt(engine, node, device, device.username) == 0
+            assert attempt(engine, node, Credentials(device.username, wrong), device.username)
+            # Positive control: the refusals are logged, with the login's name, at each node
+            # and by the auth service, so these are the logs that would hold a leak.
+            wait_until(
+                lambda n=node: (
+                    f"MQTT login failed for user '{device.username}'"
+                    in engine.cluster.nodes[n].log_since_start()
+                ),
+                what=f"r{node + 1}'s log of the refusal",
+            )
+    assert f"engine refused user for '{device.username}': wrong password" in caplog.text
+    for text in (caplog.text, *(node.log_since_start() for node in engine.cluster.nodes)):
+        assert device.password not in text and wrong not in text
+        assert secret not in text

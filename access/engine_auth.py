@@ -29,14 +29,18 @@ from __future__ import annotations
 
 import collections
 import hmac
+import io
 import logging
 import secrets
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from paho.mqtt.client import topic_matches_sub
@@ -45,6 +49,9 @@ from access.broker import Entry, broker_logins
 from access.passwords import verify_password
 from access.registry import MqttLogin, Registry
 from access.registry_watch import RegistryWatch
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +199,25 @@ class EngineAuth:
 # can hold a thread or make the service allocate what it claims to send (before: a claimed
 # 10 TB body ended in a MemoryError without an answer, a missing one held its thread forever).
 MAX_QUESTION_BYTES = 1024 * 1024
-REQUEST_TIMEOUT_S = 10.0  # under RabbitMQ's own 15 s (auth_http.request_timeout)
+REQUEST_TIMEOUT_S = 10.0  # a whole request's; under RabbitMQ's own 15 s (auth_http.request_timeout)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A request's socket, read until one deadline for the whole request: a timeout per read
+    would let a caller sending a byte every few seconds hold its thread for ever."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request was not read within its deadline")
+        self._sock.settimeout(remaining)  # the answer's write is bounded by it too
+        return self._sock.recv_into(buffer)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -200,7 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.request_timeout_s)  # its files read through it
+        self.rfile.close()  # read through the deadline instead
+        deadline = time.monotonic() + self.server.request_timeout_s
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
 
     def do_POST(self) -> None:
         question = self._question()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -168,3 +169,30 @@ def test_a_caller_without_the_services_url_learns_nothing(
             assert ask(port_only, path, body) == (404, b"deny"), path  # the stranger
             assert ask(port_only, "/x" + urlsplit(url).path[2:] + path, body)[1] == b"deny"
     assert auth.refusals["request"] == 2 * len(questions)
+
+
+def test_a_caller_trickling_its_request_is_dropped_at_the_requests_deadline(
+    auth: EngineAuth, registry: Registry
+) -> None:
+    """A byte every 0.2 s never trips a per-read timeout of 0.5 s: the deadline is the whole
+    request's, or a caller could hold a thread (one per connection) for as long as it likes."""
+    device = registry.add_device("farm", "cow_tracker", "c1")
+    question = urlencode({"username": device.username, "password": device.password}).encode()
+    with serve_engine_auth(auth, request_timeout_s=0.5) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port)) as trickling:
+            trickling.sendall(f"POST {parts.path}/user HTTP/1.1\r\nX-Slow: ".encode())
+            trickling.settimeout(0.2)  # paces the attacker: a byte, then 0.2 s of listening
+            deadline = time.monotonic() + 10
+            closed = False
+            while not closed and time.monotonic() < deadline:
+                try:
+                    trickling.sendall(b"a")
+                    closed = trickling.recv(1) == b""
+                except TimeoutError:
+                    continue
+                except ConnectionError:  # reset by the server: dropped too
+                    closed = True
+            assert closed, "a trickling request held its thread for 10 s"
+            # Positive control: the service answers others all along.
+            assert ask(url, "/user", question) == (200, b"allow")

@@ -56,7 +56,10 @@ class Epmd(LocalServer):
     name = "epmd"
 
     def command(self) -> list[str]:
-        return [find_executable("epmd", package="erlang-base"), "-port", str(self.port)]
+        # Without -address it listens on every interface: other machines would learn the
+        # nodes' names and distribution ports (which themselves listen on loopback only).
+        epmd = find_executable("epmd", package="erlang-base")
+        return [epmd, "-port", str(self.port), "-address", self.host]
 
     def write_config(self) -> None:
         """epmd has no config file."""

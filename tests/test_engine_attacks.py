@@ -319,3 +319,37 @@ def test_no_password_or_auth_secret_reaches_a_log(
     for text in (caplog.text, *(node.log_since_start() for node in engine.cluster.nodes)):
         assert device.password not in text and wrong not in text
         assert secret not in text
+
+
+def outside_address() -> str | None:
+    """This machine's address on its network (not loopback), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # TEST-NET-2; no packet is sent, a route is picked
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_the_cluster_listens_on_loopback_only(engine: Engine) -> None:
+    """Erlang's port mapper, the distribution ports (with the cookie: the whole cluster),
+    AMQP and MQTT, from another machine: nothing answers."""
+    outside = outside_address()
+    if outside is None:
+        pytest.skip("this machine has no address but loopback")
+    cluster = engine.cluster
+    ports = {"epmd": cluster.epmd.port}
+    for node in cluster.nodes:
+        name = node.node.split("@")[0]
+        ports |= {f"{name} {kind}": getattr(node.ports, kind) for kind in ("amqp", "mqtt", "dist")}
+    assert all(answers("127.0.0.1", port) for port in ports.values())  # positive control
+    assert [name for name, port in ports.items() if answers(outside, port)] == []

@@ -342,12 +342,14 @@ def answers(host: str, port: int) -> bool:
 
 def test_the_cluster_listens_on_loopback_only(engine: Engine) -> None:
     """Erlang's port mapper, the distribution ports (with the cookie: the whole cluster),
-    AMQP and MQTT, from another machine: nothing answers."""
+    AMQP, MQTT and the auth service, from another machine: nothing answers."""
     outside = outside_address()
     if outside is None:
         pytest.skip("this machine has no address but loopback")
     cluster = engine.cluster
-    ports = {"epmd": cluster.epmd.port}
+    config = cluster.nodes[0].config_path.read_text()
+    auth_url = next(line for line in config.splitlines() if "auth_http.user_path" in line)
+    ports = {"epmd": cluster.epmd.port, "auth service": int(auth_url.split(":")[-1].split("/")[0])}
     for node in cluster.nodes:
         name = node.node.split("@")[0]
         ports |= {f"{name} {kind}": getattr(node.ports, kind) for kind in ("amqp", "mqtt", "dist")}

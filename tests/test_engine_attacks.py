@@ -355,3 +355,59 @@ def test_the_cluster_listens_on_loopback_only(engine: Engine) -> None:
         ports |= {f"{name} {kind}": getattr(node.ports, kind) for kind in ("amqp", "mqtt", "dist")}
     assert all(answers("127.0.0.1", port) for port in ports.values())  # positive control
     assert [name for name, port in ports.items() if answers(outside, port)] == []
+
+
+def test_ingests_amqp_login_cannot_reach_a_devices_session_queue(engine: Engine) -> None:
+    """AMQP names queues directly: through the default exchange, a publish whose routing key
+    is a device's session queue would put a command in it without any topic check; reading
+    or deleting that queue would take the device's commands."""
+    tenant = new_tenant()
+    device = engine.registry.add_device(tenant, COW, "cow-1")
+    session = peer(engine, 1, device, persistent=True)  # its commands' queue now exists
+    assert session.subscribe(device_topic(engine.prefix, tenant, COW, "cow-1", COMMANDS)) == [1]
+    session.close()
+    queue = f"mqtt-subscription-{device.username}qos1"
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    credentials = pika.PlainCredentials(ingest.username, ingest.password)
+    port = engine.cluster.nodes[0].ports.amqp
+    own = f"moclo.partition.review-{uuid.uuid4().hex[:8]}"
+    with pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", port, "/", credentials)
+    ) as amqp:
+        # Positive control: its own partition-named exchange and queue, written and read.
+        channel = amqp.channel()
+        channel.confirm_delivery()
+        channel.exchange_declare(own, "fanout")
+        channel.queue_declare(own)
+        channel.queue_bind(own, own)
+        channel.basic_publish(own, "", b"own")
+        got = wait_until(lambda: channel.basic_get(own, auto_ack=True)[2], what="its own message")
+        assert got == b"own"
+        channel.queue_delete(own)
+        channel.exchange_delete(own)
+        attacks = {
+            "publish through the default exchange": lambda ch: ch.basic_publish(
+                "", queue, b'{"id":"forged"}'
+            ),
+            "read": lambda ch: ch.basic_get(queue, auto_ack=True),
+            "delete": lambda ch: ch.queue_delete(queue),
+            "bind": lambda ch: ch.queue_bind(queue, "amq.topic", routing_key="moclo.#"),
+        }
+        for what, attack in attacks.items():
+            channel = amqp.channel()
+            channel.confirm_delivery()
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+                attack(channel)
+            assert refused.value.reply_code == 403, what
+    # The device's session is untouched: a genuine command, sent after the attacks, is the
+    # only one in it when the device resumes it.
+    sender = peer(
+        engine, 0, Credentials(connection_login(ingest.username, "commands"), ingest.password)
+    )
+    topic = device_topic(engine.prefix, tenant, COW, "cow-1", COMMANDS)
+    assert sender.publish(topic, b'{"id":"c-1"}') == 0
+    sender.close()
+    back = peer(engine, 2, device, persistent=True)
+    wait_until(lambda: back.received(b'{"id":"c-1"}'), what="the genuine command")
+    back.close()
+    assert [payload for _, payload in back.messages] == [b'{"id":"c-1"}']

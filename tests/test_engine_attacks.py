@@ -22,20 +22,16 @@ from devices.topics import (
     alert_subscription,
     alert_topic,
     device_topic,
-    telemetry_subscription,
     telemetry_topic,
 )
 from tests.conftest import Engine
 from tests.helpers import cow_json, wait_until
 from tests.test_broker_access import Peer
+from tests.test_engine_cluster import consumer, new_tenant
 
 V311 = MQTTProtocolVersion.MQTTv311  # RabbitMQ 3.10 drops MQTT 5 clients without a CONNACK
 COW = "cow_tracker"
 BAD_LOGIN, NOT_AUTHORISED = 134, 135  # paho's codes for MQTT 3.1.1's CONNACK 4 and 5
-
-
-def new_tenant() -> str:
-    return f"farm-{uuid.uuid4().hex[:8]}"
 
 
 def peer(engine: Engine, node: int, login: Credentials, *, persistent: bool = False) -> Peer:
@@ -48,14 +44,6 @@ def peer(engine: Engine, node: int, login: Credentials, *, persistent: bool = Fa
         client_id=login.username,
         clean_start=not persistent,
     )
-
-
-def consumer(engine: Engine, node: int, tenant: str) -> Peer:
-    """Ingest's login subscribed to the tenant's telemetry at node `node`."""
-    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
-    reader = peer(engine, node, ingest)
-    assert reader.subscribe(telemetry_subscription(engine.prefix, tenant)) == [1]
-    return reader
 
 
 def attempt(engine: Engine, node: int, login: Credentials, client_id: str) -> int | None:

@@ -28,13 +28,19 @@ Every refusal is logged with its reason (never a password) and counted in `refus
 from __future__ import annotations
 
 import collections
+import hmac
+import io
 import logging
+import secrets
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from paho.mqtt.client import topic_matches_sub
@@ -43,6 +49,9 @@ from access.broker import Entry, broker_logins
 from access.passwords import verify_password
 from access.registry import MqttLogin, Registry
 from access.registry_watch import RegistryWatch
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -184,15 +193,74 @@ class EngineAuth:
         return "deny"
 
 
+# RabbitMQ's questions are a few form fields: an MQTT client id, username or topic holds at
+# most 64 KiB, three times that percent-encoded. Anything longer, or a body that does not
+# come, is not RabbitMQ: answered at once, or dropped after the timeout, so that no caller
+# can hold a thread or make the service allocate what it claims to send (before: a claimed
+# 10 TB body ended in a MemoryError without an answer, a missing one held its thread forever).
+MAX_QUESTION_BYTES = 1024 * 1024
+REQUEST_TIMEOUT_S = 10.0  # a whole request's; under RabbitMQ's own 15 s (auth_http.request_timeout)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A request's socket, read until one deadline for the whole request: a timeout per read
+    would let a caller sending a byte every few seconds hold its thread for ever."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request was not read within its deadline")
+        self._sock.settimeout(remaining)  # the answer's write is bounded by it too
+        return self._sock.recv_into(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _AuthServer
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # read through the deadline instead
+        deadline = time.monotonic() + self.server.request_timeout_s
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        question = self._question()
+        if question is None:
+            self.server.auth.refusals["request"] += 1
+            log.warning("engine auth: refused a request outside the service's secret path")
+            self._answer(404, b"deny")
+            return
+        declared = self.headers.get("Content-Length") or "0"
+        # ASCII digits only, and few: int("²") and int() of 5,000 digits raise.
+        if not (declared.isascii() and declared.isdigit()):
+            length = -1
+        else:
+            length = int(declared) if len(declared) <= 9 else MAX_QUESTION_BYTES + 1
+        if not 0 <= length <= MAX_QUESTION_BYTES:
+            self.server.auth.refusals["request"] += 1
+            log.warning("engine auth: refused a request declaring %.20r bytes", declared)
+            self._answer(413 if length > 0 else 400, b"deny")
+            return
         body = self.rfile.read(length).decode(errors="replace")
         form = {key: values[0] for key, values in parse_qs(body).items()}
-        answer = self.server.auth.decide(self.path, form).encode()
-        self.send_response(200)
+        self._answer(200, self.server.auth.decide(question, form).encode())
+
+    def _question(self) -> str | None:
+        """The question's path below the secret one (`/user`, ...), or None for a stranger."""
+        secret = f"/{self.server.secret}/".encode()
+        asked = self.path.encode(errors="replace")
+        if not hmac.compare_digest(asked[: len(secret)], secret):
+            return None
+        return "/" + self.path[len(secret) :]
+
+    def _answer(self, status: int, answer: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
@@ -201,26 +269,46 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Silent: the decisions are logged with their reasons, requests would repeat them."""
 
+    def log_error(self, format: str, *args: object) -> None:
+        """A request that timed out or could not be read (never a body: no password)."""
+        log.warning("engine auth: %s", format % args)
+
 
 class _AuthServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], auth: EngineAuth) -> None:
+    def __init__(
+        self, address: tuple[str, int], auth: EngineAuth, *, request_timeout_s: float
+    ) -> None:
         super().__init__(address, _Handler)
         self.auth = auth
+        self.request_timeout_s = request_timeout_s
+        self.secret = secrets.token_urlsafe(24)  # the URL's path: only RabbitMQ is told it
 
 
 @contextmanager
-def serve_engine_auth(auth: EngineAuth, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve_engine_auth(
+    auth: EngineAuth,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> Iterator[str]:
     """Answers RabbitMQ's auth backend on a thread until the block ends; yields its URL.
 
     POST (RabbitMQ's `auth_http.http_method = post`): passwords never appear in a URL or a
-    request log."""
-    server = _AuthServer((host, port), auth)
+    request log. A request whose body does not arrive within `request_timeout_s` is dropped;
+    RabbitMQ then refuses what it asked about.
+
+    The URL ends in a random path, a secret: RabbitMQ sends no credentials of its own and
+    only the user question carries a password, so without it anyone reaching the port could
+    ask which logins exist and what each may do. Keep the URL where the password would go
+    (rabbitmq.conf, 0600), never in a log."""
+    server = _AuthServer((host, port), auth, request_timeout_s=request_timeout_s)
     thread = threading.Thread(target=server.serve_forever, name="engine-auth", daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}/{server.secret}"
     finally:
         server.shutdown()
         server.server_close()

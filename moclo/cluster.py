@@ -56,7 +56,10 @@ class Epmd(LocalServer):
     name = "epmd"
 
     def command(self) -> list[str]:
-        return [find_executable("epmd", package="erlang-base"), "-port", str(self.port)]
+        # Without -address it listens on every interface: other machines would learn the
+        # nodes' names and distribution ports (which themselves listen on loopback only).
+        epmd = find_executable("epmd", package="erlang-base")
+        return [epmd, "-port", str(self.port), "-address", self.host]
 
     def write_config(self) -> None:
         """epmd has no config file."""
@@ -121,6 +124,9 @@ class RabbitNode(LocalServer):
     def write_config(self) -> None:
         (self.directory / "enabled_plugins").write_text(f"[{','.join(PLUGINS)}].\n")
         auth = self._shared_env["MOCLO_ENGINE_AUTH_URL"]
+        # The auth service's URL holds its secret path (access/engine_auth.py): owner only.
+        self.config_path.touch(mode=0o600)
+        self.config_path.chmod(0o600)
         self.config_path.write_text(
             "\n".join(
                 [

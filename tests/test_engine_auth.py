@@ -4,11 +4,15 @@ the same login. tests/test_engine_cluster.py asks the same through a real cluste
 
 from __future__ import annotations
 
+import http.client
+import socket
+import time
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from access.engine_auth import EngineAuth, filter_within, mqtt_topic
+from access.engine_auth import EngineAuth, filter_within, mqtt_topic, serve_engine_auth
 from access.registry import Registry
 
 P = "moclo"
@@ -89,3 +93,106 @@ def test_client_ids_queues_and_amqp_are_the_logins_own(
     assert auth.resource(ingest, "queue", "moclo.partition.telemetry.0", "read") is None
     assert auth.decide("/user", {"username": "nobody", "password": "x"}) == "deny"
     assert auth.refusals["user"] == 1
+
+
+def ask(url: str, path: str, body: bytes, **headers: str) -> tuple[int, bytes]:
+    """POSTs `path` below `url` as RabbitMQ does; the service's status and answer."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        connection.request("POST", parts.path + path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("declared", "status"),
+    [(str(10**13), 413), (str(2**20 + 1), 413), ("-1", 400), ("²", 400), ("9" * 5000, 413)],
+    ids=["10TB", "1MiB+1", "negative", "not-ascii", "5000-digits"],
+)
+def test_a_caller_declaring_an_impossible_body_is_denied_at_once(
+    auth: EngineAuth, registry: Registry, declared: str, status: int
+) -> None:
+    """Anyone on the machine can reach the service. Before, a claimed 10 TB body ended in a
+    MemoryError and no answer at all; a negative length read until the caller hung up."""
+    device = registry.add_device("farm", "cow_tracker", "c1")
+    question = urlencode({"username": device.username, "password": device.password}).encode()
+    with serve_engine_auth(auth) as url:
+        assert ask(url, "/user", question, **{"Content-Length": declared}) == (status, b"deny")
+        # Positive control: RabbitMQ's own question, to the same service, is still answered.
+        assert ask(url, "/user", question) == (200, b"allow")
+    assert auth.refusals["request"] == 1
+
+
+def test_a_caller_that_never_sends_its_body_is_dropped(
+    auth: EngineAuth, registry: Registry
+) -> None:
+    """A body that does not come held its thread forever (one per connection, no bound)."""
+    device = registry.add_device("farm", "cow_tracker", "c1")
+    question = urlencode({"username": device.username, "password": device.password}).encode()
+    with serve_engine_auth(auth, request_timeout_s=0.5) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port)) as stalled:
+            head = f"POST {parts.path}/user HTTP/1.1\r\nContent-Length: 100\r\n\r\n"
+            stalled.sendall(head.encode() + b"username=a")
+            # Positive control: meanwhile others are answered.
+            assert ask(url, "/user", question) == (200, b"allow")
+            stalled.settimeout(10)  # the deadline of the wait below
+            assert stalled.recv(1) == b"", "the stalled request was answered"
+
+
+def test_a_caller_without_the_services_url_learns_nothing(
+    auth: EngineAuth, registry: Registry
+) -> None:
+    """RabbitMQ sends no credentials of its own, and the vhost, resource and topic questions
+    carry no password: anyone reaching the port could ask which logins exist and what each
+    may do (every tenant and device id), or guess passwords out of RabbitMQ's sight. The
+    service answers only below the secret path of the URL it yields (in rabbitmq.conf)."""
+    device = registry.add_device("farm", "cow_tracker", "c1")
+    name = device.username
+    questions = {
+        "/vhost": {"username": name, "vhost": "/", "client_id": name},
+        "/topic": {
+            "username": name,
+            "routing_key": "moclo.farm.cow_tracker.c1.telemetry",
+            "permission": "write",
+        },
+        "/user": {"username": name, "password": device.password},
+    }
+    with serve_engine_auth(auth) as url:
+        port_only = f"http://127.0.0.1:{urlsplit(url).port}"
+        for path, form in questions.items():
+            body = urlencode(form).encode()
+            assert ask(url, path, body) == (200, b"allow"), path  # positive control
+            assert ask(port_only, path, body) == (404, b"deny"), path  # the stranger
+            assert ask(port_only, "/x" + urlsplit(url).path[2:] + path, body)[1] == b"deny"
+    assert auth.refusals["request"] == 2 * len(questions)
+
+
+def test_a_caller_trickling_its_request_is_dropped_at_the_requests_deadline(
+    auth: EngineAuth, registry: Registry
+) -> None:
+    """A byte every 0.2 s never trips a per-read timeout of 0.5 s: the deadline is the whole
+    request's, or a caller could hold a thread (one per connection) for as long as it likes."""
+    device = registry.add_device("farm", "cow_tracker", "c1")
+    question = urlencode({"username": device.username, "password": device.password}).encode()
+    with serve_engine_auth(auth, request_timeout_s=0.5) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port)) as trickling:
+            trickling.sendall(f"POST {parts.path}/user HTTP/1.1\r\nX-Slow: ".encode())
+            trickling.settimeout(0.2)  # paces the attacker: a byte, then 0.2 s of listening
+            deadline = time.monotonic() + 10
+            closed = False
+            while not closed and time.monotonic() < deadline:
+                try:
+                    trickling.sendall(b"a")
+                    closed = trickling.recv(1) == b""
+                except TimeoutError:
+                    continue
+                except ConnectionError:  # reset by the server: dropped too
+                    closed = True
+            assert closed, "a trickling request held its thread for 10 s"
+            # Positive control: the service answers others all along.
+            assert ask(url, "/user", question) == (200, b"allow")

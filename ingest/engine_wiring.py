@@ -1,0 +1,49 @@
+"""Ingest on the distributed engine: its source from the settings (`MOCLO_ENGINE_URL`,
+`MOCLO_ENGINE_WORKER`, `MOCLO_ENGINE_PARTITIONS`); see docs/scale.md."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pika
+
+from core.settings import Settings
+from ingest.engine_source import EngineSource, PartitionPlan
+from ingest.options import IngestOptions
+
+
+def bindings(settings: Settings) -> tuple[str, ...]:
+    """The telemetry of all tenants, or of MOCLO_INGEST_TENANTS, as AMQP routing keys
+    (`/` becomes `.`, `+` becomes `*`)."""
+    tenants = settings.tenants or ("*",)
+    return tuple(f"{settings.topic_prefix}.{tenant}.*.*.telemetry" for tenant in tenants)
+
+
+def engine_source(settings: Settings, options: IngestOptions) -> EngineSource:
+    """The engine's partitions this worker consumes, with ingest's MQTT login."""
+    assert settings.engine_url is not None
+    url = urlsplit(settings.engine_url)
+    mqtt = settings.mqtt
+    parameters = pika.ConnectionParameters(
+        url.hostname or "127.0.0.1",
+        url.port or 5672,
+        "/",
+        pika.PlainCredentials(mqtt.username or "", mqtt.password or ""),
+        heartbeat=30,
+        connection_attempts=1,
+    )
+    worker, workers = settings.worker
+    plan = PartitionPlan(
+        partitions=settings.engine_partitions,
+        worker=worker,
+        workers=workers,
+        bindings=bindings(settings),
+        name=options.engine_partition_set,
+    )
+    return EngineSource(
+        parameters,
+        plan,
+        batch_messages=options.batch_messages,
+        batch_bytes=options.batch_bytes,
+        prefetch=max(1, options.window // settings.engine_partitions),
+    )

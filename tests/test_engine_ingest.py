@@ -1,0 +1,222 @@
+"""Ingest on the distributed engine (issue 19): workers consuming the telemetry's partitions
+from the session's 3-node RabbitMQ cluster over AMQP, judging every rule for their devices.
+
+Each worker is a process of its own (tests/engine_worker.py) with its own ingest login, so a
+test can kill -9 one. Devices publish over MQTT 3.1.1 at every node; the alert changes are
+watched on MQTT by a serve login, where a second raise of an episode would show as a second
+alert id (InfluxDB would hide it: a point written again at the same time overwrites).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+
+from access.registry import Credentials, DeviceSpec
+from devices.topics import alert_subscription, telemetry_topic
+from moclo.stack import InfluxServer
+from tests.conftest import Engine
+from tests.helpers import Influx, cow_json, wait_until
+from tests.test_broker_access import Peer
+from tests.test_engine_cluster import V311
+
+PARTITIONS = 4
+COW = "cow_tracker"
+HOT, NORMAL = 40.0, 38.6
+# Per device: 2 normal, 4 hot (the fever is raised at the third), 4 normal (resolved at the third).
+TEMPERATURES = [NORMAL] * 2 + [HOT] * 4 + [NORMAL] * 4
+
+
+@dataclass
+class Fleet:
+    engine: Engine
+    influxdb: InfluxServer
+    directory: Path
+    tenant: str = field(default_factory=lambda: f"farm-{uuid.uuid4().hex[:8]}")
+    partition_set: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
+    database: str = field(default_factory=lambda: f"engine_{uuid.uuid4().hex[:8]}")
+    devices: list[Credentials] = field(default_factory=list)
+    workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def influx(self) -> Influx:
+        return Influx(self.influxdb.url, self.database)
+
+    def add_devices(self, count: int) -> None:
+        specs = [DeviceSpec(self.tenant, COW, f"cow-{n}") for n in range(count)]
+        self.devices = [c for _, c in self.engine.registry.add_devices(specs)]
+
+    def log(self, index: int) -> Path:
+        return self.directory / f"worker-{index}.log"
+
+    def start_worker(self, index: int, of: int) -> None:
+        """Worker `index` of `of`, at node index+1 (MQTT and AMQP), with a login of its own."""
+        login = self.engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+        node = self.engine.cluster.nodes[(index + 1) % len(self.engine.cluster.nodes)]
+        environment = {
+            **os.environ,
+            "MOCLO_MQTT_URL": node.mqtt_url,
+            "MOCLO_MQTT_USERNAME": login.username,
+            "MOCLO_MQTT_PASSWORD": login.password,
+            "MOCLO_ENGINE_URL": f"amqp://127.0.0.1:{node.ports.amqp}",
+            "MOCLO_ENGINE_WORKER": f"{index}/{of}",
+            "MOCLO_ENGINE_PARTITIONS": str(PARTITIONS),
+            "MOCLO_INGEST_TENANTS": self.tenant,
+            "MOCLO_INFLUX_URL": self.influxdb.url,
+            "MOCLO_INFLUX_DB": self.database,
+            "MOCLO_TOPIC_PREFIX": self.engine.prefix,
+            "MOCLO_SPOOL_DIR": str(self.directory / "spool"),
+            "MOCLO_HTTP_LISTEN": "off",
+            "MOCLO_UNREGISTERED": "off",
+            "MOCLO_REGISTRY": str(self.directory / "unused-registry.sqlite"),
+        }
+        with self.log(index).open("ab") as log:  # the child keeps its own copy
+            self.workers[index] = subprocess.Popen(
+                [sys.executable, "-m", "tests.engine_worker", self.partition_set],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(
+            lambda: "consuming partitions" in self.log_text(index) or not self.running(index),
+            timeout_s=60,
+            what=f"worker {index} consuming",
+        )
+        assert self.running(index), self.log_text(index)
+
+    def running(self, index: int) -> bool:
+        return self.workers[index].poll() is None
+
+    def log_text(self, index: int) -> str:
+        return self.log(index).read_text() if self.log(index).exists() else ""
+
+    def taken_over(self, index: int) -> list[int]:
+        """The partitions worker `index` took over (its log), in order."""
+        marker = "partition "
+        return [
+            int(line.split(marker)[1].split()[0])
+            for line in self.log_text(index).splitlines()
+            if " taken over" in line and marker in line
+        ]
+
+    def publish(self, readings: range) -> None:
+        """Readings `readings` of TEMPERATURES from every device, each at node n % 3."""
+        nodes = self.engine.cluster.nodes
+        t0 = int(time.time()) - 3600
+        for n, device in enumerate(self.devices):
+            peer = Peer(
+                nodes[n % len(nodes)].ports.mqtt,
+                device.username,
+                (device.username, device.password),
+                protocol=V311,
+                client_id=device.username,
+            )
+            topic = telemetry_topic(self.engine.prefix, self.tenant, COW, f"cow-{n}")
+            for i in readings:
+                payload = cow_json(t0 + 60 * i, i + 1, body_temp_c=TEMPERATURES[i])
+                assert peer.publish(topic, payload) == 0, f"cow-{n} reading {i} not acknowledged"
+            peer.close()
+
+    def stored(self) -> int:
+        return self.influx.count(COW, "seq", f"\"tenant\" = '{self.tenant}'")
+
+    def stop(self) -> None:
+        for process in self.workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+class AlertWatch:
+    """Every alert change of the tenant, as published on MQTT (a serve login at r1)."""
+
+    def __init__(self, engine: Engine, tenant: str) -> None:
+        login = engine.registry.add_account("serve", f"serve-{uuid.uuid4().hex[:8]}")
+        self.peer = Peer(
+            engine.cluster.nodes[0].ports.mqtt,
+            "alert watch",
+            (login.username, login.password),
+            protocol=V311,
+            client_id=login.username,
+        )
+        assert self.peer.logged_in, f"serve's login refused: CONNACK {self.peer.connack}"
+        assert self.peer.subscribe(alert_subscription(engine.prefix, tenant)) == [1]
+
+    def changes(self) -> list[dict[str, object]]:
+        return [orjson.loads(payload) for _, payload in list(self.peer.messages)]
+
+    def raised_ids(self) -> dict[str, set[str]]:
+        """Per device, the ids of the fever episodes raised."""
+        ids: dict[str, set[str]] = collections.defaultdict(set)
+        for change in self.changes():
+            if change["state"] == "raised" and change["rule"] == "fever":
+                ids[str(change["device_id"])].add(str(change["id"]))
+        return ids
+
+    def resolved(self) -> set[str]:
+        return {
+            str(c["device_id"])
+            for c in self.changes()
+            if c["state"] == "resolved" and c["rule"] == "fever"
+        }
+
+
+@pytest.fixture
+def fleet(engine: Engine, influxdb: InfluxServer, tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(engine, influxdb, tmp_path)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+def test_two_workers_balance_the_partitions_store_every_reading_and_raise_each_fever_once(
+    fleet: Fleet,
+) -> None:
+    fleet.add_devices(8)
+    watch = AlertWatch(fleet.engine, fleet.tenant)
+    try:
+        fleet.start_worker(0, 2)
+        fleet.start_worker(1, 2)
+        # Worker 0 came first and is in front everywhere: it steps back from worker 1's share.
+        wait_until(
+            lambda: fleet.log_text(0).count("stepped back from partition") == PARTITIONS // 2,
+            timeout_s=15,
+            what="worker 0 to step back from worker 1's partitions",
+        )
+        fleet.publish(range(len(TEMPERATURES)))
+        sent = len(fleet.devices) * len(TEMPERATURES)
+        wait_until(lambda: fleet.stored() == sent, timeout_s=60, what="every reading stored")
+        wait_until(
+            lambda: len(watch.resolved()) == len(fleet.devices),
+            timeout_s=30,
+            what="every device's fever raised and resolved",
+        )
+    finally:
+        watch.peer.close()
+    assert fleet.stored() == sent  # nothing more came
+    # Each partition judged by exactly one worker, each worker holding its share.
+    held = {index: fleet.taken_over(index) for index in (0, 1)}
+    assert sorted(held[0] + held[1]) == list(range(PARTITIONS)), held
+    assert sorted(held[0]) == [0, 2] and sorted(held[1]) == [1, 3], held
+    # Each device's fever raised once: one episode, one id, on one worker's judgement.
+    raised = watch.raised_ids()
+    assert {device: len(ids) for device, ids in raised.items()} == {
+        f"cow-{n}": 1 for n in range(len(fleet.devices))
+    }, raised

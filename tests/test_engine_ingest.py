@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import pika
+import pika.exceptions
 import pytest
 
 from access.registry import Credentials, DeviceSpec
 from devices.topics import alert_subscription, telemetry_topic
+from ingest.engine_source import PartitionPlan, declare_partitions
 from moclo.stack import InfluxServer
 from tests.conftest import Engine
 from tests.helpers import Influx, cow_json, wait_until
@@ -136,6 +139,21 @@ class Fleet:
             for peer in peers:
                 peer.close()
 
+    def publish_raw(self, n: int, payload: bytes) -> None:
+        device = self.devices[n]
+        peer = Peer(
+            self.engine.cluster.nodes[0].ports.mqtt,
+            device.username,
+            (device.username, device.password),
+            protocol=V311,
+            client_id=device.username,
+        )
+        try:
+            topic = telemetry_topic(self.engine.prefix, self.tenant, COW, f"cow-{n}")
+            assert peer.publish(topic, payload) == 0
+        finally:
+            peer.close()
+
     def stored(self) -> int:
         return self.influx.count(COW, "seq", f"\"tenant\" = '{self.tenant}'")
 
@@ -209,6 +227,7 @@ def test_two_workers_balance_the_partitions_store_every_reading_and_raise_each_f
             what="worker 0 to step back from worker 1's partitions",
         )
         fleet.publish(range(len(TEMPERATURES)), TEMPERATURES)
+        fleet.publish_raw(0, b'{"ts": "not a reading"')  # a device's bad message is data
         sent = len(fleet.devices) * len(TEMPERATURES)
         wait_until(lambda: fleet.stored() == sent, timeout_s=60, what="every reading stored")
         wait_until(
@@ -219,6 +238,12 @@ def test_two_workers_balance_the_partitions_store_every_reading_and_raise_each_f
     finally:
         watch.peer.close()
     assert fleet.stored() == sent  # nothing more came
+    # The bad message was stored as a rejection with its reason, and acknowledged: had it
+    # stopped the partition, the readings behind it would not all be stored.
+    rejected = fleet.influx.query(
+        f'SELECT "error" FROM "moclo_rejected" WHERE "tenant" = \'{fleet.tenant}\''
+    )
+    assert len(rejected) == 1 and "JSON" in str(rejected[0]["error"]), rejected
     # Each partition judged by exactly one worker, each worker holding its share.
     held = {index: fleet.taken_over(index) for index in (0, 1)}
     # (16 devices over 4 partitions: a partition may stay empty, a worker's two hardly.)
@@ -315,3 +340,32 @@ def test_a_worker_killed_mid_run_its_partitions_are_taken_over_with_their_alert_
     ]
     assert len(restored) == len(victim), restored
     assert all(" 0 devices" not in line for line in restored), restored
+
+
+def test_a_device_login_cannot_consume_the_partitions_where_an_ingest_login_can(
+    engine: Engine,
+) -> None:
+    """The partitions hold every tenant's readings: only ingest's logins may speak AMQP."""
+    tenant = f"farm-{uuid.uuid4().hex[:8]}"
+    device = engine.registry.add_device(tenant, COW, "cow-0")
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    plan = PartitionPlan(
+        partitions=2, worker=0, workers=1, bindings=(f"moclo.{tenant}.*.*.telemetry",),
+        name=f"t{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    port = engine.cluster.nodes[1].ports.amqp
+
+    def connect(login: Credentials) -> pika.BlockingConnection:
+        credentials = pika.PlainCredentials(login.username, login.password)
+        return pika.BlockingConnection(
+            pika.ConnectionParameters("127.0.0.1", port, "/", credentials)
+        )
+
+    # Positive control: ingest's login declares the partitions and consumes one.
+    with connect(ingest) as connection:
+        channel = connection.channel()
+        declare_partitions(channel, plan)
+        assert channel.basic_consume(plan.queue(0), lambda *_: None)
+    # The device's own, valid login is refused before it can open a channel.
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        connect(device)

@@ -107,6 +107,7 @@ class EngineSource:
         self._pending_bytes = 0
         self._closing = threading.Event()
         self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None  # pika's thread alone uses it
         self.generation = 0  # which connection delivered a message; acks go only to that one
         self.connected = False
         self.caught_up = True
@@ -236,8 +237,6 @@ class EngineSource:
             self.connected, self._connection, self._channel = False, None, None
             self._closing.wait(delay)  # a backoff, and wakes at once when closing
             delay = min(delay * 2, 10.0)
-
-    _channel: BlockingChannel | None = None
 
     def _session(self) -> None:
         connection = BlockingConnection(self.parameters)

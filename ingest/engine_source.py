@@ -95,14 +95,17 @@ class EngineSource:
         batch_messages: int = 2_000,
         batch_bytes: int = 1024 * 1024,
         prefetch: int = 1_000,
+        window_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.parameters = parameters
         self.plan = plan
         self.subscription = f"partitions {', '.join(map(str, plan.share))} of {plan.exchange}"
         self._batch_messages = batch_messages
         self._batch_bytes = batch_bytes
-        self._prefetch = prefetch
+        self._prefetch = prefetch  # unacknowledged deliveries per partition
+        self._window_bytes = window_bytes  # payload waiting, at most (about: see _wait_for_room)
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # pika's thread waits here when full
         self._pending: list[Message] = []
         self._pending_bytes = 0
         self._closing = threading.Event()
@@ -145,6 +148,8 @@ class EngineSource:
 
     async def close(self) -> None:
         self._closing.set()
+        with self._room:
+            self._room.notify_all()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 30)
 
@@ -180,6 +185,7 @@ class EngineSource:
         batch = pending[:count]
         del pending[:count]
         self._pending_bytes -= size
+        self._room.notify_all()
         return batch
 
     def _is_full(self) -> bool:
@@ -331,6 +337,15 @@ class EngineSource:
         self._loop.call_soon_threadsafe(self._arrived.set)
         if full:
             self._loop.call_soon_threadsafe(self._full.set)
+        with self._room:
+            # RabbitMQ has no byte limit for a consumer (prefetch counts messages, and arrays
+            # of readings are fifty times larger than single ones): while `window_bytes` wait,
+            # take no more deliveries, so TCP holds the broker back. Awake every 5 s all the
+            # same, so that heartbeats are answered: the window grows by a message each time.
+            self._room.wait_for(
+                lambda: self._pending_bytes < self._window_bytes or self._closing.is_set(),
+                timeout=5.0,
+            )
 
 
 class EngineUnreachable(ConnectionError):

@@ -46,4 +46,5 @@ def engine_source(settings: Settings, options: IngestOptions) -> EngineSource:
         batch_messages=options.batch_messages,
         batch_bytes=options.batch_bytes,
         prefetch=max(1, options.window // settings.engine_partitions),
+        window_bytes=options.window_bytes,
     )

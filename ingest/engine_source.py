@@ -28,60 +28,20 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from ingest.partition_plan import PartitionPlan, amqp_topic, declare_partitions
 from ingest.source import Message
 
 log = logging.getLogger("moclo.ingest.engine")
 logging.getLogger("pika").setLevel(logging.WARNING)  # its INFO lines narrate every normal close
 
-MQTT_EXCHANGE = "amq.topic"
-PARTITION_PREFIX = "moclo.partition."  # the names access/engine_auth.py lets ingest declare
 _PROBE_EVERY_S = 1.0  # how often a worker looks for the owners of the partitions it is in front on
 _RESOURCE_LOCKED = 405  # an exclusive queue held by another connection: its worker is alive
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionPlan:
-    """Which queues exist and which this worker consumes first."""
-
-    partitions: int
-    worker: int
-    workers: int
-    bindings: tuple[str, ...]  # AMQP routing keys bound from the MQTT exchange
-    name: str = "telemetry"
-
-    @property
-    def exchange(self) -> str:
-        return f"{PARTITION_PREFIX}{self.name}"
-
-    def queue(self, n: int) -> str:
-        return f"{self.exchange}.{n}"
-
-    def alive_queue(self, worker: int) -> str:
-        return f"{self.exchange}.worker.{worker}"
-
-    @property
-    def share(self) -> tuple[int, ...]:
-        """This worker's partitions: every W-th, so shares differ by at most one."""
-        return tuple(range(self.worker, self.partitions, self.workers))
-
-    def preferred(self, n: int) -> int:
-        """The worker whose share partition `n` is."""
-        return n % self.workers
-
-
-def amqp_topic(routing_key: str) -> str:
-    """The MQTT topic of a routing key: RabbitMQ's MQTT plugin swaps `/` and `.`."""
-    return routing_key.translate(_SWAP)
-
-
-_SWAP = str.maketrans("./", "/.")
 
 
 class EngineSource:
@@ -103,7 +63,7 @@ class EngineSource:
         self._batch_messages = batch_messages
         self._batch_bytes = batch_bytes
         self._prefetch = prefetch  # unacknowledged deliveries per partition
-        self._window_bytes = window_bytes  # payload waiting, at most (about: see _wait_for_room)
+        self._window_bytes = window_bytes  # payload waiting, at most (+1 message: _on_delivery)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # pika's thread waits here when full
         self._pending: list[Message] = []
@@ -118,6 +78,7 @@ class EngineSource:
         self.steps_back = 0  # partitions handed to their preferred worker (for tests, metrics)
         self._released: set[int] = set()  # stepped back from, not yet let go by the consumer
         self._last_error = "no answer yet"
+        self._worker_taken = False  # another process holds this worker's number
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived: asyncio.Event | None = None
@@ -234,8 +195,11 @@ class EngineSource:
                 self._session()
                 delay = 0.5
             except (pika.exceptions.AMQPError, OSError) as exc:
-                self._last_error = repr(exc)
+                self._last_error = self._last_error if self._worker_taken else repr(exc)
                 log.warning("engine connection lost (%r); connecting again in %.1f s", exc, delay)
+            except Exception:  # a bug here must not stop ingest for good: said, and retried
+                self._last_error = "an unexpected error (in the log)"
+                log.exception("the engine source failed; connecting again in %.1f s", delay)
             with self._lock:
                 self.generation += 1  # acknowledgements of that connection are never sent
                 self._pending = [m for m in self._pending if m.connection == self.generation]
@@ -255,7 +219,7 @@ class EngineSource:
             tags = {n: self._consume(channel, n, generation) for n in self.plan.share}
             # Alive only once consuming its share: a worker that sees this queue steps back
             # from these partitions, which must then find this worker's consumer there.
-            channel.queue_declare(self.plan.alive_queue(self.plan.worker), exclusive=True)
+            self._declare_alive(channel)
             for n in sorted(set(range(self.plan.partitions)) - set(self.plan.share)):
                 tags[n] = self._consume(channel, n, generation)
             self.connected = True
@@ -273,6 +237,23 @@ class EngineSource:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 if connection.is_open:
                     connection.close()
+
+    def _declare_alive(self, channel: BlockingChannel) -> None:
+        """This worker's liveness queue; held by another connection, another process runs
+        with this worker's number (or this worker's last connection is not closed yet)."""
+        self._worker_taken = False
+        try:
+            channel.queue_declare(self.plan.alive_queue(self.plan.worker), exclusive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == _RESOURCE_LOCKED:
+                self._worker_taken = True
+                self._last_error = (
+                    f"worker {self.plan.worker}/{self.plan.workers} is running elsewhere (its "
+                    f"queue {self.plan.alive_queue(self.plan.worker)} is held): give each "
+                    "worker its own number with --worker I/W"
+                )
+                log.error("%s", self._last_error)
+            raise
 
     def _consume(self, channel: BlockingChannel, n: int, generation: int) -> str:
         callback = functools.partial(self._on_delivery, n, generation)
@@ -350,18 +331,6 @@ class EngineSource:
 
 class EngineUnreachable(ConnectionError):
     """The engine did not let ingest connect and consume: the message says what to check."""
-
-
-def declare_partitions(channel: BlockingChannel, plan: PartitionPlan) -> None:
-    """Idempotent: the consistent-hash exchange, its bindings from the MQTT exchange (telemetry
-    only: the whole routing key is hashed), and P single-active-consumer quorum queues."""
-    channel.exchange_declare(plan.exchange, "x-consistent-hash", durable=True)
-    for routing_key in plan.bindings:
-        channel.exchange_bind(plan.exchange, MQTT_EXCHANGE, routing_key=routing_key)
-    arguments = {"x-queue-type": "quorum", "x-single-active-consumer": True}
-    for n in range(plan.partitions):
-        channel.queue_declare(plan.queue(n), durable=True, arguments=arguments)
-        channel.queue_bind(plan.queue(n), plan.exchange, routing_key="1")  # equal weights
 
 
 def _is_alive(connection: BlockingConnection, queue: str) -> bool:

@@ -8,8 +8,9 @@ from urllib.parse import urlsplit
 import pika
 
 from core.settings import Settings
-from ingest.engine_source import EngineSource, PartitionPlan
+from ingest.engine_source import EngineSource
 from ingest.options import IngestOptions
+from ingest.partition_plan import PartitionPlan
 
 
 def bindings(settings: Settings) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ import pytest
 
 from access.registry import Credentials, DeviceSpec
 from devices.topics import alert_subscription, telemetry_topic
-from ingest.engine_source import PartitionPlan, declare_partitions
+from ingest.partition_plan import PartitionPlan, declare_partitions
 from moclo.stack import InfluxServer
 from tests.conftest import Engine
 from tests.helpers import Influx, cow_json, wait_until

@@ -10,7 +10,8 @@ import pika
 import pytest
 
 from devices.topics import telemetry_topic
-from ingest.engine_source import EngineSource, PartitionPlan, amqp_topic
+from ingest.engine_source import EngineSource, EngineUnreachable
+from ingest.partition_plan import PartitionPlan, amqp_topic
 from tests.conftest import Engine
 from tests.helpers import wait_until
 from tests.test_broker_access import Peer
@@ -87,5 +88,30 @@ def test_the_source_stops_taking_deliveries_while_its_byte_window_is_full(engine
             assert taken == count
         finally:
             await source.close()
+
+    asyncio.run(run())
+
+
+def test_a_second_worker_with_the_same_number_is_told_to_take_its_own(engine: Engine) -> None:
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    plan = PartitionPlan(2, 1, 2, ("moclo.nobody.*.*.telemetry",), f"t{uuid.uuid4().hex[:8]}")
+    parameters = pika.ConnectionParameters(
+        "127.0.0.1",
+        engine.cluster.nodes[0].ports.amqp,
+        "/",
+        pika.PlainCredentials(ingest.username, ingest.password),
+    )
+
+    async def run() -> None:
+        first = EngineSource(parameters, plan)
+        await first.start()  # positive control: worker 1/2 consumes
+        try:
+            assert first.connected
+            with pytest.raises(
+                EngineUnreachable, match=r"worker 1/2 is running elsewhere.*--worker I/W"
+            ):
+                await EngineSource(parameters, plan).start(timeout_s=5)
+        finally:
+            await first.close()
 
     asyncio.run(run())

@@ -57,6 +57,7 @@ ENVIRONMENT = {
 
 
 _CLIENT_ID = r"^[A-Za-z0-9._-]+$"
+_ENGINE_URL = re.compile(r"amqp://[^\s/@,:]+(:\d{1,5})?(,[^\s/@,:]+(:\d{1,5})?)*/?")
 DEFAULT_INGEST_CLIENT_ID = "moclo-ingest"
 # The password runs to the authority's last @ (`user:p@ss@host` logs in with `p@ss`, as
 # urlsplit and httpx read it), so all of it is masked, not just what precedes its own @.
@@ -202,17 +203,19 @@ class Settings(BaseModel):
     )
     engine_url: str | None = Field(
         default=None,
-        pattern=r"^amqp://[^\s/@]+(:\d{1,5})?/?$",
-        title="consume partitions from the distributed engine (RabbitMQ) at amqp://host:port",
+        title="consume partitions from the distributed engine (RabbitMQ) at "
+        "amqp://host:port[,host:port…]",
         description="consume the telemetry partitions of the distributed engine (RabbitMQ, "
-        "`--engine-url amqp://host:port`) instead of subscribing over MQTT; the login is "
-        "ingest's MQTT login; see [Scale-out on the engine](scale.md)",
+        "`--engine-url amqp://host:port[,host:port…]`, nodes tried in order) instead of "
+        "subscribing over MQTT; the login is ingest's MQTT login; see "
+        "[Scale-out on the engine](scale.md)",
     )
     engine_worker: str = Field(
         default="0/1",
         pattern=r"^\d{1,4}/\d{1,4}$",
         title="this worker's number and the number of workers, I/W",
-        description="this worker's number and the number of workers (`--worker I/W`, from "
+        description="this worker's number and the number of workers (`--engine-worker I/W`, "
+        "from "
         "0/W to W-1/W): worker I consumes partitions I, I+W, … first and stands by for the "
         "rest; see [Scale-out on the engine](scale.md)",
     )
@@ -222,7 +225,7 @@ class Settings(BaseModel):
         le=1024,
         title="partitions of the telemetry on the engine (the same for every worker)",
         description="how many partitions the telemetry is spread over on the engine "
-        "(`--partitions`); every worker must say the same; see "
+        "(`--engine-partitions`); every worker must say the same; see "
         "[Scale-out on the engine](scale.md)",
     )
     spool_dir: str = Field(
@@ -407,6 +410,16 @@ class Settings(BaseModel):
         if not tenants:
             raise ValueError("name at least one tenant, comma-separated")
         return ",".join(tenants)
+
+    @field_validator("engine_url")
+    @classmethod
+    def _engine_nodes(cls, value: str | None) -> str | None:
+        if value is not None and not _ENGINE_URL.fullmatch(value):
+            raise ValueError(
+                "must look like amqp://HOST[:PORT][,HOST[:PORT]…], without a login (the "
+                "engine is logged in to with ingest's MQTT login)"
+            )
+        return value
 
     @field_validator("engine_worker")
     @classmethod

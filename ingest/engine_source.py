@@ -28,6 +28,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pika
@@ -49,7 +50,7 @@ class EngineSource:
 
     def __init__(
         self,
-        parameters: pika.ConnectionParameters,
+        parameters: Sequence[pika.ConnectionParameters],
         plan: PartitionPlan,
         *,
         batch_messages: int = 2_000,
@@ -101,7 +102,8 @@ class EngineSource:
         except TimeoutError:
             await self.close()
             raise EngineUnreachable(
-                f"the engine at {self.parameters.host}:{self.parameters.port} did not let "
+                f"the engine at {', '.join(f'{p.host}:{p.port}' for p in self.parameters)} "
+                "did not let "
                 f"ingest consume within {timeout_s:g} s ({self._last_error}); check "
                 "MOCLO_ENGINE_URL, that ingest's login is an ingest account of the registry, "
                 "and that the engine's auth service runs"
@@ -209,7 +211,8 @@ class EngineSource:
             delay = min(delay * 2, 10.0)
 
     def _session(self) -> None:
-        connection = BlockingConnection(self.parameters)
+        # pika tries the nodes in order: a node that is down costs one refused connect.
+        connection = BlockingConnection(list(self.parameters))
         try:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self._prefetch)
@@ -250,7 +253,7 @@ class EngineSource:
                 self._last_error = (
                     f"worker {self.plan.worker}/{self.plan.workers} is running elsewhere (its "
                     f"queue {self.plan.alive_queue(self.plan.worker)} is held): give each "
-                    "worker its own number with --worker I/W"
+                    "worker its own number with --engine-worker I/W"
                 )
                 log.error("%s", self._last_error)
             raise

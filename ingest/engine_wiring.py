@@ -20,19 +20,25 @@ def bindings(settings: Settings) -> tuple[str, ...]:
     return tuple(f"{settings.topic_prefix}.{tenant}.*.*.telemetry" for tenant in tenants)
 
 
+def engine_nodes(url: str) -> list[tuple[str, int]]:
+    """The nodes of `amqp://HOST[:PORT][,HOST[:PORT]…]`, in the order given (port 5672 by
+    default): a worker connects to the first that answers, and to the next when it fails."""
+    nodes = []
+    for node in url.removeprefix("amqp://").rstrip("/").split(","):
+        parts = urlsplit(f"amqp://{node}")
+        nodes.append((parts.hostname or "127.0.0.1", parts.port or 5672))
+    return nodes
+
+
 def engine_source(settings: Settings, options: IngestOptions) -> EngineSource:
     """The engine's partitions this worker consumes, with ingest's MQTT login."""
     assert settings.engine_url is not None
-    url = urlsplit(settings.engine_url)
     mqtt = settings.mqtt
-    parameters = pika.ConnectionParameters(
-        url.hostname or "127.0.0.1",
-        url.port or 5672,
-        "/",
-        pika.PlainCredentials(mqtt.username or "", mqtt.password or ""),
-        heartbeat=30,
-        connection_attempts=1,
-    )
+    credentials = pika.PlainCredentials(mqtt.username or "", mqtt.password or "")
+    parameters = [
+        pika.ConnectionParameters(host, port, "/", credentials, heartbeat=30, connection_attempts=1)
+        for host, port in engine_nodes(settings.engine_url)
+    ]
     worker, workers = settings.worker
     plan = PartitionPlan(
         partitions=settings.engine_partitions,

@@ -9,9 +9,12 @@ import uuid
 import pika
 import pytest
 
+from core.settings import Settings, SettingsError
 from devices.topics import telemetry_topic
 from ingest.engine_source import EngineSource, EngineUnreachable
+from ingest.engine_wiring import engine_nodes
 from ingest.partition_plan import PartitionPlan, amqp_topic
+from moclo.stack import free_port
 from tests.conftest import Engine
 from tests.helpers import wait_until
 from tests.test_broker_access import Peer
@@ -65,7 +68,7 @@ def test_the_source_stops_taking_deliveries_while_its_byte_window_is_full(engine
     )
 
     async def run() -> None:
-        source = EngineSource(parameters, plan, batch_bytes=size, window_bytes=window)
+        source = EngineSource([parameters], plan, batch_bytes=size, window_bytes=window)
         await source.start()  # declares the partition: what is published now is kept
         try:
             peer = Peer(node.ports.mqtt, "device", (device.username, device.password),
@@ -103,15 +106,69 @@ def test_a_second_worker_with_the_same_number_is_told_to_take_its_own(engine: En
     )
 
     async def run() -> None:
-        first = EngineSource(parameters, plan)
+        first = EngineSource([parameters], plan)
         await first.start()  # positive control: worker 1/2 consumes
         try:
             assert first.connected
             with pytest.raises(
-                EngineUnreachable, match=r"worker 1/2 is running elsewhere.*--worker I/W"
+                EngineUnreachable, match=r"worker 1/2 is running elsewhere.*--engine-worker I/W"
             ):
-                await EngineSource(parameters, plan).start(timeout_s=5)
+                await EngineSource([parameters], plan).start(timeout_s=5)
         finally:
             await first.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("url", "nodes"),
+    [
+        ("amqp://r1", [("r1", 5672)]),
+        ("amqp://r1:5673/", [("r1", 5673)]),
+        ("amqp://r1:5672,r2:5672,r3", [("r1", 5672), ("r2", 5672), ("r3", 5672)]),
+    ],
+    ids=["default-port", "port", "three-nodes"],
+)
+def test_the_engine_url_names_the_nodes_in_order(url: str, nodes: list[tuple[str, int]]) -> None:
+    assert Settings(engine_url=url).engine_url == url
+    assert engine_nodes(url) == nodes
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("engine_url", "amqp://user:secret@r1:5672", "without a login"),  # the login is ingest's
+        ("engine_url", "mqtt://r1:1883", r"amqp://HOST\[:PORT\]"),
+        ("engine_worker", "2/2", "workers are numbered 0 to W-1"),
+        ("engine_worker", "1/0", "workers are numbered 0 to W-1"),
+        ("engine_partitions", "0", "--engine-partitions"),
+    ],
+    ids=["password-in-url", "not-amqp", "worker-beyond", "no-workers", "no-partitions"],
+)
+def test_engine_settings_out_of_range_are_refused_with_what_is_allowed(
+    setting: str, value: str, said: str
+) -> None:
+    with pytest.raises(SettingsError, match=said) as refused:
+        Settings.load({}, **{setting: value})
+    assert "secret" not in str(refused.value)
+
+
+def test_a_worker_whose_first_node_is_down_consumes_from_the_next(engine: Engine) -> None:
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    plan = PartitionPlan(1, 0, 1, ("moclo.nobody.*.*.telemetry",), f"t{uuid.uuid4().hex[:8]}")
+    credentials = pika.PlainCredentials(ingest.username, ingest.password)
+    down = pika.ConnectionParameters("127.0.0.1", free_port(), "/", credentials)
+    node = engine.cluster.nodes[1].ports.amqp
+    up = pika.ConnectionParameters("127.0.0.1", node, "/", credentials)
+
+    async def run() -> None:
+        with pytest.raises(EngineUnreachable):  # control: the node that is down, alone
+            await EngineSource([down], plan).start(timeout_s=2)
+        source = EngineSource([down, up], plan)
+        await source.start()
+        try:
+            assert source.connected
+        finally:
+            await source.close()
 
     asyncio.run(run())

@@ -76,7 +76,6 @@ class EngineSource:
         self.connected = False
         self.caught_up = True
         self.messages_received = 0
-        self.steps_back = 0  # partitions handed to their preferred worker (for tests, metrics)
         self._released: set[int] = set()  # stepped back from, not yet let go by the consumer
         self._last_error = "no answer yet"
         self._worker_taken = False  # another process holds this worker's number
@@ -284,7 +283,6 @@ class EngineSource:
                 channel.basic_cancel(tags[n])
                 tags[n] = self._consume(channel, n, generation)
                 stepped_back.add(n)
-                self.steps_back += 1
                 with self._lock:
                     self._released.add(n)
                 log.info(

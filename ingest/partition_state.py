@@ -48,7 +48,7 @@ class PartitionAlertState(AlertState):
         spool: Spool,
         tenants: tuple[str, ...] | None,
     ) -> None:
-        super().__init__(directory / "unused.json", pipeline)
+        super().__init__(directory, pipeline)  # whose `path` only names it in messages
         self.directory = directory
         self.source = source
         self.client = client
@@ -59,7 +59,6 @@ class PartitionAlertState(AlertState):
         self._seen: dict[str, int] = {}  # topic → partition, for topics already placed
         self._aside: dict[DeviceKey, list[StoredChange]] = {}  # stored, for devices not seen
         self._jobs: list[tuple[int, snapshot.SnapshotJob]] = []
-        self.takeovers = 0
 
     def snapshot_of(self, n: int) -> Path:
         return self.directory / f"{self.source.plan.name}-{n}.json"
@@ -126,7 +125,6 @@ class PartitionAlertState(AlertState):
                 if changes := self._aside.pop(key, None):
                     self.pipeline.engine.apply_stored(changes)
             self.held[n] = generation
-            self.takeovers += 1
             log.info("partition %d taken over: %d devices from its snapshot", n, count)
         self.pipeline.engine.reindex()
 

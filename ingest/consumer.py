@@ -51,6 +51,9 @@ class Partitions(Protocol):
     def let_go(self) -> None:
         """Forgets the devices of partitions no longer held."""
 
+    def take_orphans(self) -> list[Alert]:
+        """Resolutions of stored open alerts whose rule is gone, found while taking over."""
+
 
 class Consumer:
     def __init__(
@@ -107,6 +110,9 @@ class Consumer:
                 messages = await self._next_batch_or_stop(options.sweep_every_s)
                 if messages and self.partitions is not None:
                     await self.partitions.admit(messages)
+                    if orphans := self.partitions.take_orphans():
+                        await storing.finished()
+                        await self._resolve_orphans(orphans)
                 if messages:
                     prepared = await self._prepare(messages, after=storing)
                     await storing.finished()
@@ -159,6 +165,12 @@ class Consumer:
             if self.partitions is not None:
                 await self.partitions.admit(messages)
             await self._store(messages, await self._prepare(messages))
+
+    async def _resolve_orphans(self, orphans: list[Alert]) -> None:
+        """Stores and announces the resolutions of alerts whose rule is gone."""
+        self.unstored += 1
+        await self._commit([alert.to_line() for alert in orphans], orphans)
+        self.unstored -= 1
 
     async def _sweep(self) -> None:
         """Judges silent devices, and stores and announces the alerts that raises."""

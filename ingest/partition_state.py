@@ -59,6 +59,8 @@ class PartitionAlertState(AlertState):
         self._seen: dict[str, int] = {}  # topic → partition, for topics already placed
         self._aside: dict[DeviceKey, list[StoredChange]] = {}  # stored, for devices not seen
         self._jobs: list[tuple[int, snapshot.SnapshotJob]] = []
+        # Stored open alerts whose rule is gone, resolved now: to be stored and announced.
+        self._orphans: list[Alert] = []
 
     def snapshot_of(self, n: int) -> Path:
         return self.directory / f"{self.source.plan.name}-{n}.json"
@@ -99,6 +101,12 @@ class PartitionAlertState(AlertState):
             if message.topic not in self._seen and message.partition in self.held:
                 self._place(message.topic, message.partition)
 
+    def take_orphans(self) -> list[Alert]:
+        """The resolutions of stored open alerts whose rule no longer exists, found while
+        taking over (as ingest on Mosquitto finds them at start)."""
+        orphans, self._orphans = self._orphans, []
+        return orphans
+
     def _place(self, topic: str, n: int) -> None:
         self._seen[topic] = n
         try:
@@ -109,7 +117,7 @@ class PartitionAlertState(AlertState):
         self.devices[n].add(key)
         changes = self._aside.pop(key, None)
         if changes and key not in self.pipeline.engine.devices:
-            self.pipeline.engine.apply_stored(changes)
+            self._orphans += self.pipeline.engine.apply_stored(changes)
 
     async def _take_over(self, partitions: list[int], generation: int) -> None:
         stored = await self._stored_changes()
@@ -123,7 +131,7 @@ class PartitionAlertState(AlertState):
             count = await self._load(n)
             for key in self.devices[n]:
                 if changes := self._aside.pop(key, None):
-                    self.pipeline.engine.apply_stored(changes)
+                    self._orphans += self.pipeline.engine.apply_stored(changes)
             self.held[n] = generation
             log.info("partition %d taken over: %d devices from its snapshot", n, count)
         self.pipeline.engine.reindex()

@@ -29,6 +29,7 @@ from access.registry import Credentials, DeviceSpec
 from devices.topics import alert_subscription, telemetry_topic
 from ingest.partition_plan import PartitionPlan, declare_partitions
 from moclo.stack import InfluxServer
+from storage.alert_record import Alert
 from tests.conftest import Engine
 from tests.helpers import Influx, cow_json, wait_until
 from tests.test_broker_access import Peer
@@ -369,3 +370,33 @@ def test_a_device_login_cannot_consume_the_partitions_where_an_ingest_login_can(
     # The device's own, valid login is refused before it can open a channel.
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         connect(device)
+
+
+def test_an_open_alert_whose_rule_is_gone_is_resolved_by_the_worker_taking_it_over(
+    fleet: Fleet,
+) -> None:
+    """As ingest on Mosquitto does at start: otherwise it would stay open for ever."""
+    fleet.add_devices(1)
+    t0 = (int(time.time()) - 7200) * 10**9
+    retired = Alert(
+        *("0123456789ab", "raised", "retired_rule", "threshold", "warning"),
+        *(fleet.tenant, COW, "cow-0", 1.0, "a rule since removed", t0, t0, t0),
+    )
+    fleet.influx.write([retired.to_line()])
+    watch = AlertWatch(fleet.engine, fleet.tenant)
+    try:
+        fleet.start_worker(0, 1)
+        fleet.publish(range(1), TEMPERATURES)
+        wait_until(
+            lambda: (
+                [(c["id"], c["state"]) for c in watch.changes()] == [("0123456789ab", "resolved")]
+            ),
+            timeout_s=30,
+            what="the retired rule's alert resolved and announced",
+        )
+    finally:
+        watch.peer.close()
+    stored = fleet.influx.query(
+        f'SELECT last("state") FROM "moclo_alerts" WHERE "tenant" = \'{fleet.tenant}\''
+    )
+    assert stored[0]["last"] == "resolved", stored

@@ -88,18 +88,21 @@ def make_client(
     client_class: type[paho.Client] = paho.Client,
     persistent_session: bool = False,
     nodelay: bool = False,
+    mqtt311: bool = False,
 ) -> paho.Client:
     """An MQTT 5 paho client (of `client_class`) with the endpoint's credentials and TLS set.
 
     `persistent_session`: an MQTT 3.1.1 client with `clean_session=False` instead, the one
     kind of persistent session every broker keeps (a device's, for its downlink).
     `nodelay`: Nagle's algorithm off (`no_delay`), for a client whose small messages must not
-    wait; it sets `on_socket_open`."""
+    wait; it sets `on_socket_open`.
+    `mqtt311`: a clean MQTT 3.1.1 client, for RabbitMQ 3.10, which drops MQTT 5 clients."""
+    v311 = persistent_session or mqtt311
     client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=paho.MQTTv311 if persistent_session else paho.MQTTv5,
-        clean_session=False if persistent_session else None,
+        protocol=paho.MQTTv311 if v311 else paho.MQTTv5,
+        clean_session=(not persistent_session) if v311 else None,
         manual_ack=manual_ack,
     )
     if endpoint.username:

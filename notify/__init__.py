@@ -17,4 +17,10 @@ message however the herd is split.
     quiet.py     until when a person's quiet hours hold a message back
     routing.py   which routes a change goes by, and who a step's targets are
     walltime.py  wall-clock times in a time zone as instants, across DST changes
+    dispatch.py  the Dispatcher: takes changes, hands out due deliveries, records outcomes
+    workflow.py  when: groups, their flush, escalation steps, repeats, quiet hours' end
+    telling.py   who and how: one message per person, held or queued, one delivery per channel
+    compose.py   the words of a message (title, listed changes, acknowledgement links)
+    outbox.py    the SQLite file that keeps all of it across crashes
+    timeline.py  the timeline rows each step leaves for InfluxDB
 """

@@ -43,10 +43,10 @@ def main(data_path: str, rounds: int) -> None:
         changes = [change for item in learn for change in engine.evaluate(item)]
         evaluate = engine.evaluate
         gc.collect()
-        began = time.perf_counter()
+        began = time.process_time()  # CPU time: the machine may be shared
         for item in timed:
             changes += evaluate(item)
-        seconds.append(time.perf_counter() - began)
+        seconds.append(time.process_time() - began)
         if r == 0:
             lines = b"".join(c.to_line().encode() + b"\n" for c in changes)
             digest = hashlib.sha256(lines).hexdigest()

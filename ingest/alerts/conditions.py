@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from collections.abc import Callable
 from enum import IntEnum
+from operator import attrgetter
 from typing import Any
 
 from devices.base import Reading
@@ -28,6 +30,7 @@ _SAMPLES = 32
 # hour of the day (an average over days), and over how many days.
 _HOUR, _SUM, _COUNT, _USUAL, _DAYS = range(5)
 _DAY_WEIGHT = 0.3  # how much a new day moves the usual for its hour
+_SLOT_STARTS = range(0, SLOTS * 5, 5)
 
 
 class Verdict(IntEnum):
@@ -132,31 +135,135 @@ def load_state(rule: Rule, data: Any) -> ConditionState:
     return None
 
 
-def judge(
-    rule: Rule, state: ConditionState, reading: Reading, ts: int, learning: bool
-) -> tuple[Verdict, float]:
-    """The verdict on this reading and the value the alert reports.
+Judge = Callable[[ConditionState, Reading, int, bool], tuple[Verdict, float]]
+_ALARM, _HOLD, _CLEAR = Verdict.ALARM, Verdict.HOLD, Verdict.CLEAR
+
+
+def judge_for(rule: Rule) -> Judge:
+    """The rule's judge: `judge(state, reading, ts, learning)` gives the verdict on this reading
+    and the value the alert reports. Made once per rule (each tracker keeps its own), with the
+    rule's settings bound, so a reading pays for no dispatch on the rule's kind and no lookup of
+    its settings: a reading is judged by every rule of its device.
 
     `learning` is False while the rule is pending or raised, so a baseline does not learn
     from the episode it is judging.
     """
     if isinstance(rule, ThresholdRule):
-        value = float(getattr(reading, rule.field))
-        if rule.is_triggered(value):
-            return Verdict.ALARM, value
-        return (Verdict.CLEAR if rule.is_cleared(value) else Verdict.HOLD), value
-    if isinstance(rule, DeltaRule):
-        assert isinstance(state, DeltaState)
-        return _delta(rule, state, reading, ts)
+        return _threshold_judge(rule)
     if isinstance(rule, BaselineRule):
-        assert isinstance(state, BaselineState)
-        return _baseline(rule, state, float(getattr(reading, rule.field)), ts, learning)
-    if isinstance(rule, GeofenceRule):
-        return _geofence(rule, reading)
-    if isinstance(rule, ArrivalRule):
+        return _baseline_judge(rule)
+    if isinstance(rule, DeltaRule | GeofenceRule | ArrivalRule):
+        return _placed_judge(rule)
+    raise TypeError(f"{rule.kind} rules are not judged per reading")
+
+
+def judge(
+    rule: Rule, state: ConditionState, reading: Reading, ts: int, learning: bool
+) -> tuple[Verdict, float]:
+    """`judge_for(rule)` applied once (for tests and tools; the engine keeps its judges)."""
+    return judge_for(rule)(state, reading, ts, learning)
+
+
+def _placed_judge(rule: DeltaRule | GeofenceRule | ArrivalRule) -> Judge:
+    """The kinds whose judging costs more than its dispatch: the generic functions below."""
+
+    def judge(
+        state: ConditionState, reading: Reading, ts: int, _learning: bool
+    ) -> tuple[Verdict, float]:
+        if isinstance(rule, DeltaRule):
+            assert isinstance(state, DeltaState)
+            return _delta(rule, state, reading, ts)
+        if isinstance(rule, GeofenceRule):
+            return _geofence(rule, reading)
         assert isinstance(state, ArrivalState)
         return _arrival(rule, state, reading)
-    raise TypeError(f"{rule.kind} rules are not judged per reading")
+
+    return judge
+
+
+def _threshold_judge(rule: ThresholdRule) -> Judge:
+    field, raise_at, clear_at = attrgetter(rule.field), rule.raise_at, rule.clear_at
+    if rule.direction == "above":
+
+        def above(_s: ConditionState, reading: Reading, _t: int, _: bool) -> tuple[Verdict, float]:
+            value = float(field(reading))
+            return (_ALARM if value >= raise_at else _CLEAR if value < clear_at else _HOLD), value
+
+        return above
+
+    def below(_s: ConditionState, reading: Reading, _t: int, _: bool) -> tuple[Verdict, float]:
+        value = float(field(reading))
+        return (_ALARM if value < raise_at else _CLEAR if value >= clear_at else _HOLD), value
+
+    return below
+
+
+def _baseline_judge(rule: BaselineRule) -> Judge:
+    field, recent_s, same_hour = attrgetter(rule.field), rule.recent_s, rule.baseline == "same_hour"
+    ratio, above = rule.compare == "ratio", rule.direction == "above"
+    raise_at, clear_at = rule.raise_at, rule.clear_at
+    time_constant = rule.recent_s * 0.5e9  # the recent value's: half its span
+    min_history = rule.min_history_s * 1e9
+    exp = math.exp
+
+    def baseline_judge(
+        condition: ConditionState, reading: Reading, ts: int, learning: bool
+    ) -> tuple[Verdict, float]:
+        state = condition
+        assert isinstance(state, BaselineState)
+        value = float(field(reading))
+        if not state.first_ts:
+            state.first_ts = ts
+        # The recent value: an exponential moving average (NaN, not equal to itself: none yet).
+        previous = state.recent
+        if recent_s and state.recent_ts and previous == previous:
+            state.recent = previous + (1.0 - exp(-(ts - state.recent_ts) / time_constant)) * (
+                value - previous
+            )
+        else:
+            state.recent = value
+        state.recent_ts = ts
+        recent = state.recent if recent_s else value
+
+        hour = ts // HOUR_NS
+        slots = state.slots
+        base = (hour % SLOTS) * 5
+        if slots[base] != hour:
+            _new_hour(state, base, hour)
+        if same_hour:
+            baseline = slots[base + _USUAL] if slots[base + _DAYS] else None
+        elif state.median_hour == hour:
+            baseline = state.median
+        else:
+            baseline = state.median = _median(slots, hour)
+            state.median_hour = hour
+        if learning:
+            slots[base + _SUM] += value
+            slots[base + _COUNT] += 1
+        if baseline is None or ts - state.first_ts < min_history or (ratio and baseline <= 0):
+            return _HOLD, 0.0
+        state.baseline = baseline
+        score = recent / baseline if ratio else recent - baseline
+        if above:
+            return (_ALARM if score >= raise_at else _CLEAR if score < clear_at else _HOLD), score
+        return (_ALARM if score < raise_at else _CLEAR if score >= clear_at else _HOLD), score
+
+    return baseline_judge
+
+
+def _new_hour(state: BaselineState, base: int, hour: int) -> None:
+    """This hour of the day comes round again: the old hour's mean joins the usual."""
+    slots = state.slots
+    if slots[base + _COUNT]:
+        mean = slots[base + _SUM] / slots[base + _COUNT]
+        days = slots[base + _DAYS]
+        usual = slots[base + _USUAL]
+        slots[base + _USUAL] = mean if days == 0 else usual + _DAY_WEIGHT * (mean - usual)
+        slots[base + _DAYS] = days + 1
+    slots[base + _HOUR] = hour
+    slots[base + _SUM] = 0.0
+    slots[base + _COUNT] = 0.0
+    state.median_hour = -1
 
 
 def _delta(rule: DeltaRule, state: DeltaState, reading: Reading, ts: int) -> tuple[Verdict, float]:
@@ -188,73 +295,15 @@ def _delta(rule: DeltaRule, state: DeltaState, reading: Reading, ts: int) -> tup
     return (Verdict.CLEAR if rule.is_cleared(delta) else Verdict.HOLD), delta
 
 
-def _baseline(
-    rule: BaselineRule, state: BaselineState, value: float, ts: int, learning: bool
-) -> tuple[Verdict, float]:
-    if not state.first_ts:
-        state.first_ts = ts
-    # The recent value: an exponential moving average with a time constant of half the span.
-    if rule.recent_s and state.recent_ts and not math.isnan(state.recent):
-        weight = 1.0 - math.exp(-(ts - state.recent_ts) / (rule.recent_s * 0.5e9))
-        state.recent += weight * (value - state.recent)
-    else:
-        state.recent = value
-    state.recent_ts = ts
-    recent = state.recent if rule.recent_s else value
-
-    hour = ts // HOUR_NS
-    slots = state.slots
-    base = (hour % SLOTS) * 5
-    if slots[base + _HOUR] != hour:
-        # This hour of the day comes round again: the old hour's mean joins the usual.
-        if slots[base + _COUNT]:
-            mean = slots[base + _SUM] / slots[base + _COUNT]
-            days = slots[base + _DAYS]
-            slots[base + _USUAL] = (
-                mean
-                if days == 0
-                else slots[base + _USUAL] + _DAY_WEIGHT * (mean - slots[base + _USUAL])
-            )
-            slots[base + _DAYS] = days + 1
-        slots[base + _HOUR] = hour
-        slots[base + _SUM] = 0.0
-        slots[base + _COUNT] = 0.0
-        state.median_hour = -1
-
-    if rule.baseline == "same_hour":
-        baseline = _usual(slots, base)
-    elif state.median_hour == hour:
-        baseline = state.median
-    else:
-        baseline = state.median = _median(slots, hour)
-        state.median_hour = hour
-    if learning:
-        slots[base + _SUM] += value
-        slots[base + _COUNT] += 1
-    if (
-        baseline is None
-        or ts - state.first_ts < rule.min_history_s * 1e9
-        or (rule.compare == "ratio" and baseline <= 0)
-    ):
-        return Verdict.HOLD, 0.0
-    state.baseline = baseline
-    score = recent / baseline if rule.compare == "ratio" else recent - baseline
-    if rule.is_triggered(score):
-        return Verdict.ALARM, score
-    return (Verdict.CLEAR if rule.is_cleared(score) else Verdict.HOLD), score
-
-
-def _usual(slots: array[float], base: int) -> float | None:
-    return slots[base + _USUAL] if slots[base + _DAYS] else None
-
-
 def _median(slots: array[float], hour: int) -> float | None:
     """The median of the hourly means of the last 24 hours (this hour excluded)."""
-    means = sorted(
+    oldest = hour - SLOTS
+    means = [
         slots[i + _SUM] / slots[i + _COUNT]
-        for i in range(0, SLOTS * 5, 5)
-        if slots[i + _COUNT] and hour - SLOTS <= slots[i + _HOUR] < hour
-    )
+        for i in _SLOT_STARTS
+        if slots[i + _COUNT] and oldest <= slots[i + _HOUR] < hour
+    ]
+    means.sort()
     if len(means) < SLOTS // 2:
         return None  # too few hours to call anything usual
     middle = len(means) // 2

@@ -30,7 +30,6 @@ _SAMPLES = 32
 # hour of the day (an average over days), and over how many days.
 _HOUR, _SUM, _COUNT, _USUAL, _DAYS = range(5)
 _DAY_WEIGHT = 0.3  # how much a new day moves the usual for its hour
-_SLOT_STARTS = range(0, SLOTS * 5, 5)
 
 
 class Verdict(IntEnum):
@@ -298,10 +297,11 @@ def _delta(rule: DeltaRule, state: DeltaState, reading: Reading, ts: int) -> tup
 def _median(slots: array[float], hour: int) -> float | None:
     """The median of the hourly means of the last 24 hours (this hour excluded)."""
     oldest = hour - SLOTS
+    # Whole columns at once (array slices are copied in C): a third of the per-slot indexing.
     means = [
-        slots[i + _SUM] / slots[i + _COUNT]
-        for i in _SLOT_STARTS
-        if slots[i + _COUNT] and oldest <= slots[i + _HOUR] < hour
+        total / count
+        for first, total, count in zip(slots[_HOUR::5], slots[_SUM::5], slots[_COUNT::5])
+        if count and oldest <= first < hour
     ]
     means.sort()
     if len(means) < SLOTS // 2:

@@ -90,7 +90,8 @@ class AlertEngine:
         if last is not None and last[0] is address:  # an array: one device, many readings
             device = last[1]
         else:
-            device = self.device(address)
+            found = self.devices.get((address.tenant, address.device_type, address.device_id))
+            device = self.device(address) if found is None else found
             self._last = (address, device)
         newest = device.newest
         if ts <= newest:

@@ -197,6 +197,7 @@ def run(args: argparse.Namespace, command: str) -> Figures:
             "node_red_install_s": install_s,
             "loads": os.getloadavg(),
         },
+        "profile": args.profile.read_text() if args.profile else "",
     }
 
 
@@ -232,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/ingest.md", help="'-': print")
     parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="a profile made by `python -m benchmarks.ingest_profile`, embedded in the report",
+    )
     args = parser.parse_args(argv)
     if args.readings is None:
         args.readings = 3_000 if args.short else 100_000

@@ -107,6 +107,17 @@ def _per_round(rounds: list[dict[str, Any]], rows: dict[str, Any]) -> list[str]:
     return ["", *out] if out else []
 
 
+def _profile_section(figures: Figures) -> str:
+    profile = figures.get("profile") or ""
+    if not profile:
+        return ""
+    return (
+        "## Profile\n\nWhere moclo ingest's CPU goes, shape by shape, from a run of its own under "
+        "py-spy (`benchmarks/ingest_profile.py`; sampling slows it, so its rates are not the "
+        "ones above), taken just before this run on the same commit:\n\n" + profile.strip()
+    )
+
+
 def report(figures: Figures) -> str:
     run = figures["run"]
     loads = [r["load"] for r in figures["rounds"]] or [run["loads"][0]]
@@ -116,7 +127,12 @@ def report(figures: Figures) -> str:
     minutes = ", ".join(f"{k} {v:.1f}" for k, v in run.get("section_minutes", {}).items())
     sections = "".join(
         f"\n\n{text}"
-        for text in (latency_section(figures), scale_section(figures), memory_section(figures))
+        for text in (
+            latency_section(figures),
+            scale_section(figures),
+            memory_section(figures),
+            _profile_section(figures),
+        )
         if text
     )
     install = (

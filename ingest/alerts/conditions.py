@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
@@ -55,7 +56,8 @@ class DeltaState:
 
 
 class BaselineState:
-    __slots__ = ("baseline", "first_ts", "median", "median_hour", "recent", "recent_ts", "slots")
+    __slots__ = ("baseline", "first_ts", "means", "median", "median_hour", "recent", "recent_ts",
+                 "slots")  # fmt: skip
 
     def __init__(self) -> None:
         self.first_ts = 0
@@ -67,6 +69,9 @@ class BaselineState:
         # the only one readings of that hour change, so it holds until a slot starts afresh.
         self.median_hour = -1
         self.median: float | None = None
+        # The hourly means that median is of, sorted: the next hour's median moves it by one mean
+        # out and one in (see `_rolling_median`). Not saved: rebuilt from the slots.
+        self.means: array[float] | None = None
 
     def dump(self) -> list[Any]:
         # JSON has no NaN ("nothing yet"): it travels as null.
@@ -227,14 +232,13 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
         hour = ts // HOUR_NS
         slots = state.slots
         base = (hour % SLOTS) * 5
-        if slots[base] != hour:
-            _new_hour(state, base, hour)
+        dropped = _new_hour(state, base, hour) if slots[base] != hour else None
         if same_hour:
             baseline = slots[base + _USUAL] if slots[base + _DAYS] else None
         elif state.median_hour == hour:
             baseline = state.median
         else:
-            baseline = state.median = _median(slots, hour)
+            baseline = state.median = _rolling_median(state, hour, dropped)
             state.median_hour = hour
         if learning:
             slots[base + _SUM] += value
@@ -250,19 +254,23 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
     return baseline_judge
 
 
-def _new_hour(state: BaselineState, base: int, hour: int) -> None:
-    """This hour of the day comes round again: the old hour's mean joins the usual."""
+def _new_hour(state: BaselineState, base: int, hour: int) -> float | None:
+    """This hour of the day comes round again: the old hour's mean joins the usual. Returns that
+    mean if the old hour was the one just out of the last 24 hours (else None)."""
     slots = state.slots
+    dropped = None
     if slots[base + _COUNT]:
         mean = slots[base + _SUM] / slots[base + _COUNT]
         days = slots[base + _DAYS]
         usual = slots[base + _USUAL]
         slots[base + _USUAL] = mean if days == 0 else usual + _DAY_WEIGHT * (mean - usual)
         slots[base + _DAYS] = days + 1
+        if slots[base + _HOUR] == hour - SLOTS:
+            dropped = mean
     slots[base + _HOUR] = hour
     slots[base + _SUM] = 0.0
     slots[base + _COUNT] = 0.0
-    state.median_hour = -1
+    return dropped
 
 
 def _delta(rule: DeltaRule, state: DeltaState, reading: Reading, ts: int) -> tuple[Verdict, float]:
@@ -294,16 +302,45 @@ def _delta(rule: DeltaRule, state: DeltaState, reading: Reading, ts: int) -> tup
     return (Verdict.CLEAR if rule.is_cleared(delta) else Verdict.HOLD), delta
 
 
-def _median(slots: array[float], hour: int) -> float | None:
-    """The median of the hourly means of the last 24 hours (this hour excluded)."""
-    oldest = hour - SLOTS
+def _rolling_median(state: BaselineState, hour: int, dropped: float | None) -> float | None:
+    """The median of the hourly means of the last 24 hours (this hour excluded).
+
+    From one hour to the next (the usual case), only two slots changed since the last median
+    was taken: the previous hour's, which now has its mean, and this hour's, started afresh,
+    whose old mean (`dropped`) was the oldest of the 24 hours if it was not older still. So the
+    sorted means move by one out and one in, instead of all 24 read and sorted again; anything
+    else (a gap, a late reading, a restart) reads them all from the slots.
+    """
+    slots, means, previous = state.slots, state.means, hour - 1
+    if means is not None and state.median_hour == previous:
+        if dropped is not None:
+            at = bisect_left(means, dropped)
+            if at == len(means) or means[at] != dropped:
+                return _median(state, hour)  # cannot happen; reading them all is always right
+            del means[at]
+        base = (previous % SLOTS) * 5
+        if slots[base + _COUNT] and slots[base + _HOUR] == previous:
+            insort(means, slots[base + _SUM] / slots[base + _COUNT])
+        return _middle(means)
+    return _median(state, hour)
+
+
+def _median(state: BaselineState, hour: int) -> float | None:
+    """`_rolling_median` from every slot: the hours of the last 24 that have a mean."""
+    slots, oldest = state.slots, hour - SLOTS
     # Whole columns at once (array slices are copied in C): a third of the per-slot indexing.
-    means = [
+    means = sorted(
         total / count
-        for first, total, count in zip(slots[_HOUR::5], slots[_SUM::5], slots[_COUNT::5])
+        for first, total, count in zip(
+            slots[_HOUR::5], slots[_SUM::5], slots[_COUNT::5], strict=True
+        )
         if count and oldest <= first < hour
-    ]
-    means.sort()
+    )
+    state.means = array("d", means)
+    return _middle(state.means)
+
+
+def _middle(means: array[float]) -> float | None:
     if len(means) < SLOTS // 2:
         return None  # too few hours to call anything usual
     middle = len(means) // 2

@@ -116,7 +116,8 @@ class AlertEngine:
             # Neither a silence nor a burst teaches the interval much: gaps count as 1/3 to
             # 3 intervals at most.
             if interval:
-                gap = max(interval // 3, min(gap, 3 * interval))
+                low, high = interval // 3, 3 * interval
+                gap = low if gap < low else high if gap > high else gap
                 device.interval = interval + int(_INTERVAL_WEIGHT * (gap - interval))
             else:
                 device.interval = gap

@@ -3,7 +3,7 @@ no database, on two streams: the ingest benchmark's mix of every device type, an
 alone (the seed's main device, five rules, two of them baselines).
 
     .venv/bin/python -m benchmarks.rules                      # this checkout, printed
-    .venv/bin/python -m benchmarks.rules --baseline /tmp/old  # and another commit's engine
+    .venv/bin/python -m benchmarks.rules --baseline /tmp/old --out benchmarks/results/rules.md
     .venv/bin/python -m benchmarks.rules --cows 500 --mix 50000 --rounds 3   # smaller
 
 Each stream covers two days of reading time (`benchmarks/alerts_throughput.py`'s fleet, seed
@@ -17,6 +17,7 @@ byte-identical (SHA-256 of the `moclo_alerts` lines they would store).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import pickle
@@ -29,6 +30,7 @@ from typing import Any
 
 from benchmarks.alerts_stack import DAY
 from benchmarks.alerts_throughput import mixed_readings
+from benchmarks.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 END = 1_790_000_000.0  # a fixed end of reading time: the same readings in every run
@@ -116,11 +118,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", type=Path, metavar="DIR", help="a checkout of another commit (git worktree)"
     )
+    parser.add_argument("--out", default="-", help="a Markdown file, or '-' to print")
     args = parser.parse_args(argv)
     if args.baseline is not None and not (args.baseline / "ingest" / "alerts").is_dir():
         parser.error(f"--baseline {args.baseline}: not a moclo checkout (no ingest/alerts)")
-    print(report(measure(args), args.baseline))
+    text = report(measure(args), args.baseline)
+    if args.out == "-":
+        print(text)
+        return 0
+    given = " ".join(argv if argv is not None else sys.argv[1:])
+    Path(args.out).write_text(
+        f"# Alert rules: the engine's CPU per reading\n\n    python -m benchmarks.rules {given}\n\n"
+        f"{datetime.date.today()}, commit {_commit()}; {machine()}.\n\n"
+        f"{__doc__.split(chr(10) * 2, 2)[2]}\n{text}\n"
+    )
     return 0
+
+
+def _commit() -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
 
 
 if __name__ == "__main__":

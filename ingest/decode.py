@@ -204,8 +204,11 @@ class Decoder:
                 return False
         except ValidationError:
             return False
-        outside = self._outside_window
-        if any(outside(reading.ts, received_ns) is not None for reading in readings):
+        # The whole array is inside the window when its newest and oldest readings are.
+        stamps = [reading.ts for reading in readings]
+        if self._outside_window(max(stamps), received_ns) or self._outside_window(
+            min(stamps), received_ns
+        ):
             return False
         out.readings.extend([ValidReading(address, reading) for reading in readings])
         out.received_ns.extend([received_ns] * len(readings))

@@ -137,7 +137,6 @@ class AlertEngine:
                     usual = False
                     break
         for tracker in device.trackers:
-            assert tracker.judge is not None
             verdict, value = tracker.judge(
                 tracker.condition, reading, ts, usual and tracker.pending_since < 0
             )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from devices.rules import AbsenceRule, BaselineRule, Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import ConditionState, Judge, judge_for, new_state
+from ingest.alerts.conditions import ConditionState, Judge, Verdict, judge_for, new_state
 
 _NS = 1_000_000_000
 _ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
@@ -45,7 +45,7 @@ class Tracker:
         self.rule = rule
         self.condition: ConditionState = new_state(rule)
         # Absence is judged by the engine itself, from the device's silence.
-        self.judge: Judge | None = None if isinstance(rule, AbsenceRule) else judge_for(rule)
+        self.judge: Judge = _by_the_engine if isinstance(rule, AbsenceRule) else judge_for(rule)
         self.pending_since = -1
         self.pending_count = 0
         self.clear_since = -1
@@ -83,6 +83,10 @@ class DeviceState:
         rule = self.absence.rule
         assert isinstance(rule, AbsenceRule)
         return max(int(rule.after_intervals * self.interval), int(rule.at_least_s * _NS))
+
+
+def _by_the_engine(*_: object) -> tuple[Verdict, float]:
+    raise TypeError("an absence rule is judged from the device's silence, not per reading")
 
 
 def find_tracker(device: DeviceState, rule_name: str) -> Tracker | None:

@@ -46,10 +46,9 @@ def _ratio(a: float | None, b: float | None) -> str:
 def _shape_table(shape: str, rows: dict[str, dict[str, float | None]], figures: Figures) -> str:
     rounds = [r for r in figures["rounds"] if r["shape"] == shape]
     readings = rounds[0]["readings"]
-    # Raw rows have no message count; the writers all drain the same messages.
-    per_message = max(
-        (r["readings"] // r["messages"] for r in rounds if r.get("messages")), default=1
-    )
+    # The writers all drain the same messages (raw's rows count its POSTs instead).
+    drained = [r for r in rounds if r["contender"] != "raw"] or rounds
+    per_message = drained[0]["readings"] // drained[0]["messages"]
     lines = [
         f"### {shape}: {readings:,} readings, {per_message} per message",
         "",

@@ -7,8 +7,8 @@ ingest are written as Markdown (embedded in benchmarks/results/ingest.md with --
 
 py-spy (`pip install py-spy`, a development tool, not a dependency) slows what it samples, so
 the profile is a run of its own: its rates are not the benchmark's. Each shape starts two
-ingest processes, one to create the session and then the timed one; the timed one is the later
-(process ids increase within a run), and the only one with thousands of samples.
+ingest processes, one to create the session and then the timed one: the timed ones are the four
+with the most samples, in the order of their process ids (which increase within a run).
 """
 
 from __future__ import annotations
@@ -84,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cows", type=int, default=2_000)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", default="-", help="a Markdown file, or '-' to print")
+    parser.add_argument("--samples", type=Path, help="keep py-spy's raw samples in this file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="moclo-profile-") as tmp:
-        raw = Path(tmp) / "samples.txt"
+        raw = args.samples or Path(tmp) / "samples.txt"
         command = record(raw, args)
         processes = by_process(raw)
-    timed = sorted(processes)[1::2]  # per shape: the session's ingest, then the timed one
+    # Per shape, the timed ingest is the one with thousands of samples (the one that makes the
+    # session stops at once); process ids give their order.
+    samples = {pid: sum(n for _, n in stacks) for pid, stacks in processes.items()}
+    timed = sorted(sorted(samples, key=samples.__getitem__)[-len(SHAPES) :])
     if len(timed) != len(SHAPES):
         raise SystemExit(f"expected {2 * len(SHAPES)} ingest processes, found {len(processes)}")
     text = [f"    {command}", "", "(Imports at start-up left out.)", ""]

@@ -113,7 +113,7 @@ def _profile_section(figures: Figures) -> str:
     return (
         "## Profile\n\nWhere moclo ingest's CPU goes, shape by shape, from a run of its own under "
         "py-spy (`benchmarks/ingest_profile.py`; sampling slows it, so its rates are not the "
-        "ones above), taken just before this run on the same commit:\n\n" + profile.rstrip()
+        "ones above), on the same commit:\n\n" + profile.rstrip()
     )
 
 

@@ -5,7 +5,7 @@ ingest are written as Markdown (embedded in benchmarks/results/ingest.md with --
     .venv/bin/python -m benchmarks.ingest_profile --out /tmp/profile.md
     .venv/bin/python -m benchmarks.ingest --profile /tmp/profile.md
 
-py-spy (`pip install py-spy`, a development tool, not a dependency) slows what it samples, so
+py-spy (`pip install -e .[profile]`, a development tool) slows what it samples, so
 the profile is a run of its own: its rates are not the benchmark's. Each shape starts two
 ingest processes, one to create the session and then the timed one: the timed ones are the four
 with the most samples, in the order of their process ids (which increase within a run).

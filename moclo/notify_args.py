@@ -1,6 +1,8 @@
 """`moclo notify` and `moclo oncall`: their parsers, and the calls into `moclo/notify_cli.py`,
 imported only when a command runs. `notify check` and `oncall show` read the notify file alone:
-they need no broker and no database."""
+they need no broker and no database. Where another module builds the `moclo notify` group (the
+notifier's `run` and `test`), it adds `check` with `add_check` instead of calling `add_parser`,
+and the top level adds `oncall` with `add_oncall`; `needs_settings` and `run` stay as they are."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ NOTIFY_FILE_VARIABLE = "MOCLO_NOTIFY_FILE"
 
 
 def add_parser(commands: Commands) -> None:
-    """Adds `moclo notify check` and `moclo oncall show` to the top-level subcommands."""
+    """Adds `moclo notify` (with `check`) and `moclo oncall show` to the top-level commands."""
     notify = commands.add_parser(
         "notify",
         help="notifications: check the notify file (who is told what)",
@@ -43,8 +45,14 @@ def add_parser(commands: Commands) -> None:
         epilog=NOTIFY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = notify.add_subparsers(dest="notify_command", required=True, metavar="SUBCOMMAND")
-    check = sub.add_parser(
+    add_check(notify.add_subparsers(dest="notify_command", required=True, metavar="SUBCOMMAND"))
+    add_oncall(commands)
+
+
+def add_check(notify_commands: Commands) -> None:
+    """Adds `check` to `moclo notify`'s subcommands: a module that builds the `notify` group
+    with more subcommands (`run`, `test`) calls this, and hands `check` to `run` below."""
+    check = notify_commands.add_parser(
         "check",
         help="check a notify file without starting the notifier",
         description="Reads a notify file as the notifier would. Exits 0 with a summary "
@@ -56,10 +64,10 @@ def add_parser(commands: Commands) -> None:
     check.add_argument(
         "file", nargs="?", type=Path, metavar="FILE", help=f"default: {NOTIFY_FILE_VARIABLE}"
     )
-    _add_oncall(commands)
 
 
-def _add_oncall(commands: Commands) -> None:
+def add_oncall(commands: Commands) -> None:
+    """Adds `moclo oncall show` to the top-level commands."""
     oncall = commands.add_parser(
         "oncall",
         help="on-call rotations: who is on call, and the next shifts",

@@ -18,7 +18,14 @@ from typing import Literal
 from access.credentials import CredentialsError, load_credentials
 from access.issued import IssuedFileError, write_device_credentials, write_password_file
 from access.passwords import verify_password
-from access.registry import Credentials, DeviceRecord, DeviceSpec, Registry, Role
+from access.registry import (
+    Credentials,
+    DeviceRecord,
+    DeviceSpec,
+    Registry,
+    RegistryError,
+    Role,
+)
 
 Outcome = Literal["kept", "issued", "reissued"]
 
@@ -52,6 +59,14 @@ def ensure_account(registry: Registry, plan: AccountPlan) -> Outcome:
         and _works(registry, plan.name, _read_password(plan.password_file))
     ):
         return "kept"
+    if existing is not None and (existing.role, existing.tenant) != (plan.role, plan.tenant):
+        # Refused before revoking: a revoked name comes back only with the same reads
+        # (Registry.add_account), so revoking first would lose the working account.
+        raise RegistryError(
+            f"account {plan.name!r} is the {existing.role} account; a name keeps its role "
+            f"(its sessions on the broker keep what it subscribed to): give the {plan.role} "
+            "account another name"
+        )
     if existing is not None:
         registry.revoke_account(plan.name)
     credentials = registry.add_account(plan.role, plan.name, tenant=plan.tenant)

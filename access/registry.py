@@ -20,6 +20,7 @@ its own tables in `schema_versions`, so they never trip over each other's migrat
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,7 @@ class Registry:
                     f"account {name!r} already exists ({held}); to issue new credentials, "
                     f"`moclo accounts revoke {name}` first"
                 )
+            _check_name_comes_back_with_same_reads(db, role, name, tenant)
             db.execute(
                 "INSERT INTO accounts (name, role, tenant, password_hash, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -342,6 +344,35 @@ class Registry:
             MqttLogin(user, h, "device", tenant, device_type, device_id)
             for user, h, tenant, device_type, device_id in devices
         ]
+
+
+def _reads(role: str, tenant: str | None) -> tuple[str, str | None]:
+    """What a login of this role and tenant may read: a tenant's roles all read the same
+    topics of their tenant (access/broker.py), a service account what its service reads."""
+    return ("tenant" if role in TENANT_ROLES else role), tenant
+
+
+def _check_name_comes_back_with_same_reads(
+    db: sqlite3.Connection, role: str, name: str, tenant: str | None
+) -> None:
+    """A revoked account's name is issued again only with the same reads. On the distributed
+    engine a persistent session outlives its login (24 h after its last connection), with the
+    subscriptions it had, which RabbitMQ checked once, when they were made: whoever holds the
+    name next resumes them (tests/test_engine_attacks.py). Mosquitto checks each delivery."""
+    earlier = db.execute(
+        "SELECT role, tenant FROM accounts WHERE name = ? AND revoked_at IS NOT NULL "
+        "ORDER BY id DESC",
+        (name,),
+    ).fetchall()
+    for old_role, old_tenant in earlier:
+        if _reads(old_role, old_tenant) != _reads(role, tenant):
+            again = f"to an account of {old_tenant}" if old_tenant else f"as {old_role}"
+            raise RegistryError(
+                f"account name {name!r} belonged to a {old_role}"
+                f"{f' of {old_tenant}' if old_tenant else ''} until revoked; it is issued "
+                f"again only {again}, because its persistent sessions on the broker keep what "
+                "it subscribed to: choose another name"
+            )
 
 
 def _filters(

@@ -11,16 +11,17 @@ rate (ingest_latency.py), several ingests in a share group (ingest_scale.py) and
 
 One Mosquitto and one InfluxDB are started here (moclo/stack.py). For each round, each message
 shape (--readings single readings, default 100,000; --batched-readings in arrays of 50 readings
-of one device, default 1,000,000) and each writer, in one run and on the same readings: a
-persistent session, the backlog queued for it, the writer started as a process of its own and
-timed until InfluxDB holds every reading exactly once (ingest_round.py says how it is timed and
-checked); before the writers, InfluxDB's raw rate for the same lines (ingest_raw.py). The
-writers' order rotates from round to round. The other sections (--sections) share the servers;
-the memory section's outage starts servers of its own (tests/faults_harness.py). Node-RED is
-installed from npm into a cache folder on first use (ingest_nodered.py), unless --no-install,
-which leaves it out if it is not there. --json also writes the raw figures. --short runs the
-throughput, latency and scale sections small (the memory section needs minutes; name it in
---sections to run it anyway).
+of one device, default 1,000,000; cow trackers alone, --cows of them, both ways, ingest starting
+from baselines learnt on a day of their readings: ingest_cows.py) and each writer, in one run
+and on the same readings: a persistent session, the backlog queued for it, the writer started as
+a process of its own and timed until InfluxDB holds every reading exactly once (ingest_round.py
+says how it is timed and checked); before the writers, InfluxDB's raw rate for the same lines
+(ingest_raw.py). The writers' order rotates from round to round. The other sections (--sections)
+share the servers; the memory section's outage starts servers of its own
+(tests/faults_harness.py). Node-RED is installed from npm into a cache folder on first use
+(ingest_nodered.py), unless --no-install, which leaves it out if it is not there. --json also
+writes the raw figures. --short runs the throughput, latency and scale sections small (the
+memory section needs minutes; name it in --sections to run it anyway).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 from benchmarks import ingest_memory, ingest_nodered
 from benchmarks.alerts_stack import local_servers
 from benchmarks.ingest_contenders import CONTENDERS, baseline, known_types
+from benchmarks.ingest_cows import cow_shapes
 from benchmarks.ingest_data import Shape, batched, single
 from benchmarks.ingest_latency import measure as measure_latency
 from benchmarks.ingest_raw import bodies, raw_round
@@ -140,6 +142,9 @@ def run(args: argparse.Namespace, command: str) -> Figures:
             at = time.monotonic()
             progress(f"throughput: {args.batched_readings:,} readings in arrays of {BATCH}…")
             shapes = [single_shape, batched(args.batched_readings, seed=args.seed, types=types)]
+            if args.cows:
+                progress(f"throughput: {args.cows:,} cows, day one judged to learn baselines…")
+                shapes += cow_shapes(args.cows, args.readings, seed=args.seed)
             figures["rounds"] = throughput(stack, shapes, keys, args.rounds)
             del shapes
             minutes["throughput"] = (time.monotonic() - at) / 60
@@ -182,6 +187,7 @@ def run(args: argparse.Namespace, command: str) -> Figures:
             "readings": args.readings,
             "batched_readings": args.batched_readings,
             "batch": BATCH,
+            "cows": args.cows,
             "sections": sections,
             "section_minutes": minutes,
             "rounds_asked": args.rounds,
@@ -191,6 +197,7 @@ def run(args: argparse.Namespace, command: str) -> Figures:
             "node_red_install_s": install_s,
             "loads": os.getloadavg(),
         },
+        "profile": args.profile.read_text() if args.profile else "",
     }
 
 
@@ -209,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         "--batched-readings", type=int, help=f"arrays of {BATCH} (default 1,000,000)"
     )
     parser.add_argument("--rounds", type=int, help="default 3")
+    parser.add_argument(
+        "--cows",
+        type=int,
+        help="cow trackers of the cow-only shapes (default 3,000; --short 100; 0: leave them out)",
+    )
     parser.add_argument("--contenders", default="abcd", help="any of a, b, c, d (default abcd)")
     parser.add_argument(
         "--baseline",
@@ -221,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/ingest.md", help="'-': print")
     parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="a profile made by `python -m benchmarks.ingest_profile`, embedded in the report",
+    )
     args = parser.parse_args(argv)
     if args.readings is None:
         args.readings = 3_000 if args.short else 100_000
@@ -233,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections {', '.join(sorted(unknown_sections))}: {SECTIONS}")
     if args.rounds is None:
         args.rounds = 1 if args.short else 3
+    if args.cows is None:
+        args.cows = 100 if args.short else 3_000
     if args.baseline is not None and not (args.baseline / "moclo" / "cli.py").is_file():
         parser.error(f"--baseline {args.baseline}: not a moclo checkout (no moclo/cli.py)")
     if unknown := set(args.contenders) - set(CONTENDERS):

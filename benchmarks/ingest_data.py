@@ -23,9 +23,11 @@ Message = tuple[str, bytes]  # (topic without its prefix, payload)
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    name: str  # "single" or "batched"
+    name: str  # "single", "batched", "cows-single", "cows-batched"
     messages: list[Message]
     readings: int
+    # Ingest's alert-state snapshot to start from (benchmarks/ingest_cows.py); b"": none.
+    alert_state: bytes = b""
 
     @property
     def per_message(self) -> int:

@@ -43,9 +43,12 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or not b else f"{a / b:.2f}"
 
 
-def _shape_table(shape: str, rows: dict[str, dict[str, float | None]], run: dict[str, Any]) -> str:
-    per_message = 1 if shape == "single" else run["batch"]
-    readings = run["readings"] if shape == "single" else run.get("batched_readings", 0)
+def _shape_table(shape: str, rows: dict[str, dict[str, float | None]], figures: Figures) -> str:
+    rounds = [r for r in figures["rounds"] if r["shape"] == shape]
+    readings = rounds[0]["readings"]
+    # The writers all drain the same messages (raw's rows count its POSTs instead).
+    drained = [r for r in rounds if r["contender"] != "raw"] or rounds
+    per_message = drained[0]["readings"] // drained[0]["messages"]
     lines = [
         f"### {shape}: {readings:,} readings, {per_message} per message",
         "",
@@ -73,8 +76,10 @@ def _shape_table(shape: str, rows: dict[str, dict[str, float | None]], run: dict
                 f"| {_ratio(c['cpu_ms_per_1000'], o['cpu_ms_per_1000'])} "
                 f"| {_ratio(c['peak_rss_mb'], o['peak_rss_mb'])} |"
             )
+    if c:
+        lines += _per_round(rounds, rows)
     if c and "raw" in rows:
-        target = f" (target ≥ {TARGET_BATCHED_OF_RAW:g})" if shape == "batched" else ""
+        target = f" (target ≥ {TARGET_BATCHED_OF_RAW:g})" if "batched" in shape else ""
         lines += [
             "",
             f"moclo ingest reaches c/raw = {_ratio(c['per_s'], rows['raw']['per_s'])} of "
@@ -83,14 +88,50 @@ def _shape_table(shape: str, rows: dict[str, dict[str, float | None]], run: dict
     return "\n".join(lines)
 
 
+def _per_round(rounds: list[dict[str, Any]], rows: dict[str, Any]) -> list[str]:
+    """c's readings/s over each other writer's, round by round: a target "in every round" is
+    read here, not from the medians."""
+    out = []
+    for key in sorted(k for k in rows if k not in ("c", "raw")):
+        ratios = []
+        for n in sorted({r["round"] for r in rounds}):
+            c = next(
+                (r["per_s"] for r in rounds if r["round"] == n and r["contender"] == "c"), None
+            )
+            o = next(
+                (r["per_s"] for r in rounds if r["round"] == n and r["contender"] == key), None
+            )
+            ratios.append(_ratio(c, o))
+        out.append(f"- c/{key} round by round: {', '.join(ratios)}")
+    return ["", *out] if out else []
+
+
+def _profile_section(figures: Figures) -> str:
+    profile = figures.get("profile") or ""
+    if not profile:
+        return ""
+    return (
+        "## Profile\n\nWhere moclo ingest's CPU goes, shape by shape, from a run of its own under "
+        "py-spy (`benchmarks/ingest_profile.py`; sampling slows it, so its rates are not the "
+        "ones above), on the same commit:\n\n" + profile.rstrip()
+    )
+
+
 def report(figures: Figures) -> str:
     run = figures["run"]
     loads = [r["load"] for r in figures["rounds"]] or [run["loads"][0]]
-    tables = "\n\n".join(_shape_table(shape, rows, run) for shape, rows in medians(figures).items())
+    tables = "\n\n".join(
+        _shape_table(shape, rows, figures) for shape, rows in medians(figures).items()
+    )
     minutes = ", ".join(f"{k} {v:.1f}" for k, v in run.get("section_minutes", {}).items())
     sections = "".join(
         f"\n\n{text}"
-        for text in (latency_section(figures), scale_section(figures), memory_section(figures))
+        for text in (
+            latency_section(figures),
+            scale_section(figures),
+            memory_section(figures),
+            _profile_section(figures),
+        )
         if text
     )
     install = (
@@ -114,7 +155,9 @@ have been profiling meanwhile). The run took {run["minutes"]:.0f} minutes ({minu
 
 Each writer drains the same backlog: {run["readings"]:,} readings of all device types one per
 message, and {run.get("batched_readings", run["readings"]):,} in arrays of {run["batch"]}
-(`benchmarks/ingest_data.py`), queued at Mosquitto for its persistent session (QoS 1) before it
+(`benchmarks/ingest_data.py`); and, if cows are named, {run.get("cows", 0):,} cow trackers alone
+the same two ways, moclo ingest starting from the baselines learnt on their first day
+(`benchmarks/ingest_cows.py`); queued at Mosquitto for its persistent session (QoS 1) before it
 starts, each writer with its own topic prefix and InfluxDB database; every drain ends with
 InfluxDB holding exactly those readings, once each, with ingest's measurement, tags and field
 names, or the run fails. Timing is the same for every writer: the harness polls every 50 ms

@@ -246,6 +246,13 @@ def run_round(
     progress(f"    {name}: {len(shape.messages):,} messages queued, draining…")
     watch = LogWatch(stack.broker_log)
     connected = f" as {settings.ingest_id} ("  # "New client connected from … as ID (p5…"
+    if shape.alert_state:
+        # Where moclo ingest keeps it (its spool folder, made by create_session); the other
+        # writers judge no rules.
+        spool = workdir / "spool" / settings.ingest_id
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (spool / "alert-state.json").write_bytes(shape.alert_state)
+        (spool / "alert-state.json").chmod(0o600)
     launch = contender.launch(settings, workdir, expected_messages)
     running = Running(contender, launch, workdir / "log")
     report: dict[str, Any] = {}

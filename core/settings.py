@@ -38,6 +38,9 @@ ENVIRONMENT = {
     "ingest_client_id": "MOCLO_INGEST_CLIENT_ID",
     "ingest_tenants": "MOCLO_INGEST_TENANTS",
     "ingest_share_group": "MOCLO_INGEST_SHARE_GROUP",
+    "engine_url": "MOCLO_ENGINE_URL",
+    "engine_worker": "MOCLO_ENGINE_WORKER",
+    "engine_partitions": "MOCLO_ENGINE_PARTITIONS",
     "spool_dir": "MOCLO_SPOOL_DIR",
     "http_listen": "MOCLO_HTTP_LISTEN",
     "serve_listen": "MOCLO_SERVE_LISTEN",
@@ -60,6 +63,7 @@ ENVIRONMENT = {
 
 
 _CLIENT_ID = r"^[A-Za-z0-9._-]+$"
+_ENGINE_URL = re.compile(r"amqp://[^\s/@,:]+(:\d{1,5})?(,[^\s/@,:]+(:\d{1,5})?)*/?")
 DEFAULT_INGEST_CLIENT_ID = "moclo-ingest"
 # The password runs to the authority's last @ (`user:p@ss@host` logs in with `p@ss`, as
 # urlsplit and httpx read it), so all of it is masked, not just what precedes its own @.
@@ -202,6 +206,33 @@ class Settings(BaseModel):
         description="share the telemetry with the other ingests of this group "
         "(`$share/GROUP/…`, `--share-group`); they store and validate, and judge no alert "
         "rules; see [Scale-out](performance.md#scale-out)",
+    )
+    engine_url: str | None = Field(
+        default=None,
+        title="consume partitions from the distributed engine (RabbitMQ) at "
+        "amqp://host:port[,host:port…]",
+        description="consume the telemetry partitions of the distributed engine (RabbitMQ, "
+        "`--engine-url amqp://host:port[,host:port…]`, nodes tried in order) instead of "
+        "subscribing over MQTT; the login is ingest's MQTT login; see "
+        "[Scale-out on the engine](scale.md)",
+    )
+    engine_worker: str = Field(
+        default="0/1",
+        pattern=r"^\d{1,4}/\d{1,4}$",
+        title="this worker's number and the number of workers, I/W",
+        description="this worker's number and the number of workers (`--engine-worker I/W`, "
+        "from "
+        "0/W to W-1/W): worker I consumes partitions I, I+W, … first and stands by for the "
+        "rest; see [Scale-out on the engine](scale.md)",
+    )
+    engine_partitions: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        title="partitions of the telemetry on the engine (the same for every worker)",
+        description="how many partitions the telemetry is spread over on the engine "
+        "(`--engine-partitions`); every worker must say the same; see "
+        "[Scale-out on the engine](scale.md)",
     )
     spool_dir: str = Field(
         default=".moclo/spool",
@@ -444,6 +475,30 @@ class Settings(BaseModel):
         if not tenants:
             raise ValueError("name at least one tenant, comma-separated")
         return ",".join(tenants)
+
+    @field_validator("engine_url")
+    @classmethod
+    def _engine_nodes(cls, value: str | None) -> str | None:
+        if value is not None and not _ENGINE_URL.fullmatch(value):
+            raise ValueError(
+                "must look like amqp://HOST[:PORT][,HOST[:PORT]…], without a login (the "
+                "engine is logged in to with ingest's MQTT login)"
+            )
+        return value
+
+    @field_validator("engine_worker")
+    @classmethod
+    def _worker_within_workers(cls, value: str) -> str:
+        index, workers = (int(part) for part in value.split("/"))
+        if workers < 1 or index >= workers:
+            raise ValueError(f"{value!r}: workers are numbered 0 to W-1 of W (e.g. 0/2 and 1/2)")
+        return value
+
+    @property
+    def worker(self) -> tuple[int, int]:
+        """(this worker's number, how many workers) on the engine."""
+        index, workers = self.engine_worker.split("/")
+        return int(index), int(workers)
 
     @property
     def tenants(self) -> tuple[str, ...] | None:

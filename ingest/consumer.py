@@ -18,10 +18,11 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ingest.alert_state import AlertState
 from ingest.announce import AlertPublisher
+from ingest.batch_source import BatchSource
 from ingest.downlink.wiring import Downlink
 from ingest.durable import DurableWriter
 from ingest.health import Liveness
@@ -30,7 +31,7 @@ from ingest.options import IngestOptions
 from ingest.pipeline import Pipeline, PreparedBatch
 from ingest.registry_gate import RegistryGate
 from ingest.sink import WriteAborted
-from ingest.source import Message, MqttSource
+from ingest.source import Message
 from ingest.stats import IngestStats
 from ingest.waits import first_of
 from storage.alert_record import Alert
@@ -40,11 +41,25 @@ log = logging.getLogger("moclo.ingest")
 AlertCallback = Callable[[Alert], None]
 
 
+@runtime_checkable
+class Partitions(Protocol):
+    """On the distributed engine: whose devices this worker judges (ingest/partition_state.py)."""
+
+    async def admit(self, messages: list[Message]) -> None:
+        """Takes over the partitions of `messages` not held yet, before they are judged."""
+
+    def let_go(self) -> None:
+        """Forgets the devices of partitions no longer held."""
+
+    def take_orphans(self) -> list[Alert]:
+        """Resolutions of stored open alerts whose rule is gone, found while taking over."""
+
+
 class Consumer:
     def __init__(
         self,
         *,
-        source: MqttSource,
+        source: BatchSource,
         pipeline: Pipeline,
         gate: RegistryGate,
         alert_state: AlertState,
@@ -57,6 +72,7 @@ class Consumer:
         stop: asyncio.Event,
         on_alert: AlertCallback | None,
         downlink: Downlink | None = None,
+        partitions: Partitions | None = None,
     ) -> None:
         self.source = source
         self.pipeline = pipeline
@@ -71,6 +87,7 @@ class Consumer:
         self.stop = stop
         self.on_alert = on_alert
         self.downlink = downlink
+        self.partitions = partitions
         self.consumed = asyncio.Event()  # the consumer is done: notifiers may finish
         self.unstored = 0  # batches the engine has judged and that are not stored yet
 
@@ -91,6 +108,11 @@ class Consumer:
                 if storing.done():
                     await storing.finished()  # raises what storing it raised
                 messages = await self._next_batch_or_stop(options.sweep_every_s)
+                if messages and self.partitions is not None:
+                    await self.partitions.admit(messages)
+                    if orphans := self.partitions.take_orphans():
+                        await storing.finished()
+                        await self._resolve_orphans(orphans)
                 if messages:
                     prepared = await self._prepare(messages, after=storing)
                     await storing.finished()
@@ -101,6 +123,8 @@ class Consumer:
                 if caught_up and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + options.sweep_every_s
                     await storing.finished()
+                    if self.partitions is not None:
+                        self.partitions.let_go()  # no silence judged for another's devices
                     await self._sweep()
                 if downlink is not None and downlink.expiry_due():
                     await storing.finished()
@@ -138,7 +162,15 @@ class Consumer:
         remaining = self.source.pending_count
         while remaining > 0 and (messages := self.source.take_pending(remaining)):
             remaining -= len(messages)
+            if self.partitions is not None:
+                await self.partitions.admit(messages)
             await self._store(messages, await self._prepare(messages))
+
+    async def _resolve_orphans(self, orphans: list[Alert]) -> None:
+        """Stores and announces the resolutions of alerts whose rule is gone."""
+        self.unstored += 1
+        await self._commit([alert.to_line() for alert in orphans], orphans)
+        self.unstored -= 1
 
     async def _sweep(self) -> None:
         """Judges silent devices, and stores and announces the alerts that raises."""

@@ -13,7 +13,7 @@ readings and the same rejections, the fast one only sooner.
 
 The careful path is three checks, each a small function: the topic (`_check_topic`), the
 payload as a whole (`_payload_items`), each reading (`_checked_item`), then the time window.
-This module stays whole at ~460 lines because both paths must decide alike and are read side
+This module stays whole at ~470 lines because both paths must decide alike and are read side
 by side; moving the checks out would move `RejectReason` and `Rejection`, which a dozen
 modules and tests import from here.
 """
@@ -159,8 +159,23 @@ class Decoder:
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         """Appends what `payload` holds to `out`: its valid readings and any rejections."""
         address = self._addresses.get(topic)
+        if address is None:
+            # A topic not seen before still tries the fast path: a gateway uploading a backlog
+            # sends a device's first array as it sends the rest.
+            address = self._learn_topic(topic)
         if address is None or not self._fast(address, payload, received_ns, out):
             self._careful(topic, payload, received_ns, out)
+
+    def _learn_topic(self, topic: str) -> DeviceAddress | None:
+        """The sender named by a telemetry topic, remembered; None: the careful path decides."""
+        try:
+            address = parse_telemetry_topic(self.prefix, topic)
+        except TopicError:
+            return None
+        if len(self._addresses) >= MAX_CACHED_TOPICS:
+            self._addresses.clear()
+        self._addresses[topic] = address
+        return address
 
     def _fast(self, address: DeviceAddress, payload: bytes, received_ns: int, out: Decoded) -> bool:
         """Appends the readings of a payload that is valid as a whole and returns True, or
@@ -189,8 +204,11 @@ class Decoder:
                 return False
         except ValidationError:
             return False
-        outside = self._outside_window
-        if any(outside(reading.ts, received_ns) is not None for reading in readings):
+        # The whole array is inside the window when its newest and oldest readings are.
+        stamps = [reading.ts for reading in readings]
+        if self._outside_window(max(stamps), received_ns) or self._outside_window(
+            min(stamps), received_ns
+        ):
             return False
         out.readings.extend([ValidReading(address, reading) for reading in readings])
         out.received_ns.extend([received_ns] * len(readings))
@@ -240,9 +258,6 @@ class Decoder:
             )
             reject(RejectReason.BAD_TOPIC, str(exc))
             return None
-        if len(self._addresses) >= MAX_CACHED_TOPICS:
-            self._addresses.clear()
-        self._addresses[topic] = address
         reject.tenant = address.tenant
         device = self._catalogue.get(address.device_type)
         if device is None:

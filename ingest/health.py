@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ingest.batch_source import BatchSource
 from ingest.sink import InfluxSink
-from ingest.source import MqttSource
 from ingest.spool import Spool
 
 
@@ -66,7 +66,7 @@ def assess(
 
 
 async def watch(
-    liveness: Liveness, source: MqttSource, sink: InfluxSink, stop: asyncio.Event
+    liveness: Liveness, source: BatchSource, sink: InfluxSink, stop: asyncio.Event
 ) -> None:
     """Notes the connection state twice a second until `stop`, for the health check."""
     while not stop.is_set():

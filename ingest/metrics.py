@@ -15,11 +15,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from access.known import RegisteredDevices
+from ingest.batch_source import BatchSource
 from ingest.health import Liveness
 from ingest.notify import WebhookNotifier
 from ingest.pipeline import Pipeline
 from ingest.sink import InfluxSink
-from ingest.source import MqttSource
 from ingest.spool import Spool
 from ingest.stats import IngestStats
 
@@ -33,7 +33,7 @@ class Observed(Protocol):
     @property
     def liveness(self) -> Liveness: ...
     @property
-    def source(self) -> MqttSource: ...
+    def source(self) -> BatchSource: ...
     @property
     def pipeline(self) -> Pipeline: ...
     @property

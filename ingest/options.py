@@ -31,3 +31,6 @@ class IngestOptions:
     # paho's stock MQTT client instead of ingest/paho_fast.py's, as when start-up finds paho
     # lacks a private name that one uses; slower, nothing lost (a test forces the fallback)
     stock_mqtt_client: bool = False
+    # The engine's partition set (queues moclo.partition.{set}.{n}): one per deployment on a
+    # cluster; tests take their own so that they do not consume each other's.
+    engine_partition_set: str = "telemetry"

@@ -46,8 +46,9 @@ from ingest.alerts import AlertEngine
 from ingest.alerts.rulebook import RuleBook
 from ingest.announce import AlertPublisher
 from ingest.automations.runner import Automations
+from ingest.batch_source import BatchSource
 from ingest.cardinality import CardinalityGuard
-from ingest.consumer import AlertCallback, Consumer
+from ingest.consumer import AlertCallback, Consumer, Partitions
 from ingest.decode import Decoder
 from ingest.downlink.outcome import is_downlink_topic
 from ingest.downlink.wiring import Downlink
@@ -127,6 +128,7 @@ class Ingest:
             settings.mqtt.for_connection("alerts"),
             client_id=connection_login(settings.ingest_id, "alerts"),
             prefix=settings.topic_prefix,
+            mqtt311=settings.engine_url is not None,  # RabbitMQ 3.10 drops MQTT 5 clients
         )
         self.spool = Spool(
             Path(settings.spool_dir) / settings.ingest_id, max_bytes=options.spool_max_bytes
@@ -137,9 +139,11 @@ class Ingest:
         self.registered = self.gate.registered  # for /metrics
         # The command gateway (ingest/downlink/), where ingest sees whole tenants: a share
         # group member sees a deal of the readings and none of the downlink.
-        self.downlink = Downlink(settings) if judges_alerts(settings) else None
+        # On the engine, commands do not flow through the partitions yet (docs/scale.md).
+        on_engine = settings.engine_url is not None
+        self.downlink = Downlink(settings) if judges_alerts(settings) and not on_engine else None
         self.pipeline = _pipeline(settings, options, self.gate, self.downlink)
-        self.alert_state = AlertState(self.snapshot_path, self.pipeline)
+        self.alert_state = _alert_state(settings, self)
         self.retention = RetentionWatch(
             self.sink.client,
             self.pipeline.decoder,
@@ -173,6 +177,7 @@ class Ingest:
             stop=self.stop,
             on_alert=on_alert,
             downlink=self.downlink,
+            partitions=self.alert_state if isinstance(self.alert_state, Partitions) else None,
         )
 
     @property
@@ -252,7 +257,7 @@ class Ingest:
         log.info(
             "ingesting %s from %s into %s db=%s%s",
             self.source.subscription,
-            self.settings.mqtt.display(),
+            self.settings.engine_url or self.settings.mqtt.display(),
             self.sink.client.url,
             self.settings.influx_db,
             f"; health on http://{self.settings.http_listen.rpartition(':')[0]}:"
@@ -282,8 +287,32 @@ class Ingest:
         )
 
 
-def _source(settings: Settings, options: IngestOptions) -> MqttSource:
-    """The MQTT source: ingest's subscriptions, with the batch and window sizes of `options`."""
+def _alert_state(settings: Settings, ingest: Ingest) -> AlertState:
+    """One snapshot for the whole engine, or on the distributed engine one per partition,
+    in a folder the workers share (docs/scale.md)."""
+    if settings.engine_url is None:
+        return AlertState(ingest.snapshot_path, ingest.pipeline)
+    from ingest.engine_source import EngineSource
+    from ingest.partition_state import PartitionAlertState
+
+    assert isinstance(ingest.source, EngineSource)
+    return PartitionAlertState(
+        Path(settings.spool_dir) / "partitions",
+        ingest.pipeline,
+        ingest.source,
+        ingest.sink.client,
+        ingest.spool,
+        settings.tenants,
+    )
+
+
+def _source(settings: Settings, options: IngestOptions) -> BatchSource:
+    """The MQTT source (ingest's subscriptions), or the engine's partitions with
+    MOCLO_ENGINE_URL, with the batch and window sizes of `options`."""
+    if settings.engine_url is not None:
+        from ingest.engine_wiring import engine_source  # pika only where the engine is used
+
+        return engine_source(settings, options)
     return MqttSource(
         settings.mqtt,
         client_id=settings.ingest_id,

@@ -50,6 +50,7 @@ class Message:
     qos: int
     received_ns: int
     connection: int  # which connection delivered it; acks go only to that connection
+    partition: int = -1  # the engine's partition it came from (ingest/engine_source.py)
 
 
 class MqttSource:

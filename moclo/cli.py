@@ -140,6 +140,31 @@ def _add_ingest(commands: Commands) -> None:
         "but judges no alert rules (MOCLO_INGEST_SHARE_GROUP)",
     )
     ingest.add_argument(
+        "--engine-url",
+        dest="engine_url",
+        metavar="amqp://HOST:PORT[,…]",
+        help="consume the telemetry's partitions from the distributed engine (RabbitMQ) "
+        "instead of subscribing over MQTT, with ingest's MQTT login; alert rules are judged "
+        "(MOCLO_ENGINE_URL). E.g. two workers: `moclo ingest --engine-url "
+        "amqp://r1:5672,r2:5672 --engine-worker 0/2` and `… --engine-worker 1/2`; see "
+        "docs/scale.md",
+    )
+    ingest.add_argument(
+        "--engine-worker",
+        dest="engine_worker",
+        metavar="I/W",
+        help="on the engine, this worker's number and the number of workers (0/W … W-1/W; "
+        "MOCLO_ENGINE_WORKER, default 0/1)",
+    )
+    ingest.add_argument(
+        "--engine-partitions",
+        dest="engine_partitions",
+        type=int,
+        metavar="P",
+        help="on the engine, how many partitions the telemetry is spread over, the same for "
+        "every worker (MOCLO_ENGINE_PARTITIONS, default 4)",
+    )
+    ingest.add_argument(
         "--batch",
         type=int,
         default=2000,

@@ -22,6 +22,7 @@ from benchmarks import ingest_nodered
 from benchmarks.alerts_latency import LiveLoad, latency, schedule
 from benchmarks.alerts_stack import BenchmarkFailed, Servers
 from benchmarks.ingest_contenders import CONTENDERS, ROOT, baseline
+from benchmarks.ingest_cows import cow_shapes
 from benchmarks.ingest_data import Shape, batched, readings_in, single
 from benchmarks.ingest_lean import INTEGER_FIELDS, lines_of
 from benchmarks.ingest_raw import bodies, raw_round
@@ -178,3 +179,17 @@ def test_a_baseline_checkout_runs_its_own_ingest(stack: Stack, tmp_path: Path) -
         subprocess.run(
             ["git", "worktree", "remove", "--force", str(checkout)], cwd=ROOT, check=False
         )
+
+
+def test_a_cow_round_starts_moclo_ingest_from_a_learnt_day(stack: Stack) -> None:
+    cows, day_two = 12, 300
+    single_cows, batched_cows = cow_shapes(cows, day_two, seed=3)
+    state = orjson.loads(single_cows.alert_state)
+    # A day of readings every 10 minutes (a cow offline for 3 h has fewer) learnt beforehand.
+    assert sorted(d[5] for d in state["devices"])[1:] == [144] * (cows - 1)
+    assert batched_cows.readings == 50 * len(batched_cows.messages) >= 50 * cows
+    name = f"t{uuid.uuid4().hex[:10]}"
+    result = run_round(stack, CONTENDERS["c"], single_cows, name, lambda _: None)
+    assert result["readings"] == day_two
+    log = (stack.servers.workdir / name / "log").read_text()
+    assert f"alert state restored: {cows} devices" in log

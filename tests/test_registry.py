@@ -19,6 +19,7 @@ from access.credentials import load_credentials
 from access.issued import IssuedFileError, append_device_credentials
 from access.known import RegisteredDevices
 from access.passwords import hash_password, hash_password_sha512, new_secret, verify_password
+from access.provision import AccountPlan, ensure_account
 from access.registry import (
     DeviceSpec,
     MqttLogin,
@@ -147,6 +148,35 @@ def test_accounts_have_roles_and_tenants(tmp_path: Path) -> None:
     assert len(registry.accounts(include_revoked=True)) == 3
     with pytest.raises(RegistryError, match="no account 'farm-app'"):
         registry.revoke_account("farm-app")
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "allowed"),
+    [
+        (("app", "farm"), ("operator", "farm"), True),  # a tenant's roles read the same
+        (("clinician", "farm"), ("app", "farm"), True),
+        (("serve", None), ("serve", None), True),
+        (("app", "farm"), ("app", "ward"), False),  # another tenant
+        (("app", "farm"), ("serve", None), False),
+        (("serve", None), ("app", "farm"), False),  # fewer reads than the sessions it held
+        (("ingest", None), ("serve", None), False),
+    ],
+    ids=lambda v: str(v),
+)
+def test_a_revoked_account_name_comes_back_only_with_the_same_reads(
+    tmp_path: Path, first: tuple[str, str | None], then: tuple[str, str | None], allowed: bool
+) -> None:
+    """The engine's persistent sessions keep a name's subscriptions past its revocation
+    (tests/test_engine_attacks.py shows the leak this stops)."""
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.add_account(first[0], "vet", tenant=first[1])  # type: ignore[arg-type]
+    registry.revoke_account("vet")
+    if allowed:
+        registry.add_account(then[0], "vet", tenant=then[1])  # type: ignore[arg-type]
+        assert [(a.role, a.tenant) for a in registry.accounts()] == [then]
+        return
+    with pytest.raises(RegistryError, match="until revoked; it is issued again only"):
+        registry.add_account(then[0], "vet", tenant=then[1])  # type: ignore[arg-type]
 
 
 BAD_DEVICES = [
@@ -790,3 +820,16 @@ def test_ingest_in_flag_mode_stores_and_notes_unregistered_devices(
         assert sorted(row["device_id"] for row in noted) == ["cow-0666", "cow-0777"]
         assert {row["tenant"] for row in noted} == {"farm"}
         assert influx.count("moclo_rejected", "error") == 0
+
+
+def test_provision_refuses_to_turn_an_account_into_another_service_and_keeps_it(
+    tmp_path: Path,
+) -> None:
+    """Before a revoked name could come back only with the same reads, provision revoked the
+    account and issued it again in its new role; now that would revoke it and then fail."""
+    registry = Registry(tmp_path / "registry.sqlite")
+    assert ensure_account(registry, AccountPlan("ingest", "svc", tmp_path / "svc.pw")) == "issued"
+    with pytest.raises(RegistryError, match="is the ingest account; a name keeps its role"):
+        ensure_account(registry, AccountPlan("serve", "svc", tmp_path / "svc.pw"))
+    assert [(a.name, a.role) for a in registry.accounts()] == [("svc", "ingest")]
+    assert ensure_account(registry, AccountPlan("ingest", "svc", tmp_path / "svc.pw")) == "kept"

@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from devices.base import Reading
 from devices.place_rules import ArrivalRule
 from devices.rule_base import format_seconds
 from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState, Verdict, judge
+from ingest.alerts.conditions import BaselineState, Verdict
 from ingest.alerts.lifecycle import DeviceState, Episode, Tracker, find_tracker
 from ingest.alerts.rulebook import RuleBook
 from ingest.decode import ValidReading
@@ -36,6 +37,7 @@ from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 
 _NS = 1_000_000_000
 _INTERVAL_WEIGHT = 0.2  # how fast the learnt interval follows the device
+ALARM, CLEAR = Verdict.ALARM, Verdict.CLEAR
 
 
 class AcknowledgementInvalid(ValueError):
@@ -52,6 +54,9 @@ class AlertEngine:
         # Per tenant: (the newest reading time seen, capped at the wall clock; wall time then).
         self.clocks: dict[str, tuple[int, int]] = {}
         self._open: dict[str, tuple[DeviceState, Tracker]] = {}  # alert id → where
+        # The device of the previous reading: consecutive readings of one device (an array)
+        # find it without building and hashing its key again.
+        self._last: tuple[DeviceAddress, DeviceState] | None = None
 
     def open_alerts(self) -> int:
         return len(self._open)
@@ -80,59 +85,92 @@ class AlertEngine:
         """The alerts raised or resolved by this reading (usually none)."""
         reading = item.reading
         ts = reading.ts
-        device = self.device(item.address)
-        if ts <= device.newest:
+        address = item.address
+        last = self._last
+        if last is not None and last[0] is address:  # an array: one device, many readings
+            device = last[1]
+        else:
+            found = self.devices.get((address.tenant, address.device_type, address.device_id))
+            device = self.device(address) if found is None else found
+            self._last = (address, device)
+        newest = device.newest
+        if ts <= newest:
             return []
         changes: list[Alert] = []
-        if device.absence is not None:
+        absence = device.absence
+        # No silence can end with a gap below the absence rule's floor (`at_least`).
+        if absence is not None and (absence.episode is not None or ts - newest > device.quiet_ns):
             self._heard(device, ts, changes)
-        self._tick_clock(item.address.tenant, ts)
+        # The tenant's clock (as `_tick_clock`, inline: a call per reading costs). A reading no
+        # newer than the time it has seen cannot move it, whatever the wall clock says.
+        tenant = address.tenant
+        clock = self.clocks.get(tenant)
+        if clock is None or ts > clock[0]:
+            wall = self.wall_ns()
+            seen = ts if ts < wall else wall
+            if seen > (0 if clock is None else clock[0] + max(0, wall - clock[1])):
+                self.clocks[tenant] = (seen, wall)
         if device.readings:
-            gap = ts - device.newest
+            gap = ts - newest
+            interval = device.interval
             # Neither a silence nor a burst teaches the interval much: gaps count as 1/3 to
             # 3 intervals at most.
-            if device.interval:
-                gap = max(device.interval // 3, min(gap, 3 * device.interval))
-            device.interval += (
-                int(_INTERVAL_WEIGHT * (gap - device.interval)) if (device.interval) else gap
-            )
+            if interval:
+                low, high = interval // 3, 3 * interval
+                gap = low if gap < low else high if gap > high else gap
+                device.interval = interval + int(_INTERVAL_WEIGHT * (gap - interval))
+            else:
+                device.interval = gap
         device.newest = ts
         device.readings += 1
+        if device.trackers:
+            self._judge(device, reading, ts, changes)
+        return changes
 
+    def _judge(self, device: DeviceState, reading: Reading, ts: int, changes: list[Alert]) -> None:
+        """Each rule's verdict on the reading, moving its lifecycle; changes are appended."""
         # A device with an open alert is not its usual self: its baselines do not learn now.
-        usual = not any(t.episode is not None for t in device.trackers)
+        usual = True
+        if device.learns:
+            for tracker in device.trackers:
+                if tracker.episode is not None:
+                    usual = False
+                    break
         for tracker in device.trackers:
-            rule = tracker.rule
-            learning = usual and tracker.pending_since < 0
-            verdict, value = judge(rule, tracker.condition, reading, ts, learning)
+            verdict, value = tracker.judge(
+                tracker.condition, reading, ts, usual and tracker.pending_since < 0
+            )
             episode = tracker.episode
             if episode is None:
-                if verdict != Verdict.ALARM:
-                    tracker.pending_since, tracker.pending_count = -1, 0
+                if verdict is not ALARM:
+                    tracker.pending_since = -1
+                    tracker.pending_count = 0
                     continue
                 if tracker.pending_since < 0:
                     tracker.pending_since = ts
                 tracker.pending_count += 1
+                rule = tracker.rule
                 if (
                     ts - tracker.pending_since >= rule.for_s * _NS
                     and tracker.pending_count >= rule.min_readings
                 ):
                     changes.append(self._raise(device, tracker, tracker.pending_since, ts, value))
                 continue
-            if verdict != Verdict.CLEAR:
-                tracker.clear_since, tracker.clear_count = -1, 0
-                if verdict == Verdict.ALARM:
+            if verdict is not CLEAR:
+                tracker.clear_since = -1
+                tracker.clear_count = 0
+                if verdict is ALARM:
                     episode.last_seen = ts
                 continue
             if tracker.clear_since < 0:
                 tracker.clear_since = ts
             tracker.clear_count += 1
+            rule = tracker.rule
             if (
                 ts - tracker.clear_since >= rule.clear_for_s * _NS
                 and tracker.clear_count >= rule.clear_readings
             ):
                 changes.append(self._resolve(device, tracker, ts, value))
-        return changes
 
     def _heard(self, device: DeviceState, ts: int, changes: list[Alert]) -> None:
         """A reading from a device: ends a silence, or reports one it ended just now."""

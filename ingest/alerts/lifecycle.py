@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devices.rules import AbsenceRule, Rule
+from devices.rules import AbsenceRule, BaselineRule, Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import ConditionState, new_state
+from ingest.alerts.conditions import ConditionState, Judge, Verdict, judge_for, new_state
 
 _NS = 1_000_000_000
 _ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
@@ -35,6 +35,7 @@ class Tracker:
         "clear_since",
         "condition",
         "episode",
+        "judge",
         "pending_count",
         "pending_since",
         "rule",
@@ -43,6 +44,8 @@ class Tracker:
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.condition: ConditionState = new_state(rule)
+        # Absence is judged by the engine itself, from the device's silence.
+        self.judge: Judge = _by_the_engine if isinstance(rule, AbsenceRule) else judge_for(rule)
         self.pending_since = -1
         self.pending_count = 0
         self.clear_since = -1
@@ -55,13 +58,20 @@ class DeviceState:
     """What the engine keeps of one device: its newest reading time, its learnt interval, and a
     tracker per rule (the absence rule apart)."""
 
-    __slots__ = ("absence", "address", "interval", "newest", "readings", "trackers")
+    __slots__ = ("absence", "address", "interval", "learns", "newest", "quiet_ns", "readings",
+                 "trackers")  # fmt: skip
 
     def __init__(self, address: DeviceAddress, rules: tuple[Rule, ...]) -> None:
         self.address = address
         self.trackers = [Tracker(r) for r in rules if not isinstance(r, AbsenceRule)]
         absence = [Tracker(r) for r in rules if isinstance(r, AbsenceRule)]
         self.absence = absence[0] if absence else None
+        # Whether any rule learns a baseline (only then does an open alert change a reading's
+        # judging: see `BaselineRule`).
+        # The shortest silence that can be one: gaps up to this need no look at the absence rule.
+        rule = self.absence.rule if self.absence else None
+        self.quiet_ns = int(rule.at_least_s * _NS) if isinstance(rule, AbsenceRule) else 0
+        self.learns = any(isinstance(r, BaselineRule) for r in rules)
         self.newest = 0  # the newest reading time judged
         self.interval = 0  # learnt, ns
         self.readings = 0
@@ -73,6 +83,10 @@ class DeviceState:
         rule = self.absence.rule
         assert isinstance(rule, AbsenceRule)
         return max(int(rule.after_intervals * self.interval), int(rule.at_least_s * _NS))
+
+
+def _by_the_engine(*_: object) -> tuple[Verdict, float]:
+    raise TypeError("an absence rule is judged from the device's silence, not per reading")
 
 
 def find_tracker(device: DeviceState, rule_name: str) -> Tracker | None:

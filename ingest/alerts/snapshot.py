@@ -85,9 +85,10 @@ class SnapshotJob:
     per rule by time. Devices that appear after the job began wait for the next snapshot.
     """
 
-    def __init__(self, engine: AlertEngine) -> None:
+    def __init__(self, engine: AlertEngine, devices: list[DeviceState] | None = None) -> None:
         self._engine = engine
-        self._devices = list(engine.devices.values())
+        # `devices`: a part of the engine's (one partition's, on the distributed engine)
+        self._devices = list(engine.devices.values()) if devices is None else devices
         self._next = 0
         self._parts: list[bytes] = []
 

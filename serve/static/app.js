@@ -262,6 +262,7 @@ function onAlert(a) {
     if (!state.device) renderFleet();
   }
   if (state.device && state.device.tenant === a.tenant && state.device.id === a.device_id) loadEpisodes();
+  if (state.device) tellMap("alert", a);  // map.js: where an automation fired
 }
 
 // -- live stream ---------------------------------------------------------------------------
@@ -413,7 +414,7 @@ async function drawCharts(doc) {
 
 function appendToCharts(ts, fields) {
   const t = Date.parse(ts) / 1000;
-  appendToTrack(fields);
+  appendToTrack(fields, ts);
   for (const chart of state.charts) {
     const v = fields[chart.field];
     if (v === undefined || t <= chart.data[0][chart.data[0].length - 1]) continue;

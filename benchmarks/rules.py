@@ -1,0 +1,148 @@
+"""What judging the default alert rules costs per reading: the alert engine alone, no broker,
+no database, on two streams: the ingest benchmark's mix of every device type, and cow trackers
+alone (the seed's main device, five rules, two of them baselines).
+
+    .venv/bin/python -m benchmarks.rules                      # this checkout, printed
+    .venv/bin/python -m benchmarks.rules --baseline /tmp/old --out benchmarks/results/rules.md
+    .venv/bin/python -m benchmarks.rules --cows 500 --mix 50000 --rounds 3   # smaller
+
+Each stream covers two days of reading time (`benchmarks/alerts_throughput.py`'s fleet, seed
+1, a fixed end): the first day is judged untimed so that baselines are learnt, the second is
+timed (`benchmarks/rules_timer.py`, a process per engine). With --baseline, both engines run
+in the same invocation, rounds interleaved, on the same readings; the report gives µs per
+reading (median of rounds), the ratio, and whether both engines' alert changes are
+byte-identical (SHA-256 of the `moclo_alerts` lines they would store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.alerts_stack import DAY
+from benchmarks.alerts_throughput import mixed_readings
+from benchmarks.machine import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+END = 1_790_000_000.0  # a fixed end of reading time: the same readings in every run
+READINGS_PER_COW = 2 * DAY / 600
+
+
+def streams(mix: int, cows: int) -> dict[str, tuple[list[tuple[str, bytes]], int, int]]:
+    """name → (messages, learn until ns, wall ns)."""
+    learn_until, wall = int((END - DAY) * 1e9), int(END * 1e9)
+    cow_readings = int(cows * READINGS_PER_COW / 1.1)  # the fleet makes 10 % more devices
+    only_cows = frozenset({"cow_tracker"})
+    return {
+        "mix": (mixed_readings(mix, seed=1, end=END), learn_until, wall),
+        "cows": (mixed_readings(cow_readings, seed=1, end=END, types=only_cows), learn_until, wall),
+    }
+
+
+def time_engine(checkout: Path, data: Path, rounds: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-P", str(ROOT / "benchmarks" / "rules_timer.py"), str(data), str(rounds)],
+        env=dict(os.environ, PYTHONPATH=str(checkout)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise SystemExit(f"the engine of {checkout} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
+    engines = {"this": ROOT} | ({"baseline": args.baseline} if args.baseline else {})
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="moclo-bench-rules-") as tmp:
+        for name, stream in streams(args.mix, args.cows).items():
+            data = Path(tmp) / f"{name}.pickle"
+            data.write_bytes(pickle.dumps(stream))
+            runs: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
+            for _ in range(args.rounds):  # interleaved, so both see the same load
+                for engine, checkout in engines.items():
+                    runs[engine].append(time_engine(checkout, data, 1))
+            results[name] = {
+                engine: got[0] | {"seconds": [s for g in got for s in g["seconds"]]}
+                for engine, got in runs.items()
+            }
+    return results
+
+
+def report(results: dict[str, dict[str, dict[str, Any]]], baseline: Path | None) -> str:
+    head = "| stream | engine | readings timed | µs per reading (median) | rounds | alert changes"
+    rows = [head + " | SHA-256 of moclo_alerts |", "|---|---|---:|---:|---|---:|---|"]
+    notes = []
+    for stream, engines in results.items():
+        us = {}
+        for engine, r in engines.items():
+            us[engine] = statistics.median(r["seconds"]) / r["readings"] * 1e6
+            each = ", ".join(f"{s / r['readings'] * 1e6:.2f}" for s in r["seconds"])
+            rows.append(
+                f"| {stream} | {engine} | {r['readings']:,} | {us[engine]:.2f} | {each} | "
+                f"{r['changes']:,} | `{r['digest'][:16]}` |"
+            )
+        if "baseline" in engines:
+            same = engines["this"]["digest"] == engines["baseline"]["digest"]
+            notes.append(
+                f"- {stream}: this / baseline = {us['this'] / us['baseline']:.2f} "
+                f"({us['baseline'] / us['this']:.1f}× faster); alert changes "
+                f"{'byte-identical' if same else 'DIFFER'}"
+            )
+    where = f"baseline: {baseline}" if baseline else "no baseline"
+    return "\n".join([*rows, "", f"load average before: {os.getloadavg()[0]:.2f}; {where}",
+                      *notes])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.rules",
+        description=__doc__.split("\n\n")[0],
+        epilog="example: python -m benchmarks.rules --baseline /tmp/moclo-main --rounds 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--mix", type=int, default=200_000, help="readings of the mix")
+    parser.add_argument("--cows", type=int, default=2_000, help="cow trackers (288 readings each)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR", help="a checkout of another commit (git worktree)"
+    )
+    parser.add_argument("--out", default="-", help="a Markdown file, or '-' to print")
+    args = parser.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "ingest" / "alerts").is_dir():
+        parser.error(f"--baseline {args.baseline}: not a moclo checkout (no ingest/alerts)")
+    text = report(measure(args), args.baseline)
+    if args.out == "-":
+        print(text)
+        return 0
+    given = " ".join(argv if argv is not None else sys.argv[1:])
+    Path(args.out).write_text(
+        f"# Alert rules: the engine's CPU per reading\n\n    python -m benchmarks.rules {given}\n\n"
+        f"{datetime.date.today()}, commit {_commit()}; {machine()}.\n\n"
+        f"{__doc__.split(chr(10) * 2, 2)[2]}\n{text}\n"
+    )
+    return 0
+
+
+def _commit() -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

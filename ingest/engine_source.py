@@ -1,0 +1,347 @@
+"""The distributed engine (RabbitMQ) as ingest's source: partitions of the telemetry over AMQP.
+
+Design in docs/decisions/0001-distributed-engine.md ("Partitions, workers and balance"):
+
+- an `x-consistent-hash` exchange `moclo.partition.{set}` bound from the MQTT exchange with
+  the telemetry topics only spreads devices over P quorum queues `moclo.partition.{set}.{n}`,
+  each device always on the same one (its topic is the hashed routing key);
+- every queue is `x-single-active-consumer`: RabbitMQ delivers a partition to exactly one
+  worker at a time, in order, and hands it to a standby when that worker's connection dies
+  (its unacknowledged deliveries first);
+- balance is ours: worker I of W consumes partitions I, I+W, … first and the rest as a
+  standby; a worker that finds itself in front on another's partition (it started first, or
+  took it over) steps back once that worker is alive: it cancels its consumer there and
+  consumes again, behind. A worker is alive while its exclusive queue
+  `moclo.partition.{set}.worker.{I}` exists (RabbitMQ deletes it with its connection).
+
+Like `MqttSource`, a delivery is acknowledged only after its batch is stored (`ack`), and
+acknowledgements for a connection that is gone are never sent (its deliveries come again).
+pika's BlockingConnection runs on a thread of its own; acknowledgements reach it through
+`add_callback_threadsafe`, the one thread-safe call pika has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from ingest.partition_plan import PartitionPlan, amqp_topic, declare_partitions
+from ingest.source import Message
+
+log = logging.getLogger("moclo.ingest.engine")
+logging.getLogger("pika").setLevel(logging.WARNING)  # its INFO lines narrate every normal close
+
+_PROBE_EVERY_S = 1.0  # how often a worker looks for the owners of the partitions it is in front on
+_RESOURCE_LOCKED = 405  # an exclusive queue held by another connection: its worker is alive
+
+
+class EngineSource:
+    """Batches of the partitions this worker is active on; the interface of `MqttSource`."""
+
+    def __init__(
+        self,
+        parameters: Sequence[pika.ConnectionParameters],
+        plan: PartitionPlan,
+        *,
+        batch_messages: int = 2_000,
+        batch_bytes: int = 1024 * 1024,
+        prefetch: int = 1_000,
+        window_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.parameters = parameters
+        self.plan = plan
+        self.subscription = f"partitions {', '.join(map(str, plan.share))} of {plan.exchange}"
+        self._batch_messages = batch_messages
+        self._batch_bytes = batch_bytes
+        self._prefetch = prefetch  # unacknowledged deliveries per partition
+        self._window_bytes = window_bytes  # payload waiting, at most (+1 message: _on_delivery)
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # pika's thread waits here when full
+        self._pending: list[Message] = []
+        self._pending_bytes = 0
+        self._closing = threading.Event()
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None  # pika's thread alone uses it
+        self.generation = 0  # which connection delivered a message; acks go only to that one
+        self.connected = False
+        self.caught_up = True
+        self.messages_received = 0
+        self._released: set[int] = set()  # stepped back from, not yet let go by the consumer
+        self._last_error = "no answer yet"
+        self._worker_taken = False  # another process holds this worker's number
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrived: asyncio.Event | None = None
+        self._subscribed: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, *, timeout_s: float = 15.0) -> None:
+        """Connects, declares the partitions and consumes them; raises EngineUnreachable if
+        that fails within `timeout_s`."""
+        self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._full = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="engine-source", daemon=True)
+        self._thread.start()
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise EngineUnreachable(
+                f"the engine at {', '.join(f'{p.host}:{p.port}' for p in self.parameters)} "
+                "did not let "
+                f"ingest consume within {timeout_s:g} s ({self._last_error}); check "
+                "MOCLO_ENGINE_URL, that ingest's login is an ingest account of the registry, "
+                "and that the engine's auth service runs"
+            ) from None
+
+    async def close(self) -> None:
+        self._closing.set()
+        with self._room:
+            self._room.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+
+    # -- what the consumer calls -----------------------------------------------------------
+
+    async def next_batch(self, *, linger_s: float) -> list[Message]:
+        """Waits for a delivery, then up to `linger_s` for more; returns up to a batch."""
+        assert self._arrived is not None, "start() first"
+        assert self._full is not None
+        await self._arrived.wait()
+        if not self._is_full():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), linger_s)
+        with self._lock:
+            batch = self._take(self._batch_messages)
+            if not self._is_full():
+                self._full.clear()
+            self.caught_up = not self._pending
+            if not self._pending:
+                self._arrived.clear()
+        return batch
+
+    def take_pending(self, at_most: int) -> list[Message]:
+        with self._lock:
+            return self._take(min(at_most, self._batch_messages))
+
+    def _take(self, at_most: int) -> list[Message]:
+        count, size, pending = 0, 0, self._pending
+        limit = min(at_most, len(pending))
+        while count < limit and (size < self._batch_bytes or not count):
+            size += len(pending[count].payload)
+            count += 1
+        batch = pending[:count]
+        del pending[:count]
+        self._pending_bytes -= size
+        self._room.notify_all()
+        return batch
+
+    def _is_full(self) -> bool:
+        return (
+            len(self._pending) >= self._batch_messages or self._pending_bytes >= self._batch_bytes
+        )
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def take_released(self) -> set[int]:
+        """The partitions stepped back from since the last call (their devices are another
+        worker's to judge from now on)."""
+        with self._lock:
+            released, self._released = self._released, set()
+        return released
+
+    def ack(self, messages: list[Message]) -> int:
+        """Acknowledges stored deliveries of the current connection; returns how many."""
+        generation, connection = self.generation, self._connection
+        tags = [m.mid for m in messages if m.connection == generation]
+        if tags and connection is not None:
+            with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
+                connection.add_callback_threadsafe(functools.partial(self._ack, tags, generation))
+        return len(tags)
+
+    # -- pika's thread ---------------------------------------------------------------------
+
+    def _ack(self, tags: list[int], generation: int) -> None:
+        channel = self._channel
+        if generation != self.generation or channel is None or not channel.is_open:
+            return  # that connection is gone: RabbitMQ delivers them again
+        for tag in tags:
+            channel.basic_ack(tag)
+
+    def _run(self) -> None:
+        """Connects and consumes until closed, connecting again with a capped backoff."""
+        delay = 0.5
+        while not self._closing.is_set():
+            try:
+                self._session()
+                delay = 0.5
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                self._last_error = self._last_error if self._worker_taken else repr(exc)
+                log.warning("engine connection lost (%r); connecting again in %.1f s", exc, delay)
+            except Exception:  # a bug here must not stop ingest for good: said, and retried
+                self._last_error = "an unexpected error (in the log)"
+                log.exception("the engine source failed; connecting again in %.1f s", delay)
+            with self._lock:
+                self.generation += 1  # acknowledgements of that connection are never sent
+                self._pending = [m for m in self._pending if m.connection == self.generation]
+                self._pending_bytes = sum(len(m.payload) for m in self._pending)
+            self.connected, self._connection, self._channel = False, None, None
+            self._closing.wait(delay)  # a backoff, and wakes at once when closing
+            delay = min(delay * 2, 10.0)
+
+    def _session(self) -> None:
+        # pika tries the nodes in order: a node that is down costs one refused connect.
+        connection = BlockingConnection(list(self.parameters))
+        try:
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            declare_partitions(channel, self.plan)
+            self._connection, self._channel = connection, channel
+            generation = self.generation
+            tags = {n: self._consume(channel, n, generation) for n in self.plan.share}
+            # Alive only once consuming its share: a worker that sees this queue steps back
+            # from these partitions, which must then find this worker's consumer there.
+            self._declare_alive(channel)
+            for n in sorted(set(range(self.plan.partitions)) - set(self.plan.share)):
+                tags[n] = self._consume(channel, n, generation)
+            self.connected = True
+            assert self._loop is not None and self._subscribed is not None
+            self._loop.call_soon_threadsafe(self._subscribed.set)
+            log.info("consuming %s (standing by for the rest)", self.subscription)
+            stepped_back: set[int] = set()
+            next_probe = 0.0
+            while not self._closing.is_set():
+                connection.process_data_events(time_limit=0.1)
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + _PROBE_EVERY_S
+                    self._rebalance(connection, channel, tags, stepped_back, generation)
+        finally:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                if connection.is_open:
+                    connection.close()
+
+    def _declare_alive(self, channel: BlockingChannel) -> None:
+        """This worker's liveness queue; held by another connection, another process runs
+        with this worker's number (or this worker's last connection is not closed yet)."""
+        self._worker_taken = False
+        try:
+            channel.queue_declare(self.plan.alive_queue(self.plan.worker), exclusive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == _RESOURCE_LOCKED:
+                self._worker_taken = True
+                self._last_error = (
+                    f"worker {self.plan.worker}/{self.plan.workers} is running elsewhere (its "
+                    f"queue {self.plan.alive_queue(self.plan.worker)} is held): give each "
+                    "worker its own number with --engine-worker I/W"
+                )
+                log.error("%s", self._last_error)
+            raise
+
+    def _consume(self, channel: BlockingChannel, n: int, generation: int) -> str:
+        callback = functools.partial(self._on_delivery, n, generation)
+        return str(channel.basic_consume(self.plan.queue(n), callback))
+
+    def _rebalance(
+        self,
+        connection: BlockingConnection,
+        channel: BlockingChannel,
+        tags: dict[int, str],
+        stepped_back: set[int],
+        generation: int,
+    ) -> None:
+        """Steps back once from each other worker's partition while that worker is alive, so
+        that its consumer, behind ours, becomes the active one (RabbitMQ 3.10 makes the
+        first consumer active and keeps it so: balance is ours to restore)."""
+        alive: dict[int, bool] = {}
+        for n in sorted(set(tags) - set(self.plan.share)):
+            owner = self.plan.preferred(n)
+            if owner not in alive:
+                alive[owner] = _is_alive(connection, self.plan.alive_queue(owner))
+            if not alive[owner]:
+                stepped_back.discard(n)  # once it is back, step back again
+            elif n not in stepped_back:
+                channel.basic_cancel(tags[n])
+                tags[n] = self._consume(channel, n, generation)
+                stepped_back.add(n)
+                with self._lock:
+                    self._released.add(n)
+                log.info(
+                    "stepped back from partition %d for worker %d (behind it, if in front)",
+                    n,
+                    owner,
+                )
+
+    def _on_delivery(
+        self,
+        n: int,
+        generation: int,
+        channel: BlockingChannel,
+        method: Any,
+        properties: Any,
+        body: bytes,
+    ) -> None:
+        message = Message(
+            amqp_topic(method.routing_key),
+            body,
+            method.delivery_tag,
+            1,
+            time.time_ns(),
+            generation,
+            n,
+        )
+        with self._lock:
+            was_full = self._is_full()
+            self._pending.append(message)
+            self._pending_bytes += len(body)
+            self.messages_received += 1
+            full = not was_full and self._is_full()
+        assert self._loop is not None and self._arrived is not None and self._full is not None
+        self._loop.call_soon_threadsafe(self._arrived.set)
+        if full:
+            self._loop.call_soon_threadsafe(self._full.set)
+        with self._room:
+            # RabbitMQ has no byte limit for a consumer (prefetch counts messages, and arrays
+            # of readings are fifty times larger than single ones): while `window_bytes` wait,
+            # take no more deliveries, so TCP holds the broker back. Awake every 5 s all the
+            # same, so that heartbeats are answered: the window grows by a message each time.
+            self._room.wait_for(
+                lambda: self._pending_bytes < self._window_bytes or self._closing.is_set(),
+                timeout=5.0,
+            )
+
+
+class EngineUnreachable(ConnectionError):
+    """The engine did not let ingest connect and consume: the message says what to check."""
+
+
+def _is_alive(connection: BlockingConnection, queue: str) -> bool:
+    """Whether another connection holds the exclusive queue `queue` (its worker is alive).
+    Asked on a channel of its own, since either answer but "yours" closes the channel."""
+    probe = connection.channel()
+    try:
+        probe.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        return bool(exc.reply_code == _RESOURCE_LOCKED)
+    with contextlib.suppress(pika.exceptions.AMQPError):
+        probe.close()
+    return True

@@ -1,0 +1,57 @@
+"""Ingest on the distributed engine: its source from the settings (`MOCLO_ENGINE_URL`,
+`MOCLO_ENGINE_WORKER`, `MOCLO_ENGINE_PARTITIONS`); see docs/scale.md."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pika
+
+from core.settings import Settings
+from ingest.engine_source import EngineSource
+from ingest.options import IngestOptions
+from ingest.partition_plan import PartitionPlan
+
+
+def bindings(settings: Settings) -> tuple[str, ...]:
+    """The telemetry of all tenants, or of MOCLO_INGEST_TENANTS, as AMQP routing keys
+    (`/` becomes `.`, `+` becomes `*`)."""
+    tenants = settings.tenants or ("*",)
+    return tuple(f"{settings.topic_prefix}.{tenant}.*.*.telemetry" for tenant in tenants)
+
+
+def engine_nodes(url: str) -> list[tuple[str, int]]:
+    """The nodes of `amqp://HOST[:PORT][,HOST[:PORT]…]`, in the order given (port 5672 by
+    default): a worker connects to the first that answers, and to the next when it fails."""
+    nodes = []
+    for node in url.removeprefix("amqp://").rstrip("/").split(","):
+        parts = urlsplit(f"amqp://{node}")
+        nodes.append((parts.hostname or "127.0.0.1", parts.port or 5672))
+    return nodes
+
+
+def engine_source(settings: Settings, options: IngestOptions) -> EngineSource:
+    """The engine's partitions this worker consumes, with ingest's MQTT login."""
+    assert settings.engine_url is not None
+    mqtt = settings.mqtt
+    credentials = pika.PlainCredentials(mqtt.username or "", mqtt.password or "")
+    parameters = [
+        pika.ConnectionParameters(host, port, "/", credentials, heartbeat=30, connection_attempts=1)
+        for host, port in engine_nodes(settings.engine_url)
+    ]
+    worker, workers = settings.worker
+    plan = PartitionPlan(
+        partitions=settings.engine_partitions,
+        worker=worker,
+        workers=workers,
+        bindings=bindings(settings),
+        name=options.engine_partition_set,
+    )
+    return EngineSource(
+        parameters,
+        plan,
+        batch_messages=options.batch_messages,
+        batch_bytes=options.batch_bytes,
+        prefetch=max(1, options.window // settings.engine_partitions),
+        window_bytes=options.window_bytes,
+    )

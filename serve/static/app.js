@@ -9,6 +9,9 @@
 // session and sets its id in an HttpOnly cookie (neither the token nor the id is held by this
 // script afterwards); every request and the stream carry the cookie, and a 401 anywhere brings
 // the sign-in screen back.
+// On a phone the same page folds into one column (style.css) and installs as an app
+// (/manifest.webmanifest); its service worker (/sw.js) keeps the last answers, so without a
+// network the last view is shown again, marked as offline (offline.js).
 "use strict";
 
 const state = {
@@ -46,6 +49,7 @@ async function api(path, params = {}, options = {}) {
     else if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, v);
   }
   const response = await fetch(url, options);
+  noteFreshness(response);  // offline.js
   if (response.status === 401) {
     showSignIn(state.who ? "Your session has ended (signed out, expired, or the token was revoked): sign in again." : "");
     throw new SignedOut("signed out");
@@ -61,6 +65,7 @@ function post(path, body) {
 
 function showError(error) {
   if (error instanceof SignedOut) return;  // the sign-in screen says it
+  if (error && isOffline()) return;  // the offline banner says it (offline.js)
   const box = $("error");
   box.textContent = error ? String(error.message || error) : "";
   box.hidden = !error;
@@ -111,6 +116,7 @@ async function signIn(event) {
 
 async function signOut() {
   await fetch("/api/session", { method: "DELETE" });
+  await forgetSavedAnswers();  // offline.js: the next person on this phone sees nothing of ours
   showSignIn();
 }
 
@@ -123,6 +129,8 @@ async function startApp(who) {
   $("who-tenants").textContent = who.tenants ? who.tenants.join(", ") : "every tenant";
   try { await loadTenants(); } catch (error) { showError(error); }
   await route();
+  // The open alerts come with the stream's hello; offline there is none, so the saved ones now.
+  if (isOffline()) await refresh();
   connectStream();
 }
 
@@ -168,11 +176,12 @@ function renderFleet() {
     const alerts = d.open_alerts
       ? el("span", { class: `badge ${d.worst_severity}` }, `${d.open_alerts} open`) : "";
     const stale = d.last_seen && Date.now() - Date.parse(d.last_seen) > 15 * 60 * 1000;
+    // The classes and labels place each cell on a phone, where a row is a card (style.css).
     return el("tr", { class: stale ? "stale" : "", dataset: { device: d.device_id } },
-      el("td", {}, el("a", { href: `#/device/${d.tenant}/${d.device_id}` }, d.device_id)),
-      el("td", {}, d.device_type), el("td", {}, d.tenant),
-      el("td", { class: "seen", title: d.last_seen || "" }, ago(d.last_seen)),
-      el("td", { class: "values" }, values), el("td", {}, alerts));
+      el("td", { class: "device" }, el("a", { href: `#/device/${d.tenant}/${d.device_id}` }, d.device_id)),
+      el("td", { class: "type" }, d.device_type), el("td", { class: "tenant" }, d.tenant),
+      el("td", { class: "seen", title: d.last_seen || "", "data-label": "seen" }, ago(d.last_seen)),
+      el("td", { class: "values" }, values), el("td", { class: "open" }, alerts));
   });
   $("devices").tBodies[0].replaceChildren(...rows);
   $("device-count").textContent = `(${devices.length})`;
@@ -210,10 +219,28 @@ function alertItem(a, fresh, actions = false) {
   return shown;
 }
 
-// "acknowledge" opens a note field; sending it answers once ingest has taken it.
+// With a mouse, "acknowledge" opens a note field; sending it answers once ingest has taken it.
+// With a finger (a phone), one tap acknowledges: a person paged at night acknowledges first
+// and types later, if ever.
 function ackControls(a) {
   const box = el("div", { class: "ack-box" });
   const open = el("button", { type: "button", class: "ack" }, "acknowledge");
+  if (oneTap()) {
+    open.addEventListener("click", async () => {
+      open.disabled = true;
+      box.querySelector(".ack-error")?.remove();
+      try {
+        const acknowledged = await post(`/api/alerts/${a.id}/ack`, { note: "" });
+        state.openAlerts.set(acknowledged.id, acknowledged);
+        renderOpenAlerts();
+      } catch (error) {
+        open.disabled = false;
+        if (!(error instanceof SignedOut)) box.append(el("div", { class: "ack-error" }, error.message));
+      }
+    });
+    box.append(open);
+    return box;
+  }
   open.addEventListener("click", () => {
     const note = el("input", { class: "ack-note", maxlength: "500", placeholder: "note (optional): what is being done" });
     const send = el("button", { type: "submit", class: "ack-send" }, "acknowledge");
@@ -355,9 +382,14 @@ function renderFleetSoon() {
 
 let deviceLoads = 0;  // a newer load (another range, another device) wins over an older one
 
+function oneTap() {
+  return window.matchMedia("(pointer: coarse)").matches;
+}
+
 async function showDevice(tenant, id) {
   const load = ++deviceLoads;
   state.device = { tenant, id };
+  $("app").classList.add("device-page");
   $("fleet-view").hidden = true; $("device-view").hidden = false;
   $("device-title").textContent = `${tenant} / ${id}`;
   for (const b of $("ranges").children) b.classList.toggle("chosen", b.dataset.since === state.since);
@@ -400,7 +432,7 @@ async function drawCharts(doc) {
     box.append(holder);
     const data = [times.slice(), values];
     const plot = new uPlot({
-      width: Math.max(320, box.clientWidth - 10), height: 170,
+      width: chartWidth(box), height: 170,
       series: [{}, { label: field, stroke: "#2f6fd6", width: 1.5, spanGaps: false }],
       scales: { x: { time: true, range: () => [range[0], Math.max(range[1], Date.now() / 1000)] } },
       axes: [{}, { size: 60 }], legend: { show: false },
@@ -409,6 +441,23 @@ async function drawCharts(doc) {
     state.charts.push({ plot, field, data });
   });
   if (mapped.length) await drawTrack(box, series);
+}
+
+// As wide as the page allows (a phone's 390 px too), and never wider: a chart that runs off
+// the screen cannot be read.
+function chartWidth(box) {
+  return Math.max(200, box.clientWidth - 10);
+}
+
+let resizePending = false;
+function resizeCharts() {
+  if (resizePending) return;
+  resizePending = true;
+  requestAnimationFrame(() => {
+    resizePending = false;
+    const width = chartWidth($("charts"));
+    for (const c of state.charts) c.plot.setSize({ width, height: 170 });
+  });
 }
 
 function appendToCharts(ts, fields) {
@@ -464,6 +513,7 @@ async function route() {
     if (match) await showDevice(match[1], match[2]);
     else {
       state.device = null;
+      $("app").classList.remove("device-page");
       $("fleet-view").hidden = false; $("device-view").hidden = true;
       forgetTrack();
       await loadFleet();
@@ -489,7 +539,16 @@ async function start() {
   $("token").addEventListener("input", () => { $("sign-in-error").hidden = true; });
   $("sign-out").addEventListener("click", signOut);
   setInterval(() => { if (state.who && !state.device) renderFleet(); }, 10000);  // "last seen" ages
-  const response = await fetch("/api/session");
+  window.addEventListener("resize", resizeCharts);  // a phone turned sideways
+  keepOffline();  // offline.js
+  let response;
+  try {
+    response = await fetch("/api/session");
+  } catch {  // no network, and no saved view (never signed in here, or signed out since)
+    showSignIn("Offline, and nothing saved from an earlier visit: connect to sign in.");
+    return;
+  }
+  noteFreshness(response);
   if (response.ok) await startApp(await response.json());
   else if (response.status === 401) showSignIn();
   else showError(new Error((await response.json()).error || `${response.status} from /api/session`));

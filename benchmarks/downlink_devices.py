@@ -30,7 +30,6 @@ import paho.mqtt.client as paho
 from core.mqtt import MqttEndpoint, make_client
 from devices.topics import device_topic
 from moclo.stack import MosquittoServer, free_port
-from simulators.connections import no_delay
 from simulators.run import ScriptedEvent, SimulationOptions, SimulationResult, run_simulation
 
 PREFIX = "bench"
@@ -43,11 +42,10 @@ class Gateway:
         self.statuses: dict[str, list[str]] = {}  # command id → every answer's status
         self.asked: set[str] = set()  # devices that asked for their commands (subscribed)
         self.done = threading.Condition()
-        self._client = make_client(endpoint, f"bench-gateway-{uuid.uuid4().hex[:6]}")
+        self._client = make_client(endpoint, f"bench-gateway-{uuid.uuid4().hex[:6]}", nodelay=True)
         self._client.max_inflight_messages_set(1000)
         self._client.on_message = self._on_message
         # As moclo's own connections: no Nagle delay between a PUBACK and the next command.
-        self._client.on_socket_open = lambda client, userdata, sock: no_delay(sock)
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *a: subscribed.set()
         self._client.connect(endpoint.host, endpoint.port)

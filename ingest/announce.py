@@ -48,7 +48,9 @@ class Publisher:
         self.prefix = prefix
         # A clean session: what is unacknowledged lives in paho's queue and is resent after
         # a reconnect; nothing needs to wait at the broker for this client.
-        self._client = make_client(endpoint, client_id)
+        # Commands and alert changes go out one at a time: none may wait for the one before
+        # it to be ACKed by TCP (Nagle), 40 ms each (core.mqtt.no_delay).
+        self._client = make_client(endpoint, client_id, nodelay=True)
         self._client.max_inflight_messages_set(1000)
         self._client.on_connect = self._on_connect
         self._loop: asyncio.AbstractEventLoop | None = None

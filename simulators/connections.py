@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,18 +26,9 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.mqtt import MqttEndpoint, MqttUnreachable, make_client
+from core.mqtt import MqttEndpoint, MqttUnreachable, make_client, no_delay
 from simulators.downlink import DeviceDownlink, Outgoing
 from simulators.window import AckWindow
-
-
-def no_delay(sock: Any) -> None:
-    """Sends each answer at once, whatever was written before it. paho leaves Nagle's
-    algorithm on, so a client that wrote a PUBACK (which the broker does not answer) and then
-    a PUBLISH held the PUBLISH for the broker's delayed ACK: 40 ms per command, measured with
-    benchmarks/downlink_devices.py on the side playing the gateway."""
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _raise_open_file_limit(needed: int) -> None:

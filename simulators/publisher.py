@@ -23,7 +23,6 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.mqtt import MqttEndpoint, make_client
-from simulators.connections import no_delay
 from simulators.downlink import DeviceDownlink, Outgoing
 from simulators.window import AckWindow
 
@@ -42,7 +41,8 @@ class MqttPublisher:
     ) -> None:
         self.endpoint = endpoint
         self.qos = qos
-        self._client = make_client(endpoint, client_id)
+        # A device that obeys answers commands: its answers must not wait behind Nagle.
+        self._client = make_client(endpoint, client_id, nodelay=bool(downlinks))
         self._client.max_inflight_messages_set(window)
         self._slots = AckWindow(window)
         self._connected = threading.Event()
@@ -58,7 +58,6 @@ class MqttPublisher:
         self._own: set[int] = set()
         self._subscribing: dict[int, list[DeviceDownlink]] = {}
         if self._downlinks:
-            self._client.on_socket_open = lambda client, userdata, sock: no_delay(sock)
             self._client.on_subscribe = self._on_subscribe
             self._client.on_message = self._on_message
 

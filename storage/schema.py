@@ -79,4 +79,12 @@ COMMANDS = Measurement(
         "expires", "device_ts", "version", "device", "raw_name",
     ),
 )  # fmt: skip
-MEASUREMENTS = (READINGS, REJECTED, UNREGISTERED, ALERTS, COMMANDS)
+# A notification's step: queued, held, sent, failed, escalated, …; see `notifications.py`.
+NOTIFICATIONS = Measurement(
+    "moclo_notifications",
+    tags=("event", TENANT),
+    fields=(
+        ALERT_ID, DEVICE_ID, RULE, "person", "channel", "level", "message_id", "detail",
+    ),
+)  # fmt: skip
+MEASUREMENTS = (READINGS, REJECTED, UNREGISTERED, ALERTS, COMMANDS, NOTIFICATIONS)

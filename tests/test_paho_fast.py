@@ -265,3 +265,25 @@ def test_ingest_on_pahos_stock_client_stores_every_reading_and_acknowledges_it(
         wait_until(lambda: again.stats.messages >= 1, what="the next reading handled")
         assert again.stats.messages == 1  # nothing unacknowledged was delivered again
     assert influx.count("cow_tracker", "seq") == 601
+
+
+def test_ingests_publishing_connection_sends_without_nagles_delay(settings: Settings) -> None:
+    """Commands and alert changes leave one at a time; with Nagle on, each waited for the
+    broker's delayed ACK of the one before (40 ms). A plain client is the control."""
+    from ingest.announce import Publisher
+
+    async def nodelay_of_both() -> tuple[int, int]:
+        publisher = Publisher(settings.mqtt, client_id="nagle-check", prefix="p")
+        await publisher.start()
+        plain = make_client(settings.mqtt, "nagle-control")
+        plain.connect(settings.mqtt.host, settings.mqtt.port)
+        try:
+            mine = publisher._client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            control = plain.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            return mine, control
+        finally:
+            plain.disconnect()
+            await publisher.close()
+
+    mine, control = asyncio.run(nodelay_of_both())
+    assert mine != 0 and control == 0

@@ -39,6 +39,7 @@ from serve.routes import (
     service,
     session,
     stream,
+    timeline,
 )
 from serve.routes.acknowledgements import Acknowledger
 from serve.routes.acknowledgements import router as acknowledgements
@@ -76,7 +77,7 @@ def create_app(
     places.keep(app, rulebook)
     for routes in (
         session, devices, commands, command_history, maps, places, automation_trail, series,
-        alerts, stream,
+        alerts, timeline, stream,
     ):  # fmt: skip
         app.include_router(routes.router)
     app.include_router(acknowledgements)

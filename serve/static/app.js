@@ -19,9 +19,11 @@ const state = {
   devices: new Map(),     // "tenant/device" -> device summary from /api/devices
   openAlerts: new Map(),  // alert id -> alert
   device: null,           // {tenant, id} on a device page
+  alertPage: null,        // the alert id on an alert's page (alert-page.js)
   since: "24h",
   charts: [],             // [{plot, field, data}] on a device page
   stream: null,
+  arriving: null,         // devices the stream brought while /api/devices was being asked
   streamRefused: false,   // the last stream was refused for want of a place (429)
   who: null,               // {name, role, tenants (null: every tenant)} once signed in
 };
@@ -158,8 +160,21 @@ async function loadTenants() {
 }
 
 async function loadFleet() {
-  const { devices } = await api("/api/devices", { tenant: state.tenant });
+  // Readings the stream brings while the answer is on its way are newer than it: kept.
+  const arriving = new Map();
+  state.arriving = arriving;
+  let devices;
+  try {
+    ({ devices } = await api("/api/devices", { tenant: state.tenant }));
+  } finally {
+    if (state.arriving === arriving) state.arriving = null;
+  }
   state.devices = new Map(devices.map((d) => [`${d.tenant}/${d.device_id}`, d]));
+  for (const [key, d] of arriving) {
+    const known = state.devices.get(key);
+    if (!known) state.devices.set(key, d);
+    else if (Date.parse(d.last_seen) > Date.parse(known.last_seen)) Object.assign(known, { last_seen: d.last_seen, last: d.last });
+  }
   renderFleet();
 }
 
@@ -211,7 +226,7 @@ function alertItem(a, fresh, actions = false) {
   const shown = el("li", { class: `${a.severity} ${a.state}${fresh ? " fresh" : ""}`,
     dataset: { alertId: a.id, state: a.state, rule: a.rule, device: a.device_id,
       shownAt: String(Date.now()) } },
-  el("span", { class: "state" }, a.state), el("b", {}, a.rule), " ",
+  el("span", { class: "state" }, a.state), el("a", { class: "alert-link", href: `#/alert/${a.id}` }, el("b", {}, a.rule)), " ",
   el("a", { href: `#/device/${a.tenant}/${a.device_id}` }, `${a.tenant}/${a.device_id}`),
   el("div", {}, a.message + (a.acknowledged_by ? ` (acknowledged by ${a.acknowledged_by})` : "")),
   el("div", { class: "when" }, `${clock(a.ts)} · ${a.severity} · id ${a.id}`));
@@ -289,6 +304,7 @@ function onAlert(a) {
     if (!state.device) renderFleet();
   }
   if (state.device && state.device.tenant === a.tenant && state.device.id === a.device_id) loadEpisodes();
+  if (state.alertPage === a.id) showAlert(a.id).catch(showError);  // alert-page.js
 }
 
 // -- live stream ---------------------------------------------------------------------------
@@ -364,6 +380,7 @@ function onReadings(readings) {
     else if (!state.tenant || state.tenant === tenant) {
       state.devices.set(key, { tenant, device_type, device_id, last_seen: ts, last: fields, open_alerts: 0, worst_severity: null });
     }
+    if (state.arriving && state.devices.has(key)) state.arriving.set(key, { ...state.devices.get(key) });
     if (state.device && state.device.tenant === tenant && state.device.id === device_id) appendToCharts(ts, fields);
   }
   if (!state.device) renderFleetSoon();
@@ -389,8 +406,6 @@ function oneTap() {
 async function showDevice(tenant, id) {
   const load = ++deviceLoads;
   state.device = { tenant, id };
-  $("app").classList.add("device-page");
-  $("fleet-view").hidden = true; $("device-view").hidden = false;
   $("device-title").textContent = `${tenant} / ${id}`;
   for (const b of $("ranges").children) b.classList.toggle("chosen", b.dataset.since === state.since);
   const device = await api(`/api/devices/${tenant}/${id}`);
@@ -477,7 +492,8 @@ async function loadEpisodes() {
   const { episodes } = await api("/api/episodes", { tenant, device: id, since: state.since });
   state.episodes = episodes;
   $("episodes").replaceChildren(...(episodes.length ? episodes.map((e) => el("li", { class: e.severity },
-    `${e.rule} (${e.severity}): ${clock(e.start)} → ${e.end ? clock(e.end) : "still open"}. ${e.message}`))
+    el("a", { href: `#/alert/${e.id}` }, `${e.rule} (${e.severity})`),
+    `: ${clock(e.start)} → ${e.end ? clock(e.end) : "still open"}. ${e.message}`))
     : [el("li", { class: "muted" }, "none")]));
   state.charts.forEach((c) => markEpisodes(c.plot));
 }
@@ -507,17 +523,22 @@ async function refresh() {
   } catch (error) { showError(error); }
 }
 
+// One of three views: the fleet, a device's page, an alert's page (alert-page.js).
+function showView(shown) {
+  for (const view of ["fleet-view", "device-view", "alert-view"]) $(view).hidden = view !== shown;
+  $("app").classList.toggle("detail-page", shown !== "fleet-view");  // style.css: first on a phone
+  if (shown !== "device-view") { state.device = null; forgetTrack(); }
+  if (shown !== "alert-view") leaveAlert();
+}
+
 async function route() {
   const match = location.hash.match(/^#\/device\/([a-z0-9-]+)\/([a-z0-9-]+)$/);
+  const alert = location.hash.match(/^#\/alert\/([0-9a-f]{12})$/);
   try {
+    showView(match ? "device-view" : alert ? "alert-view" : "fleet-view");
     if (match) await showDevice(match[1], match[2]);
-    else {
-      state.device = null;
-      $("app").classList.remove("device-page");
-      $("fleet-view").hidden = false; $("device-view").hidden = true;
-      forgetTrack();
-      await loadFleet();
-    }
+    else if (alert) await showAlert(alert[1]);
+    else await loadFleet();
     showError(null);
   } catch (error) { showError(error); }
 }

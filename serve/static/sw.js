@@ -5,6 +5,8 @@
 //   each tenant, device and range has its own); without a network, the saved copy, marked
 //   `X-Moclo-Offline: 1` with `X-Moclo-Saved-At` for the page's offline banner (offline.js).
 //   A 401 (signed out, session ended, token revoked) forgets every saved answer at once.
+// - Nothing else is kept: not an acknowledgement link's page (/ack/…), whose token must not
+//   linger in a cache.
 // - The live stream and every change (POST, PUT, DELETE) pass through untouched: a change
 //   offline fails, and says so, rather than waiting to surprise someone later.
 // It is served from / (serve/routes/service.py) because a worker controls only pages at or
@@ -15,7 +17,7 @@ const SHELL = "moclo-shell-1";        // a new name when the list below changes
 const ANSWERS = "moclo-answers";      // offline.js forgets it on signing out
 const SHELL_FILES = [
   "/", "/manifest.webmanifest", "/static/style.css", "/static/offline.js", "/static/map.js",
-  "/static/places.js", "/static/commands.js", "/static/app.js",
+  "/static/places.js", "/static/commands.js", "/static/alert-page.js", "/static/app.js",
   "/static/vendor/uPlot.min.css", "/static/vendor/uPlot.iife.min.js",
   "/static/vendor/leaflet/leaflet.css", "/static/vendor/leaflet/leaflet.js",
   "/static/icons/icon.svg", "/static/icons/icon-192.png",
@@ -37,7 +39,9 @@ self.addEventListener("fetch", (event) => {
   const url = new URL(request.url);
   if (request.method !== "GET" || url.origin !== self.location.origin) return;
   if (url.pathname === "/api/stream") return;
-  event.respondWith(url.pathname.startsWith("/api/") ? answer(request) : shell(request, url));
+  if (url.pathname.startsWith("/api/")) event.respondWith(answer(request));
+  else if (SHELL_FILES.includes(url.pathname)) event.respondWith(shell(request, url));
+  // Anything else (an acknowledgement link's page, a file not listed) is the network's alone.
 });
 
 async function answer(request) {

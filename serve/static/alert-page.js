@@ -1,0 +1,44 @@
+// An alert's page (#/alert/ID): the alert, acknowledging it, and its notification timeline
+// (GET /api/alerts/{id}/timeline): who was told, through which channel (its label or kind,
+// never its address), when; what waited for quiet hours to end, what failed, each escalation
+// and what stopped it. Timeline rows are written by the notifier, not sent on the live stream:
+// the page asks again on every change of the alert and every 15 s while it is shown.
+// Loaded before app.js, whose helpers (el, api, state, clock, ackControls) it uses when called.
+"use strict";
+
+const TIMELINE_REFRESH_MS = 15000;
+let alertLoads = 0;  // a newer load wins over an older one
+let timelineTimer = null;
+
+async function showAlert(id) {
+  const load = ++alertLoads;
+  state.alertPage = id;
+  clearTimeout(timelineTimer);
+  const { alert, events } = await api(`/api/alerts/${id}/timeline`);
+  if (load !== alertLoads || state.alertPage !== id) return;
+  $("alert-title").replaceChildren(el("b", {}, alert.rule), " on ",
+    el("a", { href: `#/device/${alert.tenant}/${alert.device_id}` }, `${alert.tenant}/${alert.device_id}`));
+  const acknowledged = alert.acknowledged_by ? ` · acknowledged by ${alert.acknowledged_by}` : "";
+  $("alert-facts").textContent =
+    `${alert.state} · ${alert.severity} · since ${clock(alert.first_seen)}${acknowledged}`;
+  $("alert-message").textContent = alert.message;
+  const act = alert.state === "raised" && mayAcknowledge();
+  $("alert-actions").replaceChildren(...(act ? [ackControls(alert)] : []));
+  $("timeline").replaceChildren(...(events.length ? events.map(timelineItem)
+    : [el("li", { class: "muted" }, "Nobody has been notified of this alert (no route matched it, or no notifier runs).")]));
+  $("timeline").dataset.shown = `${id}/${alert.state}/${events.length}`;
+  timelineTimer = setTimeout(() => { if (state.alertPage === id) showAlert(id).catch(showError); }, TIMELINE_REFRESH_MS);
+}
+
+function timelineItem(e) {
+  const who = [e.person, e.channel && `via ${e.channel}`, e.level ? `level ${e.level}` : ""]
+    .filter(Boolean).join(" · ");
+  return el("li", { class: `event ${e.event}`, dataset: { event: e.event, person: e.person } },
+    el("span", { class: "when" }, clock(e.ts)), " ", el("b", {}, e.event), " ", who,
+    ...(e.detail ? [el("div", { class: "detail" }, e.detail)] : []));
+}
+
+function leaveAlert() {
+  state.alertPage = null;
+  clearTimeout(timelineTimer);
+}

@@ -49,6 +49,39 @@ class TomlLines:
             return self._find(sub, start + 1, end) or start
         return self._find(key, at + 1, end) or at
 
+    def element(self, index: int, key: str, item: int) -> int:
+        """The line where the item-th `{...}` of the array `key` in the index-th `[[NAME]]`
+        table opens (`channels = [ { url = … }, … ]` over several lines), else `key`'s line."""
+        at = self.key(index, key)
+        depth, seen, quote = 0, -1, ""
+        for n in range(at, len(self.lines) + 1):
+            text = self.lines[n - 1]
+            start = text.find("=") + 1 if n == at else 0
+            escaped = False
+            for char in text[start:]:
+                if quote:  # inside a string: brackets do not count
+                    if escaped:
+                        escaped = False
+                    elif char == "\\" and quote == '"':
+                        escaped = True
+                    elif char == quote:
+                        quote = ""
+                elif char in "\"'":
+                    quote = char
+                elif char == "#":
+                    break
+                elif char in "[{":
+                    depth += 1
+                    if char == "{" and depth == 2:  # an item of the array opens
+                        seen += 1
+                        if seen == item:
+                            return n
+                elif char in "]}":
+                    depth -= 1
+                    if depth == 0:
+                        return at
+        return at
+
     def top(self, key: str) -> int:
         """The line of a top-level key (before any table) or table, else 1."""
         end = self.headers[0] if self.headers else len(self.lines) + 1

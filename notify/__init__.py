@@ -11,4 +11,10 @@ message however the herd is split.
     model.py     what the notify file says (people, channels, rotations, routes) and what is
                  notified (a `Subject`: one alert change or notice)
     links.py     the signed one-tap acknowledgement link a message carries
+    dispatch.py  the Dispatcher: takes changes, hands out due deliveries, records outcomes
+    workflow.py  when: groups, their flush, escalation steps, repeats, quiet hours' end
+    telling.py   who and how: one message per person, held or queued, one delivery per channel
+    compose.py   the words of a message (title, listed changes, acknowledgement links)
+    outbox.py    the SQLite file that keeps all of it across crashes
+    timeline.py  the timeline rows each step leaves for InfluxDB
 """

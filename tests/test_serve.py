@@ -195,6 +195,7 @@ def test_openapi_describes_every_endpoint(serve: RunningServe) -> None:
         "/api/alerts/{alert_id}/ack",
         "/api/alerts/{alert_id}/timeline",
         "/api/episodes",
+        "/api/oncall",
         "/api/stream",
         "/healthz",
     }

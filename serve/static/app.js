@@ -19,7 +19,7 @@ const state = {
   devices: new Map(),     // "tenant/device" -> device summary from /api/devices
   openAlerts: new Map(),  // alert id -> alert
   device: null,           // {tenant, id} on a device page
-  alertPage: null,        // the alert id on an alert's page (alert-page.js)
+  alertPage: null,        // the alert id on an alert's page (notifications.js)
   since: "24h",
   charts: [],             // [{plot, field, data}] on a device page
   stream: null,
@@ -304,7 +304,7 @@ function onAlert(a) {
     if (!state.device) renderFleet();
   }
   if (state.device && state.device.tenant === a.tenant && state.device.id === a.device_id) loadEpisodes();
-  if (state.alertPage === a.id) showAlert(a.id).catch(showError);  // alert-page.js
+  if (state.alertPage === a.id) showAlert(a.id).catch(showError);  // notifications.js
 }
 
 // -- live stream ---------------------------------------------------------------------------
@@ -518,12 +518,12 @@ function markEpisodes(u) {
 
 async function refresh() {
   try {
-    await Promise.all([loadOpenAlerts(), state.device ? null : loadFleet()]);
+    await Promise.all([loadOpenAlerts(), loadOnCall(), state.device ? null : loadFleet()]);
     showError(null);
   } catch (error) { showError(error); }
 }
 
-// One of three views: the fleet, a device's page, an alert's page (alert-page.js).
+// One of three views: the fleet, a device's page, an alert's page (notifications.js).
 function showView(shown) {
   for (const view of ["fleet-view", "device-view", "alert-view"]) $(view).hidden = view !== shown;
   $("app").classList.toggle("detail-page", shown !== "fleet-view");  // style.css: first on a phone

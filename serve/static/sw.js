@@ -17,7 +17,7 @@ const SHELL = "moclo-shell-1";        // a new name when the list below changes
 const ANSWERS = "moclo-answers";      // offline.js forgets it on signing out
 const SHELL_FILES = [
   "/", "/manifest.webmanifest", "/static/style.css", "/static/offline.js", "/static/map.js",
-  "/static/places.js", "/static/commands.js", "/static/alert-page.js", "/static/app.js",
+  "/static/places.js", "/static/commands.js", "/static/notifications.js", "/static/app.js",
   "/static/vendor/uPlot.min.css", "/static/vendor/uPlot.iife.min.js",
   "/static/vendor/leaflet/leaflet.css", "/static/vendor/leaflet/leaflet.js",
   "/static/icons/icon.svg", "/static/icons/icon-192.png",

@@ -1,3 +1,5 @@
+// The dashboard's side of notifications: who is on call now (GET /api/oncall, a panel beside
+// the open alerts), and an alert's page.
 // An alert's page (#/alert/ID): the alert, acknowledging it, and its notification timeline
 // (GET /api/alerts/{id}/timeline): who was told, through which channel (its label or kind,
 // never its address), when; what waited for quiet hours to end, what failed, each escalation
@@ -41,4 +43,22 @@ function timelineItem(e) {
 function leaveAlert() {
   state.alertPage = null;
   clearTimeout(timelineTimer);
+}
+
+// Who is on call in each rotation of the shown tenants; the panel says so when there is none
+// (no notify file, or no rotation of these tenants).
+async function loadOnCall() {
+  const { rotations } = await api("/api/oncall", { tenant: state.tenant });
+  $("oncall-panel").hidden = false;
+  $("oncall").replaceChildren(...(rotations.length ? rotations.map(onCallItem)
+    : [el("li", { class: "muted" }, "No on-call rotation for these tenants.")]));
+  $("oncall").dataset.shown = String(rotations.length);
+}
+
+function onCallItem(r) {
+  const then = r.next.length ? ` · then ${r.next.join(", ")}` : "";
+  const until = r.until ? ` · until ${clock(r.until)}` : "";
+  return el("li", { dataset: { rotation: r.rotation, tenant: r.tenant } },
+    el("b", { class: "person" }, r.on_call), r.override ? " (stand-in)" : "",
+    el("div", { class: "when" }, `${r.rotation} · ${r.tenant}${until}${then}`));
 }

@@ -10,14 +10,16 @@ The token is checked with `notify.links.verify_ack_token` under MOCLO_NOTIFY_LIN
 expiring, bound to one alert and one person. It is not a login: it opens nothing else. With a
 notify file (MOCLO_NOTIFY_FILE) the person must still be in it and serve the alert's tenant,
 and acknowledges as their `account` (else their name); without one, as the name in the link.
-A POST from another site's page is refused (the dashboard's own check), and the pages are
-never stored by a cache. Every refusal is logged with its reason, never with the token.
+No cookie is involved: the token in the URL is the whole authority, so there is nothing for
+another site's page to borrow, and no check of the request's origin (the confirm page's own
+form is sent with `Origin: null` under our `Referrer-Policy: no-referrer`). The pages are never
+stored by a cache. Every refusal is logged with its reason, never with the token.
 
 | answer | when |
 |---|---|
 | 200 | GET: the confirm page (or what became of the alert); POST: acknowledged |
 | 403 | forged, altered or expired; the person left the notify file or no longer serves the |
-|     | alert's tenant; a POST from another site's page |
+|     | alert's tenant |
 | 404 | links are off (no link secret), or the alert is unknown |
 | 409 | POST: resolved, or acknowledged already |
 | 502, 503, 504 | ingest refused it; the broker or database is unreachable; no confirmation |
@@ -36,8 +38,6 @@ from core.mqtt import MqttUnreachable
 from core.settings import Settings
 from ingest.alerts import acknowledge as acknowledging
 from notify.links import AckLinkInvalid, verify_ack_token
-from serve.auth import same_site
-from serve.errors import Forbidden
 from serve.notify_file import NotifyFileReader, NotifyFileUnusable
 from serve.routes.acknowledgements import Acknowledger
 from storage.alert_history import find_alert
@@ -69,19 +69,19 @@ def keep(app: FastAPI, settings: Settings) -> None:
 @router.get("/ack/{token}", include_in_schema=False)
 async def confirm(request: Request, token: str) -> HTMLResponse:
     try:
-        stored, account = await _checked(request, token)
+        stored, person, account = await _checked(request, token)
     except LinkRefused as refused:
         return _refusal(refused)
     if stored.state != "raised":
         by = f" by {stored.acknowledged_by}" if stored.acknowledged_by else ""
         return _page(f"Already {stored.state}{by}", _facts(stored), _dashboard(stored))
     question = (
-        f"<p>Acknowledge it as <b>{escape(account)}</b>? Everyone told about it will see "
-        "that you are on it, and nobody further will be paged.</p>"
+        f"<p>Acknowledge it as <b>{escape(person)}</b>{_recorded(person, account)}? Everyone "
+        "told about it will see that you are on it, and nobody further will be paged.</p>"
     )
     button = (
         f'<form method="post"><button type="submit" class="ack-confirm">Acknowledge as '
-        f"{escape(account)}</button></form>"
+        f"{escape(person)}</button></form>"
     )
     return _page("Acknowledge this alert?", _facts(stored), question, button, _dashboard(stored))
 
@@ -89,11 +89,7 @@ async def confirm(request: Request, token: str) -> HTMLResponse:
 @router.post("/ack/{token}", include_in_schema=False)
 async def acknowledge(request: Request, token: str) -> HTMLResponse:
     try:
-        try:
-            same_site(request)
-        except Forbidden as exc:
-            raise LinkRefused(403, str(exc)) from None
-        stored, account = await _checked(request, token)
+        stored, person, account = await _checked(request, token)
         acknowledger: Acknowledger = request.app.state.acknowledger
         try:
             await acknowledger.acknowledge(stored, person=account, note=NOTE)
@@ -104,12 +100,16 @@ async def acknowledge(request: Request, token: str) -> HTMLResponse:
     except LinkRefused as refused:
         return _refusal(refused)
     log.info("alert %s acknowledged by %s with a link", stored.alert_id, account)
-    done = f"<p>Acknowledged as <b>{escape(account)}</b>. Nobody further will be paged.</p>"
+    done = (
+        f"<p>Acknowledged as <b>{escape(person)}</b>{_recorded(person, account)}. Nobody "
+        "further will be paged.</p>"
+    )
     return _page("Acknowledged", _facts(stored), done, _dashboard(stored))
 
 
-async def _checked(request: Request, token: str) -> tuple[StoredChange, str]:
-    """The link, its alert and the account acknowledging; LinkRefused says why not."""
+async def _checked(request: Request, token: str) -> tuple[StoredChange, str, str]:
+    """The link's alert, its person and the account acknowledging for them; LinkRefused
+    says why not."""
     secret: bytes | None = request.app.state.ack_link_secret
     if secret is None:
         raise LinkRefused(404, "acknowledgement links are off on this server")
@@ -130,13 +130,13 @@ async def _checked(request: Request, token: str) -> tuple[StoredChange, str]:
     except NotifyFileUnusable:
         raise LinkRefused(503, "the notify file cannot be read: open the dashboard") from None
     if config is None:
-        return stored, link.person
+        return stored, link.person, link.person
     person = config.people.get(link.person)
     if person is None:
         raise LinkRefused(403, f"{link.person} is no longer in the notify file")
     if stored.tenant not in person.tenants:
         raise LinkRefused(403, f"{link.person} does not serve {stored.tenant} any more")
-    return stored, person.account or person.name
+    return stored, person.name, person.account or person.name
 
 
 def _refusal(refused: LinkRefused) -> HTMLResponse:
@@ -144,6 +144,10 @@ def _refusal(refused: LinkRefused) -> HTMLResponse:
     advice = "<p>Open the dashboard to see the alert and acknowledge it there.</p>"
     body = f"<p>{escape(str(refused))}.</p>"
     return _page("This link cannot be used", body, advice, status=refused.status)
+
+
+def _recorded(person: str, account: str) -> str:
+    return "" if person == account else f" (recorded as {escape(account)})"
 
 
 def _facts(stored: StoredChange) -> str:

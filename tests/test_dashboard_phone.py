@@ -253,6 +253,37 @@ def test_offline_the_last_view_is_shown_marked_and_after_signing_out_nothing(
     assert phone.locator("#devices tbody tr").count() == 0
 
 
+def test_a_revoked_token_leaves_nothing_readable_offline(
+    phone: Page, settings: Settings, ingest: RunningIngest, serve: RunningServe
+) -> None:
+    """The phone is lost and its token revoked: the open page goes to the sign-in screen and
+    the kept answers go with it, so offline it shows nothing (the same page offline before the
+    revocation is the positive control)."""
+    cow_history(settings, "farm", "cow-1", [38.6] * 6)
+    wait_until(lambda: ingest.stats.readings_stored >= 6, what="cow-1 stored")
+    sign_in_by_touch(phone, serve, serve.token(["farm"], role="viewer", name="lost-phone"))
+    phone.wait_for_function("navigator.serviceWorker.controller !== null", timeout=10_000)
+    phone.reload()
+    expect(phone.locator("#live")).to_have_text("live", timeout=10_000)
+    phone.context.set_offline(True)
+    phone.reload()
+    expect(phone.locator('#devices tr[data-device="cow-1"]')).to_be_visible()  # kept
+    phone.context.set_offline(False)
+    expect(phone.locator("#live")).to_have_text("live", timeout=15_000)
+
+    serve.tokens.revoke("lost-phone")
+    expect(phone.locator("#sign-in")).to_be_visible(timeout=15_000)
+    # (evaluate awaits the promise; wait_for_function would take it as a true value)
+    wait_until(
+        lambda: phone.evaluate("caches.has('moclo-answers')") is False,
+        what="the kept answers forgotten",
+    )
+    phone.context.set_offline(True)
+    phone.reload()
+    expect(phone.locator("#sign-in-error")).to_contain_text("Offline, and nothing saved")
+    assert phone.locator("#devices tbody tr").count() == 0
+
+
 def test_at_desktop_width_the_layout_stays_and_the_app_is_installable(
     page: Page,  # noqa: F811
     settings: Settings,

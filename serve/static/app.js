@@ -95,6 +95,8 @@ function formatValue(v) {
 
 function showSignIn(message = "") {
   if (state.stream) { state.stream.close(); state.stream = null; }
+  // However the session ended (signed out, expired, revoked), what was kept for offline goes.
+  forgetSavedAnswers().catch(showError);  // offline.js
   state.who = null;
   for (const id of ["app", "who", "tenant-choice", "live", "error"]) $(id).hidden = true;
   $("sign-in").hidden = false;

@@ -379,6 +379,7 @@ CELLS = [
 PUBLIC = [
     "/healthz", "/api/openapi.json", "/", "/static/app.js", "/static/style.css",
     "/manifest.webmanifest", "/sw.js", "/static/offline.js", "/static/notifications.js",
+    "/static/alerts.js", "/static/device.js",
 ]  # fmt: skip
 
 

@@ -9,15 +9,40 @@
 "use strict";
 
 const TIMELINE_REFRESH_MS = 15000;
+const STATE_RANK = { raised: 0, acknowledged: 1, resolved: 2 };
 let alertLoads = 0;  // a newer load wins over an older one
 let timelineTimer = null;
+let newestChange = null;  // of the alert shown, from the stream or an acknowledgement's answer
 
 async function showAlert(id) {
   const load = ++alertLoads;
+  if (state.alertPage !== id) newestChange = null;
   state.alertPage = id;
   clearTimeout(timelineTimer);
   const { alert, events } = await api(`/api/alerts/${id}/timeline`);
   if (load !== alertLoads || state.alertPage !== id) return;
+  // Ingest publishes a change just before it stores it: one seen on the stream may be newer.
+  const shown = newestChange && isNewer(newestChange, alert) ? newestChange : alert;
+  showAlertHead(shown);
+  $("timeline").replaceChildren(...(events.length ? events.map(timelineItem)
+    : [el("li", { class: "muted" }, "Nobody has been notified of this alert (no route matched it, or no notifier runs).")]));
+  $("timeline").dataset.shown = `${id}/${shown.state}/${events.length}`;
+  timelineTimer = setTimeout(() => { if (state.alertPage === id) showAlert(id).catch(showError); }, TIMELINE_REFRESH_MS);
+}
+
+// A change of the alert shown (the live stream's, or the answer to acknowledging it).
+function alertChanged(a) {
+  if (state.alertPage !== a.id) return;
+  if (!newestChange || isNewer(a, newestChange)) newestChange = a;
+  showAlert(a.id).catch(showError);  // its timeline may have grown too
+}
+
+function isNewer(a, b) {
+  const [ta, tb] = [Date.parse(a.ts), Date.parse(b.ts)];
+  return ta > tb || (ta === tb && STATE_RANK[a.state] > STATE_RANK[b.state]);
+}
+
+function showAlertHead(alert) {
   $("alert-title").replaceChildren(el("b", {}, alert.rule), " on ",
     el("a", { href: `#/device/${alert.tenant}/${alert.device_id}` }, `${alert.tenant}/${alert.device_id}`));
   const acknowledged = alert.acknowledged_by ? ` · acknowledged by ${alert.acknowledged_by}` : "";
@@ -26,10 +51,6 @@ async function showAlert(id) {
   $("alert-message").textContent = alert.message;
   const act = alert.state === "raised" && mayAcknowledge();
   $("alert-actions").replaceChildren(...(act ? [ackControls(alert)] : []));
-  $("timeline").replaceChildren(...(events.length ? events.map(timelineItem)
-    : [el("li", { class: "muted" }, "Nobody has been notified of this alert (no route matched it, or no notifier runs).")]));
-  $("timeline").dataset.shown = `${id}/${alert.state}/${events.length}`;
-  timelineTimer = setTimeout(() => { if (state.alertPage === id) showAlert(id).catch(showError); }, TIMELINE_REFRESH_MS);
 }
 
 function timelineItem(e) {
@@ -42,6 +63,7 @@ function timelineItem(e) {
 
 function leaveAlert() {
   state.alertPage = null;
+  newestChange = null;
   clearTimeout(timelineTimer);
 }
 

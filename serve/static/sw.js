@@ -13,11 +13,12 @@
 // below its own path.
 "use strict";
 
-const SHELL = "moclo-shell-1";        // a new name when the list below changes
+const SHELL = "moclo-shell-2";        // a new name when the list below changes
 const ANSWERS = "moclo-answers";      // offline.js forgets it on signing out
 const SHELL_FILES = [
   "/", "/manifest.webmanifest", "/static/style.css", "/static/offline.js", "/static/map.js",
-  "/static/places.js", "/static/commands.js", "/static/notifications.js", "/static/app.js",
+  "/static/places.js", "/static/commands.js", "/static/alerts.js", "/static/device.js",
+  "/static/notifications.js", "/static/app.js",
   "/static/vendor/uPlot.min.css", "/static/vendor/uPlot.iife.min.js",
   "/static/vendor/leaflet/leaflet.css", "/static/vendor/leaflet/leaflet.js",
   "/static/icons/icon.svg", "/static/icons/icon-192.png",

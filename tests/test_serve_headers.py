@@ -21,6 +21,7 @@ PATHS = [
     pytest.param("/manifest.webmanifest", None, 200, id="web-app-manifest"),
     pytest.param("/sw.js", None, 200, id="service-worker"),
     pytest.param("/static/icons/icon-192.png", None, 200, id="icon"),
+    pytest.param("/ack/not-a-token", None, 404, id="ack-link-page"),  # links off here
     pytest.param("/no-such-page", None, 404, id="unknown-path"),
     pytest.param("/api/openapi.json", None, 200, id="openapi"),
     pytest.param("/api/session", None, 401, id="api-unauthorized"),

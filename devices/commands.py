@@ -155,6 +155,11 @@ class CommandUpdate(Strict):
     reason: str | None = None
     output: dict[str, Any] | None = None
     issuer: str
+    # What an automation did says why: the alert whose change made it act, and that change.
+    alert: str | None = None
+    trigger: str | None = None
+    # A desired change's: the id its asker gave the request (DesiredRequest.request_id).
+    request_id: str | None = None
     ts: Timestamp
 
 
@@ -163,6 +168,10 @@ class DesiredRequest(Strict):
 
     device: str
     state: dict[str, Any]
+    # The asker's own id for this request, echoed on every command-status update about it (the
+    # version's id, `{device}-desired-{version}`, is not known until ingest takes it): two
+    # changes asked at once by the same person are told apart by it.
+    request_id: CommandId | None = None
     by: str | None = None
     role: str | None = None
 

@@ -3,7 +3,7 @@
 The top-level parser, `up` and `ingest` are here; the other command groups keep their parser
 and the call they make in a module of their own: `simulate_cli.py`, `devices_args.py`,
 `accounts_args.py` (also `broker-auth` and `provision`), `rules_args.py`, `alerts_args.py`,
-`command_args.py` (`command`, `commands`, `desired`).
+`command_args.py` (`command`, `commands`, `desired`), `notify_args.py` (`notify`, `oncall`).
 Shared argument helpers are in `args.py`. Whatever a command needs beyond argparse is imported
 when it runs, so that `moclo --help` stays quick."""
 
@@ -23,6 +23,7 @@ from moclo import (
     alerts_args,
     command_args,
     devices_args,
+    notify_args,
     query_args,
     rules_args,
     simulate_cli,
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     command_args.add_parser(commands)
     query_args.add_parser(commands)
     tokens_args.add_parser(commands)
+    notify_args.add_parser(commands)
     return parser
 
 
@@ -268,6 +270,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return devices_args.run(args, None)
     if args.command == "rules":
         return rules_args.run(args)
+    if args.command in ("notify", "oncall") and not notify_args.needs_settings(args):
+        return notify_args.run(args)
     settings = _settings(args)
     if args.command == "devices":
         return devices_args.run(args, settings)

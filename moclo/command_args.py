@@ -6,6 +6,7 @@ arguments are checked against the catalogue, before anything is sent, by
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
@@ -15,7 +16,13 @@ from devices.commands import COMMAND_ID_RULE, MAX_EXPIRY_S
 from devices.topics import IDENTIFIER_RULE, is_identifier
 from devices.types import DeviceType
 from moclo.args import Commands, connection_flags, duration
-from moclo.command_checks import ArgumentsError, command_arguments, desired_fields, device_type_of
+from moclo.command_checks import (
+    ArgumentsError,
+    command_arguments,
+    desired_fields,
+    device_type_of,
+    tenant_refusal,
+)
 
 EXIT_STATUS = """\
 exit status:
@@ -211,6 +218,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _history(args, settings)
     if args.command == "desired" and args.desired_command == "show":
         return _show_desired(args, settings)
+    refused = _refused_before_asking(settings, args.tenant)
+    if refused is not None:  # printed as ingest's refusal would be: the outcome, on stdout
+        name = args.name if args.command == "command" else "desired"
+        shown = {"tenant": args.tenant, "device": args.device, "name": name}
+        shown |= {"status": "refused", "reason": refused}
+        print(json.dumps(shown) if args.json else f"refused  {args.device} {name}: {refused}")
+        return 3
     try:
         device_type = device_type_of(settings, args.tenant, args.device, args.device_type)
         if args.command == "command":
@@ -219,6 +233,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ArgumentsError as exc:
         print(f"moclo: {exc}", file=sys.stderr)
         return 2
+
+
+def _refused_before_asking(settings: Settings, tenant: str) -> str | None:
+    """What the registry, if it is here, says against asking about `tenant` at all: a request
+    the broker would drop unanswered is refused here, with the reason (exit 3), not timed out."""
+    from moclo import command_cli
+
+    try:
+        account = command_cli.account_of(settings)
+    except ValueError:
+        return None  # said, with what to set, when the request is made
+    return tenant_refusal(settings, account, tenant)
 
 
 def _command(args: argparse.Namespace, settings: Settings, device_type: DeviceType) -> int:
@@ -249,11 +275,14 @@ def _command(args: argparse.Namespace, settings: Settings, device_type: DeviceTy
 
 
 def _desired(args: argparse.Namespace, settings: Settings, device_type: DeviceType) -> int:
+    import uuid
+
     from devices.commands import DesiredRequest
     from moclo import command_cli
 
     state = desired_fields(device_type, args.fields)
-    request = DesiredRequest(device=args.device, state=state)
+    # Our own id for the request: every command-status update about it echoes it.
+    request = DesiredRequest(device=args.device, state=state, request_id=uuid.uuid4().hex)
     timeout = args.timeout or (60.0 if args.wait else 10.0)
     return command_cli.send_desired(
         settings, args.tenant, request, wait=args.wait, timeout_s=timeout, as_json=args.json

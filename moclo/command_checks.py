@@ -145,6 +145,31 @@ def _registered_type(settings: Settings, tenant: str, device: str) -> str | None
     return next((r.device_type for r in records if r.device_id == device), None)
 
 
+def tenant_refusal(settings: Settings, account: str, tenant: str) -> str | None:
+    """Why `account` may not ask about `tenant`'s devices, if the registry file is here and
+    says so; else None (ingest decides). An operator or clinician of another tenant may not
+    write `tenant`'s request topics: our broker's ACL drops that publish unanswered (MQTT
+    3.1.1 has no refusal), so without this the asker would wait out `--timeout` for nothing."""
+    from pathlib import Path
+
+    from access.registry import Registry, RegistryError
+
+    if not Path(settings.registry).is_file():
+        return None  # an operator's machine rarely holds the registry: never create one here
+    try:
+        record = next(
+            (a for a in Registry(settings.registry).accounts() if a.name == account), None
+        )
+    except RegistryError:
+        return None
+    if record is None or record.tenant is None or record.tenant == tenant:
+        return None  # unknown here, a service account, or of this tenant: ingest decides
+    return (
+        f"account {account!r} belongs to tenant {record.tenant!r}, not {tenant!r}: only "
+        f"operators and clinicians of {tenant} act on its devices (nothing was sent)"
+    )
+
+
 def _stored_type(settings: Settings, tenant: str, device: str) -> str | None:
     import asyncio
 

@@ -119,20 +119,26 @@ def send_desired(
         return 2
     topic = request_topic(settings.topic_prefix, tenant, DESIRED_REQUESTS, account)
     payload = orjson.dumps(request.model_dump(mode="json", exclude_none=True))
-    watch = Watch(wait=wait, timeout_s=timeout_s, as_json=as_json, mine=desired_follower(account))
+    mine = desired_follower(account, request.request_id)
+    watch = Watch(wait=wait, timeout_s=timeout_s, as_json=as_json, mine=mine)
     what = f"desired state of {tenant}/{request.device}"
     return _run(settings, tenant, request.device, topic, payload, watch, what)
 
 
-def desired_follower(account: str) -> Callable[[CommandUpdate], bool]:
-    """Which command-status updates are this desired change's. Ingest names a change
-    `{device}-desired-{version}`, a version this side cannot know, so the first `desired`
+def desired_follower(
+    account: str, request_id: str | None = None
+) -> Callable[[CommandUpdate], bool]:
+    """Which command-status updates are this desired change's: those that echo its
+    `request_id`. Ingest names a change `{device}-desired-{version}`, a version this side
+    cannot know; an ingest from before request ids echoes none, so then the first `desired`
     update asked by this account is taken for it; but not a bare `succeeded`: that is the
     device confirming an earlier version of the same account, while ingest's answer to a
     request is always `sent`, `refused`, or an update with a reason ("nothing to change")."""
     followed: list[str] = []
 
     def mine(update: CommandUpdate) -> bool:
+        if update.request_id is not None:
+            return update.request_id == request_id
         if followed:
             return update.id == followed[0]
         if update.name != "desired" or update.issuer != account:

@@ -93,6 +93,8 @@ def printable(line: str) -> str:
 def describe_event(event: CommandEvent) -> str:
     """One step as a line: when, status, device, what, who, and what changed or why."""
     who = f" by {event.issuer}" if event.issuer else ""
+    if event.alert:  # an automation's: the alert change it acted on
+        who += f" because {event.trigger or 'an alert'} (alert {event.alert})"
     line = f"{format_us(event.ts_ns)}  {event.status:<9}  {event.device_id} {event.name}{who}"
     if event.kind == "command" and event.args:
         line += " " + _compact(event.args)

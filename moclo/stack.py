@@ -114,12 +114,21 @@ class LocalServer:
     def is_ready(self) -> bool:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment; None: this process's own."""
+        return None
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
     def start(self, *, timeout_s: float = 30.0) -> None:
         """Starts the process and returns once it answers; ServerError if it does not."""
+        self.spawn()
+        self.wait_ready(timeout_s=timeout_s)
+
+    def spawn(self) -> None:
+        """Starts the process without waiting (several servers can then boot at once)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.write_config()
         log_file = self.log_path.open("ab")
@@ -132,9 +141,14 @@ class LocalServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=self.environment(),
             preexec_fn=_terminate_with_parent(),
         )
         log_file.close()
+
+    def wait_ready(self, *, timeout_s: float = 30.0) -> None:
+        """Returns once the spawned process answers; ServerError if it exits or stays silent."""
+        assert self._process is not None, "spawn() first"
         deadline = time.monotonic() + timeout_s
         # Ready means answering while still alive: a process that failed to bind may still be
         # exiting while another server answers on the same port.

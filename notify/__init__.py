@@ -17,4 +17,10 @@ message however the herd is split.
     compose.py   the words of a message (title, listed changes, acknowledgement links)
     outbox.py    the SQLite file that keeps all of it across crashes
     timeline.py  the timeline rows each step leaves for InfluxDB
+    file.py      reads the notify file, with FILE:LINE errors (file_entry.py: one table's
+                 keys; file_routes.py: rotations and routes)
+    oncall.py    who is on call in a rotation at a moment, and its shifts
+    quiet.py     until when a person's quiet hours hold a message back
+    routing.py   which routes a change goes by, and who a step's targets are
+    walltime.py  wall-clock times in a time zone as instants, across DST changes
 """

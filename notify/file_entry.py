@@ -128,13 +128,6 @@ class Entry:
             self.bad(key, f"{key} must name at least one, e.g. {key} = {example}")
         return tuple(values)
 
-    def choice(self, key: str, allowed: Collection[str], default: str) -> str:
-        value = self.data.get(key, default)
-        if value not in allowed:
-            self.bad(key, f"{key} must be one of {', '.join(allowed)}, not {_value(value)}")
-            return default
-        return str(value)
-
     def severity(self, key: str, default: Severity) -> Severity:
         value = self.data.get(key, default)
         return _severity(value) or self._bad_severity(key, value, default)
@@ -150,10 +143,15 @@ class Entry:
             return default
         return value
 
-    def duration(self, key: str, default: float | None, *, zero: bool = False) -> float | None:
+    def duration(
+        self, key: str, default: float | None, *, zero: bool = False, least: float = 0.0
+    ) -> float | None:
+        """Seconds in `key` (`zero`: "0s" allowed; else at least `least`), else `default`."""
         if key not in self.data:
             return default
         seconds, problem = read_duration(self.data[key], zero=zero)
+        if seconds is not None and 0 < seconds < least:
+            seconds, problem = None, f'must be at least {least:g} seconds, e.g. "{least / 60:g}m"'
         if problem:
             self.bad(key, f"{key}: {problem}")
         return seconds if seconds is not None else default
@@ -213,7 +211,8 @@ def moment(value: object, zone_name: str) -> datetime | None:
             value = datetime.fromisoformat(value.strip())
         except ValueError:
             return None
-    if not isinstance(value, datetime):
+    # Far-off years are mistakes (and would overflow when moved into another time zone).
+    if not isinstance(value, datetime) or not 1970 <= value.year <= 2200:
         return None
     zone = ZoneInfo(zone_name)
     if value.tzinfo is None:

@@ -73,6 +73,10 @@ ROUTE_KEYS = (
 STEP_KEYS = ("after", "notify")
 # What a route may group by: the Subject's attributes of these names.
 GROUP_BY = ("tenant", "rule", "device_type", "device_id", "severity", "kind")
+# A turn shorter than half an hour is a slip (and would make thousands of shifts a day); a
+# reminder more than once a minute is noise.
+MIN_SHIFT_S = 1800.0
+MIN_REPEAT_S = 60.0
 KINDS: tuple[SubjectKind, ...] = ("alert", "notice")
 _KIND = re.compile("alert|notice")
 _GROUP_BY = re.compile("|".join(GROUP_BY))
@@ -101,14 +105,18 @@ def read_rotation(entry: Entry, known: Known) -> Rotation | None:
     )
     for person in members:
         _member(entry, "people", None, person, tenant, known)
-    shift = entry.duration("shift", 7 * 86_400.0)
+    twice = sorted({p for p in members if members.count(p) > 1})
+    if twice:
+        entry.bad("people", f"{twice[0]} is in people twice: list each once, in turn order")
+    shift = entry.duration("shift", 7 * 86_400.0, least=MIN_SHIFT_S)
     zone = entry.zone()
     handoff = moment(entry.data.get("handoff"), zone)
     if handoff is None:
         entry.bad(
             "handoff",
-            "handoff is required: when the first shift starts, in the "
-            'rotation\'s time_zone, e.g. handoff = "2026-11-30T08:00"',
+            f"handoff {'is not a date and time' if 'handoff' in entry.data else 'is required'}:"
+            " when the first shift starts (1970 to 2200), in the rotation's time_zone, e.g. "
+            'handoff = "2026-11-30T08:00"',
         )
     overrides = _overrides(entry, zone, tenant, known)
     if not entry.ok or handoff is None or shift is None:
@@ -225,7 +233,7 @@ def read_route(entry: Entry, known: Known) -> Route | None:
         tuple(k for k in KINDS if k in given) or KINDS,
         entry.duration("group_wait", 30.0, zero=True) or 0.0,
         group_by or ("tenant", "rule"),
-        entry.duration("repeat", None),
+        entry.duration("repeat", None, least=MIN_REPEAT_S),
         entry.boolean("resolved", True),
         entry.boolean("continue_matching", False),
         entry.header,

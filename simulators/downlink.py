@@ -12,7 +12,8 @@ What a device does, and why:
 - it never executes a command past its `expires` (by its own clock): it answers `expired`;
 - it applies a desired document only if its version is newer than the last it applied (an old
   retained copy arriving after a new one changes nothing), and reports what it applied on
-  `reported` with that version.
+  `reported` with that version; given an older version than it applied, it reports again what
+  it applied, so a moclo that lost its records continues above it.
 
 `DeviceDownlink` is that logic with no MQTT in it: it takes what arrived and the time, and
 returns what to publish. simulators/connections.py (one connection per device) and
@@ -274,8 +275,10 @@ class DeviceDownlink:
             self.counts["unreadable_desired"] += 1
             return []
         if document.version < self.desired_version:
-            self.counts["stale_desired"] += 1  # an old copy (a retained one, late)
-            return []
+            # An old copy (a retained one, late), or a moclo that lost its records and counts
+            # from less than this: the device says what it applied, so moclo goes above it.
+            self.counts["stale_desired"] += 1
+            return [] if self._reported is None else [(self._topic[REPORTED], self._reported)]
         if document.version == self.desired_version and self._reported is not None:
             return [(self._topic[REPORTED], self._reported)]  # asked again: the same report
         spec = self.device_type.desired

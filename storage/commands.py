@@ -12,7 +12,10 @@ to a field, so a stream of invented names adds no series.
 
 Fields: `id` (the command's id; a desired change's is `{device}-desired-{version}`), `issuer`
 (who asked: an account, or the person a serve account asked for), `account` (the MQTT account
-that asked), `reason`, `args`, `output`, `from`, `to`, `state` (JSON strings), `created`,
+that asked), `alert` and `trigger` (for what an automation did: the id of the alert whose
+change made it act, and that change, "near_home raised on car-1"), `request_id` (a desired
+change's: the id its asker gave the request), `reason`, `args`, `output`,
+`from`, `to`, `state` (JSON strings), `created`,
 `expires` and `device_ts` (ns), `version`; each point carries only the fields that apply.
 Time: when ingest handled the step, strictly increasing, so no two steps share a point.
 
@@ -40,7 +43,9 @@ Kind = Literal["command", "desired", "reported", "notice"]
 KINDS: tuple[Kind, ...] = ("command", "desired", "reported", "notice")
 _JSON_FIELDS = ("args", "output", "from", "to", "state")
 _INT_FIELDS = ("created", "expires", "device_ts", "version")
-_TEXT_FIELDS = ("id", "issuer", "account", "reason", "device", "raw_name")
+_TEXT_FIELDS = (
+    "id", "issuer", "account", "alert", "trigger", "request_id", "reason", "device", "raw_name"
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,9 @@ class CommandEvent:
     expires_ns: int | None = None
     device_ts_ns: int | None = None
     version: int | None = None
+    alert: str = ""  # an automation's: the alert whose change it acted on
+    trigger: str = ""  # and that change, "near_home raised on car-1"
+    request_id: str = ""  # a desired change's: the id its asker gave the request
     # Only for a refusal whose device or command name could not be checked (tagged _unknown).
     raw: dict[str, str] = field(default_factory=dict)
 
@@ -75,6 +83,9 @@ class CommandEvent:
             "id": self.id,
             "issuer": self.issuer,
             "account": self.account,
+            "alert": self.alert,
+            "trigger": self.trigger,
+            "request_id": self.request_id,
             "reason": self.reason,
             "args": self.args,
             "output": self.output,
@@ -141,6 +152,9 @@ class CommandEvent:
             expires_ns=number("expires"),
             device_ts_ns=number("device_ts"),
             version=number("version"),
+            alert=str(row.get("alert") or ""),
+            trigger=str(row.get("trigger") or ""),
+            request_id=str(row.get("request_id") or ""),
             raw={k: str(row[k]) for k in ("device", "raw_name") if row.get(k)},
         )
 
@@ -167,6 +181,9 @@ class CommandEvent:
             "expires_ns": self.expires_ns,
             "device_ts_ns": self.device_ts_ns,
             "version": self.version,
+            "alert": self.alert,
+            "trigger": self.trigger,
+            "request_id": self.request_id,
             **self.raw,
         }
         return {k: v for k, v in body.items() if v not in (None, "")}
@@ -196,6 +213,9 @@ class DesiredState:
     ts_ns: int
     issuer: str = ""
     confirmed_version: int = 0
+    alert: str = ""  # set by an automation: the alert whose change it acted on
+    trigger: str = ""
+    request_id: str = ""  # the asker's id of the request that made this version
 
 
 async def device_history(
@@ -234,13 +254,14 @@ async def command_life(
 async def first_steps_by_account(
     client: InfluxClient, tenant: str, account: str, *, since_ns: int
 ) -> list[CommandEvent]:
-    """The first step (`sent`) of each command and notice that `account` asked for in `tenant`
-    since `since_ns`, oldest first: what an automation did, whichever device it acted on."""
+    """The first step (`sent`) of each command, desired change and notice that `account` asked
+    for in `tenant` since `since_ns`, oldest first: what an automation did, whichever device it
+    acted on."""
     where = [
         f'"tenant" = {influxql_literal(tenant)}',
         f'"account" = {influxql_literal(account)}',
         "\"status\" = 'sent'",
-        "(\"kind\" = 'command' OR \"kind\" = 'notice')",
+        "(\"kind\" = 'command' OR \"kind\" = 'notice' OR \"kind\" = 'desired')",
         f"time >= {int(since_ns)}",
     ]
     query = f'SELECT * FROM "{COMMANDS_MEASUREMENT}" WHERE {" AND ".join(where)}'
@@ -278,7 +299,9 @@ async def desired_states(
         where += f' AND "device_id" = {influxql_literal(device_id)}'
     group = ' GROUP BY "tenant", "device_type", "device_id"'
     documents = await client.query(
-        f'SELECT last("version") AS "version", "state", "issuer" FROM "{COMMANDS_MEASUREMENT}" '
+        f'SELECT last("version") AS "version", "state", "issuer", "alert", "trigger", '
+        f'"request_id" '
+        f'FROM "{COMMANDS_MEASUREMENT}" '
         f"WHERE {where} AND \"status\" = 'sent'{group}"
     )
     confirmed = await client.query(
@@ -307,9 +330,33 @@ async def desired_states(
                     int(row["time"]),
                     str(row.get("issuer") or ""),
                     confirmed_by.get((tenant_, device_type, device_id), 0),
+                    str(row.get("alert") or ""),
+                    str(row.get("trigger") or ""),
+                    str(row.get("request_id") or ""),
                 )
             )
     return states
+
+
+async def reported_versions(
+    client: InfluxClient, *, tenant: str | None = None
+) -> dict[tuple[str, str], int]:
+    """The highest desired version each device reported applying, by (tenant, device id):
+    a version moclo must not give again, even if its own desired records are gone."""
+    where = "\"kind\" = 'reported'" + (
+        f' AND "tenant" = {influxql_literal(tenant)}' if tenant is not None else ""
+    )
+    result = await client.query(
+        f'SELECT max("version") AS "version" FROM "{COMMANDS_MEASUREMENT}" '
+        f'WHERE {where} GROUP BY "tenant", "device_id"'
+    )
+    versions: dict[tuple[str, str], int] = {}
+    for series in result:
+        for row in series.rows():
+            if row.get("version") is not None:
+                key = (series.tags.get("tenant", ""), series.tags.get("device_id", ""))
+                versions[key] = int(row["version"])
+    return versions
 
 
 def _address(tags: Mapping[str, str]) -> tuple[str, str, str]:

@@ -76,7 +76,8 @@ COMMANDS = Measurement(
     tags=(DEVICE_ID, DEVICE_TYPE, KIND, "name", "status", TENANT),
     fields=(
         "id", "issuer", "account", REASON, "args", "output", "from", "to", STATE, "created",
-        "expires", "device_ts", "version", "device", "raw_name",
+        "expires", "device_ts", "version", "device", "raw_name", "alert", "trigger",
+        "request_id",
     ),
 )  # fmt: skip
 # A notification's step: queued, held, sent, failed, escalated, …; see `notifications.py`.

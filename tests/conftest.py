@@ -10,16 +10,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from access.engine_auth import EngineAuth, serve_engine_auth
+from access.registry import Registry
 from access.tokens import Role, Tokens
 from core.settings import Settings
 from ingest.options import IngestOptions
 from ingest.service import Ingest
 from ingest.stats import IngestStats
+from moclo.cluster import RabbitCluster
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.helpers import Influx
 from tests.receivers import HttpReceiver, SmtpReceiver
@@ -39,6 +43,34 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]
     server.start()
     yield server
     server.stop()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The distributed engine's 3-node cluster, its logins from `registry` (topic prefix
+    `prefix`) answered by `auth`."""
+
+    registry: Registry
+    auth: EngineAuth
+    cluster: RabbitCluster
+    prefix: str
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One cluster for the whole session: its boot takes about 20 s. Tests keep apart by
+    registering their own tenant."""
+    directory = tmp_path_factory.mktemp("engine")
+    registry = Registry(directory / "registry.sqlite")
+    # Every question re-checks the registry, so a device added by a test logs in at once.
+    auth = EngineAuth(registry.path, prefix="moclo", check_every_s=0.0)
+    with serve_engine_auth(auth) as auth_url:
+        cluster = RabbitCluster(directory / "cluster", auth_url=auth_url)
+        try:
+            cluster.start()
+            yield Engine(registry, auth, cluster, auth.prefix)
+        finally:
+            cluster.stop()
 
 
 @pytest.fixture

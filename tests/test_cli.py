@@ -111,7 +111,7 @@ def test_help_loads_neither_the_simulators_nor_the_alert_machinery() -> None:
         "import sys, moclo.cli; moclo.cli.build_parser(); "
         "print(' '.join(m for m in ('simulators.run', 'moclo.alerts_cli', 'moclo.rules_cli', "
         "'ingest.alerts.rulesfile', 'ingest.service', 'aiomqtt', 'fastapi', 'uvicorn', "
-        "'query.series') if m in sys.modules))"
+        "'query.series', 'moclo.notify_cli', 'notify.file') if m in sys.modules))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True

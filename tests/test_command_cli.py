@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,30 @@ def test_bad_desired_fields_say_what_the_type_takes() -> None:
 # -- on the broker ---------------------------------------------------------------------------
 
 
+@contextmanager
+def closed_broker(registry: Registry, tmp_path: Path, prefix: str) -> Iterator[tuple[str, Peer]]:
+    """A Mosquitto with the registry's password and ACL files (as moclo configures it), its
+    URL, and what ingest's account would receive: a peer of an ingest account subscribed to
+    every tenant's command and desired-state requests."""
+    from access.broker import write_broker_auth
+    from moclo.stack import free_port
+
+    eye = registry.add_account("ingest", "ingest-eye")
+    auth = write_broker_auth(registry, tmp_path / "auth", prefix=prefix)
+    broker = MosquittoServer(
+        tmp_path / "mq", free_port(), password_file=auth.password_file, acl_file=auth.acl_file
+    )
+    broker.start()
+    ingest_eye = Peer(broker.port, "ingest-eye", (eye.username, eye.password))
+    try:
+        for level in (COMMAND_REQUESTS, DESIRED_REQUESTS):
+            assert ingest_eye.subscribe(f"{prefix}/+/{level}/#") == [1]
+        yield broker.url, ingest_eye
+    finally:
+        ingest_eye.close()
+        broker.stop()
+
+
 def _flags(settings: Settings) -> list[str]:
     return [
         "--mqtt-url",
@@ -246,7 +272,10 @@ def test_the_request_goes_under_the_asker_and_without_ingest_times_out_saying_so
     desired = DesiredRequest.model_validate_json(
         sent[request_topic(p, "home", DESIRED_REQUESTS, "owner")]
     )
-    assert desired == DesiredRequest(device="th-1", state={"setpoint_c": 19.0})
+    assert desired.request_id  # its own, echoed by command-status
+    assert desired == DesiredRequest(
+        device="th-1", state={"setpoint_c": 19.0}, request_id=desired.request_id
+    )
     # Nothing else: no by or role (believed only on serve's on-behalf topic), nothing to a device.
     assert set(sent) == {
         request_topic(p, "home", COMMAND_REQUESTS, "owner"),
@@ -283,24 +312,13 @@ def test_on_a_closed_broker_an_operator_asks_as_its_commands_login_and_an_app_ca
     """The broker as moclo configures it: `moclo command` logs in as `LOGIN~commands` and
     publishes under the account's name, where ingest's account reads it; an app's login has
     no `~commands` and is told so, and nothing of its reaches ingest."""
-    from access.broker import write_broker_auth
-    from moclo.stack import free_port
-
     registry = Registry(tmp_path / "closed.sqlite")
     owner = registry.add_account("operator", "owner", tenant="home")
     app = registry.add_account("app", "home-app", tenant="home")
-    eye = registry.add_account("ingest", "ingest-eye")
-    auth = write_broker_auth(registry, tmp_path / "auth", prefix=settings.topic_prefix)
-    broker = MosquittoServer(
-        tmp_path / "mq", free_port(), password_file=auth.password_file, acl_file=auth.acl_file
-    )
-    broker.start()
-    ingest_eye = Peer(broker.port, "ingest-eye", (eye.username, eye.password))
-    try:
-        p = settings.topic_prefix
-        assert ingest_eye.subscribe(f"{p}/+/command-requests/#") == [1]
+    p = settings.topic_prefix
+    with closed_broker(registry, tmp_path, p) as (url, ingest_eye):
         closed = [*_flags(settings)]
-        closed[1] = broker.url
+        closed[1] = url
         ask = ["command", "home", "car-1", "lock", "--type", "car", "--timeout", "1s", *closed]
         for login, expected in ((app, 1), (owner, 7)):  # the app first: nothing may arrive
             monkeypatch.setenv("MOCLO_MQTT_USERNAME", login.username)
@@ -313,9 +331,6 @@ def test_on_a_closed_broker_an_operator_asks_as_its_commands_login_and_an_app_ca
         topic = request_topic(p, "home", COMMAND_REQUESTS, "owner")
         wait_until(lambda: any(t == topic for t, _ in ingest_eye.messages), timeout_s=10)
         assert {t for t, _ in ingest_eye.take()} == {topic}  # the operator's, and only it
-    finally:
-        ingest_eye.close()
-        broker.stop()
 
 
 def test_a_command_whose_connection_is_taken_after_asking_says_its_id_not_to_ask_again(
@@ -328,44 +343,32 @@ def test_a_command_whose_connection_is_taken_after_asking_says_its_id_not_to_ask
     import subprocess
     import sys
 
-    from access.broker import write_broker_auth
-    from moclo.stack import free_port
-
     registry = Registry(tmp_path / "closed.sqlite")
     owner = registry.add_account("operator", "owner", tenant="home")
-    eye = registry.add_account("ingest", "ingest-eye")
-    auth = write_broker_auth(registry, tmp_path / "auth", prefix=settings.topic_prefix)
-    broker = MosquittoServer(
-        tmp_path / "mq", free_port(), password_file=auth.password_file, acl_file=auth.acl_file
-    )
-    broker.start()
-    ingest_eye = Peer(broker.port, "ingest-eye", (eye.username, eye.password))
     first: subprocess.Popen[str] | None = None
-    try:
-        p = settings.topic_prefix
-        assert ingest_eye.subscribe(f"{p}/+/command-requests/#") == [1]
+    with closed_broker(registry, tmp_path, settings.topic_prefix) as (url, ingest_eye):
         closed = [*_flags(settings)]
-        closed[1] = broker.url
+        closed[1] = url
         monkeypatch.setenv("MOCLO_MQTT_USERNAME", owner.username)
         monkeypatch.setenv("MOCLO_MQTT_PASSWORD", owner.password)
         ask = ["command", "home", "car-1", "--type", "car", *closed]
-        first = subprocess.Popen(
-            [sys.executable, "-m", "moclo.cli", *ask, "flash_lights", "--wait", "--timeout", "60s"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        asked = wait_until(ingest_eye.take, timeout_s=20, what="the first request")
-        first_id = orjson.loads(asked[0][1])["id"]
-        second = moclo(*ask, "lock", "--timeout", "1s")  # the same login, meanwhile
-        assert second.returncode == 7, second.stderr
-        _, err = first.communicate(timeout=30)
-        assert first.returncode == 7, err
-        assert first_id in err and "run the command again" not in err, err
-    finally:
-        if first is not None and first.poll() is None:
-            first.kill()
-            first.communicate()
-        ingest_eye.close()
-        broker.stop()
+        try:
+            first = subprocess.Popen(
+                [sys.executable, "-m", "moclo.cli", *ask, "flash_lights", "--wait", "--timeout",
+                 "60s"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            asked = wait_until(ingest_eye.take, timeout_s=20, what="the first request")
+            first_id = orjson.loads(asked[0][1])["id"]
+            second = moclo(*ask, "lock", "--timeout", "1s")  # the same login, meanwhile
+            assert second.returncode == 7, second.stderr
+            _, err = first.communicate(timeout=30)
+            assert first.returncode == 7, err
+            assert first_id in err and "run the command again" not in err, err
+        finally:
+            if first is not None and first.poll() is None:
+                first.kill()
+                first.communicate()
 
 
 def _desired_update(version: int, status: str, reason: str | None = None) -> CommandUpdate:
@@ -389,3 +392,7 @@ def test_desired_set_follows_its_own_change_not_an_earlier_one_confirmed_meanwhi
     assert nothing(_desired_update(3, "succeeded", "nothing to change: version 3 says so"))
     # Another account's change is never this one.
     assert not desired_follower("someone-else")(_desired_update(4, "sent"))
+    # With a request id, the echo decides: the same account's other request is not this one.
+    mine = desired_follower("owner", "req-b")
+    assert not mine(_desired_update(4, "sent").model_copy(update={"request_id": "req-a"}))
+    assert mine(_desired_update(5, "sent").model_copy(update={"request_id": "req-b"}))

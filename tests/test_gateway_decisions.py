@@ -277,3 +277,50 @@ def test_a_refused_desired_request_is_announced_whatever_the_length_of_the_devic
     [(command_id, status)] = statuses(out)
     assert status == "refused" and len(command_id) <= 64
     assert "less than or equal to 35" in orjson.loads(out.publications[0].payload)["reason"]
+
+
+def desired_versions(out: Outcome) -> list[int]:
+    """The versions of the desired documents sent to devices in `out`."""
+    return [
+        orjson.loads(p.payload)["version"] for p in out.publications if p.topic.endswith("/desired")
+    ]
+
+
+def test_a_report_beyond_the_versions_moclo_keeps_is_recorded_not_followed(
+    gateway: Gateway,
+) -> None:
+    def want(rate: int) -> Outcome:
+        body = {"device": "pm-1", "state": {"lower_rate_bpm": rate}, "by": "dr-ana",
+                "role": "clinician"}  # fmt: skip
+        return handle(gateway, "cardio/desired-requests/web/on-behalf", body)
+
+    def report(version: int) -> Outcome:
+        body = {"version": version, "state": {"lower_rate_bpm": 60}, "ts": 1_795_334_400}
+        return handle(gateway, "cardio/pacemaker/pm-1/reported", body)
+
+    assert report(7).lines and desired_versions(want(60)) == [8]  # above what it applied
+    beyond = report(2**62)  # a device's word, as large as InfluxDB stores
+    assert "version=4611686018427387904i" in beyond.lines[0]  # recorded as said
+    assert desired_versions(beyond) == []  # nothing sent above it
+    assert desired_versions(want(70)) == [9]
+
+
+def test_commands_get_in_a_burst_is_answered_now_and_once_when_the_window_ends(
+    gateway: Gateway, clock: Clock
+) -> None:
+    lock(gateway, "c1")
+    lock(gateway, "c2")
+    asks = [handle(gateway, "home/car/car-1/commands/get", b"") for _ in range(5)]
+    assert [len(to_device(out)) for out in asks] == [2, 0, 0, 0, 0]  # now, then held
+    clock.ns += 2 * 10**9
+    out = Outcome()
+    gateway.expire(out)
+    assert to_device(out) == []  # the window (3 s) has not ended
+    clock.ns += 1 * 10**9
+    gateway.expire(out)
+    assert len(to_device(out)) == 2  # the four held asks, answered once
+    out = Outcome()
+    gateway.expire(out)
+    assert to_device(out) == []  # and only once
+    clock.ns += 3 * 10**9
+    assert len(to_device(handle(gateway, "home/car/car-1/commands/get", b""))) == 2

@@ -220,11 +220,28 @@ BAD_CASES = {
         edit(PEOPLE + ROTATION, '"dr-visser"]', '"farmer"] # <-'),
         "farmer does not serve tenant cardiology",
     ),
+    "rotation-person-twice": (
+        edit(PEOPLE + ROTATION, '"dr-visser"]', '"dr-jansen"] # <-'),
+        "dr-jansen is in people twice",
+    ),
     "bad-shift": (edit(PEOPLE + ROTATION, '"7d"', '"a week" # <-'), "is not a duration"),
     "zero-shift": (edit(PEOPLE + ROTATION, '"7d"', '"0s" # <-'), "more than zero"),
+    "tiny-shift": (edit(PEOPLE + ROTATION, '"7d"', '"1ms" # <-'), "must be at least 1800 seconds"),
+    "far-off-handoff": (
+        edit(PEOPLE + ROTATION, '"2026-11-30T08:00"', '"0001-01-01T00:00" # <-'),
+        "handoff is not a date and time: when the first shift starts (1970 to 2200)",
+    ),
+    "no-handoff": (
+        edit(
+            edit(PEOPLE + ROTATION, 'handoff = "2026-11-30T08:00"', ""),
+            "[[rotations]]",
+            "[[rotations]] # <-",
+        ),
+        "handoff is required",
+    ),
     "bad-handoff": (
         edit(PEOPLE + ROTATION, '"2026-11-30T08:00"', '"next monday" # <-'),
-        "handoff is required",
+        "handoff is not a date and time",
     ),
     "override-unknown-person": (
         edit(PEOPLE + ROTATION, 'person = "dr-visser"', 'person = "dr-who"').replace(
@@ -264,6 +281,7 @@ BAD_CASES = {
         edit(ALL, '"1h"', '"0s" # <-'),
         "repeat: '0s': a duration must be more than zero",
     ),
+    "tiny-repeat": (edit(ALL, '"1h"', '"1s" # <-'), "repeat: must be at least 60 seconds"),
     "bad-group-by": (ALL + 'group_by = ["cow"] # <-', "group_by: 'cow' is not allowed"),
     "bad-kinds": (
         ALL + 'kinds = ["alerts"] # <-',

@@ -205,7 +205,7 @@ def test_a_desired_change_is_checked_against_the_types_settings(
         assert message.topic == f"{settings.topic_prefix}/home/desired-requests/serve/on-behalf"
         assert orjson.loads(message.payload) == {
             "device": "meter-1", "state": {"appliances": {"oven": "off"}}, "by": "ana",
-            "role": "operator",
+            "role": "operator", "request_id": good.json()["request_id"],
         }  # fmt: skip
         assert [m.topic.split("/")[2] for m in wanted.messages] == ["desired-requests"]
     finally:

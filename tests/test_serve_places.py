@@ -6,6 +6,7 @@ and the automation's action are answered to a token of its tenant and to nobody 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,10 +89,12 @@ def drive_home(settings: Settings) -> None:
     publish_all(settings.mqtt_url, [*messages, (other, orjson.dumps(CAR))])
 
 
-@pytest.fixture
-def drive(settings: Settings, tmp_path: Path) -> Iterator[Drive]:
-    """Ingest and serve with the rules and automations files; the drive home stored, the
-    light's answer to the automation's command recorded."""
+@contextmanager
+def with_places(
+    settings: Settings, tmp_path: Path
+) -> Iterator[tuple[Settings, RunningIngest, RunningServe, ScriptedDevice]]:
+    """Ingest and serve with the rules and automations files, and the porch light (a scripted
+    device) that the automation switches; no reading of the car yet."""
     (tmp_path / "rules.toml").write_text(RULES)
     (tmp_path / "automations.toml").write_text(AUTOMATIONS)
     registry_with(
@@ -112,13 +115,21 @@ def drive(settings: Settings, tmp_path: Path) -> Iterator[Drive]:
             RunningIngest(settings, IngestOptions(linger_s=0.02)) as ingest,
             RunningServe(settings) as serve,
         ):
-            drive_home(settings)
-            wait_until(lambda: ingest.stats.readings_stored >= TRACK + 1, what="the drive stored")
-            wait_until(lambda: light.commands, what="the automation's command at the light")
-            wait_until(lambda: _light_answered(serve), what="the light's answer recorded")
-            yield Drive(settings, serve, light)
+            yield settings, ingest, serve, light
     finally:
         light.disconnect()
+
+
+@pytest.fixture
+def drive(settings: Settings, tmp_path: Path) -> Iterator[Drive]:
+    """`with_places`, the drive home stored, the light's answer to the automation's command
+    recorded."""
+    with with_places(settings, tmp_path) as (settings, ingest, serve, light):
+        drive_home(settings)
+        wait_until(lambda: ingest.stats.readings_stored >= TRACK + 1, what="the drive stored")
+        wait_until(lambda: light.commands, what="the automation's command at the light")
+        wait_until(lambda: _light_answered(serve), what="the light's answer recorded")
+        yield Drive(settings, serve, light)
 
 
 def _light_answered(serve: RunningServe) -> bool:

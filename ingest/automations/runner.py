@@ -29,8 +29,10 @@ from ingest.automations.file import (
 )
 from ingest.downlink.askers import Asker
 from ingest.downlink.base import GatewayBase
+from ingest.downlink.desired import submit_desired
+from ingest.downlink.ledger import Cause
 from ingest.downlink.outcome import Outcome, stamp, to_wire
-from ingest.downlink.requests import submit_command, submit_desired
+from ingest.downlink.requests import submit_command
 from storage.alert_record import Alert
 from storage.commands import CommandEvent
 
@@ -77,17 +79,23 @@ def act(automation: Automation, alert: Alert, gateway: GatewayBase, out: Outcome
     asker = Asker(f"automation {automation.name}", ACCOUNT, ROLE)
     action = automation.action
     tenant = alert.tenant
+    cause = cause_of(alert)
     if isinstance(action, CommandAction):
         request = CommandRequest(
             id=action_id(automation, alert), device=action.device, name=action.name,
             args=action.args,
         )  # fmt: skip
-        submit_command(gateway, tenant, request, lambda: asker, ACCOUNT, out)
+        submit_command(gateway, tenant, request, lambda: asker, ACCOUNT, out, cause=cause)
     elif isinstance(action, DesiredAction):
         desired = DesiredRequest(device=action.device, state=action.state)
-        submit_desired(gateway, tenant, desired, lambda: asker, ACCOUNT, out)
+        submit_desired(gateway, tenant, desired, lambda: asker, ACCOUNT, out, cause)
     else:
         notify(automation, action, alert, gateway, out)
+
+
+def cause_of(alert: Alert) -> Cause:
+    """What an automation's record says it acted on: the alert, and its change."""
+    return Cause(alert.alert_id, f"{alert.rule} {alert.state} on {alert.device_id}")
 
 
 def notify(
@@ -106,7 +114,7 @@ def notify(
     event = CommandEvent(
         alert.tenant, alert.device_type, alert.device_id, "notice", automation.name, "sent",
         action_id(automation, alert), now, f"automation {automation.name}", ACCOUNT,
-        reason=message,
+        reason=message, alert=alert.alert_id, trigger=cause_of(alert).trigger,
     )  # fmt: skip
     out.lines.append(event.to_line())
     notice = Notice(

@@ -25,6 +25,7 @@ from devices.topics import (
 from devices.types import DeviceType
 from ingest.announce import Publication
 from ingest.decode import INVALID_TAG, UNKNOWN_TYPE_TAG, Rejection, RejectReason
+from ingest.downlink.asked_again import AskedAgain
 from ingest.downlink.directory import Directory
 from ingest.downlink.ledger import Desired, Entry, Ledger
 from ingest.downlink.outcome import (
@@ -40,6 +41,11 @@ from storage.commands import CommandEvent, CommandState, DesiredState
 
 log = logging.getLogger("moclo.ingest.downlink")
 
+# A device's `commands/get` is answered at once, then at most once per this many seconds
+# (ingest/downlink/asked_again.py): a device that asks often gets its pending commands once
+# a window, not once an ask.
+COMMANDS_GET_EVERY_S = 3.0
+
 
 class GatewayBase:
     """The gateway's state (the ledger, the registry's view, the clock) and the steps its
@@ -53,6 +59,7 @@ class GatewayBase:
         catalogue: Mapping[str, DeviceType] = DEVICE_TYPES,
         clock: Callable[[], int] = time.time_ns,
         desired_grace_s: float = 600.0,
+        commands_get_every_s: float = COMMANDS_GET_EVERY_S,
     ) -> None:
         self.prefix = prefix
         self.directory = directory
@@ -60,10 +67,16 @@ class GatewayBase:
         self.clock = clock
         self.ledger = Ledger()
         self.unapplied = Unapplied(desired_grace_s)
+        self.asked_again = AskedAgain(int(commands_get_every_s * 1e9))
         self._last_ns = 0
 
-    def restore(self, commands: list[CommandState], desired: list[DesiredState]) -> None:
-        self.ledger.restore(commands, desired)
+    def restore(
+        self,
+        commands: list[CommandState],
+        desired: list[DesiredState],
+        reported: dict[tuple[str, str], int] | None = None,
+    ) -> None:
+        self.ledger.restore(commands, desired, reported)
         for d in desired:
             kept = self.ledger.desired.get((d.tenant, d.device_id))
             if kept is None or kept.device_type != d.device_type:
@@ -79,9 +92,25 @@ class GatewayBase:
                         f"expired ({format_us(entry.expires_ns)})", out)  # fmt: skip
         self.ledger.forget_old(now)
         out.alerts += self.unapplied.due(now)
+        for tenant, device_type, device_id in self.asked_again.due(now):
+            self.send_pending(tenant, device_type, device_id, out)
 
     def next_expiry_ns(self) -> int | None:
-        return self.ledger.next_expiry_ns()
+        """When `expire` next has something to do: an expiry, or a held `commands/get`."""
+        due = [self.ledger.next_expiry_ns(), self.asked_again.next_due_ns()]
+        return min((d for d in due if d is not None), default=None)
+
+    def send_pending(self, tenant: str, device_type: str, device_id: str, out: Outcome) -> None:
+        """Every pending command of the device, sent again (its answer to `commands/get`); one
+        past its expiry is settled as expired instead (the sweep would do it within a second)."""
+        now = self.clock()
+        for entry in self.ledger.pending_of(tenant, device_id):
+            if entry.device_type != device_type:
+                continue
+            if entry.expires_ns <= now:
+                self.settle(entry, "expired", "no final answer before the command expired", out)
+            else:
+                self.send_command(entry, out)
 
     # -- what the handlers share -------------------------------------------------------------
 
@@ -110,6 +139,8 @@ class GatewayBase:
         self.announce(entry, out)
 
     def event(self, entry: Entry, status: str, **fields: Any) -> CommandEvent:
+        if entry.cause is not None:
+            fields.update(alert=entry.cause.alert, trigger=entry.cause.trigger)
         return CommandEvent(
             tenant=entry.tenant,
             device_type=entry.device_type,
@@ -136,6 +167,8 @@ class GatewayBase:
                 reason=reason if reason is not None else entry.reason or None,
                 output=entry.output,
                 issuer=entry.issuer,
+                alert=entry.cause.alert if entry.cause else None,
+                trigger=entry.cause.trigger if entry.cause else None,
                 ts=stamp(self.clock()),
             ),
             out,

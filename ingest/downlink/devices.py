@@ -6,6 +6,8 @@ own), so a device can answer only commands sent to itself.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 from pydantic import ValidationError
 
@@ -20,9 +22,9 @@ from devices.topics import (
 )
 from ingest.decode import RejectReason, describe_validation_error
 from ingest.downlink.base import GatewayBase
-from ingest.downlink.ledger import Desired
+from ingest.downlink.desired import announce_desired, send_version
+from ingest.downlink.ledger import MAX_VERSION, Desired
 from ingest.downlink.outcome import Incoming, Outcome
-from ingest.downlink.requests import announce_desired
 from storage.commands import CommandEvent
 
 
@@ -41,7 +43,9 @@ def device_message(gateway: GatewayBase, message: Incoming, out: Outcome) -> Non
     if level == COMMAND_RESULTS:
         _result(gateway, address, message, out)
     elif level == COMMANDS_GET:
-        _commands_again(gateway, address, out)
+        key = (address.tenant, address.device_type, address.device_id)
+        if gateway.asked_again.ask(key, gateway.clock()):  # else answered when its window ends
+            gateway.send_pending(*key, out)
     elif level == DESIRED_GET:
         desired = gateway.ledger.desired.get((address.tenant, address.device_id))
         if desired is None or desired.device_type != address.device_type:
@@ -51,19 +55,6 @@ def device_message(gateway: GatewayBase, message: Incoming, out: Outcome) -> Non
         gateway.send_desired(address.tenant, address.device_id, desired, out)
     else:
         _reported(gateway, address, message, out)
-
-
-def _commands_again(gateway: GatewayBase, address: DeviceAddress, out: Outcome) -> None:
-    """Every pending command of the device, sent again; one past its expiry is settled as
-    expired instead (the expiry sweep would do it within a second anyway)."""
-    now = gateway.clock()
-    for entry in gateway.ledger.pending_of(address.tenant, address.device_id):
-        if entry.device_type != address.device_type:
-            continue
-        if entry.expires_ns <= now:
-            gateway.settle(entry, "expired", "no final answer before the command expired", out)
-        else:
-            gateway.send_command(entry, out)
 
 
 def _result(gateway: GatewayBase, address: DeviceAddress, message: Incoming, out: Outcome) -> None:
@@ -128,6 +119,26 @@ def _bad_result(
         gateway.announce(entry, out, reason=f"the device answered something unreadable: {error}")
 
 
+def _send_above(
+    gateway: GatewayBase,
+    tenant: str,
+    device_id: str,
+    desired: Desired,
+    applied: int,
+    out: Outcome,
+) -> None:
+    """The device applied a version above the document it was sent, which it will therefore
+    ignore (moclo's records of its versions were lost): the same document again, as the
+    version after the device's, still the change of whoever made it."""
+    reason = (
+        f"sent again as version {applied + 1}: the device reported version {applied}, newer "
+        f"than moclo's {desired.version} (moclo's record of its versions was lost)"
+    )
+    again = replace(desired, version=gateway.ledger.next_version(tenant, device_id),
+                    ts_ns=gateway.stamp())  # fmt: skip
+    send_version(gateway, tenant, device_id, again, out, reason=reason)
+
+
 def _reported(
     gateway: GatewayBase, address: DeviceAddress, message: Incoming, out: Outcome
 ) -> None:
@@ -146,12 +157,15 @@ def _reported(
         state=reported.state, version=reported.version, device_ts_ns=reported.ts,
     )  # fmt: skip
     out.lines.append(event.to_line())
+    followed = reported.version <= MAX_VERSION  # a version beyond it is recorded, not followed
+    if followed:
+        gateway.ledger.know_version(tenant, device_id, reported.version)
     desired = gateway.ledger.desired.get((tenant, device_id))
-    if (
-        desired is not None
-        and desired.device_type == address.device_type
-        and desired.confirmed < desired.version <= reported.version
-    ):
+    if desired is None or desired.device_type != address.device_type:
+        pass  # nothing wanted of this device: its version is noted, the next goes above it
+    elif desired.confirmed < desired.version < reported.version and followed:
+        _send_above(gateway, tenant, device_id, desired, reported.version, out)
+    elif desired.confirmed < desired.version == reported.version:
         desired.confirmed = desired.version
         done = CommandEvent(
             tenant, desired.device_type, device_id, "desired", "desired", "succeeded",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from devices.topics import COMMAND_REQUESTS, DESIRED_REQUESTS
-from ingest.downlink import devices, requests
+from ingest.downlink import desired, devices, requests
 from ingest.downlink.base import GatewayBase
 from ingest.downlink.outcome import MAX_PAYLOAD_BYTES, Incoming, Outcome
 
@@ -53,6 +53,6 @@ class Gateway(GatewayBase):
         if len(parts) >= 2 and parts[1] == COMMAND_REQUESTS:
             requests.command_request(self, parts[0], message, out)
         elif len(parts) >= 2 and parts[1] == DESIRED_REQUESTS:
-            requests.desired_request(self, parts[0], message, out)
+            desired.desired_request(self, parts[0], message, out)
         else:
             devices.device_message(self, message, out)

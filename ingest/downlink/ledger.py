@@ -1,6 +1,8 @@
 """What the gateway remembers between messages: every recent command by its id, the pending ones
 by device and by expiry, and each device's desired document. Restored from `moclo_commands`
-when ingest starts, so a restart forgets no pending command, no id and no desired state.
+when ingest starts, so a restart forgets no pending command, no id and no desired state, and
+no desired version: a device's reports count as well as the documents, so versions never repeat
+even when the documents' records were lost (retention, a new database).
 
 Command ids are remembered per tenant for a week (the longest expiry) and at most
 `MAX_REMEMBERED` of them: the same id asked for again within that time is the same command.
@@ -17,6 +19,10 @@ from devices.commands import FINAL_STATUSES, MAX_EXPIRY_S
 from storage.commands import CommandState, DesiredState
 
 MAX_REMEMBERED = 200_000
+# A reported version above this is recorded but not followed: the next version stays an exact
+# integer in JavaScript (the dashboard) and within InfluxDB's 64-bit integers, whatever a
+# device says (ReportedDocument allows up to 2**63 - 1).
+MAX_VERSION = 2**53 - 1
 REMEMBER_NS = int(MAX_EXPIRY_S * 1e9)
 
 
@@ -37,10 +43,19 @@ class Entry:
     status: str = "sent"
     reason: str = ""
     output: dict[str, Any] | None = None
+    cause: Cause | None = None  # an automation's: the alert change it acted on
 
     @property
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """Why an automation acted: the alert's id, and its change ("near_home raised on car-1")."""
+
+    alert: str
+    trigger: str
 
 
 @dataclass(slots=True)
@@ -53,6 +68,8 @@ class Desired:
     ts_ns: int
     issuer: str = ""
     confirmed: int = 0
+    cause: Cause | None = None  # set by an automation: the alert change it acted on
+    request_id: str = ""  # the asker's id of the request that made this version
 
 
 @dataclass(slots=True)
@@ -61,6 +78,16 @@ class Ledger:
     pending: dict[tuple[str, str], dict[str, Entry]] = field(default_factory=dict)
     expiries: list[tuple[int, str, str]] = field(default_factory=list)  # (ns, tenant, id)
     desired: dict[tuple[str, str], Desired] = field(default_factory=dict)  # (tenant, device)
+    # The highest desired version known of each device from any source (a document, a report):
+    # the next version goes above it, so a device never gets a number it applied before.
+    versions: dict[tuple[str, str], int] = field(default_factory=dict)  # (tenant, device)
+
+    def know_version(self, tenant: str, device_id: str, version: int) -> None:
+        if version > self.versions.get((tenant, device_id), 0):
+            self.versions[(tenant, device_id)] = version
+
+    def next_version(self, tenant: str, device_id: str) -> int:
+        return self.versions.get((tenant, device_id), 0) + 1
 
     def add(self, entry: Entry) -> None:
         self.commands[(entry.tenant, entry.id)] = entry
@@ -112,8 +139,16 @@ class Ledger:
             else:
                 return
 
-    def restore(self, commands: list[CommandState], desired: list[DesiredState]) -> None:
-        """Takes what `storage/commands.py` read back (commands oldest first)."""
+    def restore(
+        self,
+        commands: list[CommandState],
+        desired: list[DesiredState],
+        reported: dict[tuple[str, str], int] | None = None,
+    ) -> None:
+        """Takes what `storage/commands.py` read back (commands oldest first; `reported`: the
+        highest version each device reported, by (tenant, device id))."""
+        for (tenant, device_id), version in (reported or {}).items():
+            self.know_version(tenant, device_id, version)
         for state in sorted(commands, key=lambda s: s.sent.created_ns or s.sent.ts_ns):
             sent, last = state.sent, state.last
             self.add(
@@ -132,11 +167,15 @@ class Ledger:
             )
             entry = self.commands[(sent.tenant, sent.id)]
             entry.output = last.output
+            entry.cause = Cause(sent.alert, sent.trigger) if sent.alert else None
             self.settle(entry, last.status, last.reason)
         for d in desired:
+            self.know_version(d.tenant, d.device_id, d.version)
             known = self.desired.get((d.tenant, d.device_id))
             if known is not None and known.ts_ns > d.ts_ns:
                 continue  # an id re-registered as another type: the newest device's
+            cause = Cause(d.alert, d.trigger) if d.alert else None
             self.desired[(d.tenant, d.device_id)] = Desired(
-                d.device_type, d.version, d.state, d.ts_ns, d.issuer, d.confirmed_version
-            )
+                d.device_type, d.version, d.state, d.ts_ns, d.issuer, d.confirmed_version, cause,
+                d.request_id,
+            )  # fmt: skip

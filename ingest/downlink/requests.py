@@ -1,5 +1,6 @@
-"""A person's requests: a command (`command-requests`) or a change of desired state
-(`desired-requests`), checked in this order before anything reaches a device:
+"""A person's requests: a command (`command-requests`) here, or a change of desired state
+(`desired-requests`, ingest/downlink/desired.py), checked in this order before anything
+reaches a device:
 
 1. who asks: the account the topic names, its role and tenant from the registry; on a serve
    account's `/on-behalf` topic, the person (`by`) and role serve signed in;
@@ -27,12 +28,9 @@ from devices.commands import (
     COMMAND_ID,
     CommandRequest,
     CommandUpdate,
-    DesiredRequest,
-    desired_command_id,
 )
 from devices.topics import (
     COMMAND_REQUESTS,
-    DESIRED_REQUESTS,
     TopicError,
     check_identifier,
     is_identifier,
@@ -41,7 +39,7 @@ from devices.topics import (
 from ingest.decode import RejectReason, describe_validation_error
 from ingest.downlink.askers import Asker, Refusal, check_clearance, device_of, who_asks
 from ingest.downlink.base import GatewayBase
-from ingest.downlink.ledger import Desired, Entry
+from ingest.downlink.ledger import Cause, Entry
 from ingest.downlink.outcome import REQUEST_TAG, Incoming, Outcome, loads_object, stamp
 from storage.commands import UNKNOWN_TAG, CommandEvent, Kind
 
@@ -58,7 +56,7 @@ def command_request(gateway: GatewayBase, tenant: str, message: Incoming, out: O
         raw = loads_object(message.payload)
         body = CommandRequest.model_validate(raw)
     except (TopicError, ValueError) as exc:
-        error = _unreadable(exc, 'a command request is {"id", "device", "name", "args"}')
+        error = unreadable(exc, 'a command request is {"id", "device", "name", "args"}')
         gateway.reject(RejectReason.BAD_COMMAND_REQUEST, tenant, REQUEST_TAG, message, error, out)
         if raw is not None:
             _refuse_unreadable(gateway, tenant, raw, error, out)
@@ -82,10 +80,11 @@ def submit_command(
     account: str,
     out: Outcome,
     message: Incoming | None = None,
+    cause: Cause | None = None,
 ) -> None:
     """Checks a readable command request and sends it, or refuses it saying why; `asking`
     says who asks (Refusal if nobody may), `message` is the request as it came, if it came
-    over MQTT (an automation's does not)."""
+    over MQTT (an automation's does not, and has the alert change it acts on, `cause`)."""
     command_id = body.id or uuid.uuid4().hex
     known = gateway.ledger.get(tenant, command_id)
     if known is not None:
@@ -117,7 +116,7 @@ def submit_command(
     expiry_s = body.expires_in_s if body.expires_in_s is not None else spec.expiry_s
     entry = Entry(
         tenant, device_type, body.device, command_id, spec.name, args, asker.issuer,
-        asker.account, created, created + int(expiry_s * 1e9),
+        asker.account, created, created + int(expiry_s * 1e9), cause=cause,
     )  # fmt: skip
     gateway.ledger.add(entry)
     event = gateway.event(
@@ -127,136 +126,6 @@ def submit_command(
     out.lines.append(event.to_line())
     gateway.send_command(entry, out)
     gateway.announce(entry, out)
-
-
-def desired_request(gateway: GatewayBase, tenant: str, message: Incoming, out: Outcome) -> None:
-    raw: dict[str, Any] | None = None
-    try:
-        check_identifier("tenant", tenant)
-        account, on_behalf = parse_requester(
-            gateway.prefix, tenant, DESIRED_REQUESTS, message.topic
-        )
-        raw = loads_object(message.payload)
-        body = DesiredRequest.model_validate(raw)
-    except (TopicError, ValueError) as exc:
-        error = _unreadable(exc, 'a desired-state request is {"device", "state": {...}}')
-        gateway.reject(RejectReason.BAD_DESIRED_REQUEST, tenant, REQUEST_TAG, message, error, out)
-        return
-    submit_desired(
-        gateway,
-        tenant,
-        body,
-        lambda: who_asks(gateway, tenant, account, on_behalf, body.by, body.role),
-        account,
-        out,
-    )
-
-
-def submit_desired(
-    gateway: GatewayBase,
-    tenant: str,
-    body: DesiredRequest,
-    asking: Callable[[], Asker],
-    account: str,
-    out: Outcome,
-) -> None:
-    """Checks a readable desired-state request and sends the new document, or refuses it
-    saying why; `asking` says who asks (Refusal if nobody may)."""
-    current = gateway.ledger.desired.get((tenant, body.device))
-    asker: Asker | None = None
-    device_type: str | None = None
-    try:
-        asker = asking()
-        device_type = device_of(gateway, tenant, body.device)
-        spec = gateway.catalogue[device_type].desired
-        if spec is None:
-            raise Refusal(f"a {device_type} has no desired state; send it commands instead")
-        check_clearance(spec.clearance, asker, f"the desired state of a {device_type}", tenant)
-        if current is not None and current.device_type != device_type:
-            # The id now names a device of another type: its settings start afresh, and the
-            # versions go on (a device never gets a version it may have applied before).
-            current = Desired(device_type, current.version, {}, 0, current.issuer, current.version)
-        if not body.state:
-            raise Refusal("state is empty: name at least one setting to change")
-        try:
-            checked = spec.state.model_validate(body.state).model_dump(mode="json")
-        except ValidationError as exc:
-            raise Refusal(f"desired state: {describe_validation_error(exc)}") from None
-        if current is None and all(checked[name] is None for name in body.state):
-            raise Refusal("nothing to set: every field is null, and no desired state was set")
-    except Refusal as refusal:
-        suffix = f"-desired-refused-{gateway.clock() // 1_000_000}"  # an id is 64 at most
-        refused_id = body.device[: 64 - len(suffix)] + suffix
-        refuse(
-            gateway, tenant, "desired", refused_id, body.device, device_type, "desired",
-            str(refusal), asker, account, out, args=body.state,
-        )  # fmt: skip
-        return
-    changes = {name: checked[name] for name in body.state}
-    before = current or Desired(device_type, 0, {}, 0)
-    state = {k: v for k, v in {**before.state, **changes}.items() if v is not None}
-    if state == before.state and current is not None:
-        # Nothing new: the asker hears that the current version already says so. Not applied
-        # yet, it is sent again (as a command asked again is): the request may be coming again
-        # because a crash came between recording it and sending it.
-        reason = f"nothing to change: version {current.version} (by {current.issuer}) says so"
-        announce_desired(gateway, tenant, body.device, current, out, asker.issuer, reason)
-        if current.confirmed < current.version:
-            gateway.send_desired(tenant, body.device, current, out)
-        return
-    _new_version(gateway, tenant, body.device, before, changes, state, asker, out)
-
-
-def _new_version(
-    gateway: GatewayBase,
-    tenant: str,
-    device_id: str,
-    before: Desired,
-    changes: dict[str, Any],
-    state: dict[str, Any],
-    asker: Asker,
-    out: Outcome,
-) -> None:
-    """Records the next version of a device's desired state (who, from what, to what), then
-    sends the whole document and announces it."""
-    now = gateway.stamp()
-    device_type = before.device_type
-    desired = Desired(device_type, before.version + 1, state, now, asker.issuer, before.confirmed)
-    gateway.ledger.desired[(tenant, device_id)] = desired
-    event = CommandEvent(
-        tenant, device_type, device_id, "desired", "desired", "sent",
-        desired_command_id(device_id, desired.version), now, asker.issuer, asker.account,
-        from_state={name: before.state.get(name) for name in changes}, to_state=changes,
-        state=state, version=desired.version,
-    )  # fmt: skip
-    out.lines.append(event.to_line())
-    gateway.unapplied.sent(tenant, device_type, device_id, desired.version, now)
-    gateway.send_desired(tenant, device_id, desired, out)
-    announce_desired(gateway, tenant, device_id, desired, out)
-
-
-def announce_desired(
-    gateway: GatewayBase,
-    tenant: str,
-    device_id: str,
-    desired: Desired,
-    out: Outcome,
-    issuer: str | None = None,
-    reason: str | None = None,
-) -> None:
-    """`sent`, or `succeeded` once the device reported that version (or a later one); for
-    `issuer` (who asked, if not who set that version), with `reason`."""
-    update = CommandUpdate(
-        id=desired_command_id(device_id, desired.version),
-        device=device_id,
-        device_type=desired.device_type,
-        name="desired",
-        status="succeeded" if desired.confirmed >= desired.version else "sent",
-        reason=reason,
-        issuer=issuer or desired.issuer,
-        ts=stamp(gateway.clock()),
-    )
-    gateway.publish_update(tenant, update, out)
 
 
 def refuse(
@@ -273,6 +142,7 @@ def refuse(
     out: Outcome,
     *,
     args: dict[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> None:
     """Records a refusal and announces it on the device's command-status topic. What was not
     checked (a device that is not registered, a command the type lacks) is tagged `_unknown`
@@ -289,6 +159,7 @@ def refuse(
         tenant, device_type or UNKNOWN_TAG, device_id if device_type else UNKNOWN_TAG, kind,
         name if known_name else UNKNOWN_TAG, "refused", command_id, gateway.stamp(),
         asker.issuer if asker else account, account, reason, args=args, raw=raw,
+        request_id=request_id or "",
     )  # fmt: skip
     out.lines.append(event.to_line())
     if is_identifier(device_id) and COMMAND_ID.fullmatch(command_id):
@@ -300,6 +171,7 @@ def refuse(
             status="refused",
             reason=reason,
             issuer=event.issuer,
+            request_id=request_id,
             ts=stamp(gateway.clock()),
         )
         gateway.publish_update(tenant, update, out)
@@ -379,7 +251,7 @@ def _refuse_unreadable(
     )  # fmt: skip
 
 
-def _unreadable(exc: Exception, shape: str) -> str:
+def unreadable(exc: Exception, shape: str) -> str:
     if isinstance(exc, ValidationError):
         return f"{shape}: {describe_validation_error(exc)}"
     if isinstance(exc, TopicError):

@@ -20,7 +20,7 @@ from ingest.announce import Publication, Publisher
 from ingest.downlink.directory import Directory
 from ingest.downlink.gateway import Gateway
 from ingest.downlink.outcome import Outcome
-from storage.commands import command_states, desired_states
+from storage.commands import command_states, desired_states, reported_versions
 from storage.influx import InfluxClient, InfluxError
 
 log = logging.getLogger("moclo.ingest.downlink")
@@ -46,16 +46,19 @@ class Downlink:
         self._next_look_ns = 0
 
     async def restore(self, client: InfluxClient) -> None:
-        """Reads the registry, and the commands of the last week and every desired document
-        back from `moclo_commands`, before the first request is taken."""
+        """Reads the registry, and the commands of the last week, every desired document and
+        the highest version each device reported back from `moclo_commands`, before the first
+        request is taken."""
         await asyncio.to_thread(self.directory.refresh)
         since = self.gateway.clock() - int(MAX_EXPIRY_S * 1e9)
         tenants = self.settings.tenants or (None,)
         commands, desired = [], []
+        reported: dict[tuple[str, str], int] = {}
         try:
             for tenant in tenants:
                 commands += await command_states(client, since_ns=since, tenant=tenant)
                 desired += await desired_states(client, tenant=tenant)
+                reported |= await reported_versions(client, tenant=tenant)
         except InfluxError as exc:
             # As the alert state does: start rather than stop the readings for it.
             log.warning(
@@ -64,14 +67,16 @@ class Downlink:
                 exc,
             )
             return
-        self.gateway.restore(commands, desired)
+        self.gateway.restore(commands, desired, reported)
         pending = sum(len(p) for p in self.gateway.ledger.pending.values())
-        if commands or desired:
+        if commands or desired or reported:
             log.info(
-                "commands: %d pending of %d from the last week, %d desired states restored",
+                "commands: %d pending of %d from the last week, %d desired states and %d "
+                "devices' reported versions restored",
                 pending,
                 len(commands),
                 len(desired),
+                len(reported),
             )
 
     async def start(self) -> None:

@@ -7,7 +7,8 @@ acted on and its status now. The dashboard's map labels an alert's marker with i
 An action is tied to its alert exactly, not by time: the id of what an automation does is made
 from its name and the alert's id and state (`ingest/automations/runner.py` `action_key`), so a
 stored id is matched against the ids this device's episodes would give. A desired-state change
-carries no such id (its id is the device's version), so it is not listed here.
+(whose id is the device's version) is matched by the alert id its record carries (`alert`,
+with the change in `trigger`), as are the commands and notices recorded since they carry it.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ class AutomationAction(BaseModel):
     rule: str
     on: Literal["raised", "resolved"] = Field(description="the alert change that triggered it")
     automation: str
-    kind: Literal["command", "notice"]
+    kind: Literal["command", "desired", "notice"]
     id: str = Field(description="the command's (or notice's) id")
     device_id: str = Field(description="the device acted on (a notice's: the alert's device)")
-    name: str = Field(description="the command's name; a notice's: the automation's")
+    name: str = Field(
+        description="the command's name; `desired` for a desired change; a notice's: the "
+        "automation's"
+    )
     status: str = Field(description="the latest step's")
     ts: str = Field(description="when the automation asked (RFC 3339)")
 
@@ -91,14 +95,25 @@ async def automation_actions(
 def _matches(
     asked: list[CommandEvent], episodes: list[Episode]
 ) -> list[tuple[CommandEvent, Episode, Literal["raised", "resolved"]]]:
-    """Each step whose id is what its automation would give one of these episodes' changes."""
+    """Each step whose id is what its automation would give one of these episodes' changes, or
+    whose record names one of these episodes' alerts (a desired change)."""
     triggers = {
         action_key(name, episode.alert_id, on): (episode, on)
         for name in {s.issuer.removeprefix(ISSUER) for s in asked if s.issuer.startswith(ISSUER)}
         for episode in episodes
         for on in TRIGGERS
     }
-    return [(step, *triggers[step.id]) for step in asked if step.id in triggers]
+    by_alert = {episode.alert_id: episode for episode in episodes}
+    found: list[tuple[CommandEvent, Episode, Literal["raised", "resolved"]]] = []
+    for step in asked:
+        if step.id in triggers:
+            found.append((step, *triggers[step.id]))
+        elif step.kind == "desired" and step.alert in by_alert:
+            on: Literal["raised", "resolved"] = (
+                "resolved" if " resolved on " in step.trigger else "raised"
+            )
+            found.append((step, by_alert[step.alert], on))
+    return found
 
 
 def _action(
@@ -109,7 +124,11 @@ def _action(
         rule=episode.rule,
         on=on,
         automation=step.issuer.removeprefix(ISSUER),
-        kind="notice" if step.kind == "notice" else "command",
+        kind="notice"
+        if step.kind == "notice"
+        else "desired"
+        if step.kind == "desired"
+        else "command",
         id=step.id,
         device_id=step.device_id,
         name=step.name,

@@ -6,7 +6,9 @@ asks ingest, the gateway, for a person):
 - `POST /api/devices/{tenant}/{device_id}/commands` `{"name", "args"?, "id"?, "expires_in_s"?}`:
   asks for a command; 202 with its id, or with `?wait=S` its outcome;
 - `PUT /api/devices/{tenant}/{device_id}/desired` `{"state": {...}}`: changes the settings it
-  names in the device's desired state (the others are kept); `?wait=S` as for commands.
+  names in the device's desired state (the others are kept); 202 with its `request_id`, which
+  every command-status update about it echoes (its version's id is ingest's to give), or with
+  `?wait=S` as for commands.
 
 | answer | when |
 |---|---|
@@ -95,7 +97,15 @@ class Outcome(BaseModel):
     """A command's status: `requested` (asked, nothing heard yet), or as ingest announced it."""
 
     model_config = {"extra": "allow"}
-    id: str
+    id: str | None = Field(
+        default=None,
+        description="the command's id; a desired change's version (`{device}-desired-{version}`) "
+        "once ingest announced it (absent from a desired change's first 202)",
+    )
+    request_id: str | None = Field(
+        default=None,
+        description="a desired change's request, echoed by every update about it",
+    )
     status: str
 
 
@@ -221,9 +231,14 @@ async def change_desired(
     if why_not is not None:
         raise Forbidden(why_not)
     checked_desired(device_type, spec, change.state)
-    request = DesiredRequest(device=device_id, state=change.state, by=who.name, role=who.role)
+    # The version's id is ingest's to give; the request's id is ours, and every update about
+    # this request echoes it, so two changes asked at once by one person are told apart.
+    request_id = new_command_id()
+    request = DesiredRequest(
+        device=device_id, state=change.state, request_id=request_id, by=who.name, role=who.role
+    )
     topic = asker.topic(tenant, DESIRED_REQUESTS)
-    asked = {"id": f"{device_id}-desired", "tenant": tenant, "device": device_id, "name": "desired"}
+    asked = {"request_id": request_id, "tenant": tenant, "device": device_id, "name": "desired"}
     return await _ask_and_wait(
         hub,
         asker,
@@ -233,33 +248,8 @@ async def change_desired(
         request,
         asked,
         wait,
-        _AnswerOfDesired(who.name, asker.account),
+        lambda update: update.request_id == request_id,
     )
-
-
-class _AnswerOfDesired:
-    """Which updates tell what became of one person's desired request: ingest's answer to it
-    (`sent` for a new version, `refused`, or a `reason` why nothing changed), then only that
-    version's. An older version of theirs confirmed meanwhile (`succeeded`, no reason) is not
-    the answer: it says nothing about the settings asked now. A refusal that could not tell
-    who asked (serve's `account` itself unknown to ingest) names the account instead."""
-
-    def __init__(self, issuer: str, account: str) -> None:
-        self._issuer = issuer
-        self._account = account
-        self._id: str | None = None
-
-    def __call__(self, update: CommandUpdate) -> bool:
-        if self._id is not None:
-            return update.id == self._id
-        answers = update.status in ("sent", "refused") or update.reason is not None
-        asker = update.issuer == self._issuer or (
-            update.status == "refused" and update.issuer == self._account
-        )
-        if update.name == "desired" and asker and answers:
-            self._id = update.id
-            return True
-        return False
 
 
 async def _ask_and_wait(
@@ -280,9 +270,10 @@ async def _ask_and_wait(
             return JSONResponse({**asked, "status": "requested"}, status_code=202)
         heard = await _outcome(updates, mine, wait_s)
     if heard is None:
+        followed = asked.get("id") or asked["request_id"]
         return JSONResponse(
             {
-                "error": f"asked, but ingest announced nothing about {asked['id']} within "
+                "error": f"asked, but ingest announced nothing about {followed} within "
                 f"{wait_s:g} s: is `moclo ingest` running? The live stream tells what becomes "
                 "of it"
             },

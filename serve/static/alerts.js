@@ -85,6 +85,7 @@ function onAlert(a) {
     if (!state.device) renderFleet();
   }
   if (state.device && state.device.tenant === a.tenant && state.device.id === a.device_id) loadEpisodes();
+  if (state.device) tellMap("alert", a);  // map.js: where an automation fired
   alertChanged(a);  // notifications.js: the alert's page, if it is shown
 }
 

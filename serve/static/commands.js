@@ -140,6 +140,7 @@ function onCommand(update) {
   commandLog.delete(update.id);
   commandLog.set(update.id, { ...known, ...update });
   while (commandLog.size > 200) commandLog.delete(commandLog.keys().next().value);
+  if (state.device) tellMap("command", update);  // map.js: what an automation did, and how
   if (state.device && state.device.tenant === update.tenant && state.device.id === update.device) {
     renderCommandLog();
     if (update.name === "desired" && $("desired-view")) showDesired(update.tenant, update.device).catch(showError);
@@ -153,6 +154,7 @@ function renderCommandLog() {
   $("command-log").replaceChildren(...mine.slice(0, 20).map((c) => {
     const item = el("li", { class: `status-${c.status}`, dataset: { commandId: c.id, status: c.status, name: c.name } },
       el("span", { class: "state" }, c.status), el("b", {}, c.name), ` by ${c.issuer || "?"}`,
+      c.trigger ? el("span", { class: "because", dataset: { alertId: c.alert || "" } }, ` because ${c.trigger}`) : "",
       c.reason ? el("div", {}, c.reason) : "", el("div", { class: "when" }, `${clock(c.ts)} · id ${c.id}`));
     if (c.output) item.append(outputTable(c.output));
     return item;

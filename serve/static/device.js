@@ -80,7 +80,7 @@ function resizeCharts() {
 
 function appendToCharts(ts, fields) {
   const t = Date.parse(ts) / 1000;
-  appendToTrack(fields);
+  appendToTrack(fields, ts);
   for (const chart of state.charts) {
     const v = fields[chart.field];
     if (v === undefined || t <= chart.data[0][chart.data[0].length - 1]) continue;

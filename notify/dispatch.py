@@ -120,6 +120,9 @@ class Dispatcher:
             self._finish(db, did, now, "failed", "the person or channel is no longer in the "
                          "notify file")  # fmt: skip
             return None
+        if tenant not in person.tenants:  # a reload took the tenant from them
+            self._finish(db, did, now, "failed", f"{name} no longer serves {tenant}")
+            return None
         db.execute(
             "UPDATE deliveries SET state = 'claimed', attempt = attempt + 1 WHERE id = ?", (did,)
         )

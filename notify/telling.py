@@ -96,7 +96,9 @@ class Teller:
                 "ORDER BY rowid",
                 (s.id, route),
             ):
-                if (person := self.config.people.get(name)) is not None:
+                person = self.config.people.get(name)
+                # Told before a reload that took the tenant from them: told nothing more.
+                if person is not None and s.tenant in person.tenants:
                     out[person].append(s)
         return out
 
@@ -173,7 +175,8 @@ class Teller:
             subjects = load_subjects(db, json.loads(keys))
             person = self.config.people.get(name)
             still = self._open(db, route_name, subjects) if phase in _ALERT_PHASES else subjects
-            if person is None or not still:
+            serves = person is not None and all(s.tenant in person.tenants for s in subjects)
+            if person is None or not serves or not still:
                 db.execute("UPDATE messages SET state = 'dropped' WHERE id = ?", (message_id,))
                 self._dropped(db, name, message_id, route_name, subjects, now)
                 continue
@@ -197,6 +200,8 @@ class Teller:
             detail = f"held in quiet hours and not sent: {state} before they ended"
             if person not in self.config.people:
                 event, detail = "failed", "held and not sent: the person left the notify file"
+            elif s.tenant not in self.config.people[person].tenants:
+                event, detail = "failed", f"held and not sent: {person} no longer serves {s.tenant}"
             self._timeline.subjects(
                 db, event, [s], now, person=person, message_id=message_id, detail=detail
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import secrets
 import socket
 import sys
@@ -36,6 +37,8 @@ from notify.service import Notifier, load_config
 from serve.server import bind, run_serve
 from simulators.run import SimulationOptions, run_simulation
 from storage.alert_record import Alert
+
+LINK_SECRET_CHARS = 43  # secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +182,26 @@ def _local_ports(settings: Settings, data_dir: Path, updates: dict[str, str]) ->
             updates["notify_listen"] = f"{host}:{_port_or_free(host, int(port))}"
 
 
+def link_secret(data_dir: Path) -> SecretStr:
+    """The secret of this stack's one-tap acknowledgement links, made once and kept in
+    `data_dir` (0600): a link already in someone's inbox, or in a message the outbox still
+    holds, is good for a day, so it must still be accepted after `moclo up` restarts."""
+    path = data_dir / "notify" / "link-secret"
+    with suppress(FileNotFoundError):
+        kept = path.read_text(encoding="ascii").strip()
+        if len(kept) >= LINK_SECRET_CHARS:  # else a write cut short by a crash: make anew
+            return SecretStr(kept)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(secrets.token_urlsafe(32))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+    return SecretStr(path.read_text(encoding="ascii").strip())
+
+
 def run_up(settings: Settings, options: UpOptions) -> int:
     if settings.notify_file:
         load_config(settings)  # a notify file with mistakes stops here, before any server
@@ -214,7 +237,7 @@ async def _run(
             await _first(ready, ingest)
             if settings.notify_file and settings.notify_link_secret is None:
                 # The one-tap acknowledgement links: serve checks what the notifier signs.
-                secret = SecretStr(secrets.token_urlsafe(32))
+                secret = link_secret(options.data_dir)
                 settings = settings.model_copy(update={"notify_link_secret": secret})
             dashboard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             serving = tasks.create_task(

@@ -5,11 +5,16 @@ with a one-tap acknowledgement link to this dashboard. Without the file, no noti
 from __future__ import annotations
 
 import signal
+import stat
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from moclo.stack import free_port
+from moclo.up import LINK_SECRET_CHARS, link_secret
+from notify.links import AckLinkInvalid, make_ack_token, verify_ack_token
 from tests.helpers import wait_until
 from tests.receivers import HttpReceiver
 from tests.test_commands import Output, _moclo
@@ -82,3 +87,29 @@ def test_moclo_up_with_a_broken_notify_file_exits_2_before_starting_servers(
         output.close()
     assert f"{notify_file}:3:" in output.text() and "Traceback" not in output.text()
     assert not (tmp_path / "stack").exists(), "no server was started"
+
+
+def test_a_link_sent_before_moclo_up_restarts_is_still_accepted_after(tmp_path: Path) -> None:
+    """`moclo up` made a new link secret at every start, so every link already in an inbox (or
+    in a message waiting in the outbox for quiet hours or a retry) was refused after a restart
+    as "not an acknowledgement link moclo made". The secret is now kept in the data folder."""
+    stack = tmp_path / "stack"
+    before = link_secret(stack).get_secret_value().encode()
+    token = make_ack_token(before, "0123456789ab", "farmer", expires=int(time.time()) + 3600)
+    after = link_secret(stack).get_secret_value().encode()  # the next `moclo up`
+    assert verify_ack_token(after, token).person == "farmer"
+    kept = stack / "notify" / "link-secret"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    # Control: another stack's secret refuses the link, so the check above can fail.
+    other = link_secret(tmp_path / "other").get_secret_value().encode()
+    with pytest.raises(AckLinkInvalid):
+        verify_ack_token(other, token)
+
+
+def test_a_link_secret_cut_short_by_a_crash_is_made_anew(tmp_path: Path) -> None:
+    kept = tmp_path / "notify" / "link-secret"
+    kept.parent.mkdir()
+    kept.write_text("")  # killed between creating the file and writing it
+    secret = link_secret(tmp_path).get_secret_value()
+    assert len(secret) >= LINK_SECRET_CHARS
+    assert kept.read_text() == secret

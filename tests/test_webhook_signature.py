@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from core.settings import Settings, SettingsError
 from core.webhook_signature import sign
+from core.webhook_signature import verify as verify_ours
 from devices.topics import telemetry_topic
 from ingest.options import IngestOptions
 from tests.conftest import RunningIngest
@@ -120,3 +121,28 @@ def test_the_secret_is_never_a_flag_and_never_echoed(tmp_path: Path) -> None:
     settings = Settings.load({"MOCLO_WEBHOOK_SECRET_FILE": str(tmp_path / "secret")})
     assert settings.webhook_secret_value == SECRET.encode()
     assert SECRET not in repr(settings)
+
+
+def test_headers_of_other_characters_are_refused_not_a_crash(
+    signed_post: Request, verify: Verify, http_receiver: HttpReceiver
+) -> None:
+    """`"²".isdigit()` is true and `int("²")` raises; `hmac.compare_digest` raises on a
+    non-ASCII string: the documented check crashed the receiver (a 500 instead of a refusal)
+    on a header an attacker sends as the byte 0xB2 or 0xE9, which an HTTP server reads as
+    latin-1. Sent to the real receiver, read back as it got it."""
+    secret = SECRET.encode()
+    assert verify(secret, _headers(signed_post), signed_post.body), "positive control"
+    fresh, signature = str(int(time.time())).encode(), signed_post.headers["x-moclo-signature"]
+    odd = [(b"\xb2", signature.encode()), (b"\xb9\xb2\xb3", signature.encode())]
+    odd.append((fresh, b"sha256=\xe9" + signature.encode()[8:]))
+    for timestamp, signed in odd:
+        headers = [(b"X-Moclo-Timestamp", timestamp), (b"X-Moclo-Signature", signed)]
+        httpx.post(f"http://{http_receiver.base}/odd", content=signed_post.body, headers=headers)
+    for attack in http_receiver.wait_for("/odd", count=len(odd)):
+        got = attack.headers["x-moclo-timestamp"], attack.headers["x-moclo-signature"]
+        assert not (got[0] + got[1]).isascii()
+        # As a framework hands them over (httpx.Headers takes ASCII values only).
+        as_given = {"X-Moclo-Timestamp": got[0], "X-Moclo-Signature": got[1]}
+        assert not verify(secret, as_given, attack.body)
+        assert not verify_ours(secret, timestamp=got[0], signature=got[1], body=attack.body,
+                               now=time.time())  # fmt: skip

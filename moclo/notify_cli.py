@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from moclo.notify_args import NOTIFY_FILE_VARIABLE
-from notify.file import NotifyFileError, load_notify_file
+from notify.file import NAMES_ONLY, NotifyFileError, load_notify_file
 from notify.model import NotifyConfig, Person, Rotation, Route, Target
 from notify.oncall import on_call, override_at, shifts
 from notify.walltime import to_instant
@@ -46,8 +47,8 @@ def check_notify(path: Path | None) -> int:
 
 def show_oncall(*, file: Path | None, at: str | None, tenant: str | None, as_json: bool) -> int:
     """Prints who is on call in each rotation (of `tenant`) at `at` (default now), and the next
-    shifts; exit 2 for a bad file, time or tenant."""
-    config = _load(file)
+    shifts; exit 2 for a bad file, time or tenant. Names only: a `url_env` need not be set."""
+    config = _load(file, environ=NAMES_ONLY)
     if config is None:
         return 2
     rotations = [r for r in config.rotations.values() if tenant is None or r.tenant == tenant]
@@ -73,7 +74,7 @@ def show_oncall(*, file: Path | None, at: str | None, tenant: str | None, as_jso
     return 0
 
 
-def _load(path: Path | None) -> NotifyConfig | None:
+def _load(path: Path | None, *, environ: Mapping[str, str] = os.environ) -> NotifyConfig | None:
     if path is None:
         value = os.environ.get(NOTIFY_FILE_VARIABLE)
         if not value:
@@ -84,7 +85,7 @@ def _load(path: Path | None) -> NotifyConfig | None:
             return None
         path = Path(value)
     try:
-        return load_notify_file(path)
+        return load_notify_file(path, environ=environ)
     except NotifyFileError as exc:
         print(exc, file=sys.stderr)
         return None

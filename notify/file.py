@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -63,6 +63,24 @@ class NotifyFileError(ValueError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
+
+
+class _AnyVariable(Mapping[str, str]):
+    """Every environment variable a channel names, holding a stand-in URL (never sent to)."""
+
+    def __getitem__(self, key: str) -> str:
+        return "json://localhost/"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+# For readers of names only (who is on call, whom a link speaks for: `moclo oncall show`,
+# serve): they send nothing, so they need not hold the notifier's channel secrets.
+NAMES_ONLY: Mapping[str, str] = _AnyVariable()
 
 
 def load_notify_file(path: Path, *, environ: Mapping[str, str] = os.environ) -> NotifyConfig:

@@ -13,33 +13,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from notify.file import NotifyFileError, load_notify_file
+from notify.file import NAMES_ONLY, NotifyFileError, load_notify_file
 from notify.model import NotifyConfig
 
 log = logging.getLogger("moclo.serve")
 
-# Valid for the notify file's URL check; never used to send anything (serve sends nothing).
-_STAND_IN_URL = "json://localhost/"
-
 
 class NotifyFileUnusable(Exception):
     """The notify file cannot be read or has mistakes; the message says what to run."""
-
-
-class _AnyVariable(Mapping[str, str]):
-    """Every environment variable a channel names, with the stand-in URL."""
-
-    def __getitem__(self, key: str) -> str:
-        return _STAND_IN_URL
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 class NotifyFileReader:
@@ -65,7 +48,7 @@ class NotifyFileReader:
             if seen != self._seen:  # logged once per version of the file, not per request
                 self._seen = seen
                 try:
-                    self._config = load_notify_file(self._path, environ=_AnyVariable())
+                    self._config = load_notify_file(self._path, environ=NAMES_ONLY)
                 except NotifyFileError as exc:
                     self._config = None
                     log.error("the notify file %s cannot be used:\n%s", self._path, exc)

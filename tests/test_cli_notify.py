@@ -142,3 +142,19 @@ def test_the_docs_show_what_oncall_show_prints(environment: None) -> None:
     printed = result.stdout.splitlines()
     documented = [line for line in shown if line.strip() != "…"]
     assert len(documented) >= 5 and documented == printed[: len(documented)]
+
+
+def test_oncall_show_needs_no_channel_secret_as_the_docs_run_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/notifications.md runs `moclo oncall show` on the example where the notifier does
+    not run (a laptop): it reads names, not how anyone is reached, so an unset `url_env` is no
+    reason to refuse. It exited 2 listing every unset variable."""
+    for name in (*VARIABLES, "MOCLO_NOTIFY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    result = moclo("oncall", "show", "--file", str(EXAMPLE), "--at", "2026-12-24T20:00")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2] == "  then in line: #2 dr-jansen, #3 dr-bakker"
+    # Control: the check of the file the notifier will read still says what is missing there.
+    checked = moclo("notify", "check", str(EXAMPLE))
+    assert checked.returncode == 2 and "url_env is not set" in checked.stderr

@@ -351,7 +351,7 @@ class Settings(BaseModel):
         description="signs the one-tap acknowledgement link each message carries (the "
         "notifier and `moclo serve` need the same one; at least 16 characters; environment "
         "or `_FILE` only); without it, or without `MOCLO_PUBLIC_URL`, messages carry no link. "
-        "`moclo up` makes one for its run when it is not set",
+        "`moclo up` makes one when it is not set and keeps it in its data folder",
     )
     public_url: str | None = Field(
         default=None,

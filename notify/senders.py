@@ -35,6 +35,10 @@ log = logging.getLogger("moclo.notify")
 # from DEBUG to ERROR: a channel's secrets. Its log stays closed; the outcome is reported and
 # logged here, by the channel's label.
 logging.getLogger("apprise").setLevel(logging.CRITICAL + 10)
+# Likewise the HTTP library under Apprise (only Apprise uses it here): urllib3 logs each
+# request's path and query at DEBUG, and its retry warnings the path, where Discord, Slack,
+# Telegram and many webhooks carry their token.
+logging.getLogger("urllib3").setLevel(logging.CRITICAL + 10)
 
 NOTIFICATION_ID_HEADER = "X-Moclo-Notification-Id"
 # Apprise's generic webhooks take `+Name=value` as an HTTP header: there receivers see our

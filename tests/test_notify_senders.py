@@ -113,3 +113,17 @@ def test_a_hanging_channel_holds_back_no_other_channel(http_receiver: HttpReceiv
     # The live message was sent while the dead channel was still waiting for its first answer.
     assert at < first_dead_at, (at, first_dead_at)
     assert all(not outcomes[d.id][0].ok for d in dead)
+
+
+def test_a_token_in_the_channels_path_reaches_no_log_even_at_debug(
+    http_receiver: HttpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Discord, Slack, Telegram and many webhooks carry their token in the URL's path, which
+    the HTTP library under Apprise (urllib3) logs at DEBUG with every request: `moclo notify
+    run -v` printed it."""
+    caplog.set_level(logging.DEBUG)
+    sender = AppriseSender(timeout_s=5)
+    channel = Channel(url=f"json://{http_receiver.base}/hooks/tok-d3adb33f?x=qq-d3adb33f")
+    assert sender.send(channel, "title", "body", delivery_id="m/0").ok
+    assert http_receiver.on("/hooks/tok-d3adb33f"), "positive control: the message went out"
+    assert "d3adb33f" not in caplog.text

@@ -79,7 +79,8 @@ class _AnyVariable(Mapping[str, str]):
 
 
 # For readers of names only (who is on call, whom a link speaks for: `moclo oncall show`,
-# serve): they send nothing, so they need not hold the notifier's channel secrets.
+# serve): they send nothing, so they need not hold the notifier's channel secrets. Given as
+# `environ`, neither a `url_env` nor a `url_file` is read: the secret stays where it is.
 NAMES_ONLY: Mapping[str, str] = _AnyVariable()
 
 
@@ -229,6 +230,8 @@ def _channel_url(entry: Entry, i: int, item: dict[str, Any], environ: Mapping[st
     source, value = given[0], item[given[0]]
     if not isinstance(value, str) or not value.strip():
         return bad(f"{source} must be a non-empty string")
+    if source != "url" and environ is NAMES_ONLY:
+        return environ[value]
     if source == "url_file":
         try:
             url = Path(value).read_text(encoding="utf-8").strip()

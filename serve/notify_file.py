@@ -3,8 +3,8 @@ one-tap acknowledgement link speaks for (`/ack/{token}`), never for how anyone i
 
 Read again whenever the file changes (its size or modification time), so the panel follows an
 edit without a restart. Serve does not hold the channels' secrets: a channel given by `url_env`
-is read with a stand-in value here, so the notifier's environment need not be copied into
-serve's. (A `url_file` must still be readable, as `notify.file` reads it.) A file with
+or `url_file` is read as a stand-in here (`notify.file.NAMES_ONLY`), so neither the notifier's
+environment nor its secret files need be given to serve. A file with
 mistakes is an error that says to run `moclo notify check`; its problems are logged (they
 never hold a channel's URL) and never sent to a browser.
 """

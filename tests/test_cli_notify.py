@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from serve.notify_file import NotifyFileReader
 from tests.helpers import moclo
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "notify.example.toml"
@@ -158,3 +159,33 @@ def test_oncall_show_needs_no_channel_secret_as_the_docs_run_it(
     # Control: the check of the file the notifier will read still says what is missing there.
     checked = moclo("notify", "check", str(EXAMPLE))
     assert checked.returncode == 2 and "url_env is not set" in checked.stderr
+
+
+def test_readers_of_names_never_read_a_channels_secret_file(tmp_path: Path) -> None:
+    """Serve and `moclo oncall show` read a `url_file` channel as a stand-in: the secret file
+    (mounted into the notifier's container only, or readable by its user only) is neither
+    needed nor opened. Serve refused the whole notify file without it: no on-call panel, every
+    acknowledgement link a 503."""
+    secret_file = tmp_path / "jansen-mail"  # not there: mounted for the notifier only
+    path = tmp_path / "notify.toml"
+    path.write_text(
+        f"""
+[[people]]
+name = "dr-jansen"
+tenants = ["cardiology"]
+channels = [ {{ url_file = "{secret_file}", label = "jansen mail" }} ]
+
+[[rotations]]
+name = "cardiology"
+tenant = "cardiology"
+people = ["dr-jansen"]
+handoff = "2026-11-30T08:00"
+"""
+    )
+    config = NotifyFileReader(str(path)).config()
+    assert config is not None and "dr-jansen" in config.people
+    shown = moclo("oncall", "show", "--file", str(path), "--at", "2026-12-24T20:00")
+    assert shown.returncode == 0 and "dr-jansen" in shown.stdout, shown.stderr
+    # Control: the notifier's own reading (and its check) needs the file and says so.
+    checked = moclo("notify", "check", str(path))
+    assert checked.returncode == 2 and "url_file cannot be read" in checked.stderr

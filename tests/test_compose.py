@@ -272,6 +272,13 @@ def test_the_notifier_reads_a_valid_notify_file_and_keeps_its_outbox_on_a_volume
         services["serve"]["environment"]["MOCLO_NOTIFY_LINK_SECRET"]
         == (env["MOCLO_NOTIFY_LINK_SECRET"])
     )
+    # And the same notify file: without it serve cannot tell who left, and takes no link.
+    serve_file = services["serve"]["environment"]["MOCLO_NOTIFY_FILE"]
+    serve_mounts = {v.split(":")[1]: v.split(":")[0] for v in services["serve"]["volumes"]}
+    assert (
+        serve_mounts[serve_file]
+        == {v.split(":")[1]: v.split(":")[0] for v in notify["volumes"]}[env["MOCLO_NOTIFY_FILE"]]
+    )
     outbox = Path(env["MOCLO_NOTIFY_OUTBOX"])
     mounts = {v.split(":")[1]: v.split(":")[0] for v in notify["volumes"]}
     assert any(outbox.is_relative_to(target) for target in mounts), "the outbox is on no volume"

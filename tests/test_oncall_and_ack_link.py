@@ -255,3 +255,27 @@ def test_without_a_link_secret_links_are_off(serve: RunningServe) -> None:
     answer = httpx.get(f"{serve.url}/ack/{token}", timeout=10)
     assert answer.status_code == 404
     assert "links are off" in answer.text
+
+
+def test_a_serve_that_cannot_check_the_notify_file_accepts_no_link(
+    settings: Settings, ingest: RunningIngest, notified: RunningServe, tmp_path: Path
+) -> None:
+    """A serve with the link secret but no notify file (as docker-compose.yml ran it) cannot
+    tell that a link's person has left the file or the tenant: it acknowledged as anyone a
+    link named, a vet let go last week included. It refuses, saying what to set."""
+    alert_id = fever(settings, notified, "farm", "cow-1")
+    update = {
+        "serve_listen": "127.0.0.1:0",
+        "registry": str(tmp_path / "other-registry.sqlite"),
+        "notify_link_secret": SecretStr(SECRET.decode()),
+        "notify_file": None,
+    }
+    with RunningServe(settings.model_copy(update=update)) as blind:
+        for token in (link(alert_id, "vet-who-left"), link(alert_id, "farmer-jo")):
+            for answer in (get(blind, token), post(blind, token)):
+                assert answer.status_code == 503, answer.text
+                assert "MOCLO_NOTIFY_FILE" not in answer.text  # for the operator: the log
+    assert (alert_of(notified, "farm", "cow-1") or {})["state"] == "raised"
+    # Control: the serve that reads the notify file takes the genuine link.
+    assert post(notified, link(alert_id, "farmer-jo")).status_code == 200
+    assert (alert_of(notified, "farm", "cow-1") or {})["acknowledged_by"] == "jo"

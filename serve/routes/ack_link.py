@@ -9,7 +9,8 @@ stops the escalation.
 The token is checked with `notify.links.verify_ack_token` under MOCLO_NOTIFY_LINK_SECRET: signed,
 expiring, bound to one alert and one person. It is not a login: it opens nothing else. With a
 notify file (MOCLO_NOTIFY_FILE) the person must still be in it and serve the alert's tenant,
-and acknowledges as their `account` (else their name); without one, as the name in the link.
+and acknowledges as their `account` (else their name); without one, no link is taken (503):
+nothing could tell that its person has left.
 No cookie is involved: the token in the URL is the whole authority, so there is nothing for
 another site's page to borrow, and no check of the request's origin (the confirm page's own
 form is sent with `Origin: null` under our `Referrer-Policy: no-referrer`). The pages are never
@@ -22,7 +23,8 @@ stored by a cache. Every refusal is logged with its reason, never with the token
 |     | alert's tenant |
 | 404 | links are off (no link secret), or the alert is unknown |
 | 409 | POST: resolved, or acknowledged already |
-| 502, 503, 504 | ingest refused it; the broker or database is unreachable; no confirmation |
+| 502, 503, 504 | ingest refused it; the broker or database is unreachable, or serve has no |
+|     | notify file to check the person against; no confirmation |
 """
 
 from __future__ import annotations
@@ -130,7 +132,12 @@ async def _checked(request: Request, token: str) -> tuple[StoredChange, str, str
     except NotifyFileUnusable:
         raise LinkRefused(503, "the notify file cannot be read: open the dashboard") from None
     if config is None:
-        return stored, link.person, link.person
+        # Without the file nobody can tell whether the link's person has left it or the tenant.
+        log.error(
+            "acknowledgement links are refused: serve has MOCLO_NOTIFY_LINK_SECRET but no "
+            "MOCLO_NOTIFY_FILE to check who may still use them; give it the notifier's file"
+        )
+        raise LinkRefused(503, "this server cannot check acknowledgement links now")
     person = config.people.get(link.person)
     if person is None:
         raise LinkRefused(403, f"{link.person} is no longer in the notify file")

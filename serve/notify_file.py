@@ -6,7 +6,8 @@ edit without a restart. Serve does not hold the channels' secrets: a channel giv
 or `url_file` is read as a stand-in here (`notify.file.NAMES_ONLY`), so neither the notifier's
 environment nor its secret files need be given to serve. A file with
 mistakes is an error that says to run `moclo notify check`; its problems are logged (they
-never hold a channel's URL) and never sent to a browser.
+never hold a channel's URL) and never sent to a browser. The links go by the last good one
+meanwhile (`in_force`), as the notifier does, since it goes on sending them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class NotifyFileReader:
         self._lock = threading.Lock()  # read on FastAPI's thread pool
         self._seen: tuple[int, int] | None = None
         self._config: NotifyConfig | None = None
+        self._last_good: NotifyConfig | None = None
 
     def config(self) -> NotifyConfig | None:
         """The file's people and rotations, None without a file; NotifyFileUnusable if it
@@ -49,12 +51,25 @@ class NotifyFileReader:
                 self._seen = seen
                 try:
                     self._config = load_notify_file(self._path, environ=NAMES_ONLY)
+                    self._last_good = self._config
                 except NotifyFileError as exc:
                     self._config = None
                     log.error("the notify file %s cannot be used:\n%s", self._path, exc)
             if self._config is None:
                 raise self._unusable("has mistakes, or cannot be read")
             return self._config
+
+    def in_force(self) -> NotifyConfig | None:
+        """What the notifier pages by: the file, or while it has mistakes (or is gone) the
+        last good one, as the notifier keeps it, so the links it sends meanwhile work;
+        NotifyFileUnusable if none was ever good here. Reads the disk: off the event loop."""
+        try:
+            return self.config()
+        except NotifyFileUnusable:
+            with self._lock:
+                if self._last_good is None:
+                    raise
+                return self._last_good
 
     def _unusable(self, why: str) -> NotifyFileUnusable:
         return NotifyFileUnusable(

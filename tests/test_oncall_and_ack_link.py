@@ -279,3 +279,20 @@ def test_a_serve_that_cannot_check_the_notify_file_accepts_no_link(
     # Control: the serve that reads the notify file takes the genuine link.
     assert post(notified, link(alert_id, "farmer-jo")).status_code == 200
     assert (alert_of(notified, "farm", "cow-1") or {})["acknowledged_by"] == "jo"
+
+
+def test_while_the_notify_file_has_mistakes_links_go_by_the_last_good_one(
+    settings: Settings, ingest: RunningIngest, notified: RunningServe
+) -> None:
+    """The notifier keeps paging by the last good file while an edit has mistakes, each
+    message with a link: serve refused every such link (503) until the file was mended."""
+    alert_id = fever(settings, notified, "farm", "cow-1")
+    with notified.client(notified.admin_token) as client:
+        assert client.get("/api/oncall").status_code == 200  # read once: the last good one
+    path = Path(str(notified.settings.notify_file))
+    path.write_text(NOTIFY_FILE.replace('shift = "7d"', 'shift = "a week"'))
+    with notified.client(notified.admin_token) as client:
+        assert client.get("/api/oncall").status_code == 503  # the panel says to check it
+    assert post(notified, link(alert_id, "vet-who-left")).status_code == 403  # still checked
+    assert post(notified, link(alert_id, "farmer-jo")).status_code == 200
+    assert (alert_of(notified, "farm", "cow-1") or {})["acknowledged_by"] == "jo"

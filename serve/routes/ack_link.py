@@ -128,7 +128,7 @@ async def _checked(request: Request, token: str) -> tuple[StoredChange, str, str
         raise LinkRefused(404, f"there is no alert {link.alert_id}")
     reader: NotifyFileReader = request.app.state.notify_file
     try:
-        config = await asyncio.to_thread(reader.config)
+        config = await asyncio.to_thread(reader.in_force)
     except NotifyFileUnusable:
         raise LinkRefused(503, "the notify file cannot be read: open the dashboard") from None
     if config is None:

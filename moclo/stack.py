@@ -203,10 +203,14 @@ class MosquittoServer(LocalServer):
         tls_port: int | None = None,
         client_certificates: bool = False,
         autosave_interval_s: int = AUTOSAVE_INTERVAL_S,
+        sys_interval_s: int | None = None,
     ) -> None:
         super().__init__(directory, port)
         # Shorter only in tests that wait for a save; every shipped config keeps the default.
         self.autosave_interval_s = autosave_interval_s
+        # How often $SYS counters are published (Mosquitto's default, 10 s, when None); a
+        # benchmark that waits for one shortens it.
+        self.sys_interval_s = sys_interval_s
         # With a password file, anonymous clients are refused; the ACL file says who may
         # publish and subscribe where (both generated from the registry by access/broker.py).
         self.password_file = password_file
@@ -249,6 +253,7 @@ class MosquittoServer(LocalServer):
                 else line
                 for line in BROKER_SETTINGS
             ),
+            *(() if self.sys_interval_s is None else (f"sys_interval {self.sys_interval_s}",)),
             "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",
             "log_type error",

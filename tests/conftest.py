@@ -1,6 +1,7 @@
-"""Real servers for the suite: one Mosquitto and one InfluxDB per session, started by the same
-supervisor code as `moclo up`, on free loopback ports. Each test gets its own database, topic
-prefix and MQTT client id, so tests never see each other's data."""
+"""Real servers for the suite: one Mosquitto and one InfluxDB per session (under pytest-xdist,
+as `./dev test` runs it, per worker), started by the same supervisor code as `moclo up`, on free
+loopback ports. Each test gets its own database, topic prefix and MQTT client id, so tests never
+see each other's data."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -242,3 +243,20 @@ def _no_state_in_the_work_tree(
     monkeypatch.setenv("MOCLO_UNREGISTERED", "off")
     monkeypatch.setenv("MOCLO_HTTP_LISTEN", "127.0.0.1:0")
     monkeypatch.setenv("MOCLO_SERVE_LISTEN", "127.0.0.1:0")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `--dist loadfile` (as `./dev test` runs it), every `test_engine_*.py` file goes to
+    the same worker: they share one session fixture that boots a RabbitMQ cluster, and two
+    of those booting at once would take both cores for half a minute. Other files: one each."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class EngineFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope: str = super()._split_scope(nodeid)
+            return "test_engine_*" if Path(scope).name.startswith("test_engine_") else scope
+
+    return EngineFilesTogether(config, log)

@@ -129,16 +129,18 @@ def desired_follower(
     account: str, request_id: str | None = None
 ) -> Callable[[CommandUpdate], bool]:
     """Which command-status updates are this desired change's: those that echo its
-    `request_id`. Ingest names a change `{device}-desired-{version}`, a version this side
-    cannot know; an ingest from before request ids echoes none, so then the first `desired`
-    update asked by this account is taken for it; but not a bare `succeeded`: that is the
+    `request_id` and name this account as their asker (the echo is read by the whole tenant,
+    and another account may ask under the same id). Ingest names a change
+    `{device}-desired-{version}`, a version this side cannot know; an ingest from before
+    request ids echoes none, so then the first `desired` update asked by this account is taken
+    for it; but not a bare `succeeded`: that is the
     device confirming an earlier version of the same account, while ingest's answer to a
     request is always `sent`, `refused`, or an update with a reason ("nothing to change")."""
     followed: list[str] = []
 
     def mine(update: CommandUpdate) -> bool:
         if update.request_id is not None:
-            return update.request_id == request_id
+            return update.request_id == request_id and update.issuer == account
         if followed:
             return update.id == followed[0]
         if update.name != "desired" or update.issuer != account:

@@ -396,3 +396,14 @@ def test_desired_set_follows_its_own_change_not_an_earlier_one_confirmed_meanwhi
     mine = desired_follower("owner", "req-b")
     assert not mine(_desired_update(4, "sent").model_copy(update={"request_id": "req-a"}))
     assert mine(_desired_update(5, "sent").model_copy(update={"request_id": "req-b"}))
+
+
+def test_desired_set_is_not_answered_by_another_accounts_request_under_its_id() -> None:
+    """The request id is echoed to the whole tenant, so another account can ask under it (a
+    refusal is final): only an update naming this account as its asker is this request's."""
+    mine = desired_follower("owner", "req-b")
+    stolen = _desired_update(0, "refused", "state is empty").model_copy(
+        update={"id": "th-1-desired-refused-1", "issuer": "mallory", "request_id": "req-b"}
+    )
+    assert not mine(stolen)
+    assert mine(_desired_update(5, "sent").model_copy(update={"request_id": "req-b"}))

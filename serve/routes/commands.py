@@ -232,7 +232,9 @@ async def change_desired(
         raise Forbidden(why_not)
     checked_desired(device_type, spec, change.state)
     # The version's id is ingest's to give; the request's id is ours, and every update about
-    # this request echoes it, so two changes asked at once by one person are told apart.
+    # this request echoes it, so two changes asked at once by one person are told apart. Every
+    # account of the tenant reads that echo and may ask under the same id: only an update
+    # naming this person as its asker answers them.
     request_id = new_command_id()
     request = DesiredRequest(
         device=device_id, state=change.state, request_id=request_id, by=who.name, role=who.role
@@ -248,7 +250,7 @@ async def change_desired(
         request,
         asked,
         wait,
-        lambda update: update.request_id == request_id,
+        lambda update: update.request_id == request_id and update.issuer == who.name,
     )
 
 

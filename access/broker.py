@@ -23,6 +23,8 @@ the ACL does not allow):
   `{p}/+/acks/s/on-behalf` (the dashboard acknowledges for the token's holder); as
   `s~commands`, read `{p}/+/command-status/+` and write `{p}/+/command-requests/s/on-behalf`
   and `{p}/+/desired-requests/s/on-behalf` (it asks for the token's holder);
+- notifier account `n` (`moclo notify run`, every tenant): read `{p}/+/alerts/+` and
+  `{p}/+/notices/+`, nothing else: no telemetry, and it writes nothing;
 - app of tenant `t`: read `{p}/t/alerts/+`, `{p}/t/alert-state/#`, `{p}/t/command-status/+`
   and `{p}/t/notices/+`; write nothing;
 - operator or clinician `o` of tenant `t`: as the app, and write `{p}/t/acks/o`,
@@ -251,6 +253,9 @@ def acl_entries(login: MqttLogin, prefix: str) -> list[Entry]:
             ("read", command_status_subscription(prefix)),
             ("read", notice_subscription(prefix)),
         ]
+    if role == "notify":
+        # What people are told about, of every tenant; no readings, and no writing at all.
+        return [("read", alert_subscription(prefix)), ("read", notice_subscription(prefix))]
     assert tenant is not None, f"{role} account {login.username} has no tenant"
     reads = [
         ("read", alert_subscription(prefix, tenant)),

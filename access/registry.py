@@ -32,7 +32,7 @@ from devices.catalogue import DEVICE_TYPES
 from devices.rfc3339 import now_seconds
 from devices.topics import ACCOUNT_NAME, ACCOUNT_NAME_RULE, IDENTIFIER_RULE, is_identifier
 
-Role = Literal["ingest", "serve", "app", "operator", "clinician"]
+Role = Literal["ingest", "serve", "notify", "app", "operator", "clinician"]
 ROLES: tuple[Role, ...] = get_args(Role)
 # These belong to one tenant. An operator acknowledges its alerts and asks for commands of
 # `operator` clearance; a clinician may do that and also act on medical devices (`clinician`

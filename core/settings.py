@@ -51,6 +51,12 @@ ENVIRONMENT = {
     "broker_auth_dir": "MOCLO_BROKER_AUTH_DIR",
     "webhook_url": "MOCLO_WEBHOOK_URL",
     "webhook_min_severity": "MOCLO_WEBHOOK_MIN_SEVERITY",
+    "webhook_secret": "MOCLO_WEBHOOK_SECRET",
+    "notify_file": "MOCLO_NOTIFY_FILE",
+    "notify_outbox": "MOCLO_NOTIFY_OUTBOX",
+    "notify_listen": "MOCLO_NOTIFY_LISTEN",
+    "notify_link_secret": "MOCLO_NOTIFY_LINK_SECRET",
+    "public_url": "MOCLO_PUBLIC_URL",
     "map_tiles": "MOCLO_MAP_TILES",
     "map_attribution": "MOCLO_MAP_ATTRIBUTION",
 }
@@ -304,6 +310,65 @@ class Settings(BaseModel):
         title="the least severity sent to the webhook: info, warning or critical",
         description="only changes of at least this severity go to the webhook",
     )
+    # Signs each webhook POST (X-Moclo-Signature), so a receiver can tell it came from us.
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        title="sign each webhook POST with this secret (HMAC-SHA256); environment only",
+        description="signs every webhook POST: `X-Moclo-Timestamp` and `X-Moclo-Signature: "
+        "sha256=HEX`, the HMAC-SHA256 of `TIMESTAMP.BODY` under this secret (at least 16 "
+        "characters; environment or `_FILE` only, never a flag, never logged); see "
+        "[Signed webhooks](notifications.md#signed-webhooks)",
+    )
+    # The notifier (`moclo notify run`): who is told what, and where it keeps what it owes.
+    notify_file: str | None = Field(
+        default=None,
+        title="the notify file (TOML): people, channels, on-call, routes; "
+        "`moclo up` starts the notifier when set",
+        description="people, their channels, on-call rotations and routes (TOML); `moclo "
+        "notify run` needs it, and `moclo up` starts the notifier when it is set; see "
+        "[Notifications](notifications.md)",
+    )
+    notify_outbox: str = Field(
+        default=".moclo/notify/outbox.sqlite",
+        min_length=1,
+        title="the notifier's outbox (SQLite): what it owes, kept across restarts",
+        description="the notifier's outbox (SQLite): messages waiting for their group, a "
+        "retry or their person's quiet hours, escalations due, timeline rows not yet in "
+        "InfluxDB; keep it on a persistent volume",
+    )
+    notify_listen: str = Field(
+        default="127.0.0.1:9109",
+        pattern=r"^(off|[^\s:]*:\d{1,5})$",
+        title="where the notifier serves /healthz and /metrics, or off",
+        description="where `moclo notify run` serves `/healthz` and `/metrics`; `off` to disable",
+    )
+    # Shared by the notifier (which signs) and serve (which checks): a secret.
+    notify_link_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        title="signs the one-tap acknowledgement links; environment only",
+        description="signs the one-tap acknowledgement link each message carries (the "
+        "notifier and `moclo serve` need the same one; at least 16 characters; environment "
+        "or `_FILE` only); without it, or without `MOCLO_PUBLIC_URL`, messages carry no link. "
+        "`moclo up` makes one for its run when it is not set",
+    )
+    public_url: str | None = Field(
+        default=None,
+        title="the dashboard's address as people reach it (for links in messages)",
+        description="the dashboard's address as people reach it, e.g. "
+        "`https://moclo.example.org`: the acknowledgement links in messages start with it",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must look like https://moclo.example.org (or http://)")
+            value = value.rstrip("/")
+        return value
 
     # The dashboard's maps: none by default, so the page fetches nothing from the internet
     # unless an operator chooses a tile server (and its terms, which usually ask for credit).
@@ -459,6 +524,15 @@ class Settings(BaseModel):
         return display_url(self.influx_url)
 
     @property
+    def webhook_secret_value(self) -> bytes | None:
+        return self.webhook_secret.get_secret_value().encode() if self.webhook_secret else None
+
+    @property
+    def notify_link_secret_value(self) -> bytes | None:
+        secret = self.notify_link_secret
+        return secret.get_secret_value().encode() if secret else None
+
+    @property
     def influx_token_value(self) -> str | None:
         return self.influx_token.get_secret_value() if self.influx_token else None
 
@@ -503,8 +577,17 @@ class Settings(BaseModel):
 # Secrets may also come from a file named by VARIABLE_FILE (docker-compose and Kubernetes hand
 # secrets to containers as files), e.g. MOCLO_MQTT_PASSWORD_FILE=/run/secrets/mqtt-password.
 SECRET_FILES = {
-    name: ENVIRONMENT[name] + "_FILE" for name in ("mqtt_password", "influx_token", "webhook_url")
+    name: ENVIRONMENT[name] + "_FILE"
+    for name in (
+        "mqtt_password",
+        "influx_token",
+        "webhook_url",
+        "webhook_secret",
+        "notify_link_secret",
+    )
 }
+# Never echoed in an error, never a flag.
+SECRETS = frozenset(SECRET_FILES)
 # Their documentation, as the fields carry theirs: a line for --help, a row for the docs.
 SECRET_FILES_TITLE = "a file holding that secret instead, as docker-compose hands secrets over"
 SECRET_FILES_DESCRIPTION = (
@@ -543,10 +626,6 @@ def _explain(exc: ValidationError, flags: set[str], from_files: set[str]) -> str
             where = f"--{name.replace('_', '-')} (or {where})"
         message = str(error["msg"]).removeprefix("Value error, ")
         # Never echo a secret: tokens are left out, passwords in URLs masked.
-        got = (
-            ""
-            if name in ("influx_token", "webhook_url", "mqtt_password")
-            else "; got " + display_url(repr(error.get("input")))
-        )
+        got = "" if name in SECRETS else "; got " + display_url(repr(error.get("input")))
         lines.append(f"{where} {message}{got}")
     return "invalid settings:\n  " + "\n  ".join(lines)

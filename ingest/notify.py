@@ -12,6 +12,9 @@ Guarantees:
 - Delivery is in submission order, one at a time. Connection errors, timeouts, 429 and 5xx are
   retried with capped, fully jittered backoff (honouring Retry-After); other statuses are not.
 - The webhook URL may carry a secret; only scheme://host[:port] is ever logged or raised.
+- With a secret (MOCLO_WEBHOOK_SECRET), each attempt is signed afresh (core/webhook_signature):
+  `X-Moclo-Timestamp` and `X-Moclo-Signature: sha256=HMAC(secret, f"{ts}.{body}")`, so a
+  receiver can tell the POST came from us and refuse a replay. The secret is never logged.
 - Nothing a send raises leaves `run()` but cancellation: an error no retry can mend (httpx
   refusing the URL, or anything unexpected) counts the notification as `failed`.
 """
@@ -30,6 +33,8 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
+
+from core.webhook_signature import signature_headers
 
 log = logging.getLogger("moclo.notify")
 alert_log = logging.getLogger("moclo.alerts")
@@ -130,6 +135,8 @@ class WebhookNotifier:
         backoff_cap_s: float = 30.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,  # only paces the overflow warnings
+        secret: bytes | None = None,
+        wall_clock: Callable[[], float] = time.time,  # the signature's timestamp
     ) -> None:
         _check_url(url)
         if min_severity not in _RANK:
@@ -153,6 +160,8 @@ class WebhookNotifier:
         self._backoff = (backoff_base_s, backoff_cap_s)
         self._rng = rng or random.Random()
         self._clock = clock
+        self._secret = secret or None
+        self._wall_clock = wall_clock
         self._queue: deque[Notification] = deque(maxlen=queue_size)
         self._wake = asyncio.Event()
         self._refusals_logged: set[int] = set()
@@ -278,6 +287,11 @@ class WebhookNotifier:
     async def _attempt(
         self, client: httpx.AsyncClient, body: bytes, headers: dict[str, str]
     ) -> _Outcome:
+        if self._secret is not None:
+            # Signed per attempt: a retry carries a fresh timestamp, so a receiver refusing
+            # old ones does not refuse our own late retries.
+            now = int(self._wall_clock())
+            headers = {**headers, **signature_headers(self._secret, now, body)}
         try:
             # httpx's timeout bounds each read; this bounds the whole attempt.
             async with (

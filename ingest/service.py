@@ -362,7 +362,9 @@ def _notifiers(
     webhook = None
     if settings.webhook_url is not None:
         webhook = WebhookNotifier(
-            settings.webhook_url.get_secret_value(), min_severity=settings.webhook_min_severity
+            settings.webhook_url.get_secret_value(),
+            min_severity=settings.webhook_min_severity,
+            secret=settings.webhook_secret_value,
         )
         notifiers.append(webhook)
     return webhook, Notifiers(notifiers)

@@ -18,6 +18,7 @@ roles (what each may do on the broker, {p} being the topic prefix):
   serve      receive all telemetry, alerts, alert state and command status; publish
              acknowledgements, command and desired-state requests for API token holders
              ({p}/+/acks/NAME/on-behalf, {p}/+/command-requests/NAME/on-behalf, ...)
+  notify     (the notifier) receive all alerts and automation notices; publish nothing
   app        (one tenant) receive that tenant's alerts, alert state and command status;
              publish nothing
   operator   (one tenant) as app, and publish that tenant's acknowledgements, command and
@@ -44,9 +45,11 @@ def add_parser(commands: Commands) -> None:
     """Adds `moclo accounts`, and beside it `moclo broker-auth` and `moclo provision`."""
     accounts = commands.add_parser(
         "accounts",
-        help="broker accounts of services (ingest, serve) and of tenants' apps, operators and "
+        help="broker accounts of services (ingest, serve, notify) and of tenants' apps, "
+        "operators and "
         "clinicians",
-        description="Accounts that log in to the broker: ingest and serve see every tenant, an "
+        description="Accounts that log in to the broker: ingest, serve and notify see every "
+        "tenant, an "
         "app, operator or clinician account only its own tenant's alerts and commands.",
         epilog=ACCOUNTS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -134,7 +137,8 @@ def _add_provision(commands: Commands) -> None:
         action="append",
         default=[],
         metavar=("ROLE", "NAME", "FILE"),
-        help="a service account (ROLE ingest or serve) and the file for its password; repeat",
+        help="a service account (ROLE ingest, serve or notify) and the file for its password; "
+        "repeat",
     )
     provision.add_argument(
         "--devices",

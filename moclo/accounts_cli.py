@@ -17,6 +17,7 @@ from moclo.devices_cli import after_change, print_table
 _USE: dict[Role, str] = {
     "ingest": "set MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD in `moclo ingest`'s environment",
     "serve": "set MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD in `moclo serve`'s environment",
+    "notify": "set MOCLO_MQTT_USERNAME and MOCLO_MQTT_PASSWORD in `moclo notify run`'s environment",
     "app": "the app may receive {tenant}'s alerts ({prefix}/{tenant}/alerts/+), alert "
     "state ({prefix}/{tenant}/alert-state/#) and command status "
     "({prefix}/{tenant}/command-status/+), and publish nothing",
@@ -167,9 +168,9 @@ def provision(
         return 2
     plans = []
     for role, name, file in accounts:
-        if role not in ("ingest", "serve"):
+        if role not in ("ingest", "serve", "notify"):
             print(
-                f"moclo: --account {role} {name}: ROLE must be ingest or serve (apps and "
+                f"moclo: --account {role} {name}: ROLE must be ingest, serve or notify (apps and "
                 "operators belong to people: `moclo accounts add`)",
                 file=sys.stderr,
             )

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from core.mqtt import MqttEndpoint
-from core.settings import ENVIRONMENT, Settings, SettingsError, url_has_password
+from core.settings import ENVIRONMENT, SECRETS, Settings, SettingsError, url_has_password
 from moclo import (
     accounts_args,
     alerts_args,
@@ -227,8 +227,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             "--influx-url must not carry a password (it would show in `ps`): put the whole URL "
             "in MOCLO_INFLUX_URL, or, for InfluxDB 2.x/3.x, a token in MOCLO_INFLUX_TOKEN"
         )
-    secret = ("influx_token", "mqtt_password")
-    flags = {name: getattr(args, name, None) for name in ENVIRONMENT if name not in secret}
+    # Secrets come from the environment only: a flag would show in `ps`.
+    flags = {name: getattr(args, name, None) for name in ENVIRONMENT if name not in SECRETS}
     if getattr(args, "client_id", None):
         flags["ingest_client_id"] = args.client_id
     return Settings.load(**flags)

@@ -28,17 +28,20 @@ from serve import errors, state
 from serve.errors import ErrorBody
 from serve.live import LiveHub
 from serve.routes import (
+    ack_link,
     alerts,
     automation_trail,
     command_history,
     commands,
     devices,
     maps,
+    oncall,
     places,
     series,
     service,
     session,
     stream,
+    timeline,
 )
 from serve.routes.acknowledgements import Acknowledger
 from serve.routes.acknowledgements import router as acknowledgements
@@ -74,12 +77,15 @@ def create_app(
     commands.keep(app, settings)
     maps.keep(app, settings)
     places.keep(app, rulebook)
+    oncall.keep(app, settings)
+    ack_link.keep(app, settings)
     for routes in (
         session, devices, commands, command_history, maps, places, automation_trail, series,
-        alerts, stream,
+        alerts, timeline, oncall, stream,
     ):  # fmt: skip
         app.include_router(routes.router)
     app.include_router(acknowledgements)
+    app.include_router(ack_link.router)
     app.include_router(service.router)
     app.mount("/static", StaticFiles(directory=str(service.STATIC)), name="static")
     return app

@@ -8,7 +8,8 @@ errors and the live stream alike, so no path is forgotten.
   button). uPlot sets element styles from script, which CSP allows; the page has no inline
   `style` attribute or `<style>` element, so `style-src` needs no 'unsafe-inline' either.
   Leaflet (the maps) does the same. Images may also come from the one map tile server an
-  operator chose (MOCLO_MAP_TILES); by default there is none.
+  operator chose (MOCLO_MAP_TILES); by default there is none. The web app's manifest and its
+  service worker come from the server itself (`manifest-src`, `worker-src`), like the rest.
 - X-Frame-Options: DENY, the same for browsers that predate `frame-ancestors`.
 - X-Content-Type-Options: nosniff: a JSON answer is never run as a script or shown as a page.
 - Referrer-Policy: no-referrer: a device id in a dashboard URL is sent to no one.
@@ -37,6 +38,8 @@ _POLICY = (
     "img-src 'self' data:",
     "font-src 'self'",
     "connect-src 'self'",
+    "manifest-src 'self'",
+    "worker-src 'self'",
     "object-src 'none'",
     "base-uri 'none'",
     "form-action 'self'",

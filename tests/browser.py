@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from playwright.sync_api import BrowserContext, Page
+
 CHROMIUM = "/usr/bin/chromium"
 # Headless, and none of Chromium's own calls home: this machine's network is closed, and
 # Chromium's background requests would be refused, many at a time.
@@ -15,3 +20,28 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@contextlib.contextmanager
+def guarded(context: BrowserContext) -> Iterator[Page]:
+    """A page of `context` that fails the test if it throws, if the Content-Security-Policy
+    blocks anything (the dashboard must work under it, not around it; Chromium reports each
+    violation on the console), or if it fetches from anywhere but the dashboard's own server.
+    Closes `context` at the end."""
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    outside: list[str] = []
+    page.on(
+        "request", lambda r: None if r.url.startswith("http://127.0.0.1") else outside.append(r.url)
+    )
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], f"the page threw: {errors}"
+    assert outside == [], f"the page fetched from elsewhere: {outside}"

@@ -26,6 +26,7 @@ from ingest.stats import IngestStats
 from moclo.cluster import RabbitCluster
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.helpers import Influx
+from tests.receivers import HttpReceiver, SmtpReceiver
 
 
 @pytest.fixture(scope="session")
@@ -273,3 +274,19 @@ def _no_state_in_the_work_tree(
     monkeypatch.setenv("MOCLO_UNREGISTERED", "off")
     monkeypatch.setenv("MOCLO_HTTP_LISTEN", "127.0.0.1:0")
     monkeypatch.setenv("MOCLO_SERVE_LISTEN", "127.0.0.1:0")
+
+
+@pytest.fixture
+def smtp_receiver() -> Iterator[SmtpReceiver]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, recording every mail."""
+    receiver = SmtpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    """A real HTTP server on a free loopback port, recording every request it answered."""
+    receiver = HttpReceiver().start()
+    yield receiver
+    receiver.stop()

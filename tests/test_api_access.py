@@ -39,7 +39,9 @@ from tests.helpers import COW, publish_all, wait_until
 from tests.test_serve import NOW, StreamReader, cow_history
 
 TENANTS = ("orchard", "harbor", "quarry")
-PREFIX = {"orchard": "apple", "harbor": "boat", "quarry": "stone"}  # every device id's
+# Every device id's prefix, which no public file may contain (not "apple": the page links an
+# apple-touch-icon).
+PREFIX = {"orchard": "plum", "harbor": "boat", "quarry": "stone"}
 HEALTHY_READINGS = {"orchard": 6, "harbor": 9, "quarry": 13}  # tell the tenants' counts apart
 FEVER = [38.6] * 3 + [40.1] * 3  # raises `fever` on the sixth reading
 ACKERS = ("t1-operator", "t12-operator", "admin")
@@ -278,6 +280,19 @@ def _device_alerts(stack: Stack, who: Identity, tenant: str) -> tuple[str, str, 
     return "GET", "/api/alerts", {"device": feverish(tenant, "admin")}
 
 
+def _timeline(stack: Stack, who: Identity, tenant: str) -> tuple[str, str, dict[str, Any]]:
+    return "GET", f"/api/alerts/{stack.alert_ids[feverish(tenant, 'admin')]}/timeline", {}
+
+
+def check_timeline(stack: Stack, who: Identity, tenant: str, body: Any) -> None:
+    assert (body["alert"]["tenant"], body["alert"]["rule"]) == (tenant, "fever")
+    assert body["events"] == []  # no notifier runs here
+
+
+def check_oncall(stack: Stack, who: Identity, tenant: str, body: Any) -> None:
+    assert body["rotations"] == []  # no notify file here: the scoping is what is tried
+
+
 def _episodes(stack: Stack, who: Identity, tenant: str) -> tuple[str, str, dict[str, Any]]:
     params = {"tenant": tenant, "device": feverish(tenant, "admin"), "since": "3h"}
     return "GET", "/api/episodes", params
@@ -348,6 +363,9 @@ CELLS = [
     Cell("alerts-of", _get("/api/alerts", tenant="{tenant}"), sees, forbidden, check_alerts),
     Cell("alerts-of-device", _device_alerts, signed_in, forbidden, check_device_alerts),
     Cell("episodes", _episodes, sees, forbidden, check_episodes),
+    Cell("timeline", _timeline, sees, not_found, check_timeline),
+    Cell("oncall", _get("/api/oncall"), signed_in, forbidden, check_oncall, per_tenant=False),
+    Cell("oncall-of", _get("/api/oncall", tenant="{tenant}"), sees, forbidden, check_oncall),
     Cell("stream", _get("/api/stream"), signed_in, forbidden, check_stream, per_tenant=False),
     Cell("stream-of", _get("/api/stream", tenant="{tenant}"), sees, forbidden, check_stream),
     Cell(
@@ -358,7 +376,11 @@ CELLS = [
         check_ack,
     ),
 ]
-PUBLIC = ["/healthz", "/api/openapi.json", "/", "/static/app.js", "/static/style.css"]
+PUBLIC = [
+    "/healthz", "/api/openapi.json", "/", "/static/app.js", "/static/style.css",
+    "/manifest.webmanifest", "/sw.js", "/static/offline.js", "/static/notifications.js",
+    "/static/alerts.js", "/static/device.js",
+]  # fmt: skip
 
 
 def _cases() -> Iterator[Any]:

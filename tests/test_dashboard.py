@@ -23,7 +23,7 @@ from core.settings import Settings
 from devices.topics import telemetry_topic
 from serve.auth import SESSION_COOKIE
 from serve.live import MAX_STREAMS
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, guarded
 from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import COW, Influx, publish_all, wait_until
 from tests.test_serve import NOW, cow_history, pacemaker
@@ -43,25 +43,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    # Anything the Content-Security-Policy blocks fails the test: the dashboard must work under
-    # it, not around it. Chromium reports each violation on the console.
-    page.on(
-        "console",
-        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
-    )
-    # Every request must go to the dashboard's own server.
-    outside: list[str] = []
-    page.on(
-        "request", lambda r: None if r.url.startswith("http://127.0.0.1") else outside.append(r.url)
-    )
-    yield page
-    context.close()
-    assert errors == [], f"the page threw: {errors}"
-    assert outside == [], f"the page fetched from elsewhere: {outside}"
+    with guarded(browser.new_context(viewport={"width": 1400, "height": 900})) as page:
+        yield page
 
 
 def save(page: Page, tmp_path: Path, name: str) -> Path:

@@ -193,7 +193,9 @@ def test_openapi_describes_every_endpoint(serve: RunningServe) -> None:
         "/api/series",
         "/api/alerts",
         "/api/alerts/{alert_id}/ack",
+        "/api/alerts/{alert_id}/timeline",
         "/api/episodes",
+        "/api/oncall",
         "/api/stream",
         "/healthz",
     }

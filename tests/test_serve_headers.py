@@ -18,6 +18,10 @@ PATHS = [
     pytest.param("/", None, 200, id="page"),
     pytest.param("/static/app.js", None, 200, id="script"),
     pytest.param("/static/no-such-file.js", None, 404, id="missing-file"),
+    pytest.param("/manifest.webmanifest", None, 200, id="web-app-manifest"),
+    pytest.param("/sw.js", None, 200, id="service-worker"),
+    pytest.param("/static/icons/icon-192.png", None, 200, id="icon"),
+    pytest.param("/ack/not-a-token", None, 404, id="ack-link-page"),  # links off here
     pytest.param("/no-such-page", None, 404, id="unknown-path"),
     pytest.param("/api/openapi.json", None, 200, id="openapi"),
     pytest.param("/api/session", None, 401, id="api-unauthorized"),
@@ -51,6 +55,9 @@ def test_the_policy_allows_only_the_dashboards_own_files() -> None:
     assert directives["default-src"] == "'none'"
     assert directives["script-src"] == "'self'"  # no 'unsafe-inline', no 'unsafe-eval'
     assert directives["connect-src"] == "'self'"
+    # The web app's manifest and service worker: from the server itself, like everything else.
+    assert directives["manifest-src"] == "'self'"
+    assert directives["worker-src"] == "'self'"
     for name in ("object-src", "base-uri", "frame-ancestors"):
         assert directives[name] == "'none'", name
     assert "unsafe" not in CONTENT_SECURITY_POLICY

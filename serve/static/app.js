@@ -1,6 +1,8 @@
-// The moclo dashboard: a fleet overview, the open alerts, a live feed of alert changes, and a
-// page per device with charts of its fields and its alert episodes marked on them, its commands
-// (commands.js) and, for a device with a position, its track on a map (map.js).
+// The moclo dashboard: a fleet overview, the open alerts and a live feed of alert changes
+// (alerts.js), a page per device with charts of its fields and its alert episodes marked on
+// them (device.js), its commands (commands.js) and, for a device with a position, its track on
+// a map (map.js); an alert's page with who was told, and who is on call (notifications.js).
+// This file: the helpers the others use, signing in, the fleet, the live stream, the routes.
 // Plain JavaScript, no build step; uPlot (vendored) draws the charts. Everything comes from
 // this server's /api (see /api/openapi.json); the live parts from /api/stream (Server-Sent
 // Events). On every (re)connect of the stream the lists are loaded again, so a dropped
@@ -9,6 +11,9 @@
 // session and sets its id in an HttpOnly cookie (neither the token nor the id is held by this
 // script afterwards); every request and the stream carry the cookie, and a 401 anywhere brings
 // the sign-in screen back.
+// On a phone the same page folds into one column (style.css) and installs as an app
+// (/manifest.webmanifest); its service worker (/sw.js) keeps the last answers, so without a
+// network the last view is shown again, marked as offline (offline.js).
 "use strict";
 
 const state = {
@@ -16,9 +21,11 @@ const state = {
   devices: new Map(),     // "tenant/device" -> device summary from /api/devices
   openAlerts: new Map(),  // alert id -> alert
   device: null,           // {tenant, id} on a device page
+  alertPage: null,        // the alert id on an alert's page (notifications.js)
   since: "24h",
   charts: [],             // [{plot, field, data}] on a device page
   stream: null,
+  arriving: null,         // devices the stream brought while /api/devices was being asked
   streamRefused: false,   // the last stream was refused for want of a place (429)
   who: null,               // {name, role, tenants (null: every tenant)} once signed in
 };
@@ -46,6 +53,7 @@ async function api(path, params = {}, options = {}) {
     else if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, v);
   }
   const response = await fetch(url, options);
+  noteFreshness(response);  // offline.js
   if (response.status === 401) {
     showSignIn(state.who ? "Your session has ended (signed out, expired, or the token was revoked): sign in again." : "");
     throw new SignedOut("signed out");
@@ -61,6 +69,7 @@ function post(path, body) {
 
 function showError(error) {
   if (error instanceof SignedOut) return;  // the sign-in screen says it
+  if (error && isOffline()) return;  // the offline banner says it (offline.js)
   const box = $("error");
   box.textContent = error ? String(error.message || error) : "";
   box.hidden = !error;
@@ -88,6 +97,8 @@ function formatValue(v) {
 
 function showSignIn(message = "") {
   if (state.stream) { state.stream.close(); state.stream = null; }
+  // However the session ended (signed out, expired, revoked), what was kept for offline goes.
+  forgetSavedAnswers().catch(showError);  // offline.js
   state.who = null;
   for (const id of ["app", "who", "tenant-choice", "live", "error"]) $(id).hidden = true;
   $("sign-in").hidden = false;
@@ -111,6 +122,7 @@ async function signIn(event) {
 
 async function signOut() {
   await fetch("/api/session", { method: "DELETE" });
+  await forgetSavedAnswers();  // offline.js: the next person on this phone sees nothing of ours
   showSignIn();
 }
 
@@ -123,6 +135,8 @@ async function startApp(who) {
   $("who-tenants").textContent = who.tenants ? who.tenants.join(", ") : "every tenant";
   try { await loadTenants(); } catch (error) { showError(error); }
   await route();
+  // The open alerts come with the stream's hello; offline there is none, so the saved ones now.
+  if (isOffline()) await refresh();
   connectStream();
 }
 
@@ -150,8 +164,21 @@ async function loadTenants() {
 }
 
 async function loadFleet() {
-  const { devices } = await api("/api/devices", { tenant: state.tenant });
+  // Readings the stream brings while the answer is on its way are newer than it: kept.
+  const arriving = new Map();
+  state.arriving = arriving;
+  let devices;
+  try {
+    ({ devices } = await api("/api/devices", { tenant: state.tenant }));
+  } finally {
+    if (state.arriving === arriving) state.arriving = null;
+  }
   state.devices = new Map(devices.map((d) => [`${d.tenant}/${d.device_id}`, d]));
+  for (const [key, d] of arriving) {
+    const known = state.devices.get(key);
+    if (!known) state.devices.set(key, d);
+    else if (Date.parse(d.last_seen) > Date.parse(known.last_seen)) Object.assign(known, { last_seen: d.last_seen, last: d.last });
+  }
   renderFleet();
 }
 
@@ -168,11 +195,12 @@ function renderFleet() {
     const alerts = d.open_alerts
       ? el("span", { class: `badge ${d.worst_severity}` }, `${d.open_alerts} open`) : "";
     const stale = d.last_seen && Date.now() - Date.parse(d.last_seen) > 15 * 60 * 1000;
+    // The classes and labels place each cell on a phone, where a row is a card (style.css).
     return el("tr", { class: stale ? "stale" : "", dataset: { device: d.device_id } },
-      el("td", {}, el("a", { href: `#/device/${d.tenant}/${d.device_id}` }, d.device_id)),
-      el("td", {}, d.device_type), el("td", {}, d.tenant),
-      el("td", { class: "seen", title: d.last_seen || "" }, ago(d.last_seen)),
-      el("td", { class: "values" }, values), el("td", {}, alerts));
+      el("td", { class: "device" }, el("a", { href: `#/device/${d.tenant}/${d.device_id}` }, d.device_id)),
+      el("td", { class: "type" }, d.device_type), el("td", { class: "tenant" }, d.tenant),
+      el("td", { class: "seen", title: d.last_seen || "", "data-label": "seen" }, ago(d.last_seen)),
+      el("td", { class: "values" }, values), el("td", { class: "open" }, alerts));
   });
   $("devices").tBodies[0].replaceChildren(...rows);
   $("device-count").textContent = `(${devices.length})`;
@@ -188,81 +216,6 @@ function renderFleet() {
   $("type-cards").replaceChildren(...[...byType].sort().map(([type, t]) =>
     el("div", { class: `card${t.alerting ? " alerting" : ""}` }, el("b", {}, t.count), type,
       el("div", { class: "muted" }, t.alerting ? `${t.alerting} with open alerts` : "all quiet"))));
-}
-
-// -- alerts --------------------------------------------------------------------------------
-
-async function loadOpenAlerts() {
-  const { alerts } = await api("/api/alerts", { tenant: state.tenant });
-  state.openAlerts = new Map(alerts.map((a) => [a.id, a]));
-  renderOpenAlerts();
-}
-
-function alertItem(a, fresh, actions = false) {
-  const shown = el("li", { class: `${a.severity} ${a.state}${fresh ? " fresh" : ""}`,
-    dataset: { alertId: a.id, state: a.state, rule: a.rule, device: a.device_id,
-      shownAt: String(Date.now()) } },
-  el("span", { class: "state" }, a.state), el("b", {}, a.rule), " ",
-  el("a", { href: `#/device/${a.tenant}/${a.device_id}` }, `${a.tenant}/${a.device_id}`),
-  el("div", {}, a.message + (a.acknowledged_by ? ` (acknowledged by ${a.acknowledged_by})` : "")),
-  el("div", { class: "when" }, `${clock(a.ts)} · ${a.severity} · id ${a.id}`));
-  if (actions && a.state === "raised" && mayAcknowledge()) shown.append(ackControls(a));
-  return shown;
-}
-
-// "acknowledge" opens a note field; sending it answers once ingest has taken it.
-function ackControls(a) {
-  const box = el("div", { class: "ack-box" });
-  const open = el("button", { type: "button", class: "ack" }, "acknowledge");
-  open.addEventListener("click", () => {
-    const note = el("input", { class: "ack-note", maxlength: "500", placeholder: "note (optional): what is being done" });
-    const send = el("button", { type: "submit", class: "ack-send" }, "acknowledge");
-    const form = el("form", { class: "ack-form" }, note, send);
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      send.disabled = true;
-      box.querySelector(".ack-error")?.remove();
-      try {
-        const acknowledged = await post(`/api/alerts/${a.id}/ack`, { note: note.value.trim() });
-        state.openAlerts.set(acknowledged.id, acknowledged);  // the feed gets it from the stream
-        renderOpenAlerts();
-      } catch (error) {
-        send.disabled = false;
-        if (!(error instanceof SignedOut)) box.append(el("div", { class: "ack-error" }, error.message));
-      }
-    });
-    box.replaceChildren(form);
-    note.focus();
-  });
-  box.append(open);
-  return box;
-}
-
-function renderOpenAlerts() {
-  const alerts = [...state.openAlerts.values()].sort((a, b) =>
-    SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || Date.parse(b.ts) - Date.parse(a.ts));
-  $("open-alerts").replaceChildren(...alerts.map((a) => alertItem(a, false, true)));
-  $("open-count").textContent = `(${alerts.length})`;
-}
-
-function onAlert(a) {
-  if (state.tenant && a.tenant !== state.tenant) return;
-  const feed = $("feed");
-  feed.querySelector(".placeholder")?.remove();
-  feed.prepend(alertItem(a, true));
-  while (feed.children.length > FEED_MAX) feed.lastChild.remove();
-  if (a.state === "resolved") state.openAlerts.delete(a.id);
-  else state.openAlerts.set(a.id, a);
-  renderOpenAlerts();
-  const device = state.devices.get(`${a.tenant}/${a.device_id}`);
-  if (device) {
-    const mine = [...state.openAlerts.values()].filter((x) => x.tenant === a.tenant && x.device_id === a.device_id);
-    device.open_alerts = mine.length;
-    device.worst_severity = mine.reduce((w, x) => (w && SEVERITY_RANK[w] >= SEVERITY_RANK[x.severity] ? w : x.severity), null);
-    if (!state.device) renderFleet();
-  }
-  if (state.device && state.device.tenant === a.tenant && state.device.id === a.device_id) loadEpisodes();
-  if (state.device) tellMap("alert", a);  // map.js: where an automation fired
 }
 
 // -- live stream ---------------------------------------------------------------------------
@@ -338,6 +291,7 @@ function onReadings(readings) {
     else if (!state.tenant || state.tenant === tenant) {
       state.devices.set(key, { tenant, device_type, device_id, last_seen: ts, last: fields, open_alerts: 0, worst_severity: null });
     }
+    if (state.arriving && state.devices.has(key)) state.arriving.set(key, { ...state.devices.get(key) });
     if (state.device && state.device.tenant === tenant && state.device.id === device_id) appendToCharts(ts, fields);
   }
   if (!state.device) renderFleetSoon();
@@ -352,123 +306,31 @@ function renderFleetSoon() {
   setTimeout(() => { renderPending = false; if (!state.device) renderFleet(); }, 1000);
 }
 
-// -- device page ---------------------------------------------------------------------------
-
-let deviceLoads = 0;  // a newer load (another range, another device) wins over an older one
-
-async function showDevice(tenant, id) {
-  const load = ++deviceLoads;
-  state.device = { tenant, id };
-  $("fleet-view").hidden = true; $("device-view").hidden = false;
-  $("device-title").textContent = `${tenant} / ${id}`;
-  for (const b of $("ranges").children) b.classList.toggle("chosen", b.dataset.since === state.since);
-  const device = await api(`/api/devices/${tenant}/${id}`);
-  showCommands(tenant, id).catch(showError);  // commands.js; the charts need not wait
-  $("device-facts").textContent = `${device.device_type} · last reading ${ago(device.last_seen)}` +
-    ` · ${device.open_alerts ? `${device.open_alerts} open alert(s)` : "no open alerts"}`;
-  const since = state.since;
-  const doc = await api("/api/series", { device: id, tenant, since, every: "auto" });
-  if (load !== deviceLoads) return;
-  await drawCharts(doc);
-  await loadEpisodes();
-  if (load !== deviceLoads) return;
-  // Says which range the charts show once they and their episodes are drawn (for tests, and
-  // for anyone scripting the page): clicking ranges quickly starts several loads.
-  $("charts").dataset.shown = `${tenant}/${id}/${since}`;
-}
-
-async function drawCharts(doc) {
-  state.charts.forEach((c) => c.plot.destroy());
-  state.charts = [];
-  forgetTrack();
-  const box = $("charts");
-  box.replaceChildren();
-  const series = doc.series[0];
-  if (!series || series.points.length === 0) {
-    box.append(el("p", { class: "muted" }, "No readings in this range."));
-    return;
-  }
-  const times = series.points.map((p) => Date.parse(p[0]) / 1000);
-  // The x axis spans the whole range asked for, so a silence shows as a gap, not a zoom.
-  const range = [Date.parse(doc.query.from) / 1000, Date.parse(doc.query.to) / 1000];
-  // A position is a track on a map (map.js), not two time series.
-  const mapped = hasPosition(series.fields) ? ["lat", "lon"] : [];
-  series.fields.forEach((field, i) => {
-    if (field === "seq" || mapped.includes(field)) return;
-    const values = series.points.map((p) => (typeof p[i + 1] === "boolean" ? Number(p[i + 1]) : p[i + 1]));
-    if (!values.some((v) => typeof v === "number")) return;  // text fields are not charted
-    const holder = el("div", { class: "chart", dataset: { field } }, el("h4", {}, field));
-    box.append(holder);
-    const data = [times.slice(), values];
-    const plot = new uPlot({
-      width: Math.max(320, box.clientWidth - 10), height: 170,
-      series: [{}, { label: field, stroke: "#2f6fd6", width: 1.5, spanGaps: false }],
-      scales: { x: { time: true, range: () => [range[0], Math.max(range[1], Date.now() / 1000)] } },
-      axes: [{}, { size: 60 }], legend: { show: false },
-      hooks: { draw: [(u) => markEpisodes(u)] },
-    }, data, holder);
-    state.charts.push({ plot, field, data });
-  });
-  if (mapped.length) await drawTrack(box, series);
-}
-
-function appendToCharts(ts, fields) {
-  const t = Date.parse(ts) / 1000;
-  appendToTrack(fields, ts);
-  for (const chart of state.charts) {
-    const v = fields[chart.field];
-    if (v === undefined || t <= chart.data[0][chart.data[0].length - 1]) continue;
-    chart.data[0].push(t); chart.data[1].push(typeof v === "boolean" ? Number(v) : v);
-    chart.plot.setData(chart.data);
-  }
-}
-
-async function loadEpisodes() {
-  if (!state.device) return;
-  const { tenant, id } = state.device;
-  const { episodes } = await api("/api/episodes", { tenant, device: id, since: state.since });
-  state.episodes = episodes;
-  $("episodes").replaceChildren(...(episodes.length ? episodes.map((e) => el("li", { class: e.severity },
-    `${e.rule} (${e.severity}): ${clock(e.start)} → ${e.end ? clock(e.end) : "still open"}. ${e.message}`))
-    : [el("li", { class: "muted" }, "none")]));
-  state.charts.forEach((c) => markEpisodes(c.plot));
-}
-
-// Episodes are DOM bands over the plot (not canvas paint), so they can be hovered and tested.
-function markEpisodes(u) {
-  u.over.querySelectorAll(".episode-band").forEach((b) => b.remove());
-  const [min, max] = [u.scales.x.min, u.scales.x.max];
-  for (const e of state.episodes || []) {
-    const start = Math.max(min, Date.parse(e.start) / 1000);
-    const end = Math.min(max, e.end ? Date.parse(e.end) / 1000 : max);
-    if (end < start) continue;
-    const left = u.valToPos(start, "x"), right = u.valToPos(end, "x");
-    const band = el("div", { class: `episode-band ${e.severity}`, title: e.message, dataset: { alertId: e.id } },
-      el("span", {}, e.rule));
-    band.style.left = `${left}px`; band.style.width = `${Math.max(2, right - left)}px`;
-    u.over.append(band);
-  }
-}
-
 // -- routing -------------------------------------------------------------------------------
 
 async function refresh() {
   try {
-    await Promise.all([loadOpenAlerts(), state.device ? null : loadFleet()]);
+    await Promise.all([loadOpenAlerts(), loadOnCall(), state.device ? null : loadFleet()]);
     showError(null);
   } catch (error) { showError(error); }
 }
 
+// One of three views: the fleet, a device's page, an alert's page (notifications.js).
+function showView(shown) {
+  for (const view of ["fleet-view", "device-view", "alert-view"]) $(view).hidden = view !== shown;
+  $("app").classList.toggle("detail-page", shown !== "fleet-view");  // style.css: first on a phone
+  if (shown !== "device-view") { state.device = null; forgetTrack(); }
+  if (shown !== "alert-view") leaveAlert();
+}
+
 async function route() {
   const match = location.hash.match(/^#\/device\/([a-z0-9-]+)\/([a-z0-9-]+)$/);
+  const alert = location.hash.match(/^#\/alert\/([0-9a-f]{12})$/);
   try {
+    showView(match ? "device-view" : alert ? "alert-view" : "fleet-view");
     if (match) await showDevice(match[1], match[2]);
-    else {
-      state.device = null;
-      $("fleet-view").hidden = false; $("device-view").hidden = true;
-      forgetTrack();
-      await loadFleet();
-    }
+    else if (alert) await showAlert(alert[1]);
+    else await loadFleet();
     showError(null);
   } catch (error) { showError(error); }
 }
@@ -490,7 +352,16 @@ async function start() {
   $("token").addEventListener("input", () => { $("sign-in-error").hidden = true; });
   $("sign-out").addEventListener("click", signOut);
   setInterval(() => { if (state.who && !state.device) renderFleet(); }, 10000);  // "last seen" ages
-  const response = await fetch("/api/session");
+  window.addEventListener("resize", resizeCharts);  // a phone turned sideways
+  keepOffline();  // offline.js
+  let response;
+  try {
+    response = await fetch("/api/session");
+  } catch {  // no network, and no saved view (never signed in here, or signed out since)
+    showSignIn("Offline, and nothing saved from an earlier visit: connect to sign in.");
+    return;
+  }
+  noteFreshness(response);
   if (response.ok) await startApp(await response.json());
   else if (response.status === 401) showSignIn();
   else showError(new Error((await response.json()).error || `${response.status} from /api/session`));

@@ -1,0 +1,87 @@
+"""The phone dashboard from the side of the next person holding the phone, in a real headless
+Chromium (its service worker included) against a real broker, database, ingest and `moclo
+serve`: what the worker keeps for offline must be the signed-in person's alone, and nothing of
+it once they signed out, even an answer that was on its way when they did."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from query.fleet import list_devices
+from storage.influx import InfluxClient
+from tests.conftest import RunningIngest, RunningServe
+from tests.helpers import wait_until
+from tests.test_dashboard import browser  # noqa: F401 (a fixture)
+from tests.test_dashboard_phone import phone, sign_in_by_touch  # noqa: F401 (a fixture)
+from tests.test_serve import cow_history
+
+FARM_DEVICES = "/api/devices?tenant=farm&type=cow_tracker"
+# What the page's own fetch of `url` gets: the status, or "failed" when nothing answers (offline
+# and nothing saved). Through the service worker, as every fetch of the page.
+FETCH = """async (url) => {
+    try { return String((await fetch(url)).status); } catch { return "failed"; }
+}"""
+# The URLs of the answers the service worker keeps for offline.
+SAVED = """async () => {
+    if (!(await caches.has("moclo-answers"))) return [];
+    return (await (await caches.open("moclo-answers")).keys()).map((r) => r.url);
+}"""
+
+
+@pytest.fixture
+def slow_farm_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Serve's query for FARM_DEVICES held before it goes to the (real) database, as a slow
+    database would hold its answer: the first event is set once serve checked the session and
+    is about to ask, the second lets it go on. The session check, the database and the page's
+    other requests are untouched."""
+    asked, go_on = threading.Event(), threading.Event()
+
+    async def held(client: InfluxClient, **where: Any) -> Any:
+        if where.get("device_type") == "cow_tracker":
+            asked.set()
+            await asyncio.to_thread(go_on.wait, 30)
+        return await list_devices(client, **where)
+
+    monkeypatch.setattr("serve.routes.devices.list_devices", held)
+    yield asked, go_on
+    go_on.set()
+
+
+def test_an_answer_on_its_way_at_sign_out_is_not_kept_for_the_next_person(
+    phone: Page,  # noqa: F811
+    ingest: RunningIngest,
+    serve: RunningServe,
+    slow_farm_query: tuple[threading.Event, threading.Event],
+) -> None:
+    cow_history(serve.settings, "farm", "cow-1", [38.6] * 6)
+    wait_until(lambda: ingest.stats.readings_stored >= 6, what="cow-1 stored")
+    sign_in_by_touch(phone, serve, serve.token(["farm"], role="viewer", name="farmer-jo"))
+    phone.wait_for_function("navigator.serviceWorker.controller !== null", timeout=10_000)
+    asked, go_on = slow_farm_query
+    # The farmer's page asks for the farm's cows; the database is slow to answer.
+    phone.evaluate("(url) => { window.late = fetch(url); }", FARM_DEVICES)
+    wait_until(asked.is_set, what="serve asking the database, the session checked")
+    # Meanwhile the farmer signs out, and hands the phone on.
+    phone.locator("#sign-out").tap()
+    expect(phone.locator("#sign-in")).to_be_visible()
+    assert phone.evaluate(SAVED) == []
+    go_on.set()
+    assert phone.evaluate("async () => (await window.late).status") == 200  # it did arrive
+    assert phone.evaluate(SAVED) == [], "an answer kept after signing out"
+
+    # The next person, of another tenant: online the farm is refused (the positive control),
+    # offline nothing of it may come from the phone's saved answers.
+    phone.locator("#token").fill(serve.token(["dairy"], role="viewer", name="dairy-max"))
+    phone.locator("#sign-in-button").tap()  # on the sign-in screen the farmer left
+    expect(phone.locator("#who-name")).to_have_text("dairy-max")
+    assert phone.evaluate(FETCH, FARM_DEVICES) == "403"
+    phone.context.set_offline(True)
+    assert phone.evaluate(FETCH, FARM_DEVICES) == "failed"

@@ -19,7 +19,7 @@ from tests.conftest import RunningIngest, RunningServe
 from tests.helpers import wait_until
 from tests.test_dashboard import browser  # noqa: F401 (a fixture)
 from tests.test_dashboard_phone import phone, sign_in_by_touch  # noqa: F401 (a fixture)
-from tests.test_serve import cow_history
+from tests.test_serve import NOW, cow_history
 
 FARM_DEVICES = "/api/devices?tenant=farm&type=cow_tracker"
 # What the page's own fetch of `url` gets: the status, or "failed" when nothing answers (offline
@@ -85,3 +85,97 @@ def test_an_answer_on_its_way_at_sign_out_is_not_kept_for_the_next_person(
     assert phone.evaluate(FETCH, FARM_DEVICES) == "403"
     phone.context.set_offline(True)
     assert phone.evaluate(FETCH, FARM_DEVICES) == "failed"
+
+
+@pytest.fixture
+def two_fevers(ingest: RunningIngest, serve: RunningServe) -> RunningServe:
+    """Two cows of the farm with a raised fever each: cow-2's raised before cow-3's."""
+    for cow, end in (("cow-2", NOW - 600), ("cow-3", NOW)):
+        cow_history(serve.settings, "farm", cow, [38.6] * 3 + [40.1] * 3, end=end)
+        wait_until(lambda c=cow: any(a.device_id == c for a in ingest.alerts), what=f"{cow} fever")
+    return serve
+
+
+def acknowledging(tab: Page) -> list[str]:
+    """The alerts the page asks to acknowledge, by id, as it asks (a request seen at the page)."""
+    asked: list[str] = []
+    tab.on(
+        "request",
+        lambda r: (
+            asked.append(r.url.split("/api/alerts/")[1].split("/")[0])
+            if r.method == "POST" and r.url.endswith("/ack")
+            else None
+        ),
+    )
+    return asked
+
+
+def ack_button(tab: Page, device: str) -> tuple[float, float]:
+    box = tab.locator(f'#open-alerts li[data-device="{device}"] button.ack').bounding_box()
+    assert box is not None, f"no acknowledge button for {device}"
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def alert_id(tab: Page, device: str) -> str:
+    found = tab.locator(f'#open-alerts li[data-device="{device}"]').get_attribute("data-alert-id")
+    assert found is not None
+    return found
+
+
+def test_a_swipe_starting_on_acknowledge_scrolls_and_acknowledges_nothing(
+    phone: Page,  # noqa: F811
+    two_fevers: RunningServe,
+) -> None:
+    asked = acknowledging(phone)
+    sign_in_by_touch(phone, two_fevers, two_fevers.token(["farm"], role="operator", name="vet-ana"))
+    expect(phone.locator("#open-alerts button.ack")).to_have_count(2, timeout=10_000)
+    x, y = ack_button(phone, "cow-2")
+    cdp = phone.context.new_cdp_session(phone)
+    # A finger put down on the button and drawn up the screen, as a thumb scrolls.
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+    for step in range(1, 11):
+        point = {"x": x, "y": y - 25 * step}
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    assert phone.evaluate("scrollY") > 0  # it scrolled the page
+    # Positive control: a tap on cow-3's button acknowledges cow-3, and only that was asked.
+    cow_3 = alert_id(phone, "cow-3")
+    phone.locator('#open-alerts li[data-device="cow-3"] button.ack').tap()
+    expect(phone.locator('#open-alerts li[data-device="cow-3"]')).to_have_attribute(
+        "data-state", "acknowledged", timeout=15_000
+    )
+    assert asked == [cow_3]
+    expect(phone.locator('#open-alerts li[data-device="cow-2"]')).to_have_attribute(
+        "data-state", "raised"
+    )
+
+
+def test_a_tap_whose_alert_moved_away_under_the_finger_acknowledges_nothing(
+    phone: Page,  # noqa: F811
+    two_fevers: RunningServe,
+) -> None:
+    """The list is redrawn when an alert changes: a new one sorted above pushes the others
+    down while a finger is on a button, and the button under it at release is another alert's."""
+    asked = acknowledging(phone)
+    sign_in_by_touch(phone, two_fevers, two_fevers.token(["farm"], role="operator", name="vet-ana"))
+    expect(phone.locator("#open-alerts button.ack")).to_have_count(2, timeout=10_000)
+    aimed = alert_id(phone, "cow-2")  # the older: second in the list
+    x, y = ack_button(phone, "cow-2")
+    cdp = phone.context.new_cdp_session(phone)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+    # A critical alert of another cow arrives on the live stream meanwhile (as the stream
+    # hands it to the page), and goes to the top.
+    phone.evaluate(
+        """() => onAlert({ id: "f".repeat(32), tenant: "farm", device_id: "cow-9",
+            device_type: "cow_tracker", rule: "fever", severity: "critical", state: "raised",
+            message: "body temperature 41.0", ts: new Date().toISOString(),
+            first_seen: new Date().toISOString() })"""
+    )
+    expect(phone.locator("#open-alerts li").first).to_have_attribute("data-device", "cow-9")
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    # Positive control: a tap now, on cow-2's button where it is, acknowledges cow-2.
+    phone.locator('#open-alerts li[data-device="cow-2"] button.ack').tap()
+    expect(phone.locator('#open-alerts li[data-device="cow-2"]')).to_have_attribute(
+        "data-state", "acknowledged", timeout=15_000
+    )
+    assert asked == [aimed]

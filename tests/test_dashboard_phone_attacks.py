@@ -179,3 +179,27 @@ def test_a_tap_whose_alert_moved_away_under_the_finger_acknowledges_nothing(
         "data-state", "acknowledged", timeout=15_000
     )
     assert asked == [aimed]
+
+
+def test_signing_out_offline_forgets_now_and_ends_the_session_once_online(
+    phone: Page,  # noqa: F811
+    ingest: RunningIngest,
+    serve: RunningServe,
+) -> None:
+    """The session's cookie is out of the page's reach: signed out offline, the next person
+    opening the page online must not find the farmer still signed in."""
+    cow_history(serve.settings, "farm", "cow-1", [38.6] * 6)
+    wait_until(lambda: ingest.stats.readings_stored >= 6, what="cow-1 stored")
+    sign_in_by_touch(phone, serve, serve.token(["farm"], role="viewer", name="farmer-jo"))
+    phone.wait_for_function("navigator.serviceWorker.controller !== null", timeout=10_000)
+    phone.reload()  # positive control: the cookie signs the page in again, online
+    expect(phone.locator("#who-name")).to_have_text("farmer-jo", timeout=10_000)
+    phone.context.set_offline(True)
+    phone.locator("#sign-out").tap()
+    expect(phone.locator("#sign-in")).to_be_visible()
+    expect(phone.locator("#sign-in-error")).to_contain_text("while offline")
+    assert phone.evaluate(SAVED) == []
+    phone.context.set_offline(False)
+    phone.reload()  # the next person, online
+    expect(phone.locator("#sign-in")).to_be_visible(timeout=10_000)
+    expect(phone.locator("#app")).to_be_hidden()

@@ -4,6 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY moclo ./moclo
 COPY ingest ./ingest
+COPY notify ./notify
 COPY devices ./devices
 COPY simulators ./simulators
 COPY query ./query

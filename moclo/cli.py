@@ -3,7 +3,8 @@
 The top-level parser, `up` and `ingest` are here; the other command groups keep their parser
 and the call they make in a module of their own: `simulate_cli.py`, `devices_args.py`,
 `accounts_args.py` (also `broker-auth` and `provision`), `rules_args.py`, `alerts_args.py`,
-`command_args.py` (`command`, `commands`, `desired`), `notify_args.py` (`notify`, `oncall`).
+`command_args.py` (`command`, `commands`, `desired`), `notifier_args.py` (`notify run|test`,
+the group that `notify_args.py` adds `check` to) and `notify_args.py` (`notify check`, `oncall`).
 Shared argument helpers are in `args.py`. Whatever a command needs beyond argparse is imported
 when it runs, so that `moclo --help` stays quick."""
 
@@ -23,6 +24,7 @@ from moclo import (
     alerts_args,
     command_args,
     devices_args,
+    notifier_args,
     notify_args,
     query_args,
     rules_args,
@@ -68,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     command_args.add_parser(commands)
     query_args.add_parser(commands)
     tokens_args.add_parser(commands)
-    notify_args.add_parser(commands)
+    notifier_args.add_parser(commands)  # `notify` with run, test and check
+    notify_args.add_oncall(commands)
     return parser
 
 
@@ -266,6 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Imported only now: the rules machinery is too slow to load for `moclo --help`.
         from ingest.alerts.rulesfile import RulesFileError
         from ingest.automations.file import AutomationsFileError
+        from notify.file import NotifyFileError
+
+        if isinstance(exc, NotifyFileError):
+            print(f"moclo: the notify file has problems:\n{exc}", file=sys.stderr)
+            print("moclo: the notify file is set by MOCLO_NOTIFY_FILE", file=sys.stderr)
+            return 2
 
         if isinstance(exc, AutomationsFileError):
             print(f"moclo: the automations file has problems:\n{exc}", file=sys.stderr)
@@ -318,6 +327,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return query_args.run(args, settings)
     if args.command == "tokens":
         return tokens_args.run(args, settings)
+    if args.command == "notify":
+        return notifier_args.run(args, settings)
     raise AssertionError(args.command)
 
 

@@ -2,7 +2,7 @@
 service, a login per simulated device, a TLS listener with a local CA, and a token for the
 dashboard.
 
-Every start issues fresh secrets for what `moclo up` runs itself (its ingest and serve
+Every start issues fresh secrets for what `moclo up` runs itself (its ingest, serve and notifier
 accounts, its simulated devices, its dashboard token) and revokes the previous ones, so no
 secret of the stack has to be kept anywhere but in this process's memory; the one exception is
 the dashboard token, written to `{data dir}/dashboard-token` (0600) for the person at the
@@ -27,6 +27,7 @@ from simulators.run import SimulationOptions, build_fleet
 
 INGEST_ACCOUNT = "moclo-up-ingest"
 SERVE_ACCOUNT = "moclo-up-serve"
+NOTIFY_ACCOUNT = "moclo-up-notify"
 DASHBOARD_TOKEN = "moclo-up"
 
 
@@ -41,12 +42,16 @@ class LocalAccess:
     token_file: Path
     ingest_login: tuple[str, str] = field(repr=False)
     serve_login: tuple[str, str] = field(repr=False)
+    notify_login: tuple[str, str] = field(repr=False)
 
     def for_ingest(self, settings: Settings) -> Settings:
         return _logged_in(settings, self.ingest_login, self.registry)
 
     def for_serve(self, settings: Settings) -> Settings:
         return _logged_in(settings, self.serve_login, self.registry)
+
+    def for_notify(self, settings: Settings) -> Settings:
+        return _logged_in(settings, self.notify_login, self.registry)
 
 
 def registry_path(settings: Settings, data_dir: Path) -> Path:
@@ -63,6 +68,7 @@ def provision(
     registry = Registry(registry_path(settings, data_dir))
     ingest = _fresh_account(registry, "ingest", INGEST_ACCOUNT)
     serve = _fresh_account(registry, "serve", SERVE_ACCOUNT)
+    notify = _fresh_account(registry, "notify", NOTIFY_ACCOUNT)  # used if a notify file is set
     if simulation is not None:
         simulation = _with_device_logins(registry, settings, simulation)
     auth_dir = (
@@ -88,6 +94,7 @@ def provision(
         token_file=token_file,
         ingest_login=ingest,
         serve_login=serve,
+        notify_login=notify,
     )
 
 

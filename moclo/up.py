@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import secrets
 import socket
 import sys
 import threading
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from access.broker import PID_FILE
 from core.settings import Settings, url_has_password
 from ingest.options import IngestOptions
@@ -29,6 +32,7 @@ from ingest.stats import IngestStats
 from moclo.local_access import LocalAccess, provision
 from moclo.signals import install_stop_handlers
 from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
+from notify.service import Notifier, load_config
 from serve.server import bind, run_serve
 from simulators.run import SimulationOptions, run_simulation
 from storage.alert_record import Alert
@@ -167,9 +171,17 @@ def _local_ports(settings: Settings, data_dir: Path, updates: dict[str, str]) ->
     serve_host, _, serve_port = settings.serve_listen.rpartition(":")
     if _is_loopback(serve_host) and int(serve_port):
         updates["serve_listen"] = f"{serve_host}:{_port_or_free(serve_host, int(serve_port))}"
+    if settings.notify_outbox == Settings.model_fields["notify_outbox"].default:
+        updates["notify_outbox"] = str(data_dir / "notify" / "outbox.sqlite")
+    if settings.notify_listen != "off":
+        host, _, port = settings.notify_listen.rpartition(":")
+        if _is_loopback(host) and int(port):
+            updates["notify_listen"] = f"{host}:{_port_or_free(host, int(port))}"
 
 
 def run_up(settings: Settings, options: UpOptions) -> int:
+    if settings.notify_file:
+        load_config(settings)  # a notify file with mistakes stops here, before any server
     with ExitStack() as servers:
         _say("moclo up: starting…")
         settings, notes, access = start_local_servers(
@@ -200,6 +212,10 @@ async def _run(
             )
             ingest = tasks.create_task(service.run(ready), name="ingest")
             await _first(ready, ingest)
+            if settings.notify_file and settings.notify_link_secret is None:
+                # The one-tap acknowledgement links: serve checks what the notifier signs.
+                secret = SecretStr(secrets.token_urlsafe(32))
+                settings = settings.model_copy(update={"notify_link_secret": secret})
             dashboard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             serving = tasks.create_task(
                 run_serve(
@@ -212,6 +228,8 @@ async def _run(
             )
             await _first(dashboard, serving)
             _say_where(settings, notes, access, dashboard.result(), service.http_port)
+            if settings.notify_file:
+                await _start_notifier(settings, access, dashboard.result(), stop, tasks)
             sim = access.simulation if access else options.simulation
             if sim is not None:
                 fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
@@ -236,6 +254,29 @@ async def _run(
         f"({stats.rejected} rejected, {stats.alerts_raised} alerts raised)"
     )
     return 0
+
+
+async def _start_notifier(
+    settings: Settings,
+    access: LocalAccess | None,
+    dashboard: str,
+    stop: asyncio.Event,
+    tasks: asyncio.TaskGroup,
+) -> None:
+    """The notifier (MOCLO_NOTIFY_FILE set), as its own account, its links to this dashboard
+    unless MOCLO_PUBLIC_URL says where people reach it."""
+    public_url = settings.public_url or dashboard.rstrip("/")
+    own = access.for_notify(settings) if access else settings
+    own = own.model_copy(update={"public_url": public_url})
+    notifier = Notifier(own, load_config(own), stop)
+    ready = asyncio.Event()
+    await _first(ready, tasks.create_task(notifier.run(ready), name="notify"))
+    health = (
+        f"; health http://{own.notify_listen.rpartition(':')[0]}:{notifier.http_port}/healthz"
+        if notifier.http_port
+        else ""
+    )
+    _say(f"  Notifier     people in {own.notify_file}, links to {public_url}{health}")
 
 
 def _print_alert(alert: Alert) -> None:

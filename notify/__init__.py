@@ -23,4 +23,10 @@ message however the herd is split.
     compose.py   the words of a message (title, listed changes, acknowledgement links)
     outbox.py    the SQLite file that keeps all of it across crashes
     timeline.py  the timeline rows each step leaves for InfluxDB
+    service.py   the service: MQTT in, the dispatcher, channels out, the timeline to InfluxDB,
+                 the file read again on change (`moclo notify run`)
+    feed.py      the MQTT input: a persistent session, each message acknowledged once taken
+    subjects.py  what arrives, read into Subjects (or refused, with the reason)
+    senders.py   one Apprise URL per channel, each channel its own queue and thread
+    metrics.py   /metrics and /healthz
 """

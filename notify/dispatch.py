@@ -189,6 +189,18 @@ class Dispatcher:
         the past); None when nothing is owed."""
         return self._work.next_wake()
 
+    def owed(self) -> dict[str, int]:
+        """What the outbox still owes, for /metrics: deliveries waiting or handed out
+        (`deliveries`), messages held for quiet hours (`held`), timeline events not yet in
+        InfluxDB (`events`)."""
+        with self._outbox.read() as db:
+            (deliveries,) = db.execute(
+                "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'claimed')"
+            ).fetchone()
+            (held,) = db.execute("SELECT count(*) FROM messages WHERE state = 'held'").fetchone()
+            (events,) = db.execute("SELECT count(*) FROM events").fetchone()
+        return {"deliveries": int(deliveries), "held": int(held), "events": int(events)}
+
     def events(self, limit: int = 1000) -> list[NotificationEvent]:
         """Timeline events not yet stored in InfluxDB, oldest first."""
         return self._outbox.pending_events(limit)

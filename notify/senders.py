@@ -31,6 +31,10 @@ from notify.dispatch import Delivery
 from notify.model import Channel
 
 log = logging.getLogger("moclo.notify")
+# Apprise logs what it sends to (URLs, ntfy topics, mail addresses, payloads), at every level
+# from DEBUG to ERROR: a channel's secrets. Its log stays closed; the outcome is reported and
+# logged here, by the channel's label.
+logging.getLogger("apprise").setLevel(logging.CRITICAL + 10)
 
 NOTIFICATION_ID_HEADER = "X-Moclo-Notification-Id"
 # Apprise's generic webhooks take `+Name=value` as an HTTP header: there receivers see our

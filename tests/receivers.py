@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -110,6 +111,7 @@ class Request:
     path: str
     headers: dict[str, str]  # names in lower case
     body: bytes
+    at: float = 0.0  # time.time() when it was answered
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -158,7 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
             behaviour.hang.wait(behaviour.hang_limit_s)
         if 200 <= behaviour.status < 300:
             with state.lock:
-                state.received.append(Request(self.command, self.path, headers, body))
+                request = Request(self.command, self.path, headers, body, time.time())
+                state.received.append(request)
         self.send_response(behaviour.status)
         self.send_header("Content-Type", "application/json")
         answer = b'{"ok": true}' if behaviour.status < 300 else b'{"error": "told to fail"}'

@@ -21,7 +21,7 @@ def compose(repo_root: Path) -> dict[str, Any]:
     return document
 
 
-BUILT = ("provision", "ingest", "serve", "simulator")
+BUILT = ("provision", "ingest", "serve", "notify", "simulator")
 
 
 def test_the_services_and_their_images(compose: dict[str, Any], repo_root: Path) -> None:
@@ -258,3 +258,30 @@ def test_the_image_holds_every_package_of_the_project(repo_root: Path) -> None:
     dockerfile = (repo_root / "Dockerfile").read_text()
     missing = [p for p in packages if f"COPY {p} ./{p}" not in dockerfile]
     assert packages and missing == []
+
+
+def test_the_notifier_reads_a_valid_notify_file_and_keeps_its_outbox_on_a_volume(
+    compose: dict[str, Any], repo_root: Path
+) -> None:
+    services = compose["services"]
+    notify = services["notify"]
+    env = notify["environment"]
+    # Its own broker account: test_compose_access.py. serve checks the links the notifier
+    # signs: the same secret.
+    assert (
+        services["serve"]["environment"]["MOCLO_NOTIFY_LINK_SECRET"]
+        == (env["MOCLO_NOTIFY_LINK_SECRET"])
+    )
+    outbox = Path(env["MOCLO_NOTIFY_OUTBOX"])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in notify["volumes"]}
+    assert any(outbox.is_relative_to(target) for target in mounts), "the outbox is on no volume"
+    source = mounts[env["MOCLO_NOTIFY_FILE"]]
+    from notify.file import load_notify_file
+
+    environ = {name: "json://example.org/hook" for name in _url_envs(repo_root / source)}
+    assert load_notify_file(repo_root / source, environ=environ).people
+    assert notify["profiles"] == ["notify"], "started only when asked: it needs a notify file"
+
+
+def _url_envs(path: Path) -> list[str]:
+    return re.findall(r'url_env = "(\w+)"', path.read_text())

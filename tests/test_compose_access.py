@@ -101,8 +101,8 @@ def test_every_shipped_broker_config_refuses_anonymous_clients(repo_root: Path) 
 def test_each_service_logs_in_with_a_secret_only_it_can_read(compose: dict[str, Any]) -> None:
     services = compose["services"]
     plan = provision_plan(compose)
-    assert set(plan["accounts"]) == {"ingest", "serve"}
-    for role in ("ingest", "serve"):
+    assert set(plan["accounts"]) == {"ingest", "serve", "notify"}
+    for role in ("ingest", "serve", "notify"):
         name, file = plan["accounts"][role]
         env = services[role]["environment"]
         assert env["MOCLO_MQTT_USERNAME"] == name

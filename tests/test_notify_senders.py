@@ -4,7 +4,10 @@ dead channel are reported as, and that a channel that hangs holds back no other 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import pytest
 
 from notify.dispatch import Delivery
 from notify.model import Channel
@@ -42,6 +45,21 @@ def test_a_mail_and_a_json_post_arrive_with_the_delivery_id(
     assert request.json()["message"] == hook.body
     # Receivers can drop a duplicate (a retry after a lost answer) by this id.
     assert request.headers[NOTIFICATION_ID_HEADER.lower()] == "msg-2/0"
+
+
+def test_no_log_line_holds_a_channels_token_even_at_debug(
+    http_receiver: HttpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sender = AppriseSender(timeout_s=5)
+    http_receiver.fail("/down", 500)
+    for path in ("/up", "/down"):  # a success and a failure, each with its token
+        channel = Channel(url=f"json://{http_receiver.base}{path}?+Authorization=tok-d3adb33f")
+        sender.send(channel, "title", "body", delivery_id="m/0")
+    ntfy = Channel(url="ntfy://127.0.0.1:1/secret-topic-d3adb33f")  # nothing listens there
+    assert not sender.send(ntfy, "title", "body", delivery_id="m/1").ok
+    assert http_receiver.on("/up"), "positive control: the message went out"
+    assert "d3adb33f" not in caplog.text
 
 
 def test_a_url_apprise_does_not_understand_is_refused_for_good() -> None:

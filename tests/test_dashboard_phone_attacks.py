@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from core.settings import Settings
 from query.fleet import list_devices
 from storage.influx import InfluxClient
 from tests.conftest import RunningIngest, RunningServe
+from tests.gateway_helpers import ScriptedDevice
 from tests.helpers import wait_until
 from tests.test_dashboard import browser  # noqa: F401 (a fixture)
 from tests.test_dashboard_phone import phone, sign_in_by_touch  # noqa: F401 (a fixture)
 from tests.test_serve import NOW, cow_history
+from tests.test_serve_commands import car, gateway  # noqa: F401 (gateway: a fixture)
 
 FARM_DEVICES = "/api/devices?tenant=farm&type=cow_tracker"
 # What the page's own fetch of `url` gets: the status, or "failed" when nothing answers (offline
@@ -203,3 +207,55 @@ def test_signing_out_offline_forgets_now_and_ends_the_session_once_online(
     phone.reload()  # the next person, online
     expect(phone.locator("#sign-in")).to_be_visible(timeout=10_000)
     expect(phone.locator("#app")).to_be_hidden()
+
+
+HOSTILE = '<img src="/x" onerror="document.title=\'owned\'">the door is open'
+
+
+def test_a_devices_hostile_answer_is_shown_as_text(
+    phone: Page,  # noqa: F811
+    gateway: Settings,  # noqa: F811
+    ingest: RunningIngest,
+    serve: RunningServe,
+) -> None:
+    """A command's reason is the device's own text: markup in it is shown, never run (the
+    guarded page also fails on a Content-Security-Policy violation)."""
+    car(gateway, "home", "car-1")
+    wait_until(lambda: ingest.stats.readings_stored >= 1, what="car-1 stored")
+    device = ScriptedDevice(
+        gateway, "home", "car", "car-1",
+        answer=lambda c: {"id": c["id"], "status": "failed", "reason": HOSTILE, "ts": time.time()},
+    ).connect()  # fmt: skip
+    try:
+        token = serve.token(["home"], role="operator", name="sam")
+        sign_in_by_touch(phone, serve, token, "/#/device/home/car-1")
+        phone.locator('#commands form[data-command="lock"] button').tap()
+        failed = phone.locator('#command-log li[data-name="lock"][data-status="failed"]')
+        expect(failed).to_contain_text(HOSTILE, timeout=10_000)  # the text, as the device said
+        assert failed.locator("img").count() == 0
+        assert phone.title() != "owned"
+    finally:
+        device.disconnect()
+
+
+def test_an_acknowledgement_links_token_is_kept_in_no_cache(
+    phone: Page,  # noqa: F811
+    serve: RunningServe,
+) -> None:
+    """The link's token is its whole authority: opened on a phone whose dashboard installed
+    the worker, its page passes by the worker's caches (the page itself, kept, is the control)."""
+    sign_in_by_touch(phone, serve, serve.token(["farm"], role="viewer", name="farmer-jo"))
+    phone.wait_for_function("navigator.serviceWorker.controller !== null", timeout=10_000)
+    link_token = "t" * 43  # the shape of a link's token; whether it is valid does not matter here
+    phone.goto(f"{serve.url}/ack/{link_token}")
+    kept = phone.evaluate(
+        """async () => {
+            const urls = [];
+            for (const name of await caches.keys()) {
+                for (const r of await (await caches.open(name)).keys()) urls.push(r.url);
+            }
+            return urls;
+        }"""
+    )
+    assert f"{serve.url}/" in kept  # the page, kept for offline
+    assert not [url for url in kept if link_token in url], kept

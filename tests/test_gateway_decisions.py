@@ -349,3 +349,15 @@ def test_a_device_cannot_push_the_versions_beyond_exact_integers(gateway: Gatewa
     gateway.restore([], [], {("cardio", "pm-1"): 2**63 - 1})
     [version] = desired_versions(want(70))
     assert version <= 2**53 - 1
+
+
+def test_one_devices_asking_in_a_burst_holds_back_no_other_devices_commands(
+    gateway: Gateway,
+) -> None:
+    """The window is each device's own: car-2 asking all it likes (as a hostile firmware
+    would) leaves car-1's first ask answered at once, and a command to car-1 sent at once."""
+    lock(gateway, "c1")
+    for _ in range(20):
+        handle(gateway, "home/car/car-2/commands/get", b"")
+    assert len(to_device(handle(gateway, "home/car/car-1/commands/get", b""))) == 1
+    assert to_device(lock(gateway, "c2")) == ["m/home/car/car-1/commands"]

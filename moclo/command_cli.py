@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiomqtt
@@ -99,6 +99,9 @@ def send_command(settings: Settings, tenant: str, request: CommandRequest, watch
     topic = request_topic(settings.topic_prefix, tenant, COMMAND_REQUESTS, account)
     payload = orjson.dumps(request.model_dump(mode="json", exclude_none=True))
     what = f"{request.name} on {tenant}/{request.device} (id {request.id})"
+    # --id may be guessed and taken first by another account: its updates are not this one's.
+    mine = watch.mine
+    watch = replace(watch, mine=lambda update: mine(update) and update.issuer == account)
     return _run(settings, tenant, request.device, topic, payload, watch, what)
 
 

@@ -24,7 +24,9 @@ asks ingest, the gateway, for a person):
 | 504 | `?wait=S`: ingest announced nothing within S s: is it running? |
 
 The same `id` twice is one command: asking again (after a timeout, say) re-announces its status
-rather than acting twice, so a client that sets its own id may retry safely.
+rather than acting twice, so a client that sets its own id may retry safely. An id another
+person's command already has is refused unannounced (a 504 with `?wait`), and never answered
+with that other command's outcome.
 """
 
 from __future__ import annotations
@@ -199,9 +201,12 @@ async def command(
     )
     topic = asker.topic(tenant, COMMAND_REQUESTS)
     asked = {"id": command_id, "tenant": tenant, "device": device_id, "name": spec.name}
+    # A command's id may be the client's, and another account may have taken it first: only
+    # an update naming this person as the asker answers them.
     return await _ask_and_wait(
-        hub, asker, tenant, device_id, topic, request, asked, wait, lambda u: u.id == command_id
-    )
+        hub, asker, tenant, device_id, topic, request, asked, wait,
+        lambda u: u.id == command_id and u.issuer == who.name,
+    )  # fmt: skip
 
 
 @router.put(
@@ -276,8 +281,9 @@ async def _ask_and_wait(
         return JSONResponse(
             {
                 "error": f"asked, but ingest announced nothing about {followed} within "
-                f"{wait_s:g} s: is `moclo ingest` running? The live stream tells what becomes "
-                "of it"
+                f"{wait_s:g} s: is `moclo ingest` running? (An id that already names another "
+                "person's command is refused unannounced: give yours an id of its own.) The "
+                "live stream tells what becomes of it"
             },
             status_code=504,
         )

@@ -205,7 +205,7 @@ async def command(
     # an update naming this person as the asker answers them.
     return await _ask_and_wait(
         hub, asker, tenant, device_id, topic, request, asked, wait,
-        lambda u: u.id == command_id and u.issuer == who.name,
+        lambda u: u.id == command_id and _asked_by(u, who.name, asker),
     )  # fmt: skip
 
 
@@ -255,8 +255,15 @@ async def change_desired(
         request,
         asked,
         wait,
-        lambda update: update.request_id == request_id and update.issuer == who.name,
+        lambda update: update.request_id == request_id and _asked_by(update, who.name, asker),
     )
+
+
+def _asked_by(update: CommandUpdate, person: str, asker: Commander) -> bool:
+    """Whether `update` is about a request of `person` through this serve: it names them, or
+    serve's own account (a refusal made before the person could be believed: the account is
+    not in the registry). Another account of the tenant may ask under the same id."""
+    return update.issuer in (person, asker.account)
 
 
 async def _ask_and_wait(

@@ -26,7 +26,9 @@ here, such as style, layout and paint, or waiting for a CPU).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -161,6 +163,7 @@ class SseAlerts:
         self._hello = threading.Event()
         self._stopping = threading.Event()
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=None), headers=served.headers)
+        self._socket: socket.socket | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, name="sse", daemon=True)
         self._thread.start()
@@ -171,6 +174,7 @@ class SseAlerts:
         try:
             params = {"readings": self._readings}
             with self._client.stream("GET", self._url, params=params) as response:
+                self._socket = response.extensions["network_stream"].get_extra_info("socket")
                 event = ""
                 for line in response.iter_lines():
                     now = time.time()
@@ -187,6 +191,11 @@ class SseAlerts:
 
     def close(self) -> None:
         self._stopping.set()
+        # Closing the client does not wake a thread blocked reading the socket: that would
+        # wait for the next event or heartbeat (up to 15 s); a shutdown ends its read at once.
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
         self._client.close()
         self._thread.join(10)
 
@@ -255,6 +264,11 @@ def live_latency(stack: Stack, load: LiveLoad, progress: Progress) -> dict[str, 
         # dashboard's Content-Security-Policy refuses.
         page.wait_for_function(
             "() => document.getElementById('live').textContent === 'live'", timeout=30_000
+        )
+        # The background load has begun once a thermostat is in the fleet table; then it
+        # settles for `warmup_s` before anything is measured.
+        page.wait_for_function(
+            "() => document.querySelectorAll('#devices tbody tr').length > 0", timeout=30_000
         )
         progress(f"  background: {load.background_devices:,} thermostats for {load.warmup_s:g} s…")
         time.sleep(load.warmup_s)  # letting the background load settle before measuring

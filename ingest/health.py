@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.batch_source import BatchSource
@@ -32,6 +32,9 @@ class Liveness:
     connected: bool = False
     disconnected_since: float | None = None
     last_handled: float | None = None  # monotonic time of the last acknowledged batch
+    # Until a first batch is handled, a stall is counted from the start: messages waiting at
+    # the first look are a backlog being taken, not a pipeline stuck for `stall_after_s`.
+    started: float = field(default_factory=time.monotonic)
     pending: int = 0
     influx_available: bool = True
 
@@ -54,7 +57,8 @@ def assess(
         since = liveness.disconnected_since
         for_s = "" if since is None else f" for {now - since:.0f}s"
         return Health(False, f"not consuming: disconnected from the MQTT broker{for_s}", details)
-    if liveness.pending and (idle_s is None or idle_s > stall_after_s):
+    waiting_s = now - liveness.started if idle_s is None else idle_s
+    if liveness.pending and waiting_s > stall_after_s:
         return Health(
             False,
             f"not consuming: {liveness.pending} messages waiting, none handled "

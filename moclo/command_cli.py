@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiomqtt
@@ -99,6 +99,9 @@ def send_command(settings: Settings, tenant: str, request: CommandRequest, watch
     topic = request_topic(settings.topic_prefix, tenant, COMMAND_REQUESTS, account)
     payload = orjson.dumps(request.model_dump(mode="json", exclude_none=True))
     what = f"{request.name} on {tenant}/{request.device} (id {request.id})"
+    # --id may be guessed and taken first by another account: its updates are not this one's.
+    mine = watch.mine
+    watch = replace(watch, mine=lambda update: mine(update) and update.issuer == account)
     return _run(settings, tenant, request.device, topic, payload, watch, what)
 
 
@@ -129,16 +132,18 @@ def desired_follower(
     account: str, request_id: str | None = None
 ) -> Callable[[CommandUpdate], bool]:
     """Which command-status updates are this desired change's: those that echo its
-    `request_id`. Ingest names a change `{device}-desired-{version}`, a version this side
-    cannot know; an ingest from before request ids echoes none, so then the first `desired`
-    update asked by this account is taken for it; but not a bare `succeeded`: that is the
+    `request_id` and name this account as their asker (the echo is read by the whole tenant,
+    and another account may ask under the same id). Ingest names a change
+    `{device}-desired-{version}`, a version this side cannot know; an ingest from before
+    request ids echoes none, so then the first `desired` update asked by this account is taken
+    for it; but not a bare `succeeded`: that is the
     device confirming an earlier version of the same account, while ingest's answer to a
     request is always `sent`, `refused`, or an update with a reason ("nothing to change")."""
     followed: list[str] = []
 
     def mine(update: CommandUpdate) -> bool:
         if update.request_id is not None:
-            return update.request_id == request_id
+            return update.request_id == request_id and update.issuer == account
         if followed:
             return update.id == followed[0]
         if update.name != "desired" or update.issuer != account:

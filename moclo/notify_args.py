@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.settings import ENVIRONMENT
 from moclo.args import Commands
 
 NOTIFY_EPILOG = """\
@@ -31,8 +32,7 @@ examples:
 A time without an offset (--at 2026-12-24T20:00) is read in each rotation's own time zone.
 """
 
-# The notifier's setting; also declared in core/settings.py by the notifier's part.
-NOTIFY_FILE_VARIABLE = "MOCLO_NOTIFY_FILE"
+NOTIFY_FILE_VARIABLE = ENVIRONMENT["notify_file"]
 
 
 def add_parser(commands: Commands) -> None:

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from moclo.notify_args import NOTIFY_FILE_VARIABLE
+from core.settings import ENVIRONMENT
 from notify.file import NAMES_ONLY, NotifyFileError, load_notify_file
 from notify.model import NotifyConfig, Person, Rotation, Route, Target
 from notify.oncall import on_call, override_at, shifts
 from notify.walltime import to_instant
 
+NOTIFY_FILE_VARIABLE = ENVIRONMENT["notify_file"]
 NEXT_SHIFTS = 4  # shown after the current one
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from access.broker import BROKER_SETTINGS, LISTENER_SETTINGS
+from access.broker import AUTOSAVE_INTERVAL_S, BROKER_SETTINGS, LISTENER_SETTINGS
 from access.tls import LocalTls
 
 
@@ -216,8 +216,15 @@ class MosquittoServer(LocalServer):
         tls: LocalTls | None = None,
         tls_port: int | None = None,
         client_certificates: bool = False,
+        autosave_interval_s: int = AUTOSAVE_INTERVAL_S,
+        sys_interval_s: int | None = None,
     ) -> None:
         super().__init__(directory, port)
+        # Shorter only in tests that wait for a save; every shipped config keeps the default.
+        self.autosave_interval_s = autosave_interval_s
+        # How often $SYS counters are published (Mosquitto's default, 10 s, when None); a
+        # benchmark that waits for one shortens it.
+        self.sys_interval_s = sys_interval_s
         # With a password file, anonymous clients are refused; the ACL file says who may
         # publish and subscribe where (both generated from the registry by access/broker.py).
         self.password_file = password_file
@@ -254,7 +261,13 @@ class MosquittoServer(LocalServer):
             "persistence true",
             f"persistence_location {data}/",
             "max_inflight_messages 1000",
-            *BROKER_SETTINGS,
+            *(
+                f"autosave_interval {self.autosave_interval_s}"
+                if line.startswith("autosave_interval ")
+                else line
+                for line in BROKER_SETTINGS
+            ),
+            *(() if self.sys_interval_s is None else (f"sys_interval {self.sys_interval_s}",)),
             "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",
             "log_type error",

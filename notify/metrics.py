@@ -4,6 +4,8 @@
   scheme: `mailto`, `ntfys`, `json`; never the URL, which may hold a token) and outcome
   (`sent`, `retried`: failed and tried again later, `failed`: given up);
 - `moclo_notifications_escalated_total{tenant}`: escalation steps taken;
+- `moclo_notifications_escalated_messages_total{channel, outcome}`: the attempts above that
+  were for a later step (level 2 or more), by channel kind;
 - `moclo_notify_refused_total{reason}`: messages received that were not an alert change or a
   notice (acknowledged and dropped, each logged with its reason);
 - `moclo_notify_outbox{what}`: what the outbox owes (deliveries, held messages, timeline
@@ -30,6 +32,8 @@ OUTCOMES = ("sent", "retried", "failed")
 class NotifierStats:
     notifications: Counter[tuple[str, str]] = field(default_factory=Counter)  # (channel, outcome)
     escalated: Counter[str] = field(default_factory=Counter)  # by tenant
+    # (channel, outcome) of attempts for an escalation step's people (level 2 or more)
+    escalated_notifications: Counter[tuple[str, str]] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # by reason
     taken: int = 0  # alert changes and notices durably taken (and acknowledged)
     timeline_written: int = 0
@@ -60,6 +64,14 @@ class _Collector(Collector):
         for tenant, count in sorted(stats.escalated.items()):
             escalated.add_metric([tenant], count)
         yield escalated
+        escalated_sent = CounterMetricFamily(
+            "moclo_notifications_escalated_messages",
+            "notification attempts for an escalation step's people, by channel kind and outcome",
+            labels=["channel", "outcome"],
+        )
+        for (channel, outcome), count in sorted(stats.escalated_notifications.items()):
+            escalated_sent.add_metric([channel, outcome], count)
+        yield escalated_sent
         refused = CounterMetricFamily(
             "moclo_notify_refused",
             "messages received that are no alert change or notice",

@@ -222,6 +222,8 @@ class Notifier:
         else:
             outcome = "retried"
         self.stats.notifications[(scheme(delivery.channel), outcome)] += 1
+        if delivery.level > 1:  # told because the step before was not acknowledged in time
+            self.stats.escalated_notifications[(scheme(delivery.channel), outcome)] += 1
         self._wake.set()
 
     async def _timeline(self) -> None:

@@ -339,13 +339,16 @@ async def desired_states(
 
 
 async def reported_versions(
-    client: InfluxClient, *, tenant: str | None = None
+    client: InfluxClient, *, tenant: str | None = None, at_most: int | None = None
 ) -> dict[tuple[str, str], int]:
     """The highest desired version each device reported applying, by (tenant, device id):
-    a version moclo must not give again, even if its own desired records are gone."""
+    a version moclo must not give again, even if its own desired records are gone. With
+    `at_most`, the highest at or below it (a larger report is recorded, not followed)."""
     where = "\"kind\" = 'reported'" + (
         f' AND "tenant" = {influxql_literal(tenant)}' if tenant is not None else ""
     )
+    if at_most is not None:
+        where += f' AND "version" <= {int(at_most)}'
     result = await client.query(
         f'SELECT max("version") AS "version" FROM "{COMMANDS_MEASUREMENT}" '
         f'WHERE {where} GROUP BY "tenant", "device_id"'

@@ -1,6 +1,7 @@
-"""Real servers for the suite: one Mosquitto and one InfluxDB per session, started by the same
-supervisor code as `moclo up`, on free loopback ports. Each test gets its own database, topic
-prefix and MQTT client id, so tests never see each other's data."""
+"""Real servers for the suite: one Mosquitto and one InfluxDB per session (under pytest-xdist,
+as `./dev test` runs it, per worker), started by the same supervisor code as `moclo up`, on free
+loopback ports. Each test gets its own database, topic prefix and MQTT client id, so tests never
+see each other's data."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -290,3 +292,20 @@ def http_receiver() -> Iterator[HttpReceiver]:
     receiver = HttpReceiver().start()
     yield receiver
     receiver.stop()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `--dist loadfile` (as `./dev test` runs it), every `test_engine_*.py` file goes to
+    the same worker: they share one session fixture that boots a RabbitMQ cluster, and two
+    of those booting at once would take both cores for half a minute. Other files: one each."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class EngineFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope: str = super()._split_scope(nodeid)
+            return "test_engine_*" if Path(scope).name.startswith("test_engine_") else scope
+
+    return EngineFilesTogether(config, log)

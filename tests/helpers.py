@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -80,6 +81,14 @@ def wait_until(probe: Callable[[], T], *, timeout_s: float = 20.0, what: str = "
         time.sleep(0.05)  # polling interval of a deadline-bounded wait, not synchronisation
         last = probe()
     return last
+
+
+def stream_status(serve_url: str, token: str) -> int:
+    """The status of `moclo serve`'s live stream asked for with `token`; the stream is closed
+    as soon as it answers (no reading thread), so serve frees its place at once."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream("GET", f"{serve_url}/api/stream", headers=headers, timeout=10) as answer:
+        return answer.status_code
 
 
 class Influx:

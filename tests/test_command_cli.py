@@ -396,3 +396,56 @@ def test_desired_set_follows_its_own_change_not_an_earlier_one_confirmed_meanwhi
     mine = desired_follower("owner", "req-b")
     assert not mine(_desired_update(4, "sent").model_copy(update={"request_id": "req-a"}))
     assert mine(_desired_update(5, "sent").model_copy(update={"request_id": "req-b"}))
+
+
+def test_desired_set_is_not_answered_by_another_accounts_request_under_its_id() -> None:
+    """The request id is echoed to the whole tenant, so another account can ask under it (a
+    refusal is final): only an update naming this account as its asker is this request's."""
+    mine = desired_follower("owner", "req-b")
+    stolen = _desired_update(0, "refused", "state is empty").model_copy(
+        update={"id": "th-1-desired-refused-1", "issuer": "mallory", "request_id": "req-b"}
+    )
+    assert not mine(stolen)
+    assert mine(_desired_update(5, "sent").model_copy(update={"request_id": "req-b"}))
+
+
+def test_a_command_waits_for_its_own_asker_not_anothers_command_under_its_id(
+    settings: Settings, observer: Peer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--id` may be guessed and taken first by another account of the tenant: ingest then
+    sends this request nowhere (the id is another person's), while the other's command goes
+    on being announced under that id. Those updates (as ingest publishes them) are not this
+    command's outcome: no ingest runs here, so it times out, exit 7; the same update naming
+    this account is the positive control."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("USER", "ana")
+    registry = tmp_path / "registry.sqlite"
+    Registry(registry).add_device("home", "car", "car-1")
+    monkeypatch.setenv("MOCLO_REGISTRY", str(registry))
+    status = f"{settings.topic_prefix}/home/command-status/car-1"
+
+    def lock(issuer: str) -> subprocess.CompletedProcess[str]:
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "moclo.cli", "command", "home", "car-1", "lock", "--id",
+             "morning-lock", "--wait", "--timeout", "5s", *_flags(settings)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_until(
+            lambda: any("command-requests/ana" in t for t, _ in observer.messages),
+            what="ana's request on the broker",
+        )
+        update = {"id": "morning-lock", "device": "car-1", "device_type": "car",
+                  "name": "unlock", "status": "succeeded", "issuer": issuer,
+                  "ts": "2026-12-06T19:00:00Z"}  # fmt: skip
+        assert observer.publish(status, orjson.dumps(update)) == 0
+        out, err = waiting.communicate(timeout=30)
+        observer.take()
+        return subprocess.CompletedProcess(waiting.args, waiting.returncode, out, err)
+
+    taken = lock("mallory")
+    assert taken.returncode == 7, taken.stdout + taken.stderr
+    assert "succeeded" not in taken.stdout
+    own = lock("ana")
+    assert own.returncode == 0, own.stdout + own.stderr

@@ -25,7 +25,7 @@ from serve.auth import SESSION_COOKIE
 from serve.live import MAX_STREAMS
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, guarded
 from tests.conftest import RunningIngest, RunningServe
-from tests.helpers import COW, Influx, publish_all, wait_until
+from tests.helpers import COW, Influx, publish_all, stream_status, wait_until
 from tests.test_serve import NOW, cow_history, pacemaker
 
 SHOTS = Path(__file__).resolve().parent.parent / "docs"
@@ -248,7 +248,9 @@ def test_a_page_beyond_its_tokens_live_streams_says_so_and_goes_live_when_one_cl
 ) -> None:
     """A token's eight live streams are all held elsewhere (other screens): the page's own
     stream is refused with 429, which EventSource cannot see; the page must say why it is not
-    live rather than show "reconnecting…" forever, and go live once a place is free."""
+    live rather than show "reconnecting…" forever, and go live once a place is free. The
+    page's clock is Playwright's: it runs as the real one, and the test moves it past the
+    page's 10 s wait before trying again once a place is free (the wait itself is unchanged)."""
     made = httpx.post(f"{influx.url}/query", data={"q": f'CREATE DATABASE "{influx.database}"'})
     assert made.status_code == 200, made.text
     token = serve.token(["farm"], role="viewer", name="many-screens")
@@ -263,11 +265,15 @@ def test_a_page_beyond_its_tokens_live_streams_says_so_and_goes_live_when_one_cl
         assert [screen.status_code for screen in screens] == [200] * MAX_STREAMS
         signed_in = page.request.post(f"{serve.url}/api/session", data={"token": token})
         assert signed_in.ok, signed_in.text()
+        page.clock.install()
         page.goto(serve.url + "/")
         expect(page.locator("#error")).to_contain_text(
             f"{MAX_STREAMS} live streams open already", timeout=15_000
         )
         expect(page.locator("#live")).to_have_text("not live")
         screens[0].close()  # one screen goes away: the page takes its place
+        # Once serve has freed the place (this probe closes its stream at once) ...
+        wait_until(lambda: stream_status(serve.url, token) == 200, what="a place free again")
+        page.clock.fast_forward(10_000)  # ... the page's next try comes now, not in up to 10 s
         expect(page.locator("#live")).to_have_text("live", timeout=20_000)
         expect(page.locator("#error")).to_be_hidden()

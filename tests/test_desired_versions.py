@@ -15,14 +15,14 @@ import pytest
 
 from core.mqtt import MqttEndpoint
 from core.settings import Settings
-from devices.topics import DESIRED, device_topic
+from devices.topics import DESIRED, REPORTED, device_topic
 from ingest.options import IngestOptions
 from simulators.connections import DeviceConnections
 from simulators.downlink import DeviceDownlink
 from simulators.light import LightBehaviour
 from tests.conftest import RunningIngest
 from tests.gateway_helpers import StatusWatch, ask, registry_with
-from tests.helpers import Influx, wait_until
+from tests.helpers import Influx, publish_all, wait_until
 
 HOME = "home"
 OPTIONS = IngestOptions(linger_s=0.02)
@@ -122,3 +122,21 @@ def test_a_change_made_while_the_device_was_away_is_sent_again_above_its_version
     )
     assert [r["version"] for r in rows] == [1, 6]
     assert "reported version 5" in rows[1]["reason"] and rows[1]["state"] == '{"on":false}'
+
+
+def test_a_report_beyond_the_bound_read_back_at_a_restart_is_not_followed(
+    settings: Settings, watch: StatusWatch, influx: Influx
+) -> None:
+    """A device's word is stored as said (2**62 here): the next ingest continues above the
+    highest version it followed (7), not above the device's word."""
+    topic = device_topic(settings.topic_prefix, HOME, "light", "light-1", REPORTED)
+    with RunningIngest(settings, OPTIONS):
+        for version in (7, 2**62):
+            report = {"version": version, "state": {"on": True}, "ts": time.time()}
+            publish_all(settings.mqtt_url, [(topic, orjson.dumps(report))])
+            wait_until(lambda v=version: reported(influx, v), what=f"the report of {version}")
+    with RunningIngest(settings, OPTIONS):
+        want_off(settings)
+        sent = watch.wait_for("light-1-desired-8", "sent")
+        assert sent["issuer"] == "olga"
+    assert [u["id"] for u in watch.updates()] == ["light-1-desired-8"]

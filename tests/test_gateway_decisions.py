@@ -324,3 +324,40 @@ def test_commands_get_in_a_burst_is_answered_now_and_once_when_the_window_ends(
     assert to_device(out) == []  # and only once
     clock.ns += 3 * 10**9
     assert len(to_device(handle(gateway, "home/car/car-1/commands/get", b""))) == 2
+
+
+def test_a_device_cannot_push_the_versions_beyond_exact_integers(gateway: Gateway) -> None:
+    """A device's reported version is its word: the largest it may say (or a restart reads
+    back from its stored reports) still leaves moclo's next versions exact in JavaScript."""
+
+    def want(rate: int) -> Outcome:
+        body = {"device": "pm-1", "state": {"lower_rate_bpm": rate}, "by": "dr-ana",
+                "role": "clinician"}  # fmt: skip
+        return handle(gateway, "cardio/desired-requests/web/on-behalf", body)
+
+    def report(version: int) -> None:
+        body = {"version": version, "state": {"lower_rate_bpm": 60}, "ts": 1_795_334_400}
+        handle(gateway, "cardio/pacemaker/pm-1/reported", body)
+
+    report(2**40)  # positive control: a large version, followed
+    assert desired_versions(want(60)) == [2**40 + 1]
+    report(2**53 - 1)  # as large as the bound lets through today
+    for rate in range(61, 64):
+        [version] = desired_versions(want(rate))
+        assert version <= 2**53 - 1
+    # A restart reads back the highest version each device reported, whatever it was.
+    gateway.restore([], [], {("cardio", "pm-1"): 2**63 - 1})
+    [version] = desired_versions(want(70))
+    assert version <= 2**53 - 1
+
+
+def test_one_devices_asking_in_a_burst_holds_back_no_other_devices_commands(
+    gateway: Gateway,
+) -> None:
+    """The window is each device's own: car-2 asking all it likes (as a hostile firmware
+    would) leaves car-1's first ask answered at once, and a command to car-1 sent at once."""
+    lock(gateway, "c1")
+    for _ in range(20):
+        handle(gateway, "home/car/car-2/commands/get", b"")
+    assert len(to_device(handle(gateway, "home/car/car-1/commands/get", b""))) == 1
+    assert to_device(lock(gateway, "c2")) == ["m/home/car/car-1/commands"]

@@ -165,6 +165,9 @@ def test_the_pacemaker_night(
         metrics = running.get("/metrics").text
         assert f'moclo_notifications_escalated_total{{tenant="{WARD}"}} 1.0' in metrics
         assert 'moclo_notifications_total{channel="json",outcome="sent"} 4.0' in metrics
+        # Of those, one was an escalation step's: the second in line told of the raise.
+        escalated = 'moclo_notifications_escalated_messages_total{channel="json",outcome="sent"}'
+        assert f"{escalated} 1.0" in metrics, [m for m in metrics.splitlines() if "escal" in m]
         stops = wait_until(
             lambda: timeline(influx, "acknowledged"), what="the acknowledgement in the timeline"
         )

@@ -249,3 +249,18 @@ def test_stopping_while_waiting_for_spool_room_and_the_spool_after_a_restart(
             what="all 100 stored after the restart",
         )
         assert again.stats.readings_stored >= 100 - running.stats.readings_spooled
+
+
+def test_a_backlog_at_the_first_look_is_not_a_stall_until_stall_after_s(tmp_path: Path) -> None:
+    """Ingest that just started, with messages waiting and no batch handled yet, is taking a
+    backlog: it was reported stuck "for 60 s or more" at once (a flaky fault test found it)."""
+    from ingest.health import Liveness, assess
+    from ingest.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    liveness = Liveness(connected=True, pending=500, started=100.0)
+    assert assess(liveness, spool, stall_after_s=60, now=101.0).ok
+    stuck = assess(liveness, spool, stall_after_s=60, now=161.0)  # the control: a real stall
+    assert not stuck.ok and "none handled for 60s" in stuck.status
+    liveness.last_handled = 150.0
+    assert assess(liveness, spool, stall_after_s=60, now=161.0).ok

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from core.settings import Settings
-from ingest.alerts.conditions import haversine_m
+from ingest.alerts.place_conditions import haversine_m
 from ingest.options import IngestOptions
 from simulators.car import CarBehaviour
 from simulators.run import SimulationOptions

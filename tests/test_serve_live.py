@@ -23,7 +23,7 @@ from serve.live import MAX_STREAMS, LiveHub
 from serve.live_stream import Stream, StreamFilter
 from storage.alert_record import Alert
 from tests.conftest import RunningServe
-from tests.helpers import COW, publish_all, wait_until
+from tests.helpers import COW, publish_all, stream_status, wait_until
 from tests.test_serve import StreamReader
 
 NOW = int(time.time())
@@ -209,34 +209,28 @@ def test_a_token_may_hold_a_bounded_number_of_streams(serve: RunningServe) -> No
     """Cap+1 streams of one token: the last is refused with 429 saying why, while another
     token's stream opens (the positive control); closing one makes room again."""
     token, other = serve.token(["t1"], role="viewer"), serve.token(["t1"], role="viewer")
-    readers = [StreamReader(f"{serve.url}/api/stream?tenant=t1", token) for _ in range(MAX_STREAMS)]
-    try:
-        refused = httpx.get(
-            f"{serve.url}/api/stream",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
+    # The streams are held without a reading thread, so closing one closes its socket at once
+    # and serve sees it go; a reading thread would keep it until the next 15 s heartbeat.
+    with contextlib.ExitStack() as held:
+        client = held.enter_context(
+            httpx.Client(
+                base_url=serve.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+            )
         )
+        streams = [
+            held.enter_context(client.stream("GET", "/api/stream?tenant=t1"))
+            for _ in range(MAX_STREAMS)
+        ]
+        assert [stream.status_code for stream in streams] == [200] * MAX_STREAMS
+        refused = client.get("/api/stream")
         assert refused.status_code == 429
         assert f"{MAX_STREAMS} live streams" in refused.json()["error"]
         assert token not in refused.text
-        readers.append(StreamReader(f"{serve.url}/api/stream?tenant=t1", other))  # 200
-        readers.pop(0).close()
+        assert stream_status(serve.url, other) == 200  # another token's stream opens
+        streams[0].close()
         wait_until(
-            lambda: _stream_status(serve, token) == 200, what="room for a stream after a close"
+            lambda: stream_status(serve.url, token) == 200, what="room for a stream after a close"
         )
-    finally:
-        for reader in readers:
-            reader.close()
-
-
-def _stream_status(serve: RunningServe, token: str) -> int:
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream(
-            "GET", f"{serve.url}/api/stream", headers={"Authorization": f"Bearer {token}"}
-        ) as answer,
-    ):
-        return answer.status_code
 
 
 def test_the_fan_out_serialises_each_reading_once_whatever_the_number_of_streams(

@@ -29,9 +29,10 @@ from devices.place_rules import ArrivalRule
 from devices.rule_base import format_seconds
 from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState, Verdict
+from ingest.alerts.conditions import BaselineState
 from ingest.alerts.lifecycle import DeviceState, Episode, Tracker, find_tracker
 from ingest.alerts.rulebook import RuleBook
+from ingest.alerts.verdict import Verdict
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from devices.rules import AbsenceRule, BaselineRule, Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import ConditionState, Judge, Verdict, judge_for, new_state
+from ingest.alerts.conditions import ConditionState, Judge, judge_for, new_state
+from ingest.alerts.verdict import Verdict
 
 _NS = 1_000_000_000
 _ARMED_AFTER = 3  # readings before a device's interval is trusted for absence

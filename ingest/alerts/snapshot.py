@@ -28,9 +28,10 @@ import orjson
 from devices.rfc3339 import now_compact
 from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import ArrivalState, BaselineState, DeltaState, load_state
+from ingest.alerts.conditions import BaselineState, DeltaState, load_state
 from ingest.alerts.engine import AlertEngine
 from ingest.alerts.lifecycle import DeviceState, Episode
+from ingest.alerts.place_conditions import ArrivalState
 from ingest.private import FILE_MODE, create_private, private_folder
 
 log = logging.getLogger("moclo.alerts")

@@ -23,7 +23,7 @@ from devices.topics import (
 from ingest.decode import RejectReason, describe_validation_error
 from ingest.downlink.base import GatewayBase
 from ingest.downlink.desired import announce_desired, send_version
-from ingest.downlink.ledger import MAX_VERSION, Desired
+from ingest.downlink.ledger import Desired
 from ingest.downlink.outcome import Incoming, Outcome
 from storage.commands import CommandEvent
 
@@ -157,9 +157,7 @@ def _reported(
         state=reported.state, version=reported.version, device_ts_ns=reported.ts,
     )  # fmt: skip
     out.lines.append(event.to_line())
-    followed = reported.version <= MAX_VERSION  # a version beyond it is recorded, not followed
-    if followed:
-        gateway.ledger.know_version(tenant, device_id, reported.version)
+    followed = gateway.ledger.know_reported(tenant, device_id, reported.version)
     desired = gateway.ledger.desired.get((tenant, device_id))
     if desired is None or desired.device_type != address.device_type:
         pass  # nothing wanted of this device: its version is noted, the next goes above it

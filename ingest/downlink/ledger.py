@@ -19,10 +19,14 @@ from devices.commands import FINAL_STATUSES, MAX_EXPIRY_S
 from storage.commands import CommandState, DesiredState
 
 MAX_REMEMBERED = 200_000
-# A reported version above this is recorded but not followed: the next version stays an exact
-# integer in JavaScript (the dashboard) and within InfluxDB's 64-bit integers, whatever a
-# device says (ReportedDocument allows up to 2**63 - 1).
+# The versions moclo gives stay at or below this: exact integers in JavaScript (the dashboard,
+# a device's firmware) and within InfluxDB's 64-bit integers, whatever a device says
+# (ReportedDocument allows up to 2**63 - 1).
 MAX_VERSION = 2**53 - 1
+# A reported version above this is recorded but not followed, here and when read back at a
+# restart. It leaves 2**52 versions below MAX_VERSION for moclo's own changes, which never run
+# out: a device reporting the largest version followed cannot push the next ones past it.
+FOLLOWED_UP_TO = 2**52
 REMEMBER_NS = int(MAX_EXPIRY_S * 1e9)
 
 
@@ -86,6 +90,14 @@ class Ledger:
         if version > self.versions.get((tenant, device_id), 0):
             self.versions[(tenant, device_id)] = version
 
+    def know_reported(self, tenant: str, device_id: str, version: int) -> bool:
+        """Notes the version a device says it applied; False (not followed) beyond
+        FOLLOWED_UP_TO."""
+        if version > FOLLOWED_UP_TO:
+            return False
+        self.know_version(tenant, device_id, version)
+        return True
+
     def next_version(self, tenant: str, device_id: str) -> int:
         return self.versions.get((tenant, device_id), 0) + 1
 
@@ -148,7 +160,7 @@ class Ledger:
         """Takes what `storage/commands.py` read back (commands oldest first; `reported`: the
         highest version each device reported, by (tenant, device id))."""
         for (tenant, device_id), version in (reported or {}).items():
-            self.know_version(tenant, device_id, version)
+            self.know_reported(tenant, device_id, version)
         for state in sorted(commands, key=lambda s: s.sent.created_ns or s.sent.ts_ns):
             sent, last = state.sent, state.last
             self.add(

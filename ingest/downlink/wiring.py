@@ -19,6 +19,7 @@ from devices.commands import MAX_EXPIRY_S
 from ingest.announce import Publication, Publisher
 from ingest.downlink.directory import Directory
 from ingest.downlink.gateway import Gateway
+from ingest.downlink.ledger import FOLLOWED_UP_TO
 from ingest.downlink.outcome import Outcome
 from storage.commands import command_states, desired_states, reported_versions
 from storage.influx import InfluxClient, InfluxError
@@ -58,7 +59,7 @@ class Downlink:
             for tenant in tenants:
                 commands += await command_states(client, since_ns=since, tenant=tenant)
                 desired += await desired_states(client, tenant=tenant)
-                reported |= await reported_versions(client, tenant=tenant)
+                reported |= await reported_versions(client, tenant=tenant, at_most=FOLLOWED_UP_TO)
         except InfluxError as exc:
             # As the alert state does: start rather than stop the readings for it.
             log.warning(

@@ -24,7 +24,9 @@ asks ingest, the gateway, for a person):
 | 504 | `?wait=S`: ingest announced nothing within S s: is it running? |
 
 The same `id` twice is one command: asking again (after a timeout, say) re-announces its status
-rather than acting twice, so a client that sets its own id may retry safely.
+rather than acting twice, so a client that sets its own id may retry safely. An id another
+person's command already has is refused unannounced (a 504 with `?wait`), and never answered
+with that other command's outcome.
 """
 
 from __future__ import annotations
@@ -199,9 +201,12 @@ async def command(
     )
     topic = asker.topic(tenant, COMMAND_REQUESTS)
     asked = {"id": command_id, "tenant": tenant, "device": device_id, "name": spec.name}
+    # A command's id may be the client's, and another account may have taken it first: only
+    # an update naming this person as the asker answers them.
     return await _ask_and_wait(
-        hub, asker, tenant, device_id, topic, request, asked, wait, lambda u: u.id == command_id
-    )
+        hub, asker, tenant, device_id, topic, request, asked, wait,
+        lambda u: u.id == command_id and _asked_by(u, who.name, asker),
+    )  # fmt: skip
 
 
 @router.put(
@@ -232,7 +237,9 @@ async def change_desired(
         raise Forbidden(why_not)
     checked_desired(device_type, spec, change.state)
     # The version's id is ingest's to give; the request's id is ours, and every update about
-    # this request echoes it, so two changes asked at once by one person are told apart.
+    # this request echoes it, so two changes asked at once by one person are told apart. Every
+    # account of the tenant reads that echo and may ask under the same id: only an update
+    # naming this person as its asker answers them.
     request_id = new_command_id()
     request = DesiredRequest(
         device=device_id, state=change.state, request_id=request_id, by=who.name, role=who.role
@@ -248,8 +255,15 @@ async def change_desired(
         request,
         asked,
         wait,
-        lambda update: update.request_id == request_id,
+        lambda update: update.request_id == request_id and _asked_by(update, who.name, asker),
     )
+
+
+def _asked_by(update: CommandUpdate, person: str, asker: Commander) -> bool:
+    """Whether `update` is about a request of `person` through this serve: it names them, or
+    serve's own account (a refusal made before the person could be believed: the account is
+    not in the registry). Another account of the tenant may ask under the same id."""
+    return update.issuer in (person, asker.account)
 
 
 async def _ask_and_wait(
@@ -274,8 +288,9 @@ async def _ask_and_wait(
         return JSONResponse(
             {
                 "error": f"asked, but ingest announced nothing about {followed} within "
-                f"{wait_s:g} s: is `moclo ingest` running? The live stream tells what becomes "
-                "of it"
+                f"{wait_s:g} s: is `moclo ingest` running? (An id that already names another "
+                "person's command is refused unannounced: give yours an id of its own.) The "
+                "live stream tells what becomes of it"
             },
             status_code=504,
         )

@@ -28,7 +28,14 @@ function ackControls(a) {
   const box = el("div", { class: "ack-box" });
   const open = el("button", { type: "button", class: "ack" }, "acknowledge");
   if (oneTap()) {
-    open.addEventListener("click", () => sendAck(a, "", open, box));
+    // Only the alert the finger went down on: the list is redrawn whenever an alert changes,
+    // and a button moved under a resting finger is another alert's (its tap does nothing; the
+    // person sees the list move and taps again). A keyboard's click (detail 0) has no finger.
+    let touched = false;
+    open.addEventListener("pointerdown", () => { touched = true; });
+    open.addEventListener("click", (event) => {
+      if (touched || event.detail === 0) sendAck(a, "", open, box);
+    });
   } else {
     open.addEventListener("click", () => {
       const note = el("input", { class: "ack-note", maxlength: "500", placeholder: "note (optional): what is being done" });

@@ -121,9 +121,9 @@ async function signIn(event) {
 }
 
 async function signOut() {
-  await fetch("/api/session", { method: "DELETE" });
   await forgetSavedAnswers();  // offline.js: the next person on this phone sees nothing of ours
-  showSignIn();
+  const told = await endSession();  // offline.js
+  showSignIn(told ? "" : "Signed out on this phone while offline: the session ends on the server as soon as the phone is online.");
 }
 
 async function startApp(who) {
@@ -356,6 +356,7 @@ async function start() {
   keepOffline();  // offline.js
   let response;
   try {
+    if (!(await endOwedSession())) throw new Error("offline");  // offline.js: still signed out
     response = await fetch("/api/session");
   } catch {  // no network, and no saved view (never signed in here, or signed out since)
     showSignIn("Offline, and nothing saved from an earlier visit: connect to sign in.");

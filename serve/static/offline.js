@@ -7,6 +7,9 @@
 "use strict";
 
 const SAVED_ANSWERS = "moclo-answers";  // the worker's cache of API answers (sw.js)
+// Set when signing out could not reach the server: its session, whose cookie the page can
+// neither read nor delete, would sign the next person in as this one once online.
+const SIGN_OUT_OWED = "moclo-sign-out-owed";  // a flag in localStorage, never the session
 const offline = { savedAt: null };  // when the oldest saved answer on show was saved, or null
 
 function isOffline() {
@@ -40,7 +43,7 @@ function keepOffline() {
   window.addEventListener("online", () => {
     offline.savedAt = null;
     showOffline();
-    if (state.who) { connectStream(); refresh(); }
+    if (state.who) { connectStream(); refresh(); } else endOwedSession();
   });
   if (!("serviceWorker" in navigator)) return;  // served over plain http to another host
   navigator.serviceWorker.register("/sw.js").catch((error) => {
@@ -53,4 +56,22 @@ function keepOffline() {
 
 async function forgetSavedAnswers() {
   if (window.caches) await caches.delete(SAVED_ANSWERS);
+}
+
+// Ends the session on the server (signing out); offline, the phone forgets the saved view now
+// and ends the session as soon as it can (endOwedSession). True if the server was told.
+async function endSession() {
+  try {
+    await fetch("/api/session", { method: "DELETE" });
+  } catch {
+    localStorage.setItem(SIGN_OUT_OWED, "1");
+    return false;
+  }
+  localStorage.removeItem(SIGN_OUT_OWED);
+  return true;
+}
+
+// A sign-out made offline, told to the server now; false while it still cannot be.
+async function endOwedSession() {
+  return localStorage.getItem(SIGN_OUT_OWED) ? endSession() : true;
 }

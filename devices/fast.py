@@ -64,11 +64,21 @@ def fast_struct(model: type[Reading]) -> type[FastReading] | None:
 
 
 def _generate(model: type[Reading]) -> type[FastReading]:
+    config = model.model_config
+    if (config.get("strict"), config.get("extra"), config.get("allow_inf_nan")) != (
+        True,
+        "forbid",
+        False,
+    ):
+        raise NotExpressible("a config other than Reading's: strict, no extra fields, finite")
+    if any(info.alias or not info.is_required() for info in model.model_fields.values()):
+        raise NotExpressible("an alias or an optional field")
     decorators = model.__pydantic_decorators__
     if decorators.field_validators or decorators.validators or decorators.root_validators:
         raise NotExpressible("field validators")
     # A model validator in "after" mode reads the finished reading by attribute, which a
     # Struct offers as well: it runs on the Struct in __post_init__, its ValueError a refusal.
+    # (Its return value is not used: a reading model's validators check, they do not rebuild.)
     checks: list[Callable[[Any], Any]] = []
     for decorator in decorators.model_validators.values():
         if decorator.info.mode != "after":

@@ -4,78 +4,70 @@ Nothing here raises on bad input. Every message ends as readings, rejections, or
 payload keeps its valid readings and rejects only the bad ones), so the service never stops for
 a device that sends garbage and never drops anything without saying why.
 
-Valid payloads take a fast path: pydantic validates the bytes directly (one validator per
-type, for an object or an array of them), with no intermediate Python objects. Anything the
-fast path does not accept whole (invalid JSON, an invalid reading, a `device_id` in the
-payload, an empty or oversized array, a timestamp outside the window) is decoded again by the
-careful path, which alone decides what is rejected and why; so both paths give the same
-readings and the same rejections, the fast one only sooner.
+Valid payloads take a fast path: msgspec decodes the bytes straight into the Struct generated
+from the type's pydantic model (devices/fast.py; pydantic itself for a model that has none),
+for an object or an array of them. Anything the fast path does not accept whole (invalid JSON,
+an invalid reading, a `device_id` in the payload, an empty or oversized array, a timestamp
+outside the window) is decoded again by the careful path, pydantic's, which alone decides what
+is rejected and why; so both paths give the same readings and the same rejections, word for
+word, the fast one only sooner (tests/test_fast_readings.py).
 
-The careful path is three checks, each a small function: the topic (`_check_topic`), the
-payload as a whole (`_payload_items`), each reading (`_checked_item`), then the time window.
-This module stays whole at ~470 lines because both paths must decide alike and are read side
-by side; moving the checks out would move `RejectReason` and `Rejection`, which a dozen
-modules and tests import from here.
+The careful path is three checks: the topic (`Decoder._check_topic`), the payload as a whole
+and each reading (ingest/careful.py), then the time window. Rejections: ingest/rejection.py.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
+import msgspec
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from devices.base import Reading
 from devices.catalogue import DEVICE_TYPES
+from devices.fast import AnyReading, fast_struct
 from devices.topics import (
     MAX_READINGS_PER_MESSAGE,
     DeviceAddress,
     TopicError,
-    is_identifier,
     parse_telemetry_topic,
 )
 from devices.types import DeviceType
+from ingest.careful import checked_item, payload_items
+from ingest.rejection import (
+    INVALID_TAG,
+    REJECTED_PAYLOAD_KEEP_BYTES,
+    UNKNOWN_TYPE_TAG,
+    Rejecter,
+    Rejection,
+    RejectReason,
+    describe_validation_error,
+    tags_from_bad_topic,
+)
+
+# Re-exported: a dozen modules and tests take the rejection's names from here.
+__all__ = [
+    "INVALID_TAG",
+    "REJECTED_PAYLOAD_KEEP_BYTES",
+    "UNKNOWN_TYPE_TAG",
+    "Decoded",
+    "Decoder",
+    "Limits",
+    "RejectReason",
+    "Rejection",
+    "ValidReading",
+    "describe_validation_error",
+]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
-REJECTED_PAYLOAD_KEEP_BYTES = 1024
-
-# Tag values for a rejection whose topic part is not a valid identifier: a hostile topic must
-# not be able to create series in InfluxDB, so the raw text goes to a field instead.
-INVALID_TAG = "_invalid"
-UNKNOWN_TYPE_TAG = "_unknown"
 # Unregistered devices remembered as already reported (MOCLO_UNREGISTERED=flag); beyond this
 # many, invented device ids are still counted but no longer reported one by one.
 MAX_FLAGGED_DEVICES = 100_000
 # Topics whose parsed address is remembered; beyond this many the memory starts afresh.
 MAX_CACHED_TOPICS = 100_000
-
-
-class RejectReason(enum.StrEnum):
-    BAD_TOPIC = "bad_topic"
-    UNKNOWN_DEVICE_TYPE = "unknown_device_type"
-    PAYLOAD_TOO_LARGE = "payload_too_large"
-    BAD_JSON = "bad_json"
-    BAD_SHAPE = "bad_shape"
-    TOO_DEEP = "too_deep"
-    INVALID_READING = "invalid_reading"
-    IDENTITY_MISMATCH = "identity_mismatch"
-    TS_OUT_OF_WINDOW = "ts_out_of_window"
-    BEYOND_RETENTION = "beyond_retention"  # older than InfluxDB keeps: it would not store it
-    CARDINALITY_LIMIT = "cardinality_limit"
-    STORAGE_REFUSED = "storage_refused"  # valid for us, refused by InfluxDB (type conflict)
-    # An acknowledgement that is malformed or names no open alert; the stored value keeps "ack".
-    BAD_ACKNOWLEDGEMENT = "bad_ack"
-    UNREGISTERED_DEVICE = "unregistered_device"  # not in the registry, or revoked
-    # The downlink (ingest/downlink/): a person's request or a device's message moclo cannot
-    # read; a request it can read but refuses is a `refused` step in moclo_commands instead.
-    BAD_COMMAND_REQUEST = "bad_command_request"
-    BAD_DESIRED_REQUEST = "bad_desired_request"
-    BAD_COMMAND_RESULT = "bad_command_result"
-    BAD_REPORTED = "bad_reported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +89,7 @@ class Limits:
 @dataclass(slots=True)  # not frozen: made once per reading, and frozen costs four times as much
 class ValidReading:
     address: DeviceAddress
-    reading: Reading
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: RejectReason
-    tenant: str
-    device_type: str
-    topic: str
-    error: str
-    payload: bytes  # at most REJECTED_PAYLOAD_KEEP_BYTES of what was received
-    received_ns: int
+    reading: AnyReading  # a Struct from the fast path, a pydantic model from the careful one
 
 
 @dataclass(slots=True)
@@ -118,6 +99,10 @@ class Decoded:
     rejections: list[Rejection] = field(default_factory=list)
     # Messages of the downlink (topic, payload, arrival), handed on to the command gateway.
     downlink: list[tuple[str, bytes, int]] = field(default_factory=list)
+
+
+# The fast path's decoders of one model: a single reading, an array of readings.
+_Parsers = tuple[Callable[[bytes], AnyReading], Callable[[bytes], list[AnyReading]]]
 
 
 class Decoder:
@@ -154,7 +139,7 @@ class Decoder:
         self._retention_ns: int | None = None  # how long InfluxDB keeps points, if known
         self._oldest_ns = self._max_past_ns  # the lesser of the two: the one bound checked
         self._addresses: dict[str, DeviceAddress] = {}
-        self._many: dict[type[Reading], TypeAdapter[list[Reading]]] = {}
+        self._parsers: dict[type[Reading], _Parsers] = {}
 
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         """Appends what `payload` holds to `out`: its valid readings and any rejections."""
@@ -188,21 +173,18 @@ class Decoder:
             or b'"device_id"' in payload
         ):
             return False
-        model = device.reading
-        readings: list[Reading]
+        one, many = self._parsers.get(device.reading) or self._parsers_for(device.reading)
+        readings: list[AnyReading]
         try:
             if payload[:1] == b"{":
-                readings = [model.model_validate_json(payload)]
+                readings = [one(payload)]
             elif payload[:1] == b"[":
-                adapter = self._many.get(model)
-                if adapter is None:
-                    adapter = self._many[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
-                readings = adapter.validate_json(payload)
+                readings = many(payload)
                 if not 0 < len(readings) <= MAX_READINGS_PER_MESSAGE:
                     return False
             else:
                 return False
-        except ValidationError:
+        except (msgspec.DecodeError, ValidationError):  # msgspec's ValidationError is a DecodeError
             return False
         # The whole array is inside the window when its newest and oldest readings are.
         stamps = [reading.ts for reading in readings]
@@ -214,6 +196,21 @@ class Decoder:
         out.received_ns.extend([received_ns] * len(readings))
         return True
 
+    def _parsers_for(self, model: type[Reading]) -> _Parsers:
+        """The fast path's decoders of one reading and of an array of them, made once per model:
+        msgspec into the Struct generated from `model`, or pydantic where there is none."""
+        struct = fast_struct(model)
+        parsers: _Parsers
+        if struct is None:
+            parsers = (model.model_validate_json, TypeAdapter(list[model]).validate_json)  # type: ignore[valid-type]
+        else:
+            parsers = (
+                msgspec.json.Decoder(struct).decode,
+                msgspec.json.Decoder(list[struct]).decode,  # type: ignore[valid-type]
+            )
+        self._parsers[model] = parsers
+        return parsers
+
     def _careful(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         """Decodes step by step, rejecting with the first reason that applies: the topic, then
         the payload as a whole, then each of its readings on its own. A downlink topic is
@@ -222,12 +219,12 @@ class Decoder:
         if downlink is not None and not topic.endswith("/telemetry") and downlink(topic):
             out.downlink.append((topic, payload, received_ns))
             return
-        reject = _Rejecter(out.rejections, topic, payload, received_ns)
+        reject = Rejecter(out.rejections, topic, payload, received_ns)
         checked = self._check_topic(topic, received_ns, reject)
         if checked is None:
             return
         address, model = checked
-        items = _payload_items(payload, self._max_payload_bytes, reject)
+        items = payload_items(payload, self._max_payload_bytes, reject)
         if items is None:
             return
         batch = len(items) > 1
@@ -236,7 +233,7 @@ class Decoder:
             # Each rejected element of a batch keeps its own JSON, so nothing valid is lost
             # and nothing invalid is recorded twice. (Taken before device_id is popped.)
             data = orjson.dumps(item) if batch else payload
-            reading = _checked_item(item, address, model, where, data, reject)
+            reading = checked_item(item, address, model, where, data, reject)
             if reading is None:
                 continue
             if (outside := self._why_outside(reading.ts, received_ns)) is not None:
@@ -246,14 +243,14 @@ class Decoder:
             out.received_ns.append(received_ns)
 
     def _check_topic(
-        self, topic: str, received_ns: int, reject: _Rejecter
+        self, topic: str, received_ns: int, reject: Rejecter
     ) -> tuple[DeviceAddress, type[Reading]] | None:
         """The sender and its reading model, or None having rejected the message for its topic:
         malformed, an unknown device type or an unregistered device. Sets `reject`'s tags."""
         try:
             address = parse_telemetry_topic(self.prefix, topic)
         except TopicError as exc:
-            reject.tenant, reject.device_type = _tags_from_bad_topic(
+            reject.tenant, reject.device_type = tags_from_bad_topic(
                 self.prefix, topic, self._catalogue
             )
             reject(RejectReason.BAD_TOPIC, str(exc))
@@ -333,110 +330,6 @@ class Decoder:
         return None
 
 
-@dataclass(slots=True)
-class _Rejecter:
-    """Appends the rejections of one message (the careful path's): all share its topic, payload
-    and arrival, and its tags once the topic check has found them."""
-
-    rejections: list[Rejection]
-    topic: str
-    payload: bytes
-    received_ns: int
-    tenant: str = INVALID_TAG
-    device_type: str = UNKNOWN_TYPE_TAG
-
-    def __call__(self, reason: RejectReason, error: str, data: bytes | None = None) -> None:
-        kept = (self.payload if data is None else data)[:REJECTED_PAYLOAD_KEEP_BYTES]
-        self.rejections.append(
-            Rejection(
-                reason, self.tenant, self.device_type, self.topic, error, kept, self.received_ns
-            )
-        )
-
-
-def _payload_items(payload: bytes, max_bytes: int, reject: _Rejecter) -> list[Any] | None:
-    """The payload's readings as JSON values (one for an object), or None having rejected it
-    as a whole: too large, not JSON, too deep, or not an object or a non-empty array."""
-    if len(payload) > max_bytes:
-        reject(
-            RejectReason.PAYLOAD_TOO_LARGE,
-            f"payload is {len(payload)} bytes; the limit is {max_bytes}",
-        )
-        return None
-    try:
-        document = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        # orjson stops at 1024 levels; a reading is flat, so anything that deep is hostile.
-        reason = RejectReason.TOO_DEEP if "depth limit" in str(exc) else RejectReason.BAD_JSON
-        reject(reason, f"not valid JSON: {exc}")
-        return None
-    if isinstance(document, dict):
-        return [document]
-    if not isinstance(document, list):
-        reject(
-            RejectReason.BAD_SHAPE,
-            f"payload is a JSON {type(document).__name__}; send an object (one reading) "
-            "or an array of readings",
-        )
-        return None
-    if not document:
-        reject(RejectReason.BAD_SHAPE, "empty array: send at least one reading")
-        return None
-    if len(document) > MAX_READINGS_PER_MESSAGE:
-        reject(
-            RejectReason.BAD_SHAPE,
-            f"array of {len(document)} readings; at most {MAX_READINGS_PER_MESSAGE} per message",
-        )
-        return None
-    return document
-
-
-def _checked_item(
-    item: Any,
-    address: DeviceAddress,
-    model: type[Reading],
-    where: str,
-    data: bytes,
-    reject: _Rejecter,
-) -> Reading | None:
-    """One element of the payload as a reading of `model`, or None having rejected it (with
-    `data`, its own JSON): not an object, naming another device, or invalid."""
-    if not isinstance(item, dict):
-        reject(RejectReason.BAD_SHAPE, f"{where}expected a JSON object", data)
-        return None
-    # A device may name itself in the payload; if it names another device, it is speaking
-    # on a topic that is not its own.
-    claimed = item.pop("device_id", address.device_id)
-    if claimed != address.device_id:
-        reject(
-            RejectReason.IDENTITY_MISMATCH,
-            f"{where}payload says device_id {str(claimed)[:70]!r} but the topic is "
-            f"{address.device_id!r}'s",
-            data,
-        )
-        return None
-    for name in _integer_fields(model):
-        value = item.get(name)
-        if type(value) is float and value.is_integer():
-            item[name] = int(value)
-    try:
-        return model.model_validate(item)
-    except ValidationError as exc:
-        reject(RejectReason.INVALID_READING, where + describe_validation_error(exc), data)
-        return None
-
-
-@functools.cache
-def _integer_fields(model: type[Reading]) -> tuple[str, ...]:
-    """The fields the published JSON Schema (`moclo devices schema`) calls "integer". By JSON
-    Schema `120.0` is one, and many device SDKs print whole numbers that way, so the careful
-    path takes such a number as the integer it is (stored with `i`); `120.5`, `true` and
-    `"120"` still fail the strict model. The fast path's strict parse refuses `120.0` and so
-    leaves such a payload to the careful path: readings sent as integers pay nothing for this."""
-    properties = model.model_json_schema().get("properties", {})
-    return tuple(name for name, spec in properties.items() if spec.get("type") == "integer")
-
-
 def _span(ns: int) -> str:
     """A duration for people: 3.0 days, 36.0 hours, 90 s."""
     seconds = ns / 1e9
@@ -445,32 +338,3 @@ def _span(ns: int) -> str:
     if seconds >= 2 * 3600:
         return f"{seconds / 3600:.1f} hours"
     return f"{seconds:.0f} s"
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """A one-line summary: `field: what was wrong (got X); other_field: ...`."""
-    parts = []
-    for error in exc.errors(include_url=False):
-        location = ".".join(str(part) for part in error["loc"]) or "reading"
-        message = error["msg"]
-        if error["type"] == "missing":
-            parts.append(f"{location}: required field is missing")
-            continue
-        if error["type"] == "extra_forbidden":
-            parts.append(f"{location}: unknown field")
-            continue
-        got = repr(error.get("input"))
-        if len(got) > 40:
-            got = got[:37] + "..."
-        parts.append(f"{location}: {message} (got {got})")
-    return "; ".join(parts)
-
-
-def _tags_from_bad_topic(
-    prefix: str, topic: str, catalogue: Mapping[str, DeviceType]
-) -> tuple[str, str]:
-    """Best-effort tenant and type tags for a malformed topic, never raw attacker text."""
-    parts = topic[len(prefix) + 1 :].split("/") if topic.startswith(prefix + "/") else []
-    tenant = parts[0] if parts and is_identifier(parts[0]) else INVALID_TAG
-    device_type = parts[1] if len(parts) > 1 and parts[1] in catalogue else UNKNOWN_TYPE_TAG
-    return tenant, device_type

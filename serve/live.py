@@ -278,7 +278,9 @@ class LiveHub:
                 "ts": format_us(reading.ts),
                 "_ts_ns": reading.ts,
             }
-            body.update(reading.model_dump(exclude={"ts"}))
+            # seq and the measurements, in the model's order (a Struct has no model_dump)
+            body["seq"] = reading.seq
+            body.update({name: getattr(reading, name) for name in reading.measurement_fields})
             if registered is not None and address not in registered:
                 body["registered"] = False  # only reached with flag: the decoder rejects it else
             self._newest[key] = body

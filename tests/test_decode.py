@@ -17,6 +17,7 @@ from ingest.decode import (
     Limits,
     RejectReason,
 )
+from tests.decode_paths import both_paths
 from tests.helpers import COW
 
 PREFIX = "moclo"
@@ -268,15 +269,6 @@ def test_number_and_depth_limits(payload: bytes, reason: RejectReason) -> None:
     assert [r.reason for r in decode(TOPIC, payload).rejections] == [reason]
 
 
-def decode_warm(topic: str, payload: bytes) -> Decoded:
-    """Decoded by a decoder that has seen the topic before, so it may take the fast path."""
-    decoder = Decoder(PREFIX)
-    decoder.decode(topic, GOOD if topic == TOPIC else payload, ARRIVAL_NS, Decoded())
-    out = Decoded()
-    decoder.decode(topic, payload, ARRIVAL_NS, out)
-    return out
-
-
 FAST_OR_NOT = [
     ("one", GOOD),
     ("array", json.dumps([COW, COW | {"seq": 8}]).encode()),
@@ -300,7 +292,8 @@ FAST_OR_NOT = [
 
 @pytest.mark.parametrize("payload", [p for _, p in FAST_OR_NOT], ids=[n for n, _ in FAST_OR_NOT])
 def test_the_fast_path_decides_exactly_as_the_careful_one(payload: bytes) -> None:
-    assert decode_warm(TOPIC, payload) == decode(TOPIC, payload)
+    fast, careful = both_paths(PREFIX, TOPIC, payload, ARRIVAL_NS)
+    assert fast == careful
 
 
 @settings(max_examples=300, deadline=None)
@@ -332,4 +325,5 @@ def test_the_fast_path_decides_exactly_as_the_careful_one(payload: bytes) -> Non
     )
 )
 def test_fast_and_careful_paths_agree_on_anything(payload: bytes) -> None:
-    assert decode_warm(TOPIC, payload) == decode(TOPIC, payload)
+    fast, careful = both_paths(PREFIX, TOPIC, payload, ARRIVAL_NS)
+    assert fast == careful

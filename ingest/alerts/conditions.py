@@ -19,7 +19,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from devices.base import Reading
+from devices.fast import AnyReading
 from devices.place_rules import ArrivalRule, GeofenceRule
 from devices.rules import BaselineRule, DeltaRule, Rule, ThresholdRule
 from ingest.alerts.place_conditions import ArrivalState, arrival, geofence
@@ -110,7 +110,7 @@ def load_state(rule: Rule, data: Any) -> ConditionState:
     return None
 
 
-Judge = Callable[[ConditionState, Reading, int, bool], tuple[Verdict, float]]
+Judge = Callable[[ConditionState, AnyReading, int, bool], tuple[Verdict, float]]
 _ALARM, _HOLD, _CLEAR = Verdict.ALARM, Verdict.HOLD, Verdict.CLEAR
 
 
@@ -133,7 +133,7 @@ def judge_for(rule: Rule) -> Judge:
 
 
 def judge(
-    rule: Rule, state: ConditionState, reading: Reading, ts: int, learning: bool
+    rule: Rule, state: ConditionState, reading: AnyReading, ts: int, learning: bool
 ) -> tuple[Verdict, float]:
     """`judge_for(rule)` applied once (for tests and tools; the engine keeps its judges)."""
     return judge_for(rule)(state, reading, ts, learning)
@@ -143,7 +143,7 @@ def _placed_judge(rule: DeltaRule | GeofenceRule | ArrivalRule) -> Judge:
     """The kinds whose judging costs more than its dispatch: the generic functions below."""
 
     def judge(
-        state: ConditionState, reading: Reading, ts: int, _learning: bool
+        state: ConditionState, reading: AnyReading, ts: int, _learning: bool
     ) -> tuple[Verdict, float]:
         if isinstance(rule, DeltaRule):
             assert isinstance(state, DeltaState)
@@ -160,13 +160,15 @@ def _threshold_judge(rule: ThresholdRule) -> Judge:
     field, raise_at, clear_at = attrgetter(rule.field), rule.raise_at, rule.clear_at
     if rule.direction == "above":
 
-        def above(_s: ConditionState, reading: Reading, _t: int, _: bool) -> tuple[Verdict, float]:
+        def above(
+            _s: ConditionState, reading: AnyReading, _t: int, _: bool
+        ) -> tuple[Verdict, float]:
             value = float(field(reading))
             return (_ALARM if value >= raise_at else _CLEAR if value < clear_at else _HOLD), value
 
         return above
 
-    def below(_s: ConditionState, reading: Reading, _t: int, _: bool) -> tuple[Verdict, float]:
+    def below(_s: ConditionState, reading: AnyReading, _t: int, _: bool) -> tuple[Verdict, float]:
         value = float(field(reading))
         return (_ALARM if value < raise_at else _CLEAR if value >= clear_at else _HOLD), value
 
@@ -182,7 +184,7 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
     exp = math.exp
 
     def baseline_judge(
-        condition: ConditionState, reading: Reading, ts: int, learning: bool
+        condition: ConditionState, reading: AnyReading, ts: int, learning: bool
     ) -> tuple[Verdict, float]:
         state = condition
         assert isinstance(state, BaselineState)
@@ -244,7 +246,9 @@ def _new_hour(state: BaselineState, base: int, hour: int) -> float | None:
     return dropped
 
 
-def _delta(rule: DeltaRule, state: DeltaState, reading: Reading, ts: int) -> tuple[Verdict, float]:
+def _delta(
+    rule: DeltaRule, state: DeltaState, reading: AnyReading, ts: int
+) -> tuple[Verdict, float]:
     samples = state.samples
     if rule.while_field is not None and not getattr(reading, rule.while_field):
         samples.clear()  # the window starts again once the flag is back on

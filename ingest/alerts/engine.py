@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from devices.base import Reading
+from devices.fast import AnyReading
 from devices.place_rules import ArrivalRule
 from devices.rule_base import format_seconds
 from devices.rules import Rule
@@ -128,7 +128,9 @@ class AlertEngine:
             self._judge(device, reading, ts, changes)
         return changes
 
-    def _judge(self, device: DeviceState, reading: Reading, ts: int, changes: list[Alert]) -> None:
+    def _judge(
+        self, device: DeviceState, reading: AnyReading, ts: int, changes: list[Alert]
+    ) -> None:
         """Each rule's verdict on the reading, moving its lifecycle; changes are appended."""
         # A device with an open alert is not its usual self: its baselines do not learn now.
         usual = True

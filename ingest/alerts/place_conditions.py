@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from devices.base import Reading
+from devices.fast import AnyReading
 from devices.place_rules import ArrivalRule, GeofenceRule
 from ingest.alerts.verdict import Verdict
 
@@ -37,7 +37,7 @@ class ArrivalState:
 EARTH_RADIUS_M = 6_371_000.0
 
 
-def geofence(rule: GeofenceRule, reading: Reading) -> tuple[Verdict, float]:
+def geofence(rule: GeofenceRule, reading: AnyReading) -> tuple[Verdict, float]:
     lat = float(getattr(reading, rule.lat_field))
     lon = float(getattr(reading, rule.lon_field))
     outside_by = boundary_distance_m(rule, lat, lon)  # < 0: inside
@@ -48,7 +48,7 @@ def geofence(rule: GeofenceRule, reading: Reading) -> tuple[Verdict, float]:
     return (Verdict.ALARM if alarm else Verdict.CLEAR if clear else Verdict.HOLD), outside_by
 
 
-def arrival(rule: ArrivalRule, state: ArrivalState, reading: Reading) -> tuple[Verdict, float]:
+def arrival(rule: ArrivalRule, state: ArrivalState, reading: AnyReading) -> tuple[Verdict, float]:
     """ALARM when the device gets closer and the estimated seconds to `center` are `within_s`
     or less; the value is that estimate (0 once arrived). Stopped, crawling or not getting
     closer: HOLD, whatever the distance (a detour resolves it: the estimate grows)."""

@@ -177,7 +177,8 @@ class LiveHub:
             username=endpoint.username,
             password=endpoint.password,
             tls_context=endpoint.ssl_context(),
-            identifier=f"moclo-serve-{uuid.uuid4().hex[:8]}",
+            protocol=aiomqtt.ProtocolVersion(endpoint.protocol_version),
+            identifier=endpoint.client_id(f"moclo-serve-{uuid.uuid4().hex[:8]}"),
             timeout=5.0,
         )
 

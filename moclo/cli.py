@@ -24,6 +24,7 @@ from moclo import (
     alerts_args,
     command_args,
     devices_args,
+    engine_auth_cli,
     notifier_args,
     notify_args,
     query_args,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens_args.add_parser(commands)
     notifier_args.add_parser(commands)  # `notify` with run, test and check
     notify_args.add_oncall(commands)
+    engine_auth_cli.add_parser(commands)
     return parser
 
 
@@ -344,6 +346,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return tokens_args.run(args, settings)
     if args.command == "notify":
         return notifier_args.run(args, settings)
+    if args.command == "engine-auth":
+        return engine_auth_cli.run(args, settings)
     raise AssertionError(args.command)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import ExitStack
-from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -106,7 +105,8 @@ def _parts(
                     "registry": str(access.registry),
                     "engine_url": "amqp://" + ",".join(f"{n.host}:{n.ports.amqp}" for n in order),
                     "engine_worker": f"{index}/{len(logins)}",
-                    "spool_dir": str(Path(settings.spool_dir) / f"worker-{index}"),
+                    # spool_dir stays shared: each worker's spool is a folder of its login,
+                    # and `partitions/` holds the partitions' snapshots a new owner restores.
                     # One health endpoint (worker 0's): the others would want the same port.
                     "http_listen": settings.http_listen if index == 0 else "off",
                 }

@@ -416,6 +416,11 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     load_rulebook(settings)
     simulation = None if args.no_simulator else simulate_cli.simulation_options(args, None)
     options = UpOptions(data_dir=args.data_dir, simulation=simulation, duration_s=args.duration)
+    if args.workers != 2 and not args.engine:
+        raise SettingsError(
+            "--workers needs --engine rabbitmq: on Mosquitto, `moclo up` runs one ingest "
+            "(see docs/performance.md#scale-out for --tenants and --share-group)"
+        )
     if args.engine:
         from moclo.up_engine import run_up_engine
 

@@ -105,3 +105,14 @@ def test_moclo_up_on_the_engine_reaches_the_dashboard_and_stops_clean(
     assert "stopped cleanly" in output.text() and "Traceback" not in output.text()
     assert processes_mentioning(str(stack)) == [], "an Erlang node outlived moclo up"
     assert epmd_ports(stack) <= epmd_before, "moclo up left its epmd running"
+
+
+def test_workers_without_the_engine_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    process = _moclo("up", "--workers", "3", "--data-dir", str(tmp_path / "stack"))
+    output = Output(process)
+    try:
+        assert process.wait(60) == 2
+    finally:
+        output.close()
+    assert "--workers needs --engine rabbitmq" in output.text()
+    assert not (tmp_path / "stack").exists(), "no server was started"

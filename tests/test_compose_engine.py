@@ -122,6 +122,9 @@ def test_serve_and_the_simulator_speak_mqtt311_to_the_engine(compose: dict[str, 
         settings = _settings_of(compose["services"][name])
         assert settings.mqtt.protocol_version == 4, name
         assert settings.mqtt.host in ENGINE_NODES
+    spread = compose["services"]["simulator-engine"]["command"]
+    nodes = spread[spread.index("--spread-over") + 1].split(",")
+    assert nodes == [f"{node}:1883" for node in ENGINE_NODES]
     # The Mosquitto stack keeps MQTT 5.
     assert _settings_of(compose["services"]["serve"]).mqtt.protocol_version == 5
 

@@ -116,3 +116,19 @@ def test_workers_without_the_engine_is_refused_before_anything_starts(tmp_path: 
         output.close()
     assert "--workers needs --engine rabbitmq" in output.text()
     assert not (tmp_path / "stack").exists(), "no server was started"
+
+
+def test_spreading_a_simulation_over_nodes_wants_one_connection_per_device_and_host_port(
+    tmp_path: Path,
+) -> None:
+    for flags, said in [
+        (["--connections", "device", "--spread-over", "r1"], "'r1': write HOST:PORT"),
+        (["--spread-over", "r1:1883,r2:1883"], "--spread-over needs --connections device"),
+    ]:
+        process = _moclo("simulate", "--devices", "cow_tracker=2", *flags)
+        output = Output(process)
+        try:
+            assert process.wait(60) == 2
+        finally:
+            output.close()
+        assert said in output.text(), output.text()

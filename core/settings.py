@@ -131,10 +131,11 @@ class Settings(BaseModel):
     )
     mqtt_protocol: Literal["5", "3.1.1"] = Field(
         default="5",
-        title="MQTT version to connect with: 5, or 3.1.1 for the distributed engine",
-        description="the MQTT version serve, the simulators and the CLI connect with: `5` "
-        "(Mosquitto), or `3.1.1` for the distributed engine (RabbitMQ 3.10 drops MQTT 5 "
-        "clients), where a logged-in client is also named by its username; see "
+        title="5, or 3.1.1 for the distributed engine (clients named by their login)",
+        description="`5`: the simulators and the CLI's paho clients speak MQTT 5 (serve's "
+        "live stream speaks 3.1.1 on every broker); `3.1.1` for the distributed engine, which "
+        "drops MQTT 5 clients (RabbitMQ 3.10) and admits a login only under its username as "
+        "client id: every client then speaks 3.1.1 and is named by its login; see "
         "[Scale-out on the engine](scale.md)",
     )
     influx_url: str = Field(

@@ -44,7 +44,7 @@ def run_up_engine(settings: Settings, options: UpOptions, *, workers: int = 2) -
         raise SystemExit("moclo up: --workers must be at least 1")
     settings = settings.model_copy(update={"mqtt_protocol": "3.1.1"})
     with ExitStack() as servers:
-        _say("moclo up: starting the engine (3 RabbitMQ nodes: about 30 s)…")
+        _say("moclo up: starting the engine (3 RabbitMQ nodes: up to about 30 s)…")
         access = provision(settings, options.data_dir, options.simulation)
         logins = [access.ingest_login, *_worker_logins(access, workers)]
         auth = EngineAuth(access.registry, prefix=settings.topic_prefix)

@@ -149,7 +149,6 @@ class Commander:
                     username=endpoint.username,
                     password=endpoint.password,
                     tls_context=endpoint.ssl_context(),
-                    protocol=aiomqtt.ProtocolVersion(endpoint.protocol_version),
                     identifier=endpoint.client_id(f"moclo-serve-commands-{uuid.uuid4().hex[:8]}"),
                     timeout=CONNECT_TIMEOUT_S,
                 ) as client:

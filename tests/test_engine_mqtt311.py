@@ -4,7 +4,7 @@ its auth service admits a logged-in client only under its username as client id.
 
 A simulated fleet, spread over nodes r1 and r2 with the devices' own logins, publishes; `moclo
 serve` (a serve account, at node r3) streams the readings to a dashboard's event stream. The
-same serve in the default mode (MQTT 5) is the control: the engine never lets it subscribe.
+same serve in the default mode is the control: the engine never lets it subscribe.
 """
 
 from __future__ import annotations
@@ -102,11 +102,12 @@ def test_mqtt5_stays_the_default_and_the_engine_mode_names_a_client_by_its_login
     assert make_client(engine, "x")._client_id == b"u"
 
 
-def test_serve_in_the_default_mqtt5_mode_gets_no_live_stream_from_the_engine(
+def test_serve_in_the_default_mode_gets_no_live_stream_from_the_engine(
     engine: Engine, influxdb: InfluxServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The control for the first test: without the 3.1.1 mode the engine drops serve's
-    connection without a CONNACK, and serve says so and keeps retrying."""
+    """The control for the first test: in the default mode serve's live stream (aiomqtt, MQTT
+    3.1.1 on every broker) names itself `moclo-serve-…`, which the engine's auth service
+    refuses for a login of another name; serve says so and keeps retrying."""
     settings = serve_settings(engine, influxdb, tmp_path, "5")
     with RunningServe(settings) as serve:
 

@@ -230,7 +230,6 @@ async def broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
         username=endpoint.username,
         password=endpoint.password,
         tls_context=endpoint.ssl_context(),
-        protocol=aiomqtt.ProtocolVersion(endpoint.protocol_version),
         identifier=endpoint.client_id(f"moclo-ack-{uuid.uuid4().hex[:8]}"),
         timeout=CONNECT_TIMEOUT_S,
     )

@@ -21,7 +21,9 @@ RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --groups mosquitto moclo \
     && mkdir -p /var/lib/moclo /var/lib/moclo-registry /var/lib/moclo-broker \
         /var/lib/moclo-secrets/ingest /var/lib/moclo-secrets/serve \
-        /var/lib/moclo-secrets/simulator \
+        /var/lib/moclo-secrets/simulator /var/lib/moclo-secrets/engine-ingest-0 \
+        /var/lib/moclo-secrets/engine-ingest-1 /var/lib/moclo-secrets/engine-serve \
+        /var/lib/moclo-secrets/engine-simulator \
     && chown moclo /var/lib/moclo /var/lib/moclo-registry /var/lib/moclo-secrets/* \
     && chmod 0700 /var/lib/moclo-registry /var/lib/moclo-secrets/* \
     && chown moclo:mosquitto /var/lib/moclo-broker && chmod 0750 /var/lib/moclo-broker

@@ -278,12 +278,19 @@ class _AuthServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], auth: EngineAuth, *, request_timeout_s: float
+        self,
+        address: tuple[str, int],
+        auth: EngineAuth,
+        *,
+        request_timeout_s: float,
+        secret: str | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.auth = auth
         self.request_timeout_s = request_timeout_s
-        self.secret = secrets.token_urlsafe(24)  # the URL's path: only RabbitMQ is told it
+        # The URL's path: only RabbitMQ is told it. Given when RabbitMQ's config is written
+        # elsewhere (docker-compose: both read it from .env).
+        self.secret = secret or secrets.token_urlsafe(24)
 
 
 @contextmanager
@@ -293,6 +300,7 @@ def serve_engine_auth(
     host: str = "127.0.0.1",
     port: int = 0,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
+    secret: str | None = None,
 ) -> Iterator[str]:
     """Answers RabbitMQ's auth backend on a thread until the block ends; yields its URL.
 
@@ -304,7 +312,7 @@ def serve_engine_auth(
     only the user question carries a password, so without it anyone reaching the port could
     ask which logins exist and what each may do. Keep the URL where the password would go
     (rabbitmq.conf, 0600), never in a log."""
-    server = _AuthServer((host, port), auth, request_timeout_s=request_timeout_s)
+    server = _AuthServer((host, port), auth, request_timeout_s=request_timeout_s, secret=secret)
     thread = threading.Thread(target=server.serve_forever, name="engine-auth", daemon=True)
     thread.start()
     try:

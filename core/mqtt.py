@@ -37,6 +37,20 @@ class MqttEndpoint:
     password: str | None
     tls: bool
     ca_file: str | None = None  # trust this CA (e.g. the local stack's) instead of the system's
+    # MQTT 3.1.1 instead of 5 (MOCLO_MQTT_PROTOCOL=3.1.1): for the distributed engine, whose
+    # RabbitMQ 3.10 drops MQTT 5 clients without a CONNACK. Mosquitto keeps MQTT 5.
+    mqtt311: bool = False
+
+    @property
+    def protocol_version(self) -> int:
+        """The MQTT protocol level to connect with: 4 (3.1.1) or 5 (paho and aiomqtt say so)."""
+        return 4 if self.mqtt311 else 5
+
+    def client_id(self, wanted: str) -> str:
+        """The client id to send: on the engine (3.1.1) a logged-in client's username, since
+        its auth service refuses any other (access/engine_auth.py); elsewhere `wanted`
+        (Mosquitto replaces it with the username anyway, `use_username_as_clientid`)."""
+        return self.username if self.mqtt311 and self.username else wanted
 
     @classmethod
     def from_url(cls, url: str) -> MqttEndpoint:
@@ -96,11 +110,12 @@ def make_client(
     kind of persistent session every broker keeps (a device's, for its downlink).
     `nodelay`: Nagle's algorithm off (`no_delay`), for a client whose small messages must not
     wait; it sets `on_socket_open`.
-    `mqtt311`: a clean MQTT 3.1.1 client, for RabbitMQ 3.10, which drops MQTT 5 clients."""
-    v311 = persistent_session or mqtt311
+    `mqtt311`: a clean MQTT 3.1.1 client, for RabbitMQ 3.10, which drops MQTT 5 clients; an
+    endpoint with `mqtt311` set asks for the same, and names the client by its login."""
+    v311 = persistent_session or mqtt311 or endpoint.mqtt311
     client = client_class(
         CallbackAPIVersion.VERSION2,
-        client_id=client_id,
+        client_id=endpoint.client_id(client_id),
         protocol=paho.MQTTv311 if v311 else paho.MQTTv5,
         clean_session=(not persistent_session) if v311 else None,
         manual_ack=manual_ack,

@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "mqtt_username": "MOCLO_MQTT_USERNAME",
     "mqtt_password": "MOCLO_MQTT_PASSWORD",
     "mqtt_ca_file": "MOCLO_MQTT_CA_FILE",
+    "mqtt_protocol": "MOCLO_MQTT_PROTOCOL",
     "influx_url": "MOCLO_INFLUX_URL",
     "influx_db": "MOCLO_INFLUX_DB",
     "influx_token": "MOCLO_INFLUX_TOKEN",
@@ -127,6 +128,15 @@ class Settings(BaseModel):
         title="CA certificate to trust for mqtts:// (e.g. .moclo/tls/ca.crt)",
         description="the CA certificate to trust for `mqtts://` (e.g. the local stack's "
         "`.moclo/tls/ca.crt`); default: the system's",
+    )
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(
+        default="5",
+        title="5, or 3.1.1 for the distributed engine (clients named by their login)",
+        description="`5`: the simulators and the CLI's paho clients speak MQTT 5 (serve's "
+        "live stream speaks 3.1.1 on every broker); `3.1.1` for the distributed engine, which "
+        "drops MQTT 5 clients (RabbitMQ 3.10) and admits a login only under its username as "
+        "client id: every client then speaks 3.1.1 and is named by its login; see "
+        "[Scale-out on the engine](scale.md)",
     )
     influx_url: str = Field(
         default="http://127.0.0.1:8086",
@@ -556,6 +566,7 @@ class Settings(BaseModel):
                 self.mqtt_password.get_secret_value() if self.mqtt_password else endpoint.password
             ),
             ca_file=self.mqtt_ca_file,
+            mqtt311=self.mqtt_protocol == "3.1.1",
         )
 
     @classmethod

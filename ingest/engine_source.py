@@ -40,6 +40,11 @@ from ingest.source import Message
 
 log = logging.getLogger("moclo.ingest.engine")
 logging.getLogger("pika").setLevel(logging.WARNING)  # its INFO lines narrate every normal close
+# The liveness probe's answer, 405 RESOURCE_LOCKED ("that worker is alive"), arrives as a
+# channel close that pika logs as a WARNING, twice a second with two workers in `moclo up
+# --engine`. pika raises every channel close as ChannelClosedByBroker too, which this
+# module handles (and logs where it matters).
+logging.getLogger("pika.channel").setLevel(logging.ERROR)
 
 _PROBE_EVERY_S = 1.0  # how often a worker looks for the owners of the partitions it is in front on
 _RESOURCE_LOCKED = 405  # an exclusive queue held by another connection: its worker is alive

@@ -27,6 +27,11 @@ def connection_flags(parser: argparse.ArgumentParser, *, influx: bool = True) ->
     """The flags that override the connection settings of the environment."""
     group = parser.add_argument_group("connections (override the environment)")
     group.add_argument("--mqtt-url", help="MQTT broker (MOCLO_MQTT_URL)")
+    group.add_argument(
+        "--mqtt-protocol",
+        choices=("5", "3.1.1"),
+        help="MQTT version: 5 (default), or 3.1.1 for the distributed engine (MOCLO_MQTT_PROTOCOL)",
+    )
     if influx:
         group.add_argument("--influx-url", help="InfluxDB (MOCLO_INFLUX_URL)")
         group.add_argument("--influx-db", help="database or bucket (MOCLO_INFLUX_DB)")

@@ -24,6 +24,7 @@ from moclo import (
     alerts_args,
     command_args,
     devices_args,
+    engine_auth_cli,
     notifier_args,
     notify_args,
     query_args,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens_args.add_parser(commands)
     notifier_args.add_parser(commands)  # `notify` with run, test and check
     notify_args.add_oncall(commands)
+    engine_auth_cli.add_parser(commands)
     return parser
 
 
@@ -92,6 +94,21 @@ def _add_up(commands: Commands) -> None:
         help="where local servers keep config, data and logs (default .moclo)",
     )
     up.add_argument("--no-simulator", action="store_true", help="ingest only")
+    up.add_argument(
+        "--engine",
+        choices=("rabbitmq",),
+        help="instead of Mosquitto, a local 3-node cluster of the distributed engine (RabbitMQ "
+        "3.10: its MQTT and consistent-hash plugins, logins from the registry), with ingest "
+        "workers over its partitions and everything on MQTT 3.1.1; takes about 30 s to start. "
+        "E.g. `moclo up --engine rabbitmq --workers 3`; see docs/scale.md",
+    )
+    up.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="with --engine: ingest workers sharing the partitions (default 2)",
+    )
     up.add_argument(
         "--duration",
         type=duration,
@@ -329,6 +346,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return tokens_args.run(args, settings)
     if args.command == "notify":
         return notifier_args.run(args, settings)
+    if args.command == "engine-auth":
+        return engine_auth_cli.run(args, settings)
     raise AssertionError(args.command)
 
 
@@ -396,9 +415,17 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     # Ingest would find a bad rules file too, but only after the local servers have started.
     load_rulebook(settings)
     simulation = None if args.no_simulator else simulate_cli.simulation_options(args, None)
-    return run_up(
-        settings, UpOptions(data_dir=args.data_dir, simulation=simulation, duration_s=args.duration)
-    )
+    options = UpOptions(data_dir=args.data_dir, simulation=simulation, duration_s=args.duration)
+    if args.workers != 2 and not args.engine:
+        raise SettingsError(
+            "--workers needs --engine rabbitmq: on Mosquitto, `moclo up` runs one ingest "
+            "(see docs/performance.md#scale-out for --tenants and --share-group)"
+        )
+    if args.engine:
+        from moclo.up_engine import run_up_engine
+
+        return run_up_engine(settings, options, workers=args.workers)
+    return run_up(settings, options)
 
 
 if __name__ == "__main__":

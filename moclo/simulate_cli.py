@@ -202,6 +202,26 @@ def _connections_flags(parser: argparse.ArgumentParser) -> None:
         help="with --connections device: a CSV file tenant,device_id,username,password, so "
         "each device logs in as itself",
     )
+    parser.add_argument(
+        "--spread-over",
+        type=_nodes,
+        default=(),
+        metavar="HOST:PORT,…",
+        help="with --connections device: a cluster's MQTT listeners, device i at the i-th "
+        "mod n (e.g. the engine's three nodes: r1:1883,r2:1883,r3:1883); the login and TLS are "
+        "--mqtt-url's",
+    )
+
+
+def _nodes(text: str) -> tuple[tuple[str, int], ...]:
+    """An argparse type: `host:port[,host:port…]`."""
+    nodes = []
+    for item in text.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise argparse.ArgumentTypeError(f"{item!r}: write HOST:PORT, e.g. r1:1883")
+        nodes.append((host, int(port)))
+    return tuple(nodes)
 
 
 def simulation_options(args: argparse.Namespace, duration_s: float | None) -> SimulationOptions:
@@ -276,6 +296,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if credentials:
         options = replace(options, credentials=credentials)
+    if args.spread_over:
+        if args.connections != 0:
+            print("moclo: --spread-over needs --connections device", file=sys.stderr)
+            return 2
+        options = replace(options, nodes=args.spread_over)
     try:
         return simulate_command(settings, options, title=title, as_json=args.json)
     except (FleetError, TopicError) as exc:  # a fleet that cannot exist, e.g. a bad tenant

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -213,28 +213,47 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         return asyncio.run(_run(settings, options, notes, access))
 
 
+@dataclass(frozen=True)
+class EngineParts:
+    """What `moclo up --engine` runs instead of one ingest at one broker (moclo/up_engine.py):
+    a worker's settings each (its own login, node and share of the partitions), serve's, and
+    the cluster's MQTT listeners for the simulated devices."""
+
+    workers: list[Settings]
+    serve: Settings
+    nodes: tuple[tuple[str, int], ...]
+
+
 async def _run(
-    settings: Settings, options: UpOptions, notes: list[str], access: LocalAccess | None
+    settings: Settings,
+    options: UpOptions,
+    notes: list[str],
+    access: LocalAccess | None,
+    engine: EngineParts | None = None,
 ) -> int:
     stop = asyncio.Event()
     install_stop_handlers(stop)
-    stats = IngestStats()
-    ready = asyncio.Event()
     sim_stop = threading.Event()
     prefix = settings.topic_prefix
+    workers = engine.workers if engine else [access.for_ingest(settings) if access else settings]
+    stats = [IngestStats() for _ in workers]
 
     async with asyncio.TaskGroup() as tasks:
         try:
-            service = Ingest(
-                access.for_ingest(settings) if access else settings,
-                stop,
-                # Alert changes are printed by _print_alert, so the log need not repeat them.
-                options=IngestOptions(log_alerts=False),
-                stats=stats,
-                on_alert=_print_alert,
-            )
-            ingest = tasks.create_task(service.run(ready), name="ingest")
-            await _first(ready, ingest)
+            services = []
+            for index, (own, counts) in enumerate(zip(workers, stats, strict=True)):
+                ready = asyncio.Event()
+                service = Ingest(
+                    own,
+                    stop,
+                    # Alert changes are printed by _print_alert, so the log need not repeat them.
+                    options=IngestOptions(log_alerts=False),
+                    stats=counts,
+                    on_alert=_print_alert,
+                )
+                name = f"ingest-{index}" if engine else "ingest"
+                await _first(ready, tasks.create_task(service.run(ready), name=name))
+                services.append(service)
             if settings.notify_file and settings.notify_link_secret is None:
                 # The one-tap acknowledgement links: serve checks what the notifier signs.
                 secret = link_secret(options.data_dir)
@@ -242,7 +261,7 @@ async def _run(
             dashboard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             serving = tasks.create_task(
                 run_serve(
-                    access.for_serve(settings) if access else settings,
+                    engine.serve if engine else access.for_serve(settings) if access else settings,
                     stop,
                     sock=bind(settings.serve_listen),
                     on_ready=dashboard.set_result,
@@ -250,10 +269,12 @@ async def _run(
                 name="serve",
             )
             await _first(dashboard, serving)
-            _say_where(settings, notes, access, dashboard.result(), service.http_port)
+            _say_where(settings, notes, access, dashboard.result(), services[0].http_port)
             if settings.notify_file:
                 await _start_notifier(settings, access, dashboard.result(), stop, tasks)
             sim = access.simulation if access else options.simulation
+            if sim is not None and engine is not None:
+                sim = replace(sim, nodes=engine.nodes)  # the devices spread over the nodes
             if sim is not None:
                 fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
                 _say(
@@ -272,9 +293,10 @@ async def _run(
             # thread cannot be cancelled: tell it to stop, or the group waits for it forever.
             sim_stop.set()
             stop.set()
+    total = _total(stats)
     _say(
-        f"moclo up: stopped cleanly after storing {stats.readings_stored} readings "
-        f"({stats.rejected} rejected, {stats.alerts_raised} alerts raised)"
+        f"moclo up: stopped cleanly after storing {total.readings_stored} readings "
+        f"({total.rejected} rejected, {total.alerts_raised} alerts raised)"
     )
     return 0
 
@@ -358,12 +380,27 @@ async def _first(ready: asyncio.Event | asyncio.Future[str], task: asyncio.Task[
         raise RuntimeError(f"{task.get_name()} stopped before it was ready")
 
 
-async def _report(stats: IngestStats, stop: asyncio.Event, options: UpOptions) -> None:
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    readings_stored: int
+    rejected: int
+    alerts_raised: int
+    alerts_resolved: int
+    open_alerts: int
+
+
+def _total(stats: list[IngestStats]) -> _Totals:
+    """The workers' counts added up (one worker: its own)."""
+    return _Totals(*(sum(getattr(s, name) for s in stats) for name in _Totals.__slots__))
+
+
+async def _report(stats_of: list[IngestStats], stop: asyncio.Event, options: UpOptions) -> None:
     began = time.monotonic()
     last = 0
     while not stop.is_set():
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), options.status_every_s)
+        stats = _total(stats_of)
         stored = stats.readings_stored
         rate = (stored - last) / options.status_every_s
         last = stored

@@ -149,6 +149,7 @@ class Commander:
                     username=endpoint.username,
                     password=endpoint.password,
                     tls_context=endpoint.ssl_context(),
+                    identifier=endpoint.client_id(f"moclo-serve-commands-{uuid.uuid4().hex[:8]}"),
                     timeout=CONNECT_TIMEOUT_S,
                 ) as client:
                     await client.publish(topic, payload, qos=1)

@@ -177,7 +177,9 @@ class LiveHub:
             username=endpoint.username,
             password=endpoint.password,
             tls_context=endpoint.ssl_context(),
-            identifier=f"moclo-serve-{uuid.uuid4().hex[:8]}",
+            # aiomqtt speaks MQTT 3.1.1 (its default) to every broker; the engine's auth service
+            # also wants the login as client id (MOCLO_MQTT_PROTOCOL=3.1.1 says so).
+            identifier=endpoint.client_id(f"moclo-serve-{uuid.uuid4().hex[:8]}"),
             timeout=5.0,
         )
 

@@ -20,7 +20,8 @@ import asyncio
 import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -54,8 +55,12 @@ class DeviceConnections:
         window: int = 1_000,
         credentials: dict[str, tuple[str, str]] | None = None,
         downlinks: dict[str, DeviceDownlink] | None = None,
+        nodes: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.endpoint = endpoint
+        # A cluster's MQTT listeners (host, port): device i connects to node i mod n, as a
+        # fleet behind a load balancer would; none: every device at `endpoint`.
+        self._nodes = list(nodes) or [(endpoint.host, endpoint.port)]
         self.qos = qos
         self._client_ids = client_ids
         self._slots = AckWindow(window)
@@ -126,15 +131,19 @@ class DeviceConnections:
 
     async def _connect_all(self) -> None:
         loop = asyncio.get_running_loop()
-        for client_id in self._client_ids:
+        for index, client_id in enumerate(self._client_ids):
             obeys = client_id in self._downlinks
-            client = make_client(self.endpoint, client_id, persistent_session=obeys)
+            endpoint = self.endpoint
+            if client_id in self._credentials:
+                # The device's own login, so that a broker naming clients by their login (the
+                # engine, over 3.1.1) keeps the device's client id.
+                username, password = self._credentials[client_id]
+                endpoint = replace(endpoint, username=username, password=password)
+            client = make_client(endpoint, client_id, persistent_session=obeys)
             client.user_data_set(client_id)
             if obeys:
                 client.on_subscribe = self._on_subscribe
                 client.on_message = self._on_message
-            if client_id in self._credentials:
-                client.username_pw_set(*self._credentials[client_id])
             client.on_socket_open = self._watch_socket
             client.on_socket_close = self._unwatch_socket
             client.on_socket_register_write = self._want_write
@@ -145,7 +154,7 @@ class DeviceConnections:
             client.max_inflight_messages_set(self._slots.size)
             self.clients[client_id] = client
             try:
-                client.connect(self.endpoint.host, self.endpoint.port, keepalive=60)
+                client.connect(*self._nodes[index % len(self._nodes)], keepalive=60)
             except OSError as exc:
                 self._failure = f"{client_id}: {exc}"
                 self._all_connected.set()  # settled: no point waiting for the rest

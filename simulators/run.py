@@ -87,6 +87,9 @@ class SimulationOptions:
     per_device_connections: bool = False  # instead, one connection per device
     # With per-device connections: client id "tenant.device-id" → (username, password).
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # With per-device connections: a cluster's MQTT listeners (host, port) to spread the
+    # devices over (device i at node i mod n); empty: all at the endpoint.
+    nodes: tuple[tuple[str, int], ...] = ()
     # Devices obey commands and desired state (simulators/downlink.py); faults imply it.
     obey: bool = False
     command_faults: CommandFaults | None = None
@@ -187,6 +190,7 @@ def _connect(
             list(ids.values()),
             qos=options.qos,
             credentials=options.credentials,
+            nodes=options.nodes,
             downlinks={ids[id(d)]: d.downlink for d in fleet.devices if d.downlink},
         )
         fleet.presence = partial(_device_presence, connections, ids)

@@ -22,17 +22,27 @@ def compose(repo_root: Path) -> dict[str, Any]:
 
 
 BUILT = ("provision", "ingest", "serve", "notify", "simulator")
+# The `engine` profile (docker compose --profile engine up): the distributed engine's stack.
+ENGINE_BUILT = (
+    "provision-engine", "engine-auth", "ingest-engine-0", "ingest-engine-1", "serve-engine",
+    "simulator-engine",
+)  # fmt: skip
+ENGINE_NODES = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")
 
 
 def test_the_services_and_their_images(compose: dict[str, Any], repo_root: Path) -> None:
     services = compose["services"]
-    assert set(services) == {"mosquitto", "influxdb", "prometheus", "grafana", *BUILT}
+    assert set(services) == {
+        "mosquitto", "influxdb", "prometheus", "grafana", *BUILT, *ENGINE_BUILT, *ENGINE_NODES
+    }  # fmt: skip
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
     assert re.fullmatch(r"influxdb:2\.\d+", services["influxdb"]["image"])
     assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", services["prometheus"]["image"])
     assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", services["grafana"]["image"])
-    for name in BUILT:
+    for name in (*BUILT, *ENGINE_BUILT):
         assert services[name]["build"] == "."
+    for name in ENGINE_NODES:
+        assert re.fullmatch(r"rabbitmq:3\.10\.\d+", services[name]["image"])  # 3.10: tested
     assert (repo_root / "Dockerfile").is_file()
     assert 'ENTRYPOINT ["moclo"]' in (repo_root / "Dockerfile").read_text()
 

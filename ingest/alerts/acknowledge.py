@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import aiomqtt
@@ -229,6 +230,7 @@ async def broker(endpoint: MqttEndpoint) -> AsyncIterator[aiomqtt.Client]:
         username=endpoint.username,
         password=endpoint.password,
         tls_context=endpoint.ssl_context(),
+        identifier=endpoint.client_id(f"moclo-ack-{uuid.uuid4().hex[:8]}"),
         timeout=CONNECT_TIMEOUT_S,
     )
     try:

@@ -10,10 +10,6 @@ simulator, lets ingest store and acknowledge what it holds, and stops the server
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import os
-import secrets
-import socket
 import sys
 import threading
 import time
@@ -21,24 +17,18 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from pydantic import SecretStr
-
-from access.broker import PID_FILE
 from core.settings import Settings, url_has_password
 from ingest.options import IngestOptions
 from ingest.service import Ingest
 from ingest.stats import IngestStats
-from moclo.local_access import LocalAccess, provision
+from moclo.local_access import LocalAccess
 from moclo.signals import install_stop_handlers
-from moclo.stack import InfluxServer, MosquittoServer, free_port, port_open
+from moclo.up_servers import link_secret, say, start_local_servers
 from notify.service import Notifier, load_config
 from serve.server import bind, run_serve
 from simulators.run import SimulationOptions, run_simulation
 from storage.alert_record import Alert
-
-LINK_SECRET_CHARS = 43  # secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,168 +39,15 @@ class UpOptions:
     status_every_s: float = 5.0
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _port_or_free(host: str, port: int) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return free_port(host)
-    return port
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def start_local_servers(
-    settings: Settings,
-    data_dir: Path,
-    servers: ExitStack,
-    simulation: SimulationOptions | None = None,
-) -> tuple[Settings, list[str], LocalAccess | None]:
-    """Starts what does not answer at the configured URLs; returns the settings to use, and
-    the logins of a broker started here (None for one that was already running)."""
-    notes: list[str] = []
-    updates: dict[str, str] = {}
-    access = _start_broker(settings, data_dir, servers, simulation, notes, updates)
-    _start_database(settings, data_dir, servers, notes, updates)
-    _local_ports(settings, data_dir, updates)
-    return settings.model_copy(update=updates), notes, access
-
-
-def _start_broker(
-    settings: Settings,
-    data_dir: Path,
-    servers: ExitStack,
-    simulation: SimulationOptions | None,
-    notes: list[str],
-    updates: dict[str, str],
-) -> LocalAccess | None:
-    """A local broker, unless one answers at MOCLO_MQTT_URL; its lines go to `notes` and its
-    URL to `updates`. Returns its logins (None for a broker that was running already)."""
-    access = None
-    mqtt = settings.mqtt
-    if port_open(mqtt.host, mqtt.port):
-        notes.append(f"  MQTT broker  {mqtt.display()}  (already running, used as is)")
-    elif not _is_loopback(mqtt.host):
-        raise SystemExit(
-            f"moclo up: no MQTT broker answers at {mqtt.display()}, and moclo only "
-            "starts one on this machine: fix MOCLO_MQTT_URL or start the broker"
-        )
-    else:
-        # Closed like a production broker: accounts and ACLs from the registry, and TLS.
-        access = provision(settings, data_dir, simulation)
-        broker = MosquittoServer(
-            data_dir / "mosquitto",
-            _port_or_free("127.0.0.1", mqtt.port),
-            password_file=access.auth.password_file,
-            acl_file=access.auth.acl_file,
-            tls=access.tls,
-            tls_port=_port_or_free("127.0.0.1", 8883),
-        )
-        broker.start()
-        servers.callback(broker.stop)
-        # So that `moclo devices add` and the like reload this broker (access/broker.py).
-        pid_file = access.auth.password_file.parent / PID_FILE
-        pid_file.write_text(f"{broker.pid}\n")
-        servers.callback(pid_file.unlink, missing_ok=True)
-        updates["mqtt_url"] = broker.url
-        notes.append(
-            f"  MQTT broker  {broker.url}  (started here; no anonymous clients, accounts and "
-            f"ACLs from {access.registry}; config and log in {broker.directory})"
-        )
-        notes.append(f"  MQTT (TLS)   {broker.tls_url}  (CA certificate {access.tls.ca_cert})")
-    return access
-
-
-def _start_database(
-    settings: Settings,
-    data_dir: Path,
-    servers: ExitStack,
-    notes: list[str],
-    updates: dict[str, str],
-) -> None:
-    """A local InfluxDB, unless one answers at MOCLO_INFLUX_URL; like `_start_broker`."""
-    influx = urlsplit(settings.influx_url)
-    host, port = influx.hostname or "127.0.0.1", influx.port or 8086
-    if port_open(host, port):
-        notes.append(
-            f"  InfluxDB     {settings.influx_display}  db={settings.influx_db}  "
-            "(already running, used as is)"
-        )
-    elif not _is_loopback(host):
-        raise SystemExit(
-            f"moclo up: no InfluxDB answers at {settings.influx_display}, and moclo "
-            "only starts one on this machine: fix MOCLO_INFLUX_URL or start it"
-        )
-    else:
-        database = InfluxServer(data_dir / "influxdb", _port_or_free("127.0.0.1", port))
-        database.start()
-        servers.callback(database.stop)
-        updates["influx_url"] = database.url
-        notes.append(
-            f"  InfluxDB     {database.url}  db={settings.influx_db}  (started here; "
-            f"data in {database.directory})"
-        )
-
-
-def _local_ports(settings: Settings, data_dir: Path, updates: dict[str, str]) -> None:
-    """The spool under `data_dir`, and free ports for what listens on loopback."""
-    if settings.spool_dir == Settings.model_fields["spool_dir"].default:
-        updates["spool_dir"] = str(data_dir / "spool")  # everything of this stack in one place
-    if settings.http_listen != "off":
-        http_host, _, http_port = settings.http_listen.rpartition(":")
-        if _is_loopback(http_host) and int(http_port):
-            updates["http_listen"] = f"{http_host}:{_port_or_free(http_host, int(http_port))}"
-    serve_host, _, serve_port = settings.serve_listen.rpartition(":")
-    if _is_loopback(serve_host) and int(serve_port):
-        updates["serve_listen"] = f"{serve_host}:{_port_or_free(serve_host, int(serve_port))}"
-    if settings.notify_outbox == Settings.model_fields["notify_outbox"].default:
-        updates["notify_outbox"] = str(data_dir / "notify" / "outbox.sqlite")
-    if settings.notify_listen != "off":
-        host, _, port = settings.notify_listen.rpartition(":")
-        if _is_loopback(host) and int(port):
-            updates["notify_listen"] = f"{host}:{_port_or_free(host, int(port))}"
-
-
-def link_secret(data_dir: Path) -> SecretStr:
-    """The secret of this stack's one-tap acknowledgement links, made once and kept in
-    `data_dir` (0600): a link already in someone's inbox, or in a message the outbox still
-    holds, is good for a day, so it must still be accepted after `moclo up` restarts."""
-    path = data_dir / "notify" / "link-secret"
-    with suppress(FileNotFoundError):
-        kept = path.read_text(encoding="ascii").strip()
-        if len(kept) >= LINK_SECRET_CHARS:  # else a write cut short by a crash: make anew
-            return SecretStr(kept)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as file:
-        file.write(secrets.token_urlsafe(32))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
-    return SecretStr(path.read_text(encoding="ascii").strip())
-
-
 def run_up(settings: Settings, options: UpOptions) -> int:
     if settings.notify_file:
         load_config(settings)  # a notify file with mistakes stops here, before any server
     with ExitStack() as servers:
-        _say("moclo up: starting…")
+        say("moclo up: starting…")
         settings, notes, access = start_local_servers(
             settings, options.data_dir, servers, options.simulation
         )
-        return asyncio.run(_run(settings, options, notes, access))
+        return asyncio.run(run_stack(settings, options, notes, access))
 
 
 @dataclass(frozen=True)
@@ -224,7 +61,7 @@ class EngineParts:
     nodes: tuple[tuple[str, int], ...]
 
 
-async def _run(
+async def run_stack(
     settings: Settings,
     options: UpOptions,
     notes: list[str],
@@ -277,7 +114,7 @@ async def _run(
                 sim = replace(sim, nodes=engine.nodes)  # the devices spread over the nodes
             if sim is not None:
                 fleet = ", ".join(f"{n} {t}" for t, n in sim.devices.items())
-                _say(
+                say(
                     f"  Simulator    {fleet} for tenant {sim.tenant}, one reading every "
                     f"{sim.interval_s:g}s each (seed {sim.seed})"
                 )
@@ -294,7 +131,7 @@ async def _run(
             sim_stop.set()
             stop.set()
     total = _total(stats)
-    _say(
+    say(
         f"moclo up: stopped cleanly after storing {total.readings_stored} readings "
         f"({total.rejected} rejected, {total.alerts_raised} alerts raised)"
     )
@@ -321,12 +158,12 @@ async def _start_notifier(
         if notifier.http_port
         else ""
     )
-    _say(f"  Notifier     people in {own.notify_file}, links to {public_url}{health}")
+    say(f"  Notifier     people in {own.notify_file}, links to {public_url}{health}")
 
 
 def _print_alert(alert: Alert) -> None:
     mark = {"raised": "ALERT", "acknowledged": "ACK  ", "resolved": "CLEAR"}[alert.state]
-    _say(
+    say(
         f"{mark} {alert.severity:<8} {alert.rule:<14} {alert.tenant}/{alert.device_id}: "
         f"{alert.message}  (id {alert.alert_id})"
     )
@@ -341,15 +178,15 @@ def _say_where(
 ) -> None:
     """Where everything is: the dashboard, the servers, ingest and its health check."""
     prefix = settings.topic_prefix
-    _say(f"moclo is up. Dashboard: {dashboard}")
+    say(f"moclo is up. Dashboard: {dashboard}")
     if access is not None:
-        _say(f"  Sign in      with the token in {access.token_file} (an admin token)")
+        say(f"  Sign in      with the token in {access.token_file} (an admin token)")
     for line in notes:
-        _say(line)
-    _say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
+        say(line)
+    say(f"  Ingest       {prefix}/+/+/+/telemetry → {settings.influx_db}")
     if settings.http_listen != "off":
         host = settings.http_listen.rpartition(":")[0]
-        _say(f"  Health       http://{host}:{health_port}/healthz  (and /metrics)")
+        say(f"  Health       http://{host}:{health_port}/healthz  (and /metrics)")
 
 
 def _say_how_to_look(settings: Settings, access: LocalAccess | None, dashboard: str) -> None:
@@ -360,13 +197,13 @@ def _say_how_to_look(settings: Settings, access: LocalAccess | None, dashboard: 
         if access
         else ""
     )
-    _say(
+    say(
         f"  Watch alerts moclo alerts --follow --mqtt-url {settings.mqtt.display()} "
         f"{_influx_flags(settings)}{login}"
     )
-    _say(f"  Query        moclo query cow-0001 --since 1h --every 5m {_influx_flags(settings)}")
-    _say(f"  HTTP API     {dashboard}api/openapi.json")
-    _say(f"Ctrl-C stops everything. Open {dashboard} to watch.")
+    say(f"  Query        moclo query cow-0001 --since 1h --every 5m {_influx_flags(settings)}")
+    say(f"  HTTP API     {dashboard}api/openapi.json")
+    say(f"Ctrl-C stops everything. Open {dashboard} to watch.")
 
 
 async def _first(ready: asyncio.Event | asyncio.Future[str], task: asyncio.Task[Any]) -> None:
@@ -404,7 +241,7 @@ async def _report(stats_of: list[IngestStats], stop: asyncio.Event, options: UpO
         stored = stats.readings_stored
         rate = (stored - last) / options.status_every_s
         last = stored
-        _say(
+        say(
             f"[{time.strftime('%H:%M:%S')}] readings stored {stored} ({rate:.0f}/s)  "
             f"rejected {stats.rejected}  alerts raised {stats.alerts_raised} "
             f"resolved {stats.alerts_resolved}  open {stats.open_alerts}"

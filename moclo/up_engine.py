@@ -25,14 +25,8 @@ from access.registry import Registry
 from core.settings import Settings
 from moclo.cluster import RabbitCluster
 from moclo.local_access import INGEST_ACCOUNT, LocalAccess, provision
-from moclo.up import (
-    EngineParts,
-    UpOptions,
-    _local_ports,
-    _run,
-    _say,
-    _start_database,
-)
+from moclo.up import EngineParts, UpOptions, run_stack
+from moclo.up_servers import local_ports, say, start_database
 
 ENGINES = ("rabbitmq",)  # NATS: see docs/decisions/0001-distributed-engine.md for why not
 
@@ -44,7 +38,7 @@ def run_up_engine(settings: Settings, options: UpOptions, *, workers: int = 2) -
         raise SystemExit("moclo up: --workers must be at least 1")
     settings = settings.model_copy(update={"mqtt_protocol": "3.1.1"})
     with ExitStack() as servers:
-        _say("moclo up: starting the engine (3 RabbitMQ nodes: up to about 30 s)…")
+        say("moclo up: starting the engine (3 RabbitMQ nodes: up to about 30 s)…")
         access = provision(settings, options.data_dir, options.simulation)
         logins = [access.ingest_login, *_worker_logins(access, workers)]
         auth = EngineAuth(access.registry, prefix=settings.topic_prefix)
@@ -61,8 +55,8 @@ def run_up_engine(settings: Settings, options: UpOptions, *, workers: int = 2) -
             f"{cluster.directory}"
         )
         updates: dict[str, str] = {}
-        _start_database(settings, options.data_dir, servers, notes, updates)
-        _local_ports(settings, options.data_dir, updates)
+        start_database(settings, options.data_dir, servers, notes, updates)
+        local_ports(settings, options.data_dir, updates)
         updates["mqtt_url"] = cluster.nodes[0].mqtt_url  # where the simulator starts
         settings = settings.model_copy(update=updates)
         parts = _parts(settings, access, cluster, logins)
@@ -70,7 +64,7 @@ def run_up_engine(settings: Settings, options: UpOptions, *, workers: int = 2) -
             f"  Workers      {workers}, over {settings.engine_partitions} partitions "
             "(each consumed by one worker at a time; a standby takes over)"
         )
-        return asyncio.run(_run(settings, options, notes, access, parts))
+        return asyncio.run(run_stack(settings, options, notes, access, parts))
 
 
 def _worker_logins(access: LocalAccess, workers: int) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from moclo.stack import free_port
-from moclo.up import LINK_SECRET_CHARS, link_secret
+from moclo.up_servers import LINK_SECRET_CHARS, link_secret
 from notify.links import AckLinkInvalid, make_ack_token, verify_ack_token
 from tests.helpers import wait_until
 from tests.receivers import HttpReceiver

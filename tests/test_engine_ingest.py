@@ -73,7 +73,8 @@ class Fleet:
             "MOCLO_MQTT_URL": node.mqtt_url,
             "MOCLO_MQTT_USERNAME": login.username,
             "MOCLO_MQTT_PASSWORD": login.password,
-            "MOCLO_ENGINE_URL": f"amqp://127.0.0.1:{node.ports.amqp}",
+            # Its own node first, then the others: a worker whose node dies goes on at another.
+            "MOCLO_ENGINE_URL": self.engine_url(index + 1),
             "MOCLO_ENGINE_WORKER": f"{index}/{of}",
             "MOCLO_ENGINE_PARTITIONS": str(PARTITIONS),
             "MOCLO_INGEST_TENANTS": self.tenant,
@@ -98,6 +99,12 @@ class Fleet:
             what=f"worker {index} consuming",
         )
         assert self.running(index), self.log_text(index)
+
+    def engine_url(self, first: int) -> str:
+        """Every node's AMQP address, node `first` (modulo their number) first."""
+        nodes = self.engine.cluster.nodes
+        ordered = nodes[first % len(nodes) :] + nodes[: first % len(nodes)]
+        return "amqp://" + ",".join(f"127.0.0.1:{n.ports.amqp}" for n in ordered)
 
     def running(self, index: int) -> bool:
         return self.workers[index].poll() is None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +28,7 @@ from moclo.cluster import RabbitCluster
 from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.helpers import Influx
 from tests.receivers import HttpReceiver, SmtpReceiver
+from tests.threaded import ThreadedService
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +98,10 @@ def influx(settings: Settings) -> Influx:
     return Influx(settings.influx_url, settings.influx_db)
 
 
-class RunningIngest:
+class RunningIngest(ThreadedService):
     """`Ingest` on its own thread and event loop, so tests stay plain synchronous code."""
+
+    name = "ingest"
 
     def __init__(self, settings: Settings, options: IngestOptions) -> None:
         self.settings = settings
@@ -107,61 +109,24 @@ class RunningIngest:
         self.stats = IngestStats()
         self.ingest: Ingest | None = None
         self.alerts: list[object] = []
-        self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="ingest", daemon=True)
+        super().__init__()
 
-    def __enter__(self) -> RunningIngest:
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise TimeoutError("ingest did not become ready in 30s")
-        if self.error is not None:
-            raise self.error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "ingest did not stop within 30s"
-        if self.error is not None:
-            raise self.error
-
-    def _main(self) -> None:
-        async def run() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            ready = asyncio.Event()
-            ready_task = asyncio.ensure_future(ready.wait())
-            ready_task.add_done_callback(lambda _: self._ready.set())
-            self.ingest = Ingest(
-                self.settings,
-                self._stop,
-                options=self.options,
-                stats=self.stats,
-                on_alert=self.alerts.append,
-            )
-            try:
-                await self.ingest.run(ready)
-            finally:
-                ready_task.cancel()
-
+    async def serve(self, stop: asyncio.Event) -> None:
+        ready, waiter = self.ready_event()
+        self.ingest = Ingest(
+            self.settings, stop, options=self.options, stats=self.stats, on_alert=self.alerts.append
+        )
         try:
-            asyncio.run(run())
-        except BaseException as exc:  # surfaced to the test by __enter__/stop
-            self.error = exc
+            await self.ingest.run(ready)
         finally:
-            self._ready.set()
+            waiter.cancel()
 
 
-class RunningServe:
+class RunningServe(ThreadedService):
     """`moclo serve` (API, live stream, dashboard) on its own thread and event loop, with its
     API tokens in `settings.registry`; `token()` makes one."""
+
+    name = "serve"
 
     def __init__(
         self,
@@ -174,52 +139,22 @@ class RunningServe:
         self.acknowledgement_timeout_s = acknowledgement_timeout_s
         self.clock = clock  # the sessions' wall clock
         self.url = ""
-        self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="serve", daemon=True)
+        super().__init__()
 
-    def __enter__(self) -> RunningServe:
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise TimeoutError("serve did not answer in 30s")
-        if self.error is not None:
-            raise self.error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "serve did not stop within 30s"
-        if self.error is not None:
-            raise self.error
-
-    def _main(self) -> None:
+    async def serve(self, stop: asyncio.Event) -> None:
         from serve.server import run_serve
 
         def ready(url: str) -> None:
             self.url = url.rstrip("/")
-            self._ready.set()
+            self.ready()
 
-        async def run() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            await run_serve(
-                self.settings,
-                self._stop,
-                on_ready=ready,
-                acknowledgement_timeout_s=self.acknowledgement_timeout_s,
-                clock=self.clock,
-            )
-
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # surfaced to the test by __enter__/__exit__
-            self.error = exc
-        finally:
-            self._ready.set()
+        await run_serve(
+            self.settings,
+            stop,
+            on_ready=ready,
+            acknowledgement_timeout_s=self.acknowledgement_timeout_s,
+            clock=self.clock,
+        )
 
     @property
     def tokens(self) -> Tokens:

@@ -4,9 +4,6 @@ with a clock the test can move, and notify files written per test for the real r
 from __future__ import annotations
 
 import asyncio
-import faulthandler
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +12,7 @@ import httpx
 
 from core.settings import Settings
 from notify.service import Notifier, load_config
+from tests.threaded import ThreadedService
 
 
 class MovableClock:
@@ -30,7 +28,9 @@ class MovableClock:
         self.offset_s += seconds
 
 
-class RunningNotifier:
+class RunningNotifier(ThreadedService):
+    name = "notifier"
+
     def __init__(
         self,
         settings: Settings,
@@ -43,78 +43,30 @@ class RunningNotifier:
         self.settings = settings
         self.clock = clock
         self.notifier: Notifier | None = None
-        self.error: BaseException | None = None
         self._options = {
             "attempt_timeout_s": attempt_timeout_s,
             "tick_s": tick_s,
             "reload_every_s": reload_every_s,
         }
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="notifier", daemon=True)
-
-    def __enter__(self) -> RunningNotifier:
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise TimeoutError("the notifier did not become ready in 30s")
-        if self.error is not None:
-            raise self.error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        if self._thread.is_alive():
-            self._dump_tasks()
-            raise AssertionError("the notifier did not stop within 30s")
-        if self.error is not None:
-            raise self.error
-
-    def _dump_tasks(self) -> None:
-        """Where it hangs: every thread, and every task of its event loop (to stderr)."""
-        faulthandler.dump_traceback(all_threads=True)
-        dumped = threading.Event()
-
-        def dump() -> None:
-            for task in asyncio.all_tasks():
-                task.print_stack(file=sys.stderr)
-            dumped.set()
-
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(dump)
-            dumped.wait(5)
+        super().__init__()
 
     def get(self, path: str) -> httpx.Response:
         assert self.notifier is not None and self.notifier.http_port
         return httpx.get(f"http://127.0.0.1:{self.notifier.http_port}{path}", timeout=5)
 
-    def _main(self) -> None:
-        async def run() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            ready = asyncio.Event()
-            waiter = asyncio.ensure_future(ready.wait())
-            waiter.add_done_callback(lambda _: self._ready.set())
-            self.notifier = Notifier(
-                self.settings,
-                load_config(self.settings),
-                self._stop,
-                clock=self.clock,
-                **self._options,  # type: ignore[arg-type]
-            )
-            try:
-                await self.notifier.run(ready)
-            finally:
-                waiter.cancel()
-
+    async def serve(self, stop: asyncio.Event) -> None:
+        ready, waiter = self.ready_event()
+        self.notifier = Notifier(
+            self.settings,
+            load_config(self.settings),
+            stop,
+            clock=self.clock,
+            **self._options,  # type: ignore[arg-type]
+        )
         try:
-            asyncio.run(run())
-        except BaseException as exc:  # surfaced to the test by __enter__/__exit__
-            self.error = exc
+            await self.notifier.run(ready)
         finally:
-            self._ready.set()
+            waiter.cancel()
 
 
 def notifier_settings(settings: Settings, tmp_path: Path, notify_toml: str) -> Settings:

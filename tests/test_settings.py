@@ -109,7 +109,7 @@ def test_the_documented_defaults() -> None:
 
 
 def test_every_variable_is_in_the_commands_help() -> None:
-    from moclo.cli import EPILOG
+    from moclo.services_args import EPILOG
 
     for variable in ENVIRONMENT.values():
         assert variable in EPILOG, variable
@@ -181,7 +181,7 @@ def test_a_secret_file_that_cannot_be_used_is_a_clear_error(
 
 def test_every_secret_file_variable_is_documented(repo_root: Path) -> None:
     from core.settings import SECRET_FILES
-    from moclo.cli import EPILOG
+    from moclo.services_args import EPILOG
 
     readme = (repo_root / "docs" / "configuration.md").read_text()
     for variable in SECRET_FILES.values():

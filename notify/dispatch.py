@@ -88,7 +88,11 @@ class Dispatcher:
 
     def take(self, subject: Subject) -> None:
         """Durable on return; a key taken before (also before a restart) is a no-op."""
-        self._work.take(subject, self._clock())
+        self._work.take((subject,), self._clock())
+
+    def take_all(self, subjects: Sequence[Subject]) -> None:
+        """`take` for several, in one commit: all of them durable on return, or none."""
+        self._work.take(subjects, self._clock())
 
     def due(self) -> list[Delivery]:
         """Every delivery whose time has come, claimed: not handed out again until

@@ -75,6 +75,13 @@ class AlertFeed:
     async def get(self) -> Received:
         return await self._queue.get()
 
+    async def get_batch(self, most: int) -> list[Received]:
+        """The next message, and those already waiting behind it (at most `most` in all)."""
+        batch = [await self._queue.get()]
+        while len(batch) < most and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
     def ack(self, message: Received) -> None:
         """PUBACK: the broker forgets it. Call in arrival order, after the message is taken.
         A message of an earlier connection is not acknowledged: the broker sends it again

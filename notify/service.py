@@ -42,6 +42,10 @@ from notify.subjects import Refusal, read_subject
 from storage.influx import InfluxClient, InfluxError
 from storage.notifications import NotificationEvent
 
+# What arrived together is taken in one commit: a storm of a thousand alerts costs a few
+# dozen fsyncs, not a thousand, on the cores ingest needs (benchmarks/notify_storm.py).
+TAKE_BATCH = 200
+
 log = logging.getLogger("moclo.notify")
 
 DEFAULT_CLIENT_ID = "moclo-notify"
@@ -168,24 +172,32 @@ class Notifier:
 
     async def _take(self) -> None:
         while not self.stop.is_set():
-            getting = asyncio.ensure_future(self.feed.get())
+            getting = asyncio.ensure_future(self.feed.get_batch(TAKE_BATCH))
             stopping = asyncio.ensure_future(self.stop.wait())
             await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if not getting.done():
                 getting.cancel()
                 return
-            message = getting.result()
-            subject = read_subject(self.settings.topic_prefix, message.topic, message.payload)
-            if isinstance(subject, Refusal):
-                self.stats.refused[subject.reason] += 1
-                log.warning("notifier: dropped a message on %s: %s", message.topic, subject.detail)
-            else:
-                # An SQLite commit: off the event loop. If it raises, nothing is acknowledged.
-                await asyncio.to_thread(self.dispatcher.take, subject)
-                self.stats.taken += 1
+            messages = getting.result()
+            subjects = []
+            for message in messages:
+                subject = read_subject(self.settings.topic_prefix, message.topic, message.payload)
+                if isinstance(subject, Refusal):
+                    self.stats.refused[subject.reason] += 1
+                    log.warning(
+                        "notifier: dropped a message on %s: %s", message.topic, subject.detail
+                    )
+                else:
+                    subjects.append(subject)
+            if subjects:
+                # One SQLite commit for what arrived together, off the event loop. If it
+                # raises, nothing is acknowledged.
+                await asyncio.to_thread(self.dispatcher.take_all, subjects)
+                self.stats.taken += len(subjects)
                 self._wake.set()
-            self.feed.ack(message)
+            for message in messages:  # in arrival order, as the broker needs them
+                self.feed.ack(message)
             self.stats.mqtt_connected = self.feed.connected
 
     async def _dispatch(self) -> None:

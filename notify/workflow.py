@@ -16,6 +16,7 @@ import dataclasses
 import json
 import sqlite3
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import cast
 
 from notify.compose import Phase
@@ -42,31 +43,37 @@ class Workflow(Teller):
 
     # -- taking a change ---------------------------------------------------------------------
 
-    def take(self, subject: Subject, now: float) -> None:
+    def take(self, subjects: Sequence[Subject], now: float) -> None:
+        """All of `subjects` in one transaction: a storm costs one commit (one fsync) per
+        batch the feed hands over, not one per change."""
         with self._outbox.transaction() as db:
-            fields = json.dumps(dataclasses.asdict(subject))
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO taken (key, subject, taken_at) VALUES (?, ?, ?)",
-                (subject.key, fields, now),
-            ).rowcount
-            if not inserted:
-                return
-            if subject.state in ("acknowledged", "resolved"):
-                self._stop(db, subject, now)
-                return
-            if subject.kind == "alert" and self._ended(db, subject.id):
-                return  # its end came first (a replay out of order): nothing to escalate
-            for route in matching_routes(self.config, subject):
-                phase: Phase = "raised" if subject.kind == "alert" else "notice"
-                key = _group_key(route, subject)
-                if subject.kind == "alert":
-                    db.execute(
-                        "INSERT OR REPLACE INTO escalations (alert_id, route, group_key, "
-                        "raise_key, state, raised_at, next_step) "
-                        "VALUES (?, ?, ?, ?, 'open', ?, 0)",
-                        (subject.id, route.name, key, subject.key, now),
-                    )
-                self._gather(db, route, key, phase, 1, subject.key, now)
+            for subject in subjects:
+                self._take(db, subject, now)
+
+    def _take(self, db: sqlite3.Connection, subject: Subject, now: float) -> None:
+        fields = json.dumps(dataclasses.asdict(subject))
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO taken (key, subject, taken_at) VALUES (?, ?, ?)",
+            (subject.key, fields, now),
+        ).rowcount
+        if not inserted:
+            return
+        if subject.state in ("acknowledged", "resolved"):
+            self._stop(db, subject, now)
+            return
+        if subject.kind == "alert" and self._ended(db, subject.id):
+            return  # its end came first (a replay out of order): nothing to escalate
+        for route in matching_routes(self.config, subject):
+            phase: Phase = "raised" if subject.kind == "alert" else "notice"
+            key = _group_key(route, subject)
+            if subject.kind == "alert":
+                db.execute(
+                    "INSERT OR REPLACE INTO escalations (alert_id, route, group_key, "
+                    "raise_key, state, raised_at, next_step) "
+                    "VALUES (?, ?, ?, ?, 'open', ?, 0)",
+                    (subject.id, route.name, key, subject.key, now),
+                )
+            self._gather(db, route, key, phase, 1, subject.key, now)
 
     def _ended(self, db: sqlite3.Connection, alert_id: str) -> bool:
         ends = (f"alert:{alert_id}:acknowledged", f"alert:{alert_id}:resolved")

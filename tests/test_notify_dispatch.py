@@ -97,6 +97,23 @@ def test_a_change_taken_twice_is_notified_once_also_across_a_reopen(
     assert d.next_wake() is None
 
 
+def test_changes_taken_together_give_what_taking_them_one_by_one_gives(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The notifier takes what arrived together in one commit (a storm costs a few fsyncs,
+    not one per alert: benchmarks/notify_storm.py); the messages are the same."""
+    changes = [alert("a1"), alert("a2"), alert("a1"), alert("a3")]  # a1 twice: taken once
+    apart = open_dispatcher(FARM, tmp_path / "apart.sqlite", clock)
+    for change in changes:
+        apart.take(change)
+    together = open_dispatcher(FARM, tmp_path / "together.sqlite", clock)
+    together.take_all(changes)
+    clock.advance(10)
+    one_by_one = [(x.person, x.subject_ids) for x in send_all(apart)]
+    assert [(x.person, x.subject_ids) for x in send_all(together)] == one_by_one
+    assert one_by_one and all(ids == ("a1", "a2", "a3") for _, ids in one_by_one)
+
+
 def test_changes_after_the_group_closed_and_other_groups_are_separate_messages(
     outbox: Path, clock: FakeClock
 ) -> None:

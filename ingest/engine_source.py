@@ -36,7 +36,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from ingest.partition_plan import PartitionPlan, amqp_topic, declare_partitions
-from ingest.source import Message
+from ingest.source import Message, split_batch
 
 log = logging.getLogger("moclo.ingest.engine")
 logging.getLogger("pika").setLevel(logging.WARNING)  # its INFO lines narrate every normal close
@@ -144,13 +144,7 @@ class EngineSource:
             return self._take(min(at_most, self._batch_messages))
 
     def _take(self, at_most: int) -> list[Message]:
-        count, size, pending = 0, 0, self._pending
-        limit = min(at_most, len(pending))
-        while count < limit and (size < self._batch_bytes or not count):
-            size += len(pending[count].payload)
-            count += 1
-        batch = pending[:count]
-        del pending[:count]
+        batch, size = split_batch(self._pending, at_most, self._batch_bytes)
         self._pending_bytes -= size
         self._room.notify_all()
         return batch

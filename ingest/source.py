@@ -177,13 +177,7 @@ class MqttSource:
     def _take(self, at_most: int) -> list[Message]:
         """Takes up to `at_most` messages and `batch_bytes` of payload (at least one message),
         under the lock."""
-        count, size, pending = 0, 0, self._pending
-        limit = min(at_most, len(pending))
-        while count < limit and (size < self._batch_bytes or not count):
-            size += len(pending[count].payload)
-            count += 1
-        batch = pending[:count]
-        del pending[:count]
+        batch, size = split_batch(self._pending, at_most, self._batch_bytes)
         self._pending_bytes -= size
         self._room.notify_all()
         return batch
@@ -321,3 +315,19 @@ class MqttSource:
             self._loop.call_soon_threadsafe(self._arrived.set)
         if full:
             self._loop.call_soon_threadsafe(self._full.set)
+
+
+def split_batch(
+    pending: list[Message], at_most: int, batch_bytes: int
+) -> tuple[list[Message], int]:
+    """Removes from the head of `pending` up to `at_most` messages and `batch_bytes` of payload
+    (at least one message), and returns them with their payload's size: the batching of every
+    source (this one and `engine_source.py`), under its lock."""
+    count, size = 0, 0
+    limit = min(at_most, len(pending))
+    while count < limit and (size < batch_bytes or not count):
+        size += len(pending[count].payload)
+        count += 1
+    batch = pending[:count]
+    del pending[:count]
+    return batch, size

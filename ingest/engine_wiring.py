@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pika
 
 from core.settings import Settings
+from ingest.batch_source import BatchSource
 from ingest.engine_source import EngineSource
 from ingest.options import IngestOptions
 from ingest.partition_plan import PartitionPlan
+from ingest.partition_state import PartitionAlertState
+from ingest.pipeline import Pipeline
+from ingest.spool import Spool
+from storage.influx import InfluxClient
 
 
 def bindings(settings: Settings) -> tuple[str, ...]:
@@ -54,4 +60,18 @@ def engine_source(settings: Settings, options: IngestOptions) -> EngineSource:
         batch_bytes=options.batch_bytes,
         prefetch=max(1, options.window // settings.engine_partitions),
         window_bytes=options.window_bytes,
+    )
+
+
+def partition_state(
+    settings: Settings,
+    pipeline: Pipeline,
+    source: BatchSource,
+    client: InfluxClient,
+    spool: Spool,
+) -> PartitionAlertState:
+    """Alert state kept per partition, in a folder the workers share (docs/scale.md)."""
+    assert isinstance(source, EngineSource)
+    return PartitionAlertState(
+        Path(settings.spool_dir) / "partitions", pipeline, source, client, spool, settings.tenants
     )

@@ -292,17 +292,10 @@ def _alert_state(settings: Settings, ingest: Ingest) -> AlertState:
     in a folder the workers share (docs/scale.md)."""
     if settings.engine_url is None:
         return AlertState(ingest.snapshot_path, ingest.pipeline)
-    from ingest.engine_source import EngineSource
-    from ingest.partition_state import PartitionAlertState
+    from ingest.engine_wiring import partition_state  # pika only where the engine is used
 
-    assert isinstance(ingest.source, EngineSource)
-    return PartitionAlertState(
-        Path(settings.spool_dir) / "partitions",
-        ingest.pipeline,
-        ingest.source,
-        ingest.sink.client,
-        ingest.spool,
-        settings.tenants,
+    return partition_state(
+        settings, ingest.pipeline, ingest.source, ingest.sink.client, ingest.spool
     )
 
 

@@ -35,7 +35,11 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         if asked:
             # Second signal: leave now. Nothing unstored was acknowledged, so nothing is lost;
             # the broker delivers whatever was in hand again.
-            print(f"\n{signal.Signals(signum).name} again: exiting at once", file=sys.stderr, flush=True)
+            print(
+                f"\n{signal.Signals(signum).name} again: exiting at once",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(128 + signum)
         asked.append(signum)
         print(

@@ -34,12 +34,34 @@ def _is_loopback(host: str) -> bool:
 
 
 def _port_or_free(host: str, port: int) -> int:
+    return port if _can_bind(host, port) else free_port(host)
+
+
+def _can_bind(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:
             sock.bind((host, port))
         except OSError:
-            return free_port(host)
-    return port
+            return False
+    return True
+
+
+def dashboard_port(host: str, port: int, data_dir: Path) -> int:
+    """The configured port if free; else the one this stack had last time (kept in
+    `data_dir`), if free; else a free one, kept for next time. Links to the dashboard are
+    already in people's inboxes and phones (one-tap acknowledgements, alert pages): a restart
+    must not move it while the port it had is still free."""
+    if _can_bind(host, port):
+        return port
+    kept = data_dir / "dashboard-port"
+    with suppress(FileNotFoundError, ValueError):
+        before = int(kept.read_text().strip())
+        if 0 < before < 65536 and _can_bind(host, before):
+            return before
+    chosen = free_port(host)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    kept.write_text(f"{chosen}\n")
+    return chosen
 
 
 def say(text: str) -> None:
@@ -148,7 +170,8 @@ def local_ports(settings: Settings, data_dir: Path, updates: dict[str, str]) -> 
             updates["http_listen"] = f"{http_host}:{_port_or_free(http_host, int(http_port))}"
     serve_host, _, serve_port = settings.serve_listen.rpartition(":")
     if _is_loopback(serve_host) and int(serve_port):
-        updates["serve_listen"] = f"{serve_host}:{_port_or_free(serve_host, int(serve_port))}"
+        port = dashboard_port(serve_host, int(serve_port), data_dir)
+        updates["serve_listen"] = f"{serve_host}:{port}"
     if settings.notify_outbox == Settings.model_fields["notify_outbox"].default:
         updates["notify_outbox"] = str(data_dir / "notify" / "outbox.sqlite")
     if settings.notify_listen != "off":

@@ -5,6 +5,7 @@ with a one-tap acknowledgement link to this dashboard. Without the file, no noti
 from __future__ import annotations
 
 import signal
+import socket
 import stat
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from moclo.stack import free_port
-from moclo.up_servers import LINK_SECRET_CHARS, link_secret
+from moclo.up_servers import LINK_SECRET_CHARS, dashboard_port, link_secret
 from notify.links import AckLinkInvalid, make_ack_token, verify_ack_token
 from tests.helpers import wait_until
 from tests.receivers import HttpReceiver
@@ -113,3 +114,31 @@ def test_a_link_secret_cut_short_by_a_crash_is_made_anew(tmp_path: Path) -> None
     secret = link_secret(tmp_path).get_secret_value()
     assert len(secret) >= LINK_SECRET_CHARS
     assert kept.read_text() == secret
+
+
+def _held(port: int = 0) -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def test_the_dashboard_keeps_its_port_across_restarts_when_the_configured_one_is_taken(
+    tmp_path: Path,
+) -> None:
+    """Links to the dashboard (one-tap acknowledgements, alert pages) are in inboxes: when the
+    configured port is taken, `moclo up` used to pick a new free port at every start, so every
+    link already sent pointed nowhere after a restart."""
+    with _held() as configured:
+        port = configured.getsockname()[1]
+        first = dashboard_port("127.0.0.1", port, tmp_path)
+        assert first != port
+        # A restart, the configured port still taken: the same port as last time.
+        assert dashboard_port("127.0.0.1", port, tmp_path) == first
+        # Control: the one kept is taken too, so another is chosen (and kept from then on).
+        with _held(first):
+            second = dashboard_port("127.0.0.1", port, tmp_path)
+        assert second not in (first, port)
+        assert dashboard_port("127.0.0.1", port, tmp_path) == second
+    # The configured port free again: it wins.
+    assert dashboard_port("127.0.0.1", port, tmp_path) == port

@@ -170,8 +170,8 @@ def local_ports(settings: Settings, data_dir: Path, updates: dict[str, str]) -> 
             updates["http_listen"] = f"{http_host}:{_port_or_free(http_host, int(http_port))}"
     serve_host, _, serve_port = settings.serve_listen.rpartition(":")
     if _is_loopback(serve_host) and int(serve_port):
-        port = dashboard_port(serve_host, int(serve_port), data_dir)
-        updates["serve_listen"] = f"{serve_host}:{port}"
+        kept = dashboard_port(serve_host, int(serve_port), data_dir)
+        updates["serve_listen"] = f"{serve_host}:{kept}"
     if settings.notify_outbox == Settings.model_fields["notify_outbox"].default:
         updates["notify_outbox"] = str(data_dir / "notify" / "outbox.sqlite")
     if settings.notify_listen != "off":

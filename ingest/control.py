@@ -118,6 +118,7 @@ class Control:
             log.warning("acknowledgements not sent on to their partitions (%s); they come "
                         "again once connected", exc)  # fmt: skip
             return False
+        log.info("%d acknowledgements sent on to their devices' partitions", len(forwards))
         return True
 
     async def prepare(self, messages: list[Message]) -> ControlBatch:
@@ -217,10 +218,11 @@ class Control:
         for change in stored:
             if change.state != "resolved":
                 self._remember(change.alert_id, _place(change))
+        # (Not "taken over": that and "partition N" are what the partitions' log lines say.)
         log.info(
-            "control queue taken over: commands, desired state, automations and "
-            "acknowledgements of the partition set %s run here (%d open alerts known)",
-            self.source.plan.name,
+            "holding the control queue of %s: commands, desired state, automations and "
+            "acknowledgements run on this worker (%d open alerts known)",
+            self.source.plan.control_queue,
             len(self.index),
         )
         await downlink.send_pending()

@@ -16,15 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
+from devices.topics import acknowledgement_topic, alert_state_topic
 from moclo.stack import InfluxServer
 from tests.conftest import Engine, RunningServe
 from tests.gateway_helpers import ScriptedDevice
 from tests.helpers import wait_until
-from tests.test_engine_ingest import Fleet
+from tests.test_broker_access import Peer
+from tests.test_engine_cluster import V311
+from tests.test_engine_ingest import TEMPERATURES, AlertWatch, Fleet
 
 LIGHT_AUTOMATION = """
 [[automation]]
@@ -92,6 +96,13 @@ def send_reading(scripted: ScriptedDevice) -> None:
     scripted.publish("telemetry", reading)
 
 
+def operator_token(serve: RunningServe, fleet: Fleet) -> tuple[str, str]:
+    """(name, token) of a new operator of the fleet's tenant (names are unique in the
+    session's registry)."""
+    name = f"ana-{uuid.uuid4().hex[:6]}"
+    return name, serve.token([fleet.tenant], role="operator", name=name)
+
+
 def api(serve: RunningServe, token: str) -> httpx.Client:
     return httpx.Client(
         base_url=serve.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
@@ -108,11 +119,12 @@ def test_serves_api_commands_a_device_at_another_node_and_sets_its_desired_state
         send_reading(car)
         wait_until(lambda: fleet.influx.count("car", "seq", f"\"tenant\" = '{fleet.tenant}'"),
                    what="the car's reading stored")  # fmt: skip
-        with api(serve, serve.token([fleet.tenant], role="operator", name="ana")) as client:
+        name, token = operator_token(serve, fleet)
+        with api(serve, token) as client:
             path = f"/api/devices/{fleet.tenant}/car-1"
             done = client.post(f"{path}/commands", json={"name": "lock"}, params={"wait": 20})
             assert done.status_code == 200, done.text
-            assert (done.json()["status"], done.json()["issuer"]) == ("succeeded", "ana")
+            assert (done.json()["status"], done.json()["issuer"]) == ("succeeded", name)
             assert len(car.executed) == 1
             asked = client.put(f"{path}/desired", json={"state": {"locked": True}},
                                params={"wait": 2})  # fmt: skip
@@ -129,5 +141,130 @@ def test_serves_api_commands_a_device_at_another_node_and_sets_its_desired_state
     finally:
         car.disconnect()
     # One worker held the control queue, and it alone ran the gateway.
-    owners = [i for i in (0, 1) if "control queue taken over" in fleet.log_text(i)]
+    owners = [i for i in (0, 1) if "holding the control queue" in fleet.log_text(i)]
     assert len(owners) == 1, [fleet.log_text(i) for i in (0, 1)]
+
+
+def raise_fevers(fleet: Fleet, watch: AlertWatch, devices: int) -> dict[str, str]:
+    """Every device's fever raised (five readings: two normal, three hot) and stored; their
+    alert ids by device."""
+    fleet.publish(range(5), TEMPERATURES)
+    wait_until(lambda: len(watch.raised_ids()) == devices, what="every fever raised")
+    ids = {device: next(iter(found)) for device, found in watch.raised_ids().items()}
+    wait_until(
+        lambda: len(fleet.influx.query(
+            f'SELECT "state" FROM "moclo_alerts" WHERE "tenant" = \'{fleet.tenant}\''
+        )) >= devices,
+        what="the fevers stored",
+    )  # fmt: skip
+    return ids
+
+
+def acknowledged(watch: AlertWatch, alert_id: str) -> list[dict[str, object]]:
+    return [c for c in watch.changes() if c["id"] == alert_id and c["state"] == "acknowledged"]
+
+
+def sent_on(fleet: Fleet) -> int:
+    """How many acknowledgements the workers' logs say they sent on to partitions."""
+    marker = " acknowledgements sent on"
+    return sum(
+        int(line.split(marker)[0].rsplit(" ", 1)[1])
+        for i in fleet.workers
+        for line in fleet.log_text(i).splitlines()
+        if marker in line
+    )
+
+
+def judged_by(fleet: Fleet, mark: str, alert_id: str) -> list[int]:
+    """The workers whose log notifier logged the change `mark` (ALERT, ACK) of `alert_id`."""
+    return [
+        i
+        for i in fleet.workers
+        if any(f" {mark} " in line and f"(id {alert_id})" in line
+               for line in fleet.log_text(i).splitlines())
+    ]  # fmt: skip
+
+
+def retained_state(fleet: Fleet, worker: int, device_id: str) -> dict[str, object]:
+    """The retained alert-state of the device's fever at the node of the worker that judged
+    it (RabbitMQ keeps a retained message at the node it was published at)."""
+    login = fleet.engine.registry.add_account("serve", f"serve-{uuid.uuid4().hex[:8]}")
+    node = fleet.engine.cluster.nodes[(worker + 1) % len(fleet.engine.cluster.nodes)]
+    peer = Peer(node.ports.mqtt, "retained", (login.username, login.password),
+                protocol=V311, client_id=login.username)  # fmt: skip
+    try:
+        assert peer.subscribe(
+            alert_state_topic(fleet.engine.prefix, fleet.tenant, device_id, "fever")
+        ) == [1]
+        _, payload = wait_until(lambda: list(peer.messages), what="the retained state")[0]
+        state: dict[str, object] = orjson.loads(payload)
+        return state
+    finally:
+        peer.close()
+
+
+def test_acknowledgements_reach_the_worker_owning_the_device_once_and_unknown_ids_are_refused(
+    fleet: Fleet, serve: RunningServe
+) -> None:
+    fleet.add_devices(2)
+    operator = fleet.engine.registry.add_account(
+        "operator", f"op-{uuid.uuid4().hex[:6]}", tenant=fleet.tenant
+    )
+    watch = AlertWatch(fleet.engine, fleet.tenant)
+    try:
+        fleet.start_worker(0, 2)
+        fleet.start_worker(1, 2)
+        ids = raise_fevers(fleet, watch, 2)
+        # Through serve's API (unchanged), for the person its token names.
+        name, token = operator_token(serve, fleet)
+        with api(serve, token) as client:
+            answer = client.post(f"/api/alerts/{ids['cow-0']}/ack", json={"note": "on it"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["acknowledged_by"] == name, answer.json()
+        # Over MQTT by an operator, at r1 (its own topic says who).
+        peer = Peer(fleet.engine.cluster.nodes[0].ports.mqtt, "operator",
+                    (operator.username, operator.password), protocol=V311,
+                    client_id=operator.username)  # fmt: skip
+        try:
+            topic = acknowledgement_topic(fleet.engine.prefix, fleet.tenant, operator.username)
+            assert peer.publish(topic, orjson.dumps({"id": ids["cow-1"]})) == 0
+            unknown = orjson.dumps({"id": "0123456789ab"})
+            assert peer.publish(topic, unknown) == 0
+        finally:
+            peer.close()
+        wait_until(lambda: acknowledged(watch, ids["cow-1"]), what="the operator's ack taken")
+        refused = wait_until(
+            lambda: fleet.influx.query(
+                'SELECT "error", "payload" FROM "moclo_rejected" '
+                f"WHERE \"reason\" = 'bad_ack' AND \"tenant\" = '{fleet.tenant}'"
+            ),
+            what="the unknown id refused",
+        )
+        # Stored: each episode's newest change is its acknowledgement, by whom the topic says.
+        stored = {  # the newest change of each episode (rows come oldest first)
+            row["alert_id"]: row
+            for row in fleet.influx.query(
+                'SELECT "state", "alert_id", "acknowledged_by" FROM "moclo_alerts" '
+                f"WHERE \"tenant\" = '{fleet.tenant}'"
+            )
+        }
+        # Stopping the workers delivers nothing more: what is counted below is all there is.
+        fleet.stop()
+    finally:
+        watch.peer.close()
+    assert [row["error"] for row in refused] == ["no open alert '0123456789ab' for tenant "
+                                                 f"'{fleet.tenant}'"], refused  # fmt: skip
+    assert {device: len(acknowledged(watch, i)) for device, i in ids.items()} == {
+        "cow-0": 1, "cow-1": 1
+    }, watch.changes()  # fmt: skip
+    assert acknowledged(watch, ids["cow-0"])[0]["acknowledged_by"] == name
+    assert acknowledged(watch, ids["cow-1"])[0]["acknowledged_by"] == operator.username
+    # Both sent on by the control queue's owner to the partitions, none taken by its own engine.
+    assert sent_on(fleet) == 2, [fleet.log_text(i) for i in fleet.workers]
+    for device, alert_id in ids.items():
+        assert stored[alert_id]["state"] == "acknowledged", stored
+        # Taken by the worker that judges the device, whichever holds the control queue.
+        [judge] = judged_by(fleet, "ALERT", alert_id)
+        assert judged_by(fleet, "ACK  ", alert_id) == [judge]
+        retained = retained_state(fleet, judge, device)
+        assert (retained["id"], retained["state"]) == (alert_id, "acknowledged"), retained

@@ -21,7 +21,7 @@ import pytest
 
 from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from devices.topics import acknowledgement_topic, alert_state_topic
+from devices.topics import COMMAND_RESULTS, acknowledgement_topic, alert_state_topic
 from moclo.stack import InfluxServer
 from tests.conftest import Engine, RunningServe
 from tests.gateway_helpers import ScriptedDevice
@@ -268,3 +268,101 @@ def test_acknowledgements_reach_the_worker_owning_the_device_once_and_unknown_id
         assert judged_by(fleet, "ACK  ", alert_id) == [judge]
         retained = retained_state(fleet, judge, device)
         assert (retained["id"], retained["state"]) == (alert_id, "acknowledged"), retained
+
+
+def command_events(fleet: Fleet, command_id: str) -> list[str]:
+    """The statuses recorded in moclo_commands for `command_id`, oldest first."""
+    rows = fleet.influx.query(
+        f'SELECT "status", "id" FROM "moclo_commands" WHERE "tenant" = \'{fleet.tenant}\''
+    )
+    return [str(row["status"]) for row in rows if row["id"] == command_id]
+
+
+def test_an_automation_on_one_devices_alert_commands_another_once(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.add_devices(2)
+    automations = tmp_path / "automations.toml"
+    automations.write_text(LIGHT_AUTOMATION.format(tenant=fleet.tenant))
+    fleet.settings["MOCLO_AUTOMATIONS_FILE"] = str(automations)
+    light = device(fleet, "light", "light-1")
+    watch = AlertWatch(fleet.engine, fleet.tenant)
+    try:
+        fleet.start_worker(0, 2)
+        fleet.start_worker(1, 2)
+        fleet.publish(range(len(TEMPERATURES)), TEMPERATURES)  # raised, then resolved
+        wait_until(lambda: len(watch.resolved()) == 2, what="both fevers raised and resolved")
+        [fever] = watch.raised_ids()["cow-0"]
+        command = wait_until(lambda: light.commands, what="the light's command")[0]
+        wait_until(lambda: "succeeded" in command_events(fleet, command["id"]),
+                   what="the light's answer recorded")  # fmt: skip
+        # Every change the workers made is in: the resolution came after the raise, and the
+        # light answered. Stopped, the workers act no more.
+        fleet.stop()
+    finally:
+        watch.peer.close()
+        light.disconnect()
+    assert (command["name"], command["args"]) == ("switch", {"state": "on"}), command
+    assert command["issuer"] == "automation fever_light", command
+    assert len(light.commands) == 1 and light.executed == [command["id"]], light.commands
+    # Acted on once, by the control queue's owner alone: a partition worker acting too would
+    # record a second `sent` (and the device would get the command twice).
+    assert command_events(fleet, command["id"]) == ["sent", "succeeded"]
+    recorded = fleet.influx.query(
+        f'SELECT "alert", "id" FROM "moclo_commands" WHERE "tenant" = \'{fleet.tenant}\''
+    )
+    assert {row["alert"] for row in recorded if row["id"] == command["id"]} == {fever}
+
+
+def test_the_control_queues_owner_killed_with_a_command_pending_another_worker_records_its_result(
+    fleet: Fleet, serve: RunningServe
+) -> None:
+    car = device(fleet, "car", "car-1", answer=None)  # executes, answers later (below)
+    try:
+        fleet.start_worker(0, 2)
+        fleet.start_worker(1, 2)
+        send_reading(car)
+        wait_until(lambda: fleet.influx.count("car", "seq", f"\"tenant\" = '{fleet.tenant}'"),
+                   what="the car's reading stored")  # fmt: skip
+        _, token = operator_token(serve, fleet)
+        with api(serve, token) as client:
+            path = f"/api/devices/{fleet.tenant}/car-1"
+            asked = client.post(f"{path}/commands", json={"name": "lock"})
+            assert asked.status_code == 202, asked.text
+            command_id = asked.json()["id"]
+            wait_until(lambda: car.executed, what="the car to get the command")
+            # The car asks for its pending commands, and gets it again: the owner handled a
+            # control delivery after the request's, so the request is acknowledged (else it
+            # would come again to the next owner, which would take it as new).
+            car.ask_for_commands()
+            wait_until(lambda: car.received(command_id) >= 2, what="the pending command again")
+            [owner] = [i for i in fleet.workers if "holding the control queue" in fleet.log_text(i)]
+            [other] = [i for i in fleet.workers if i != owner]
+            fleet.workers[owner].kill()  # SIGKILL, with the command pending
+            killed = time.monotonic()
+            fleet.workers[owner].wait(10)
+            car.publish(COMMAND_RESULTS, {"id": command_id, "status": "succeeded",
+                                          "ts": time.time()})  # fmt: skip
+            wait_until(
+                lambda: "holding the control queue" in fleet.log_text(other),
+                timeout_s=max(0.1, 10 - (time.monotonic() - killed)),
+                what="another worker holding the control queue within 10 s of the kill",
+            )
+
+            def outcome() -> list[str]:
+                events = client.get(f"{path}/command-history").json()["events"]
+                return [e["status"] for e in events if e["id"] == command_id]
+
+            wait_until(lambda: "succeeded" in outcome(), what="the late result recorded")
+        fleet.stop()
+    finally:
+        car.disconnect()
+    # The new owner restored the pending command from moclo_commands before handling the
+    # result (without that, the result would be refused as an unknown id).
+    assert "commands: 1 pending of 1" in fleet.log_text(other), fleet.log_text(other)
+    assert command_events(fleet, command_id) == ["sent", "succeeded"]
+    assert car.executed == [command_id], car.commands  # sent again maybe, executed once
+    rejected = fleet.influx.query(
+        f'SELECT "error" FROM "moclo_rejected" WHERE "tenant" = \'{fleet.tenant}\''
+    )
+    assert rejected == [], rejected

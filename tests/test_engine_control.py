@@ -17,18 +17,28 @@ from typing import Any
 
 import httpx
 import orjson
+import pika
+import pika.exceptions
 import pytest
 
+from access.registry import Credentials
 from core.settings import Settings
 from devices.catalogue import DEVICE_TYPES
-from devices.topics import COMMAND_RESULTS, acknowledgement_topic, alert_state_topic
+from devices.topics import (
+    COMMAND_RESULTS,
+    acknowledgement_topic,
+    alert_state_topic,
+    telemetry_topic,
+)
+from ingest.engine_wiring import control_bindings
+from ingest.partition_plan import FORWARDED_TOPIC, PARTITION_PREFIX, amqp_topic, forwarded_topic
 from moclo.stack import InfluxServer
 from tests.conftest import Engine, RunningServe
 from tests.gateway_helpers import ScriptedDevice
 from tests.helpers import wait_until
 from tests.test_broker_access import Peer
 from tests.test_engine_cluster import V311
-from tests.test_engine_ingest import TEMPERATURES, AlertWatch, Fleet
+from tests.test_engine_ingest import COW, TEMPERATURES, AlertWatch, Fleet
 
 LIGHT_AUTOMATION = """
 [[automation]]
@@ -366,3 +376,103 @@ def test_the_control_queues_owner_killed_with_a_command_pending_another_worker_r
         f'SELECT "error" FROM "moclo_rejected" WHERE "tenant" = \'{fleet.tenant}\''
     )
     assert rejected == [], rejected
+
+
+def test_only_ingest_can_send_an_acknowledgement_into_a_partition(fleet: Fleet) -> None:
+    """The partitions believe the `moclo-topic` header, so who may publish to the partition
+    exchange matters: a device (MQTT has no headers; its own telemetry topic is all it can
+    reach), an operator and serve cannot; ingest's login can (the positive control)."""
+    fleet.add_devices(1)
+    operator = fleet.engine.registry.add_account(
+        "operator", f"op-{uuid.uuid4().hex[:6]}", tenant=fleet.tenant
+    )
+    serve_login = fleet.engine.registry.add_account("serve", f"serve-{uuid.uuid4().hex[:8]}")
+    ingest_login = fleet.engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    watch = AlertWatch(fleet.engine, fleet.tenant)
+    exchange = f"{PARTITION_PREFIX}{fleet.partition_set}"
+    cow = telemetry_topic(fleet.engine.prefix, fleet.tenant, COW, "cow-0")
+    acks = acknowledgement_topic(fleet.engine.prefix, fleet.tenant, operator.username)
+    try:
+        fleet.start_worker(0, 1)
+        [fever] = raise_fevers(fleet, watch, 1).values()
+        body = orjson.dumps({"id": fever})
+
+        def publish_as(login: Credentials) -> None:
+            """An acknowledgement into the cow's partition, as ingest forwards one."""
+            credentials = pika.PlainCredentials(login.username, login.password)
+            port = fleet.engine.cluster.nodes[0].ports.amqp
+            parameters = pika.ConnectionParameters("127.0.0.1", port, "/", credentials)
+            with pika.BlockingConnection(parameters) as connection:
+                channel = connection.channel()
+                channel.confirm_delivery()
+                properties = pika.BasicProperties(headers={FORWARDED_TOPIC: acks})
+                channel.basic_publish(exchange, amqp_topic(cow), body, properties, True)
+
+        # An operator and serve: refused at the door (only ingest's logins speak AMQP).
+        for attacker in (operator, serve_login):
+            with pytest.raises(pika.exceptions.AMQPConnectionError):
+                publish_as(attacker)
+        # The cow itself, over MQTT: the body on its own topic is a bad reading, nothing more.
+        fleet.publish_raw(0, body)
+        # Positive control: ingest's login is let in and the partition's worker takes it.
+        publish_as(ingest_login)
+        wait_until(lambda: acknowledged(watch, fever), what="ingest's acknowledgement taken")
+        rejected = wait_until(
+            lambda: fleet.influx.query(
+                f'SELECT "error" FROM "moclo_rejected" WHERE "tenant" = \'{fleet.tenant}\''
+            ),
+            what="the cow's message rejected",
+        )
+        fleet.stop()
+    finally:
+        watch.peer.close()
+    # Judged in the partition's order: the cow's message before the control's, which alone
+    # acknowledged, as the operator its topic names.
+    [change] = acknowledged(watch, fever)
+    assert change["acknowledged_by"] == operator.username, change
+    assert len(rejected) == 1, rejected
+    # In the auth service's terms: the partition exchange is ingest's alone.
+    auth = fleet.engine.auth
+    for login in (operator, serve_login):
+        assert auth.vhost(login.username, "/", None) is not None
+        assert auth.resource(login.username, "exchange", exchange, "write") is not None
+    assert auth.vhost(ingest_login.username, "/", None) is None
+    assert auth.resource(ingest_login.username, "exchange", exchange, "write") is None
+
+
+@pytest.mark.parametrize(
+    ("claimed", "believed"),
+    [
+        ("moclo/farm/acks/ana", True),
+        ("moclo/farm/acks/serve-1/on-behalf", True),
+        (b"moclo/farm/acks/ana", True),
+        ("moclo/farm/acks", True),  # the older clients' topic: refused later, with its reason
+        ("moclo/other-farm/acks/ana", False),  # another tenant's, into this tenant's partition
+        ("moclo/farm/acksx/ana", False),
+        ("moclo/farm/cow_tracker/cow-1/telemetry", False),  # another device's readings
+        ("moclo/farm/command-requests/ana", False),
+        (42, False),
+    ],
+    ids=["own", "on-behalf", "bytes", "older", "other-tenant", "not-acks", "telemetry",
+         "request", "not-text"],
+)  # fmt: skip
+def test_the_forwarded_topic_header_is_believed_only_for_an_acknowledgement_of_its_tenant(
+    claimed: object, believed: bool
+) -> None:
+    routed_by = "moclo/farm/cow_tracker/cow-0/telemetry"
+    expected = claimed.decode() if isinstance(claimed, bytes) else claimed
+    assert forwarded_topic(routed_by, claimed) == (expected if believed else routed_by)
+
+
+def test_the_control_queue_takes_the_downlink_acknowledgements_and_alert_changes_only() -> None:
+    settings = Settings(topic_prefix="moclo", ingest_tenants="farm,home")
+    keys = control_bindings(settings)
+    assert keys[:8] == (
+        "moclo.farm.*.*.commands.get", "moclo.farm.*.*.command-results",
+        "moclo.farm.*.*.desired.get", "moclo.farm.*.*.reported",
+        "moclo.farm.command-requests.#", "moclo.farm.desired-requests.#",
+        "moclo.farm.acks.#", "moclo.farm.alerts.*",
+    )  # fmt: skip
+    assert len(keys) == 16 and all(k.startswith("moclo.home.") for k in keys[8:])
+    # Never telemetry: that is the partitions', hashed by device.
+    assert not any(k.endswith("telemetry") for k in keys)

@@ -14,13 +14,10 @@ Design in docs/decisions/0001-distributed-engine.md ("Partitions, workers and ba
   consumes again, behind. A worker is alive while its exclusive queue
   `moclo.partition.{set}.worker.{I}` exists (RabbitMQ deletes it with its connection).
 
-Beside the partitions, the control queue `moclo.partition.{set}.control` (the downlink, people's
-acknowledgements and the alert changes; ingest/control.py): every worker consumes it after its
-partitions, RabbitMQ gives it to one at a time. Its deliveries come as messages of the
-partition `CONTROL`. An acknowledgement the control queue's owner sends on to the partition of
-its alert's device (`forward`) carries its MQTT topic in the header `moclo-topic`; only
-ingest's logins may publish to the partition exchange (access/engine_auth.py), and the header
-is believed only for an acknowledgement of the tenant of the device it was routed by.
+Every worker also consumes the control queue, after its partitions (ingest/control.py); its
+deliveries come as messages of the partition `CONTROL`. `forward` sends an acknowledgement on
+to its alert's partition, its MQTT topic in the header `moclo-topic` (partition_plan.py says
+when that header is believed).
 
 Like `MqttSource`, a delivery is acknowledged only after its batch is stored (`ack`), and
 acknowledgements for a connection that is gone are never sent (its deliveries come again).

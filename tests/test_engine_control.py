@@ -106,6 +106,15 @@ def send_reading(scripted: ScriptedDevice) -> None:
     scripted.publish("telemetry", reading)
 
 
+def start_with_a_known_car(fleet: Fleet, car: ScriptedDevice) -> None:
+    """Two workers, and a reading of the car stored (so the dashboard knows it)."""
+    fleet.start_worker(0, 2)
+    fleet.start_worker(1, 2)
+    send_reading(car)
+    wait_until(lambda: fleet.influx.count("car", "seq", f"\"tenant\" = '{fleet.tenant}'"),
+               what="the car's reading stored")  # fmt: skip
+
+
 def operator_token(serve: RunningServe, fleet: Fleet) -> tuple[str, str]:
     """(name, token) of a new operator of the fleet's tenant (names are unique in the
     session's registry)."""
@@ -124,11 +133,7 @@ def test_serves_api_commands_a_device_at_another_node_and_sets_its_desired_state
 ) -> None:
     car = device(fleet, "car", "car-1")
     try:
-        fleet.start_worker(0, 2)
-        fleet.start_worker(1, 2)
-        send_reading(car)
-        wait_until(lambda: fleet.influx.count("car", "seq", f"\"tenant\" = '{fleet.tenant}'"),
-                   what="the car's reading stored")  # fmt: skip
+        start_with_a_known_car(fleet, car)
         name, token = operator_token(serve, fleet)
         with api(serve, token) as client:
             path = f"/api/devices/{fleet.tenant}/car-1"
@@ -329,11 +334,7 @@ def test_the_control_queues_owner_killed_with_a_command_pending_another_worker_r
 ) -> None:
     car = device(fleet, "car", "car-1", answer=None)  # executes, answers later (below)
     try:
-        fleet.start_worker(0, 2)
-        fleet.start_worker(1, 2)
-        send_reading(car)
-        wait_until(lambda: fleet.influx.count("car", "seq", f"\"tenant\" = '{fleet.tenant}'"),
-                   what="the car's reading stored")  # fmt: skip
+        start_with_a_known_car(fleet, car)
         _, token = operator_token(serve, fleet)
         with api(serve, token) as client:
             path = f"/api/devices/{fleet.tenant}/car-1"

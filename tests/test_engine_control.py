@@ -38,7 +38,7 @@ from tests.gateway_helpers import ScriptedDevice
 from tests.helpers import wait_until
 from tests.test_broker_access import Peer
 from tests.test_engine_cluster import V311
-from tests.test_engine_ingest import COW, TEMPERATURES, AlertWatch, Fleet
+from tests.test_engine_ingest import COW, PARTITIONS, TEMPERATURES, AlertWatch, Fleet
 
 LIGHT_AUTOMATION = """
 [[automation]]
@@ -106,10 +106,21 @@ def send_reading(scripted: ScriptedDevice) -> None:
     scripted.publish("telemetry", reading)
 
 
-def start_with_a_known_car(fleet: Fleet, car: ScriptedDevice) -> None:
-    """Two workers, and a reading of the car stored (so the dashboard knows it)."""
+def start_two_workers(fleet: Fleet) -> None:
+    """Workers 0/2 and 1/2, balanced: worker 0, first in front everywhere, has stepped back
+    from worker 1's partitions (else a device's alert could move from one to the other)."""
     fleet.start_worker(0, 2)
     fleet.start_worker(1, 2)
+    wait_until(
+        lambda: fleet.log_text(0).count("stepped back from partition") == PARTITIONS // 2,
+        timeout_s=15,
+        what="worker 0 to step back from worker 1's partitions",
+    )
+
+
+def start_with_a_known_car(fleet: Fleet, car: ScriptedDevice) -> None:
+    """Two workers, and a reading of the car stored (so the dashboard knows it)."""
+    start_two_workers(fleet)
     send_reading(car)
     wait_until(lambda: fleet.influx.count("car", "seq", f"\"tenant\" = '{fleet.tenant}'"),
                what="the car's reading stored")  # fmt: skip
@@ -227,8 +238,7 @@ def test_acknowledgements_reach_the_worker_owning_the_device_once_and_unknown_id
     )
     watch = AlertWatch(fleet.engine, fleet.tenant)
     try:
-        fleet.start_worker(0, 2)
-        fleet.start_worker(1, 2)
+        start_two_workers(fleet)
         ids = raise_fevers(fleet, watch, 2)
         # Through serve's API (unchanged), for the person its token names.
         name, token = operator_token(serve, fleet)
@@ -247,7 +257,9 @@ def test_acknowledgements_reach_the_worker_owning_the_device_once_and_unknown_id
             assert peer.publish(topic, unknown) == 0
         finally:
             peer.close()
-        wait_until(lambda: acknowledged(watch, ids["cow-1"]), what="the operator's ack taken")
+        # Serve saw its own at r1; the watch there sees both.
+        wait_until(lambda: all(acknowledged(watch, i) for i in ids.values()),
+                   what="both acknowledgements taken")  # fmt: skip
         refused = wait_until(
             lambda: fleet.influx.query(
                 'SELECT "error", "payload" FROM "moclo_rejected" '
@@ -255,18 +267,19 @@ def test_acknowledgements_reach_the_worker_owning_the_device_once_and_unknown_id
             ),
             what="the unknown id refused",
         )
-        # Stored: each episode's newest change is its acknowledgement, by whom the topic says.
-        stored = {  # the newest change of each episode (rows come oldest first)
-            row["alert_id"]: row
-            for row in fleet.influx.query(
-                'SELECT "state", "alert_id", "acknowledged_by" FROM "moclo_alerts" '
-                f"WHERE \"tenant\" = '{fleet.tenant}'"
-            )
-        }
         # Stopping the workers delivers nothing more: what is counted below is all there is.
         fleet.stop()
     finally:
         watch.peer.close()
+    # Stored (the workers stored all they had before they stopped): each episode's newest
+    # change is its acknowledgement.
+    stored = {  # the newest change of each episode (rows come oldest first)
+        row["alert_id"]: row
+        for row in fleet.influx.query(
+            'SELECT "state", "alert_id", "acknowledged_by" FROM "moclo_alerts" '
+            f"WHERE \"tenant\" = '{fleet.tenant}'"
+        )
+    }
     assert [row["error"] for row in refused] == ["no open alert '0123456789ab' for tenant "
                                                  f"'{fleet.tenant}'"], refused  # fmt: skip
     assert {device: len(acknowledged(watch, i)) for device, i in ids.items()} == {
@@ -303,8 +316,7 @@ def test_an_automation_on_one_devices_alert_commands_another_once(
     light = device(fleet, "light", "light-1")
     watch = AlertWatch(fleet.engine, fleet.tenant)
     try:
-        fleet.start_worker(0, 2)
-        fleet.start_worker(1, 2)
+        start_two_workers(fleet)
         fleet.publish(range(len(TEMPERATURES)), TEMPERATURES)  # raised, then resolved
         wait_until(lambda: len(watch.resolved()) == 2, what="both fevers raised and resolved")
         [fever] = watch.raised_ids()["cow-0"]

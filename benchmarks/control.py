@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,14 @@ from benchmarks.machine import machine, write_results
 from moclo.cluster import RabbitCluster
 
 PREFIX = "moclo"  # the engine auth's topic prefix
-TENANT = "bench-home"
+TENANT = "bench-home"  # the published run's; a test's run has its own
 OPERATOR = "olga"
 
 
 class Statuses:
     """The distinct command ids announced `sent` on the tenant's command-status."""
 
-    def __init__(self, url: tuple[str, int], login: tuple[str, str] | None) -> None:
+    def __init__(self, url: tuple[str, int], login: tuple[str, str] | None, tenant: str) -> None:
         self.sent: set[str] = set()
         self._lock = threading.Lock()
         self.client = _client(login, f"status-{os.getpid()}")
@@ -52,7 +53,7 @@ class Statuses:
         self.client.on_message = self._keep
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_connect = lambda c, *a: c.subscribe(
-            f"{PREFIX}/{TENANT}/command-status/+", qos=1
+            f"{PREFIX}/{tenant}/command-status/+", qos=1
         )
         self.client.connect(*url)
         self.client.loop_start()
@@ -113,24 +114,42 @@ def until(
         time.sleep(0.01)  # a poll's resolution, not a synchronisation
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run's registry (its lights and accounts), tenant, database server and folder."""
+
+    registry: Registry
+    tenant: str
+    influx_url: str
+    workdir: Path
+    requests: int
+
+
 def one_path(
+    run: Run,
     name: str,
-    process: subprocess.Popen[bytes],
-    log: Path,
+    env: dict[str, str],
     broker: tuple[str, int],
     logins: tuple[tuple[str, str] | None, tuple[str, str] | None],
-    n: int,
     broker_cpu: Callable[[], float],
+    account: str,
 ) -> dict[str, Any]:
-    """Publishes n requests as the operator; the seconds to the last `sent`, and the CPU of
-    the gateway's process and of the broker (all three nodes on the engine)."""
+    """Starts `moclo ingest` with `env`, publishes the requests as the operator; the seconds
+    to the last `sent`, and the CPU of the gateway's process and of the broker (all three
+    nodes on the engine)."""
+    n, log = run.requests, run.workdir / f"{name}-ingest.log"
+    env = env | {"MOCLO_REGISTRY": str(run.registry.path), "MOCLO_TOPIC_PREFIX": PREFIX,
+                 "MOCLO_INGEST_TENANTS": run.tenant, "MOCLO_HTTP_LISTEN": "off",
+                 "MOCLO_UNREGISTERED": "off", "MOCLO_INFLUX_URL": run.influx_url,
+                 "MOCLO_INFLUX_DB": f"control_{name}_{run.tenant.replace('-', '_')}",
+                 "MOCLO_SPOOL_DIR": str(run.workdir / f"spool-{name}")}  # fmt: skip
+    process = start_ingest(env, log)
     asker, reader = logins
-    statuses = Statuses(broker, reader)
+    statuses = Statuses(broker, reader, run.tenant)
     publisher = _client(asker, f"asker-{os.getpid()}")
     publisher.connect(*broker)
     publisher.loop_start()
-    account = asker[0].split("~")[0] if asker else OPERATOR
-    topic = f"{PREFIX}/{TENANT}/command-requests/{account}"
+    topic = f"{PREFIX}/{run.tenant}/command-requests/{account}"
     try:
         broker0 = broker_cpu()
         cpu0, start = cpu_seconds(process.pid), time.monotonic()
@@ -144,6 +163,8 @@ def one_path(
         publisher.disconnect()
         publisher.loop_stop()
         statuses.close()
+        process.terminate()
+        process.wait(30)
     return {"path": name, "requests": n, "seconds": seconds, "per_s": n / seconds,
             "cpu_us_per_request": cpu / n * 1e6,
             "broker_cpu_us_per_request": broker_s / n * 1e6}  # fmt: skip
@@ -164,56 +185,47 @@ def _pid_of(name: str, workdir: Path) -> int:
 
 
 def measure(workdir: Path, n: int) -> dict[str, Any]:
+    """Both paths on servers and a cluster of its own."""
     registry = Registry(workdir / "registry.sqlite")
-    registry.add_devices([DeviceSpec(TENANT, "light", f"light-{i}") for i in range(n)])
-    operator = registry.add_account("operator", OPERATOR, tenant=TENANT)
-    ingest = registry.add_account("ingest", "ingest-bench")
-    serve = registry.add_account("serve", "serve-bench")
-    common = {"MOCLO_REGISTRY": str(registry.path), "MOCLO_TOPIC_PREFIX": PREFIX,
-              "MOCLO_INGEST_TENANTS": TENANT, "MOCLO_HTTP_LISTEN": "off",
-              "MOCLO_UNREGISTERED": "off"}  # fmt: skip
-    rows = []
     with local_servers(workdir) as servers:
-        host, port = servers.mqtt_url.removeprefix("mqtt://").split(":")
-        env = common | {"MOCLO_MQTT_URL": servers.mqtt_url, "MOCLO_INFLUX_URL": servers.influx_url,
-                        "MOCLO_INFLUX_DB": "control_mosquitto",
-                        "MOCLO_SPOOL_DIR": str(workdir / "spool-m")}  # fmt: skip
-        log = workdir / "mosquitto-ingest.log"
-        process = start_ingest(env, log)
-        try:
-            mosquitto = _pid_of("mosquitto", workdir)
-            rows.append(one_path("mosquitto", process, log, (host, int(port)), (None, None), n,
-                                 lambda: cpu_seconds(mosquitto)))  # fmt: skip
-        finally:
-            process.terminate()
-            process.wait(30)
+        mosquitto = (servers.mqtt_url, _pid_of("mosquitto", workdir))
         auth = EngineAuth(registry.path, prefix=PREFIX, check_every_s=0.0)
         with serve_engine_auth(auth) as auth_url:
             cluster = RabbitCluster(workdir / "cluster", auth_url=auth_url)
             try:
                 cluster.start()
-                r1 = cluster.nodes[0]
-                env = common | {
-                    "MOCLO_MQTT_URL": r1.mqtt_url, "MOCLO_MQTT_USERNAME": ingest.username,
-                    "MOCLO_MQTT_PASSWORD": ingest.password,
-                    "MOCLO_ENGINE_URL": f"amqp://127.0.0.1:{r1.ports.amqp}",
-                    "MOCLO_INFLUX_URL": servers.influx_url, "MOCLO_INFLUX_DB": "control_engine",
-                    "MOCLO_SPOOL_DIR": str(workdir / "spool-e"),
-                }  # fmt: skip
-                log = workdir / "engine-ingest.log"
-                process = start_ingest(env, log)
-                try:
-                    asker = (f"{operator.username}~commands", operator.password)
-                    logins = (asker, (serve.username, serve.password))
-                    broker = ("127.0.0.1", r1.ports.mqtt)
-                    nodes = [node.pid for node in cluster.nodes if node.pid is not None]
-                    rows.append(one_path("engine", process, log, broker, logins, n,
-                                         lambda: sum(cpu_seconds(p) for p in nodes)))  # fmt: skip
-                finally:
-                    process.terminate()
-                    process.wait(30)
+                run = Run(registry, TENANT, servers.influx_url, workdir, n)
+                return both_paths(run, mosquitto, cluster)
             finally:
                 cluster.stop()
+
+
+def both_paths(run: Run, mosquitto: tuple[str, int], cluster: RabbitCluster) -> dict[str, Any]:
+    """Mosquitto's path (its URL and pid), then the engine's, with the run's registry, which
+    must be the one `cluster`'s auth service reads."""
+    registry, n = run.registry, run.requests
+    registry.add_devices([DeviceSpec(run.tenant, "light", f"light-{i}") for i in range(n)])
+    suffix = run.tenant.removeprefix("bench-")
+    operator = registry.add_account("operator", f"{OPERATOR}-{suffix}", tenant=run.tenant)
+    ingest = registry.add_account("ingest", f"ingest-{suffix}")
+    serve = registry.add_account("serve", f"serve-{suffix}")
+    url, pid = mosquitto
+    host, port = url.removeprefix("mqtt://").split(":")
+    rows = [one_path(run, "mosquitto", {"MOCLO_MQTT_URL": url}, (host, int(port)), (None, None),
+                     lambda: cpu_seconds(pid), operator.username)]  # fmt: skip
+    r1 = cluster.nodes[0]
+    env = {"MOCLO_MQTT_URL": r1.mqtt_url, "MOCLO_MQTT_USERNAME": ingest.username,
+           "MOCLO_MQTT_PASSWORD": ingest.password,
+           "MOCLO_ENGINE_URL": f"amqp://127.0.0.1:{r1.ports.amqp}"}  # fmt: skip
+    asker = (f"{operator.username}~commands", operator.password)
+    nodes = [node.pid for node in cluster.nodes if node.pid is not None]
+    logins = (asker, (serve.username, serve.password))
+    broker = ("127.0.0.1", r1.ports.mqtt)
+
+    def nodes_cpu() -> float:
+        return sum(cpu_seconds(p) for p in nodes)
+
+    rows.append(one_path(run, "engine", env, broker, logins, nodes_cpu, operator.username))
     return {"rows": rows, "ratio": rows[1]["seconds"] / rows[0]["seconds"]}
 
 

@@ -20,7 +20,11 @@ entries), read in RabbitMQ's terms:
   partition queues and their exchange (`ENGINE_QUEUE_PREFIX`); nothing else;
 - `topic`: RabbitMQ hands over the MQTT topic as a routing key (`/` becomes `.`, `+` becomes
   `*`); a write is allowed if the topic matches one of the login's `write` entries, a read
-  (a subscription's filter) if every topic it can match is matched by one `read` entry.
+  (a subscription's filter, or a queue's binding) if every topic it can match is matched by
+  one `read` entry. One grant more than on Mosquitto: ingest's own login (the AMQP consumer,
+  not its `~purpose` logins) reads the alert changes, `{prefix}/+/alerts/+`, which ingest
+  itself publishes, to bind them to the control queue (ingest/control.py: the automations'
+  triggers, the index of alert ids).
 
 Every refusal is logged with its reason (never a password) and counted in `refusals`.
 """
@@ -49,6 +53,8 @@ from access.broker import Entry, broker_logins
 from access.passwords import verify_password
 from access.registry import MqttLogin, Registry
 from access.registry_watch import RegistryWatch
+from core.mqtt import CONNECTION_SEPARATOR
+from devices.topics import alert_subscription
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -166,11 +172,18 @@ class EngineAuth:
                 for access, granted in login.entries
             ):
                 return None
-        elif permission == "read" and any(
-            access == "read" and filter_within(topic, granted) for access, granted in login.entries
-        ):
+        elif permission == "read" and (
+            any(access == "read" and filter_within(topic, granted)
+                for access, granted in login.entries)
+            or self._control_read(login, topic)
+        ):  # fmt: skip
             return None
         return f"{permission} on topic {topic!r} is not granted to this login"
+
+    def _control_read(self, login: EngineLogin, topic: str) -> bool:
+        """Ingest's consumer binding the alert changes to the control queue."""
+        consumer = login.role == "ingest" and CONNECTION_SEPARATOR not in login.username
+        return consumer and filter_within(topic, alert_subscription(self.prefix))
 
     def decide(self, path: str, form: dict[str, str]) -> str:
         """RabbitMQ's question at `path` (user, vhost, resource, topic) → its answer."""

@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ingest.alert_state import AlertState
 from ingest.announce import AlertPublisher
@@ -35,6 +35,9 @@ from ingest.source import Message
 from ingest.stats import IngestStats
 from ingest.waits import first_of
 from storage.alert_record import Alert
+
+if TYPE_CHECKING:  # pika only where the engine is used
+    from ingest.control import Control
 
 log = logging.getLogger("moclo.ingest")
 
@@ -73,6 +76,7 @@ class Consumer:
         on_alert: AlertCallback | None,
         downlink: Downlink | None = None,
         partitions: Partitions | None = None,
+        control: Control | None = None,
     ) -> None:
         self.source = source
         self.pipeline = pipeline
@@ -88,6 +92,7 @@ class Consumer:
         self.on_alert = on_alert
         self.downlink = downlink
         self.partitions = partitions
+        self.control = control  # on the engine: the control queue's work (ingest/control.py)
         self.consumed = asyncio.Event()  # the consumer is done: notifiers may finish
         self.unstored = 0  # batches the engine has judged and that are not stored yet
 
@@ -108,6 +113,11 @@ class Consumer:
                 if storing.done():
                     await storing.finished()  # raises what storing it raised
                 messages = await self._next_batch_or_stop(options.sweep_every_s)
+                if messages and self.control is not None:
+                    messages, orders = self.control.split(messages)
+                    if orders:
+                        await storing.finished()
+                        await self._control(orders)
                 if messages and self.partitions is not None:
                     await self.partitions.admit(messages)
                     if orphans := self.partitions.take_orphans():
@@ -126,7 +136,7 @@ class Consumer:
                     if self.partitions is not None:
                         self.partitions.let_go()  # no silence judged for another's devices
                     await self._sweep()
-                if downlink is not None and downlink.expiry_due():
+                if downlink is not None and self._gateway_ticks() and downlink.expiry_due():
                     await storing.finished()
                     await self._expire(downlink)
                 if not alert_state.capturing and time.monotonic() >= next_snapshot:
@@ -155,6 +165,28 @@ class Consumer:
             self.durable.writers_done()  # let the drainer see the stop
             self.consumed.set()
 
+    def _gateway_ticks(self) -> bool:
+        """On the engine only the control queue's owner settles commands (ingest/control.py)."""
+        return self.control is None or self.control.owner
+
+    async def _control(self, messages: list[Message]) -> None:
+        """The control queue's deliveries: what they caused stored, acknowledgements sent on to
+        their partitions, commands published; then acknowledged."""
+        assert self.control is not None
+        batch = await self.control.prepare(messages)
+        prepared = batch.prepared
+        self.unstored += 1
+        await self._commit(prepared.lines, prepared.alerts)
+        self.unstored -= 1
+        if batch.forwards and not await self.control.forward(batch.forwards):
+            return  # not acknowledged: they come again on the next connection
+        if prepared.publications and self.control.downlink is not None:
+            await self.control.downlink.publish(prepared.publications)
+        self.source.ack(batch.messages)
+        self.stats.messages += len(batch.messages)
+        self.stats.rejected += len(prepared.rejections)
+        self.stats.rejected_by_reason.update(r.reason.value for r in prepared.rejections)
+
     async def _store_pending(self) -> None:
         """Stopping: handles what had arrived when the stop came, so it is acknowledged now
         rather than delivered again later; no more, since every acknowledgement lets the
@@ -162,6 +194,12 @@ class Consumer:
         remaining = self.source.pending_count
         while remaining > 0 and (messages := self.source.take_pending(remaining)):
             remaining -= len(messages)
+            if self.control is not None:
+                messages, orders = self.control.split(messages)
+                if orders:
+                    await self._control(orders)
+                if not messages:
+                    continue
             if self.partitions is not None:
                 await self.partitions.admit(messages)
             await self._store(messages, await self._prepare(messages))

@@ -14,6 +14,11 @@ Design in docs/decisions/0001-distributed-engine.md ("Partitions, workers and ba
   consumes again, behind. A worker is alive while its exclusive queue
   `moclo.partition.{set}.worker.{I}` exists (RabbitMQ deletes it with its connection).
 
+Every worker also consumes the control queue, after its partitions (ingest/control.py); its
+deliveries come as messages of the partition `CONTROL`. `forward` sends an acknowledgement on
+to its alert's partition, its MQTT topic in the header `moclo-topic` (partition_plan.py says
+when that header is believed).
+
 Like `MqttSource`, a delivery is acknowledged only after its batch is stored (`ack`), and
 acknowledgements for a connection that is gone are never sent (its deliveries come again).
 pika's BlockingConnection runs on a thread of its own; acknowledgements reach it through
@@ -23,6 +28,7 @@ pika's BlockingConnection runs on a thread of its own; acknowledgements reach it
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -35,7 +41,15 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from ingest.partition_plan import PartitionPlan, amqp_topic, declare_partitions
+from ingest.partition_plan import (
+    FORWARDED_TOPIC,
+    RESOURCE_LOCKED,
+    PartitionPlan,
+    amqp_topic,
+    declare_partitions,
+    forwarded_topic,
+    is_alive,
+)
 from ingest.source import Message, split_batch
 
 log = logging.getLogger("moclo.ingest.engine")
@@ -47,7 +61,8 @@ logging.getLogger("pika").setLevel(logging.WARNING)  # its INFO lines narrate ev
 logging.getLogger("pika.channel").setLevel(logging.ERROR)
 
 _PROBE_EVERY_S = 1.0  # how often a worker looks for the owners of the partitions it is in front on
-_RESOURCE_LOCKED = 405  # an exclusive queue held by another connection: its worker is alive
+CONTROL = -2  # the `partition` of the control queue's deliveries
+FORWARD_TIMEOUT_S = 10.0
 
 
 class EngineSource:
@@ -77,6 +92,8 @@ class EngineSource:
         self._closing = threading.Event()
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None  # pika's thread alone uses it
+        self._forwarding: BlockingChannel | None = None  # confirm mode; pika's thread alone
+        self._reconnect = False  # a forward failed: deliveries come again on a new connection
         self.generation = 0  # which connection delivered a message; acks go only to that one
         self.connected = False
         self.caught_up = True
@@ -178,7 +195,45 @@ class EngineSource:
                 connection.add_callback_threadsafe(functools.partial(self._ack, tags, generation))
         return len(tags)
 
+    async def forward(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
+        """Publishes (routing key, MQTT topic, payload) to the partition exchange with publisher
+        confirms, the topic in the `moclo-topic` header; returns once RabbitMQ confirmed all.
+        Raises ForwardFailed, and then connects again: what this connection delivered and did
+        not acknowledge comes again (to this worker or the next)."""
+        connection, generation = self._connection, self.generation
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if connection is None:
+            raise ForwardFailed("not connected to the engine")
+        try:
+            connection.add_callback_threadsafe(
+                functools.partial(self._forward, list(messages), generation, done)
+            )
+            await asyncio.wait_for(asyncio.wrap_future(done), FORWARD_TIMEOUT_S)
+        except (TimeoutError, pika.exceptions.ConnectionWrongStateError) as exc:
+            self._reconnect = True
+            raise ForwardFailed(f"the engine did not confirm in time ({exc!r})") from None
+
     # -- pika's thread ---------------------------------------------------------------------
+
+    def _forward(
+        self,
+        messages: list[tuple[str, str, bytes]],
+        generation: int,
+        done: concurrent.futures.Future[None],
+    ) -> None:
+        channel = self._forwarding
+        try:
+            if generation != self.generation or channel is None or not channel.is_open:
+                raise ForwardFailed("the engine connection was lost")
+            for routing_key, topic, body in messages:
+                properties = pika.BasicProperties(headers={FORWARDED_TOPIC: topic}, delivery_mode=2)
+                # mandatory: a message no partition takes is refused, not confirmed.
+                channel.basic_publish(self.plan.exchange, routing_key, body, properties, True)
+        except (pika.exceptions.AMQPError, ForwardFailed) as exc:
+            self._reconnect = True
+            done.set_exception(exc if isinstance(exc, ForwardFailed) else ForwardFailed(repr(exc)))
+            return
+        done.set_result(None)
 
     def _ack(self, tags: list[int], generation: int) -> None:
         channel = self._channel
@@ -205,6 +260,7 @@ class EngineSource:
                 self._pending = [m for m in self._pending if m.connection == self.generation]
                 self._pending_bytes = sum(len(m.payload) for m in self._pending)
             self.connected, self._connection, self._channel = False, None, None
+            self._forwarding = None
             self._closing.wait(delay)  # a backoff, and wakes at once when closing
             delay = min(delay * 2, 10.0)
 
@@ -223,13 +279,19 @@ class EngineSource:
             self._declare_alive(channel)
             for n in sorted(set(range(self.plan.partitions)) - set(self.plan.share)):
                 tags[n] = self._consume(channel, n, generation)
+            if self.plan.control_bindings:  # after the partitions: RabbitMQ gives it to one
+                self._forwarding = connection.channel()
+                self._forwarding.confirm_delivery()
+                callback = functools.partial(self._on_delivery, CONTROL, generation)
+                channel.basic_consume(self.plan.control_queue, callback)
             self.connected = True
             assert self._loop is not None and self._subscribed is not None
             self._loop.call_soon_threadsafe(self._subscribed.set)
             log.info("consuming %s (standing by for the rest)", self.subscription)
             stepped_back: set[int] = set()
             next_probe = 0.0
-            while not self._closing.is_set():
+            self._reconnect = False
+            while not self._closing.is_set() and not self._reconnect:
                 connection.process_data_events(time_limit=0.1)
                 if time.monotonic() >= next_probe:
                     next_probe = time.monotonic() + _PROBE_EVERY_S
@@ -246,7 +308,7 @@ class EngineSource:
         try:
             channel.queue_declare(self.plan.alive_queue(self.plan.worker), exclusive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == _RESOURCE_LOCKED:
+            if exc.reply_code == RESOURCE_LOCKED:
                 self._worker_taken = True
                 self._last_error = (
                     f"worker {self.plan.worker}/{self.plan.workers} is running elsewhere (its "
@@ -275,7 +337,7 @@ class EngineSource:
         for n in sorted(set(tags) - set(self.plan.share)):
             owner = self.plan.preferred(n)
             if owner not in alive:
-                alive[owner] = _is_alive(connection, self.plan.alive_queue(owner))
+                alive[owner] = is_alive(connection, self.plan.alive_queue(owner))
             if not alive[owner]:
                 stepped_back.discard(n)  # once it is back, step back again
             elif n not in stepped_back:
@@ -299,8 +361,11 @@ class EngineSource:
         properties: Any,
         body: bytes,
     ) -> None:
+        topic = amqp_topic(method.routing_key)
+        if n >= 0 and properties.headers and FORWARDED_TOPIC in properties.headers:
+            topic = forwarded_topic(topic, properties.headers[FORWARDED_TOPIC])
         message = Message(
-            amqp_topic(method.routing_key),
+            topic,
             body,
             method.delivery_tag,
             1,
@@ -333,14 +398,6 @@ class EngineUnreachable(ConnectionError):
     """The engine did not let ingest connect and consume: the message says what to check."""
 
 
-def _is_alive(connection: BlockingConnection, queue: str) -> bool:
-    """Whether another connection holds the exclusive queue `queue` (its worker is alive).
-    Asked on a channel of its own, since either answer but "yours" closes the channel."""
-    probe = connection.channel()
-    try:
-        probe.queue_declare(queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        return bool(exc.reply_code == _RESOURCE_LOCKED)
-    with contextlib.suppress(pika.exceptions.AMQPError):
-        probe.close()
-    return True
+class ForwardFailed(ConnectionError):
+    """RabbitMQ did not confirm a forwarded acknowledgement; connecting again, so it comes
+    again."""

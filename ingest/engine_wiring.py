@@ -9,7 +9,11 @@ from urllib.parse import urlsplit
 import pika
 
 from core.settings import Settings
+from devices.topics import COMMAND_REQUESTS, DESIRED_REQUESTS, DEVICE_UPLINK_LEVELS
+from ingest.automations.runner import Automations
 from ingest.batch_source import BatchSource
+from ingest.control import Control
+from ingest.downlink.wiring import Downlink
 from ingest.engine_source import EngineSource
 from ingest.options import IngestOptions
 from ingest.partition_plan import PartitionPlan
@@ -24,6 +28,21 @@ def bindings(settings: Settings) -> tuple[str, ...]:
     (`/` becomes `.`, `+` becomes `*`)."""
     tenants = settings.tenants or ("*",)
     return tuple(f"{settings.topic_prefix}.{tenant}.*.*.telemetry" for tenant in tenants)
+
+
+def control_bindings(settings: Settings) -> tuple[str, ...]:
+    """What the control queue takes, as AMQP routing keys (`/` becomes `.`): the devices'
+    downlink answers, people's command and desired-state requests, their acknowledgements and
+    the alert changes (the automations' triggers), of all tenants or of MOCLO_INGEST_TENANTS."""
+    prefix = settings.topic_prefix
+    keys: list[str] = []
+    for tenant in settings.tenants or ("*",):
+        keys += [
+            f"{prefix}.{tenant}.*.*.{level.replace('/', '.')}" for level in DEVICE_UPLINK_LEVELS
+        ]
+        keys += [f"{prefix}.{tenant}.{level}.#" for level in (COMMAND_REQUESTS, DESIRED_REQUESTS)]
+        keys += [f"{prefix}.{tenant}.acks.#", f"{prefix}.{tenant}.alerts.*"]
+    return tuple(keys)
 
 
 def engine_nodes(url: str) -> list[tuple[str, int]]:
@@ -52,6 +71,7 @@ def engine_source(settings: Settings, options: IngestOptions) -> EngineSource:
         workers=workers,
         bindings=bindings(settings),
         name=options.engine_partition_set,
+        control_bindings=control_bindings(settings),
     )
     return EngineSource(
         parameters,
@@ -74,4 +94,24 @@ def partition_state(
     assert isinstance(source, EngineSource)
     return PartitionAlertState(
         Path(settings.spool_dir) / "partitions", pipeline, source, client, spool, settings.tenants
+    )
+
+
+def control(
+    settings: Settings,
+    pipeline: Pipeline,
+    source: BatchSource,
+    downlink: Downlink,
+    client: InfluxClient,
+    automations: Automations | None,
+) -> Control:
+    """The control queue's work: the gateway, the automations, acknowledgements sent on."""
+    assert isinstance(source, EngineSource)
+    return Control(
+        downlink=downlink,
+        pipeline=pipeline,
+        automations=automations,
+        source=source,
+        client=client,
+        tenants=settings.tenants,
     )

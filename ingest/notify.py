@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from core.settings import Settings
 from core.webhook_signature import signature_headers
 
 log = logging.getLogger("moclo.notify")
@@ -366,3 +367,21 @@ class Notifiers:
         async with asyncio.TaskGroup() as tg:
             for i, notifier in enumerate(self.notifiers):
                 tg.create_task(notifier.run(stop), name=f"notify-{i}-{type(notifier).__name__}")
+
+
+def notifiers_from(
+    settings: Settings, *, log_alerts: bool
+) -> tuple[WebhookNotifier | None, Notifiers]:
+    """The log (unless `moclo up` prints alerts itself) and the webhook, if one is set."""
+    notifiers: list[LogNotifier | WebhookNotifier] = []
+    if log_alerts:
+        notifiers.append(LogNotifier())
+    webhook = None
+    if settings.webhook_url is not None:
+        webhook = WebhookNotifier(
+            settings.webhook_url.get_secret_value(),
+            min_severity=settings.webhook_min_severity,
+            secret=settings.webhook_secret_value,
+        )
+        notifiers.append(webhook)
+    return webhook, Notifiers(notifiers)

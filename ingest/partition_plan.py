@@ -4,12 +4,19 @@ balance")."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 
-from pika.adapters.blocking_connection import BlockingChannel
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 MQTT_EXCHANGE = "amq.topic"
 PARTITION_PREFIX = "moclo.partition."  # the names access/engine_auth.py lets ingest declare
+FORWARDED_TOPIC = "moclo-topic"  # header: the MQTT topic of a forwarded acknowledgement
+RESOURCE_LOCKED = 405  # an exclusive queue held by another connection: its worker is alive
+
+log = logging.getLogger("moclo.ingest.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +28,9 @@ class PartitionPlan:
     workers: int
     bindings: tuple[str, ...]  # AMQP routing keys bound from the MQTT exchange
     name: str = "telemetry"
+    # What the control queue takes from the MQTT exchange: the downlink, acknowledgements
+    # and alert changes (ingest/control.py); none, no control queue.
+    control_bindings: tuple[str, ...] = ()
 
     @property
     def exchange(self) -> str:
@@ -28,6 +38,12 @@ class PartitionPlan:
 
     def queue(self, n: int) -> str:
         return f"{self.exchange}.{n}"
+
+    @property
+    def control_queue(self) -> str:
+        """The one queue beside the partitions whose consumer runs the gateway and the
+        automations for the whole set (one worker at a time: single active consumer)."""
+        return f"{self.exchange}.control"
 
     def alive_queue(self, worker: int) -> str:
         return f"{self.exchange}.worker.{worker}"
@@ -52,7 +68,8 @@ _SWAP = str.maketrans("./", "/.")
 
 def declare_partitions(channel: BlockingChannel, plan: PartitionPlan) -> None:
     """Idempotent: the consistent-hash exchange, its bindings from the MQTT exchange (telemetry
-    only: the whole routing key is hashed), and P single-active-consumer quorum queues."""
+    only: the whole routing key is hashed), P single-active-consumer quorum queues, and the
+    control queue (the same kind) bound from the MQTT exchange directly."""
     channel.exchange_declare(plan.exchange, "x-consistent-hash", durable=True)
     for routing_key in plan.bindings:
         channel.exchange_bind(plan.exchange, MQTT_EXCHANGE, routing_key=routing_key)
@@ -60,3 +77,36 @@ def declare_partitions(channel: BlockingChannel, plan: PartitionPlan) -> None:
     for n in range(plan.partitions):
         channel.queue_declare(plan.queue(n), durable=True, arguments=arguments)
         channel.queue_bind(plan.queue(n), plan.exchange, routing_key="1")  # equal weights
+    if plan.control_bindings:
+        channel.queue_declare(plan.control_queue, durable=True, arguments=arguments)
+        for routing_key in plan.control_bindings:
+            channel.queue_bind(plan.control_queue, MQTT_EXCHANGE, routing_key=routing_key)
+
+
+def forwarded_topic(topic: str, claimed: object) -> str:
+    """The topic a forwarded acknowledgement was sent on, if the header names an
+    acknowledgement topic of the tenant of `topic` (the device's telemetry topic it was routed
+    by); else `topic` (the header ignored, and said)."""
+    if isinstance(claimed, bytes):
+        claimed = claimed.decode(errors="replace")
+    tenant_head = topic.rsplit("/", 3)[0] + "/acks"  # {prefix}/{tenant}/acks
+    if isinstance(claimed, str) and (
+        claimed == tenant_head or claimed.startswith(tenant_head + "/")
+    ):
+        return claimed
+    log.warning("ignored a %s header %.80r on %s: not an acknowledgement of its tenant",
+                FORWARDED_TOPIC, claimed, topic)  # fmt: skip
+    return topic
+
+
+def is_alive(connection: BlockingConnection, queue: str) -> bool:
+    """Whether another connection holds the exclusive queue `queue` (its worker is alive).
+    Asked on a channel of its own, since either answer but "yours" closes the channel."""
+    probe = connection.channel()
+    try:
+        probe.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        return bool(exc.reply_code == RESOURCE_LOCKED)
+    with contextlib.suppress(pika.exceptions.AMQPError):
+        probe.close()
+    return True

@@ -25,6 +25,7 @@ from devices.topics import TopicError, parse_telemetry_topic
 from ingest.alert_state import AlertState
 from ingest.alerts import snapshot
 from ingest.alerts.lifecycle import DeviceState
+from ingest.downlink.unapplied import RULE as UNAPPLIED_RULE
 from ingest.engine_source import EngineSource
 from ingest.pipeline import Pipeline
 from ingest.source import Message
@@ -125,7 +126,9 @@ class PartitionAlertState(AlertState):
         self._aside = collections.defaultdict(list)
         for change in stored:
             key = (change.tenant, change.device_type, change.device_id)
-            if key not in mine:  # this worker's own devices are ahead of the store
+            # This worker's own devices are ahead of the store; desired_not_applied is the
+            # control queue owner's (ingest/control.py), not a rule of the partitions.
+            if key not in mine and change.rule != UNAPPLIED_RULE:
                 self._aside[key].append(change)
         for n in partitions:
             count = await self._load(n)

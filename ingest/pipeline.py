@@ -183,20 +183,26 @@ class Pipeline:
                 error = f"{shape}: {describe_validation_error(exc)}"
             else:
                 error = f"{shape}: not JSON ({exc})"
-            self._add_rejection(
-                batch,
-                Rejection(
-                    RejectReason.BAD_ACKNOWLEDGEMENT,
-                    tenant if is_identifier(tenant) else INVALID_TAG,
-                    "_ack",  # the stored device_type tag of these rejections: contract, kept
-                    message.topic,
-                    error,
-                    message.payload[:KEEP_BYTES],
-                    message.received_ns,
-                ),
-            )
+            self.refuse_acknowledgement(tenant, message, error, batch)
             return
         batch.alerts.append(alert)
+
+    def refuse_acknowledgement(
+        self, tenant: str, message: Message, error: str, batch: PreparedBatch
+    ) -> None:
+        """Records why an acknowledgement was not taken (`bad_ack` in moclo_rejected)."""
+        self._add_rejection(
+            batch,
+            Rejection(
+                RejectReason.BAD_ACKNOWLEDGEMENT,
+                tenant if is_identifier(tenant) else INVALID_TAG,
+                "_ack",  # the stored device_type tag of these rejections: contract, kept
+                message.topic,
+                error,
+                message.payload[:KEEP_BYTES],
+                message.received_ns,
+            ),
+        )
 
     def _acknowledge_alert(
         self, tenant: str, alert: str, by: str, note: str, received_ns: int

@@ -28,6 +28,7 @@ import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.mqtt import MqttUnreachable, connection_login
 from core.settings import Settings
@@ -56,7 +57,7 @@ from ingest.durable import DurableWriter
 from ingest.gcpolicy import quiet_collector
 from ingest.health import Liveness, watch
 from ingest.http import serve_health_and_metrics
-from ingest.notify import LogNotifier, Notifiers, WebhookNotifier
+from ingest.notify import notifiers_from
 from ingest.options import IngestOptions
 from ingest.pipeline import Pipeline
 from ingest.registry_gate import RegistryGate
@@ -67,6 +68,9 @@ from ingest.source import MqttSource
 from ingest.spool import Spool
 from ingest.stats import IngestStats
 from storage.influx import InfluxClient
+
+if TYPE_CHECKING:
+    from ingest.control import Control
 
 log = logging.getLogger("moclo.ingest")
 
@@ -134,16 +138,16 @@ class Ingest:
             Path(settings.spool_dir) / settings.ingest_id, max_bytes=options.spool_max_bytes
         )
         self.snapshot_path = self.spool.directory / "alert-state.json"
-        self.webhook, self.notifiers = _notifiers(settings, options)
+        self.webhook, self.notifiers = notifiers_from(settings, log_alerts=options.log_alerts)
         self.gate = RegistryGate(settings)
         self.registered = self.gate.registered  # for /metrics
         # The command gateway (ingest/downlink/), where ingest sees whole tenants: a share
-        # group member sees a deal of the readings and none of the downlink.
-        # On the engine, commands do not flow through the partitions yet (docs/scale.md).
-        on_engine = settings.engine_url is not None
-        self.downlink = Downlink(settings) if judges_alerts(settings) and not on_engine else None
+        # group member sees a deal of the readings and none of the downlink. On the engine,
+        # it works for the worker that holds the control queue (ingest/control.py).
+        self.downlink = Downlink(settings) if judges_alerts(settings) else None
         self.pipeline = _pipeline(settings, options, self.gate, self.downlink)
         self.alert_state = _alert_state(settings, self)
+        self.control = _control(settings, self)
         self.retention = RetentionWatch(
             self.sink.client,
             self.pipeline.decoder,
@@ -178,6 +182,7 @@ class Ingest:
             on_alert=on_alert,
             downlink=self.downlink,
             partitions=self.alert_state if isinstance(self.alert_state, Partitions) else None,
+            control=self.control,
         )
 
     @property
@@ -236,9 +241,10 @@ class Ingest:
         `~commands` login costs the downlink, said once, not the readings."""
         if self.downlink is None:
             return
-        await self.downlink.restore(self.sink.client)
+        if self.control is None:  # on the engine, the control queue's owner restores it
+            await self.downlink.restore(self.sink.client)
         try:
-            await self.downlink.start()
+            await self.downlink.start(send_pending=self.control is None)
         except MqttUnreachable as exc:
             log.error(
                 "commands and desired state are off: %s. Regenerate the broker's files "
@@ -249,6 +255,8 @@ class Ingest:
             self.pipeline.gateway = None
             self.pipeline.decoder.downlink = None  # their topics are rejected, as before
             self.consumer.downlink = None
+            if self.control is not None:
+                self.control.downlink = None
             await self.downlink.close()
             self.downlink = None
 
@@ -299,6 +307,17 @@ def _alert_state(settings: Settings, ingest: Ingest) -> AlertState:
     )
 
 
+def _control(settings: Settings, ingest: Ingest) -> Control | None:
+    """On the engine, the gateway, automations and acknowledgements of the control queue."""
+    if settings.engine_url is None or ingest.downlink is None:
+        return None
+    from ingest.engine_wiring import control  # pika only where the engine is used
+
+    automations = load_automations(settings, ingest.pipeline.engine.rulebook)
+    parts = (ingest.pipeline, ingest.source, ingest.downlink, ingest.sink.client)
+    return control(settings, *parts, automations)
+
+
 def _source(settings: Settings, options: IngestOptions) -> BatchSource:
     """The MQTT source (ingest's subscriptions), or the engine's partitions with
     MOCLO_ENGINE_URL, with the batch and window sizes of `options`."""
@@ -341,26 +360,11 @@ def _pipeline(
         RejectionLog(),
         CardinalityGuard(burst=limits.new_devices_burst, per_minute=limits.new_devices_per_minute),
         gateway=downlink.gateway if downlink is not None else None,
-        automations=load_automations(settings, rulebook) if downlink is not None else None,
+        # On the engine, the control queue's owner runs them (ingest/control.py).
+        automations=load_automations(settings, rulebook)
+        if downlink is not None and settings.engine_url is None
+        else None,
     )
-
-
-def _notifiers(
-    settings: Settings, options: IngestOptions
-) -> tuple[WebhookNotifier | None, Notifiers]:
-    """The log (unless `moclo up` prints alerts itself) and the webhook, if one is set."""
-    notifiers: list[LogNotifier | WebhookNotifier] = []
-    if options.log_alerts:
-        notifiers.append(LogNotifier())
-    webhook = None
-    if settings.webhook_url is not None:
-        webhook = WebhookNotifier(
-            settings.webhook_url.get_secret_value(),
-            min_severity=settings.webhook_min_severity,
-            secret=settings.webhook_secret_value,
-        )
-        notifiers.append(webhook)
-    return webhook, Notifiers(notifiers)
 
 
 def load_rulebook(settings: Settings) -> RuleBook:

@@ -53,6 +53,7 @@ class ScriptedDevice:
         *,
         answer: Answer | None = succeed,
         client_id: str | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.address = (tenant, device_type, device_id)
@@ -60,7 +61,9 @@ class ScriptedDevice:
         self.commands: list[dict[str, Any]] = []  # every delivery, repeats included
         self.executed: list[str] = []  # ids, once each
         self.desired: list[dict[str, Any]] = []
-        self.client_id = client_id or f"dev-{uuid.uuid4().hex[:8]}"
+        # On the engine a login's client id must be its username.
+        self.login = login
+        self.client_id = client_id or (login[0] if login else f"dev-{uuid.uuid4().hex[:8]}")
         self._answers: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._client: paho.Client | None = None
@@ -76,6 +79,8 @@ class ScriptedDevice:
             protocol=paho.MQTTv311,
             clean_session=clean,
         )
+        if self.login is not None:
+            client.username_pw_set(*self.login)
         subscribed = threading.Event()
         client.on_message = self._on_message
         client.on_subscribe = lambda *a: subscribed.set()

@@ -52,6 +52,7 @@ class Fleet:
     database: str = field(default_factory=lambda: f"engine_{uuid.uuid4().hex[:8]}")
     devices: list[Credentials] = field(default_factory=list)
     workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)  # MOCLO_* for the workers, on top
 
     @property
     def influx(self) -> Influx:
@@ -85,6 +86,7 @@ class Fleet:
             "MOCLO_HTTP_LISTEN": "off",
             "MOCLO_UNREGISTERED": "off",
             "MOCLO_REGISTRY": str(self.directory / "unused-registry.sqlite"),
+            **self.settings,
         }
         with self.log(index).open("ab") as log:  # the child keeps its own copy
             self.workers[index] = subprocess.Popen(

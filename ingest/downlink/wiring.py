@@ -33,18 +33,24 @@ class Downlink:
     def __init__(self, settings: Settings, *, clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
         self.directory = Directory(settings.registry)
-        self.gateway = Gateway(
-            settings.topic_prefix,
-            self.directory,
-            clock=clock,
-            desired_grace_s=settings.desired_grace,
-        )
+        self._clock = clock
+        self.gateway = self.fresh_gateway()
         self.publisher = Publisher(
             settings.mqtt.for_connection("commands"),
             client_id=connection_login(settings.ingest_id, "commands"),
             prefix=settings.topic_prefix,
+            mqtt311=settings.engine_url is not None,  # RabbitMQ 3.10 drops MQTT 5 clients
         )
         self._next_look_ns = 0
+
+    def fresh_gateway(self) -> Gateway:
+        """A gateway that remembers nothing yet (`restore` fills it)."""
+        return Gateway(
+            self.settings.topic_prefix,
+            self.directory,
+            clock=self._clock,
+            desired_grace_s=self.settings.desired_grace,
+        )
 
     async def restore(self, client: InfluxClient) -> None:
         """Reads the registry, and the commands of the last week, every desired document and
@@ -80,11 +86,14 @@ class Downlink:
                 len(reported),
             )
 
-    async def start(self) -> None:
+    async def start(self, *, send_pending: bool = True) -> None:
+        """Connects the publisher; sends the pending commands again unless told not to (on
+        the engine, the control queue's owner does that when it takes over)."""
         await self.publisher.start()
-        await self._send_pending()
+        if send_pending:
+            await self.send_pending()
 
-    async def _send_pending(self) -> None:
+    async def send_pending(self) -> None:
         """Sends again, once connected, every pending command its device has not answered:
         one recorded just before a stop may never have left, and a connected device asks only
         when it connects (an automation's command is asked for by nobody again). A device

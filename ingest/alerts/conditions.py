@@ -51,8 +51,8 @@ class DeltaState:
 
 
 class BaselineState:
-    __slots__ = ("baseline", "first_ts", "means", "median", "median_hour", "recent", "recent_ts",
-                 "slots")  # fmt: skip
+    __slots__ = ("baseline", "first_ts", "hour", "hour_baseline", "means", "median", "median_hour",
+                 "recent", "recent_ts", "slots", "sum_at")  # fmt: skip
 
     def __init__(self) -> None:
         self.first_ts = 0
@@ -67,6 +67,12 @@ class BaselineState:
         # The hourly means that median is of, sorted: the next hour's median moves it by one mean
         # out and one in (see `_rolling_median`). Not saved: rebuilt from the slots.
         self.means: array[float] | None = None
+        # The hour of the last reading judged (-1: none): while readings stay in it, its slot
+        # holds it, and its baseline (`hour_baseline`) and where its sum is (`sum_at`) hold too,
+        # so a reading pays for none of the hour's bookkeeping. Not saved: found again.
+        self.hour = -1
+        self.hour_baseline: float | None = None
+        self.sum_at = 0
 
     def dump(self) -> list[Any]:
         # JSON has no NaN ("nothing yet"): it travels as null.
@@ -203,19 +209,13 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
         recent = state.recent if recent_s else value
 
         hour = ts // HOUR_NS
-        slots = state.slots
-        base = (hour % SLOTS) * 5
-        dropped = _new_hour(state, base, hour) if slots[base] != hour else None
-        if same_hour:
-            baseline = slots[base + _USUAL] if slots[base + _DAYS] else None
-        elif state.median_hour == hour:
-            baseline = state.median
-        else:
-            baseline = state.median = _rolling_median(state, hour, dropped)
-            state.median_hour = hour
+        if hour != state.hour:
+            _enter_hour(state, hour, same_hour)
+        baseline = state.hour_baseline
         if learning:
-            slots[base + _SUM] += value
-            slots[base + _COUNT] += 1
+            slots, at = state.slots, state.sum_at
+            slots[at] += value
+            slots[at + 1] += 1
         if baseline is None or ts - state.first_ts < min_history or (ratio and baseline <= 0):
             return _HOLD, 0.0
         state.baseline = baseline
@@ -225,6 +225,24 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
         return (_ALARM if score < raise_at else _CLEAR if score >= clear_at else _HOLD), score
 
     return baseline_judge
+
+
+def _enter_hour(state: BaselineState, hour: int, same_hour: bool) -> None:
+    """A reading of another hour than the last one judged: its slot starts afresh if it held
+    another hour, and the baseline for the hour is taken (the usual for this hour of the day,
+    or the median of the last 24 hours); both hold for every reading of the hour."""
+    slots = state.slots
+    base = (hour % SLOTS) * 5
+    dropped = _new_hour(state, base, hour) if slots[base] != hour else None
+    if same_hour:
+        state.hour_baseline = slots[base + _USUAL] if slots[base + _DAYS] else None
+    elif state.median_hour != hour:
+        state.hour_baseline = state.median = _rolling_median(state, hour, dropped)
+        state.median_hour = hour
+    else:
+        state.hour_baseline = state.median
+    state.hour = hour
+    state.sum_at = base + _SUM
 
 
 def _new_hour(state: BaselineState, base: int, hour: int) -> float | None:

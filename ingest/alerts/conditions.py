@@ -51,8 +51,8 @@ class DeltaState:
 
 
 class BaselineState:
-    __slots__ = ("baseline", "first_ts", "hour", "hour_baseline", "means", "median", "median_hour",
-                 "recent", "recent_ts", "slots", "sum_at")  # fmt: skip
+    __slots__ = ("baseline", "first_ts", "hour", "hour_baseline", "hour_count", "hour_sum", "means",
+                 "median", "median_hour", "recent", "recent_ts", "slots")  # fmt: skip
 
     def __init__(self) -> None:
         self.first_ts = 0
@@ -67,16 +67,29 @@ class BaselineState:
         # The hourly means that median is of, sorted: the next hour's median moves it by one mean
         # out and one in (see `_rolling_median`). Not saved: rebuilt from the slots.
         self.means: array[float] | None = None
-        # The hour of the last reading judged (-1: none): while readings stay in it, its slot
-        # holds it, and its baseline (`hour_baseline`) and where its sum is (`sum_at`) hold too,
-        # so a reading pays for none of the hour's bookkeeping. Not saved: found again.
-        self.hour = -1
+        # The hour of the last reading judged (None: none yet), and what holds while readings
+        # stay in it: its baseline, and its slot's sum and count, kept here and written back
+        # to the slot when another hour comes or the state is saved (`settle`). So a reading
+        # pays for none of the hour's bookkeeping, nor for reading and writing the array.
+        self.hour: int | None = None
         self.hour_baseline: float | None = None
-        self.sum_at = 0
+        self.hour_sum = 0.0
+        self.hour_count = 0.0
+
+    def settle(self) -> None:
+        """Writes the current hour's sum and count back to its slot: the slots are then whole."""
+        if self.hour is not None:
+            base = (self.hour % SLOTS) * 5
+            self.slots[base + _SUM] = self.hour_sum
+            self.slots[base + _COUNT] = self.hour_count
 
     def dump(self) -> list[Any]:
+        slots = list(self.slots)
+        if self.hour is not None:  # the current hour's sum and count, as `settle` would write
+            base = (self.hour % SLOTS) * 5
+            slots[base + _SUM], slots[base + _COUNT] = self.hour_sum, self.hour_count
         # JSON has no NaN ("nothing yet"): it travels as null.
-        return [self.first_ts, _number(self.recent), self.recent_ts, list(self.slots),
+        return [self.first_ts, _number(self.recent), self.recent_ts, slots,
                 _number(self.baseline)]  # fmt: skip
 
     @classmethod
@@ -213,9 +226,8 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
             _enter_hour(state, hour, same_hour)
         baseline = state.hour_baseline
         if learning:
-            slots, at = state.slots, state.sum_at
-            slots[at] += value
-            slots[at + 1] += 1
+            state.hour_sum += value
+            state.hour_count += 1
         if baseline is None or ts - state.first_ts < min_history or (ratio and baseline <= 0):
             return _HOLD, 0.0
         state.baseline = baseline
@@ -231,6 +243,7 @@ def _enter_hour(state: BaselineState, hour: int, same_hour: bool) -> None:
     """A reading of another hour than the last one judged: its slot starts afresh if it held
     another hour, and the baseline for the hour is taken (the usual for this hour of the day,
     or the median of the last 24 hours); both hold for every reading of the hour."""
+    state.settle()  # the hour left behind
     slots = state.slots
     base = (hour % SLOTS) * 5
     dropped = _new_hour(state, base, hour) if slots[base] != hour else None
@@ -242,7 +255,7 @@ def _enter_hour(state: BaselineState, hour: int, same_hour: bool) -> None:
     else:
         state.hour_baseline = state.median
     state.hour = hour
-    state.sum_at = base + _SUM
+    state.hour_sum, state.hour_count = slots[base + _SUM], slots[base + _COUNT]
 
 
 def _new_hour(state: BaselineState, base: int, hour: int) -> float | None:

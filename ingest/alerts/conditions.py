@@ -146,7 +146,9 @@ def judge_for(rule: Rule) -> Judge:
         return _threshold_judge(rule)
     if isinstance(rule, BaselineRule):
         return _baseline_judge(rule)
-    if isinstance(rule, DeltaRule | GeofenceRule | ArrivalRule):
+    if isinstance(rule, DeltaRule):
+        return _delta_judge(rule)
+    if isinstance(rule, GeofenceRule | ArrivalRule):
         return _placed_judge(rule)
     raise TypeError(f"{rule.kind} rules are not judged per reading")
 
@@ -158,15 +160,13 @@ def judge(
     return judge_for(rule)(state, reading, ts, learning)
 
 
-def _placed_judge(rule: DeltaRule | GeofenceRule | ArrivalRule) -> Judge:
-    """The kinds whose judging costs more than its dispatch: the generic functions below."""
+def _placed_judge(rule: GeofenceRule | ArrivalRule) -> Judge:
+    """The kinds whose judging costs more than its dispatch: the generic functions of
+    `place_conditions.py`."""
 
     def judge(
         state: ConditionState, reading: AnyReading, ts: int, _learning: bool
     ) -> tuple[Verdict, float]:
-        if isinstance(rule, DeltaRule):
-            assert isinstance(state, DeltaState)
-            return _delta(rule, state, reading, ts)
         if isinstance(rule, GeofenceRule):
             return geofence(rule, reading)
         assert isinstance(state, ArrivalState)
@@ -277,35 +277,46 @@ def _new_hour(state: BaselineState, base: int, hour: int) -> float | None:
     return dropped
 
 
-def _delta(
-    rule: DeltaRule, state: DeltaState, reading: AnyReading, ts: int
-) -> tuple[Verdict, float]:
-    samples = state.samples
-    if rule.while_field is not None and not getattr(reading, rule.while_field):
-        samples.clear()  # the window starts again once the flag is back on
-        return Verdict.CLEAR, 0.0
-    value = float(getattr(reading, rule.field))
+def _delta_judge(rule: DeltaRule) -> Judge:
+    """As the threshold's judge, on the change over `window_s` (0: since the last reading)."""
+    field, above, raise_at, clear_at = (
+        attrgetter(rule.field), rule.direction == "above", rule.raise_at, rule.clear_at
+    )  # fmt: skip
+    flag = attrgetter(rule.while_field) if rule.while_field is not None else None
     window = int(rule.window_s * 1e9)
-    if window == 0:
-        previous = samples[0][1] if samples else None
-        samples.clear()
-        samples.append((ts, value))
-        if previous is None:
-            return Verdict.HOLD, 0.0
-        delta = value - previous
-    else:
-        if samples and ts - samples[-1][0] > window:
-            samples.clear()  # a gap longer than the window: nothing to compare with
-        if not samples or ts - samples[-1][0] >= window // _SAMPLES:
+    step = window // _SAMPLES  # one sample kept per step
+
+    def delta_judge(
+        condition: ConditionState, reading: AnyReading, ts: int, _learning: bool
+    ) -> tuple[Verdict, float]:
+        assert isinstance(condition, DeltaState)
+        samples = condition.samples
+        if flag is not None and not flag(reading):
+            samples.clear()  # the window starts again once the flag is back on
+            return _CLEAR, 0.0
+        value = float(field(reading))
+        if window == 0:
+            previous = samples[0][1] if samples else None
+            samples.clear()
             samples.append((ts, value))
-        while len(samples) > 1 and samples[1][0] <= ts - window:
-            samples.popleft()
-        if samples[0][0] > ts - window:
-            return Verdict.HOLD, 0.0  # the window is not covered yet
-        delta = value - samples[0][1]
-    if rule.is_triggered(delta):
-        return Verdict.ALARM, delta
-    return (Verdict.CLEAR if rule.is_cleared(delta) else Verdict.HOLD), delta
+            if previous is None:
+                return _HOLD, 0.0
+            delta = value - previous
+        else:
+            if samples and ts - samples[-1][0] > window:
+                samples.clear()  # a gap longer than the window: nothing to compare with
+            if not samples or ts - samples[-1][0] >= step:
+                samples.append((ts, value))
+            while len(samples) > 1 and samples[1][0] <= ts - window:
+                samples.popleft()
+            if samples[0][0] > ts - window:
+                return _HOLD, 0.0  # the window is not covered yet
+            delta = value - samples[0][1]
+        if above:
+            return (_ALARM if delta >= raise_at else _CLEAR if delta < clear_at else _HOLD), delta
+        return (_ALARM if delta < raise_at else _CLEAR if delta >= clear_at else _HOLD), delta
+
+    return delta_judge
 
 
 def _rolling_median(state: BaselineState, hour: int, dropped: float | None) -> float | None:

@@ -211,15 +211,13 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
         if not state.first_ts:
             state.first_ts = ts
         # The recent value: an exponential moving average (NaN, not equal to itself: none yet).
-        previous = state.recent
+        recent = previous = state.recent
         if recent_s and state.recent_ts and previous == previous:
-            state.recent = previous + (1.0 - exp(-(ts - state.recent_ts) / time_constant)) * (
-                value - previous
-            )
+            recent += (1.0 - exp(-(ts - state.recent_ts) / time_constant)) * (value - previous)
+            state.recent = recent
         else:
-            state.recent = value
+            state.recent = recent = value
         state.recent_ts = ts
-        recent = state.recent if recent_s else value
 
         hour = ts // HOUR_NS
         if hour != state.hour:

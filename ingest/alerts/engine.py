@@ -135,17 +135,18 @@ class AlertEngine:
         """Each rule's verdict on the reading, moving its lifecycle; changes are appended."""
         usual = device.usual  # a device with an open alert: its baselines do not learn now
         for tracker in device.trackers:
+            pending_since = tracker.pending_since
             verdict, value = tracker.judge(
-                tracker.condition, reading, ts, usual and tracker.pending_since < 0
+                tracker.condition, reading, ts, usual and pending_since < 0
             )
             episode = tracker.episode
             if episode is None:
                 if verdict is not ALARM:
-                    if tracker.pending_since >= 0:  # a pending alarm that did not last
+                    if pending_since >= 0:  # a pending alarm that did not last
                         tracker.pending_since = -1
                         tracker.pending_count = 0
                     continue
-                if tracker.pending_since < 0:
+                if pending_since < 0:
                     tracker.pending_since = ts
                 tracker.pending_count += 1
                 rule = tracker.rule

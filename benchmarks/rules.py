@@ -5,6 +5,7 @@ alone (the seed's main device, five rules, two of them baselines).
     .venv/bin/python -m benchmarks.rules                      # this checkout, printed
     .venv/bin/python -m benchmarks.rules --baseline /tmp/old --out benchmarks/results/rules.md
     .venv/bin/python -m benchmarks.rules --cows 500 --mix 50000 --rounds 3   # smaller
+    .venv/bin/python -m benchmarks.rules --baseline /tmp/old --profile     # and where time goes
 
 Each stream covers two days of reading time (`benchmarks/alerts_throughput.py`'s fleet, seed
 1, a fixed end): the first day is judged untimed so that baselines are learnt, the second is
@@ -31,6 +32,7 @@ from typing import Any
 from benchmarks.alerts_stack import DAY
 from benchmarks.alerts_throughput import mixed_readings
 from benchmarks.machine import machine
+from benchmarks.rules_profile import profile
 
 ROOT = Path(__file__).resolve().parent.parent
 END = 1_790_000_000.0  # a fixed end of reading time: the same readings in every run
@@ -77,10 +79,15 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
                 engine: got[0] | {"seconds": [s for g in got for s in g["seconds"]]}
                 for engine, got in runs.items()
             }
+            if args.profile:  # after the timed rounds: py-spy slows what it samples
+                for engine, checkout in engines.items():
+                    results[name][engine]["profile"] = profile(checkout, data)
     return results
 
 
-def report(results: dict[str, dict[str, dict[str, Any]]], baseline: Path | None) -> str:
+def report(
+    results: dict[str, dict[str, dict[str, Any]]], baseline: Path | None, before: float
+) -> str:
     head = "| stream | engine | readings timed | µs per reading (median) | rounds | alert changes"
     rows = [head + " | SHA-256 of moclo_alerts |", "|---|---|---:|---:|---|---:|---|"]
     notes = []
@@ -101,8 +108,14 @@ def report(results: dict[str, dict[str, dict[str, Any]]], baseline: Path | None)
                 f"{'byte-identical' if same else 'DIFFER'}"
             )
     where = f"baseline: {baseline}" if baseline else "no baseline"
-    return "\n".join([*rows, "", f"load average before: {os.getloadavg()[0]:.2f}; {where}",
-                      *notes])  # fmt: skip
+    load = f"load average (1 min) before: {before:.2f}, after: {os.getloadavg()[0]:.2f}"
+    lines = [*rows, "", f"{load}; {where}", *notes]
+    for stream, engines in results.items():
+        for engine, r in engines.items():
+            if "profile" in r:
+                lines += ["", f"#### Profile: {stream}, {engine} (the timed loop)", ""]
+                lines += r["profile"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,10 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", type=Path, metavar="DIR", help="a checkout of another commit (git worktree)"
     )
     parser.add_argument("--out", default="-", help="a Markdown file, or '-' to print")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample each engine with py-spy (pip install -e .[profile]) and add the top "
+        "entries of its timed loop",
+    )
     args = parser.parse_args(argv)
     if args.baseline is not None and not (args.baseline / "ingest" / "alerts").is_dir():
         parser.error(f"--baseline {args.baseline}: not a moclo checkout (no ingest/alerts)")
-    text = report(measure(args), args.baseline)
+    before = os.getloadavg()[0]  # the machine may be shared: its load is part of the result
+    text = report(measure(args), args.baseline, before)
     if args.out == "-":
         print(text)
         return 0

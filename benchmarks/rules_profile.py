@@ -23,7 +23,7 @@ _LINE = re.compile(r":\d+\)$")  # py-spy's line numbers: one entry per function,
 _ROOTS = re.compile(r" \(/[^()]*/(?=(ingest|devices|storage)/)")  # a checkout's path: relative
 
 
-def profile(checkout: Path, data: Path, top: int = 10) -> list[str]:
+def profile(checkout: Path, data: Path, env: dict[str, str], top: int = 10) -> list[str]:
     """The top entries of the timed loop of one engine (the checkout) on one stream (the data)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     timer = [sys.executable, "-P", str(ROOT / "benchmarks" / "rules_timer.py"), str(data), "1"]
@@ -31,7 +31,7 @@ def profile(checkout: Path, data: Path, top: int = 10) -> list[str]:
         raw = Path(tmp) / "samples.txt"
         subprocess.run(
             [py_spy, "record", "--rate", "1000", "--format", "raw", "-o", str(raw), "--", *timer],
-            env=dict(os.environ, PYTHONPATH=str(checkout)),
+            env=dict(os.environ, PYTHONPATH=str(checkout), **env),
             check=True,
             capture_output=True,
         )

@@ -55,7 +55,16 @@ def main(data_path: str, rounds: int) -> None:
             digest = hashlib.sha256(lines).hexdigest()
             alerts = len(changes)
     print(json.dumps({"seconds": seconds, "readings": len(timed), "learnt": len(learn),
-                      "digest": digest, "changes": alerts}))  # fmt: skip
+                      "digest": digest, "changes": alerts, "engine": _engine()}))  # fmt: skip
+
+
+def _engine() -> str:
+    """Which engine was timed: a checkout before `ingest/alerts/compiled.py` has only Python."""
+    try:
+        from ingest.alerts import compiled
+    except ImportError:
+        return "Python"
+    return "compiled" if compiled.compiled() else "Python"
 
 
 if __name__ == "__main__":

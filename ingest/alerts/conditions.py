@@ -17,7 +17,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from devices.fast import AnyReading
 from devices.place_rules import ArrivalRule, GeofenceRule
@@ -25,13 +25,18 @@ from devices.rules import BaselineRule, DeltaRule, Rule, ThresholdRule
 from ingest.alerts.place_conditions import ArrivalState, arrival, geofence
 from ingest.alerts.verdict import Verdict
 
-HOUR_NS = 3_600_000_000_000
-SLOTS = 24
-_SAMPLES = 32
+# Final: compiled (`compiled.py`), a constant is inlined instead of looked up per reading.
+HOUR_NS: Final = 3_600_000_000_000
+SLOTS: Final = 24
+_SAMPLES: Final = 32
 # Per slot: which absolute hour it holds, that hour's sum and count, the usual mean for this
 # hour of the day (an average over days), and over how many days.
-_HOUR, _SUM, _COUNT, _USUAL, _DAYS = range(5)
-_DAY_WEIGHT = 0.3  # how much a new day moves the usual for its hour
+_HOUR: Final = 0
+_SUM: Final = 1
+_COUNT: Final = 2
+_USUAL: Final = 3
+_DAYS: Final = 4
+_DAY_WEIGHT: Final = 0.3  # how much a new day moves the usual for its hour
 
 
 class DeltaState:
@@ -130,7 +135,9 @@ def load_state(rule: Rule, data: Any) -> ConditionState:
 
 
 Judge = Callable[[ConditionState, AnyReading, int, bool], tuple[Verdict, float]]
-_ALARM, _HOLD, _CLEAR = Verdict.ALARM, Verdict.HOLD, Verdict.CLEAR
+_ALARM: Final = Verdict.ALARM
+_HOLD: Final = Verdict.HOLD
+_CLEAR: Final = Verdict.CLEAR
 
 
 def judge_for(rule: Rule) -> Judge:
@@ -200,7 +207,6 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
     raise_at, clear_at = rule.raise_at, rule.clear_at
     time_constant = rule.recent_s * 0.5e9  # the recent value's: half its span
     min_history = rule.min_history_s * 1e9
-    exp = math.exp
 
     def baseline_judge(
         condition: ConditionState, reading: AnyReading, ts: int, learning: bool
@@ -213,7 +219,7 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
         # The recent value: an exponential moving average (NaN, not equal to itself: none yet).
         recent = previous = state.recent
         if recent_s and state.recent_ts and previous == previous:
-            recent += (1.0 - exp(-(ts - state.recent_ts) / time_constant)) * (value - previous)
+            recent += (1.0 - math.exp(-(ts - state.recent_ts) / time_constant)) * (value - previous)
             state.recent = recent
         else:
             state.recent = recent = value

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Final
 
 from devices.fast import AnyReading
 from devices.place_rules import ArrivalRule
@@ -36,9 +37,10 @@ from ingest.alerts.verdict import Verdict
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 
-_NS = 1_000_000_000
-_INTERVAL_WEIGHT = 0.2  # how fast the learnt interval follows the device
-ALARM, CLEAR = Verdict.ALARM, Verdict.CLEAR
+_NS: Final = 1_000_000_000
+_INTERVAL_WEIGHT: Final = 0.2  # how fast the learnt interval follows the device
+ALARM: Final = Verdict.ALARM
+CLEAR: Final = Verdict.CLEAR
 
 
 class AcknowledgementInvalid(ValueError):

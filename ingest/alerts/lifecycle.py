@@ -6,14 +6,15 @@ holds them with the device's newest time and learnt interval. `engine.py` moves 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from devices.rules import AbsenceRule, Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import ConditionState, Judge, judge_for, new_state
 from ingest.alerts.verdict import Verdict
 
-_NS = 1_000_000_000
-_ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
+_NS: Final = 1_000_000_000
+_ARMED_AFTER: Final = 3  # readings before a device's interval is trusted for absence
 
 
 @dataclass(slots=True)

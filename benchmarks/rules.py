@@ -92,7 +92,8 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
             }
             if args.profile:  # after the timed rounds: py-spy slows what it samples
                 for engine, (checkout, env) in engines.items():
-                    results[name][engine]["profile"] = profile(checkout, data, env)
+                    native = results[name][engine]["engine"] == "compiled"
+                    results[name][engine]["profile"] = profile(checkout, data, env, native)
     return results
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,9 +82,44 @@ def test_a_build_that_does_not_load_is_passed_over_for_the_sources(tmp_path: Pat
         assert real.stdout.split() == ["True", "0"], real.stderr
 
 
+def test_a_build_missing_a_module_is_not_used_in_part(tmp_path: Path) -> None:
+    # A compiled engine beside the Python conditions would not recognise their states: all or
+    # none. (The build is renamed into place whole; this is a folder damaged afterwards.)
+    if not BUILT:
+        pytest.skip(NOT_BUILT)
+    damaged = tmp_path / compiled.build_folder().name
+    shutil.copytree(compiled.build_folder(), damaged)
+    check = (
+        "from ingest.alerts import AlertEngine, compiled\n"
+        "import ingest.alerts.conditions as c, ingest.alerts.engine as e\n"
+        "print(compiled.compiled(), c.__file__.endswith('.py'), e.__file__.endswith('.py'))\n"
+    )
+    whole = python(check, MOCLO_COMPILED_DIR=str(tmp_path))
+    assert whole.stdout.split() == ["True", "False", "False"], whole.stderr  # the control
+    [conditions] = (damaged / "ingest" / "alerts").glob("conditions.*")
+    conditions.unlink()
+    done = python(check, MOCLO_COMPILED_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True"]
+
+
 def test_a_build_is_named_by_its_sources_so_an_edit_is_never_run_stale() -> None:
     sources = [(ROOT / "ingest" / "alerts" / f"{n}.py").read_bytes() for n in compiled.MODULES]
     assert compiled.digest(sources) == compiled.build_folder().name
     for i in range(len(sources)):
         edited = [*sources[:i], sources[i] + b"\n", *sources[i + 1 :]]
         assert compiled.digest(edited) != compiled.digest(sources), compiled.MODULES[i]
+
+
+def test_without_a_c_compiler_the_build_says_so_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest.alerts.build_compiled"],
+        cwd=ROOT,
+        env={**os.environ, "MOCLO_COMPILED_DIR": str(tmp_path), "PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "stays Python" in done.stderr and "no C compiler" in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -54,7 +54,9 @@ def activate(package_path: list[str]) -> bool:
     sys.path.append(str(folder.parent.parent))  # mypyc's shared library, a top-level module
     try:
         for name in MODULES:
-            importlib.import_module(f"ingest.alerts.{name}")
+            module = importlib.import_module(f"ingest.alerts.{name}")
+            if not (module.__file__ or "").startswith(str(folder)):
+                raise ImportError(f"{name} is missing from the build")  # all or none
     except ImportError:  # built by another mypyc or for another machine: the sources, then
         package_path.remove(str(folder))
         sys.path.remove(str(folder.parent.parent))

@@ -5,6 +5,7 @@ alone (the seed's main device, five rules, two of them baselines).
     .venv/bin/python -m benchmarks.rules                      # this checkout, printed
     .venv/bin/python -m benchmarks.rules --baseline /tmp/old --out benchmarks/results/rules.md
     .venv/bin/python -m benchmarks.rules --cows 500 --mix 50000 --rounds 3   # smaller
+    .venv/bin/python -m benchmarks.rules --baseline /tmp/old --profile     # and where time goes
 
 Each stream covers two days of reading time (`benchmarks/alerts_throughput.py`'s fleet, seed
 1, a fixed end): the first day is judged untimed so that baselines are learnt, the second is
@@ -31,6 +32,8 @@ from typing import Any
 from benchmarks.alerts_stack import DAY
 from benchmarks.alerts_throughput import mixed_readings
 from benchmarks.machine import machine
+from benchmarks.rules_profile import profile
+from ingest.alerts.compiled import build_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 END = 1_790_000_000.0  # a fixed end of reading time: the same readings in every run
@@ -48,10 +51,16 @@ def streams(mix: int, cows: int) -> dict[str, tuple[list[tuple[str, bytes]], int
     }
 
 
-def time_engine(checkout: Path, data: Path, rounds: int) -> dict[str, Any]:
+# name → (checkout, environment): with a compiled build of this checkout's engine, its Python
+# sources are timed as well (`ingest/alerts/compiled.py`).
+Engines = dict[str, tuple[Path, dict[str, str]]]
+PURE = {"MOCLO_PURE_PYTHON": "1"}
+
+
+def time_engine(checkout: Path, data: Path, rounds: int, env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-P", str(ROOT / "benchmarks" / "rules_timer.py"), str(data), str(rounds)],
-        env=dict(os.environ, PYTHONPATH=str(checkout)),
+        env=dict(os.environ, PYTHONPATH=str(checkout), **env),
         capture_output=True,
         text=True,
         check=False,
@@ -63,7 +72,11 @@ def time_engine(checkout: Path, data: Path, rounds: int) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
-    engines = {"this": ROOT} | ({"baseline": args.baseline} if args.baseline else {})
+    engines: Engines = {"this": (ROOT, {})}
+    if (build_folder() / "ingest" / "alerts").is_dir():
+        engines["this as Python"] = (ROOT, PURE)
+    if args.baseline:
+        engines["baseline"] = (args.baseline, {})
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="moclo-bench-rules-") as tmp:
         for name, stream in streams(args.mix, args.cows).items():
@@ -71,16 +84,22 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
             data.write_bytes(pickle.dumps(stream))
             runs: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
             for _ in range(args.rounds):  # interleaved, so both see the same load
-                for engine, checkout in engines.items():
-                    runs[engine].append(time_engine(checkout, data, 1))
+                for engine, (checkout, env) in engines.items():
+                    runs[engine].append(time_engine(checkout, data, 1, env))
             results[name] = {
                 engine: got[0] | {"seconds": [s for g in got for s in g["seconds"]]}
                 for engine, got in runs.items()
             }
+            if args.profile:  # after the timed rounds: py-spy slows what it samples
+                for engine, (checkout, env) in engines.items():
+                    native = results[name][engine]["engine"] == "compiled"
+                    results[name][engine]["profile"] = profile(checkout, data, env, native)
     return results
 
 
-def report(results: dict[str, dict[str, dict[str, Any]]], baseline: Path | None) -> str:
+def report(
+    results: dict[str, dict[str, dict[str, Any]]], baseline: Path | None, before: float
+) -> str:
     head = "| stream | engine | readings timed | µs per reading (median) | rounds | alert changes"
     rows = [head + " | SHA-256 of moclo_alerts |", "|---|---|---:|---:|---|---:|---|"]
     notes = []
@@ -90,19 +109,27 @@ def report(results: dict[str, dict[str, dict[str, Any]]], baseline: Path | None)
             us[engine] = statistics.median(r["seconds"]) / r["readings"] * 1e6
             each = ", ".join(f"{s / r['readings'] * 1e6:.2f}" for s in r["seconds"])
             rows.append(
-                f"| {stream} | {engine} | {r['readings']:,} | {us[engine]:.2f} | {each} | "
+                f"| {stream} | {engine}{' (compiled)' * (r['engine'] == 'compiled')} | "
+                f"{r['readings']:,} | "
+                f"{us[engine]:.2f} | {each} | "
                 f"{r['changes']:,} | `{r['digest'][:16]}` |"
             )
-        if "baseline" in engines:
-            same = engines["this"]["digest"] == engines["baseline"]["digest"]
+        for engine in [e for e in engines if e != "baseline" and "baseline" in engines]:
+            same = engines[engine]["digest"] == engines["baseline"]["digest"]
             notes.append(
-                f"- {stream}: this / baseline = {us['this'] / us['baseline']:.2f} "
-                f"({us['baseline'] / us['this']:.1f}× faster); alert changes "
+                f"- {stream}: {engine} / baseline = {us[engine] / us['baseline']:.2f} "
+                f"({us['baseline'] / us[engine]:.1f}× faster); alert changes "
                 f"{'byte-identical' if same else 'DIFFER'}"
             )
     where = f"baseline: {baseline}" if baseline else "no baseline"
-    return "\n".join([*rows, "", f"load average before: {os.getloadavg()[0]:.2f}; {where}",
-                      *notes])  # fmt: skip
+    load = f"load average (1 min) before: {before:.2f}, after: {os.getloadavg()[0]:.2f}"
+    lines = [*rows, "", f"{load}; {where}", *notes]
+    for stream, engines in results.items():
+        for engine, r in engines.items():
+            if "profile" in r:
+                lines += ["", f"#### Profile: {stream}, {engine} (the timed loop)", ""]
+                lines += r["profile"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,10 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", type=Path, metavar="DIR", help="a checkout of another commit (git worktree)"
     )
     parser.add_argument("--out", default="-", help="a Markdown file, or '-' to print")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample each engine with py-spy (pip install -e .[profile]) and add the top "
+        "entries of its timed loop",
+    )
     args = parser.parse_args(argv)
     if args.baseline is not None and not (args.baseline / "ingest" / "alerts").is_dir():
         parser.error(f"--baseline {args.baseline}: not a moclo checkout (no ingest/alerts)")
-    text = report(measure(args), args.baseline)
+    before = os.getloadavg()[0]  # the machine may be shared: its load is part of the result
+    text = report(measure(args), args.baseline, before)
     if args.out == "-":
         print(text)
         return 0

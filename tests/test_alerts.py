@@ -663,11 +663,15 @@ def test_a_burst_of_readings_does_not_teach_a_tiny_interval() -> None:
     assert changes(AlertEngine(), [reading(pacemaker, t) for t in times]) == []
 
 
+@pytest.mark.parametrize("baseline", ["rolling_24h", "same_hour"])
 @pytest.mark.parametrize("seed", [3, 4, 5, 6])
-def test_the_remembered_rolling_median_is_the_median_judged_afresh(seed: int) -> None:
-    """A baseline state keeps its rolling median for the hour, and moves it from hour to hour
-    by one mean out and one in; judging from a copy without it, which reads every slot, reading
-    by reading (late readings of earlier hours and gaps among them), gives the same verdicts."""
+def test_the_remembered_rolling_median_is_the_median_judged_afresh(
+    seed: int, baseline: str
+) -> None:
+    """A baseline state keeps its hour's baseline and sums while readings stay in that hour, and
+    moves the rolling median from hour to hour by one mean out and one in; judging from a copy
+    without any of it, which reads every slot, reading by reading (late readings of earlier
+    hours and gaps among them), gives the same verdicts and the same saved state."""
     import copy
     import random
 
@@ -676,9 +680,7 @@ def test_the_remembered_rolling_median_is_the_median_judged_afresh(seed: int) ->
     from ingest.alerts.conditions import BaselineState, judge
 
     device = DEVICE_TYPES["cow_tracker"]
-    rule = next(
-        r for r in device.rules if isinstance(r, BaselineRule) and r.baseline == "rolling_24h"
-    )
+    rule = next(r for r in device.rules if isinstance(r, BaselineRule) and r.baseline == baseline)
     rng = random.Random(seed)
     start = 1795327200 * 10**9
     times = [start + i * 600 * 10**9 for i in range(3 * 144)]  # three days, every 10 min
@@ -689,13 +691,15 @@ def test_the_remembered_rolling_median_is_the_median_judged_afresh(seed: int) ->
         times[i], times[j] = times[j], times[i]
     state = BaselineState()
     for n, ts in enumerate(times):
+        value = rng.randint(100, 900) if rule.field == "activity" else 38.5 + rng.gauss(0, 0.3)
         reading = device.reading.model_validate(
-            device.example | {"ts": ts // 10**9, "seq": n, rule.field: 38.5 + rng.gauss(0, 0.3)}
+            device.example | {"ts": ts // 10**9, "seq": n, rule.field: value}
         )
         fresh = copy.deepcopy(state)
-        fresh.median_hour, fresh.means = -1, None  # nothing remembered
+        fresh.settle()  # nothing remembered: neither the median nor the hour's sums
+        fresh.hour, fresh.median_hour, fresh.means = None, -1, None
         learning = n % 7 != 0
         assert judge(rule, state, reading, ts, learning) == judge(
             rule, fresh, reading, ts, learning
         )
-        assert list(state.slots) == list(fresh.slots)
+        assert state.dump() == fresh.dump()

@@ -4,9 +4,14 @@
 `rulebook.py`/`rulesfile.py` say which rules apply where (a rules file's keys in `rulekeys.py`,
 its lines found by `core/toml_lines.py`, its entries built into rules by `rulebuild.py`),
 `snapshot.py` carries state over restarts. What a change looks like when stored is
-`storage/alert_record.py`.
+`storage/alert_record.py`. `compiled.py` swaps in the engine's modules compiled with mypyc when
+they were built from these very sources.
 """
 
-from ingest.alerts.engine import AcknowledgementInvalid, AlertEngine
+from ingest.alerts import compiled
+
+compiled.activate(__path__)  # before the engine is imported, so that the right one is
+
+from ingest.alerts.engine import AcknowledgementInvalid, AlertEngine  # noqa: E402
 
 __all__ = ["AcknowledgementInvalid", "AlertEngine"]

@@ -17,7 +17,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from devices.fast import AnyReading
 from devices.place_rules import ArrivalRule, GeofenceRule
@@ -25,13 +25,18 @@ from devices.rules import BaselineRule, DeltaRule, Rule, ThresholdRule
 from ingest.alerts.place_conditions import ArrivalState, arrival, geofence
 from ingest.alerts.verdict import Verdict
 
-HOUR_NS = 3_600_000_000_000
-SLOTS = 24
-_SAMPLES = 32
+# Final: compiled (`compiled.py`), a constant is inlined instead of looked up per reading.
+HOUR_NS: Final = 3_600_000_000_000
+SLOTS: Final = 24
+_SAMPLES: Final = 32
 # Per slot: which absolute hour it holds, that hour's sum and count, the usual mean for this
 # hour of the day (an average over days), and over how many days.
-_HOUR, _SUM, _COUNT, _USUAL, _DAYS = range(5)
-_DAY_WEIGHT = 0.3  # how much a new day moves the usual for its hour
+_HOUR: Final = 0
+_SUM: Final = 1
+_COUNT: Final = 2
+_USUAL: Final = 3
+_DAYS: Final = 4
+_DAY_WEIGHT: Final = 0.3  # how much a new day moves the usual for its hour
 
 
 class DeltaState:
@@ -51,8 +56,8 @@ class DeltaState:
 
 
 class BaselineState:
-    __slots__ = ("baseline", "first_ts", "means", "median", "median_hour", "recent", "recent_ts",
-                 "slots")  # fmt: skip
+    __slots__ = ("baseline", "first_ts", "hour", "hour_baseline", "hour_count", "hour_sum", "means",
+                 "median", "median_hour", "recent", "recent_ts", "slots")  # fmt: skip
 
     def __init__(self) -> None:
         self.first_ts = 0
@@ -67,10 +72,29 @@ class BaselineState:
         # The hourly means that median is of, sorted: the next hour's median moves it by one mean
         # out and one in (see `_rolling_median`). Not saved: rebuilt from the slots.
         self.means: array[float] | None = None
+        # The hour of the last reading judged (None: none yet), and what holds while readings
+        # stay in it: its baseline, and its slot's sum and count, kept here and written back
+        # to the slot when another hour comes or the state is saved (`settle`). So a reading
+        # pays for none of the hour's bookkeeping, nor for reading and writing the array.
+        self.hour: int | None = None
+        self.hour_baseline: float | None = None
+        self.hour_sum = 0.0
+        self.hour_count = 0.0
+
+    def settle(self) -> None:
+        """Writes the current hour's sum and count back to its slot: the slots are then whole."""
+        if self.hour is not None:
+            base = (self.hour % SLOTS) * 5
+            self.slots[base + _SUM] = self.hour_sum
+            self.slots[base + _COUNT] = self.hour_count
 
     def dump(self) -> list[Any]:
+        slots = list(self.slots)
+        if self.hour is not None:  # the current hour's sum and count, as `settle` would write
+            base = (self.hour % SLOTS) * 5
+            slots[base + _SUM], slots[base + _COUNT] = self.hour_sum, self.hour_count
         # JSON has no NaN ("nothing yet"): it travels as null.
-        return [self.first_ts, _number(self.recent), self.recent_ts, list(self.slots),
+        return [self.first_ts, _number(self.recent), self.recent_ts, slots,
                 _number(self.baseline)]  # fmt: skip
 
     @classmethod
@@ -111,7 +135,9 @@ def load_state(rule: Rule, data: Any) -> ConditionState:
 
 
 Judge = Callable[[ConditionState, AnyReading, int, bool], tuple[Verdict, float]]
-_ALARM, _HOLD, _CLEAR = Verdict.ALARM, Verdict.HOLD, Verdict.CLEAR
+_ALARM: Final = Verdict.ALARM
+_HOLD: Final = Verdict.HOLD
+_CLEAR: Final = Verdict.CLEAR
 
 
 def judge_for(rule: Rule) -> Judge:
@@ -127,7 +153,9 @@ def judge_for(rule: Rule) -> Judge:
         return _threshold_judge(rule)
     if isinstance(rule, BaselineRule):
         return _baseline_judge(rule)
-    if isinstance(rule, DeltaRule | GeofenceRule | ArrivalRule):
+    if isinstance(rule, DeltaRule):
+        return _delta_judge(rule)
+    if isinstance(rule, GeofenceRule | ArrivalRule):
         return _placed_judge(rule)
     raise TypeError(f"{rule.kind} rules are not judged per reading")
 
@@ -139,15 +167,13 @@ def judge(
     return judge_for(rule)(state, reading, ts, learning)
 
 
-def _placed_judge(rule: DeltaRule | GeofenceRule | ArrivalRule) -> Judge:
-    """The kinds whose judging costs more than its dispatch: the generic functions below."""
+def _placed_judge(rule: GeofenceRule | ArrivalRule) -> Judge:
+    """The kinds whose judging costs more than its dispatch: the generic functions of
+    `place_conditions.py`."""
 
     def judge(
         state: ConditionState, reading: AnyReading, ts: int, _learning: bool
     ) -> tuple[Verdict, float]:
-        if isinstance(rule, DeltaRule):
-            assert isinstance(state, DeltaState)
-            return _delta(rule, state, reading, ts)
         if isinstance(rule, GeofenceRule):
             return geofence(rule, reading)
         assert isinstance(state, ArrivalState)
@@ -181,7 +207,6 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
     raise_at, clear_at = rule.raise_at, rule.clear_at
     time_constant = rule.recent_s * 0.5e9  # the recent value's: half its span
     min_history = rule.min_history_s * 1e9
-    exp = math.exp
 
     def baseline_judge(
         condition: ConditionState, reading: AnyReading, ts: int, learning: bool
@@ -192,30 +217,21 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
         if not state.first_ts:
             state.first_ts = ts
         # The recent value: an exponential moving average (NaN, not equal to itself: none yet).
-        previous = state.recent
+        recent = previous = state.recent
         if recent_s and state.recent_ts and previous == previous:
-            state.recent = previous + (1.0 - exp(-(ts - state.recent_ts) / time_constant)) * (
-                value - previous
-            )
+            recent += (1.0 - math.exp(-(ts - state.recent_ts) / time_constant)) * (value - previous)
+            state.recent = recent
         else:
-            state.recent = value
+            state.recent = recent = value
         state.recent_ts = ts
-        recent = state.recent if recent_s else value
 
         hour = ts // HOUR_NS
-        slots = state.slots
-        base = (hour % SLOTS) * 5
-        dropped = _new_hour(state, base, hour) if slots[base] != hour else None
-        if same_hour:
-            baseline = slots[base + _USUAL] if slots[base + _DAYS] else None
-        elif state.median_hour == hour:
-            baseline = state.median
-        else:
-            baseline = state.median = _rolling_median(state, hour, dropped)
-            state.median_hour = hour
+        if hour != state.hour:
+            _enter_hour(state, hour, same_hour)
+        baseline = state.hour_baseline
         if learning:
-            slots[base + _SUM] += value
-            slots[base + _COUNT] += 1
+            state.hour_sum += value
+            state.hour_count += 1
         if baseline is None or ts - state.first_ts < min_history or (ratio and baseline <= 0):
             return _HOLD, 0.0
         state.baseline = baseline
@@ -225,6 +241,25 @@ def _baseline_judge(rule: BaselineRule) -> Judge:
         return (_ALARM if score < raise_at else _CLEAR if score >= clear_at else _HOLD), score
 
     return baseline_judge
+
+
+def _enter_hour(state: BaselineState, hour: int, same_hour: bool) -> None:
+    """A reading of another hour than the last one judged: its slot starts afresh if it held
+    another hour, and the baseline for the hour is taken (the usual for this hour of the day,
+    or the median of the last 24 hours); both hold for every reading of the hour."""
+    state.settle()  # the hour left behind
+    slots = state.slots
+    base = (hour % SLOTS) * 5
+    dropped = _new_hour(state, base, hour) if slots[base] != hour else None
+    if same_hour:
+        state.hour_baseline = slots[base + _USUAL] if slots[base + _DAYS] else None
+    elif state.median_hour != hour:
+        state.hour_baseline = state.median = _rolling_median(state, hour, dropped)
+        state.median_hour = hour
+    else:
+        state.hour_baseline = state.median
+    state.hour = hour
+    state.hour_sum, state.hour_count = slots[base + _SUM], slots[base + _COUNT]
 
 
 def _new_hour(state: BaselineState, base: int, hour: int) -> float | None:
@@ -246,35 +281,46 @@ def _new_hour(state: BaselineState, base: int, hour: int) -> float | None:
     return dropped
 
 
-def _delta(
-    rule: DeltaRule, state: DeltaState, reading: AnyReading, ts: int
-) -> tuple[Verdict, float]:
-    samples = state.samples
-    if rule.while_field is not None and not getattr(reading, rule.while_field):
-        samples.clear()  # the window starts again once the flag is back on
-        return Verdict.CLEAR, 0.0
-    value = float(getattr(reading, rule.field))
+def _delta_judge(rule: DeltaRule) -> Judge:
+    """As the threshold's judge, on the change over `window_s` (0: since the last reading)."""
+    field, above, raise_at, clear_at = (
+        attrgetter(rule.field), rule.direction == "above", rule.raise_at, rule.clear_at
+    )  # fmt: skip
+    flag = attrgetter(rule.while_field) if rule.while_field is not None else None
     window = int(rule.window_s * 1e9)
-    if window == 0:
-        previous = samples[0][1] if samples else None
-        samples.clear()
-        samples.append((ts, value))
-        if previous is None:
-            return Verdict.HOLD, 0.0
-        delta = value - previous
-    else:
-        if samples and ts - samples[-1][0] > window:
-            samples.clear()  # a gap longer than the window: nothing to compare with
-        if not samples or ts - samples[-1][0] >= window // _SAMPLES:
+    step = window // _SAMPLES  # one sample kept per step
+
+    def delta_judge(
+        condition: ConditionState, reading: AnyReading, ts: int, _learning: bool
+    ) -> tuple[Verdict, float]:
+        assert isinstance(condition, DeltaState)
+        samples = condition.samples
+        if flag is not None and not flag(reading):
+            samples.clear()  # the window starts again once the flag is back on
+            return _CLEAR, 0.0
+        value = float(field(reading))
+        if window == 0:
+            previous = samples[0][1] if samples else None
+            samples.clear()
             samples.append((ts, value))
-        while len(samples) > 1 and samples[1][0] <= ts - window:
-            samples.popleft()
-        if samples[0][0] > ts - window:
-            return Verdict.HOLD, 0.0  # the window is not covered yet
-        delta = value - samples[0][1]
-    if rule.is_triggered(delta):
-        return Verdict.ALARM, delta
-    return (Verdict.CLEAR if rule.is_cleared(delta) else Verdict.HOLD), delta
+            if previous is None:
+                return _HOLD, 0.0
+            delta = value - previous
+        else:
+            if samples and ts - samples[-1][0] > window:
+                samples.clear()  # a gap longer than the window: nothing to compare with
+            if not samples or ts - samples[-1][0] >= step:
+                samples.append((ts, value))
+            while len(samples) > 1 and samples[1][0] <= ts - window:
+                samples.popleft()
+            if samples[0][0] > ts - window:
+                return _HOLD, 0.0  # the window is not covered yet
+            delta = value - samples[0][1]
+        if above:
+            return (_ALARM if delta >= raise_at else _CLEAR if delta < clear_at else _HOLD), delta
+        return (_ALARM if delta < raise_at else _CLEAR if delta >= clear_at else _HOLD), delta
+
+    return delta_judge
 
 
 def _rolling_median(state: BaselineState, hour: int, dropped: float | None) -> float | None:

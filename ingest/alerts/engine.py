@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Final
 
 from devices.fast import AnyReading
 from devices.place_rules import ArrivalRule
@@ -36,9 +37,10 @@ from ingest.alerts.verdict import Verdict
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 
-_NS = 1_000_000_000
-_INTERVAL_WEIGHT = 0.2  # how fast the learnt interval follows the device
-ALARM, CLEAR = Verdict.ALARM, Verdict.CLEAR
+_NS: Final = 1_000_000_000
+_INTERVAL_WEIGHT: Final = 0.2  # how fast the learnt interval follows the device
+ALARM: Final = Verdict.ALARM
+CLEAR: Final = Verdict.CLEAR
 
 
 class AcknowledgementInvalid(ValueError):
@@ -109,19 +111,20 @@ class AlertEngine:
         if clock is None or ts > clock[0]:
             wall = self.wall_ns()
             seen = ts if ts < wall else wall
-            if seen > (0 if clock is None else clock[0] + max(0, wall - clock[1])):
+            now = 0 if clock is None else clock[0] + (wall - clock[1] if wall > clock[1] else 0)
+            if seen > now:
                 self.clocks[tenant] = (seen, wall)
         if device.readings:
             gap = ts - newest
             interval = device.interval
-            # Neither a silence nor a burst teaches the interval much: gaps count as 1/3 to
-            # 3 intervals at most.
-            if interval:
+            if not interval:
+                device.interval = gap
+            elif gap != interval:  # (a device keeping its interval leaves it as it is)
+                # Neither a silence nor a burst teaches the interval much: gaps count as 1/3 to
+                # 3 intervals at most.
                 low, high = interval // 3, 3 * interval
                 gap = low if gap < low else high if gap > high else gap
                 device.interval = interval + int(_INTERVAL_WEIGHT * (gap - interval))
-            else:
-                device.interval = gap
         device.newest = ts
         device.readings += 1
         if device.trackers:
@@ -132,24 +135,20 @@ class AlertEngine:
         self, device: DeviceState, reading: AnyReading, ts: int, changes: list[Alert]
     ) -> None:
         """Each rule's verdict on the reading, moving its lifecycle; changes are appended."""
-        # A device with an open alert is not its usual self: its baselines do not learn now.
-        usual = True
-        if device.learns:
-            for tracker in device.trackers:
-                if tracker.episode is not None:
-                    usual = False
-                    break
+        usual = device.usual  # a device with an open alert: its baselines do not learn now
         for tracker in device.trackers:
+            pending_since = tracker.pending_since
             verdict, value = tracker.judge(
-                tracker.condition, reading, ts, usual and tracker.pending_since < 0
+                tracker.condition, reading, ts, usual and pending_since < 0
             )
             episode = tracker.episode
             if episode is None:
                 if verdict is not ALARM:
-                    tracker.pending_since = -1
-                    tracker.pending_count = 0
+                    if pending_since >= 0:  # a pending alarm that did not last
+                        tracker.pending_since = -1
+                        tracker.pending_count = 0
                     continue
-                if tracker.pending_since < 0:
+                if pending_since < 0:
                     tracker.pending_since = ts
                 tracker.pending_count += 1
                 rule = tracker.rule
@@ -257,6 +256,7 @@ class AlertEngine:
         tracker.clear_since, tracker.clear_count = -1, 0
         tracker.changed_at = ts
         self._open[episode.alert_id] = (device, tracker)
+        device.episodes_changed()
         return self._alert(device, tracker, "raised", ts, value)
 
     def _resolve(self, device: DeviceState, tracker: Tracker, ts: int, value: float) -> Alert:
@@ -266,6 +266,7 @@ class AlertEngine:
         tracker.episode = None
         tracker.clear_since, tracker.clear_count = -1, 0
         tracker.changed_at = ts
+        device.episodes_changed()
         return alert
 
     def _alert(
@@ -334,11 +335,13 @@ class AlertEngine:
             # (A silence's `last_seen` is its deadline, not a reading.)
             if c.state == "resolved":
                 tracker.episode = None
+                device.episodes_changed()
                 device.newest = max(device.newest, c.ts_ns)
                 continue
             tracker.episode = Episode(
                 c.alert_id, c.first_seen_ns, c.last_seen_ns, c.value, c.acknowledged_by
             )
+            device.episodes_changed()
             self._open[c.alert_id] = (device, tracker)
             if tracker is not device.absence:
                 device.newest = max(device.newest, c.last_seen_ns)
@@ -346,6 +349,8 @@ class AlertEngine:
 
     def reindex(self) -> None:
         """Rebuilds the open-alert index after trackers were loaded from a snapshot."""
+        for device in self.devices.values():
+            device.episodes_changed()
         self._open = {
             t.episode.alert_id: (d, t)
             for d in self.devices.values()

@@ -6,14 +6,15 @@ holds them with the device's newest time and learnt interval. `engine.py` moves 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-from devices.rules import AbsenceRule, BaselineRule, Rule
+from devices.rules import AbsenceRule, Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import ConditionState, Judge, judge_for, new_state
 from ingest.alerts.verdict import Verdict
 
-_NS = 1_000_000_000
-_ARMED_AFTER = 3  # readings before a device's interval is trusted for absence
+_NS: Final = 1_000_000_000
+_ARMED_AFTER: Final = 3  # readings before a device's interval is trusted for absence
 
 
 @dataclass(slots=True)
@@ -59,23 +60,28 @@ class DeviceState:
     """What the engine keeps of one device: its newest reading time, its learnt interval, and a
     tracker per rule (the absence rule apart)."""
 
-    __slots__ = ("absence", "address", "interval", "learns", "newest", "quiet_ns", "readings",
-                 "trackers")  # fmt: skip
+    __slots__ = ("absence", "address", "interval", "newest", "quiet_ns", "readings",
+                 "trackers", "usual")  # fmt: skip
 
     def __init__(self, address: DeviceAddress, rules: tuple[Rule, ...]) -> None:
         self.address = address
         self.trackers = [Tracker(r) for r in rules if not isinstance(r, AbsenceRule)]
         absence = [Tracker(r) for r in rules if isinstance(r, AbsenceRule)]
         self.absence = absence[0] if absence else None
-        # Whether any rule learns a baseline (only then does an open alert change a reading's
-        # judging: see `BaselineRule`).
         # The shortest silence that can be one: gaps up to this need no look at the absence rule.
         rule = self.absence.rule if self.absence else None
         self.quiet_ns = int(rule.at_least_s * _NS) if isinstance(rule, AbsenceRule) else 0
-        self.learns = any(isinstance(r, BaselineRule) for r in rules)
+        # Whether its baselines learn from its readings now: not while an alert of a rule judged
+        # per reading is open (a device with a fever is not its usual self: see `BaselineRule`).
+        # Kept by `episodes_changed`, so that a reading need not look at every tracker.
+        self.usual = True
         self.newest = 0  # the newest reading time judged
         self.interval = 0  # learnt, ns
         self.readings = 0
+
+    def episodes_changed(self) -> None:
+        """To be called whenever an episode of this device opens or closes."""
+        self.usual = all(t.episode is None for t in self.trackers)
 
     def silence_limit(self) -> int | None:
         """How long a silence may last before `silent` is raised; None until learnt."""

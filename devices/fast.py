@@ -27,8 +27,11 @@ from pydantic import BeforeValidator, WithJsonSchema
 from devices.base import MAX_TS_NS, MIN_TS_NS, Reading, parse_timestamp
 
 
-class FastReading(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The base of every generated Struct; no fields of its own (each subclass declares them)."""
+class FastReading(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """The base of every generated Struct; no fields of its own (each subclass declares them).
+
+    Not tracked by the garbage collector (gc=False): a reading holds numbers, strings and
+    booleans only, so it can be in no reference cycle, and ingest makes one per reading."""
 
     measurement_fields: ClassVar[tuple[str, ...]] = ()
     pydantic_model: ClassVar[type[Reading]] = Reading

@@ -73,7 +73,7 @@ def _canonical_ns(text: str) -> int | None:
         offset = int(hours) * 3600 + int(minutes) * 60
         if zone[0] == "-":
             offset = -offset
-    # Checked here, not left to fromisoformat: later Pythons read 24:00:00 as the next day.
+    # Checked here, not left to fromisoformat: ISO 8601 allows 24:00:00, RFC 3339 does not.
     if text[11:13] > "23" or text[14:16] > "59" or text[17:19] > "59":
         return None
     try:

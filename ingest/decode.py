@@ -174,23 +174,26 @@ class Decoder:
         ):
             return False
         one, many = self._parsers.get(device.reading) or self._parsers_for(device.reading)
-        readings: list[AnyReading]
+        first = payload[:1]
         try:
-            if payload[:1] == b"{":
-                readings = [one(payload)]
-            elif payload[:1] == b"[":
-                readings = many(payload)
-                if not 0 < len(readings) <= MAX_READINGS_PER_MESSAGE:
+            if first == b"{":
+                # One reading, the most common message: no lists made for it.
+                reading = one(payload)
+                if not self._inside_window(reading.ts, reading.ts, received_ns):
                     return False
-            else:
+                out.readings.append(ValidReading(address, reading))
+                out.received_ns.append(received_ns)
+                return True
+            if first != b"[":
                 return False
+            readings = many(payload)
         except (msgspec.DecodeError, ValidationError):  # msgspec's ValidationError is a DecodeError
+            return False
+        if not 0 < len(readings) <= MAX_READINGS_PER_MESSAGE:
             return False
         # The whole array is inside the window when its newest and oldest readings are.
         stamps = [reading.ts for reading in readings]
-        if self._outside_window(max(stamps), received_ns) or self._outside_window(
-            min(stamps), received_ns
-        ):
+        if not self._inside_window(max(stamps), min(stamps), received_ns):
             return False
         out.readings.extend([ValidReading(address, reading) for reading in readings])
         out.received_ns.extend([received_ns] * len(readings))
@@ -301,13 +304,12 @@ class Decoder:
         bounds = [b for b in (self._max_past_ns, self._retention_ns) if b is not None]
         self._oldest_ns = min(bounds) if bounds else None
 
-    def _outside_window(self, ts_ns: int, received_ns: int) -> str | None:
-        """Why `ts_ns` is outside the accepted window, or None (the fast path's check)."""
-        if ts_ns - received_ns > self._max_future_ns:
-            return "future"
-        if self._oldest_ns is not None and received_ns - ts_ns > self._oldest_ns:
-            return "past"
-        return None
+    def _inside_window(self, newest_ns: int, oldest_ns: int, received_ns: int) -> bool:
+        """Whether readings from `oldest_ns` to `newest_ns` are all inside the accepted
+        window (the fast path's check; `_why_outside` says why not)."""
+        if newest_ns - received_ns > self._max_future_ns:
+            return False
+        return self._oldest_ns is None or received_ns - oldest_ns <= self._oldest_ns
 
     def _why_outside(self, ts_ns: int, received_ns: int) -> tuple[RejectReason, str] | None:
         """The reason and explanation for a ts outside the window, or None."""

@@ -21,7 +21,7 @@ from ingest.spool import Spool, SpoolFull
 from ingest.stats import IngestStats
 from ingest.waits import first_of
 from storage.influx import InfluxUnavailable
-from storage.lineprotocol import is_reading_line
+from storage.lineprotocol import count_reading_lines, is_reading_line
 
 log = logging.getLogger("moclo.ingest")
 
@@ -77,14 +77,12 @@ class DurableWriter:
                 await first_of(self._drained, self.stop)
                 if self.stop.is_set():
                     raise WriteAborted(str(exc)) from exc
-        self.stats.readings_spooled += sum(map(is_reading_line, lines))
+        self.stats.readings_spooled += count_reading_lines(lines)
         self._spooled.set()
 
     def _count_written(self, lines: Sequence[str], refused: list[RefusedLine]) -> None:
-        refused_at = {r.index for r in refused}
-        self.stats.readings_stored += sum(
-            1 for i, line in enumerate(lines) if i not in refused_at and is_reading_line(line)
-        )
+        refused_readings = sum(1 for r in refused if is_reading_line(lines[r.index]))
+        self.stats.readings_stored += count_reading_lines(lines) - refused_readings
         self.stats.batches_written += 1
 
     async def _record_refused(self, lines: Sequence[str], refused: list[RefusedLine]) -> None:

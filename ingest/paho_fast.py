@@ -154,7 +154,10 @@ class FastClient(paho.Client):
             has_properties = True  # paho reports it as it always does
         if qos > 1 or has_properties:
             return super()._handle_publish()
-        handler(topic, bytes(packet[end + 1 :]), mid, qos)
+        # One copy of the payload (a slice of paho's bytearray, then bytes(), would be two).
+        with memoryview(packet) as view:
+            payload = bytes(view[end + 1 :])
+        handler(topic, payload, mid, qos)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def ack_many(self, mids: Iterable[int]) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from devices.fast import AnyReading
 from devices.topics import (
     IDENTIFIER_RULE,
     DeviceAddress,
@@ -43,7 +44,14 @@ from ingest.rejections import RejectionLog
 from ingest.source import Message
 from storage.alert_record import Alert
 from storage.influx import is_beyond_retention
-from storage.lineprotocol import parse_reading_address, reading_line, rejection_line
+from storage.lineprotocol import (
+    LineFormatter,
+    parse_reading_address,
+    reading_formatter,
+    reading_head,
+    reading_line,
+    rejection_line,
+)
 
 KEEP_BYTES = 1024
 
@@ -116,13 +124,7 @@ class Pipeline:
                 continue
             # Telemetry, or the downlink: the decoder hands those on in `decoded.downlink`.
             self.decoder.decode(message.topic, message.payload, message.received_ns, decoded)
-        for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
-            if not self.guard.admit(item.address, received_ns):
-                self._add_rejection(batch, self._over_cardinality(item, received_ns))
-                continue
-            batch.readings += 1
-            batch.lines.append(reading_line(item))
-            batch.alerts.extend(self.engine.evaluate(item))
+        self._store_readings(decoded, batch)
         # After the readings: an acknowledgement names an alert that was raised before it was
         # sent, possibly by a reading in this same batch.
         for tenant, message in acknowledgements:
@@ -137,6 +139,33 @@ class Pipeline:
         for rejection in decoded.rejections:
             self._add_rejection(batch, rejection)
         return batch
+
+    def _store_readings(self, decoded: Decoded, batch: PreparedBatch) -> None:
+        """Each valid reading's line and alert changes, or its rejection by the cardinality
+        guard. The readings of one message come in a run with one address object: its tags
+        are formatted once, and a device once admitted stays admitted, so it is asked once."""
+        lines, alerts, evaluate = batch.lines, batch.alerts, self.engine.evaluate
+        address: DeviceAddress | None = None
+        head, admitted, refused = "", False, 0
+        kind: type[AnyReading] | None = None  # the formatter's reading type
+        formatter: LineFormatter | None = None
+        for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
+            if item.address is not address:
+                address = item.address
+                head = reading_head(address)
+                admitted = False
+            if not admitted and not (admitted := self.guard.admit(item.address, received_ns)):
+                self._add_rejection(batch, self._over_cardinality(item, received_ns))
+                refused += 1
+                continue
+            reading = item.reading
+            if type(reading) is not kind or formatter is None:
+                kind = type(reading)
+                formatter = reading_formatter(kind)
+            lines.append(formatter(head, reading))
+            if changes := evaluate(item):
+                alerts.extend(changes)
+        batch.readings += len(decoded.readings) - refused
 
     def add_downlink(self, batch: PreparedBatch, outcome: Outcome) -> None:
         """Adds what the gateway decided to `batch`: lines, messages to send, rejections."""

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ConfigDict, Field
 
-from devices.base import Reading
+from devices.base import Reading, parse_timestamp
 from devices.catalogue import DEVICE_TYPES
 from devices.fast import FastReading, fast_struct
 from devices.types import DeviceType
@@ -193,3 +193,40 @@ def test_a_model_the_generator_cannot_express_stays_on_pydantic(model: type[Read
     """No exact msgspec twin here (a pattern, lax numbers, a default): no Struct, rather than one
     that decides otherwise; the controls above show the catalogue's models do get one."""
     assert fast_struct(model) is None
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        b"0",
+        b"-0.0",
+        b"1795327260.123",
+        b"-1795327260.0000005",
+        b"8999999999.999999",
+        b"9000000000",
+        b"-9000000000.5",
+        b"9223372036",
+        b"9223372037",
+        b"-9223372037",
+        b"9223372036.854775",
+        b"1e11",
+        b"123456789012345678901234567890",
+        b'"2026-11-22T10:00:00.5+01:00"',
+    ],
+)
+def test_a_structs_ts_is_what_the_models_parser_makes_of_it(ts: bytes) -> None:
+    """Epoch seconds inside InfluxDB's range skip parse_timestamp in the Struct; near and
+    beyond the edges of that shortcut the result, or the refusal, is still the parser's."""
+    struct = fast_struct(DEVICE_TYPES["light"].reading)
+    assert struct is not None
+    payload = json.dumps(DEVICE_TYPES["light"].example | {"ts": 0}).encode()
+    payload = payload.replace(b'"ts": 0', b'"ts": ' + ts)
+    try:
+        expected: int | None = parse_timestamp(json.loads(ts))
+    except ValueError:
+        expected = None
+    try:
+        got: int | None = msgspec.json.decode(payload, type=struct).ts
+    except msgspec.ValidationError:
+        got = None
+    assert got == expected

@@ -8,8 +8,10 @@ from devices.catalogue import DEVICE_TYPES
 from devices.topics import DeviceAddress
 from ingest.decode import Rejection, RejectReason, ValidReading
 from storage.lineprotocol import (
+    count_reading_lines,
     escape_tag,
     format_field,
+    is_reading_line,
     line_field_string,
     reading_line,
     rejection_line,
@@ -122,3 +124,16 @@ def test_a_free_text_field_is_escaped_in_the_compiled_line() -> None:
     item = ValidReading(DeviceAddress("t", "noted", "d"), reading)
     assert reading_line(item) == _field_by_field(item)
     assert r'note="a \"b\"\x0a",mood="say \"hi\""' in reading_line(item)
+
+
+def test_count_reading_lines_counts_what_is_reading_line_says() -> None:
+    """The batch's stored-readings count: our own measurements (moclo_*) are not readings."""
+    lines = [
+        "cow_tracker,device_id=c-1,tenant=farm activity=1i,seq=1i 1",
+        'moclo_rejected,device_type=x,reason=bad_json,tenant=t topic="t" 2',
+        'moclo_alerts,tenant=farm state="raised" 3',
+        "thermostat,device_id=th-1,tenant=home temp_c=20.5,seq=2i 4",
+        "moclo",  # a measurement that only starts like ours is a reading's
+    ]
+    assert count_reading_lines(lines) == sum(map(is_reading_line, lines)) == 3
+    assert count_reading_lines([]) == 0

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devices.rfc3339 import (
+    _canonical_ns,
+    _parse_ns_by_regex,
     format_log_ms,
     format_seconds_spaced,
     format_shortest,
@@ -58,3 +63,65 @@ def test_a_log_stamp_is_utc_to_the_millisecond() -> None:
 )
 def test_the_present_in_each_stamp_form(stamp: str, pattern: str) -> None:
     assert re.fullmatch(pattern, stamp), stamp
+
+
+# parse_ns reads the shapes devices send by slicing (`_canonical_ns`) and anything else with
+# the general parser; both must give the same number, or the same refusal, for every string.
+_OUTCOME = int | str
+
+
+def _outcome(parse: Callable[[str], int], text: str) -> _OUTCOME:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+@st.composite
+def _stamps(draw: st.DrawFn) -> str:
+    """RFC 3339 strings as devices write them, now and then slightly wrong."""
+    moment = draw(st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30)))
+    separator = draw(st.sampled_from("TTt x"))
+    text = f"{moment.year:04d}-{moment:%m-%d}{separator}{moment:%H:%M:%S}"
+    if draw(st.booleans()):
+        text += "." + draw(st.text("0123456789", max_size=12))
+    zone = draw(
+        st.one_of(
+            st.sampled_from(["Z", "z", "", "+24:00", "+05:99", "+5:00", "-00:00", "+0530"]),
+            st.builds(
+                lambda sign, minutes: f"{sign}{minutes // 60:02d}:{minutes % 60:02d}",
+                st.sampled_from("+-"),
+                st.integers(0, 23 * 60 + 59),
+            ),
+        )
+    )
+    text += zone
+    for _ in range(draw(st.integers(0, 2))):  # a character replaced: digits, separators, others
+        at = draw(st.integers(0, len(text) - 1))
+        text = text[:at] + draw(st.sampled_from("09-:.Z+ T٣²x")) + text[at + 1 :]
+    return text
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=_stamps())
+def test_the_canonical_reader_agrees_with_the_general_parser(text: str) -> None:
+    general = _outcome(_parse_ns_by_regex, text)
+    assert _outcome(parse_ns, text) == general
+    assert _canonical_ns(text) in (None, general)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-22T10:00:00Z",
+        "2026-11-22t10:00:00z",
+        "2026-11-22 10:00:00.5Z",
+        "2026-11-22T10:00:00.123456789123+01:00",
+        "2024-02-29T23:59:59-23:59",
+        "0001-01-01T00:00:00+23:59",
+        "9999-12-31T23:59:59.999999999Z",
+    ],
+)
+def test_the_canonical_shapes_take_the_canonical_reader(text: str) -> None:
+    """The positive control of the agreement above: these are read by slicing, not passed on."""
+    assert _canonical_ns(text) == _parse_ns_by_regex(text)

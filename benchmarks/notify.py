@@ -196,7 +196,15 @@ def run(servers: Servers, *, rate: float, alerts: int, every_s: float) -> dict[s
             raise BenchmarkFailed(f"{device} was told twice")
         told[device] = request.at
     if set(told) != set(published):
-        raise BenchmarkFailed(f"told {len(told)} of {len(published)} alerts")
+        missing = ", ".join(sorted(set(published) - set(told)))
+        logs = "\n".join(
+            f"--- {name} (end):\n{(work / name).read_text(errors='replace')[-1500:]}"
+            for name in ("ingest.log", "notify.log")
+            if (work / name).exists()
+        )
+        raise BenchmarkFailed(
+            f"told {len(told)} of {len(published)} alerts (not {missing}) within 60 s\n{logs}"
+        )
     from_reading = [told[d] - published[d] for d in told]
     from_raised = [told[d] - watch.raised[d] for d in told if d in watch.raised]
     return {

@@ -23,6 +23,7 @@ pika's BlockingConnection runs on a thread of its own; acknowledgements reach it
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -82,6 +83,9 @@ class EngineSource:
         self.caught_up = True
         self.messages_received = 0
         self._released: set[int] = set()  # stepped back from, not yet let go by the consumer
+        # Deliveries of the current connection not acknowledged yet, per partition: a
+        # partition stepped back from is handed over once its count is 0 (partition_state.py).
+        self._unacked: collections.Counter[int] = collections.Counter()
         self._last_error = "no answer yet"
         self._worker_taken = False  # another process holds this worker's number
         self._thread: threading.Thread | None = None
@@ -169,10 +173,41 @@ class EngineSource:
             released, self._released = self._released, set()
         return released
 
+    def unacked(self, n: int) -> int:
+        """Deliveries of partition `n` on the current connection not acknowledged yet."""
+        with self._lock:
+            return self._unacked[n]
+
+    async def worker_alive(self, worker: int) -> bool:
+        """Whether worker `worker` is connected to the engine (holds its liveness queue);
+        asked on pika's thread. False when this worker is not connected itself."""
+        connection, loop = self._connection, asyncio.get_running_loop()
+        if connection is None:
+            return False
+        answer: asyncio.Future[bool] = loop.create_future()
+
+        def probe() -> None:
+            try:
+                alive = _is_alive(connection, self.plan.alive_queue(worker))
+            except (pika.exceptions.AMQPError, OSError):
+                alive = False  # this connection is going: whatever it held is let go
+            loop.call_soon_threadsafe(_settle, answer, alive)
+
+        try:
+            connection.add_callback_threadsafe(probe)
+            # pika's thread may be waiting for room (_on_delivery): then ask again later.
+            return await asyncio.wait_for(answer, 2.0)
+        except pika.exceptions.ConnectionWrongStateError:
+            return False
+        except TimeoutError:
+            return True
+
     def ack(self, messages: list[Message]) -> int:
         """Acknowledges stored deliveries of the current connection; returns how many."""
         generation, connection = self.generation, self._connection
         tags = [m.mid for m in messages if m.connection == generation]
+        with self._lock:
+            self._unacked.subtract(m.partition for m in messages if m.connection == generation)
         if tags and connection is not None:
             with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
                 connection.add_callback_threadsafe(functools.partial(self._ack, tags, generation))
@@ -202,6 +237,7 @@ class EngineSource:
                 log.exception("the engine source failed; connecting again in %.1f s", delay)
             with self._lock:
                 self.generation += 1  # acknowledgements of that connection are never sent
+                self._unacked.clear()
                 self._pending = [m for m in self._pending if m.connection == self.generation]
                 self._pending_bytes = sum(len(m.payload) for m in self._pending)
             self.connected, self._connection, self._channel = False, None, None
@@ -312,6 +348,7 @@ class EngineSource:
             was_full = self._is_full()
             self._pending.append(message)
             self._pending_bytes += len(body)
+            self._unacked[n] += 1
             self.messages_received += 1
             full = not was_full and self._is_full()
         assert self._loop is not None and self._arrived is not None and self._full is not None
@@ -331,6 +368,11 @@ class EngineSource:
 
 class EngineUnreachable(ConnectionError):
     """The engine did not let ingest connect and consume: the message says what to check."""
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():  # given up on meanwhile (a timeout)
+        future.set_result(value)
 
 
 def _is_alive(connection: BlockingConnection, queue: str) -> bool:

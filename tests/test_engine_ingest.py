@@ -203,6 +203,14 @@ class AlertWatch:
                 ids[str(change["device_id"])].add(str(change["id"]))
         return ids
 
+    def resolved_ids(self) -> dict[str, set[str]]:
+        """Per device, the ids of the fever episodes resolved."""
+        ids: dict[str, set[str]] = collections.defaultdict(set)
+        for change in self.changes():
+            if change["state"] == "resolved" and change["rule"] == "fever":
+                ids[str(change["device_id"])].add(str(change["id"]))
+        return ids
+
     def resolved(self) -> set[str]:
         return {
             str(c["device_id"])

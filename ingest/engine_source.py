@@ -27,6 +27,7 @@ import collections
 import contextlib
 import functools
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -83,6 +84,12 @@ class EngineSource:
         self.caught_up = True
         self.messages_received = 0
         self._released: set[int] = set()  # stepped back from, not yet let go by the consumer
+        # Stepped back from, and delivered to us again all the same (pika's thread only).
+        self._active_again: set[int] = set()
+        # This process among the workers of its number over time: a partition's owner file
+        # names it, and a new owner asks whether this one is alive, not a restarted successor.
+        self.incarnation = secrets.token_hex(4)
+        self.holding: frozenset[int] = frozenset()  # what the consumer took over (its thread)
         # Deliveries of the current connection not acknowledged yet, per partition: a
         # partition stepped back from is handed over once its count is 0 (partition_state.py).
         self._unacked: collections.Counter[int] = collections.Counter()
@@ -178,9 +185,10 @@ class EngineSource:
         with self._lock:
             return self._unacked[n]
 
-    async def worker_alive(self, worker: int) -> bool:
-        """Whether worker `worker` is connected to the engine (holds its liveness queue);
-        asked on pika's thread. False when this worker is not connected itself."""
+    async def worker_alive(self, worker: int, incarnation: str) -> bool:
+        """Whether that process (`incarnation`) of worker `worker` is connected to the engine
+        (holds its liveness queue); asked on pika's thread. False when this worker is not
+        connected itself."""
         connection, loop = self._connection, asyncio.get_running_loop()
         if connection is None:
             return False
@@ -188,7 +196,7 @@ class EngineSource:
 
         def probe() -> None:
             try:
-                alive = _is_alive(connection, self.plan.alive_queue(worker))
+                alive = _is_alive(connection, self.plan.alive_queue(worker, incarnation))
             except (pika.exceptions.AMQPError, OSError):
                 alive = False  # this connection is going: whatever it held is let go
             loop.call_soon_threadsafe(_settle, answer, alive)
@@ -238,6 +246,7 @@ class EngineSource:
             with self._lock:
                 self.generation += 1  # acknowledgements of that connection are never sent
                 self._unacked.clear()
+                self._active_again.clear()
                 self._pending = [m for m in self._pending if m.connection == self.generation]
                 self._pending_bytes = sum(len(m.payload) for m in self._pending)
             self.connected, self._connection, self._channel = False, None, None
@@ -281,6 +290,8 @@ class EngineSource:
         self._worker_taken = False
         try:
             channel.queue_declare(self.plan.alive_queue(self.plan.worker), exclusive=True)
+            alive = self.plan.alive_queue(self.plan.worker, self.incarnation)
+            channel.queue_declare(alive, exclusive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == _RESOURCE_LOCKED:
                 self._worker_taken = True
@@ -292,9 +303,17 @@ class EngineSource:
                 log.error("%s", self._last_error)
             raise
 
-    def _consume(self, channel: BlockingChannel, n: int, generation: int) -> str:
-        callback = functools.partial(self._on_delivery, n, generation)
+    def _consume(
+        self, channel: BlockingChannel, n: int, generation: int, *, behind: bool = False
+    ) -> str:
+        on_delivery = self._on_delivery_behind if behind else self._on_delivery
+        callback = functools.partial(on_delivery, n, generation)
         return str(channel.basic_consume(self.plan.queue(n), callback))
+
+    def _on_delivery_behind(self, n: int, generation: int, *delivery: Any) -> None:
+        """A delivery to a consumer that stepped back: RabbitMQ made it the active one again."""
+        self._active_again.add(n)
+        self._on_delivery(n, generation, *delivery)
 
     def _rebalance(
         self,
@@ -304,9 +323,11 @@ class EngineSource:
         stepped_back: set[int],
         generation: int,
     ) -> None:
-        """Steps back once from each other worker's partition while that worker is alive, so
+        """Steps back from each other worker's partition while that worker is alive, so
         that its consumer, behind ours, becomes the active one (RabbitMQ 3.10 makes the
-        first consumer active and keeps it so: balance is ours to restore)."""
+        first consumer active and keeps it so: balance is ours to restore). Once, and again
+        if deliveries come to us all the same: that worker died and came back between two
+        looks (a restart, or this worker paused), and its new consumer stands behind ours."""
         alive: dict[int, bool] = {}
         for n in sorted(set(tags) - set(self.plan.share)):
             owner = self.plan.preferred(n)
@@ -314,9 +335,12 @@ class EngineSource:
                 alive[owner] = _is_alive(connection, self.plan.alive_queue(owner))
             if not alive[owner]:
                 stepped_back.discard(n)  # once it is back, step back again
-            elif n not in stepped_back:
+            elif n not in stepped_back or (n in self._active_again and n in self.holding):
+                # (Again only once the consumer took over what came: the new owner then waits
+                # for this worker's release instead of judging later readings first.)
                 channel.basic_cancel(tags[n])
-                tags[n] = self._consume(channel, n, generation)
+                self._active_again.discard(n)
+                tags[n] = self._consume(channel, n, generation, behind=True)
                 stepped_back.add(n)
                 with self._lock:
                     self._released.add(n)

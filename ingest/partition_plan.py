@@ -29,8 +29,9 @@ class PartitionPlan:
     def queue(self, n: int) -> str:
         return f"{self.exchange}.{n}"
 
-    def alive_queue(self, worker: int) -> str:
-        return f"{self.exchange}.worker.{worker}"
+    def alive_queue(self, worker: int, incarnation: str = "") -> str:
+        """Worker `worker`'s liveness queue, or that of one process of it."""
+        return f"{self.exchange}.worker.{worker}" + (f".{incarnation}" if incarnation else "")
 
     @property
     def share(self) -> tuple[int, ...]:

@@ -116,7 +116,9 @@ class PartitionAlertState(AlertState):
             log.info("partition %d handed over after its last batch", n)
 
     def _mark(self, n: int, *, released: bool) -> None:
-        owner = {"worker": self.source.plan.worker, "released": released, "at": time.time()}
+        source = self.source
+        owner = {"worker": source.plan.worker, "incarnation": source.incarnation,
+                 "released": released, "at": time.time()}  # fmt: skip
         self._write(self.owner_of(n), orjson.dumps(owner))
 
     def _drop(self, n: int) -> None:
@@ -125,6 +127,7 @@ class PartitionAlertState(AlertState):
             engine.devices.pop(key, None)
         self._seen = {t: p for t, p in self._seen.items() if p != n}
         self.held.pop(n, None)
+        self.source.holding = frozenset(self.held)
         engine.reindex()
 
     async def admit(self, messages: list[Message]) -> None:
@@ -174,6 +177,7 @@ class PartitionAlertState(AlertState):
                 if changes := self._aside.pop(key, None):
                     self._orphans += self.pipeline.engine.apply_stored(changes)
             self.held[n] = generation
+            self.source.holding = frozenset(self.held)
             self._mark(n, released=False)
             log.info("partition %d taken over: %d devices from its snapshot", n, count)
         self.pipeline.engine.reindex()
@@ -185,32 +189,35 @@ class PartitionAlertState(AlertState):
         while (owner := await self._unreleased_owner(n)) is not None:
             now = time.monotonic()
             if now >= next_probe:
-                if not await self.source.worker_alive(owner):
-                    log.info("partition %d: worker %d, which held it, is gone", n, owner)
+                if not await self.source.worker_alive(*owner):
+                    log.info("partition %d: worker %d, which held it, is gone", n, owner[0])
                     return
                 next_probe = time.monotonic() + _ALIVE_PROBE_S
             if now >= deadline:
                 log.warning(
                     "partition %d: worker %d did not release it within %.0f s; taken over from "
                     "its last snapshot and the stored changes",
-                    *(n, owner, RELEASE_WAIT_S),
+                    *(n, owner[0], RELEASE_WAIT_S),
                 )
                 return
             await asyncio.sleep(_RELEASE_POLL_S)  # a wait on the owner file, with a deadline
         if time.monotonic() - began > _RELEASE_POLL_S:
             log.info("partition %d released to us after %.2f s", n, time.monotonic() - began)
 
-    async def _unreleased_owner(self, n: int) -> int | None:
-        """The other worker holding partition `n` by its owner file, if it did not release it."""
+    async def _unreleased_owner(self, n: int) -> tuple[int, str] | None:
+        """The other worker process (number, incarnation) holding partition `n` by its owner
+        file, if it did not release it."""
         try:
             data = await asyncio.to_thread(snapshot.read, self.owner_of(n))
             owner = orjson.loads(data) if data else {}
-            worker, released = owner.get("worker"), owner.get("released")
+            worker, incarnation = owner.get("worker"), owner.get("incarnation")
+            released = owner.get("released")
         except (OSError, orjson.JSONDecodeError, AttributeError) as exc:
             log.warning("partition %d's owner file unusable (%s): not waiting for it", n, exc)
             return None
-        mine = worker == self.source.plan.worker
-        return None if released or mine or not isinstance(worker, int) else worker
+        if released or not isinstance(worker, int) or not isinstance(incarnation, str):
+            return None
+        return None if incarnation == self.source.incarnation else (worker, incarnation)
 
     async def _stored_changes(self) -> list[StoredChange]:
         stored: list[StoredChange] = []

@@ -161,10 +161,14 @@ class PartitionAlertState(AlertState):
             self._orphans += self.pipeline.engine.apply_stored(changes)
 
     async def _take_over(self, partitions: list[int], generation: int) -> None:
-        deadline = time.monotonic() + RELEASE_WAIT_S
+        began = time.monotonic()
+        log.info("taking over partitions %s", ", ".join(map(str, partitions)))
+        deadline = began + RELEASE_WAIT_S
         for n in partitions:
             await self._await_release(n, deadline)
+        released = time.monotonic()
         stored = await self._stored_changes()  # the releases' last batches among them
+        read = time.monotonic()
         mine = {key for n in self.held for key in self.devices[n]}
         self._aside = collections.defaultdict(list)
         for change in stored:
@@ -179,7 +183,11 @@ class PartitionAlertState(AlertState):
             self.held[n] = generation
             self.source.holding = frozenset(self.held)
             self._mark(n, released=False)
-            log.info("partition %d taken over: %d devices from its snapshot", n, count)
+            log.info(
+                "partition %d taken over: %d devices from its snapshot (in %.3f s: release "
+                "%.3f s, stored changes %.3f s)",
+                *(n, count, time.monotonic() - began, released - began, read - released),
+            )
         self.pipeline.engine.reindex()
 
     async def _await_release(self, n: int, deadline: float) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -162,10 +163,13 @@ class Phases:
     began: float
     taken: float
     stored: float
+    release_wait: float  # of the take-over, the longest wait for a release
+    stored_changes: float  # and the longest read of the stored alert changes
 
 
 def _phases(log: str, killed_wall: float, sent: float, total: float) -> Phases:
     began = taken = float("nan")
+    waits, reads = [0.0], [0.0]
     for line in log.splitlines():
         try:
             at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() - killed_wall
@@ -177,7 +181,14 @@ def _phases(log: str, killed_wall: float, sent: float, total: float) -> Phases:
             began = at
         elif " taken over: " in line:
             taken = at
-    return Phases(sent, began, taken, total)
+            if match := _TAKE_OVER.search(line):
+                waits.append(float(match["release"]))
+                reads.append(float(match["read"]))
+    return Phases(sent, began, taken, total, max(waits), max(reads))
+
+
+# partition_state.py's line: "… (in 0.012 s: release 0.001 s, stored changes 0.008 s)"
+_TAKE_OVER = re.compile(r"release (?P<release>[\d.]+) s, stored changes (?P<read>[\d.]+) s")
 
 
 def _two_balanced(rig: EngineRig, database: str, name: str) -> list[Worker]:
@@ -274,11 +285,13 @@ def report(figures: dict[str, Any], command: str) -> str:
             "partitions over and delivered); its take-over done (release wait, stored alert "
             "changes, snapshots); every reading seen stored (judged, written, 20 ms polls).",
             "",
-            "| kill | acknowledged | take-over begun | take-over done | stored |",
-            "| --- | --- | --- | --- | --- |",
+            "| kill | acknowledged | take-over begun | take-over done | stored "
+            "| of the take-over: release wait | stored changes read |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {k} | {p['sent']:.2f} | {p['began']:.2f} | {p['taken']:.2f} | {p['stored']:.2f} |"
+            f"| {k} | {p['sent']:.2f} | {p['began']:.2f} | {p['taken']:.2f} | {p['stored']:.2f} "
+            f"| {p['release_wait']:.2f} | {p['stored_changes']:.2f} |"
             for k, p in enumerate(phases, 1)
         ]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ the same fever a second time (a second alert id for one episode)."""
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import threading
@@ -145,7 +146,6 @@ def test_a_worker_restarted_before_the_other_saw_it_gone_gets_its_share_back(
     It must still step back once it finds itself consuming worker 1's partitions again."""
     fleet = two_workers
     fleet.add_devices(8)
-    watch = AlertWatch(fleet.engine, fleet.tenant)
     fleet.start_worker(0, 2)
     fleet.start_worker(1, 2)
     wait_until(
@@ -178,4 +178,27 @@ def test_a_worker_restarted_before_the_other_saw_it_gone_gets_its_share_back(
             )
     finally:
         flow.stop()
-    assert_each_episode_raised_once(fleet, watch, flow)
+    wait_until(lambda: fleet.stored() == flow.sent, timeout_s=90, what="every reading stored")
+    # A kill -9 loses the counts learnt since the last snapshot (hot readings acknowledged, not
+    # delivered again; docs/scale.md): an episode a kill cut into may be raised late or not at
+    # all, at most one per device and kill, and a raise announced just before the kill and
+    # never stored is then not raised again under its id. What is stored holds: each episode
+    # stored as raised is resolved under its id (a second raise of an open episode would
+    # leave the first id open).
+    raised, resolved = stored_fevers(fleet, "raised"), stored_fevers(fleet, "resolved")
+    assert raised == resolved
+    assert len(raised) == len(fleet.devices), raised
+    assert all(flow.episodes - RESTARTS <= len(ids) <= flow.episodes for ids in raised.values())
+
+
+def stored_fevers(fleet: Fleet, state: str) -> dict[str, set[str]]:
+    """Per device, the ids of the fever alerts stored in `state`."""
+    rows = fleet.influx.query(
+        'SELECT "alert_id", "state", "device_id" FROM "moclo_alerts" '
+        f"WHERE \"tenant\" = '{fleet.tenant}' AND \"rule\" = 'fever'"
+    )
+    ids: dict[str, set[str]] = collections.defaultdict(set)
+    for row in rows:
+        if row["state"] == state:
+            ids[str(row["device_id"])].add(str(row["alert_id"]))
+    return ids

@@ -197,17 +197,16 @@ class AlertWatch:
 
     def raised_ids(self) -> dict[str, set[str]]:
         """Per device, the ids of the fever episodes raised."""
-        ids: dict[str, set[str]] = collections.defaultdict(set)
-        for change in self.changes():
-            if change["state"] == "raised" and change["rule"] == "fever":
-                ids[str(change["device_id"])].add(str(change["id"]))
-        return ids
+        return self.fever_ids("raised")
 
     def resolved_ids(self) -> dict[str, set[str]]:
         """Per device, the ids of the fever episodes resolved."""
+        return self.fever_ids("resolved")
+
+    def fever_ids(self, state: str) -> dict[str, set[str]]:
         ids: dict[str, set[str]] = collections.defaultdict(set)
         for change in self.changes():
-            if change["state"] == "resolved" and change["rule"] == "fever":
+            if change["state"] == state and change["rule"] == "fever":
                 ids[str(change["device_id"])].add(str(change["id"]))
         return ids
 

@@ -120,11 +120,15 @@ class EngineAuth:
             check_every_s=check_every_s,
         )
 
-    def login(self, username: str) -> EngineLogin | None:
+    def logins(self) -> dict[str, EngineLogin]:
+        """Every broker login by username, from the registry as it is now."""
         with self._lock:  # RegistryWatch.refresh is for one thread at a time
             if self._watch.due():
                 self._watch.refresh()
-            return self._watch.current.get(username)
+            return self._watch.current
+
+    def login(self, username: str) -> EngineLogin | None:
+        return self.logins().get(username)
 
     def user(self, username: str, password: str) -> str | None:
         """None if allowed, else the reason for the refusal."""

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +116,12 @@ def _cpu(workers: list[Worker]) -> float:
     return sum(cpu_seconds(w.process.pid) for w in workers if w.alive())
 
 
-def failovers(rig: EngineRig, shape: Shape, kills: int) -> list[float]:
-    """Seconds from each SIGKILL of worker 0 (of 2) to every device's next reading stored."""
+def failovers(rig: EngineRig, shape: Shape, kills: int) -> tuple[list[float], list[Phases]]:
+    """Seconds from each SIGKILL of worker 0 (of 2) to every device's next reading stored, and
+    where each failover's time went (`Phases`, from the new owner's log)."""
     database = "failover"
     times: list[float] = []
+    phases: list[Phases] = []
     with httpx.Client(base_url=rig.influx_url, timeout=30) as http:
         create_database(http, database)
         devices = connect(rig, list(rig.devices))  # connected before the kills, as devices are
@@ -127,9 +132,10 @@ def failovers(rig: EngineRig, shape: Shape, kills: int) -> list[float]:
                     before = stored(http, database, rig.tenant)
                     readings = next_readings(shape.messages, k)
                     workers[0].process.kill()  # SIGKILL
-                    killed = time.perf_counter()
+                    killed, killed_wall = time.perf_counter(), time.time()
                     workers[0].process.wait()
                     send(devices, readings)
+                    sent = time.perf_counter() - killed
                     until(
                         _stored_at_least(http, database, rig.tenant, before + len(readings)),
                         [workers[1]],
@@ -137,12 +143,52 @@ def failovers(rig: EngineRig, shape: Shape, kills: int) -> list[float]:
                         60,
                     )
                     times.append(time.perf_counter() - killed)
+                    phases.append(_phases(workers[1].text(), killed_wall, sent, times[-1]))
                 finally:
                     for worker in workers:
                         worker.stop()
         finally:
             disconnect(devices)
-    return times
+    return times, phases
+
+
+@dataclass(frozen=True, slots=True)
+class Phases:
+    """One failover's seconds after the kill: the devices' readings acknowledged (`sent`), the
+    new owner's first take-over begun (`began`: the engine handed the partitions over and
+    delivered), its last one done (`taken`: release wait, stored changes, snapshots), every
+    reading seen stored (`stored`: judged, written, and this benchmark's 20 ms poll)."""
+
+    sent: float
+    began: float
+    taken: float
+    stored: float
+    release_wait: float  # of the take-over, the longest wait for a release
+    stored_changes: float  # and the longest read of the stored alert changes
+
+
+def _phases(log: str, killed_wall: float, sent: float, total: float) -> Phases:
+    began = taken = float("nan")
+    waits, reads = [0.0], [0.0]
+    for line in log.splitlines():
+        try:
+            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() - killed_wall
+        except ValueError:
+            continue
+        if at < 0:
+            continue
+        if "taking over partitions" in line and began != began:  # the first (NaN until then)
+            began = at
+        elif " taken over: " in line:
+            taken = at
+            if match := _TAKE_OVER.search(line):
+                waits.append(float(match["release"]))
+                reads.append(float(match["read"]))
+    return Phases(sent, began, taken, total, max(waits), max(reads))
+
+
+# partition_state.py's line: "… (in 0.012 s: release 0.001 s, stored changes 0.008 s)"
+_TAKE_OVER = re.compile(r"release (?P<release>[\d.]+) s, stored changes (?P<read>[\d.]+) s")
 
 
 def _two_balanced(rig: EngineRig, database: str, name: str) -> list[Worker]:
@@ -179,8 +225,13 @@ def run(
         progress(f"  engine, {n} worker(s): {rows[-1]['per_s']:,.0f} readings/s")
     mosquitto = scale_round(stack, shape, 1, "mosquitto-1", progress)
     progress(f"  mosquitto, 1 ingest: {mosquitto['per_s'] or 0:,.0f} readings/s")
-    times = failovers(rig, shape, kills) if kills else []
-    return {"engine": rows, "mosquitto": mosquitto, "failover_s": times}
+    times, phases = failovers(rig, shape, kills) if kills else ([], [])
+    return {
+        "engine": rows,
+        "mosquitto": mosquitto,
+        "failover_s": times,
+        "failover_phases": [asdict(p) for p in phases],
+    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -225,6 +276,23 @@ def report(figures: dict[str, Any], command: str) -> str:
             f"partitions by their new owner): p50 {percentile(times, 50):.2f} s, "
             f"p99 {percentile(times, 99):.2f} s, max {max(times):.2f} s "
             f"(all: {', '.join(f'{t:.2f}' for t in times)}).",
+        ]
+    if phases := figures.get("failover_phases"):
+        lines += [
+            "",
+            "Where each failover's time went, in seconds after the kill (the new owner's log): "
+            "the devices' readings acknowledged; its take-over begun (the engine handed the "
+            "partitions over and delivered); its take-over done (release wait, stored alert "
+            "changes, snapshots); every reading seen stored (judged, written, 20 ms polls).",
+            "",
+            "| kill | acknowledged | take-over begun | take-over done | stored "
+            "| of the take-over: release wait | stored changes read |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {k} | {p['sent']:.2f} | {p['began']:.2f} | {p['taken']:.2f} | {p['stored']:.2f} "
+            f"| {p['release_wait']:.2f} | {p['stored_changes']:.2f} |"
+            for k, p in enumerate(phases, 1)
         ]
     return "\n".join(lines) + "\n"
 

@@ -28,10 +28,12 @@ pika's BlockingConnection runs on a thread of its own; acknowledgements reach it
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import functools
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -99,6 +101,15 @@ class EngineSource:
         self.caught_up = True
         self.messages_received = 0
         self._released: set[int] = set()  # stepped back from, not yet let go by the consumer
+        # Stepped back from, and delivered to us again all the same (pika's thread only).
+        self._active_again: set[int] = set()
+        # This process among the workers of its number over time: a partition's owner file
+        # names it, and a new owner asks whether this one is alive, not a restarted successor.
+        self.incarnation = secrets.token_hex(4)
+        self.holding: frozenset[int] = frozenset()  # what the consumer took over (its thread)
+        # Deliveries of the current connection not acknowledged yet, per partition: a
+        # partition stepped back from is handed over once its count is 0 (partition_state.py).
+        self._unacked: collections.Counter[int] = collections.Counter()
         self._last_error = "no answer yet"
         self._worker_taken = False  # another process holds this worker's number
         self._thread: threading.Thread | None = None
@@ -186,10 +197,42 @@ class EngineSource:
             released, self._released = self._released, set()
         return released
 
+    def unacked(self, n: int) -> int:
+        """Deliveries of partition `n` on the current connection not acknowledged yet."""
+        with self._lock:
+            return self._unacked[n]
+
+    async def worker_alive(self, worker: int, incarnation: str) -> bool:
+        """Whether that process (`incarnation`) of worker `worker` is connected to the engine
+        (holds its liveness queue); asked on pika's thread. False when this worker is not
+        connected itself."""
+        connection, loop = self._connection, asyncio.get_running_loop()
+        if connection is None:
+            return False
+        answer: asyncio.Future[bool] = loop.create_future()
+
+        def probe() -> None:
+            try:
+                alive = is_alive(connection, self.plan.alive_queue(worker, incarnation))
+            except (pika.exceptions.AMQPError, OSError):
+                alive = False  # this connection is going: whatever it held is let go
+            loop.call_soon_threadsafe(_settle, answer, alive)
+
+        try:
+            connection.add_callback_threadsafe(probe)
+            # pika's thread may be waiting for room (_on_delivery): then ask again later.
+            return await asyncio.wait_for(answer, 2.0)
+        except pika.exceptions.ConnectionWrongStateError:
+            return False
+        except TimeoutError:
+            return True
+
     def ack(self, messages: list[Message]) -> int:
         """Acknowledges stored deliveries of the current connection; returns how many."""
         generation, connection = self.generation, self._connection
         tags = [m.mid for m in messages if m.connection == generation]
+        with self._lock:
+            self._unacked.subtract(m.partition for m in messages if m.connection == generation)
         if tags and connection is not None:
             with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
                 connection.add_callback_threadsafe(functools.partial(self._ack, tags, generation))
@@ -257,6 +300,8 @@ class EngineSource:
                 log.exception("the engine source failed; connecting again in %.1f s", delay)
             with self._lock:
                 self.generation += 1  # acknowledgements of that connection are never sent
+                self._unacked.clear()
+                self._active_again.clear()
                 self._pending = [m for m in self._pending if m.connection == self.generation]
                 self._pending_bytes = sum(len(m.payload) for m in self._pending)
             self.connected, self._connection, self._channel = False, None, None
@@ -307,6 +352,8 @@ class EngineSource:
         self._worker_taken = False
         try:
             channel.queue_declare(self.plan.alive_queue(self.plan.worker), exclusive=True)
+            alive = self.plan.alive_queue(self.plan.worker, self.incarnation)
+            channel.queue_declare(alive, exclusive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == RESOURCE_LOCKED:
                 self._worker_taken = True
@@ -318,9 +365,17 @@ class EngineSource:
                 log.error("%s", self._last_error)
             raise
 
-    def _consume(self, channel: BlockingChannel, n: int, generation: int) -> str:
-        callback = functools.partial(self._on_delivery, n, generation)
+    def _consume(
+        self, channel: BlockingChannel, n: int, generation: int, *, behind: bool = False
+    ) -> str:
+        on_delivery = self._on_delivery_behind if behind else self._on_delivery
+        callback = functools.partial(on_delivery, n, generation)
         return str(channel.basic_consume(self.plan.queue(n), callback))
+
+    def _on_delivery_behind(self, n: int, generation: int, *delivery: Any) -> None:
+        """A delivery to a consumer that stepped back: RabbitMQ made it the active one again."""
+        self._active_again.add(n)
+        self._on_delivery(n, generation, *delivery)
 
     def _rebalance(
         self,
@@ -330,9 +385,11 @@ class EngineSource:
         stepped_back: set[int],
         generation: int,
     ) -> None:
-        """Steps back once from each other worker's partition while that worker is alive, so
+        """Steps back from each other worker's partition while that worker is alive, so
         that its consumer, behind ours, becomes the active one (RabbitMQ 3.10 makes the
-        first consumer active and keeps it so: balance is ours to restore)."""
+        first consumer active and keeps it so: balance is ours to restore). Once, and again
+        if deliveries come to us all the same: that worker died and came back between two
+        looks (a restart, or this worker paused), and its new consumer stands behind ours."""
         alive: dict[int, bool] = {}
         for n in sorted(set(tags) - set(self.plan.share)):
             owner = self.plan.preferred(n)
@@ -340,9 +397,12 @@ class EngineSource:
                 alive[owner] = is_alive(connection, self.plan.alive_queue(owner))
             if not alive[owner]:
                 stepped_back.discard(n)  # once it is back, step back again
-            elif n not in stepped_back:
+            elif n not in stepped_back or (n in self._active_again and n in self.holding):
+                # (Again only once the consumer took over what came: the new owner then waits
+                # for this worker's release instead of judging later readings first.)
                 channel.basic_cancel(tags[n])
-                tags[n] = self._consume(channel, n, generation)
+                self._active_again.discard(n)
+                tags[n] = self._consume(channel, n, generation, behind=True)
                 stepped_back.add(n)
                 with self._lock:
                     self._released.add(n)
@@ -377,6 +437,7 @@ class EngineSource:
             was_full = self._is_full()
             self._pending.append(message)
             self._pending_bytes += len(body)
+            self._unacked[n] += 1
             self.messages_received += 1
             full = not was_full and self._is_full()
         assert self._loop is not None and self._arrived is not None and self._full is not None
@@ -401,3 +462,8 @@ class EngineUnreachable(ConnectionError):
 class ForwardFailed(ConnectionError):
     """RabbitMQ did not confirm a forwarded acknowledgement; connecting again, so it comes
     again."""
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():  # given up on meanwhile (a timeout)
+        future.set_result(value)

@@ -45,8 +45,9 @@ class PartitionPlan:
         automations for the whole set (one worker at a time: single active consumer)."""
         return f"{self.exchange}.control"
 
-    def alive_queue(self, worker: int) -> str:
-        return f"{self.exchange}.worker.{worker}"
+    def alive_queue(self, worker: int, incarnation: str = "") -> str:
+        """Worker `worker`'s liveness queue, or that of one process of it."""
+        return f"{self.exchange}.worker.{worker}" + (f".{incarnation}" if incarnation else "")
 
     @property
     def share(self) -> tuple[int, ...]:

@@ -12,6 +12,17 @@ raised and stored, and forgets no open episode.
 A partition is let go when its connection is lost or when the source steps back from it (the
 balance, ingest/engine_source.py): its devices leave the engine, so that silence is never
 judged for a device another worker now hears.
+
+Stepping back hands a partition over while its readings flow: the worker stepping back may
+still hold deliveries of it, judged or not, and the new owner must not restore the partition
+before they are judged and stored (it would judge the next readings without them: a fever
+raised twice, or one missed). So each partition has an owner file beside its snapshot
+(`{set}-{n}.owner.json`: which worker holds it, and whether it released it). The one stepping
+back keeps judging the partition's deliveries it holds; once the last is acknowledged, it
+writes the partition's snapshot, then the release. A new owner finding the partition held by
+another worker, not released, waits for the release while that worker is alive (bounded by
+`RELEASE_WAIT_S`); a worker that died or lost its connection releases nothing, and needs not:
+what it had not acknowledged is delivered again, to the new owner.
 """
 
 from __future__ import annotations
@@ -19,7 +30,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from pathlib import Path
+
+import orjson
 
 from devices.topics import TopicError, parse_telemetry_topic
 from ingest.alert_state import AlertState
@@ -37,6 +51,11 @@ from storage.influx import InfluxClient, InfluxError
 log = logging.getLogger("moclo.ingest.partitions")
 
 DeviceKey = tuple[str, str, str]  # (tenant, device type, device id), the engine's key
+# How long a new owner waits for a live worker stepping back to release a partition; past it,
+# the partition is taken over from its last snapshot and the stored changes (as before).
+RELEASE_WAIT_S = 10.0
+_RELEASE_POLL_S = 0.05  # how often the owner file is read while waiting
+_ALIVE_PROBE_S = 0.25  # how often the engine is asked whether that worker is still there
 
 
 class PartitionAlertState(AlertState):
@@ -60,11 +79,15 @@ class PartitionAlertState(AlertState):
         self._seen: dict[str, int] = {}  # topic → partition, for topics already placed
         self._aside: dict[DeviceKey, list[StoredChange]] = {}  # stored, for devices not seen
         self._jobs: list[tuple[int, snapshot.SnapshotJob]] = []
+        self._releasing: set[int] = set()  # stepped back from: handed over after the last ack
         # Stored open alerts whose rule is gone, resolved now: to be stored and announced.
         self._orphans: list[Alert] = []
 
     def snapshot_of(self, n: int) -> Path:
         return self.directory / f"{self.source.plan.name}-{n}.json"
+
+    def owner_of(self, n: int) -> Path:
+        return self.directory / f"{self.source.plan.name}-{n}.owner.json"
 
     async def restore(self, client: InfluxClient, spool: Spool) -> list[Alert]:
         """Nothing at start: each partition is restored when it is taken over."""
@@ -73,14 +96,31 @@ class PartitionAlertState(AlertState):
     # -- ownership -------------------------------------------------------------------------
 
     def let_go(self) -> None:
-        """Drops the partitions this worker no longer holds: all of a lost connection's, and
-        those the source stepped back from."""
+        """Drops the partitions this worker no longer holds: all of a lost connection's at
+        once, and those the source stepped back from once their last delivery is stored."""
         generation = self.source.generation
         lost = {n for n, taken_on in self.held.items() if taken_on != generation}
-        lost |= self.source.take_released() & set(self.held)
         for n in lost:
             self._drop(n)
-            log.info("partition %d let go", n)
+            self._mark(n, released=True)  # its deliveries come again, to the new owner
+            log.info("partition %d let go (connection lost)", n)
+        self._releasing |= self.source.take_released()
+        self._releasing &= set(self.held)
+        for n in sorted(self._releasing):
+            if self.source.unacked(n):
+                continue  # still judging or storing what it had received: the next time
+            self._releasing.discard(n)
+            self._jobs = [(k, job) for k, job in self._jobs if k != n]
+            self._write(self.snapshot_of(n), self._capture(n))
+            self._mark(n, released=True)  # after the snapshot: both written in this order
+            self._drop(n)
+            log.info("partition %d handed over after its last batch", n)
+
+    def _mark(self, n: int, *, released: bool) -> None:
+        source = self.source
+        owner = {"worker": source.plan.worker, "incarnation": source.incarnation,
+                 "released": released, "at": time.time()}  # fmt: skip
+        self._write(self.owner_of(n), orjson.dumps(owner))
 
     def _drop(self, n: int) -> None:
         engine = self.pipeline.engine
@@ -88,6 +128,7 @@ class PartitionAlertState(AlertState):
             engine.devices.pop(key, None)
         self._seen = {t: p for t, p in self._seen.items() if p != n}
         self.held.pop(n, None)
+        self.source.holding = frozenset(self.held)
         engine.reindex()
 
     async def admit(self, messages: list[Message]) -> None:
@@ -121,7 +162,14 @@ class PartitionAlertState(AlertState):
             self._orphans += self.pipeline.engine.apply_stored(changes)
 
     async def _take_over(self, partitions: list[int], generation: int) -> None:
-        stored = await self._stored_changes()
+        began = time.monotonic()
+        log.info("taking over partitions %s", ", ".join(map(str, partitions)))
+        deadline = began + RELEASE_WAIT_S
+        for n in partitions:
+            await self._await_release(n, deadline)
+        released = time.monotonic()
+        stored = await self._stored_changes()  # the releases' last batches among them
+        read = time.monotonic()
         mine = {key for n in self.held for key in self.devices[n]}
         self._aside = collections.defaultdict(list)
         for change in stored:
@@ -136,8 +184,51 @@ class PartitionAlertState(AlertState):
                 if changes := self._aside.pop(key, None):
                     self._orphans += self.pipeline.engine.apply_stored(changes)
             self.held[n] = generation
-            log.info("partition %d taken over: %d devices from its snapshot", n, count)
+            self.source.holding = frozenset(self.held)
+            self._mark(n, released=False)
+            log.info(
+                "partition %d taken over: %d devices from its snapshot (in %.3f s: release "
+                "%.3f s, stored changes %.3f s)",
+                *(n, count, time.monotonic() - began, released - began, read - released),
+            )
         self.pipeline.engine.reindex()
+
+    async def _await_release(self, n: int, deadline: float) -> None:
+        """Returns once partition `n` is released by the worker that held it, or that worker
+        is gone, or at `deadline` (said)."""
+        began, next_probe = time.monotonic(), 0.0
+        while (owner := await self._unreleased_owner(n)) is not None:
+            now = time.monotonic()
+            if now >= next_probe:
+                if not await self.source.worker_alive(*owner):
+                    log.info("partition %d: worker %d, which held it, is gone", n, owner[0])
+                    return
+                next_probe = time.monotonic() + _ALIVE_PROBE_S
+            if now >= deadline:
+                log.warning(
+                    "partition %d: worker %d did not release it within %.0f s; taken over from "
+                    "its last snapshot and the stored changes",
+                    *(n, owner[0], RELEASE_WAIT_S),
+                )
+                return
+            await asyncio.sleep(_RELEASE_POLL_S)  # a wait on the owner file, with a deadline
+        if time.monotonic() - began > _RELEASE_POLL_S:
+            log.info("partition %d released to us after %.2f s", n, time.monotonic() - began)
+
+    async def _unreleased_owner(self, n: int) -> tuple[int, str] | None:
+        """The other worker process (number, incarnation) holding partition `n` by its owner
+        file, if it did not release it."""
+        try:
+            data = await asyncio.to_thread(snapshot.read, self.owner_of(n))
+            owner = orjson.loads(data) if data else {}
+            worker, incarnation = owner.get("worker"), owner.get("incarnation")
+            released = owner.get("released")
+        except (OSError, orjson.JSONDecodeError, AttributeError) as exc:
+            log.warning("partition %d's owner file unusable (%s): not waiting for it", n, exc)
+            return None
+        if released or not isinstance(worker, int) or not isinstance(incarnation, str):
+            return None
+        return None if incarnation == self.source.incarnation else (worker, incarnation)
 
     async def _stored_changes(self) -> list[StoredChange]:
         stored: list[StoredChange] = []
@@ -184,11 +275,17 @@ class PartitionAlertState(AlertState):
     def step(self, budget_s: float) -> None:
         while self._jobs and self._jobs[0][1].step(budget_s):
             n, job = self._jobs.pop(0)
-            self._write(n, job.result())
+            if n in self.held and n not in self._releasing:  # else its last one is written
+                self._write(self.snapshot_of(n), job.result())
 
-    def _write(self, n: int, data: bytes) -> None:
+    def _capture(self, n: int) -> bytes:
+        job = snapshot.SnapshotJob(self.pipeline.engine, self._states(n))
+        job.step(budget_s=float("inf"))
+        return job.result()
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Writes `data` to `path` on a thread, after every write begun before."""
         previous = self._writing
-        path = self.snapshot_of(n)
 
         async def write() -> None:
             if previous is not None:
@@ -202,9 +299,9 @@ class PartitionAlertState(AlertState):
         await self.written()
         if unstored:
             log.warning("partition snapshots not saved: the last batch was not stored")
-            return
         for n in sorted(self.held):
-            job = snapshot.SnapshotJob(self.pipeline.engine, self._states(n))
-            job.step(budget_s=float("inf"))
-            self._write(n, job.result())
+            if not unstored:
+                self._write(self.snapshot_of(n), self._capture(n))
+            # Released while still connected: the next owner waits for this, not for a timeout.
+            self._mark(n, released=True)
         await self.written()

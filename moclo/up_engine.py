@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from pydantic import SecretStr
 
 from access.engine_auth import EngineAuth, serve_engine_auth
+from access.engine_revocation import closing_revoked_logins
 from access.registry import Registry
 from core.settings import Settings
 from moclo.cluster import RabbitCluster
@@ -46,6 +47,8 @@ def run_up_engine(settings: Settings, options: UpOptions, *, workers: int = 2) -
         cluster = RabbitCluster(options.data_dir / "engine", auth_url=auth_url)
         servers.callback(cluster.stop)  # first on the stack's way out: before the auth service
         cluster.start()
+        # A login revoked while connected is cut off on every node, not only refused next time.
+        servers.enter_context(closing_revoked_logins(auth, cluster.close_user_connections))
         notes = [
             f"  Engine       RabbitMQ {node.node}  {node.mqtt_url}  amqp {node.ports.amqp}"
             for node in cluster.nodes

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from access.engine_auth import EngineAuth, serve_engine_auth
+from access.engine_revocation import RevokedLogins, closing_revoked_logins
 from access.registry import Registry
 from access.tokens import Role, Tokens
 from core.settings import Settings
@@ -56,6 +57,7 @@ class Engine:
     auth: EngineAuth
     cluster: RabbitCluster
     prefix: str
+    revoked: RevokedLogins  # closes revoked logins' connections, as `moclo up --engine` does
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +72,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         cluster = RabbitCluster(directory / "cluster", auth_url=auth_url)
         try:
             cluster.start()
-            yield Engine(registry, auth, cluster, auth.prefix)
+            close = cluster.close_user_connections
+            with closing_revoked_logins(auth, close, every_s=0.2) as revoked:
+                yield Engine(registry, auth, cluster, auth.prefix, revoked)
         finally:
             cluster.stop()
 

@@ -21,6 +21,7 @@ def test_the_control_benchmark_takes_every_request_through_both_gateways(
     assert [row["path"] for row in figures["rows"]] == ["mosquitto", "engine"]
     for row in figures["rows"]:
         assert row["requests"] == 20 and row["per_s"] > 0, row
-        assert row["cpu_us_per_request"] > 0 and row["broker_cpu_us_per_request"] >= 0, row
+        # CPU comes from /proc in clock ticks (10 ms): 20 requests may cost less than one.
+        assert row["cpu_us_per_request"] >= 0 and row["broker_cpu_us_per_request"] >= 0, row
     text = report(figures | {"machine": "this", "load": 0.0}, "python -m benchmarks.control")
     assert "| engine | 20 |" in text and "Ratio engine / Mosquitto" in text

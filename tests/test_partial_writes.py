@@ -153,6 +153,9 @@ def test_old_readings_under_a_one_day_retention_are_rejected_and_ingest_goes_on(
         )
         rows = influx.query('SELECT * FROM "moclo_rejected"')
         assert {row["reason"] for row in rows} == {"beyond_retention"}
+        # Refused up front, a rejection is counted once its batch's write is answered, a
+        # moment after the rows are readable: the counters are final once all are handled.
+        wait_until(lambda: running.stats.messages == 200, what="all 200 messages handled")
         assert running.stats.rejected_by_reason["beyond_retention"] == 40
         # Who said so: InfluxDB, refusing them in a partial write, when the policy came after
         # ingest had read the retention; ingest itself, up front, when it knew.

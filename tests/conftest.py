@@ -26,7 +26,7 @@ from ingest.service import Ingest
 from ingest.stats import IngestStats
 from moclo.cluster import RabbitCluster
 from moclo.stack import InfluxServer, MosquittoServer, free_port
-from tests.helpers import Influx
+from tests.helpers import Influx, wait_until
 from tests.receivers import HttpReceiver, SmtpReceiver
 from tests.threaded import ThreadedService
 
@@ -172,6 +172,10 @@ class RunningServe(ThreadedService):
         name = name or f"{role}-{uuid.uuid4().hex[:6]}"
         return self.tokens.create(name, tenants, role)[1]
 
+    def live(self) -> bool:
+        """Whether serve's live stream is subscribed at the broker (its /healthz says so)."""
+        return bool(httpx.get(f"{self.url}/healthz", timeout=10).json()["live_stream"])
+
     def client(self, token: str | None = None) -> httpx.Client:
         """An HTTP client for this server, sending `token` (default: an admin's) as Bearer."""
         token = token or self.token()
@@ -182,9 +186,12 @@ class RunningServe(ThreadedService):
 
 @pytest.fixture
 def serve(settings: Settings, tmp_path: Path) -> Iterator[RunningServe]:
-    """`moclo serve` with a fresh registry (no token yet) in the test's folder."""
+    """`moclo serve` with a fresh registry (no token yet) in the test's folder, once its live
+    stream is subscribed: serve is ready when it answers HTTP, and subscribes a moment later,
+    so an alert change or command status published in between would reach no stream."""
     update = {"serve_listen": "127.0.0.1:0", "registry": str(tmp_path / "registry.sqlite")}
     with RunningServe(settings.model_copy(update=update)) as running:
+        wait_until(running.live, what="serve's live stream subscribed")
         yield running
 
 

@@ -94,9 +94,17 @@ def test_an_answer_on_its_way_at_sign_out_is_not_kept_for_the_next_person(
 @pytest.fixture
 def two_fevers(ingest: RunningIngest, serve: RunningServe) -> RunningServe:
     """Two cows of the farm with a raised fever each: cow-2's raised before cow-3's."""
-    for cow, end in (("cow-2", NOW - 600), ("cow-3", NOW)):
+    for n, (cow, end) in enumerate((("cow-2", NOW - 600), ("cow-3", NOW)), start=1):
         cow_history(serve.settings, "farm", cow, [38.6] * 3 + [40.1] * 3, end=end)
-        wait_until(lambda c=cow: any(a.device_id == c for a in ingest.alerts), what=f"{cow} fever")
+        # Stored, not only raised: ingest announces an alert before it writes the batch, and
+        # the page loads its first view from InfluxDB.
+        wait_until(
+            lambda c=cow, n=n: (  # type: ignore[misc]
+                any(a.device_id == c for a in ingest.alerts)
+                and ingest.stats.readings_stored == 6 * n
+            ),
+            what=f"{cow}'s fever raised and stored",
+        )
     return serve
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from access.engine_auth import EngineAuth, serve_engine_auth
 from access.registry import Registry
@@ -29,6 +31,14 @@ from moclo.stack import InfluxServer, MosquittoServer, free_port
 from tests.helpers import Influx, wait_until
 from tests.receivers import HttpReceiver, SmtpReceiver
 from tests.threaded import ThreadedService
+
+# The suite runs on two workers of a two-core machine that other work shares: Hypothesis must
+# not fail a property because an example, or generating the first ones, took long. Each
+# test's own @settings still choose the number of examples.
+hypothesis_settings.register_profile(
+    "loaded-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("loaded-machine")
 
 
 @pytest.fixture(scope="session")

@@ -158,9 +158,14 @@ def test_old_readings_under_a_one_day_retention_are_rejected_and_ingest_goes_on(
         wait_until(lambda: running.stats.messages == 200, what="all 200 messages handled")
         assert running.stats.rejected_by_reason["beyond_retention"] == 40
         # Who said so: InfluxDB, refusing them in a partial write, when the policy came after
-        # ingest had read the retention; ingest itself, up front, when it knew.
+        # ingest had read the retention; ingest itself, up front, when it knew. After the first
+        # refusal ingest reads the retention again, so when the wave came in several batches
+        # (a slow publisher on a busy machine), the later ones are refused up front: some.
         said_by_influxdb = {"beyond retention policy" in row["error"] for row in rows}
-        assert said_by_influxdb == {when == "after-start"}
+        if when == "after-start":
+            assert True in said_by_influxdb
+        else:
+            assert said_by_influxdb == {False}
         # Either way ingest now knows the retention (re-read after the refusal).
         service = running.ingest
         assert service is not None

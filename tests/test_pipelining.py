@@ -43,6 +43,7 @@ class Writes:
     stored_at: list[float] = field(default_factory=list)  # when write k-1 was stored
     stored: set[int] = field(default_factory=set)  # readings InfluxDB has confirmed
     lock: threading.Lock = field(default_factory=threading.Lock)
+    decoded: threading.Condition = field(default_factory=threading.Condition)  # notified per batch
 
 
 class SlowInfluxProxy(http.server.BaseHTTPRequestHandler):
@@ -64,9 +65,9 @@ class SlowInfluxProxy(http.server.BaseHTTPRequestHandler):
         with writes.lock:
             writes.seqs.append([int(s) for s in SEQ.findall(body)])
             number = len(writes.seqs)
-        held_until = time.monotonic() + HOLD_S
-        while not writes.may_answer(writes.seqs[number - 1]) and time.monotonic() < held_until:
-            time.sleep(0.01)  # polling a condition under a deadline (the proxy's own thread)
+        batch = writes.seqs[number - 1]
+        with writes.decoded:
+            writes.decoded.wait_for(lambda: writes.may_answer(batch), timeout=HOLD_S)
         if number == writes.fail_at:
             self._answer(401, b'{"error":"authorization failed"}')
             return
@@ -133,6 +134,8 @@ def observe(running: RunningIngest, writes: Writes) -> Observed:
     def recording_prepare(messages: list[Message]):  # type: ignore[no-untyped-def]
         first = int(messages[0].payload.split(b'"seq":')[1].split(b",")[0])
         seen.prepared[first] = time.monotonic()
+        with writes.decoded:
+            writes.decoded.notify_all()
         return prepare(messages)
 
     ingest.source.ack = recording_ack  # type: ignore[method-assign]

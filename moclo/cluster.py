@@ -18,36 +18,15 @@ answers, and r1 counts three running nodes.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from moclo.stack import LocalServer, ServerError, find_executable, port_open
+from moclo.stack import LocalServer, ServerError, find_executable, free_port, port_open
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")  # Debian's; /usr/sbin's wrappers `su rabbitmq`
 PLUGINS = ("rabbitmq_mqtt", "rabbitmq_consistent_hash_exchange", "rabbitmq_auth_backend_http")
-LOW_PORTS = range(10_000, 32_000)  # below the ephemeral range (see the module docstring)
-
-
-def low_free_port(host: str = "127.0.0.1", *, taken: set[int] | None = None) -> int:
-    """A free port below the ephemeral range, picked at random (so parallel test sessions
-    rarely try the same one) and checked by binding it."""
-    taken = taken if taken is not None else set()
-    for _ in range(200):
-        port = random.choice(LOW_PORTS)
-        if port in taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise ServerError(f"no free port found in {LOW_PORTS.start}-{LOW_PORTS.stop - 1} on {host}")
 
 
 class Epmd(LocalServer):
@@ -173,7 +152,7 @@ class RabbitCluster:
     def __init__(self, directory: Path, *, auth_url: str, size: int = 3) -> None:
         self.directory = directory
         taken: set[int] = set()
-        self.epmd = Epmd(directory / "epmd", low_free_port(taken=taken))
+        self.epmd = Epmd(directory / "epmd", free_port(taken=taken))
         self._env = {
             "HOME": str(directory),  # where Erlang looks for the shared cookie
             "ERL_EPMD_PORT": str(self.epmd.port),
@@ -185,7 +164,7 @@ class RabbitCluster:
             RabbitNode(
                 directory / name.split("@")[0],
                 node=name,
-                ports=NodePorts(*(low_free_port(taken=taken) for _ in range(3))),
+                ports=NodePorts(*(free_port(taken=taken) for _ in range(3))),
                 seed=names[0],
                 env=self._env,
             )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,10 +45,32 @@ class ServerError(RuntimeError):
     """A local server could not be started; the message says why and where its log is."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+# Below Linux's ephemeral range (32768-60999): a port picked there and bound a moment later
+# by a child can meanwhile be handed to any other socket binding port 0 or connecting out;
+# down here only another pick like this one can take it.
+LOW_PORTS = range(10_000, 32_000)
+# Never the same port twice from one process (one pick is not bound until its server starts).
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1", *, taken: set[int] | None = None) -> int:
+    """A free port below the ephemeral range, picked at random (so parallel sessions and
+    test workers rarely try the same one) and checked by binding it; never one in `taken` or
+    one this process handed out before."""
+    for _ in range(200):
+        port = random.choice(LOW_PORTS)
+        if port in _handed_out or (taken is not None and port in taken):
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        if taken is not None:
+            taken.add(port)
+        return port
+    raise ServerError(f"no free port found in {LOW_PORTS.start}-{LOW_PORTS.stop - 1} on {host}")
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:

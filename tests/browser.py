@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import BrowserContext, Page, expect
 
 CHROMIUM = "/usr/bin/chromium"
+# An `expect` without its own timeout waits 5 s by default: too tight for Chromium on two
+# cores that the suite's other worker (and whatever else runs) keep busy. A longer deadline
+# costs nothing when the page is right; a check that must be quick says so with its own.
+expect.set_options(timeout=15_000)
 # Headless, and none of Chromium's own calls home: this machine's network is closed, and
 # Chromium's background requests would be refused, many at a time.
 CHROMIUM_ARGS = [

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from access.engine_auth import EngineAuth, serve_engine_auth
 from access.engine_revocation import RevokedLogins, closing_revoked_logins
@@ -27,9 +29,17 @@ from ingest.service import Ingest
 from ingest.stats import IngestStats
 from moclo.cluster import RabbitCluster
 from moclo.stack import InfluxServer, MosquittoServer, free_port
-from tests.helpers import Influx
+from tests.helpers import Influx, wait_until
 from tests.receivers import HttpReceiver, SmtpReceiver
 from tests.threaded import ThreadedService
+
+# The suite runs on two workers of a two-core machine that other work shares: Hypothesis must
+# not fail a property because an example, or generating the first ones, took long. Each
+# test's own @settings still choose the number of examples.
+hypothesis_settings.register_profile(
+    "loaded-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("loaded-machine")
 
 
 @pytest.fixture(scope="session")
@@ -176,6 +186,10 @@ class RunningServe(ThreadedService):
         name = name or f"{role}-{uuid.uuid4().hex[:6]}"
         return self.tokens.create(name, tenants, role)[1]
 
+    def live(self) -> bool:
+        """Whether serve's live stream is subscribed at the broker (its /healthz says so)."""
+        return bool(httpx.get(f"{self.url}/healthz", timeout=10).json()["live_stream"])
+
     def client(self, token: str | None = None) -> httpx.Client:
         """An HTTP client for this server, sending `token` (default: an admin's) as Bearer."""
         token = token or self.token()
@@ -186,9 +200,12 @@ class RunningServe(ThreadedService):
 
 @pytest.fixture
 def serve(settings: Settings, tmp_path: Path) -> Iterator[RunningServe]:
-    """`moclo serve` with a fresh registry (no token yet) in the test's folder."""
+    """`moclo serve` with a fresh registry (no token yet) in the test's folder, once its live
+    stream is subscribed: serve is ready when it answers HTTP, and subscribes a moment later,
+    so an alert change or command status published in between would reach no stream."""
     update = {"serve_listen": "127.0.0.1:0", "registry": str(tmp_path / "registry.sqlite")}
     with RunningServe(settings.model_copy(update=update)) as running:
+        wait_until(running.live, what="serve's live stream subscribed")
         yield running
 
 

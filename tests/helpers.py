@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -73,14 +74,26 @@ def log_since(path: Path, offset: int) -> str:
 
 def wait_until(probe: Callable[[], T], *, timeout_s: float = 20.0, what: str = "condition") -> T:
     """Polls `probe` until it returns something truthy; fails the test at the deadline."""
-    deadline = time.monotonic() + timeout_s
+    began = time.monotonic()
+    deadline = began + timeout_s
     last: T = probe()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
         time.sleep(0.05)  # polling interval of a deadline-bounded wait, not synchronisation
         last = probe()
+    _note_if_close(what, time.monotonic() - began, timeout_s)
     return last
+
+
+def _note_if_close(what: str, took_s: float, timeout_s: float) -> None:
+    """With MOCLO_TEST_NEAR_MISSES=FILE, a wait that took over a quarter of its deadline is
+    noted there (how long, the test, what): where a busier machine would fail first."""
+    path = os.environ.get("MOCLO_TEST_NEAR_MISSES")
+    if path and took_s > timeout_s / 4:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?")
+        with open(path, "a") as notes:
+            notes.write(f"{took_s:.1f}/{timeout_s:g} s\t{test}\t{what}\n")
 
 
 def stream_status(serve_url: str, token: str) -> int:

@@ -5,7 +5,6 @@ written (the service's whole story is in test_snapshot_shapes.py and test_alert_
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 from ingest.alert_state import AlertState
@@ -16,6 +15,7 @@ from ingest.decode import Decoder
 from ingest.pipeline import Pipeline
 from ingest.rejections import RejectionLog
 from ingest.spool import Spool
+from moclo.stack import free_port
 from storage.influx import InfluxClient
 
 
@@ -29,9 +29,9 @@ def _pipeline() -> Pipeline:
 
 
 def _no_influxdb() -> InfluxClient:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return InfluxClient(f"http://127.0.0.1:{s.getsockname()[1]}", "db")
+    # free_port: below the ephemeral range, where no other socket's bind(0) can start a server
+    # on it while the test counts on nobody listening.
+    return InfluxClient(f"http://127.0.0.1:{free_port()}", "db")
 
 
 def test_a_damaged_snapshot_is_set_aside_and_the_engine_starts_afresh(tmp_path: Path) -> None:

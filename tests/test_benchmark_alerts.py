@@ -85,5 +85,7 @@ def test_publish_to_stored_sees_every_reading_once(servers: Servers) -> None:
     stored = result["stored"]
     # `latency` fails unless the watcher saw exactly the readings published, each once.
     assert stored["stored"] == result["readings"] > 0
-    assert 0 <= stored["p50_ms"] <= stored["p99_ms"] <= stored["max_ms"] < 3000
+    # Ordered and finite, not fast: how fast is the benchmark's to say (with its baseline), and
+    # a loaded machine stretches a single reading's wait past any bound worth claiming here.
+    assert 0 <= stored["p50_ms"] <= stored["p99_ms"] <= stored["max_ms"] < 60_000
     assert stored["polls"] > 1

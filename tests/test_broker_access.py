@@ -524,6 +524,12 @@ def test_only_the_allowed_cells_of_the_access_matrix_succeed(
             assert stored == matrix.stored
             reasons = {r["reason"] for r in influx.query('SELECT * FROM "moclo_rejected"')}
             assert reasons == {"bad_ack"}
+            # Ingest counts a batch's rejections once its write is answered, a moment after
+            # the rows are readable: wait until the count has come that far, then say exactly.
+            wait_until(
+                lambda: running.stats.rejected >= matrix.acks_delivered,
+                what="ingest to count the rejections it stored",
+            )
             assert running.stats.rejected == matrix.acks_delivered
 
             # No secret in the logs (ingest's and the broker's), the rejected store or /metrics.

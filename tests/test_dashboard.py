@@ -104,9 +104,12 @@ def test_fleet_live_fever_and_device_chart(
     published_ms = time.time() * 1000
     publish_all(settings.mqtt_url, [(topic, orjson.dumps(r)) for r in fever])
     item = page.locator('#feed li[data-rule="fever"][data-state="raised"][data-device="cow-3"]')
-    expect(item).to_be_visible(timeout=5_000)
+    # The feed is filled by the live stream alone, so any bound proves it live; how fast is
+    # the benchmark's to measure. 15 s leaves room for two busy cores (ingest, serve, Chromium
+    # and the suite's other worker).
+    expect(item).to_be_visible(timeout=15_000)
     shown_ms = float(item.get_attribute("data-shown-at") or 0)
-    assert shown_ms - published_ms < 5_000  # the benchmark measures this properly
+    assert shown_ms - published_ms < 15_000
     expect(page.locator("#open-alerts li")).to_have_count(1)
     expect(page.locator('#devices tr[data-device="cow-3"] .badge')).to_have_text("1 open")
     save(page, tmp_path, "dashboard.png")

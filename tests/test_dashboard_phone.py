@@ -210,7 +210,12 @@ def test_offline_the_last_view_is_shown_marked_and_after_signing_out_nothing(
 ) -> None:
     cow_history(settings, "farm", "cow-1", [38.6] * 6)
     cow_history(settings, "farm", "cow-2", [38.6] * 3 + [40.1] * 3)
-    wait_until(lambda: ingest.alerts, what="cow-2's fever raised")
+    # Stored, not only raised: ingest announces an alert before it writes the batch, and the
+    # page loads its first view from InfluxDB (the live stream carries only what comes later).
+    wait_until(
+        lambda: ingest.alerts and ingest.stats.readings_stored == 12,
+        what="cow-2's fever raised and stored",
+    )
     sign_in_by_touch(phone, serve, serve.token(["farm"], role="viewer", name="farmer-jo"))
     expect(phone.locator("#devices tbody tr")).to_have_count(2)
     expect(phone.locator("#open-alerts li")).to_have_count(1)
@@ -291,7 +296,10 @@ def test_at_desktop_width_the_layout_stays_and_the_app_is_installable(
     serve: RunningServe,
 ) -> None:
     cow_history(settings, "farm", "cow-1", [38.6] * 20 + [40.1] * 6)
-    wait_until(lambda: ingest.alerts, what="cow-1's fever raised")
+    wait_until(  # stored, not only raised (see above)
+        lambda: ingest.alerts and ingest.stats.readings_stored == 26,
+        what="cow-1's fever raised and stored",
+    )
     sign_in_with_a_mouse(page, serve, serve.token(["farm"], role="operator"))
     expect(page.locator("#open-alerts li")).to_have_count(1)
     # The alerts beside the fleet, on the right; the table has its header row.

@@ -94,9 +94,17 @@ def test_an_answer_on_its_way_at_sign_out_is_not_kept_for_the_next_person(
 @pytest.fixture
 def two_fevers(ingest: RunningIngest, serve: RunningServe) -> RunningServe:
     """Two cows of the farm with a raised fever each: cow-2's raised before cow-3's."""
-    for cow, end in (("cow-2", NOW - 600), ("cow-3", NOW)):
+    for n, (cow, end) in enumerate((("cow-2", NOW - 600), ("cow-3", NOW)), start=1):
         cow_history(serve.settings, "farm", cow, [38.6] * 3 + [40.1] * 3, end=end)
-        wait_until(lambda c=cow: any(a.device_id == c for a in ingest.alerts), what=f"{cow} fever")
+        # Stored, not only raised: ingest announces an alert before it writes the batch, and
+        # the page loads its first view from InfluxDB.
+        wait_until(
+            lambda c=cow, n=n: (  # type: ignore[misc]
+                any(a.device_id == c for a in ingest.alerts)
+                and ingest.stats.readings_stored == 6 * n
+            ),
+            what=f"{cow}'s fever raised and stored",
+        )
     return serve
 
 
@@ -118,6 +126,13 @@ def ack_button(tab: Page, device: str) -> tuple[float, float]:
     box = tab.locator(f'#open-alerts li[data-device="{device}"] button.ack').bounding_box()
     assert box is not None, f"no acknowledge button for {device}"
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+# True once the page has not scrolled between two animation frames.
+STANDING_STILL = """() => new Promise((done) => {
+  const y = scrollY;
+  requestAnimationFrame(() => requestAnimationFrame(() => done(scrollY === y)));
+})"""
 
 
 def alert_id(tab: Page, device: str) -> str:
@@ -142,6 +157,10 @@ def test_a_swipe_starting_on_acknowledge_scrolls_and_acknowledges_nothing(
         cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
     cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
     assert phone.evaluate("scrollY") > 0  # it scrolled the page
+    # The swipe may leave the page gliding on; a tap then only stops the glide (as on a
+    # phone), and on a busy machine the glide lasts long enough for the tap below to land in
+    # it: wait until the page stands still for two frames.
+    phone.wait_for_function(STANDING_STILL, timeout=15_000)
     # Positive control: a tap on cow-3's button acknowledges cow-3, and only that was asked.
     cow_3 = alert_id(phone, "cow-3")
     phone.locator('#open-alerts li[data-device="cow-3"] button.ack').tap()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from ingest.rejections import RejectionLog
 from ingest.sink import Backoff, InfluxSink, WriteAborted
 from ingest.spool import Spool
 from ingest.stats import IngestStats
+from moclo.stack import free_port
 from storage.influx import InfluxClient
 from tests.helpers import Influx
 
@@ -67,9 +67,9 @@ def logged(text: str) -> Iterator[asyncio.Event]:
 
 
 def _nobody_listening() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    # free_port: below the ephemeral range, where no other socket's bind(0) can start a server
+    # on it while the test counts on nobody listening.
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def _line(n: int) -> str:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,11 +97,12 @@ def test_the_notifier_killed_with_a_message_in_its_outbox_sends_it_after_restart
         notifier.send_signal(signal.SIGKILL)
         notifier.wait(10)
     http_receiver.heal("/farmer")
-    began = time.monotonic()
     with child("notify", "run", env=env, ready="notifier: following"):
+        # Within 40 s of the restarted notifier being ready (wait_for's deadline). A clock
+        # started before the child also counted its start and stop, which a loaded machine
+        # can stretch to half of that.
         (phone,) = http_receiver.wait_for("/farmer", timeout_s=40)
         assert "cow-5" in phone.json()["title"]
         wait_until(lambda: owed()["deliveries"] == 0, what="nothing owed any more")
-    assert time.monotonic() - began < 40
     assert len(http_receiver.on("/farmer")) == 1
     assert len([m for m in smtp_receiver.mail if "cow-5" in m.subject]) == 1, "the vet twice"

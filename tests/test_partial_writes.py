@@ -153,11 +153,19 @@ def test_old_readings_under_a_one_day_retention_are_rejected_and_ingest_goes_on(
         )
         rows = influx.query('SELECT * FROM "moclo_rejected"')
         assert {row["reason"] for row in rows} == {"beyond_retention"}
+        # Refused up front, a rejection is counted once its batch's write is answered, a
+        # moment after the rows are readable: the counters are final once all are handled.
+        wait_until(lambda: running.stats.messages == 200, what="all 200 messages handled")
         assert running.stats.rejected_by_reason["beyond_retention"] == 40
         # Who said so: InfluxDB, refusing them in a partial write, when the policy came after
-        # ingest had read the retention; ingest itself, up front, when it knew.
+        # ingest had read the retention; ingest itself, up front, when it knew. After the first
+        # refusal ingest reads the retention again, so when the wave came in several batches
+        # (a slow publisher on a busy machine), the later ones are refused up front: some.
         said_by_influxdb = {"beyond retention policy" in row["error"] for row in rows}
-        assert said_by_influxdb == {when == "after-start"}
+        if when == "after-start":
+            assert True in said_by_influxdb
+        else:
+            assert said_by_influxdb == {False}
         # Either way ingest now knows the retention (re-read after the refusal).
         service = running.ingest
         assert service is not None

@@ -778,6 +778,9 @@ def test_ingest_rejects_unregistered_and_revoked_devices_without_a_restart(
         )
         [row] = influx.query('SELECT * FROM "moclo_rejected"')
         assert row["reason"] == "unregistered_device" and "cow-0666" in row["error"]
+        # /metrics counts a batch once its write is answered, a moment after the rows are
+        # readable: wait until both messages are handled, then the counters are final.
+        wait_until(lambda: running.stats.messages == 2, what="both messages handled")
         assert metric(running, 'moclo_rejected_total{reason="unregistered_device"}') == 1
         assert metric(running, "moclo_registered_devices") == 1
 

@@ -4,11 +4,11 @@ narrows the decoder (the service's whole story is in test_retention.py)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from core.settings import Settings
 from ingest.decode import Decoder
 from ingest.retention import RetentionWatch
+from moclo.stack import free_port
 from storage.influx import InfluxClient
 
 
@@ -26,10 +26,8 @@ def _read(url: str, db: str, *, create: bool) -> float | None:
 
 
 def test_an_unreachable_influxdb_leaves_the_retention_unknown() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}"
-    assert _read(url, "db", create=False) is None
+    # free_port: below the ephemeral range, where no other socket's bind(0) can start a server.
+    assert _read(f"http://127.0.0.1:{free_port()}", "db", create=False) is None
 
 
 def test_autogen_keeps_everything(settings: Settings) -> None:

@@ -127,6 +127,14 @@ class EngineAuth:
                 self._watch.refresh()
             return self._watch.current
 
+    def logins_read(self) -> dict[str, EngineLogin] | None:
+        """`logins()` if they were read from the registry; None while it is missing or has no
+        tables (every login is refused then, but nobody was revoked)."""
+        with self._lock:
+            if self._watch.due():
+                self._watch.refresh()
+            return self._watch.current if self._watch.read_from_registry else None
+
     def login(self, username: str) -> EngineLogin | None:
         return self.logins().get(username)
 

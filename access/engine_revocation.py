@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from access.engine_auth import EngineAuth, EngineLogin
 
 log = logging.getLogger(__name__)
 
-# Closes every connection of a login on every node of the engine, saying why; raises if it
-# could not (it is then tried again).
-CloseConnections = Callable[[str, str], object]
+# Closes every connection of these logins on every node of the engine, saying why; raises if
+# it could not (they are then tried again).
+CloseConnections = Callable[[Sequence[str], str], object]
 REASON = "login revoked in moclo's registry"
 
 
@@ -39,15 +39,17 @@ class RevokedLogins:
         self.auth = auth
         self.close = close
         self.closed: list[str] = []  # usernames whose connections were closed, in order
-        self._known: dict[str, EngineLogin] = auth.logins()
+        self._known: dict[str, EngineLogin] = auth.logins_read() or {}
         self._to_close: set[str] = set()
         self._failed: set[str] = set()  # logged once until it succeeds
 
     def check(self) -> list[str]:
         """Closes what was revoked since the last check (and what failed then); returns the
         usernames closed now."""
-        current = self.auth.logins()
-        if current is not self._known:  # RegistryWatch swaps the whole mapping on a change
+        current = self.auth.logins_read()
+        # A registry missing for a moment (moved, being restored) revokes nobody: compared
+        # with it, every login would look gone and every connection would be closed.
+        if current is not None and current is not self._known:  # swapped whole on a change
             self._to_close |= {
                 username
                 for username, login in self._known.items()
@@ -55,24 +57,31 @@ class RevokedLogins:
                 or now.password_hash != login.password_hash
             }
             self._known = current
-        closed = []
-        for username in sorted(self._to_close):
-            try:
-                count = self.close(username, REASON)
-            except Exception as exc:  # a failed close must not stop the next ones: retried
-                if username not in self._failed:
-                    log.warning(
-                        "could not close the engine connections of revoked login %r (%s); "
-                        "trying again; check that every engine node runs",
-                        username,
-                        exc,
-                    )
-                    self._failed.add(username)
-                continue
-            self._to_close.discard(username)
-            self._failed.discard(username)
-            closed.append(username)
-            log.info("closed the engine connections of %r (%s): %s", username, count, REASON)
+        closed = sorted(self._to_close)
+        if not closed:
+            return []
+        try:
+            # All of a round at once: each call costs the CLI's start (about 0.4 s), so one per
+            # login would take minutes for a farm revoked whole.
+            count = self.close(closed, REASON)
+        except Exception as exc:  # a failed close must not stop ingest's neighbours: retried
+            if self._failed != self._to_close:
+                log.warning(
+                    "could not close the engine connections of revoked logins %s (%s); "
+                    "trying again; check that every engine node runs",
+                    ", ".join(map(repr, closed)),
+                    exc,
+                )
+                self._failed = set(self._to_close)
+            return []
+        self._to_close.clear()
+        self._failed.clear()
+        log.info(
+            "closed the engine connections of %s (%s): %s",
+            ", ".join(map(repr, closed)),
+            count,
+            REASON,
+        )
         self.closed += closed
         return closed
 

@@ -38,6 +38,9 @@ class RegistryWatch(Generic[T]):
     ) -> None:
         self.path = Path(path)
         self.current = empty
+        # Whether `current` was read from a registry, not the stand-in for a missing one (or
+        # one without tables): a watcher of changes must not read the stand-in as "all gone".
+        self.read_from_registry = False
         self.check_every_s = check_every_s
         self._read, self._empty = read, empty
         self._log, self._when_missing = log, when_missing
@@ -60,7 +63,7 @@ class RegistryWatch(Generic[T]):
         except FileNotFoundError:
             self.close()
             self._report(f"the registry {self.path} does not exist (yet): {self._when_missing}")
-            self.current = self._empty
+            self.current, self.read_from_registry = self._empty, False
             return True
         try:
             if self._db is None or (stat.st_dev, stat.st_ino) != self._file_id:
@@ -74,12 +77,12 @@ class RegistryWatch(Generic[T]):
         except sqlite3.Error as exc:
             if "no such table" in str(exc):
                 self._report(f"the registry {self.path} has no tables yet: {self._when_missing}")
-                self.current = self._empty
+                self.current, self.read_from_registry = self._empty, False
                 return True
             self.close()
             self._report(f"cannot read the registry {self.path} ({exc}); keeping the last known")
             return False
-        self.current = value
+        self.current, self.read_from_registry = value, True
         self._data_version = version
         self._problem = None
         return True

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,10 +212,10 @@ class RabbitCluster:
         """Until `count` nodes run in the cluster (rabbitmqctl waits on the condition)."""
         self.ctl("await_online_nodes", str(count), "--timeout", str(int(timeout_s)))
 
-    def close_user_connections(self, username: str, reason: str) -> int:
-        """Closes every connection (MQTT and AMQP) of `username` on every node; returns how
-        many. For a login revoked in the registry (access/engine_revocation.py); ServerError if
-        the CLI failed.
+    def close_user_connections(self, usernames: Sequence[str], reason: str) -> int:
+        """Closes every connection (MQTT and AMQP) of these logins on every node, in one call
+        of the CLI (each costs about 0.4 s); returns how many. For logins revoked in the
+        registry (access/engine_revocation.py); ServerError if the CLI failed.
 
         Through `rabbitmqctl eval` and RabbitMQ's connection tracking, which is cluster-wide
         and knows MQTT connections: `rabbitmqctl close_all_user_connections` (3.10.8) closes
@@ -222,18 +223,24 @@ class RabbitCluster:
         the device stayed connected), and the management plugin's `DELETE /api/connections`,
         which does the same as below, would cost a plugin and an administrator login. The two
         functions are RabbitMQ's internals, tried on 3.10.8 (tests/test_engine_revocation.py)."""
-        # Erlang literals from character codes: nothing in a name can break out of them.
-        user, why = (",".join(str(ord(c)) for c in text) for text in (username, reason))
+
+        def codes(text: str) -> str:  # an Erlang string literal nothing in a name can break
+            return "[" + ",".join(str(ord(c)) for c in text) + "]"
+
+        users = ",".join(codes(username) for username in usernames)
         answer = self.ctl(
             "eval",
-            f"Cs = rabbit_connection_tracking:list_of_user(list_to_binary([{user}])), "
-            f"ok = rabbit_connection_tracking:close_connections(Cs, [{why}], 0), length(Cs).",
+            f"lists:sum([begin Cs = rabbit_connection_tracking:list_of_user(list_to_binary(U)), "
+            f"ok = rabbit_connection_tracking:close_connections(Cs, {codes(reason)}, 0), "
+            f"length(Cs) end || U <- [{users}]]).",
             timeout_s=30,
         )
         try:
             return int(answer.strip())
         except ValueError:
-            raise ServerError(f"closing {username!r}'s connections answered {answer!r}") from None
+            raise ServerError(
+                f"closing {list(usernames)}'s connections answered {answer!r}"
+            ) from None
 
     def restart(self, index: int, *, timeout_s: float = 60) -> None:
         """Starts a stopped or killed node again; it rejoins the cluster from its own data."""

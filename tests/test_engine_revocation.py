@@ -7,6 +7,7 @@ attack has its positive control: a login not revoked, connected the same way, go
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from access.engine_auth import EngineAuth
@@ -99,8 +100,8 @@ def test_a_close_that_fails_is_tried_again_until_it_succeeds_and_a_kept_login_ne
     answers = iter([ServerError("r2 is down"), ServerError("r2 is down"), 1])
     asked: list[str] = []
 
-    def close(username: str, reason: str) -> int:
-        asked.append(username)
+    def close(usernames: Sequence[str], reason: str) -> int:
+        asked.extend(usernames)
         answer = next(answers)
         if isinstance(answer, Exception):
             raise answer
@@ -113,3 +114,29 @@ def test_a_close_that_fails_is_tried_again_until_it_succeeds_and_a_kept_login_ne
     assert revoked.check() == ["farm.gone"]
     assert revoked.check() == []  # closed once, then never asked again
     assert asked == ["farm.gone"] * 3
+
+
+def test_a_registry_briefly_missing_closes_no_one_that_was_not_revoked(tmp_path: Path) -> None:
+    """The registry moved aside for a moment (a backup, a restore, a mistake): new logins are
+    refused meanwhile, but nobody was revoked, so no open connection is closed. Read as "every
+    login gone", it closed every device, ingest worker and serve (found in review)."""
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.add_device("farm", COW, "kept")
+    registry.add_device("farm", COW, "gone")
+    registry.add_account("ingest", "worker-0")
+    asked: list[str] = []
+
+    def close(usernames: Sequence[str], reason: str) -> int:
+        asked.extend(usernames)
+        return len(usernames)
+
+    revoked = RevokedLogins(EngineAuth(registry.path, prefix="moclo", check_every_s=0.0), close)
+    assert revoked.check() == []
+    aside = tmp_path / "registry.sqlite.moved"
+    registry.path.rename(aside)
+    assert revoked.check() == []
+    aside.rename(registry.path)
+    assert revoked.check() == [] and asked == []
+    # Control: a login revoked once the registry is back is closed, and only it.
+    registry.revoke_device("farm", "gone")
+    assert revoked.check() == ["farm.gone"] and asked == ["farm.gone"]

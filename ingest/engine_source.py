@@ -361,7 +361,7 @@ class EngineSource:
         properties: Any,
         body: bytes,
     ) -> None:
-        topic = amqp_topic(method.routing_key)
+        topic = device_topic = amqp_topic(method.routing_key)
         if n >= 0 and properties.headers and FORWARDED_TOPIC in properties.headers:
             topic = forwarded_topic(topic, properties.headers[FORWARDED_TOPIC])
         message = Message(
@@ -372,6 +372,7 @@ class EngineSource:
             time.time_ns(),
             generation,
             n,
+            device_topic if topic != device_topic else "",
         )
         with self._lock:
             was_full = self._is_full()

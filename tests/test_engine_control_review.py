@@ -64,12 +64,6 @@ def publish_as_operator(fleet: Fleet, username: str, password: str, ids: list[st
         peer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a forwarded acknowledgement is judged before its device is placed; a device "
-    "not heard since its partition was taken over has its open episodes only 'aside' "
-    "(ingest/partition_state.py _place), so the acknowledgement is refused as 'no open alert'",
-)
 def test_an_acknowledgement_is_taken_after_a_restart_before_its_device_sends_again(
     fleet: Fleet, tmp_path: Path
 ) -> None:

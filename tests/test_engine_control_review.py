@@ -112,12 +112,6 @@ def test_an_acknowledgement_is_taken_after_a_restart_before_its_device_sends_aga
     assert acknowledged(watch, ids["cow-0"]), watch.changes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an acknowledgement forwarded twice (the control owner dies or times out "
-    "after RabbitMQ confirmed the forward, before it acknowledged the control delivery, "
-    "so the next owner forwards it again) records a spurious bad_ack 'already acknowledged'",
-)
 def test_an_acknowledgement_forwarded_again_is_not_refused(fleet: Fleet) -> None:
     """The same forwarded acknowledgement twice into the cow's partition, as ingest's login
     sends it (ingest/engine_source.py `_forward`): the second is the redelivery's copy, and

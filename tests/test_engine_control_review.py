@@ -1,8 +1,9 @@
 """Review of the control queue (issue 19, item 5): defects found by the review of the `control`
-branch, each proved here on the session's cluster and marked `xfail(strict=True)` until it is
-fixed (then the mark goes, and the test guards the fix).
+branch, each proved here on the session's cluster (marked `xfail(strict=True)` until it was
+fixed; now the test guards the fix).
 
-Each test states the behaviour a user expects; the mark's reason says what happens instead.
+Each test states the behaviour a user expects; the comment at its last assertion says what
+happened before the fix.
 """
 
 from __future__ import annotations
@@ -168,13 +169,6 @@ def control_unacknowledged(fleet: Fleet) -> int | None:
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a worker learns it owns the control queue only from a delivery "
-    "(ingest/control.py `owner`), so after the owner dies with nothing unacknowledged the "
-    "gateway is inert everywhere: no expiry, no follow-ups, no pending commands sent, until "
-    "some control message happens to arrive",
-)
 def test_the_control_queue_is_held_again_within_10_s_of_its_owners_kill_when_all_is_quiet(
     fleet: Fleet,
 ) -> None:

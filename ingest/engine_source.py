@@ -43,12 +43,14 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from ingest.partition_plan import (
     FORWARDED_TOPIC,
+    PROBE_TOPIC,
     RESOURCE_LOCKED,
     PartitionPlan,
     amqp_topic,
     declare_partitions,
     forwarded_topic,
     is_alive,
+    probe_control,
 )
 from ingest.source import Message, split_batch
 
@@ -62,12 +64,6 @@ logging.getLogger("pika.channel").setLevel(logging.ERROR)
 
 _PROBE_EVERY_S = 1.0  # how often a worker looks for the owners of the partitions it is in front on
 CONTROL = -2  # the `partition` of the control queue's deliveries
-# The topic of a control probe: what every worker publishes to the control queue about once a
-# second (through its own fanout exchange, which only ingest's logins may write), so that
-# whoever RabbitMQ made its active consumer learns it from a delivery even when nothing else
-# comes (ingest/control.py). Not an MQTT topic: no MQTT message can carry it.
-PROBE_TOPIC = "moclo-control-probe"
-_PROBE_TTL_MS = "10000"  # a probe nobody took in 10 s says nothing more: RabbitMQ drops it
 FORWARD_TIMEOUT_S = 10.0
 
 
@@ -99,6 +95,9 @@ class EngineSource:
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None  # pika's thread alone uses it
         self._forwarding: BlockingChannel | None = None  # confirm mode; pika's thread alone
+        # False: this worker cannot run the gateway (its command publisher did not start), so
+        # it leaves the control queue to the others. Set before start().
+        self.consumes_control = True
         self._probing: BlockingChannel | None = None  # control probes; pika's thread alone
         self._reconnect = False  # a forward failed: deliveries come again on a new connection
         self.generation = 0  # which connection delivered a message; acks go only to that one
@@ -286,11 +285,10 @@ class EngineSource:
             self._declare_alive(channel)
             for n in sorted(set(range(self.plan.partitions)) - set(self.plan.share)):
                 tags[n] = self._consume(channel, n, generation)
-            if self.plan.control_bindings:  # after the partitions: RabbitMQ gives it to one
+            if self.plan.control_bindings and self.consumes_control:
+                # After the partitions: RabbitMQ gives it to one worker.
                 self._forwarding = connection.channel()
                 self._forwarding.confirm_delivery()
-                channel.exchange_declare(self.probe_exchange, "fanout", durable=True)
-                channel.queue_bind(self.plan.control_queue, self.probe_exchange)
                 callback = functools.partial(self._on_delivery, CONTROL, generation)
                 channel.basic_consume(self.plan.control_queue, callback)
             self.connected = True
@@ -304,30 +302,13 @@ class EngineSource:
                 connection.process_data_events(time_limit=0.1)
                 if time.monotonic() >= next_probe:
                     next_probe = time.monotonic() + _PROBE_EVERY_S
-                    self._probe_control(connection)
+                    if self.plan.control_bindings:
+                        self._probing = probe_control(connection, self._probing, self.plan)
                     self._rebalance(connection, channel, tags, stepped_back, generation)
         finally:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 if connection.is_open:
                     connection.close()
-
-    @property
-    def probe_exchange(self) -> str:
-        return f"{self.plan.control_queue}.probe"
-
-    def _probe_control(self, connection: BlockingConnection) -> None:
-        """One probe to the control queue (PROBE_TOPIC): RabbitMQ hands the queue to a standby
-        silently when its holder dies, and the standby learns it holds it from a delivery."""
-        if not self.plan.control_bindings:
-            return
-        try:
-            if self._probing is None or not self._probing.is_open:
-                self._probing = connection.channel()
-            properties = pika.BasicProperties(expiration=_PROBE_TTL_MS)
-            self._probing.basic_publish(self.probe_exchange, "", b"", properties)
-        except pika.exceptions.AMQPChannelError as exc:  # tried again with the next probe
-            log.warning("could not probe the control queue (%r)", exc)
-            self._probing = None
 
     def _declare_alive(self, channel: BlockingChannel) -> None:
         """This worker's liveness queue; held by another connection, another process runs
@@ -390,7 +371,7 @@ class EngineSource:
         body: bytes,
     ) -> None:
         topic = device_topic = amqp_topic(method.routing_key)
-        if n == CONTROL and method.exchange == self.probe_exchange:
+        if n == CONTROL and method.exchange == self.plan.probe_exchange:
             topic = device_topic = PROBE_TOPIC
         elif n >= 0 and properties.headers and FORWARDED_TOPIC in properties.headers:
             topic = forwarded_topic(topic, properties.headers[FORWARDED_TOPIC])

@@ -115,7 +115,7 @@ class Consumer:
                 messages = await self._next_batch_or_stop(options.sweep_every_s)
                 if messages and self.control is not None:
                     messages, orders = self.control.split(messages)
-                    if orders:
+                    if orders := self.control.settle_probes(orders):
                         await storing.finished()
                         await self._control(orders)
                 if messages and self.partitions is not None:

@@ -41,7 +41,7 @@ from ingest.downlink.outcome import Outcome
 from ingest.downlink.unapplied import RULE as UNAPPLIED_RULE
 from ingest.downlink.wiring import Downlink
 from ingest.engine_source import CONTROL, EngineSource, ForwardFailed
-from ingest.partition_plan import amqp_topic
+from ingest.partition_plan import PROBE_TOPIC, amqp_topic
 from ingest.pipeline import Pipeline, PreparedBatch
 from ingest.source import Message
 from storage.alert_history import find_alert, latest_changes
@@ -109,6 +109,15 @@ class Control:
             m for m in messages if m.partition == CONTROL
         ]
 
+    def settle_probes(self, orders: list[Message]) -> list[Message]:
+        """Acknowledges the probes among the control deliveries `orders` at once if this
+        worker holds the queue already (a probe only says who holds it), and returns the
+        rest; else returns them all (the first makes this worker take over)."""
+        if not self.owner or not any(m.topic == PROBE_TOPIC for m in orders):
+            return orders
+        self.source.ack([m for m in orders if m.topic == PROBE_TOPIC])
+        return [m for m in orders if m.topic != PROBE_TOPIC]
+
     async def forward(self, forwards: list[tuple[str, str, bytes]]) -> bool:
         """Sends acknowledgements on to their partitions; False if the engine did not confirm
         (the source connects again, and what it had not acknowledged comes again)."""
@@ -135,6 +144,8 @@ class Control:
         changes: list[Alert] = []
         refusals: list[tuple[str, Message, str]] = []
         for message in batch.messages:
+            if message.topic == PROBE_TOPIC:
+                continue  # it made this worker take over, if it had not: nothing more
             tenant = parse_acknowledgement_topic(self.prefix, message.topic)
             if tenant is not None:
                 route = await self._route(tenant, message)

@@ -45,12 +45,14 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from ingest.partition_plan import (
     FORWARDED_TOPIC,
+    PROBE_TOPIC,
     RESOURCE_LOCKED,
     PartitionPlan,
     amqp_topic,
     declare_partitions,
     forwarded_topic,
     is_alive,
+    probe_control,
 )
 from ingest.source import Message, split_batch
 
@@ -64,7 +66,11 @@ logging.getLogger("pika.channel").setLevel(logging.ERROR)
 
 _PROBE_EVERY_S = 1.0  # how often a worker looks for the owners of the partitions it is in front on
 CONTROL = -2  # the `partition` of the control queue's deliveries
-FORWARD_TIMEOUT_S = 10.0
+FORWARD_TIMEOUT_S = 10.0  # without a single confirm: the connection is taken for dead
+# Forwarded acknowledgements published per turn of pika's loop. Each waits for its confirm (a
+# quorum write, 2-9 ms): between chunks deliveries and heartbeats are handled, and progress
+# is reported, so that a batch of thousands is not taken for a dead connection.
+_FORWARD_CHUNK = 50
 
 
 class EngineSource:
@@ -95,7 +101,14 @@ class EngineSource:
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None  # pika's thread alone uses it
         self._forwarding: BlockingChannel | None = None  # confirm mode; pika's thread alone
-        self._reconnect = False  # a forward failed: deliveries come again on a new connection
+        # False: this worker cannot run the gateway (its command publisher did not start), so
+        # it leaves the control queue to the others. Set before start().
+        self.consumes_control = True
+        self._probing: BlockingChannel | None = None  # control probes; pika's thread alone
+        # The connection (generation) a forward failed on: it is closed, and its unacknowledged
+        # deliveries come again on a new one. Only that one: a late failure of an old
+        # connection must not tear down its successor.
+        self._reconnect_on = -1
         self.generation = 0  # which connection delivered a message; acks go only to that one
         self.connected = False
         self.caught_up = True
@@ -241,19 +254,29 @@ class EngineSource:
     async def forward(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
         """Publishes (routing key, MQTT topic, payload) to the partition exchange with publisher
         confirms, the topic in the `moclo-topic` header; returns once RabbitMQ confirmed all.
-        Raises ForwardFailed, and then connects again: what this connection delivered and did
-        not acknowledge comes again (to this worker or the next)."""
+        Raises ForwardFailed if no confirm came for FORWARD_TIMEOUT_S, and then connects
+        again: what this connection delivered and did not acknowledge comes again (to this
+        worker or the next)."""
         connection, generation = self._connection, self.generation
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        progress = [0]  # messages confirmed so far, counted by pika's thread
         if connection is None:
             raise ForwardFailed("not connected to the engine")
         try:
             connection.add_callback_threadsafe(
-                functools.partial(self._forward, list(messages), generation, done)
+                functools.partial(self._forward, list(messages), generation, done, progress)
             )
-            await asyncio.wait_for(asyncio.wrap_future(done), FORWARD_TIMEOUT_S)
+            confirmed = asyncio.wrap_future(done)
+            seen = -1
+            while seen < progress[0]:  # a deadline per stretch without progress, not per batch
+                seen = progress[0]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(confirmed), FORWARD_TIMEOUT_S)
+                    return
+            confirmed.cancel()
+            raise TimeoutError(f"{seen} of {len(messages)} confirmed")
         except (TimeoutError, pika.exceptions.ConnectionWrongStateError) as exc:
-            self._reconnect = True
+            self._reconnect_on = generation
             raise ForwardFailed(f"the engine did not confirm in time ({exc!r})") from None
 
     # -- pika's thread ---------------------------------------------------------------------
@@ -263,20 +286,33 @@ class EngineSource:
         messages: list[tuple[str, str, bytes]],
         generation: int,
         done: concurrent.futures.Future[None],
+        progress: list[int],
     ) -> None:
+        """Publishes a chunk of `messages` (each confirmed), then the rest on a later turn."""
         channel = self._forwarding
+        if done.done():
+            return  # given up on (timed out)
         try:
             if generation != self.generation or channel is None or not channel.is_open:
                 raise ForwardFailed("the engine connection was lost")
-            for routing_key, topic, body in messages:
+            for routing_key, topic, body in messages[:_FORWARD_CHUNK]:
                 properties = pika.BasicProperties(headers={FORWARDED_TOPIC: topic}, delivery_mode=2)
                 # mandatory: a message no partition takes is refused, not confirmed.
                 channel.basic_publish(self.plan.exchange, routing_key, body, properties, True)
+                progress[0] += 1
         except (pika.exceptions.AMQPError, ForwardFailed) as exc:
-            self._reconnect = True
-            done.set_exception(exc if isinstance(exc, ForwardFailed) else ForwardFailed(repr(exc)))
+            self._reconnect_on = generation
+            failure = exc if isinstance(exc, ForwardFailed) else ForwardFailed(repr(exc))
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # given up on
+                done.set_exception(failure)
             return
-        done.set_result(None)
+        if rest := messages[_FORWARD_CHUNK:]:
+            channel.connection.call_later(
+                0, functools.partial(self._forward, rest, generation, done, progress)
+            )
+        else:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                done.set_result(None)
 
     def _ack(self, tags: list[int], generation: int) -> None:
         channel = self._channel
@@ -305,7 +341,7 @@ class EngineSource:
                 self._pending = [m for m in self._pending if m.connection == self.generation]
                 self._pending_bytes = sum(len(m.payload) for m in self._pending)
             self.connected, self._connection, self._channel = False, None, None
-            self._forwarding = None
+            self._forwarding = self._probing = None
             self._closing.wait(delay)  # a backoff, and wakes at once when closing
             delay = min(delay * 2, 10.0)
 
@@ -324,7 +360,8 @@ class EngineSource:
             self._declare_alive(channel)
             for n in sorted(set(range(self.plan.partitions)) - set(self.plan.share)):
                 tags[n] = self._consume(channel, n, generation)
-            if self.plan.control_bindings:  # after the partitions: RabbitMQ gives it to one
+            if self.plan.control_bindings and self.consumes_control:
+                # After the partitions: RabbitMQ gives it to one worker.
                 self._forwarding = connection.channel()
                 self._forwarding.confirm_delivery()
                 callback = functools.partial(self._on_delivery, CONTROL, generation)
@@ -335,11 +372,12 @@ class EngineSource:
             log.info("consuming %s (standing by for the rest)", self.subscription)
             stepped_back: set[int] = set()
             next_probe = 0.0
-            self._reconnect = False
-            while not self._closing.is_set() and not self._reconnect:
+            while not self._closing.is_set() and self._reconnect_on != generation:
                 connection.process_data_events(time_limit=0.1)
                 if time.monotonic() >= next_probe:
                     next_probe = time.monotonic() + _PROBE_EVERY_S
+                    if self.plan.control_bindings:
+                        self._probing = probe_control(connection, self._probing, self.plan)
                     self._rebalance(connection, channel, tags, stepped_back, generation)
         finally:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
@@ -421,8 +459,10 @@ class EngineSource:
         properties: Any,
         body: bytes,
     ) -> None:
-        topic = amqp_topic(method.routing_key)
-        if n >= 0 and properties.headers and FORWARDED_TOPIC in properties.headers:
+        topic = device_topic = amqp_topic(method.routing_key)
+        if n == CONTROL and method.exchange == self.plan.probe_exchange:
+            topic = device_topic = PROBE_TOPIC
+        elif n >= 0 and properties.headers and FORWARDED_TOPIC in properties.headers:
             topic = forwarded_topic(topic, properties.headers[FORWARDED_TOPIC])
         message = Message(
             topic,
@@ -432,6 +472,7 @@ class EngineSource:
             time.time_ns(),
             generation,
             n,
+            device_topic if topic != device_topic else "",
         )
         with self._lock:
             was_full = self._is_full()

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
@@ -15,6 +16,12 @@ MQTT_EXCHANGE = "amq.topic"
 PARTITION_PREFIX = "moclo.partition."  # the names access/engine_auth.py lets ingest declare
 FORWARDED_TOPIC = "moclo-topic"  # header: the MQTT topic of a forwarded acknowledgement
 RESOURCE_LOCKED = 405  # an exclusive queue held by another connection: its worker is alive
+# The topic of a control probe: what every worker publishes to the control queue about once a
+# second (through a fanout exchange beside it, which only ingest's logins may write), so that
+# whoever RabbitMQ made its active consumer learns it from a delivery even when nothing else
+# comes (ingest/control.py). Not an MQTT topic: no MQTT message can carry it.
+PROBE_TOPIC = "moclo-control-probe"
+_PROBE_TTL_MS = "10000"  # a probe nobody took in 10 s says nothing more: RabbitMQ drops it
 
 log = logging.getLogger("moclo.ingest.engine")
 
@@ -44,6 +51,10 @@ class PartitionPlan:
         """The one queue beside the partitions whose consumer runs the gateway and the
         automations for the whole set (one worker at a time: single active consumer)."""
         return f"{self.exchange}.control"
+
+    @property
+    def probe_exchange(self) -> str:
+        return f"{self.control_queue}.probe"
 
     def alive_queue(self, worker: int, incarnation: str = "") -> str:
         """Worker `worker`'s liveness queue, or that of one process of it."""
@@ -82,6 +93,26 @@ def declare_partitions(channel: BlockingChannel, plan: PartitionPlan) -> None:
         channel.queue_declare(plan.control_queue, durable=True, arguments=arguments)
         for routing_key in plan.control_bindings:
             channel.queue_bind(plan.control_queue, MQTT_EXCHANGE, routing_key=routing_key)
+        channel.exchange_declare(plan.probe_exchange, "fanout", durable=True)
+        channel.queue_bind(plan.control_queue, plan.probe_exchange)
+
+
+def probe_control(
+    connection: BlockingConnection, channel: BlockingChannel | None, plan: PartitionPlan
+) -> BlockingChannel | None:
+    """Publishes one probe (PROBE_TOPIC) to the control queue on `channel` (opened if None or
+    closed); returns the channel for the next, or None if it failed (said; tried again then).
+    RabbitMQ hands the queue to a standby silently when its holder dies: the standby learns
+    that it holds it from a delivery."""
+    try:
+        if channel is None or not channel.is_open:
+            channel = connection.channel()
+        properties = pika.BasicProperties(expiration=_PROBE_TTL_MS)
+        channel.basic_publish(plan.probe_exchange, "", b"", properties)
+    except pika.exceptions.AMQPChannelError as exc:
+        log.warning("could not probe the control queue (%r)", exc)
+        return None
+    return channel
 
 
 def forwarded_topic(topic: str, claimed: object) -> str:

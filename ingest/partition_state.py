@@ -140,8 +140,11 @@ class PartitionAlertState(AlertState):
         if new:
             await self._take_over(sorted(new), generation)
         for message in messages:
-            if message.topic not in self._seen and message.partition in self.held:
-                self._place(message.topic, message.partition)
+            # A forwarded acknowledgement places the device it was routed by: until placed,
+            # a device's stored open alerts wait aside, and the acknowledgement would find none.
+            topic = message.device_topic or message.topic
+            if topic not in self._seen and message.partition in self.held:
+                self._place(topic, message.partition)
 
     def take_orphans(self) -> list[Alert]:
         """The resolutions of stored open alerts whose rule no longer exists, found while

@@ -25,7 +25,7 @@ from devices.topics import (
     parse_acknowledger,
     telemetry_topic,
 )
-from ingest.alerts import AcknowledgementInvalid, AlertEngine
+from ingest.alerts import AcknowledgementInvalid, AcknowledgementRepeated, AlertEngine
 from ingest.announce import Publication
 from ingest.automations.runner import Automations
 from ingest.cardinality import CardinalityGuard
@@ -205,6 +205,8 @@ class Pipeline:
             body = _AcknowledgementBody.model_validate(orjson.loads(message.payload))
             by, note = _acknowledger(account, on_behalf, body)
             alert = self._acknowledge_alert(tenant, body.id, by, note, message.received_ns)
+        except AcknowledgementRepeated:
+            return  # a double click, or on the engine a copy forwarded again: nothing to do
         except (orjson.JSONDecodeError, ValidationError, AcknowledgementInvalid, TopicError) as exc:
             if isinstance(exc, AcknowledgementInvalid | TopicError):
                 error = str(exc)
@@ -239,6 +241,8 @@ class Pipeline:
         """The engine's alerts, then the gateway's (desired_not_applied)."""
         try:
             return self.engine.acknowledge(tenant, alert, by, note)
+        except AcknowledgementRepeated:
+            raise
         except AcknowledgementInvalid:
             gateway = self.gateway
             found = gateway and gateway.unapplied.acknowledge(tenant, alert, by, note, received_ns)

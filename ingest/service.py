@@ -246,12 +246,17 @@ class Ingest:
         try:
             await self.downlink.start(send_pending=self.control is None)
         except MqttUnreachable as exc:
-            log.error(
-                "commands and desired state are off: %s. Regenerate the broker's files "
-                "(`moclo broker-auth write`) so they list the login %s, and reload the broker",
-                exc,
-                connection_login(self.settings.mqtt.username or "USER", "commands"),
+            login = connection_login(self.settings.mqtt.username or "USER", "commands")
+            advice = (  # on the engine, RabbitMQ asks `moclo engine-auth`, which reads the registry
+                f"check that the registry lists the login {login} and that `moclo engine-auth` "
+                "runs, then restart this worker (it leaves the control queue to the others)"
+                if self.control is not None
+                else f"regenerate the broker's files (`moclo broker-auth write`) so they list "
+                f"the login {login}, and reload the broker"
             )
+            log.error("commands and desired state are off: %s. To fix it, %s", exc, advice)
+            if self.control is not None:  # the gateway cannot send here: another worker runs it
+                self.control.source.consumes_control = False
             self.pipeline.gateway = None
             self.pipeline.decoder.downlink = None  # their topics are rejected, as before
             self.consumer.downlink = None

@@ -51,6 +51,9 @@ class Message:
     received_ns: int
     connection: int  # which connection delivered it; acks go only to that connection
     partition: int = -1  # the engine's partition it came from (ingest/engine_source.py)
+    # A forwarded acknowledgement on the engine: the telemetry topic of the alert's device, by
+    # which it was routed (its partition places that device before judging it).
+    device_topic: str = ""
 
 
 class MqttSource:

@@ -19,7 +19,7 @@ from devices.catalogue import DEVICE_TYPES
 from devices.place_rules import ArrivalRule, GeofenceRule
 from devices.rules import AbsenceRule, ThresholdRule, describe
 from devices.topics import DeviceAddress
-from ingest.alerts import AcknowledgementInvalid, AlertEngine, snapshot
+from ingest.alerts import AcknowledgementInvalid, AcknowledgementRepeated, AlertEngine, snapshot
 from ingest.alerts.rulebook import Override, RuleBook
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, StoredChange, parse_alert_line
@@ -378,6 +378,23 @@ def test_acknowledging_an_open_alert_once() -> None:
     assert (done.state, done.acknowledged_by) == ("resolved", "dr-vos")
     with pytest.raises(AcknowledgementInvalid, match="no open alert"):
         engine.acknowledge("farm", raised.alert_id, "dr-vos")
+
+
+def test_acknowledging_again_as_the_same_person_is_a_repeat_not_a_refusal() -> None:
+    """A double click (or, on the engine, a copy forwarded twice) changes nothing and is not
+    recorded as a bad acknowledgement; someone else's is still refused."""
+    engine = AlertEngine()
+    [raised] = [a for r in cows([39.6, 39.7, 39.8]) for a in engine.evaluate(r)]
+    first = engine.acknowledge("farm", raised.alert_id, "dr-vos")
+    with pytest.raises(AcknowledgementRepeated):
+        engine.acknowledge("farm", raised.alert_id, "dr-vos", "again")
+    with pytest.raises(AcknowledgementInvalid, match="already acknowledged by dr-vos") as other:
+        engine.acknowledge("farm", raised.alert_id, "someone-else")
+    assert not isinstance(other.value, AcknowledgementRepeated)
+    later = [reading(COW, T0 + 600 + i, body_temp_c=38.6) for i in range(3)]
+    [done] = [a for r in later for a in engine.evaluate(r)]
+    assert (done.state, done.acknowledged_by, done.ts_ns > first.ts_ns) == (
+        "resolved", "dr-vos", True)  # fmt: skip
 
 
 # -- state over restarts -------------------------------------------------------------------

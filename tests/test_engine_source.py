@@ -4,14 +4,17 @@ routing keys, and the byte window on the session's cluster."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import uuid
 
 import pika
 import pytest
 
 from core.settings import Settings, SettingsError
-from devices.topics import telemetry_topic
-from ingest.engine_source import EngineSource, EngineUnreachable
+from devices.topics import acknowledgement_topic, telemetry_topic
+from ingest import engine_source
+from ingest.engine_source import EngineSource, EngineUnreachable, ForwardFailed
 from ingest.engine_wiring import engine_nodes
 from ingest.partition_plan import PartitionPlan, amqp_topic
 from moclo.stack import free_port
@@ -168,6 +171,86 @@ def test_a_worker_whose_first_node_is_down_consumes_from_the_next(engine: Engine
         await source.start()
         try:
             assert source.connected
+        finally:
+            await source.close()
+
+    asyncio.run(run())
+
+
+def forwarding_source(engine: Engine) -> tuple[EngineSource, str]:
+    """A source of one partition with a control queue (so it forwards), and a tenant's cow's
+    telemetry topic that routes to that partition."""
+    tenant = f"farm-{uuid.uuid4().hex[:8]}"
+    ingest = engine.registry.add_account("ingest", f"ingest-{uuid.uuid4().hex[:8]}")
+    plan = PartitionPlan(1, 0, 1, (f"moclo.{tenant}.*.*.telemetry",), f"t{uuid.uuid4().hex[:8]}",
+                         control_bindings=(f"moclo.{tenant}.acks.#",))  # fmt: skip
+    parameters = pika.ConnectionParameters(
+        "127.0.0.1",
+        engine.cluster.nodes[0].ports.amqp,
+        "/",
+        pika.PlainCredentials(ingest.username, ingest.password),
+    )
+    return EngineSource([parameters], plan), telemetry_topic(
+        engine.prefix, tenant, "cow_tracker", "c1"
+    )
+
+
+def test_a_batch_of_2000_forwarded_acknowledgements_is_not_taken_for_a_dead_connection(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each forwarded acknowledgement waits for its confirm (a quorum write, 2-9 ms here), so
+    2,000 take longer than the deadline, here 2 s: the deadline holds for a stretch without a
+    confirm, not for the batch (else: timeout, reconnect, redelivery, the same again)."""
+    monkeypatch.setattr(engine_source, "FORWARD_TIMEOUT_S", 2.0)
+    source, cow = forwarding_source(engine)
+    acks = acknowledgement_topic(engine.prefix, cow.split("/")[1], "op")
+    count = 2_000
+
+    async def run() -> None:
+        await source.start()
+        try:
+            generation = source.generation
+            await source.forward([(amqp_topic(cow), acks, b"%d" % i) for i in range(count)])
+            came: list[bytes] = []
+            while len(came) < count:  # all of them in the partition, in order, once
+                batch = await source.next_batch(linger_s=0.05)
+                came += [m.payload for m in batch if m.partition == 0]
+                source.ack(batch)
+            assert came == [b"%d" % i for i in range(count)]
+            assert source.generation == generation  # no reconnect on the way
+        finally:
+            await source.close()
+
+    asyncio.run(run())
+
+
+def test_a_forward_failing_on_an_old_connection_leaves_the_current_one_alone(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forward that fails late, for a connection already replaced, must not close its
+    successor (whose deliveries would all come again). The failure is made on pika's thread
+    as a forward of an older connection would meet it."""
+    monkeypatch.setattr(engine_source, "FORWARD_TIMEOUT_S", 2.0)
+    source, cow = forwarding_source(engine)
+    acks = acknowledgement_topic(engine.prefix, cow.split("/")[1], "op")
+
+    async def run() -> None:
+        await source.start()
+        try:
+            generation = source.generation
+            stale: concurrent.futures.Future[None] = concurrent.futures.Future()
+            assert source._connection is not None
+            source._connection.add_callback_threadsafe(functools.partial(
+                source._forward, [(amqp_topic(cow), acks, b"old")], generation - 1, stale, [0]
+            ))  # fmt: skip
+            with pytest.raises(ForwardFailed, match="connection was lost"):
+                await asyncio.wrap_future(stale)
+            # Positive control of the same path: a forward of this connection goes through,
+            # on this connection.
+            await source.forward([(amqp_topic(cow), acks, b"new")])
+            batch = await source.next_batch(linger_s=0.05)
+            assert [m.payload for m in batch if m.partition == 0] == [b"new"]
+            assert source.generation == generation
         finally:
             await source.close()
 

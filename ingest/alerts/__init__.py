@@ -12,6 +12,10 @@ from ingest.alerts import compiled
 
 compiled.activate(__path__)  # before the engine is imported, so that the right one is
 
-from ingest.alerts.engine import AcknowledgementInvalid, AlertEngine  # noqa: E402
+from ingest.alerts.engine import (  # noqa: E402
+    AcknowledgementInvalid,
+    AcknowledgementRepeated,
+    AlertEngine,
+)
 
-__all__ = ["AcknowledgementInvalid", "AlertEngine"]
+__all__ = ["AcknowledgementInvalid", "AcknowledgementRepeated", "AlertEngine"]

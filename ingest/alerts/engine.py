@@ -47,6 +47,11 @@ class AcknowledgementInvalid(ValueError):
     """An acknowledgement that cannot be applied (stored as `bad_ack`); the message says why."""
 
 
+class AcknowledgementRepeated(AcknowledgementInvalid):
+    """The person who acknowledged an episode acknowledged it again (a double click, or on the
+    engine a copy forwarded twice): nothing to do, and nothing to refuse."""
+
+
 class AlertEngine:
     def __init__(
         self, rulebook: RuleBook | None = None, *, wall_ns: Callable[[], int] = time.time_ns
@@ -231,6 +236,8 @@ class AlertEngine:
         device, tracker = found
         episode = tracker.episode
         assert episode is not None
+        if episode.acknowledged_by == by:
+            raise AcknowledgementRepeated(f"alert {alert!r} is acknowledged by {by} already")
         if episode.acknowledged_by:
             raise AcknowledgementInvalid(
                 f"alert {alert!r} was already acknowledged by {episode.acknowledged_by}"

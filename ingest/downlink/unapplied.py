@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from devices.rule_base import format_seconds
+from ingest.alerts import AcknowledgementRepeated
 from storage.alert_record import Alert, StoredChange, alert_id
 
 RULE = "desired_not_applied"
@@ -92,9 +93,12 @@ class Unapplied:
 
     def acknowledge(self, tenant: str, alert: str, by: str, note: str, ts: int) -> Alert | None:
         """The `acknowledged` change of an open episode of this rule, or None if `alert` is
-        not one (the engine's, or nobody's)."""
+        not one (the engine's, or nobody's); AcknowledgementRepeated if `by` acknowledged it
+        already."""
         for key, open_alert in self._open.items():
             if open_alert.alert_id == alert and key[0] == tenant:
+                if open_alert.acknowledged_by == by:
+                    raise AcknowledgementRepeated(f"alert {alert!r} is acknowledged already")
                 if open_alert.acknowledged_by:
                     return None  # the engine's refusal ("no open alert") fits well enough
                 acknowledged = replace(

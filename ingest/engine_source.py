@@ -31,6 +31,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import copy
 import functools
 import logging
 import secrets
@@ -71,6 +72,7 @@ FORWARD_TIMEOUT_S = 10.0  # without a single confirm: the connection is taken fo
 # quorum write, 2-9 ms): between chunks deliveries and heartbeats are handled, and progress
 # is reported, so that a batch of thousands is not taken for a dead connection.
 _FORWARD_CHUNK = 50
+ALIVE_TIMEOUT_S = 3.0  # a liveness check's connect and answer, at most
 
 
 class EngineSource:
@@ -87,6 +89,7 @@ class EngineSource:
         window_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.parameters = parameters
+        self._probe_parameters = [_short_lived(p) for p in parameters]
         self.plan = plan
         self.subscription = f"partitions {', '.join(map(str, plan.share))} of {plan.exchange}"
         self._batch_messages = batch_messages
@@ -217,28 +220,22 @@ class EngineSource:
 
     async def worker_alive(self, worker: int, incarnation: str) -> bool:
         """Whether that process (`incarnation`) of worker `worker` is connected to the engine
-        (holds its liveness queue); asked on pika's thread. False when this worker is not
-        connected itself."""
-        connection, loop = self._connection, asyncio.get_running_loop()
-        if connection is None:
+        (holds its liveness queue). Asked on a short-lived connection of its own, on a thread:
+        pika's thread may be blocked for seconds waiting for room in the window
+        (`_on_delivery`). An answer that does not come within `ALIVE_TIMEOUT_S`, or an error,
+        counts as gone (said): a take-over then goes on from the snapshot and the stored
+        changes instead of waiting for a release that may never come. False when this worker
+        is not connected itself."""
+        if self._connection is None:
             return False
-        answer: asyncio.Future[bool] = loop.create_future()
-
-        def probe() -> None:
-            try:
-                alive = is_alive(connection, self.plan.alive_queue(worker, incarnation))
-            except (pika.exceptions.AMQPError, OSError):
-                alive = False  # this connection is going: whatever it held is let go
-            loop.call_soon_threadsafe(_settle, answer, alive)
-
+        queue = self.plan.alive_queue(worker, incarnation)
         try:
-            connection.add_callback_threadsafe(probe)
-            # pika's thread may be waiting for room (_on_delivery): then ask again later.
-            return await asyncio.wait_for(answer, 2.0)
-        except pika.exceptions.ConnectionWrongStateError:
+            probe = asyncio.to_thread(_probe_alive, self._probe_parameters, queue)
+            return await asyncio.wait_for(probe, ALIVE_TIMEOUT_S)
+        except (TimeoutError, pika.exceptions.AMQPError, OSError) as exc:
+            log.warning("could not ask whether worker %d is alive (%r): taken as gone",
+                        worker, exc)  # fmt: skip
             return False
-        except TimeoutError:
-            return True
 
     def ack(self, messages: list[Message]) -> int:
         """Acknowledges stored deliveries of the current connection; returns how many."""
@@ -505,6 +502,19 @@ class ForwardFailed(ConnectionError):
     again."""
 
 
-def _settle(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():  # given up on meanwhile (a timeout)
-        future.set_result(value)
+def _short_lived(parameters: pika.ConnectionParameters) -> pika.ConnectionParameters:
+    """`parameters` for a liveness check: one try per node, each bounded, so that its thread
+    ends soon after `ALIVE_TIMEOUT_S` even when the engine does not answer."""
+    probe = copy.copy(parameters)
+    probe.connection_attempts = 1
+    probe.socket_timeout = probe.stack_timeout = probe.blocked_connection_timeout = 2.0
+    return probe
+
+
+def _probe_alive(parameters: list[pika.ConnectionParameters], queue: str) -> bool:
+    connection = BlockingConnection(parameters)
+    try:
+        return is_alive(connection, queue)
+    finally:
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+            connection.close()

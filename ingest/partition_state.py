@@ -21,15 +21,20 @@ raised twice, or one missed). So each partition has an owner file beside its sna
 back keeps judging the partition's deliveries it holds; once the last is acknowledged, it
 writes the partition's snapshot, then the release. A new owner finding the partition held by
 another worker, not released, waits for the release while that worker is alive (bounded by
-`RELEASE_WAIT_S`); a worker that died or lost its connection releases nothing, and needs not:
-what it had not acknowledged is delivered again, to the new owner.
+`RELEASE_WAIT_S`); a worker that died releases nothing, and needs not: what it had not
+acknowledged is delivered again, to the new owner. A worker that lost its connection releases
+its partitions when it notices. A release or a snapshot is written only while the owner file
+still names this process and the connection the partition was taken on (`_write_owned`, under
+a lock file per partition): one that comes late never replaces a new owner's claim or snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -42,6 +47,7 @@ from ingest.alerts.lifecycle import DeviceState
 from ingest.downlink.unapplied import RULE as UNAPPLIED_RULE
 from ingest.engine_source import EngineSource
 from ingest.pipeline import Pipeline
+from ingest.private import private_folder
 from ingest.source import Message
 from ingest.spool import Spool
 from storage.alert_history import latest_changes
@@ -99,10 +105,12 @@ class PartitionAlertState(AlertState):
         """Drops the partitions this worker no longer holds: all of a lost connection's at
         once, and those the source stepped back from once their last delivery is stored."""
         generation = self.source.generation
-        lost = {n for n, taken_on in self.held.items() if taken_on != generation}
-        for n in lost:
+        lost = {n: taken_on for n, taken_on in self.held.items() if taken_on != generation}
+        for n, taken_on in lost.items():
             self._drop(n)
-            self._mark(n, released=True)  # its deliveries come again, to the new owner
+            # Its deliveries come again, to the new owner; released only if no one claimed it
+            # meanwhile (a late release must not cancel the new owner's claim).
+            self._mark(n, released=True, connection=taken_on)
             log.info("partition %d let go (connection lost)", n)
         self._releasing |= self.source.take_released()
         self._releasing &= set(self.held)
@@ -111,16 +119,23 @@ class PartitionAlertState(AlertState):
                 continue  # still judging or storing what it had received: the next time
             self._releasing.discard(n)
             self._jobs = [(k, job) for k, job in self._jobs if k != n]
-            self._write(self.snapshot_of(n), self._capture(n))
-            self._mark(n, released=True)  # after the snapshot: both written in this order
+            taken_on = self.held[n]
+            self._write(self.snapshot_of(n), self._capture(n), owner=(n, taken_on))
+            # After the snapshot: both written in this order.
+            self._mark(n, released=True, connection=taken_on)
             self._drop(n)
             log.info("partition %d handed over after its last batch", n)
 
-    def _mark(self, n: int, *, released: bool) -> None:
+    def _mark(self, n: int, *, released: bool, connection: int | None = None) -> None:
+        """Claims partition `n` for this process and `connection` (the current one by
+        default), or releases it: a release is written only while the owner file still names
+        this process and that connection (`_write_owned`)."""
         source = self.source
+        taken_on = source.generation if connection is None else connection
         owner = {"worker": source.plan.worker, "incarnation": source.incarnation,
-                 "released": released, "at": time.time()}  # fmt: skip
-        self._write(self.owner_of(n), orjson.dumps(owner))
+                 "connection": taken_on, "released": released, "at": time.time()}  # fmt: skip
+        data = orjson.dumps(owner)
+        self._write(self.owner_of(n), data, owner=(n, taken_on) if released else None, lock=n)
 
     def _drop(self, n: int) -> None:
         engine = self.pipeline.engine
@@ -188,7 +203,7 @@ class PartitionAlertState(AlertState):
                     self._orphans += self.pipeline.engine.apply_stored(changes)
             self.held[n] = generation
             self.source.holding = frozenset(self.held)
-            self._mark(n, released=False)
+            self._mark(n, released=False, connection=generation)
             log.info(
                 "partition %d taken over: %d devices from its snapshot (in %.3f s: release "
                 "%.3f s, stored changes %.3f s)",
@@ -279,21 +294,34 @@ class PartitionAlertState(AlertState):
         while self._jobs and self._jobs[0][1].step(budget_s):
             n, job = self._jobs.pop(0)
             if n in self.held and n not in self._releasing:  # else its last one is written
-                self._write(self.snapshot_of(n), job.result())
+                self._write(self.snapshot_of(n), job.result(), owner=(n, self.held[n]))
 
     def _capture(self, n: int) -> bytes:
         job = snapshot.SnapshotJob(self.pipeline.engine, self._states(n))
         job.step(budget_s=float("inf"))
         return job.result()
 
-    def _write(self, path: Path, data: bytes) -> None:
-        """Writes `data` to `path` on a thread, after every write begun before."""
-        previous = self._writing
+    def _write(
+        self, path: Path, data: bytes, *, owner: tuple[int, int] | None = None, lock: int = -1
+    ) -> None:
+        """Writes `data` to `path` on a thread, after every write begun before. With `owner`
+        (partition, connection): only while that partition's owner file names this process
+        and that connection, so that a worker that lost a partition (its connection lost, or
+        paused while another took over) writes over neither the new owner's claim nor its
+        snapshots. Under the partition's lock (`lock`, or owner's partition) if either."""
+        previous, n = self._writing, owner[0] if owner else lock
+        incarnation = self.source.incarnation
+        name = self.source.plan.name
+        connection = owner[1] if owner else None
 
         async def write() -> None:
             if previous is not None:
                 await previous
-            await asyncio.to_thread(snapshot.write, path, data)
+            if n < 0:
+                await asyncio.to_thread(snapshot.write, path, data)
+            else:
+                args = (self.directory, name, n, path, data, incarnation, connection)
+                await asyncio.to_thread(_write_owned, *args)
 
         self._writing = asyncio.ensure_future(write())
 
@@ -302,9 +330,41 @@ class PartitionAlertState(AlertState):
         await self.written()
         if unstored:
             log.warning("partition snapshots not saved: the last batch was not stored")
-        for n in sorted(self.held):
+        for n, taken_on in sorted(self.held.items()):
             if not unstored:
-                self._write(self.snapshot_of(n), self._capture(n))
+                self._write(self.snapshot_of(n), self._capture(n), owner=(n, taken_on))
             # Released while still connected: the next owner waits for this, not for a timeout.
-            self._mark(n, released=True)
+            self._mark(n, released=True, connection=taken_on)
         await self.written()
+
+
+def _write_owned(
+    directory: Path,
+    name: str,
+    n: int,
+    path: Path,
+    data: bytes,
+    incarnation: str,
+    connection: int | None,
+) -> None:
+    """Writes `data` to `path` under partition `n`'s lock (`{name}-{n}.lock`, shared by the
+    workers of the folder); with `connection`, only if the owner file names this process
+    (`incarnation`) and that connection: a compare-and-set, so that a release or snapshot
+    coming late never replaces what a new owner claimed or wrote."""
+    private_folder(directory)
+    descriptor = os.open(directory / f"{name}-{n}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # released with the descriptor
+        if connection is not None:
+            try:
+                owner = orjson.loads(snapshot.read(directory / f"{name}-{n}.owner.json") or b"{}")
+            except orjson.JSONDecodeError:
+                owner = {}
+            owner = owner if isinstance(owner, dict) else {}
+            named = (owner.get("incarnation"), owner.get("connection")) if owner else None
+            if named != (incarnation, connection):
+                log.info("partition %d is another worker's now: %s not written", n, path.name)
+                return
+        snapshot.write(path, data)
+    finally:
+        os.close(descriptor)

@@ -40,7 +40,8 @@ from ingest.automations.runner import Automations
 from ingest.downlink.outcome import Outcome
 from ingest.downlink.unapplied import RULE as UNAPPLIED_RULE
 from ingest.downlink.wiring import Downlink
-from ingest.engine_source import CONTROL, EngineSource, ForwardFailed
+from ingest.engine_forward import ForwardFailed
+from ingest.engine_source import CONTROL, EngineSource
 from ingest.partition_plan import PROBE_TOPIC, amqp_topic
 from ingest.pipeline import Pipeline, PreparedBatch
 from ingest.source import Message

@@ -23,15 +23,18 @@ Like `MqttSource`, a delivery is acknowledged only after its batch is stored (`a
 acknowledgements for a connection that is gone are never sent (its deliveries come again).
 pika's BlockingConnection runs on a thread of its own; acknowledgements reach it through
 `add_callback_threadsafe`, the one thread-safe call pika has.
+
+Why one module of about 430 lines: the session, the deliveries, the balance and the liveness
+checks share one connection's state on pika's thread (which connection is current, what waits,
+what was stepped back from); forwarding (engine_forward.py) and the plan's names and probes
+(partition_plan.py) are what could leave it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
-import copy
 import functools
 import logging
 import secrets
@@ -44,6 +47,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from ingest.engine_forward import Forwarding
 from ingest.partition_plan import (
     FORWARDED_TOPIC,
     PROBE_TOPIC,
@@ -53,7 +57,9 @@ from ingest.partition_plan import (
     declare_partitions,
     forwarded_topic,
     is_alive,
+    probe_alive,
     probe_control,
+    short_lived,
 )
 from ingest.source import Message, split_batch
 
@@ -67,15 +73,10 @@ logging.getLogger("pika.channel").setLevel(logging.ERROR)
 
 _PROBE_EVERY_S = 1.0  # how often a worker looks for the owners of the partitions it is in front on
 CONTROL = -2  # the `partition` of the control queue's deliveries
-FORWARD_TIMEOUT_S = 10.0  # without a single confirm: the connection is taken for dead
-# Forwarded acknowledgements published per turn of pika's loop. Each waits for its confirm (a
-# quorum write, 2-9 ms): between chunks deliveries and heartbeats are handled, and progress
-# is reported, so that a batch of thousands is not taken for a dead connection.
-_FORWARD_CHUNK = 50
 ALIVE_TIMEOUT_S = 3.0  # a liveness check's connect and answer, at most
 
 
-class EngineSource:
+class EngineSource(Forwarding):
     """Batches of the partitions this worker is active on; the interface of `MqttSource`."""
 
     def __init__(
@@ -89,7 +90,7 @@ class EngineSource:
         window_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.parameters = parameters
-        self._probe_parameters = [_short_lived(p) for p in parameters]
+        self._probe_parameters = [short_lived(p) for p in parameters]
         self.plan = plan
         self.subscription = f"partitions {', '.join(map(str, plan.share))} of {plan.exchange}"
         self._batch_messages = batch_messages
@@ -230,7 +231,7 @@ class EngineSource:
             return False
         queue = self.plan.alive_queue(worker, incarnation)
         try:
-            probe = asyncio.to_thread(_probe_alive, self._probe_parameters, queue)
+            probe = asyncio.to_thread(probe_alive, self._probe_parameters, queue)
             return await asyncio.wait_for(probe, ALIVE_TIMEOUT_S)
         except (TimeoutError, pika.exceptions.AMQPError, OSError) as exc:
             log.warning("could not ask whether worker %d is alive (%r): taken as gone",
@@ -248,68 +249,7 @@ class EngineSource:
                 connection.add_callback_threadsafe(functools.partial(self._ack, tags, generation))
         return len(tags)
 
-    async def forward(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
-        """Publishes (routing key, MQTT topic, payload) to the partition exchange with publisher
-        confirms, the topic in the `moclo-topic` header; returns once RabbitMQ confirmed all.
-        Raises ForwardFailed if no confirm came for FORWARD_TIMEOUT_S, and then connects
-        again: what this connection delivered and did not acknowledge comes again (to this
-        worker or the next)."""
-        connection, generation = self._connection, self.generation
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        progress = [0]  # messages confirmed so far, counted by pika's thread
-        if connection is None:
-            raise ForwardFailed("not connected to the engine")
-        try:
-            connection.add_callback_threadsafe(
-                functools.partial(self._forward, list(messages), generation, done, progress)
-            )
-            confirmed = asyncio.wrap_future(done)
-            seen = -1
-            while seen < progress[0]:  # a deadline per stretch without progress, not per batch
-                seen = progress[0]
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(confirmed), FORWARD_TIMEOUT_S)
-                    return
-            confirmed.cancel()
-            raise TimeoutError(f"{seen} of {len(messages)} confirmed")
-        except (TimeoutError, pika.exceptions.ConnectionWrongStateError) as exc:
-            self._reconnect_on = generation
-            raise ForwardFailed(f"the engine did not confirm in time ({exc!r})") from None
-
     # -- pika's thread ---------------------------------------------------------------------
-
-    def _forward(
-        self,
-        messages: list[tuple[str, str, bytes]],
-        generation: int,
-        done: concurrent.futures.Future[None],
-        progress: list[int],
-    ) -> None:
-        """Publishes a chunk of `messages` (each confirmed), then the rest on a later turn."""
-        channel = self._forwarding
-        if done.done():
-            return  # given up on (timed out)
-        try:
-            if generation != self.generation or channel is None or not channel.is_open:
-                raise ForwardFailed("the engine connection was lost")
-            for routing_key, topic, body in messages[:_FORWARD_CHUNK]:
-                properties = pika.BasicProperties(headers={FORWARDED_TOPIC: topic}, delivery_mode=2)
-                # mandatory: a message no partition takes is refused, not confirmed.
-                channel.basic_publish(self.plan.exchange, routing_key, body, properties, True)
-                progress[0] += 1
-        except (pika.exceptions.AMQPError, ForwardFailed) as exc:
-            self._reconnect_on = generation
-            failure = exc if isinstance(exc, ForwardFailed) else ForwardFailed(repr(exc))
-            with contextlib.suppress(concurrent.futures.InvalidStateError):  # given up on
-                done.set_exception(failure)
-            return
-        if rest := messages[_FORWARD_CHUNK:]:
-            channel.connection.call_later(
-                0, functools.partial(self._forward, rest, generation, done, progress)
-            )
-        else:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                done.set_result(None)
 
     def _ack(self, tags: list[int], generation: int) -> None:
         channel = self._channel
@@ -495,26 +435,3 @@ class EngineSource:
 
 class EngineUnreachable(ConnectionError):
     """The engine did not let ingest connect and consume: the message says what to check."""
-
-
-class ForwardFailed(ConnectionError):
-    """RabbitMQ did not confirm a forwarded acknowledgement; connecting again, so it comes
-    again."""
-
-
-def _short_lived(parameters: pika.ConnectionParameters) -> pika.ConnectionParameters:
-    """`parameters` for a liveness check: one try per node, each bounded, so that its thread
-    ends soon after `ALIVE_TIMEOUT_S` even when the engine does not answer."""
-    probe = copy.copy(parameters)
-    probe.connection_attempts = 1
-    probe.socket_timeout = probe.stack_timeout = probe.blocked_connection_timeout = 2.0
-    return probe
-
-
-def _probe_alive(parameters: list[pika.ConnectionParameters], queue: str) -> bool:
-    connection = BlockingConnection(parameters)
-    try:
-        return is_alive(connection, queue)
-    finally:
-        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-            connection.close()

@@ -5,6 +5,7 @@ balance")."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -142,3 +143,22 @@ def is_alive(connection: BlockingConnection, queue: str) -> bool:
     with contextlib.suppress(pika.exceptions.AMQPError):
         probe.close()
     return True
+
+
+def short_lived(parameters: pika.ConnectionParameters) -> pika.ConnectionParameters:
+    """`parameters` for a liveness check: one try per node, each bounded, so that its thread
+    ends soon after the source's ALIVE_TIMEOUT_S even when the engine does not answer."""
+    probe = copy.copy(parameters)
+    probe.connection_attempts = 1
+    probe.socket_timeout = probe.stack_timeout = probe.blocked_connection_timeout = 2.0
+    return probe
+
+
+def probe_alive(parameters: list[pika.ConnectionParameters], queue: str) -> bool:
+    """`is_alive` on a connection of its own (short_lived parameters), closed after."""
+    connection = BlockingConnection(parameters)
+    try:
+        return is_alive(connection, queue)
+    finally:
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+            connection.close()

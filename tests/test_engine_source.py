@@ -13,8 +13,9 @@ import pytest
 
 from core.settings import Settings, SettingsError
 from devices.topics import acknowledgement_topic, telemetry_topic
-from ingest import engine_source
-from ingest.engine_source import EngineSource, EngineUnreachable, ForwardFailed
+from ingest import engine_forward
+from ingest.engine_forward import ForwardFailed
+from ingest.engine_source import EngineSource, EngineUnreachable
 from ingest.engine_wiring import engine_nodes
 from ingest.partition_plan import PartitionPlan, amqp_topic
 from moclo.stack import free_port
@@ -201,7 +202,7 @@ def test_a_batch_of_2000_forwarded_acknowledgements_is_not_taken_for_a_dead_conn
     """Each forwarded acknowledgement waits for its confirm (a quorum write, 2-9 ms here), so
     2,000 take longer than the deadline, here 2 s: the deadline holds for a stretch without a
     confirm, not for the batch (else: timeout, reconnect, redelivery, the same again)."""
-    monkeypatch.setattr(engine_source, "FORWARD_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(engine_forward, "FORWARD_TIMEOUT_S", 2.0)
     source, cow = forwarding_source(engine)
     acks = acknowledgement_topic(engine.prefix, cow.split("/")[1], "op")
     count = 2_000
@@ -230,7 +231,7 @@ def test_a_forward_failing_on_an_old_connection_leaves_the_current_one_alone(
     """A forward that fails late, for a connection already replaced, must not close its
     successor (whose deliveries would all come again). The failure is made on pika's thread
     as a forward of an older connection would meet it."""
-    monkeypatch.setattr(engine_source, "FORWARD_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(engine_forward, "FORWARD_TIMEOUT_S", 2.0)
     source, cow = forwarding_source(engine)
     acks = acknowledgement_topic(engine.prefix, cow.split("/")[1], "op")
 

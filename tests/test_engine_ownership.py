@@ -1,8 +1,9 @@
-"""Review of scale6 (issue 19): a new owner's probe of the worker that held a partition
-(`EngineSource.worker_alive`, used by partition_state._await_release) runs on pika's thread.
-While the byte window is full, that thread waits in `_on_delivery` for room, the probe times
-out after 2 s and is read as "alive": a take-over then waits the whole RELEASE_WAIT_S (10 s)
-for a worker that is long dead. The control: the same probe with room in the window."""
+"""Who owns a partition, after review (issue 19): a new owner asks whether the worker that held
+a partition is alive on a connection of its own, so a full window on pika's thread cannot make
+a dead worker look alive (a take-over then waited the whole release wait for it); and a release
+or snapshot is written only by the owner the owner file names, so a late one cannot undo a
+newer claim. Each with its control. (In a test_engine_* file: it uses the session cluster, and
+those files run on one xdist worker.)"""
 
 from __future__ import annotations
 

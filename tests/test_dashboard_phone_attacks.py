@@ -123,8 +123,10 @@ def acknowledging(tab: Page) -> list[str]:
 
 
 def ack_button(tab: Page, device: str) -> tuple[float, float]:
-    box = tab.locator(f'#open-alerts li[data-device="{device}"] button.ack').bounding_box()
-    assert box is not None, f"no acknowledge button for {device}"
+    """The middle of `device`'s acknowledge button, once it is on screen: a live update may be
+    redrawing the list at the moment of asking (bounding_box is then None)."""
+    button = tab.locator(f'#open-alerts li[data-device="{device}"] button.ack')
+    box = wait_until(button.bounding_box, timeout_s=15, what=f"{device}'s acknowledge button")
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 

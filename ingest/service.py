@@ -46,7 +46,6 @@ from ingest.alert_state import AlertState
 from ingest.alerts import AlertEngine
 from ingest.alerts.rulebook import RuleBook
 from ingest.announce import AlertPublisher
-from ingest.automations.runner import Automations
 from ingest.batch_source import BatchSource
 from ingest.cardinality import CardinalityGuard
 from ingest.consumer import AlertCallback, Consumer, Partitions
@@ -63,6 +62,7 @@ from ingest.pipeline import Pipeline
 from ingest.registry_gate import RegistryGate
 from ingest.rejections import RejectionLog
 from ingest.retention import RetentionWatch
+from ingest.rules_in_force import load_automations, load_rulebook
 from ingest.sink import InfluxSink
 from ingest.source import MqttSource
 from ingest.spool import Spool
@@ -370,28 +370,6 @@ def _pipeline(
         if downlink is not None and settings.engine_url is None
         else None,
     )
-
-
-def load_rulebook(settings: Settings) -> RuleBook:
-    """The rules in force: the device types' defaults, with the rules file's on top."""
-    if settings.rules_file is None:
-        return RuleBook()
-    from ingest.alerts.rulesfile import load_rules_file
-
-    return load_rules_file(Path(settings.rules_file))
-
-
-def load_automations(settings: Settings, rulebook: RuleBook) -> Automations | None:
-    """The automations file's automations, each checked against the rules in force: one
-    whose rule no device of its type and tenant has would never act (AutomationsFileError)."""
-    if settings.automations_file is None:
-        return None
-    from ingest.automations.file import load_automations_file, unknown_triggers
-
-    path = Path(settings.automations_file)
-    automations = load_automations_file(path)
-    unknown_triggers(automations, rulebook, str(path))
-    return Automations(automations)
 
 
 async def run_ingest(

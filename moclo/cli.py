@@ -255,7 +255,7 @@ def _serve(settings: Settings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.service import load_rulebook
+    from ingest.rules_in_force import load_rulebook
     from moclo.up import UpOptions, run_up
 
     # Ingest would find a bad rules file too, but only after the local servers have started.

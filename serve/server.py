@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 from access.sessions import Sessions
 from access.tokens import Tokens
 from core.settings import Settings, map_tile_source
-from ingest.service import load_rulebook
+from ingest.rules_in_force import load_rulebook
 from serve.api import create_app
 from serve.headers import SecurityHeaders
 from serve.live import LiveHub

@@ -201,7 +201,7 @@ def test_an_automation_waiting_for_a_rule_nobody_has_stops_ingest_from_starting(
     broken = tmp_path / "broken.toml"
     broken.write_text(AUTOMATIONS.replace('rule = "near_home"', 'rule = "near_hoem"'))
     settings = home.model_copy(update={"automations_file": str(broken)})
-    from ingest.service import load_automations, load_rulebook
+    from ingest.rules_in_force import load_automations, load_rulebook
 
     with pytest.raises(
         AutomationsFileError,

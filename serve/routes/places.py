@@ -5,7 +5,7 @@ what ingest judges it by). Same scoping as the other device routes: 403 for a te
 the token's, 404 for a device it does not have.
 
 The rules file (MOCLO_RULES_FILE) is read once when serve starts, by the function ingest uses
-(`ingest/service.py` `load_rulebook`), so a file ingest refuses is refused here too, before
+(`ingest/rules_in_force.py` `load_rulebook`), so a file ingest refuses is refused here too, before
 anything is served; serve started with another file than ingest's would draw other places
 than those ingest judges by, so both read the same setting.
 """

@@ -115,7 +115,7 @@ def test_an_acknowledgement_is_taken_after_a_restart_before_its_device_sends_aga
 
 def test_an_acknowledgement_forwarded_again_is_not_refused(fleet: Fleet) -> None:
     """The same forwarded acknowledgement twice into the cow's partition, as ingest's login
-    sends it (ingest/engine_source.py `_forward`): the second is the redelivery's copy, and
+    sends it (ingest/engine_forward.py `_forward`): the second is the redelivery's copy, and
     the person did nothing wrong."""
     fleet.add_devices(1)
     operator = fleet.engine.registry.add_account(

@@ -55,7 +55,9 @@ async function api(path, params = {}, options = {}) {
   const response = await fetch(url, options);
   noteFreshness(response);  // offline.js
   if (response.status === 401) {
-    showSignIn(state.who ? "Your session has ended (signed out, expired, or the token was revoked): sign in again." : "");
+    // Only the first 401 shows the sign-in screen: a later one (a refresh in flight when the
+    // stream said the session ended, or when the person signed out) must not wipe its message.
+    if (state.who) showSignIn("Your session has ended (signed out, expired, or the token was revoked): sign in again.");
     throw new SignedOut("signed out");
   }
   const body = await response.json();

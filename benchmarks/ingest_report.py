@@ -9,6 +9,7 @@ from typing import Any
 from benchmarks.ingest_contenders import CONTENDERS
 from benchmarks.ingest_raw import LINES_PER_BODY, WRITERS
 from benchmarks.ingest_report_sections import latency_section, memory_section, scale_section
+from benchmarks.ingest_targets import targets_section
 
 Figures = dict[str, Any]
 COLUMNS = ("per_s", "seconds", "cpu_s", "cpu_ms_per_1000", "peak_rss_mb", "start_to_done_s")
@@ -153,7 +154,10 @@ each drain: {min(loads):.2f} to {max(loads):.2f} (the machine is shared: another
 have been profiling meanwhile). The run took {run["minutes"]:.0f} minutes ({minutes}).{install}"""
     if not figures["rounds"]:
         return header + sections + "\n"
+    targets = targets_section(figures)
     return f"""{header}
+
+{targets}
 
 ## Throughput
 

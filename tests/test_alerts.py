@@ -694,7 +694,8 @@ def test_the_remembered_rolling_median_is_the_median_judged_afresh(
 
     from devices.catalogue import DEVICE_TYPES
     from devices.rules import BaselineRule
-    from ingest.alerts.conditions import BaselineState, judge
+    from ingest.alerts.baselines import BaselineState
+    from ingest.alerts.conditions import judge
 
     device = DEVICE_TYPES["cow_tracker"]
     rule = next(r for r in device.rules if isinstance(r, BaselineRule) and r.baseline == baseline)
@@ -713,8 +714,7 @@ def test_the_remembered_rolling_median_is_the_median_judged_afresh(
             device.example | {"ts": ts // 10**9, "seq": n, rule.field: value}
         )
         fresh = copy.deepcopy(state)
-        fresh.settle()  # nothing remembered: neither the median nor the hour's sums
-        fresh.hour, fresh.median_hour, fresh.means = None, -1, None
+        fresh.forget()  # nothing remembered: neither the median nor the hour's sums
         learning = n % 7 != 0
         assert judge(rule, state, reading, ts, learning) == judge(
             rule, fresh, reading, ts, learning

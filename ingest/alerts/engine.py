@@ -30,17 +30,15 @@ from devices.place_rules import ArrivalRule
 from devices.rule_base import format_seconds
 from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState
+from ingest.alerts.baselines import BaselineState
 from ingest.alerts.lifecycle import DeviceState, Episode, Tracker, find_tracker
 from ingest.alerts.rulebook import RuleBook
-from ingest.alerts.verdict import Verdict
+from ingest.alerts.verdict import ALARM, CLEAR
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 
 _NS: Final = 1_000_000_000
 _INTERVAL_WEIGHT: Final = 0.2  # how fast the learnt interval follows the device
-ALARM: Final = Verdict.ALARM
-CLEAR: Final = Verdict.CLEAR
 
 
 class AcknowledgementInvalid(ValueError):
@@ -143,12 +141,12 @@ class AlertEngine:
         usual = device.usual  # a device with an open alert: its baselines do not learn now
         for tracker in device.trackers:
             pending_since = tracker.pending_since
-            verdict, value = tracker.judge(
+            verdict, value = tracker.judge.judge(
                 tracker.condition, reading, ts, usual and pending_since < 0
             )
             episode = tracker.episode
             if episode is None:
-                if verdict is not ALARM:
+                if verdict != ALARM:
                     if pending_since >= 0:  # a pending alarm that did not last
                         tracker.pending_since = -1
                         tracker.pending_count = 0
@@ -163,10 +161,10 @@ class AlertEngine:
                 ):
                     changes.append(self._raise(device, tracker, tracker.pending_since, ts, value))
                 continue
-            if verdict is not CLEAR:
+            if verdict != CLEAR:
                 tracker.clear_since = -1
                 tracker.clear_count = 0
-                if verdict is ALARM:
+                if verdict == ALARM:
                     episode.last_seen = ts
                 continue
             if tracker.clear_since < 0:

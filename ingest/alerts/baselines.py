@@ -92,66 +92,84 @@ def _number(value: float) -> float | None:
 def enter_hour(state: BaselineState, hour: int, same_hour: bool) -> None:
     """A reading of another hour than the last one judged: its slot starts afresh if it held
     another hour, and the baseline for the hour is taken (the usual for this hour of the day,
-    or the median of the last 24 hours); both hold for every reading of the hour."""
+    or the median of the last 24 hours); both hold for every reading of the hour.
+
+    Each slot read or written costs a float object (the array's items are C doubles, Python
+    objects only on the way in or out): what is known already is passed on, not read again."""
+    left, left_sum, left_count = state.hour, state.hour_sum, state.hour_count
     state.settle()  # the hour left behind
     slots = state.slots
     base = (hour % SLOTS) * 5
     if slots[base + _HOUR] != hour:
-        dropped = _new_hour(state, base, hour)
+        dropped, usual, days = _new_hour(slots, base, hour)
         state.hour_sum = state.hour_count = 0.0
     else:
-        dropped = math.nan
+        dropped, usual, days = math.nan, slots[base + _USUAL], slots[base + _DAYS]
         state.hour_sum, state.hour_count = slots[base + _SUM], slots[base + _COUNT]
     if same_hour:
-        state.hour_baseline = slots[base + _USUAL] if slots[base + _DAYS] else math.nan
+        state.hour_baseline = usual if days else math.nan
     elif state.median_hour != hour:
-        state.hour_baseline = state.median = _rolling_median(state, hour, dropped)
+        # The previous hour's sum and count: the ones just settled, if it was the hour left.
+        if left != hour - 1:
+            left_sum, left_count = _hour_sums(slots, hour - 1)
+        state.hour_baseline = state.median = _rolling_median(
+            state, hour, dropped, left_sum / left_count if left_count else math.nan
+        )
         state.median_hour = hour
     else:
         state.hour_baseline = state.median
     state.hour = hour
 
 
-def _new_hour(state: BaselineState, base: int, hour: int) -> float:
+def _hour_sums(slots: array[float], hour: int) -> tuple[float, float]:
+    """The sum and count of `hour`, if its slot still holds it (else nothing: 0, 0)."""
+    base = (hour % SLOTS) * 5
+    if slots[base + _HOUR] != hour:
+        return 0.0, 0.0
+    return slots[base + _SUM], slots[base + _COUNT]
+
+
+def _new_hour(slots: array[float], base: int, hour: int) -> tuple[float, float, float]:
     """This hour of the day comes round again: the old hour's mean joins the usual. Returns that
-    mean if the old hour was the one just out of the last 24 hours (else NaN)."""
-    slots = state.slots
+    mean if the old hour was the one just out of the last 24 hours (else NaN), and the usual
+    and the number of days it is of, as now written."""
     dropped = math.nan
     count = slots[base + _COUNT]
+    days = slots[base + _DAYS]
+    usual = slots[base + _USUAL]
     if count:
         mean = slots[base + _SUM] / count
-        days = slots[base + _DAYS]
-        usual = slots[base + _USUAL]
-        slots[base + _USUAL] = mean if days == 0 else usual + _DAY_WEIGHT * (mean - usual)
-        slots[base + _DAYS] = days + 1
+        usual = mean if days == 0 else usual + _DAY_WEIGHT * (mean - usual)
+        days += 1
+        slots[base + _USUAL] = usual
+        slots[base + _DAYS] = days
         if slots[base + _HOUR] == hour - SLOTS:
             dropped = mean
     slots[base + _HOUR] = hour
     slots[base + _SUM] = 0.0
     slots[base + _COUNT] = 0.0
-    return dropped
+    return dropped, usual, days
 
 
-def _rolling_median(state: BaselineState, hour: int, dropped: float) -> float:
+def _rolling_median(state: BaselineState, hour: int, dropped: float, previous: float) -> float:
     """The median of the hourly means of the last 24 hours (this hour excluded; NaN: too few).
 
     From one hour to the next (the usual case), only two slots changed since the last median
-    was taken: the previous hour's, which now has its mean, and this hour's, started afresh,
-    whose old mean (`dropped`, NaN if none) was the oldest of the 24 hours if it was not older
-    still. So the sorted means move by one out and one in, instead of all 24 read and sorted
-    again; anything else (a gap, a late reading, a restart) reads them all from the slots.
+    was taken: the previous hour's, which now has its mean (`previous`, NaN if none), and this
+    hour's, started afresh, whose old mean (`dropped`, NaN if none) was the oldest of the 24
+    hours if it was not older still. So the sorted means move by one out and one in, instead of
+    all 24 read and sorted again; anything else (a gap, a late reading, a restart) reads them
+    all from the slots.
     """
-    slots, means, previous = state.slots, state.means, hour - 1
-    if means is not None and state.median_hour == previous:
+    means = state.means
+    if means is not None and state.median_hour == hour - 1:
         if dropped == dropped:
             at = bisect_left(means, dropped)
             if at == len(means) or means[at] != dropped:
                 return _median(state, hour)  # cannot happen; reading them all is always right
             del means[at]
-        base = (previous % SLOTS) * 5
-        count = slots[base + _COUNT]
-        if count and slots[base + _HOUR] == previous:
-            insort(means, slots[base + _SUM] / count)
+        if previous == previous:
+            insort(means, previous)
         return _middle(means)
     return _median(state, hour)
 

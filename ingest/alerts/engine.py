@@ -26,12 +26,9 @@ from dataclasses import replace
 from typing import Final
 
 from devices.fast import AnyReading
-from devices.place_rules import ArrivalRule
-from devices.rule_base import format_seconds
-from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.baselines import BaselineState
 from ingest.alerts.lifecycle import DeviceState, Episode, Tracker, find_tracker
+from ingest.alerts.messages import alert_message
 from ingest.alerts.rulebook import RuleBook
 from ingest.alerts.verdict import ALARM, CLEAR
 from ingest.decode import ValidReading
@@ -287,7 +284,7 @@ class AlertEngine:
         assert episode is not None
         rule = tracker.rule
         a = device.address
-        message = _message(rule, tracker, value, ts)
+        message = alert_message(rule, tracker.condition, value, ts)
         if state == "resolved":
             message = f"resolved: {message}"
         return Alert(
@@ -371,28 +368,3 @@ def _orphan_resolution(c: StoredChange, newest: int) -> Alert:
         ts_ns=max(c.ts_ns, newest) + 1,
         message=f"resolved: rule {c.rule} no longer applies to this device",
     )
-
-
-def _message(rule: Rule, tracker: Tracker, value: float, ts: int) -> str:
-    condition = tracker.condition
-    baseline = condition.baseline if isinstance(condition, BaselineState) else 0.0
-    try:
-        return rule.message.format(
-            value=value,
-            baseline=baseline,
-            delta=value,
-            distance_m=abs(value),
-            silent_for=format_seconds(value),
-            field=getattr(rule, "field", ""),
-            eta=_clock(ts / _NS + value) if isinstance(rule, ArrivalRule) else "",
-            minutes=value / 60,
-        )
-    except (ValueError, TypeError, KeyError, IndexError):
-        # Templates are tried when a rule is made; should one still fail on a value, the
-        # alert must not be lost to its wording.
-        return f"{rule.name}: {value:g} ({rule.message})"
-
-
-def _clock(epoch_s: float) -> str:
-    """`18:40 UTC`: when an arrival is expected (a reading's own time plus the estimate)."""
-    return time.strftime("%H:%M UTC", time.gmtime(epoch_s))

@@ -100,8 +100,9 @@ def enter_hour(state: BaselineState, hour: int, same_hour: bool) -> None:
     state.settle()  # the hour left behind
     slots = state.slots
     base = (hour % SLOTS) * 5
-    if slots[base + _HOUR] != hour:
-        dropped, usual, days = _new_hour(slots, base, hour)
+    held = slots[base + _HOUR]
+    if held != hour:
+        dropped, usual, days = _new_hour(slots, base, hour, held)
         state.hour_sum = state.hour_count = 0.0
     else:
         dropped, usual, days = math.nan, slots[base + _USUAL], slots[base + _DAYS]
@@ -129,10 +130,14 @@ def _hour_sums(slots: array[float], hour: int) -> tuple[float, float]:
     return slots[base + _SUM], slots[base + _COUNT]
 
 
-def _new_hour(slots: array[float], base: int, hour: int) -> tuple[float, float, float]:
-    """This hour of the day comes round again: the old hour's mean joins the usual. Returns that
-    mean if the old hour was the one just out of the last 24 hours (else NaN), and the usual
-    and the number of days it is of, as now written."""
+def _new_hour(slots: array[float], base: int, hour: int, held: float) -> tuple[float, float, float]:
+    """This hour of the day comes round again: the old hour's mean (`held` was that hour) joins
+    the usual. Returns that mean if the old hour was the one just out of the last 24 hours
+    (else NaN), and the usual and the number of days it is of, as now written.
+
+    The slot's sum and count are left as they were: the hour's own are kept in the state from
+    now on (`BaselineState.hour_sum`), and `settle` writes them over these before anything
+    reads the slot again."""
     dropped = math.nan
     count = slots[base + _COUNT]
     days = slots[base + _DAYS]
@@ -143,11 +148,9 @@ def _new_hour(slots: array[float], base: int, hour: int) -> tuple[float, float, 
         days += 1
         slots[base + _USUAL] = usual
         slots[base + _DAYS] = days
-        if slots[base + _HOUR] == hour - SLOTS:
+        if held == hour - SLOTS:
             dropped = mean
     slots[base + _HOUR] = hour
-    slots[base + _SUM] = 0.0
-    slots[base + _COUNT] = 0.0
     return dropped, usual, days
 
 

@@ -138,9 +138,11 @@ def report(
             )
         for engine in [e for e in engines if e != "baseline" and "baseline" in engines]:
             same = engines[engine]["digest"] == engines["baseline"]["digest"]
+            ratio = us[engine] / us["baseline"]
+            # (a baseline that is compiled can be faster than this checkout's Python sources)
+            speed = f"{1 / ratio:.1f}× faster" if ratio <= 1 else f"{ratio:.1f}× slower"
             notes.append(
-                f"- {stream}: {engine} / baseline = {us[engine] / us['baseline']:.2f} "
-                f"({us['baseline'] / us[engine]:.1f}× faster); alert changes "
+                f"- {stream}: {engine} / baseline = {ratio:.2f} ({speed}); alert changes "
                 f"{'byte-identical' if same else 'DIFFER'}"
             )
     where = f"baseline: {baseline}" if baseline else "no baseline"

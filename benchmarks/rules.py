@@ -4,7 +4,7 @@ alone (the seed's main device, five rules, two of them baselines).
 
     .venv/bin/python -m benchmarks.rules                      # this checkout, printed
     .venv/bin/python -m benchmarks.rules --baseline /tmp/old --out benchmarks/results/rules.md
-    .venv/bin/python -m benchmarks.rules --cows 500 --mix 50000 --rounds 3   # smaller
+    .venv/bin/python -m benchmarks.rules --cows 500 --mix 50000 --rounds 3 --memory-cows 0
     .venv/bin/python -m benchmarks.rules --baseline /tmp/old --profile     # and where time goes
 
 Each stream covers two days of reading time (`benchmarks/alerts_throughput.py`'s fleet, seed
@@ -94,7 +94,28 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
                 for engine, (checkout, env) in engines.items():
                     native = results[name][engine]["engine"] == "compiled"
                     results[name][engine]["profile"] = profile(checkout, data, env, native)
+    if args.memory_cows:
+        results["memory"] = {
+            engine: memory(checkout, args.memory_cows, env)
+            for engine, (checkout, env) in engines.items()
+        }
     return results
+
+
+def memory(checkout: Path, cows: int, env: dict[str, str]) -> dict[str, Any]:
+    """What one cow's rule state costs in this engine (`benchmarks/rules_memory.py`)."""
+    script = ROOT / "benchmarks" / "rules_memory.py"
+    done = subprocess.run(
+        [sys.executable, "-P", str(script), "--cows", str(cows)],
+        env=dict(os.environ, PYTHONPATH=str(checkout), **env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise SystemExit(f"measuring the memory of {checkout}'s engine failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
 
 
 def report(
@@ -103,6 +124,7 @@ def report(
     head = "| stream | engine | readings timed | µs per reading (median) | rounds | alert changes"
     rows = [head + " | SHA-256 of moclo_alerts |", "|---|---|---:|---:|---|---:|---|"]
     notes = []
+    memory_rows = _memory_rows(results.pop("memory", {}))
     for stream, engines in results.items():
         us = {}
         for engine, r in engines.items():
@@ -116,20 +138,41 @@ def report(
             )
         for engine in [e for e in engines if e != "baseline" and "baseline" in engines]:
             same = engines[engine]["digest"] == engines["baseline"]["digest"]
+            ratio = us[engine] / us["baseline"]
+            # (a baseline that is compiled can be faster than this checkout's Python sources)
+            speed = f"{1 / ratio:.1f}× faster" if ratio <= 1 else f"{ratio:.1f}× slower"
             notes.append(
-                f"- {stream}: {engine} / baseline = {us[engine] / us['baseline']:.2f} "
-                f"({us['baseline'] / us[engine]:.1f}× faster); alert changes "
+                f"- {stream}: {engine} / baseline = {ratio:.2f} ({speed}); alert changes "
                 f"{'byte-identical' if same else 'DIFFER'}"
             )
     where = f"baseline: {baseline}" if baseline else "no baseline"
     load = f"load average (1 min) before: {before:.2f}, after: {os.getloadavg()[0]:.2f}"
-    lines = [*rows, "", f"{load}; {where}", *notes]
+    lines = [*rows, "", f"{load}; {where}", *notes, *memory_rows]
     for stream, engines in results.items():
         for engine, r in engines.items():
             if "profile" in r:
                 lines += ["", f"#### Profile: {stream}, {engine} (the timed loop)", ""]
                 lines += r["profile"]
     return "\n".join(lines)
+
+
+def _memory_rows(memory: dict[str, dict[str, Any]]) -> list[str]:
+    if not memory:
+        return []
+    some = next(iter(memory.values()))
+    rows = [
+        "",
+        f"What one cow's rule state costs: {some['cows']:,} cows judged for a day (their baselines"
+        " learnt a day of hours), the engine's memory as tracemalloc counts it, per cow"
+        " (`benchmarks/rules_memory.py`):",
+        "",
+        "| engine | bytes per cow | all cows, MB |",
+        "|---|---:|---:|",
+    ]
+    for engine, m in memory.items():
+        name = f"{engine}{' (compiled)' * (m['engine'] == 'compiled')}"
+        rows.append(f"| {name} | {m['bytes_per_cow']:,} | {m['traced_bytes'] / 1e6:.1f} |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", type=int, default=200_000, help="readings of the mix")
     parser.add_argument("--cows", type=int, default=2_000, help="cow trackers (288 readings each)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--memory-cows",
+        type=int,
+        default=3_000,
+        metavar="N",
+        help="also measure each engine's rule state per cow over N cows (0: do not)",
+    )
     parser.add_argument(
         "--baseline", type=Path, metavar="DIR", help="a checkout of another commit (git worktree)"
     )

@@ -694,7 +694,8 @@ def test_the_remembered_rolling_median_is_the_median_judged_afresh(
 
     from devices.catalogue import DEVICE_TYPES
     from devices.rules import BaselineRule
-    from ingest.alerts.conditions import BaselineState, judge
+    from ingest.alerts.baselines import BaselineState
+    from ingest.alerts.conditions import judge
 
     device = DEVICE_TYPES["cow_tracker"]
     rule = next(r for r in device.rules if isinstance(r, BaselineRule) and r.baseline == baseline)
@@ -713,10 +714,34 @@ def test_the_remembered_rolling_median_is_the_median_judged_afresh(
             device.example | {"ts": ts // 10**9, "seq": n, rule.field: value}
         )
         fresh = copy.deepcopy(state)
-        fresh.settle()  # nothing remembered: neither the median nor the hour's sums
-        fresh.hour, fresh.median_hour, fresh.means = None, -1, None
+        fresh.forget()  # nothing remembered: neither the median nor the hour's sums
         learning = n % 7 != 0
         assert judge(rule, state, reading, ts, learning) == judge(
             rule, fresh, reading, ts, learning
         )
         assert state.dump() == fresh.dump()
+
+
+def test_devices_with_a_rule_share_its_judge_and_each_keeps_its_own_history() -> None:
+    """A rule's judge holds only the rule's settings: one for every device it applies to (what
+    a cow's rule state costs depends on it); each device's history stays its own."""
+    from ingest.alerts.conditions import judge_for
+
+    engine = AlertEngine()
+    other = DeviceAddress("farm", "cow_tracker", "cow-2")
+    engine.evaluate(reading(COW, T0))
+    engine.evaluate(reading(other, T0, body_temp_c=39.9))
+    first, second = (
+        engine.devices[("farm", "cow_tracker", "cow-1")],
+        engine.devices[("farm", "cow_tracker", "cow-2")],
+    )
+    assert [t.rule.name for t in first.trackers] == ["fever", "not_moving", "in_heat",
+                                                    "calving_soon"]  # fmt: skip
+    for mine, theirs in zip(first.trackers, second.trackers, strict=True):
+        assert mine.judge is theirs.judge is judge_for(mine.rule)
+        assert mine.condition is None or mine.condition is not theirs.condition
+    # cow-2's hot reading counts towards her fever, not cow-1's
+    assert (first.trackers[0].pending_count, second.trackers[0].pending_count) == (0, 1)
+    assert first.absence is not None
+    with pytest.raises(TypeError, match="judged from the device's silence"):
+        first.absence.judge.judge(None, reading(COW, T0 + 60).reading, T0 + 60, True)

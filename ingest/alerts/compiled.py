@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 # The modules on the per-reading path (what they import stays Python).
-MODULES = ("verdict", "conditions", "lifecycle", "engine")
+MODULES = ("verdict", "baselines", "conditions", "lifecycle", "engine")
 _HERE = Path(__file__).resolve().parent
 
 

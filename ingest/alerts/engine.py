@@ -26,21 +26,16 @@ from dataclasses import replace
 from typing import Final
 
 from devices.fast import AnyReading
-from devices.place_rules import ArrivalRule
-from devices.rule_base import format_seconds
-from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState
 from ingest.alerts.lifecycle import DeviceState, Episode, Tracker, find_tracker
+from ingest.alerts.messages import alert_message
 from ingest.alerts.rulebook import RuleBook
-from ingest.alerts.verdict import Verdict
+from ingest.alerts.verdict import ALARM, CLEAR
 from ingest.decode import ValidReading
 from storage.alert_record import Alert, AlertState, StoredChange, alert_id
 
 _NS: Final = 1_000_000_000
 _INTERVAL_WEIGHT: Final = 0.2  # how fast the learnt interval follows the device
-ALARM: Final = Verdict.ALARM
-CLEAR: Final = Verdict.CLEAR
 
 
 class AcknowledgementInvalid(ValueError):
@@ -143,12 +138,12 @@ class AlertEngine:
         usual = device.usual  # a device with an open alert: its baselines do not learn now
         for tracker in device.trackers:
             pending_since = tracker.pending_since
-            verdict, value = tracker.judge(
+            verdict, value = tracker.judge.judge(
                 tracker.condition, reading, ts, usual and pending_since < 0
             )
             episode = tracker.episode
             if episode is None:
-                if verdict is not ALARM:
+                if verdict != ALARM:
                     if pending_since >= 0:  # a pending alarm that did not last
                         tracker.pending_since = -1
                         tracker.pending_count = 0
@@ -163,10 +158,10 @@ class AlertEngine:
                 ):
                     changes.append(self._raise(device, tracker, tracker.pending_since, ts, value))
                 continue
-            if verdict is not CLEAR:
+            if verdict != CLEAR:
                 tracker.clear_since = -1
                 tracker.clear_count = 0
-                if verdict is ALARM:
+                if verdict == ALARM:
                     episode.last_seen = ts
                 continue
             if tracker.clear_since < 0:
@@ -289,7 +284,7 @@ class AlertEngine:
         assert episode is not None
         rule = tracker.rule
         a = device.address
-        message = _message(rule, tracker, value, ts)
+        message = alert_message(rule, tracker.condition, value, ts)
         if state == "resolved":
             message = f"resolved: {message}"
         return Alert(
@@ -373,28 +368,3 @@ def _orphan_resolution(c: StoredChange, newest: int) -> Alert:
         ts_ns=max(c.ts_ns, newest) + 1,
         message=f"resolved: rule {c.rule} no longer applies to this device",
     )
-
-
-def _message(rule: Rule, tracker: Tracker, value: float, ts: int) -> str:
-    condition = tracker.condition
-    baseline = condition.baseline if isinstance(condition, BaselineState) else 0.0
-    try:
-        return rule.message.format(
-            value=value,
-            baseline=baseline,
-            delta=value,
-            distance_m=abs(value),
-            silent_for=format_seconds(value),
-            field=getattr(rule, "field", ""),
-            eta=_clock(ts / _NS + value) if isinstance(rule, ArrivalRule) else "",
-            minutes=value / 60,
-        )
-    except (ValueError, TypeError, KeyError, IndexError):
-        # Templates are tried when a rule is made; should one still fail on a value, the
-        # alert must not be lost to its wording.
-        return f"{rule.name}: {value:g} ({rule.message})"
-
-
-def _clock(epoch_s: float) -> str:
-    """`18:40 UTC`: when an arrival is expected (a reading's own time plus the estimate)."""
-    return time.strftime("%H:%M UTC", time.gmtime(epoch_s))

@@ -11,7 +11,6 @@ from typing import Final
 from devices.rules import AbsenceRule, Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.conditions import ConditionState, Judge, judge_for, new_state
-from ingest.alerts.verdict import Verdict
 
 _NS: Final = 1_000_000_000
 _ARMED_AFTER: Final = 3  # readings before a device's interval is trusted for absence
@@ -46,8 +45,9 @@ class Tracker:
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.condition: ConditionState = new_state(rule)
-        # Absence is judged by the engine itself, from the device's silence.
-        self.judge: Judge = _by_the_engine if isinstance(rule, AbsenceRule) else judge_for(rule)
+        # Shared by every device with this rule (an absence rule's refuses: the engine itself
+        # judges it, from the device's silence).
+        self.judge: Judge = judge_for(rule)
         self.pending_since = -1
         self.pending_count = 0
         self.clear_since = -1
@@ -90,10 +90,6 @@ class DeviceState:
         rule = self.absence.rule
         assert isinstance(rule, AbsenceRule)
         return max(int(rule.after_intervals * self.interval), int(rule.at_least_s * _NS))
-
-
-def _by_the_engine(*_: object) -> tuple[Verdict, float]:
-    raise TypeError("an absence rule is judged from the device's silence, not per reading")
 
 
 def find_tracker(device: DeviceState, rule_name: str) -> Tracker | None:

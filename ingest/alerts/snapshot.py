@@ -28,7 +28,8 @@ import orjson
 from devices.rfc3339 import now_compact
 from devices.rules import Rule
 from devices.topics import DeviceAddress
-from ingest.alerts.conditions import BaselineState, DeltaState, load_state
+from ingest.alerts.baselines import BaselineState
+from ingest.alerts.conditions import DeltaState, load_state
 from ingest.alerts.engine import AlertEngine
 from ingest.alerts.lifecycle import DeviceState, Episode
 from ingest.alerts.place_conditions import ArrivalState

@@ -38,7 +38,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import paho.mqtt.client as paho
 from paho.mqtt import __version__ as paho_version
@@ -102,6 +102,13 @@ class _ReadAhead:
         self.position = end
         return self.buffer[start:end]
 
+    def fill(self) -> None:
+        """Reads what has arrived into the buffer, once everything in it has been read (so
+        nothing is dropped); raises as recv() does. b"" (the peer closed) leaves it empty, and
+        paho's next recv() meets the end of the stream itself."""
+        if self.position >= len(self.buffer):
+            self.buffer, self.position = self._sock.recv(_CHUNK), 0
+
     def pending(self) -> int:
         """Bytes received but not yet read; paho does not wait in select() while any are."""
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
@@ -134,15 +141,22 @@ class FastClient(paho.Client):
             sock = self._sock
             if sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
-            if (
-                type(sock) is _ReadAhead
-                and self._in_packet["command"] == 0  # paho is not halfway through a packet
-                and self.on_publishes_received is not None
-                and self._protocol == paho.MQTTv5
-            ):
+            if self._reads_publishes(sock):
                 read += self._take_publishes(sock, _READ_BURST - read)
                 if read >= _READ_BURST:
                     break
+                if sock.position >= len(sock.buffer):
+                    # All taken: read on here, or paho's reader would take each read's first
+                    # packet the slow way (most of them, when messages trickle in).
+                    try:
+                        sock.fill()
+                    except BlockingIOError:
+                        break  # nothing more has come: back to select()
+                    except OSError:
+                        pass  # the connection failed: paho's reader meets it again below
+                    else:
+                        if sock.buffer:
+                            continue
             rc = self._packet_read()
             read += 1
             if rc > 0:
@@ -150,6 +164,16 @@ class FastClient(paho.Client):
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 break
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _reads_publishes(self, sock: Any) -> TypeGuard[_ReadAhead]:
+        """Whether `_take_publishes` may read `sock` now: ours, with paho not halfway through
+        a packet, a handler for them, and MQTT 5 (the only packet layout it parses)."""
+        return (
+            type(sock) is _ReadAhead
+            and self._in_packet["command"] == 0
+            and self.on_publishes_received is not None
+            and self._protocol == paho.MQTTv5
+        )
 
     def _take_publishes(self, sock: _ReadAhead, at_most: int) -> int:
         """Parses up to `at_most` plain PUBLISH packets (QoS 0 or 1, no properties, a UTF-8

@@ -172,3 +172,25 @@ def test_the_reader_delivers_what_was_sent_however_it_is_split(
         theirs.close()
     assert got == expected
     assert client._in_packet["command"] == 0  # nothing left halfway
+
+
+def test_the_end_of_the_stream_after_whole_packets_is_a_lost_connection_for_paho() -> None:
+    """What was received before the broker closed is delivered; then paho sees the end of the
+    stream as it would without the cheap path (a lost connection, reported once)."""
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    got: list[Publish] = []
+    client.on_publishes_received = got.extend
+    lost: list[object] = []
+    client.on_disconnect = lambda c, u, flags, reason, p: lost.append(reason)
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        client._sock = _ReadAhead(ours)
+        theirs.sendall(_publish(TOPIC, b"a", mid=1) + _publish(TOPIC, b"b", mid=2))
+        theirs.close()
+        rc = client.loop_read()
+    finally:
+        ours.close()
+    assert [item[1] for item in got] == [b"a", b"b"]
+    assert rc == paho.MQTT_ERR_CONN_LOST
+    assert client._sock is None and len(lost) == 1

@@ -29,8 +29,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -42,8 +42,12 @@ from ingest.paho_fast import FastClient, Publish, client_class, release_sockets
 log = logging.getLogger("moclo.ingest.source")
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass costs four times as much to make
-class Message:
+class Message(msgspec.Struct, gc=False):
+    """One received message. Made once per message, so a msgspec Struct: built in C (about
+    two thirds of a slots dataclass's cost, measured here) and not tracked by the garbage
+    collector (it holds only strings, bytes and integers, so it can be in no cycle), which a
+    window of 10,000 of them would otherwise make scan again and again."""
+
     topic: str
     payload: bytes
     mid: int

@@ -25,7 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from core.mqtt import MqttEndpoint, make_client
 from devices.topics import alert_state_topic, alert_topic
-from ingest.paho_fast import release_sockets
+from ingest.paho_fast import publish_waking_once, release_sockets
 from storage.alert_record import Alert
 
 log = logging.getLogger("moclo.ingest.announce")
@@ -85,9 +85,9 @@ class Publisher:
         self, publications: Sequence[Publication], *, timeout_s: float = 10.0
     ) -> bool:
         """Publishes each, in order; True once the broker has acknowledged them all."""
-        infos = [
-            self._client.publish(p.topic, p.payload, qos=1, retain=p.retain) for p in publications
-        ]
+        infos = publish_waking_once(
+            self._client, [(p.topic, p.payload, p.retain) for p in publications]
+        )
         return await asyncio.to_thread(_all_published, infos, timeout_s)
 
     def _on_connect(

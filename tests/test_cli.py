@@ -184,3 +184,16 @@ def test_ingest_leaves_out_httpx_own_command_line() -> None:
         check=True,
     )
     assert control.stdout.split() == list(leaves)
+
+
+def test_ingest_imports_prometheus_client_only_when_scraped() -> None:
+    """ingest/http.py imports ingest/metrics.py at the first scrape of /metrics (1.5 MB for an
+    ingest that nobody scrapes); that the scrape works is test_operations.py's."""
+    probe = (
+        "import sys, moclo.cli, ingest.service, ingest.http; loaded = 'prometheus_client' in "
+        "sys.modules; import ingest.metrics; print(loaded, 'prometheus_client' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]

@@ -16,8 +16,8 @@ The file is one JSON document with a line per device (the header, `{"version":1,
 "devices":[`, on the first line, `]}` on the last), so that ingest restores it a line at a time:
 parsed whole, 3,000 cows with a day of baselines (5.7 MB of JSON) took 28 MB of Python objects
 at once on top of the engine's 18 MB, and the process's resident memory kept the difference
-(`benchmarks/ingest_cows.py`'s herd: 95 → 62 MB after the restore). A snapshot on one line,
-as versions before this one wrote it, is still read, whole.
+(`benchmarks/ingest_cows.py`'s herd: peak 104 → 65 MB for ingest's imports and the restore).
+A snapshot on one line, as versions before this one wrote it, is still read, whole.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class AlertState:
         assert job is not None
         if job.step(budget_s):
             self._snapshot = None
-            data = job.result()
+            data = job.chunks()  # not joined: that would copy the whole snapshot once more
             self._writing = asyncio.ensure_future(
                 asyncio.to_thread(snapshot.write, self.path, data)
             )

@@ -121,10 +121,15 @@ class SnapshotJob:
         return self.done
 
     def result(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def chunks(self) -> list[bytes]:
+        """The snapshot in pieces, for `write` without a joined copy (a herd's is megabytes)."""
         assert self.done
         head = orjson.dumps({"version": VERSION, "clocks": self._engine.clocks})[:-1]
-        body = b",\n".join(p for p in self._parts if p)
-        return head + _HEAD_END + b"\n" + (body + b"\n" if body else b"") + _TAIL
+        parts = [p for p in self._parts if p]
+        body = [piece for p in parts for piece in (p, b",\n")][:-1]
+        return [head + _HEAD_END + b"\n", *body, *([b"\n"] if body else []), _TAIL]
 
 
 def dump(engine: AlertEngine) -> bytes:
@@ -302,12 +307,13 @@ def _restore(engine: AlertEngine, entry: list[Any]) -> None:
             t.pending_since, t.pending_count = -1, 0
 
 
-def write(path: Path, data: bytes) -> None:
-    """Replaces the snapshot at `path` atomically (temporary file, fsync, rename)."""
+def write(path: Path, data: bytes | list[bytes]) -> None:
+    """Replaces the snapshot at `path` atomically (temporary file, fsync, rename); `data` whole
+    or in pieces (`SnapshotJob.chunks`)."""
     private_folder(path.parent)
     temporary = path.with_suffix(".tmp")
     with os.fdopen(create_private(temporary, truncate=True), "wb") as file:
-        file.write(data)
+        file.writelines([data] if isinstance(data, bytes) else data)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)

@@ -2,7 +2,7 @@
 
 1. Flat: the same fleet (same devices, so the same alert state) with 100,000 and then
    1,000,000 readings queued at the broker (2 and 20 days of readings), each drained by ingest
-   with its defaults (rules on, at-least-once, a window of 10,000 messages or 8 MiB) in a
+   with its defaults (rules on, at-least-once, a window of 10,000 messages or 3 MiB) in a
    process of its own (`benchmarks/alerts_throughput.py`'s round, which also checks that
    InfluxDB then holds exactly those readings). The target: peak RSS (VmHWM) of the two
    runs within 20 %; whether it was met is part of the result (`within_target`), not a

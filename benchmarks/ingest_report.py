@@ -191,8 +191,8 @@ What the writers promise differs, and so does what they do:
   schema. 5,000-line batches, one write in flight while the next batch fills.
 - (c) validates every reading, judges the alert rules, and acknowledges a message only after
   its readings are stored (at-least-once); batches of up to 2,000 messages or 1 MiB. Its window
-  is 10,000 messages or 8 MiB of payload waiting, whichever comes first: with 50 readings a
-  message (5.3 KB), about 1,600 messages (80,000 readings), hence its larger peak RSS there.
+  is 10,000 messages or 3 MiB of payload waiting, whichever comes first: with 50 readings a
+  message (5.3 KB), about 600 messages (30,000 readings), hence its larger peak RSS there.
 - (d) mqtt.js acknowledges on arrival; the influx batch node starts each write without waiting
   for the last (no back-pressure); with an InfluxDB 1.x config it writes every number as a float
   (its README says so), so `seq` and the integer fields are floats in its database.{sections}

@@ -109,7 +109,7 @@ def memory_section(figures: Figures) -> str:
         "",
         f"`benchmarks/ingest_memory.py`. Flat: one fleet, {small:,} and then {large:,} readings "
         "queued at the broker, each drained by ingest with its defaults (rules on, "
-        "at-least-once, a window of 10,000 messages or 8 MiB) in a process of its own, then "
+        "at-least-once, a window of 10,000 messages or 3 MiB) in a process of its own, then "
         "checked exactly in InfluxDB; peak RSS is the process's VmHWM "
         f"(target: within {FLAT_WITHIN:.0%}). Outage: `tests/faults_harness.py`'s scenario, "
         f"`moclo ingest` fed a QoS 1 stream of {outage['readings']:,} readings at "

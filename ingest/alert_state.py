@@ -38,8 +38,8 @@ class AlertState:
         try:
             # A file that cannot be read (a folder where it should be, no permission) is as
             # unusable as one of the wrong shape.
-            data = await asyncio.to_thread(snapshot.read, self.path)
-            devices = await asyncio.to_thread(snapshot.load, engine, data) if data else 0
+            # A device at a time: parsed whole, a herd's snapshot costs several times its size.
+            devices = await asyncio.to_thread(snapshot.load_file, engine, self.path)
         except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
             # A damaged snapshot costs learnt history, not alerts: the store still has those.
             # Kept aside for a look; left in place, the next snapshot would overwrite it.
@@ -88,7 +88,7 @@ class AlertState:
         assert job is not None
         if job.step(budget_s):
             self._snapshot = None
-            data = job.result()
+            data = job.chunks()  # not joined: that would copy the whole snapshot once more
             self._writing = asyncio.ensure_future(
                 asyncio.to_thread(snapshot.write, self.path, data)
             )

@@ -7,12 +7,15 @@ web framework in the ingest process.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import orjson
 
 from core.http_endpoint import serve
 from ingest.health import Health, assess
-from ingest.metrics import Observed, render
+
+if TYPE_CHECKING:
+    from ingest.metrics import Observed
 
 
 def health_response(health: Health) -> tuple[int, str, bytes]:
@@ -36,6 +39,10 @@ async def serve_health_and_metrics(
         return health_response(assess(liveness, observed.spool, stall_after_s=stall_after_s))
 
     def metrics() -> tuple[int, str, bytes]:
+        # Imported at the first scrape: prometheus_client costs an ingest that nobody scrapes
+        # 1.5 MB of resident memory (32 modules) for nothing.
+        from ingest.metrics import render
+
         return 200, "text/plain; version=0.0.4; charset=utf-8", render(observed)
 
     return await serve(host, int(port), {"/healthz": healthz, "/metrics": metrics})

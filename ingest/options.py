@@ -17,7 +17,10 @@ class IngestOptions:
     batch_bytes: int = 1024 * 1024  # payload bytes per batch, at most (arrays fill it first)
     linger_s: float = 0.02  # how long a non-full batch waits for more messages
     window: int = 10_000  # unacknowledged messages the broker may send us (Receive Maximum)
-    window_bytes: int = 8 * 1024 * 1024  # and at most this much payload waiting (arrays)
+    # And at most this much payload waiting (arrays): 3 MiB is three batches of arrays, enough
+    # to keep decoding fed; 8 MiB held arrays of 3,000 cows' readings at 103 MB peak RSS, 3 MiB
+    # at 88 (benchmarks/ingest.py, 300,000 readings in arrays of 50, one run each).
+    window_bytes: int = 3 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
     spool_max_bytes: int = 1024**3
     stall_after_s: float = 60.0  # /healthz: messages waiting and none handled for this long

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from ingest.alert_state import AlertState
 from ingest.alerts import AlertEngine
 from ingest.alerts.rulebook import RuleBook
@@ -34,9 +36,21 @@ def _no_influxdb() -> InfluxClient:
     return InfluxClient(f"http://127.0.0.1:{free_port()}", "db")
 
 
-def test_a_damaged_snapshot_is_set_aside_and_the_engine_starts_afresh(tmp_path: Path) -> None:
+# One line ("{not json"), or the lines of a good snapshot cut after its first device: read a
+# device at a time, that one is restored before the end turns out missing.
+DAMAGED = {
+    "not-json": b"{not json",
+    "cut-short": b'{"version":1,"clocks":{},"devices":[\n'
+    b'["farm","cow_tracker","cow-1",0,0,0,{}],\n',
+}
+
+
+@pytest.mark.parametrize("damaged", DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_damaged_snapshot_is_set_aside_and_the_engine_starts_afresh(
+    tmp_path: Path, damaged: bytes
+) -> None:
     path = tmp_path / "alert-state.json"
-    path.write_text("{not json")
+    path.write_bytes(damaged)
     pipeline = _pipeline()
     before = pipeline.engine
     state = AlertState(path, pipeline)
@@ -48,6 +62,7 @@ def test_a_damaged_snapshot_is_set_aside_and_the_engine_starts_afresh(tmp_path: 
 
     asyncio.run(main())
     assert pipeline.engine is not before and pipeline.engine.rulebook is before.rulebook
+    assert pipeline.engine.devices == {}, "nothing of a damaged snapshot is kept"
     assert not path.exists() and [p.name for p in tmp_path.glob("alert-state*")]
 
 

@@ -156,3 +156,44 @@ def test_ingest_with_a_bad_automations_file_exits_2_before_connecting(
     assert result.stderr.startswith("moclo: the automations file has problems:\n")
     assert f"{bad}:1: automation x: device_type is required" in result.stderr
     assert "Traceback" not in result.stderr and "cannot reach" not in result.stderr
+
+
+def test_ingest_leaves_out_httpx_own_command_line() -> None:
+    """httpx imports its command line (click, rich, pygments: about 4.5 MB resident) whenever
+    they are installed; `moclo` marks it absent (moclo/__init__.py), and httpx still works."""
+    leaves = "rich", "pygments", "httpx._main"
+    probe = (
+        "import sys, {}; import httpx; httpx.Client().close(); "
+        f"print(' '.join(m for m in {leaves!r} if sys.modules.get(m) is not None))"
+    )
+    run = [sys.executable, "-c"]
+    loaded = subprocess.run(
+        [*run, probe.format("moclo.cli, ingest.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert loaded.stdout.split() == []
+    # Control: without moclo first, the same imports do load it (rich is installed here).
+    control = subprocess.run(
+        [*run, probe.format("core.settings")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert control.stdout.split() == list(leaves)
+
+
+def test_ingest_imports_prometheus_client_only_when_scraped() -> None:
+    """ingest/http.py imports ingest/metrics.py at the first scrape of /metrics (1.5 MB for an
+    ingest that nobody scrapes); that the scrape works is test_operations.py's."""
+    probe = (
+        "import sys, moclo.cli, ingest.service, ingest.http; loaded = 'prometheus_client' in "
+        "sys.modules; import ingest.metrics; print(loaded, 'prometheus_client' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import pytest
@@ -83,36 +84,20 @@ def test_a_baseline_message_reports_the_baseline_judged_against() -> None:
     )
 
 
-def test_an_infinite_value_still_makes_an_alert_and_does_not_stop_judging() -> None:
-    """Bug (review of round four): a ratio baseline judged against a baseline of ~1e-320 (a
-    meter sending denormal watts, which the decoders accept: `ge=0`) scores `inf`; a template
-    naming `{silent_for}` then raised OverflowError out of `AlertEngine.evaluate` (the fields
-    were worked out outside the `try` that keeps an alert from being lost to its wording), and
-    ingest's pipeline does not catch it: one device could stop ingest, again on every
-    redelivery. (3e5476f raised it for every template: it worked out `silent_for` always.)"""
-    from devices.topics import DeviceAddress
-    from ingest.alerts import AlertEngine
-    from ingest.alerts.rulebook import Override, RuleBook
-    from ingest.decode import ValidReading
-
+def test_a_value_no_duration_can_be_still_makes_a_message() -> None:
+    """Bug (review of round four): `{silent_for}` of an infinite value (a ratio against a
+    baseline of ~1e-320, before the judge held such ratios back: test_alert_values_stored.py)
+    raised OverflowError out of `AlertEngine.evaluate`, which ingest's pipeline does not catch:
+    the fields were worked out outside the `try` that keeps an alert from being lost to its
+    wording. (3e5476f raised it for every template: it worked out `silent_for` always.)"""
     surge = BaselineRule(
         name="surge", field="power_w", compare="ratio", direction="above", raise_at=3.0,
         clear_at=2.0, min_history_s=0, severity="warning",
         message="{value:.1f}x the usual, silent for {silent_for}",
     )  # fmt: skip
-    engine = AlertEngine(RuleBook([Override("smart_meter", surge, "surge")]))
-    meter = DEVICE_TYPES["smart_meter"]
-    address = DeviceAddress("home", "smart_meter", "meter-1")
-    start = TS // 1_000_000_000
-
-    def watts(hour: int, power_w: float) -> ValidReading:
-        payload = meter.example | {"ts": start + hour * 3600, "seq": hour, "power_w": power_w}
-        return ValidReading(address, meter.reading.model_validate(payload))
-
-    for hour in range(13):  # a rolling median needs 12 hours' means
-        assert engine.evaluate(watts(hour, 5e-324)) == []
-    (raised,) = engine.evaluate(watts(13, 400.0))
-    assert (raised.rule, raised.state) == ("surge", "raised")
-    assert raised.message == f"surge: inf ({surge.message})"  # the fallback: nothing lost
-    # positive control: a finite score fills the same template in
+    for value in (math.inf, -math.inf, math.nan):
+        assert alert_message(surge, BaselineState(), value, TS) == (
+            f"surge: {value:g} ({surge.message})"  # the fallback: nothing lost
+        )
+    # positive control: a finite value fills the same template in
     assert alert_message(surge, None, 90.0, TS) == "90.0x the usual, silent for 1m30s"

@@ -20,12 +20,12 @@ SURGE = BaselineRule(
 )  # fmt: skip
 
 
-def surges(usual_w: float) -> list[Alert]:
+def surges(meter_id: str, usual_w: float) -> list[Alert]:
     """A meter drawing `usual_w` for 13 hours (a rolling median needs 12 hours' means), then
     400 W: the changes of the `surge` rule."""
     engine = AlertEngine(RuleBook([Override("smart_meter", SURGE, "surge")]))
     meter = DEVICE_TYPES["smart_meter"]
-    address = DeviceAddress("home", "smart_meter", f"meter-{usual_w:g}")
+    address = DeviceAddress("home", "smart_meter", meter_id)
     changes: list[Alert] = []
     for hour in range(14):
         power_w = usual_w if hour < 13 else 400.0
@@ -41,9 +41,9 @@ def test_a_ratio_against_a_baseline_next_to_zero_makes_no_change_influxdb_refuse
     `ge=0`) learns a baseline of 5e-324 W, and 400 W then scores 400 / 5e-324 = inf: the change
     raised had `value=inf`, which InfluxDB refuses (a partial write), so the alert was lost.
     (3e5476f raised OverflowError out of evaluate instead, making its message.)"""
-    normal = surges(100.0)  # positive control: a real surge is raised and stored
+    normal = surges("meter-1", 100.0)  # positive control: a real surge is raised and stored
     assert [(c.rule, c.state, c.value) for c in normal] == [("surge", "raised", 4.0)]
-    changes = normal + surges(5e-324)
+    changes = normal + surges("meter-2", 5e-324)
     influx.write(c.to_line() for c in changes)  # raises InfluxPartialWrite if one is refused
     stored = influx.query("SELECT value, device_id FROM moclo_alerts")
     assert len(stored) == len(changes)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import pytest
@@ -81,3 +82,22 @@ def test_a_baseline_message_reports_the_baseline_judged_against() -> None:
     assert alert_message(rule, state, -0.45, TS) == (
         "calving soon? temperature -0.45 °C from her usual 38.6 °C"
     )
+
+
+def test_a_value_no_duration_can_be_still_makes_a_message() -> None:
+    """Bug (review of round four): `{silent_for}` of an infinite value (a ratio against a
+    baseline of ~1e-320, before the judge held such ratios back: test_alert_values_stored.py)
+    raised OverflowError out of `AlertEngine.evaluate`, which ingest's pipeline does not catch:
+    the fields were worked out outside the `try` that keeps an alert from being lost to its
+    wording. (3e5476f raised it for every template: it worked out `silent_for` always.)"""
+    surge = BaselineRule(
+        name="surge", field="power_w", compare="ratio", direction="above", raise_at=3.0,
+        clear_at=2.0, min_history_s=0, severity="warning",
+        message="{value:.1f}x the usual, silent for {silent_for}",
+    )  # fmt: skip
+    for value in (math.inf, -math.inf, math.nan):
+        assert alert_message(surge, BaselineState(), value, TS) == (
+            f"surge: {value:g} ({surge.message})"  # the fallback: nothing lost
+        )
+    # positive control: a finite value fills the same template in
+    assert alert_message(surge, None, 90.0, TS) == "90.0x the usual, silent for 1m30s"

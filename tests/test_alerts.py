@@ -745,3 +745,25 @@ def test_devices_with_a_rule_share_its_judge_and_each_keeps_its_own_history() ->
     assert first.absence is not None
     with pytest.raises(TypeError, match="judged from the device's silence"):
         first.absence.judge.judge(None, reading(COW, T0 + 60).reading, T0 + 60, True)
+
+
+@pytest.mark.parametrize("slots", [119, 0, 125])
+def test_a_snapshot_whose_baseline_history_is_the_wrong_size_is_refused_at_load(
+    slots: int,
+) -> None:
+    """Bug (review of round four; in 3e5476f as well): a snapshot whose baseline slots are fewer
+    than 24 x 5 numbers (a hand edit, a disk that lost part of it) was taken in, and a reading
+    of the cow in an hour whose slot is missing raised IndexError out of `evaluate`, which
+    ingest does not catch: that cow's readings would stop ingest. `snapshot.load` promises to
+    refuse what this version could not have written (SnapshotInvalid, set aside by ingest) so
+    that nothing of the wrong shape fails later, mid-ingest; more numbers are refused too."""
+    engine = AlertEngine()
+    for item in cows([38.6] * 3):
+        engine.evaluate(item)
+    saved = orjson.loads(snapshot.dump(engine))
+    good = orjson.dumps(saved)  # positive control: the snapshot as written loads
+    assert snapshot.load(AlertEngine(), good) == 1
+    history = saved["devices"][0][6]["calving_soon"][7]
+    history[3] = (history[3] * 2)[:slots]
+    with pytest.raises(snapshot.SnapshotInvalid, match="calving_soon"):
+        snapshot.load(AlertEngine(), orjson.dumps(saved))

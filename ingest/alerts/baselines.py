@@ -81,6 +81,8 @@ class BaselineState:
         state.first_ts, state.recent_ts = int(data[0]), int(data[2])
         state.recent = math.nan if data[1] is None else float(data[1])
         state.slots = array("d", data[3])
+        if len(state.slots) != SLOTS * 5:  # judging would index past it, mid-ingest
+            raise ValueError(f"{len(state.slots)} numbers of baseline slots, not {SLOTS * 5}")
         state.baseline = math.nan if data[4] is None else float(data[4])
         return state
 

@@ -198,8 +198,12 @@ class BaselineJudge(Judge):
             or (self.ratio and baseline <= 0.0)
         ):
             return HOLD, 0.0
-        state.baseline = baseline
         score = recent / baseline if self.ratio else recent - baseline
+        if self.ratio and math.isinf(score):
+            # A baseline next to zero (a few denormal readings): no more a ratio to judge than
+            # one of zero, and an inf value is one InfluxDB refuses to store.
+            return HOLD, 0.0
+        state.baseline = baseline
         if self.above:
             return (ALARM if score >= self.raise_at else
                     CLEAR if score < self.clear_at else HOLD), score  # fmt: skip

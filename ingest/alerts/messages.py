@@ -22,6 +22,17 @@ _NS: Final = 1_000_000_000
 
 def alert_message(rule: Rule, condition: ConditionState, value: float, ts: int) -> str:
     """The rule's template filled in, with only the fields it names worked out."""
+    try:
+        return rule.message.format(**_fields(rule, condition, value, ts))
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        # Templates are tried when a rule is made; should one still fail on a value (an
+        # infinite ratio cannot be a duration: `{silent_for}`), the alert must not be lost to
+        # its wording, nor stop the judging of the readings after it.
+        return f"{rule.name}: {value:g} ({rule.message})"
+
+
+def _fields(rule: Rule, condition: ConditionState, value: float, ts: int) -> dict[str, object]:
+    """The fields the template names, worked out (inside `alert_message`'s `try`)."""
     names = _template_names(rule)
     fields: dict[str, object] = {}
     for name in ("value", "delta"):
@@ -39,12 +50,7 @@ def alert_message(rule: Rule, condition: ConditionState, value: float, ts: int) 
         fields["eta"] = _clock(ts / _NS + value) if isinstance(rule, ArrivalRule) else ""
     if "minutes" in names:
         fields["minutes"] = value / 60
-    try:
-        return rule.message.format(**fields)
-    except (ValueError, TypeError, KeyError, IndexError):
-        # Templates are tried when a rule is made; should one still fail on a value, the
-        # alert must not be lost to its wording.
-        return f"{rule.name}: {value:g} ({rule.message})"
+    return fields
 
 
 # By the rule object's id, the rule kept with its names (so the id is not reused meanwhile).

@@ -1,0 +1,209 @@
+"""Adversarial review of paho_fast's round four (the cheap PUBLISH path, publish_waking_once):
+each test names the bug it caught.
+
+A broker's bytes come from a real Mosquitto wherever it can produce them; `_HostileBroker`
+is a raw socket only for what Mosquitto never sends (it refuses a topic that is not UTF-8
+from any publisher, so no subscriber of it ever gets one)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from core.mqtt import MqttEndpoint
+from core.settings import Settings
+from ingest.paho_fast import publish_waking_once
+from ingest.source import Message, MqttSource
+from tests.helpers import Subscriber, wait_until
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the client closed the connection")
+        data += chunk
+    return data
+
+
+def _read_packet(conn: socket.socket) -> tuple[int, bytes]:
+    """One MQTT packet: its first byte and its body."""
+    header = _recv_exactly(conn, 1)[0]
+    length, shift = 0, 0
+    while True:
+        byte = _recv_exactly(conn, 1)[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return header, _recv_exactly(conn, length)
+
+
+def _publish(topic: bytes, payload: bytes, mid: int) -> bytes:
+    """A QoS 1 MQTT 5 PUBLISH without properties (a body under 128 bytes)."""
+    body = struct.pack("!H", len(topic)) + topic + struct.pack("!HB", mid, 0) + payload
+    assert len(body) < 128
+    return bytes([paho.PUBLISH | 0x02, len(body)]) + body
+
+
+class _HostileBroker:
+    """Accepts one MQTT 5 client, grants its CONNECT and SUBSCRIBE, sends `publishes`, then
+    keeps what the client sends back (its PUBACKs)."""
+
+    def __init__(self, publishes: bytes) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._publishes = publishes
+        self.pubacks: list[int] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._server.accept()
+        with conn:
+            conn.settimeout(30)
+            _read_packet(conn)  # CONNECT
+            conn.sendall(bytes([0x20, 3, 0, 0, 0]))  # CONNACK: no session, success
+            _, subscribe = _read_packet(conn)
+            conn.sendall(bytes([0x90, 4]) + subscribe[:2] + b"\x00\x01")  # SUBACK: QoS 1
+            conn.sendall(self._publishes)
+            with_pubacks = True
+            while with_pubacks:
+                try:
+                    header, body = _read_packet(conn)
+                except (ConnectionError, TimeoutError):
+                    return
+                if header == paho.PUBACK:
+                    self.pubacks.append(struct.unpack("!H", body[:2])[0])
+
+    def close(self) -> None:
+        self._server.close()
+        self._thread.join(timeout=35)
+
+
+def test_a_topic_that_is_not_utf8_from_the_broker_does_not_stop_the_source() -> None:
+    """Bug: parse_publishes (and FastClient._handle_publish) leave a topic that is not UTF-8 to
+    paho's own reader, which hands it to MqttSource._on_message; there `msg.topic` raises
+    UnicodeDecodeError, paho re-raises it out of loop_forever, and its network thread ends:
+    ingest stops reading for good (no reconnect), and the message is never acknowledged.
+    A hostile or broken broker must not stop ingest: the message reaches the decoder (which
+    rejects its topic, with the reason recorded) and the next one is read as usual."""
+    bad, good = b"p/farm/\xff/telemetry", b"p/farm/cow_tracker/cow-1/telemetry"
+    broker = _HostileBroker(_publish(bad, b"{}", 1) + _publish(good, b'{"n":2}', 2))
+    endpoint = MqttEndpoint.from_url(f"mqtt://127.0.0.1:{broker.port}")
+
+    async def scenario() -> list[Message]:
+        source = MqttSource(endpoint, client_id="hostile", subscription="p/#", batch_messages=10)
+        await source.start(timeout_s=10)
+        got: list[Message] = []
+        try:
+            while len(got) < 2:
+                batch = await asyncio.wait_for(source.next_batch(linger_s=0.05), 10)
+                source.ack(batch)
+                got.extend(batch)
+            await asyncio.to_thread(wait_until, lambda: len(broker.pubacks) >= 2, what="PUBACKs")
+        finally:
+            await source.close()
+        return got
+
+    try:
+        got = asyncio.run(scenario())
+    finally:
+        broker.close()
+    assert [(m.topic, m.payload, m.mid) for m in got] == [
+        ("p/farm/\\xff/telemetry", b"{}", 1),  # readable, never matching a device's topic
+        (good.decode(), b'{"n":2}', 2),
+    ]
+    assert broker.pubacks == [1, 2]  # acknowledged once handled: not redelivered for ever
+
+
+class _HoldingClient(paho.Client):
+    """paho's client with its wake-up socket (`_sockpairW`) made a property, so that the test
+    can hold one thread between paho's `if self._sockpairW is not None:` and
+    `self._sockpairW.send(...)` (both in `_packet_queue`) while another sets the socket aside."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.held: threading.Thread | None = None
+        self.holding = threading.Event()  # the held thread has checked the socket
+        self.set_aside = threading.Event()  # publish_waking_once has set it aside
+        self.read_aside = threading.Event()  # the held thread has read it while set aside
+        self._held_reads = 0
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property  # type: ignore[override]
+    def _sockpairW(self) -> object:  # paho's name
+        if threading.current_thread() is self.held:
+            self._held_reads += 1
+            if self._held_reads == 2:  # the send, after the check
+                self.holding.set()
+                self.set_aside.wait(10)
+                value = self.__dict__["_wake"]
+                self.read_aside.set()
+                return value
+        return self.__dict__["_wake"]
+
+    @_sockpairW.setter
+    def _sockpairW(self, value: object) -> None:
+        self.__dict__["_wake"] = value
+        mine = self.held is not None and threading.current_thread() is not self.held
+        if mine and not self.set_aside.is_set():  # the first set by another: set aside
+            self.set_aside.set()
+            self.read_aside.wait(10)  # let the held thread read it now
+
+
+def test_a_thread_queueing_a_packet_while_the_wake_up_socket_is_set_aside_does_not_crash(
+    settings: Settings,
+) -> None:
+    """Bug: publish_waking_once set paho's wake-up socket to None while it queued a batch. Its
+    docstring says only publish() and loop() use it, but paho's `_packet_queue` reads it for
+    every packet any thread queues (paho's own network thread too: a PINGREQ, the resending
+    of unacknowledged messages after a reconnect, a PUBACK), as a check for None and then a
+    send(): a thread between the two met None and raised AttributeError (on paho's network
+    thread that ends it, and with it every later publish). Here another thread's publish()
+    is held between the two, deterministically; its message must still be sent, and so must
+    the batch."""
+    prefix = f"{settings.topic_prefix}-aside"
+    subscriber = Subscriber(settings.mqtt_url, f"{prefix}/#")
+    endpoint = settings.mqtt
+    client = _HoldingClient(
+        CallbackAPIVersion.VERSION2, client_id=f"aside-{time.monotonic_ns()}", protocol=paho.MQTTv5
+    )
+    connected = threading.Event()
+    client.on_connect = lambda *a: connected.set()
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    errors: list[BaseException] = []
+    other: list[paho.MQTTMessageInfo] = []
+
+    def publish_other() -> None:
+        try:
+            other.append(client.publish(f"{prefix}/other", b"other", qos=1))
+        except BaseException as exc:  # recorded, and asserted below
+            errors.append(exc)
+
+    try:
+        assert connected.wait(10)
+        held = threading.Thread(target=publish_other)
+        client.held = held
+        held.start()
+        assert client.holding.wait(10)  # checked the socket, about to send on it
+        batch = [(f"{prefix}/batch", f"{n}".encode(), False) for n in range(5)]
+        infos = publish_waking_once(client, batch)
+        held.join(10)
+        assert errors == []
+        for info in [*infos, *other]:
+            info.wait_for_publish(10)
+        wait_until(lambda: len(subscriber.messages) >= 6, what="all six messages")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        subscriber.close()
+    assert sorted(bytes(m.payload) for m in subscriber.messages) == sorted(
+        [b"other", b"0", b"1", b"2", b"3", b"4"]
+    )

@@ -12,15 +12,21 @@ import socket
 import struct
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from access.tls import ensure_local_tls
 from core.mqtt import MqttEndpoint
 from core.settings import Settings
-from ingest.paho_fast import publish_waking_once
+from ingest import paho_fast
+from ingest.paho_fast import FastClient, Publish, parse_publishes, publish_waking_once
 from ingest.source import Message, MqttSource
-from tests.helpers import Subscriber, wait_until
+from moclo.stack import MosquittoServer, free_port
+from tests.helpers import Subscriber, publish_all, wait_until
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes:
@@ -207,3 +213,79 @@ def test_a_thread_queueing_a_packet_while_the_wake_up_socket_is_set_aside_does_n
     assert sorted(bytes(m.payload) for m in subscriber.messages) == sorted(
         [b"other", b"0", b"1", b"2", b"3", b"4"]
     )
+
+
+def test_a_backlog_over_tls_reaches_the_source_whole_in_order_within_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held (no bug found): the read-ahead buffer wraps the TLS socket, and the cheap path
+    parses what TLS has decrypted; packets split across TLS records and large payloads (each
+    several records) arrive whole and in order, the window holds, every PUBACK is taken
+    (nothing comes back on the next connection)."""
+    tls = ensure_local_tls(tmp_path / "tls")
+    broker = MosquittoServer(tmp_path / "mq", free_port(), tls=tls, tls_port=free_port())
+    broker.start()
+    assert broker.tls_port is not None
+    plain_url = f"mqtt://127.0.0.1:{broker.port}"
+    endpoint = MqttEndpoint("127.0.0.1", broker.tls_port, None, None, True, str(tls.ca_cert))
+    topic = "p/farm/cow_tracker/cow-1/telemetry"
+    sizes = [5, 200, 40_000, 0, 17_000]  # 40 kB: three TLS records; 0: an empty payload
+    expected = [bytes([n % 256]) * sizes[n % 5] + str(n).encode() for n in range(1_500)]
+    window = 300
+    cheap: list[int] = []  # how many PUBLISH packets each parse out of the buffer took
+
+    def counted(*args: Any) -> tuple[list[Publish], int]:
+        items, end = parse_publishes(*args)
+        cheap.append(len(items))
+        return items, end
+
+    monkeypatch.setattr(paho_fast, "parse_publishes", counted)
+
+    def source() -> MqttSource:
+        return MqttSource(
+            endpoint, client_id="tls-ingest", subscription="p/#", batch_messages=100, window=window
+        )
+
+    async def drain(first: MqttSource, count: int) -> tuple[list[bytes], int]:
+        got: list[bytes] = []
+        most = 0
+        while len(got) < count:
+            batch = await asyncio.wait_for(first.next_batch(linger_s=0.05), 20)
+            most = max(most, first.pending_count)
+            first.ack(batch)
+            got.extend(m.payload for m in batch)
+        return got, most
+
+    async def scenario() -> tuple[list[bytes], int, list[bytes]]:
+        first = source()
+        await first.start()
+        try:
+            assert type(first._client) is FastClient
+            await asyncio.to_thread(publish_all, plain_url, [(topic, p) for p in expected])
+            got, most = await drain(first, len(expected))
+        finally:
+            log_from = broker.log_path.stat().st_size
+            await first.close()
+        gone = b"Client tls-ingest disconnected."
+        await asyncio.to_thread(
+            wait_until,
+            lambda: gone in broker.log_path.read_bytes()[log_from:],
+            what="Mosquitto to read the DISCONNECT behind the last PUBACKs",
+        )
+        again = source()
+        await again.start()
+        try:
+            await asyncio.to_thread(publish_all, plain_url, [(topic, b"after")])
+            after, _ = await drain(again, 1)
+        finally:
+            await again.close()
+        return got, most, after
+
+    try:
+        got, most, after = asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert got == expected
+    assert most <= window
+    assert after == [b"after"]
+    assert sum(cheap) > len(expected) / 2  # most went the cheap way, out of decrypted bytes

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from access.tls import ensure_local_tls
 from core.mqtt import MqttEndpoint
 from core.settings import Settings
+from devices.topics import telemetry_subscription, telemetry_topic
 from ingest import paho_fast
 from ingest.paho_fast import FastClient, Publish, parse_publishes, publish_waking_once
 from ingest.source import Message, MqttSource
@@ -289,3 +290,76 @@ def test_a_backlog_over_tls_reaches_the_source_whole_in_order_within_the_window(
     assert most <= window
     assert after == [b"after"]
     assert sum(cheap) > len(expected) / 2  # most went the cheap way, out of decrypted bytes
+
+
+def test_a_connection_cut_with_a_full_window_and_a_batch_in_hand_loses_nothing(
+    settings: Settings, mosquitto: MosquittoServer
+) -> None:
+    """Held (no bug found): the connection drops (its socket shut, as a network failure would)
+    while the window is full, paho's thread waits in the cheap path for room and a batch is in
+    hand, unacknowledged. The resumed session redelivers; the old connection's messages are
+    never acknowledged on the new one (their packet ids are reused there); every message is
+    seen at least once, the window holds, and at the end nothing unacknowledged is left."""
+    prefix = settings.topic_prefix
+    topic = telemetry_topic(prefix, "farm", "cow_tracker", "cow-1")
+    expected = [f"{n}".encode() for n in range(400)]
+    window = 50
+
+    def source() -> MqttSource:
+        return MqttSource(
+            settings.mqtt,
+            client_id=settings.ingest_id,
+            subscription=telemetry_subscription(prefix),
+            batch_messages=10,
+            window=window,
+        )
+
+    async def scenario() -> tuple[set[bytes], int, int, list[bytes]]:
+        first = source()
+        await first.start()
+        most = 0
+        try:
+            await asyncio.to_thread(publish_all, settings.mqtt_url, [(topic, p) for p in expected])
+            await asyncio.to_thread(
+                wait_until, lambda: first.pending_count >= window, what="a full window"
+            )
+            in_hand = await asyncio.wait_for(first.next_batch(linger_s=0.05), 20)
+            connections = first._connection
+            sock = first._client.socket()
+            assert sock is not None
+            # The network fails under the full window (`_ReadAhead` passes shutdown() on).
+            sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+            seen = {m.payload for m in in_hand}
+            while first._connection < connections + 2 or seen != set(expected):
+                batch = await asyncio.wait_for(first.next_batch(linger_s=0.05), 30)
+                most = max(most, first.pending_count)
+                first.ack(batch)
+                seen |= {m.payload for m in batch}
+            stale_acks = first.ack(in_hand)  # stored only now: from the old connection
+        finally:
+            log_from = mosquitto.log_path.stat().st_size
+            await first.close()
+        gone = f"Client {settings.ingest_id} disconnected.".encode()
+        await asyncio.to_thread(
+            wait_until,
+            lambda: gone in mosquitto.log_path.read_bytes()[log_from:],
+            what="Mosquitto to read the DISCONNECT behind the last PUBACKs",
+        )
+        again = source()
+        await again.start()
+        try:
+            await asyncio.to_thread(publish_all, settings.mqtt_url, [(topic, b"after")])
+            after: list[bytes] = []
+            while b"after" not in after:
+                batch = await asyncio.wait_for(again.next_batch(linger_s=0.05), 20)
+                again.ack(batch)
+                after.extend(m.payload for m in batch)
+        finally:
+            await again.close()
+        return seen, most, stale_acks, after
+
+    seen, most, stale_acks, after = asyncio.run(scenario())
+    assert seen == set(expected)
+    assert most <= window
+    assert stale_acks == 0  # none sent on the new connection
+    assert after == [b"after"]  # every redelivered message was acknowledged

@@ -24,6 +24,7 @@ from core.mqtt import MqttEndpoint
 from core.settings import Settings
 from devices.topics import telemetry_subscription, telemetry_topic
 from ingest import paho_fast
+from ingest.announce import Publication, Publisher
 from ingest.paho_fast import FastClient, Publish, parse_publishes, publish_waking_once
 from ingest.source import Message, MqttSource
 from moclo.stack import MosquittoServer, free_port
@@ -363,3 +364,38 @@ def test_a_connection_cut_with_a_full_window_and_a_batch_in_hand_loses_nothing(
     assert most <= window
     assert stale_acks == 0  # none sent on the new connection
     assert after == [b"after"]  # every redelivered message was acknowledged
+
+
+def test_a_publish_failing_mid_batch_puts_the_wake_up_socket_back(settings: Settings) -> None:
+    """Held (no bug found): publish() raises for a topic with a wildcard in the middle of a
+    batch; the exception reaches the caller, the wake-up socket is back (not left set aside
+    for ever), what was queued before it is delivered, and the next publish too."""
+    prefix = f"{settings.topic_prefix}-midway"
+    subscriber = Subscriber(settings.mqtt_url, f"{prefix}/#")
+
+    async def scenario() -> tuple[bool, bool]:
+        publisher = Publisher(settings.mqtt, client_id=f"{settings.ingest_id}-mid", prefix=prefix)
+        await publisher.start()
+        try:
+            client = publisher._client
+            wake = client._sockpairW
+            batch = [(f"{prefix}/a", b"1", False), (f"{prefix}/+", b"x", False)]
+            try:
+                publish_waking_once(client, batch)
+            except ValueError:
+                raised = True
+            else:
+                raised = False
+            restored = client._sockpairW is wake
+            assert await publisher.publish_all([Publication(f"{prefix}/b", b"2")])
+            return raised, restored
+        finally:
+            await publisher.close()
+
+    try:
+        raised, restored = asyncio.run(scenario())
+        wait_until(lambda: len(subscriber.messages) >= 2, what="both messages")
+    finally:
+        subscriber.close()
+    assert raised and restored
+    assert [bytes(m.payload) for m in subscriber.messages] == [b"1", b"2"]

@@ -25,6 +25,7 @@ from core.settings import Settings
 from devices.topics import telemetry_subscription, telemetry_topic
 from ingest import paho_fast
 from ingest.announce import Publication, Publisher
+from ingest.decode import Decoded, Decoder, RejectReason
 from ingest.paho_fast import FastClient, Publish, parse_publishes, publish_waking_once
 from ingest.source import Message, MqttSource
 from moclo.stack import MosquittoServer, free_port
@@ -129,6 +130,10 @@ def test_a_topic_that_is_not_utf8_from_the_broker_does_not_stop_the_source() -> 
         (good.decode(), b'{"n":2}', 2),
     ]
     assert broker.pubacks == [1, 2]  # acknowledged once handled: not redelivered for ever
+    out = Decoded()  # and the refusal is recorded with its reason, as for any bad topic
+    Decoder("p").decode(got[0].topic, got[0].payload, got[0].received_ns, out)
+    [rejection] = out.rejections
+    assert rejection.reason == RejectReason.BAD_TOPIC and out.readings == []
 
 
 class _HoldingClient(paho.Client):

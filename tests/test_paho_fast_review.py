@@ -509,3 +509,48 @@ def test_broken_bytes_give_what_pahos_own_reader_gives(
         data[where % len(data)] = value
     cuts = [*cuts, len(data)]  # then the rest
     assert _delivered(True, bytes(data), cuts) == _delivered(False, bytes(data), cuts)
+
+
+def test_the_byte_window_holds_when_one_read_carries_many_big_payloads(
+    settings: Settings,
+) -> None:
+    """Held (no bug found): one read of the cheap path carries several 30 kB payloads (its
+    buffer is 256 kB), more bytes than the byte window has room for; the source stops at the
+    window within one message, whatever the read held, and loses nothing."""
+    prefix = settings.topic_prefix
+    topic = telemetry_topic(prefix, "farm", "cow_tracker", "cow-1")
+    expected = [bytes([n]) * 30_000 for n in range(60)]
+    window_bytes = 100_000
+
+    async def scenario() -> tuple[list[bytes], int]:
+        source = MqttSource(
+            settings.mqtt,
+            client_id=settings.ingest_id,
+            subscription=telemetry_subscription(prefix),
+            batch_messages=100,
+            batch_bytes=50_000,
+            window_bytes=window_bytes,
+        )
+        await source.start()
+        got: list[bytes] = []
+        most = 0
+        try:
+            await asyncio.to_thread(publish_all, settings.mqtt_url, [(topic, p) for p in expected])
+            await asyncio.to_thread(
+                wait_until, lambda: source.pending_bytes >= window_bytes, what="a full window"
+            )
+            # Full, paho's thread waits for room and nothing more is taken in meanwhile.
+            most, held = source.pending_bytes, source.messages_received
+            assert held < len(expected)
+            while len(got) < len(expected):
+                batch = await asyncio.wait_for(source.next_batch(linger_s=0.05), 20)
+                most = max(most, source.pending_bytes)
+                source.ack(batch)
+                got.extend(m.payload for m in batch)
+        finally:
+            await source.close()
+        return got, most
+
+    got, most = asyncio.run(scenario())
+    assert got == expected
+    assert most < window_bytes + 30_000

@@ -89,8 +89,7 @@ class _HostileBroker:
             _, subscribe = _read_packet(conn)
             conn.sendall(bytes([0x90, 4]) + subscribe[:2] + b"\x00\x01")  # SUBACK: QoS 1
             conn.sendall(self._publishes)
-            with_pubacks = True
-            while with_pubacks:
+            while True:  # until the client closes the connection
                 try:
                     header, body = _read_packet(conn)
                 except (ConnectionError, TimeoutError):

@@ -322,25 +322,47 @@ def client_class(names: tuple[tuple[str, PrivateKind], ...] = PRIVATE_NAMES) -> 
     return paho.Client
 
 
+class _Muted:
+    """Stands in for paho's wake-up socket while `publish_waking_once` queues a batch. Not
+    None: paho's `_packet_queue`, run by any thread that queues a packet (paho's own network
+    thread too: a PINGREQ, a resend after a reconnect), checks the attribute for None and
+    then sends on it; a thread between the two must find something to send on."""
+
+    __slots__ = ()
+
+    def send(self, data: bytes) -> int:
+        return len(data)  # the batch's one wake-up follows, after every packet is queued
+
+    def close(self) -> None:
+        pass
+
+
+_MUTED = _Muted()
+
+
 def publish_waking_once(
     client: paho.Client, messages: Iterable[tuple[str, bytes, bool]]
 ) -> list[paho.MQTTMessageInfo]:
     """Publishes each (topic, payload, retain) at QoS 1, in order, and wakes paho's network
     thread once for them all. paho's publish() writes a byte to `loop_start()`'s wake-up socket
     per message: a send() and a switch to its thread each, 4 % of ingest's CPU on cow trackers,
-    whose alert changes go out two messages each. The socket is set aside while the messages
-    are queued (only publish() and loop() use it, and loop_start()'s thread calls neither),
-    then woken once. Without it (not started, or a paho lacking the name) each wakes it."""
+    whose alert changes go out two messages each. The socket is swapped for `_Muted` while
+    the messages are queued, then put back and woken once: that one wake-up comes after every
+    packet queued meanwhile, by any thread. Without it (not started, or a paho lacking the
+    name) each wakes it."""
     wake = getattr(client, "_sockpairW", None)
+    if wake is _MUTED:
+        wake = None  # another thread's batch is being queued: its wake-up covers this one's
     if wake is not None:
-        client._sockpairW = None
+        client._sockpairW = _MUTED  # type: ignore[assignment]  # has what paho uses of it
     try:
         return [
             client.publish(topic, payload, qos=1, retain=retain)
             for topic, payload, retain in messages
         ]
     finally:
-        if wake is not None:
+        now: object = client._sockpairW
+        if wake is not None and now is _MUTED:  # not closed (release_sockets) meanwhile
             client._sockpairW = wake
             with contextlib.suppress(BlockingIOError):  # full: the thread is awake already
                 wake.send(b"0")

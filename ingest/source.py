@@ -302,7 +302,14 @@ class MqttSource:
         self._loop.call_soon_threadsafe(self._subscribed.set)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        self._on_publishes([(msg.topic, bytes(msg.payload), msg.mid, msg.qos)])
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError as exc:
+            # A topic that is not UTF-8 (Mosquitto refuses them; a broken or hostile broker
+            # may not). Raising here would end paho's network thread, and ingest with it; the
+            # escaped topic matches no device's, so the decoder rejects it with its reason.
+            topic = bytes(exc.object).decode("utf-8", "backslashreplace")
+        self._on_publishes([(topic, bytes(msg.payload), msg.mid, msg.qos)])
 
     def _on_publishes(self, received: list[Publish]) -> None:
         """Holds the messages of one read, in order, under one lock: they share an arrival time

@@ -137,3 +137,28 @@ def test_a_periodic_snapshot_written_in_pieces_is_the_whole_one(tmp_path: Path) 
     snapshot.write(path, empty.chunks())
     assert orjson.loads(path.read_bytes())["devices"] == []
     assert snapshot.load_file(AlertEngine(), path) == 0
+
+
+def test_a_snapshot_refused_half_way_leaves_the_engine_as_it_was() -> None:
+    # Bug (mem4's `load` promises "raises SnapshotInvalid ... before changing the engine", found
+    # by review): a condition history of the wrong content passes the shape check and fails in
+    # `load_state`, after the clocks were replaced and the devices before it restored. The
+    # engine path loads each partition's hand-over snapshot into the one shared engine
+    # (ingest/partition_state.py `_load`) and keeps what it finds there: half a snapshot, and
+    # its devices counted as the partition's.
+    cows = [DeviceAddress("farm", "cow_tracker", f"cow-{n}") for n in range(3)]
+    first = AlertEngine(wall_ns=Wall(T0))
+    for n, address in enumerate(cows):
+        first.evaluate(reading(address, T0 + n, body_temp_c=38.6))
+    document = orjson.loads(snapshot.dump(first))
+    assert document["devices"][2][6]["in_heat"][7] is not None, "a baseline history to spoil"
+    document["devices"][2][6]["in_heat"][7][0] = "not a time"
+    # Another partition's device and clock, already in the engine.
+    engine = AlertEngine(wall_ns=Wall(T0))
+    engine.evaluate(reading(DeviceAddress("ranch", "cow_tracker", "cow-9"), T0, body_temp_c=38.6))
+    devices, clocks = set(engine.devices), dict(engine.clocks)
+    with pytest.raises(snapshot.SnapshotInvalid, match="in_heat"):
+        snapshot.load(engine, orjson.dumps(document))
+    assert set(engine.devices) == devices and engine.clocks == clocks
+    # Control: the same snapshot unspoilt loads into that engine.
+    assert snapshot.load(engine, snapshot.dump(first)) == 3

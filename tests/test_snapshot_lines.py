@@ -162,3 +162,24 @@ def test_a_snapshot_refused_half_way_leaves_the_engine_as_it_was() -> None:
     assert set(engine.devices) == devices and engine.clocks == clocks
     # Control: the same snapshot unspoilt loads into that engine.
     assert snapshot.load(engine, snapshot.dump(first)) == 3
+
+
+def test_a_count_beyond_64_bits_is_refused_at_restore_not_failed_on_at_the_next_snapshot(
+    tmp_path: Path,
+) -> None:
+    # Bug (found reviewing mem4, older than it): the shape check took any whole number orjson
+    # reads, up to 2**64 - 1; a device's reading count there became 2**64 at its next reading
+    # and every later snapshot failed mid-ingest ("Integer exceeds 64-bit range"), where the
+    # restore could have set the file aside with its reason.
+    cow = DeviceAddress("farm", "cow_tracker", "cow-1")
+    engine = AlertEngine(wall_ns=Wall(T0))
+    engine.evaluate(reading(cow, T0, body_temp_c=38.6))
+    good = snapshot.dump(engine)
+    path = tmp_path / "alert-state.json"
+    path.write_bytes(good)  # control: as written, it loads
+    assert snapshot.load_file(AlertEngine(wall_ns=Wall(T0)), path) == 1
+    document = orjson.loads(good)
+    document["devices"][0][5] = 2**64 - 1
+    path.write_bytes(orjson.dumps(document))
+    with pytest.raises(snapshot.SnapshotInvalid, match="whole numbers"):
+        snapshot.load_file(AlertEngine(wall_ns=Wall(T0)), path)

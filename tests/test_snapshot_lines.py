@@ -183,3 +183,20 @@ def test_a_count_beyond_64_bits_is_refused_at_restore_not_failed_on_at_the_next_
     path.write_bytes(orjson.dumps(document))
     with pytest.raises(snapshot.SnapshotInvalid, match="whole numbers"):
         snapshot.load_file(AlertEngine(wall_ns=Wall(T0)), path)
+
+
+def test_odd_tenant_and_device_names_keep_a_device_to_a_line(tmp_path: Path) -> None:
+    """Names a line reader could split or mistake for the header or the end (checked in
+    review of mem4, held): orjson escapes newlines and quotes, and U+2028/U+2029 are not a
+    line end to a binary `readline`."""
+    odd = ["a\nb", "c\rd", "e\u2028f", "\u2029", "]}", ',"devices":[', 'q"\\', "é ü"]
+    engine = AlertEngine(wall_ns=Wall(T0))
+    for n, name in enumerate(odd):
+        engine.evaluate(reading(DeviceAddress(name, "cow_tracker", name), T0 + n, body_temp_c=38.6))
+    data = snapshot.dump(engine)
+    assert len(data.split(b"\n")) == len(odd) + 2, "header, a line per device, end"
+    path = tmp_path / "alert-state.json"
+    path.write_bytes(data)
+    again = AlertEngine(wall_ns=Wall(T0))
+    assert snapshot.load_file(again, path) == len(odd)
+    assert snapshot.dump(again) == data

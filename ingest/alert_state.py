@@ -51,7 +51,7 @@ class AlertState:
                 exc,
                 aside.name,
             )
-            engine = self.pipeline.engine = AlertEngine(engine.rulebook)
+            engine = self.pipeline.engine = AlertEngine(engine.rulebook, wall_ns=engine.wall_ns)
         stored: list[StoredChange] = []
         try:
             stored = await latest_changes(client)

@@ -187,7 +187,7 @@ def test_ingest_leaves_out_httpx_own_command_line() -> None:
 
 
 def test_ingest_imports_prometheus_client_only_when_scraped() -> None:
-    """ingest/http.py imports ingest/metrics.py at the first scrape of /metrics (1.5 MB for an
+    """ingest/http.py imports ingest/metrics.py at the first scrape of /metrics (0.4-1.5 MB for an
     ingest that nobody scrapes); that the scrape works is test_operations.py's."""
     probe = (
         "import sys, moclo.cli, ingest.service, ingest.http; loaded = 'prometheus_client' in "

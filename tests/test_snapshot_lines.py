@@ -137,3 +137,66 @@ def test_a_periodic_snapshot_written_in_pieces_is_the_whole_one(tmp_path: Path) 
     snapshot.write(path, empty.chunks())
     assert orjson.loads(path.read_bytes())["devices"] == []
     assert snapshot.load_file(AlertEngine(), path) == 0
+
+
+def test_a_snapshot_refused_half_way_leaves_the_engine_as_it_was() -> None:
+    # Bug (mem4's `load` promises "raises SnapshotInvalid ... before changing the engine", found
+    # by review): a condition history of the wrong content passes the shape check and fails in
+    # `load_state`, after the clocks were replaced and the devices before it restored. The
+    # engine path loads each partition's hand-over snapshot into the one shared engine
+    # (ingest/partition_state.py `_load`) and keeps what it finds there: half a snapshot, and
+    # its devices counted as the partition's.
+    cows = [DeviceAddress("farm", "cow_tracker", f"cow-{n}") for n in range(3)]
+    first = AlertEngine(wall_ns=Wall(T0))
+    for n, address in enumerate(cows):
+        first.evaluate(reading(address, T0 + n, body_temp_c=38.6))
+    document = orjson.loads(snapshot.dump(first))
+    assert document["devices"][2][6]["in_heat"][7] is not None, "a baseline history to spoil"
+    document["devices"][2][6]["in_heat"][7][0] = "not a time"
+    # Another partition's device and clock, already in the engine.
+    engine = AlertEngine(wall_ns=Wall(T0))
+    engine.evaluate(reading(DeviceAddress("ranch", "cow_tracker", "cow-9"), T0, body_temp_c=38.6))
+    devices, clocks = set(engine.devices), dict(engine.clocks)
+    with pytest.raises(snapshot.SnapshotInvalid, match="in_heat"):
+        snapshot.load(engine, orjson.dumps(document))
+    assert set(engine.devices) == devices and engine.clocks == clocks
+    # Control: the same snapshot unspoilt loads into that engine.
+    assert snapshot.load(engine, snapshot.dump(first)) == 3
+
+
+def test_a_count_beyond_64_bits_is_refused_at_restore_not_failed_on_at_the_next_snapshot(
+    tmp_path: Path,
+) -> None:
+    # Bug (found reviewing mem4, older than it): the shape check took any whole number orjson
+    # reads, up to 2**64 - 1; a device's reading count there became 2**64 at its next reading
+    # and every later snapshot failed mid-ingest ("Integer exceeds 64-bit range"), where the
+    # restore could have set the file aside with its reason.
+    cow = DeviceAddress("farm", "cow_tracker", "cow-1")
+    engine = AlertEngine(wall_ns=Wall(T0))
+    engine.evaluate(reading(cow, T0, body_temp_c=38.6))
+    good = snapshot.dump(engine)
+    path = tmp_path / "alert-state.json"
+    path.write_bytes(good)  # control: as written, it loads
+    assert snapshot.load_file(AlertEngine(wall_ns=Wall(T0)), path) == 1
+    document = orjson.loads(good)
+    document["devices"][0][5] = 2**64 - 1
+    path.write_bytes(orjson.dumps(document))
+    with pytest.raises(snapshot.SnapshotInvalid, match="whole numbers"):
+        snapshot.load_file(AlertEngine(wall_ns=Wall(T0)), path)
+
+
+def test_odd_tenant_and_device_names_keep_a_device_to_a_line(tmp_path: Path) -> None:
+    """Names a line reader could split or mistake for the header or the end (checked in
+    review of mem4, held): orjson escapes newlines and quotes, and U+2028/U+2029 are not a
+    line end to a binary `readline`."""
+    odd = ["a\nb", "c\rd", "e\u2028f", "\u2029", "]}", ',"devices":[', 'q"\\', "é ü"]
+    engine = AlertEngine(wall_ns=Wall(T0))
+    for n, name in enumerate(odd):
+        engine.evaluate(reading(DeviceAddress(name, "cow_tracker", name), T0 + n, body_temp_c=38.6))
+    data = snapshot.dump(engine)
+    assert len(data.split(b"\n")) == len(odd) + 2, "header, a line per device, end"
+    path = tmp_path / "alert-state.json"
+    path.write_bytes(data)
+    again = AlertEngine(wall_ns=Wall(T0))
+    assert snapshot.load_file(again, path) == len(odd)
+    assert snapshot.dump(again) == data

@@ -37,7 +37,7 @@ from devices.rfc3339 import now_compact
 from devices.rules import Rule
 from devices.topics import DeviceAddress
 from ingest.alerts.baselines import BaselineState
-from ingest.alerts.conditions import DeltaState, load_state
+from ingest.alerts.conditions import ConditionState, DeltaState, load_state
 from ingest.alerts.engine import AlertEngine
 from ingest.alerts.lifecycle import DeviceState, Episode
 from ingest.alerts.place_conditions import ArrivalState
@@ -150,7 +150,9 @@ def _check(ok: bool, what: str) -> None:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # Signed 64 bits, what moclo writes: orjson reads up to 2**64 - 1, and a count that high
+    # would overflow orjson's writer at its next step, failing every later snapshot.
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _ints(values: list[Any], what: str) -> None:
@@ -236,9 +238,12 @@ def load(engine: AlertEngine, data: bytes) -> int:
     if not _current(snapshot):
         return 0
     _check_shape(snapshot)
+    # Every history read first: only reading one checks its contents, and the engine path
+    # loads into an engine that holds other partitions' devices (nothing there to start over).
+    histories = [_histories(engine, entry) for entry in snapshot["devices"]]
     engine.clocks = {tenant: (c[0], c[1]) for tenant, c in snapshot["clocks"].items()}
-    for entry in snapshot["devices"]:
-        _restore(engine, entry)
+    for entry, read in zip(snapshot["devices"], histories, strict=True):
+        _restore(engine, entry, read)
     engine.reindex()
     return len(snapshot["devices"])
 
@@ -281,12 +286,29 @@ def _restore_lines(engine: AlertEngine, lines: Iterator[bytes]) -> int:
         more = line.endswith(b",")
         entry = _parse(line.removesuffix(b","))
         _check_device(entry)
-        _restore(engine, entry)
+        _restore(engine, entry, _histories(engine, entry))
     raise SnapshotInvalid("cut short: the device list has no end")
 
 
-def _restore(engine: AlertEngine, entry: list[Any]) -> None:
-    """One device's state (an entry `_check_device` passed) into the engine."""
+def _histories(engine: AlertEngine, entry: list[Any]) -> dict[str, ConditionState]:
+    """The condition histories `_restore` keeps of one device (an entry `_check_device`
+    passed), by rule name, read without changing the engine. Raises SnapshotInvalid for one
+    it cannot read."""
+    tenant, device_type, device_id, *_, rules = entry
+    read: dict[str, ConditionState] = {}
+    for rule in engine.rulebook.rules_for(tenant, device_type, device_id):
+        saved = rules.get(rule.name)
+        # Only with the rule's settings unchanged: otherwise it may measure something else now.
+        if saved is not None and saved[7] is not None and saved[0] == _signature(rule):
+            try:
+                read[rule.name] = load_state(rule, saved[7])
+            except (TypeError, ValueError, IndexError) as exc:
+                raise SnapshotInvalid(f"rule {rule.name}'s history: {exc}") from None
+    return read
+
+
+def _restore(engine: AlertEngine, entry: list[Any], histories: dict[str, ConditionState]) -> None:
+    """One device's state (an entry `_check_device` passed, its `_histories`) into the engine."""
     tenant, device_type, device_id, newest, interval, readings, rules = entry
     device = engine.device(DeviceAddress(tenant, device_type, device_id))
     device.newest, device.interval, device.readings = newest, interval, readings
@@ -298,11 +320,8 @@ def _restore(engine: AlertEngine, entry: list[Any]) -> None:
         t.changed_at = saved[5]
         if saved[6] is not None:
             t.episode = Episode(*saved[6])
-        if signature == _signature(t.rule) and saved[7] is not None:
-            try:
-                t.condition = load_state(t.rule, saved[7])
-            except (TypeError, ValueError, IndexError) as exc:
-                raise SnapshotInvalid(f"rule {t.rule.name}'s history: {exc}") from None
+        if t.rule.name in histories:
+            t.condition = histories[t.rule.name]
         elif signature != _signature(t.rule):
             # What the history measures changed: it may mean something else now.
             t.pending_since, t.pending_count = -1, 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Literal
 
 import msgspec
@@ -198,7 +199,7 @@ class Decoder:
         stamps = [reading.ts for reading in readings]
         if not self._inside_window(max(stamps), min(stamps), received_ns):
             return False
-        out.readings.extend([ValidReading(address, reading) for reading in readings])
+        out.readings.extend(map(ValidReading, repeat(address, len(readings)), readings))
         out.received_ns.extend([received_ns] * len(readings))
         return True
 

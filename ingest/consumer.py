@@ -1,12 +1,14 @@
 """The consumer: MQTT batches in, decoded and judged, stored, then acknowledged.
 
-Batches are pipelined, one deep: while batch k is being stored (its alert changes published,
-its lines written, its messages acknowledged) the consumer decodes and judges batch k+1, in
-slices that give the event loop back between them. Batch k+1 is stored only once batch k is,
-so changes are published, lines written and messages acknowledged in arrival order, and a batch
-that fails to be stored stops everything after it unacknowledged. Between batches it refreshes
-the registry, sweeps for silent devices and gives the alert-state snapshot a slice, each only
-once nothing judged is unstored where that matters.
+Batches are pipelined: while batch k is being stored (its alert changes published, its lines
+written, its messages acknowledged) the consumer decodes and judges what comes after, in slices
+that give the event loop back between them; batch k+1, once judged, waits behind k (so a slow
+write does not stop decoding), and k+2 is judged meanwhile, waiting in turn for k to be stored.
+Batch k+1 is stored only once batch k is, so changes are published, lines written and messages
+acknowledged in arrival order, and a batch that fails to be stored stops everything after it
+unacknowledged. Between batches it refreshes the registry, judges silent devices and expired
+commands (stored after the batches before them, without waiting for those here) and gives the
+alert-state snapshot a slice once nothing judged is unstored.
 
 This is the hot path: no await or allocation per message beyond what storing a batch needs.
 """
@@ -102,7 +104,7 @@ class Consumer:
         next_summary = time.monotonic() + options.summary_every_s
         next_sweep = time.monotonic() + max(options.sweep_every_s, 5.0)
         next_snapshot = time.monotonic() + options.snapshot_every_s
-        storing = _Storing()  # the batch before, being stored
+        storing = _Storing()  # the batches before, being stored
         alert_state = self.alert_state
         try:
             downlink = self.downlink
@@ -125,7 +127,7 @@ class Consumer:
                         await self._resolve_orphans(orphans)
                 if messages:
                     prepared = await self._prepare(messages, after=storing)
-                    await storing.finished()
+                    await storing.room()  # not finished(): the write in flight may go on
                     storing.start(functools.partial(self._store, messages, prepared))
                 # Silence is judged only once the backlog is in: a device whose readings are
                 # still queued at the broker is not silent.
@@ -346,27 +348,46 @@ _SLICE_BYTES = 32 * 1024
 
 
 class _Storing:
-    """The one batch being stored while the consumer prepares the next."""
+    """The batches being stored while the consumer prepares the next: a chain of tasks, each
+    of which stores only once the one before it has, so lines are written, changes published
+    and messages acknowledged in arrival order, and a failure skips everything after it."""
 
     def __init__(self) -> None:
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the last of the chain
+        self._unfinished: list[asyncio.Task[None]] = []  # the chain's tasks not done, oldest first
         self._sent = asyncio.Event()
+        self._sent_task: asyncio.Task[None] | None = None  # whose write `_sent` is about
 
     def start(self, storing: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
-        """Runs `storing(sent)`, which sets `sent` once its lines are on their way."""
-        assert self._task is None, "finished() first: batches are stored one after another"
-        self._sent = asyncio.Event()
-        self._task = asyncio.create_task(storing(self._sent), name="store")
+        """Runs `storing(sent)` once the stores before it are done; `sent` is set once its
+        lines are on their way."""
+        self._sent = sent = asyncio.Event()
+        self.then(functools.partial(storing, sent))
+        self._sent_task = self._task
+
+    async def room(self) -> None:
+        """Returns once at most one store is unfinished: a prepared batch waits behind at most
+        the one being written, so what is held unacknowledged stays bounded (one batch in
+        InfluxDB's hands, one waiting, one being prepared), as the broker's window is."""
+        while True:
+            self._unfinished = [task for task in self._unfinished if not task.done()]
+            if len(self._unfinished) <= 1:
+                return
+            await asyncio.wait({self._unfinished[0]})
 
     async def on_its_way(self) -> None:
-        """Returns once the batch's write has gone out to InfluxDB (or storing ended): from
-        then on InfluxDB works on it while the consumer does something else."""
-        if self._task is not None and not self._task.done() and not self._sent.is_set():
-            await first_of(self._sent, self._task)
+        """Returns once the write that can go now has gone out to InfluxDB (or storing ended):
+        from then on InfluxDB works on it while the consumer does something else. At once when
+        that write waits behind another: it goes out when that one is stored, and the consumer
+        gives the event loop a turn between slices of its work."""
+        self._unfinished = [task for task in self._unfinished if not task.done()]
+        task = self._sent_task
+        if task is not None and self._unfinished == [task] and not self._sent.is_set():
+            await first_of(self._sent, task)
 
     def then(self, step: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Runs `step` once the batch being stored is (at once if none is), without waiting
-        for either here: stores stay in order, and a failure of the one before skips `step`
+        """Runs `step` once the stores before it are done (at once if none is), without
+        waiting for them here: stores stay in order, and a failure of one before skips `step`
         and is raised by `finished()`."""
         before = self._task
 
@@ -376,13 +397,15 @@ class _Storing:
             await step()
 
         self._task = asyncio.create_task(after_before(), name="store")
+        self._unfinished.append(self._task)
 
     def done(self) -> bool:
         return self._task is not None and self._task.done()
 
     async def finished(self) -> None:
-        """Returns once the batch is stored (at once if none is), or raises why it was not."""
+        """Returns once every batch is stored (at once if none is), or raises why one was not."""
         task, self._task = self._task, None
+        self._unfinished, self._sent_task = [], None
         if task is not None:
             await task
 
@@ -390,6 +413,7 @@ class _Storing:
         """Cancels storing (when the consumer stops on an error): not acknowledged, the batch
         is delivered again."""
         task, self._task = self._task, None
+        self._unfinished, self._sent_task = [], None
         if task is not None:
             task.cancel()
             await asyncio.wait({task})

@@ -1,14 +1,12 @@
 """The consumer: MQTT batches in, decoded and judged, stored, then acknowledged.
 
-Batches are pipelined: while batch k is being stored (its alert changes published, its lines
-written, its messages acknowledged) the consumer decodes and judges what comes after, in slices
-that give the event loop back between them; batch k+1, once judged, waits behind k (so a slow
-write does not stop decoding), and k+2 is judged meanwhile, waiting in turn for k to be stored.
-Batch k+1 is stored only once batch k is, so changes are published, lines written and messages
-acknowledged in arrival order, and a batch that fails to be stored stops everything after it
-unacknowledged. Between batches it refreshes the registry, judges silent devices and expired
-commands (stored after the batches before them, without waiting for those here) and gives the
-alert-state snapshot a slice once nothing judged is unstored.
+Batches are pipelined, one deep: while batch k is being stored (its alert changes published,
+its lines written, its messages acknowledged) the consumer decodes and judges batch k+1, in
+slices that give the event loop back between them. Batch k+1 is stored only once batch k is,
+so changes are published, lines written and messages acknowledged in arrival order, and a batch
+that fails to be stored stops everything after it unacknowledged. Between batches it refreshes
+the registry, sweeps for silent devices and gives the alert-state snapshot a slice, each only
+once nothing judged is unstored where that matters.
 
 This is the hot path: no await or allocation per message beyond what storing a batch needs.
 """
@@ -35,7 +33,6 @@ from ingest.registry_gate import RegistryGate
 from ingest.sink import WriteAborted
 from ingest.source import Message
 from ingest.stats import IngestStats
-from ingest.storing import Storing
 from ingest.waits import first_of
 from storage.alert_record import Alert
 
@@ -105,7 +102,7 @@ class Consumer:
         next_summary = time.monotonic() + options.summary_every_s
         next_sweep = time.monotonic() + max(options.sweep_every_s, 5.0)
         next_snapshot = time.monotonic() + options.snapshot_every_s
-        storing = Storing()  # the batches before, being stored
+        storing = _Storing()  # the batch before, being stored
         alert_state = self.alert_state
         try:
             downlink = self.downlink
@@ -128,7 +125,7 @@ class Consumer:
                         await self._resolve_orphans(orphans)
                 if messages:
                     prepared = await self._prepare(messages, after=storing)
-                    await storing.room()  # not finished(): the write in flight may go on
+                    await storing.finished()
                     storing.start(functools.partial(self._store, messages, prepared))
                 # Silence is judged only once the backlog is in: a device whose readings are
                 # still queued at the broker is not silent.
@@ -261,7 +258,7 @@ class Consumer:
         return batch.result()
 
     async def _prepare(
-        self, messages: list[Message], *, after: Storing | None = None
+        self, messages: list[Message], *, after: _Storing | None = None
     ) -> PreparedBatch:
         """Decodes and judges a batch, once the batch before (`after`) is on its way to
         InfluxDB, a slice at a time: between slices the event loop runs, so the batch before
@@ -346,3 +343,55 @@ class Consumer:
 
 # Payload bytes decoded between two turns of the event loop: a few milliseconds of work.
 _SLICE_BYTES = 32 * 1024
+
+
+class _Storing:
+    """The one batch being stored while the consumer prepares the next."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self._sent = asyncio.Event()
+
+    def start(self, storing: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+        """Runs `storing(sent)`, which sets `sent` once its lines are on their way."""
+        assert self._task is None, "finished() first: batches are stored one after another"
+        self._sent = asyncio.Event()
+        self._task = asyncio.create_task(storing(self._sent), name="store")
+
+    async def on_its_way(self) -> None:
+        """Returns once the batch's write has gone out to InfluxDB (or storing ended): from
+        then on InfluxDB works on it while the consumer does something else."""
+        if self._task is not None and not self._task.done() and not self._sent.is_set():
+            await first_of(self._sent, self._task)
+
+    def then(self, step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Runs `step` once the batch being stored is (at once if none is), without waiting
+        for either here: stores stay in order, and a failure of the one before skips `step`
+        and is raised by `finished()`."""
+        before = self._task
+
+        async def after_before() -> None:
+            if before is not None:
+                await before
+            await step()
+
+        self._task = asyncio.create_task(after_before(), name="store")
+
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def finished(self) -> None:
+        """Returns once the batch is stored (at once if none is), or raises why it was not."""
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """Cancels storing (when the consumer stops on an error): not acknowledged, the batch
+        is delivered again."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("storing the batch before failed too: %r", task.exception())

@@ -252,34 +252,3 @@ def test_the_look_for_expired_commands_does_not_wait_for_the_write_in_flight(
     assert seen.acked == list(range(80))
     assert seen.acked_unstored == []
     assert Influx(settings.influx_url, settings.influx_db).count("cow_tracker", "seq") == 80
-
-
-def test_a_judged_batch_waits_behind_the_write_in_flight_while_the_next_is_decoded(
-    settings: Settings, proxy: str
-) -> None:
-    """Each write is held until ingest has decoded a message at least 11 readings past it,
-    which is in the batch after the next one (batches hold at most 10): a consumer that waited
-    for the write in flight before judging more would hold every write HOLD_S. Acknowledged
-    in order and only once stored all the same."""
-    writes = SlowInfluxProxy.writes = Writes(fail_at=None)
-    options = IngestOptions(
-        batch_messages=10, window=40, linger_s=0.005, sweep_every_s=3600, snapshot_every_s=3600
-    )
-    with RunningIngest(pipelined(settings, proxy), options) as running:
-        seen = observe(running, writes)
-
-        def may_answer(batch: list[int]) -> bool:
-            return not batch or max(batch) + 11 > LAST or max(seen.prepared) >= max(batch) + 11
-
-        writes.may_answer = may_answer
-        sent = publish(settings, 80)
-        wait_until(lambda: len(seen.acked) >= len(sent), timeout_s=60, what="all acknowledged")
-    assert seen.acked == sent
-    assert seen.acked_unstored == []
-    assert Influx(settings.influx_url, settings.influx_db).count("cow_tracker", "seq") == 80
-    ahead = [
-        any(first >= max(batch) + 11 and at < stored for first, at in seen.prepared.items())
-        for batch, stored in zip(writes.seqs, writes.stored_at, strict=False)
-        if batch and max(batch) + 11 <= LAST
-    ]
-    assert ahead and all(ahead), ahead

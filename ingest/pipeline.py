@@ -45,6 +45,7 @@ from ingest.source import Message
 from storage.alert_record import Alert
 from storage.influx import is_beyond_retention
 from storage.lineprotocol import (
+    RunFormatter,
     parse_reading_address,
     reading_head,
     reading_line,
@@ -149,13 +150,16 @@ class Pipeline:
         head, admitted, refused = "", False, 0
         kind: type[AnyReading] | None = None  # the type of the readings in `run`
         run: list[AnyReading] = []  # admitted readings of one device and type, in order
+        formatter: RunFormatter | None = None  # the lines of a run of `kind`
         for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
             reading = item.reading
             if item.address is not address or type(reading) is not kind:
-                if run:
-                    lines += reading_run_formatter(type(run[0]))(head, run)
+                if run and formatter is not None:
+                    lines += formatter(head, run)
                     run = []
-                kind = type(reading)
+                if type(reading) is not kind:
+                    kind = type(reading)
+                    formatter = reading_run_formatter(kind)
                 if item.address is not address:
                     address = item.address
                     head = reading_head(address)
@@ -167,8 +171,8 @@ class Pipeline:
             run.append(reading)
             if changes := evaluate(item):
                 alerts.extend(changes)
-        if run:
-            lines += reading_run_formatter(type(run[0]))(head, run)
+        if run and formatter is not None:
+            lines += formatter(head, run)
         batch.readings += len(decoded.readings) - refused
 
     def add_downlink(self, batch: PreparedBatch, outcome: Outcome) -> None:

@@ -217,6 +217,8 @@ def _compile_run_formatter(reading_type: type[AnyReading]) -> RunFormatter:
     unpack = "".join(f"{v}, " for v in names.values())
     source = (
         "def run(h, rs):\n"
+        "    if len(rs) == 1:\n"  # a single reading's message: orjson's call costs more
+        "        return [one(h, rs[0])]\n"
         "    try:\n"
         f"        text = dumps({values})\n"
         "    except JSONEncodeError:\n"

@@ -153,3 +153,11 @@ def test_influxdb_stores_the_same_number_from_either_spelling(influx: Influx) ->
         stored.setdefault(row["device_id"], []).append(tuple(float(row[n]) for n in FLOATS))
     assert stored["cow-1"] == rows  # the run's spelling
     assert stored["cow-2"] == rows  # the control: repr's, as before
+
+
+def test_a_run_of_one_reading_is_written_as_one_by_one() -> None:
+    """A single reading's message (the single shape) skips orjson's call, which costs more
+    than `repr` for one reading: its line is exactly the one-by-one line, 1e-07 included."""
+    readings = cows([(1e-7, 52.0, 5.0, 80.0)])
+    assert reading_run_formatter(type(readings[0]))(HEAD, readings) == one_by_one(HEAD, readings)
+    assert "body_temp_c=1e-07," in one_by_one(HEAD, readings)[0]

@@ -130,15 +130,19 @@ class Consumer:
                 # Silence is judged only once the backlog is in: a device whose readings are
                 # still queued at the broker is not silent.
                 caught_up = not messages or self.source.caught_up
+                # The sweep and the expiry are judged now, on what has been judged so far, and
+                # stored after the batch in flight without waiting for it here: decoding the
+                # next batch keeps overlapping that batch's write.
                 if caught_up and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + options.sweep_every_s
-                    await storing.finished()
                     if self.partitions is not None:
+                        # A partition let go may be taken over at once by another worker,
+                        # which must find what was judged for it stored.
+                        await storing.finished()
                         self.partitions.let_go()  # no silence judged for another's devices
-                    await self._sweep()
+                    storing.then(self._sweep())
                 if downlink is not None and self._gateway_ticks() and downlink.expiry_due():
-                    await storing.finished()
-                    await self._expire(downlink)
+                    storing.then(self._expire(downlink))
                 if not alert_state.capturing and time.monotonic() >= next_snapshot:
                     await alert_state.begin()  # once the previous one is written
                     next_snapshot = time.monotonic() + options.snapshot_every_s
@@ -210,27 +214,37 @@ class Consumer:
         await self._commit([alert.to_line() for alert in orphans], orphans)
         self.unstored -= 1
 
-    async def _sweep(self) -> None:
-        """Judges silent devices, and stores and announces the alerts that raises."""
+    def _sweep(self) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Judges silent devices now; returns what stores and announces the alerts that
+        raises (to run once what was judged before is stored)."""
         self.unstored += 1
         swept = self.pipeline.sweep()
-        if swept.alerts:
-            await self._commit(swept.lines, swept.alerts)
-        self.unstored -= 1
-        if swept.publications and self.downlink is not None:
-            await self.downlink.publish(swept.publications)  # what automations did about them
 
-    async def _expire(self, downlink: Downlink) -> None:
-        """Settles the commands whose expiry passed: stored, then announced."""
+        async def store() -> None:
+            if swept.alerts:
+                await self._commit(swept.lines, swept.alerts)
+            self.unstored -= 1
+            if swept.publications and self.downlink is not None:
+                await self.downlink.publish(swept.publications)  # what automations did
+
+        return store
+
+    def _expire(self, downlink: Downlink) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Settles the commands whose expiry passed now; returns what stores, then announces
+        them (to run once what was judged before is stored)."""
         batch = PreparedBatch()
         self.pipeline.add_downlink(batch, downlink.expire())
         self.pipeline.react(batch)
         batch.lines.extend(alert.to_line() for alert in batch.alerts)  # desired_not_applied
         self.unstored += 1
-        await self._commit(batch.lines, batch.alerts)
-        self.unstored -= 1
-        if batch.publications:
-            await downlink.publish(batch.publications)
+
+        async def store() -> None:
+            await self._commit(batch.lines, batch.alerts)
+            self.unstored -= 1
+            if batch.publications:
+                await downlink.publish(batch.publications)
+
+        return store
 
     async def _next_batch_or_stop(self, timeout_s: float) -> list[Message]:
         """The next batch; [] when `stop` is set or nothing came within `timeout_s`."""
@@ -349,6 +363,19 @@ class _Storing:
         then on InfluxDB works on it while the consumer does something else."""
         if self._task is not None and not self._task.done() and not self._sent.is_set():
             await first_of(self._sent, self._task)
+
+    def then(self, step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Runs `step` once the batch being stored is (at once if none is), without waiting
+        for either here: stores stay in order, and a failure of the one before skips `step`
+        and is raised by `finished()`."""
+        before = self._task
+
+        async def after_before() -> None:
+            if before is not None:
+                await before
+            await step()
+
+        self._task = asyncio.create_task(after_before(), name="store")
 
     def done(self) -> bool:
         return self._task is not None and self._task.done()

@@ -45,11 +45,11 @@ from ingest.source import Message
 from storage.alert_record import Alert
 from storage.influx import is_beyond_retention
 from storage.lineprotocol import (
-    LineFormatter,
+    RunFormatter,
     parse_reading_address,
-    reading_formatter,
     reading_head,
     reading_line,
+    reading_run_formatter,
     rejection_line,
 )
 
@@ -143,28 +143,36 @@ class Pipeline:
     def _store_readings(self, decoded: Decoded, batch: PreparedBatch) -> None:
         """Each valid reading's line and alert changes, or its rejection by the cardinality
         guard. The readings of one message come in a run with one address object: its tags
-        are formatted once, and a device once admitted stays admitted, so it is asked once."""
+        are formatted once, a device once admitted stays admitted, so it is asked once, and the
+        run's lines are made together (`reading_run_formatter`: its floats in one call)."""
         lines, alerts, evaluate = batch.lines, batch.alerts, self.engine.evaluate
         address: DeviceAddress | None = None
         head, admitted, refused = "", False, 0
-        kind: type[AnyReading] | None = None  # the formatter's reading type
-        formatter: LineFormatter | None = None
+        kind: type[AnyReading] | None = None  # the type of the readings in `run`
+        run: list[AnyReading] = []  # admitted readings of one device and type, in order
+        formatter: RunFormatter | None = None  # the lines of a run of `kind`
         for item, received_ns in zip(decoded.readings, decoded.received_ns, strict=True):
-            if item.address is not address:
-                address = item.address
-                head = reading_head(address)
-                admitted = False
+            reading = item.reading
+            if item.address is not address or type(reading) is not kind:
+                if run and formatter is not None:
+                    lines += formatter(head, run)
+                    run = []
+                if type(reading) is not kind:
+                    kind = type(reading)
+                    formatter = reading_run_formatter(kind)
+                if item.address is not address:
+                    address = item.address
+                    head = reading_head(address)
+                    admitted = False
             if not admitted and not (admitted := self.guard.admit(item.address, received_ns)):
                 self._add_rejection(batch, self._over_cardinality(item, received_ns))
                 refused += 1
                 continue
-            reading = item.reading
-            if type(reading) is not kind or formatter is None:
-                kind = type(reading)
-                formatter = reading_formatter(kind)
-            lines.append(formatter(head, reading))
+            run.append(reading)
             if changes := evaluate(item):
                 alerts.extend(changes)
+        if run and formatter is not None:
+            lines += formatter(head, run)
         batch.readings += len(decoded.readings) - refused
 
     def add_downlink(self, batch: PreparedBatch, outcome: Outcome) -> None:

@@ -214,3 +214,41 @@ def test_a_failed_write_stops_acknowledgements_at_the_batch_before(
     # ... nor of what came after it, although it had been decoded meanwhile.
     assert max(seen.prepared) > max(writes.seqs[2]), seen.prepared
     assert not set(seen.acked) & {s for batch in writes.seqs[2:] for s in batch}
+
+
+def test_the_look_for_expired_commands_does_not_wait_for_the_write_in_flight(
+    settings: Settings, proxy: str
+) -> None:
+    """With the downlink (not a share group member), ingest looks for expired commands once a
+    second; that look is judged at once and stored after the write in flight, so it neither
+    holds decoding back nor lets anything be acknowledged before it is stored."""
+    writes = SlowInfluxProxy.writes = Writes(fail_at=None)
+    options = IngestOptions(
+        batch_messages=10, window=20, linger_s=0.005, sweep_every_s=0.1, snapshot_every_s=3600
+    )
+    with RunningIngest(settings.model_copy(update={"influx_url": proxy}), options) as running:
+        seen = observe(running, writes)
+        writes.may_answer = next_batch_decoded(seen)
+        assert running.ingest is not None and running.ingest.downlink is not None
+        consumer = running.ingest.consumer
+        expire = consumer._expire
+        looks_while_held: list[bool] = []  # per look: was the write holding seq 39 unstored?
+
+        def recording_expire(downlink):  # type: ignore[no-untyped-def]
+            with writes.lock:
+                held = any(39 in batch for batch in writes.seqs) and 39 not in writes.stored
+            looks_while_held.append(held)
+            return expire(downlink)
+
+        consumer._expire = recording_expire  # type: ignore[method-assign]
+        topic = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-1")
+        readings = [(topic, cow_json(1795327200 + i, i)) for i in range(80)]
+        publish_all(settings.mqtt_url, readings[:40])
+        # The write holding seq 39 is held until a later batch is decoded, which comes only
+        # after this: a look that waited for it would come only once HOLD_S had passed.
+        wait_until(lambda: any(looks_while_held), timeout_s=30, what="a look while a write is held")
+        publish_all(settings.mqtt_url, readings[40:])
+        wait_until(lambda: len(seen.acked) >= 80, timeout_s=60, what="every message acknowledged")
+    assert seen.acked == list(range(80))
+    assert seen.acked_unstored == []
+    assert Influx(settings.influx_url, settings.influx_db).count("cow_tracker", "seq") == 80

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import http.server
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from core.settings import Settings
+from devices.catalogue import DEVICE_TYPES
 from devices.topics import telemetry_topic
 from ingest.options import IngestOptions
 from ingest.source import Message
@@ -252,3 +256,80 @@ def test_the_look_for_expired_commands_does_not_wait_for_the_write_in_flight(
     assert seen.acked == list(range(80))
     assert seen.acked_unstored == []
     assert Influx(settings.influx_url, settings.influx_db).count("cow_tracker", "seq") == 80
+
+
+SILENT_RULES = """
+[[rule]]
+device_type = "thermostat"
+tenant = "home"
+device = "th-9"
+name = "silent"
+at_least = "1s"
+"""
+COW_SEQ = 777_777  # the reading whose write is held, then refused
+
+
+def test_a_silence_judged_behind_a_refused_write_is_raised_again_after_a_restart(
+    settings: Settings, proxy: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of batch4: the sweep is judged at once and stored after the batch in flight. If
+    that batch's write is refused, the silence judged meanwhile must be neither announced nor
+    stored by this run (it would follow a batch that was not stored), and must not be lost
+    either: after a restart it is raised, stored and announced."""
+    monkeypatch.setattr(sys.modules[__name__], "HOLD_S", 60.0)  # held until the sweep judged
+    rules = tmp_path / "rules.toml"
+    rules.write_text(SILENT_RULES)
+    settings = settings.model_copy(update={"rules_file": str(rules)})
+    influx = Influx(settings.influx_url, settings.influx_db)
+    room = telemetry_topic(settings.topic_prefix, "home", "thermostat", "th-9")
+    cow = telemetry_topic(settings.topic_prefix, "farm", "cow_tracker", "cow-1")
+    now = int(time.time())
+    example = DEVICE_TYPES["thermostat"].example
+    times = [now - 10, now - 9, now - 8, now - 7, now - 4, now - 3, now - 2, now - 1, now]
+    readings = [orjson.dumps({**example, "ts": t, "seq": i, "heating": False})
+                for i, t in enumerate(times)]  # fmt: skip
+    writes = SlowInfluxProxy.writes = Writes(fail_at=None)
+    judged: list[str] = []  # the silences the sweep judged, as it judged them
+
+    def may_answer(batch: list[int]) -> bool:
+        if COW_SEQ not in batch:
+            return True
+        if judged:  # refuse it, now that a silence was judged behind it
+            writes.fail_at = next(n for n, b in enumerate(writes.seqs, 1) if b is batch)
+        return bool(judged)
+
+    writes.may_answer = may_answer
+    with RunningIngest(settings, OPTIONS_SWEEP):  # stopped cleanly: its snapshot knows the room
+        publish_all(settings.mqtt_url, [(room, r) for r in readings])
+        wait_until(lambda: influx.count("thermostat", "seq") == len(times), what="the room")
+    running = RunningIngest(settings.model_copy(update={"influx_url": proxy}), OPTIONS_SWEEP)
+    with pytest.raises(ExceptionGroup) as stopped, running:
+        assert running.ingest is not None
+        pipeline = running.ingest.pipeline
+        sweep = pipeline.sweep
+
+        def recording_sweep():  # type: ignore[no-untyped-def]
+            swept = sweep()
+            judged.extend(f"{a.rule} {a.state}" for a in swept.alerts)
+            with writes.decoded:
+                writes.decoded.notify_all()
+            return swept
+
+        pipeline.sweep = recording_sweep  # type: ignore[method-assign]
+        # Before the first sweep (5 s after the start), which finds the room silent.
+        publish_all(settings.mqtt_url, [(cow, cow_json(now, COW_SEQ))])
+        wait_until(lambda: running.error is not None, timeout_s=60, what="the refusal")
+    assert stopped.group_contains(InfluxRefused, match="401")
+    assert judged == ["silent raised"]  # the sweep did judge it behind the held write
+    assert running.alerts == []  # not announced after a batch that was not stored ...
+    assert not influx.query('SELECT * FROM "moclo_alerts"')  # ... nor stored
+
+    with RunningIngest(settings, OPTIONS_SWEEP) as again:  # straight to InfluxDB now
+        wait_until(lambda: influx.count("cow_tracker", "seq") == 1, what="the cow again")
+        wait_until(lambda: again.alerts, timeout_s=30, what="the silence raised again")
+        wait_until(lambda: influx.query('SELECT * FROM "moclo_alerts"'), what="the silence stored")
+    stored = influx.query('SELECT * FROM "moclo_alerts"')
+    assert [(r["rule"], r["state"]) for r in stored] == [("silent", "raised")]
+
+
+OPTIONS_SWEEP = IngestOptions(linger_s=0.005, sweep_every_s=0.2, snapshot_every_s=3600)

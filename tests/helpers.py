@@ -72,6 +72,19 @@ def log_since(path: Path, offset: int) -> str:
         return log.read().decode(errors="replace")
 
 
+async def await_disconnect(log_path: Path, log_from: int, client_id: str, what: str) -> None:
+    """Returns once Mosquitto has logged `client_id`'s DISCONNECT after `log_from` bytes of its
+    log. Mosquitto reads a connection's packets one per turn of its loop; a new connection with
+    the same id closes the old one with whatever it has not read yet (its last PUBACKs), so a
+    test that reconnects with the same id waits for this first."""
+    gone = f"Client {client_id} disconnected.".encode()
+    await asyncio.to_thread(
+        wait_until,
+        lambda: gone in log_path.read_bytes()[log_from:],
+        what=f"Mosquitto to read {what}",
+    )
+
+
 def wait_until(probe: Callable[[], T], *, timeout_s: float = 20.0, what: str = "condition") -> T:
     """Polls `probe` until it returns something truthy; fails the test at the deadline."""
     began = time.monotonic()

@@ -34,7 +34,7 @@ from ingest.paho_fast import (
 from ingest.source import Message, MqttSource
 from moclo.stack import MosquittoServer
 from tests.conftest import RunningIngest
-from tests.helpers import Influx, cow_json, publish_all, wait_until
+from tests.helpers import Influx, await_disconnect, cow_json, publish_all, wait_until
 
 T0 = int(time.time()) // 60 * 60 - 3600  # an hour ago: inside the accepted ts window
 
@@ -190,14 +190,8 @@ def test_batched_acknowledgements_and_messages_with_properties(
         finally:
             log_from = mosquitto.log_path.stat().st_size
             await first.close()
-        # Mosquitto reads a connection's packets one per turn of its loop; a new connection
-        # with the same id closes the old one with whatever it has not read yet (our last
-        # acknowledgements). Reconnect only once it has read the DISCONNECT behind them.
-        gone = f"Client {settings.ingest_id} disconnected.".encode()
-        await asyncio.to_thread(
-            wait_until,
-            lambda: gone in mosquitto.log_path.read_bytes()[log_from:],
-            what="Mosquitto to read the first connection's DISCONNECT",
+        await await_disconnect(  # before reconnecting with the same id: see the helper
+            mosquitto.log_path, log_from, settings.ingest_id, "the first connection's DISCONNECT"
         )
         again = source()
         await again.start()

@@ -36,7 +36,7 @@ from ingest.paho_fast import (
 )
 from ingest.source import Message, MqttSource
 from moclo.stack import MosquittoServer, free_port
-from tests.helpers import publish_all, wait_until
+from tests.helpers import await_disconnect, publish_all, wait_until
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes:
@@ -265,11 +265,8 @@ def test_a_connection_cut_with_a_full_window_and_a_batch_in_hand_loses_nothing(
         finally:
             log_from = mosquitto.log_path.stat().st_size
             await first.close()
-        gone = f"Client {settings.ingest_id} disconnected.".encode()
-        await asyncio.to_thread(
-            wait_until,
-            lambda: gone in mosquitto.log_path.read_bytes()[log_from:],
-            what="Mosquitto to read the DISCONNECT behind the last PUBACKs",
+        await await_disconnect(
+            mosquitto.log_path, log_from, settings.ingest_id, "the DISCONNECT behind the PUBACKs"
         )
         again = source()
         await again.start()

@@ -96,10 +96,6 @@ def format_field(value: object) -> str:
     return line_field_string(str(value))
 
 
-def format_fields(fields: Mapping[str, object]) -> str:
-    return ",".join(f"{escape_tag(name)}={format_field(value)}" for name, value in fields.items())
-
-
 def reading_line(item: StoredReading) -> str:
     return reading_fields(item.reading, reading_head(item.address))
 
